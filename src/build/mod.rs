@@ -1,0 +1,1 @@
+//! Turns a Kubefile and its context into an image in the store.

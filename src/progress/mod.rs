@@ -1,0 +1,128 @@
+//! One small interface for long work, so the same code drives a progress bar,
+//! plain log lines, or nothing at all in tests.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+/// Reports on long work. Implementations must be cheap to call per chunk.
+pub trait Progress: Send + Sync {
+    /// Starts a task; `total` is in bytes when known.
+    fn begin(&self, label: &str, total: Option<u64>) -> Box<dyn Task>;
+    /// A one-off message (a step finished, a cache hit).
+    fn message(&self, text: &str);
+}
+
+/// One running task of a [`Progress`].
+pub trait Task: Send {
+    fn advance(&self, bytes: u64);
+    fn finish(&self, summary: &str);
+}
+
+/// Reports nothing: for tests and `--quiet`.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn begin(&self, _label: &str, _total: Option<u64>) -> Box<dyn Task> {
+        Box::new(SilentTask)
+    }
+    fn message(&self, _text: &str) {}
+}
+
+struct SilentTask;
+impl Task for SilentTask {
+    fn advance(&self, _bytes: u64) {}
+    fn finish(&self, _summary: &str) {}
+}
+
+/// Plain lines on stderr: what a log file or CI should see.
+pub struct Lines;
+
+impl Progress for Lines {
+    fn begin(&self, _label: &str, _total: Option<u64>) -> Box<dyn Task> {
+        Box::new(LineTask)
+    }
+    fn message(&self, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
+struct LineTask;
+impl Task for LineTask {
+    fn advance(&self, _bytes: u64) {}
+    fn finish(&self, summary: &str) {
+        if !summary.is_empty() {
+            eprintln!("{summary}");
+        }
+    }
+}
+
+/// Progress bars on a terminal.
+pub struct Bars {
+    multi: indicatif::MultiProgress,
+    lock: Mutex<()>,
+}
+
+impl Bars {
+    pub fn new() -> Self {
+        Bars {
+            multi: indicatif::MultiProgress::new(),
+            lock: Mutex::new(()),
+        }
+    }
+}
+
+impl Default for Bars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress for Bars {
+    fn begin(&self, label: &str, total: Option<u64>) -> Box<dyn Task> {
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            ),
+            None => indicatif::ProgressBar::new_spinner()
+                .with_style(indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template")),
+        };
+        let bar = self.multi.add(bar.with_message(label.to_string()));
+        Box::new(BarTask { bar })
+    }
+    fn message(&self, text: &str) {
+        let _guard = self.lock.lock();
+        let _ = self.multi.println(text);
+    }
+}
+
+struct BarTask {
+    bar: indicatif::ProgressBar,
+}
+
+impl Task for BarTask {
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+    fn finish(&self, summary: &str) {
+        if summary.is_empty() {
+            self.bar.finish_and_clear();
+        } else {
+            self.bar.finish_with_message(summary.to_string());
+        }
+    }
+}
+
+/// Bars when stderr is a terminal, lines otherwise, nothing when quiet.
+pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
+    if quiet {
+        Box::new(Silent)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(Bars::new())
+    } else {
+        Box::new(Lines)
+    }
+}

@@ -1,0 +1,1 @@
+//! Image names, normalized the way docker does it.
