@@ -1,1 +1,37 @@
 //! Turns a Kubefile and its context into an image in the store.
+//!
+//! `context` and `ignore` decide which files an instruction sees, `layer` turns
+//! one COPY/ADD into deterministic blobs, `cache` skips that work when the
+//! inputs' metadata proves nothing changed, and `executor` ties them to the
+//! Kubefile's evaluation, the image config and the store.
+
+pub mod cache;
+pub mod context;
+pub mod error;
+mod executor;
+pub mod ignore;
+pub mod layer;
+
+pub use cache::LayerCache;
+pub use context::Context;
+pub use error::{BuildError, Instruction, SinkError};
+pub use executor::{build, epoch_rfc3339, BuildOutcome, BuildRequest, KUBEFILE_NAMES};
+pub use ignore::Ignore;
+pub use layer::{copy_layers, BlobSink, BlobWrite, Compression, Layer, LayerOptions};
+
+use crate::store::{BlobWriter, Digest, Store};
+
+impl BlobSink for Store {
+    fn create(&self) -> Result<Box<dyn BlobWrite + '_>, SinkError> {
+        Ok(Box::new(self.blob_writer()?))
+    }
+    fn has_blob(&self, digest: &Digest) -> bool {
+        Store::has_blob(self, digest)
+    }
+}
+
+impl BlobWrite for BlobWriter {
+    fn finish(self: Box<Self>) -> Result<(Digest, u64), SinkError> {
+        Ok((*self).finish()?)
+    }
+}

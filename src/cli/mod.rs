@@ -1,5 +1,176 @@
 //! The command line: flags in, library calls, errors mapped to exit codes.
+//!
+//! This is the edge: library errors are typed, and here they get the context a
+//! person needs (which image, which file) before they are printed.
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+mod args;
+mod store_cmds;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Parser;
+
+pub use args::{parse_size, Cli, Command};
+
+use crate::build::{self, BuildRequest, Compression, LayerOptions};
+use crate::reference;
+use crate::store::Store;
+
+/// Parses the command line, runs it, and prints any error chain on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let root = match cli.root.clone() {
+        Some(root) => root,
+        None => default_root()?,
+    };
+    let progress = crate::progress::for_terminal(cli.quiet);
+    let open_store = || {
+        Store::open(&root).with_context(|| format!("opening the image store at {}", root.display()))
+    };
+    match cli.command {
+        Command::Build(args) => {
+            let request = build_request(args)?;
+            let store = open_store()?;
+            let outcome = build::build(&store, &request, progress.as_ref())?;
+            for warning in &outcome.warnings {
+                eprintln!("warning: {warning}");
+            }
+            if !cli.quiet {
+                eprintln!(
+                    "built {} ({} layers, {} from cache)",
+                    request.tags.join(", "),
+                    outcome.layers,
+                    outcome.cached_layers
+                );
+            }
+            println!("{}", outcome.manifest.digest());
+            Ok(())
+        }
+        Command::Images(args) => store_cmds::images(&open_store()?, args.format),
+        Command::Inspect(args) => store_cmds::inspect(&open_store()?, &args.image, args.format),
+        Command::Tag(args) => store_cmds::tag(&open_store()?, &args.source, &args.targets),
+        Command::Rmi(args) => store_cmds::rmi(&open_store()?, &args.images, cli.quiet),
+        Command::Prune => store_cmds::prune(&open_store()?),
+        Command::Fsck => store_cmds::fsck(&open_store()?),
+        Command::Save(args) => {
+            store_cmds::save(&open_store()?, &args.images, &args.output, cli.quiet)
+        }
+        Command::Load(args) => store_cmds::load(&open_store()?, &args.input),
+    }
+}
+
+/// `/var/lib/sealrs` for root, else the XDG data directory.
+fn default_root() -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of /proc/self is this process's effective uid.
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        return Ok(PathBuf::from("/var/lib/sealrs"));
+    }
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(data).join("sealrs"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/sealrs")),
+        None => bail!("cannot tell where to keep images: set SEALRS_ROOT or HOME"),
+    }
+}
+
+/// Turns raw build flags into a request; everything here is checked before any file is opened.
+fn build_request(args: args::BuildArgs) -> Result<BuildRequest> {
+    let mut tags = Vec::new();
+    for tag in &args.tags {
+        let name = reference::normalize(tag).with_context(|| format!("-t {tag}"))?;
+        if tags.contains(&name) {
+            bail!("-t {tag}: the image name {name} is given twice; give each name once");
+        }
+        tags.push(name);
+    }
+    let mut build_args = BTreeMap::new();
+    for arg in &args.build_args {
+        let (key, value) = match arg.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match std::env::var(arg) {
+                Ok(v) => (arg.clone(), v),
+                // Docker drops a bare KEY whose variable is unset, so the ARG default applies.
+                Err(_) => continue,
+            },
+        };
+        if key.is_empty() {
+            bail!("--build-arg {arg:?}: the name before '=' is empty; use --build-arg KEY=VALUE");
+        }
+        build_args.insert(key, value);
+    }
+    let (target_os, target_arch) = match &args.platform {
+        Some(p) => {
+            let (os, arch) = p
+                .split_once('/')
+                .filter(|(os, arch)| !os.is_empty() && !arch.is_empty() && !arch.contains('/'))
+                .with_context(|| {
+                    format!("--platform {p:?}: expected OS/ARCH, for example linux/arm64")
+                })?;
+            (os.to_string(), arch.to_string())
+        }
+        None => ("linux".to_string(), host_arch().to_string()),
+    };
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<u64>()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
+        _ => 0,
+    };
+    Ok(BuildRequest {
+        context: args.context,
+        kubefile: args.file,
+        tags,
+        build_args,
+        target_os,
+        target_arch,
+        no_cache: args.no_cache,
+        layers: LayerOptions {
+            compression: match args.compression {
+                args::CompressionArg::Zstd => Compression::Zstd,
+                args::CompressionArg::Gzip => Compression::Gzip,
+                args::CompressionArg::None => Compression::None,
+            },
+            split_threshold: args.split_threshold,
+            source_date_epoch,
+        },
+    })
+}
+
+/// The OCI name of this machine's architecture.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
 }

@@ -6,10 +6,19 @@
 //! we write equals the one buildah derives from the same file. Nothing here
 //! touches the disk: the caller reads the file and resolves the base image.
 //!
-//! OWNER NOTE (remove when filled): implemented by the kubefile helper.
-//! Submodules: `lexer`/`parser` (instructions), `expand` (variables), `eval`.
+//! Submodules: `parser` (text to instructions), `expand` (variables and
+//! quotes), `eval` (instructions to config), `error`.
 
 use std::collections::BTreeMap;
+
+mod error;
+mod eval;
+mod expand;
+mod parser;
+
+pub use error::{ExpandProblem, KubefileError, SUPPORTED_INSTRUCTIONS};
+pub use eval::{evaluate, evaluate_from};
+pub use parser::{parse, Args, Flag, Instruction, Keyword, Kubefile, Pair, Word};
 
 /// Where in a Kubefile something is, for error messages (`file:line:column`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +41,10 @@ impl std::fmt::Display for Location {
 pub enum BaseImage {
     Scratch,
     /// As written (after expansion); the caller normalizes and resolves it.
-    Image { name: String, location: Location },
+    Image {
+        name: String,
+        location: Location,
+    },
 }
 
 /// The parts of an image config a Kubefile can change. The caller fills it

@@ -87,8 +87,10 @@ impl Progress for Bars {
                 .expect("static template")
                 .progress_chars("=> "),
             ),
-            None => indicatif::ProgressBar::new_spinner()
-                .with_style(indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template")),
+            None => indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                    .expect("static template"),
+            ),
         };
         let bar = self.multi.add(bar.with_message(label.to_string()));
         Box::new(BarTask { bar })

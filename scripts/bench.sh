@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Benchmarks sealrs against its peers, measured in the same run on the same
+# machine, and prints wall time, peak RSS and the ratios. Not a test: targets
+# are read by people from the figures.
+#
+#   scripts/bench.sh build     k3s-like context: sealrs build vs buildah bud + push
+#
+# Needs root, buildah and GNU time (scripts/test.sh installs buildah).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-build}
+work=$(mktemp -d /var/tmp/sealrs-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+cargo build --release --quiet
+sealrs=$PWD/target/release/sealrs
+
+# run LABEL CMD...: appends "LABEL seconds peak_kb" to $work/results
+run() {
+  local label=$1; shift
+  /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null 2>"$work/err.out" || {
+    echo "failed: $*"; cat "$work/err.out"; exit 1; }
+  echo "$label $(cat "$work/time.out")" >> "$work/results"
+}
+
+# A context shaped like a k3s rootfs: a 70 MB binary that compresses about 2:1,
+# a 400 MB airgap archive that does not compress at all, 200 small YAML files.
+make_k3s_context() {
+  local ctx=$1
+  mkdir -p "$ctx/bin" "$ctx/images" "$ctx/manifests"
+  python3 - "$ctx/bin/k3s" <<'PY'
+import os, sys
+with open(sys.argv[1], "wb") as f:
+    words = [os.urandom(8).hex().encode() for _ in range(4096)]
+    for i in range(70 * 16):                      # 70 MiB in 64 KiB chunks
+        chunk = os.urandom(32 * 1024)             # half random ...
+        text = b" ".join(words[(i * 7 + j) % 4096] for j in range(2000))[: 32 * 1024]
+        f.write(chunk + text.ljust(32 * 1024, b"."))  # ... half text
+PY
+  chmod 755 "$ctx/bin/k3s"
+  head -c 400M /dev/urandom > "$ctx/images/k3s-airgap-images-amd64.tar.zst"
+  for i in $(seq 1 200); do
+    printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-%d\ndata:\n  key: "value %d"\n' "$i" "$i" \
+      > "$ctx/manifests/cm-$i.yaml"
+  done
+  cat > "$ctx/Kubefile" <<'KF'
+FROM scratch
+LABEL sealrs.io/type="rootfs" sealrs.io/runtime="k3s" sealrs.io/version="v1.30.2"
+ENV PATH_PREFIX=/usr/local/bin
+COPY bin ./bin
+COPY images ./images
+COPY manifests ./manifests
+CMD ["scripts/init.sh"]
+KF
+}
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.1f}x' if b>0 else 'inf')" "$1" "$2"; }
+field() { awk -v l="$1" -v c="$2" '$1==l {print $c}' "$work/results"; }
+
+bench_build() {
+  local ctx=$work/ctx
+  echo "==> making the k3s-like context in $ctx"
+  make_k3s_context "$ctx"
+  local b=(buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver vfs)
+
+  echo "==> buildah: cold bud + push to an OCI layout"
+  run buildah_bud "${b[@]}" bud --layers -t localhost/bench:1 -f "$ctx/Kubefile" "$ctx"
+  run buildah_push "${b[@]}" push localhost/bench:1 "oci:$work/buildah-oci:bench"
+  echo "==> buildah: unchanged rebuild (cached layers)"
+  run buildah_rebuild "${b[@]}" bud --layers -t localhost/bench:1 -f "$ctx/Kubefile" "$ctx"
+
+  echo "==> sealrs: cold build"
+  run sealrs_build "$sealrs" --root "$work/sealrs" -q build -t bench:1 "$ctx"
+  echo "==> sealrs: unchanged rebuild"
+  run sealrs_rebuild "$sealrs" --root "$work/sealrs" -q build -t bench:1 "$ctx"
+
+  local bb bp br sb sr
+  bb=$(field buildah_bud 2); bp=$(field buildah_push 2); br=$(field buildah_rebuild 2)
+  sb=$(field sealrs_build 2); sr=$(field sealrs_rebuild 2)
+  local bcold
+  bcold=$(python3 -c "print(round($bb + $bp, 2))")
+  local bmem
+  bmem=$(python3 -c "print(max($(field buildah_bud 3), $(field buildah_push 3)))")
+  echo
+  printf '%-34s %10s %14s\n' "build benchmark" "wall (s)" "peak RSS (MB)"
+  printf '%-34s %10s %14s\n' "buildah bud + push (cold)" "$bcold" "$((bmem / 1024))"
+  printf '%-34s %10s %14s\n' "sealrs build (cold)" "$sb" "$(( $(field sealrs_build 3) / 1024 ))"
+  printf '%-34s %10s %14s\n' "buildah bud (unchanged, cached)" "$br" "$(( $(field buildah_rebuild 3) / 1024 ))"
+  printf '%-34s %10s %14s\n' "sealrs build (unchanged)" "$sr" "$(( $(field sealrs_rebuild 3) / 1024 ))"
+  echo
+  echo "cold build:       sealrs is $(ratio "$bcold" "$sb") faster than buildah bud+push (target >= 4x)"
+  echo "unchanged build:  sealrs is $(ratio "$br" "$sr") faster than buildah's cached rebuild (target >= 10x)"
+  echo "peak RSS:         sealrs $(( $(field sealrs_build 3) / 1024 )) MB cold, $(( $(field sealrs_rebuild 3) / 1024 )) MB unchanged (target < 100 MB)"
+  du -sh "$work/sealrs/oci" "$work/buildah-oci" | sed 's/^/store size: /'
+}
+
+case $what in
+  build) bench_build ;;
+  *) echo "usage: $0 build" >&2; exit 2 ;;
+esac

@@ -1,0 +1,330 @@
+//! The build executor: Kubefile → evaluated stage → layers → config → manifest → tags.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{
+    ConfigBuilder, Descriptor, DescriptorBuilder, Digest, HistoryBuilder, ImageConfiguration,
+    ImageConfigurationBuilder, ImageManifestBuilder, MediaType, RootFsBuilder,
+};
+
+use super::{copy_layers, BuildError, Context, Layer, LayerCache, LayerOptions};
+use crate::kubefile::{self, BaseImage, ConfigState, EvalOptions};
+use crate::progress::Progress;
+use crate::reference;
+use crate::store::Store;
+
+/// Names tried, in order, when `-f` is not given.
+pub const KUBEFILE_NAMES: [&str; 4] = ["Kubefile", "Sealfile", "Containerfile", "Dockerfile"];
+
+/// Everything a build needs, already validated by the caller.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub context: PathBuf,
+    pub kubefile: Option<PathBuf>,
+    /// Full normalized names, no duplicates.
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target_os: String,
+    pub target_arch: String,
+    pub no_cache: bool,
+    pub layers: LayerOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    pub manifest: Descriptor,
+    pub config_digest: Digest,
+    /// Layers this build produced (not counting the base image's).
+    pub layers: usize,
+    pub cached_layers: usize,
+    pub warnings: Vec<String>,
+}
+
+/// Builds the image and tags it; on any error the index is left untouched.
+pub fn build(
+    store: &Store,
+    request: &BuildRequest,
+    progress: &dyn Progress,
+) -> Result<BuildOutcome, BuildError> {
+    if request.tags.is_empty() {
+        return Err(BuildError::NoTag);
+    }
+    let context = Context::open(&request.context)?;
+    let kubefile_path = find_kubefile(request.kubefile.as_deref(), context.root())?;
+    let text =
+        std::fs::read_to_string(&kubefile_path).map_err(|source| BuildError::ReadKubefile {
+            path: kubefile_path.clone(),
+            source,
+        })?;
+    let display_name = kubefile_path.display().to_string();
+    let parsed = kubefile::parse(&text, &display_name)?;
+    let eval_options = EvalOptions {
+        build_args: request.build_args.clone(),
+        target_os: request.target_os.clone(),
+        target_arch: request.target_arch.clone(),
+    };
+
+    // Held until the image is tagged, so a concurrent prune cannot collect our fresh blobs.
+    let _session = store.write_session()?;
+
+    let base = match kubefile::evaluate_from(&parsed, &eval_options)? {
+        BaseImage::Scratch => Base::scratch(),
+        BaseImage::Image { name, location } => {
+            Base::from_store(store, &name, &location.to_string())?
+        }
+    };
+    let stage = kubefile::evaluate(&parsed, &eval_options, base.state.clone())?;
+
+    let mut warnings = Vec::new();
+    if !stage.unused_build_args.is_empty() {
+        warnings.push(format!(
+            "these --build-arg values were not used by any ARG in {display_name}: {}",
+            stage.unused_build_args.join(", ")
+        ));
+    }
+
+    let cache_path = store.root().join("cache").join("layers.json");
+    let mut cache = if request.no_cache {
+        LayerCache::empty(&cache_path)
+    } else {
+        LayerCache::open(&cache_path)
+    };
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut history = base.history;
+    for step in &stage.copies {
+        let produced = copy_layers(store, &context, step, &request.layers, &mut cache, progress)?;
+        for _ in &produced {
+            history.push(
+                HistoryBuilder::default()
+                    .created(epoch_rfc3339(request.layers.source_date_epoch))
+                    .created_by(format!(
+                        "{} {} {}",
+                        if step.extract_archives { "ADD" } else { "COPY" },
+                        step.sources.join(" "),
+                        step.dest
+                    ))
+                    .build()
+                    .map_err(BuildError::oci)?,
+            );
+        }
+        layers.extend(produced);
+    }
+    let cached_layers = cache.hit_layers();
+    // A failed cache write only costs the next build time; the image is still good.
+    if let Err(err) = cache.save() {
+        warnings.push(format!("could not save the layer cache: {err}"));
+    }
+
+    let mut diff_ids = base.diff_ids;
+    diff_ids.extend(layers.iter().map(|l| l.diff_id.to_string()));
+    let mut manifest_layers = base.layers;
+    manifest_layers.extend(layers.iter().map(|l| l.descriptor.clone()));
+
+    let config = image_config(&stage.config, request, diff_ids, history)?;
+    let config_descriptor = put_canonical_json(store, MediaType::ImageConfig, &config)?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config_descriptor.clone())
+        .layers(manifest_layers)
+        .build()
+        .map_err(BuildError::oci)?;
+    let manifest_descriptor = put_canonical_json(store, MediaType::ImageManifest, &manifest)?;
+    for tag in &request.tags {
+        store.tag(tag, &manifest_descriptor)?;
+    }
+    Ok(BuildOutcome {
+        manifest: manifest_descriptor,
+        config_digest: config_descriptor.digest().clone(),
+        layers: layers.len(),
+        cached_layers,
+        warnings,
+    })
+}
+
+/// `-f` as given, else the first of [`KUBEFILE_NAMES`] in the context.
+fn find_kubefile(explicit: Option<&Path>, context: &Path) -> Result<PathBuf, BuildError> {
+    if let Some(path) = explicit {
+        if !path.is_file() {
+            return Err(BuildError::KubefileNotFound {
+                tried: vec![path.to_path_buf()],
+            });
+        }
+        return Ok(path.to_path_buf());
+    }
+    let tried: Vec<PathBuf> = KUBEFILE_NAMES.iter().map(|n| context.join(n)).collect();
+    tried
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or(BuildError::KubefileNotFound { tried })
+}
+
+/// What the image starts from: nothing, or a base image's layers and config.
+struct Base {
+    state: ConfigState,
+    layers: Vec<Descriptor>,
+    diff_ids: Vec<String>,
+    history: Vec<oci_spec::image::History>,
+}
+
+impl Base {
+    fn scratch() -> Base {
+        Base {
+            state: ConfigState::scratch(),
+            layers: Vec::new(),
+            diff_ids: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+
+    fn from_store(store: &Store, name: &str, location: &str) -> Result<Base, BuildError> {
+        let full = reference::normalize(name).map_err(|source| BuildError::BaseName {
+            name: name.to_string(),
+            location: location.to_string(),
+            source,
+        })?;
+        if store.lookup(&full)?.is_none() {
+            return Err(BuildError::BaseNotFound {
+                name: full,
+                location: location.to_string(),
+            });
+        }
+        let image = store.image(&full)?;
+        let config = image.config.config().clone().unwrap_or_default();
+        let mut state = ConfigState::default();
+        for entry in config.env().clone().unwrap_or_default() {
+            let (k, v) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+            state.env.push((k.to_string(), v.to_string()));
+        }
+        state.labels = config
+            .labels()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        state.cmd = config.cmd().clone();
+        state.entrypoint = config.entrypoint().clone();
+        state.working_dir = config.working_dir().clone().filter(|w| !w.is_empty());
+        state.user = config.user().clone().filter(|u| !u.is_empty());
+        state.exposed_ports = config.exposed_ports().clone().unwrap_or_default();
+        state.volumes = config.volumes().clone().unwrap_or_default();
+        state.stop_signal = config.stop_signal().clone();
+        state.author = image.config.author().clone();
+        Ok(Base {
+            state,
+            layers: image.manifest.layers().clone(),
+            diff_ids: image.config.rootfs().diff_ids().clone(),
+            history: image.config.history().clone().unwrap_or_default(),
+        })
+    }
+}
+
+fn image_config(
+    state: &ConfigState,
+    request: &BuildRequest,
+    diff_ids: Vec<String>,
+    history: Vec<oci_spec::image::History>,
+) -> Result<ImageConfiguration, BuildError> {
+    let mut config = ConfigBuilder::default()
+        .env(
+            state
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(BuildError::oci)?;
+    if !state.labels.is_empty() {
+        config.set_labels(Some(
+            state.labels.clone().into_iter().collect::<HashMap<_, _>>(),
+        ));
+    }
+    config.set_cmd(state.cmd.clone());
+    config.set_entrypoint(state.entrypoint.clone());
+    config.set_working_dir(state.working_dir.clone());
+    config.set_user(state.user.clone());
+    if !state.exposed_ports.is_empty() {
+        config.set_exposed_ports(Some(state.exposed_ports.clone()));
+    }
+    if !state.volumes.is_empty() {
+        config.set_volumes(Some(state.volumes.clone()));
+    }
+    config.set_stop_signal(state.stop_signal.clone());
+    let mut image = ImageConfigurationBuilder::default()
+        .created(epoch_rfc3339(request.layers.source_date_epoch))
+        .os(request.target_os.as_str())
+        .architecture(request.target_arch.as_str())
+        .config(config)
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(diff_ids)
+                .build()
+                .map_err(BuildError::oci)?,
+        )
+        .history(history)
+        .build()
+        .map_err(BuildError::oci)?;
+    image.set_author(state.author.clone());
+    Ok(image)
+}
+
+/// Serializes through `serde_json::Value`, whose maps are sorted, so that labels
+/// (a `HashMap` in oci-spec) always give the same bytes and the same digest.
+fn put_canonical_json<T: serde::Serialize>(
+    store: &Store,
+    media_type: MediaType,
+    value: &T,
+) -> Result<Descriptor, BuildError> {
+    let value = serde_json::to_value(value).map_err(BuildError::oci)?;
+    let bytes = serde_json::to_vec(&value).map_err(BuildError::oci)?;
+    let (digest, size) = store.put_bytes(&bytes)?;
+    DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(digest)
+        .size(size)
+        .build()
+        .map_err(BuildError::oci)
+}
+
+/// `SOURCE_DATE_EPOCH` as RFC 3339, without pulling in a date crate for one format.
+pub fn epoch_rfc3339(epoch: u64) -> String {
+    let days = epoch / 86_400;
+    let secs = epoch % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_render_as_rfc3339_utc() {
+        assert_eq!(epoch_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(epoch_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(epoch_rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}

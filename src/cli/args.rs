@@ -1,0 +1,180 @@
+//! Flags, parsed without any I/O; validation that needs the disk happens later.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sealrs",
+    version,
+    about = "Build, store and ship Kubernetes cluster images (k3s, kubeadm, k0s) as OCI images",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Where all local state lives; the image store is ROOT/oci, a plain OCI image layout.
+    /// [default: /var/lib/sealrs as root, else $XDG_DATA_HOME/sealrs]
+    #[arg(long, global = true, env = "SEALRS_ROOT", value_name = "ROOT")]
+    pub root: Option<PathBuf>,
+
+    /// Print only results: no progress, no step lines.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Kubefile and a context directory.
+    Build(BuildArgs),
+    /// List images in the local store.
+    Images(ImagesArgs),
+    /// Show an image's manifest and config.
+    Inspect(InspectArgs),
+    /// Give an image more names.
+    Tag(TagArgs),
+    /// Remove image names and the blobs nothing else uses.
+    Rmi(RmiArgs),
+    /// Remove blobs that no image in the store refers to, and stale temporary files.
+    Prune,
+    /// Re-hash every blob that an image refers to and report corruption.
+    Fsck,
+    /// Write images to an oci-archive tarball.
+    Save(SaveArgs),
+    /// Read images from an oci-archive or docker-archive tarball.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The Kubefile [default: CONTEXT/Kubefile, Sealfile, Containerfile or Dockerfile, the first that exists].
+    #[arg(short = 'f', long = "file", value_name = "KUBEFILE")]
+    pub file: Option<PathBuf>,
+
+    /// Name of the image, NAME[:TAG]; repeat for more names.
+    #[arg(short = 't', long = "tag", value_name = "NAME:TAG", required = true)]
+    pub tags: Vec<String>,
+
+    /// Value for an ARG of the Kubefile, KEY=VALUE (or KEY to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+
+    /// Layer compression. zstd is the default: several times faster than gzip at a similar size.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
+    pub compression: CompressionArg,
+
+    /// Files at least this big get a layer of their own, shared between images that carry them (bytes, or with K/M/G suffix).
+    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = parse_size)]
+    pub split_threshold: u64,
+
+    /// Target platform OS/ARCH written into the image config [default: this machine's].
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+
+    /// Rebuild every layer, ignoring the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// The build context: files that COPY and ADD can read.
+    #[arg(value_name = "CONTEXT", default_value = ".")]
+    pub context: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    Zstd,
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Image name.
+    pub image: String,
+    /// `json` prints manifest and config for scripts; `table` a summary for people.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TagArgs {
+    /// Existing image.
+    pub source: String,
+    /// New names.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmiArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SaveArgs {
+    /// Output file (oci-archive).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Input file: an oci-archive or a docker-archive.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: PathBuf,
+}
+
+/// `123`, `64K`, `32M`, `1G` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size; use bytes or a number with K, M or G"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_binary_suffixes_and_refuse_junk() {
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("32M"), Ok(32 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

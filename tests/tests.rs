@@ -1,0 +1,10 @@
+//! Integration tests: the real `sealrs` binary, in a fresh temp directory each,
+//! checked with real peer tools (skopeo, umoci, buildah).
+
+mod common;
+
+mod bad_input;
+mod build;
+mod buildah_diff;
+mod robustness;
+mod store_cmds;
