@@ -9,4 +9,5 @@ pub mod cli;
 pub mod kubefile;
 pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod store;

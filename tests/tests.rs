@@ -6,5 +6,8 @@ mod common;
 mod bad_input;
 mod build;
 mod buildah_diff;
+mod registry;
+mod registry_cli;
+mod registry_server;
 mod robustness;
 mod store_cmds;

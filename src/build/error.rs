@@ -231,8 +231,13 @@ pub enum BuildError {
         source: crate::reference::ReferenceError,
     },
 
-    #[error("{location}: the base image {name} is not in the local store; build or load it first (see `sealrs images`)")]
-    BaseNotFound { name: String, location: String },
+    #[error("{location}: the base image {name} is not in the local store and could not be pulled: {source}")]
+    BaseNotFound {
+        name: String,
+        location: String,
+        #[source]
+        source: SinkError,
+    },
 
     #[error(transparent)]
     StoreAccess(#[from] crate::store::StoreError),

@@ -8,7 +8,7 @@ use oci_spec::image::{
     ImageConfigurationBuilder, ImageManifestBuilder, MediaType, RootFsBuilder,
 };
 
-use super::{copy_layers, BuildError, Context, Layer, LayerCache, LayerOptions};
+use super::{copy_layers, BuildError, Context, Layer, LayerCache, LayerOptions, SinkError};
 use crate::kubefile::{self, BaseImage, ConfigState, EvalOptions};
 use crate::progress::Progress;
 use crate::reference;
@@ -41,10 +41,26 @@ pub struct BuildOutcome {
     pub warnings: Vec<String>,
 }
 
+/// Brings a FROM image that the local store lacks (the CLI pulls it from its
+/// registry); kept as a trait so that building needs no network code.
+pub trait BaseFetcher {
+    fn fetch(&self, store: &Store, name: &str) -> Result<(), SinkError>;
+}
+
+/// For builds that must stay offline: every base must already be in the store.
+pub struct LocalOnly;
+
+impl BaseFetcher for LocalOnly {
+    fn fetch(&self, _store: &Store, name: &str) -> Result<(), SinkError> {
+        Err(format!("{name} is not in the local store").into())
+    }
+}
+
 /// Builds the image and tags it; on any error the index is left untouched.
 pub fn build(
     store: &Store,
     request: &BuildRequest,
+    fetcher: &dyn BaseFetcher,
     progress: &dyn Progress,
 ) -> Result<BuildOutcome, BuildError> {
     if request.tags.is_empty() {
@@ -71,7 +87,7 @@ pub fn build(
     let base = match kubefile::evaluate_from(&parsed, &eval_options)? {
         BaseImage::Scratch => Base::scratch(),
         BaseImage::Image { name, location } => {
-            Base::from_store(store, &name, &location.to_string())?
+            Base::resolve(store, fetcher, &name, &location.to_string())?
         }
     };
     let stage = kubefile::evaluate(&parsed, &eval_options, base.state.clone())?;
@@ -179,17 +195,26 @@ impl Base {
         }
     }
 
-    fn from_store(store: &Store, name: &str, location: &str) -> Result<Base, BuildError> {
+    /// The base from the store, fetched first if the store lacks it.
+    fn resolve(
+        store: &Store,
+        fetcher: &dyn BaseFetcher,
+        name: &str,
+        location: &str,
+    ) -> Result<Base, BuildError> {
         let full = reference::normalize(name).map_err(|source| BuildError::BaseName {
             name: name.to_string(),
             location: location.to_string(),
             source,
         })?;
         if store.lookup(&full)?.is_none() {
-            return Err(BuildError::BaseNotFound {
-                name: full,
-                location: location.to_string(),
-            });
+            fetcher
+                .fetch(store, &full)
+                .map_err(|source| BuildError::BaseNotFound {
+                    name: full.clone(),
+                    location: location.to_string(),
+                    source,
+                })?;
         }
         let image = store.image(&full)?;
         let config = image.config.config().clone().unwrap_or_default();

@@ -15,7 +15,9 @@ pub mod layer;
 pub use cache::LayerCache;
 pub use context::Context;
 pub use error::{BuildError, Instruction, SinkError};
-pub use executor::{build, epoch_rfc3339, BuildOutcome, BuildRequest, KUBEFILE_NAMES};
+pub use executor::{
+    build, epoch_rfc3339, BaseFetcher, BuildOutcome, BuildRequest, LocalOnly, KUBEFILE_NAMES,
+};
 pub use ignore::Ignore;
 pub use layer::{copy_layers, BlobSink, BlobWrite, Compression, Layer, LayerOptions};
 

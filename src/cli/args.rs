@@ -45,6 +45,79 @@ pub enum Command {
     Save(SaveArgs),
     /// Read images from an oci-archive or docker-archive tarball.
     Load(LoadArgs),
+    /// Log in to a registry; the password is read from standard input.
+    Login(LoginArgs),
+    /// Forget the credentials of a registry.
+    Logout(LogoutArgs),
+    /// Upload an image from the local store to a registry.
+    Push(PushArgs),
+    /// Download an image from a registry into the local store.
+    Pull(PullArgs),
+}
+
+/// How to reach registries: shared by every command that talks to one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryFlags {
+    /// Verify TLS certificates. `--tls-verify=false` also allows plain HTTP to any
+    /// registry [default: verify; plain HTTP only for localhost and 127.0.0.0/8].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: Option<bool>,
+
+    /// Extra CA certificates (`*.crt`) and client keys, like /etc/containers/certs.d/HOST:PORT.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+
+    /// The auth file to read and write [default: $REGISTRY_AUTH_FILE, else
+    /// $XDG_RUNTIME_DIR/containers/auth.json; ~/.docker/config.json is read too].
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// Registry host, with a port if it has one (e.g. 127.0.0.1:5000).
+    pub registry: String,
+    #[arg(short, long)]
+    pub username: String,
+    /// Read the password from standard input (the only way: never in argv).
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry_flags: RegistryFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogoutArgs {
+    pub registry: String,
+    #[command(flatten)]
+    pub registry_flags: RegistryFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// Image in the local store.
+    pub image: String,
+    /// Where to push [default: the image's own name].
+    pub destination: Option<String>,
+    /// Blobs uploaded at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    #[command(flatten)]
+    pub registry_flags: RegistryFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// Image to pull, e.g. registry.k8s.io/pause:3.9 or nginx (docker.io/library/nginx:latest).
+    pub image: String,
+    /// OS/ARCH[/VARIANT] to choose from a multi-platform image [default: this machine's].
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Blobs downloaded at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    #[command(flatten)]
+    pub registry_flags: RegistryFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +149,10 @@ pub struct BuildArgs {
     /// Rebuild every layer, ignoring the layer cache.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// For a FROM image missing from the local store, which is pulled.
+    #[command(flatten)]
+    pub registry_flags: RegistryFlags,
 
     /// The build context: files that COPY and ADD can read.
     #[arg(value_name = "CONTEXT", default_value = ".")]

@@ -4,6 +4,7 @@
 //! person needs (which image, which file) before they are printed.
 
 mod args;
+mod registry_cmds;
 mod store_cmds;
 
 use std::collections::BTreeMap;
@@ -53,9 +54,14 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Build(args) => {
+            let fetcher = registry_cmds::RegistryBaseFetcher::new(
+                &args.registry_flags,
+                args.platform.clone(),
+                progress.as_ref(),
+            );
             let request = build_request(args)?;
             let store = open_store()?;
-            let outcome = build::build(&store, &request, progress.as_ref())?;
+            let outcome = build::build(&store, &request, &fetcher, progress.as_ref())?;
             for warning in &outcome.warnings {
                 eprintln!("warning: {warning}");
             }
@@ -80,6 +86,10 @@ pub fn run(cli: Cli) -> Result<()> {
             store_cmds::save(&open_store()?, &args.images, &args.output, cli.quiet)
         }
         Command::Load(args) => store_cmds::load(&open_store()?, &args.input),
+        Command::Login(args) => registry_cmds::login(&args),
+        Command::Logout(args) => registry_cmds::logout(&args),
+        Command::Push(args) => registry_cmds::push(&open_store()?, &args, progress.as_ref()),
+        Command::Pull(args) => registry_cmds::pull(&open_store()?, &args, progress.as_ref()),
     }
 }
 
