@@ -4,8 +4,10 @@
 # are read by people from the figures.
 #
 #   scripts/bench.sh build     k3s-like context: sealrs build vs buildah bud + push
+#   scripts/bench.sh push      the same image: build+push pipeline vs buildah,
+#                              push and pull vs skopeo, each push to an empty registry
 #
-# Needs root, buildah and GNU time (scripts/test.sh installs buildah).
+# Needs root, buildah, skopeo, docker-registry and GNU time (scripts/test.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-build}
@@ -98,7 +100,85 @@ bench_build() {
   du -sh "$work/sealrs/oci" "$work/buildah-oci" | sed 's/^/store size: /'
 }
 
+# start_registry NAME: an empty docker-registry on 127.0.0.1; sets $reg_host, $reg_pid.
+start_registry() {
+  local dir=$work/reg-$1
+  mkdir -p "$dir/storage"
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat > "$dir/config.yml" <<YML
+version: 0.1
+log: { level: error }
+storage:
+  filesystem: { rootdirectory: $dir/storage }
+  delete: { enabled: true }
+http: { addr: 127.0.0.1:$port }
+YML
+  /usr/bin/docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+  reg_pid=$!
+  reg_host=127.0.0.1:$port
+  for _ in $(seq 1 100); do
+    curl -fs "http://$reg_host/v2/" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "registry did not start"; cat "$dir/log"; exit 1
+}
+stop_registry() { kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null || true; }
+
+median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" "$@"; }
+maxof() { python3 -c "import sys; print(max(map(int, sys.argv[1:])))" "$@"; }
+col() { awk -v l="$1" -v c="$2" '$1==l {print $c}' "$work/results"; }
+
+bench_push() {
+  local runs=${RUNS:-3}
+  local ctx=$work/ctx
+  echo "==> making the k3s-like context in $ctx"
+  make_k3s_context "$ctx"
+  local b=(buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver vfs)
+  local store=$work/sealrs
+  "$sealrs" --root "$store" -q build -t bench:1 "$ctx" >/dev/null
+  local layout=$store/oci
+  for i in $(seq 1 "$runs"); do
+    echo "==> run $i/$runs"
+    # (1) the release pipeline, each into an empty registry of its own.
+    start_registry "bp$i"
+    run buildah_pipeline bash -c "${b[*]} bud -q -t localhost/p$i:1 -f $ctx/Kubefile $ctx >/dev/null && ${b[*]} push --tls-verify=false localhost/p$i:1 docker://$reg_host/bench/app:1"
+    stop_registry
+    start_registry "sp$i"
+    run sealrs_pipeline bash -c "$sealrs --root $work/pipe$i -q build --no-cache -t $reg_host/bench/app:1 $ctx && $sealrs --root $work/pipe$i -q push $reg_host/bench/app:1"
+    stop_registry
+    rm -rf "$work/pipe$i"
+    # (2) push alone, the same image.
+    start_registry "kp$i"
+    run skopeo_push skopeo copy -q --dest-tls-verify=false "oci:$layout:docker.io/library/bench:1" "docker://$reg_host/bench/app:1"
+    stop_registry
+    start_registry "ss$i"
+    run sealrs_push "$sealrs" --root "$store" -q push bench:1 "$reg_host/bench/app:1"
+    # (3) pull alone, from the registry sealrs just filled.
+    rm -rf "$work/skopeo-pull" "$work/sealrs-pull"
+    run skopeo_pull skopeo copy -q --src-tls-verify=false "docker://$reg_host/bench/app:1" "oci:$work/skopeo-pull:bench"
+    run sealrs_pull "$sealrs" --root "$work/sealrs-pull" -q pull "$reg_host/bench/app:1"
+    stop_registry
+    rm -rf "$work"/reg-* "$work/skopeo-pull" "$work/sealrs-pull"
+  done
+  echo
+  printf '%-30s %12s %14s\n' "push benchmark ($runs runs)" "median (s)" "peak RSS (MB)"
+  for l in buildah_pipeline sealrs_pipeline skopeo_push sealrs_push skopeo_pull sealrs_pull; do
+    # shellcheck disable=SC2046
+    printf '%-30s %12s %14s\n' "$l" "$(median $(col $l 2))" "$(( $(maxof $(col $l 3)) / 1024 ))"
+  done
+  echo
+  # shellcheck disable=SC2046
+  {
+  echo "pipeline: sealrs build+push is $(ratio "$(median $(col buildah_pipeline 2))" "$(median $(col sealrs_pipeline 2))") faster than buildah bud+push (target >= 3x)"
+  echo "push:     sealrs is $(ratio "$(median $(col skopeo_push 2))" "$(median $(col sealrs_push 2))") as fast as skopeo copy (target >= 1x)"
+  echo "pull:     sealrs is $(ratio "$(median $(col skopeo_pull 2))" "$(median $(col sealrs_pull 2))") as fast as skopeo copy (target >= 1x)"
+  echo "peak RSS: sealrs push $(( $(maxof $(col sealrs_push 3)) / 1024 )) MB, pull $(( $(maxof $(col sealrs_pull 3)) / 1024 )) MB (target < 100 MB)"
+  }
+}
+
 case $what in
   build) bench_build ;;
-  *) echo "usage: $0 build" >&2; exit 2 ;;
+  push) bench_push ;;
+  *) echo "usage: $0 build|push" >&2; exit 2 ;;
 esac
