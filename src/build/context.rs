@@ -181,6 +181,20 @@ impl Resolver<'_> {
         !rel.as_os_str().is_empty() && self.ctx.ignore.is_excluded(&rel.to_string_lossy())
     }
 
+    fn excluded_error(&self, source: &str) -> BuildError {
+        BuildError::SourceExcluded {
+            location: self.step.location.clone(),
+            instruction: self.instr,
+            source_path: source.to_string(),
+            ignore_file: self
+                .ctx
+                .ignore
+                .file()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        }
+    }
+
     /// Turns one written source into context-relative paths: itself, or its
     /// glob matches (sorted, never excluded ones).
     fn expand(&self, source: &str) -> Result<Vec<PathBuf>, BuildError> {
@@ -198,17 +212,7 @@ impl Resolver<'_> {
         if !has_glob_meta(rel) {
             let rel = PathBuf::from(rel);
             if self.excluded(&rel) {
-                return Err(BuildError::SourceExcluded {
-                    location: self.step.location.clone(),
-                    instruction: self.instr,
-                    source_path: source.to_string(),
-                    ignore_file: self
-                        .ctx
-                        .ignore
-                        .file()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_default(),
-                });
+                return Err(self.excluded_error(source));
             }
             return Ok(vec![rel]);
         }
@@ -292,17 +296,7 @@ impl Resolver<'_> {
             });
         };
         if real_rel != rel && self.excluded(&real_rel) {
-            return Err(BuildError::SourceExcluded {
-                location: self.step.location.clone(),
-                instruction: self.instr,
-                source_path: source.to_string(),
-                ignore_file: self
-                    .ctx
-                    .ignore
-                    .file()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default(),
-            });
+            return Err(self.excluded_error(source));
         }
         Ok((real, real_rel))
     }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{
-    ConfigBuilder, Descriptor, DescriptorBuilder, Digest, HistoryBuilder, ImageConfiguration,
+    ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfiguration,
     ImageConfigurationBuilder, ImageManifestBuilder, MediaType, RootFsBuilder,
 };
 
@@ -138,7 +138,7 @@ pub fn build(
     manifest_layers.extend(layers.iter().map(|l| l.descriptor.clone()));
 
     let config = image_config(&stage.config, request, diff_ids, history)?;
-    let config_descriptor = put_canonical_json(store, MediaType::ImageConfig, &config)?;
+    let config_descriptor = store.put_json(MediaType::ImageConfig, &config)?;
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -146,7 +146,7 @@ pub fn build(
         .layers(manifest_layers)
         .build()
         .map_err(BuildError::oci)?;
-    let manifest_descriptor = put_canonical_json(store, MediaType::ImageManifest, &manifest)?;
+    let manifest_descriptor = store.put_json(MediaType::ImageManifest, &manifest)?;
     for tag in &request.tags {
         store.tag(tag, &manifest_descriptor)?;
     }
@@ -295,24 +295,6 @@ fn image_config(
         .map_err(BuildError::oci)?;
     image.set_author(state.author.clone());
     Ok(image)
-}
-
-/// Serializes through `serde_json::Value`, whose maps are sorted, so that labels
-/// (a `HashMap` in oci-spec) always give the same bytes and the same digest.
-fn put_canonical_json<T: serde::Serialize>(
-    store: &Store,
-    media_type: MediaType,
-    value: &T,
-) -> Result<Descriptor, BuildError> {
-    let value = serde_json::to_value(value).map_err(BuildError::oci)?;
-    let bytes = serde_json::to_vec(&value).map_err(BuildError::oci)?;
-    let (digest, size) = store.put_bytes(&bytes)?;
-    DescriptorBuilder::default()
-        .media_type(media_type)
-        .digest(digest)
-        .size(size)
-        .build()
-        .map_err(BuildError::oci)
 }
 
 /// `SOURCE_DATE_EPOCH` as RFC 3339, without pulling in a date crate for one format.

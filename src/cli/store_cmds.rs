@@ -155,7 +155,8 @@ pub fn tag(store: &Store, source: &str, targets: &[String]) -> Result<()> {
     Ok(())
 }
 
-pub fn rmi(store: &Store, names: &[String], quiet: bool) -> Result<()> {
+/// Normalizes every name and checks it is in the store, before anything changes.
+fn existing_names(store: &Store, names: &[String]) -> Result<Vec<String>> {
     let mut full = Vec::new();
     for name in names {
         let n = normalize(name)?;
@@ -164,6 +165,11 @@ pub fn rmi(store: &Store, names: &[String], quiet: bool) -> Result<()> {
         }
         full.push(n);
     }
+    Ok(full)
+}
+
+pub fn rmi(store: &Store, names: &[String], quiet: bool) -> Result<()> {
+    let full = existing_names(store, names)?;
     for n in &full {
         store.untag(n)?;
         if !quiet {
@@ -222,14 +228,7 @@ pub fn fsck(store: &Store) -> Result<()> {
 }
 
 pub fn save(store: &Store, names: &[String], output: &Path, quiet: bool) -> Result<()> {
-    let mut full = Vec::new();
-    for name in names {
-        let n = normalize(name)?;
-        if store.lookup(&n)?.is_none() {
-            bail!("image {n} is not in the local store (see `sealrs images`)");
-        }
-        full.push(n);
-    }
+    let full = existing_names(store, names)?;
     archive::save(store, &full, output)
         .with_context(|| format!("saving to {}", output.display()))?;
     if !quiet {
