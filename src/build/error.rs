@@ -242,6 +242,26 @@ pub enum BuildError {
     #[error(transparent)]
     StoreAccess(#[from] crate::store::StoreError),
 
+    #[error("{image} does not hold the {layout} layout; {} to fix:\n{}\nfix them and build again, or pass --skip-validation to build it anyway", problem_count(problems), list_problems(problems))]
+    Layout {
+        image: String,
+        layout: String,
+        problems: Vec<crate::layout::Problem>,
+    },
+
+    #[error(
+        "{image}: {}:\n{}\nfix them and build again, or pass --skip-validation to build it anyway",
+        problem_count(problems),
+        list_problems(problems)
+    )]
+    Labels {
+        image: String,
+        problems: Vec<crate::layout::Problem>,
+    },
+
+    #[error(transparent)]
+    LayoutScan(#[from] crate::layout::ScanError),
+
     #[error("cannot assemble the image: {0}")]
     Assemble(String),
 }
@@ -260,4 +280,19 @@ fn display_paths(paths: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn problem_count(problems: &[crate::layout::Problem]) -> String {
+    match problems.len() {
+        1 => "1 problem".to_string(),
+        n => format!("{n} problems"),
+    }
+}
+
+fn list_problems(problems: &[crate::layout::Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

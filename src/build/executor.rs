@@ -10,6 +10,7 @@ use oci_spec::image::{
 
 use super::{copy_layers, BuildError, Context, Layer, LayerCache, LayerOptions, SinkError};
 use crate::kubefile::{self, BaseImage, ConfigState, EvalOptions};
+use crate::layout::{self, Layouts};
 use crate::progress::Progress;
 use crate::reference;
 use crate::store::Store;
@@ -29,6 +30,8 @@ pub struct BuildRequest {
     pub target_arch: String,
     pub no_cache: bool,
     pub layers: LayerOptions,
+    /// Tag the image even when its rootfs does not hold its layout.
+    pub skip_validation: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +42,10 @@ pub struct BuildOutcome {
     pub layers: usize,
     pub cached_layers: usize,
     pub warnings: Vec<String>,
+    /// Things worth knowing that need no action (an inferred runtime, ...).
+    pub notes: Vec<String>,
+    /// The layout check; None with `--skip-validation`.
+    pub verdict: Option<layout::Verdict>,
 }
 
 /// Brings a FROM image that the local store lacks (the CLI pulls it from its
@@ -137,6 +144,24 @@ pub fn build(
     let mut manifest_layers = base.layers;
     manifest_layers.extend(layers.iter().map(|l| l.descriptor.clone()));
 
+    // The layers are in the store (content-addressed, harmless untagged); the
+    // image is tagged only if its rootfs holds its layout.
+    let mut notes = Vec::new();
+    let verdict = if request.skip_validation {
+        notes.push("--skip-validation: the rootfs was not checked against its layout".to_string());
+        None
+    } else {
+        let verdict = validate(
+            store,
+            &manifest_layers,
+            &stage.config.labels,
+            request,
+            progress,
+        )?;
+        notes.extend(verdict.notes.iter().cloned());
+        Some(verdict)
+    };
+
     let config = image_config(&stage.config, request, diff_ids, history)?;
     let config_descriptor = store.put_json(MediaType::ImageConfig, &config)?;
     let manifest = ImageManifestBuilder::default()
@@ -156,6 +181,54 @@ pub fn build(
         layers: layers.len(),
         cached_layers,
         warnings,
+        notes,
+        verdict,
+    })
+}
+
+/// Walks the layers just written and checks the rootfs against the layout its
+/// labels select; every problem is reported in one error.
+fn validate(
+    store: &Store,
+    layers: &[Descriptor],
+    labels: &BTreeMap<String, String>,
+    request: &BuildRequest,
+    progress: &dyn Progress,
+) -> Result<layout::Verdict, BuildError> {
+    let layouts = Layouts::embedded();
+    let total = layers.iter().map(|l| l.size()).sum();
+    let task = progress.begin("checking the rootfs", Some(total));
+    let rootfs = layout::scan_layers(
+        layers,
+        |layer| {
+            let file = store
+                .open_blob(layer.digest())
+                .map_err(std::io::Error::other)?;
+            task.advance(layer.size());
+            Ok(Box::new(file) as Box<dyn std::io::Read>)
+        },
+        layouts,
+    )?;
+    let verdict = layout::evaluate(layouts, labels, &rootfs, &request.target_arch);
+    task.finish(&match (&verdict.layout, verdict.problems.len()) {
+        (Some(file), 0) => format!("the rootfs holds {file}"),
+        (Some(file), n) => format!("{n} problems against {file}"),
+        (None, _) => String::new(),
+    });
+    if verdict.problems.is_empty() {
+        return Ok(verdict);
+    }
+    let image = request.tags.join(", ");
+    Err(match &verdict.layout {
+        Some(file) => BuildError::Layout {
+            image,
+            layout: file.clone(),
+            problems: verdict.problems,
+        },
+        None => BuildError::Labels {
+            image,
+            problems: verdict.problems,
+        },
     })
 }
 

@@ -153,6 +153,9 @@ pub struct BuildArgs {
     /// For a FROM image missing from the local store, which is pulled.
     #[command(flatten)]
     pub registry_flags: RegistryFlags,
+    /// Tag the image without checking its rootfs against its layout (layouts/*.toml). For experts.
+    #[arg(long)]
+    pub skip_validation: bool,
 
     /// The build context: files that COPY and ADD can read.
     #[arg(value_name = "CONTEXT", default_value = ".")]

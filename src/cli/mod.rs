@@ -80,8 +80,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 eprintln!("warning: {warning}");
             }
             if !cli.quiet {
+                for note in &outcome.notes {
+                    eprintln!("note: {note}");
+                }
+                let checked = match outcome.verdict.as_ref().and_then(|v| v.layout.as_ref()) {
+                    Some(file) => format!("; holds {file}"),
+                    None => String::new(),
+                };
                 eprintln!(
-                    "built {} ({} layers, {} from cache)",
+                    "built {} ({} layers, {} from cache{checked})",
                     request.tags.join(", "),
                     outcome.layers,
                     outcome.cached_layers
@@ -174,6 +181,7 @@ fn build_request(args: args::BuildArgs) -> Result<BuildRequest> {
         target_os,
         target_arch,
         no_cache: args.no_cache,
+        skip_validation: args.skip_validation,
         layers: LayerOptions {
             compression: match args.compression {
                 args::CompressionArg::Zstd => Compression::Zstd,

@@ -6,6 +6,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
 use super::args::Format;
+use crate::layout::{self, Layouts, Verdict};
 use crate::reference;
 use crate::store::{archive, PruneReport, Store, StoreError, StoredImage};
 
@@ -87,15 +88,95 @@ pub fn images(store: &Store, format: Format) -> Result<()> {
     Ok(())
 }
 
+/// Walks the image's layers and checks them against the layout its labels select.
+fn cluster_verdict(store: &Store, image: &StoredImage) -> Result<Verdict> {
+    let layouts = Layouts::embedded();
+    let labels: std::collections::BTreeMap<String, String> = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let rootfs = layout::scan_layers(
+        image.manifest.layers(),
+        |layer| {
+            let file = store
+                .open_blob(layer.digest())
+                .map_err(std::io::Error::other)?;
+            Ok(Box::new(file) as Box<dyn std::io::Read>)
+        },
+        layouts,
+    )
+    .with_context(|| format!("checking the rootfs of {}", image.name))?;
+    Ok(layout::evaluate(
+        layouts,
+        &labels,
+        &rootfs,
+        &image.config.architecture().to_string(),
+    ))
+}
+
+fn print_cluster(verdict: &Verdict) {
+    let show = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
+    println!("Cluster:");
+    println!(
+        "  Type:       {}",
+        show(verdict.info.image_type.as_ref().map(|t| t.to_string()))
+    );
+    println!(
+        "  Runtime:    {}",
+        show(verdict.info.runtime.as_ref().map(|r| r.to_string()))
+    );
+    println!(
+        "  Version:    {}",
+        show(verdict.info.version.as_ref().map(|v| v.to_string()))
+    );
+    if !verdict.components.is_empty() {
+        println!("  Components:");
+        let width = verdict
+            .components
+            .iter()
+            .map(|c| c.path.len())
+            .max()
+            .unwrap_or(0);
+        for c in &verdict.components {
+            let size = if c.size == 0 {
+                "-".to_string()
+            } else {
+                human_size(c.size)
+            };
+            println!("    {:<width$}  {:>10}  {}", c.path, size, c.detail);
+        }
+    }
+    match (&verdict.layout, verdict.problems.len()) {
+        (Some(file), 0) => println!("  Layout:     holds {file}"),
+        (Some(file), n) => println!("  Layout:     does NOT hold {file}: {n} problems"),
+        (None, 0) => println!("  Layout:     not checked"),
+        (None, n) => println!("  Layout:     cannot be checked: {n} problems"),
+    }
+    for problem in &verdict.problems {
+        println!("    - {problem}");
+    }
+    for note in &verdict.notes {
+        println!("  Note:       {note}");
+    }
+}
+
 pub fn inspect(store: &Store, name: &str, format: Format) -> Result<()> {
     let image = load_image(store, name)?;
+    let verdict = cluster_verdict(store, &image)?;
     match format {
         Format::Json => {
+            let mut cluster = serde_json::to_value(&verdict)?;
+            cluster["holds"] = json!(verdict.holds());
             let doc = json!({
                 "name": image.name,
                 "digest": image.descriptor.digest().to_string(),
                 "id": image.config_digest.to_string(),
                 "size": image_size(&image),
+                "cluster": cluster,
                 "manifest": image.manifest,
                 "config": image.config,
             });
@@ -141,6 +222,7 @@ pub fn inspect(store: &Store, name: &str, format: Format) -> Result<()> {
                     layer.media_type()
                 );
             }
+            print_cluster(&verdict);
         }
     }
     Ok(())

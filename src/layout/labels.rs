@@ -1,0 +1,315 @@
+//! The cluster facts an image's labels carry: type, runtime, version.
+//!
+//! `sealrs.io/*` labels come first; the sealos labels are read as aliases so
+//! that existing Kubefiles keep working. When both are present and disagree,
+//! the sealrs label wins and a note says so.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::Problem;
+use super::spec::Layouts;
+
+/// Label keys for the image type, in order of precedence.
+pub const TYPE_KEYS: [&str; 3] = ["sealrs.io/type", "sealos.io.type", "apps.sealos.io/type"];
+/// Label keys for the runtime, in order of precedence.
+pub const RUNTIME_KEYS: [&str; 2] = ["sealrs.io/runtime", "sealos.io.distribution"];
+/// Label keys for the Kubernetes (or application) version, in order of precedence.
+pub const VERSION_KEYS: [&str; 3] = ["sealrs.io/version", "sealos.io.version", "version"];
+
+/// What kind of cluster image this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageType {
+    /// A distribution's whole rootfs: binaries, airgap images, configuration.
+    Rootfs,
+    /// Something applied on top of a running cluster.
+    Application,
+    /// Files overlaid on a rootfs (a newer binary, an extra config).
+    Patch,
+}
+
+impl ImageType {
+    pub fn parse(value: &str) -> Option<ImageType> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "rootfs" => Some(ImageType::Rootfs),
+            "application" | "app" => Some(ImageType::Application),
+            "patch" => Some(ImageType::Patch),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageType::Rootfs => "rootfs",
+            ImageType::Application => "application",
+            ImageType::Patch => "patch",
+        }
+    }
+}
+
+impl fmt::Display for ImageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a fact came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "from", content = "key", rename_all = "lowercase")]
+pub enum Source {
+    /// The label with this key.
+    Label(String),
+    /// Inferred from this file in the rootfs.
+    Inferred(String),
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+impl<T: fmt::Display> fmt::Display for Sourced<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Label(key) => write!(f, "{} (label {key})", self.value),
+            Source::Inferred(path) => write!(f, "{} (inferred from {path})", self.value),
+        }
+    }
+}
+
+/// The cluster facts of an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterInfo {
+    #[serde(rename = "type")]
+    pub image_type: Option<Sourced<ImageType>>,
+    pub runtime: Option<Sourced<String>>,
+    pub version: Option<Sourced<String>>,
+}
+
+/// What [`read_labels`] found, with problems (bad values) and notes (conflicts).
+#[derive(Debug, Clone, Default)]
+pub struct LabelReading {
+    pub info: ClusterInfo,
+    pub problems: Vec<Problem>,
+    pub notes: Vec<String>,
+}
+
+/// The first present key among `keys`, and a note for each alias that disagrees with it.
+fn first_of<'a>(
+    labels: &'a BTreeMap<String, String>,
+    keys: &[&'a str],
+    same: impl Fn(&str, &str) -> bool,
+    notes: &mut Vec<String>,
+) -> Option<(&'a str, &'a str)> {
+    let mut found: Option<(&str, &str)> = None;
+    for key in keys {
+        let Some(value) = labels.get(*key) else {
+            continue;
+        };
+        match found {
+            None => found = Some((key, value.as_str())),
+            Some((k, v)) if !same(v, value) => notes.push(format!(
+                "label {k}={v:?} is used; {key}={value:?} disagrees and is ignored"
+            )),
+            Some(_) => {}
+        }
+    }
+    found
+}
+
+/// Reads type, runtime and version from an image's labels.
+pub fn read_labels(labels: &BTreeMap<String, String>, layouts: &Layouts) -> LabelReading {
+    let mut reading = LabelReading::default();
+    let type_same = |a: &str, b: &str| ImageType::parse(a) == ImageType::parse(b);
+    if let Some((key, value)) = first_of(labels, &TYPE_KEYS, type_same, &mut reading.notes) {
+        match ImageType::parse(value) {
+            Some(t) => {
+                reading.info.image_type = Some(Sourced {
+                    value: t,
+                    source: Source::Label(key.to_string()),
+                })
+            }
+            None => reading.problems.push(Problem::BadLabel {
+                key: key.to_string(),
+                value: value.to_string(),
+                expected: "expected rootfs, application or patch".into(),
+            }),
+        }
+    }
+    let runtime_same = |a: &str, b: &str| layouts.resolve_runtime(a) == layouts.resolve_runtime(b);
+    if let Some((key, value)) = first_of(labels, &RUNTIME_KEYS, runtime_same, &mut reading.notes) {
+        match layouts.resolve_runtime(value) {
+            Some(runtime) => {
+                reading.info.runtime = Some(Sourced {
+                    value: runtime.to_string(),
+                    source: Source::Label(key.to_string()),
+                })
+            }
+            None => reading.problems.push(Problem::BadLabel {
+                key: key.to_string(),
+                value: value.to_string(),
+                expected: format!("expected one of {}", layouts.runtimes().join(", ")),
+            }),
+        }
+    }
+    let version_same = |a: &str, b: &str| a.trim_start_matches('v') == b.trim_start_matches('v');
+    if let Some((key, value)) = first_of(labels, &VERSION_KEYS, version_same, &mut reading.notes) {
+        if is_version(value) {
+            reading.info.version = Some(Sourced {
+                value: value.to_string(),
+                source: Source::Label(key.to_string()),
+            });
+        } else {
+            reading.problems.push(Problem::BadLabel {
+                key: key.to_string(),
+                value: value.to_string(),
+                expected: "expected a version like v1.30.2 or v1.30.2+k3s1".into(),
+            });
+        }
+    }
+    reading
+}
+
+/// `v1.30`, `1.30.2`, `v1.30.2+k3s1`, `v1.30.2-rc.1+k0s.0`.
+pub fn is_version(value: &str) -> bool {
+    let v = value.strip_prefix('v').unwrap_or(value);
+    let core_end = v.find(['-', '+']).unwrap_or(v.len());
+    let (core, rest) = v.split_at(core_end);
+    let parts: Vec<&str> = core.split('.').collect();
+    (1..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
+        && rest.len() != 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn sealrs_labels_are_read() {
+        let r = read_labels(
+            &labels(&[
+                ("sealrs.io/type", "rootfs"),
+                ("sealrs.io/runtime", "k3s"),
+                ("sealrs.io/version", "v1.30.2+k3s1"),
+            ]),
+            Layouts::embedded(),
+        );
+        assert!(r.problems.is_empty() && r.notes.is_empty());
+        let info = r.info;
+        assert_eq!(info.image_type.unwrap().value, ImageType::Rootfs);
+        assert_eq!(
+            info.runtime.unwrap(),
+            Sourced {
+                value: "k3s".to_string(),
+                source: Source::Label("sealrs.io/runtime".into())
+            }
+        );
+        assert_eq!(info.version.unwrap().value, "v1.30.2+k3s1");
+    }
+
+    #[test]
+    fn sealos_aliases_are_read() {
+        let r = read_labels(
+            &labels(&[
+                ("sealos.io.type", "rootfs"),
+                ("sealos.io.distribution", "kubernetes"),
+                ("version", "v1.29.3"),
+            ]),
+            Layouts::embedded(),
+        );
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(
+            r.info.image_type.unwrap().source,
+            Source::Label("sealos.io.type".into())
+        );
+        assert_eq!(r.info.runtime.unwrap().value, "kubeadm");
+        assert_eq!(
+            r.info.version.unwrap().source,
+            Source::Label("version".into())
+        );
+
+        let app = read_labels(
+            &labels(&[
+                ("apps.sealos.io/type", "application"),
+                ("sealos.io.version", "v3.24.1"),
+            ]),
+            Layouts::embedded(),
+        );
+        assert_eq!(app.info.image_type.unwrap().value, ImageType::Application);
+        assert_eq!(app.info.version.unwrap().value, "v3.24.1");
+    }
+
+    #[test]
+    fn the_sealrs_label_wins_over_a_disagreeing_alias_with_a_note() {
+        let r = read_labels(
+            &labels(&[
+                ("sealrs.io/type", "application"),
+                ("sealos.io.type", "rootfs"),
+                ("sealrs.io/version", "v1.2.3"),
+                ("version", "1.2.3"),
+            ]),
+            Layouts::embedded(),
+        );
+        assert_eq!(r.info.image_type.unwrap().value, ImageType::Application);
+        assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+        assert!(r.notes[0].contains("sealos.io.type"), "{:?}", r.notes);
+    }
+
+    #[test]
+    fn bad_values_are_problems_naming_the_label() {
+        let r = read_labels(
+            &labels(&[
+                ("sealrs.io/type", "cluster"),
+                ("sealrs.io/runtime", "microk8s"),
+                ("sealrs.io/version", "latest"),
+            ]),
+            Layouts::embedded(),
+        );
+        assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
+        let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+        assert!(text[0].contains("sealrs.io/type=\"cluster\""), "{text:?}");
+        assert!(text[1].contains("k3s, kubeadm, k0s"), "{text:?}");
+        assert!(text[2].contains("sealrs.io/version"), "{text:?}");
+    }
+
+    #[test]
+    fn no_labels_mean_no_facts() {
+        let r = read_labels(&labels(&[("description", "x")]), Layouts::embedded());
+        assert_eq!(r.info, ClusterInfo::default());
+        assert!(r.problems.is_empty());
+    }
+
+    #[test]
+    fn versions() {
+        for good in [
+            "v1",
+            "v1.30",
+            "1.30.2",
+            "v1.30.2+k3s1",
+            "v1.30.2-rc.1+k0s.0",
+        ] {
+            assert!(is_version(good), "{good}");
+        }
+        for bad in ["", "v", "latest", "v1.x.2", "v1.2.3+", "v1.2.3 ", "1.2.3.4"] {
+            assert!(!is_version(bad), "{bad}");
+        }
+    }
+}
