@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod harvest;
 pub mod kubefile;
 pub mod layout;
 pub mod progress;

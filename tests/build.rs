@@ -104,7 +104,7 @@ fn source_date_epoch_sets_the_created_time_and_changes_the_digest() {
     let ctx = example_context(&env);
     let plain = env.build("epoch:1", &ctx);
     let out = env
-        .cmd(&["build", "-q", "-t", "epoch:2", &ctx])
+        .cmd(&["build", "-q", "--no-images", "-t", "epoch:2", &ctx])
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .output()
         .unwrap();
@@ -200,7 +200,7 @@ fn unchanged_rebuild_reuses_every_layer_from_the_cache() {
     let env = Env::new();
     let ctx = example_context(&env);
     env.build("cached:1", &ctx);
-    let out = env.run(&["build", "-t", "cached:1", &ctx]);
+    let out = env.run(&["build", "--no-images", "-t", "cached:1", &ctx]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1 layers, 1 from cache"), "{stderr}");

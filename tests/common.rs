@@ -85,7 +85,7 @@ impl Env {
 
     /// Builds `context` (relative) and returns the manifest digest printed.
     pub fn build(&self, tag: &str, context: &str) -> String {
-        self.ok(&["build", "-q", "-t", tag, context])
+        self.ok(&["build", "-q", "--no-images", "-t", tag, context])
             .trim()
             .to_string()
     }

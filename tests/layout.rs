@@ -100,9 +100,17 @@ fn example(env: &Env, runtime: &str, dir: &str) -> String {
 }
 
 fn build_args(tag: &str, ctx: &str) -> Vec<String> {
-    ["build", "--platform", "linux/amd64", "-t", tag, ctx]
-        .map(String::from)
-        .to_vec()
+    [
+        "build",
+        "--no-images",
+        "--platform",
+        "linux/amd64",
+        "-t",
+        tag,
+        ctx,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn inspect_json(env: &Env, image: &str) -> Value {
@@ -207,7 +215,7 @@ fn a_broken_rootfs_is_refused_with_every_problem_and_the_index_untouched() {
     let ctx = broken_k3s(&env);
     let before = index_of(&env);
 
-    let stderr = env.fails(&["build", "-t", "k3s:broken", &ctx]);
+    let stderr = env.fails(&["build", "--no-images", "-t", "k3s:broken", &ctx]);
     for expected in [
         "docker.io/library/k3s:broken does not hold the layouts/k3s.toml layout; 8 problems",
         "label sealrs.io/version is missing",
@@ -237,7 +245,14 @@ fn a_broken_rootfs_is_refused_with_every_problem_and_the_index_untouched() {
 fn skip_validation_lets_a_broken_rootfs_through_and_inspect_shows_the_problems() {
     let env = Env::new();
     let ctx = broken_k3s(&env);
-    let out = env.run(&["build", "--skip-validation", "-t", "k3s:broken", &ctx]);
+    let out = env.run(&[
+        "build",
+        "--no-images",
+        "--skip-validation",
+        "-t",
+        "k3s:broken",
+        &ctx,
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -265,6 +280,7 @@ fn a_missing_runtime_label_is_inferred_from_the_rootfs_and_shown() {
     );
     let out = env.run(&[
         "build",
+        "--no-images",
         "--platform",
         "linux/amd64",
         "-t",
@@ -302,6 +318,7 @@ fn k0s_refuses_manifests_outside_a_stack_and_kubeadm_needs_all_its_parts() {
     env.write("k0s/manifests/loose.yaml", "kind: ConfigMap\n");
     let stderr = env.fails(&[
         "build",
+        "--no-images",
         "--platform",
         "linux/amd64",
         "-t",
@@ -320,6 +337,7 @@ fn k0s_refuses_manifests_outside_a_stack_and_kubeadm_needs_all_its_parts() {
     env.write("kubeadm/etc/containerd/config.toml", "version = \n");
     let stderr = env.fails(&[
         "build",
+        "--no-images",
         "--platform",
         "linux/amd64",
         "-t",
@@ -340,7 +358,7 @@ fn images_without_a_type_label_are_built_unchecked_with_a_note() {
     let env = Env::new();
     env.write("plain/Kubefile", "FROM scratch\nCOPY . /\n");
     env.write_mode("plain/bin/k3s", b"no exec bit, not a program", 0o644);
-    let out = env.run(&["build", "-t", "plain:1", "plain"]);
+    let out = env.run(&["build", "--no-images", "-t", "plain:1", "plain"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("no sealrs.io/type label"), "{stderr}");
@@ -361,6 +379,7 @@ fn two_k3s_images_differing_only_in_manifests_share_the_binary_and_airgap_blobs(
     let layers = |tag: &str, ctx: &str| -> Vec<(String, u64)> {
         env.ok(&[
             "build",
+            "--no-images",
             "-q",
             "--platform",
             "linux/amd64",

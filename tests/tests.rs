@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod build;
 mod buildah_diff;
+mod harvest;
 mod layout;
 mod registry;
 mod registry_cli;

@@ -242,6 +242,9 @@ pub enum BuildError {
     #[error(transparent)]
     StoreAccess(#[from] crate::store::StoreError),
 
+    #[error("harvesting the images the rootfs names: {0}")]
+    Harvest(#[from] crate::harvest::HarvestError),
+
     #[error("{image} does not hold the {layout} layout; {} to fix:\n{}\nfix them and build again, or pass --skip-validation to build it anyway", problem_count(problems), list_problems(problems))]
     Layout {
         image: String,

@@ -9,10 +9,12 @@ use oci_spec::image::{
 };
 
 use super::{copy_layers, BuildError, Context, Layer, LayerCache, LayerOptions, SinkError};
+use crate::harvest::{self, ArchiveFormat, HarvestOutcome, HarvestRequest};
 use crate::kubefile::{self, BaseImage, ConfigState, EvalOptions};
-use crate::layout::{self, Layouts};
+use crate::layout::{self, Layout, Layouts};
 use crate::progress::Progress;
 use crate::reference;
+use crate::registry::RegistryOptions;
 use crate::store::Store;
 
 /// Names tried, in order, when `-f` is not given.
@@ -32,6 +34,8 @@ pub struct BuildRequest {
     pub layers: LayerOptions,
     /// Tag the image even when its rootfs does not hold its layout.
     pub skip_validation: bool,
+    /// How to pull the container images the rootfs names; `None` is `--no-images`.
+    pub harvest: Option<RegistryOptions>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,19 +121,14 @@ pub fn build(
     let mut history = base.history;
     for step in &stage.copies {
         let produced = copy_layers(store, &context, step, &request.layers, &mut cache, progress)?;
+        let created_by = format!(
+            "{} {} {}",
+            if step.extract_archives { "ADD" } else { "COPY" },
+            step.sources.join(" "),
+            step.dest
+        );
         for _ in &produced {
-            history.push(
-                HistoryBuilder::default()
-                    .created(epoch_rfc3339(request.layers.source_date_epoch))
-                    .created_by(format!(
-                        "{} {} {}",
-                        if step.extract_archives { "ADD" } else { "COPY" },
-                        step.sources.join(" "),
-                        step.dest
-                    ))
-                    .build()
-                    .map_err(BuildError::oci)?,
-            );
+            history.push(history_entry(request, &created_by)?);
         }
         layers.extend(produced);
     }
@@ -147,17 +146,45 @@ pub fn build(
     // The layers are in the store (content-addressed, harmless untagged); the
     // image is tagged only if its rootfs holds its layout.
     let mut notes = Vec::new();
+    let labels = &stage.config.labels;
+    let mut verdict = None;
+    if let Some(registry) = &request.harvest {
+        // The layout (runtime labelled or inferred from the rootfs) says where images go.
+        let first = evaluate_rootfs(store, &manifest_layers, labels, request, progress)?;
+        let layout = first
+            .layout
+            .as_deref()
+            .and_then(|file| Layouts::embedded().all().iter().find(|l| l.file == file));
+        if let Some(layout) = layout {
+            let harvested = harvest_images(store, &context, layout, registry, request, progress)?;
+            for image in &harvested.outcome.images {
+                notes.push(format!("harvested {} ({})", image.name, image.digest));
+            }
+            warnings.extend(harvested.outcome.warnings.iter().cloned());
+            if harvested.layers.is_empty() {
+                verdict = Some(first);
+            }
+            for layer in harvested.layers {
+                history.push(history_entry(
+                    request,
+                    &format!("harvested images into /{}", harvested.outcome.archives_dir),
+                )?);
+                diff_ids.push(layer.diff_id.to_string());
+                manifest_layers.push(layer.descriptor);
+            }
+        } else {
+            verdict = Some(first);
+        }
+    }
     let verdict = if request.skip_validation {
         notes.push("--skip-validation: the rootfs was not checked against its layout".to_string());
         None
     } else {
-        let verdict = validate(
-            store,
-            &manifest_layers,
-            &stage.config.labels,
-            request,
-            progress,
-        )?;
+        let verdict = match verdict {
+            Some(v) => v,
+            None => evaluate_rootfs(store, &manifest_layers, labels, request, progress)?,
+        };
+        let verdict = refuse_problems(verdict, request)?;
         notes.extend(verdict.notes.iter().cloned());
         Some(verdict)
     };
@@ -187,8 +214,8 @@ pub fn build(
 }
 
 /// Walks the layers just written and checks the rootfs against the layout its
-/// labels select; every problem is reported in one error.
-fn validate(
+/// labels select (or that its content suggests).
+fn evaluate_rootfs(
     store: &Store,
     layers: &[Descriptor],
     labels: &BTreeMap<String, String>,
@@ -215,6 +242,14 @@ fn validate(
         (Some(file), n) => format!("{n} problems against {file}"),
         (None, _) => String::new(),
     });
+    Ok(verdict)
+}
+
+/// Every problem of the verdict in one error, or the verdict when there are none.
+fn refuse_problems(
+    verdict: layout::Verdict,
+    request: &BuildRequest,
+) -> Result<layout::Verdict, BuildError> {
     if verdict.problems.is_empty() {
         return Ok(verdict);
     }
@@ -230,6 +265,49 @@ fn validate(
             problems: verdict.problems,
         },
     })
+}
+
+struct Harvested {
+    outcome: HarvestOutcome,
+    layers: Vec<Layer>,
+}
+
+/// Pulls the images that the context's lists, manifests and chart values name,
+/// and turns their archives into layers where the layout wants them.
+fn harvest_images(
+    store: &Store,
+    context: &Context,
+    layout: &Layout,
+    registry: &RegistryOptions,
+    request: &BuildRequest,
+    progress: &dyn Progress,
+) -> Result<Harvested, BuildError> {
+    let format: ArchiveFormat = layout
+        .images
+        .archive_format
+        .parse()
+        .map_err(|reason: String| BuildError::Assemble(format!("{}: {reason}", layout.file)))?;
+    let mut req = HarvestRequest::new(
+        context.root(),
+        &layout.images.lists,
+        &layout.images.archives,
+        format,
+    );
+    req.registry = registry.clone();
+    let outcome = harvest::harvest(store, &req, progress)?;
+    let layers = outcome.layers(store, &request.layers, progress)?;
+    Ok(Harvested { outcome, layers })
+}
+
+fn history_entry(
+    request: &BuildRequest,
+    created_by: &str,
+) -> Result<oci_spec::image::History, BuildError> {
+    HistoryBuilder::default()
+        .created(epoch_rfc3339(request.layers.source_date_epoch))
+        .created_by(created_by.to_string())
+        .build()
+        .map_err(BuildError::oci)
 }
 
 /// `-f` as given, else the first of [`KUBEFILE_NAMES`] in the context.

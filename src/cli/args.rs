@@ -153,6 +153,11 @@ pub struct BuildArgs {
     /// For a FROM image missing from the local store, which is pulled.
     #[command(flatten)]
     pub registry_flags: RegistryFlags,
+    /// Do not pull the container images that image lists, manifests and chart values
+    /// name into the rootfs (the image then needs a registry when it is applied).
+    #[arg(long)]
+    pub no_images: bool,
+
     /// Tag the image without checking its rootfs against its layout (layouts/*.toml). For experts.
     #[arg(long)]
     pub skip_validation: bool,

@@ -182,6 +182,11 @@ fn build_request(args: args::BuildArgs) -> Result<BuildRequest> {
         target_arch,
         no_cache: args.no_cache,
         skip_validation: args.skip_validation,
+        harvest: (!args.no_images).then(|| {
+            let mut options = registry_cmds::options(&args.registry_flags);
+            options.platform = args.platform.clone();
+            options
+        }),
         layers: LayerOptions {
             compression: match args.compression {
                 args::CompressionArg::Zstd => Compression::Zstd,

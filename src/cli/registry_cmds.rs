@@ -11,7 +11,7 @@ use crate::reference::Reference;
 use crate::registry::{self, RegistryOptions};
 use crate::store::Store;
 
-fn options(flags: &RegistryFlags) -> RegistryOptions {
+pub(super) fn options(flags: &RegistryFlags) -> RegistryOptions {
     RegistryOptions {
         tls_verify: flags.tls_verify,
         cert_dir: flags.cert_dir.clone(),
