@@ -1,15 +1,18 @@
 //! sealrs: build, store, ship and apply Kubernetes cluster images.
 //!
-//! Pure modules (`kubefile`, `reference`, `layout`) never touch the disk or the network;
+//! Pure modules (`kubefile`, `reference`, `layout`, `plan`, `runtime`, `cluster`) never touch the disk or the network;
 //! `store` and `build` do the I/O; `cli` is the edge that turns flags into calls
 //! and adds context to errors for people.
 
 pub mod build;
 pub mod cli;
+pub mod cluster;
 pub mod harvest;
 pub mod kubefile;
 pub mod layout;
+pub mod plan;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod runtime;
 pub mod store;

@@ -1,0 +1,118 @@
+//! A cluster from CLI-style inputs: `--masters 10.0.0.1,10.0.0.2 --nodes …
+//! --port 22 -e K=V`. Raw values only; no I/O (the password is a reference).
+
+use super::file::parse_address_port;
+use super::{
+    parse_env_pair, Cluster, ClusterError, Host, PasswordSource, Problem, Role, SshConfig,
+};
+
+/// Raw flag values, as `sealrs run` collects them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterArgs {
+    /// `--cluster`; `default` when empty.
+    pub name: String,
+    /// `--masters`: each item may be a comma-separated list, each address may
+    /// carry `:port` (`[v6]:port` for IPv6).
+    pub masters: Vec<String>,
+    pub nodes: Vec<String>,
+    pub images: Vec<String>,
+    /// `-e KEY=VALUE`, values byte for byte.
+    pub env: Vec<String>,
+    /// `--ssh-user`.
+    pub user: Option<String>,
+    /// `--port`: the SSH port of every host without its own.
+    pub port: Option<u16>,
+    /// `--ssh-key`.
+    pub key: Option<String>,
+    /// `--ssh-password-stdin` → `Some(PasswordSource::Stdin)`.
+    pub password: Option<PasswordSource>,
+}
+
+impl Cluster {
+    /// Builds and validates a cluster from flags; every problem at once, each
+    /// naming its flag (`--masters`, `-e`, …).
+    pub fn from_args(args: &ClusterArgs) -> Result<Cluster, ClusterError> {
+        let name = if args.name.is_empty() {
+            "default"
+        } else {
+            &args.name
+        };
+        let mut cluster = Cluster::new(name);
+        let mut problems = Vec::new();
+        cluster.images = args.images.clone();
+        cluster.ssh = SshConfig {
+            user: args.user.clone(),
+            port: args.port,
+            key: args.key.clone(),
+            password_from: args.password.clone(),
+        };
+        for (flag, list, role) in [
+            ("--masters", &args.masters, Role::Master),
+            ("--nodes", &args.nodes, Role::Node),
+        ] {
+            for item in list.iter().flat_map(|s| s.split(',')) {
+                let item = item.trim();
+                if item.is_empty() {
+                    continue;
+                }
+                match parse_address_port(item) {
+                    Ok((address, port)) => {
+                        if let Some(existing) =
+                            cluster.hosts.iter_mut().find(|h| h.address == address)
+                        {
+                            problems.push(Problem::new(
+                                flag,
+                                format!(
+                                    "duplicate address {address}: it is already a {}",
+                                    existing.roles[0]
+                                ),
+                            ));
+                            continue;
+                        }
+                        let mut host = Host::new(address, &[role]);
+                        host.port = port;
+                        cluster.hosts.push(host);
+                    }
+                    Err(e) => problems.push(Problem::new(flag, e)),
+                }
+            }
+        }
+        for pair in &args.env {
+            match parse_env_pair(pair) {
+                Ok((k, v)) => {
+                    cluster.env.insert(k, v);
+                }
+                Err(e) => problems.push(Problem::new("-e", e)),
+            }
+        }
+        // The model's checks, renamed to the flags a user typed.
+        for mut p in cluster.problems() {
+            p.field = flag_for(&p.field).to_string();
+            problems.push(p);
+        }
+        if problems.is_empty() {
+            Ok(cluster)
+        } else {
+            Err(ClusterError::Invalid {
+                source_name: "command line".to_string(),
+                problems,
+            })
+        }
+    }
+}
+
+fn flag_for(field: &str) -> &'static str {
+    if field == "metadata.name" {
+        "--cluster"
+    } else if field.starts_with("spec.hosts") {
+        "--masters"
+    } else if field.starts_with("spec.env") {
+        "-e"
+    } else if field.starts_with("spec.images") {
+        "IMAGE"
+    } else if field.starts_with("spec.ssh.port") {
+        "--port"
+    } else {
+        "arguments"
+    }
+}

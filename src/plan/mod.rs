@@ -1,0 +1,657 @@
+//! Plans: what one host must look like, as data.
+//!
+//! A runtime never touches a host. It returns a [`Plan`]: an ordered list of
+//! [`Step`]s (write a file, run an argv, enable a unit…) that the on-host
+//! installer executes, `--dry-run` prints, and tests assert on. A plan is
+//! serializable so that it can travel to the host as JSON.
+//!
+//! Three rules hold for every step:
+//!
+//! - **No shell.** A command is an argv (`Vec<String>`) with an env
+//!   (`Vec<(String, String)>`); values users pass stay data, byte for byte.
+//! - **Declared idempotency.** Every step carries a [`Check`] that tells the
+//!   installer how to know the step has nothing to do, so that a second run
+//!   changes nothing and can say so.
+//! - **Outputs are explicit.** A step that reads something back for the
+//!   operator (a join token, a join command) names a [`Capture`] key; the
+//!   installer returns a map `key → value`, and the processor turns it into the
+//!   join secrets of the next hosts (see `runtime::JoinSecrets::from_captures`).
+
+mod render;
+mod template;
+
+use serde::{Deserialize, Serialize};
+
+pub use render::{quote, quote_env};
+pub use template::{merge_yaml, render_template, TemplateError};
+
+use crate::cluster::Role;
+
+/// Everything one host must execute for one action of one runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The runtime that made the plan (`k3s`, `kubeadm`, `k0s`).
+    pub runtime: String,
+    /// `install`, `join`, `upgrade` or `uninstall`.
+    pub action: String,
+    /// The host the plan is for, as the cluster names it.
+    pub host: String,
+    /// The cluster's env: the installer renders [`FileContent::Template`] and
+    /// templated YAML bases with it. It is *not* added to [`Action::Run`]
+    /// steps; a step that needs it lists it in its own `env`.
+    pub env: Vec<(String, String)>,
+    pub steps: Vec<Step>,
+}
+
+/// One thing to do on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Stable within a plan (`config`, `unit`, `start`); [`Check::IfChanged`]
+    /// refers to steps by id.
+    pub id: String,
+    /// What a person reads in logs and dry-runs.
+    pub title: String,
+    pub action: Action,
+    /// How the installer knows the step has nothing to do.
+    pub check: Check,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Action {
+    /// Place the image's rootfs on the host as the layout of its runtime says
+    /// for this role. Reports "changed" when any placed file changed.
+    PlaceRootfs {
+        role: Role,
+    },
+    /// Remove everything [`Action::PlaceRootfs`] placed for this role.
+    RemoveRootfs {
+        role: Role,
+    },
+    /// Write a file atomically (temp + rename), creating parent directories.
+    WriteFile {
+        path: String,
+        content: FileContent,
+        mode: u32,
+        /// Do not rewrite (nor report a change) when content and mode match.
+        only_if_changed: bool,
+        /// The content is a secret: dry-runs and logs show its size only.
+        sensitive: bool,
+    },
+    EnsureDir {
+        path: String,
+        mode: u32,
+    },
+    /// Run a program. Never through a shell: `argv[0]` is the program.
+    Run {
+        argv: Vec<String>,
+        /// Added to a minimal environment (`PATH`), nothing else is inherited.
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+        /// Keep the trimmed stdout under this key.
+        capture: Option<Capture>,
+        /// Indices of argv elements that are secrets (shown as `<redacted>`).
+        redact: Vec<usize>,
+        /// A non-zero exit is reported but does not stop the plan (like
+        /// systemd's `ExecStartPre=-`): for best-effort host tuning.
+        allow_failure: bool,
+    },
+    /// `link` becomes a symlink pointing at `target`. An existing regular file
+    /// at `link` is left alone (as the k3s install script does for kubectl).
+    Symlink {
+        target: String,
+        link: String,
+    },
+    /// Remove a path; a missing path is not an error. Without `recursive`, a
+    /// directory is removed only when empty (and left alone otherwise).
+    Remove {
+        path: String,
+        recursive: bool,
+    },
+    /// Remove `link` only when it is a symlink pointing at `target`: what
+    /// [`Action::Symlink`] made, never a file someone else put there.
+    RemoveLink {
+        link: String,
+        target: String,
+    },
+    /// Write `/etc/systemd/system/<name>` and run `systemctl daemon-reload`
+    /// when it changed.
+    InstallUnit {
+        name: String,
+        content: String,
+    },
+    /// `systemctl daemon-reload`.
+    DaemonReload,
+    /// `systemctl <op> <unit>`.
+    Service {
+        unit: String,
+        op: ServiceOp,
+    },
+    /// Poll until the path exists.
+    WaitFile {
+        path: String,
+        timeout_secs: u64,
+    },
+    /// Poll until a TCP connection to host:port succeeds.
+    WaitPort {
+        host: String,
+        port: u16,
+        timeout_secs: u64,
+    },
+    /// Read a file back to the operator under `capture.key`.
+    ReadFile {
+        path: String,
+        capture: Capture,
+    },
+}
+
+/// The content of a written file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FileContent {
+    /// Exactly these bytes.
+    Bytes { bytes: Vec<u8> },
+    /// A text rendered on the host with the plan's env by [`render_template`].
+    Template { template: String },
+    /// A YAML mapping: `base` (a file on the host, typically from the image's
+    /// rootfs; a missing file counts as empty, and it is rendered as a template
+    /// first when `base_is_template`) with `overlay` merged over it by
+    /// [`merge_yaml`]. The overlay wins.
+    YamlMerge {
+        base: Option<String>,
+        base_is_template: bool,
+        overlay: String,
+    },
+}
+
+impl FileContent {
+    pub fn text(text: impl Into<String>) -> FileContent {
+        FileContent::Bytes {
+            bytes: text.into().into_bytes(),
+        }
+    }
+}
+
+/// A value that the installer hands back to the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capture {
+    pub key: String,
+    /// A secret: logs and reports must not print it.
+    pub sensitive: bool,
+}
+
+impl Capture {
+    pub fn secret(key: &str) -> Capture {
+        Capture {
+            key: key.to_string(),
+            sensitive: true,
+        }
+    }
+    pub fn public(key: &str) -> Capture {
+        Capture {
+            key: key.to_string(),
+            sensitive: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceOp {
+    Enable,
+    Disable,
+    Start,
+    Stop,
+    Restart,
+}
+
+impl ServiceOp {
+    pub fn verb(self) -> &'static str {
+        match self {
+            ServiceOp::Enable => "enable",
+            ServiceOp::Disable => "disable",
+            ServiceOp::Start => "start",
+            ServiceOp::Stop => "stop",
+            ServiceOp::Restart => "restart",
+        }
+    }
+}
+
+/// How the installer decides that a step has nothing to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Check {
+    /// A written file already has the rendered content and mode.
+    FileMatches,
+    /// The directory exists with the mode.
+    DirExists,
+    /// The symlink exists and points at the target.
+    LinkMatches,
+    /// The path does not exist.
+    Absent,
+    /// Skip when this path exists (the step creates it: `creates` in Ansible).
+    Creates {
+        path: String,
+    },
+    /// Run only when this path exists (the step removes what it made).
+    IfExists {
+        path: String,
+    },
+    /// Skip when this file exists and contains this text.
+    FileContains {
+        path: String,
+        text: String,
+    },
+    UnitEnabled {
+        unit: String,
+    },
+    UnitDisabled {
+        unit: String,
+    },
+    UnitActive {
+        unit: String,
+    },
+    /// The unit is not active (or does not exist).
+    UnitInactive {
+        unit: String,
+    },
+    /// Run only when one of these steps changed something in this run
+    /// (and, with `unit_active`, only when that unit is active: a unit that is
+    /// not running yet needs a start, not a restart).
+    IfChanged {
+        steps: Vec<String>,
+        unit_active: Option<String>,
+    },
+    /// The step only observes (waits, reads back, prints): it always runs
+    /// and never counts as a change.
+    ReadOnly,
+}
+
+impl Step {
+    pub fn new(id: &str, title: impl Into<String>, action: Action, check: Check) -> Step {
+        Step {
+            id: id.to_string(),
+            title: title.into(),
+            action,
+            check,
+        }
+    }
+
+    pub fn place_rootfs(role: Role) -> Step {
+        Step::new(
+            "place-rootfs",
+            format!("place the image rootfs for a {role}"),
+            Action::PlaceRootfs { role },
+            Check::FileMatches,
+        )
+    }
+
+    pub fn remove_rootfs(role: Role) -> Step {
+        Step::new(
+            "remove-rootfs",
+            format!("remove the placed rootfs of a {role}"),
+            Action::RemoveRootfs { role },
+            Check::Absent,
+        )
+    }
+
+    /// A file written only when its content or mode differs.
+    pub fn write_file(id: &str, path: &str, content: FileContent, mode: u32) -> Step {
+        Step::new(
+            id,
+            format!("write {path}"),
+            Action::WriteFile {
+                path: path.to_string(),
+                content,
+                mode,
+                only_if_changed: true,
+                sensitive: false,
+            },
+            Check::FileMatches,
+        )
+    }
+
+    /// Like [`Step::write_file`], for a file that holds secrets.
+    pub fn write_secret_file(id: &str, path: &str, content: FileContent, mode: u32) -> Step {
+        let mut step = Step::write_file(id, path, content, mode);
+        if let Action::WriteFile { sensitive, .. } = &mut step.action {
+            *sensitive = true;
+        }
+        step
+    }
+
+    pub fn ensure_dir(id: &str, path: &str, mode: u32) -> Step {
+        Step::new(
+            id,
+            format!("ensure directory {path}"),
+            Action::EnsureDir {
+                path: path.to_string(),
+                mode,
+            },
+            Check::DirExists,
+        )
+    }
+
+    /// A program run; `check` says when it has nothing to do.
+    pub fn run(id: &str, title: impl Into<String>, argv: &[&str], check: Check) -> Step {
+        Step::new(
+            id,
+            title,
+            Action::Run {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                env: Vec::new(),
+                cwd: None,
+                capture: None,
+                redact: Vec::new(),
+                allow_failure: false,
+            },
+            check,
+        )
+    }
+
+    /// A program run whose trimmed stdout is captured; it only reads.
+    pub fn run_capture(
+        id: &str,
+        title: impl Into<String>,
+        argv: &[&str],
+        capture: Capture,
+    ) -> Step {
+        let mut step = Step::run(id, title, argv, Check::ReadOnly);
+        if let Action::Run { capture: c, .. } = &mut step.action {
+            *c = Some(capture);
+        }
+        step
+    }
+
+    pub fn symlink(id: &str, target: &str, link: &str) -> Step {
+        Step::new(
+            id,
+            format!("link {link} -> {target}"),
+            Action::Symlink {
+                target: target.to_string(),
+                link: link.to_string(),
+            },
+            Check::LinkMatches,
+        )
+    }
+
+    pub fn remove(id: &str, path: &str) -> Step {
+        Step::new(
+            id,
+            format!("remove {path}"),
+            Action::Remove {
+                path: path.to_string(),
+                recursive: true,
+            },
+            Check::Absent,
+        )
+    }
+
+    /// Removes `path` only if it is an empty directory.
+    pub fn remove_empty_dir(id: &str, path: &str) -> Step {
+        Step::new(
+            id,
+            format!("remove {path} if empty"),
+            Action::Remove {
+                path: path.to_string(),
+                recursive: false,
+            },
+            Check::Absent,
+        )
+    }
+
+    pub fn remove_link(id: &str, link: &str, target: &str) -> Step {
+        Step::new(
+            id,
+            format!("remove link {link} -> {target}"),
+            Action::RemoveLink {
+                link: link.to_string(),
+                target: target.to_string(),
+            },
+            Check::Absent,
+        )
+    }
+
+    pub fn install_unit(id: &str, name: &str, content: String) -> Step {
+        Step::new(
+            id,
+            format!("install systemd unit {name}"),
+            Action::InstallUnit {
+                name: name.to_string(),
+                content,
+            },
+            Check::FileMatches,
+        )
+    }
+
+    pub fn daemon_reload(id: &str, check: Check) -> Step {
+        Step::new(id, "reload systemd units", Action::DaemonReload, check)
+    }
+
+    /// `systemctl <op> <unit>` with the check that matches the op.
+    pub fn service(id: &str, unit: &str, op: ServiceOp) -> Step {
+        let unit_s = unit.to_string();
+        let check = match op {
+            ServiceOp::Enable => Check::UnitEnabled { unit: unit_s },
+            ServiceOp::Disable => Check::UnitDisabled { unit: unit_s },
+            ServiceOp::Start => Check::UnitActive { unit: unit_s },
+            ServiceOp::Stop => Check::UnitInactive { unit: unit_s },
+            ServiceOp::Restart => Check::ReadOnly,
+        };
+        Step::new(
+            id,
+            format!("{} {unit}", op.verb()),
+            Action::Service {
+                unit: unit.to_string(),
+                op,
+            },
+            check,
+        )
+    }
+
+    /// Restart `unit` when one of `steps` changed and it is already running.
+    pub fn restart_if_changed(id: &str, unit: &str, steps: &[&str]) -> Step {
+        Step::new(
+            id,
+            format!("restart {unit} if its files changed"),
+            Action::Service {
+                unit: unit.to_string(),
+                op: ServiceOp::Restart,
+            },
+            Check::IfChanged {
+                steps: steps.iter().map(|s| s.to_string()).collect(),
+                unit_active: Some(unit.to_string()),
+            },
+        )
+    }
+
+    pub fn wait_file(id: &str, path: &str, timeout_secs: u64) -> Step {
+        Step::new(
+            id,
+            format!("wait for {path}"),
+            Action::WaitFile {
+                path: path.to_string(),
+                timeout_secs,
+            },
+            Check::ReadOnly,
+        )
+    }
+
+    pub fn wait_port(id: &str, host: &str, port: u16, timeout_secs: u64) -> Step {
+        Step::new(
+            id,
+            format!("wait for {host}:{port} to accept connections"),
+            Action::WaitPort {
+                host: host.to_string(),
+                port,
+                timeout_secs,
+            },
+            Check::ReadOnly,
+        )
+    }
+
+    pub fn read_file(id: &str, path: &str, capture: Capture) -> Step {
+        Step::new(
+            id,
+            format!("read back {path}"),
+            Action::ReadFile {
+                path: path.to_string(),
+                capture,
+            },
+            Check::ReadOnly,
+        )
+    }
+
+    /// Adds env to a [`Action::Run`] step (no-op on other actions).
+    pub fn with_env(mut self, vars: Vec<(String, String)>) -> Step {
+        if let Action::Run { env, .. } = &mut self.action {
+            env.extend(vars);
+        }
+        self
+    }
+
+    /// Sets the working directory of a [`Action::Run`] step.
+    pub fn with_cwd(mut self, dir: &str) -> Step {
+        if let Action::Run { cwd, .. } = &mut self.action {
+            *cwd = Some(dir.to_string());
+        }
+        self
+    }
+
+    /// Marks argv elements of a [`Action::Run`] step as secrets.
+    pub fn with_redacted(mut self, indices: &[usize]) -> Step {
+        if let Action::Run { redact, .. } = &mut self.action {
+            redact.extend_from_slice(indices);
+        }
+        self
+    }
+
+    /// Lets a [`Action::Run`] step fail without stopping the plan.
+    pub fn allowing_failure(mut self) -> Step {
+        if let Action::Run { allow_failure, .. } = &mut self.action {
+            *allow_failure = true;
+        }
+        self
+    }
+
+    /// Replaces the step's title.
+    pub fn titled(mut self, title: impl Into<String>) -> Step {
+        self.title = title.into();
+        self
+    }
+}
+
+/// A plan whose steps are invalid as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("step ids must be unique within a plan; {id:?} appears twice")]
+    DuplicateId { id: String },
+    #[error("step {step:?} refers to step {missing:?}, which does not come before it")]
+    UnknownStep { step: String, missing: String },
+    #[error("step {step:?} runs an empty argv")]
+    EmptyArgv { step: String },
+    #[error("capture key {key:?} is produced by two steps")]
+    DuplicateCapture { key: String },
+}
+
+impl Plan {
+    pub fn new(runtime: &str, action: &str, host: &str, env: Vec<(String, String)>) -> Plan {
+        Plan {
+            runtime: runtime.to_string(),
+            action: action.to_string(),
+            host: host.to_string(),
+            env,
+            steps: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, step: Step) -> &mut Plan {
+        self.steps.push(step);
+        self
+    }
+
+    /// The step with this id.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// The capture keys this plan produces, in order.
+    pub fn captures(&self) -> Vec<&Capture> {
+        self.steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::ReadFile { capture, .. } => Some(capture),
+                Action::Run {
+                    capture: Some(c), ..
+                } => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Checks what an installer relies on: unique ids, `IfChanged` naming
+    /// earlier steps, non-empty argvs, one producer per capture key.
+    /// Returns every problem.
+    pub fn validate(&self) -> Result<(), Vec<PlanError>> {
+        let mut problems = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
+        for step in &self.steps {
+            if seen.contains(&step.id.as_str()) {
+                problems.push(PlanError::DuplicateId {
+                    id: step.id.clone(),
+                });
+            }
+            if let Check::IfChanged { steps, .. } = &step.check {
+                for s in steps {
+                    if !seen.contains(&s.as_str()) {
+                        problems.push(PlanError::UnknownStep {
+                            step: step.id.clone(),
+                            missing: s.clone(),
+                        });
+                    }
+                }
+            }
+            if let Action::Run { argv, .. } = &step.action {
+                if argv.is_empty() || argv[0].is_empty() {
+                    problems.push(PlanError::EmptyArgv {
+                        step: step.id.clone(),
+                    });
+                }
+            }
+            seen.push(&step.id);
+            let key = match &step.action {
+                Action::ReadFile { capture, .. } => Some(capture.key.as_str()),
+                Action::Run {
+                    capture: Some(c), ..
+                } => Some(c.key.as_str()),
+                _ => None,
+            };
+            if let Some(key) = key {
+                if keys.contains(&key) {
+                    problems.push(PlanError::DuplicateCapture {
+                        key: key.to_string(),
+                    });
+                }
+                keys.push(key);
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a plan always serializes")
+    }
+
+    pub fn from_json(text: &str) -> Result<Plan, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! The two content transforms an installer applies on the host, kept pure so
+//! that operator-side tests prove them byte for byte.
+//!
+//! Templates are deliberately small: `${NAME}` and `${NAME:-default}` are
+//! replaced by the cluster env, `$${` writes a literal `${`, and every other
+//! character (including a lone `$`) is copied as is. A value is inserted
+//! verbatim and never re-scanned, so `pa$$w0rd` stays `pa$$w0rd`.
+
+use serde_yaml_ng::{Mapping, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template uses ${{{}}} but the cluster env has no such variable (set it with -e {}=VALUE or give a default: ${{{}:-default}})", names.join("}, ${"), names[0], names[0])]
+    Undefined { names: Vec<String> },
+    #[error("unclosed ${{ at byte {offset} of the template")]
+    Unclosed { offset: usize },
+    #[error("{what} is not valid YAML: {reason}")]
+    Yaml { what: &'static str, reason: String },
+    #[error("{what} must be a YAML mapping, found {found}")]
+    NotMapping {
+        what: &'static str,
+        found: &'static str,
+    },
+}
+
+/// Renders `${NAME}` / `${NAME:-default}` with `env`. Reports every undefined
+/// name at once.
+pub fn render_template(template: &str, env: &[(String, String)]) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(template.len());
+    let mut undefined: Vec<String> = Vec::new();
+    let mut rest = template;
+    let mut offset = 0;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+            offset += i + 3;
+            continue;
+        }
+        if let Some(body) = after.strip_prefix("${") {
+            let Some(end) = body.find('}') else {
+                return Err(TemplateError::Unclosed { offset: offset + i });
+            };
+            let inner = &body[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            match (env.iter().find(|(k, _)| k == name), default) {
+                (Some((_, v)), _) => out.push_str(v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    if !undefined.iter().any(|u| u == name) {
+                        undefined.push(name.to_string());
+                    }
+                }
+            }
+            let consumed = 2 + end + 1;
+            rest = &after[consumed..];
+            offset += i + consumed;
+            continue;
+        }
+        out.push('$');
+        rest = &after[1..];
+        offset += i + 1;
+    }
+    out.push_str(rest);
+    if undefined.is_empty() {
+        Ok(out)
+    } else {
+        Err(TemplateError::Undefined { names: undefined })
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn parse_mapping(text: &str, what: &'static str) -> Result<Mapping, TemplateError> {
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| TemplateError::Yaml {
+        what,
+        reason: e.to_string(),
+    })?;
+    match value {
+        Value::Null => Ok(Mapping::new()),
+        Value::Mapping(m) => Ok(m),
+        other => Err(TemplateError::NotMapping {
+            what,
+            found: kind(&other),
+        }),
+    }
+}
+
+fn merge_into(base: &mut Mapping, overlay: Mapping) {
+    for (k, v) in overlay {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Mapping(b)), Value::Mapping(o)) => merge_into(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Merges the YAML mapping `overlay` over `base` (missing base = empty):
+/// nested mappings merge key by key, anything else in the overlay replaces.
+pub fn merge_yaml(base: Option<&str>, overlay: &str) -> Result<String, TemplateError> {
+    let mut merged = match base {
+        Some(text) => parse_mapping(text, "the image's config")?,
+        None => Mapping::new(),
+    };
+    merge_into(&mut merged, parse_mapping(overlay, "the overlay")?);
+    if merged.is_empty() {
+        return Ok(String::new());
+    }
+    serde_yaml_ng::to_string(&merged).map_err(|e| TemplateError::Yaml {
+        what: "the merged config",
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn renders_names_defaults_and_escapes() {
+        let e = env(&[("PASS", "pa$$w0rd\"`x"), ("CIDR", "10.42.0.0/16")]);
+        let out = render_template(
+            "p: ${PASS}\nc: ${CIDR}\nd: ${NOPE:-dflt}\nlit: $${PASS} $5 $",
+            &e,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "p: pa$$w0rd\"`x\nc: 10.42.0.0/16\nd: dflt\nlit: ${PASS} $5 $"
+        );
+    }
+
+    #[test]
+    fn values_are_not_rescanned() {
+        let e = env(&[("A", "${B}"), ("B", "no")]);
+        assert_eq!(render_template("${A}", &e).unwrap(), "${B}");
+    }
+
+    #[test]
+    fn reports_every_undefined_name() {
+        let err = render_template("${A} ${B} ${A}", &[]).unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::Undefined {
+                names: vec!["A".into(), "B".into()]
+            }
+        );
+        assert!(err.to_string().contains("${A}, ${B}"), "{err}");
+        assert_eq!(
+            render_template("x ${A", &[]).unwrap_err(),
+            TemplateError::Unclosed { offset: 2 }
+        );
+    }
+
+    #[test]
+    fn merges_yaml_with_overlay_winning() {
+        let base = "write-kubeconfig-mode: \"0644\"\ncluster-init: false\nkubelet-arg:\n- a=b\nnested:\n  keep: 1\n  over: 1\n";
+        let overlay = "cluster-init: true\nnested:\n  over: 2\n";
+        let out = merge_yaml(Some(base), overlay).unwrap();
+        let v: Value = serde_yaml_ng::from_str(&out).unwrap();
+        assert_eq!(v["cluster-init"], Value::Bool(true));
+        assert_eq!(v["write-kubeconfig-mode"], Value::String("0644".into()));
+        assert_eq!(v["nested"]["keep"], Value::from(1));
+        assert_eq!(v["nested"]["over"], Value::from(2));
+        assert_eq!(v["kubelet-arg"][0], Value::String("a=b".into()));
+        // Idempotent: merging the result again changes nothing.
+        assert_eq!(merge_yaml(Some(&out), overlay).unwrap(), out);
+    }
+
+    #[test]
+    fn merge_handles_missing_base_and_rejects_non_mappings() {
+        assert_eq!(merge_yaml(None, "a: 1\n").unwrap(), "a: 1\n");
+        assert_eq!(merge_yaml(Some(""), "").unwrap(), "");
+        assert!(matches!(
+            merge_yaml(Some("- a\n"), "a: 1"),
+            Err(TemplateError::NotMapping {
+                found: "a list",
+                ..
+            })
+        ));
+        assert!(matches!(
+            merge_yaml(None, "a: [\n"),
+            Err(TemplateError::Yaml { .. })
+        ));
+    }
+}

@@ -1,0 +1,529 @@
+//! The runtime seam: what a Kubernetes distribution needs on one host.
+//!
+//! A [`Runtime`] turns a request (install the first control-plane, join,
+//! upgrade, uninstall) for one host into a [`Plan`]; it never opens a
+//! connection. The processor decides *which hosts, in what order*
+//! ([`upgrade_order`] helps it) and carries values from one host to the next:
+//! the install plan of the first master captures join secrets
+//! ([`captures`]), and [`JoinSecrets::from_captures`] turns them into what
+//! the join plans of the other hosts need.
+//!
+//! Adding a distribution means one file implementing [`Runtime`] and one line
+//! in [`REGISTRY`].
+
+mod k0s;
+mod k3s;
+mod kubeadm;
+mod unit;
+mod version;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::cluster::{Address, Cluster, Host, Role, Secret};
+use crate::plan::Plan;
+
+pub use k0s::K0s;
+pub use k3s::K3s;
+pub use kubeadm::Kubeadm;
+pub use unit::{env_file, exec_arg};
+pub use version::{Version, VersionError};
+
+/// Where the installer unpacks the image's rootfs on a host (the layout
+/// places files from there).
+pub const DEFAULT_ROOTFS_DIR: &str = "/var/lib/sealrs/rootfs";
+/// Marker files that make otherwise unobservable steps idempotent.
+pub const MARKER_DIR: &str = "/var/lib/sealrs/markers";
+/// How many workers upgrade at once by default.
+pub const DEFAULT_WORKER_BATCH: usize = 3;
+
+/// The keys under which plans capture outputs for the operator.
+pub mod captures {
+    /// k3s: the server token (`/var/lib/rancher/k3s/server/token`).
+    pub const K3S_TOKEN: &str = "k3s.token";
+    /// kubeadm: stdout of `kubeadm token create --print-join-command`.
+    pub const KUBEADM_JOIN_COMMAND: &str = "kubeadm.join-command";
+    /// kubeadm: stdout of `kubeadm init phase upload-certs --upload-certs`
+    /// (the key is its last line).
+    pub const KUBEADM_CERTIFICATE_KEY: &str = "kubeadm.certificate-key";
+    /// k0s: `k0s token create --role=worker`.
+    pub const K0S_WORKER_TOKEN: &str = "k0s.worker-token";
+    /// k0s: `k0s token create --role=controller`.
+    pub const K0S_CONTROLLER_TOKEN: &str = "k0s.controller-token";
+    /// Any runtime: the admin kubeconfig of the first control-plane.
+    pub const KUBECONFIG: &str = "kubeconfig";
+}
+
+/// The facts a cluster image carries in its labels.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageInfo {
+    /// `k3s`, `kubeadm`, `k0s` (empty when the image says nothing).
+    pub runtime: String,
+    pub version: Option<Version>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ImageInfo {
+    pub fn new(runtime: &str, version: &str) -> Result<ImageInfo, VersionError> {
+        Ok(ImageInfo {
+            runtime: runtime.to_string(),
+            version: Some(Version::parse(version)?),
+            labels: BTreeMap::new(),
+        })
+    }
+
+    /// Reads `sealrs.io/runtime` and `sealrs.io/version`, or their sealos
+    /// aliases `sealos.io.distribution` and `version`. A version that does
+    /// not parse is left `None` (and `verify` reports it).
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> ImageInfo {
+        let get = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).cloned();
+        let runtime = get(&["sealrs.io/runtime", "sealos.io.distribution"])
+            .map(|r| canonical_name(&r).unwrap_or(&r).to_string())
+            .unwrap_or_default();
+        let version = get(&["sealrs.io/version", "version"]).and_then(|v| Version::parse(&v).ok());
+        ImageInfo {
+            runtime,
+            version,
+            labels: labels.clone(),
+        }
+    }
+}
+
+/// Join secrets: what the first control-plane produced and the others need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinSecrets {
+    /// k3s server token, kubeadm bootstrap token, k0s worker join token.
+    pub token: Option<Secret>,
+    /// k0s controller join token.
+    pub controller_token: Option<Secret>,
+    /// kubeadm `sha256:<hex>` of the cluster CA public key.
+    pub ca_cert_hash: Option<String>,
+    /// kubeadm key that decrypts the uploaded control-plane certificates.
+    pub certificate_key: Option<Secret>,
+}
+
+impl JoinSecrets {
+    /// Builds the secrets from what the install plan captured (the
+    /// installer's `key → value` map). Unknown keys are ignored.
+    pub fn from_captures(captured: &BTreeMap<String, String>) -> Result<JoinSecrets, RuntimeError> {
+        let mut s = JoinSecrets::default();
+        let bad = |key: &str, reason: &str| RuntimeError::BadCapture {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(t) = captured.get(captures::K3S_TOKEN) {
+            let t = t.trim();
+            if t.is_empty() {
+                return Err(bad(captures::K3S_TOKEN, "the token file is empty"));
+            }
+            s.token = Some(Secret::new(t));
+        }
+        if let Some(cmd) = captured.get(captures::KUBEADM_JOIN_COMMAND) {
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            let after = |flag: &str| {
+                words.iter().enumerate().find_map(|(i, w)| {
+                    if *w == flag {
+                        words.get(i + 1).map(|s| s.to_string())
+                    } else {
+                        w.strip_prefix(flag)
+                            .and_then(|r| r.strip_prefix('='))
+                            .map(str::to_string)
+                    }
+                })
+            };
+            let token = after("--token")
+                .ok_or_else(|| bad(captures::KUBEADM_JOIN_COMMAND, "it has no --token"))?;
+            let hash = after("--discovery-token-ca-cert-hash").ok_or_else(|| {
+                bad(
+                    captures::KUBEADM_JOIN_COMMAND,
+                    "it has no --discovery-token-ca-cert-hash",
+                )
+            })?;
+            if !hash.starts_with("sha256:") {
+                return Err(bad(
+                    captures::KUBEADM_JOIN_COMMAND,
+                    "the CA hash is not sha256:<hex>",
+                ));
+            }
+            s.token = Some(Secret::new(token));
+            s.ca_cert_hash = Some(hash);
+        }
+        if let Some(out) = captured.get(captures::KUBEADM_CERTIFICATE_KEY) {
+            let key = out
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty())
+                .unwrap_or("");
+            if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad(
+                    captures::KUBEADM_CERTIFICATE_KEY,
+                    "its last line is not a 64-digit hex key",
+                ));
+            }
+            s.certificate_key = Some(Secret::new(key));
+        }
+        for (key, slot) in [
+            (captures::K0S_WORKER_TOKEN, &mut s.token),
+            (captures::K0S_CONTROLLER_TOKEN, &mut s.controller_token),
+        ] {
+            if let Some(t) = captured.get(key) {
+                let t = t.trim();
+                if t.is_empty() {
+                    return Err(bad(key, "the token is empty"));
+                }
+                *slot = Some(Secret::new(t));
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Everything a runtime knows about the host it plans for.
+#[derive(Debug, Clone)]
+pub struct HostContext<'a> {
+    pub cluster: &'a Cluster,
+    pub host: &'a Host,
+    /// `Master` for any control-plane (the host may also be a node).
+    pub role: Role,
+    /// The first master: where the others join.
+    pub first_master: &'a Address,
+    /// The image being applied.
+    pub image: &'a ImageInfo,
+    pub secrets: JoinSecrets,
+    /// The cluster env: rendered into templates, byte for byte.
+    pub env: Vec<(String, String)>,
+    /// Where the installer unpacked the image's rootfs on the host.
+    pub rootfs: String,
+}
+
+impl<'a> HostContext<'a> {
+    pub fn new(
+        cluster: &'a Cluster,
+        host: &'a Host,
+        image: &'a ImageInfo,
+        secrets: JoinSecrets,
+    ) -> Result<HostContext<'a>, RuntimeError> {
+        let first = cluster.first_master().ok_or(RuntimeError::NoMaster)?;
+        Ok(HostContext {
+            cluster,
+            host,
+            role: if host.is_master() {
+                Role::Master
+            } else {
+                Role::Node
+            },
+            first_master: &first.address,
+            image,
+            secrets,
+            env: cluster.env_pairs(),
+            rootfs: DEFAULT_ROOTFS_DIR.to_string(),
+        })
+    }
+
+    pub fn is_first_master(&self) -> bool {
+        &self.host.address == self.first_master
+    }
+
+    pub fn host_key(&self) -> String {
+        self.host.key()
+    }
+
+    /// The version the host runs now, from the saved status.
+    pub fn installed_version(&self) -> Option<Version> {
+        self.cluster
+            .status
+            .hosts
+            .get(&self.host.key())
+            .and_then(|s| s.version.as_deref())
+            .and_then(|v| Version::parse(v).ok())
+    }
+
+    fn plan(&self, runtime: &str, action: &str) -> Plan {
+        Plan::new(runtime, action, &self.host.key(), self.env.clone())
+    }
+
+    fn secret(&self, runtime: &'static str, which: &'static str) -> Result<&str, RuntimeError> {
+        let value = match which {
+            "token" => self.secrets.token.as_ref(),
+            "controller token" => self.secrets.controller_token.as_ref(),
+            "certificate key" => self.secrets.certificate_key.as_ref(),
+            _ => None,
+        };
+        value
+            .map(Secret::expose)
+            .ok_or(RuntimeError::MissingSecret {
+                runtime,
+                host: self.host.key(),
+                secret: which,
+            })
+    }
+
+    fn require_first_master(&self, runtime: &'static str) -> Result<(), RuntimeError> {
+        if self.is_first_master() {
+            Ok(())
+        } else {
+            Err(RuntimeError::WrongHost {
+                runtime,
+                host: self.host.key(),
+                reason: format!(
+                    "install runs on the first master ({}); use join for the others",
+                    self.first_master
+                ),
+            })
+        }
+    }
+
+    fn require_not_first_master(&self, runtime: &'static str) -> Result<(), RuntimeError> {
+        if self.is_first_master() {
+            Err(RuntimeError::WrongHost {
+                runtime,
+                host: self.host.key(),
+                reason: "this is the first master: it installs, it does not join".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Rejects an upgrade from the installed version to `to` that is a
+    /// downgrade or skips a minor version.
+    fn check_upgrade(&self, to: &Version) -> Result<(), RuntimeError> {
+        let mut v = Vec::new();
+        if let Some(from) = self.installed_version() {
+            upgrade_violations(&self.host.key(), &from, to, &mut v);
+        }
+        if v.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Rejected(v))
+        }
+    }
+}
+
+/// Something a runtime cannot build; `verify` returns all of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("the image is for runtime {found:?}, not {expected}")]
+    WrongRuntime { expected: String, found: String },
+    #[error("host {host} runs {installed}; switching it to {expected} is not an upgrade (reset it first)")]
+    RuntimeChange {
+        host: String,
+        installed: String,
+        expected: String,
+    },
+    #[error("the image has no Kubernetes version (label sealrs.io/version)")]
+    MissingVersion,
+    #[error("no host has the master role")]
+    NoMaster,
+    #[error("{count} {runtime} servers with embedded etcd: etcd needs an odd number to keep quorum (use 1, 3 or 5)")]
+    EvenServers { runtime: String, count: usize },
+    #[error("duplicate address {address}")]
+    DuplicateAddress { address: String },
+    #[error("host {address} does not look reachable: {reason}")]
+    UnreachableAddress { address: String, reason: String },
+    #[error("host {host}: {from} -> {to} is a downgrade")]
+    Downgrade {
+        host: String,
+        from: String,
+        to: String,
+    },
+    #[error("host {host}: {from} -> {to} skips a minor version; upgrade one minor at a time")]
+    MinorSkip {
+        host: String,
+        from: String,
+        to: String,
+    },
+    #[error("host {host}: version skew: {rule}")]
+    Skew { host: String, rule: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("the cluster has no master")]
+    NoMaster,
+    #[error("{runtime}: {host} needs the {secret} captured by install on the first master; run install there first")]
+    MissingSecret {
+        runtime: &'static str,
+        host: String,
+        secret: &'static str,
+    },
+    #[error("{runtime}: wrong host {host}: {reason}")]
+    WrongHost {
+        runtime: &'static str,
+        host: String,
+        reason: String,
+    },
+    #[error("captured {key} cannot be used: {reason}")]
+    BadCapture { key: String, reason: String },
+    #[error("{}", .0.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "))]
+    Rejected(Vec<Violation>),
+}
+
+/// A Kubernetes distribution.
+pub trait Runtime {
+    fn name(&self) -> &'static str;
+    /// Reject a cluster this runtime cannot build: every problem, not the first.
+    fn verify(&self, cluster: &Cluster, image: &ImageInfo) -> Result<(), Vec<Violation>>;
+    /// The first control-plane.
+    fn install(&self, host: &HostContext) -> Result<Plan, RuntimeError>;
+    /// Other control-planes and workers.
+    fn join(&self, host: &HostContext) -> Result<Plan, RuntimeError>;
+    fn upgrade(&self, host: &HostContext, to: &Version) -> Result<Plan, RuntimeError>;
+    fn uninstall(&self, host: &HostContext) -> Result<Plan, RuntimeError>;
+}
+
+impl fmt::Debug for dyn Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Runtime({})", self.name())
+    }
+}
+
+/// Every runtime, by constructor. Adding a distribution adds a line here.
+pub const REGISTRY: &[fn() -> Box<dyn Runtime>] =
+    &[|| Box::new(K3s), || Box::new(Kubeadm), || Box::new(K0s)];
+
+/// The canonical name for a runtime name or alias (sealos calls kubeadm
+/// images `kubernetes`).
+pub fn canonical_name(name: &str) -> Option<&'static str> {
+    match name.to_ascii_lowercase().as_str() {
+        "k3s" => Some("k3s"),
+        "kubeadm" | "kubernetes" | "k8s" => Some("kubeadm"),
+        "k0s" => Some("k0s"),
+        _ => None,
+    }
+}
+
+/// The runtime with this name (or alias).
+pub fn runtime_for(name: &str) -> Option<Box<dyn Runtime>> {
+    let wanted = canonical_name(name).unwrap_or(name);
+    REGISTRY
+        .iter()
+        .map(|make| make())
+        .find(|r| r.name() == wanted)
+}
+
+/// One step of a rolling upgrade: these hosts upgrade together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub role: Role,
+    pub hosts: Vec<Address>,
+}
+
+/// Servers one at a time (the first master first), then workers in batches
+/// of [`DEFAULT_WORKER_BATCH`].
+pub fn upgrade_order(cluster: &Cluster) -> Vec<Batch> {
+    upgrade_order_in_batches(cluster, DEFAULT_WORKER_BATCH)
+}
+
+pub fn upgrade_order_in_batches(cluster: &Cluster, batch: usize) -> Vec<Batch> {
+    let mut out: Vec<Batch> = cluster
+        .masters()
+        .map(|h| Batch {
+            role: Role::Master,
+            hosts: vec![h.address.clone()],
+        })
+        .collect();
+    let workers: Vec<Address> = cluster.workers().map(|h| h.address.clone()).collect();
+    for chunk in workers.chunks(batch.max(1)) {
+        out.push(Batch {
+            role: Role::Node,
+            hosts: chunk.to_vec(),
+        });
+    }
+    out
+}
+
+fn upgrade_violations(host: &str, from: &Version, to: &Version, out: &mut Vec<Violation>) {
+    if to < from {
+        out.push(Violation::Downgrade {
+            host: host.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+        });
+    } else if from.skips_minor_to(to) {
+        out.push(Violation::MinorSkip {
+            host: host.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+        });
+    }
+}
+
+/// What every runtime checks: the image, the hosts, and each host's
+/// installed version against the image's.
+fn verify_common(runtime: &str, cluster: &Cluster, image: &ImageInfo) -> Vec<Violation> {
+    let mut v = Vec::new();
+    if image.runtime != runtime {
+        v.push(Violation::WrongRuntime {
+            expected: runtime.to_string(),
+            found: image.runtime.clone(),
+        });
+    }
+    if image.version.is_none() {
+        v.push(Violation::MissingVersion);
+    }
+    if cluster.first_master().is_none() {
+        v.push(Violation::NoMaster);
+    }
+    for (i, host) in cluster.hosts.iter().enumerate() {
+        if cluster.hosts[..i].iter().any(|h| h.address == host.address) {
+            v.push(Violation::DuplicateAddress {
+                address: host.key(),
+            });
+            continue;
+        }
+        if let Some(reason) = host.address.unreachable_reason() {
+            v.push(Violation::UnreachableAddress {
+                address: host.key(),
+                reason: reason.to_string(),
+            });
+        }
+        let Some(status) = cluster.status.hosts.get(&host.key()) else {
+            continue;
+        };
+        if let Some(installed) = status.runtime.as_deref() {
+            if installed != runtime {
+                v.push(Violation::RuntimeChange {
+                    host: host.key(),
+                    installed: installed.to_string(),
+                    expected: runtime.to_string(),
+                });
+            }
+        }
+        if let (Some(from), Some(to)) = (
+            status
+                .version
+                .as_deref()
+                .and_then(|s| Version::parse(s).ok()),
+            image.version.as_ref(),
+        ) {
+            upgrade_violations(&host.key(), &from, to, &mut v);
+        }
+    }
+    v
+}
+
+/// k3s and k0s servers with embedded etcd: 1 or an odd number.
+fn verify_odd_servers(runtime: &str, cluster: &Cluster, v: &mut Vec<Violation>) {
+    let mut servers: Vec<&Address> = cluster.masters().map(|h| &h.address).collect();
+    servers.sort();
+    servers.dedup();
+    let count = servers.len();
+    if count > 1 && count.is_multiple_of(2) {
+        v.push(Violation::EvenServers {
+            runtime: runtime.to_string(),
+            count,
+        });
+    }
+}
+
+fn finish_verify(v: Vec<Violation>) -> Result<(), Vec<Violation>> {
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(v)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,786 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::cluster::{ClusterArgs, HostStatus};
+use crate::plan::{Action, Check, FileContent, ServiceOp};
+
+fn cluster(masters: &str, nodes: &str, env: &[&str]) -> Cluster {
+    Cluster::from_args(&ClusterArgs {
+        masters: vec![masters.into()],
+        nodes: vec![nodes.into()],
+        env: env.iter().map(|s| s.to_string()).collect(),
+        ..ClusterArgs::default()
+    })
+    .unwrap()
+}
+
+fn image(runtime: &str, version: &str) -> ImageInfo {
+    ImageInfo::new(runtime, version).unwrap()
+}
+
+fn secrets() -> JoinSecrets {
+    JoinSecrets {
+        token: Some(Secret::new("K10abc::server:s3cret")),
+        controller_token: Some(Secret::new("ctrl-t0ken")),
+        ca_cert_hash: Some(format!("sha256:{}", "ab".repeat(32))),
+        certificate_key: Some(Secret::new("cd".repeat(32))),
+    }
+}
+
+fn ctx<'a>(c: &'a Cluster, i: usize, img: &'a ImageInfo) -> HostContext<'a> {
+    HostContext::new(c, &c.hosts[i], img, secrets()).unwrap()
+}
+
+fn ids(plan: &Plan) -> Vec<&str> {
+    plan.steps.iter().map(|s| s.id.as_str()).collect()
+}
+
+fn argv(plan: &Plan, id: &str) -> Vec<String> {
+    match &plan
+        .step(id)
+        .unwrap_or_else(|| panic!("no step {id}"))
+        .action
+    {
+        Action::Run { argv, .. } => argv.clone(),
+        other => panic!("{id} is {other:?}"),
+    }
+}
+
+fn file_text(plan: &Plan, id: &str) -> (String, String, u32) {
+    match &plan.step(id).unwrap().action {
+        Action::WriteFile {
+            path,
+            content: FileContent::Bytes { bytes },
+            mode,
+            ..
+        } => (
+            path.clone(),
+            String::from_utf8(bytes.clone()).unwrap(),
+            *mode,
+        ),
+        Action::InstallUnit { name, content } => (name.clone(), content.clone(), 0o644),
+        other => panic!("{id} is {other:?}"),
+    }
+}
+
+#[test]
+fn k3s_first_server() {
+    let c = cluster(
+        "10.0.0.1,10.0.0.2,10.0.0.3",
+        "10.0.0.4",
+        &["POD_CIDR=10.42.0.0/16"],
+    );
+    let img = image("k3s", "v1.30.2+k3s1");
+    let plan = K3s.install(&ctx(&c, 0, &img)).unwrap();
+    plan.validate().unwrap();
+    assert_eq!(
+        ids(&plan),
+        [
+            "place-rootfs",
+            "link-kubectl",
+            "link-crictl",
+            "link-ctr",
+            "config-dir",
+            "config",
+            "env-file",
+            "unit",
+            "enable",
+            "restart",
+            "start",
+            "wait-token",
+            "read-token",
+            "wait-kubeconfig",
+            "read-kubeconfig"
+        ]
+    );
+    let (_, unit, _) = file_text(&plan, "unit");
+    assert!(unit.contains("\nType=notify\n"), "{unit}");
+    assert!(unit.contains("\nEnvironmentFile=-/etc/systemd/system/k3s.service.env\n"));
+    assert!(
+        unit.ends_with("ExecStart=/usr/local/bin/k3s server --cluster-init\n"),
+        "{unit}"
+    );
+    let (path, env, mode) = file_text(&plan, "env-file");
+    assert_eq!(
+        (path.as_str(), env.as_str(), mode),
+        ("/etc/systemd/system/k3s.service.env", "", 0o600)
+    );
+    match &plan.step("config").unwrap().action {
+        Action::WriteFile {
+            path,
+            content: FileContent::YamlMerge { base, overlay, .. },
+            mode,
+            ..
+        } => {
+            assert_eq!(path, "/etc/rancher/k3s/config.yaml");
+            assert_eq!(
+                base.as_deref(),
+                Some("/var/lib/sealrs/rootfs/etc/config.yaml")
+            );
+            assert_eq!(
+                overlay,
+                "cluster-cidr: 10.42.0.0/16\nnode-taint:\n- node-role.kubernetes.io/control-plane:NoSchedule\nnode-ip: 10.0.0.1\n"
+            );
+            assert_eq!(*mode, 0o600);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        plan.step("restart").unwrap().check,
+        Check::IfChanged {
+            steps: vec![
+                "place-rootfs".into(),
+                "config".into(),
+                "env-file".into(),
+                "unit".into()
+            ],
+            unit_active: Some("k3s.service".into())
+        }
+    );
+    match &plan.step("read-token").unwrap().action {
+        Action::ReadFile { path, capture } => {
+            assert_eq!(path, "/var/lib/rancher/k3s/server/token");
+            assert_eq!(capture.key, captures::K3S_TOKEN);
+            assert!(capture.sensitive);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Install is for the first master only.
+    assert!(matches!(
+        K3s.install(&ctx(&c, 1, &img)),
+        Err(RuntimeError::WrongHost { .. })
+    ));
+}
+
+#[test]
+fn k3s_join_server_and_agent() {
+    let c = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "10.0.0.4", &[]);
+    let img = image("k3s", "v1.30.2+k3s1");
+    let server = K3s.join(&ctx(&c, 1, &img)).unwrap();
+    server.validate().unwrap();
+    let (_, unit, _) = file_text(&server, "unit");
+    assert!(
+        unit.ends_with("ExecStart=/usr/local/bin/k3s server --server https://10.0.0.1:6443\n"),
+        "{unit}"
+    );
+    assert!(!unit.contains("s3cret"));
+    let (_, env, mode) = file_text(&server, "env-file");
+    assert_eq!(
+        (env.as_str(), mode),
+        ("K3S_TOKEN=\"K10abc::server:s3cret\"\n", 0o600)
+    );
+    assert_eq!(server.steps.last().unwrap().id, "wait-kubeconfig");
+
+    let agent = K3s.join(&ctx(&c, 3, &img)).unwrap();
+    agent.validate().unwrap();
+    let (name, unit, _) = file_text(&agent, "unit");
+    assert_eq!(name, "k3s-agent.service");
+    assert!(unit.contains("\nType=exec\n"));
+    assert!(unit.contains("EnvironmentFile=-/etc/systemd/system/k3s-agent.service.env"));
+    assert!(
+        unit.ends_with("ExecStart=/usr/local/bin/k3s agent\n"),
+        "{unit}"
+    );
+    let (path, env, _) = file_text(&agent, "env-file");
+    assert_eq!(path, "/etc/systemd/system/k3s-agent.service.env");
+    assert_eq!(
+        env,
+        "K3S_TOKEN=\"K10abc::server:s3cret\"\nK3S_URL=\"https://10.0.0.1:6443\"\n"
+    );
+    assert_eq!(
+        agent.step("start").unwrap().check,
+        Check::UnitActive {
+            unit: "k3s-agent.service".into()
+        }
+    );
+    // Nothing in any argv or unit carries the token.
+    let dry = agent.render_dry_run();
+    assert!(!dry.contains("s3cret"), "{dry}");
+
+    let mut no_secret = ctx(&c, 3, &img);
+    no_secret.secrets = JoinSecrets::default();
+    assert!(matches!(
+        K3s.join(&no_secret),
+        Err(RuntimeError::MissingSecret {
+            secret: "token",
+            ..
+        })
+    ));
+    assert!(matches!(
+        K3s.join(&ctx(&c, 0, &img)),
+        Err(RuntimeError::WrongHost { .. })
+    ));
+}
+
+#[test]
+fn k3s_join_over_ipv6_brackets_the_url() {
+    let c = cluster("fd00::1,fd00::2,fd00::3", "", &[]);
+    let img = image("k3s", "v1.30.2+k3s1");
+    let plan = K3s.join(&ctx(&c, 1, &img)).unwrap();
+    let (_, unit, _) = file_text(&plan, "unit");
+    assert!(
+        unit.ends_with("--server https://[fd00::1]:6443\n"),
+        "{unit}"
+    );
+}
+
+#[test]
+fn k3s_upgrade_and_uninstall() {
+    let mut c = cluster("10.0.0.1", "10.0.0.2", &[]);
+    c.status.hosts.insert(
+        "10.0.0.2".into(),
+        HostStatus {
+            version: Some("v1.29.5+k3s1".into()),
+            ..HostStatus::default()
+        },
+    );
+    let img = image("k3s", "v1.30.2+k3s1");
+    let to = img.version.clone().unwrap();
+    let up = K3s.upgrade(&ctx(&c, 1, &img), &to).unwrap();
+    up.validate().unwrap();
+    assert_eq!(ids(&up), ["place-rootfs", "config", "restart", "start"]);
+    let down = Version::parse("v1.29.1+k3s1").unwrap();
+    assert!(
+        matches!(K3s.upgrade(&ctx(&c, 1, &img), &down), Err(RuntimeError::Rejected(v)) if matches!(v[0], Violation::Downgrade { .. }))
+    );
+    let skip = Version::parse("v1.31.0+k3s1").unwrap();
+    assert!(
+        matches!(K3s.upgrade(&ctx(&c, 1, &img), &skip), Err(RuntimeError::Rejected(v)) if matches!(v[0], Violation::MinorSkip { .. }))
+    );
+
+    let un = K3s.uninstall(&ctx(&c, 0, &img)).unwrap();
+    un.validate().unwrap();
+    assert_eq!(
+        un.steps[0].action,
+        Action::Service {
+            unit: "k3s.service".into(),
+            op: ServiceOp::Stop
+        }
+    );
+    let removed: Vec<&str> = un
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Remove { path, .. } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    for p in [
+        "/etc/systemd/system/k3s.service",
+        "/etc/systemd/system/k3s.service.env",
+        "/etc/rancher/k3s",
+        "/var/lib/rancher/k3s",
+    ] {
+        assert!(removed.contains(&p), "{p} not removed: {removed:?}");
+    }
+    assert!(un
+        .steps
+        .iter()
+        .any(|s| matches!(s.action, Action::RemoveRootfs { role: Role::Master })));
+}
+
+#[test]
+fn kubeadm_plans() {
+    let c = cluster(
+        "10.0.0.1,10.0.0.2,10.0.0.3",
+        "10.0.0.4",
+        &["POD_CIDR=10.244.0.0/16"],
+    );
+    let img = image("kubeadm", "v1.30.2");
+    let init = Kubeadm.install(&ctx(&c, 0, &img)).unwrap();
+    init.validate().unwrap();
+    assert_eq!(
+        argv(&init, "init"),
+        [
+            "/usr/bin/kubeadm",
+            "init",
+            "--upload-certs",
+            "--control-plane-endpoint=10.0.0.1:6443",
+            "--kubernetes-version=v1.30.2",
+            "--apiserver-advertise-address=10.0.0.1",
+            "--pod-network-cidr=10.244.0.0/16"
+        ]
+    );
+    assert_eq!(
+        init.step("init").unwrap().check,
+        Check::Creates {
+            path: "/etc/kubernetes/admin.conf".into()
+        }
+    );
+    assert_eq!(
+        argv(&init, "join-command")[1..4],
+        ["token", "create", "--print-join-command"]
+    );
+    let keys: Vec<&str> = init.captures().iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            captures::KUBEADM_JOIN_COMMAND,
+            captures::KUBEADM_CERTIFICATE_KEY,
+            captures::KUBECONFIG
+        ]
+    );
+
+    let master = Kubeadm.join(&ctx(&c, 1, &img)).unwrap();
+    master.validate().unwrap();
+    let hash = format!("sha256:{}", "ab".repeat(32));
+    assert_eq!(
+        argv(&master, "join"),
+        [
+            "/usr/bin/kubeadm".to_string(),
+            "join".into(),
+            "10.0.0.1:6443".into(),
+            "--token=K10abc::server:s3cret".into(),
+            format!("--discovery-token-ca-cert-hash={hash}"),
+            "--control-plane".into(),
+            format!("--certificate-key={}", "cd".repeat(32)),
+            "--apiserver-advertise-address=10.0.0.2".into()
+        ]
+    );
+    let dry = master.render_dry_run();
+    assert!(
+        !dry.contains("s3cret") && !dry.contains(&"cd".repeat(32)),
+        "{dry}"
+    );
+
+    let worker = Kubeadm.join(&ctx(&c, 3, &img)).unwrap();
+    let w = argv(&worker, "join");
+    assert_eq!(w.len(), 5);
+    assert!(!w.contains(&"--control-plane".to_string()));
+    assert_eq!(
+        worker.step("join").unwrap().check,
+        Check::Creates {
+            path: "/etc/kubernetes/kubelet.conf".into()
+        }
+    );
+
+    let to = Version::parse("v1.30.3").unwrap();
+    let up0 = Kubeadm.upgrade(&ctx(&c, 0, &img), &to).unwrap();
+    assert_eq!(
+        argv(&up0, "upgrade"),
+        ["/usr/bin/kubeadm", "upgrade", "apply", "v1.30.3", "--yes"]
+    );
+    let up1 = Kubeadm.upgrade(&ctx(&c, 1, &img), &to).unwrap();
+    assert_eq!(
+        argv(&up1, "upgrade"),
+        ["/usr/bin/kubeadm", "upgrade", "node"]
+    );
+    let up3 = Kubeadm.upgrade(&ctx(&c, 3, &img), &to).unwrap();
+    up3.validate().unwrap();
+    assert_eq!(
+        up3.step("upgrade").unwrap().check,
+        Check::Creates {
+            path: "/var/lib/sealrs/markers/kubeadm-upgrade-node-v1.30.3".into()
+        }
+    );
+
+    let reset = Kubeadm.uninstall(&ctx(&c, 3, &img)).unwrap();
+    reset.validate().unwrap();
+    assert_eq!(argv(&reset, "reset"), ["/usr/bin/kubeadm", "reset", "-f"]);
+}
+
+#[test]
+fn k0s_plans() {
+    let c = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "10.0.0.4", &[]);
+    let img = image("k0s", "v1.30.2+k0s.0");
+    let first = K0s.install(&ctx(&c, 0, &img)).unwrap();
+    first.validate().unwrap();
+    assert_eq!(
+        argv(&first, "install"),
+        [
+            "/usr/local/bin/k0s",
+            "install",
+            "controller",
+            "--config",
+            "/etc/k0s/k0s.yaml"
+        ]
+    );
+    assert_eq!(
+        argv(&first, "worker-token"),
+        ["/usr/local/bin/k0s", "token", "create", "--role=worker"]
+    );
+    assert_eq!(
+        argv(&first, "controller-token"),
+        ["/usr/local/bin/k0s", "token", "create", "--role=controller"]
+    );
+    assert_eq!(
+        first.step("start").unwrap().check,
+        Check::UnitActive {
+            unit: "k0scontroller.service".into()
+        }
+    );
+
+    let ctl = K0s.join(&ctx(&c, 1, &img)).unwrap();
+    assert_eq!(
+        file_text(&ctl, "token-file"),
+        ("/etc/k0s/join-token".into(), "ctrl-t0ken\n".into(), 0o600)
+    );
+    assert_eq!(
+        argv(&ctl, "install")[2..],
+        [
+            "controller",
+            "--config",
+            "/etc/k0s/k0s.yaml",
+            "--token-file",
+            "/etc/k0s/join-token"
+        ]
+    );
+    let worker = K0s.join(&ctx(&c, 3, &img)).unwrap();
+    worker.validate().unwrap();
+    assert_eq!(
+        file_text(&worker, "token-file").1,
+        "K10abc::server:s3cret\n"
+    );
+    assert_eq!(
+        argv(&worker, "install"),
+        [
+            "/usr/local/bin/k0s",
+            "install",
+            "worker",
+            "--token-file",
+            "/etc/k0s/join-token"
+        ]
+    );
+    assert_eq!(
+        worker.step("install").unwrap().check,
+        Check::Creates {
+            path: "/etc/systemd/system/k0sworker.service".into()
+        }
+    );
+
+    let single = cluster("10.0.0.9", "", &[]);
+    let p = K0s.install(&ctx(&single, 0, &img)).unwrap();
+    assert_eq!(argv(&p, "install")[5..], ["--enable-worker", "--no-taints"]);
+
+    let un = K0s.uninstall(&ctx(&c, 3, &img)).unwrap();
+    assert_eq!(argv(&un, "stop"), ["/usr/local/bin/k0s", "stop"]);
+    assert_eq!(argv(&un, "reset"), ["/usr/local/bin/k0s", "reset"]);
+    let up = K0s
+        .upgrade(&ctx(&c, 3, &img), &Version::parse("v1.30.3+k0s.0").unwrap())
+        .unwrap();
+    up.validate().unwrap();
+    assert_eq!(ids(&up), ["place-rootfs", "stop", "start"]);
+}
+
+#[test]
+fn verify_reports_everything_at_once() {
+    let mut c = cluster("10.0.0.1,10.0.0.2", "0.0.0.0,224.0.0.5", &[]);
+    // A duplicate can only come from a hand-edited file; add it directly.
+    c.hosts.push(c.hosts[0].clone());
+    c.status.hosts.insert(
+        "10.0.0.1".into(),
+        HostStatus {
+            runtime: Some("k3s".into()),
+            version: Some("v1.31.0+k3s1".into()),
+            ..Default::default()
+        },
+    );
+    c.status.hosts.insert(
+        "10.0.0.2".into(),
+        HostStatus {
+            version: Some("v1.28.0+k3s1".into()),
+            ..Default::default()
+        },
+    );
+    let img = image("k3s", "v1.30.2+k3s1");
+    let v = K3s.verify(&c, &img).unwrap_err();
+    let text: Vec<String> = v.iter().map(|v| v.to_string()).collect();
+    assert!(
+        v.contains(&Violation::EvenServers {
+            runtime: "k3s".into(),
+            count: 2
+        }),
+        "{text:#?}"
+    );
+    assert_eq!(v.len(), 6, "{text:#?}");
+    for kind in [
+        "downgrade",
+        "skips a minor",
+        "duplicate address 10.0.0.1",
+        "0.0.0.0 means",
+        "multicast",
+    ] {
+        assert!(
+            text.iter().any(|t| t.contains(kind)),
+            "missing {kind}: {text:#?}"
+        );
+    }
+    // The same cluster is also wrong for kubeadm, and says so first.
+    let kv = Kubeadm.verify(&c, &img).unwrap_err();
+    assert!(matches!(kv[0], Violation::WrongRuntime { .. }));
+    assert!(!kv
+        .iter()
+        .any(|x| matches!(x, Violation::EvenServers { .. })));
+    // A clean 3-server cluster passes; 2 servers do not; 1 is fine.
+    assert!(K3s
+        .verify(
+            &cluster("10.0.0.1,10.0.0.2,10.0.0.3", "10.0.0.4", &[]),
+            &img
+        )
+        .is_ok());
+    assert!(K3s
+        .verify(&cluster("10.0.0.1", "10.0.0.4", &[]), &img)
+        .is_ok());
+    let k0s = image("k0s", "v1.30.2+k0s.0");
+    assert_eq!(
+        K0s.verify(&cluster("10.0.0.1,10.0.0.2", "", &[]), &k0s)
+            .unwrap_err(),
+        vec![Violation::EvenServers {
+            runtime: "k0s".into(),
+            count: 2
+        }]
+    );
+    let mut no_version = image("k3s", "v1.30.2");
+    no_version.version = None;
+    assert_eq!(
+        K3s.verify(&cluster("10.0.0.1", "", &[]), &no_version)
+            .unwrap_err(),
+        vec![Violation::MissingVersion]
+    );
+}
+
+#[test]
+fn kubeadm_skew_rules() {
+    let mut c = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "10.0.0.4,10.0.0.5", &[]);
+    let set = |c: &mut Cluster, h: &str, v: &str| {
+        c.status.hosts.insert(
+            h.into(),
+            HostStatus {
+                runtime: Some("kubeadm".into()),
+                version: Some(v.into()),
+                ..Default::default()
+            },
+        );
+    };
+    set(&mut c, "10.0.0.1", "v1.29.4");
+    set(&mut c, "10.0.0.2", "v1.29.4");
+    set(&mut c, "10.0.0.3", "v1.29.4");
+    set(&mut c, "10.0.0.4", "v1.29.1");
+    let img = image("kubeadm", "v1.30.1");
+    assert!(
+        Kubeadm.verify(&c, &img).is_ok(),
+        "{:?}",
+        Kubeadm.verify(&c, &img)
+    );
+    set(&mut c, "10.0.0.3", "v1.27.9");
+    set(&mut c, "10.0.0.5", "v1.26.0");
+    let v = Kubeadm.verify(&c, &img).unwrap_err();
+    let text: Vec<String> = v.iter().map(|v| v.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("10.0.0.3: version skew: control-plane at v1.27.9")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("10.0.0.5: version skew: kubelet v1.26.0")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("host 10.0.0.5: v1.26.0 -> v1.30.1 skips")),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn captures_become_join_secrets() {
+    let mut m = BTreeMap::new();
+    m.insert(captures::KUBEADM_JOIN_COMMAND.to_string(), format!("kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{} \n", "e".repeat(64)));
+    m.insert(
+        captures::KUBEADM_CERTIFICATE_KEY.to_string(),
+        format!(
+            "[upload-certs] Using certificate key:\n{}\n",
+            "f".repeat(64)
+        ),
+    );
+    let s = JoinSecrets::from_captures(&m).unwrap();
+    assert_eq!(s.token.unwrap().expose(), "abcdef.0123456789abcdef");
+    assert_eq!(
+        s.ca_cert_hash.unwrap(),
+        format!("sha256:{}", "e".repeat(64))
+    );
+    assert_eq!(s.certificate_key.unwrap().expose(), "f".repeat(64));
+
+    let mut k = BTreeMap::new();
+    k.insert(
+        captures::K3S_TOKEN.to_string(),
+        "K10x::server:y\n".to_string(),
+    );
+    assert_eq!(
+        JoinSecrets::from_captures(&k)
+            .unwrap()
+            .token
+            .unwrap()
+            .expose(),
+        "K10x::server:y"
+    );
+    let mut z = BTreeMap::new();
+    z.insert(captures::K0S_WORKER_TOKEN.to_string(), "w".to_string());
+    z.insert(captures::K0S_CONTROLLER_TOKEN.to_string(), "c".to_string());
+    let s = JoinSecrets::from_captures(&z).unwrap();
+    assert_eq!(
+        (
+            s.token.unwrap().expose(),
+            s.controller_token.unwrap().expose()
+        ),
+        ("w", "c")
+    );
+
+    let mut bad = BTreeMap::new();
+    bad.insert(
+        captures::KUBEADM_JOIN_COMMAND.to_string(),
+        "kubeadm join x --token t".to_string(),
+    );
+    assert!(matches!(
+        JoinSecrets::from_captures(&bad),
+        Err(RuntimeError::BadCapture { .. })
+    ));
+    assert!(format!("{:?}", secrets()).contains("<redacted>"));
+    assert!(!format!("{:?}", secrets()).contains("s3cret"));
+}
+
+#[test]
+fn upgrade_order_is_servers_one_by_one_then_worker_batches() {
+    let c = cluster(
+        "10.0.0.1,10.0.0.2,10.0.0.3",
+        "10.0.1.1,10.0.1.2,10.0.1.3,10.0.1.4",
+        &[],
+    );
+    let order = upgrade_order(&c);
+    let shown: Vec<(Role, Vec<String>)> = order
+        .iter()
+        .map(|b| (b.role, b.hosts.iter().map(|a| a.to_string()).collect()))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (Role::Master, vec!["10.0.0.1".to_string()]),
+            (Role::Master, vec!["10.0.0.2".to_string()]),
+            (Role::Master, vec!["10.0.0.3".to_string()]),
+            (
+                Role::Node,
+                vec!["10.0.1.1".to_string(), "10.0.1.2".into(), "10.0.1.3".into()]
+            ),
+            (Role::Node, vec!["10.0.1.4".to_string()]),
+        ]
+    );
+    assert_eq!(upgrade_order_in_batches(&c, 0).len(), 3 + 4);
+}
+
+#[test]
+fn registry_finds_runtimes_by_name_and_alias() {
+    for (name, want) in [
+        ("k3s", "k3s"),
+        ("kubeadm", "kubeadm"),
+        ("kubernetes", "kubeadm"),
+        ("K0S", "k0s"),
+    ] {
+        assert_eq!(runtime_for(name).unwrap().name(), want);
+    }
+    assert!(runtime_for("rke2").is_none());
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        "sealos.io.distribution".to_string(),
+        "kubernetes".to_string(),
+    );
+    labels.insert("version".to_string(), "v1.25.0".to_string());
+    let info = ImageInfo::from_labels(&labels);
+    assert_eq!(info.runtime, "kubeadm");
+    assert_eq!(info.version, Some(Version::parse("v1.25.0").unwrap()));
+}
+
+/// `-e 'PASS=pa$$w0rd"`x'` reaches the plan, its templates and its dry-run
+/// byte for byte, for every runtime.
+#[test]
+fn user_values_pass_through_unchanged() {
+    const VALUE: &str = "pa$$w0rd\"`x";
+    let c = cluster("10.0.0.1", "10.0.0.2", &["PASS=pa$$w0rd\"`x"]);
+    assert_eq!(c.env["PASS"], VALUE);
+    for name in ["k3s", "kubeadm", "k0s"] {
+        let rt = runtime_for(name).unwrap();
+        let img = image(name, "v1.30.2");
+        let plan = rt.install(&ctx(&c, 0, &img)).unwrap();
+        assert_eq!(plan.env, vec![("PASS".to_string(), VALUE.to_string())]);
+        // Through JSON, as the plan travels to the host.
+        let back = Plan::from_json(&plan.to_json()).unwrap();
+        assert_eq!(back.env[0].1.as_bytes(), VALUE.as_bytes());
+        // A template on the host renders it verbatim.
+        let rendered = crate::plan::render_template("password: '${PASS}'", &back.env).unwrap();
+        assert_eq!(rendered, format!("password: '{VALUE}'"));
+        // The dry-run shows it literally, quoted, never expanded.
+        let dry = plan.render_dry_run();
+        assert!(dry.contains("PASS='pa$$w0rd\"`x'"), "{dry}");
+    }
+    // As a secret in a systemd env file and a k0s token file.
+    let mut s = secrets();
+    s.token = Some(Secret::new(VALUE));
+    let img = image("k3s", "v1.30.2+k3s1");
+    let agent = K3s
+        .join(&HostContext::new(&c, &c.hosts[1], &img, s.clone()).unwrap())
+        .unwrap();
+    assert_eq!(
+        file_text(&agent, "env-file").1,
+        "K3S_TOKEN=\"pa\\$\\$w0rd\\\"\\`x\"\nK3S_URL=\"https://10.0.0.1:6443\"\n"
+    );
+    let img = image("k0s", "v1.30.2");
+    let w = K0s
+        .join(&HostContext::new(&c, &c.hosts[1], &img, s.clone()).unwrap())
+        .unwrap();
+    assert_eq!(file_text(&w, "token-file").1, format!("{VALUE}\n"));
+    let img = image("kubeadm", "v1.30.2");
+    let k = Kubeadm
+        .join(&HostContext::new(&c, &c.hosts[1], &img, s).unwrap())
+        .unwrap();
+    assert_eq!(argv(&k, "join")[3], format!("--token={VALUE}"));
+}
+
+#[test]
+fn every_plan_of_every_runtime_is_valid() {
+    let c = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "10.0.0.4", &[]);
+    for name in ["k3s", "kubeadm", "k0s"] {
+        let rt = runtime_for(name).unwrap();
+        let img = image(name, "v1.30.2");
+        let to = Version::parse("v1.30.3").unwrap();
+        for i in 0..c.hosts.len() {
+            let cx = ctx(&c, i, &img);
+            let mut plans = vec![rt.upgrade(&cx, &to).unwrap(), rt.uninstall(&cx).unwrap()];
+            plans.push(if i == 0 {
+                rt.install(&cx).unwrap()
+            } else {
+                rt.join(&cx).unwrap()
+            });
+            for p in plans {
+                p.validate()
+                    .unwrap_or_else(|e| panic!("{name} {} {}: {e:?}", p.action, p.host));
+                assert_eq!(p.runtime, name);
+            }
+        }
+    }
+}
+
+#[test]
+fn dry_run_snapshot_k3s_agent() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &["PASS=pa$$w0rd\"`x"]);
+    let img = image("k3s", "v1.30.2+k3s1");
+    let text = K3s.join(&ctx(&c, 1, &img)).unwrap().render_dry_run();
+    let head = "plan: k3s join on 10.0.0.2 (11 steps)
+env (for templates):
+  PASS='pa$$w0rd\"`x'
+ 1. [place-rootfs] place the image rootfs for a node
+      place rootfs: layout for node
+      idempotent: skipped when content and mode already match
+ 2. [link-kubectl] link /usr/local/bin/kubectl -> /usr/local/bin/k3s
+      symlink: /usr/local/bin/kubectl -> /usr/local/bin/k3s
+      idempotent: skipped when the link already points there
+";
+    assert!(text.starts_with(head), "{text}");
+    for line in [
+        " 6. [config] write /etc/rancher/k3s/config.yaml (the image's config with ours merged)\n      file: /etc/rancher/k3s/config.yaml mode 0600 (YAML: /var/lib/sealrs/rootfs/etc/config.yaml (rendered) merged with 18 bytes)\n      | node-ip: 10.0.0.2\n",
+        " 7. [env-file] write /etc/systemd/system/k3s-agent.service.env (the unit's secrets)\n      file: /etc/systemd/system/k3s-agent.service.env mode 0600 (66 bytes)\n      (secret content not shown)\n",
+        "      | ExecStart=/usr/local/bin/k3s agent\n",
+        "11. [start] start k3s-agent.service\n      run: systemctl start k3s-agent.service\n      idempotent: skipped when k3s-agent.service is active\n",
+    ] {
+        assert!(text.contains(line), "missing\n{line}\nin\n{text}");
+    }
+}
