@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine: installs the peer tools the
-# tests talk to (skopeo, umoci, buildah, ...), then runs the project's checks.
+# tests talk to (skopeo, umoci, buildah, ...) and what the test hosts need
+# (debootstrap, systemd-container, openssh-server), builds the hosts' Debian
+# base once (scripts/test-hosts-base.sh, cached), then runs the project's checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(skopeo umoci buildah docker-registry apache2-utils openssl openssh-client iproute2)
+packages=(skopeo umoci buildah docker-registry apache2-utils openssl openssh-client iproute2
+  debootstrap systemd-container openssh-server util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,6 +18,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# Test hosts (tests/hosts.rs) boot from this base; a failure here fails the run
+# rather than letting host tests fail one by one.
+scripts/test-hosts-base.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --check

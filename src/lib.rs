@@ -4,6 +4,7 @@
 //! `store` and `build` do the I/O; `cli` is the edge that turns flags into calls
 //! and adds context to errors for people.
 
+pub mod apply;
 pub mod build;
 pub mod cli;
 pub mod cluster;
@@ -16,3 +17,4 @@ pub mod reference;
 pub mod registry;
 pub mod runtime;
 pub mod store;
+pub mod transport;

@@ -54,7 +54,7 @@ fn standin(env: &Env, name: &str, dest: &str) {
 
 /// Copies `Kubefile-examples/<runtime>` to the temp dir as `dir` and fills
 /// bin/ and images/ the way scripts/fetch-<runtime>.sh would, with stand-ins.
-fn example(env: &Env, runtime: &str, dir: &str) -> String {
+pub fn example(env: &Env, runtime: &str, dir: &str) -> String {
     let src = format!("{}/Kubefile-examples/{runtime}", env!("CARGO_MANIFEST_DIR"));
     tool("cp", &["-a", &src, env.path(dir).to_str().unwrap()]);
     match runtime {

@@ -2,6 +2,7 @@
 //! checked with real peer tools (skopeo, umoci, buildah).
 
 mod common;
+mod hosts;
 
 mod bad_input;
 mod build;
@@ -12,4 +13,6 @@ mod registry;
 mod registry_cli;
 mod registry_server;
 mod robustness;
+mod run;
 mod store_cmds;
+mod transport;

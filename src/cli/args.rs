@@ -53,6 +53,50 @@ pub enum Command {
     Push(PushArgs),
     /// Download an image from a registry into the local store.
     Pull(PullArgs),
+    /// Create a cluster on hosts over SSH from a cluster image, or converge one.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Cluster image(s) in the local store; the first is the rootfs image.
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// A Clusterfile (sealrs.io/v1 or sealos apps.sealos.io/v1beta1 Cluster).
+    #[arg(short = 'f', long = "file", value_name = "CLUSTERFILE")]
+    pub clusterfile: Option<PathBuf>,
+    /// Control-plane hosts, IP[:PORT][,IP...]; the first one creates the cluster.
+    #[arg(long, value_name = "IPS")]
+    pub masters: Vec<String>,
+    /// Worker hosts, IP[:PORT][,IP...].
+    #[arg(long, value_name = "IPS")]
+    pub nodes: Vec<String>,
+    /// Cluster env, KEY=VALUE, passed to hosts byte for byte.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Name under which the cluster is saved [default: default].
+    #[arg(long)]
+    pub cluster: Option<String>,
+    #[arg(long, value_name = "USER")]
+    pub ssh_user: Option<String>,
+    /// Private key [default: ~/.ssh/id_ed25519, then id_rsa].
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// Read the SSH password from standard input.
+    #[arg(long)]
+    pub ssh_password_stdin: bool,
+    /// SSH port of hosts that do not give their own.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// known_hosts file [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record the keys of hosts seen for the first time (a changed key is always refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Print each host's plan and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// How to reach registries: shared by every command that talks to one.

@@ -5,6 +5,7 @@
 
 mod args;
 mod registry_cmds;
+mod run_cmd;
 mod store_cmds;
 
 use std::collections::BTreeMap;
@@ -111,6 +112,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logout(args) => registry_cmds::logout(&args),
         Command::Push(args) => registry_cmds::push(&open_store()?, &args, progress.as_ref()),
         Command::Pull(args) => registry_cmds::pull(&open_store()?, &args, progress.as_ref()),
+        Command::Run(args) => run_cmd::run(&open_store()?, &root, &args, progress.as_ref()),
     }
 }
 

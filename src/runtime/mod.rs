@@ -360,7 +360,7 @@ pub enum RuntimeError {
 }
 
 /// A Kubernetes distribution.
-pub trait Runtime {
+pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
     /// Reject a cluster this runtime cannot build: every problem, not the first.
     fn verify(&self, cluster: &Cluster, image: &ImageInfo) -> Result<(), Vec<Violation>>;

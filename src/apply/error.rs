@@ -1,0 +1,129 @@
+//! Errors of the processor: each names the host, the step and what to do.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::cluster::Host;
+use crate::runtime::{RuntimeError, Violation};
+use crate::transport::TransportError;
+
+/// One host's failure, in a run that collects them all.
+#[derive(Debug)]
+pub struct HostFailure {
+    pub host: String,
+    pub error: Box<ApplyError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("no image to apply; name a cluster image (sealrs run IMAGE --masters ...)")]
+    NoImage,
+
+    #[error("{name:?}: {source}")]
+    ImageName {
+        name: String,
+        #[source]
+        source: crate::reference::ReferenceError,
+    },
+
+    #[error("image {name}: {source}; build, load or pull it first")]
+    Image {
+        name: String,
+        #[source]
+        source: Box<crate::store::StoreError>,
+    },
+
+    #[error("image {image} names runtime {runtime:?}, which sealrs does not know; label it sealrs.io/runtime=k3s|kubeadm|k0s")]
+    NoRuntime { image: String, runtime: String },
+
+    #[error("image {image} carries no installer layer ({}); rebuild it with this sealrs (without --no-installer)", super::INSTALLER_PATH)]
+    NoInstaller { image: String },
+
+    #[error("the cluster has no master; give one with --masters")]
+    NoMaster,
+
+    #[error("cluster {cluster} cannot be built as asked:\n{}", list(violations))]
+    Verify {
+        cluster: String,
+        violations: Vec<Violation>,
+    },
+
+    #[error("{host}: {source}")]
+    Transport {
+        host: String,
+        #[source]
+        source: Box<TransportError>,
+    },
+
+    #[error("{host} cannot take this cluster: {problem}")]
+    HostUnfit { host: String, problem: String },
+
+    #[error("{host}: `{argv}` failed ({status}):\n{tail}")]
+    Command {
+        host: String,
+        argv: String,
+        status: String,
+        tail: String,
+    },
+
+    #[error("{host}: {action} failed at step {step}{}:\n{tail}\nFix the cause and run the same command again: it picks up where it stopped.", exit_code.map(|c| format!(", exit code {c}")).unwrap_or_default())]
+    Step {
+        host: String,
+        action: String,
+        step: String,
+        exit_code: Option<i32>,
+        tail: String,
+    },
+
+    #[error("{host}: {source}")]
+    Runtime {
+        host: String,
+        #[source]
+        source: RuntimeError,
+    },
+
+    #[error("failed on {} host{}:\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, failures(.0))]
+    Hosts(Vec<HostFailure>),
+
+    #[error("cannot save the cluster state in {}: {source}", path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl ApplyError {
+    /// For `map_err`: a runtime error on `host`.
+    pub(crate) fn runtime(host: &Host) -> impl FnOnce(RuntimeError) -> ApplyError + '_ {
+        move |source| ApplyError::Runtime {
+            host: host.key(),
+            source,
+        }
+    }
+}
+
+fn list(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("  - {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn failures(failures: &[HostFailure]) -> String {
+    failures
+        .iter()
+        .map(|f| format!("  {}: {}", f.host, f.error))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.host, self.error)
+    }
+}

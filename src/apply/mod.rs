@@ -1,0 +1,598 @@
+//! The processor: which hosts, in what order; the runtime says what each needs.
+//!
+//! `sealrs run` is a list of phases, as in k0sctl: resolve the images, verify
+//! the cluster with the runtime, connect to and check every host (stopping
+//! before anything changes if one fails), send each host the layer blobs it
+//! lacks, then run the runtime's plans through the installer embedded in the
+//! image: install on the first master, join the other masters one by one, the
+//! nodes in parallel. Per-host work runs on plain threads; errors are
+//! collected per host. The cluster, with its status, is saved afterwards so
+//! that a rerun picks up where a failed run stopped.
+//!
+//! Nothing here quotes a value into a shell string: commands are argv, and
+//! plans (with env values and join tokens) travel to the installer on stdin.
+
+mod error;
+mod hosts;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use oci_spec::image::Descriptor;
+
+pub use error::{ApplyError, HostFailure};
+pub use hosts::{Connections, Connector, HostCheck};
+
+use crate::cluster::{Cluster, Host, HostStatus, InstalledImage, Phase};
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets, Runtime};
+use crate::store::Store;
+use crate::transport::Transport;
+
+/// Where sealrs keeps its things on a host.
+pub const HOST_DIR: &str = "/var/lib/sealrs";
+/// Layer blobs on a host, by digest: a blob is sent to a host once.
+pub const HOST_BLOBS: &str = "/var/lib/sealrs/blobs/sha256";
+/// Annotation that marks the layer holding the embedded installer.
+pub const INSTALLER_ANNOTATION: &str = "sealrs.io/installer";
+/// The installer's path inside its layer.
+pub const INSTALLER_PATH: &str = "opt/sealrs/sealrs";
+
+/// What `sealrs run` was asked to do, beyond the cluster itself.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Print every host's plan and touch nothing.
+    pub dry_run: bool,
+}
+
+/// A cluster image resolved from the store.
+#[derive(Debug, Clone)]
+pub struct AppliedImage {
+    pub name: String,
+    pub digest: String,
+    pub layers: Vec<Descriptor>,
+    pub info: ImageInfo,
+    pub arch: String,
+    /// The uncompressed layer that carries `opt/sealrs/sealrs`.
+    pub installer: Option<Descriptor>,
+}
+
+impl AppliedImage {
+    fn hex(&self) -> &str {
+        self.digest.trim_start_matches("sha256:")
+    }
+
+    /// Where the installer unpacks this image's rootfs on a host.
+    pub fn host_rootfs(&self) -> String {
+        format!("{HOST_DIR}/rootfs/{}", self.hex())
+    }
+
+    fn host_installer(&self) -> Option<String> {
+        self.installer.as_ref().map(|layer| {
+            format!(
+                "{HOST_DIR}/installer/{}/{INSTALLER_PATH}",
+                layer.digest().digest()
+            )
+        })
+    }
+}
+
+/// What a run did, for the summary line and for tests.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Blob bytes sent, per host.
+    pub bytes_sent: BTreeMap<String, u64>,
+    /// Hosts whose plan changed something.
+    pub changed: Vec<String>,
+    /// The plans' rendering, when `dry_run`.
+    pub dry_run: String,
+}
+
+/// Looks up the images of the cluster in the store; the first must be a
+/// rootfs image whose runtime sealrs knows.
+pub fn resolve_images(store: &Store, names: &[String]) -> Result<Vec<AppliedImage>, ApplyError> {
+    if names.is_empty() {
+        return Err(ApplyError::NoImage);
+    }
+    let mut images = Vec::new();
+    for name in names {
+        let full = crate::reference::normalize(name).map_err(|source| ApplyError::ImageName {
+            name: name.clone(),
+            source,
+        })?;
+        let stored = store.image(&full).map_err(|source| ApplyError::Image {
+            name: full.clone(),
+            source: Box::new(source),
+        })?;
+        let labels: BTreeMap<String, String> = stored
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let layers = stored.manifest.layers().clone();
+        let installer = layers
+            .iter()
+            .find(|l| {
+                l.annotations()
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(INSTALLER_ANNOTATION))
+            })
+            .cloned();
+        images.push(AppliedImage {
+            name: full,
+            digest: stored.descriptor.digest().to_string(),
+            layers,
+            info: ImageInfo::from_labels(&labels),
+            arch: stored.config.architecture().to_string(),
+            installer,
+        });
+    }
+    Ok(images)
+}
+
+/// Creates or converges the cluster: see the module docs for the phases.
+pub fn run(
+    store: &Store,
+    cluster: &mut Cluster,
+    connector: &dyn Connector,
+    options: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<RunReport, ApplyError> {
+    let images = resolve_images(store, &cluster.images)?;
+    let rootfs = &images[0];
+    let runtime =
+        runtime::runtime_for(&rootfs.info.runtime).ok_or_else(|| ApplyError::NoRuntime {
+            image: rootfs.name.clone(),
+            runtime: rootfs.info.runtime.clone(),
+        })?;
+    if images.len() > 1 {
+        return Err(ApplyError::Unsupported(
+            "applying application images on top of a cluster image is not implemented yet; run the cluster image alone".into(),
+        ));
+    }
+    runtime
+        .verify(cluster, &rootfs.info)
+        .map_err(|violations| ApplyError::Verify {
+            cluster: cluster.name.clone(),
+            violations,
+        })?;
+
+    if options.dry_run {
+        return Ok(RunReport {
+            dry_run: dry_run(cluster, runtime.as_ref(), rootfs)?,
+            ..RunReport::default()
+        });
+    }
+    if rootfs.installer.is_none() {
+        return Err(ApplyError::NoInstaller {
+            image: rootfs.name.clone(),
+        });
+    }
+
+    progress.message(&format!(
+        "connecting to {} hosts of cluster {}",
+        cluster.hosts.len(),
+        cluster.name
+    ));
+    let connections = hosts::connect_all(cluster, connector)?;
+    hosts::check_all(&connections, rootfs)?;
+
+    let mut report = RunReport::default();
+    progress.message("sending layers");
+    distribute(store, &connections, rootfs, progress, &mut report)?;
+
+    // The first master makes the cluster; the others join with its secrets.
+    let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
+    let snapshot = cluster.clone();
+    let transport = connection_for(&connections, &first)?;
+    progress.message(&format!("{}: {} install", first.key(), runtime.name()));
+    let ctx = host_context(
+        &snapshot,
+        &first,
+        &rootfs.info,
+        JoinSecrets::default(),
+        rootfs,
+    )?;
+    let plan = runtime.install(&ctx).map_err(ApplyError::runtime(&first))?;
+    let outcome = apply_plan(transport, rootfs, &plan)?;
+    record(cluster, &first, rootfs, &mut report, outcome.changed);
+    let secrets =
+        JoinSecrets::from_captures(&outcome.captures).map_err(ApplyError::runtime(&first))?;
+
+    let others: Vec<Host> = snapshot
+        .hosts
+        .iter()
+        .filter(|h| h.address != first.address)
+        .cloned()
+        .collect();
+    let (masters, nodes): (Vec<Host>, Vec<Host>) = others.into_iter().partition(Host::is_master);
+    for host in &masters {
+        progress.message(&format!(
+            "{}: {} join (control plane)",
+            host.key(),
+            runtime.name()
+        ));
+        let ctx = host_context(&snapshot, host, &rootfs.info, secrets.clone(), rootfs)?;
+        let plan = runtime.join(&ctx).map_err(ApplyError::runtime(host))?;
+        let outcome = apply_plan(connection_for(&connections, host)?, rootfs, &plan)?;
+        record(cluster, host, rootfs, &mut report, outcome.changed);
+    }
+    let results: Vec<(Host, Result<bool, ApplyError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|host| {
+                let (snapshot, secrets, runtime) = (&snapshot, &secrets, runtime.as_ref());
+                let connections = &connections;
+                scope.spawn(move || {
+                    progress.message(&format!("{}: {} join (node)", host.key(), runtime.name()));
+                    let result = (|| {
+                        let ctx =
+                            host_context(snapshot, host, &rootfs.info, secrets.clone(), rootfs)?;
+                        let plan = runtime.join(&ctx).map_err(ApplyError::runtime(host))?;
+                        apply_plan(connection_for(connections, host)?, rootfs, &plan)
+                            .map(|o| o.changed)
+                    })();
+                    (host.clone(), result)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a host thread panicked"))
+            .collect()
+    });
+    let mut failures = Vec::new();
+    for (host, result) in results {
+        match result {
+            Ok(changed) => record(cluster, &host, rootfs, &mut report, changed),
+            Err(err) => {
+                mark_failed(cluster, &host);
+                failures.push(HostFailure {
+                    host: host.key(),
+                    error: Box::new(err),
+                });
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(ApplyError::Hosts(failures));
+    }
+    cluster.status.phase = Phase::Running;
+    Ok(report)
+}
+
+fn host_context<'a>(
+    cluster: &'a Cluster,
+    host: &'a Host,
+    info: &'a ImageInfo,
+    secrets: JoinSecrets,
+    image: &AppliedImage,
+) -> Result<HostContext<'a>, ApplyError> {
+    let mut ctx =
+        HostContext::new(cluster, host, info, secrets).map_err(ApplyError::runtime(host))?;
+    ctx.rootfs = image.host_rootfs();
+    Ok(ctx)
+}
+
+fn connection_for<'a>(
+    connections: &'a [(Host, Box<dyn Transport>)],
+    host: &Host,
+) -> Result<&'a dyn Transport, ApplyError> {
+    connections
+        .iter()
+        .find(|(h, _)| h.address == host.address)
+        .map(|(_, t)| t.as_ref())
+        .ok_or_else(|| ApplyError::Unsupported(format!("no connection to {}", host.key())))
+}
+
+fn record(
+    cluster: &mut Cluster,
+    host: &Host,
+    image: &AppliedImage,
+    report: &mut RunReport,
+    changed: bool,
+) {
+    if changed {
+        report.changed.push(host.key());
+    }
+    cluster.status.hosts.insert(
+        host.key(),
+        HostStatus {
+            phase: Phase::Running,
+            runtime: Some(image.info.runtime.clone()),
+            version: image.info.version.as_ref().map(|v| v.to_string()),
+            images: vec![InstalledImage {
+                name: image.name.clone(),
+                digest: image.digest.clone(),
+            }],
+        },
+    );
+}
+
+fn mark_failed(cluster: &mut Cluster, host: &Host) {
+    cluster.status.hosts.entry(host.key()).or_default().phase = Phase::Failed;
+    cluster.status.phase = Phase::Failed;
+}
+
+/// Every host's plan, as the installer would run it, with placeholders for
+/// the secrets that only the first master can produce.
+fn dry_run(
+    cluster: &Cluster,
+    runtime: &dyn Runtime,
+    image: &AppliedImage,
+) -> Result<String, ApplyError> {
+    let first = cluster.first_master().ok_or(ApplyError::NoMaster)?;
+    let placeholder = |what: &str| {
+        Some(crate::cluster::Secret::new(format!(
+            "<{what} from {}>",
+            first.key()
+        )))
+    };
+    let secrets = JoinSecrets {
+        token: placeholder("token"),
+        controller_token: placeholder("controller token"),
+        ca_cert_hash: Some(format!("sha256:<CA hash from {}>", first.key())),
+        certificate_key: placeholder("certificate key"),
+    };
+    let mut out = String::new();
+    for host in &cluster.hosts {
+        let first_one = host.address == first.address;
+        let ctx = host_context(
+            cluster,
+            host,
+            &image.info,
+            if first_one {
+                JoinSecrets::default()
+            } else {
+                secrets.clone()
+            },
+            image,
+        )?;
+        let plan = if first_one {
+            runtime.install(&ctx)
+        } else {
+            runtime.join(&ctx)
+        }
+        .map_err(ApplyError::runtime(host))?;
+        out.push_str(&format!(
+            "# {} ({}): {}\n",
+            host.key(),
+            role_names(host),
+            plan.action
+        ));
+        out.push_str(&plan.render_dry_run());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn role_names(host: &Host) -> String {
+    host.roles
+        .iter()
+        .map(|r| format!("{r:?}").to_lowercase())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Sends each host the blobs it lacks, hosts in parallel; a blob a host has is
+/// not sent again, so an upgrade moves only the layers that changed.
+fn distribute(
+    store: &Store,
+    connections: &[(Host, Box<dyn Transport>)],
+    image: &AppliedImage,
+    progress: &dyn Progress,
+    report: &mut RunReport,
+) -> Result<(), ApplyError> {
+    let results: Vec<(String, Result<u64, ApplyError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = connections
+            .iter()
+            .map(|(host, transport)| {
+                scope.spawn(move || {
+                    (
+                        host.key(),
+                        send_blobs(store, transport.as_ref(), image, progress),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a host thread panicked"))
+            .collect()
+    });
+    let mut failures = Vec::new();
+    for (host, result) in results {
+        match result {
+            Ok(bytes) => {
+                report.bytes_sent.insert(host, bytes);
+            }
+            Err(err) => failures.push(HostFailure {
+                host,
+                error: Box::new(err),
+            }),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(ApplyError::Hosts(failures))
+    }
+}
+
+fn host_blob(layer: &Descriptor) -> String {
+    format!("{HOST_BLOBS}/{}", layer.digest().digest())
+}
+
+fn send_blobs(
+    store: &Store,
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    progress: &dyn Progress,
+) -> Result<u64, ApplyError> {
+    let host = transport.address().to_string();
+    let fail = |source| ApplyError::Transport {
+        host: host.clone(),
+        source: Box::new(source),
+    };
+    let mut sent = 0;
+    for layer in &image.layers {
+        let remote = host_blob(layer);
+        if transport.exists(&remote).map_err(fail)? {
+            continue;
+        }
+        let local: PathBuf = store.blob_path(layer.digest());
+        let task = progress.begin(
+            &format!("{host}: {}", short(layer.digest().digest())),
+            Some(layer.size()),
+        );
+        let seen = AtomicU64::new(0);
+        transport
+            .upload(&local, &remote, 0o644, &|bytes| {
+                let before = seen.swap(bytes, Ordering::Relaxed);
+                task.advance(bytes.saturating_sub(before));
+            })
+            .map_err(fail)?;
+        task.finish("");
+        sent += layer.size();
+    }
+    // The installer comes out of its own uncompressed layer with the host's tar.
+    if let (Some(layer), Some(binary)) = (&image.installer, image.host_installer()) {
+        if !transport.exists(&binary).map_err(fail)? {
+            let dir = format!("{HOST_DIR}/installer/{}", layer.digest().digest());
+            run_checked(transport, &["mkdir", "-p", &dir])?;
+            run_checked(transport, &["tar", "-xf", &host_blob(layer), "-C", &dir])?;
+        }
+    }
+    Ok(sent)
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(12)]
+}
+
+fn run_checked(transport: &dyn Transport, argv: &[&str]) -> Result<(), ApplyError> {
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let host = transport.address().to_string();
+    let output = transport
+        .run(&argv, &[], None)
+        .map_err(|source| ApplyError::Transport {
+            host: host.clone(),
+            source: Box::new(source),
+        })?;
+    if !output.success() {
+        return Err(ApplyError::Command {
+            host,
+            argv: argv.join(" "),
+            status: output.status_text(),
+            tail: output.tail(10),
+        });
+    }
+    Ok(())
+}
+
+/// What the installer reported for one plan.
+#[derive(Debug, Default, serde::Deserialize)]
+struct InstallerReport {
+    #[serde(default)]
+    changed: bool,
+    #[serde(default)]
+    captures: BTreeMap<String, String>,
+    #[serde(default)]
+    steps: Vec<StepReport>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct StepReport {
+    id: String,
+    #[serde(default)]
+    title: String,
+    status: String,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    output: String,
+}
+
+/// Runs `plan` on the host through the image's installer; the plan, with its
+/// env values and secrets, travels on stdin.
+fn apply_plan(
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    plan: &Plan,
+) -> Result<InstallerReport, ApplyError> {
+    let host = transport.address().to_string();
+    let installer = image
+        .host_installer()
+        .ok_or_else(|| ApplyError::NoInstaller {
+            image: image.name.clone(),
+        })?;
+    let mut argv = vec![
+        installer,
+        "installer".to_string(),
+        "apply".to_string(),
+        "--rootfs".to_string(),
+        image.host_rootfs(),
+        "--layers".to_string(),
+    ];
+    argv.extend(image.layers.iter().map(host_blob));
+    let json = plan.to_json();
+    let output = transport
+        .run(&argv, &[], Some(json.as_bytes()))
+        .map_err(|source| ApplyError::Transport {
+            host: host.clone(),
+            source: Box::new(source),
+        })?;
+    let report: Option<InstallerReport> = serde_json::from_slice(&output.stdout).ok();
+    match report {
+        Some(report) if output.success() => Ok(report),
+        Some(report) => {
+            let failed = report.steps.iter().find(|s| s.status == "failed");
+            Err(ApplyError::Step {
+                host,
+                action: plan.action.clone(),
+                step: failed
+                    .map(|s| format!("{} ({})", s.id, s.title))
+                    .unwrap_or_else(|| "?".into()),
+                exit_code: failed.and_then(|s| s.exit_code),
+                tail: failed
+                    .map(|s| s.output.clone())
+                    .unwrap_or_else(|| output.tail(20)),
+            })
+        }
+        None => Err(ApplyError::Command {
+            host,
+            argv: format!(
+                "{} installer apply",
+                image.host_installer().unwrap_or_default()
+            ),
+            status: output.status_text(),
+            tail: output.tail(20),
+        }),
+    }
+}
+
+/// `$SEALRS_ROOT/clusters/NAME/Clusterfile`.
+pub fn cluster_file(root: &Path, name: &str) -> PathBuf {
+    root.join("clusters").join(name).join("Clusterfile")
+}
+
+/// Saves the cluster with its status (temp + rename).
+pub fn save_cluster(root: &Path, cluster: &Cluster) -> Result<PathBuf, ApplyError> {
+    let path = cluster_file(root, &cluster.name);
+    let io = |source| ApplyError::State {
+        path: path.clone(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(root);
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let yaml = cluster.to_yaml();
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut temp, yaml.as_bytes()).map_err(io)?;
+    temp.persist(&path).map_err(|e| io(e.error))?;
+    Ok(path)
+}

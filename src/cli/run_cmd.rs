@@ -1,0 +1,142 @@
+//! `sealrs run`: flags or a Clusterfile in, the processor over SSH, state saved.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+
+use super::args::RunArgs;
+use crate::apply::{self, Connector, RunOptions};
+use crate::cluster::{Cluster, ClusterArgs, Host, PasswordSource, SshConfig};
+use crate::progress::Progress;
+use crate::store::Store;
+use crate::transport::{ConnectOptions, Secret, Ssh, Transport, TransportError};
+
+/// Connects over SSH with the cluster's settings, host keys checked.
+struct SshConnector {
+    known_hosts: Option<PathBuf>,
+    accept_new_host_keys: bool,
+    /// Read once from stdin (`--ssh-password-stdin`), used for hosts that say `stdin`.
+    stdin_password: Option<Secret>,
+}
+
+impl SshConnector {
+    fn password(&self, source: &PasswordSource) -> Result<Secret, TransportError> {
+        let missing = |detail: String| TransportError::Connect {
+            host: String::new(),
+            detail,
+        };
+        match source {
+            PasswordSource::Stdin => self.stdin_password.clone().ok_or_else(|| {
+                missing("the password should come from stdin, but none was read".into())
+            }),
+            PasswordSource::Env(name) => std::env::var(name)
+                .map(Secret::new)
+                .map_err(|_| missing(format!("the password variable {name} is not set"))),
+            PasswordSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| Secret::new(s.trim_end_matches(['\n', '\r'])))
+                .map_err(|e| missing(format!("cannot read the password file {path}: {e}"))),
+            PasswordSource::Value(secret) => Ok(Secret::new(secret.expose())),
+        }
+    }
+}
+
+impl Connector for SshConnector {
+    fn connect(&self, host: &Host, ssh: &SshConfig) -> Result<Box<dyn Transport>, TransportError> {
+        let password = ssh
+            .password_from
+            .as_ref()
+            .map(|s| self.password(s))
+            .transpose()?;
+        let options = ConnectOptions {
+            user: ssh
+                .user
+                .clone()
+                .unwrap_or_else(|| crate::cluster::DEFAULT_SSH_USER.to_string()),
+            port: host
+                .port
+                .or(ssh.port)
+                .unwrap_or(crate::cluster::DEFAULT_SSH_PORT),
+            key: ssh.key.as_ref().map(PathBuf::from),
+            password,
+            known_hosts: self.known_hosts.clone(),
+            accept_new_host_keys: self.accept_new_host_keys,
+            connect_timeout: Duration::from_secs(10),
+        };
+        Ok(Box::new(Ssh::connect(&host.address.to_string(), &options)?))
+    }
+}
+
+fn load_cluster(args: &RunArgs) -> Result<Cluster> {
+    if let Some(path) = &args.clusterfile {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the Clusterfile {}", path.display()))?;
+        let mut cluster = Cluster::from_yaml(&text, &path.display().to_string())?;
+        if !args.images.is_empty() {
+            cluster.images = args.images.clone();
+        }
+        if let Some(name) = &args.cluster {
+            cluster.name = name.clone();
+        }
+        return Ok(cluster);
+    }
+    if args.masters.is_empty() {
+        bail!("say where the cluster goes: --masters IP[,IP...] (and --nodes), or -f Clusterfile");
+    }
+    Ok(Cluster::from_args(&ClusterArgs {
+        name: args.cluster.clone().unwrap_or_default(),
+        masters: args.masters.clone(),
+        nodes: args.nodes.clone(),
+        images: args.images.clone(),
+        env: args.env.clone(),
+        user: args.ssh_user.clone(),
+        port: args.port,
+        key: args.ssh_key.as_ref().map(|p| p.display().to_string()),
+        password: args.ssh_password_stdin.then_some(PasswordSource::Stdin),
+    })?)
+}
+
+pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) -> Result<()> {
+    let mut cluster = load_cluster(args)?;
+    let stdin_password = if args.ssh_password_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the SSH password from standard input")?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        Some(Secret::new(text.strip_suffix('\r').unwrap_or(text)))
+    } else {
+        None
+    };
+    let connector = SshConnector {
+        known_hosts: args.known_hosts.clone(),
+        accept_new_host_keys: args.accept_new_host_keys,
+        stdin_password,
+    };
+    let options = RunOptions {
+        dry_run: args.dry_run,
+    };
+    let result = apply::run(store, &mut cluster, &connector, &options, progress);
+    if args.dry_run {
+        print!("{}", result?.dry_run);
+        return Ok(());
+    }
+    // Saved once any host changed, even if the run then failed: a rerun picks
+    // up from the hosts' status. A run that stopped before touching a host saves nothing.
+    if !cluster.status.hosts.is_empty() {
+        apply::save_cluster(root, &cluster)?;
+    }
+    let report = result?;
+    let saved = apply::cluster_file(root, &cluster.name);
+    let sent: u64 = report.bytes_sent.values().sum();
+    eprintln!(
+        "cluster {} is running on {} hosts ({} changed, {} MB of layers sent); state in {}",
+        cluster.name,
+        cluster.hosts.len(),
+        report.changed.len(),
+        sent >> 20,
+        saved.display()
+    );
+    Ok(())
+}
