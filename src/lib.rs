@@ -9,6 +9,7 @@ pub mod build;
 pub mod cli;
 pub mod cluster;
 pub mod harvest;
+pub mod installer;
 pub mod kubefile;
 pub mod layout;
 pub mod plan;

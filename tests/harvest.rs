@@ -352,7 +352,14 @@ fn sealrs_build_harvests_into_the_layout_and_a_rebuild_pulls_nothing() {
     let bundle = env.path("bundle");
     let store = Store::open(&env.root).unwrap();
     let image = store.image("docker.io/library/cluster:1").unwrap();
-    let layer = image.manifest.layers().last().unwrap().clone();
+    // The last compressed layer: the installer's (uncompressed) comes after it.
+    let layer = image
+        .manifest
+        .layers()
+        .iter()
+        .rfind(|l| l.media_type().to_string().ends_with("+zstd"))
+        .unwrap()
+        .clone();
     let blob = store.open_blob(layer.digest()).unwrap();
     let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(blob).unwrap());
     archive.unpack(&bundle).unwrap();

@@ -2,6 +2,7 @@
 //! touching a host.
 
 use crate::common::Env;
+use crate::hosts::TestHosts;
 use crate::layout::example;
 
 /// Addresses of hosts that do not exist: a dry run never connects.
@@ -101,5 +102,130 @@ fn verify_refuses_an_even_number_of_k3s_servers_before_any_connection() {
     assert!(
         !env.root.join("clusters/default/Clusterfile").exists()
             || stderr.contains("cannot be built")
+    );
+}
+
+/// `sealrs run` flags that reach the test hosts over SSH with the group's key.
+fn ssh_flags(hosts: &TestHosts) -> Vec<String> {
+    vec![
+        "--ssh-key".into(),
+        hosts.key().display().to_string(),
+        "--known-hosts".into(),
+        hosts.known_hosts().display().to_string(),
+    ]
+}
+
+fn run_on(
+    env: &Env,
+    image: &str,
+    hosts: &TestHosts,
+    masters: &[usize],
+    nodes: &[usize],
+    extra: &[&str],
+) -> String {
+    let ips = |idx: &[usize]| {
+        idx.iter()
+            .map(|&i| hosts[i].ip.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut args: Vec<String> = vec!["run".into(), image.into(), "--masters".into(), ips(masters)];
+    if !nodes.is_empty() {
+        args.extend(["--nodes".into(), ips(nodes)]);
+    }
+    args.extend(ssh_flags(hosts));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run(&refs);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "sealrs {args:?} failed:\n{stderr}");
+    stderr
+}
+
+/// What the stand-ins recorded on a host: one line per call.
+fn standin_log(host: &crate::hosts::Host) -> String {
+    host.exec_ok(&["cat", "/var/log/sealrs-standins.log"])
+}
+
+#[test]
+fn k3s_with_three_servers_and_one_agent_on_real_hosts() {
+    let hosts = TestHosts::boot(4);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    // The image's config is a template: the cluster env reaches it byte for byte.
+    env.write(
+        &format!("{dir}/etc/config.yaml"),
+        "write-kubeconfig-mode: \"0600\"\nnode-label:\n  - >-\n    pass=${PASS}\n",
+    );
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    let value = "pa$$w0rd\"`x";
+    let stderr = run_on(
+        &env,
+        "k3s-cluster:1",
+        &hosts,
+        &[0, 1, 2],
+        &[3],
+        &["-e", &format!("PASS={value}")],
+    );
+    assert!(
+        stderr.contains("cluster default is running on 4 hosts"),
+        "{stderr}"
+    );
+
+    let first = &hosts[0].ip;
+    for i in 0..3 {
+        assert_eq!(
+            hosts[i].exec_ok(&["systemctl", "is-active", "k3s"]).trim(),
+            "active",
+            "{}",
+            hosts[i].name
+        );
+        let config = hosts[i].exec_ok(&["cat", "/etc/rancher/k3s/config.yaml"]);
+        let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config).unwrap();
+        assert_eq!(
+            parsed["node-label"][0].as_str(),
+            Some(format!("pass={value}").as_str()),
+            "{config}"
+        );
+    }
+    assert_eq!(
+        hosts[3]
+            .exec_ok(&["systemctl", "is-active", "k3s-agent"])
+            .trim(),
+        "active"
+    );
+
+    let log0 = standin_log(&hosts[0]);
+    assert!(log0.contains("server --cluster-init"), "{log0}");
+    for i in 1..3 {
+        let log = standin_log(&hosts[i]);
+        assert!(
+            log.contains(&format!("server --server https://{first}:6443")),
+            "{log}"
+        );
+        assert!(
+            log.contains("K3S_TOKEN=K10standin"),
+            "the token came from the first server: {log}"
+        );
+    }
+    let agent = standin_log(&hosts[3]);
+    assert!(
+        agent.contains(&format!("K3S_URL=https://{first}:6443")),
+        "{agent}"
+    );
+    assert!(env.root.join("clusters/default/Clusterfile").exists());
+
+    // Idempotent: the same command again changes nothing and sends nothing.
+    let again = run_on(
+        &env,
+        "k3s-cluster:1",
+        &hosts,
+        &[0, 1, 2],
+        &[3],
+        &["-e", &format!("PASS={value}")],
+    );
+    assert!(
+        again.contains("(0 changed, 0 bytes of layers sent)"),
+        "{again}"
     );
 }

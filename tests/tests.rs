@@ -8,6 +8,7 @@ mod bad_input;
 mod build;
 mod buildah_diff;
 mod harvest;
+mod installer;
 mod layout;
 mod registry;
 mod registry_cli;

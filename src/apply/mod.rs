@@ -25,6 +25,7 @@ pub use error::{ApplyError, HostFailure};
 pub use hosts::{Connections, Connector, HostCheck};
 
 use crate::cluster::{Cluster, Host, HostStatus, InstalledImage, Phase};
+use crate::installer::{Report, INSTALLER_PATH};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets, Runtime};
@@ -37,8 +38,6 @@ pub const HOST_DIR: &str = "/var/lib/sealrs";
 pub const HOST_BLOBS: &str = "/var/lib/sealrs/blobs/sha256";
 /// Annotation that marks the layer holding the embedded installer.
 pub const INSTALLER_ANNOTATION: &str = "sealrs.io/installer";
-/// The installer's path inside its layer.
-pub const INSTALLER_PATH: &str = "opt/sealrs/sealrs";
 
 /// What `sealrs run` was asked to do, beyond the cluster itself.
 #[derive(Debug, Clone, Default)]
@@ -495,36 +494,13 @@ fn run_checked(transport: &dyn Transport, argv: &[&str]) -> Result<(), ApplyErro
     Ok(())
 }
 
-/// What the installer reported for one plan.
-#[derive(Debug, Default, serde::Deserialize)]
-struct InstallerReport {
-    #[serde(default)]
-    changed: bool,
-    #[serde(default)]
-    captures: BTreeMap<String, String>,
-    #[serde(default)]
-    steps: Vec<StepReport>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct StepReport {
-    id: String,
-    #[serde(default)]
-    title: String,
-    status: String,
-    #[serde(default)]
-    exit_code: Option<i32>,
-    #[serde(default)]
-    output: String,
-}
-
 /// Runs `plan` on the host through the image's installer; the plan, with its
 /// env values and secrets, travels on stdin.
 fn apply_plan(
     transport: &dyn Transport,
     image: &AppliedImage,
     plan: &Plan,
-) -> Result<InstallerReport, ApplyError> {
+) -> Result<Report, ApplyError> {
     let host = transport.address().to_string();
     let installer = image
         .host_installer()
@@ -547,11 +523,14 @@ fn apply_plan(
             host: host.clone(),
             source: Box::new(source),
         })?;
-    let report: Option<InstallerReport> = serde_json::from_slice(&output.stdout).ok();
+    let report: Option<Report> = serde_json::from_slice(&output.stdout).ok();
     match report {
-        Some(report) if output.success() => Ok(report),
+        Some(report) if output.success() && report.succeeded() => Ok(report),
         Some(report) => {
-            let failed = report.steps.iter().find(|s| s.status == "failed");
+            let failed = report
+                .failed
+                .as_ref()
+                .and_then(|id| report.steps.iter().find(|s| &s.id == id));
             Err(ApplyError::Step {
                 host,
                 action: plan.action.clone(),
@@ -560,7 +539,7 @@ fn apply_plan(
                     .unwrap_or_else(|| "?".into()),
                 exit_code: failed.and_then(|s| s.exit_code),
                 tail: failed
-                    .map(|s| s.output.clone())
+                    .map(|s| s.output.join("\n"))
                     .unwrap_or_else(|| output.tail(20)),
             })
         }

@@ -267,6 +267,23 @@ pub enum BuildError {
 
     #[error("cannot assemble the image: {0}")]
     Assemble(String),
+
+    #[error("the image is a rootfs for {target}, but this sealrs runs on {host}, so it cannot embed itself as the image's installer; pass --installer PATH (a sealrs binary built for {target}) or --no-installer")]
+    InstallerArch { target: String, host: String },
+
+    #[error("cannot embed the installer {path}: {source}")]
+    Installer {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("embedding the installer {path}: the store refused the layer: {source}")]
+    InstallerStore {
+        path: PathBuf,
+        #[source]
+        source: SinkError,
+    },
 }
 
 impl BuildError {

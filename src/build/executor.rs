@@ -10,6 +10,7 @@ use oci_spec::image::{
 
 use super::{copy_layers, BuildError, Context, Layer, LayerCache, LayerOptions, SinkError};
 use crate::harvest::{self, ArchiveFormat, HarvestOutcome, HarvestRequest};
+use crate::installer::{self, InstallerChoice};
 use crate::kubefile::{self, BaseImage, ConfigState, EvalOptions};
 use crate::layout::{self, Layout, Layouts};
 use crate::progress::Progress;
@@ -36,6 +37,8 @@ pub struct BuildRequest {
     pub skip_validation: bool,
     /// How to pull the container images the rootfs names; `None` is `--no-images`.
     pub harvest: Option<RegistryOptions>,
+    /// Which sealrs binary rootfs images carry as their installer.
+    pub installer: InstallerChoice,
 }
 
 #[derive(Debug, Clone)]
@@ -133,10 +136,6 @@ pub fn build(
         layers.extend(produced);
     }
     let cached_layers = cache.hit_layers();
-    // A failed cache write only costs the next build time; the image is still good.
-    if let Err(err) = cache.save() {
-        warnings.push(format!("could not save the layer cache: {err}"));
-    }
 
     let mut diff_ids = base.diff_ids;
     diff_ids.extend(layers.iter().map(|l| l.diff_id.to_string()));
@@ -176,6 +175,36 @@ pub fn build(
             verdict = Some(first);
         }
     }
+    // Rootfs images carry the installer that applies them, as their last layer.
+    let is_rootfs = layout::labels::read_labels(labels, Layouts::embedded())
+        .info
+        .image_type
+        .is_some_and(|t| t.value == layout::ImageType::Rootfs);
+    if is_rootfs {
+        let embedded = installer::installer_layer(
+            store,
+            &mut cache,
+            &request.installer,
+            &request.target_os,
+            &request.target_arch,
+            request.layers.source_date_epoch,
+            progress,
+        )?;
+        if let Some(layer) = embedded.filter(|l| !diff_ids.contains(&l.diff_id.to_string())) {
+            history.push(history_entry(
+                request,
+                &format!("sealrs installer /{}", installer::INSTALLER_PATH),
+            )?);
+            diff_ids.push(layer.diff_id.to_string());
+            manifest_layers.push(layer.descriptor);
+            verdict = None;
+        }
+    }
+    // A failed cache write only costs the next build time; the image is still good.
+    if let Err(err) = cache.save() {
+        warnings.push(format!("could not save the layer cache: {err}"));
+    }
+
     let verdict = if request.skip_validation {
         notes.push("--skip-validation: the rootfs was not checked against its layout".to_string());
         None

@@ -55,6 +55,9 @@ pub enum Command {
     Pull(PullArgs),
     /// Create a cluster on hosts over SSH from a cluster image, or converge one.
     Run(RunArgs),
+    /// Runs on a host, from inside an applied image: unpack layers, execute a plan.
+    #[command(hide = true)]
+    Installer(InstallerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +100,52 @@ pub struct RunArgs {
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallerArgs {
+    #[command(subcommand)]
+    pub command: InstallerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstallerCommand {
+    /// Execute the plan read from standard input (JSON); prints the report (JSON).
+    Apply(InstallerApplyArgs),
+    /// Unpack layer blobs, in order, into a rootfs directory.
+    Unpack(InstallerUnpackArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallerApplyArgs {
+    /// The image's unpacked rootfs (unpacked there first when --layers is given).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: PathBuf,
+    /// Layer blobs to unpack into --rootfs first, in image order.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub layers: Vec<PathBuf>,
+    /// Where the host's / is (every path of the plan is resolved under it).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// The host's role [default: the role the plan's rootfs step names, else master].
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
+    /// The program that runs systemctl.
+    #[arg(long, value_name = "PROGRAM", default_value = "systemctl")]
+    pub systemctl: String,
+    /// Print the plan and the files it would place; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallerUnpackArgs {
+    /// The rootfs directory to create or replace.
+    #[arg(long, value_name = "DIR")]
+    pub dest: PathBuf,
+    /// Layer blobs (zstd, gzip or plain tar), in image order.
+    #[arg(value_name = "FILE", required = true)]
+    pub layers: Vec<PathBuf>,
 }
 
 /// How to reach registries: shared by every command that talks to one.
@@ -205,6 +254,15 @@ pub struct BuildArgs {
     /// Tag the image without checking its rootfs against its layout (layouts/*.toml). For experts.
     #[arg(long)]
     pub skip_validation: bool,
+
+    /// The sealrs binary that rootfs images carry as their installer (opt/sealrs/sealrs)
+    /// [default: this sealrs, when the image is for this machine's architecture].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_installer")]
+    pub installer: Option<PathBuf>,
+
+    /// Do not embed the installer into rootfs images (they must then be applied by other means).
+    #[arg(long)]
+    pub no_installer: bool,
 
     /// The build context: files that COPY and ADD can read.
     #[arg(value_name = "CONTEXT", default_value = ".")]

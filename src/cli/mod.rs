@@ -4,6 +4,7 @@
 //! person needs (which image, which file) before they are printed.
 
 mod args;
+mod installer_cmd;
 mod registry_cmds;
 mod run_cmd;
 mod store_cmds;
@@ -18,6 +19,7 @@ use clap::Parser;
 pub use args::{parse_size, Cli, Command};
 
 use crate::build::{self, BuildRequest, Compression, LayerOptions};
+use crate::installer::InstallerChoice;
 use crate::reference;
 use crate::store::Store;
 
@@ -59,6 +61,10 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    // The installer runs on hosts: no store, no state directory.
+    if let Command::Installer(args) = cli.command {
+        return installer_cmd::run(args, cli.quiet);
+    }
     let root = match cli.root.clone() {
         Some(root) => root,
         None => default_root()?,
@@ -113,6 +119,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => registry_cmds::push(&open_store()?, &args, progress.as_ref()),
         Command::Pull(args) => registry_cmds::pull(&open_store()?, &args, progress.as_ref()),
         Command::Run(args) => run_cmd::run(&open_store()?, &root, &args, progress.as_ref()),
+        Command::Installer(_) => unreachable!("handled above"),
     }
 }
 
@@ -184,6 +191,11 @@ fn build_request(args: args::BuildArgs) -> Result<BuildRequest> {
         target_arch,
         no_cache: args.no_cache,
         skip_validation: args.skip_validation,
+        installer: match (args.no_installer, args.installer) {
+            (true, _) => InstallerChoice::None,
+            (false, Some(path)) => InstallerChoice::Binary(path),
+            (false, None) => InstallerChoice::CurrentExe,
+        },
         harvest: (!args.no_images).then(|| {
             let mut options = registry_cmds::options(&args.registry_flags);
             options.platform = args.platform.clone();

@@ -131,11 +131,11 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     let saved = apply::cluster_file(root, &cluster.name);
     let sent: u64 = report.bytes_sent.values().sum();
     eprintln!(
-        "cluster {} is running on {} hosts ({} changed, {} MB of layers sent); state in {}",
+        "cluster {} is running on {} hosts ({} changed, {} bytes of layers sent); state in {}",
         cluster.name,
         cluster.hosts.len(),
         report.changed.len(),
-        sent >> 20,
+        sent,
         saved.display()
     );
     Ok(())

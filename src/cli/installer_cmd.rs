@@ -1,0 +1,143 @@
+//! `sealrs installer …`: the host side, driven by the operator's processor.
+//!
+//! The plan arrives on stdin, never in argv, so env values and tokens do not
+//! show in `ps`. The report goes to stdout as JSON (the processor parses it);
+//! step lines go to stderr for people. Captured secrets are in the report
+//! and nowhere else.
+
+use std::io::Read as _;
+
+use anyhow::{bail, Context as _, Result};
+
+use super::args::{InstallerArgs, InstallerCommand};
+use crate::cluster::Role;
+use crate::installer::{self, ExecContext, StepReport};
+use crate::layout::Layouts;
+use crate::plan::{Action, Plan};
+
+pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
+    match args.command {
+        InstallerCommand::Unpack(a) => {
+            let outcome = installer::unpack(&a.layers, &a.dest)?;
+            if !quiet {
+                if outcome.unpacked {
+                    eprintln!(
+                        "unpacked {} layers into {}",
+                        outcome.digests.len(),
+                        a.dest.display()
+                    );
+                } else {
+                    eprintln!(
+                        "{} already holds these {} layers: nothing to do",
+                        a.dest.display(),
+                        outcome.digests.len()
+                    );
+                }
+            }
+            Ok(())
+        }
+        InstallerCommand::Apply(a) => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the plan from standard input")?;
+            let plan = Plan::from_json(&text)
+                .context("the plan on standard input is not a valid plan (JSON)")?;
+            let role = match &a.role {
+                Some(r) => {
+                    Role::parse(r).with_context(|| format!("--role {r:?}: use master or node"))?
+                }
+                None => plan_role(&plan).unwrap_or(Role::Master),
+            };
+            let layouts = Layouts::embedded();
+            let Some(layout) = layouts.rootfs(&plan.runtime) else {
+                bail!(
+                    "the plan is for runtime {:?}, which has no layout here (known: {})",
+                    plan.runtime,
+                    layouts.runtimes().join(", ")
+                );
+            };
+            let mut ctx = ExecContext::new(&a.rootfs, layout, role);
+            ctx.host_root = a.host_root.clone();
+            ctx.systemctl = vec![a.systemctl.clone()];
+            ctx.dry_run = a.dry_run;
+            if a.dry_run {
+                print!("{}", plan.render_dry_run());
+                if a.rootfs.is_dir() {
+                    let files = installer::placements(&ctx, role, &plan)?;
+                    println!("placements for a {role} ({} files):", files.len());
+                    for f in files {
+                        match &f.link {
+                            Some(t) => println!("  {} -> {} (symlink to {t})", f.source, f.host),
+                            None => println!("  {} -> {} mode {:04o}", f.source, f.host, f.mode),
+                        }
+                    }
+                } else {
+                    println!(
+                        "placements: {} is not unpacked yet; they follow {}",
+                        a.rootfs.display(),
+                        layout.file
+                    );
+                }
+                return Ok(());
+            }
+            if !a.layers.is_empty() {
+                let outcome = installer::unpack(&a.layers, &a.rootfs)?;
+                if !quiet {
+                    eprintln!(
+                        "{} {} layers in {}",
+                        if outcome.unpacked {
+                            "unpacked"
+                        } else {
+                            "already unpacked:"
+                        },
+                        outcome.digests.len(),
+                        a.rootfs.display()
+                    );
+                }
+            }
+            if !quiet {
+                ctx.on_step = Some(log_step);
+            }
+            let report = installer::execute(&plan, &ctx)?;
+            println!("{}", report.to_json());
+            if !report.succeeded() {
+                bail!("{}", report.summary());
+            }
+            if !quiet {
+                eprintln!("{}", report.summary());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The role named by the plan's rootfs step.
+fn plan_role(plan: &Plan) -> Option<Role> {
+    plan.steps.iter().find_map(|s| match s.action {
+        Action::PlaceRootfs { role } | Action::RemoveRootfs { role } => Some(role),
+        _ => None,
+    })
+}
+
+fn log_step(step: &StepReport) {
+    let note = step
+        .note
+        .as_deref()
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    eprintln!(
+        "{:<9} [{}] {}{note}",
+        step.status.as_str(),
+        step.id,
+        step.title
+    );
+    if step.status == installer::StepStatus::Failed {
+        if let Some(code) = step.exit_code {
+            eprintln!("          exit code {code}");
+        }
+        for line in &step.output {
+            eprintln!("          | {line}");
+        }
+    }
+}

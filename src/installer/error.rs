@@ -1,0 +1,64 @@
+//! The installer's errors: each names the file, layer or step it is about.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::plan::{PlanError, TemplateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallerError {
+    #[error("the plan is not valid: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    InvalidPlan(Vec<PlanError>),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("layer {}: {source}", layer.display())]
+    Layer {
+        layer: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("layer {}: entry {entry:?} refused: {reason}", layer.display())]
+    UnsafeEntry {
+        layer: PathBuf,
+        entry: String,
+        reason: &'static str,
+    },
+    #[error("layer {}: its content has digest {found}, but its name says {expected}", layer.display())]
+    DigestMismatch {
+        layer: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}: refused: {reason}")]
+    UnsafePath { path: String, reason: String },
+    #[error("rendering {path}: {source}")]
+    Template {
+        path: String,
+        #[source]
+        source: TemplateError,
+    },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} did not happen within {secs}s")]
+    Timeout { what: String, secs: u64 },
+    #[error("{program} exited with code {code}")]
+    Exit { program: String, code: i32 },
+    #[error("{program} was killed by a signal")]
+    Signal { program: String },
+}
+
+impl InstallerError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| InstallerError::Io { op, path, source }
+    }
+}

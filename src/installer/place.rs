@@ -1,0 +1,426 @@
+//! `PlaceRootfs` and `RemoveRootfs`: the image's files where its layout says.
+//!
+//! The layout (`layouts/*.toml`) maps rootfs paths to host paths; this walks
+//! the unpacked rootfs and copies each file that has a host path and concerns
+//! the role. A file is copied (temp + rename, so a reader never sees half a
+//! binary) only when its content or mode differs. What was placed is recorded
+//! in `/var/lib/sealrs/placed/<role>.json`, so that:
+//!
+//! - a file the image no longer carries is removed on the next placement;
+//! - `RemoveRootfs` removes exactly what was placed, and the directories
+//!   placement created when they are empty again;
+//! - an unchanged file is recognized by its recorded size, mtime and inode
+//!   (source and destination) without reading a byte of it.
+//!
+//! Paths that a step of the same plan writes (a config the plan merges, a link
+//! it makes) are the plan's: placement leaves them to it, or the two would
+//! undo each other on every run.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::unpack::{remove_all, STAMP};
+use super::{ExecContext, InstallerError};
+use crate::cluster::Role;
+use crate::layout::Hosts;
+use crate::plan::{Action, Plan};
+
+/// Where the record of placed files lives on a host.
+pub const PLACED_DIR: &str = "/var/lib/sealrs/placed";
+
+/// One file that placement puts on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlacedFile {
+    /// Path in the rootfs.
+    pub source: String,
+    /// Absolute host path (as the plan names it, not resolved under the host root).
+    pub host: String,
+    pub mode: u32,
+    /// The symlink's target when the rootfs holds a symlink.
+    pub link: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Stat {
+    size: u64,
+    mtime_ns: i128,
+    ino: u64,
+}
+
+impl Stat {
+    fn of(m: &fs::Metadata) -> Stat {
+        Stat {
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ino: m.ino(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    source: String,
+    mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+    #[serde(default)]
+    source_stat: Stat,
+    #[serde(default)]
+    host_stat: Stat,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Manifest {
+    /// Host path → what was placed there.
+    files: BTreeMap<String, Record>,
+    /// Directories placement created (host paths), removed again when empty.
+    dirs: BTreeSet<String>,
+}
+
+fn manifest_path(ctx: &ExecContext, role: Role) -> PathBuf {
+    ctx.host_path(&format!("{PLACED_DIR}/{role}.json"))
+}
+
+fn read_manifest(path: &Path) -> Result<Option<Manifest>, InstallerError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| InstallerError::Io {
+                op: "reading",
+                path: path.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(InstallerError::Io {
+            op: "reading",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+pub(super) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallerError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir).map_err(InstallerError::io("creating", dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sealrs-")
+        .tempfile_in(dir)
+        .map_err(InstallerError::io("creating a file in", dir))?;
+    io::Write::write_all(&mut tmp, bytes).map_err(InstallerError::io("writing", path))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(InstallerError::io("setting the mode of", path))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(InstallerError::io("writing", path))?;
+    tmp.persist(path)
+        .map_err(|e| InstallerError::io("renaming into place", path)(e.error))?;
+    Ok(())
+}
+
+/// Host paths that steps of `plan` write themselves.
+fn plan_owned(plan: &Plan) -> HashSet<String> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::WriteFile { path, .. } => Some(path.clone()),
+            Action::Symlink { link, .. } => Some(link.clone()),
+            Action::InstallUnit { name, .. } => Some(format!("/etc/systemd/system/{name}")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn applies(on: Hosts, role: Role) -> bool {
+    match on {
+        Hosts::All => true,
+        Hosts::ControlPlane => role == Role::Master,
+    }
+}
+
+/// The files `PlaceRootfs` would put on this host for `role`, in path order;
+/// paths that a step of `plan` writes are left out.
+pub fn placements(
+    ctx: &ExecContext,
+    role: Role,
+    plan: &Plan,
+) -> Result<Vec<PlacedFile>, InstallerError> {
+    let owned = plan_owned(plan);
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(&ctx.rootfs)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = entry.map_err(|e| InstallerError::Io {
+            op: "reading",
+            path: e.path().unwrap_or(&ctx.rootfs).to_path_buf(),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("loop")),
+        })?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(&ctx.rootfs) else {
+            continue;
+        };
+        let Some(rel) = rel.to_str() else { continue };
+        if rel == STAMP {
+            continue;
+        }
+        let Some(target) = ctx.layout.place(rel) else {
+            continue;
+        };
+        if !applies(target.on, role) || owned.contains(&target.path) {
+            continue;
+        }
+        if target.path.split('/').any(|c| c == "..") {
+            return Err(InstallerError::UnsafePath {
+                path: target.path,
+                reason: "a placed path must not contain `..`".into(),
+            });
+        }
+        let link = if entry.file_type().is_symlink() {
+            let t = fs::read_link(entry.path())
+                .map_err(InstallerError::io("reading the link", entry.path()))?;
+            Some(t.to_string_lossy().into_owned())
+        } else if entry.file_type().is_file() {
+            None
+        } else {
+            continue;
+        };
+        out.push(PlacedFile {
+            source: rel.to_string(),
+            host: target.path,
+            mode: target.mode,
+            link,
+        });
+    }
+    Ok(out)
+}
+
+/// What placing or removing did: whether anything changed, and a note.
+pub(super) struct PlaceOutcome {
+    pub changed: bool,
+    pub note: String,
+}
+
+/// Creates the missing directories above `dest` (0755), recording each.
+fn make_parents(ctx: &ExecContext, host: &str, dirs: &mut BTreeSet<String>) -> io::Result<()> {
+    let mut current = String::new();
+    let parts: Vec<&str> = host.split('/').filter(|p| !p.is_empty()).collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        current.push('/');
+        current.push_str(part);
+        let full = ctx.host_path(&current);
+        match fs::symlink_metadata(&full) {
+            Ok(_) => {}
+            Err(_) => {
+                fs::create_dir(&full)?;
+                fs::set_permissions(&full, fs::Permissions::from_mode(0o755))?;
+                dirs.insert(current.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    let mut fa = io::BufReader::with_capacity(256 * 1024, File::open(a)?);
+    let mut fb = io::BufReader::with_capacity(256 * 1024, File::open(b)?);
+    let mut ba = vec![0u8; 64 * 1024];
+    let mut bb = vec![0u8; 64 * 1024];
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = r.read(&mut buf[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+fn copy_atomic(src: &Path, dest: &Path, mode: u32) -> io::Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let tmp = tempfile::Builder::new()
+        .prefix(".sealrs-")
+        .tempfile_in(dir)?;
+    let mut input = File::open(src)?;
+    let mut out = tmp.as_file();
+    io::copy(&mut input, &mut out)?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn link_atomic(target: &str, dest: &Path) -> io::Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.sealrs-link-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    fs::rename(&tmp, dest)
+}
+
+/// Places the rootfs for `role`; with `ctx.dry_run`, only tells whether it would change.
+pub(super) fn place_rootfs(
+    ctx: &ExecContext,
+    role: Role,
+    plan: &Plan,
+) -> Result<PlaceOutcome, InstallerError> {
+    let wanted = placements(ctx, role, plan)?;
+    let manifest_file = manifest_path(ctx, role);
+    let old = read_manifest(&manifest_file)?.unwrap_or_default();
+    let mut new = Manifest {
+        files: BTreeMap::new(),
+        dirs: old.dirs.clone(),
+    };
+    let (mut written, mut same, mut removed) = (0usize, 0usize, 0usize);
+    for file in &wanted {
+        let src = ctx.rootfs.join(&file.source);
+        let dest = ctx.host_path(&file.host);
+        let src_meta = fs::symlink_metadata(&src).map_err(InstallerError::io("reading", &src))?;
+        let dest_meta = fs::symlink_metadata(&dest).ok();
+        if dest_meta.as_ref().is_some_and(|m| m.is_dir()) {
+            return Err(InstallerError::UnsafePath {
+                path: file.host.clone(),
+                reason: format!(
+                    "{} goes there, but it is a directory on this host",
+                    file.source
+                ),
+            });
+        }
+        let up_to_date = match (&file.link, &dest_meta) {
+            (Some(target), Some(m)) if m.file_type().is_symlink() => {
+                fs::read_link(&dest).is_ok_and(|t| t.to_string_lossy() == target.as_str())
+            }
+            (Some(_), _) => false,
+            (None, Some(m)) if m.is_file() => {
+                let recorded = old.files.get(&file.host).is_some_and(|r| {
+                    r.source == file.source
+                        && r.mode == file.mode
+                        && r.link.is_none()
+                        && r.source_stat == Stat::of(&src_meta)
+                        && r.host_stat == Stat::of(m)
+                });
+                recorded
+                    || (m.permissions().mode() & 0o7777 == file.mode
+                        && m.size() == src_meta.size()
+                        && same_content(&src, &dest)
+                            .map_err(InstallerError::io("reading", &dest))?)
+            }
+            (None, _) => false,
+        };
+        if up_to_date {
+            same += 1;
+        } else {
+            written += 1;
+            if !ctx.dry_run {
+                make_parents(ctx, &file.host, &mut new.dirs)
+                    .map_err(InstallerError::io("creating the directories of", &dest))?;
+                match &file.link {
+                    Some(target) => link_atomic(target, &dest),
+                    None => copy_atomic(&src, &dest, file.mode),
+                }
+                .map_err(InstallerError::io("placing", &dest))?;
+            }
+        }
+        let host_stat = fs::symlink_metadata(&dest)
+            .map(|m| Stat::of(&m))
+            .unwrap_or_default();
+        new.files.insert(
+            file.host.clone(),
+            Record {
+                source: file.source.clone(),
+                mode: file.mode,
+                link: file.link.clone(),
+                source_stat: Stat::of(&src_meta),
+                host_stat,
+            },
+        );
+    }
+    // What an earlier image placed and this one no longer carries.
+    for host in old.files.keys() {
+        if new.files.contains_key(host) {
+            continue;
+        }
+        let dest = ctx.host_path(host);
+        if fs::symlink_metadata(&dest).is_ok_and(|m| !m.is_dir()) {
+            removed += 1;
+            if !ctx.dry_run {
+                fs::remove_file(&dest).map_err(InstallerError::io("removing", &dest))?;
+            }
+        }
+    }
+    if !ctx.dry_run && (new != old || !manifest_file.exists()) {
+        let json = serde_json::to_vec_pretty(&new).expect("a manifest serializes");
+        write_atomic(&manifest_file, &json, 0o644)?;
+    }
+    let mut note = format!("{written} placed, {same} already in place");
+    if removed > 0 {
+        note.push_str(&format!(", {removed} no longer in the image removed"));
+    }
+    Ok(PlaceOutcome {
+        changed: written + removed > 0,
+        note,
+    })
+}
+
+/// Removes what `place_rootfs` recorded for `role`; `None` when nothing was
+/// recorded (nothing to do).
+pub(super) fn remove_rootfs(
+    ctx: &ExecContext,
+    role: Role,
+) -> Result<Option<PlaceOutcome>, InstallerError> {
+    let manifest_file = manifest_path(ctx, role);
+    let Some(manifest) = read_manifest(&manifest_file)? else {
+        return Ok(None);
+    };
+    let mut removed = 0;
+    for host in manifest.files.keys() {
+        let dest = ctx.host_path(host);
+        if fs::symlink_metadata(&dest).is_ok_and(|m| !m.is_dir()) {
+            removed += 1;
+            if !ctx.dry_run {
+                fs::remove_file(&dest).map_err(InstallerError::io("removing", &dest))?;
+            }
+        }
+    }
+    if !ctx.dry_run {
+        // Deepest first; a directory someone else filled stays.
+        for dir in manifest.dirs.iter().rev() {
+            let _ = fs::remove_dir(ctx.host_path(dir));
+        }
+        remove_all(&manifest_file).map_err(InstallerError::io("removing", &manifest_file))?;
+        let placed = ctx.host_path(PLACED_DIR);
+        let _ = fs::remove_dir(&placed);
+    }
+    Ok(Some(PlaceOutcome {
+        changed: true,
+        note: format!("{removed} placed files removed"),
+    }))
+}

@@ -1,0 +1,752 @@
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::cluster::{Cluster, ClusterArgs};
+use crate::layout::Layouts;
+use crate::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
+use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets};
+
+const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
+here=$(dirname "$0")
+echo "$*" >> "$here/calls"
+mkdir -p "$here/state"
+verb=$1; shift
+[ "$1" = "--quiet" ] && shift
+unit=$1
+case $verb in
+  is-enabled) test -e "$here/state/enabled-$unit" ;;
+  is-active) test -e "$here/state/active-$unit" ;;
+  enable) touch "$here/state/enabled-$unit" ;;
+  disable) rm -f "$here/state/enabled-$unit" ;;
+  start|restart) touch "$here/state/active-$unit" ;;
+  stop) rm -f "$here/state/active-$unit" ;;
+esac
+"#;
+
+struct Host {
+    dir: tempfile::TempDir,
+}
+
+impl Host {
+    fn new() -> Host {
+        let host = Host {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let tools = host.dir.path().join("tools");
+        fs::create_dir_all(&tools).unwrap();
+        let script = tools.join("systemctl");
+        fs::write(&script, FAKE_SYSTEMCTL).unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir_all(host.root()).unwrap();
+        host
+    }
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("host")
+    }
+    fn rootfs(&self) -> PathBuf {
+        self.root().join("var/lib/sealrs/rootfs")
+    }
+    fn at(&self, path: &str) -> PathBuf {
+        self.root().join(path.trim_start_matches('/'))
+    }
+    fn write(&self, path: &str, content: &str, mode: u32) {
+        let p = self.at(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fn calls(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("tools/calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    fn ctx(&self, runtime: &str, role: Role) -> ExecContext<'static> {
+        let layout = Layouts::embedded().rootfs(runtime).unwrap();
+        let mut ctx = ExecContext::new(self.rootfs(), layout, role);
+        ctx.host_root = self.root();
+        ctx.systemctl = vec![self
+            .dir
+            .path()
+            .join("tools/systemctl")
+            .to_string_lossy()
+            .into_owned()];
+        ctx
+    }
+    /// A k3s rootfs with stand-ins.
+    fn k3s_rootfs(&self) {
+        self.write(
+            "/var/lib/sealrs/rootfs/bin/k3s",
+            "#!/bin/sh\necho k3s\n",
+            0o755,
+        );
+        std::os::unix::fs::symlink("k3s", self.rootfs().join("bin/kubectl")).unwrap();
+        self.write(
+            "/var/lib/sealrs/rootfs/bin/helm",
+            "#!/bin/sh\necho helm\n",
+            0o700,
+        );
+        self.write(
+            "/var/lib/sealrs/rootfs/manifests/apps/a.yaml",
+            "kind: Namespace\n",
+            0o644,
+        );
+        self.write(
+            "/var/lib/sealrs/rootfs/etc/config.yaml",
+            "write-kubeconfig-mode: \"0644\"\n",
+            0o644,
+        );
+        self.write("/var/lib/sealrs/rootfs/README.md", "not placed\n", 0o644);
+    }
+}
+
+fn plan(steps: Vec<Step>) -> Plan {
+    let mut p = Plan::new(
+        "k3s",
+        "install",
+        "10.0.0.1",
+        vec![("PASS".into(), "pa$$w0rd\"`x".into())],
+    );
+    for s in steps {
+        p.push(s);
+    }
+    p
+}
+
+fn statuses(r: &Report) -> Vec<(&str, StepStatus)> {
+    r.steps.iter().map(|s| (s.id.as_str(), s.status)).collect()
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn file_steps_change_once_then_are_skipped() {
+    let host = Host::new();
+    host.write("/base.yaml", "a: ${PASS}\nkeep: 1\n", 0o644);
+    let p = plan(vec![
+        Step::write_file("bytes", "/etc/x/bytes", FileContent::text("hello\n"), 0o640),
+        Step::write_secret_file(
+            "tmpl",
+            "/etc/x/tmpl",
+            FileContent::Template {
+                template: "p=${PASS} d=${NOPE:-d} $${PASS}".into(),
+            },
+            0o600,
+        ),
+        Step::write_file(
+            "merge",
+            "/etc/x/merged.yaml",
+            FileContent::YamlMerge {
+                base: Some("/base.yaml".into()),
+                base_is_template: true,
+                overlay: "keep: 2\nnew: true\n".into(),
+            },
+            0o600,
+        ),
+        Step::ensure_dir("dir", "/var/x", 0o750),
+        Step::symlink("link", "/usr/local/bin/k3s", "/usr/local/bin/kubectl"),
+    ]);
+    let ctx = host.ctx("k3s", Role::Master);
+    let first = execute(&p, &ctx).unwrap();
+    assert!(first.changed && first.succeeded(), "{first:?}");
+    assert!(first.steps.iter().all(|s| s.status == StepStatus::Changed));
+    assert_eq!(
+        fs::read_to_string(host.at("/etc/x/bytes")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(mode(&host.at("/etc/x/bytes")), 0o640);
+    assert_eq!(
+        fs::read(host.at("/etc/x/tmpl")).unwrap(),
+        b"p=pa$$w0rd\"`x d=d ${PASS}"
+    );
+    assert_eq!(mode(&host.at("/etc/x/tmpl")), 0o600);
+    let merged: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&fs::read_to_string(host.at("/etc/x/merged.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(merged["a"].as_str(), Some("pa$$w0rd\"`x"));
+    assert_eq!(merged["keep"].as_i64(), Some(2));
+    assert_eq!(mode(&host.at("/var/x")), 0o750);
+    assert_eq!(
+        fs::read_link(host.at("/usr/local/bin/kubectl")).unwrap(),
+        Path::new("/usr/local/bin/k3s")
+    );
+
+    let second = execute(&p, &ctx).unwrap();
+    assert!(!second.changed, "{second:?}");
+    assert!(
+        second.summary().contains("nothing to do"),
+        "{}",
+        second.summary()
+    );
+    assert!(second.steps.iter().all(|s| s.status == StepStatus::Skipped));
+
+    // A changed mode is a change; a regular file where a link goes is left alone.
+    fs::set_permissions(host.at("/etc/x/bytes"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(host.at("/usr/local/bin/kubectl")).unwrap();
+    host.write("/usr/local/bin/kubectl", "mine", 0o755);
+    let third = execute(&p, &ctx).unwrap();
+    assert_eq!(third.steps[0].status, StepStatus::Changed);
+    assert_eq!(third.steps[4].status, StepStatus::Unchanged);
+    assert_eq!(
+        fs::read_to_string(host.at("/usr/local/bin/kubectl")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
+fn remove_steps_touch_only_what_they_may() {
+    let host = Host::new();
+    host.write("/a/b/c", "x", 0o644);
+    host.write("/full/f", "x", 0o644);
+    fs::create_dir_all(host.at("/empty")).unwrap();
+    std::os::unix::fs::symlink("/usr/local/bin/k3s", host.at("/ours")).unwrap();
+    std::os::unix::fs::symlink("/elsewhere", host.at("/theirs")).unwrap();
+    let p = plan(vec![
+        Step::remove("tree", "/a"),
+        Step::remove_empty_dir("full", "/full"),
+        Step::remove_empty_dir("empty", "/empty"),
+        Step::remove_link("ours", "/ours", "/usr/local/bin/k3s"),
+        Step::remove_link("theirs", "/theirs", "/usr/local/bin/k3s"),
+        Step::remove("missing", "/nothing"),
+    ]);
+    let ctx = host.ctx("k3s", Role::Master);
+    let r = execute(&p, &ctx).unwrap();
+    assert_eq!(
+        statuses(&r),
+        vec![
+            ("tree", StepStatus::Changed),
+            ("full", StepStatus::Unchanged),
+            ("empty", StepStatus::Changed),
+            ("ours", StepStatus::Changed),
+            ("theirs", StepStatus::Skipped),
+            ("missing", StepStatus::Skipped),
+        ]
+    );
+    assert!(!host.at("/a").exists() && host.at("/full/f").exists());
+    assert!(fs::symlink_metadata(host.at("/theirs")).is_ok());
+    assert!(fs::symlink_metadata(host.at("/ours")).is_err());
+    let again = execute(&p, &ctx).unwrap();
+    assert!(!again.changed, "{again:?}");
+    // `..` never reaches the disk.
+    let bad = plan(vec![Step::remove("up", "/a/../../etc")]);
+    let r = execute(&bad, &ctx).unwrap();
+    assert_eq!(r.failed.as_deref(), Some("up"));
+}
+
+#[test]
+fn run_steps_get_exact_env_capture_and_stop_on_failure() {
+    let host = Host::new();
+    let value = "pa$$w0rd\"`x";
+    let p = plan(vec![
+        Step::run_capture(
+            "env",
+            "print PASS",
+            &["printenv", "PASS"],
+            Capture::secret("pass"),
+        )
+        .with_env(vec![("PASS".into(), value.into())]),
+        Step::run_capture(
+            "path",
+            "print PATH",
+            &["printenv", "PATH"],
+            Capture::public("path"),
+        ),
+        Step::run(
+            "home",
+            "no HOME inherited",
+            &["printenv", "HOME"],
+            Check::ReadOnly,
+        )
+        .allowing_failure(),
+        Step::run(
+            "once",
+            "make a marker",
+            &["touch", "/dev/null"],
+            Check::Creates {
+                path: "/marker".into(),
+            },
+        ),
+        Step::run(
+            "fail",
+            "fail loudly",
+            &[
+                "sh",
+                "-c",
+                "for i in $(seq 1 30); do echo line$i; done; exit 3",
+            ],
+            Check::ReadOnly,
+        ),
+        Step::run("after", "never runs", &["true"], Check::ReadOnly),
+    ]);
+    let ctx = host.ctx("k3s", Role::Master);
+    let r = execute(&p, &ctx).unwrap();
+    assert_eq!(r.captures["pass"], value);
+    assert!(r.sensitive.contains("pass"));
+    assert!(!format!("{r:?}").contains("w0rd"), "Debug leaks: {r:?}");
+    assert!(r.steps[0].output.is_empty(), "secret stdout not in output");
+    assert!(r.captures["path"].starts_with(&host.root().to_string_lossy().into_owned()));
+    assert!(r.captures["path"].ends_with(DEFAULT_PATH));
+    assert_eq!(r.steps[2].status, StepStatus::Unchanged);
+    assert_eq!(r.steps[2].exit_code, Some(1));
+    assert_eq!(r.steps[3].status, StepStatus::Changed);
+    let fail = &r.steps[4];
+    assert_eq!(fail.status, StepStatus::Failed);
+    assert_eq!(fail.exit_code, Some(3));
+    assert_eq!(fail.output.len(), OUTPUT_TAIL);
+    assert_eq!(fail.output.last().unwrap(), "error: sh exited with code 3");
+    assert_eq!(fail.output[fail.output.len() - 2], "line30");
+    assert_eq!(r.failed.as_deref(), Some("fail"));
+    assert_eq!(r.steps.len(), 5, "the plan stopped at the failure");
+    assert!(r.summary().contains("fail") && r.summary().contains("exit code 3"));
+    // The Creates check now skips.
+    host.write("/marker", "", 0o644);
+    let r = execute(&p, &ctx).unwrap();
+    assert_eq!(r.steps[3].status, StepStatus::Skipped);
+}
+
+#[test]
+fn checks_gate_steps() {
+    let host = Host::new();
+    host.write("/etc/f", "alpha beta", 0o644);
+    let p = plan(vec![
+        Step::run(
+            "contains",
+            "c",
+            &["true"],
+            Check::FileContains {
+                path: "/etc/f".into(),
+                text: "beta".into(),
+            },
+        ),
+        Step::run(
+            "not-contains",
+            "c",
+            &["true"],
+            Check::FileContains {
+                path: "/etc/f".into(),
+                text: "gamma".into(),
+            },
+        ),
+        Step::run(
+            "if-exists",
+            "c",
+            &["true"],
+            Check::IfExists {
+                path: "/nope".into(),
+            },
+        ),
+        Step::service("enable", "x.service", ServiceOp::Enable),
+        Step::service("start", "x.service", ServiceOp::Start),
+        Step::restart_if_changed("restart", "x.service", &["contains"]),
+        Step::daemon_reload(
+            "reload",
+            Check::IfChanged {
+                steps: vec!["not-contains".into()],
+                unit_active: None,
+            },
+        ),
+        Step::wait_file("wait", "/etc/f", 1),
+        Step::read_file("read", "/etc/f", Capture::public("f")),
+        Step::wait_port("port", "127.0.0.1", 1, 0),
+    ]);
+    let ctx = host.ctx("k3s", Role::Master);
+    let r = execute(&p, &ctx).unwrap();
+    assert_eq!(
+        statuses(&r),
+        vec![
+            ("contains", StepStatus::Skipped),
+            ("not-contains", StepStatus::Changed),
+            ("if-exists", StepStatus::Skipped),
+            ("enable", StepStatus::Changed),
+            ("start", StepStatus::Changed),
+            ("restart", StepStatus::Skipped),
+            ("reload", StepStatus::Changed),
+            ("wait", StepStatus::Unchanged),
+            ("read", StepStatus::Unchanged),
+            ("port", StepStatus::Failed),
+        ]
+    );
+    assert_eq!(r.captures["f"], "alpha beta");
+    assert!(
+        r.steps[9].output[0].contains("within 0s"),
+        "{:?}",
+        r.steps[9]
+    );
+    let calls = host.calls();
+    assert!(calls.contains(&"enable x.service".to_string()), "{calls:?}");
+    assert!(calls.contains(&"start x.service".to_string()), "{calls:?}");
+    assert!(calls.contains(&"daemon-reload".to_string()), "{calls:?}");
+    // Stopping and disabling once the unit runs, then nothing to do.
+    let stop = plan(vec![
+        Step::service("stop", "x.service", ServiceOp::Stop),
+        Step::service("disable", "x.service", ServiceOp::Disable),
+    ]);
+    assert!(execute(&stop, &ctx).unwrap().changed);
+    assert!(!execute(&stop, &ctx).unwrap().changed);
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let host = Host::new();
+    host.k3s_rootfs();
+    let p = plan(vec![
+        Step::place_rootfs(Role::Master),
+        Step::write_file("f", "/etc/f", FileContent::text("x"), 0o644),
+        Step::run("r", "r", &["touch", "/tmp/never"], Check::ReadOnly),
+    ]);
+    let mut ctx = host.ctx("k3s", Role::Master);
+    ctx.dry_run = true;
+    let r = execute(&p, &ctx).unwrap();
+    assert!(r.dry_run && r.changed);
+    assert!(!host.at("/etc/f").exists());
+    assert!(!host.at("/usr/local/bin/k3s").exists());
+    assert!(!host.at(PLACED_DIR).exists());
+}
+
+#[test]
+fn rootfs_is_placed_per_role_recorded_and_removed_exactly() {
+    let host = Host::new();
+    host.k3s_rootfs();
+    host.write("/usr/local/bin/other", "someone else's", 0o755);
+    let ctx = host.ctx("k3s", Role::Node);
+    let p = plan(vec![Step::place_rootfs(Role::Node)]);
+    let r = execute(&p, &ctx).unwrap();
+    assert_eq!(r.steps[0].status, StepStatus::Changed, "{r:?}");
+    assert_eq!(
+        fs::read_to_string(host.at("/usr/local/bin/k3s")).unwrap(),
+        "#!/bin/sh\necho k3s\n"
+    );
+    assert_eq!(mode(&host.at("/usr/local/bin/k3s")), 0o755);
+    assert_eq!(
+        mode(&host.at("/usr/local/bin/helm")),
+        0o755,
+        "the layout's mode"
+    );
+    assert_eq!(mode(&host.at("/etc/rancher/k3s/config.yaml")), 0o600);
+    assert_eq!(
+        fs::read_link(host.at("/usr/local/bin/kubectl")).unwrap(),
+        Path::new("k3s")
+    );
+    // Manifests go to control-planes only; README.md nowhere.
+    assert!(!host.at("/var/lib/rancher/k3s/server/manifests").exists());
+    assert!(host.at("/var/lib/sealrs/placed/node.json").exists());
+    let again = execute(&p, &ctx).unwrap();
+    assert!(!again.changed, "{again:?}");
+
+    // A changed source is copied again; a file the image dropped is removed.
+    fs::write(host.rootfs().join("bin/k3s"), "#!/bin/sh\necho v2\n").unwrap();
+    fs::remove_file(host.rootfs().join("bin/helm")).unwrap();
+    let upgrade = execute(&p, &ctx).unwrap();
+    assert!(upgrade.changed);
+    assert!(upgrade.steps[0]
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("1 no longer"));
+    assert!(!host.at("/usr/local/bin/helm").exists());
+    assert!(fs::read_to_string(host.at("/usr/local/bin/k3s"))
+        .unwrap()
+        .contains("v2"));
+
+    // As master, the manifests come too; the plan's own config wins.
+    let mctx = host.ctx("k3s", Role::Master);
+    let mp = plan(vec![
+        Step::place_rootfs(Role::Master),
+        Step::write_file(
+            "config",
+            "/etc/rancher/k3s/config.yaml",
+            FileContent::text("ours: 1\n"),
+            0o600,
+        ),
+    ]);
+    execute(&mp, &mctx).unwrap();
+    assert!(host
+        .at("/var/lib/rancher/k3s/server/manifests/apps/a.yaml")
+        .exists());
+    assert!(!execute(&mp, &mctx).unwrap().changed);
+
+    let remove = plan(vec![Step::remove_rootfs(Role::Node)]);
+    let r = execute(&remove, &ctx).unwrap();
+    assert_eq!(r.steps[0].status, StepStatus::Changed);
+    assert!(
+        !host.at("/usr/local/bin/k3s").exists() || host.at(PLACED_DIR).join("master.json").exists()
+    );
+    assert!(host.at("/usr/local/bin/other").exists(), "not ours");
+    assert!(!host.at("/var/lib/sealrs/placed/node.json").exists());
+    assert_eq!(
+        execute(&remove, &ctx).unwrap().steps[0].status,
+        StepStatus::Skipped
+    );
+    // Removing the master's placement leaves no directory placement created.
+    execute(&plan(vec![Step::remove_rootfs(Role::Master)]), &mctx).unwrap();
+    assert!(!host.at("/var/lib/rancher").exists());
+    assert!(!host.at("/usr/local/bin/k3s").exists());
+}
+
+fn cluster() -> Cluster {
+    Cluster::from_args(&ClusterArgs {
+        masters: vec!["10.0.0.1".into()],
+        nodes: vec!["10.0.0.2".into()],
+        env: vec!["PASS=pa$$w0rd\"`x".into()],
+        ..ClusterArgs::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_k3s_install_and_join_run_against_a_fake_host_and_rerun_changes_nothing() {
+    let k3s = runtime::runtime_for("k3s").unwrap();
+    let c = cluster();
+    let image = ImageInfo::new("k3s", "v1.30.2+k3s1").unwrap();
+    let host = Host::new();
+    host.k3s_rootfs();
+    // What the real k3s writes once it runs.
+    host.write(
+        "/var/lib/rancher/k3s/server/token",
+        "K10tok::server:abc\n",
+        0o600,
+    );
+    host.write("/etc/rancher/k3s/k3s.yaml", "apiVersion: v1\n", 0o600);
+    let hctx = HostContext::new(&c, &c.hosts[0], &image, JoinSecrets::default()).unwrap();
+    let install = k3s.install(&hctx).unwrap();
+    let ctx = host.ctx("k3s", Role::Master);
+    let r = execute(&install, &ctx).unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    let unit = fs::read_to_string(host.at("/etc/systemd/system/k3s.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/k3s server --cluster-init"),
+        "{unit}"
+    );
+    assert_eq!(mode(&host.at("/etc/systemd/system/k3s.service.env")), 0o600);
+    let config = fs::read_to_string(host.at("/etc/rancher/k3s/config.yaml")).unwrap();
+    assert!(
+        config.contains("write-kubeconfig-mode") && config.contains("node-ip: 10.0.0.1"),
+        "{config}"
+    );
+    assert_eq!(mode(&host.at("/etc/rancher/k3s/config.yaml")), 0o600);
+    assert_eq!(
+        fs::read_link(host.at("/usr/local/bin/kubectl")).unwrap(),
+        Path::new("/usr/local/bin/k3s")
+    );
+    assert_eq!(
+        host.calls(),
+        vec![
+            "daemon-reload",
+            "is-enabled --quiet k3s.service",
+            "enable k3s.service",
+            "is-active --quiet k3s.service",
+            "is-active --quiet k3s.service",
+            "start k3s.service",
+        ]
+    );
+    let secrets = JoinSecrets::from_captures(&r.captures).unwrap();
+    assert_eq!(
+        secrets.token.as_ref().unwrap().expose(),
+        "K10tok::server:abc"
+    );
+
+    let again = execute(&install, &ctx).unwrap();
+    assert!(!again.changed, "{again:?}");
+    assert_eq!(
+        &host.calls()[6..],
+        [
+            "is-enabled --quiet k3s.service",
+            "is-active --quiet k3s.service"
+        ]
+    );
+
+    // The agent gets the token through its 0600 env file, escaped for systemd.
+    let node = Host::new();
+    node.k3s_rootfs();
+    let nctx = HostContext::new(&c, &c.hosts[1], &image, secrets).unwrap();
+    let join = k3s.join(&nctx).unwrap();
+    let ctx = node.ctx("k3s", Role::Node);
+    let r = execute(&join, &ctx).unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    let env = fs::read_to_string(node.at("/etc/systemd/system/k3s-agent.service.env")).unwrap();
+    assert!(env.contains("K3S_TOKEN=\"K10tok::server:abc\""), "{env}");
+    assert!(env.contains("K3S_URL=\"https://10.0.0.1:6443\""), "{env}");
+    assert_eq!(
+        mode(&node.at("/etc/systemd/system/k3s-agent.service.env")),
+        0o600
+    );
+    assert!(!execute(&join, &ctx).unwrap().changed);
+
+    // Uninstall leaves nothing of ours; twice is nothing to do.
+    let uninstall = k3s.uninstall(&nctx).unwrap();
+    let r = execute(&uninstall, &ctx).unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    for gone in [
+        "/etc/systemd/system/k3s-agent.service",
+        "/etc/systemd/system/k3s-agent.service.env",
+        "/usr/local/bin/k3s",
+        "/usr/local/bin/kubectl",
+        "/etc/rancher",
+        "/var/lib/sealrs/placed",
+    ] {
+        assert!(fs::symlink_metadata(node.at(gone)).is_err(), "{gone} left");
+    }
+    assert!(node.calls().contains(&"stop k3s-agent.service".to_string()));
+    assert!(!execute(&uninstall, &ctx).unwrap().changed);
+}
+
+// ---------------------------------------------------------------------------
+// unpack
+
+/// (path, type, mode, content, link target)
+type TarEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
+
+fn tar_of(entries: &[TarEntry]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, mode, data, link) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(*mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        // Raw names: the builder would refuse `..` itself.
+        let name = path.as_bytes();
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+const F: tar::EntryType = tar::EntryType::Regular;
+const D: tar::EntryType = tar::EntryType::Directory;
+const L: tar::EntryType = tar::EntryType::Symlink;
+const H: tar::EntryType = tar::EntryType::Link;
+
+fn blob(dir: &Path, name: &str, bytes: Vec<u8>) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn layers_unpack_with_whiteouts_opaque_dirs_links_and_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = tar_of(&[
+        ("bin/", D, 0o755, b"", None),
+        ("bin/k3s", F, 0o755, b"k3s-v1", None),
+        ("bin/kubectl", L, 0o777, b"", Some("k3s")),
+        ("etc/a/x.conf", F, 0o644, b"x", None),
+        ("etc/b/y.conf", F, 0o600, b"y", None),
+        ("etc/gone", F, 0o644, b"g", None),
+    ]);
+    let two = tar_of(&[
+        ("etc/.wh.gone", F, 0o644, b"", None),
+        ("etc/a/.wh..wh..opq", F, 0o644, b"", None),
+        ("etc/a/z.conf", F, 0o644, b"z", None),
+        ("bin/k3s-hard", H, 0o755, b"", Some("bin/k3s")),
+        ("ro/", D, 0o555, b"", None),
+        ("ro/file", F, 0o444, b"r", None),
+    ]);
+    let zst = blob(
+        dir.path(),
+        "one.zst",
+        zstd::encode_all(&one[..], 3).unwrap(),
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &two).unwrap();
+    let gzp = blob(dir.path(), "two.gz", gz.finish().unwrap());
+    let dest = dir.path().join("rootfs");
+    let out = unpack(&[zst.clone(), gzp.clone()], &dest).unwrap();
+    assert!(out.unpacked);
+    assert_eq!(out.digests.len(), 2);
+    assert_eq!(fs::read_to_string(dest.join("bin/k3s")).unwrap(), "k3s-v1");
+    assert_eq!(mode(&dest.join("bin/k3s")), 0o755);
+    assert_eq!(mode(&dest.join("etc/b/y.conf")), 0o600);
+    assert_eq!(
+        fs::read_link(dest.join("bin/kubectl")).unwrap(),
+        Path::new("k3s")
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(dest.join("bin/k3s-hard")).unwrap().ino(),
+        fs::metadata(dest.join("bin/k3s")).unwrap().ino()
+    );
+    assert!(!dest.join("etc/gone").exists());
+    assert!(
+        !dest.join("etc/a/x.conf").exists(),
+        "opaque hides lower files"
+    );
+    assert!(dest.join("etc/a/z.conf").exists() && dest.join("etc/b/y.conf").exists());
+    assert_eq!(mode(&dest.join("ro")), 0o555);
+    assert!(dest.join(STAMP).exists());
+    assert_eq!(
+        fs::metadata(dest.join("bin/k3s")).unwrap().mtime(),
+        1_700_000_000
+    );
+
+    // The same layers again: nothing to do, even after a touch.
+    assert!(!unpack(&[zst.clone(), gzp.clone()], &dest).unwrap().unpacked);
+    let copy = dir.path().join("copy.zst");
+    fs::copy(&zst, &copy).unwrap();
+    assert!(!unpack(&[copy, gzp.clone()], &dest).unwrap().unpacked);
+    // Other layers replace the rootfs as a whole (read-only dirs included).
+    let out = unpack(std::slice::from_ref(&zst), &dest).unwrap();
+    assert!(out.unpacked);
+    assert!(dest.join("etc/gone").exists());
+    assert!(!dest.join("ro").exists());
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-") || n.contains(".old-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn escaping_entries_are_refused_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "dotdot",
+            tar_of(&[("a/../../outside/x", F, 0o644, b"x", None)]),
+        ),
+        ("absolute", tar_of(&[("/outside/x", F, 0o644, b"x", None)])),
+        (
+            "through a symlink",
+            tar_of(&[
+                ("esc", L, 0o777, b"", Some(outside.to_str().unwrap())),
+                ("esc/x", F, 0o644, b"x", None),
+            ]),
+        ),
+        (
+            "hardlink out",
+            tar_of(&[("h", H, 0o644, b"", Some("../outside/secret"))]),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let layer = blob(dir.path(), "layer.tar", bytes);
+        let dest = dir.path().join("rootfs");
+        let err = unpack(&[layer], &dest).unwrap_err();
+        assert!(
+            matches!(err, InstallerError::UnsafeEntry { .. }),
+            "{what}: {err}"
+        );
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert!(!dest.exists(), "{what}");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{what}");
+    }
+    // A blob named by a digest must have it.
+    let named = dir.path().join("0".repeat(64));
+    fs::write(&named, tar_of(&[("a", F, 0o644, b"a", None)])).unwrap();
+    let err = unpack(&[named], &dir.path().join("r2")).unwrap_err();
+    assert!(
+        matches!(err, InstallerError::DigestMismatch { .. }),
+        "{err}"
+    );
+}

@@ -1,0 +1,345 @@
+//! `sealrs installer`: the real binary with a plan on stdin against a temp
+//! host root (systemctl replaced by a recording script), and the installer
+//! layer that `sealrs build` embeds into rootfs images.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Output, Stdio};
+
+use sealrs::cluster::Role;
+use sealrs::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
+use serde_json::Value;
+
+use crate::common::Env;
+
+const FAKE_SYSTEMCTL: &str =
+    "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/calls\"\ncase $1 in is-*) exit 1 ;; esac\n";
+
+fn apply(env: &Env, plan: &Plan, extra: &[&str]) -> Output {
+    let script = env.write_mode("tools/systemctl", FAKE_SYSTEMCTL, 0o755);
+    let host = env.path("host");
+    fs::create_dir_all(&host).unwrap();
+    let mut args = vec![
+        "installer".to_string(),
+        "apply".into(),
+        "--rootfs".into(),
+        env.path("host/var/lib/sealrs/rootfs").display().to_string(),
+        "--host-root".into(),
+        host.display().to_string(),
+        "--systemctl".into(),
+        script.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = env
+        .cmd(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(plan.to_json().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn layer(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, mode) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_cksum();
+        b.append_data(&mut h, path, *data).unwrap();
+    }
+    zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap()
+}
+
+fn test_plan() -> Plan {
+    let mut plan = Plan::new(
+        "k3s",
+        "install",
+        "10.0.0.1",
+        vec![("PASS".into(), "pa$$w0rd\"`x".into())],
+    );
+    plan.push(Step::place_rootfs(Role::Master));
+    plan.push(Step::write_secret_file(
+        "secret",
+        "/etc/app/pass",
+        FileContent::Template {
+            template: "${PASS}".into(),
+        },
+        0o600,
+    ));
+    plan.push(
+        Step::run_capture(
+            "env",
+            "echo PASS",
+            &["printenv", "PASS"],
+            Capture::secret("pass"),
+        )
+        .with_env(vec![("PASS".into(), "pa$$w0rd\"`x".into())]),
+    );
+    plan.push(Step::install_unit(
+        "unit",
+        "app.service",
+        "[Service]\nExecStart=/bin/true\n".into(),
+    ));
+    plan.push(Step::service("enable", "app.service", ServiceOp::Enable));
+    plan
+}
+
+#[test]
+fn apply_unpacks_places_and_executes_and_a_rerun_changes_nothing() {
+    let env = Env::new();
+    let blob = env.write(
+        "blobs/l1",
+        layer(&[
+            ("bin/k3s", b"#!/bin/sh\necho k3s\n", 0o755),
+            ("README", b"x", 0o644),
+        ]),
+    );
+    let plan = test_plan();
+    let out = apply(&env, &plan, &["--layers", blob.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("w0rd"),
+        "a secret reached the log: {stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["changed"], true);
+    assert_eq!(report["captures"]["pass"], "pa$$w0rd\"`x");
+    assert_eq!(
+        fs::read(env.path("host/etc/app/pass")).unwrap(),
+        b"pa$$w0rd\"`x"
+    );
+    let mode = fs::metadata(env.path("host/etc/app/pass"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(env.path("host/usr/local/bin/k3s").exists());
+    assert!(env.path("host/etc/systemd/system/app.service").exists());
+    let calls = fs::read_to_string(env.path("tools/calls")).unwrap();
+    assert_eq!(
+        calls,
+        "daemon-reload\nis-enabled --quiet app.service\nenable app.service\n"
+    );
+
+    let again = apply(&env, &plan, &["--layers", blob.to_str().unwrap()]);
+    assert!(again.status.success());
+    let report: Value = serde_json::from_slice(&again.stdout).unwrap();
+    // The fake says the unit is never enabled, so only that step acts again.
+    let changed: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "changed")
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, vec!["enable"], "{report}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already unpacked"));
+}
+
+#[test]
+fn a_failed_step_exits_1_with_the_report_and_dry_run_touches_nothing() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("host/var/lib/sealrs/rootfs/bin")).unwrap();
+    env.write_mode("host/var/lib/sealrs/rootfs/bin/k3s", "#!/bin/sh\n", 0o755);
+    let mut plan = Plan::new("k3s", "install", "h", vec![]);
+    plan.push(Step::place_rootfs(Role::Master));
+    plan.push(Step::run(
+        "boom",
+        "fail",
+        &["sh", "-c", "echo to-stderr >&2; exit 7"],
+        Check::ReadOnly,
+    ));
+    plan.push(Step::write_file(
+        "after",
+        "/after",
+        FileContent::text("x"),
+        0o644,
+    ));
+
+    let dry = apply(&env, &plan, &["--dry-run"]);
+    assert!(dry.status.success());
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        stdout.contains("plan: k3s install on h (3 steps)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bin/k3s -> /usr/local/bin/k3s mode 0755"),
+        "{stdout}"
+    );
+    assert!(!env.path("host/usr").exists());
+
+    let out = apply(&env, &plan, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], "boom");
+    let step = &report["steps"][1];
+    assert_eq!(step["exit_code"], 7);
+    assert_eq!(step["output"][0], "to-stderr");
+    assert_eq!(report["steps"].as_array().unwrap().len(), 2);
+    assert!(!env.path("host/after").exists());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("step boom (fail) failed (exit code 7)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unpack_is_idempotent_and_refuses_escapes() {
+    let env = Env::new();
+    let blob = env.write("l1", layer(&[("a/b", b"b", 0o640)]));
+    let dest = env.path("rootfs");
+    let args = [
+        "installer",
+        "unpack",
+        "--dest",
+        dest.to_str().unwrap(),
+        blob.to_str().unwrap(),
+    ];
+    env.ok(&args);
+    assert_eq!(fs::read_to_string(dest.join("a/b")).unwrap(), "b");
+    let out = env.run(&args);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to do"));
+    // The installer is not for people: hidden from help.
+    assert!(!env.ok(&["--help"]).contains("installer"));
+}
+
+fn k3s_context(env: &Env) -> String {
+    env.write(
+        "ctx/Kubefile",
+        "FROM scratch\nLABEL sealrs.io/type=rootfs sealrs.io/runtime=k3s sealrs.io/version=v1.30.2+k3s1\nCOPY bin ./bin\n",
+    );
+    env.write_mode("ctx/bin/k3s", "#!/bin/sh\necho k3s\n", 0o755);
+    env.path("ctx").display().to_string()
+}
+
+#[test]
+fn rootfs_images_carry_the_installer_as_an_uncompressed_layer() {
+    let env = Env::new();
+    let ctx = k3s_context(&env);
+    let platform = match std::env::consts::ARCH {
+        "aarch64" => "linux/arm64",
+        _ => "linux/amd64",
+    };
+    env.ok(&[
+        "build",
+        "--no-images",
+        "--platform",
+        platform,
+        "-t",
+        "k3s:a",
+        &ctx,
+    ]);
+    let doc: Value = serde_json::from_str(&env.ok(&["inspect", "k3s:a"])).unwrap();
+    let layers = doc["manifest"]["layers"].as_array().unwrap();
+    let last = layers.last().unwrap();
+    assert_eq!(last["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+    let table = env.ok(&["inspect", "--format", "table", "k3s:a"]);
+    assert!(table.contains("opt/sealrs/sealrs"), "{table}");
+    // Plain tar can extract it, and it is this sealrs, runnable.
+    let digest = last["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let blob = env.root.join("oci/blobs/sha256").join(digest);
+    let mut archive = tar::Archive::new(fs::File::open(&blob).unwrap());
+    let names: Vec<(String, u32, u64)> = archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            (
+                e.path().unwrap().display().to_string(),
+                h.mode().unwrap(),
+                h.mtime().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("opt/".to_string(), 0o755, 0),
+            ("opt/sealrs/".to_string(), 0o755, 0),
+            ("opt/sealrs/sealrs".to_string(), 0o755, 0),
+        ]
+    );
+    // A second image reuses the cached layer: same digest.
+    env.ok(&[
+        "build",
+        "--no-images",
+        "--platform",
+        platform,
+        "-t",
+        "k3s:b",
+        &ctx,
+    ]);
+    let doc_b: Value = serde_json::from_str(&env.ok(&["inspect", "k3s:b"])).unwrap();
+    assert_eq!(
+        doc_b["manifest"]["layers"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["digest"],
+        last["digest"]
+    );
+
+    // Another architecture needs --installer or --no-installer.
+    let other = if platform == "linux/amd64" {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    let err = env.fails(&[
+        "build",
+        "--no-images",
+        "--platform",
+        other,
+        "-t",
+        "k3s:c",
+        &ctx,
+    ]);
+    assert!(
+        err.contains("--installer PATH") && err.contains("--no-installer"),
+        "{err}"
+    );
+    env.ok(&[
+        "build",
+        "--no-images",
+        "--no-installer",
+        "--platform",
+        other,
+        "-t",
+        "k3s:c",
+        &ctx,
+    ]);
+    let doc_c: Value = serde_json::from_str(&env.ok(&["inspect", "k3s:c"])).unwrap();
+    assert_eq!(doc_c["manifest"]["layers"].as_array().unwrap().len(), 1);
+    // An image without the rootfs type gets no installer.
+    env.write(
+        "app/Kubefile",
+        "FROM scratch\nLABEL sealrs.io/type=application\nCOPY f /f\n",
+    );
+    env.write("app/f", "x");
+    env.ok(&[
+        "build",
+        "--no-images",
+        "-t",
+        "app:1",
+        env.path("app").to_str().unwrap(),
+    ]);
+    let doc_app: Value = serde_json::from_str(&env.ok(&["inspect", "app:1"])).unwrap();
+    assert_eq!(doc_app["manifest"]["layers"].as_array().unwrap().len(), 1);
+}
