@@ -106,7 +106,7 @@ fn verify_refuses_an_even_number_of_k3s_servers_before_any_connection() {
 }
 
 /// `sealrs run` flags that reach the test hosts over SSH with the group's key.
-fn ssh_flags(hosts: &TestHosts) -> Vec<String> {
+pub(crate) fn ssh_flags(hosts: &TestHosts) -> Vec<String> {
     vec![
         "--ssh-key".into(),
         hosts.key().display().to_string(),
@@ -115,7 +115,7 @@ fn ssh_flags(hosts: &TestHosts) -> Vec<String> {
     ]
 }
 
-fn run_on(
+pub(crate) fn run_on(
     env: &Env,
     image: &str,
     hosts: &TestHosts,
@@ -143,7 +143,7 @@ fn run_on(
 }
 
 /// What the stand-ins recorded on a host: one line per call.
-fn standin_log(host: &crate::hosts::Host) -> String {
+pub(crate) fn standin_log(host: &crate::hosts::Host) -> String {
     host.exec_ok(&["cat", "/var/log/sealrs-standins.log"])
 }
 

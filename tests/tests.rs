@@ -15,5 +15,6 @@ mod registry_cli;
 mod registry_server;
 mod robustness;
 mod run;
+mod run_hosts;
 mod store_cmds;
 mod transport;

@@ -28,7 +28,7 @@ use super::{
     Violation, MARKER_DIR,
 };
 
-pub const BIN: &str = "/usr/bin/kubeadm";
+pub const BIN: &str = "/usr/local/bin/kubeadm";
 pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
 pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";

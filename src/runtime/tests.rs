@@ -292,7 +292,7 @@ fn kubeadm_plans() {
     assert_eq!(
         argv(&init, "init"),
         [
-            "/usr/bin/kubeadm",
+            "/usr/local/bin/kubeadm",
             "init",
             "--upload-certs",
             "--control-plane-endpoint=10.0.0.1:6443",
@@ -327,7 +327,7 @@ fn kubeadm_plans() {
     assert_eq!(
         argv(&master, "join"),
         [
-            "/usr/bin/kubeadm".to_string(),
+            "/usr/local/bin/kubeadm".to_string(),
             "join".into(),
             "10.0.0.1:6443".into(),
             "--token=K10abc::server:s3cret".into(),
@@ -358,12 +358,18 @@ fn kubeadm_plans() {
     let up0 = Kubeadm.upgrade(&ctx(&c, 0, &img), &to).unwrap();
     assert_eq!(
         argv(&up0, "upgrade"),
-        ["/usr/bin/kubeadm", "upgrade", "apply", "v1.30.3", "--yes"]
+        [
+            "/usr/local/bin/kubeadm",
+            "upgrade",
+            "apply",
+            "v1.30.3",
+            "--yes"
+        ]
     );
     let up1 = Kubeadm.upgrade(&ctx(&c, 1, &img), &to).unwrap();
     assert_eq!(
         argv(&up1, "upgrade"),
-        ["/usr/bin/kubeadm", "upgrade", "node"]
+        ["/usr/local/bin/kubeadm", "upgrade", "node"]
     );
     let up3 = Kubeadm.upgrade(&ctx(&c, 3, &img), &to).unwrap();
     up3.validate().unwrap();
@@ -376,7 +382,10 @@ fn kubeadm_plans() {
 
     let reset = Kubeadm.uninstall(&ctx(&c, 3, &img)).unwrap();
     reset.validate().unwrap();
-    assert_eq!(argv(&reset, "reset"), ["/usr/bin/kubeadm", "reset", "-f"]);
+    assert_eq!(
+        argv(&reset, "reset"),
+        ["/usr/local/bin/kubeadm", "reset", "-f"]
+    );
 }
 
 #[test]

@@ -1,0 +1,426 @@
+//! `sealrs run` on real hosts (systemd-nspawn, real sshd and systemd) for
+//! kubeadm and k0s, and the ways a run goes wrong: a host that is down, a
+//! step that fails midway (then a rerun that finishes), an SSH password with
+//! `$` and quotes, and Clusterfiles (ours, and sealos').
+
+use std::process::{Output, Stdio};
+
+use crate::common::Env;
+use crate::hosts::{Host, TestHosts};
+use crate::layout::example;
+use crate::run::{run_on, ssh_flags, standin_log};
+
+/// Builds `Kubefile-examples/<runtime>` with stand-ins as `<runtime>-cluster:1`.
+fn build(env: &Env, runtime: &str) -> String {
+    let dir = example(env, runtime, runtime);
+    let tag = format!("{runtime}-cluster:1");
+    env.ok(&["build", "-q", "--no-images", "-t", &tag, &dir]);
+    tag
+}
+
+fn ips(hosts: &TestHosts, idx: &[usize]) -> String {
+    idx.iter()
+        .map(|&i| hosts[i].ip.clone())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `sealrs run IMAGE --masters .. --nodes .. <ssh flags> extra`, not asserted.
+fn try_run(
+    env: &Env,
+    image: &str,
+    hosts: &TestHosts,
+    masters: &[usize],
+    nodes: &[usize],
+    extra: &[&str],
+) -> Output {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        image.into(),
+        "--masters".into(),
+        ips(hosts, masters),
+    ];
+    if !nodes.is_empty() {
+        args.extend(["--nodes".into(), ips(hosts, nodes)]);
+    }
+    args.extend(ssh_flags(hosts));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.run(&refs)
+}
+
+fn is_active(host: &Host, unit: &str) -> String {
+    let out = host.exec(&["systemctl", "is-active", unit]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn exists(host: &Host, path: &str) -> bool {
+    host.exec(&["test", "-e", path]).status.success()
+}
+
+/// The stand-in's log lines of one program.
+fn calls(host: &Host, program: &str) -> Vec<String> {
+    standin_log(host)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{program}|")))
+        .map(|l| l.split('|').nth(2).unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn kubeadm_with_one_control_plane_and_two_workers_then_an_unchanged_rerun() {
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    let image = build(&env, "kubeadm");
+    let stderr = run_on(&env, &image, &hosts, &[0], &[1, 2], &[]);
+    assert!(
+        stderr.contains("cluster default is running on 3 hosts"),
+        "{stderr}"
+    );
+
+    let first = &hosts[0].ip;
+    let init = calls(&hosts[0], "kubeadm");
+    assert!(
+        init.iter().any(|c| c.starts_with("init --upload-certs")
+            && c.contains(&format!("--control-plane-endpoint={first}:6443"))
+            && c.contains(&format!("--apiserver-advertise-address={first}"))),
+        "{init:?}"
+    );
+    assert!(
+        init.iter()
+            .any(|c| c.starts_with("token create --print-join-command")),
+        "{init:?}"
+    );
+    assert!(
+        init.iter()
+            .any(|c| c.starts_with("init phase upload-certs --upload-certs")),
+        "{init:?}"
+    );
+    assert!(exists(&hosts[0], "/etc/kubernetes/admin.conf"));
+    assert_eq!(
+        hosts[0].exec_ok(&["readlink", "/root/.kube/config"]).trim(),
+        "/etc/kubernetes/admin.conf"
+    );
+    // The CA hash the workers were given is the control plane's CA's.
+    let ca = hosts[0].exec_ok(&["sha256sum", "/etc/kubernetes/pki/ca.crt"]);
+    let ca_hash = format!("sha256:{}", ca.split_whitespace().next().unwrap());
+    for i in [1, 2] {
+        let joins = calls(&hosts[i], "kubeadm");
+        assert_eq!(joins.len(), 1, "{}: {joins:?}", hosts[i].name);
+        let join = &joins[0];
+        assert!(
+            join.starts_with(&format!("join {first}:6443 --token=")),
+            "{join}"
+        );
+        assert!(
+            join.contains(&format!("--discovery-token-ca-cert-hash={ca_hash}")),
+            "{join} vs {ca_hash}"
+        );
+        assert!(!join.contains("--control-plane"), "{join}");
+        assert!(exists(&hosts[i], "/etc/kubernetes/kubelet.conf"));
+        assert!(!exists(&hosts[i], "/etc/kubernetes/admin.conf"));
+    }
+    for i in 0..3 {
+        for unit in ["kubelet", "containerd"] {
+            assert_eq!(
+                is_active(&hosts[i], unit),
+                "active",
+                "{} {unit}",
+                hosts[i].name
+            );
+        }
+        assert!(exists(&hosts[i], "/usr/local/bin/kubeadm"));
+        assert!(exists(&hosts[i], "/etc/modules-load.d/sealrs-k8s.conf"));
+    }
+
+    // Idempotent: the same command changes nothing, sends nothing, and joins no one again.
+    let again = run_on(&env, &image, &hosts, &[0], &[1, 2], &[]);
+    assert!(
+        again.contains("(0 changed, 0 bytes of layers sent)"),
+        "{again}"
+    );
+    for i in [1, 2] {
+        assert_eq!(calls(&hosts[i], "kubeadm").len(), 1, "{}", hosts[i].name);
+    }
+    assert_eq!(
+        calls(&hosts[0], "kubeadm")
+            .iter()
+            .filter(|c| c.starts_with("init --upload-certs"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn k0s_with_one_controller_and_one_worker() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build(&env, "k0s");
+    let stderr = run_on(&env, &image, &hosts, &[0], &[1], &[]);
+    assert!(
+        stderr.contains("cluster default is running on 2 hosts"),
+        "{stderr}"
+    );
+    let controller = calls(&hosts[0], "k0s");
+    assert!(
+        controller
+            .iter()
+            .any(|c| c == "install controller --config /etc/k0s/k0s.yaml"),
+        "{controller:?}"
+    );
+    assert!(
+        controller.iter().any(|c| c == "token create --role=worker"),
+        "{controller:?}"
+    );
+    let worker = calls(&hosts[1], "k0s");
+    assert!(
+        worker
+            .iter()
+            .any(|c| c == "install worker --token-file /etc/k0s/join-token"),
+        "{worker:?}"
+    );
+    assert_eq!(
+        hosts[1].exec_ok(&["cat", "/etc/k0s/join-token"]).trim(),
+        "H4sIAAAAAAAC/standin-join-token"
+    );
+    assert_eq!(
+        hosts[1]
+            .exec_ok(&["stat", "-c", "%a", "/etc/k0s/join-token"])
+            .trim(),
+        "600"
+    );
+    assert_eq!(is_active(&hosts[0], "k0scontroller"), "active");
+    assert_eq!(is_active(&hosts[1], "k0sworker"), "active");
+    assert!(exists(&hosts[0], "/var/lib/k0s/pki/admin.conf"));
+    assert!(exists(&hosts[0], "/etc/k0s/k0s.yaml"));
+}
+
+#[test]
+fn a_host_that_is_down_stops_the_run_before_anything_changes() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build(&env, "k3s");
+    hosts.stop(1);
+    let out = try_run(&env, &image, &hosts, &[0], &[1], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains(&hosts[1].ip), "names the host: {stderr}");
+    assert!(
+        !stderr.contains(&format!("{}:", hosts[0].ip)),
+        "the host that is up is not blamed: {stderr}"
+    );
+    // Nothing changed on the host that is up.
+    for path in [
+        "/var/lib/sealrs",
+        "/etc/systemd/system/k3s.service",
+        "/usr/local/bin/k3s",
+        "/var/log/sealrs-standins.log",
+    ] {
+        assert!(!exists(&hosts[0], path), "{path} on {}", hosts[0].name);
+    }
+    assert!(!env.root.join("clusters/default/Clusterfile").exists());
+}
+
+#[test]
+fn a_worker_failing_midway_is_reported_and_a_rerun_finishes() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build(&env, "kubeadm");
+    // The stand-in's fixture feature: `kubeadm` fails while this file names it.
+    std::fs::write(hosts[1].root().join("etc/sealrs-standin-fail"), "kubeadm\n").unwrap();
+    let out = try_run(&env, &image, &hosts, &[0], &[1], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let worker = &hosts[1].ip;
+    assert!(stderr.contains(worker), "names the host: {stderr}");
+    assert!(stderr.contains("step join"), "names the step: {stderr}");
+    assert!(stderr.contains("exit code 1"), "{stderr}");
+    assert!(
+        stderr.contains("[ERROR StandinFailure]: failure injected"),
+        "the last lines of its output: {stderr}"
+    );
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    // The control plane is done; the state saved says which host failed.
+    assert!(exists(&hosts[0], "/etc/kubernetes/admin.conf"));
+    assert!(!exists(&hosts[1], "/etc/kubernetes/kubelet.conf"));
+    let saved = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
+    assert!(saved.contains("Failed"), "{saved}");
+
+    // Remove the cause; the same command picks up where it stopped.
+    std::fs::remove_file(hosts[1].root().join("etc/sealrs-standin-fail")).unwrap();
+    let stderr = run_on(&env, &image, &hosts, &[0], &[1], &[]);
+    assert!(
+        stderr.contains("cluster default is running on 2 hosts"),
+        "{stderr}"
+    );
+    assert_eq!(
+        calls(&hosts[0], "kubeadm")
+            .iter()
+            .filter(|c| c.starts_with("init --upload-certs"))
+            .count(),
+        1,
+        "init ran once"
+    );
+    let joins = calls(&hosts[1], "kubeadm");
+    assert_eq!(
+        joins.len(),
+        2,
+        "the failed join, then the one that worked: {joins:?}"
+    );
+    assert!(exists(&hosts[1], "/etc/kubernetes/kubelet.conf"));
+    assert_eq!(is_active(&hosts[1], "kubelet"), "active");
+}
+
+#[test]
+fn an_ssh_password_with_dollars_and_quotes_works_byte_for_byte() {
+    let hosts = TestHosts::boot(1);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.write(
+        &format!("{dir}/etc/config.yaml"),
+        "node-label:\n  - >-\n    pass=${PASS}\n",
+    );
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    let password = "pa$$w0rd\"`x'";
+    hosts[0].ssh_password(password);
+    // No key to fall back on: only the password gets in.
+    hosts[0].exec_ok(&["rm", "-f", "/root/.ssh/authorized_keys"]);
+    let value = "pa$$w0rd\"`x'";
+    let run = |stdin: &str| {
+        let mut cmd = env.cmd(&[
+            "run",
+            "k3s-cluster:1",
+            "--masters",
+            &hosts[0].ip,
+            "--ssh-password-stdin",
+            "--known-hosts",
+            hosts.known_hosts().to_str().unwrap(),
+            "-e",
+            &format!("PASS={value}"),
+        ]);
+        // No default key of the machine running the test either.
+        cmd.env("HOME", env.path("home"));
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // A wrong password is refused (so the right one is what got in).
+    let wrong = run("pa0rd\n");
+    assert!(!wrong.status.success());
+    let out = run(&format!("{password}\n"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(is_active(&hosts[0], "k3s"), "active");
+    let config = hosts[0].exec_ok(&["cat", "/etc/rancher/k3s/config.yaml"]);
+    let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config).unwrap();
+    assert_eq!(
+        parsed["node-label"][0].as_str(),
+        Some(format!("pass={value}").as_str()),
+        "{config}"
+    );
+}
+
+#[test]
+fn our_clusterfile_runs_on_real_hosts() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build(&env, "k3s");
+    let file = env.write(
+        "Clusterfile",
+        format!(
+            "apiVersion: sealrs.io/v1
+kind: Cluster
+metadata:
+  name: demo
+spec:
+  images: [{image}]
+  env:
+    PASS: 'pa$$w0rd'
+  ssh:
+    user: root
+    port: 22
+    key: {key}
+  hosts:
+    - address: {a}
+      roles: [master]
+    - address: {b}
+      roles: [node]
+",
+            key = hosts.key().display(),
+            a = hosts[0].ip,
+            b = hosts[1].ip,
+        ),
+    );
+    let out = env.run(&[
+        "run",
+        "-f",
+        file.to_str().unwrap(),
+        "--known-hosts",
+        hosts.known_hosts().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cluster demo is running on 2 hosts"),
+        "{stderr}"
+    );
+    assert_eq!(is_active(&hosts[0], "k3s"), "active");
+    assert_eq!(is_active(&hosts[1], "k3s-agent"), "active");
+    let saved = std::fs::read_to_string(env.root.join("clusters/demo/Clusterfile")).unwrap();
+    assert!(saved.contains("apiVersion: sealrs.io/v1"), "{saved}");
+    assert!(saved.contains("phase: Running"), "{saved}");
+}
+
+#[test]
+fn a_sealos_clusterfile_is_read_for_a_dry_run() {
+    let env = Env::new();
+    let image = build(&env, "kubeadm");
+    let file = env.write(
+        "Clusterfile",
+        format!(
+            "apiVersion: apps.sealos.io/v1beta1
+kind: Cluster
+metadata:
+  name: default
+spec:
+  hosts:
+  - ips: [10.250.200.11:22]
+    roles: [master, amd64]
+  - ips: [10.250.200.21:22, 10.250.200.22:22]
+    roles: [node, amd64]
+  image: [{image}]
+  ssh:
+    passwd: 'pa$$w0rd'
+    pk: /root/.ssh/id_rsa
+    port: 22
+    user: root
+  env:
+  - POD_CIDR=10.244.0.0/16
+  - PASS=pa$$w0rd
+status: {{}}
+"
+        ),
+    );
+    let out = env.ok(&["run", "-f", file.to_str().unwrap(), "--dry-run"]);
+    assert!(
+        out.starts_with("# 10.250.200.11 (master): install"),
+        "{out}"
+    );
+    assert!(out.contains("# 10.250.200.21 (node): join"), "{out}");
+    assert!(out.contains("# 10.250.200.22 (node): join"), "{out}");
+    assert!(out.contains("--pod-network-cidr=10.244.0.0/16"), "{out}");
+    assert!(
+        out.contains("--control-plane-endpoint=10.250.200.11:6443"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("10.250.200.11:22"),
+        "the port is the SSH port: {out}"
+    );
+    assert!(!env.root.join("clusters/default/Clusterfile").exists());
+}
