@@ -117,13 +117,21 @@ fn list(violations: &[Violation]) -> String {
 fn failures(failures: &[HostFailure]) -> String {
     failures
         .iter()
-        .map(|f| format!("  {}: {}", f.host, f.error))
+        .map(|f| format!("  {f}"))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
 impl fmt::Display for HostFailure {
+    /// Most errors already start with their host; it is not said twice.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.host, self.error)
+        let error = self.error.to_string();
+        if error.starts_with(&format!("{}: ", self.host))
+            || error.starts_with(&format!("{} ", self.host))
+        {
+            f.write_str(&error)
+        } else {
+            write!(f, "{}: {error}", self.host)
+        }
     }
 }
