@@ -6,10 +6,17 @@
 #   scripts/bench.sh build     k3s-like context: sealrs build vs buildah bud + push
 #   scripts/bench.sh push      the same image: build+push pipeline vs buildah,
 #                              push and pull vs skopeo, each push to an empty registry
+#   scripts/bench.sh run       k3s-like image (k3s stand-in as bin/k3s, the 70 MB blob as
+#                              bin/k3s-data) applied to 4 test hosts (1 server, 3 agents)
+#                              vs 4 parallel scp -r and 4 parallel rsync of the same rootfs;
+#                              then an unchanged re-apply and an upgrade of one small layer
 #   scripts/bench.sh examples  builds Kubefile-examples/{k3s,k0s,kubeadm} whose binaries
 #                              were fetched (scripts/fetch-RUNTIME.sh): size, time, RSS
 #
 # Needs root, buildah, skopeo, docker-registry and GNU time (scripts/test.sh installs them).
+# `run` also needs the test hosts' base (scripts/test-hosts-base.sh) and rsync on
+# this machine (apt-get install rsync); it copies rsync and its libraries into
+# the peer hosts, whose base has none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-build}
@@ -138,7 +145,8 @@ bench_push() {
   make_k3s_context "$ctx"
   local b=(buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver vfs)
   local store=$work/sealrs
-  "$sealrs" --root "$store" -q build -t bench:1 "$ctx" >/dev/null
+  # --skip-validation: the bench data are random bytes, not an ELF or image archives.
+  "$sealrs" --root "$store" -q build --skip-validation -t bench:1 "$ctx" >/dev/null
   local layout=$store/oci
   for i in $(seq 1 "$runs"); do
     echo "==> run $i/$runs"
@@ -198,9 +206,116 @@ bench_examples() {
   done
 }
 
+
+# Test hosts for `run`: the integration tests' harness (tests/hosts.rs), started
+# through its #[ignore]d entry run_apps::bench_hosts, which boots them, writes
+# $hdir/hosts ("IP ROOT" lines) and $hdir/ssh.env, and tears them down (by the
+# pids, mounts and namespaces it recorded) when $hdir/stop appears or it is killed.
+hosts_up() {
+  hdir=$work/hosts; mkdir -p "$hdir"
+  # The test binary itself, so that no cargo lock is held while the hosts run.
+  local exe
+  exe=$(cargo test --quiet --test integration --no-run --message-format=json | python3 -c '
+import json, sys
+for m in map(json.loads, sys.stdin):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "integration":
+        print(m["executable"])')
+  SEALRS_BENCH_DIR=$hdir SEALRS_BENCH_HOSTS=$1 "$exe" --ignored --exact run_apps::bench_hosts \
+    >"$hdir/log" 2>&1 &
+  hosts_pid=$!
+  for _ in $(seq 1 1800); do
+    [ -e "$hdir/ready" ] && break
+    kill -0 "$hosts_pid" 2>/dev/null || { echo "test hosts did not come up:"; cat "$hdir/log"; exit 1; }
+    sleep 0.2
+  done
+  [ -e "$hdir/ready" ] || { echo "test hosts: timed out"; cat "$hdir/log"; exit 1; }
+  # shellcheck disable=SC1091
+  . "$hdir/ssh.env"
+}
+hosts_down() {
+  [ -n "${hosts_pid:-}" ] || return 0
+  touch "$hdir/stop"; wait "$hosts_pid" 2>/dev/null || true; hosts_pid=
+}
+
+# put_rsync ROOT: rsync and the libraries it links, into a host's overlay root.
+put_rsync() {
+  local root=$1 lib
+  install -D -m 755 "$(command -v rsync)" "$root/usr/bin/rsync"
+  for lib in $(ldd "$(command -v rsync)" | awk '$3 ~ /^\// {print $3}'); do
+    [ -e "$root$lib" ] || install -D -m 644 "$lib" "$root$lib"
+  done
+}
+
+bytes_sent() { sed -n 's/.* \([0-9]*\) bytes of layers sent.*/\1/p' "$work/err.out" | tail -1; }
+
+bench_run() {
+  command -v rsync >/dev/null || { echo "rsync is needed on this machine: apt-get install rsync"; exit 1; }
+  local ctx=$work/ctx
+  echo "==> making the k3s-like context in $ctx"
+  make_k3s_context "$ctx"
+  # The 70 MB blob stays in the image, but not as the binary that runs: the
+  # k3s stand-in does (the real k3s cannot be downloaded here).
+  mv "$ctx/bin/k3s" "$ctx/bin/k3s-data"
+  install -m 755 tests/fixtures/standins/k3s "$ctx/bin/k3s"
+  ln -s k3s "$ctx/bin/kubectl"
+  local store=$work/sealrs
+  # --skip-validation: the bench data are random bytes, not an ELF or image archives.
+  "$sealrs" --root "$store" -q build --skip-validation -t bench:1 "$ctx" >/dev/null
+  local size
+  size=$("$sealrs" --root "$store" images --format json | python3 -c 'import json,sys; print(sum(i["size"] for i in json.load(sys.stdin)))')
+  echo "==> image bench:1: $size bytes"
+
+  echo "==> booting 8 test hosts (4 for sealrs, 4 for scp/rsync)"
+  hosts_up 8
+  trap 'hosts_down; rm -rf "$work"' EXIT
+  mapfile -t ips < <(awk '{print $1}' "$hdir/hosts")
+  mapfile -t roots < <(awk '{print $2}' "$hdir/hosts")
+  local s_ips=("${ips[@]:0:4}") p_ips=("${ips[@]:4:4}") r
+  for r in "${roots[@]:4:4}"; do put_rsync "$r"; done
+  local sshopts=(-i "$KEY" -o UserKnownHostsFile="$KNOWN_HOSTS" -o StrictHostKeyChecking=yes -o BatchMode=yes)
+  local pscp="" prsync="" ip
+  for ip in "${p_ips[@]}"; do
+    pscp+="scp -q -r ${sshopts[*]} $ctx root@$ip:/opt/rootfs-scp & "
+    prsync+="rsync -a -e 'ssh ${sshopts[*]}' $ctx/ root@$ip:/opt/rootfs-rsync/ & "
+  done
+  echo "==> 4 parallel scp -r of the rootfs"
+  run scp_4 bash -c "$pscp wait"
+  for ip in "${p_ips[@]}"; do ssh "${sshopts[@]}" "root@$ip" rm -rf /opt/rootfs-scp; done
+  echo "==> 4 parallel rsync of the rootfs (into empty directories)"
+  run rsync_4 bash -c "$prsync wait"
+  for ip in "${p_ips[@]}"; do ssh "${sshopts[@]}" "root@$ip" rm -rf /opt/rootfs-rsync; done
+
+  local flags=(--masters "${s_ips[0]}" --nodes "${s_ips[1]},${s_ips[2]},${s_ips[3]}" --ssh-key "$KEY" --known-hosts "$KNOWN_HOSTS")
+  echo "==> sealrs run: first apply to 4 hosts"
+  run sealrs_first "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
+  local first_sent; first_sent=$(bytes_sent)
+  echo "==> sealrs run: unchanged re-apply"
+  run sealrs_again "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
+  local again_sent; again_sent=$(bytes_sent)
+  echo "==> sealrs run: upgrade, one manifest changed"
+  printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-1\ndata:\n  key: "value 1, changed"\n' > "$ctx/manifests/cm-1.yaml"
+  "$sealrs" --root "$store" -q build --skip-validation -t bench:2 "$ctx" >/dev/null
+  run sealrs_upgrade "$sealrs" --root "$store" -q run bench:2 "${flags[@]}"
+  local up_sent; up_sent=$(bytes_sent)
+
+  echo
+  printf '%-40s %10s %14s %16s\n' "apply benchmark (4 hosts)" "wall (s)" "peak RSS (MB)" "bytes sent"
+  printf '%-40s %10s %14s %16s\n' "scp -r x4 in parallel" "$(field scp_4 2)" "-" "-"
+  printf '%-40s %10s %14s %16s\n' "rsync -a x4 in parallel" "$(field rsync_4 2)" "-" "-"
+  printf '%-40s %10s %14s %16s\n' "sealrs run (first apply)" "$(field sealrs_first 2)" "$(( $(field sealrs_first 3) / 1024 ))" "$first_sent"
+  printf '%-40s %10s %14s %16s\n' "sealrs run (unchanged re-apply)" "$(field sealrs_again 2)" "$(( $(field sealrs_again 3) / 1024 ))" "$again_sent"
+  printf '%-40s %10s %14s %16s\n' "sealrs run (upgrade, 1 small layer)" "$(field sealrs_upgrade 2)" "$(( $(field sealrs_upgrade 3) / 1024 ))" "$up_sent"
+  echo
+  echo "first apply: sealrs is $(ratio "$(field scp_4 2)" "$(field sealrs_first 2)") faster than 4 parallel scp -r (target >= 2x), $(ratio "$(field rsync_4 2)" "$(field sealrs_first 2)") than rsync"
+  echo "re-apply:    $(ratio "$(field sealrs_first 2)" "$(field sealrs_again 2)") faster than the first apply (target >= 20x)"
+  echo "upgrade:     $up_sent bytes sent to 4 hosts = $(python3 -c "print(f'{100 * $up_sent / (4 * $size):.4f}')")% of 4 x the image's $size bytes (target < 1%)"
+  hosts_down
+}
+
 case $what in
   build) bench_build ;;
   push) bench_push ;;
   examples) bench_examples ;;
-  *) echo "usage: $0 build|push|examples" >&2; exit 2 ;;
+  run) bench_run ;;
+  *) echo "usage: $0 build|push|run|examples" >&2; exit 2 ;;
 esac

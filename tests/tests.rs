@@ -15,6 +15,7 @@ mod registry_cli;
 mod registry_server;
 mod robustness;
 mod run;
+mod run_apps;
 mod run_hosts;
 mod store_cmds;
 mod transport;

@@ -92,6 +92,17 @@ pub enum ApplyError {
         source: std::io::Error,
     },
 
+    #[error(
+        "application image {image} failed on {host}: `{command}` ended with {status}:\n{tail}"
+    )]
+    App {
+        image: String,
+        host: String,
+        command: String,
+        status: String,
+        tail: String,
+    },
+
     #[error("{0}")]
     Unsupported(String),
 }

@@ -12,6 +12,7 @@
 //! Nothing here quotes a value into a shell string: commands are argv, and
 //! plans (with env values and join tokens) travel to the installer on stdin.
 
+mod app;
 mod error;
 mod hosts;
 
@@ -149,11 +150,6 @@ pub fn run(
             image: rootfs.name.clone(),
             runtime: rootfs.info.runtime.clone(),
         })?;
-    if images.len() > 1 {
-        return Err(ApplyError::Unsupported(
-            "applying application images on top of a cluster image is not implemented yet; run the cluster image alone".into(),
-        ));
-    }
     runtime
         .verify(cluster, &rootfs.info)
         .map_err(|violations| ApplyError::Verify {
@@ -261,6 +257,16 @@ pub fn run(
     if !failures.is_empty() {
         return Err(ApplyError::Hosts(failures));
     }
+    // Application images, on the first master, once the cluster is up.
+    app::apply_apps(
+        store,
+        cluster,
+        &connections,
+        rootfs,
+        &images[1..],
+        progress,
+        &mut report,
+    )?;
     cluster.status.phase = Phase::Running;
     Ok(report)
 }
