@@ -10,6 +10,7 @@ mod buildah_diff;
 mod harvest;
 mod installer;
 mod layout;
+mod lifecycle;
 mod registry;
 mod registry_cli;
 mod registry_server;

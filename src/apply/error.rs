@@ -105,6 +105,22 @@ pub enum ApplyError {
 
     #[error("{0}")]
     Unsupported(String),
+
+    #[error("no saved cluster {name} ({}); create it with sealrs run --cluster {name}", path.display())]
+    NoCluster { name: String, path: PathBuf },
+
+    #[error("the saved cluster {}: {source}", path.display())]
+    SavedCluster {
+        path: PathBuf,
+        #[source]
+        source: Box<crate::cluster::ClusterError>,
+    },
+
+    #[error("{}: {reason}", hosts.join(", "))]
+    Refused { hosts: Vec<String>, reason: String },
+
+    #[error("cannot reach {} host{}:\n{}\nNothing was changed; bring them back, or pass --force to go on without them", .0.len(), if .0.len() == 1 { "" } else { "s" }, failures(.0))]
+    Unreachable(Vec<HostFailure>),
 }
 
 impl ApplyError {

@@ -15,6 +15,7 @@
 mod app;
 mod error;
 mod hosts;
+mod lifecycle;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,9 @@ use oci_spec::image::Descriptor;
 
 pub use error::{ApplyError, HostFailure};
 pub use hosts::{Connections, Connector, HostCheck};
+pub use lifecycle::{
+    add, delete, forget_cluster, load_cluster, parse_hosts, reset, upgrade, LifecycleReport,
+};
 
 use crate::cluster::{Cluster, Host, HostStatus, InstalledImage, Phase};
 use crate::installer::{Report, INSTALLER_PATH};

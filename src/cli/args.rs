@@ -55,6 +55,14 @@ pub enum Command {
     Pull(PullArgs),
     /// Create a cluster on hosts over SSH from a cluster image, or converge one.
     Run(RunArgs),
+    /// Add hosts to a saved cluster and join them.
+    Add(AddArgs),
+    /// Uninstall hosts and remove them from a saved cluster.
+    Delete(DeleteArgs),
+    /// Upgrade a saved cluster to another cluster image, host by host.
+    Upgrade(UpgradeArgs),
+    /// Uninstall the cluster from every host, remove what sealrs put there, forget the cluster.
+    Reset(ResetArgs),
     /// Runs on a host, from inside an applied image: unpack layers, execute a plan.
     #[command(hide = true)]
     Installer(InstallerArgs),
@@ -100,6 +108,75 @@ pub struct RunArgs {
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// How lifecycle commands reach the hosts of a saved cluster (user, port and
+/// key are saved with the cluster; these add to or override them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SshFlags {
+    /// Private key [default: the one saved with the cluster].
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// Read the SSH password from standard input.
+    #[arg(long)]
+    pub ssh_password_stdin: bool,
+    /// known_hosts file [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record the keys of hosts seen for the first time (a changed key is always refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Worker hosts to add, IP[:PORT][,IP...].
+    #[arg(long, value_name = "IPS")]
+    pub nodes: Vec<String>,
+    /// Control-plane hosts to add, IP[:PORT][,IP...].
+    #[arg(long, value_name = "IPS")]
+    pub masters: Vec<String>,
+    #[command(flatten)]
+    pub ssh: SshFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Hosts to delete, IP[,IP...] (masters or workers; never the first master).
+    #[arg(long, value_name = "IPS", required = true)]
+    pub nodes: Vec<String>,
+    #[command(flatten)]
+    pub ssh: SshFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpgradeArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// The cluster image to upgrade to, in the local store.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    #[command(flatten)]
+    pub ssh: SshFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Go on when hosts cannot be reached (what sealrs put on them stays there).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub ssh: SshFlags,
 }
 
 #[derive(Debug, clap::Args)]

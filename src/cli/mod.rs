@@ -5,6 +5,7 @@
 
 mod args;
 mod installer_cmd;
+mod lifecycle_cmd;
 mod registry_cmds;
 mod run_cmd;
 mod store_cmds;
@@ -119,6 +120,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => registry_cmds::push(&open_store()?, &args, progress.as_ref()),
         Command::Pull(args) => registry_cmds::pull(&open_store()?, &args, progress.as_ref()),
         Command::Run(args) => run_cmd::run(&open_store()?, &root, &args, progress.as_ref()),
+        Command::Add(args) => lifecycle_cmd::add(&open_store()?, &root, &args, progress.as_ref()),
+        Command::Delete(args) => {
+            lifecycle_cmd::delete(&open_store()?, &root, &args, progress.as_ref())
+        }
+        Command::Upgrade(args) => {
+            lifecycle_cmd::upgrade(&open_store()?, &root, &args, progress.as_ref())
+        }
+        Command::Reset(args) => {
+            lifecycle_cmd::reset(&open_store()?, &root, &args, progress.as_ref())
+        }
         Command::Installer(_) => unreachable!("handled above"),
     }
 }

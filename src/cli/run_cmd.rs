@@ -13,8 +13,9 @@ use crate::progress::Progress;
 use crate::store::Store;
 use crate::transport::{ConnectOptions, Secret, Ssh, Transport, TransportError};
 
-/// Connects over SSH with the cluster's settings, host keys checked.
-struct SshConnector {
+/// Connects over SSH with the cluster's settings, host keys checked; shared by
+/// `run` and the lifecycle commands.
+pub(super) struct SshConnector {
     known_hosts: Option<PathBuf>,
     accept_new_host_keys: bool,
     /// Read once from stdin (`--ssh-password-stdin`), used for hosts that say `stdin`.
@@ -22,6 +23,29 @@ struct SshConnector {
 }
 
 impl SshConnector {
+    /// Reads the password from stdin first when `password_stdin`.
+    pub(super) fn new(
+        known_hosts: Option<PathBuf>,
+        accept_new_host_keys: bool,
+        password_stdin: bool,
+    ) -> Result<SshConnector> {
+        let stdin_password = if password_stdin {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the SSH password from standard input")?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            Some(Secret::new(text.strip_suffix('\r').unwrap_or(text)))
+        } else {
+            None
+        };
+        Ok(SshConnector {
+            known_hosts,
+            accept_new_host_keys,
+            stdin_password,
+        })
+    }
+
     fn password(&self, source: &PasswordSource) -> Result<Secret, TransportError> {
         let missing = |detail: String| TransportError::Connect {
             host: String::new(),
@@ -99,21 +123,11 @@ fn load_cluster(args: &RunArgs) -> Result<Cluster> {
 
 pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) -> Result<()> {
     let mut cluster = load_cluster(args)?;
-    let stdin_password = if args.ssh_password_stdin {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading the SSH password from standard input")?;
-        let text = text.strip_suffix('\n').unwrap_or(&text);
-        Some(Secret::new(text.strip_suffix('\r').unwrap_or(text)))
-    } else {
-        None
-    };
-    let connector = SshConnector {
-        known_hosts: args.known_hosts.clone(),
-        accept_new_host_keys: args.accept_new_host_keys,
-        stdin_password,
-    };
+    let connector = SshConnector::new(
+        args.known_hosts.clone(),
+        args.accept_new_host_keys,
+        args.ssh_password_stdin,
+    )?;
     let options = RunOptions {
         dry_run: args.dry_run,
     };

@@ -1,0 +1,692 @@
+//! What happens to a saved cluster after `sealrs run`: add and delete hosts,
+//! upgrade to another image, reset everything sealrs put on the hosts.
+//!
+//! Each command reuses the phases of `run`: verify with the runtime, connect
+//! (and check) the hosts it concerns, send the blobs a host lacks, then run
+//! the runtime's plans through the image's installer. Per-host work runs on
+//! plain threads and failures are collected per host, naming the host, the
+//! step, its exit code and the last lines of its output.
+//!
+//! The functions change `cluster` in place (hosts, status); saving it, or
+//! deleting it after a reset, is the caller's job, as for `run`.
+
+use std::collections::BTreeMap;
+
+use super::{
+    apply_plan, connection_for, distribute, host_context, hosts, mark_failed, record,
+    resolve_images, run_checked, AppliedImage, ApplyError, Connections, Connector, HostFailure,
+    RunReport, HOST_DIR,
+};
+use crate::cluster::{Address, Cluster, Host, Phase};
+use crate::progress::Progress;
+use crate::runtime::{self, Batch, JoinSecrets, Runtime};
+use crate::store::Store;
+use crate::transport::Transport;
+
+/// What a lifecycle command did, for the summary and for tests.
+#[derive(Debug, Default)]
+pub struct LifecycleReport {
+    /// Blob bytes sent, per host (hosts that were sent nothing show 0).
+    pub bytes_sent: BTreeMap<String, u64>,
+    /// Hosts whose plan changed something.
+    pub changed: Vec<String>,
+    /// Hosts added, deleted or reset.
+    pub hosts: Vec<String>,
+    /// Hosts that could not be reached (`reset --force` goes on without them).
+    pub unreachable: Vec<HostFailure>,
+}
+
+impl LifecycleReport {
+    fn absorb(&mut self, run: RunReport) {
+        self.bytes_sent.extend(run.bytes_sent);
+        self.changed.extend(run.changed);
+    }
+}
+
+/// Reads `$SEALRS_ROOT/clusters/NAME/Clusterfile`.
+pub fn load_cluster(root: &std::path::Path, name: &str) -> Result<Cluster, ApplyError> {
+    let path = super::cluster_file(root, name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApplyError::NoCluster {
+                name: name.to_string(),
+                path,
+            })
+        }
+        Err(source) => return Err(ApplyError::State { path, source }),
+    };
+    Cluster::from_yaml(&text, &path.display().to_string()).map_err(|source| {
+        ApplyError::SavedCluster {
+            path,
+            source: Box::new(source),
+        }
+    })
+}
+
+/// Removes `$SEALRS_ROOT/clusters/NAME/` (after a reset).
+pub fn forget_cluster(root: &std::path::Path, name: &str) -> Result<(), ApplyError> {
+    let file = super::cluster_file(root, name);
+    let dir = file.parent().unwrap_or(root).to_path_buf();
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ApplyError::State { path: dir, source }),
+    }
+}
+
+/// The cluster image and its runtime, from the saved cluster's images.
+fn cluster_image(
+    store: &Store,
+    names: &[String],
+) -> Result<(AppliedImage, Box<dyn Runtime>), ApplyError> {
+    let image = resolve_images(store, names)?.swap_remove(0);
+    let runtime =
+        runtime::runtime_for(&image.info.runtime).ok_or_else(|| ApplyError::NoRuntime {
+            image: image.name.clone(),
+            runtime: image.info.runtime.clone(),
+        })?;
+    if image.installer.is_none() {
+        return Err(ApplyError::NoInstaller {
+            image: image.name.clone(),
+        });
+    }
+    Ok((image, runtime))
+}
+
+/// A copy of `cluster` with only the hosts at `addresses` (in cluster order).
+fn only(cluster: &Cluster, addresses: &[Address]) -> Cluster {
+    let mut sub = cluster.clone();
+    sub.hosts.retain(|h| addresses.contains(&h.address));
+    sub
+}
+
+fn verify(
+    cluster: &Cluster,
+    runtime: &dyn Runtime,
+    image: &AppliedImage,
+) -> Result<(), ApplyError> {
+    runtime
+        .verify(cluster, &image.info)
+        .map_err(|violations| ApplyError::Verify {
+            cluster: cluster.name.clone(),
+            violations,
+        })
+}
+
+/// Adds `new_hosts` to the cluster and joins them; hosts already in the
+/// cluster with the same roles are joined again (idempotently), so a failed
+/// `add` is rerun as is.
+pub fn add(
+    store: &Store,
+    cluster: &mut Cluster,
+    new_hosts: Vec<Host>,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<LifecycleReport, ApplyError> {
+    let mut clash = Vec::new();
+    for host in &new_hosts {
+        if let Some(existing) = cluster.host(&host.address) {
+            if existing.roles != host.roles {
+                clash.push(host.key());
+            }
+        }
+    }
+    if !clash.is_empty() {
+        return Err(ApplyError::Refused {
+            hosts: clash,
+            reason: "already in the cluster with another role; delete them first".into(),
+        });
+    }
+    let (image, runtime) = cluster_image(store, &cluster.images)?;
+    let mut grown = cluster.clone();
+    for host in &new_hosts {
+        if grown.host(&host.address).is_none() {
+            grown.hosts.push(host.clone());
+        }
+    }
+    verify(&grown, runtime.as_ref(), &image)?;
+    let first = grown.first_master().ok_or(ApplyError::NoMaster)?.clone();
+
+    let targets: Vec<Address> = new_hosts.iter().map(|h| h.address.clone()).collect();
+    let mut reach = targets.clone();
+    reach.push(first.address.clone());
+    progress.message(&format!(
+        "connecting to {} new hosts and the first master {}",
+        targets.len(),
+        first.key()
+    ));
+    let connections = hosts::connect_all(&only(&grown, &reach), connector)?;
+    // Check the new hosts only: the first master already runs the cluster.
+    let (mut connections, known): (Connections, Connections) = connections
+        .into_iter()
+        .partition(|(h, _)| targets.contains(&h.address));
+    hosts::check_all(&connections, &image)?;
+    connections.extend(known);
+
+    // From here on the hosts are part of the cluster, even if a join fails:
+    // the saved state then names them, and `add` again picks up.
+    *cluster = grown;
+    for host in &new_hosts {
+        let status = cluster.status.hosts.entry(host.key()).or_default();
+        if status.phase != Phase::Running {
+            status.phase = Phase::Installing;
+        }
+    }
+
+    let mut run = RunReport::default();
+    progress.message("sending layers");
+    distribute(store, &connections, &image, progress, &mut run)?;
+
+    // Secrets: the first master's install plan again (idempotent; it captures them).
+    progress.message(&format!(
+        "{}: {} install (for the join secrets)",
+        first.key(),
+        runtime.name()
+    ));
+    let snapshot = cluster.clone();
+    let ctx = host_context(
+        &snapshot,
+        &first,
+        &image.info,
+        JoinSecrets::default(),
+        &image,
+    )?;
+    let plan = runtime.install(&ctx).map_err(ApplyError::runtime(&first))?;
+    let outcome = apply_plan(connection_for(&connections, &first)?, &image, &plan)?;
+    if outcome.changed {
+        run.changed.push(first.key());
+    }
+    let secrets =
+        JoinSecrets::from_captures(&outcome.captures).map_err(ApplyError::runtime(&first))?;
+
+    let joining: Vec<Host> = snapshot
+        .hosts
+        .iter()
+        .filter(|h| targets.contains(&h.address) && h.address != first.address)
+        .cloned()
+        .collect();
+    let (masters, nodes): (Vec<Host>, Vec<Host>) = joining.into_iter().partition(Host::is_master);
+    let mut failures = Vec::new();
+    for host in &masters {
+        progress.message(&format!(
+            "{}: {} join (control plane)",
+            host.key(),
+            runtime.name()
+        ));
+        match join_one(
+            &snapshot,
+            host,
+            &image,
+            runtime.as_ref(),
+            &secrets,
+            &connections,
+        ) {
+            Ok(changed) => record(cluster, host, &image, &mut run, changed),
+            Err(error) => {
+                mark_failed(cluster, host);
+                failures.push(HostFailure {
+                    host: host.key(),
+                    error: Box::new(error),
+                });
+                // The next control plane would join a cluster missing this one.
+                return Err(ApplyError::Hosts(failures));
+            }
+        }
+    }
+    let results = parallel(&nodes, |host| {
+        progress.message(&format!("{}: {} join (node)", host.key(), runtime.name()));
+        join_one(
+            &snapshot,
+            host,
+            &image,
+            runtime.as_ref(),
+            &secrets,
+            &connections,
+        )
+    });
+    for (host, result) in results {
+        match result {
+            Ok(changed) => record(cluster, &host, &image, &mut run, changed),
+            Err(error) => {
+                mark_failed(cluster, &host);
+                failures.push(HostFailure {
+                    host: host.key(),
+                    error: Box::new(error),
+                });
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(ApplyError::Hosts(failures));
+    }
+    if cluster
+        .status
+        .hosts
+        .values()
+        .all(|s| s.phase == Phase::Running)
+    {
+        cluster.status.phase = Phase::Running;
+    }
+    let mut report = LifecycleReport {
+        hosts: new_hosts.iter().map(Host::key).collect(),
+        ..LifecycleReport::default()
+    };
+    report.absorb(run);
+    Ok(report)
+}
+
+fn join_one(
+    cluster: &Cluster,
+    host: &Host,
+    image: &AppliedImage,
+    runtime: &dyn Runtime,
+    secrets: &JoinSecrets,
+    connections: &Connections,
+) -> Result<bool, ApplyError> {
+    let ctx = host_context(cluster, host, &image.info, secrets.clone(), image)?;
+    let plan = runtime.join(&ctx).map_err(ApplyError::runtime(host))?;
+    apply_plan(connection_for(connections, host)?, image, &plan).map(|o| o.changed)
+}
+
+/// Runs `work` for every host on a thread of its own; results in host order.
+fn parallel<T: Send>(
+    hosts: &[Host],
+    work: impl Fn(&Host) -> Result<T, ApplyError> + Sync,
+) -> Vec<(Host, Result<T, ApplyError>)> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                let work = &work;
+                scope.spawn(move || (host.clone(), work(host)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a host thread panicked"))
+            .collect()
+    })
+}
+
+/// Uninstalls the runtime from `host` and removes what sealrs put there.
+fn teardown(
+    cluster: &Cluster,
+    host: &Host,
+    image: &AppliedImage,
+    runtime: &dyn Runtime,
+    transport: &dyn Transport,
+) -> Result<bool, ApplyError> {
+    let ctx = host_context(cluster, host, &image.info, JoinSecrets::default(), image)?;
+    let plan = runtime.uninstall(&ctx).map_err(ApplyError::runtime(host))?;
+    let report = apply_plan(transport, image, &plan)?;
+    // Blobs, unpacked rootfs, installer, placed-file records, markers.
+    run_checked(transport, &["rm", "-rf", "--one-file-system", HOST_DIR])?;
+    Ok(report.changed)
+}
+
+/// Uninstalls the runtime from the hosts at `addresses` and removes them from
+/// the cluster. The first master cannot be deleted (reset the cluster).
+pub fn delete(
+    store: &Store,
+    cluster: &mut Cluster,
+    addresses: &[Address],
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<LifecycleReport, ApplyError> {
+    let unknown: Vec<String> = addresses
+        .iter()
+        .filter(|a| cluster.host(a).is_none())
+        .map(|a| a.to_string())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApplyError::Refused {
+            hosts: unknown,
+            reason: format!("not in cluster {}", cluster.name),
+        });
+    }
+    let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
+    if addresses.contains(&first.address) {
+        return Err(ApplyError::Refused {
+            hosts: vec![first.key()],
+            reason: "the first master holds the cluster and cannot be deleted; use sealrs reset to remove the whole cluster".into(),
+        });
+    }
+    let (image, runtime) = cluster_image(store, &cluster.images)?;
+    let mut shrunk = cluster.clone();
+    shrunk.hosts.retain(|h| !addresses.contains(&h.address));
+    verify(&shrunk, runtime.as_ref(), &image)?;
+
+    let targets = only(cluster, addresses);
+    progress.message(&format!("connecting to {} hosts", targets.hosts.len()));
+    let connections = hosts::connect_all(&targets, connector)?;
+    let mut run = RunReport::default();
+    // The installer and rootfs the uninstall plan needs (nothing is sent to a
+    // host that still has them).
+    distribute(store, &connections, &image, progress, &mut run)?;
+
+    let snapshot = cluster.clone();
+    let (masters, nodes): (Vec<Host>, Vec<Host>) =
+        targets.hosts.iter().cloned().partition(Host::is_master);
+    let mut results = parallel(&nodes, |host| {
+        progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
+        teardown(
+            &snapshot,
+            host,
+            &image,
+            runtime.as_ref(),
+            connection_for(&connections, host)?,
+        )
+    });
+    for host in &masters {
+        progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
+        let result = teardown(
+            &snapshot,
+            host,
+            &image,
+            runtime.as_ref(),
+            connection_for(&connections, host)?,
+        );
+        let failed = result.is_err();
+        results.push((host.clone(), result));
+        if failed {
+            break;
+        }
+    }
+    let mut report = LifecycleReport::default();
+    let mut failures = Vec::new();
+    for (host, result) in results {
+        match result {
+            Ok(changed) => {
+                if changed {
+                    run.changed.push(host.key());
+                }
+                cluster.hosts.retain(|h| h.address != host.address);
+                cluster.status.hosts.remove(&host.key());
+                report.hosts.push(host.key());
+            }
+            Err(error) => {
+                mark_failed(cluster, &host);
+                failures.push(HostFailure {
+                    host: host.key(),
+                    error: Box::new(error),
+                });
+            }
+        }
+    }
+    report.absorb(run);
+    if failures.is_empty() {
+        Ok(report)
+    } else {
+        Err(ApplyError::Hosts(failures))
+    }
+}
+
+/// Upgrades every host to `image_name`: verified first (downgrades and minor
+/// skips refused, every one at once), blobs each host lacks sent, then the
+/// runtime's upgrade plans in [`runtime::upgrade_order`]. Stops after the
+/// first batch that fails.
+pub fn upgrade(
+    store: &Store,
+    cluster: &mut Cluster,
+    image_name: &str,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<LifecycleReport, ApplyError> {
+    let (image, runtime) = cluster_image(store, &[image_name.to_string()])?;
+    verify(cluster, runtime.as_ref(), &image)?;
+    let to = image
+        .info
+        .version
+        .clone()
+        .ok_or_else(|| ApplyError::Verify {
+            cluster: cluster.name.clone(),
+            violations: vec![runtime::Violation::MissingVersion],
+        })?;
+
+    progress.message(&format!(
+        "connecting to {} hosts of cluster {}",
+        cluster.hosts.len(),
+        cluster.name
+    ));
+    let connections = hosts::connect_all(cluster, connector)?;
+    hosts::check_all(&connections, &image)?;
+    let mut run = RunReport::default();
+    progress.message("sending the layers the hosts lack");
+    distribute(store, &connections, &image, progress, &mut run)?;
+
+    cluster.status.phase = Phase::Upgrading;
+    let snapshot = cluster.clone();
+    for Batch { role, hosts } in runtime::upgrade_order(&snapshot) {
+        let batch: Vec<Host> = hosts
+            .iter()
+            .filter_map(|a| snapshot.host(a).cloned())
+            .collect();
+        let results = parallel(&batch, |host| {
+            progress.message(&format!(
+                "{}: {} upgrade to {to} ({role})",
+                host.key(),
+                runtime.name()
+            ));
+            let ctx = host_context(&snapshot, host, &image.info, JoinSecrets::default(), &image)?;
+            let plan = runtime
+                .upgrade(&ctx, &to)
+                .map_err(ApplyError::runtime(host))?;
+            apply_plan(connection_for(&connections, host)?, &image, &plan).map(|o| o.changed)
+        });
+        let mut failures = Vec::new();
+        for (host, result) in results {
+            match result {
+                Ok(changed) => record(cluster, &host, &image, &mut run, changed),
+                Err(error) => {
+                    mark_failed(cluster, &host);
+                    failures.push(HostFailure {
+                        host: host.key(),
+                        error: Box::new(error),
+                    });
+                }
+            }
+        }
+        if !failures.is_empty() {
+            return Err(ApplyError::Hosts(failures));
+        }
+    }
+    cluster.images = vec![image.name.clone()];
+    cluster.status.phase = Phase::Running;
+    let mut report = LifecycleReport {
+        hosts: cluster.hosts.iter().map(Host::key).collect(),
+        ..LifecycleReport::default()
+    };
+    report.absorb(run);
+    Ok(report)
+}
+
+/// Uninstalls the runtime from every host (workers, then the other masters,
+/// the first master last) and removes what sealrs put there. A host that
+/// cannot be reached stops the reset before anything changes, unless `force`:
+/// then it is reported in [`LifecycleReport::unreachable`] and skipped.
+pub fn reset(
+    store: &Store,
+    cluster: &mut Cluster,
+    force: bool,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<LifecycleReport, ApplyError> {
+    let (image, runtime) = cluster_image(store, &cluster.images)?;
+    progress.message(&format!(
+        "connecting to {} hosts of cluster {}",
+        cluster.hosts.len(),
+        cluster.name
+    ));
+    let mut report = LifecycleReport::default();
+    let connections = match hosts::connect_all(cluster, connector) {
+        Ok(connections) => connections,
+        Err(ApplyError::Hosts(failed)) => {
+            if !force {
+                return Err(ApplyError::Unreachable(failed));
+            }
+            for f in &failed {
+                progress.message(&format!("{}: unreachable, skipped (--force)", f.host));
+            }
+            let down: Vec<String> = failed.iter().map(|f| f.host.clone()).collect();
+            report.unreachable = failed;
+            let up: Vec<Address> = cluster
+                .hosts
+                .iter()
+                .filter(|h| !down.contains(&h.key()))
+                .map(|h| h.address.clone())
+                .collect();
+            hosts::connect_all(&only(cluster, &up), connector)?
+        }
+        Err(other) => return Err(other),
+    };
+    let mut run = RunReport::default();
+    distribute(store, &connections, &image, progress, &mut run)?;
+
+    cluster.status.phase = Phase::Resetting;
+    let snapshot = cluster.clone();
+    let reachable = |h: &&Host| connections.iter().any(|(c, _)| c.address == h.address);
+    let first = snapshot.first_master().cloned();
+    let workers: Vec<Host> = snapshot
+        .workers()
+        .filter(reachable)
+        .cloned()
+        .collect::<Vec<_>>();
+    let mut masters: Vec<Host> = snapshot.masters().filter(reachable).cloned().collect();
+    // The first master last (it is the first of the masters, when reachable).
+    let first_is_up = first
+        .as_ref()
+        .is_some_and(|f| masters.first().is_some_and(|m| m.address == f.address));
+    if first_is_up {
+        masters.rotate_left(1);
+    }
+    let teardown_on = |host: &Host| {
+        progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
+        teardown(
+            &snapshot,
+            host,
+            &image,
+            runtime.as_ref(),
+            connection_for(&connections, host)?,
+        )
+    };
+    let mut results = parallel(&workers, teardown_on);
+    for host in &masters {
+        results.push((host.clone(), teardown_on(host)));
+    }
+    let mut failures = Vec::new();
+    for (host, result) in results {
+        match result {
+            Ok(changed) => {
+                if changed {
+                    run.changed.push(host.key());
+                }
+                report.hosts.push(host.key());
+                if let Some(status) = cluster.status.hosts.get_mut(&host.key()) {
+                    status.phase = Phase::Pending;
+                    status.version = None;
+                    status.images.clear();
+                    status.runtime = None;
+                }
+            }
+            Err(error) => {
+                mark_failed(cluster, &host);
+                failures.push(HostFailure {
+                    host: host.key(),
+                    error: Box::new(error),
+                });
+            }
+        }
+    }
+    report.absorb(run);
+    if failures.is_empty() {
+        Ok(report)
+    } else {
+        Err(ApplyError::Hosts(failures))
+    }
+}
+
+/// Parses `--masters`/`--nodes` values (`IP[:PORT][,IP...]`) into hosts, with
+/// the same rules and messages as `sealrs run`.
+pub fn parse_hosts(
+    cluster: &Cluster,
+    masters: &[String],
+    nodes: &[String],
+) -> Result<Vec<Host>, crate::cluster::ClusterError> {
+    // The model wants a master: the cluster's first one stands in, and is
+    // dropped again (naming it again is then reported as a duplicate).
+    let anchor = cluster.first_master().map(|h| match h.port {
+        Some(port) => format!("{}:{port}", h.address.url_host()),
+        None => h.address.url_host(),
+    });
+    let mut all_masters: Vec<String> = anchor.iter().cloned().collect();
+    all_masters.extend(masters.iter().cloned());
+    let parsed = Cluster::from_args(&crate::cluster::ClusterArgs {
+        name: cluster.name.clone(),
+        masters: all_masters,
+        nodes: nodes.to_vec(),
+        ..Default::default()
+    })?;
+    Ok(parsed
+        .hosts
+        .into_iter()
+        .skip(usize::from(anchor.is_some()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterArgs, Role};
+
+    fn cluster() -> Cluster {
+        Cluster::from_args(&ClusterArgs {
+            masters: vec!["10.0.0.1".into()],
+            nodes: vec!["10.0.0.2".into()],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn added_hosts_parse_like_run_flags_without_the_first_master() {
+        let hosts = parse_hosts(
+            &cluster(),
+            &["10.0.0.3".into()],
+            &["10.0.0.4:2222,10.0.0.5".into()],
+        )
+        .unwrap();
+        let got: Vec<(String, Vec<Role>, Option<u16>)> = hosts
+            .iter()
+            .map(|h| (h.key(), h.roles.clone(), h.port))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.3".into(), vec![Role::Master], None),
+                ("10.0.0.4".into(), vec![Role::Node], Some(2222)),
+                ("10.0.0.5".into(), vec![Role::Node], None),
+            ]
+        );
+    }
+
+    #[test]
+    fn naming_the_first_master_again_is_a_duplicate_and_bad_addresses_are_named() {
+        let err = parse_hosts(&cluster(), &[], &["10.0.0.1".into()]).unwrap_err();
+        assert!(
+            err.to_string().contains("duplicate address 10.0.0.1"),
+            "{err}"
+        );
+        let err = parse_hosts(&cluster(), &[], &["not an address".into()]).unwrap_err();
+        assert!(err.to_string().contains("--nodes"), "{err}");
+    }
+
+    #[test]
+    fn only_keeps_the_named_hosts_in_cluster_order() {
+        let c = cluster();
+        let sub = only(&c, &[c.hosts[1].address.clone()]);
+        assert_eq!(sub.hosts.len(), 1);
+        assert_eq!(sub.hosts[0].key(), "10.0.0.2");
+        assert_eq!(sub.name, c.name);
+    }
+}

@@ -1,0 +1,317 @@
+//! The lifecycle of a saved cluster on real hosts: `sealrs add`, `delete`,
+//! `upgrade` and `reset` after `sealrs run`, with the k3s example built with
+//! the stand-ins.
+
+use std::collections::BTreeSet;
+
+use crate::common::Env;
+use crate::hosts::{Host, TestHosts};
+use crate::layout::example;
+use crate::run::{run_on, ssh_flags, standin_log};
+
+/// `sealrs ARGS... <ssh flags>`; panics with stderr unless it succeeds.
+fn lifecycle_ok(env: &Env, hosts: &TestHosts, args: &[&str]) -> String {
+    let out = lifecycle(env, hosts, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "sealrs {args:?} failed:\n{stderr}");
+    stderr
+}
+
+fn lifecycle_fails(env: &Env, hosts: &TestHosts, args: &[&str]) -> String {
+    let out = lifecycle(env, hosts, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "sealrs {args:?} should fail");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn lifecycle(env: &Env, hosts: &TestHosts, args: &[&str]) -> std::process::Output {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(ssh_flags(hosts));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    env.run(&refs)
+}
+
+fn clusterfile(env: &Env) -> serde_yaml_ng::Value {
+    let text = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
+fn exists(host: &Host, path: &str) -> bool {
+    host.exec(&["test", "-e", path]).status.success()
+}
+
+/// The stand-ins' log once it holds `what`: a `Type=exec` unit is active as
+/// soon as its program is started, before the stand-in has written its line.
+fn logged(host: &Host, what: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = host.exec(&["cat", "/var/log/sealrs-standins.log"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains(what) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn build_k3s(env: &Env, tag: &str) -> String {
+    let dir = example(env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", tag, &dir]);
+    dir
+}
+
+#[test]
+fn add_a_node_then_delete_it() {
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    let (first, new) = (&hosts[0].ip, &hosts[2].ip);
+
+    // A second server would make an even number: the runtime's verify refuses
+    // it before anything is sent.
+    let even = lifecycle_fails(&env, &hosts, &["add", "--masters", new]);
+    assert!(even.contains("odd number"), "{even}");
+    assert!(!exists(&hosts[2], "/var/lib/sealrs"), "nothing was sent");
+
+    let added = lifecycle_ok(
+        &env,
+        &hosts,
+        &["add", "--cluster", "default", "--nodes", new],
+    );
+    assert!(
+        added.contains(&format!("added {new} to cluster default")),
+        "{added}"
+    );
+    assert_eq!(
+        hosts[2]
+            .exec_ok(&["systemctl", "is-active", "k3s-agent"])
+            .trim(),
+        "active"
+    );
+    let log = logged(&hosts[2], "k3s|");
+    assert!(
+        log.contains(&format!("K3S_URL=https://{first}:6443")),
+        "{log}"
+    );
+    assert!(log.contains("K3S_TOKEN=K10standin"), "{log}");
+    let saved = serde_yaml_ng::to_string(&clusterfile(&env)).unwrap();
+    assert!(saved.contains(new.as_str()), "{saved}");
+    // The agent already there was left alone.
+    assert_eq!(standin_log(&hosts[1]).matches("k3s|").count(), 1);
+
+    // The first master holds the cluster: refused, nothing touched.
+    let refused = lifecycle_fails(&env, &hosts, &["delete", "--nodes", first]);
+    assert!(refused.contains("first master"), "{refused}");
+    assert!(exists(&hosts[0], "/usr/local/bin/k3s"));
+
+    let deleted = lifecycle_ok(&env, &hosts, &["delete", "--nodes", new]);
+    assert!(deleted.contains(&format!("deleted {new}")), "{deleted}");
+    let units = hosts[2].exec_ok(&["systemctl", "list-unit-files", "--no-legend"]);
+    assert!(!units.contains("k3s"), "{units}");
+    assert!(!hosts[2]
+        .exec(&["systemctl", "is-active", "k3s-agent"])
+        .status
+        .success());
+    for gone in [
+        "/etc/systemd/system/k3s-agent.service",
+        "/etc/systemd/system/k3s-agent.service.env",
+        "/usr/local/bin/k3s",
+        "/usr/local/bin/kubectl",
+        "/etc/rancher",
+        "/var/lib/rancher",
+        "/var/lib/sealrs",
+    ] {
+        assert!(
+            !exists(&hosts[2], gone),
+            "{gone} is left on the deleted host"
+        );
+    }
+    let saved = serde_yaml_ng::to_string(&clusterfile(&env)).unwrap();
+    assert!(!saved.contains(new.as_str()), "{saved}");
+    assert_eq!(
+        hosts[1]
+            .exec_ok(&["systemctl", "is-active", "k3s-agent"])
+            .trim(),
+        "active",
+        "the other agent keeps running"
+    );
+}
+
+/// The sum of the layer sizes of an image, from `sealrs inspect`.
+fn image_bytes(env: &Env, image: &str) -> u64 {
+    let doc: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", image])).unwrap();
+    doc["manifest"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum()
+}
+
+/// `  HOST: N bytes sent` lines of the upgrade summary.
+fn bytes_sent(summary: &str, host: &str) -> u64 {
+    let prefix = format!("  {host}: ");
+    summary
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.strip_suffix(" bytes sent"))
+        .unwrap_or_else(|| panic!("no bytes line for {host}:\n{summary}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn upgrade_sends_only_the_changed_layer_and_refuses_a_downgrade() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let dir = build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+
+    // v2: the same context, one small manifest changed, a newer patch version.
+    env.write(
+        &format!("{dir}/manifests/sealrs-info.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sealrs-system-v2\n",
+    );
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "--build-arg",
+        "VERSION=v1.30.3+k3s1",
+        "-t",
+        "k3s-cluster:2",
+        &dir,
+    ]);
+    let total = image_bytes(&env, "k3s-cluster:2");
+    let starts_before = standin_log(&hosts[0])
+        .matches("server --cluster-init")
+        .count();
+
+    let summary = lifecycle_ok(&env, &hosts, &["upgrade", "k3s-cluster:2"]);
+    assert!(
+        summary.contains("upgraded to docker.io/library/k3s-cluster:2 on 2 hosts")
+            || summary.contains("k3s-cluster:2 on 2 hosts"),
+        "{summary}"
+    );
+    for host in [&hosts[0], &hosts[1]] {
+        let sent = bytes_sent(&summary, &host.ip);
+        assert!(
+            sent > 0 && sent * 100 < total,
+            "{}: {sent} bytes sent of an image of {total}:\n{summary}",
+            host.ip
+        );
+    }
+    // The upgrade plan ran: the new manifest is in place and the server restarted.
+    let manifest = hosts[0].exec_ok(&[
+        "cat",
+        "/var/lib/rancher/k3s/server/manifests/sealrs-info.yaml",
+    ]);
+    assert!(manifest.contains("sealrs-system-v2"), "{manifest}");
+    let starts_after = standin_log(&hosts[0])
+        .matches("server --cluster-init")
+        .count();
+    assert!(starts_after > starts_before, "k3s was not restarted");
+    let saved = clusterfile(&env);
+    for host in [&hosts[0], &hosts[1]] {
+        assert_eq!(
+            saved["status"]["hosts"][host.ip.as_str()]["version"].as_str(),
+            Some("v1.30.3+k3s1"),
+            "{saved:?}"
+        );
+    }
+    assert_eq!(
+        saved["spec"]["images"][0].as_str(),
+        Some("docker.io/library/k3s-cluster:2"),
+        "{saved:?}"
+    );
+
+    // Back to v1.30.2 is a downgrade, refused for every host at once.
+    let down = lifecycle_fails(&env, &hosts, &["upgrade", "k3s-cluster:1"]);
+    assert!(down.contains("downgrade"), "{down}");
+    for host in [&hosts[0], &hosts[1]] {
+        assert!(down.contains(&host.ip), "{down}");
+    }
+    assert_eq!(
+        clusterfile(&env)["status"]["hosts"][hosts[0].ip.as_str()]["version"].as_str(),
+        Some("v1.30.3+k3s1")
+    );
+}
+
+/// What a reset must leave as it found: the files under the directories
+/// sealrs and the runtime write to, and the unit files.
+///
+/// Ignored, because systemd and the test harness change them on their own
+/// while the host runs, whatever sealrs does: `/var/lib/systemd` (timer
+/// stamps, the random seed, the journal catalog, coredumps) and
+/// `/var/lib/dhcp`, `/var/lib/private` (leases and dynamic-user state).
+/// `/var/log` (where the stand-ins keep their record) is not looked at at all.
+fn snapshot(host: &Host) -> (BTreeSet<String>, String) {
+    let files = host
+        .exec_ok(&["find", "/etc", "/usr/local", "/var/lib", "/opt", "-xdev"])
+        .lines()
+        .filter(|p| {
+            !["/var/lib/systemd", "/var/lib/dhcp", "/var/lib/private"]
+                .iter()
+                .any(|i| p == i || p.starts_with(&format!("{i}/")))
+        })
+        .map(str::to_string)
+        .collect();
+    let units = host.exec_ok(&["systemctl", "list-unit-files", "--no-legend", "--no-pager"]);
+    (files, units)
+}
+
+#[test]
+fn reset_leaves_each_host_as_before_the_run() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    let before = [snapshot(&hosts[0]), snapshot(&hosts[1])];
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    assert!(exists(&hosts[0], "/usr/local/bin/k3s"));
+
+    let out = lifecycle_ok(&env, &hosts, &["reset", "--cluster", "default"]);
+    assert!(out.contains("cluster default reset on 2 hosts"), "{out}");
+    for (i, (files, units)) in before.iter().enumerate() {
+        let (files_after, units_after) = snapshot(&hosts[i]);
+        let added: Vec<_> = files_after.difference(files).collect();
+        let removed: Vec<_> = files.difference(&files_after).collect();
+        assert!(
+            added.is_empty() && removed.is_empty(),
+            "{}: left {added:?}, removed {removed:?}",
+            hosts[i].name
+        );
+        assert_eq!(&units_after, units, "{}", hosts[i].name);
+    }
+    assert!(!env.root.join("clusters/default").exists());
+    // Nothing left to reset.
+    let again = lifecycle_fails(&env, &hosts, &["reset"]);
+    assert!(again.contains("no saved cluster default"), "{again}");
+}
+
+#[test]
+fn reset_stops_for_a_host_that_is_down_unless_forced() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    hosts[1].stop();
+
+    let stopped = lifecycle_fails(&env, &hosts, &["reset"]);
+    assert!(stopped.contains("cannot reach 1 host"), "{stopped}");
+    assert!(stopped.contains(&hosts[1].ip), "{stopped}");
+    assert!(stopped.contains("--force"), "{stopped}");
+    assert!(exists(&hosts[0], "/usr/local/bin/k3s"), "nothing changed");
+    assert!(env.root.join("clusters/default/Clusterfile").exists());
+
+    let forced = lifecycle_ok(&env, &hosts, &["reset", "--force"]);
+    assert!(
+        forced.contains(&format!("warning: {}", hosts[1].ip)),
+        "{forced}"
+    );
+    assert!(forced.contains("reset on 1 hosts"), "{forced}");
+    assert!(!exists(&hosts[0], "/usr/local/bin/k3s"));
+    assert!(!exists(&hosts[0], "/var/lib/sealrs"));
+    assert!(!env.root.join("clusters/default").exists());
+}
