@@ -124,6 +124,15 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// `Ok` when no host failed, else every failure in one error.
+    pub(crate) fn all_hosts_ok(failures: Vec<HostFailure>) -> Result<(), ApplyError> {
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ApplyError::Hosts(failures))
+        }
+    }
+
     /// For `map_err`: a runtime error on `host`.
     pub(crate) fn runtime(host: &Host) -> impl FnOnce(RuntimeError) -> ApplyError + '_ {
         move |source| ApplyError::Runtime {

@@ -53,11 +53,8 @@ pub fn connect_all(
             }),
         }
     }
-    if failures.is_empty() {
-        Ok(connections)
-    } else {
-        Err(ApplyError::Hosts(failures))
-    }
+    ApplyError::all_hosts_ok(failures)?;
+    Ok(connections)
 }
 
 /// Checks OS, architecture and free disk on every host; every problem at once.
@@ -92,11 +89,8 @@ pub fn check_all(
             });
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(ApplyError::Hosts(failures))
-    }
+    ApplyError::all_hosts_ok(failures)?;
+    Ok(())
 }
 
 fn check(transport: &dyn Transport) -> Result<HostCheck, ApplyError> {

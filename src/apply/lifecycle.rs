@@ -257,9 +257,7 @@ pub fn add(
             }
         }
     }
-    if !failures.is_empty() {
-        return Err(ApplyError::Hosts(failures));
-    }
+    ApplyError::all_hosts_ok(failures)?;
     if cluster
         .status
         .hosts
@@ -415,11 +413,8 @@ pub fn delete(
         }
     }
     report.absorb(run);
-    if failures.is_empty() {
-        Ok(report)
-    } else {
-        Err(ApplyError::Hosts(failures))
-    }
+    ApplyError::all_hosts_ok(failures)?;
+    Ok(report)
 }
 
 /// Upgrades every host to `image_name`: verified first (downgrades and minor
@@ -487,9 +482,7 @@ pub fn upgrade(
                 }
             }
         }
-        if !failures.is_empty() {
-            return Err(ApplyError::Hosts(failures));
-        }
+        ApplyError::all_hosts_ok(failures)?;
     }
     cluster.images = vec![image.name.clone()];
     cluster.status.phase = Phase::Running;
@@ -599,11 +592,8 @@ pub fn reset(
         }
     }
     report.absorb(run);
-    if failures.is_empty() {
-        Ok(report)
-    } else {
-        Err(ApplyError::Hosts(failures))
-    }
+    ApplyError::all_hosts_ok(failures)?;
+    Ok(report)
 }
 
 /// Parses `--masters`/`--nodes` values (`IP[:PORT][,IP...]`) into hosts, with

@@ -258,9 +258,7 @@ pub fn run(
             }
         }
     }
-    if !failures.is_empty() {
-        return Err(ApplyError::Hosts(failures));
-    }
+    ApplyError::all_hosts_ok(failures)?;
     // Application images, on the first master, once the cluster is up.
     app::apply_apps(
         store,
@@ -426,11 +424,8 @@ fn distribute(
             }),
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(ApplyError::Hosts(failures))
-    }
+    ApplyError::all_hosts_ok(failures)?;
+    Ok(())
 }
 
 fn host_blob(layer: &Descriptor) -> String {
