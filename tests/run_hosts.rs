@@ -223,6 +223,42 @@ fn a_host_that_is_down_stops_the_run_before_anything_changes() {
 }
 
 #[test]
+fn a_port_in_use_on_a_new_host_stops_the_run_before_anything_changes() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build(&env, "k3s");
+    // Something already listens where the k3s API server must.
+    hosts[0].exec_ok(&[
+        "systemd-run",
+        "--unit=squatter",
+        "/usr/bin/systemd-socket-activate",
+        "-l",
+        "6443",
+        "sleep",
+        "infinity",
+    ]);
+    let out = try_run(&env, &image, &hosts, &[0], &[1], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&hosts[0].ip) && stderr.contains("port 6443 already in use"),
+        "{stderr}"
+    );
+    for host in [&hosts[0], &hosts[1]] {
+        assert!(!exists(host, "/var/lib/sealrs/rootfs"), "{}", host.name);
+        assert!(!exists(host, "/usr/local/bin/k3s"), "{}", host.name);
+    }
+    // Once the port is free, the same command builds the cluster.
+    hosts[0].exec_ok(&["systemctl", "stop", "squatter"]);
+    let out = try_run(&env, &image, &hosts, &[0], &[1], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_worker_failing_midway_is_reported_and_a_rerun_finishes() {
     let hosts = TestHosts::boot(2);
     let env = Env::new();

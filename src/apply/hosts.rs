@@ -18,6 +18,8 @@ pub struct HostCheck {
     pub arch: String,
     pub os: String,
     pub free_bytes: u64,
+    /// Of the ports asked about, those something listens on.
+    pub ports_in_use: Vec<u16>,
 }
 
 /// Connects to every host in parallel; fails naming every host that failed.
@@ -57,19 +59,27 @@ pub fn connect_all(
     Ok(connections)
 }
 
-/// Checks OS, architecture and free disk on every host; every problem at once.
+/// Checks OS, architecture, free disk and the TCP ports `ports` names for the
+/// host on every host; every problem at once. Ports are checked only on hosts
+/// where the installer never ran: on the others, our own services hold them.
 pub fn check_all(
     connections: &[(Host, Box<dyn Transport>)],
     image: &AppliedImage,
+    ports: &dyn Fn(&Host) -> Vec<u16>,
 ) -> Result<(), ApplyError> {
     let needed: u64 = image.layers.iter().map(|l| l.size()).sum::<u64>() * 3;
     let mut failures = Vec::new();
     for (host, transport) in connections {
-        let problem = match check(transport.as_ref()) {
+        let problem = match check(transport.as_ref(), &ports(host)) {
             Ok(found) if found.os != "Linux" => Some(format!("it runs {}, not Linux", found.os)),
             Ok(found) if found.arch != image.arch => Some(format!(
                 "it is {} but image {} is for {}",
                 found.arch, image.name, image.arch
+            )),
+            Ok(found) if !found.ports_in_use.is_empty() => Some(format!(
+                "port{} {} already in use; stop what listens there, or pick another host",
+                if found.ports_in_use.len() == 1 { "" } else { "s" },
+                found.ports_in_use.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
             )),
             Ok(found) if found.free_bytes < needed => Some(format!(
                 "{HOST_DIR} has {} MB free, the image needs about {} MB (layers, rootfs and placed files)",
@@ -93,7 +103,7 @@ pub fn check_all(
     Ok(())
 }
 
-fn check(transport: &dyn Transport) -> Result<HostCheck, ApplyError> {
+fn check(transport: &dyn Transport, ports: &[u16]) -> Result<HostCheck, ApplyError> {
     let host = transport.address().to_string();
     let run = |argv: &[&str]| -> Result<String, ApplyError> {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
@@ -124,11 +134,39 @@ fn check(transport: &dyn Transport) -> Result<HostCheck, ApplyError> {
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
+    let ours = format!("{HOST_DIR}/rootfs");
+    let touched = transport
+        .exists(&ours)
+        .map_err(|source| ApplyError::Transport {
+            host: host.clone(),
+            source: Box::new(source),
+        })?;
+    let ports_in_use = if ports.is_empty() || touched {
+        Vec::new()
+    } else {
+        let listening = listening_ports(&run(&["ss", "-Htln"])?);
+        ports
+            .iter()
+            .copied()
+            .filter(|p| listening.contains(p))
+            .collect()
+    };
     Ok(HostCheck {
         arch,
         os,
         free_bytes: free_kib * 1024,
+        ports_in_use,
     })
+}
+
+/// Ports in `ss -Htln` output: the fourth column is the local address
+/// (`0.0.0.0:6443`, `[::]:6443`, `*:6443`, `127.0.0.1%lo:53`).
+fn listening_ports(ss: &str) -> Vec<u16> {
+    ss.lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter_map(|local| local.rsplit_once(':'))
+        .filter_map(|(_, port)| port.parse().ok())
+        .collect()
 }
 
 /// `uname -m` to the OCI architecture name.
@@ -147,6 +185,13 @@ pub fn oci_arch(machine: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_ports_are_read_from_ss() {
+        let ss = "LISTEN 0 4096 0.0.0.0:6443 0.0.0.0:*\nLISTEN 0 128 [::]:22 [::]:*\nLISTEN 0 5 *:10250 *:*\nLISTEN 0 5 127.0.0.1%lo:53 0.0.0.0:*\n";
+        assert_eq!(listening_ports(ss), vec![6443, 22, 10250, 53]);
+        assert!(listening_ports("").is_empty());
+    }
 
     #[test]
     fn machine_names_map_to_oci_architectures() {

@@ -161,7 +161,8 @@ pub fn add(
     let (mut connections, known): (Connections, Connections) = connections
         .into_iter()
         .partition(|(h, _)| targets.contains(&h.address));
-    hosts::check_all(&connections, &image)?;
+    let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
+    hosts::check_all(&connections, &image, &ports)?;
     connections.extend(known);
 
     // From here on the hosts are part of the cluster, even if a join fails:
@@ -445,7 +446,8 @@ pub fn upgrade(
         cluster.name
     ));
     let connections = hosts::connect_all(cluster, connector)?;
-    hosts::check_all(&connections, &image)?;
+    // Every host runs the cluster already: its ports are ours.
+    hosts::check_all(&connections, &image, &|_| Vec::new())?;
     let mut run = RunReport::default();
     progress.message("sending the layers the hosts lack");
     distribute(store, &connections, &image, progress, &mut run)?;

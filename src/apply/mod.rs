@@ -179,7 +179,8 @@ pub fn run(
         cluster.name
     ));
     let connections = hosts::connect_all(cluster, connector)?;
-    hosts::check_all(&connections, rootfs)?;
+    let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
+    hosts::check_all(&connections, rootfs, &ports)?;
 
     let mut report = RunReport::default();
     progress.message("sending layers");

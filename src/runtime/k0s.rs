@@ -122,6 +122,15 @@ fn prepare(ctx: &HostContext, plan: &mut Plan) {
 }
 
 impl Runtime for K0s {
+    /// API server, k0s join API, konnectivity and kubelet;
+    /// https://docs.k0sproject.io/stable/networking/#required-ports-and-protocols
+    fn ports(&self, role: Role) -> Vec<u16> {
+        match role {
+            Role::Master => vec![API_PORT, 9443, 8132],
+            Role::Node => vec![super::KUBELET_PORT],
+        }
+    }
+
     fn name(&self) -> &'static str {
         "k0s"
     }

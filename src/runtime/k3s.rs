@@ -202,6 +202,14 @@ fn bring_up(ctx: &HostContext, plan: &mut Plan, exec: &[String], env: &[(&str, &
 }
 
 impl Runtime for K3s {
+    /// API server and kubelet; https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes
+    fn ports(&self, role: Role) -> Vec<u16> {
+        match role {
+            Role::Master => vec![API_PORT, super::KUBELET_PORT],
+            Role::Node => vec![super::KUBELET_PORT],
+        }
+    }
+
     fn name(&self) -> &'static str {
         "k3s"
     }

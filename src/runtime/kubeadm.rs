@@ -141,6 +141,14 @@ fn kubeconfig_link(plan: &mut Plan) {
 }
 
 impl Runtime for Kubeadm {
+    /// https://kubernetes.io/docs/reference/networking/ports-and-protocols/
+    fn ports(&self, role: Role) -> Vec<u16> {
+        match role {
+            Role::Master => vec![API_PORT, 2379, 2380, super::KUBELET_PORT],
+            Role::Node => vec![super::KUBELET_PORT],
+        }
+    }
+
     fn name(&self) -> &'static str {
         "kubeadm"
     }

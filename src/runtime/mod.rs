@@ -370,7 +370,12 @@ pub trait Runtime: Send + Sync {
     fn join(&self, host: &HostContext) -> Result<Plan, RuntimeError>;
     fn upgrade(&self, host: &HostContext, to: &Version) -> Result<Plan, RuntimeError>;
     fn uninstall(&self, host: &HostContext) -> Result<Plan, RuntimeError>;
+    /// TCP ports a host of this role must have free before the first install.
+    fn ports(&self, role: Role) -> Vec<u16>;
 }
+
+/// The kubelet's port, on every node of every runtime.
+pub const KUBELET_PORT: u16 = 10250;
 
 impl fmt::Debug for dyn Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
