@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    apply_plan, connection_for, distribute, host_context, hosts, mark_failed, record,
+    apply_plan, connection_for, distribute, host_context, hosts, mark_failed, record, record_all,
     resolve_images, run_checked, AppliedImage, ApplyError, Connections, Connector, HostFailure,
     RunReport, HOST_DIR,
 };
@@ -246,19 +246,7 @@ pub fn add(
             &connections,
         )
     });
-    for (host, result) in results {
-        match result {
-            Ok(changed) => record(cluster, &host, &image, &mut run, changed),
-            Err(error) => {
-                mark_failed(cluster, &host);
-                failures.push(HostFailure {
-                    host: host.key(),
-                    error: Box::new(error),
-                });
-            }
-        }
-    }
-    ApplyError::all_hosts_ok(failures)?;
+    record_all(cluster, &image, &mut run, results)?;
     if cluster
         .status
         .hosts
@@ -471,20 +459,7 @@ pub fn upgrade(
                 .map_err(ApplyError::runtime(host))?;
             apply_plan(connection_for(&connections, host)?, &image, &plan).map(|o| o.changed)
         });
-        let mut failures = Vec::new();
-        for (host, result) in results {
-            match result {
-                Ok(changed) => record(cluster, &host, &image, &mut run, changed),
-                Err(error) => {
-                    mark_failed(cluster, &host);
-                    failures.push(HostFailure {
-                        host: host.key(),
-                        error: Box::new(error),
-                    });
-                }
-            }
-        }
-        ApplyError::all_hosts_ok(failures)?;
+        record_all(cluster, &image, &mut run, results)?;
     }
     cluster.images = vec![image.name.clone()];
     cluster.status.phase = Phase::Running;

@@ -246,20 +246,7 @@ pub fn run(
             .map(|h| h.join().expect("a host thread panicked"))
             .collect()
     });
-    let mut failures = Vec::new();
-    for (host, result) in results {
-        match result {
-            Ok(changed) => record(cluster, &host, rootfs, &mut report, changed),
-            Err(err) => {
-                mark_failed(cluster, &host);
-                failures.push(HostFailure {
-                    host: host.key(),
-                    error: Box::new(err),
-                });
-            }
-        }
-    }
-    ApplyError::all_hosts_ok(failures)?;
+    record_all(cluster, rootfs, &mut report, results)?;
     // Application images, on the first master, once the cluster is up.
     app::apply_apps(
         store,
@@ -320,6 +307,29 @@ fn record(
             }],
         },
     );
+}
+
+/// Records each host's outcome in the cluster status; every failure in one error.
+fn record_all(
+    cluster: &mut Cluster,
+    image: &AppliedImage,
+    report: &mut RunReport,
+    results: Vec<(Host, Result<bool, ApplyError>)>,
+) -> Result<(), ApplyError> {
+    let mut failures = Vec::new();
+    for (host, result) in results {
+        match result {
+            Ok(changed) => record(cluster, &host, image, report, changed),
+            Err(error) => {
+                mark_failed(cluster, &host);
+                failures.push(HostFailure {
+                    host: host.key(),
+                    error: Box::new(error),
+                });
+            }
+        }
+    }
+    ApplyError::all_hosts_ok(failures)
 }
 
 fn mark_failed(cluster: &mut Cluster, host: &Host) {

@@ -27,7 +27,7 @@ pub const TOKEN_FILE: &str = "/etc/k0s/join-token";
 pub const DATA_DIR: &str = "/var/lib/k0s";
 pub const ADMIN_CONF: &str = "/var/lib/k0s/pki/admin.conf";
 pub const IMAGE_CONFIG: &str = "etc/k0s.yaml";
-pub const API_PORT: u16 = 6443;
+pub use super::{API_PORT, KUBELET_PORT};
 const WAIT_SECS: u64 = 300;
 
 /// The k0s runtime.
@@ -127,7 +127,7 @@ impl Runtime for K0s {
     fn ports(&self, role: Role) -> Vec<u16> {
         match role {
             Role::Master => vec![API_PORT, 9443, 8132],
-            Role::Node => vec![super::KUBELET_PORT],
+            Role::Node => vec![KUBELET_PORT],
         }
     }
 

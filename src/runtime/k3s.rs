@@ -31,7 +31,7 @@ pub const CONFIG_DIR: &str = "/etc/rancher/k3s";
 pub const CONFIG: &str = "/etc/rancher/k3s/config.yaml";
 pub const TOKEN_FILE: &str = "/var/lib/rancher/k3s/server/token";
 pub const KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
-pub const API_PORT: u16 = 6443;
+pub use super::{API_PORT, KUBELET_PORT};
 /// The image's config, relative to the unpacked rootfs.
 pub const IMAGE_CONFIG: &str = "etc/config.yaml";
 const LINKS: [&str; 3] = ["kubectl", "crictl", "ctr"];
@@ -205,8 +205,8 @@ impl Runtime for K3s {
     /// API server and kubelet; https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes
     fn ports(&self, role: Role) -> Vec<u16> {
         match role {
-            Role::Master => vec![API_PORT, super::KUBELET_PORT],
-            Role::Node => vec![super::KUBELET_PORT],
+            Role::Master => vec![API_PORT, KUBELET_PORT],
+            Role::Node => vec![KUBELET_PORT],
         }
     }
 

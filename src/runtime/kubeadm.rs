@@ -34,7 +34,7 @@ pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 pub const MODULES_FILE: &str = "/etc/modules-load.d/sealrs-k8s.conf";
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-sealrs-k8s.conf";
-pub const API_PORT: u16 = 6443;
+pub use super::{API_PORT, KUBELET_PORT};
 const WAIT_SECS: u64 = 300;
 
 /// The kubeadm runtime.
@@ -144,8 +144,8 @@ impl Runtime for Kubeadm {
     /// https://kubernetes.io/docs/reference/networking/ports-and-protocols/
     fn ports(&self, role: Role) -> Vec<u16> {
         match role {
-            Role::Master => vec![API_PORT, 2379, 2380, super::KUBELET_PORT],
-            Role::Node => vec![super::KUBELET_PORT],
+            Role::Master => vec![API_PORT, 2379, 2380, KUBELET_PORT],
+            Role::Node => vec![KUBELET_PORT],
         }
     }
 

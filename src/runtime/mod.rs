@@ -374,6 +374,8 @@ pub trait Runtime: Send + Sync {
     fn ports(&self, role: Role) -> Vec<u16>;
 }
 
+/// The Kubernetes API server's port, for every runtime.
+pub const API_PORT: u16 = 6443;
 /// The kubelet's port, on every node of every runtime.
 pub const KUBELET_PORT: u16 = 10250;
 
