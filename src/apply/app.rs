@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{host_blob, send_blobs, AppliedImage, ApplyError, Connections, RunReport, HOST_DIR};
+use super::{deliver, AppliedImage, ApplyError, Connections, RunReport, HOST_DIR};
 use crate::cluster::{Cluster, Host, InstalledImage};
 use crate::progress::Progress;
 use crate::store::Store;
@@ -82,19 +82,9 @@ pub(super) fn apply_apps(
             first.key(),
             app.name
         ));
-        let sent = send_blobs(store, transport, app, progress)?;
-        *report.bytes_sent.entry(first.key()).or_default() += sent;
-
         let dir = host_app_dir(app);
-        let mut argv = vec![
-            installer.clone(),
-            "installer".to_string(),
-            "unpack".to_string(),
-            "--dest".to_string(),
-            dir.clone(),
-        ];
-        argv.extend(app.layers.iter().map(host_blob));
-        run_app_step(transport, &first, app, &argv, &[])?;
+        let sent = deliver(store, transport, app, &installer, &dir, progress)?;
+        *report.bytes_sent.entry(first.key()).or_default() += sent;
 
         for argv in &command.argvs {
             progress.message(&format!(

@@ -35,7 +35,7 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets, Runtime};
 use crate::store::Store;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 
 /// Where sealrs keeps its things on a host.
 pub const HOST_DIR: &str = "/var/lib/sealrs";
@@ -397,8 +397,9 @@ fn role_names(host: &Host) -> String {
         .join(",")
 }
 
-/// Sends each host the blobs it lacks, hosts in parallel; a blob a host has is
-/// not sent again, so an upgrade moves only the layers that changed.
+/// Sends each host the blobs it lacks, hosts in parallel, and has the host's
+/// installer unpack the image as they arrive; a blob a host has is not sent
+/// again, so an upgrade moves only the layers that changed.
 fn distribute(
     store: &Store,
     connections: &[(Host, Box<dyn Transport>)],
@@ -406,15 +407,24 @@ fn distribute(
     progress: &dyn Progress,
     report: &mut RunReport,
 ) -> Result<(), ApplyError> {
+    let installer = image
+        .host_installer()
+        .ok_or_else(|| ApplyError::NoInstaller {
+            image: image.name.clone(),
+        })?;
+    let dest = image.host_rootfs();
     let results: Vec<(String, Result<u64, ApplyError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = connections
             .iter()
             .map(|(host, transport)| {
+                let (installer, dest) = (&installer, &dest);
                 scope.spawn(move || {
-                    (
-                        host.key(),
-                        send_blobs(store, transport.as_ref(), image, progress),
-                    )
+                    let transport = transport.as_ref();
+                    let sent = bootstrap_installer(store, transport, image).and_then(|boot| {
+                        deliver(store, transport, image, installer, dest, progress)
+                            .map(|sent| boot + sent)
+                    });
+                    (host.key(), sent)
                 })
             })
             .collect();
@@ -443,51 +453,105 @@ fn host_blob(layer: &Descriptor) -> String {
     format!("{HOST_BLOBS}/{}", layer.digest().digest())
 }
 
-fn send_blobs(
+fn transport_error(transport: &dyn Transport) -> impl Fn(TransportError) -> ApplyError + '_ {
+    move |source| ApplyError::Transport {
+        host: transport.address().to_string(),
+        source: Box::new(source),
+    }
+}
+
+/// Puts the image's installer on the host: its uncompressed layer, checked
+/// against its digest before the host's tar takes the binary out of it.
+fn bootstrap_installer(
     store: &Store,
     transport: &dyn Transport,
     image: &AppliedImage,
-    progress: &dyn Progress,
 ) -> Result<u64, ApplyError> {
-    let host = transport.address().to_string();
-    let fail = |source| ApplyError::Transport {
-        host: host.clone(),
-        source: Box::new(source),
+    let (Some(layer), Some(binary)) = (&image.installer, image.host_installer()) else {
+        return Ok(0);
     };
+    let fail = transport_error(transport);
+    if transport.exists(&binary).map_err(&fail)? {
+        return Ok(0);
+    }
+    let blob = host_blob(layer);
     let mut sent = 0;
-    for layer in &image.layers {
-        let remote = host_blob(layer);
-        if transport.exists(&remote).map_err(fail)? {
-            continue;
-        }
-        let local: PathBuf = store.blob_path(layer.digest());
-        let task = progress.begin(
-            &format!("{host}: {}", short(layer.digest().digest())),
-            Some(layer.size()),
-        );
-        let seen = AtomicU64::new(0);
+    if !transport.exists(&blob).map_err(&fail)? {
         transport
-            .upload(&local, &remote, 0o644, &|bytes| {
-                let before = seen.swap(bytes, Ordering::Relaxed);
-                task.advance(bytes.saturating_sub(before));
-            })
-            .map_err(fail)?;
-        task.finish("");
-        sent += layer.size();
+            .upload(&store.blob_path(layer.digest()), &blob, 0o644, &|_| {})
+            .map_err(&fail)?;
+        sent = layer.size();
     }
-    // The installer comes out of its own uncompressed layer with the host's tar.
-    if let (Some(layer), Some(binary)) = (&image.installer, image.host_installer()) {
-        if !transport.exists(&binary).map_err(fail)? {
-            let dir = format!("{HOST_DIR}/installer/{}", layer.digest().digest());
-            run_checked(transport, &["mkdir", "-p", &dir])?;
-            run_checked(transport, &["tar", "-xf", &host_blob(layer), "-C", &dir])?;
-        }
-    }
+    let dir = format!("{HOST_DIR}/installer/{}", layer.digest().digest());
+    run_checked(
+        transport,
+        &[
+            "sh",
+            "-c",
+            VERIFY_SCRIPT,
+            "sealrs",
+            layer.digest().digest(),
+            &blob,
+        ],
+    )?;
+    run_checked(transport, &["mkdir", "-p", &dir])?;
+    run_checked(transport, &["tar", "-xf", &blob, "-C", &dir])?;
     Ok(sent)
 }
 
-fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(12)]
+/// `sh -c VERIFY_SCRIPT sealrs HEX FILE`: FILE's sha256 must be HEX.
+const VERIFY_SCRIPT: &str = r#"set -- "$1" "$(sha256sum < "$2")" "$2"
+[ "${2%% *}" = "$1" ] || { echo "$3: its sha256 is ${2%% *}, not $1" >&2; exit 1; }"#;
+
+/// Sends the layers of `image` the host lacks, in one stream, to the host's
+/// `installer unpack`, which writes each to the host's blob cache as it
+/// unpacks it into `dest`: the bytes are written once and never read again.
+/// Returns the bytes sent.
+fn deliver(
+    store: &Store,
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    installer: &str,
+    dest: &str,
+    progress: &dyn Progress,
+) -> Result<u64, ApplyError> {
+    let fail = transport_error(transport);
+    let blobs: Vec<String> = image.layers.iter().map(host_blob).collect();
+    let present = transport.existing(&blobs).map_err(&fail)?;
+    let mut argv: Vec<String> = [installer, "installer", "unpack", "--dest", dest]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    argv.extend(blobs.iter().cloned());
+    let mut files = Vec::new();
+    let mut total = 0;
+    for ((layer, blob), present) in image.layers.iter().zip(&blobs).zip(present) {
+        if !present {
+            argv.push("--incoming".to_string());
+            argv.push(format!("{blob}={}", layer.size()));
+            files.push(store.blob_path(layer.digest()));
+            total += layer.size();
+        }
+    }
+    let host = transport.address().to_string();
+    let task = progress.begin(&format!("{host}: {} layers", files.len()), Some(total));
+    let seen = AtomicU64::new(0);
+    let output = transport
+        .run_with_files(&argv, &files, &|bytes| {
+            let before = seen.swap(bytes, Ordering::Relaxed);
+            task.advance(bytes.saturating_sub(before));
+        })
+        .map_err(&fail)?;
+    task.finish("");
+    if !output.success() {
+        return Err(ApplyError::Command {
+            host,
+            argv: format!("{installer} installer unpack --dest {dest}"),
+            status: output.status_text(),
+            tail: output.tail(10),
+        });
+    }
+    Ok(total)
 }
 
 fn run_checked(transport: &dyn Transport, argv: &[&str]) -> Result<(), ApplyError> {

@@ -223,6 +223,10 @@ pub struct InstallerUnpackArgs {
     /// Layer blobs (zstd, gzip or plain tar), in image order.
     #[arg(value_name = "FILE", required = true)]
     pub layers: Vec<PathBuf>,
+    /// A layer that is not there yet: its SIZE bytes come next on standard
+    /// input, and are kept as FILE (named by its digest) once they check out.
+    #[arg(long, value_name = "FILE=SIZE")]
+    pub incoming: Vec<String>,
 }
 
 /// How to reach registries: shared by every command that talks to one.

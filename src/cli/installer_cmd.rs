@@ -5,20 +5,24 @@
 //! step lines go to stderr for people. Captured secrets are in the report
 //! and nowhere else.
 
+use std::collections::BTreeMap;
 use std::io::Read as _;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 
 use super::args::{InstallerArgs, InstallerCommand};
 use crate::cluster::Role;
-use crate::installer::{self, ExecContext, StepReport};
+use crate::installer::{self, ExecContext, LayerSource, StepReport};
 use crate::layout::Layouts;
 use crate::plan::{Action, Plan};
 
 pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
     match args.command {
         InstallerCommand::Unpack(a) => {
-            let outcome = installer::unpack(&a.layers, &a.dest)?;
+            let sources = layer_sources(&a.layers, &a.incoming)?;
+            let mut stdin = std::io::stdin().lock();
+            let outcome = installer::receive(&sources, &mut stdin, &a.dest)?;
             if !quiet {
                 if outcome.unpacked {
                     eprintln!(
@@ -140,4 +144,31 @@ fn log_step(step: &StepReport) {
             eprintln!("          | {line}");
         }
     }
+}
+
+/// The layers in order, the `--incoming FILE=SIZE` ones read from stdin.
+fn layer_sources(layers: &[PathBuf], incoming: &[String]) -> Result<Vec<LayerSource>> {
+    let mut sizes = BTreeMap::new();
+    for spec in incoming {
+        let (file, size) = spec
+            .rsplit_once('=')
+            .with_context(|| format!("--incoming {spec:?}: expected FILE=SIZE"))?;
+        let size: u64 = size
+            .parse()
+            .with_context(|| format!("--incoming {spec:?}: SIZE is not a number of bytes"))?;
+        if !layers.iter().any(|l| l.as_os_str() == file) {
+            bail!("--incoming {spec:?}: {file} is not one of the layers to unpack");
+        }
+        sizes.insert(PathBuf::from(file), size);
+    }
+    Ok(layers
+        .iter()
+        .map(|path| match sizes.get(path) {
+            Some(&size) => LayerSource::Incoming {
+                blob: path.clone(),
+                size,
+            },
+            None => LayerSource::File(path.clone()),
+        })
+        .collect())
 }

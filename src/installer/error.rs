@@ -34,6 +34,10 @@ pub enum InstallerError {
         expected: String,
         found: String,
     },
+    #[error("layer {}: the input ended after {got} of its {size} bytes (the sender stopped early)", layer.display())]
+    ShortLayer { layer: PathBuf, got: u64, size: u64 },
+    #[error("{}: a received blob must be named by its sha256 digest", layer.display())]
+    UnnamedBlob { layer: PathBuf },
     #[error("{path}: refused: {reason}")]
     UnsafePath { path: String, reason: String },
     #[error("rendering {path}: {source}")]

@@ -43,7 +43,7 @@ pub use embed::{installer_layer, InstallerChoice, INSTALLER_PATH};
 pub use error::InstallerError;
 pub use execute::execute;
 pub use place::{placements, PlacedFile, PLACED_DIR};
-pub use unpack::{unpack, UnpackOutcome, STAMP};
+pub use unpack::{receive, unpack, LayerSource, UnpackOutcome, STAMP};
 
 /// The `PATH` that [`crate::plan::Action::Run`] programs get (plus the step's env).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

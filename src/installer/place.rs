@@ -2,8 +2,11 @@
 //!
 //! The layout (`layouts/*.toml`) maps rootfs paths to host paths; this walks
 //! the unpacked rootfs and copies each file that has a host path and concerns
-//! the role. A file is copied (temp + rename, so a reader never sees half a
-//! binary) only when its content or mode differs. What was placed is recorded
+//! the role. A file is placed (temp + rename, so a reader never sees half a
+//! binary) only when its content or mode differs, as a hard link to the
+//! unpacked file where the two share a filesystem (the rootfs is sealrs'
+//! private copy, and hundreds of megabytes of images need not be written
+//! twice), else as a copy. What was placed is recorded
 //! in `/var/lib/sealrs/placed/<role>.json`, so that:
 //!
 //! - a file the image no longer carries is removed on the next placement;
@@ -274,6 +277,28 @@ fn copy_atomic(src: &Path, dest: &Path, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// A hard link to `src` where possible (its mode set to `mode`), else a copy.
+fn place_file(src: &Path, dest: &Path, mode: u32) -> io::Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.sealrs-place-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    match fs::hard_link(src, &tmp) {
+        Ok(()) => {
+            let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+                .and_then(|()| fs::rename(&tmp, dest));
+            // rename does nothing when both names are links to one file.
+            let _ = fs::remove_file(&tmp);
+            placed
+        }
+        // Another filesystem, or one without hard links.
+        Err(_) => copy_atomic(src, dest, mode),
+    }
+}
+
 fn link_atomic(target: &str, dest: &Path) -> io::Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("/"));
     let name = dest
@@ -327,8 +352,10 @@ pub(super) fn place_rootfs(
                         && r.source_stat == Stat::of(&src_meta)
                         && r.host_stat == Stat::of(m)
                 });
+                let mode_ok = m.permissions().mode() & 0o7777 == file.mode;
                 recorded
-                    || (m.permissions().mode() & 0o7777 == file.mode
+                    || (mode_ok && m.dev() == src_meta.dev() && m.ino() == src_meta.ino())
+                    || (mode_ok
                         && m.size() == src_meta.size()
                         && same_content(&src, &dest)
                             .map_err(InstallerError::io("reading", &dest))?)
@@ -344,7 +371,7 @@ pub(super) fn place_rootfs(
                     .map_err(InstallerError::io("creating the directories of", &dest))?;
                 match &file.link {
                     Some(target) => link_atomic(target, &dest),
-                    None => copy_atomic(&src, &dest, file.mode),
+                    None => place_file(&src, &dest, file.mode),
                 }
                 .map_err(InstallerError::io("placing", &dest))?;
             }

@@ -422,6 +422,12 @@ fn rootfs_is_placed_per_role_recorded_and_removed_exactly() {
         "#!/bin/sh\necho k3s\n"
     );
     assert_eq!(mode(&host.at("/usr/local/bin/k3s")), 0o755);
+    // One filesystem: placed as a hard link, not written a second time.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(host.at("/usr/local/bin/k3s")).unwrap().ino(),
+        fs::metadata(host.rootfs().join("bin/k3s")).unwrap().ino()
+    );
     assert_eq!(
         mode(&host.at("/usr/local/bin/helm")),
         0o755,
@@ -749,4 +755,74 @@ fn escaping_entries_are_refused_and_leave_nothing() {
         matches!(err, InstallerError::DigestMismatch { .. }),
         "{err}"
     );
+}
+
+fn sha_name(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn received_layers_are_unpacked_and_kept_as_blobs_only_when_their_digest_checks_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs");
+    fs::create_dir_all(&blobs).unwrap();
+    let one = zstd::encode_all(&tar_of(&[("bin/k3s", F, 0o755, b"k3s-v1", None)])[..], 3).unwrap();
+    let two = tar_of(&[("images/a.tar", F, 0o644, &[7u8; 70_000], None)]);
+    // One layer is on the host already, the other arrives on the stream.
+    let have = blob(&blobs, &sha_name(&one), one.clone());
+    let incoming = blobs.join(sha_name(&two));
+    let sources = [
+        LayerSource::File(have.clone()),
+        LayerSource::Incoming {
+            blob: incoming.clone(),
+            size: two.len() as u64,
+        },
+    ];
+    let dest = dir.path().join("rootfs");
+    let out = receive(&sources, &mut &two[..], &dest).unwrap();
+    assert!(out.unpacked);
+    assert_eq!(
+        fs::read(&incoming).unwrap(),
+        two,
+        "the blob is kept as received"
+    );
+    assert_eq!(
+        fs::read(dest.join("images/a.tar")).unwrap(),
+        vec![7u8; 70_000]
+    );
+    assert_eq!(fs::read_to_string(dest.join("bin/k3s")).unwrap(), "k3s-v1");
+    // Both are on the host now: unpacking them again is a no-op.
+    assert!(
+        !unpack(&[have.clone(), incoming.clone()], &dest)
+            .unwrap()
+            .unpacked
+    );
+
+    // A corrupted stream: refused, no blob kept, the rootfs as it was.
+    let other = tar_of(&[("images/b.tar", F, 0o644, b"b", None)]);
+    let named = blobs.join(sha_name(&other));
+    let mut bad = other.clone();
+    bad[600] ^= 1;
+    let sources = [LayerSource::Incoming {
+        blob: named.clone(),
+        size: bad.len() as u64,
+    }];
+    let err = receive(&sources, &mut &bad[..], &dest).unwrap_err();
+    assert!(
+        matches!(err, InstallerError::DigestMismatch { .. }),
+        "{err}"
+    );
+    assert!(!named.exists());
+    assert!(dest.join("images/a.tar").exists() && !dest.join("images/b.tar").exists());
+    // A stream that stops early is named as such.
+    let err = receive(&sources, &mut &other[..100], &dest).unwrap_err();
+    assert!(err.to_string().contains("ended after 100 of"), "{err}");
+    assert!(!named.exists());
+    let leftovers: Vec<_> = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }

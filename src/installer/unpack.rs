@@ -1,7 +1,9 @@
 //! Layer blobs → the image's rootfs directory.
 //!
 //! Layers are applied in order, streamed (zstd, gzip or plain tar, told by
-//! their first bytes), into `DEST.tmp-XXXX` next to the destination, which is
+//! their first bytes), from blob files or, for [`receive`], straight from the
+//! operator's stream as it arrives (each blob is kept as it passes, and only
+//! once its digest checks out: a blob is written once and read never), into `DEST.tmp-XXXX` next to the destination, which is
 //! renamed over `DEST` only when every layer went in: a killed unpack leaves
 //! the previous rootfs as it was. A stamp file inside the result names the
 //! layer digests, so unpacking the same layers again is a no-op.
@@ -79,42 +81,46 @@ pub struct UnpackOutcome {
     pub skipped_entries: usize,
 }
 
-/// Unpacks `layer_files` (in order) into `dest`; see the module docs.
-pub fn unpack(layer_files: &[PathBuf], dest: &Path) -> Result<UnpackOutcome, InstallerError> {
-    let stats: Vec<FileStat> = layer_files
-        .iter()
-        .map(|p| FileStat::of(p))
-        .collect::<Result<_, _>>()?;
-    let existing = read_stamp(dest);
-    // Same files as last time (by stat): their digests are known.
-    if let Some(stamp) = &existing {
-        if stamp.files == stats {
-            return Ok(UnpackOutcome {
-                unpacked: false,
-                digests: stamp.layers.clone(),
-                skipped_entries: 0,
-            });
+/// Where one layer's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerSource {
+    /// A blob file already on this host.
+    File(PathBuf),
+    /// The next `size` bytes of the input: kept as `blob` (which is named by
+    /// its digest) once they hash to that digest.
+    Incoming { blob: PathBuf, size: u64 },
+}
+
+impl LayerSource {
+    fn blob(&self) -> &Path {
+        match self {
+            LayerSource::File(path) => path,
+            LayerSource::Incoming { blob, .. } => blob,
         }
     }
-    // Otherwise hash them; the digests decide.
-    if let Some(stamp) = &existing {
-        let digests = layer_files
-            .iter()
-            .map(|p| hash_file(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        if digests == stamp.layers {
-            write_stamp(
-                dest,
-                &Stamp {
-                    layers: digests.clone(),
-                    files: stats,
-                },
-            )?;
-            return Ok(UnpackOutcome {
-                unpacked: false,
-                digests,
-                skipped_entries: 0,
-            });
+}
+
+/// Unpacks `layer_files` (in order) into `dest`; see the module docs.
+pub fn unpack(layer_files: &[PathBuf], dest: &Path) -> Result<UnpackOutcome, InstallerError> {
+    let sources: Vec<LayerSource> = layer_files.iter().cloned().map(LayerSource::File).collect();
+    receive(&sources, &mut io::empty(), dest)
+}
+
+/// Unpacks `layers` (in order) into `dest`, reading the incoming ones from
+/// `input` one after another and keeping them as blobs on the way.
+pub fn receive(
+    layers: &[LayerSource],
+    input: &mut dyn Read,
+    dest: &Path,
+) -> Result<UnpackOutcome, InstallerError> {
+    let incoming = layers
+        .iter()
+        .any(|l| matches!(l, LayerSource::Incoming { .. }));
+    let existing = read_stamp(dest);
+    if !incoming {
+        let files: Vec<PathBuf> = layers.iter().map(|l| l.blob().to_path_buf()).collect();
+        if let Some(done) = already_unpacked(&files, existing.as_ref(), dest)? {
+            return Ok(done);
         }
     }
 
@@ -133,12 +139,25 @@ pub fn unpack(layer_files: &[PathBuf], dest: &Path) -> Result<UnpackOutcome, Ins
         .map_err(InstallerError::io("creating a directory in", &parent))?;
     let mut digests = Vec::new();
     let mut skipped = 0;
-    for path in layer_files {
-        let (digest, n) = apply_layer(path, tmp.path())?;
-        check_digest_name(path, &digest)?;
+    for layer in layers {
+        let (digest, n) = match layer {
+            LayerSource::File(path) => {
+                let file = File::open(path).map_err(InstallerError::io("opening", path))?;
+                let applied = apply_layer(file, path, tmp.path())?;
+                check_digest_name(path, &applied.0)?;
+                applied
+            }
+            LayerSource::Incoming { blob, size } => {
+                receive_layer(&mut *input, blob, *size, tmp.path())?
+            }
+        };
         digests.push(digest);
         skipped += n;
     }
+    let stats: Vec<FileStat> = layers
+        .iter()
+        .map(|l| FileStat::of(l.blob()))
+        .collect::<Result<_, _>>()?;
     write_stamp(
         tmp.path(),
         &Stamp {
@@ -166,6 +185,123 @@ pub fn unpack(layer_files: &[PathBuf], dest: &Path) -> Result<UnpackOutcome, Ins
         digests,
         skipped_entries: skipped,
     })
+}
+
+/// `Some` when `dest`'s stamp says it holds exactly these blobs: by stat when
+/// the files are the ones stamped, by digest otherwise.
+fn already_unpacked(
+    layer_files: &[PathBuf],
+    existing: Option<&Stamp>,
+    dest: &Path,
+) -> Result<Option<UnpackOutcome>, InstallerError> {
+    let Some(stamp) = existing else {
+        return Ok(None);
+    };
+    let stats: Vec<FileStat> = layer_files
+        .iter()
+        .map(|p| FileStat::of(p))
+        .collect::<Result<_, _>>()?;
+    let same = |digests: Vec<String>| UnpackOutcome {
+        unpacked: false,
+        digests,
+        skipped_entries: 0,
+    };
+    if stamp.files == stats {
+        return Ok(Some(same(stamp.layers.clone())));
+    }
+    let digests = layer_files
+        .iter()
+        .map(|p| hash_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if digests != stamp.layers {
+        return Ok(None);
+    }
+    write_stamp(
+        dest,
+        &Stamp {
+            layers: digests.clone(),
+            files: stats,
+        },
+    )?;
+    Ok(Some(same(digests)))
+}
+
+/// Unpacks the next `size` bytes of `input` as a layer, writing them to a
+/// temp file beside `blob` as they pass; the file becomes `blob` only if the
+/// bytes have the digest `blob` is named by.
+fn receive_layer(
+    input: &mut dyn Read,
+    blob: &Path,
+    size: u64,
+    root: &Path,
+) -> Result<(String, usize), InstallerError> {
+    let expected = digest_of_name(blob).ok_or_else(|| InstallerError::UnnamedBlob {
+        layer: blob.to_path_buf(),
+    })?;
+    let dir = match blob.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(InstallerError::io("creating", &dir))?;
+    let temp = tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempfile_in(&dir)
+        .map_err(InstallerError::io("creating a file in", &dir))?;
+    let mut tee = Tee {
+        inner: input.take(size),
+        copy: io::BufWriter::with_capacity(BUF, temp.as_file()),
+        seen: 0,
+    };
+    let applied = apply_layer(&mut tee, blob, root);
+    if applied.is_err() {
+        // A stream that stopped early breaks the tar first: say that instead.
+        let _ = io::copy(&mut tee.inner, &mut io::sink()).map(|n| tee.seen += n);
+    }
+    let got = tee.seen;
+    if got != size {
+        return Err(InstallerError::ShortLayer {
+            layer: blob.to_path_buf(),
+            got,
+            size,
+        });
+    }
+    let (digest, skipped) = applied?;
+    tee.copy
+        .flush()
+        .map_err(InstallerError::io("writing", temp.path()))?;
+    drop(tee);
+    if digest != expected {
+        return Err(InstallerError::DigestMismatch {
+            layer: blob.to_path_buf(),
+            expected,
+            found: digest,
+        });
+    }
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(InstallerError::io("writing", blob))?;
+    temp.persist(blob).map_err(|e| InstallerError::Io {
+        op: "keeping",
+        path: blob.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok((digest, skipped))
+}
+
+/// Copies what passes through it to a file.
+struct Tee<R, W> {
+    inner: R,
+    copy: W,
+    seen: u64,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        self.seen += n as u64;
+        Ok(n)
+    }
 }
 
 fn read_stamp(dest: &Path) -> Option<Stamp> {
@@ -200,21 +336,22 @@ fn hash_file(path: &Path) -> Result<String, InstallerError> {
 /// A layer file named by its digest (`<hex>` or `sha256:<hex>`, as a blob
 /// cache names them) must have that digest.
 fn check_digest_name(path: &Path, digest: &str) -> Result<(), InstallerError> {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return Ok(());
-    };
-    let hex = name.strip_prefix("sha256:").unwrap_or(name);
-    if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        let expected = format!("sha256:{}", hex.to_ascii_lowercase());
-        if expected != digest {
-            return Err(InstallerError::DigestMismatch {
-                layer: path.to_path_buf(),
-                expected,
-                found: digest.to_string(),
-            });
-        }
+    match digest_of_name(path) {
+        Some(expected) if expected != digest => Err(InstallerError::DigestMismatch {
+            layer: path.to_path_buf(),
+            expected,
+            found: digest.to_string(),
+        }),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// `sha256:<hex>` when the file is named `<hex>` or `sha256:<hex>`.
+fn digest_of_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let hex = name.strip_prefix("sha256:").unwrap_or(name);
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
 /// Hashes what it reads: the blob's digest comes for free with the unpack.
@@ -241,15 +378,19 @@ fn decompressed<'a>(reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
     })
 }
 
-/// Applies one layer; returns its digest and how many entries were skipped.
-fn apply_layer(path: &Path, root: &Path) -> Result<(String, usize), InstallerError> {
+/// Applies one layer read from `blob` (named `path` in messages); returns
+/// its digest and how many entries were skipped.
+fn apply_layer(
+    blob: impl Read,
+    path: &Path,
+    root: &Path,
+) -> Result<(String, usize), InstallerError> {
     let layer_err = |source| InstallerError::Layer {
         layer: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(layer_err)?;
     let mut hashing = Hashing {
-        inner: file,
+        inner: blob,
         hasher: Sha256::new(),
     };
     let mut skipped = 0;

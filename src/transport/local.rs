@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Capture, Output, Transport, TransportError, OUTPUT_LIMIT};
@@ -72,22 +72,15 @@ impl Local {
     }
 }
 
-impl Default for Local {
-    fn default() -> Self {
-        Local::new()
-    }
-}
+/// Writes a command's stdin (while other threads read its output).
+type Feed<'a> = Box<dyn FnOnce(&mut ChildStdin) -> std::io::Result<()> + 'a>;
 
-impl Transport for Local {
-    fn address(&self) -> &str {
-        &self.address
-    }
-
-    fn run(
+impl Local {
+    fn spawn(
         &self,
         argv: &[String],
         env: &[(String, String)],
-        stdin: Option<&[u8]>,
+        feed: Option<Feed<'_>>,
     ) -> Result<Output, TransportError> {
         let Some((program, args)) = argv.split_first() else {
             return Err(TransportError::InvalidArgument {
@@ -98,7 +91,7 @@ impl Transport for Local {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(if stdin.is_some() {
+            .stdin(if feed.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -122,15 +115,17 @@ impl Transport for Local {
         let mut err_pipe = child.stderr.take().expect("piped");
         let stdin_pipe = child.stdin.take();
         let (stdout, stderr) = std::thread::scope(|s| {
-            if let (Some(mut pipe), Some(bytes)) = (stdin_pipe, stdin) {
-                // A command that exits without reading all of stdin is not an error.
-                s.spawn(move || {
-                    let _ = pipe.write_all(bytes);
-                });
-            }
             let err = s.spawn(move || drain(&mut err_pipe));
-            let out = drain(&mut out_pipe);
-            (out, err.join().expect("stderr reader"))
+            let out = s.spawn(move || drain(&mut out_pipe));
+            if let (Some(mut pipe), Some(feed)) = (stdin_pipe, feed) {
+                // A command that exits without reading all of stdin is not an
+                // error; dropping the pipe closes it.
+                let _ = feed(&mut pipe);
+            }
+            (
+                out.join().expect("stdout reader"),
+                err.join().expect("stderr reader"),
+            )
         });
         let status = child
             .wait()
@@ -142,6 +137,62 @@ impl Transport for Local {
             stdout,
             stderr,
         })
+    }
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Local::new()
+    }
+}
+
+impl Transport for Local {
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn run(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        stdin: Option<&[u8]>,
+    ) -> Result<Output, TransportError> {
+        let feed = stdin
+            .map(|bytes| Box::new(move |pipe: &mut ChildStdin| pipe.write_all(bytes)) as Feed<'_>);
+        self.spawn(argv, env, feed)
+    }
+
+    fn run_with_files(
+        &self,
+        argv: &[String],
+        files: &[PathBuf],
+        progress: &dyn Fn(u64),
+    ) -> Result<Output, TransportError> {
+        // The files are opened here, so that a missing one is our error, not
+        // a command that saw its stdin end early.
+        let mut opened = Vec::new();
+        for path in files {
+            let file =
+                fs::File::open(path).map_err(|e| self.io(format!("open {}", path.display()), e))?;
+            opened.push(file);
+        }
+        let feed: Feed<'_> = Box::new(move |pipe: &mut ChildStdin| {
+            let mut buf = vec![0u8; 256 << 10];
+            let mut sent = 0u64;
+            for mut file in opened {
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    pipe.write_all(&buf[..n])?;
+                    sent += n as u64;
+                    progress(sent);
+                }
+            }
+            Ok(())
+        });
+        self.spawn(argv, &[], Some(feed))
     }
 
     fn upload(

@@ -60,6 +60,16 @@ pub trait Transport: Send + Sync {
         progress: &dyn Fn(u64),
     ) -> Result<(), TransportError>;
 
+    /// Runs `argv` (no extra env) with the `files`' bytes, one after another,
+    /// as its stdin, calling `progress` with the bytes sent so far: many blobs
+    /// reach a host through one command that unpacks them as they arrive.
+    fn run_with_files(
+        &self,
+        argv: &[String],
+        files: &[PathBuf],
+        progress: &dyn Fn(u64),
+    ) -> Result<Output, TransportError>;
+
     /// Writes `bytes` to `remote` atomically, as [`Transport::upload`] does.
     fn upload_bytes(&self, bytes: &[u8], remote: &str, mode: u32) -> Result<(), TransportError>;
 
@@ -68,6 +78,28 @@ pub trait Transport: Send + Sync {
 
     /// Whether `remote` exists (a dangling symlink counts: it is there).
     fn exists(&self, remote: &str) -> Result<bool, TransportError>;
+
+    /// Which of `remotes` exist, in one round trip.
+    fn existing(&self, remotes: &[String]) -> Result<Vec<bool>, TransportError> {
+        if remotes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .run(&script_argv(EXISTING_SCRIPT, remotes), &[], None)?
+            .check_as(self.address(), "a check for files")?;
+        let answers: Vec<bool> = out.stdout_text().lines().map(|l| l == "1").collect();
+        if answers.len() != remotes.len() {
+            return Err(TransportError::InvalidArgument {
+                host: self.address().to_string(),
+                detail: format!(
+                    "a check for {} files answered {} lines",
+                    remotes.len(),
+                    answers.len()
+                ),
+            });
+        }
+        Ok(answers)
+    }
 }
 
 /// What a command did.
@@ -383,6 +415,9 @@ const DOWNLOAD_MISSING: i32 = 44;
 const DOWNLOAD_SCRIPT: &str = r#"[ -e "$1" ] || exit 44
 exec head -c "$2" -- "$1"
 "#;
+
+const EXISTING_SCRIPT: &str =
+    r#"for f; do if [ -e "$f" ] || [ -L "$f" ]; then echo 1; else echo 0; fi; done"#;
 
 const EXISTS_SCRIPT: &str = r#"if [ -e "$1" ] || [ -L "$1" ]; then exit 0; else exit 1; fi"#;
 
