@@ -96,8 +96,14 @@ fn add_a_node_then_delete_it() {
         "{log}"
     );
     assert!(log.contains("K3S_TOKEN=K10standin"), "{log}");
-    let saved = serde_yaml_ng::to_string(&clusterfile(&env)).unwrap();
-    assert!(saved.contains(new.as_str()), "{saved}");
+    let saved = clusterfile(&env);
+    for host in [&hosts[0], &hosts[1], &hosts[2]] {
+        assert_eq!(
+            saved["status"]["hosts"][host.ip.as_str()]["nodeName"].as_str(),
+            Some(host.name.as_str()),
+            "run and add record each host's node name: {saved:?}"
+        );
+    }
     // The agent already there was left alone.
     assert_eq!(standin_log(&hosts[1]).matches("k3s|").count(), 1);
 
@@ -106,8 +112,33 @@ fn add_a_node_then_delete_it() {
     assert!(refused.contains("first master"), "{refused}");
     assert!(exists(&hosts[0], "/usr/local/bin/k3s"));
 
-    let deleted = lifecycle_ok(&env, &hosts, &["delete", "--nodes", new]);
+    // A port names the host only when it is the host's SSH port.
+    let wrong_port = lifecycle_fails(&env, &hosts, &["delete", "--nodes", &format!("{new}:2222")]);
+    assert!(
+        wrong_port.contains(&format!("has {new} with SSH port 22, not 2222")),
+        "{wrong_port}"
+    );
+    assert!(
+        !standin_log(&hosts[0]).contains(" drain "),
+        "nothing drained"
+    );
+
+    let deleted = lifecycle_ok(&env, &hosts, &["delete", "--nodes", &format!("{new}:22")]);
     assert!(deleted.contains(&format!("deleted {new}")), "{deleted}");
+    // The first master drained the node and deleted it from Kubernetes, by
+    // its hostname, with k3s' own kubectl and kubeconfig.
+    let node = &hosts[2].name;
+    let kubectl = "|kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml";
+    let log0 = standin_log(&hosts[0]);
+    let drain = format!(
+        "{kubectl} drain {node} --ignore-daemonsets --delete-emptydir-data --force --timeout=300s|"
+    );
+    let delete_node = format!("{kubectl} delete node {node} --ignore-not-found|");
+    let (at_drain, at_delete) = (log0.find(&drain), log0.find(&delete_node));
+    assert!(
+        at_drain.is_some() && at_delete.is_some() && at_drain < at_delete,
+        "drain, then delete node, on the first master:\n{log0}"
+    );
     let units = hosts[2].exec_ok(&["systemctl", "list-unit-files", "--no-legend"]);
     assert!(!units.contains("k3s"), "{units}");
     assert!(!hosts[2]
@@ -136,6 +167,96 @@ fn add_a_node_then_delete_it() {
             .trim(),
         "active",
         "the other agent keeps running"
+    );
+    assert!(!standin_log(&hosts[1]).contains(" drain "));
+
+    // Deleted already: a second delete names it as not in the cluster.
+    let again = lifecycle_fails(&env, &hosts, &["delete", "--nodes", new]);
+    assert!(
+        again.contains(&format!("{new}: not in cluster default")),
+        "{again}"
+    );
+    assert_eq!(standin_log(&hosts[0]).matches(&drain).count(), 1);
+}
+
+/// Drops the node name that `run` recorded for `ip`, as a cluster saved by
+/// an older sealrs has none.
+fn forget_node_name(env: &Env, ip: &str) {
+    let mut saved = clusterfile(env);
+    saved["status"]["hosts"][ip]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("nodeName")
+        .expect("run recorded a node name");
+    std::fs::write(
+        env.root.join("clusters/default/Clusterfile"),
+        serde_yaml_ng::to_string(&saved).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn delete_drains_a_host_that_is_down_when_its_node_name_is_known() {
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1, 2], &[]);
+    let (known, unknown) = (&hosts[1], &hosts[2]);
+    forget_node_name(&env, &unknown.ip);
+    hosts.stop(1);
+    hosts.stop(2);
+    let drains = |node: &str| {
+        standin_log(&hosts[0])
+            .matches(&format!(" drain {node} "))
+            .count()
+    };
+
+    // Down and nameless: refused before anything changes, for both hosts.
+    let both = format!("{},{}", known.ip, unknown.ip);
+    let refused = lifecycle_fails(&env, &hosts, &["delete", "--nodes", &both]);
+    assert!(
+        refused.contains(&format!("{} cannot be reached", unknown.ip))
+            && refused.contains("node name was never recorded")
+            && refused.contains("nothing was changed"),
+        "{refused}"
+    );
+    assert_eq!(drains(&known.name) + drains(&unknown.name), 0);
+
+    // Down with a known name: out of Kubernetes, but it stays in the saved
+    // cluster, since nothing on it could be uninstalled.
+    let half = lifecycle_fails(&env, &hosts, &["delete", "--nodes", &known.ip]);
+    assert!(
+        half.contains(&format!(
+            "{}: drained and deleted from Kubernetes as node {}, but it cannot be reached",
+            known.ip, known.name
+        )),
+        "{half}"
+    );
+    assert_eq!(drains(&known.name), 1);
+    let saved = clusterfile(&env);
+    assert_eq!(
+        saved["status"]["hosts"][known.ip.as_str()]["phase"].as_str(),
+        Some("Failed"),
+        "{saved:?}"
+    );
+
+    // Back up: the rerun uninstalls it; the node is gone from Kubernetes
+    // already, so it is not drained twice.
+    hosts.start(1);
+    let done = lifecycle_ok(&env, &hosts, &["delete", "--nodes", &known.ip]);
+    assert!(done.contains(&format!("deleted {}", known.ip)), "{done}");
+    assert_eq!(drains(&known.name), 1);
+    assert!(!exists(known, "/var/lib/sealrs"));
+
+    // Up and nameless: the host says its name.
+    hosts.start(2);
+    lifecycle_ok(&env, &hosts, &["delete", "--nodes", &unknown.ip]);
+    assert_eq!(drains(&unknown.name), 1);
+    assert!(standin_log(&hosts[0]).contains(&format!(" delete node {} ", unknown.name)));
+    let saved = serde_yaml_ng::to_string(&clusterfile(&env)).unwrap();
+    assert!(
+        !saved.contains(&known.ip) && !saved.contains(&unknown.ip),
+        "{saved}"
     );
 }
 
@@ -247,7 +368,7 @@ fn upgrade_sends_only_the_changed_layer_and_refuses_a_downgrade() {
 /// stamps, the random seed, the journal catalog, coredumps) and
 /// `/var/lib/dhcp`, `/var/lib/private` (leases and dynamic-user state).
 /// `/var/log` (where the stand-ins keep their record) is not looked at at all.
-fn snapshot(host: &Host) -> (BTreeSet<String>, String) {
+pub(crate) fn snapshot(host: &Host) -> (BTreeSet<String>, String) {
     let files = host
         .exec_ok(&["find", "/etc", "/usr/local", "/var/lib", "/opt", "-xdev"])
         .lines()

@@ -8,6 +8,7 @@ mod bad_input;
 mod build;
 mod buildah_diff;
 mod harvest;
+mod image_hooks;
 mod installer;
 mod layout;
 mod lifecycle;

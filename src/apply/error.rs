@@ -106,6 +106,16 @@ pub enum ApplyError {
     #[error("{0}")]
     Unsupported(String),
 
+    #[error("{host} cannot be reached ({reason}) and its Kubernetes node name was never recorded (the cluster was saved by an older sealrs), so it cannot be drained; nothing was changed: bring it back and run the same command again")]
+    NodeNameUnknown { host: String, reason: String },
+
+    #[error("{host}: drained and deleted from Kubernetes as node {node}, but it cannot be reached ({reason}), so nothing on it was uninstalled; it stays in the saved cluster: bring it back and run the same delete again")]
+    NotUninstalled {
+        host: String,
+        node: String,
+        reason: String,
+    },
+
     #[error("no saved cluster {name} ({}); create it with sealrs run --cluster {name}", path.display())]
     NoCluster { name: String, path: PathBuf },
 

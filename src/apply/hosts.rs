@@ -20,6 +20,8 @@ pub struct HostCheck {
     pub free_bytes: u64,
     /// Of the ports asked about, those something listens on.
     pub ports_in_use: Vec<u16>,
+    /// `uname -n`: what Kubernetes names the node after.
+    pub hostname: String,
 }
 
 /// Connects to every host in parallel; fails naming every host that failed.
@@ -27,6 +29,17 @@ pub fn connect_all(
     cluster: &Cluster,
     connector: &dyn Connector,
 ) -> Result<Connections, ApplyError> {
+    let (connections, failures) = connect_each(cluster, connector);
+    ApplyError::all_hosts_ok(failures)?;
+    Ok(connections)
+}
+
+/// Connects to every host in parallel: the connections, and the hosts that
+/// could not be reached.
+pub fn connect_each(
+    cluster: &Cluster,
+    connector: &dyn Connector,
+) -> (Connections, Vec<HostFailure>) {
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = cluster
             .hosts
@@ -55,22 +68,24 @@ pub fn connect_all(
             }),
         }
     }
-    ApplyError::all_hosts_ok(failures)?;
-    Ok(connections)
+    (connections, failures)
 }
 
 /// Checks OS, architecture, free disk and the TCP ports `ports` names for the
 /// host on every host; every problem at once. Ports are checked only on hosts
 /// where the installer never ran: on the others, our own services hold them.
+/// Returns what each host told, by host key.
 pub fn check_all(
     connections: &[(Host, Box<dyn Transport>)],
     image: &AppliedImage,
     ports: &dyn Fn(&Host) -> Vec<u16>,
-) -> Result<(), ApplyError> {
+) -> Result<Vec<(String, HostCheck)>, ApplyError> {
     let needed: u64 = image.layers.iter().map(|l| l.size()).sum::<u64>() * 3;
     let mut failures = Vec::new();
+    let mut checks = Vec::new();
     for (host, transport) in connections {
-        let problem = match check(transport.as_ref(), &ports(host)) {
+        let found = check(transport.as_ref(), &ports(host));
+        let problem = match &found {
             Ok(found) if found.os != "Linux" => Some(format!("it runs {}, not Linux", found.os)),
             Ok(found) if found.arch != image.arch => Some(format!(
                 "it is {} but image {} is for {}",
@@ -89,6 +104,9 @@ pub fn check_all(
             Ok(_) => None,
             Err(err) => Some(err.to_string()),
         };
+        if let Ok(found) = found {
+            checks.push((host.key(), found));
+        }
         if let Some(problem) = problem {
             failures.push(HostFailure {
                 host: host.key(),
@@ -100,29 +118,33 @@ pub fn check_all(
         }
     }
     ApplyError::all_hosts_ok(failures)?;
-    Ok(())
+    Ok(checks)
+}
+
+/// The trimmed stdout of a command that must succeed on the host.
+pub(super) fn query(transport: &dyn Transport, argv: &[&str]) -> Result<String, ApplyError> {
+    let host = transport.address().to_string();
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let out = transport
+        .run(&argv, &[], None)
+        .map_err(|source| ApplyError::Transport {
+            host: host.clone(),
+            source: Box::new(source),
+        })?;
+    if !out.success() {
+        return Err(ApplyError::Command {
+            host,
+            argv: argv.join(" "),
+            status: out.status_text(),
+            tail: out.tail(5),
+        });
+    }
+    Ok(out.stdout_text().trim().to_string())
 }
 
 fn check(transport: &dyn Transport, ports: &[u16]) -> Result<HostCheck, ApplyError> {
     let host = transport.address().to_string();
-    let run = |argv: &[&str]| -> Result<String, ApplyError> {
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        let out = transport
-            .run(&argv, &[], None)
-            .map_err(|source| ApplyError::Transport {
-                host: host.clone(),
-                source: Box::new(source),
-            })?;
-        if !out.success() {
-            return Err(ApplyError::Command {
-                host: host.clone(),
-                argv: argv.join(" "),
-                status: out.status_text(),
-                tail: out.tail(5),
-            });
-        }
-        Ok(out.stdout_text().trim().to_string())
-    };
+    let run = |argv: &[&str]| query(transport, argv);
     let os = run(&["uname", "-s"])?;
     let arch = oci_arch(&run(&["uname", "-m"])?).to_string();
     run(&["mkdir", "-p", HOST_DIR])?;
@@ -156,6 +178,7 @@ fn check(transport: &dyn Transport, ports: &[u16]) -> Result<HostCheck, ApplyErr
         os,
         free_bytes: free_kib * 1024,
         ports_in_use,
+        hostname: run(&["uname", "-n"])?,
     })
 }
 

@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 
 use super::{
     apply_plan, connection_for, distribute, host_context, hosts, mark_failed, record, record_all,
-    resolve_images, run_checked, AppliedImage, ApplyError, Connections, Connector, HostFailure,
-    RunReport, HOST_DIR,
+    record_node_names, resolve_images, run_checked, AppliedImage, ApplyError, Connections,
+    Connector, HostFailure, RunReport, HOST_DIR,
 };
-use crate::cluster::{Address, Cluster, Host, Phase};
+use crate::cluster::{Address, Cluster, Host, Phase, DEFAULT_SSH_PORT};
 use crate::progress::Progress;
 use crate::runtime::{self, Batch, JoinSecrets, Runtime};
 use crate::store::Store;
@@ -162,12 +162,13 @@ pub fn add(
         .into_iter()
         .partition(|(h, _)| targets.contains(&h.address));
     let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
-    hosts::check_all(&connections, &image, &ports)?;
+    let checks = hosts::check_all(&connections, &image, &ports)?;
     connections.extend(known);
 
     // From here on the hosts are part of the cluster, even if a join fails:
     // the saved state then names them, and `add` again picks up.
     *cluster = grown;
+    record_node_names(cluster, &checks);
     for host in &new_hosts {
         let status = cluster.status.hosts.entry(host.key()).or_default();
         if status.phase != Phase::Running {
@@ -312,8 +313,71 @@ fn teardown(
     Ok(report.changed)
 }
 
-/// Uninstalls the runtime from the hosts at `addresses` and removes them from
-/// the cluster. The first master cannot be deleted (reset the cluster).
+/// The host's Kubernetes node name: the one recorded when sealrs first
+/// reached it, else what the host says now (`None` when it is down).
+fn node_name(
+    cluster: &Cluster,
+    host: &Host,
+    transport: Option<&dyn Transport>,
+) -> Result<Option<String>, ApplyError> {
+    let recorded = cluster
+        .status
+        .hosts
+        .get(&host.key())
+        .and_then(|s| s.node_name.clone());
+    let name = match (recorded, transport) {
+        (Some(name), _) => name,
+        (None, Some(t)) => hosts::query(t, &["uname", "-n"])?,
+        (None, None) => return Ok(None),
+    };
+    crate::cluster::node_name_from_hostname(&name)
+        .map(Some)
+        .ok_or_else(|| ApplyError::runtime(host)(runtime::RuntimeError::BadNodeName { node: name }))
+}
+
+/// What a connection failure says, without the host it is about.
+fn unreachable_reason(failure: &HostFailure) -> String {
+    match failure.error.as_ref() {
+        ApplyError::Transport { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Drains the node and deletes it from Kubernetes, on the first master; a
+/// drain that did not finish is reported, and the node deleted all the same.
+fn remove_from_kubernetes(
+    cluster: &Cluster,
+    first: &Host,
+    node: &str,
+    image: &AppliedImage,
+    runtime: &dyn Runtime,
+    transport: &dyn Transport,
+    progress: &dyn Progress,
+) -> Result<(), ApplyError> {
+    let ctx = host_context(cluster, first, &image.info, JoinSecrets::default(), image)?;
+    let plan = runtime
+        .remove_node(&ctx, node)
+        .map_err(ApplyError::runtime(first))?;
+    let report = apply_plan(transport, image, &plan)?;
+    for step in &report.steps {
+        if let Some(code) = step.exit_code.filter(|c| *c != 0) {
+            progress.message(&format!(
+                "warning: {}: {} ended with exit code {code}; going on:\n{}",
+                first.key(),
+                step.title,
+                step.output.join("\n")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Drains the hosts at `addresses` and deletes their nodes from Kubernetes
+/// (on the first master), then uninstalls the runtime from them and removes
+/// them from the cluster. The first master cannot be deleted (reset the
+/// cluster). A host that is down is still removed from Kubernetes when its
+/// node name is known, and stays in the cluster, failed, until a rerun can
+/// uninstall it; when its name is not known, nothing changes.
 pub fn delete(
     store: &Store,
     cluster: &mut Cluster,
@@ -345,17 +409,93 @@ pub fn delete(
     verify(&shrunk, runtime.as_ref(), &image)?;
 
     let targets = only(cluster, addresses);
-    progress.message(&format!("connecting to {} hosts", targets.hosts.len()));
-    let connections = hosts::connect_all(&targets, connector)?;
+    let mut reach = addresses.to_vec();
+    reach.push(first.address.clone());
+    progress.message(&format!(
+        "connecting to {} hosts and the first master {}",
+        targets.hosts.len(),
+        first.key()
+    ));
+    let (connections, down) = hosts::connect_each(&only(cluster, &reach), connector);
+    // The first master drains and deletes the nodes: nothing goes without it.
+    let (first_down, down): (Vec<HostFailure>, Vec<HostFailure>) =
+        down.into_iter().partition(|f| f.host == first.key());
+    ApplyError::all_hosts_ok(first_down)?;
+
+    let mut named = Vec::new();
+    let mut unnamed = Vec::new();
+    for host in &targets.hosts {
+        let transport = connection_for(&connections, host).ok();
+        match node_name(cluster, host, transport) {
+            Ok(Some(name)) => named.push((host.clone(), name)),
+            Ok(None) => unnamed.push(HostFailure {
+                host: host.key(),
+                error: Box::new(ApplyError::NodeNameUnknown {
+                    host: host.key(),
+                    reason: down
+                        .iter()
+                        .find(|f| f.host == host.key())
+                        .map(unreachable_reason)
+                        .unwrap_or_default(),
+                }),
+            }),
+            Err(error) => unnamed.push(HostFailure {
+                host: host.key(),
+                error: Box::new(error),
+            }),
+        }
+    }
+    ApplyError::all_hosts_ok(unnamed)?;
+    for (host, name) in &named {
+        cluster
+            .status
+            .hosts
+            .entry(host.key())
+            .or_default()
+            .node_name = Some(name.clone());
+    }
+
     let mut run = RunReport::default();
-    // The installer and rootfs the uninstall plan needs (nothing is sent to a
-    // host that still has them).
+    // The installer and rootfs the plans need (nothing is sent to a host that
+    // still has them).
     distribute(store, &connections, &image, progress, &mut run)?;
 
     let snapshot = cluster.clone();
-    let (masters, nodes): (Vec<Host>, Vec<Host>) =
-        targets.hosts.iter().cloned().partition(Host::is_master);
-    let mut results = parallel(&nodes, |host| {
+    let on_first = connection_for(&connections, &first)?;
+    let mut results = Vec::new();
+    let mut removed = Vec::new();
+    for (host, name) in &named {
+        progress.message(&format!(
+            "{}: drain and delete node {name} ({})",
+            first.key(),
+            host.key()
+        ));
+        match remove_from_kubernetes(
+            &snapshot,
+            &first,
+            name,
+            &image,
+            runtime.as_ref(),
+            on_first,
+            progress,
+        ) {
+            Ok(()) => match down.iter().find(|f| f.host == host.key()) {
+                Some(failure) => results.push((
+                    host.clone(),
+                    Err(ApplyError::NotUninstalled {
+                        host: host.key(),
+                        node: name.clone(),
+                        reason: unreachable_reason(failure),
+                    }),
+                )),
+                None => removed.push(host.clone()),
+            },
+            Err(error) => results.push((host.clone(), Err(error))),
+        }
+    }
+
+    let (masters, nodes): (Vec<Host>, Vec<Host>) = removed.into_iter().partition(Host::is_master);
+    results.extend(parallel(&nodes, |host| {
         progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
         teardown(
             &snapshot,
@@ -364,7 +504,7 @@ pub fn delete(
             runtime.as_ref(),
             connection_for(&connections, host)?,
         )
-    });
+    }));
     for host in &masters {
         progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
         let result = teardown(
@@ -435,7 +575,8 @@ pub fn upgrade(
     ));
     let connections = hosts::connect_all(cluster, connector)?;
     // Every host runs the cluster already: its ports are ours.
-    hosts::check_all(&connections, &image, &|_| Vec::new())?;
+    let checks = hosts::check_all(&connections, &image, &|_| Vec::new())?;
+    record_node_names(cluster, &checks);
     let mut run = RunReport::default();
     progress.message("sending the layers the hosts lack");
     distribute(store, &connections, &image, progress, &mut run)?;
@@ -601,6 +742,54 @@ pub fn parse_hosts(
         .collect())
 }
 
+/// Parses `delete --nodes` values (`IP[:PORT][,IP...]`) as `run` and `add`
+/// read addresses. A host is named by its address; a port, when given, must
+/// be the host's SSH port, so that a typo never deletes another host.
+/// Addresses not in the cluster are left for [`delete`] to refuse.
+pub fn parse_targets(
+    cluster: &Cluster,
+    nodes: &[String],
+) -> Result<Vec<Address>, crate::cluster::ClusterError> {
+    let mut addresses = Vec::new();
+    let mut problems = Vec::new();
+    for item in nodes.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        let (address, port) = match crate::cluster::parse_address_port(item) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                problems.push(crate::cluster::Problem::new("--nodes", e));
+                continue;
+            }
+        };
+        if let (Some(port), Some(host)) = (port, cluster.host(&address)) {
+            let ssh = cluster.ssh_for(host).port.unwrap_or(DEFAULT_SSH_PORT);
+            if ssh != port {
+                problems.push(crate::cluster::Problem::new(
+                    "--nodes",
+                    format!(
+                        "{item}: cluster {} has {address} with SSH port {ssh}, not {port}; name it as {address}",
+                        cluster.name
+                    ),
+                ));
+                continue;
+            }
+        }
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    if problems.is_empty() {
+        Ok(addresses)
+    } else {
+        Err(crate::cluster::ClusterError::Invalid {
+            source_name: "command line".to_string(),
+            problems,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,6 +835,37 @@ mod tests {
         );
         let err = parse_hosts(&cluster(), &[], &["not an address".into()]).unwrap_err();
         assert!(err.to_string().contains("--nodes"), "{err}");
+    }
+
+    #[test]
+    fn deleted_hosts_are_named_by_address_and_a_port_must_be_theirs() {
+        let c = Cluster::from_args(&ClusterArgs {
+            masters: vec!["10.0.0.1".into()],
+            nodes: vec!["10.0.0.2,10.0.0.3:2222,[fd00::4]:2200".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let got = parse_targets(
+            &c,
+            &[
+                "10.0.0.2:22, 10.0.0.3:2222".into(),
+                "[fd00::4]:2200,10.0.0.2,10.0.0.9:22".into(),
+            ],
+        )
+        .unwrap();
+        let got: Vec<String> = got.iter().map(Address::to_string).collect();
+        assert_eq!(got, ["10.0.0.2", "10.0.0.3", "fd00::4", "10.0.0.9"]);
+
+        let err = parse_targets(&c, &["10.0.0.3:22,10.0.0.2:x,fd00::4".into()]).unwrap_err();
+        let problems: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "--nodes: 10.0.0.3:22: cluster default has 10.0.0.3 with SSH port 2222, not 22"
+            ),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains("\"x\" is not a port"), "{problems:?}");
     }
 
     #[test]

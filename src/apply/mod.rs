@@ -26,7 +26,8 @@ use oci_spec::image::Descriptor;
 pub use error::{ApplyError, HostFailure};
 pub use hosts::{Connections, Connector, HostCheck};
 pub use lifecycle::{
-    add, delete, forget_cluster, load_cluster, parse_hosts, reset, upgrade, LifecycleReport,
+    add, delete, forget_cluster, load_cluster, parse_hosts, parse_targets, reset, upgrade,
+    LifecycleReport,
 };
 
 use crate::cluster::{Cluster, Host, HostStatus, InstalledImage, Phase};
@@ -110,14 +111,14 @@ pub fn resolve_images(store: &Store, names: &[String]) -> Result<Vec<AppliedImag
             name: full.clone(),
             source: Box::new(source),
         })?;
-        let labels: BTreeMap<String, String> = stored
-            .config
-            .config()
-            .as_ref()
-            .and_then(|c| c.labels().clone())
+        let config = stored.config.config().clone().unwrap_or_default();
+        let labels: BTreeMap<String, String> = config
+            .labels()
+            .clone()
             .unwrap_or_default()
             .into_iter()
             .collect();
+        let env = config.env().clone().unwrap_or_default();
         let layers = stored.manifest.layers().clone();
         let installer = layers
             .iter()
@@ -131,7 +132,7 @@ pub fn resolve_images(store: &Store, names: &[String]) -> Result<Vec<AppliedImag
             name: full,
             digest: stored.descriptor.digest().to_string(),
             layers,
-            info: ImageInfo::from_labels(&labels),
+            info: ImageInfo::from_labels(&labels).with_config_env(&env),
             arch: stored.config.architecture().to_string(),
             installer,
         });
@@ -180,7 +181,8 @@ pub fn run(
     ));
     let connections = hosts::connect_all(cluster, connector)?;
     let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
-    hosts::check_all(&connections, rootfs, &ports)?;
+    let checks = hosts::check_all(&connections, rootfs, &ports)?;
+    record_node_names(cluster, &checks);
 
     let mut report = RunReport::default();
     progress.message("sending layers");
@@ -295,18 +297,28 @@ fn record(
     if changed {
         report.changed.push(host.key());
     }
-    cluster.status.hosts.insert(
-        host.key(),
-        HostStatus {
-            phase: Phase::Running,
-            runtime: Some(image.info.runtime.clone()),
-            version: image.info.version.as_ref().map(|v| v.to_string()),
-            images: vec![InstalledImage {
-                name: image.name.clone(),
-                digest: image.digest.clone(),
-            }],
-        },
-    );
+    let status = cluster.status.hosts.entry(host.key()).or_default();
+    *status = HostStatus {
+        phase: Phase::Running,
+        runtime: Some(image.info.runtime.clone()),
+        version: image.info.version.as_ref().map(|v| v.to_string()),
+        images: vec![InstalledImage {
+            name: image.name.clone(),
+            digest: image.digest.clone(),
+        }],
+        node_name: status.node_name.take(),
+    };
+}
+
+/// Records each checked host's Kubernetes node name, the first time it is
+/// seen: a node keeps the name it registered with.
+fn record_node_names(cluster: &mut Cluster, checks: &[(String, HostCheck)]) {
+    for (key, found) in checks {
+        let status = cluster.status.hosts.entry(key.clone()).or_default();
+        if status.node_name.is_none() {
+            status.node_name = crate::cluster::node_name_from_hostname(&found.hostname);
+        }
+    }
 }
 
 /// Records each host's outcome in the cluster status; every failure in one error.

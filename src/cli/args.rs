@@ -148,7 +148,7 @@ pub struct DeleteArgs {
     /// The saved cluster.
     #[arg(long, default_value = "default")]
     pub cluster: String,
-    /// Hosts to delete, IP[,IP...] (masters or workers; never the first master).
+    /// Hosts to delete, IP[:PORT][,IP...] (masters or workers; never the first master).
     #[arg(long, value_name = "IPS", required = true)]
     pub nodes: Vec<String>,
     #[command(flatten)]

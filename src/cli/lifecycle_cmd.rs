@@ -77,23 +77,7 @@ pub fn delete(
     progress: &dyn Progress,
 ) -> Result<()> {
     let (mut cluster, loaded, connector) = open(root, &args.cluster, &args.ssh)?;
-    // Addresses as --nodes of run gives them (a :PORT is ignored); any role may be named.
-    let mut addresses = Vec::new();
-    for item in args.nodes.iter().flat_map(|s| s.split(',')).map(str::trim) {
-        if item.is_empty() {
-            continue;
-        }
-        let bare = match item.strip_prefix('[') {
-            Some(rest) => rest.split(']').next().unwrap_or(rest),
-            None if item.matches(':').count() == 1 => item.split(':').next().unwrap_or(item),
-            None => item,
-        };
-        let address =
-            crate::cluster::Address::parse(bare).map_err(|e| anyhow::anyhow!("--nodes: {e}"))?;
-        if !addresses.contains(&address) {
-            addresses.push(address);
-        }
-    }
+    let addresses = apply::parse_targets(&cluster, &args.nodes)?;
     let result = apply::delete(store, &mut cluster, &addresses, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
     let report = result?;

@@ -198,7 +198,7 @@ fn parse_roles(
 }
 
 /// `ADDR`, `ADDR:PORT`, `[V6]` or `[V6]:PORT`; a bare IPv6 has no port.
-pub(super) fn parse_address_port(s: &str) -> Result<(Address, Option<u16>), String> {
+pub(crate) fn parse_address_port(s: &str) -> Result<(Address, Option<u16>), String> {
     let s = s.trim();
     let (addr, port) = if let Some(rest) = s.strip_prefix('[') {
         let Some((addr, after)) = rest.split_once(']') else {

@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 pub use args::ClusterArgs;
+pub(crate) use file::parse_address_port;
 pub use file::{API_VERSION, KIND, SEALOS_API_VERSION};
 
 /// The default SSH port and user when neither the cluster nor the host says.
@@ -342,6 +343,11 @@ pub struct HostStatus {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<InstalledImage>,
+    /// The host's name in Kubernetes, from its hostname when sealrs first
+    /// reached it: `delete` drains and deletes the node by it, even when the
+    /// host is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -422,6 +428,29 @@ pub fn is_valid_env_key(key: &str) -> bool {
     let mut chars = key.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The name Kubernetes gives a node by default: the hostname (`uname -n`),
+/// trimmed and lowercased, as the kubelet does. `None` when that is not a
+/// valid node name (an RFC 1123 subdomain).
+pub fn node_name_from_hostname(hostname: &str) -> Option<String> {
+    let name = hostname.trim().to_ascii_lowercase();
+    is_valid_node_name(&name).then_some(name)
+}
+
+/// An RFC 1123 subdomain: what the API server accepts as a node name. It
+/// never starts with `-`, so it is never read as a flag where it is an argument.
+pub fn is_valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Cluster names become directory names: lowercase letters, digits, `-`.

@@ -144,9 +144,11 @@ fn state_round_trips_with_status() {
                 name: "registry.local/k3s:v1.30.2-k3s1".into(),
                 digest: format!("sha256:{}", "a".repeat(64)),
             }],
+            node_name: Some("master-1".into()),
         },
     );
     let yaml = c.to_yaml();
+    assert!(yaml.contains("nodeName: master-1"), "{yaml}");
     assert!(
         yaml.starts_with("apiVersion: sealrs.io/v1\nkind: Cluster\n"),
         "{yaml}"
@@ -339,4 +341,19 @@ fn addresses_and_roles() {
         ("K".to_string(), "a=b".to_string())
     );
     assert_eq!(format!("{:?}", Secret::new("x")), "<redacted>");
+}
+
+#[test]
+fn node_names_are_hostnames_as_kubernetes_takes_them() {
+    assert_eq!(
+        node_name_from_hostname("Worker-1\n").as_deref(),
+        Some("worker-1")
+    );
+    assert_eq!(
+        node_name_from_hostname("h2.example.com").as_deref(),
+        Some("h2.example.com")
+    );
+    for bad in ["", "-rf", "a_b", "a..b", "end-", "sp ace", &"x".repeat(254)] {
+        assert_eq!(node_name_from_hostname(bad), None, "{bad:?}");
+    }
 }

@@ -52,6 +52,8 @@ pub enum InstallerError {
         #[source]
         source: io::Error,
     },
+    #[error("working directory {} is not a directory on this host (is it in the image?)", path.display())]
+    NoWorkDir { path: PathBuf },
     #[error("{what} did not happen within {secs}s")]
     Timeout { what: String, secs: u64 },
     #[error("{program} exited with code {code}")]

@@ -3,8 +3,8 @@
 //! Checks come in two sorts. Those about the step's own target
 //! (`FileMatches`, `DirExists`, `LinkMatches`, `Absent`) are answered by the
 //! action itself, which compares before it writes; the others (`Creates`,
-//! `IfExists`, `FileContains`, the unit states, `IfChanged`) gate the action
-//! before it starts. A step whose check says there is nothing to do is
+//! `IfExists`, `FileContains`, the unit states, `IfChanged`, `IfOutput`) gate
+//! the action before it starts; their queries run in dry runs too. A step whose check says there is nothing to do is
 //! `skipped`; a `ReadOnly` step always runs and never counts as a change.
 
 use std::collections::HashSet;
@@ -212,6 +212,31 @@ impl StepRun<'_> {
                     None
                 }
             }
+            Check::IfOutput { argv } => {
+                let mut argv = argv.clone();
+                argv[0] = self.program(&argv[0]);
+                let out = self.spawn(&argv, &[], None)?;
+                if !out.status.success() {
+                    self.output.extend(
+                        String::from_utf8_lossy(&out.stderr)
+                            .lines()
+                            .map(str::to_string),
+                    );
+                    return Err(match out.status.code() {
+                        Some(code) => InstallerError::Exit {
+                            program: argv[0].clone(),
+                            code,
+                        },
+                        None => InstallerError::Signal {
+                            program: argv[0].clone(),
+                        },
+                    });
+                }
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .is_empty()
+                    .then(|| format!("{} printed nothing", argv.join(" ")))
+            }
             Check::FileMatches
             | Check::DirExists
             | Check::LinkMatches
@@ -297,6 +322,9 @@ impl StepRun<'_> {
                 let mut argv = argv.clone();
                 argv[0] = self.program(&argv[0]);
                 let cwd = cwd.as_deref().map(|c| checked(ctx, c)).transpose()?;
+                if let Some(dir) = cwd.as_ref().filter(|d| !d.is_dir()) {
+                    return Err(InstallerError::NoWorkDir { path: dir.clone() });
+                }
                 let result = self.spawn(&argv, env, cwd.as_deref());
                 let out = match result {
                     Ok(out) => out,

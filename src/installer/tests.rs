@@ -391,6 +391,49 @@ fn checks_gate_steps() {
 }
 
 #[test]
+fn a_query_gates_a_step_on_what_it_prints_and_its_failure_fails_the_step() {
+    let host = Host::new();
+    host.write("/etc/nodes", "node/h2\n", 0o644);
+    let query = |file: &str| Check::IfOutput {
+        argv: vec!["cat".into(), host.at(file).to_string_lossy().into_owned()],
+    };
+    host.write("/etc/none", "", 0o644);
+    let p = plan(vec![
+        Step::run("present", "p", &["true"], query("/etc/nodes")),
+        Step::run("absent", "a", &["true"], query("/etc/none")),
+        Step::run("broken", "b", &["true"], query("/etc/missing")).allowing_failure(),
+        Step::run("after", "never runs", &["true"], Check::ReadOnly),
+    ]);
+    let r = execute(&p, &host.ctx("k3s", Role::Master)).unwrap();
+    assert_eq!(
+        statuses(&r),
+        vec![
+            ("present", StepStatus::Changed),
+            ("absent", StepStatus::Skipped),
+            ("broken", StepStatus::Failed),
+        ]
+    );
+    assert!(
+        r.steps[1]
+            .note
+            .as_deref()
+            .unwrap()
+            .ends_with("printed nothing"),
+        "{:?}",
+        r.steps[1]
+    );
+    // A query that cannot answer is not "nothing to do", even where the
+    // step's own failure would be allowed.
+    assert_eq!(r.steps[2].exit_code, Some(1));
+    assert!(
+        r.steps[2].output.iter().any(|l| l.contains("No such file")),
+        "{:?}",
+        r.steps[2]
+    );
+    assert_eq!(r.failed.as_deref(), Some("broken"));
+}
+
+#[test]
 fn dry_run_changes_nothing() {
     let host = Host::new();
     host.k3s_rootfs();
@@ -825,4 +868,123 @@ fn received_layers_are_unpacked_and_kept_as_blobs_only_when_their_digest_checks_
         .filter(|n| n.to_string_lossy().starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+// ---------------------------------------------------------------------------
+// image hooks, executed
+
+/// The k3s rootfs with `scripts/init.sh`, and an image whose hooks write
+/// into their cwd (the rootfs' `scripts/`).
+fn hooked_image() -> ImageInfo {
+    let mut image = ImageInfo::new("k3s", "v1.30.2+k3s1").unwrap();
+    for (k, v) in [
+        ("check", "test -f init.sh"),
+        (
+            "sealrs.io/init",
+            "bash init.sh && printf '%s' \"$PASS\" > pass.out && printf '%s' 'lit$$\"`x' > literal.out",
+        ),
+        ("clean", "rm -f pass.out literal.out runs.out"),
+    ] {
+        image.labels.insert(k.into(), v.into());
+    }
+    image
+}
+
+#[test]
+fn hooks_run_from_scripts_with_the_env_init_once_and_clean_at_uninstall() {
+    let k3s = runtime::runtime_for("k3s").unwrap();
+    let c = cluster();
+    let image = hooked_image();
+    let host = Host::new();
+    host.k3s_rootfs();
+    host.write(
+        "/var/lib/sealrs/rootfs/scripts/init.sh",
+        "#!/bin/bash\necho ran >> runs.out\n",
+        0o755,
+    );
+    host.write("/var/lib/rancher/k3s/server/token", "K10tok\n", 0o600);
+    host.write("/etc/rancher/k3s/k3s.yaml", "apiVersion: v1\n", 0o600);
+    let scripts = |name: &str| host.rootfs().join("scripts").join(name);
+    let hctx = HostContext::new(&c, &c.hosts[0], &image, JoinSecrets::default()).unwrap();
+    let install = k3s.install(&hctx).unwrap();
+    let ctx = host.ctx("k3s", Role::Master);
+    let r = execute(&install, &ctx).unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    assert_eq!(
+        statuses(&r)[..4],
+        [
+            ("hook-check", StepStatus::Unchanged),
+            ("hook-markers", StepStatus::Changed),
+            ("hook-init", StepStatus::Changed),
+            ("hook-init-marker", StepStatus::Changed),
+        ]
+    );
+    assert_eq!(fs::read(scripts("pass.out")).unwrap(), b"pa$$w0rd\"`x");
+    assert_eq!(fs::read(scripts("literal.out")).unwrap(), b"lit$$\"`x");
+    assert_eq!(fs::read_to_string(scripts("runs.out")).unwrap(), "ran\n");
+
+    // A rerun checks again and does not init again.
+    let again = execute(&install, &ctx).unwrap();
+    assert!(!again.changed, "{again:?}");
+    assert_eq!(again.steps[0].status, StepStatus::Unchanged);
+    assert_eq!(again.steps[2].status, StepStatus::Skipped);
+    assert_eq!(fs::read_to_string(scripts("runs.out")).unwrap(), "ran\n");
+
+    // Uninstall cleans, then removes the markers: twice is nothing to do.
+    let uninstall = k3s.uninstall(&hctx).unwrap();
+    let r = execute(&uninstall, &ctx).unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    let clean = r.steps.iter().find(|s| s.id == "hook-clean").unwrap();
+    assert_eq!(clean.status, StepStatus::Changed);
+    for gone in ["pass.out", "literal.out", "runs.out"] {
+        assert!(!scripts(gone).exists(), "{gone} left");
+    }
+    assert!(!host.at(runtime::MARKER_DIR).exists());
+    let again = execute(&uninstall, &ctx).unwrap();
+    assert!(!again.changed, "{again:?}");
+    let clean = again.steps.iter().find(|s| s.id == "hook-clean").unwrap();
+    assert_eq!(clean.status, StepStatus::Skipped);
+}
+
+#[test]
+fn a_failing_check_stops_the_plan_with_its_output_and_a_missing_scripts_dir_is_named() {
+    let k3s = runtime::runtime_for("k3s").unwrap();
+    let c = cluster();
+    let mut image = hooked_image();
+    image.labels.insert(
+        "check".into(),
+        "echo \"registry port $PASS is taken\" >&2; exit 4".into(),
+    );
+    let host = Host::new();
+    host.k3s_rootfs();
+    host.write(
+        "/var/lib/sealrs/rootfs/scripts/init.sh",
+        "#!/bin/bash\n",
+        0o755,
+    );
+    let hctx = HostContext::new(&c, &c.hosts[0], &image, JoinSecrets::default()).unwrap();
+    let ctx = host.ctx("k3s", Role::Master);
+    let r = execute(&k3s.install(&hctx).unwrap(), &ctx).unwrap();
+    assert_eq!(r.failed.as_deref(), Some("hook-check"));
+    assert_eq!(r.steps.len(), 1, "nothing after the check ran");
+    let step = &r.steps[0];
+    assert_eq!(step.exit_code, Some(4));
+    assert!(
+        step.output
+            .contains(&"registry port pa$$w0rd\"`x is taken".to_string()),
+        "{:?}",
+        step.output
+    );
+    assert!(!host.at(runtime::HOOK_MARKER_DIR).exists());
+
+    // An image with hooks but no scripts/ directory: the step says which.
+    let bare = Host::new();
+    bare.k3s_rootfs();
+    let r = execute(&k3s.install(&hctx).unwrap(), &bare.ctx("k3s", Role::Master)).unwrap();
+    assert_eq!(r.failed.as_deref(), Some("hook-check"));
+    let last = r.steps[0].output.last().unwrap();
+    assert!(
+        last.contains("working directory") && last.contains("rootfs/scripts is not a directory"),
+        "{last}"
+    );
 }

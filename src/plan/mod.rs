@@ -32,7 +32,7 @@ use crate::cluster::Role;
 pub struct Plan {
     /// The runtime that made the plan (`k3s`, `kubeadm`, `k0s`).
     pub runtime: String,
-    /// `install`, `join`, `upgrade` or `uninstall`.
+    /// `install`, `join`, `upgrade`, `uninstall` or `remove-node`.
     pub action: String,
     /// The host the plan is for, as the cluster names it.
     pub host: String,
@@ -262,6 +262,12 @@ pub enum Check {
     IfChanged {
         steps: Vec<String>,
         unit_active: Option<String>,
+    },
+    /// Run only when this read-only command exits 0 and prints something
+    /// (`kubectl get node N --ignore-not-found -o name` for a node that
+    /// exists); a query that fails fails the step.
+    IfOutput {
+        argv: Vec<String>,
     },
     /// The step only observes (waits, reads back, prints): it always runs
     /// and never counts as a change.
@@ -549,7 +555,7 @@ pub enum PlanError {
     DuplicateId { id: String },
     #[error("step {step:?} refers to step {missing:?}, which does not come before it")]
     UnknownStep { step: String, missing: String },
-    #[error("step {step:?} runs an empty argv")]
+    #[error("step {step:?} runs (or queries with) an empty argv")]
     EmptyArgv { step: String },
     #[error("capture key {key:?} is produced by two steps")]
     DuplicateCapture { key: String },
@@ -613,12 +619,22 @@ impl Plan {
                     }
                 }
             }
-            if let Action::Run { argv, .. } = &step.action {
-                if argv.is_empty() || argv[0].is_empty() {
-                    problems.push(PlanError::EmptyArgv {
-                        step: step.id.clone(),
-                    });
-                }
+            let query = match &step.check {
+                Check::IfOutput { argv } => Some(argv),
+                _ => None,
+            };
+            let run = match &step.action {
+                Action::Run { argv, .. } => Some(argv),
+                _ => None,
+            };
+            if [run, query]
+                .into_iter()
+                .flatten()
+                .any(|argv| argv.first().is_none_or(String::is_empty))
+            {
+                problems.push(PlanError::EmptyArgv {
+                    step: step.id.clone(),
+                });
             }
             seen.push(&step.id);
             let key = match &step.action {

@@ -89,6 +89,10 @@ fn check_text(check: &Check) -> String {
             }
             s
         }
+        Check::IfOutput { argv } => format!(
+            "runs only when `{}` prints something",
+            argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+        ),
         Check::ReadOnly => "read-only, always runs".into(),
     }
 }

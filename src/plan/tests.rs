@@ -132,3 +132,33 @@ fn validate_reports_every_problem() {
     );
     assert!(sample().validate().is_ok());
 }
+
+#[test]
+fn a_query_check_needs_an_argv_and_shows_it_quoted() {
+    let mut plan = Plan::new("t", "remove-node", "h", vec![]);
+    plan.push(Step::run(
+        "q",
+        "gated",
+        &["true"],
+        Check::IfOutput { argv: vec![] },
+    ));
+    assert_eq!(
+        plan.validate().unwrap_err(),
+        vec![PlanError::EmptyArgv { step: "q".into() }]
+    );
+    let mut plan = Plan::new("t", "remove-node", "h", vec![]);
+    plan.push(Step::run(
+        "q",
+        "gated",
+        &["true"],
+        Check::IfOutput {
+            argv: vec!["kubectl".into(), "get".into(), "node".into(), "a b".into()],
+        },
+    ));
+    plan.validate().unwrap();
+    let text = plan.render_dry_run();
+    assert!(
+        text.contains("idempotent: runs only when `kubectl get node 'a b'` prints something"),
+        "{text}"
+    );
+}

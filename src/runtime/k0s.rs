@@ -16,8 +16,8 @@ use crate::cluster::{Cluster, Role};
 use crate::plan::{Capture, Check, FileContent, Plan, Step};
 
 use super::{
-    captures, finish_verify, verify_common, verify_odd_servers, HostContext, ImageInfo, Runtime,
-    RuntimeError, Version, Violation, MARKER_DIR,
+    captures, finish_verify, hooks, verify_common, verify_odd_servers, HostContext, ImageInfo,
+    Runtime, RuntimeError, Version, Violation, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k0s";
@@ -144,6 +144,7 @@ impl Runtime for K0s {
     fn install(&self, ctx: &HostContext) -> Result<Plan, RuntimeError> {
         ctx.require_first_master(self.name())?;
         let mut plan = ctx.plan(self.name(), "install");
+        hooks::push_setup(ctx, &mut plan);
         prepare(ctx, &mut plan);
         install_and_start(ctx, &mut plan, false);
         plan.push(Step::wait_port(
@@ -180,6 +181,7 @@ impl Runtime for K0s {
             Role::Node => ctx.secret(self.name(), "token")?,
         };
         let mut plan = ctx.plan(self.name(), "join");
+        hooks::push_setup(ctx, &mut plan);
         prepare(ctx, &mut plan);
         plan.push(
             Step::write_secret_file(
@@ -198,6 +200,7 @@ impl Runtime for K0s {
         ctx.check_upgrade(to)?;
         let unit = unit(ctx.role);
         let mut plan = ctx.plan(self.name(), "upgrade");
+        hooks::push_setup(ctx, &mut plan);
         plan.push(Step::place_rootfs(ctx.role));
         if ctx.role == Role::Master {
             plan.push(config_step(ctx));
@@ -233,6 +236,16 @@ impl Runtime for K0s {
         Ok(plan)
     }
 
+    /// `k0s kubectl` on the first controller, as k0sctl resets a worker (<https://github.com/k0sproject/k0sctl/blob/main/phase/reset_workers.go>).
+    fn remove_node(&self, ctx: &HostContext, node: &str) -> Result<Plan, RuntimeError> {
+        super::remove_node_plan(
+            ctx,
+            self.name(),
+            &[BIN, "kubectl", "--kubeconfig", ADMIN_CONF],
+            node,
+        )
+    }
+
     fn uninstall(&self, ctx: &HostContext) -> Result<Plan, RuntimeError> {
         let unit = unit(ctx.role);
         let mut plan = ctx.plan(self.name(), "uninstall");
@@ -242,6 +255,7 @@ impl Runtime for K0s {
             &[BIN, "stop"],
             Check::UnitInactive { unit: unit.into() },
         ));
+        hooks::push_clean(ctx, &mut plan);
         plan.push(Step::run(
             "reset",
             "remove k0s state, service and data (k0s reset)",

@@ -22,8 +22,8 @@ use crate::cluster::{Cluster, Role};
 use crate::plan::{Check, FileContent, Plan, Step};
 
 use super::{
-    env_file, exec_arg, finish_verify, verify_common, verify_odd_servers, HostContext, ImageInfo,
-    Runtime, RuntimeError, Version, Violation, MARKER_DIR,
+    env_file, exec_arg, finish_verify, hooks, verify_common, verify_odd_servers, HostContext,
+    ImageInfo, Runtime, RuntimeError, Version, Violation, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k3s";
@@ -223,6 +223,7 @@ impl Runtime for K3s {
     fn install(&self, ctx: &HostContext) -> Result<Plan, RuntimeError> {
         ctx.require_first_master(self.name())?;
         let mut plan = ctx.plan(self.name(), "install");
+        hooks::push_setup(ctx, &mut plan);
         bring_up(ctx, &mut plan, &["--cluster-init".to_string()], &[]);
         plan.push(Step::wait_file("wait-token", TOKEN_FILE, WAIT_SECS));
         plan.push(Step::read_file(
@@ -244,6 +245,7 @@ impl Runtime for K3s {
         let token = ctx.secret(self.name(), "token")?;
         let url = server_url(ctx);
         let mut plan = ctx.plan(self.name(), "join");
+        hooks::push_setup(ctx, &mut plan);
         match ctx.role {
             Role::Master => {
                 bring_up(
@@ -270,6 +272,7 @@ impl Runtime for K3s {
         ctx.check_upgrade(to)?;
         let unit = unit_for(ctx.role);
         let mut plan = ctx.plan(self.name(), "upgrade");
+        hooks::push_setup(ctx, &mut plan);
         plan.push(Step::place_rootfs(ctx.role));
         plan.push(config_step(ctx));
         plan.push(Step::restart_if_changed(
@@ -291,6 +294,16 @@ impl Runtime for K3s {
             ));
         }
         Ok(plan)
+    }
+
+    /// `k3s kubectl` on the first server; k3s wants a node deleted before it rejoins (<https://docs.k3s.io/installation/uninstall>).
+    fn remove_node(&self, ctx: &HostContext, node: &str) -> Result<Plan, RuntimeError> {
+        super::remove_node_plan(
+            ctx,
+            self.name(),
+            &[BIN, "kubectl", "--kubeconfig", KUBECONFIG],
+            node,
+        )
     }
 
     fn uninstall(&self, ctx: &HostContext) -> Result<Plan, RuntimeError> {
@@ -319,6 +332,7 @@ impl Runtime for K3s {
             )
             .allowing_failure(),
         );
+        hooks::push_clean(ctx, &mut plan);
         plan.push(Step::remove(
             "remove-unit",
             &format!("/etc/systemd/system/{}", unit.name),

@@ -24,11 +24,12 @@ use crate::cluster::{Address, Cluster, Role};
 use crate::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
 
 use super::{
-    captures, finish_verify, verify_common, HostContext, ImageInfo, Runtime, RuntimeError, Version,
-    Violation, MARKER_DIR,
+    captures, finish_verify, hooks, verify_common, HostContext, ImageInfo, Runtime, RuntimeError,
+    Version, Violation, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/kubeadm";
+pub const KUBECTL: &str = "/usr/local/bin/kubectl";
 pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
 pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
@@ -164,6 +165,7 @@ impl Runtime for Kubeadm {
     fn install(&self, ctx: &HostContext) -> Result<Plan, RuntimeError> {
         ctx.require_first_master(self.name())?;
         let mut plan = ctx.plan(self.name(), "install");
+        hooks::push_setup(ctx, &mut plan);
         prepare(ctx, &mut plan);
         let mut argv: Vec<String> = vec![
             BIN.into(),
@@ -260,6 +262,7 @@ impl Runtime for Kubeadm {
             argv.extend(advertise_flag(ctx));
         }
         let mut plan = ctx.plan(self.name(), "join");
+        hooks::push_setup(ctx, &mut plan);
         prepare(ctx, &mut plan);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         plan.push(
@@ -286,6 +289,7 @@ impl Runtime for Kubeadm {
     fn upgrade(&self, ctx: &HostContext, to: &Version) -> Result<Plan, RuntimeError> {
         ctx.check_upgrade(to)?;
         let mut plan = ctx.plan(self.name(), "upgrade");
+        hooks::push_setup(ctx, &mut plan);
         plan.push(Step::place_rootfs(ctx.role));
         plan.push(Step::daemon_reload(
             "daemon-reload",
@@ -343,6 +347,16 @@ impl Runtime for Kubeadm {
         Ok(plan)
     }
 
+    /// kubectl with admin.conf on the first control-plane (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/#remove-the-node>).
+    fn remove_node(&self, ctx: &HostContext, node: &str) -> Result<Plan, RuntimeError> {
+        super::remove_node_plan(
+            ctx,
+            self.name(),
+            &[KUBECTL, "--kubeconfig", ADMIN_CONF],
+            node,
+        )
+    }
+
     fn uninstall(&self, ctx: &HostContext) -> Result<Plan, RuntimeError> {
         let mut plan = ctx.plan(self.name(), "uninstall");
         plan.push(Step::run(
@@ -366,6 +380,7 @@ impl Runtime for Kubeadm {
                 ServiceOp::Disable,
             ));
         }
+        hooks::push_clean(ctx, &mut plan);
         plan.push(Step::remove_link(
             "unlink-kubeconfig",
             "/root/.kube/config",

@@ -8,9 +8,13 @@
 //! ([`captures`]), and [`JoinSecrets::from_captures`] turns them into what
 //! the join plans of the other hosts need.
 //!
+//! The image's lifecycle hooks (labels `check`, `init`, `clean`, as sealos
+//! has them) come into every runtime's plans through one helper, [`hooks`].
+//!
 //! Adding a distribution means one file implementing [`Runtime`] and one line
 //! in [`REGISTRY`].
 
+pub mod hooks;
 mod k0s;
 mod k3s;
 mod kubeadm;
@@ -20,9 +24,10 @@ mod version;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::cluster::{Address, Cluster, Host, Role, Secret};
-use crate::plan::Plan;
+use crate::cluster::{is_valid_node_name, Address, Cluster, Host, Role, Secret};
+use crate::plan::{Check, Plan, Step};
 
+pub use hooks::{hook_env, init_marker, HookKind, Hooks, HOOK_MARKER_DIR};
 pub use k0s::K0s;
 pub use k3s::K3s;
 pub use kubeadm::Kubeadm;
@@ -36,6 +41,8 @@ pub const DEFAULT_ROOTFS_DIR: &str = "/var/lib/sealrs/rootfs";
 pub const MARKER_DIR: &str = "/var/lib/sealrs/markers";
 /// How many workers upgrade at once by default.
 pub const DEFAULT_WORKER_BATCH: usize = 3;
+/// How long a drain waits for a node's pods to leave (k0sctl's default).
+pub const DRAIN_TIMEOUT: &str = "--timeout=300s";
 
 /// The keys under which plans capture outputs for the operator.
 pub mod captures {
@@ -61,6 +68,9 @@ pub struct ImageInfo {
     pub runtime: String,
     pub version: Option<Version>,
     pub labels: BTreeMap<String, String>,
+    /// The image config's `Env` (without `PATH`): defaults for the hooks'
+    /// environment, which the cluster env overrides (as sealos does).
+    pub env: Vec<(String, String)>,
 }
 
 impl ImageInfo {
@@ -69,6 +79,7 @@ impl ImageInfo {
             runtime: runtime.to_string(),
             version: Some(Version::parse(version)?),
             labels: BTreeMap::new(),
+            env: Vec::new(),
         })
     }
 
@@ -85,7 +96,25 @@ impl ImageInfo {
             runtime,
             version,
             labels: labels.clone(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets [`ImageInfo::env`] from the config's `KEY=value` entries; `PATH`
+    /// and entries without a name are left out (the host's `PATH` stays).
+    pub fn with_config_env(mut self, entries: &[String]) -> ImageInfo {
+        self.env = entries
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .filter(|(k, _)| !k.is_empty() && *k != "PATH")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+
+    /// The lifecycle hooks its labels declare.
+    pub fn hooks(&self) -> Hooks {
+        Hooks::from_labels(&self.labels)
     }
 }
 
@@ -353,6 +382,8 @@ pub enum RuntimeError {
         host: String,
         reason: String,
     },
+    #[error("{node:?} is not a Kubernetes node name (lowercase letters, digits, '-' and '.'); it comes from the host's hostname, or from nodeName in the saved cluster's status")]
+    BadNodeName { node: String },
     #[error("captured {key} cannot be used: {reason}")]
     BadCapture { key: String, reason: String },
     #[error("{}", .0.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "))]
@@ -370,6 +401,10 @@ pub trait Runtime: Send + Sync {
     fn join(&self, host: &HostContext) -> Result<Plan, RuntimeError>;
     fn upgrade(&self, host: &HostContext, to: &Version) -> Result<Plan, RuntimeError>;
     fn uninstall(&self, host: &HostContext) -> Result<Plan, RuntimeError>;
+    /// Runs on the first master before a node is uninstalled: drain the node
+    /// named `node` and delete it from Kubernetes; a node already gone is
+    /// nothing to do.
+    fn remove_node(&self, first_master: &HostContext, node: &str) -> Result<Plan, RuntimeError>;
     /// TCP ports a host of this role must have free before the first install.
     fn ports(&self, role: Role) -> Vec<u16>;
 }
@@ -522,6 +557,74 @@ fn verify_odd_servers(runtime: &str, cluster: &Cluster, v: &mut Vec<Violation>) 
             count,
         });
     }
+}
+
+/// Drain, then delete the node, as the Kubernetes docs remove one
+/// (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/#remove-the-node>);
+/// `kubectl` is the distribution's own, with its admin kubeconfig. Both
+/// steps run only while `kubectl get node` finds the node. A drain that does
+/// not finish (a pod disruption budget, a node that is down) is reported and
+/// the node deleted anyway, as k0sctl does.
+fn remove_node_plan(
+    ctx: &HostContext,
+    runtime: &'static str,
+    kubectl: &[&str],
+    node: &str,
+) -> Result<Plan, RuntimeError> {
+    if !ctx.is_first_master() {
+        return Err(RuntimeError::WrongHost {
+            runtime,
+            host: ctx.host_key(),
+            reason: format!(
+                "nodes are drained and deleted from the first master ({}), which has the admin kubeconfig",
+                ctx.first_master
+            ),
+        });
+    }
+    if !is_valid_node_name(node) {
+        return Err(RuntimeError::BadNodeName {
+            node: node.to_string(),
+        });
+    }
+    fn with<'a>(kubectl: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+        kubectl.iter().chain(args).copied().collect()
+    }
+    let query = with(
+        kubectl,
+        &["get", "node", node, "--ignore-not-found", "-o", "name"],
+    );
+    let present = Check::IfOutput {
+        argv: query.iter().map(|s| s.to_string()).collect(),
+    };
+    let drain = with(
+        kubectl,
+        &[
+            "drain",
+            node,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--force",
+            DRAIN_TIMEOUT,
+        ],
+    );
+    let delete = with(kubectl, &["delete", "node", node, "--ignore-not-found"]);
+    let mut plan = ctx.plan(runtime, "remove-node");
+    plan.push(
+        Step::run(
+            "drain",
+            format!("drain node {node} (evict its pods)"),
+            &drain,
+            present.clone(),
+        )
+        .allowing_failure(),
+    );
+    plan.push(Step::run(
+        "delete-node",
+        format!("delete node {node} from the cluster"),
+        &delete,
+        present,
+    ));
+    Ok(plan)
 }
 
 fn finish_verify(v: Vec<Violation>) -> Result<(), Vec<Violation>> {

@@ -793,3 +793,402 @@ env (for templates):
         assert!(text.contains(line), "missing\n{line}\nin\n{text}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// image hooks: the labels check, init and clean
+
+const CHECK: &str = "check.sh $registryData";
+const INIT: &str = "init-cri.sh $registryDomain $registryPort && bash init.sh";
+const CLEAN: &str = "clean.sh && bash clean-cri.sh $criData";
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// An image of `runtime` with the sealos hook labels and an image `ENV`.
+fn hooked(runtime: &str, version: &str) -> ImageInfo {
+    let mut img = image(runtime, version);
+    img.labels = labels(&[("check", CHECK), ("init", INIT), ("clean", CLEAN)]);
+    img.with_config_env(&[
+        "PATH=/usr/bin".to_string(),
+        "registryDomain=sealos.hub".to_string(),
+        "PASS=from-image".to_string(),
+    ])
+}
+
+/// argv, env, cwd and check of a run step.
+type RunParts = (Vec<String>, Vec<(String, String)>, Option<String>, Check);
+
+fn run_parts(plan: &Plan, id: &str) -> RunParts {
+    let step = plan.step(id).unwrap_or_else(|| panic!("no step {id}"));
+    match &step.action {
+        Action::Run { argv, env, cwd, .. } => {
+            (argv.clone(), env.clone(), cwd.clone(), step.check.clone())
+        }
+        other => panic!("{id} is {other:?}"),
+    }
+}
+
+#[test]
+fn hook_labels_take_sealos_names_ours_win_and_a_blank_one_switches_off() {
+    let sealos = Hooks::from_labels(&labels(&[
+        ("check", CHECK),
+        ("init", INIT),
+        ("clean", CLEAN),
+        ("version", "v1.30.2"),
+    ]));
+    assert_eq!(sealos.check.as_deref(), Some(CHECK));
+    assert_eq!(sealos.init.as_deref(), Some(INIT));
+    assert_eq!(sealos.clean.as_deref(), Some(CLEAN));
+
+    let ours = Hooks::from_labels(&labels(&[
+        ("init", INIT),
+        ("sealrs.io/init", "bash ours.sh"),
+        ("clean", CLEAN),
+        ("sealrs.io/clean", "  "),
+        ("sealrs.io/check", "true"),
+    ]));
+    assert_eq!(ours.init.as_deref(), Some("bash ours.sh"), "ours win");
+    assert_eq!(ours.clean, None, "a blank label of ours switches it off");
+    assert_eq!(ours.get(HookKind::Check), Some("true"));
+    assert!(Hooks::from_labels(&labels(&[("sealrs.io/type", "rootfs")])).is_empty());
+    assert_eq!(image("k3s", "v1.30.2").hooks(), Hooks::default());
+}
+
+#[test]
+fn hook_env_is_the_image_env_overridden_by_the_cluster_env_without_path() {
+    let c = cluster(
+        "10.0.0.1",
+        "10.0.0.2",
+        &["PASS=pa$$w0rd\"`x", "registryPort=5000"],
+    );
+    let img = hooked("k3s", "v1.30.2+k3s1");
+    assert_eq!(
+        hook_env(&ctx(&c, 0, &img)),
+        vec![
+            ("PASS".to_string(), "pa$$w0rd\"`x".to_string()),
+            ("registryDomain".to_string(), "sealos.hub".to_string()),
+            ("registryPort".to_string(), "5000".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn init_marker_is_stable_and_changes_with_rootfs_text_or_env() {
+    let env = vec![("PASS".to_string(), "a".to_string())];
+    let m = init_marker("/var/lib/sealrs/rootfs/aa", INIT, &env);
+    assert_eq!(m, init_marker("/var/lib/sealrs/rootfs/aa", INIT, &env));
+    assert!(m.starts_with(&format!("{HOOK_MARKER_DIR}/init-")), "{m}");
+    assert!(
+        HOOK_MARKER_DIR.starts_with(&format!("{MARKER_DIR}/")),
+        "uninstall's remove-markers removes the hook markers too"
+    );
+    let other_env = vec![("PASS".to_string(), "b".to_string())];
+    // Field boundaries count: moving a byte from the key to the value differs.
+    let shifted = vec![("PASSa".to_string(), String::new())];
+    for different in [
+        init_marker("/var/lib/sealrs/rootfs/bb", INIT, &env),
+        init_marker("/var/lib/sealrs/rootfs/aa", "bash init.sh", &env),
+        init_marker("/var/lib/sealrs/rootfs/aa", INIT, &other_env),
+        init_marker("/var/lib/sealrs/rootfs/aa", INIT, &shifted),
+        init_marker("/var/lib/sealrs/rootfs/aa", INIT, &[]),
+    ] {
+        assert_ne!(m, different);
+    }
+}
+
+/// With hook labels, every install, join and upgrade plan of every runtime is
+/// the plan without them, preceded by check, the marker dir, init and its marker.
+#[test]
+fn every_runtime_runs_check_then_init_before_its_own_steps() {
+    let c = cluster(
+        "10.0.0.1,10.0.0.2,10.0.0.3",
+        "10.0.0.4",
+        &["PASS=pa$$w0rd\"`x"],
+    );
+    for (name, version, to) in [
+        ("k3s", "v1.30.2+k3s1", "v1.30.3+k3s1"),
+        ("kubeadm", "v1.30.2", "v1.30.3"),
+        ("k0s", "v1.30.2+k0s.0", "v1.30.3+k0s.0"),
+    ] {
+        let rt = runtime_for(name).unwrap();
+        let plain = image(name, version);
+        let img = hooked(name, version);
+        let to = Version::parse(to).unwrap();
+        for i in 0..c.hosts.len() {
+            let make = |img: &ImageInfo| {
+                let mut cx = ctx(&c, i, img);
+                cx.rootfs = "/var/lib/sealrs/rootfs/abc".into();
+                let first = if i == 0 {
+                    rt.install(&cx).unwrap()
+                } else {
+                    rt.join(&cx).unwrap()
+                };
+                (first, rt.upgrade(&cx, &to).unwrap(), hook_env(&cx))
+            };
+            let (plain_first, plain_up, _) = make(&plain);
+            let (first, up, env) = make(&img);
+            for (hooked_plan, plain_plan) in [(&first, &plain_first), (&up, &plain_up)] {
+                let what = format!("{name} {} on {}", hooked_plan.action, hooked_plan.host);
+                hooked_plan.validate().unwrap();
+                assert!(
+                    ids(plain_plan).iter().all(|id| !id.starts_with("hook-")),
+                    "{what}"
+                );
+                assert_eq!(
+                    ids(hooked_plan)[..4],
+                    [
+                        "hook-check",
+                        "hook-markers",
+                        "hook-init",
+                        "hook-init-marker"
+                    ],
+                    "{what}"
+                );
+                assert_eq!(ids(hooked_plan)[4..], ids(plain_plan)[..], "{what}");
+
+                let (argv, step_env, cwd, check) = run_parts(hooked_plan, "hook-check");
+                assert_eq!(argv, ["bash", "-c", CHECK], "{what}");
+                assert_eq!(step_env, env);
+                assert_eq!(cwd.as_deref(), Some("/var/lib/sealrs/rootfs/abc/scripts"));
+                assert_eq!(check, Check::ReadOnly, "check only observes");
+
+                let (argv, step_env, cwd, check) = run_parts(hooked_plan, "hook-init");
+                assert_eq!(argv, ["bash", "-c", INIT], "{what}");
+                assert_eq!(step_env, env);
+                assert_eq!(cwd.as_deref(), Some("/var/lib/sealrs/rootfs/abc/scripts"));
+                let marker = init_marker("/var/lib/sealrs/rootfs/abc", INIT, &env);
+                assert_eq!(
+                    check,
+                    Check::Creates {
+                        path: marker.clone()
+                    }
+                );
+                let (path, text, mode) = file_text(hooked_plan, "hook-init-marker");
+                assert_eq!((path, text, mode), (marker, format!("{INIT}\n"), 0o600));
+                match &hooked_plan.step("hook-markers").unwrap().action {
+                    Action::EnsureDir { path, mode } => {
+                        assert_eq!((path.as_str(), *mode), (HOOK_MARKER_DIR, 0o700))
+                    }
+                    other => panic!("{what}: hook-markers is {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// `clean` runs after the services stop and before anything is removed; the
+/// markers that gate it go afterwards.
+#[test]
+fn every_runtime_runs_clean_between_stopping_and_removing() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &["PASS=pa$$w0rd\"`x"]);
+    for (name, version, after) in [
+        ("k3s", "v1.30.2+k3s1", "killall"),
+        ("kubeadm", "v1.30.2", "disable-containerd"),
+        ("k0s", "v1.30.2+k0s.0", "stop"),
+    ] {
+        let rt = runtime_for(name).unwrap();
+        for i in 0..c.hosts.len() {
+            let img = hooked(name, version);
+            let cx = ctx(&c, i, &img);
+            let plan = rt.uninstall(&cx).unwrap();
+            plan.validate().unwrap();
+            let plain = rt.uninstall(&ctx(&c, i, &image(name, version))).unwrap();
+            let mut without: Vec<&str> = ids(&plan);
+            without.retain(|id| *id != "hook-clean");
+            assert_eq!(without, ids(&plain), "{name}: only clean is added");
+
+            let at = ids(&plan)
+                .iter()
+                .position(|id| *id == "hook-clean")
+                .unwrap();
+            assert_eq!(plan.steps[at - 1].id, after, "{name}");
+            assert!(
+                plan.steps[..at].iter().all(|s| !matches!(
+                    s.action,
+                    Action::Remove { .. } | Action::RemoveLink { .. } | Action::RemoveRootfs { .. }
+                )),
+                "{name}: nothing is removed before clean: {:?}",
+                ids(&plan)
+            );
+            assert!(
+                ids(&plan)[at..].contains(&"remove-markers"),
+                "{name}: the markers go after clean"
+            );
+            let (argv, env, cwd, check) = run_parts(&plan, "hook-clean");
+            assert_eq!(argv, ["bash", "-c", CLEAN]);
+            assert_eq!(env, hook_env(&cx));
+            assert_eq!(cwd, Some(format!("{}/scripts", cx.rootfs)));
+            assert_eq!(
+                check,
+                Check::IfExists {
+                    path: HOOK_MARKER_DIR.into()
+                }
+            );
+        }
+    }
+}
+
+/// Only the hooks an image declares are added; a clean-only image still
+/// records that its plan got as far as the hooks, so that reset cleans.
+#[test]
+fn only_declared_hooks_are_added() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &[]);
+    let mut img = image("k3s", "v1.30.2+k3s1");
+    img.labels = labels(&[("sealrs.io/check", "true")]);
+    let plan = K3s.install(&ctx(&c, 0, &img)).unwrap();
+    assert_eq!(ids(&plan)[..2], ["hook-check", "place-rootfs"]);
+    assert!(K3s
+        .uninstall(&ctx(&c, 0, &img))
+        .unwrap()
+        .step("hook-clean")
+        .is_none());
+
+    img.labels = labels(&[("clean", CLEAN)]);
+    let plan = K3s.join(&ctx(&c, 1, &img)).unwrap();
+    assert_eq!(ids(&plan)[..2], ["hook-markers", "place-rootfs"]);
+    assert!(K3s
+        .uninstall(&ctx(&c, 1, &img))
+        .unwrap()
+        .step("hook-clean")
+        .is_some());
+}
+
+/// Labels are image data: the dry-run shows each hook's text exactly,
+/// single-quoted, with its cwd and env.
+#[test]
+fn hooks_show_in_the_dry_run_exactly() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &["PASS=pa$$w0rd\"`x"]);
+    let mut img = image("k3s", "v1.30.2+k3s1");
+    let init = "printf '%s' \"$PASS\" > pass && printf '%s' 'lit$$\"`x' > literal";
+    img.labels = labels(&[("sealrs.io/init", init)]);
+    let text = K3s.install(&ctx(&c, 0, &img)).unwrap().render_dry_run();
+    let expected = format!(
+        " 2. [hook-init] run the image's init hook (label)
+      run: bash -c {}
+      env: PASS='pa$$w0rd\"`x'
+      cwd: /var/lib/sealrs/rootfs/scripts
+      idempotent: skipped when /var/lib/sealrs/markers/hooks/init-",
+        crate::plan::quote(init)
+    );
+    assert!(text.contains(&expected), "missing\n{expected}\nin\n{text}");
+    assert!(
+        text.contains(r#"run: bash -c 'printf '\''%s'\'' "$PASS" > pass && printf '\''%s'\'' '\''lit$$"`x'\'' > literal'"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn remove_node_drains_then_deletes_with_each_runtimes_kubectl() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &[]);
+    for (name, kubectl) in [
+        (
+            "k3s",
+            vec![
+                "/usr/local/bin/k3s",
+                "kubectl",
+                "--kubeconfig",
+                "/etc/rancher/k3s/k3s.yaml",
+            ],
+        ),
+        (
+            "kubeadm",
+            vec![
+                "/usr/local/bin/kubectl",
+                "--kubeconfig",
+                "/etc/kubernetes/admin.conf",
+            ],
+        ),
+        (
+            "k0s",
+            vec![
+                "/usr/local/bin/k0s",
+                "kubectl",
+                "--kubeconfig",
+                "/var/lib/k0s/pki/admin.conf",
+            ],
+        ),
+    ] {
+        let rt = runtime_for(name).unwrap();
+        let img = image(name, "v1.30.2");
+        let plan = rt.remove_node(&ctx(&c, 0, &img), "worker-2").unwrap();
+        plan.validate().unwrap();
+        assert_eq!(
+            (
+                plan.runtime.as_str(),
+                plan.action.as_str(),
+                plan.host.as_str()
+            ),
+            (name, "remove-node", "10.0.0.1"),
+            "it runs on the first master"
+        );
+        assert_eq!(ids(&plan), ["drain", "delete-node"], "{name}");
+        let with = |args: &[&str]| -> Vec<String> {
+            kubectl.iter().chain(args).map(|s| s.to_string()).collect()
+        };
+        assert_eq!(
+            argv(&plan, "drain"),
+            with(&[
+                "drain",
+                "worker-2",
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--force",
+                "--timeout=300s"
+            ]),
+            "{name}"
+        );
+        assert_eq!(
+            argv(&plan, "delete-node"),
+            with(&["delete", "node", "worker-2", "--ignore-not-found"]),
+            "{name}"
+        );
+        // Both run only while the node is in the cluster: a rerun is a no-op.
+        let present = Check::IfOutput {
+            argv: with(&[
+                "get",
+                "node",
+                "worker-2",
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ]),
+        };
+        for id in ["drain", "delete-node"] {
+            assert_eq!(plan.step(id).unwrap().check, present, "{name} {id}");
+        }
+        // A drain that cannot finish does not keep the node in the cluster.
+        assert!(matches!(
+            plan.step("drain").unwrap().action,
+            Action::Run {
+                allow_failure: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            plan.step("delete-node").unwrap().action,
+            Action::Run {
+                allow_failure: false,
+                ..
+            }
+        ));
+
+        assert!(
+            matches!(
+                rt.remove_node(&ctx(&c, 1, &img), "worker-2"),
+                Err(RuntimeError::WrongHost { .. })
+            ),
+            "{name}: only the first master has the admin kubeconfig"
+        );
+        for bad in ["--all", "Worker-2", "", "a b"] {
+            assert_eq!(
+                rt.remove_node(&ctx(&c, 0, &img), bad),
+                Err(RuntimeError::BadNodeName { node: bad.into() }),
+                "{name}"
+            );
+        }
+    }
+}
