@@ -1,14 +1,16 @@
-//! `sealrs installer`: the real binary with a plan on stdin against a temp
-//! host root (systemctl replaced by a recording script), and the installer
-//! layer that `sealrs build` embeds into rootfs images.
+//! `sealrs installer`: the real binary with a plan or a request on stdin
+//! against a temp host root (systemctl replaced by a recording script), and
+//! the installer layer that `sealrs build` embeds into rootfs images.
 
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Output, Stdio};
 
-use sealrs::cluster::Role;
+use sealrs::cluster::{Cluster, ClusterArgs, Role, Secret};
+use sealrs::installer::Request;
 use sealrs::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
+use sealrs::runtime::{ImageInfo, JoinSecrets};
 use serde_json::Value;
 
 use crate::common::Env;
@@ -342,4 +344,163 @@ fn rootfs_images_carry_the_installer_as_an_uncompressed_layer() {
     ]);
     let doc_app: Value = serde_json::from_str(&env.ok(&["inspect", "app:1"])).unwrap();
     assert_eq!(doc_app["manifest"]["layers"].as_array().unwrap().len(), 1);
+}
+
+/// `sealrs installer SUBCOMMAND --host-root host [--systemctl fake]` with `stdin`.
+fn installer(env: &Env, subcommand: &str, stdin: &[u8]) -> Output {
+    let script = env.write_mode("tools/systemctl", FAKE_SYSTEMCTL, 0o755);
+    let host = env.path("host");
+    fs::create_dir_all(&host).unwrap();
+    let mut args = vec![
+        "installer".to_string(),
+        subcommand.to_string(),
+        "--host-root".into(),
+        host.display().to_string(),
+    ];
+    if subcommand != "verify" {
+        args.extend(["--systemctl".into(), script.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = env
+        .cmd(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const VALUE: &str = "pa$$w0rd\"\\`x'";
+
+fn two_hosts() -> Cluster {
+    Cluster::from_args(&ClusterArgs {
+        masters: vec!["10.0.0.1".into()],
+        nodes: vec!["10.0.0.2".into()],
+        env: vec![format!("PASS={VALUE}")],
+        key: Some("/home/op/.ssh/id_operator".into()),
+        ..ClusterArgs::default()
+    })
+    .unwrap()
+}
+
+fn k3s_request(cluster: &Cluster, host: usize, layers: Vec<String>) -> Request {
+    Request::new(
+        cluster,
+        &cluster.hosts[host],
+        &ImageInfo::new("k3s", "v1.30.2+k3s1").unwrap(),
+        &JoinSecrets {
+            token: Some(Secret::new("K10token::server:abc")),
+            ..JoinSecrets::default()
+        },
+        "/var/lib/sealrs/rootfs/img",
+        layers,
+    )
+}
+
+#[test]
+fn join_plans_on_the_host_from_the_request_and_renders_env_values_byte_for_byte() {
+    let env = Env::new();
+    env.write(
+        "host/var/lib/sealrs/blobs/l1",
+        layer(&[
+            ("bin/k3s", b"#!/bin/sh\necho k3s\n", 0o755),
+            (
+                "etc/config.yaml",
+                b"node-label:\n  - >-\n    pass=${PASS}\n",
+                0o644,
+            ),
+        ]),
+    );
+    let request = k3s_request(&two_hosts(), 1, vec!["/var/lib/sealrs/blobs/l1".into()]);
+    let out = installer(&env, "join", request.to_json().as_bytes());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("w0rd"),
+        "an env value reached the log: {stderr}"
+    );
+    assert!(
+        !stderr.contains("K10token"),
+        "the token reached the log: {stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["action"], "join");
+    assert_eq!(report["host"], "10.0.0.2");
+    assert_eq!(report["changed"], true);
+    // Unpacked where the request says, placed as the layout says for a node.
+    assert!(env.path("host/var/lib/sealrs/rootfs/img/bin/k3s").exists());
+    assert!(env.path("host/usr/local/bin/k3s").exists());
+    let config = fs::read_to_string(env.path("host/etc/rancher/k3s/config.yaml")).unwrap();
+    let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config).unwrap();
+    assert_eq!(
+        parsed["node-label"][0].as_str(),
+        Some(format!("pass={VALUE}").as_str()),
+        "{config}"
+    );
+    let unit_env =
+        fs::read_to_string(env.path("host/etc/systemd/system/k3s-agent.service.env")).unwrap();
+    assert!(
+        unit_env.contains("K3S_TOKEN=\"K10token::server:abc\""),
+        "{unit_env}"
+    );
+
+    // The same request again: already unpacked, nothing placed or written again.
+    let again = installer(&env, "join", request.to_json().as_bytes());
+    assert!(again.status.success());
+    let report: Value = serde_json::from_slice(&again.stdout).unwrap();
+    let changed: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "changed")
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert!(
+        !changed
+            .iter()
+            .any(|id| ["place-rootfs", "config", "env-file"].contains(id)),
+        "{changed:?}"
+    );
+}
+
+#[test]
+fn verify_reports_violations_as_json_and_fails_and_an_unknown_request_version_is_refused() {
+    let env = Env::new();
+    // Unpacked, but without the k3s binary the layout requires.
+    env.write("host/var/lib/sealrs/rootfs/img/.sealrs-unpacked.json", "{}");
+    env.write("host/var/lib/sealrs/rootfs/img/README", "x");
+    env.write("host/proc/net/tcp", "header\n");
+    let request = k3s_request(&two_hosts(), 1, Vec::new());
+    let out = installer(&env, "verify", request.to_json().as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["host"], "10.0.0.2");
+    assert_eq!(report["role"], "node");
+    let violations = report["violations"].as_array().unwrap();
+    assert_eq!(violations.len(), 1, "{report}");
+    assert_eq!(violations[0]["check"], "rootfs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bin/k3s: missing; expected the k3s binary"),
+        "{stderr}"
+    );
+    assert!(!env.path("host/usr").exists(), "verify placed something");
+
+    let mut newer: Value = serde_json::from_str(&request.to_json()).unwrap();
+    newer["version"] = serde_json::json!(2);
+    for subcommand in ["verify", "join"] {
+        let out = installer(&env, subcommand, newer.to_string().as_bytes());
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "request format version 2 is unknown to this installer, which reads version 1"
+            ),
+            "{stderr}"
+        );
+    }
+    assert!(!env.path("host/usr").exists());
 }

@@ -460,3 +460,79 @@ status: {{}}
     );
     assert!(!env.root.join("clusters/default/Clusterfile").exists());
 }
+
+/// The lines of a per-host error list that concern `ip` (its heading and the
+/// violations indented below it).
+fn section_of(stderr: &str, ip: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in stderr.lines() {
+        if line.starts_with("  ") && !line.starts_with("    ") {
+            inside = line.trim_start().starts_with(&format!("{ip}: "));
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn the_installers_checks_stop_a_run_before_any_change_naming_each_host() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    // An image that lacks the binary its layout requires (built anyway).
+    std::fs::remove_file(env.path(&format!("{dir}/bin/k3s"))).unwrap();
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "--skip-validation",
+        "-t",
+        "k3s-cluster:1",
+        &dir,
+    ]);
+    // And where the image's registries.yaml goes, the node has a directory:
+    // only that host can see it.
+    hosts[1].exec_ok(&["mkdir", "-p", "/etc/rancher/k3s/registries.yaml"]);
+
+    let out = try_run(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("the image's installer found problems on 2 hosts; nothing was changed"),
+        "{stderr}"
+    );
+    let (master, node) = (
+        section_of(&stderr, &hosts[0].ip),
+        section_of(&stderr, &hosts[1].ip),
+    );
+    for section in [&master, &node] {
+        assert!(
+            section.contains("violations:")
+                && section.contains("rootfs: bin/k3s: missing; expected the k3s binary"),
+            "{stderr}"
+        );
+    }
+    let directory = "etc/registries.yaml goes to /etc/rancher/k3s/registries.yaml, which is a directory on this host";
+    assert!(node.contains(directory), "{stderr}");
+    assert!(!master.contains(directory), "{stderr}");
+
+    // Nothing changed on either host, and no state was saved.
+    for host in [&hosts[0], &hosts[1]] {
+        for path in [
+            "/var/lib/sealrs/placed",
+            "/etc/systemd/system/k3s.service",
+            "/etc/systemd/system/k3s-agent.service",
+            "/etc/rancher/k3s/config.yaml",
+            "/usr/local/bin/kubectl",
+            "/var/log/sealrs-standins.log",
+        ] {
+            assert!(!exists(host, path), "{path} on {}", host.name);
+        }
+    }
+    assert!(!env.root.join("clusters/default/Clusterfile").exists());
+}

@@ -58,6 +58,12 @@ pub enum ApplyError {
     #[error("{host} cannot take this cluster: {problem}")]
     HostUnfit { host: String, problem: String },
 
+    #[error("{host}: {} violation{}:\n{}", violations.len(), if violations.len() == 1 { "" } else { "s" }, violations.iter().map(|v| format!("    - {v}")).collect::<Vec<_>>().join("\n"))]
+    Violations {
+        host: String,
+        violations: Vec<String>,
+    },
+
     #[error("{host}: `{argv}` failed ({status}):\n{tail}")]
     Command {
         host: String,
@@ -128,6 +134,9 @@ pub enum ApplyError {
 
     #[error("{}: {reason}", hosts.join(", "))]
     Refused { hosts: Vec<String>, reason: String },
+
+    #[error("the image's installer found problems on {} host{}; nothing was changed:\n{}\nFix them and run the same command again", .0.len(), if .0.len() == 1 { "" } else { "s" }, failures(.0))]
+    Unfit(Vec<HostFailure>),
 
     #[error("cannot reach {} host{}:\n{}\nNothing was changed; bring them back, or pass --force to go on without them", .0.len(), if .0.len() == 1 { "" } else { "s" }, failures(.0))]
     Unreachable(Vec<HostFailure>),

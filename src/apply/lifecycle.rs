@@ -2,8 +2,8 @@
 //! upgrade to another image, reset everything sealrs put on the hosts.
 //!
 //! Each command reuses the phases of `run`: verify with the runtime, connect
-//! (and check) the hosts it concerns, send the blobs a host lacks, then run
-//! the runtime's plans through the image's installer. Per-host work runs on
+//! (and check) the hosts it concerns, send the blobs a host lacks, then have
+//! the image's installer plan and run the runtime's operation on each host. Per-host work runs on
 //! plain threads and failures are collected per host, naming the host, the
 //! step, its exit code and the last lines of its output.
 //!
@@ -13,11 +13,12 @@
 use std::collections::BTreeMap;
 
 use super::{
-    apply_plan, connection_for, distribute, host_context, hosts, mark_failed, record, record_all,
-    record_node_names, resolve_images, run_checked, AppliedImage, ApplyError, Connections,
-    Connector, HostFailure, RunReport, HOST_DIR,
+    apply_plan, connection_for, distribute, host_context, host_request, hosts, mark_failed, record,
+    record_all, record_node_names, resolve_images, run_checked, run_installer, verify_hosts,
+    AppliedImage, ApplyError, Connections, Connector, HostFailure, RunReport, HOST_DIR,
 };
 use crate::cluster::{Address, Cluster, Host, Phase, DEFAULT_SSH_PORT};
+use crate::installer::Operation;
 use crate::progress::Progress;
 use crate::runtime::{self, Batch, JoinSecrets, Runtime};
 use crate::store::Store;
@@ -165,6 +166,11 @@ pub fn add(
     let checks = hosts::check_all(&connections, &image, &ports)?;
     connections.extend(known);
 
+    let mut run = RunReport::default();
+    progress.message("sending layers");
+    distribute(store, &connections, &image, progress, &mut run)?;
+    verify_hosts(&connections, &grown, &image, progress)?;
+
     // From here on the hosts are part of the cluster, even if a join fails:
     // the saved state then names them, and `add` again picks up.
     *cluster = grown;
@@ -176,10 +182,6 @@ pub fn add(
         }
     }
 
-    let mut run = RunReport::default();
-    progress.message("sending layers");
-    distribute(store, &connections, &image, progress, &mut run)?;
-
     // Secrets: the first master's install plan again (idempotent; it captures them).
     progress.message(&format!(
         "{}: {} install (for the join secrets)",
@@ -187,15 +189,13 @@ pub fn add(
         runtime.name()
     ));
     let snapshot = cluster.clone();
-    let ctx = host_context(
-        &snapshot,
-        &first,
-        &image.info,
-        JoinSecrets::default(),
+    let request = host_request(&snapshot, &first, &image, &JoinSecrets::default());
+    let outcome = run_installer(
+        connection_for(&connections, &first)?,
         &image,
+        Operation::Install,
+        &request,
     )?;
-    let plan = runtime.install(&ctx).map_err(ApplyError::runtime(&first))?;
-    let outcome = apply_plan(connection_for(&connections, &first)?, &image, &plan)?;
     if outcome.changed {
         run.changed.push(first.key());
     }
@@ -216,14 +216,7 @@ pub fn add(
             host.key(),
             runtime.name()
         ));
-        match join_one(
-            &snapshot,
-            host,
-            &image,
-            runtime.as_ref(),
-            &secrets,
-            &connections,
-        ) {
+        match join_one(&snapshot, host, &image, &secrets, &connections) {
             Ok(changed) => record(cluster, host, &image, &mut run, changed),
             Err(error) => {
                 mark_failed(cluster, host);
@@ -238,14 +231,7 @@ pub fn add(
     }
     let results = parallel(&nodes, |host| {
         progress.message(&format!("{}: {} join (node)", host.key(), runtime.name()));
-        join_one(
-            &snapshot,
-            host,
-            &image,
-            runtime.as_ref(),
-            &secrets,
-            &connections,
-        )
+        join_one(&snapshot, host, &image, &secrets, &connections)
     });
     record_all(cluster, &image, &mut run, results)?;
     if cluster
@@ -268,13 +254,17 @@ fn join_one(
     cluster: &Cluster,
     host: &Host,
     image: &AppliedImage,
-    runtime: &dyn Runtime,
     secrets: &JoinSecrets,
     connections: &Connections,
 ) -> Result<bool, ApplyError> {
-    let ctx = host_context(cluster, host, &image.info, secrets.clone(), image)?;
-    let plan = runtime.join(&ctx).map_err(ApplyError::runtime(host))?;
-    apply_plan(connection_for(connections, host)?, image, &plan).map(|o| o.changed)
+    let request = host_request(cluster, host, image, secrets);
+    run_installer(
+        connection_for(connections, host)?,
+        image,
+        Operation::Join,
+        &request,
+    )
+    .map(|o| o.changed)
 }
 
 /// Runs `work` for every host on a thread of its own; results in host order.
@@ -302,12 +292,10 @@ fn teardown(
     cluster: &Cluster,
     host: &Host,
     image: &AppliedImage,
-    runtime: &dyn Runtime,
     transport: &dyn Transport,
 ) -> Result<bool, ApplyError> {
-    let ctx = host_context(cluster, host, &image.info, JoinSecrets::default(), image)?;
-    let plan = runtime.uninstall(&ctx).map_err(ApplyError::runtime(host))?;
-    let report = apply_plan(transport, image, &plan)?;
+    let request = host_request(cluster, host, image, &JoinSecrets::default());
+    let report = run_installer(transport, image, Operation::Uninstall, &request)?;
     // Blobs, unpacked rootfs, installer, placed-file records, markers.
     run_checked(transport, &["rm", "-rf", "--one-file-system", HOST_DIR])?;
     Ok(report.changed)
@@ -497,23 +485,11 @@ pub fn delete(
     let (masters, nodes): (Vec<Host>, Vec<Host>) = removed.into_iter().partition(Host::is_master);
     results.extend(parallel(&nodes, |host| {
         progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
-        teardown(
-            &snapshot,
-            host,
-            &image,
-            runtime.as_ref(),
-            connection_for(&connections, host)?,
-        )
+        teardown(&snapshot, host, &image, connection_for(&connections, host)?)
     }));
     for host in &masters {
         progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
-        let result = teardown(
-            &snapshot,
-            host,
-            &image,
-            runtime.as_ref(),
-            connection_for(&connections, host)?,
-        );
+        let result = teardown(&snapshot, host, &image, connection_for(&connections, host)?);
         let failed = result.is_err();
         results.push((host.clone(), result));
         if failed {
@@ -594,11 +570,15 @@ pub fn upgrade(
                 host.key(),
                 runtime.name()
             ));
-            let ctx = host_context(&snapshot, host, &image.info, JoinSecrets::default(), &image)?;
-            let plan = runtime
-                .upgrade(&ctx, &to)
-                .map_err(ApplyError::runtime(host))?;
-            apply_plan(connection_for(&connections, host)?, &image, &plan).map(|o| o.changed)
+            let mut request = host_request(&snapshot, host, &image, &JoinSecrets::default());
+            request.target_version = Some(to.clone());
+            run_installer(
+                connection_for(&connections, host)?,
+                &image,
+                Operation::Upgrade,
+                &request,
+            )
+            .map(|o| o.changed)
         });
         record_all(cluster, &image, &mut run, results)?;
     }
@@ -673,13 +653,7 @@ pub fn reset(
     }
     let teardown_on = |host: &Host| {
         progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
-        teardown(
-            &snapshot,
-            host,
-            &image,
-            runtime.as_ref(),
-            connection_for(&connections, host)?,
-        )
+        teardown(&snapshot, host, &image, connection_for(&connections, host)?)
     };
     let mut results = parallel(&workers, teardown_on);
     for host in &masters {

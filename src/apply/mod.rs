@@ -3,14 +3,18 @@
 //! `sealrs run` is a list of phases, as in k0sctl: resolve the images, verify
 //! the cluster with the runtime, connect to and check every host (stopping
 //! before anything changes if one fails), send each host the layer blobs it
-//! lacks, then run the runtime's plans through the installer embedded in the
-//! image: install on the first master, join the other masters one by one, the
-//! nodes in parallel. Per-host work runs on plain threads; errors are
-//! collected per host. The cluster, with its status, is saved afterwards so
-//! that a rerun picks up where a failed run stopped.
+//! lacks, have the installer embedded in the image check each host (`installer
+//! verify`: what only the host can see, every host before any changes), then
+//! run the runtime's operations through that installer: install on the first
+//! master, join the other masters one by one, the nodes in parallel. The
+//! installer makes each host's plan itself from a [`Request`] (the cluster
+//! without its SSH settings, the host, the image, the join secrets) with the
+//! same runtime code that `--dry-run` uses here. Per-host work runs on plain
+//! threads; errors are collected per host. The cluster, with its status, is
+//! saved afterwards so that a rerun picks up where a failed run stopped.
 //!
 //! Nothing here quotes a value into a shell string: commands are argv, and
-//! plans (with env values and join tokens) travel to the installer on stdin.
+//! requests (with env values and join tokens) travel to the installer on stdin.
 
 mod app;
 mod error;
@@ -31,7 +35,7 @@ pub use lifecycle::{
 };
 
 use crate::cluster::{Cluster, Host, HostStatus, InstalledImage, Phase};
-use crate::installer::{Report, INSTALLER_PATH};
+use crate::installer::{Operation, Report, Request, VerifyReport, INSTALLER_PATH};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets, Runtime};
@@ -187,21 +191,15 @@ pub fn run(
     let mut report = RunReport::default();
     progress.message("sending layers");
     distribute(store, &connections, rootfs, progress, &mut report)?;
+    verify_hosts(&connections, cluster, rootfs, progress)?;
 
     // The first master makes the cluster; the others join with its secrets.
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
     let snapshot = cluster.clone();
     let transport = connection_for(&connections, &first)?;
     progress.message(&format!("{}: {} install", first.key(), runtime.name()));
-    let ctx = host_context(
-        &snapshot,
-        &first,
-        &rootfs.info,
-        JoinSecrets::default(),
-        rootfs,
-    )?;
-    let plan = runtime.install(&ctx).map_err(ApplyError::runtime(&first))?;
-    let outcome = apply_plan(transport, rootfs, &plan)?;
+    let request = host_request(&snapshot, &first, rootfs, &JoinSecrets::default());
+    let outcome = run_installer(transport, rootfs, Operation::Install, &request)?;
     record(cluster, &first, rootfs, &mut report, outcome.changed);
     let secrets =
         JoinSecrets::from_captures(&outcome.captures).map_err(ApplyError::runtime(&first))?;
@@ -219,9 +217,13 @@ pub fn run(
             host.key(),
             runtime.name()
         ));
-        let ctx = host_context(&snapshot, host, &rootfs.info, secrets.clone(), rootfs)?;
-        let plan = runtime.join(&ctx).map_err(ApplyError::runtime(host))?;
-        let outcome = apply_plan(connection_for(&connections, host)?, rootfs, &plan)?;
+        let request = host_request(&snapshot, host, rootfs, &secrets);
+        let outcome = run_installer(
+            connection_for(&connections, host)?,
+            rootfs,
+            Operation::Join,
+            &request,
+        )?;
         record(cluster, host, rootfs, &mut report, outcome.changed);
     }
     let results: Vec<(Host, Result<bool, ApplyError>)> = std::thread::scope(|scope| {
@@ -232,13 +234,11 @@ pub fn run(
                 let connections = &connections;
                 scope.spawn(move || {
                     progress.message(&format!("{}: {} join (node)", host.key(), runtime.name()));
-                    let result = (|| {
-                        let ctx =
-                            host_context(snapshot, host, &rootfs.info, secrets.clone(), rootfs)?;
-                        let plan = runtime.join(&ctx).map_err(ApplyError::runtime(host))?;
-                        apply_plan(connection_for(connections, host)?, rootfs, &plan)
+                    let request = host_request(snapshot, host, rootfs, secrets);
+                    let result = connection_for(connections, host).and_then(|transport| {
+                        run_installer(transport, rootfs, Operation::Join, &request)
                             .map(|o| o.changed)
-                    })();
+                    });
                     (host.clone(), result)
                 })
             })
@@ -586,46 +586,91 @@ fn run_checked(transport: &dyn Transport, argv: &[&str]) -> Result<(), ApplyErro
     Ok(())
 }
 
-/// Runs `plan` on the host through the image's installer; the plan, with its
-/// env values and secrets, travels on stdin.
-fn apply_plan(
+/// The installer's request for `host`: no SSH setting of the cluster goes into it.
+fn host_request(
+    cluster: &Cluster,
+    host: &Host,
+    image: &AppliedImage,
+    secrets: &JoinSecrets,
+) -> Request {
+    Request::new(
+        cluster,
+        host,
+        &image.info,
+        secrets,
+        &image.host_rootfs(),
+        image.layers.iter().map(host_blob).collect(),
+    )
+}
+
+/// `<installer> installer <subcommand>` on the host with `input` (JSON) on
+/// stdin (env values and secrets never in an argv); the output as the host
+/// gave it.
+fn call_installer(
     transport: &dyn Transport,
     image: &AppliedImage,
-    plan: &Plan,
-) -> Result<Report, ApplyError> {
-    let host = transport.address().to_string();
+    subcommand: &[&str],
+    input: &str,
+) -> Result<(String, crate::transport::Output), ApplyError> {
     let installer = image
         .host_installer()
         .ok_or_else(|| ApplyError::NoInstaller {
             image: image.name.clone(),
         })?;
-    let mut argv = vec![
-        installer,
-        "installer".to_string(),
-        "apply".to_string(),
-        "--rootfs".to_string(),
-        image.host_rootfs(),
-        "--layers".to_string(),
-    ];
-    argv.extend(image.layers.iter().map(host_blob));
-    let json = plan.to_json();
+    let mut argv = vec![installer.clone(), "installer".to_string()];
+    argv.extend(subcommand.iter().map(|s| s.to_string()));
     let output = transport
-        .run(&argv, &[], Some(json.as_bytes()))
+        .run(&argv, &[], Some(input.as_bytes()))
         .map_err(|source| ApplyError::Transport {
-            host: host.clone(),
+            host: transport.address().to_string(),
             source: Box::new(source),
         })?;
+    Ok((format!("{installer} installer {}", subcommand[0]), output))
+}
+
+/// Has the image's installer plan `operation` for the host and execute it.
+fn run_installer(
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    operation: Operation,
+    request: &Request,
+) -> Result<Report, ApplyError> {
+    let output = call_installer(transport, image, &[operation.as_str()], &request.to_json())?;
+    installer_report(transport, &operation.to_string(), output)
+}
+
+/// Has the image's installer execute a plan made here (one that only the
+/// operator can make, such as removing a node from Kubernetes).
+fn apply_plan(
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    plan: &Plan,
+) -> Result<Report, ApplyError> {
+    let rootfs = image.host_rootfs();
+    let output = call_installer(
+        transport,
+        image,
+        &["apply", "--rootfs", &rootfs],
+        &plan.to_json(),
+    )?;
+    installer_report(transport, &plan.action, output)
+}
+
+/// The installer's report, or an error naming the step that failed.
+fn installer_report(
+    transport: &dyn Transport,
+    action: &str,
+    (command, output): (String, crate::transport::Output),
+) -> Result<Report, ApplyError> {
+    let host = transport.address().to_string();
     let report: Option<Report> = serde_json::from_slice(&output.stdout).ok();
     match report {
         Some(report) if output.success() && report.succeeded() => Ok(report),
         Some(report) => {
-            let failed = report
-                .failed
-                .as_ref()
-                .and_then(|id| report.steps.iter().find(|s| &s.id == id));
+            let failed = report.failed_step();
             Err(ApplyError::Step {
                 host,
-                action: plan.action.clone(),
+                action: action.to_string(),
                 step: failed
                     .map(|s| format!("{} ({})", s.id, s.title))
                     .unwrap_or_else(|| "?".into()),
@@ -637,10 +682,74 @@ fn apply_plan(
         }
         None => Err(ApplyError::Command {
             host,
-            argv: format!(
-                "{} installer apply",
-                image.host_installer().unwrap_or_default()
-            ),
+            argv: command,
+            status: output.status_text(),
+            tail: output.tail(20),
+        }),
+    }
+}
+
+/// Has the image's installer check every host, in parallel, before anything
+/// changes; fails naming each host with all of its violations. The rootfs is
+/// unpacked first (where it is not already), since that is what is checked.
+fn verify_hosts(
+    connections: &Connections,
+    cluster: &Cluster,
+    image: &AppliedImage,
+    progress: &dyn Progress,
+) -> Result<(), ApplyError> {
+    progress.message(&format!(
+        "checking {} hosts with the image's installer",
+        connections.len()
+    ));
+    let results: Vec<(String, Result<(), ApplyError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = connections
+            .iter()
+            .map(|(host, transport)| {
+                scope.spawn(move || {
+                    let request = host_request(cluster, host, image, &JoinSecrets::default());
+                    let result = verify_host(transport.as_ref(), image, &request);
+                    (host.key(), result)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a host thread panicked"))
+            .collect()
+    });
+    let failures: Vec<HostFailure> = results
+        .into_iter()
+        .filter_map(|(host, result)| {
+            result.err().map(|error| HostFailure {
+                host,
+                error: Box::new(error),
+            })
+        })
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(ApplyError::Unfit(failures))
+    }
+}
+
+fn verify_host(
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    request: &Request,
+) -> Result<(), ApplyError> {
+    let host = transport.address().to_string();
+    let (command, output) = call_installer(transport, image, &["verify"], &request.to_json())?;
+    match serde_json::from_slice::<VerifyReport>(&output.stdout) {
+        Ok(report) if report.holds() && output.success() => Ok(()),
+        Ok(report) if !report.holds() => Err(ApplyError::Violations {
+            host,
+            violations: report.violations.iter().map(|v| v.to_string()).collect(),
+        }),
+        _ => Err(ApplyError::Command {
+            host,
+            argv: command,
             status: output.status_text(),
             tail: output.tail(20),
         }),

@@ -63,7 +63,7 @@ pub enum Command {
     Upgrade(UpgradeArgs),
     /// Uninstall the cluster from every host, remove what sealrs put there, forget the cluster.
     Reset(ResetArgs),
-    /// Runs on a host, from inside an applied image: unpack layers, execute a plan.
+    /// Runs on a host, from inside an applied image: unpack layers, verify, execute a plan.
     #[command(hide = true)]
     Installer(InstallerArgs),
 }
@@ -187,6 +187,18 @@ pub struct InstallerArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum InstallerCommand {
+    /// Install the first control-plane: the request (JSON) on standard input;
+    /// prints the report (JSON).
+    Install(InstallerRequestArgs),
+    /// Join this host to the cluster, as the request on standard input says.
+    Join(InstallerRequestArgs),
+    /// Upgrade this host to the request's target version.
+    Upgrade(InstallerRequestArgs),
+    /// Uninstall the runtime from this host.
+    Uninstall(InstallerRequestArgs),
+    /// Check, changing nothing, that this host can take the request on standard
+    /// input; prints every violation (JSON) and fails if there is one.
+    Verify(InstallerVerifyArgs),
     /// Execute the plan read from standard input (JSON); prints the report (JSON).
     Apply(InstallerApplyArgs),
     /// Unpack layer blobs, in order, into a rootfs directory.
@@ -213,6 +225,23 @@ pub struct InstallerApplyArgs {
     /// Print the plan and the files it would place; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallerRequestArgs {
+    /// Where the host's / is (every path of the request and the plan is resolved under it).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// The program that runs systemctl.
+    #[arg(long, value_name = "PROGRAM", default_value = "systemctl")]
+    pub systemctl: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallerVerifyArgs {
+    /// Where the host's / is (every path of the request is resolved under it).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

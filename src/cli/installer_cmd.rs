@@ -1,9 +1,9 @@
 //! `sealrs installer …`: the host side, driven by the operator's processor.
 //!
-//! The plan arrives on stdin, never in argv, so env values and tokens do not
-//! show in `ps`. The report goes to stdout as JSON (the processor parses it);
-//! step lines go to stderr for people. Captured secrets are in the report
-//! and nowhere else.
+//! The request (or, for `apply`, the plan) arrives on stdin, never in argv, so
+//! env values and tokens do not show in `ps`. The report goes to stdout as
+//! JSON (the processor parses it); step lines go to stderr for people.
+//! Captured secrets are in the report and nowhere else.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -11,14 +11,30 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 
-use super::args::{InstallerArgs, InstallerCommand};
+use super::args::{InstallerArgs, InstallerCommand, InstallerRequestArgs};
 use crate::cluster::Role;
-use crate::installer::{self, ExecContext, LayerSource, StepReport};
-use crate::layout::Layouts;
+use crate::installer::{self, ExecContext, LayerSource, Operation, Request, StepReport};
+use crate::layout::{Layout, Layouts};
 use crate::plan::{Action, Plan};
 
 pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
     match args.command {
+        InstallerCommand::Install(a) => run_request(Operation::Install, &a, quiet),
+        InstallerCommand::Join(a) => run_request(Operation::Join, &a, quiet),
+        InstallerCommand::Upgrade(a) => run_request(Operation::Upgrade, &a, quiet),
+        InstallerCommand::Uninstall(a) => run_request(Operation::Uninstall, &a, quiet),
+        InstallerCommand::Verify(a) => {
+            let request = read_request()?;
+            let report = installer::verify(&request, &a.host_root)?;
+            println!("{}", report.to_json());
+            if !report.holds() {
+                bail!("{}", report.summary());
+            }
+            if !quiet {
+                eprintln!("{}", report.summary());
+            }
+            Ok(())
+        }
         InstallerCommand::Unpack(a) => {
             let sources = layer_sources(&a.layers, &a.incoming)?;
             let mut stdin = std::io::stdin().lock();
@@ -53,14 +69,7 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 }
                 None => plan_role(&plan).unwrap_or(Role::Master),
             };
-            let layouts = Layouts::embedded();
-            let Some(layout) = layouts.rootfs(&plan.runtime) else {
-                bail!(
-                    "the plan is for runtime {:?}, which has no layout here (known: {})",
-                    plan.runtime,
-                    layouts.runtimes().join(", ")
-                );
-            };
+            let layout = layout_for(&plan)?;
             let mut ctx = ExecContext::new(&a.rootfs, layout, role);
             ctx.host_root = a.host_root.clone();
             ctx.systemctl = vec![a.systemctl.clone()];
@@ -85,35 +94,77 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 }
                 return Ok(());
             }
-            if !a.layers.is_empty() {
-                let outcome = installer::unpack(&a.layers, &a.rootfs)?;
-                if !quiet {
-                    eprintln!(
-                        "{} {} layers in {}",
-                        if outcome.unpacked {
-                            "unpacked"
-                        } else {
-                            "already unpacked:"
-                        },
-                        outcome.digests.len(),
-                        a.rootfs.display()
-                    );
-                }
-            }
-            if !quiet {
-                ctx.on_step = Some(log_step);
-            }
-            let report = installer::execute(&plan, &ctx)?;
-            println!("{}", report.to_json());
-            if !report.succeeded() {
-                bail!("{}", report.summary());
-            }
-            if !quiet {
-                eprintln!("{}", report.summary());
-            }
-            Ok(())
+            execute(&plan, ctx, &a.layers, quiet)
         }
     }
+}
+
+fn read_request() -> Result<Request> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the request from standard input")?;
+    Ok(Request::from_json(&text)?)
+}
+
+/// Plans `operation` for this host from the request on stdin, then executes
+/// the plan as `apply` does.
+fn run_request(operation: Operation, args: &InstallerRequestArgs, quiet: bool) -> Result<()> {
+    let request = read_request()?;
+    let plan = request.plan(operation)?;
+    let layout = layout_for(&plan)?;
+    let cluster = request.cluster();
+    let role = Request::role(request.this_host(&cluster)?);
+    let mut ctx = ExecContext::new(PathBuf::new(), layout, role);
+    ctx.host_root = args.host_root.clone();
+    ctx.rootfs = ctx.host_path(&request.rootfs);
+    ctx.systemctl = vec![args.systemctl.clone()];
+    let layers: Vec<PathBuf> = request.layers.iter().map(|l| ctx.host_path(l)).collect();
+    execute(&plan, ctx, &layers, quiet)
+}
+
+fn layout_for(plan: &Plan) -> Result<&'static Layout> {
+    let layouts = Layouts::embedded();
+    match layouts.rootfs(&plan.runtime) {
+        Some(layout) => Ok(layout),
+        None => bail!(
+            "the plan is for runtime {:?}, which has no layout here (known: {})",
+            plan.runtime,
+            layouts.runtimes().join(", ")
+        ),
+    }
+}
+
+/// Unpacks `layers` into the rootfs (when given), runs the plan, prints the
+/// report as JSON and fails when a step failed.
+fn execute(plan: &Plan, mut ctx: ExecContext, layers: &[PathBuf], quiet: bool) -> Result<()> {
+    if !layers.is_empty() {
+        let outcome = installer::unpack(layers, &ctx.rootfs)?;
+        if !quiet {
+            eprintln!(
+                "{} {} layers in {}",
+                if outcome.unpacked {
+                    "unpacked"
+                } else {
+                    "already unpacked:"
+                },
+                outcome.digests.len(),
+                ctx.rootfs.display()
+            );
+        }
+    }
+    if !quiet {
+        ctx.on_step = Some(log_step);
+    }
+    let report = installer::execute(plan, &ctx)?;
+    println!("{}", report.to_json());
+    if !report.succeeded() {
+        bail!("{}", report.summary());
+    }
+    if !quiet {
+        eprintln!("{}", report.summary());
+    }
+    Ok(())
 }
 
 /// The role named by the plan's rootfs step.

@@ -46,7 +46,7 @@ pub enum InstallerChoice {
 }
 
 /// The OCI name of this machine's architecture.
-fn host_arch() -> &'static str {
+pub(crate) fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

@@ -60,6 +60,8 @@ pub enum InstallerError {
     Exit { program: String, code: i32 },
     #[error("{program} was killed by a signal")]
     Signal { program: String },
+    #[error(transparent)]
+    Request(#[from] super::request::RequestError),
 }
 
 impl InstallerError {

@@ -1,8 +1,14 @@
 //! The installer: what runs *on a host*, from inside the applied image.
 //!
 //! The operator's processor sends the image's layer blobs to a host, then
-//! runs `sealrs installer apply` there with the runtime's [`Plan`] on stdin.
-//! This module does the host's side of that:
+//! runs `sealrs installer install|join|upgrade|uninstall` there with a
+//! [`Request`] on stdin: the cluster (without its SSH settings), which host
+//! this is, the image and the join secrets. The installer makes the host's
+//! [`Plan`] with the runtime code it carries ([`Request::plan`]), the same code
+//! the operator's `--dry-run` shows. `sealrs installer verify` checks, before
+//! anything changes, what only the host can see ([`verify`]); `sealrs
+//! installer apply` executes a plan made elsewhere. This module does the
+//! host's side:
 //!
 //! - [`unpack`] turns layer blobs into the image's rootfs directory, applying
 //!   whiteouts, refusing entries that would land outside it, and skipping the
@@ -26,7 +32,9 @@ pub mod embed;
 mod error;
 mod execute;
 mod place;
+mod request;
 mod unpack;
+mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -43,7 +51,12 @@ pub use embed::{installer_layer, InstallerChoice, INSTALLER_PATH};
 pub use error::InstallerError;
 pub use execute::execute;
 pub use place::{placements, PlacedFile, PLACED_DIR};
+pub use request::{
+    ClusterSpec, HostSpec, ImageSpec, Operation, Request, RequestError, SecretsSpec,
+    REQUEST_VERSION,
+};
 pub use unpack::{receive, unpack, LayerSource, UnpackOutcome, STAMP};
+pub use verify::{verify, CheckKind, VerifyReport, Violation};
 
 /// The `PATH` that [`crate::plan::Action::Run`] programs get (plus the step's env).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -207,6 +207,16 @@ pub fn placements(
     Ok(out)
 }
 
+/// Whether placement ever recorded files on this host (for any role): the
+/// host then runs a sealrs rootfs.
+pub(super) fn has_placed(ctx: &ExecContext) -> bool {
+    fs::read_dir(ctx.host_path(PLACED_DIR)).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+    })
+}
+
 /// What placing or removing did: whether anything changed, and a note.
 pub(super) struct PlaceOutcome {
     pub changed: bool,

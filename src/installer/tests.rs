@@ -645,6 +645,202 @@ fn a_k3s_install_and_join_run_against_a_fake_host_and_rerun_changes_nothing() {
 }
 
 // ---------------------------------------------------------------------------
+// verify
+
+/// A kernel TCP table where something listens on `ports`.
+fn proc_net_tcp(ports: &[u16]) -> String {
+    let mut table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n".to_string();
+    for (i, port) in ports.iter().enumerate() {
+        table.push_str(&format!(
+            "   {i}: 00000000:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {i} 1 0 100 0 0 10 0\n"
+        ));
+    }
+    table
+}
+
+/// Every file under `dir` with its content (or link target): to prove nothing changed.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            let content = if e.file_type().is_file() {
+                fs::read(e.path()).unwrap()
+            } else if e.file_type().is_symlink() {
+                fs::read_link(e.path())
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                Vec::new()
+            };
+            (e.path().to_path_buf(), content)
+        })
+        .collect()
+}
+
+fn verify_request(c: &Cluster, host: usize) -> Request {
+    Request::new(
+        c,
+        &c.hosts[host],
+        &ImageInfo::new("k3s", "v1.30.2+k3s1").unwrap(),
+        &JoinSecrets::default(),
+        "/var/lib/sealrs/rootfs",
+        Vec::new(),
+    )
+}
+
+impl Host {
+    /// Marks the rootfs as unpacked, as `unpack` leaves it.
+    fn stamp(&self) {
+        self.write(&format!("/var/lib/sealrs/rootfs/{STAMP}"), "{}", 0o644);
+    }
+}
+
+fn messages(report: &VerifyReport, check: CheckKind) -> Vec<String> {
+    report
+        .violations
+        .iter()
+        .filter(|v| v.check == check)
+        .map(|v| v.message.clone())
+        .collect()
+}
+
+#[test]
+fn verify_lists_every_violation_at_once_and_changes_nothing() {
+    let host = Host::new();
+    host.k3s_rootfs();
+    host.stamp();
+    fs::remove_file(host.rootfs().join("bin/k3s")).unwrap();
+    // Where the image's config goes, this host has a directory.
+    fs::create_dir_all(host.at("/etc/rancher/k3s/config.yaml")).unwrap();
+    host.write("/proc/net/tcp", &proc_net_tcp(&[22, 6443]), 0o444);
+    // Two servers: embedded etcd wants an odd number.
+    let c = Cluster::from_args(&ClusterArgs {
+        masters: vec!["10.0.0.1".into(), "10.0.0.2".into()],
+        ..ClusterArgs::default()
+    })
+    .unwrap();
+    let before = tree(&host.root());
+
+    let report = verify(&verify_request(&c, 0), &host.root()).unwrap();
+    assert!(!report.holds());
+    assert_eq!(
+        (report.host.as_str(), report.role),
+        ("10.0.0.1", Role::Master)
+    );
+    let cluster = messages(&report, CheckKind::Cluster);
+    assert!(
+        cluster.len() == 1 && cluster[0].contains("odd number"),
+        "{cluster:?}"
+    );
+    let rootfs = messages(&report, CheckKind::Rootfs);
+    assert!(
+        rootfs
+            .iter()
+            .any(|m| m.starts_with("bin/k3s: missing; expected the k3s binary")),
+        "{rootfs:?}"
+    );
+    assert!(
+        rootfs
+            .iter()
+            .any(|m| m.contains("bin/kubectl: a symlink to k3s, which is not in the image")),
+        "{rootfs:?}"
+    );
+    assert!(
+        rootfs.iter().any(|m| m.contains(
+            "etc/config.yaml goes to /etc/rancher/k3s/config.yaml, which is a directory on this host"
+        )),
+        "{rootfs:?}"
+    );
+    assert_eq!(rootfs.len(), 3, "{rootfs:?}");
+    assert_eq!(
+        messages(&report, CheckKind::Ports),
+        vec!["port 6443 already in use; stop what listens there, or pick another host"]
+    );
+    assert!(
+        report.summary().contains("5 violations"),
+        "{}",
+        report.summary()
+    );
+    assert_eq!(tree(&host.root()), before, "verify changed the host");
+    assert!(host.calls().is_empty());
+}
+
+#[test]
+fn verify_holds_on_a_fit_host_and_leaves_ports_to_a_host_sealrs_already_runs() {
+    let host = Host::new();
+    host.k3s_rootfs();
+    host.stamp();
+    let c = cluster();
+    // The agent's port is taken; the server's port is not an agent's business.
+    host.write("/proc/net/tcp", &proc_net_tcp(&[6443]), 0o444);
+    host.write("/proc/net/tcp6", &proc_net_tcp(&[10250]), 0o444);
+    let node = verify(&verify_request(&c, 1), &host.root()).unwrap();
+    assert_eq!(node.role, Role::Node);
+    assert_eq!(
+        messages(&node, CheckKind::Ports),
+        vec!["port 10250 already in use; stop what listens there, or pick another host"]
+    );
+    assert_eq!(node.violations.len(), 1, "{node:?}");
+
+    // Once sealrs placed a rootfs here, the listeners are its own services.
+    host.write("/var/lib/sealrs/placed/node.json", "{}", 0o644);
+    let again = verify(&verify_request(&c, 1), &host.root()).unwrap();
+    assert!(again.holds(), "{again:?}");
+    assert!(again.summary().contains("every check holds"));
+}
+
+#[test]
+fn verify_wants_the_rootfs_unpacked_and_the_kernel_tables_readable() {
+    let host = Host::new();
+    host.k3s_rootfs();
+    let report = verify(&verify_request(&cluster(), 0), &host.root()).unwrap();
+    let rootfs = messages(&report, CheckKind::Rootfs);
+    assert_eq!(rootfs.len(), 1, "{rootfs:?}");
+    assert!(
+        rootfs[0].contains("does not hold the image's unpacked layers"),
+        "{rootfs:?}"
+    );
+    let ports = messages(&report, CheckKind::Ports);
+    assert!(
+        ports.len() == 1 && ports[0].contains("cannot tell which ports are in use"),
+        "{ports:?}"
+    );
+}
+
+#[test]
+fn a_request_is_planned_and_executed_like_the_plan_the_operator_would_send() {
+    let c = cluster();
+    let host = Host::new();
+    host.k3s_rootfs();
+    let secrets = JoinSecrets {
+        token: Some(crate::cluster::Secret::new("K10tok::server:abc")),
+        ..JoinSecrets::default()
+    };
+    let image = ImageInfo::new("k3s", "v1.30.2+k3s1").unwrap();
+    let request = Request::new(
+        &c,
+        &c.hosts[1],
+        &image,
+        &secrets,
+        "/var/lib/sealrs/rootfs",
+        Vec::new(),
+    );
+    let received = Request::from_json(&request.to_json()).unwrap();
+    let plan = received.plan(Operation::Join).unwrap();
+    let mut hctx = HostContext::new(&c, &c.hosts[1], &image, secrets).unwrap();
+    hctx.rootfs = "/var/lib/sealrs/rootfs".into();
+    let k3s = runtime::runtime_for("k3s").unwrap();
+    assert_eq!(plan, k3s.join(&hctx).unwrap());
+    let r = execute(&plan, &host.ctx("k3s", Role::Node)).unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    let env = fs::read_to_string(host.at("/etc/systemd/system/k3s-agent.service.env")).unwrap();
+    assert!(env.contains("K3S_TOKEN=\"K10tok::server:abc\""), "{env}");
+}
+
+// ---------------------------------------------------------------------------
 // unpack
 
 /// (path, type, mode, content, link target)

@@ -10,7 +10,7 @@ use super::labels::{
     read_labels, ClusterInfo, ImageType, Source, Sourced, RUNTIME_KEYS, VERSION_KEYS,
 };
 use super::probe::{elf_machine, elf_machine_name, ArchiveFacts, ListError, Magic, YamlError};
-use super::spec::{Kind, Layout, Layouts, RequiredLabel};
+use super::spec::{Hosts, Kind, Layout, Layouts, RequiredLabel, Rule};
 
 /// What a tar entry is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -248,8 +248,30 @@ pub fn evaluate(
     if strict {
         check_labels(layout, &verdict.info, &mut verdict.problems);
     }
-    check_rules(layout, rootfs, arch, strict, &mut verdict);
+    check_rules(
+        layout,
+        rootfs,
+        arch,
+        &|rule| strict && rule.required,
+        &mut verdict,
+    );
     verdict
+}
+
+/// Checks an unpacked rootfs on a host, against the layout of its runtime:
+/// every file is what its rule says, and every file the layout requires for
+/// this host is there (rules `on = "control-plane"` only when
+/// `control_plane`). Labels are the build's business and are not read here.
+pub fn check_for_host(
+    layout: &Layout,
+    rootfs: &Rootfs,
+    arch: &str,
+    control_plane: bool,
+) -> Vec<Problem> {
+    let mut verdict = Verdict::default();
+    let needed = |rule: &Rule| rule.required && (control_plane || rule.on == Hosts::All);
+    check_rules(layout, rootfs, arch, &needed, &mut verdict);
+    verdict.problems
 }
 
 fn markers(layouts: &Layouts) -> String {
@@ -302,7 +324,14 @@ fn check_labels(layout: &Layout, info: &ClusterInfo, problems: &mut Vec<Problem>
     }
 }
 
-fn check_rules(layout: &Layout, rootfs: &Rootfs, arch: &str, strict: bool, verdict: &mut Verdict) {
+/// Checks every file against its rule; a rule for which `needed` holds must match a file.
+fn check_rules(
+    layout: &Layout,
+    rootfs: &Rootfs,
+    arch: &str,
+    needed: &dyn Fn(&Rule) -> bool,
+    verdict: &mut Verdict,
+) {
     let mut matched = vec![false; layout.rules.len()];
     for entry in rootfs.entries.values() {
         if entry.entry_type == EntryType::Dir {
@@ -316,14 +345,12 @@ fn check_rules(layout: &Layout, rootfs: &Rootfs, arch: &str, strict: bool, verdi
         let rule = &layout.rules[index];
         check_entry(rule.kind, &rule.about, entry, rootfs, arch, verdict);
     }
-    if strict {
-        for (rule, found) in layout.rules.iter().zip(matched) {
-            if rule.required && !found {
-                verdict.problems.push(Problem::Missing {
-                    pattern: rule.pattern.clone(),
-                    about: rule.about.clone(),
-                });
-            }
+    for (rule, found) in layout.rules.iter().zip(matched) {
+        if needed(rule) && !found {
+            verdict.problems.push(Problem::Missing {
+                pattern: rule.pattern.clone(),
+                about: rule.about.clone(),
+            });
         }
     }
 }
@@ -849,5 +876,83 @@ mod tests {
         let copy = &rootfs.entries["bin/k3s-copy"];
         assert_eq!(rootfs.resolve(copy).unwrap().unwrap().path, "bin/k3s");
         assert!(rootfs.resolve(&rootfs.entries["bin/loop"]).is_err());
+    }
+
+    #[test]
+    fn a_host_needs_the_files_its_role_needs_and_each_as_its_rule_says() {
+        let layout = Layout::parse(
+            "test.toml",
+            r#"
+name = "t"
+type = "rootfs"
+runtime = "t"
+description = "test"
+marker = "bin/t"
+[images]
+lists = "images/shim/*"
+archives = "images/"
+archive_format = "oci-archive"
+[[rule]]
+path = "bin/t"
+kind = "executable"
+required = true
+host = "/usr/local/bin/t"
+about = "the t binary"
+[[rule]]
+path = "bin/t-server"
+kind = "executable"
+required = true
+on = "control-plane"
+host = "/usr/local/bin/t-server"
+about = "the server binary"
+[[rule]]
+path = "images/shim/*"
+kind = "image-list"
+about = "lists"
+[[rule]]
+path = "images/*.tar"
+kind = "image-archive"
+about = "archives"
+"#,
+        )
+        .unwrap();
+        let worker_only = Rootfs::from_entries(vec![Entry::file("bin/t", 0o755, &elf("amd64"))]);
+        assert_eq!(
+            check_for_host(&layout, &worker_only, "amd64", false),
+            vec![]
+        );
+        assert_eq!(
+            check_for_host(&layout, &worker_only, "amd64", true),
+            vec![Problem::Missing {
+                pattern: "bin/t-server".into(),
+                about: "the server binary".into(),
+            }]
+        );
+        // Every problem at once: the wrong machine, a lost exec bit, a missing file.
+        let broken = Rootfs::from_entries(vec![
+            Entry::file("bin/t", 0o755, &elf("arm64")),
+            Entry::file("bin/t-server", 0o644, b"#!/bin/sh\n"),
+        ]);
+        let problems = check_for_host(&layout, &broken, "amd64", true);
+        assert!(
+            problems.contains(&Problem::WrongArchitecture {
+                path: "bin/t".into(),
+                found: "arm64".into(),
+                expected: "amd64".into(),
+            }),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&Problem::NotExecutable {
+                path: "bin/t-server".into(),
+                mode: 0o644,
+            }),
+            "{problems:?}"
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        // Labels are not a host's business.
+        assert!(check_for_host(&layout, &Rootfs::default(), "amd64", false)
+            .iter()
+            .all(|p| matches!(p, Problem::Missing { .. })));
     }
 }

@@ -59,7 +59,7 @@ pub mod probe;
 pub mod scan;
 pub mod spec;
 
-pub use check::{evaluate, Component, Entry, EntryType, Facts, Rootfs, Verdict};
+pub use check::{check_for_host, evaluate, Component, Entry, EntryType, Facts, Rootfs, Verdict};
 pub use error::{LayoutError, Problem, ScanError};
 pub use labels::{ClusterInfo, ImageType, Source, Sourced};
 pub use scan::scan_layers;

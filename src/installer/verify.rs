@@ -1,0 +1,300 @@
+//! `sealrs installer verify`: what only the host can tell, before anything
+//! changes on it.
+//!
+//! The operator checks what it can see from afar (OS, architecture, disk); the
+//! installer checks the rest on the host itself, with the code that will then
+//! act: the runtime's verify of the cluster, the unpacked rootfs against the
+//! layout for this host's role (each file what its rule says, nothing
+//! required missing, no placed file landing on a directory), and the
+//! runtime's ports for the role. It reads and never writes, and it lists
+//! every violation at once.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read as _};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::request::Request;
+use super::unpack::STAMP;
+use super::{place, ExecContext, InstallerError};
+use crate::cluster::Role;
+use crate::layout::probe::{Magic, HEAD};
+use crate::layout::{self, Entry, EntryType, Facts, Layouts, Rootfs};
+use crate::plan::Plan;
+
+/// Where the kernel lists TCP sockets (of the installer's network namespace).
+const PROC_NET_TCP: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
+
+/// What `installer verify` found: JSON on stdout, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub runtime: String,
+    pub host: String,
+    pub role: Role,
+    /// Empty when the host is fit for the request.
+    pub violations: Vec<Violation>,
+}
+
+/// One thing that stops the host from taking the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub check: CheckKind,
+    pub message: String,
+}
+
+/// Which check found a violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// The runtime's verify of the cluster.
+    Cluster,
+    /// The unpacked rootfs against the layout.
+    Rootfs,
+    /// The runtime's ports.
+    Ports,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.check {
+            CheckKind::Cluster => "cluster",
+            CheckKind::Rootfs => "rootfs",
+            CheckKind::Ports => "ports",
+        };
+        write!(f, "{what}: {}", self.message)
+    }
+}
+
+impl VerifyReport {
+    pub fn holds(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// One line when it holds, else a line per violation.
+    pub fn summary(&self) -> String {
+        if self.holds() {
+            return format!(
+                "{} verify on {} ({}): every check holds",
+                self.runtime, self.host, self.role
+            );
+        }
+        let mut out = format!(
+            "{} verify on {} ({}): {} violation{}",
+            self.runtime,
+            self.host,
+            self.role,
+            self.violations.len(),
+            if self.violations.len() == 1 { "" } else { "s" }
+        );
+        for v in &self.violations {
+            out.push_str(&format!("\n  - {v}"));
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes")
+    }
+}
+
+/// Checks the host against `request`; every path of the request is resolved
+/// under `host_root` (`/` on a real host).
+pub fn verify(request: &Request, host_root: &Path) -> Result<VerifyReport, InstallerError> {
+    let runtime = request.runtime()?;
+    let cluster = request.cluster();
+    let host = request.this_host(&cluster)?;
+    let role = Request::role(host);
+    let mut violations = Vec::new();
+    let mut push = |check, message: String| violations.push(Violation { check, message });
+
+    if let Err(found) = runtime.verify(&cluster, &request.image_info()) {
+        for v in found {
+            push(CheckKind::Cluster, v.to_string());
+        }
+    }
+    let layouts = Layouts::embedded();
+    match layouts.rootfs(runtime.name()) {
+        None => push(
+            CheckKind::Rootfs,
+            format!(
+                "this installer has no layout for runtime {} (it has {})",
+                runtime.name(),
+                layouts.runtimes().join(", ")
+            ),
+        ),
+        Some(layout) => {
+            let mut ctx = ExecContext::new(PathBuf::new(), layout, role);
+            ctx.host_root = host_root.to_path_buf();
+            ctx.rootfs = ctx.host_path(&request.rootfs);
+            for message in rootfs_violations(&ctx, &request.rootfs, role) {
+                push(CheckKind::Rootfs, message);
+            }
+            let mut ports: Vec<u16> = host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
+            ports.sort_unstable();
+            ports.dedup();
+            if let Some(message) = port_violation(&ctx, &ports) {
+                push(CheckKind::Ports, message);
+            }
+        }
+    }
+    Ok(VerifyReport {
+        runtime: runtime.name().to_string(),
+        host: host.key(),
+        role,
+        violations,
+    })
+}
+
+/// The rootfs against the layout for `role`; `shown` is its path as the request names it.
+fn rootfs_violations(ctx: &ExecContext, shown: &str, role: Role) -> Vec<String> {
+    if !ctx.rootfs.join(STAMP).is_file() {
+        return vec![format!(
+            "{shown} does not hold the image's unpacked layers (no {STAMP}); unpack them first (sealrs installer unpack)"
+        )];
+    }
+    let rootfs = match read_rootfs(&ctx.rootfs) {
+        Ok(rootfs) => rootfs,
+        Err(e) => return vec![format!("reading {shown}: {e}")],
+    };
+    let mut out: Vec<String> = layout::check_for_host(
+        ctx.layout,
+        &rootfs,
+        super::embed::host_arch(),
+        role == Role::Master,
+    )
+    .into_iter()
+    .map(|p| p.to_string())
+    .collect();
+    // Where placement would put each file: a directory there stops it. (An
+    // empty plan: a file that the real plan writes itself must not land on a
+    // directory either.)
+    let none = Plan::new("", "verify", "", Vec::new());
+    match place::placements(ctx, role, &none) {
+        Ok(files) => {
+            for file in files {
+                if fs::symlink_metadata(ctx.host_path(&file.host)).is_ok_and(|m| m.is_dir()) {
+                    out.push(format!(
+                        "{} goes to {}, which is a directory on this host; move it away",
+                        file.source, file.host
+                    ));
+                }
+            }
+        }
+        Err(e) => out.push(e.to_string()),
+    }
+    out
+}
+
+/// The unpacked rootfs as the layout checks see an image: paths, types, modes
+/// and the first bytes of each file.
+fn read_rootfs(dir: &Path) -> io::Result<Rootfs> {
+    let mut entries = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
+        let entry = entry.map_err(io::Error::other)?;
+        let Ok(rel) = entry.path().strip_prefix(dir) else {
+            continue;
+        };
+        let path = rel.to_string_lossy().into_owned();
+        if path == STAMP {
+            continue;
+        }
+        let meta = entry.metadata().map_err(io::Error::other)?;
+        let kind = meta.file_type();
+        let (entry_type, magic) = if kind.is_dir() {
+            (EntryType::Dir, Magic::Empty)
+        } else if kind.is_symlink() {
+            let target = fs::read_link(entry.path())?;
+            (
+                EntryType::Symlink(target.to_string_lossy().into_owned()),
+                Magic::Empty,
+            )
+        } else if kind.is_file() {
+            let mut head = Vec::with_capacity(HEAD);
+            fs::File::open(entry.path())?
+                .take(HEAD as u64)
+                .read_to_end(&mut head)?;
+            (EntryType::File, Magic::of(&head))
+        } else {
+            (EntryType::Other("special file".into()), Magic::Empty)
+        };
+        entries.push(Entry {
+            path,
+            entry_type,
+            mode: meta.permissions().mode() & 0o7777,
+            size: meta.size(),
+            magic,
+            facts: Facts::default(),
+            layer: 0,
+        });
+    }
+    Ok(Rootfs::from_entries(entries))
+}
+
+/// The ports of `ports` something listens on, unless sealrs already placed a
+/// rootfs here (then the listeners are its own services).
+fn port_violation(ctx: &ExecContext, ports: &[u16]) -> Option<String> {
+    if ports.is_empty() || place::has_placed(ctx) {
+        return None;
+    }
+    let mut listening = Vec::new();
+    let mut errors = Vec::new();
+    for table in PROC_NET_TCP {
+        match fs::read_to_string(ctx.host_path(table)) {
+            Ok(text) => listening.extend(listening_ports(&text)),
+            Err(e) => errors.push(format!("{table}: {e}")),
+        }
+    }
+    if errors.len() == PROC_NET_TCP.len() {
+        return Some(format!(
+            "cannot tell which ports are in use ({})",
+            errors.join("; ")
+        ));
+    }
+    let busy: Vec<String> = ports
+        .iter()
+        .filter(|p| listening.contains(p))
+        .map(u16::to_string)
+        .collect();
+    (!busy.is_empty()).then(|| {
+        format!(
+            "port{} {} already in use; stop what listens there, or pick another host",
+            if busy.len() == 1 { "" } else { "s" },
+            busy.join(", ")
+        )
+    })
+}
+
+/// Ports in the LISTEN state (`0A`) of a `/proc/net/tcp` or `tcp6` table.
+fn listening_ports(table: &str) -> Vec<u16> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state) = (fields.get(1)?, fields.get(3)?);
+            if *state != "0A" {
+                return None;
+            }
+            let (_, port) = local.rsplit_once(':')?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_ports_are_read_from_the_kernel_tables() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:1922 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 0100007F:0035 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n   2: 0B00FA0A:0016 0100FA0A:D2F0 01 00000000:00000000 02:00000A3C 00000000     0        0 3 2 0 20 4 30 10 -1\n";
+        assert_eq!(listening_ports(tcp), vec![0x1922, 53]);
+        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000000000000000000000000000:280A 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0\n";
+        assert_eq!(listening_ports(tcp6), vec![10250]);
+        assert!(listening_ports("").is_empty());
+        assert!(listening_ports("header\ngarbage line\n").is_empty());
+    }
+}
