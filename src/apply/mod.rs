@@ -186,12 +186,13 @@ pub fn run(
     let connections = hosts::connect_all(cluster, connector)?;
     let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
     let checks = hosts::check_all(&connections, rootfs, &ports)?;
-    record_node_names(cluster, &checks);
 
     let mut report = RunReport::default();
     progress.message("sending layers");
     distribute(store, &connections, rootfs, progress, &mut report)?;
     verify_hosts(&connections, cluster, rootfs, progress)?;
+    // Recorded only now: a run stopped by the checks above saves nothing.
+    record_node_names(cluster, &checks);
 
     // The first master makes the cluster; the others join with its secrets.
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
