@@ -24,6 +24,7 @@ mod lifecycle;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use oci_spec::image::Descriptor;
 
@@ -433,10 +434,11 @@ fn distribute(
                 let (installer, dest) = (&installer, &dest);
                 scope.spawn(move || {
                     let transport = transport.as_ref();
-                    let sent = bootstrap_installer(store, transport, image).and_then(|boot| {
-                        deliver(store, transport, image, installer, dest, progress)
-                            .map(|sent| boot + sent)
-                    });
+                    let sent =
+                        bootstrap_installer(store, transport, image, progress).and_then(|boot| {
+                            deliver(store, transport, image, installer, dest, progress)
+                                .map(|sent| boot + sent)
+                        });
                     (host.key(), sent)
                 })
             })
@@ -479,6 +481,7 @@ fn bootstrap_installer(
     store: &Store,
     transport: &dyn Transport,
     image: &AppliedImage,
+    progress: &dyn Progress,
 ) -> Result<u64, ApplyError> {
     let (Some(layer), Some(binary)) = (&image.installer, image.host_installer()) else {
         return Ok(0);
@@ -489,6 +492,7 @@ fn bootstrap_installer(
     }
     let blob = host_blob(layer);
     let mut sent = 0;
+    let started = Instant::now();
     if !transport.exists(&blob).map_err(&fail)? {
         transport
             .upload(&store.blob_path(layer.digest()), &blob, 0o644, &|_| {})
@@ -509,6 +513,12 @@ fn bootstrap_installer(
     )?;
     run_checked(transport, &["mkdir", "-p", &dir])?;
     run_checked(transport, &["tar", "-xf", &blob, "-C", &dir])?;
+    progress.message(&format!(
+        "{}: installer in place ({}) in {:.1}s",
+        transport.address(),
+        megabytes(sent),
+        started.elapsed().as_secs_f64()
+    ));
     Ok(sent)
 }
 
@@ -547,6 +557,7 @@ fn deliver(
         }
     }
     let host = transport.address().to_string();
+    let started = Instant::now();
     let task = progress.begin(&format!("{host}: {} layers", files.len()), Some(total));
     let seen = AtomicU64::new(0);
     let output = transport
@@ -564,7 +575,18 @@ fn deliver(
             tail: output.tail(10),
         });
     }
+    progress.message(&format!(
+        "{host}: {} of {} layers sent ({}), unpacked in {dest} in {:.1}s",
+        files.len(),
+        image.layers.len(),
+        megabytes(total),
+        started.elapsed().as_secs_f64()
+    ));
     Ok(total)
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 fn run_checked(transport: &dyn Transport, argv: &[&str]) -> Result<(), ApplyError> {
