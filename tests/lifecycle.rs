@@ -271,6 +271,12 @@ fn image_bytes(env: &Env, image: &str) -> u64 {
         .sum()
 }
 
+/// The image's manifest digest, which names its rootfs on hosts.
+fn image_digest(env: &Env, image: &str) -> String {
+    let doc: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", image])).unwrap();
+    doc["digest"].as_str().unwrap().to_string()
+}
+
 /// `  HOST: N bytes sent` lines of the upgrade summary.
 fn bytes_sent(summary: &str, host: &str) -> u64 {
     let prefix = format!("  {host}: ");
@@ -334,6 +340,19 @@ fn upgrade_sends_only_the_changed_layer_and_refuses_a_downgrade() {
         .matches("server --cluster-init")
         .count();
     assert!(starts_after > starts_before, "k3s was not restarted");
+    // Only the new image's rootfs is left on each host, and k3s still runs
+    // from what was placed out of it.
+    let digest = image_digest(&env, "k3s-cluster:2");
+    for host in [&hosts[0], &hosts[1]] {
+        let left = host.exec_ok(&["ls", "/var/lib/sealrs/rootfs"]);
+        assert_eq!(
+            left.trim(),
+            digest.trim_start_matches("sha256:"),
+            "{}",
+            host.ip
+        );
+        host.exec_ok(&["test", "-x", "/usr/local/bin/k3s"]);
+    }
     let saved = clusterfile(&env);
     for host in [&hosts[0], &hosts[1]] {
         assert_eq!(

@@ -582,6 +582,40 @@ pub fn upgrade(
         });
         record_all(cluster, &image, &mut run, results)?;
     }
+    // Placed files are links or copies of their own, and the hooks run from
+    // the new rootfs: the old ones are dead weight. Failing to remove one
+    // does not undo an upgrade that worked; it is said and left.
+    for (host, result) in parallel(&snapshot.hosts, |host| {
+        let rootfs = image.host_rootfs();
+        let (dir, keep) = rootfs.rsplit_once('/').unwrap_or((&rootfs, ""));
+        run_checked(
+            connection_for(&connections, host)?,
+            &[
+                "find",
+                dir,
+                "-mindepth",
+                "1",
+                "-maxdepth",
+                "1",
+                "!",
+                "-name",
+                keep,
+                "-exec",
+                "rm",
+                "-rf",
+                "--",
+                "{}",
+                "+",
+            ],
+        )
+    }) {
+        if let Err(error) = result {
+            progress.message(&format!(
+                "warning: {}: the rootfs of the earlier image is still there: {error}",
+                host.key()
+            ));
+        }
+    }
     cluster.images = vec![image.name.clone()];
     cluster.status.phase = Phase::Running;
     let mut report = LifecycleReport {
