@@ -13,7 +13,8 @@
 #   scripts/bench.sh examples  builds Kubefile-examples/{k3s,k0s,kubeadm} whose binaries
 #                              were fetched (scripts/fetch-RUNTIME.sh): size, time, RSS
 #
-# Needs root, buildah, skopeo, docker-registry and GNU time (scripts/test.sh installs them).
+# Needs root, buildah, skopeo, docker-registry, zstd and GNU time (scripts/test.sh installs
+# all but zstd: apt-get install zstd).
 # `run` also needs the test hosts' base (scripts/test-hosts-base.sh) and rsync on
 # this machine (apt-get install rsync); it copies rsync and its libraries into
 # the peer hosts, whose base has none.
@@ -43,9 +44,12 @@ run() {
 make_k3s_context() {
   local ctx=$1
   mkdir -p "$ctx/bin" "$ctx/images" "$ctx/manifests"
+  # bin/k3s: an x86_64 ELF header, then half random, half text (so that the
+  # build's checks see a program, and zstd gets about 2:1 out of it).
   python3 - "$ctx/bin/k3s" <<'PY'
 import os, sys
 with open(sys.argv[1], "wb") as f:
+    f.write(b"\x7fELF\x02\x01\x01" + bytes(11) + b"\x3e\x00" + bytes(44))
     words = [os.urandom(8).hex().encode() for _ in range(4096)]
     for i in range(70 * 16):                      # 70 MiB in 64 KiB chunks
         chunk = os.urandom(32 * 1024)             # half random ...
@@ -53,7 +57,16 @@ with open(sys.argv[1], "wb") as f:
         f.write(chunk + text.ljust(32 * 1024, b"."))  # ... half text
 PY
   chmod 755 "$ctx/bin/k3s"
-  head -c 400M /dev/urandom > "$ctx/images/k3s-airgap-images-amd64.tar.zst"
+  # The airgap archive: a docker-archive (manifest.json first) whose one
+  # 400 MB layer is random, zstd-compressed as k3s ships it: incompressible.
+  local air=$work/airgap
+  mkdir -p "$air"
+  printf '[{"Config":"config.json","RepoTags":["bench/airgap:1"],"Layers":["layer.tar"]}]' > "$air/manifest.json"
+  printf '{"architecture":"amd64","os":"linux"}' > "$air/config.json"
+  head -c 400M /dev/urandom > "$air/layer.tar"
+  tar -C "$air" -cf - manifest.json config.json layer.tar | zstd -q -1 -T0 \
+    > "$ctx/images/k3s-airgap-images-amd64.tar.zst"
+  rm -rf "$air"
   for i in $(seq 1 200); do
     printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-%d\ndata:\n  key: "value %d"\n' "$i" "$i" \
       > "$ctx/manifests/cm-$i.yaml"
@@ -145,8 +158,7 @@ bench_push() {
   make_k3s_context "$ctx"
   local b=(buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver vfs)
   local store=$work/sealrs
-  # --skip-validation: the bench data are random bytes, not an ELF or image archives.
-  "$sealrs" --root "$store" -q build --skip-validation -t bench:1 "$ctx" >/dev/null
+  "$sealrs" --root "$store" -q build -t bench:1 "$ctx" >/dev/null
   local layout=$store/oci
   for i in $(seq 1 "$runs"); do
     echo "==> run $i/$runs"
@@ -255,15 +267,11 @@ bench_run() {
   make_k3s_context "$ctx"
   # The 70 MB blob stays in the image, but not as the binary that runs: the
   # k3s stand-in does (the real k3s cannot be downloaded here).
-  # The installer checks on each host that bin/ holds programs: a `#!` line
-  # in front makes the random bytes one (they are never run).
-  { printf '#!/bin/false\n'; cat "$ctx/bin/k3s"; } > "$ctx/bin/k3s-data"
-  chmod 755 "$ctx/bin/k3s-data"
+  mv "$ctx/bin/k3s" "$ctx/bin/k3s-data"
   install -m 755 tests/fixtures/standins/k3s "$ctx/bin/k3s"
   ln -s k3s "$ctx/bin/kubectl"
   local store=$work/sealrs
-  # --skip-validation: the bench data are random bytes, not an ELF or image archives.
-  "$sealrs" --root "$store" -q build --skip-validation -t bench:1 "$ctx" >/dev/null
+  "$sealrs" --root "$store" -q build -t bench:1 "$ctx" >/dev/null
   local size
   size=$("$sealrs" --root "$store" images --format json | python3 -c 'import json,sys; print(sum(i["size"] for i in json.load(sys.stdin)))')
   echo "==> image bench:1: $size bytes"
@@ -302,7 +310,7 @@ bench_run() {
   local again_sent; again_sent=$(bytes_sent)
   echo "==> sealrs run: upgrade, one manifest changed"
   printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-1\ndata:\n  key: "value 1, changed"\n' > "$ctx/manifests/cm-1.yaml"
-  "$sealrs" --root "$store" -q build --skip-validation -t bench:2 "$ctx" >/dev/null
+  "$sealrs" --root "$store" -q build -t bench:2 "$ctx" >/dev/null
   run sealrs_upgrade "$sealrs" --root "$store" -q run bench:2 "${flags[@]}"
   local up_sent; up_sent=$(bytes_sent)
 
