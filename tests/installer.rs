@@ -504,3 +504,79 @@ fn verify_reports_violations_as_json_and_fails_and_an_unknown_request_version_is
     }
     assert!(!env.path("host/usr").exists());
 }
+
+/// `installer unpack --incoming`: the layers a host lacks come on stdin, one
+/// after another, and are kept only once they hash to their names.
+#[test]
+fn unpack_reads_incoming_layers_from_stdin_and_names_bad_specs() {
+    use sha2::Digest as _;
+    let env = Env::new();
+    let first = layer(&[("bin/k3s", b"k3s", 0o755)]);
+    let second = layer(&[("etc/config.yaml", b"a: 1\n", 0o644)]);
+    let blobs = env.path("blobs");
+    fs::create_dir_all(&blobs).unwrap();
+    let name = |bytes: &[u8]| blobs.join(hex::encode(sha2::Sha256::digest(bytes)));
+    // The first is on the host already; the second arrives.
+    fs::write(name(&first), &first).unwrap();
+    let (have, coming) = (
+        name(&first).display().to_string(),
+        name(&second).display().to_string(),
+    );
+    let dest = env.path("rootfs").display().to_string();
+    let unpack = |incoming: &str, stdin: &[u8]| {
+        let mut child = env
+            .cmd(&[
+                "installer",
+                "unpack",
+                "--dest",
+                &dest,
+                &have,
+                &coming,
+                "--incoming",
+                incoming,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child.wait_with_output().unwrap()
+    };
+
+    for (spec, says) in [
+        (format!("{coming}=ten"), "SIZE is not a number of bytes"),
+        (coming.clone(), "expected FILE=SIZE"),
+        (
+            "/elsewhere=3".to_string(),
+            "is not one of the layers to unpack",
+        ),
+    ] {
+        let out = unpack(&spec, &second);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{spec}: {stderr}"
+        );
+        assert!(
+            !name(&second).exists() && !env.path("rootfs").exists(),
+            "{spec}"
+        );
+    }
+
+    let out = unpack(&format!("{coming}={}", second.len()), &second);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(name(&second)).unwrap(), second);
+    assert_eq!(
+        fs::read_to_string(env.path("rootfs/etc/config.yaml")).unwrap(),
+        "a: 1\n"
+    );
+    assert_eq!(
+        fs::read_to_string(env.path("rootfs/bin/k3s")).unwrap(),
+        "k3s"
+    );
+}
