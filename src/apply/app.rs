@@ -142,10 +142,7 @@ fn run_app_step(
 ) -> Result<crate::transport::Output, ApplyError> {
     let output = transport
         .run(argv, env, None)
-        .map_err(|source| ApplyError::Transport {
-            host: host.key(),
-            source: Box::new(source),
-        })?;
+        .map_err(ApplyError::transport(host.key()))?;
     if output.success() {
         Ok(output)
     } else {

@@ -152,6 +152,15 @@ impl ApplyError {
         }
     }
 
+    /// For `map_err`: a transport error on the host `host` names.
+    pub(crate) fn transport(host: impl Into<String>) -> impl Fn(TransportError) -> ApplyError {
+        let host = host.into();
+        move |source| ApplyError::Transport {
+            host: host.clone(),
+            source: Box::new(source),
+        }
+    }
+
     /// For `map_err`: a runtime error on `host`.
     pub(crate) fn runtime(host: &Host) -> impl FnOnce(RuntimeError) -> ApplyError + '_ {
         move |source| ApplyError::Runtime {

@@ -127,16 +127,13 @@ pub(super) fn query(transport: &dyn Transport, argv: &[&str]) -> Result<String, 
     let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
     let out = transport
         .run(&argv, &[], None)
-        .map_err(|source| ApplyError::Transport {
-            host: host.clone(),
-            source: Box::new(source),
-        })?;
+        .map_err(ApplyError::transport(&host))?;
     if !out.success() {
         return Err(ApplyError::Command {
             host,
             argv: argv.join(" "),
             status: out.status_text(),
-            tail: out.tail(5),
+            tail: out.tail(10),
         });
     }
     Ok(out.stdout_text().trim().to_string())
@@ -159,10 +156,7 @@ fn check(transport: &dyn Transport, ports: &[u16]) -> Result<HostCheck, ApplyErr
     let ours = format!("{HOST_DIR}/rootfs");
     let touched = transport
         .exists(&ours)
-        .map_err(|source| ApplyError::Transport {
-            host: host.clone(),
-            source: Box::new(source),
-        })?;
+        .map_err(ApplyError::transport(&host))?;
     let ports_in_use = if ports.is_empty() || touched {
         Vec::new()
     } else {

@@ -41,7 +41,7 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets, Runtime};
 use crate::store::Store;
-use crate::transport::{Transport, TransportError};
+use crate::transport::Transport;
 
 /// Where sealrs keeps its things on a host.
 pub const HOST_DIR: &str = "/var/lib/sealrs";
@@ -468,13 +468,6 @@ fn host_blob(layer: &Descriptor) -> String {
     format!("{HOST_BLOBS}/{}", layer.digest().digest())
 }
 
-fn transport_error(transport: &dyn Transport) -> impl Fn(TransportError) -> ApplyError + '_ {
-    move |source| ApplyError::Transport {
-        host: transport.address().to_string(),
-        source: Box::new(source),
-    }
-}
-
 /// Puts the image's installer on the host: its uncompressed layer, checked
 /// against its digest before the host's tar takes the binary out of it.
 fn bootstrap_installer(
@@ -486,7 +479,7 @@ fn bootstrap_installer(
     let (Some(layer), Some(binary)) = (&image.installer, image.host_installer()) else {
         return Ok(0);
     };
-    let fail = transport_error(transport);
+    let fail = ApplyError::transport(transport.address());
     if transport.exists(&binary).map_err(&fail)? {
         return Ok(0);
     }
@@ -538,7 +531,7 @@ fn deliver(
     dest: &str,
     progress: &dyn Progress,
 ) -> Result<u64, ApplyError> {
-    let fail = transport_error(transport);
+    let fail = ApplyError::transport(transport.address());
     let blobs: Vec<String> = image.layers.iter().map(host_blob).collect();
     let present = transport.existing(&blobs).map_err(&fail)?;
     let mut argv: Vec<String> = [installer, "installer", "unpack", "--dest", dest]
@@ -590,23 +583,7 @@ fn megabytes(bytes: u64) -> String {
 }
 
 fn run_checked(transport: &dyn Transport, argv: &[&str]) -> Result<(), ApplyError> {
-    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    let host = transport.address().to_string();
-    let output = transport
-        .run(&argv, &[], None)
-        .map_err(|source| ApplyError::Transport {
-            host: host.clone(),
-            source: Box::new(source),
-        })?;
-    if !output.success() {
-        return Err(ApplyError::Command {
-            host,
-            argv: argv.join(" "),
-            status: output.status_text(),
-            tail: output.tail(10),
-        });
-    }
-    Ok(())
+    hosts::query(transport, argv).map(|_| ())
 }
 
 /// The installer's request for `host`: no SSH setting of the cluster goes into it.
@@ -644,10 +621,7 @@ fn call_installer(
     argv.extend(subcommand.iter().map(|s| s.to_string()));
     let output = transport
         .run(&argv, &[], Some(input.as_bytes()))
-        .map_err(|source| ApplyError::Transport {
-            host: transport.address().to_string(),
-            source: Box::new(source),
-        })?;
+        .map_err(ApplyError::transport(transport.address()))?;
     Ok((format!("{installer} installer {}", subcommand[0]), output))
 }
 
