@@ -17,5 +17,6 @@ pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod runtime;
+pub mod secret;
 pub mod store;
 pub mod transport;

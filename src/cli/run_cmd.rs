@@ -61,7 +61,7 @@ impl SshConnector {
             PasswordSource::File(path) => std::fs::read_to_string(path)
                 .map(|s| Secret::new(s.trim_end_matches(['\n', '\r'])))
                 .map_err(|e| missing(format!("cannot read the password file {path}: {e}"))),
-            PasswordSource::Value(secret) => Ok(Secret::new(secret.expose())),
+            PasswordSource::Value(secret) => Ok(secret.clone()),
         }
     }
 }

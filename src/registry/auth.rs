@@ -16,7 +16,6 @@
 //! naming a namespace (`host/team`), which beats the bare host.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,39 +24,31 @@ use base64::Engine as _;
 
 use super::error::RegistryError;
 use super::RegistryOptions;
+use crate::secret::Secret;
 
 /// A user name and password. `Debug` never shows the password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
-    password: String,
+    password: Secret,
 }
 
 impl Credentials {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Credentials {
         Credentials {
             username: username.into(),
-            password: password.into(),
+            password: Secret::new(password),
         }
     }
 
     /// The secret, for building a request header and nothing else.
     pub(crate) fn password(&self) -> &str {
-        &self.password
+        self.password.expose()
     }
 
     /// The value of an `Authorization: Basic …` header.
     pub(crate) fn basic_header(&self) -> String {
-        format!("Basic {}", encode_auth(&self.username, &self.password))
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
+        format!("Basic {}", encode_auth(&self.username, self.password()))
     }
 }
 
