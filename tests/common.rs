@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use sha2::{Digest as _, Sha256};
 
@@ -129,6 +130,19 @@ impl Env {
             );
         }
     }
+}
+
+/// Runs `cmd` with `stdin` on its standard input, capturing stdout and stderr.
+/// A command that exits before reading it all is judged by its output.
+pub fn with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
 }
 
 pub fn tool(program: &str, args: &[&str]) -> Output {

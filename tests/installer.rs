@@ -3,9 +3,8 @@
 //! the installer layer that `sealrs build` embeds into rootfs images.
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use sealrs::cluster::{Cluster, ClusterArgs, Role, Secret};
 use sealrs::installer::Request;
@@ -13,7 +12,7 @@ use sealrs::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
 use sealrs::runtime::{ImageInfo, JoinSecrets};
 use serde_json::Value;
 
-use crate::common::Env;
+use crate::common::{with_stdin, Env};
 
 const FAKE_SYSTEMCTL: &str =
     "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/calls\"\ncase $1 in is-*) exit 1 ;; esac\n";
@@ -34,20 +33,7 @@ fn apply(env: &Env, plan: &Plan, extra: &[&str]) -> Output {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = env
-        .cmd(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(plan.to_json().as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    with_stdin(env.cmd(&args), plan.to_json().as_bytes())
 }
 
 fn layer(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
@@ -361,15 +347,7 @@ fn installer(env: &Env, subcommand: &str, stdin: &[u8]) -> Output {
         args.extend(["--systemctl".into(), script.display().to_string()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = env
-        .cmd(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    with_stdin(env.cmd(&args), stdin)
 }
 
 const VALUE: &str = "pa$$w0rd\"\\`x'";
@@ -524,8 +502,8 @@ fn unpack_reads_incoming_layers_from_stdin_and_names_bad_specs() {
     );
     let dest = env.path("rootfs").display().to_string();
     let unpack = |incoming: &str, stdin: &[u8]| {
-        let mut child = env
-            .cmd(&[
+        with_stdin(
+            env.cmd(&[
                 "installer",
                 "unpack",
                 "--dest",
@@ -534,14 +512,9 @@ fn unpack_reads_incoming_layers_from_stdin_and_names_bad_specs() {
                 &coming,
                 "--incoming",
                 incoming,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _ = child.stdin.take().unwrap().write_all(stdin);
-        child.wait_with_output().unwrap()
+            ]),
+            stdin,
+        )
     };
 
     for (spec, says) in [

@@ -1,10 +1,7 @@
 //! The `sealrs` binary against a real registry: build → push → pull, FROM a
 //! remote base, and login with the password on stdin only.
 
-use std::io::Write;
-use std::process::Stdio;
-
-use crate::common::{tool, Env};
+use crate::common::{tool, with_stdin, Env};
 use crate::registry_server::{Options, Registry, PASSWORD, USER};
 
 fn small_context(env: &Env, dir: &str, content: &str) {
@@ -89,25 +86,18 @@ fn a_missing_remote_base_names_the_image_and_the_404() {
 
 fn login(env: &Env, reg: &Registry, password: &str) -> std::process::Output {
     let auth = env.path("auth.json");
-    let mut child = env
-        .cmd(&[
-            "login",
-            &reg.host(),
-            "-u",
-            USER,
-            "--password-stdin",
-            "--cert-dir",
-            reg.cert_dir().to_str().unwrap(),
-            "--authfile",
-            auth.to_str().unwrap(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    child.wait_with_output().unwrap()
+    let cmd = env.cmd(&[
+        "login",
+        &reg.host(),
+        "-u",
+        USER,
+        "--password-stdin",
+        "--cert-dir",
+        reg.cert_dir().to_str().unwrap(),
+        "--authfile",
+        auth.to_str().unwrap(),
+    ]);
+    with_stdin(cmd, format!("{password}\n").as_bytes())
 }
 
 #[test]

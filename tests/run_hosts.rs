@@ -3,9 +3,9 @@
 //! step that fails midway (then a rerun that finishes), an SSH password with
 //! `$` and quotes, and Clusterfiles (ours, and sealos').
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use crate::common::Env;
+use crate::common::{with_stdin, Env};
 use crate::hosts::{Host, TestHosts};
 use crate::layout::example;
 use crate::run::{run_on, ssh_flags, standin_log};
@@ -338,12 +338,7 @@ fn an_ssh_password_with_dollars_and_quotes_works_byte_for_byte() {
         ]);
         // No default key of the machine running the test either.
         cmd.env("HOME", env.path("home"));
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        with_stdin(cmd, stdin.as_bytes())
     };
     // A wrong password is refused (so the right one is what got in).
     let wrong = run("pa0rd\n");

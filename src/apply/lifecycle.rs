@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 
 use super::{
     apply_plan, connection_for, distribute, host_context, host_request, hosts, mark_failed, record,
-    record_all, record_node_names, resolve_images, run_checked, run_installer, verify_hosts,
-    AppliedImage, ApplyError, Connections, Connector, HostFailure, RunReport, HOST_DIR,
+    record_all, record_node_names, resolve_images, run_checked, run_installer, settle,
+    verify_hosts, AppliedImage, ApplyError, Connections, Connector, HostFailure, RunReport,
+    HOST_DIR,
 };
 use crate::cluster::{Address, Cluster, Host, Phase, DEFAULT_SSH_PORT};
 use crate::installer::Operation;
@@ -497,26 +498,14 @@ pub fn delete(
         }
     }
     let mut report = LifecycleReport::default();
-    let mut failures = Vec::new();
-    for (host, result) in results {
-        match result {
-            Ok(changed) => {
-                if changed {
-                    run.changed.push(host.key());
-                }
-                cluster.hosts.retain(|h| h.address != host.address);
-                cluster.status.hosts.remove(&host.key());
-                report.hosts.push(host.key());
-            }
-            Err(error) => {
-                mark_failed(cluster, &host);
-                failures.push(HostFailure {
-                    host: host.key(),
-                    error: Box::new(error),
-                });
-            }
+    let failures = settle(cluster, results, |cluster, host, changed| {
+        if changed {
+            run.changed.push(host.key());
         }
-    }
+        cluster.hosts.retain(|h| h.address != host.address);
+        cluster.status.hosts.remove(&host.key());
+        report.hosts.push(host.key());
+    });
     report.absorb(run);
     ApplyError::all_hosts_ok(failures)?;
     Ok(report)
@@ -693,30 +682,18 @@ pub fn reset(
     for host in &masters {
         results.push((host.clone(), teardown_on(host)));
     }
-    let mut failures = Vec::new();
-    for (host, result) in results {
-        match result {
-            Ok(changed) => {
-                if changed {
-                    run.changed.push(host.key());
-                }
-                report.hosts.push(host.key());
-                if let Some(status) = cluster.status.hosts.get_mut(&host.key()) {
-                    status.phase = Phase::Pending;
-                    status.version = None;
-                    status.images.clear();
-                    status.runtime = None;
-                }
-            }
-            Err(error) => {
-                mark_failed(cluster, &host);
-                failures.push(HostFailure {
-                    host: host.key(),
-                    error: Box::new(error),
-                });
-            }
+    let failures = settle(cluster, results, |cluster, host, changed| {
+        if changed {
+            run.changed.push(host.key());
         }
-    }
+        report.hosts.push(host.key());
+        if let Some(status) = cluster.status.hosts.get_mut(&host.key()) {
+            status.phase = Phase::Pending;
+            status.version = None;
+            status.images.clear();
+            status.runtime = None;
+        }
+    });
     report.absorb(run);
     ApplyError::all_hosts_ok(failures)?;
     Ok(report)

@@ -330,10 +330,23 @@ fn record_all(
     report: &mut RunReport,
     results: Vec<(Host, Result<bool, ApplyError>)>,
 ) -> Result<(), ApplyError> {
+    let failures = settle(cluster, results, |cluster, host, changed| {
+        record(cluster, host, image, report, changed)
+    });
+    ApplyError::all_hosts_ok(failures)
+}
+
+/// Hands each host that succeeded to `ok`; marks the others failed in the
+/// status and returns them, for [`ApplyError::all_hosts_ok`].
+fn settle<T>(
+    cluster: &mut Cluster,
+    results: Vec<(Host, Result<T, ApplyError>)>,
+    mut ok: impl FnMut(&mut Cluster, &Host, T),
+) -> Vec<HostFailure> {
     let mut failures = Vec::new();
     for (host, result) in results {
         match result {
-            Ok(changed) => record(cluster, &host, image, report, changed),
+            Ok(value) => ok(cluster, &host, value),
             Err(error) => {
                 mark_failed(cluster, &host);
                 failures.push(HostFailure {
@@ -343,7 +356,7 @@ fn record_all(
             }
         }
     }
-    ApplyError::all_hosts_ok(failures)
+    failures
 }
 
 fn mark_failed(cluster: &mut Cluster, host: &Host) {

@@ -770,7 +770,8 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
-fn header(entry_type: tar::EntryType, mode: u32, size: u64, epoch: u64) -> tar::Header {
+/// A root-owned GNU tar header with a fixed mtime: what makes layers reproducible.
+pub(crate) fn header(entry_type: tar::EntryType, mode: u32, size: u64, epoch: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(entry_type);
     h.set_mode(mode);

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, MediaType};
 use sha2::{Digest as _, Sha256};
 
+use crate::build::layer::header;
 use crate::build::{BlobSink, BuildError, Layer, LayerCache};
 use crate::progress::Progress;
 
@@ -134,17 +135,6 @@ fn cache_key(binary: &Path, meta: &fs::Metadata, epoch: u64) -> String {
         h.update(n.to_le_bytes());
     }
     format!("installer:{}", hex::encode(h.finalize()))
-}
-
-fn header(entry_type: tar::EntryType, mode: u32, size: u64, epoch: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(entry_type);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(epoch);
-    h.set_size(size);
-    h
 }
 
 fn write_layer(
