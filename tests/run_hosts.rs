@@ -77,6 +77,12 @@ fn kubeadm_with_one_control_plane_and_two_workers_then_an_unchanged_rerun() {
         stderr.contains("cluster default is running on 3 hosts"),
         "{stderr}"
     );
+    // Each host fetched its layers from us over TLS, none over SSH.
+    for i in 0..3 {
+        let lines = lines_of(&stderr, &hosts[i].ip);
+        assert!(lines.contains("layers sent directly"), "{lines}");
+        assert!(!lines.contains("over SSH"), "{lines}");
+    }
 
     let first = &hosts[0].ip;
     let init = calls(&hosts[0], "kubeadm");
@@ -321,6 +327,7 @@ fn an_ssh_password_with_dollars_and_quotes_works_byte_for_byte() {
     env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
     let password = "pa$$w0rd\"`x'";
     hosts[0].ssh_password(password);
+    let layers_over_ssh = ["--layers-over-ssh"];
     // No key to fall back on: only the password gets in.
     hosts[0].exec_ok(&["rm", "-f", "/root/.ssh/authorized_keys"]);
     let value = "pa$$w0rd\"`x'";
@@ -335,6 +342,7 @@ fn an_ssh_password_with_dollars_and_quotes_works_byte_for_byte() {
             hosts.known_hosts().to_str().unwrap(),
             "-e",
             &format!("PASS={value}"),
+            layers_over_ssh[0],
         ]);
         // No default key of the machine running the test either.
         cmd.env("HOME", env.path("home"));
@@ -346,6 +354,8 @@ fn an_ssh_password_with_dollars_and_quotes_works_byte_for_byte() {
     let out = run(&format!("{password}\n"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("layers sent over SSH"), "{stderr}");
+    assert!(!stderr.contains("directly"), "{stderr}");
     assert_eq!(is_active(&hosts[0], "k3s"), "active");
     let config = hosts[0].exec_ok(&["cat", "/etc/rancher/k3s/config.yaml"]);
     let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config).unwrap();
@@ -456,6 +466,16 @@ status: {{}}
     assert!(!env.root.join("clusters/default/Clusterfile").exists());
 }
 
+/// The progress lines about `ip`.
+fn lines_of(stderr: &str, ip: &str) -> String {
+    let prefix = format!("{ip}: ");
+    stderr
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// The lines of a per-host error list that concern `ip` (its heading and the
 /// violations indented below it).
 fn section_of(stderr: &str, ip: &str) -> String {
@@ -530,4 +550,46 @@ fn the_installers_checks_stop_a_run_before_any_change_naming_each_host() {
         }
     }
     assert!(!env.root.join("clusters/default/Clusterfile").exists());
+}
+
+#[test]
+fn a_host_that_cannot_reach_us_gets_its_layers_over_ssh() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build(&env, "k0s");
+    // The worker answers our SSH connection (from port 22), but cannot open
+    // a TCP connection of its own: a firewall, as far as it can tell.
+    hosts[1].exec_ok(&[
+        "ip",
+        "rule",
+        "add",
+        "ipproto",
+        "6",
+        "sport",
+        "1024-65534",
+        "prohibit",
+    ]);
+    let stderr = run_on(&env, &image, &hosts, &[0], &[1], &[]);
+    assert!(
+        stderr.contains("cluster default is running on 2 hosts"),
+        "{stderr}"
+    );
+    let controller = lines_of(&stderr, &hosts[0].ip);
+    assert!(controller.contains("layers sent directly"), "{controller}");
+    let worker = lines_of(&stderr, &hosts[1].ip);
+    assert!(
+        worker.contains("cannot fetch layers from this machine directly"),
+        "{worker}"
+    );
+    assert!(worker.contains("layers sent over SSH"), "{worker}");
+    assert_eq!(is_active(&hosts[1], "k0sworker"), "active");
+    // What the worker got over SSH is what the controller got over TLS.
+    let tree = |host: &Host| {
+        host.exec_ok(&[
+            "sh",
+            "-c",
+            "cd /var/lib/sealrs/rootfs/* && find . -type f ! -name '.sealrs-*' -exec sha256sum {} + | sort",
+        ])
+    };
+    assert_eq!(tree(&hosts[0]), tree(&hosts[1]));
 }

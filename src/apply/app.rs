@@ -75,6 +75,7 @@ pub(super) fn apply_apps(
         .ok_or_else(|| ApplyError::NoInstaller {
             image: rootfs.name.clone(),
         })?;
+    let server = super::direct_server([transport], progress);
     for app in apps {
         let command = app_command(store, app, &cluster.env)?;
         progress.message(&format!(
@@ -83,7 +84,15 @@ pub(super) fn apply_apps(
             app.name
         ));
         let dir = host_app_dir(app);
-        let sent = deliver(store, transport, app, &installer, &dir, progress)?;
+        let sent = deliver(
+            store,
+            transport,
+            app,
+            &installer,
+            &dir,
+            server.as_ref(),
+            progress,
+        )?;
         *report.bytes_sent.entry(first.key()).or_default() += sent;
 
         for argv in &command.argvs {

@@ -41,7 +41,7 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets, Runtime};
 use crate::store::Store;
-use crate::transport::Transport;
+use crate::transport::{direct, Transport};
 
 /// Where sealrs keeps its things on a host.
 pub const HOST_DIR: &str = "/var/lib/sealrs";
@@ -440,16 +440,17 @@ fn distribute(
             image: image.name.clone(),
         })?;
     let dest = image.host_rootfs();
+    let server = direct_server(connections.iter().map(|(_, t)| t.as_ref()), progress);
     let results: Vec<(String, Result<u64, ApplyError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = connections
             .iter()
             .map(|(host, transport)| {
-                let (installer, dest) = (&installer, &dest);
+                let (installer, dest, server) = (&installer, &dest, server.as_ref());
                 scope.spawn(move || {
                     let transport = transport.as_ref();
                     let sent =
                         bootstrap_installer(store, transport, image, progress).and_then(|boot| {
-                            deliver(store, transport, image, installer, dest, progress)
+                            deliver(store, transport, image, installer, dest, server, progress)
                                 .map(|sent| boot + sent)
                         });
                     (host.key(), sent)
@@ -481,8 +482,10 @@ fn host_blob(layer: &Descriptor) -> String {
     format!("{HOST_BLOBS}/{}", layer.digest().digest())
 }
 
-/// Puts the image's installer on the host: its uncompressed layer, checked
-/// against its digest before the host's tar takes the binary out of it.
+/// Puts the image's installer on the host: its uncompressed layer, hashed by
+/// the host's `sha256sum` as it is written and kept only if it checks out,
+/// then unpacked by the host's tar. One command: on a fresh connection each
+/// round trip counts.
 fn bootstrap_installer(
     store: &Store,
     transport: &dyn Transport,
@@ -493,32 +496,44 @@ fn bootstrap_installer(
         return Ok(0);
     };
     let fail = ApplyError::transport(transport.address());
-    if transport.exists(&binary).map_err(&fail)? {
+    let blob = host_blob(layer);
+    let present = transport
+        .existing(&[binary.clone(), blob.clone()])
+        .map_err(&fail)?;
+    if present[0] {
         return Ok(0);
     }
-    let blob = host_blob(layer);
-    let mut sent = 0;
     let started = Instant::now();
-    if !transport.exists(&blob).map_err(&fail)? {
-        transport
-            .upload(&store.blob_path(layer.digest()), &blob, 0o644, &|_| {})
-            .map_err(&fail)?;
-        sent = layer.size();
-    }
     let dir = format!("{HOST_DIR}/installer/{}", layer.digest().digest());
-    run_checked(
-        transport,
-        &[
-            "sh",
-            "-c",
-            VERIFY_SCRIPT,
-            "sealrs",
-            layer.digest().digest(),
-            &blob,
-        ],
-    )?;
-    run_checked(transport, &["mkdir", "-p", &dir])?;
-    run_checked(transport, &["tar", "-xf", &blob, "-C", &dir])?;
+    let (receive, files, sent) = if present[1] {
+        ("0", Vec::new(), 0)
+    } else {
+        ("1", vec![store.blob_path(layer.digest())], layer.size())
+    };
+    let argv: Vec<String> = [
+        "sh",
+        "-c",
+        BOOTSTRAP_SCRIPT,
+        "sealrs",
+        layer.digest().digest(),
+        &blob,
+        &dir,
+        receive,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let output = transport
+        .run_with_files(&argv, &files, &|_| {})
+        .map_err(&fail)?;
+    if !output.success() {
+        return Err(ApplyError::Command {
+            host: transport.address().to_string(),
+            argv: "putting the installer in place".to_string(),
+            status: output.status_text(),
+            tail: output.tail(10),
+        });
+    }
     progress.message(&format!(
         "{}: installer in place ({}) in {:.1}s",
         transport.address(),
@@ -528,20 +543,58 @@ fn bootstrap_installer(
     Ok(sent)
 }
 
-/// `sh -c VERIFY_SCRIPT sealrs HEX FILE`: FILE's sha256 must be HEX.
-const VERIFY_SCRIPT: &str = r#"set -- "$1" "$(sha256sum < "$2")" "$2"
-[ "${2%% *}" = "$1" ] || { echo "$3: its sha256 is ${2%% *}, not $1" >&2; exit 1; }"#;
+/// `sh -c BOOTSTRAP_SCRIPT sealrs HEX BLOB DIR RECEIVE`: with RECEIVE=1 the
+/// blob comes on stdin and is hashed as it is written; else BLOB is there and
+/// is hashed. Only a blob whose sha256 is HEX is kept and unpacked, into DIR
+/// through a temp directory, so that DIR exists only complete.
+const BOOTSTRAP_SCRIPT: &str = r#"set -eu
+hex=$1 blob=$2 dir=$3
+if [ "$4" = 1 ]; then
+  mkdir -p "${blob%/*}"
+  tmp=$blob.incoming-$$
+  sum=$(tee "$tmp" | sha256sum)
+else
+  tmp=$blob
+  sum=$(sha256sum < "$tmp")
+fi
+if [ "${sum%% *}" != "$hex" ]; then
+  [ "$tmp" = "$blob" ] || rm -f "$tmp"
+  echo "$blob: its sha256 is ${sum%% *}, not $hex" >&2
+  exit 1
+fi
+[ "$tmp" = "$blob" ] || mv -f "$tmp" "$blob"
+rm -rf "$dir.tmp"
+mkdir -p "$dir.tmp"
+tar -xf "$blob" -C "$dir.tmp"
+rm -rf "$dir"
+mv "$dir.tmp" "$dir""#;
+
+/// The server hosts fetch layers from, when at least one connection allows
+/// it (see [`direct`]); a server that cannot start leaves everything on SSH.
+fn direct_server<'a>(
+    transports: impl IntoIterator<Item = &'a dyn Transport>,
+    progress: &dyn Progress,
+) -> Option<direct::Server> {
+    if transports.into_iter().all(|t| t.data_address().is_none()) {
+        return None;
+    }
+    direct::Server::start()
+        .inspect_err(|e| progress.message(&format!("warning: {e}; layers go over SSH")))
+        .ok()
+}
 
 /// Sends the layers of `image` the host lacks, in one stream, to the host's
 /// `installer unpack`, which writes each to the host's blob cache as it
 /// unpacks it into `dest`: the bytes are written once and never read again.
-/// Returns the bytes sent.
+/// The stream comes from `server` over TLS when the host can reach it, else
+/// through the SSH connection. Returns the bytes sent.
 fn deliver(
     store: &Store,
     transport: &dyn Transport,
     image: &AppliedImage,
     installer: &str,
     dest: &str,
+    server: Option<&direct::Server>,
     progress: &dyn Progress,
 ) -> Result<u64, ApplyError> {
     let fail = ApplyError::transport(transport.address());
@@ -566,23 +619,65 @@ fn deliver(
     let started = Instant::now();
     let task = progress.begin(&format!("{host}: {} layers", files.len()), Some(total));
     let seen = AtomicU64::new(0);
-    let output = transport
-        .run_with_files(&argv, &files, &|bytes| {
-            let before = seen.swap(bytes, Ordering::Relaxed);
-            task.advance(bytes.saturating_sub(before));
-        })
-        .map_err(&fail)?;
+    let advance = |bytes: u64| {
+        let before = seen.swap(bytes, Ordering::Relaxed);
+        task.advance(bytes.saturating_sub(before));
+    };
+    let mut route = "over SSH";
+    let mut output = None;
+    if let (Some(server), Some(ip), false) = (server, transport.data_address(), files.is_empty()) {
+        let offer = server.offer(files.clone());
+        let ticket = serde_json::to_vec(&server.ticket(&offer, ip)).expect("a ticket serializes");
+        let mut fetch = argv.clone();
+        fetch.push("--fetch".to_string());
+        let result = std::thread::scope(|scope| {
+            let run = scope.spawn(|| transport.run(&fetch, &[], Some(&ticket)));
+            // The host reads from our server while the SSH command waits:
+            // progress comes from the offer's counter.
+            while !run.is_finished() {
+                advance(offer.sent());
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            run.join().expect("the command thread panicked")
+        });
+        let result = result.map_err(&fail)?;
+        if result.success() || offer.claimed() {
+            advance(offer.sent());
+            route = "directly";
+            output = Some((result, offer.error()));
+        } else {
+            // The host never reached us (NAT, a firewall): nothing was
+            // received, so SSH starts from the beginning.
+            progress.message(&format!(
+                "{host}: cannot fetch layers from this machine directly ({}); sending them over SSH (--layers-over-ssh skips the attempt)",
+                result.tail(1)
+            ));
+        }
+    }
+    let (output, serve_error) = match output {
+        Some(done) => done,
+        None => (
+            transport
+                .run_with_files(&argv, &files, &advance)
+                .map_err(&fail)?,
+            None,
+        ),
+    };
     task.finish("");
     if !output.success() {
+        let mut tail = output.tail(10);
+        if let Some(e) = serve_error {
+            tail.push_str(&format!("\n(this machine, serving the layers: {e})"));
+        }
         return Err(ApplyError::Command {
             host,
             argv: format!("{installer} installer unpack --dest {dest}"),
             status: output.status_text(),
-            tail: output.tail(10),
+            tail,
         });
     }
     progress.message(&format!(
-        "{host}: {} of {} layers sent ({}), unpacked in {dest} in {:.1}s",
+        "{host}: {} of {} layers sent {route} ({}), unpacked in {dest} in {:.1}s",
         files.len(),
         image.layers.len(),
         megabytes(total),

@@ -105,6 +105,12 @@ pub struct RunArgs {
     /// Record the keys of hosts seen for the first time (a changed key is always refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
+    /// Keep layers inside the SSH connection. By default a host fetches them
+    /// from this machine over TLS (a certificate made for the run, pinned, and
+    /// a one-time token; every blob checked against its digest), and falls
+    /// back to SSH when it cannot reach this machine.
+    #[arg(long)]
+    pub layers_over_ssh: bool,
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -126,6 +132,12 @@ pub struct SshFlags {
     /// Record the keys of hosts seen for the first time (a changed key is always refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
+    /// Keep layers inside the SSH connection. By default a host fetches them
+    /// from this machine over TLS (a certificate made for the run, pinned, and
+    /// a one-time token; every blob checked against its digest), and falls
+    /// back to SSH when it cannot reach this machine.
+    #[arg(long)]
+    pub layers_over_ssh: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -256,6 +268,10 @@ pub struct InstallerUnpackArgs {
     /// input, and are kept as FILE (named by its digest) once they check out.
     #[arg(long, value_name = "FILE=SIZE")]
     pub incoming: Vec<String>,
+    /// The incoming layers come from the operator over TLS instead of stdin:
+    /// standard input holds the ticket (JSON) that says where and how.
+    #[arg(long)]
+    pub fetch: bool,
 }
 
 /// How to reach registries: shared by every command that talks to one.

@@ -16,6 +16,7 @@ use crate::cluster::Role;
 use crate::installer::{self, ExecContext, LayerSource, Operation, Request, StepReport};
 use crate::layout::{Layout, Layouts};
 use crate::plan::{Action, Plan};
+use crate::transport::direct;
 
 pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
     match args.command {
@@ -37,8 +38,19 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
         }
         InstallerCommand::Unpack(a) => {
             let sources = layer_sources(&a.layers, &a.incoming)?;
-            let mut stdin = std::io::stdin().lock();
-            let outcome = installer::receive(&sources, &mut stdin, &a.dest)?;
+            let outcome = if a.fetch {
+                let mut text = String::new();
+                std::io::stdin()
+                    .take(64 << 10)
+                    .read_to_string(&mut text)
+                    .context("reading the ticket from standard input")?;
+                let ticket: direct::Ticket = serde_json::from_str(&text)
+                    .context("the ticket on standard input is not valid")?;
+                let mut input = direct::fetch(&ticket)?;
+                installer::receive(&sources, &mut input, &a.dest)?
+            } else {
+                installer::receive(&sources, &mut std::io::stdin().lock(), &a.dest)?
+            };
             if !quiet {
                 if outcome.unpacked {
                     eprintln!(

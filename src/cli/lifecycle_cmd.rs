@@ -27,7 +27,8 @@ fn open(root: &Path, name: &str, ssh: &SshFlags) -> Result<(Cluster, Cluster, Ss
         ssh.known_hosts.clone(),
         ssh.accept_new_host_keys,
         ssh.ssh_password_stdin,
-    )?;
+    )?
+    .direct_data(!ssh.layers_over_ssh);
     Ok((cluster, loaded, connector))
 }
 

@@ -20,6 +20,8 @@ pub(super) struct SshConnector {
     accept_new_host_keys: bool,
     /// Read once from stdin (`--ssh-password-stdin`), used for hosts that say `stdin`.
     stdin_password: Option<Secret>,
+    /// `false` with `--layers-over-ssh`.
+    direct_data: bool,
 }
 
 impl SshConnector {
@@ -43,7 +45,15 @@ impl SshConnector {
             known_hosts,
             accept_new_host_keys,
             stdin_password,
+            direct_data: true,
         })
+    }
+
+    /// Whether hosts may fetch layers from this machine directly (see
+    /// [`crate::transport::direct`]).
+    pub(super) fn direct_data(mut self, allowed: bool) -> SshConnector {
+        self.direct_data = allowed;
+        self
     }
 
     fn password(&self, source: &PasswordSource) -> Result<Secret, TransportError> {
@@ -87,6 +97,7 @@ impl Connector for SshConnector {
             known_hosts: self.known_hosts.clone(),
             accept_new_host_keys: self.accept_new_host_keys,
             connect_timeout: Duration::from_secs(10),
+            direct_data: self.direct_data,
         };
         Ok(Box::new(Ssh::connect(&host.address.to_string(), &options)?))
     }
@@ -127,7 +138,8 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         args.known_hosts.clone(),
         args.accept_new_host_keys,
         args.ssh_password_stdin,
-    )?;
+    )?
+    .direct_data(!args.layers_over_ssh);
     let options = RunOptions {
         dry_run: args.dry_run,
     };

@@ -17,6 +17,7 @@
 //! wrapper reads with `dd` and evaluates, and the caller's stdin follows. So a
 //! password given as an env value never appears in any argv, local or remote.
 
+pub mod direct;
 mod local;
 mod quote;
 mod ssh;
@@ -79,6 +80,13 @@ pub trait Transport: Send + Sync {
 
     /// Whether `remote` exists (a dangling symlink counts: it is there).
     fn exists(&self, remote: &str) -> Result<bool, TransportError>;
+
+    /// This machine's address as the host may reach it for bulk data
+    /// ([`direct`]), when the connection allows that: the local end of an SSH
+    /// connection. `None` keeps bulk data on [`Transport::run_with_files`].
+    fn data_address(&self) -> Option<std::net::IpAddr> {
+        None
+    }
 
     /// Which of `remotes` exist, in one round trip.
     fn existing(&self, remotes: &[String]) -> Result<Vec<bool>, TransportError> {
@@ -201,6 +209,9 @@ pub struct ConnectOptions {
     pub accept_new_host_keys: bool,
     /// For the TCP connection, the handshake and the login together.
     pub connect_timeout: Duration,
+    /// Let the host fetch bulk data straight from this machine over TLS
+    /// ([`direct`]); `false` keeps every byte inside the SSH connection.
+    pub direct_data: bool,
 }
 
 impl Default for ConnectOptions {
@@ -213,6 +224,7 @@ impl Default for ConnectOptions {
             known_hosts: None,
             accept_new_host_keys: false,
             connect_timeout: Duration::from_secs(10),
+            direct_data: true,
         }
     }
 }

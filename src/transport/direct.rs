@@ -1,0 +1,538 @@
+//! Bulk bytes over a direct TLS connection from a host back to the operator.
+//!
+//! One SSH stream per host is the slow part of a first apply: the operator and
+//! every sshd spend their CPU on the SSH channel, and a 400 MB layer takes
+//! seconds per host. So commands stay on SSH, and layers may take a shorter
+//! road: the operator listens on a port of its own ([`Server`]), and hands
+//! each host, on the stdin of an SSH command, a [`Ticket`]: where to connect,
+//! the SHA-256 of a certificate made for this run alone, and a one-time token.
+//! The host pins that certificate, proves itself with the token, and reads its
+//! blobs ([`fetch`]), each still checked against its digest before it is kept.
+//! So the network gains no trust: it can only fail to carry the bytes.
+//!
+//! A host that cannot reach the operator (NAT, a firewall) never claims its
+//! token; [`Offer::claimed`] tells the operator to send over SSH instead.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring as provider, CryptoProvider};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme, StreamOwned};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::secret::Secret;
+
+/// How long a host tries to reach the operator before it gives up (and the
+/// operator falls back to SSH): long enough for a slow link, short enough
+/// that a dropped SYN behind a firewall costs little.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A stalled peer is given up on after this long without a byte, on either side.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bytes per read of a blob file and per write to the TLS stream.
+const CHUNK: usize = 256 << 10;
+
+/// Token bytes (sent as hex): unguessable, and one offer's only.
+const TOKEN_BYTES: usize = 32;
+
+/// The server name both sides use; the certificate is pinned, so it is a label.
+const NAME: &str = "sealrs-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    #[error("cannot listen for hosts on this machine: {0}")]
+    Listen(io::Error),
+    #[error("cannot make a certificate for this run: {0}")]
+    Certificate(String),
+    #[error("cannot reach the operator at {address}: {source}")]
+    Connect {
+        address: SocketAddr,
+        source: io::Error,
+    },
+    #[error("TLS with the operator at {address} failed: {detail}")]
+    Tls { address: SocketAddr, detail: String },
+}
+
+/// What a host needs to fetch its offer; travels on an SSH command's stdin,
+/// never in an argv.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ticket {
+    /// The operator's address as the host should reach it.
+    pub address: SocketAddr,
+    /// SHA-256 of the operator's certificate, lowercase hex.
+    pub fingerprint: String,
+    /// Names the offer and proves the host is the one it was made for.
+    pub token: Secret,
+}
+
+/// The operator's side: serves each [`Offer`]'s files, once, to the host
+/// that shows its token. Stops listening when dropped.
+pub struct Server {
+    port: u16,
+    fingerprint: String,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    config: Arc<rustls::ServerConfig>,
+    provider: Arc<CryptoProvider>,
+    /// Offers not claimed yet, by token.
+    offers: Mutex<HashMap<String, Arc<OfferState>>>,
+    stop: AtomicBool,
+}
+
+struct OfferState {
+    files: Vec<PathBuf>,
+    claimed: AtomicBool,
+    sent: AtomicU64,
+    /// Why serving stopped early, for the operator's report.
+    error: Mutex<Option<String>>,
+}
+
+/// Files offered to one host.
+pub struct Offer {
+    token: Secret,
+    state: Arc<OfferState>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Listens on every address of this machine, on a port the system picks,
+    /// with a certificate made now and never written to disk.
+    pub fn start() -> Result<Server, DirectError> {
+        let provider = Arc::new(crypto_provider());
+        let certified = rcgen::generate_simple_self_signed(vec![NAME.to_string()])
+            .map_err(|e| DirectError::Certificate(e.to_string()))?;
+        let cert = certified.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| DirectError::Certificate(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .map_err(|e| DirectError::Certificate(e.to_string()))?;
+        config.send_tls13_tickets = 0; // one connection per offer: nothing to resume
+        let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0))
+            .or_else(|_| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)))
+            .map_err(DirectError::Listen)?;
+        let port = listener.local_addr().map_err(DirectError::Listen)?.port();
+        // A blocking accept could not be woken to stop; a short poll costs
+        // nothing next to the transfers it starts.
+        listener
+            .set_nonblocking(true)
+            .map_err(DirectError::Listen)?;
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            provider,
+            offers: Mutex::new(HashMap::new()),
+            stop: AtomicBool::new(false),
+        });
+        let accept = {
+            let shared = shared.clone();
+            std::thread::spawn(move || accept_loop(listener, shared))
+        };
+        Ok(Server {
+            port,
+            fingerprint: hex::encode(Sha256::digest(cert.as_ref())),
+            shared,
+            accept: Some(accept),
+        })
+    }
+
+    /// Offers `files`, in order, to the one host that shows the returned
+    /// offer's token. The offer is withdrawn when dropped.
+    pub fn offer(&self, files: Vec<PathBuf>) -> Offer {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        self.shared
+            .provider
+            .secure_random
+            .fill(&mut bytes)
+            .expect("the system's random source works");
+        let token = hex::encode(bytes);
+        let state = Arc::new(OfferState {
+            files,
+            claimed: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            error: Mutex::new(None),
+        });
+        self.shared
+            .offers
+            .lock()
+            .unwrap()
+            .insert(token.clone(), state.clone());
+        Offer {
+            token: Secret::new(token),
+            state,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The ticket for `offer`, for a host that reaches this machine at `ip`.
+    pub fn ticket(&self, offer: &Offer, ip: IpAddr) -> Ticket {
+        Ticket {
+            address: SocketAddr::new(ip, self.port),
+            fingerprint: self.fingerprint.clone(),
+            token: offer.token.clone(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("port", &self.port)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+impl Offer {
+    /// Whether a host showed the token: from then on the offer is that
+    /// host's, and a failure is its failure, not a reason to try SSH.
+    pub fn claimed(&self) -> bool {
+        self.state.claimed.load(Ordering::Acquire)
+    }
+
+    /// Bytes of the files written to the host so far.
+    pub fn sent(&self) -> u64 {
+        self.state.sent.load(Ordering::Relaxed)
+    }
+
+    /// Why serving stopped before the end, if it did.
+    pub fn error(&self) -> Option<String> {
+        self.state.error.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Offer {
+    fn drop(&mut self) {
+        self.shared
+            .offers
+            .lock()
+            .unwrap()
+            .remove(self.token.expose());
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((socket, _)) => {
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(socket, &shared));
+            }
+            // WouldBlock (nobody waiting) or a connection reset before accept.
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// One host's connection: its token, then its offer's files, in order.
+fn serve(socket: TcpStream, shared: &Shared) {
+    let setup = |s: &TcpStream| {
+        s.set_nonblocking(false)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        s.set_write_timeout(Some(IDLE_TIMEOUT))
+    };
+    if setup(&socket).is_err() {
+        return;
+    }
+    let Ok(conn) = rustls::ServerConnection::new(shared.config.clone()) else {
+        return;
+    };
+    let mut tls = StreamOwned::new(conn, socket);
+    // A stranger, a wrong certificate pin or a spent token ends here: the
+    // offer stays for its host.
+    let mut token = [0u8; 2 * TOKEN_BYTES + 1];
+    if tls.read_exact(&mut token).is_err() || token[2 * TOKEN_BYTES] != b'\n' {
+        return;
+    }
+    let Ok(token) = std::str::from_utf8(&token[..2 * TOKEN_BYTES]) else {
+        return;
+    };
+    let Some(state) = shared.offers.lock().unwrap().remove(token) else {
+        return;
+    };
+    state.claimed.store(true, Ordering::Release);
+    if let Err(e) = send_files(&mut tls, &state) {
+        *state.error.lock().unwrap() = Some(e);
+    }
+}
+
+fn send_files(
+    tls: &mut StreamOwned<rustls::ServerConnection, TcpStream>,
+    state: &OfferState,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; CHUNK];
+    for path in &state.files {
+        let mut file = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| format!("read {}: {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            tls.write_all(&buf[..n])
+                .map_err(|e| format!("sending {}: {e}", path.display()))?;
+            state.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+    tls.conn.send_close_notify();
+    tls.flush().map_err(|e| format!("finishing: {e}"))
+}
+
+/// The host's side: connects to the operator named in `ticket`, checks its
+/// certificate against the pin, shows the token, and returns the stream of
+/// the offered files' bytes.
+pub fn fetch(ticket: &Ticket) -> Result<impl Read, DirectError> {
+    let address = ticket.address;
+    let connect = |source| DirectError::Connect { address, source };
+    let tls_err = |detail: String| DirectError::Tls { address, detail };
+    let socket = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(connect)?;
+    socket.set_nodelay(true).map_err(connect)?;
+    socket
+        .set_read_timeout(Some(IDLE_TIMEOUT))
+        .map_err(connect)?;
+    socket
+        .set_write_timeout(Some(IDLE_TIMEOUT))
+        .map_err(connect)?;
+    let provider = Arc::new(crypto_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            fingerprint: ticket.fingerprint.to_ascii_lowercase(),
+            provider,
+        }))
+        .with_no_client_auth();
+    let name = ServerName::try_from(NAME).expect("a valid DNS name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| tls_err(e.to_string()))?;
+    let mut tls = StreamOwned::new(conn, socket);
+    // The handshake first, so that the token goes only to the pinned peer.
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| tls_err(e.to_string()))?;
+    }
+    tls.write_all(format!("{}\n", ticket.token.expose()).as_bytes())
+        .and_then(|()| tls.flush())
+        .map_err(|e| tls_err(e.to_string()))?;
+    Ok(BufReader::with_capacity(CHUNK, tls))
+}
+
+/// ring's suites with AES-128-GCM first: with AES instructions it is the
+/// cheapest per byte, and both ends are ours.
+fn crypto_provider() -> CryptoProvider {
+    let mut provider = provider::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    provider
+}
+
+/// Accepts exactly the certificate whose SHA-256 the ticket names; the
+/// handshake signature is still checked, so the peer must hold its key.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if hex::encode(Sha256::digest(end_entity.as_ref())) == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the operator's certificate is not the one named in the ticket".to_string(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Only TLS 1.3 is offered.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &std::path::Path, contents: &[&[u8]]) -> Vec<PathBuf> {
+        contents
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let p = dir.join(format!("f{i}"));
+                std::fs::write(&p, c).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    fn local(server: &Server, offer: &Offer) -> Ticket {
+        server.ticket(offer, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    #[test]
+    fn a_host_with_the_ticket_reads_the_offered_files_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 3 * CHUNK + 5];
+        let server = Server::start().unwrap();
+        let offer = server.offer(files(dir.path(), &[b"first|", &big, b"|last"]));
+        let mut got = Vec::new();
+        fetch(&local(&server, &offer))
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        let mut want = b"first|".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"|last");
+        assert_eq!(got, want);
+        assert!(offer.claimed());
+        assert_eq!(offer.sent(), want.len() as u64);
+        assert_eq!(offer.error(), None);
+    }
+
+    #[test]
+    fn a_token_serves_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start().unwrap();
+        let offer = server.offer(files(dir.path(), &[b"secret layer"]));
+        let ticket = local(&server, &offer);
+        let mut got = Vec::new();
+        fetch(&ticket).unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"secret layer");
+        // The second connection gets past TLS, but the server drops it.
+        let mut again = Vec::new();
+        let _ = fetch(&ticket).unwrap().read_to_end(&mut again);
+        assert!(again.is_empty(), "a spent token got {again:?}");
+    }
+
+    #[test]
+    fn a_wrong_pin_is_refused_before_the_token_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start().unwrap();
+        let offer = server.offer(files(dir.path(), &[b"x"]));
+        let mut ticket = local(&server, &offer);
+        ticket.fingerprint = "00".repeat(32);
+        let err = fetch(&ticket).err().expect("a wrong pin must fail");
+        assert!(
+            err.to_string().contains("not the one named in the ticket"),
+            "{err}"
+        );
+        // The real host can still claim it.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!offer.claimed());
+    }
+
+    #[test]
+    fn an_unknown_token_claims_nothing_and_reads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start().unwrap();
+        let offer = server.offer(files(dir.path(), &[b"x"]));
+        let mut ticket = local(&server, &offer);
+        ticket.token = Secret::new("ab".repeat(TOKEN_BYTES));
+        let mut got = Vec::new();
+        let _ = fetch(&ticket).unwrap().read_to_end(&mut got);
+        assert!(got.is_empty());
+        assert!(!offer.claimed());
+    }
+
+    #[test]
+    fn nobody_listening_is_a_connect_error_naming_the_address() {
+        // Bind then drop: the port is very likely closed now.
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ticket = Ticket {
+            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            fingerprint: "00".repeat(32),
+            token: Secret::new("ab".repeat(TOKEN_BYTES)),
+        };
+        let err = fetch(&ticket).err().expect("nobody listens");
+        assert!(matches!(err, DirectError::Connect { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_dropped_offer_is_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start().unwrap();
+        let offer = server.offer(files(dir.path(), &[b"x"]));
+        let ticket = local(&server, &offer);
+        drop(offer);
+        let mut got = Vec::new();
+        let _ = fetch(&ticket).unwrap().read_to_end(&mut got);
+        assert!(got.is_empty());
+    }
+}
