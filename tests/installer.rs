@@ -214,7 +214,7 @@ fn k3s_context(env: &Env) -> String {
 }
 
 #[test]
-fn rootfs_images_carry_the_installer_as_an_uncompressed_layer() {
+fn rootfs_images_carry_the_installer_as_a_gzip_layer() {
     let env = Env::new();
     let ctx = k3s_context(&env);
     let platform = match std::env::consts::ARCH {
@@ -233,16 +233,34 @@ fn rootfs_images_carry_the_installer_as_an_uncompressed_layer() {
     let doc: Value = serde_json::from_str(&env.ok(&["inspect", "k3s:a"])).unwrap();
     let layers = doc["manifest"]["layers"].as_array().unwrap();
     let last = layers.last().unwrap();
-    assert_eq!(last["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+    assert_eq!(
+        last["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
     let table = env.ok(&["inspect", "--format", "table", "k3s:a"]);
     assert!(table.contains("opt/sealrs/sealrs"), "{table}");
-    // Plain tar can extract it, and it is this sealrs, runnable.
+    // gzip and tar can extract it, and it is this sealrs, runnable.
     let digest = last["digest"]
         .as_str()
         .unwrap()
         .trim_start_matches("sha256:");
     let blob = env.root.join("oci/blobs/sha256").join(digest);
-    let mut archive = tar::Archive::new(fs::File::open(&blob).unwrap());
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(fs::File::open(&blob).unwrap()),
+        &mut plain,
+    )
+    .unwrap();
+    // The config names the uncompressed tar, as for any compressed layer.
+    let diff_ids = doc["config"]["rootfs"]["diff_ids"].as_array().unwrap();
+    {
+        use sha2::Digest as _;
+        assert_eq!(
+            diff_ids.last().unwrap(),
+            &format!("sha256:{}", hex::encode(sha2::Sha256::digest(&plain)))
+        );
+    }
+    let mut archive = tar::Archive::new(&plain[..]);
     let names: Vec<(String, u32, u64)> = archive
         .entries()
         .unwrap()
@@ -519,7 +537,7 @@ fn unpack_reads_incoming_layers_from_stdin_and_names_bad_specs() {
 
     for (spec, says) in [
         (format!("{coming}=ten"), "SIZE is not a number of bytes"),
-        (coming.clone(), "expected FILE=SIZE"),
+        (coming.clone(), "expected DIR=SIZE"),
         (
             "/elsewhere=3".to_string(),
             "is not one of the layers to unpack",
@@ -543,10 +561,20 @@ fn unpack_reads_incoming_layers_from_stdin_and_names_bad_specs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(fs::read(name(&second)).unwrap(), second);
+    // Kept as a layer directory named by the blob's digest; the rootfs file
+    // is a hard link to the layer's.
+    let kept = name(&second).join("etc/config.yaml");
+    assert_eq!(fs::read_to_string(&kept).unwrap(), "a: 1\n");
     assert_eq!(
         fs::read_to_string(env.path("rootfs/etc/config.yaml")).unwrap(),
         "a: 1\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(&kept).unwrap().ino(),
+        fs::metadata(env.path("rootfs/etc/config.yaml"))
+            .unwrap()
+            .ino()
     );
     assert_eq!(
         fs::read_to_string(env.path("rootfs/bin/k3s")).unwrap(),

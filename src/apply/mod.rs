@@ -45,8 +45,9 @@ use crate::transport::{direct, Transport};
 
 /// Where sealrs keeps its things on a host.
 pub const HOST_DIR: &str = "/var/lib/sealrs";
-/// Layer blobs on a host, by digest: a blob is sent to a host once.
-pub const HOST_BLOBS: &str = "/var/lib/sealrs/blobs/sha256";
+/// Unpacked layers on a host, by their blob's digest: a layer is sent to a
+/// host once.
+pub const HOST_LAYERS: &str = "/var/lib/sealrs/layers/sha256";
 /// Annotation that marks the layer holding the embedded installer.
 pub const INSTALLER_ANNOTATION: &str = "sealrs.io/installer";
 
@@ -65,7 +66,7 @@ pub struct AppliedImage {
     pub layers: Vec<Descriptor>,
     pub info: ImageInfo,
     pub arch: String,
-    /// The uncompressed layer that carries `opt/sealrs/sealrs`.
+    /// The gzip layer that carries `opt/sealrs/sealrs`.
     pub installer: Option<Descriptor>,
 }
 
@@ -80,12 +81,9 @@ impl AppliedImage {
     }
 
     fn host_installer(&self) -> Option<String> {
-        self.installer.as_ref().map(|layer| {
-            format!(
-                "{HOST_DIR}/installer/{}/{INSTALLER_PATH}",
-                layer.digest().digest()
-            )
-        })
+        self.installer
+            .as_ref()
+            .map(|layer| format!("{}/{INSTALLER_PATH}", host_layer(layer)))
     }
 }
 
@@ -478,14 +476,14 @@ fn distribute(
     Ok(())
 }
 
-fn host_blob(layer: &Descriptor) -> String {
-    format!("{HOST_BLOBS}/{}", layer.digest().digest())
+fn host_layer(layer: &Descriptor) -> String {
+    format!("{HOST_LAYERS}/{}", layer.digest().digest())
 }
 
-/// Puts the image's installer on the host: its uncompressed layer, hashed by
-/// the host's `sha256sum` as it is written and kept only if it checks out,
-/// then unpacked by the host's tar. One command: on a fresh connection each
-/// round trip counts.
+/// Puts the image's installer on the host: its gzip layer, hashed by the
+/// host's `sha256sum` as it is written, is unpacked by the host's gzip and tar
+/// into its layer directory only if it checks out. One command: on a fresh
+/// connection each round trip counts.
 fn bootstrap_installer(
     store: &Store,
     transport: &dyn Transport,
@@ -496,35 +494,23 @@ fn bootstrap_installer(
         return Ok(0);
     };
     let fail = ApplyError::transport(transport.address());
-    let blob = host_blob(layer);
-    let present = transport
-        .existing(&[binary.clone(), blob.clone()])
-        .map_err(&fail)?;
-    if present[0] {
+    if transport.exists(&binary).map_err(&fail)? {
         return Ok(0);
     }
     let started = Instant::now();
-    let dir = format!("{HOST_DIR}/installer/{}", layer.digest().digest());
-    let (receive, files, sent) = if present[1] {
-        ("0", Vec::new(), 0)
-    } else {
-        ("1", vec![store.blob_path(layer.digest())], layer.size())
-    };
     let argv: Vec<String> = [
         "sh",
         "-c",
         BOOTSTRAP_SCRIPT,
         "sealrs",
         layer.digest().digest(),
-        &blob,
-        &dir,
-        receive,
+        &host_layer(layer),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     let output = transport
-        .run_with_files(&argv, &files, &|_| {})
+        .run_with_files(&argv, &[store.blob_path(layer.digest())], &|_| {})
         .map_err(&fail)?;
     if !output.success() {
         return Err(ApplyError::Command {
@@ -537,37 +523,29 @@ fn bootstrap_installer(
     progress.message(&format!(
         "{}: installer in place ({}) in {:.1}s",
         transport.address(),
-        megabytes(sent),
+        megabytes(layer.size()),
         started.elapsed().as_secs_f64()
     ));
-    Ok(sent)
+    Ok(layer.size())
 }
 
-/// `sh -c BOOTSTRAP_SCRIPT sealrs HEX BLOB DIR RECEIVE`: with RECEIVE=1 the
-/// blob comes on stdin and is hashed as it is written; else BLOB is there and
-/// is hashed. Only a blob whose sha256 is HEX is kept and unpacked, into DIR
-/// through a temp directory, so that DIR exists only complete.
+/// `sh -c BOOTSTRAP_SCRIPT sealrs HEX DIR`, the layer's blob on stdin: only a
+/// blob whose sha256 is HEX is unpacked, into a temp directory renamed to DIR,
+/// so that DIR exists only complete.
 const BOOTSTRAP_SCRIPT: &str = r#"set -eu
-hex=$1 blob=$2 dir=$3
-if [ "$4" = 1 ]; then
-  mkdir -p "${blob%/*}"
-  tmp=$blob.incoming-$$
-  sum=$(tee "$tmp" | sha256sum)
-else
-  tmp=$blob
-  sum=$(sha256sum < "$tmp")
-fi
+hex=$1 dir=$2
+mkdir -p "${dir%/*}"
+tmp=$dir.incoming-$$
+trap 'rm -rf "$tmp" "$tmp.gz"' EXIT
+sum=$(tee "$tmp.gz" | sha256sum)
 if [ "${sum%% *}" != "$hex" ]; then
-  [ "$tmp" = "$blob" ] || rm -f "$tmp"
-  echo "$blob: its sha256 is ${sum%% *}, not $hex" >&2
+  echo "the installer layer's sha256 is ${sum%% *}, not $hex" >&2
   exit 1
 fi
-[ "$tmp" = "$blob" ] || mv -f "$tmp" "$blob"
-rm -rf "$dir.tmp"
-mkdir -p "$dir.tmp"
-tar -xf "$blob" -C "$dir.tmp"
+mkdir "$tmp"
+gzip -dc "$tmp.gz" | tar -xf - -C "$tmp"
 rm -rf "$dir"
-mv "$dir.tmp" "$dir""#;
+mv "$tmp" "$dir""#;
 
 /// The server hosts fetch layers from, when at least one connection allows
 /// it (see [`direct`]); a server that cannot start leaves everything on SSH.
@@ -598,7 +576,7 @@ fn deliver(
     progress: &dyn Progress,
 ) -> Result<u64, ApplyError> {
     let fail = ApplyError::transport(transport.address());
-    let blobs: Vec<String> = image.layers.iter().map(host_blob).collect();
+    let blobs: Vec<String> = image.layers.iter().map(host_layer).collect();
     let present = transport.existing(&blobs).map_err(&fail)?;
     let mut argv: Vec<String> = [installer, "installer", "unpack", "--dest", dest]
         .iter()
@@ -707,7 +685,7 @@ fn host_request(
         &image.info,
         secrets,
         &image.host_rootfs(),
-        image.layers.iter().map(host_blob).collect(),
+        image.layers.iter().map(host_layer).collect(),
     )
 }
 

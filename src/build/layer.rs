@@ -702,9 +702,18 @@ struct LayerPlan<'a> {
 }
 
 /// Hashes the uncompressed tar stream on its way to the compressor.
-struct DiffId<W> {
-    inner: W,
-    hasher: Sha256,
+pub(crate) struct DiffId<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Sha256,
+}
+
+impl<W> DiffId<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        DiffId {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
 }
 
 impl<W: Write> Write for DiffId<W> {
@@ -812,10 +821,7 @@ fn write_layer(
     let task = progress.begin(&plan.label, Some(total));
     let blob = sink.create().map_err(store_err)?;
     let encoder = Encoder::new(plan.compression, blob).map_err(write_err)?;
-    let diff = DiffId {
-        inner: encoder,
-        hasher: Sha256::new(),
-    };
+    let diff = DiffId::new(encoder);
     let mut tar = tar::Builder::new(BufWriter::with_capacity(BUF, diff));
     let mut first_names: HashMap<LinkKey, Vec<u8>> = HashMap::new();
     for (path, node) in &plan.entries {

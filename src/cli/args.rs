@@ -261,12 +261,14 @@ pub struct InstallerUnpackArgs {
     /// The rootfs directory to create or replace.
     #[arg(long, value_name = "DIR")]
     pub dest: PathBuf,
-    /// Layer blobs (zstd, gzip or plain tar), in image order.
-    #[arg(value_name = "FILE", required = true)]
+    /// The layers, in image order: layer directories kept by earlier unpacks
+    /// (named by their blob's digest), or blob files (zstd, gzip or plain tar).
+    #[arg(value_name = "LAYER", required = true)]
     pub layers: Vec<PathBuf>,
-    /// A layer that is not there yet: its SIZE bytes come next on standard
-    /// input, and are kept as FILE (named by its digest) once they check out.
-    #[arg(long, value_name = "FILE=SIZE")]
+    /// A layer that is not there yet: its blob's SIZE bytes come next on
+    /// standard input and are unpacked into DIR (named by the blob's digest),
+    /// which is kept once they check out.
+    #[arg(long, value_name = "DIR=SIZE")]
     pub incoming: Vec<String>,
     /// The incoming layers come from the operator over TLS instead of stdin:
     /// standard input holds the ticket (JSON) that says where and how.

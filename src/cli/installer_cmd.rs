@@ -209,13 +209,13 @@ fn log_step(step: &StepReport) {
     }
 }
 
-/// The layers in order, the `--incoming FILE=SIZE` ones read from stdin.
+/// The layers in order, the `--incoming DIR=SIZE` ones read from the input.
 fn layer_sources(layers: &[PathBuf], incoming: &[String]) -> Result<Vec<LayerSource>> {
     let mut sizes = BTreeMap::new();
     for spec in incoming {
         let (file, size) = spec
             .rsplit_once('=')
-            .with_context(|| format!("--incoming {spec:?}: expected FILE=SIZE"))?;
+            .with_context(|| format!("--incoming {spec:?}: expected DIR=SIZE"))?;
         let size: u64 = size
             .parse()
             .with_context(|| format!("--incoming {spec:?}: SIZE is not a number of bytes"))?;
@@ -228,7 +228,7 @@ fn layer_sources(layers: &[PathBuf], incoming: &[String]) -> Result<Vec<LayerSou
         .iter()
         .map(|path| match sizes.get(path) {
             Some(&size) => LayerSource::Incoming {
-                blob: path.clone(),
+                dir: path.clone(),
                 size,
             },
             None => LayerSource::File(path.clone()),

@@ -1002,49 +1002,67 @@ fn sha_name(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn received_layers_are_unpacked_and_kept_as_blobs_only_when_their_digest_checks_out() {
+fn received_layers_are_kept_as_layer_directories_only_when_their_digest_checks_out() {
+    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    let blobs = dir.path().join("blobs");
-    fs::create_dir_all(&blobs).unwrap();
+    let layers = dir.path().join("layers");
+    fs::create_dir_all(&layers).unwrap();
     let one = zstd::encode_all(&tar_of(&[("bin/k3s", F, 0o755, b"k3s-v1", None)])[..], 3).unwrap();
-    let two = tar_of(&[("images/a.tar", F, 0o644, &[7u8; 70_000], None)]);
-    // One layer is on the host already, the other arrives on the stream.
-    let have = blob(&blobs, &sha_name(&one), one.clone());
-    let incoming = blobs.join(sha_name(&two));
+    let two = tar_of(&[
+        ("images/a.tar", F, 0o644, &[7u8; 70_000], None),
+        ("bin/.wh.k3s", F, 0o644, b"", None),
+        ("bin/k0s", F, 0o700, b"k0s", None),
+    ]);
+    // Both arrive on one stream, one after the other.
+    let (first, second) = (layers.join(sha_name(&one)), layers.join(sha_name(&two)));
     let sources = [
-        LayerSource::File(have.clone()),
         LayerSource::Incoming {
-            blob: incoming.clone(),
+            dir: first.clone(),
+            size: one.len() as u64,
+        },
+        LayerSource::Incoming {
+            dir: second.clone(),
             size: two.len() as u64,
         },
     ];
+    let stream = [one.clone(), two.clone()].concat();
     let dest = dir.path().join("rootfs");
-    let out = receive(&sources, &mut &two[..], &dest).unwrap();
+    let out = receive(&sources, &mut &stream[..], &dest).unwrap();
     assert!(out.unpacked);
+    assert_eq!(out.digests.len(), 2);
+    // Each layer is kept as itself, its whiteout as the empty file it is.
+    assert_eq!(fs::read(first.join("bin/k3s")).unwrap(), b"k3s-v1");
+    assert_eq!(fs::read(second.join("bin/.wh.k3s")).unwrap(), b"");
+    // The rootfs: the whiteout applied, files hard links to the layers'.
+    assert!(!dest.join("bin/k3s").exists());
+    assert!(!dest.join("bin/.wh.k3s").exists());
+    assert_eq!(mode(&dest.join("bin/k0s")), 0o700);
     assert_eq!(
-        fs::read(&incoming).unwrap(),
-        two,
-        "the blob is kept as received"
+        fs::metadata(dest.join("images/a.tar")).unwrap().ino(),
+        fs::metadata(second.join("images/a.tar")).unwrap().ino()
     );
-    assert_eq!(
-        fs::read(dest.join("images/a.tar")).unwrap(),
-        vec![7u8; 70_000]
-    );
-    assert_eq!(fs::read_to_string(dest.join("bin/k3s")).unwrap(), "k3s-v1");
-    // Both are on the host now: unpacking them again is a no-op.
+    // On the host now: assembling them again is a no-op, and the first alone
+    // makes its own rootfs without reading any byte again.
     assert!(
-        !unpack(&[have.clone(), incoming.clone()], &dest)
+        !unpack(&[first.clone(), second.clone()], &dest)
             .unwrap()
             .unpacked
     );
+    let alone = dir.path().join("alone");
+    assert!(
+        unpack(std::slice::from_ref(&first), &alone)
+            .unwrap()
+            .unpacked
+    );
+    assert_eq!(fs::read(alone.join("bin/k3s")).unwrap(), b"k3s-v1");
 
-    // A corrupted stream: refused, no blob kept, the rootfs as it was.
+    // A corrupted stream: refused, no layer kept, the rootfs as it was.
     let other = tar_of(&[("images/b.tar", F, 0o644, b"b", None)]);
-    let named = blobs.join(sha_name(&other));
+    let named = layers.join(sha_name(&other));
     let mut bad = other.clone();
     bad[600] ^= 1;
     let sources = [LayerSource::Incoming {
-        blob: named.clone(),
+        dir: named.clone(),
         size: bad.len() as u64,
     }];
     let err = receive(&sources, &mut &bad[..], &dest).unwrap_err();
@@ -1058,12 +1076,58 @@ fn received_layers_are_unpacked_and_kept_as_blobs_only_when_their_digest_checks_
     let err = receive(&sources, &mut &other[..100], &dest).unwrap_err();
     assert!(err.to_string().contains("ended after 100 of"), "{err}");
     assert!(!named.exists());
-    let leftovers: Vec<_> = fs::read_dir(&blobs)
+    let leftovers: Vec<_> = fs::read_dir(&layers)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .filter(|n| n.to_string_lossy().starts_with('.'))
         .collect();
-    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    assert!(leftovers.is_empty(), "temp directories left: {leftovers:?}");
+}
+
+#[test]
+fn assembled_layer_directories_apply_opaque_markers_and_keep_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = dir.path().join("layers");
+    let lower = tar_of(&[
+        ("etc/a/", D, 0o755, b"", None),
+        ("etc/a/x.conf", F, 0o644, b"x", None),
+        ("etc/b.conf", F, 0o644, b"b", None),
+        ("bin/kubectl", L, 0o777, b"", Some("k3s")),
+    ]);
+    let upper = tar_of(&[
+        ("etc/a/", D, 0o750, b"", None),
+        ("etc/a/.wh..wh..opq", F, 0o644, b"", None),
+        ("etc/a/z.conf", F, 0o600, b"z", None),
+    ]);
+    let dirs: Vec<PathBuf> = [&lower, &upper]
+        .iter()
+        .map(|t| layers.join(sha_name(t)))
+        .collect();
+    let sources: Vec<LayerSource> = [&lower, &upper]
+        .iter()
+        .zip(&dirs)
+        .map(|(t, d)| LayerSource::Incoming {
+            dir: d.clone(),
+            size: t.len() as u64,
+        })
+        .collect();
+    let stream = [lower.clone(), upper.clone()].concat();
+    let dest = dir.path().join("rootfs");
+    receive(&sources, &mut &stream[..], &dest).unwrap();
+    assert!(
+        !dest.join("etc/a/x.conf").exists(),
+        "opaque hides lower files"
+    );
+    assert_eq!(fs::read(dest.join("etc/a/z.conf")).unwrap(), b"z");
+    assert!(!dest.join("etc/a/.wh..wh..opq").exists());
+    assert_eq!(mode(&dest.join("etc/a")), 0o750);
+    assert_eq!(fs::read(dest.join("etc/b.conf")).unwrap(), b"b");
+    assert_eq!(
+        fs::read_link(dest.join("bin/kubectl")).unwrap(),
+        Path::new("k3s")
+    );
+    // The lower layer's directory still has what the upper one hid.
+    assert!(dirs[0].join("etc/a/x.conf").exists());
 }
 
 // ---------------------------------------------------------------------------

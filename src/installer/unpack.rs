@@ -1,23 +1,30 @@
-//! Layer blobs → the image's rootfs directory.
+//! Layers → the image's rootfs directory.
 //!
-//! Layers are applied in order, streamed (zstd, gzip or plain tar, told by
-//! their first bytes), from blob files or, for [`receive`], straight from the
-//! operator's stream as it arrives (each blob is kept as it passes, and only
-//! once its digest checks out: a blob is written once and read never), into `DEST.tmp-XXXX` next to the destination, which is
-//! renamed over `DEST` only when every layer went in: a killed unpack leaves
-//! the previous rootfs as it was. A stamp file inside the result names the
-//! layer digests, so unpacking the same layers again is a no-op.
+//! A host keeps each layer it received as a *layer directory* named by the
+//! blob's digest (the containerd snapshot model): [`receive`] unpacks a blob
+//! as it arrives from the operator's stream (zstd, gzip or plain tar, told by
+//! its first bytes) into a temp directory beside it, hashing the bytes on the
+//! way, and renames it into place only once they hash to that digest. So each
+//! byte is written once, and a later image that shares the layer needs none
+//! of its bytes again. The rootfs is then assembled from the layer directories
+//! in order, by hard links, into `DEST.tmp-XXXX`, which is renamed over `DEST`
+//! only when every layer went in: a killed unpack leaves the previous rootfs as
+//! it was. A stamp file inside the result names the layer digests, so
+//! assembling the same layers again is a no-op. (A blob file may stand for a
+//! layer too; it is applied straight from its tar.)
 //!
 //! Nothing in a layer may land outside the destination: entries with `..` or
 //! an absolute path are refused, and so is any entry whose parent directory
 //! is a symlink (a layer could otherwise plant `a -> /etc` and then write
 //! `a/passwd`). Symlinks themselves may point anywhere: they are created, never
 //! followed. Whiteouts (`.wh.NAME`) and opaque directories (`.wh..wh..opq`)
-//! hide what lower layers put there, as the OCI image spec says.
+//! are kept as they are in a layer directory and hide what lower layers put
+//! there when the rootfs is assembled, as the OCI image spec says.
 //!
 //! Files get the mode and mtime of their tar header; ownership is the
 //! installer's (root on a host). Devices and fifos are skipped: a cluster
-//! image has no use for them.
+//! image has no use for them. The rootfs shares its files' inodes with the
+//! layer directories: nothing writes through them, files are only replaced.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -81,47 +88,50 @@ pub struct UnpackOutcome {
     pub skipped_entries: usize,
 }
 
-/// Where one layer's bytes come from.
+/// Where one layer comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerSource {
-    /// A blob file already on this host.
+    /// On this host already: a layer directory that [`receive`] kept (named
+    /// by its blob's digest), or a blob file.
     File(PathBuf),
-    /// The next `size` bytes of the input: kept as `blob` (which is named by
-    /// its digest) once they hash to that digest.
-    Incoming { blob: PathBuf, size: u64 },
+    /// The next `size` bytes of the input: a blob, unpacked as it arrives into
+    /// the layer directory `dir` (named by its digest), which is kept only once
+    /// the bytes hash to that digest.
+    Incoming { dir: PathBuf, size: u64 },
 }
 
 impl LayerSource {
-    fn blob(&self) -> &Path {
+    fn path(&self) -> &Path {
         match self {
             LayerSource::File(path) => path,
-            LayerSource::Incoming { blob, .. } => blob,
+            LayerSource::Incoming { dir, .. } => dir,
         }
     }
 }
 
-/// Unpacks `layer_files` (in order) into `dest`; see the module docs.
-pub fn unpack(layer_files: &[PathBuf], dest: &Path) -> Result<UnpackOutcome, InstallerError> {
-    let sources: Vec<LayerSource> = layer_files.iter().cloned().map(LayerSource::File).collect();
+/// Assembles the rootfs from layers already on this host.
+pub fn unpack(layers: &[PathBuf], dest: &Path) -> Result<UnpackOutcome, InstallerError> {
+    let sources: Vec<LayerSource> = layers.iter().cloned().map(LayerSource::File).collect();
     receive(&sources, &mut io::empty(), dest)
 }
 
-/// Unpacks `layers` (in order) into `dest`, reading the incoming ones from
-/// `input` one after another and keeping them as blobs on the way.
+/// Makes `dest` the rootfs of `layers` (in order), first receiving the
+/// incoming ones from `input`, one after another, into their layer
+/// directories.
 pub fn receive(
     layers: &[LayerSource],
     input: &mut dyn Read,
     dest: &Path,
 ) -> Result<UnpackOutcome, InstallerError> {
-    let incoming = layers
-        .iter()
-        .any(|l| matches!(l, LayerSource::Incoming { .. }));
-    let existing = read_stamp(dest);
-    if !incoming {
-        let files: Vec<PathBuf> = layers.iter().map(|l| l.blob().to_path_buf()).collect();
-        if let Some(done) = already_unpacked(&files, existing.as_ref(), dest)? {
-            return Ok(done);
+    let mut skipped = 0;
+    for layer in layers {
+        if let LayerSource::Incoming { dir, size } = layer {
+            skipped += receive_layer(&mut *input, dir, *size)?;
         }
+    }
+    let paths: Vec<PathBuf> = layers.iter().map(|l| l.path().to_path_buf()).collect();
+    if let Some(done) = already_unpacked(&paths, read_stamp(dest).as_ref(), dest)? {
+        return Ok(done);
     }
 
     let parent = match dest.parent() {
@@ -138,25 +148,24 @@ pub fn receive(
         .tempdir_in(&parent)
         .map_err(InstallerError::io("creating a directory in", &parent))?;
     let mut digests = Vec::new();
-    let mut skipped = 0;
-    for layer in layers {
-        let (digest, n) = match layer {
-            LayerSource::File(path) => {
-                let file = File::open(path).map_err(InstallerError::io("opening", path))?;
-                let applied = apply_layer(file, path, tmp.path())?;
-                check_digest_name(path, &applied.0)?;
-                applied
-            }
-            LayerSource::Incoming { blob, size } => {
-                receive_layer(&mut *input, blob, *size, tmp.path())?
-            }
+    for path in &paths {
+        let digest = if path.is_dir() {
+            merge_layer(path, tmp.path())?;
+            digest_of_name(path).ok_or_else(|| InstallerError::UnnamedBlob {
+                layer: path.clone(),
+            })?
+        } else {
+            let file = File::open(path).map_err(InstallerError::io("opening", path))?;
+            let (digest, n) = apply_layer(file, path, tmp.path(), Whiteouts::Apply)?;
+            check_digest_name(path, &digest)?;
+            skipped += n;
+            digest
         };
         digests.push(digest);
-        skipped += n;
     }
-    let stats: Vec<FileStat> = layers
+    let stats: Vec<FileStat> = paths
         .iter()
-        .map(|l| FileStat::of(l.blob()))
+        .map(|p| FileStat::of(p))
         .collect::<Result<_, _>>()?;
     write_stamp(
         tmp.path(),
@@ -187,8 +196,8 @@ pub fn receive(
     })
 }
 
-/// `Some` when `dest`'s stamp says it holds exactly these blobs: by stat when
-/// the files are the ones stamped, by digest otherwise.
+/// `Some` when `dest`'s stamp says it holds exactly these layers: by stat
+/// when the layers are the ones stamped, by digest otherwise.
 fn already_unpacked(
     layer_files: &[PathBuf],
     existing: Option<&Stamp>,
@@ -211,7 +220,7 @@ fn already_unpacked(
     }
     let digests = layer_files
         .iter()
-        .map(|p| hash_file(p))
+        .map(|p| layer_digest(p))
         .collect::<Result<Vec<_>, _>>()?;
     if digests != stamp.layers {
         return Ok(None);
@@ -226,82 +235,84 @@ fn already_unpacked(
     Ok(Some(same(digests)))
 }
 
-/// Unpacks the next `size` bytes of `input` as a layer, writing them to a
-/// temp file beside `blob` as they pass; the file becomes `blob` only if the
-/// bytes have the digest `blob` is named by.
-fn receive_layer(
-    input: &mut dyn Read,
-    blob: &Path,
-    size: u64,
-    root: &Path,
-) -> Result<(String, usize), InstallerError> {
-    let expected = digest_of_name(blob).ok_or_else(|| InstallerError::UnnamedBlob {
-        layer: blob.to_path_buf(),
+/// Unpacks the next `size` bytes of `input` as a blob into a temp directory
+/// beside `dir`, which becomes `dir` only if the bytes have the digest `dir`
+/// is named by. Returns how many entries were skipped.
+fn receive_layer(input: &mut dyn Read, dir: &Path, size: u64) -> Result<usize, InstallerError> {
+    let expected = digest_of_name(dir).ok_or_else(|| InstallerError::UnnamedBlob {
+        layer: dir.to_path_buf(),
     })?;
-    let dir = match blob.parent() {
+    let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&dir).map_err(InstallerError::io("creating", &dir))?;
-    let temp = tempfile::Builder::new()
+    fs::create_dir_all(&parent).map_err(InstallerError::io("creating", &parent))?;
+    let tmp = tempfile::Builder::new()
         .prefix(".incoming-")
-        .tempfile_in(&dir)
-        .map_err(InstallerError::io("creating a file in", &dir))?;
-    let mut tee = Tee {
+        .tempdir_in(&parent)
+        .map_err(InstallerError::io("creating a directory in", &parent))?;
+    let mut counted = Counted {
         inner: input.take(size),
-        copy: io::BufWriter::with_capacity(BUF, temp.as_file()),
         seen: 0,
     };
-    let applied = apply_layer(&mut tee, blob, root);
+    let applied = apply_layer(&mut counted, dir, tmp.path(), Whiteouts::Keep);
     if applied.is_err() {
         // A stream that stopped early breaks the tar first: say that instead.
-        let _ = io::copy(&mut tee.inner, &mut io::sink()).map(|n| tee.seen += n);
+        let _ = io::copy(&mut counted, &mut io::sink());
     }
-    let got = tee.seen;
-    if got != size {
+    if counted.seen != size {
         return Err(InstallerError::ShortLayer {
-            layer: blob.to_path_buf(),
-            got,
+            layer: dir.to_path_buf(),
+            got: counted.seen,
             size,
         });
     }
     let (digest, skipped) = applied?;
-    tee.copy
-        .flush()
-        .map_err(InstallerError::io("writing", temp.path()))?;
-    drop(tee);
     if digest != expected {
         return Err(InstallerError::DigestMismatch {
-            layer: blob.to_path_buf(),
+            layer: dir.to_path_buf(),
             expected,
             found: digest,
         });
     }
-    temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(InstallerError::io("writing", blob))?;
-    temp.persist(blob).map_err(|e| InstallerError::Io {
-        op: "keeping",
-        path: blob.to_path_buf(),
-        source: e.error,
+    if dir.is_dir() {
+        return Ok(skipped); // kept meanwhile by another unpack: the same bytes
+    }
+    let kept = tmp.keep();
+    let _ = fs::set_permissions(&kept, fs::Permissions::from_mode(0o755));
+    fs::rename(&kept, dir).map_err(|e| {
+        let _ = remove_all(&kept);
+        InstallerError::io("keeping", dir)(e)
     })?;
-    Ok((digest, skipped))
+    Ok(skipped)
 }
 
-/// Copies what passes through it to a file.
-struct Tee<R, W> {
+/// Counts what passes through it.
+struct Counted<R> {
     inner: R,
-    copy: W,
     seen: u64,
 }
 
-impl<R: Read, W: Write> Read for Tee<R, W> {
+impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
         self.seen += n as u64;
         Ok(n)
     }
+}
+
+/// Adds the layer directory `dir` on top of `root`: its whiteouts remove
+/// what lower layers put there, its files become hard links to its own.
+fn merge_layer(dir: &Path, root: &Path) -> Result<(), InstallerError> {
+    let mut layer = LayerState {
+        layer: dir,
+        root,
+        whiteouts: Whiteouts::Apply,
+        created: HashSet::new(),
+        dir_modes: Vec::new(),
+    };
+    layer.merge_dir(dir, Path::new(""))?;
+    layer.set_dir_modes()
 }
 
 fn read_stamp(dest: &Path) -> Option<Stamp> {
@@ -315,6 +326,17 @@ fn write_stamp(dir: &Path, stamp: &Stamp) -> Result<(), InstallerError> {
     let json = serde_json::to_vec_pretty(stamp).expect("a stamp serializes");
     fs::write(&tmp, json).map_err(InstallerError::io("writing", &tmp))?;
     fs::rename(&tmp, &path).map_err(InstallerError::io("writing", &path))
+}
+
+/// A layer directory's digest is its name (it was checked when kept); a blob
+/// file's is hashed.
+fn layer_digest(path: &Path) -> Result<String, InstallerError> {
+    if path.is_dir() {
+        return digest_of_name(path).ok_or_else(|| InstallerError::UnnamedBlob {
+            layer: path.to_path_buf(),
+        });
+    }
+    hash_file(path)
 }
 
 fn hash_file(path: &Path) -> Result<String, InstallerError> {
@@ -378,12 +400,22 @@ fn decompressed<'a>(reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
     })
 }
 
+/// What a whiteout entry of a layer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whiteouts {
+    /// Hide what lower layers put in the rootfs.
+    Apply,
+    /// Stay as the (empty) file it is: a layer directory keeps it for later.
+    Keep,
+}
+
 /// Applies one layer read from `blob` (named `path` in messages); returns
 /// its digest and how many entries were skipped.
 fn apply_layer(
     blob: impl Read,
     path: &Path,
     root: &Path,
+    whiteouts: Whiteouts,
 ) -> Result<(String, usize), InstallerError> {
     let layer_err = |source| InstallerError::Layer {
         layer: path.to_path_buf(),
@@ -399,6 +431,7 @@ fn apply_layer(
         let mut layer = LayerState {
             layer: path,
             root,
+            whiteouts,
             created: HashSet::new(),
             dir_modes: Vec::new(),
         };
@@ -408,13 +441,7 @@ fn apply_layer(
                 skipped += 1;
             }
         }
-        // Directory modes last, deepest first: a read-only directory must not
-        // stop its own children from being written.
-        layer.dir_modes.sort_by(|a, b| b.0.cmp(&a.0));
-        for (dir, mode) in &layer.dir_modes {
-            fs::set_permissions(dir, fs::Permissions::from_mode(*mode))
-                .map_err(InstallerError::io("setting the mode of", dir))?;
-        }
+        layer.set_dir_modes()?;
         // Drain what the tar reader left (padding), so the digest covers the blob.
         let mut rest = archive.into_inner();
         io::copy(&mut rest, &mut io::sink()).map_err(layer_err)?;
@@ -427,6 +454,7 @@ fn apply_layer(
 struct LayerState<'a> {
     layer: &'a Path,
     root: &'a Path,
+    whiteouts: Whiteouts,
     /// Paths (relative) this layer wrote: an opaque marker keeps them.
     created: HashSet<PathBuf>,
     dir_modes: Vec<(PathBuf, u32)>,
@@ -500,15 +528,16 @@ impl LayerState<'_> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if name == OPAQUE {
+        if self.whiteouts == Whiteouts::Keep {
+            // Kept as the empty files they are (checked below like any file).
+        } else if name == OPAQUE {
             let dir = rel.parent().unwrap_or(Path::new("")).to_path_buf();
             let full = self.safe_parent(&rel, &shown)?;
             let full_dir = full.parent().unwrap_or(self.root).to_path_buf();
             self.clear_opaque(&dir, &full_dir)?;
             self.created.insert(dir);
             return Ok(true);
-        }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+        } else if let Some(hidden) = name.strip_prefix(WHITEOUT) {
             let gone = rel.with_file_name(hidden);
             let full = self.safe_parent(&gone, &shown)?;
             remove_all(&full).map_err(|e| self.io(e))?;
@@ -575,6 +604,76 @@ impl LayerState<'_> {
         Ok(true)
     }
 
+    /// Directory modes last, deepest first: a read-only directory must not
+    /// stop its own children from being written.
+    fn set_dir_modes(&mut self) -> Result<(), InstallerError> {
+        self.dir_modes.sort_by(|a, b| b.0.cmp(&a.0));
+        for (dir, mode) in &self.dir_modes {
+            fs::set_permissions(dir, fs::Permissions::from_mode(*mode))
+                .map_err(InstallerError::io("setting the mode of", dir))?;
+        }
+        Ok(())
+    }
+
+    /// Merges the layer directory `src` (at `rel` in the rootfs): its opaque
+    /// marker and whiteouts act first, then its entries land, files as hard
+    /// links to the layer's own.
+    fn merge_dir(&mut self, src: &Path, rel: &Path) -> Result<(), InstallerError> {
+        let mut names: Vec<std::ffi::OsString> = fs::read_dir(src)
+            .map_err(|e| self.io(e))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.io(e))?;
+        names.sort();
+        let target = self.root.join(rel);
+        if names.iter().any(|n| n == OPAQUE) {
+            if let Ok(read) = fs::read_dir(&target) {
+                for child in read {
+                    let child = child.map_err(|e| self.io(e))?;
+                    remove_all(&child.path()).map_err(|e| self.io(e))?;
+                }
+            }
+        }
+        for name in &names {
+            let text = name.to_string_lossy();
+            if let Some(hidden) = text.strip_prefix(WHITEOUT).filter(|_| text != OPAQUE) {
+                let gone = rel.join(hidden);
+                let full = self.safe_parent(&gone, &gone.display().to_string())?;
+                remove_all(&full).map_err(|e| self.io(e))?;
+            }
+        }
+        for name in names
+            .iter()
+            .filter(|n| !n.to_string_lossy().starts_with(WHITEOUT))
+        {
+            let from = src.join(name);
+            let rel = rel.join(name);
+            let full = self.safe_parent(&rel, &rel.display().to_string())?;
+            let meta = fs::symlink_metadata(&from).map_err(|e| self.io(e))?;
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                match fs::symlink_metadata(&full) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        fs::remove_file(&full).map_err(|e| self.io(e))?;
+                        fs::create_dir(&full).map_err(|e| self.io(e))?;
+                    }
+                    Err(_) => fs::create_dir(&full).map_err(|e| self.io(e))?,
+                }
+                self.dir_modes.push((full, meta.mode() & 0o7777));
+                self.merge_dir(&from, &rel)?;
+            } else if kind.is_symlink() {
+                let target = fs::read_link(&from).map_err(|e| self.io(e))?;
+                replace(&full).map_err(|e| self.io(e))?;
+                std::os::unix::fs::symlink(&target, &full).map_err(|e| self.io(e))?;
+            } else if kind.is_file() {
+                replace(&full).map_err(|e| self.io(e))?;
+                link_or_copy(&from, &full).map_err(|e| self.io(e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes what lower layers put in `dir`, keeping what this layer wrote.
     fn clear_opaque(&self, dir: &Path, full_dir: &Path) -> Result<(), InstallerError> {
         let Ok(read) = fs::read_dir(full_dir) else {
@@ -606,6 +705,17 @@ fn copy(from: &mut impl Read, to: &mut File) -> io::Result<()> {
         }
         to.write_all(&buf[..n])?;
     }
+}
+
+/// A hard link where the filesystem allows it (the layer directories and the
+/// rootfs share one), else a copy with the same mode and mtime.
+fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to)?;
+    let mtime = fs::metadata(from)?.modified()?;
+    File::options().write(true).open(to)?.set_modified(mtime)
 }
 
 /// Makes room for a new entry at `path`: whatever is there goes.
