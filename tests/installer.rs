@@ -117,7 +117,7 @@ fn apply_unpacks_places_and_executes_and_a_rerun_changes_nothing() {
     let calls = fs::read_to_string(env.path("tools/calls")).unwrap();
     assert_eq!(
         calls,
-        "daemon-reload\nis-enabled --quiet app.service\nenable app.service\n"
+        "daemon-reload\nis-enabled --quiet app.service\nenable --no-reload app.service\n"
     );
 
     let again = apply(&env, &plan, &["--layers", blob.to_str().unwrap()]);

@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{deliver, AppliedImage, ApplyError, Connections, RunReport, HOST_DIR};
+use super::{deliver, AppliedImage, ApplyError, Connections, RunReport, Unpack, HOST_DIR};
 use crate::cluster::{Cluster, Host, InstalledImage};
 use crate::progress::Progress;
 use crate::store::Store;
@@ -88,9 +88,12 @@ pub(super) fn apply_apps(
             store,
             transport,
             app,
-            &installer,
-            &dir,
-            server.as_ref(),
+            Unpack {
+                installer: &installer,
+                dest: &dir,
+                server: server.as_ref(),
+            },
+            None,
             progress,
         )?;
         *report.bytes_sent.entry(first.key()).or_default() += sent;

@@ -83,8 +83,20 @@ pub fn check_all(
     let needed: u64 = image.layers.iter().map(|l| l.size()).sum::<u64>() * 3;
     let mut failures = Vec::new();
     let mut checks = Vec::new();
-    for (host, transport) in connections {
-        let found = check(transport.as_ref(), &ports(host));
+    let found_all: Vec<Result<HostCheck, ApplyError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = connections
+            .iter()
+            .map(|(host, transport)| {
+                let ports = ports(host);
+                scope.spawn(move || check(transport.as_ref(), &ports))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a host check panicked"))
+            .collect()
+    });
+    for ((host, _), found) in connections.iter().zip(found_all) {
         let problem = match &found {
             Ok(found) if found.os != "Linux" => Some(format!("it runs {}, not Linux", found.os)),
             Ok(found) if found.arch != image.arch => Some(format!(
@@ -139,40 +151,46 @@ pub(super) fn query(transport: &dyn Transport, argv: &[&str]) -> Result<String, 
     Ok(out.stdout_text().trim().to_string())
 }
 
+/// What [`check`] asks a host, in one round trip: `sh -c CHECK_SCRIPT
+/// sealrs DIR PORTS`, with PORTS `1` when listening ports matter. One
+/// `key=value` per line; `ss=` lines are those of `ss -Htln`.
+const CHECK_SCRIPT: &str = r#"set -e
+mkdir -p "$1"
+echo "os=$(uname -s)"
+echo "machine=$(uname -m)"
+echo "node=$(uname -n)"
+df -Pk "$1" | awk 'NR == 2 { print "free_kib=" $4 }'
+if [ -e "$1/rootfs" ]; then
+  echo touched=1
+elif [ "$2" = 1 ]; then
+  command -v ss >/dev/null || { echo "ss (iproute2) is needed to check the ports in use" >&2; exit 1; }
+  ss -Htln | sed 's/^/ss=/'
+fi"#;
+
 fn check(transport: &dyn Transport, ports: &[u16]) -> Result<HostCheck, ApplyError> {
-    let host = transport.address().to_string();
-    let run = |argv: &[&str]| query(transport, argv);
-    let os = run(&["uname", "-s"])?;
-    let arch = oci_arch(&run(&["uname", "-m"])?).to_string();
-    run(&["mkdir", "-p", HOST_DIR])?;
-    // POSIX df: the fourth column of the second line is the space available, in KiB.
-    let df = run(&["df", "-Pk", HOST_DIR])?;
-    let free_kib = df
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    let ours = format!("{HOST_DIR}/rootfs");
-    let touched = transport
-        .exists(&ours)
-        .map_err(ApplyError::transport(&host))?;
-    let ports_in_use = if ports.is_empty() || touched {
-        Vec::new()
-    } else {
-        let listening = listening_ports(&run(&["ss", "-Htln"])?);
-        ports
+    let asks_ports = if ports.is_empty() { "0" } else { "1" };
+    let out = query(
+        transport,
+        &["sh", "-c", CHECK_SCRIPT, "sealrs", HOST_DIR, asks_ports],
+    )?;
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let ss: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("ss=")).collect();
+    let listening = listening_ports(&ss.join("\n"));
+    Ok(HostCheck {
+        arch: oci_arch(&value("machine")).to_string(),
+        os: value("os"),
+        free_bytes: value("free_kib").parse::<u64>().unwrap_or(0) * 1024,
+        ports_in_use: ports
             .iter()
             .copied()
             .filter(|p| listening.contains(p))
-            .collect()
-    };
-    Ok(HostCheck {
-        arch,
-        os,
-        free_bytes: free_kib * 1024,
-        ports_in_use,
-        hostname: run(&["uname", "-n"])?,
+            .collect(),
+        hostname: value("node"),
     })
 }
 

@@ -446,11 +446,20 @@ fn distribute(
                 let (installer, dest, server) = (&installer, &dest, server.as_ref());
                 scope.spawn(move || {
                     let transport = transport.as_ref();
-                    let sent =
-                        bootstrap_installer(store, transport, image, progress).and_then(|boot| {
-                            deliver(store, transport, image, installer, dest, server, progress)
-                                .map(|sent| boot + sent)
-                        });
+                    let sent = on_host(transport, image, dest).and_then(|mut found| {
+                        let mut sent = 0;
+                        if !found.installer {
+                            sent += bootstrap_installer(store, transport, image, progress)?;
+                            found.installer_layer_kept(image);
+                        }
+                        let to = Unpack {
+                            installer,
+                            dest,
+                            server,
+                        };
+                        let layers = deliver(store, transport, image, to, Some(found), progress)?;
+                        Ok(sent + layers)
+                    });
                     (host.key(), sent)
                 })
             })
@@ -490,13 +499,10 @@ fn bootstrap_installer(
     image: &AppliedImage,
     progress: &dyn Progress,
 ) -> Result<u64, ApplyError> {
-    let (Some(layer), Some(binary)) = (&image.installer, image.host_installer()) else {
+    let Some(layer) = &image.installer else {
         return Ok(0);
     };
     let fail = ApplyError::transport(transport.address());
-    if transport.exists(&binary).map_err(&fail)? {
-        return Ok(0);
-    }
     let started = Instant::now();
     let argv: Vec<String> = [
         "sh",
@@ -547,6 +553,60 @@ gzip -dc "$tmp.gz" | tar -xf - -C "$tmp"
 rm -rf "$dir"
 mv "$tmp" "$dir""#;
 
+/// Where and with what a host unpacks an image.
+#[derive(Clone, Copy)]
+struct Unpack<'a> {
+    /// The installer binary on the host.
+    installer: &'a str,
+    /// The directory the image is unpacked in.
+    dest: &'a str,
+    /// Where the host may fetch the layers from, instead of SSH.
+    server: Option<&'a direct::Server>,
+}
+
+/// What of an image a host has, learnt in one round trip.
+struct OnHost {
+    /// The installer binary.
+    installer: bool,
+    /// The assembled rootfs (its completion stamp).
+    rootfs: bool,
+    /// Each layer's directory, in image order.
+    layers: Vec<bool>,
+}
+
+impl OnHost {
+    /// The bootstrap kept the installer's layer directory.
+    fn installer_layer_kept(&mut self, image: &AppliedImage) {
+        self.installer = true;
+        if let Some(installer) = &image.installer {
+            for (layer, present) in image.layers.iter().zip(self.layers.iter_mut()) {
+                *present |= layer.digest() == installer.digest();
+            }
+        }
+    }
+}
+
+/// `dest`: where the image is unpacked on the host.
+fn on_host(
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    dest: &str,
+) -> Result<OnHost, ApplyError> {
+    let mut paths = vec![
+        image.host_installer().unwrap_or_default(),
+        format!("{dest}/{}", crate::installer::STAMP),
+    ];
+    paths.extend(image.layers.iter().map(host_layer));
+    let found = transport
+        .existing(&paths)
+        .map_err(ApplyError::transport(transport.address()))?;
+    Ok(OnHost {
+        installer: image.installer.is_none() || found[0],
+        rootfs: found[1],
+        layers: found[2..].to_vec(),
+    })
+}
+
 /// The server hosts fetch layers from, when at least one connection allows
 /// it (see [`direct`]); a server that cannot start leaves everything on SSH.
 fn direct_server<'a>(
@@ -570,14 +630,30 @@ fn deliver(
     store: &Store,
     transport: &dyn Transport,
     image: &AppliedImage,
-    installer: &str,
-    dest: &str,
-    server: Option<&direct::Server>,
+    to: Unpack<'_>,
+    found: Option<OnHost>,
     progress: &dyn Progress,
 ) -> Result<u64, ApplyError> {
+    let Unpack {
+        installer,
+        dest,
+        server,
+    } = to;
     let fail = ApplyError::transport(transport.address());
+    let found = match found {
+        Some(found) => found,
+        None => on_host(transport, image, dest)?,
+    };
+    let host = transport.address().to_string();
+    if found.rootfs && found.layers.iter().all(|&p| p) {
+        progress.message(&format!(
+            "{host}: all {} layers already there, unpacked in {dest}",
+            image.layers.len()
+        ));
+        return Ok(0);
+    }
     let blobs: Vec<String> = image.layers.iter().map(host_layer).collect();
-    let present = transport.existing(&blobs).map_err(&fail)?;
+    let present = found.layers;
     let mut argv: Vec<String> = [installer, "installer", "unpack", "--dest", dest]
         .iter()
         .map(|s| s.to_string())
@@ -593,7 +669,6 @@ fn deliver(
             total += layer.size();
         }
     }
-    let host = transport.address().to_string();
     let started = Instant::now();
     let task = progress.begin(&format!("{host}: {} layers", files.len()), Some(total));
     let seen = AtomicU64::new(0);

@@ -36,7 +36,7 @@ pub enum InstallerError {
     },
     #[error("layer {}: the input ended after {got} of its {size} bytes (the sender stopped early)", layer.display())]
     ShortLayer { layer: PathBuf, got: u64, size: u64 },
-    #[error("{}: a received blob must be named by its sha256 digest", layer.display())]
+    #[error("{}: a layer directory or received blob must be named by its sha256 digest", layer.display())]
     UnnamedBlob { layer: PathBuf },
     #[error("{path}: refused: {reason}")]
     UnsafePath { path: String, reason: String },

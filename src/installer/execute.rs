@@ -23,7 +23,9 @@ use super::{
 };
 use crate::plan::{merge_yaml, render_template, Action, Check, FileContent, Plan, Step};
 
-const POLL: Duration = Duration::from_millis(200);
+/// How often a wait looks again: a file or a port check is cheap, and a
+/// service that is ready should not cost the run a fifth of a second.
+const POLL: Duration = Duration::from_millis(50);
 
 /// Executes `plan` on the host `ctx` describes; see the module docs.
 ///
@@ -462,7 +464,9 @@ impl StepRun<'_> {
             }
             Action::Service { unit, op } => {
                 if !dry {
-                    self.systemctl(&[op.verb(), unit])?;
+                    let mut args = op.args().to_vec();
+                    args.push(unit);
+                    self.systemctl(&args)?;
                 }
                 Ok(Outcome::changed())
             }

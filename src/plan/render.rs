@@ -241,7 +241,9 @@ fn action_lines(action: &Action) -> Vec<String> {
             lines
         }
         Action::DaemonReload => vec!["run: systemctl daemon-reload".into()],
-        Action::Service { unit, op } => vec![format!("run: systemctl {} {unit}", op.verb())],
+        Action::Service { unit, op } => {
+            vec![format!("run: systemctl {} {unit}", op.args().join(" "))]
+        }
         Action::WaitFile { path, timeout_secs } => {
             vec![format!("wait: {path} exists (up to {timeout_secs}s)")]
         }
