@@ -41,7 +41,7 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets, Runtime};
 use crate::store::Store;
-use crate::transport::{direct, Transport};
+use crate::transport::{direct, Output, Transport};
 
 /// Where sealrs keeps its things on a host.
 pub const HOST_DIR: &str = "/var/lib/sealrs";
@@ -613,10 +613,14 @@ fn direct_server<'a>(
     transports: impl IntoIterator<Item = &'a dyn Transport>,
     progress: &dyn Progress,
 ) -> Option<direct::Server> {
-    if transports.into_iter().all(|t| t.data_address().is_none()) {
+    let addresses: Vec<std::net::IpAddr> = transports
+        .into_iter()
+        .filter_map(|t| t.data_address())
+        .collect();
+    if addresses.is_empty() {
         return None;
     }
-    direct::Server::start()
+    direct::Server::start(&addresses)
         .inspect_err(|e| progress.message(&format!("warning: {e}; layers go over SSH")))
         .ok()
 }
@@ -652,19 +656,18 @@ fn deliver(
         ));
         return Ok(0);
     }
-    let blobs: Vec<String> = image.layers.iter().map(host_layer).collect();
-    let present = found.layers;
+    let dirs: Vec<String> = image.layers.iter().map(host_layer).collect();
     let mut argv: Vec<String> = [installer, "installer", "unpack", "--dest", dest]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    argv.extend(blobs.iter().cloned());
+    argv.extend(dirs.iter().cloned());
     let mut files = Vec::new();
     let mut total = 0;
-    for ((layer, blob), present) in image.layers.iter().zip(&blobs).zip(present) {
+    for ((layer, dir), present) in image.layers.iter().zip(&dirs).zip(found.layers) {
         if !present {
             argv.push("--incoming".to_string());
-            argv.push(format!("{blob}={}", layer.size()));
+            argv.push(format!("{dir}={}", layer.size()));
             files.push(store.blob_path(layer.digest()));
             total += layer.size();
         }
@@ -679,32 +682,14 @@ fn deliver(
     let mut route = "over SSH";
     let mut output = None;
     if let (Some(server), Some(ip), false) = (server, transport.data_address(), files.is_empty()) {
-        let offer = server.offer(files.clone());
-        let ticket = serde_json::to_vec(&server.ticket(&offer, ip)).expect("a ticket serializes");
-        let mut fetch = argv.clone();
-        fetch.push("--fetch".to_string());
-        let result = std::thread::scope(|scope| {
-            let run = scope.spawn(|| transport.run(&fetch, &[], Some(&ticket)));
-            // The host reads from our server while the SSH command waits:
-            // progress comes from the offer's counter.
-            while !run.is_finished() {
-                advance(offer.sent());
-                std::thread::sleep(std::time::Duration::from_millis(50));
+        match fetch_directly(transport, server, ip, &argv, &files, &advance)? {
+            Fetched::Done(out, serve_error) => {
+                route = "directly";
+                output = Some((out, serve_error));
             }
-            run.join().expect("the command thread panicked")
-        });
-        let result = result.map_err(&fail)?;
-        if result.success() || offer.claimed() {
-            advance(offer.sent());
-            route = "directly";
-            output = Some((result, offer.error()));
-        } else {
-            // The host never reached us (NAT, a firewall): nothing was
-            // received, so SSH starts from the beginning.
-            progress.message(&format!(
-                "{host}: cannot fetch layers from this machine directly ({}); sending them over SSH (--layers-over-ssh skips the attempt)",
-                result.tail(1)
-            ));
+            Fetched::Unreached(why) => progress.message(&format!(
+                "{host}: cannot fetch layers from this machine directly ({why}); sending them over SSH (--layers-over-ssh skips the attempt)"
+            )),
         }
     }
     let (output, serve_error) = match output {
@@ -737,6 +722,52 @@ fn deliver(
         started.elapsed().as_secs_f64()
     ));
     Ok(total)
+}
+
+/// What came of a host's fetch from this machine.
+enum Fetched {
+    /// The host's output, and why serving stopped early if it did.
+    Done(Output, Option<String>),
+    /// The host never reached us (NAT, a firewall), for this reason: it
+    /// received nothing, so SSH can start from the beginning.
+    Unreached(String),
+}
+
+/// Runs `argv --fetch` on the host, which reads `files` from `server` over
+/// TLS, with its ticket on stdin.
+fn fetch_directly(
+    transport: &dyn Transport,
+    server: &direct::Server,
+    ip: std::net::IpAddr,
+    argv: &[String],
+    files: &[PathBuf],
+    advance: &dyn Fn(u64),
+) -> Result<Fetched, ApplyError> {
+    let offer = server.offer(files.to_vec());
+    let Some(ticket) = server.ticket(&offer, ip) else {
+        return Ok(Fetched::Unreached(format!(
+            "this machine does not listen on {ip}"
+        )));
+    };
+    let ticket = serde_json::to_vec(&ticket).expect("a ticket serializes");
+    let mut fetch = argv.to_vec();
+    fetch.push("--fetch".to_string());
+    let result = std::thread::scope(|scope| {
+        let run = scope.spawn(|| transport.run(&fetch, &[], Some(&ticket)));
+        // The command waits while the host reads from our server: progress
+        // comes from the offer's counter.
+        while !run.is_finished() {
+            advance(offer.sent());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        run.join().expect("the command thread panicked")
+    });
+    let output = result.map_err(ApplyError::transport(transport.address()))?;
+    if !output.success() && !offer.claimed() {
+        return Ok(Fetched::Unreached(output.tail(1)));
+    }
+    advance(offer.sent());
+    Ok(Fetched::Done(output, offer.error()))
 }
 
 fn megabytes(bytes: u64) -> String {

@@ -499,18 +499,10 @@ impl LayerState<'_> {
         if let Some(parent) = rel.parent() {
             for c in parent.components() {
                 dir.push(c);
-                match fs::symlink_metadata(&dir) {
-                    Ok(m) if m.file_type().is_symlink() => {
-                        return Err(self.refuse(shown, "a directory above it is a symlink"))
-                    }
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        // A file where a directory is needed: the later layer wins.
-                        fs::remove_file(&dir).map_err(|e| self.io(e))?;
-                        fs::create_dir(&dir).map_err(|e| self.io(e))?;
-                    }
-                    Err(_) => fs::create_dir(&dir).map_err(|e| self.io(e))?,
+                if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(self.refuse(shown, "a directory above it is a symlink"));
                 }
+                ensure_dir(&dir).map_err(|e| self.io(e))?;
             }
         }
         Ok(self.root.join(rel))
@@ -550,14 +542,7 @@ impl LayerState<'_> {
         let full = self.safe_parent(&rel, &shown)?;
         match kind {
             tar::EntryType::Directory => {
-                match fs::symlink_metadata(&full) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        fs::remove_file(&full).map_err(|e| self.io(e))?;
-                        fs::create_dir(&full).map_err(|e| self.io(e))?;
-                    }
-                    Err(_) => fs::create_dir(&full).map_err(|e| self.io(e))?,
-                }
+                ensure_dir(&full).map_err(|e| self.io(e))?;
                 self.dir_modes.push((full, mode));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -652,14 +637,7 @@ impl LayerState<'_> {
             let meta = fs::symlink_metadata(&from).map_err(|e| self.io(e))?;
             let kind = meta.file_type();
             if kind.is_dir() {
-                match fs::symlink_metadata(&full) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        fs::remove_file(&full).map_err(|e| self.io(e))?;
-                        fs::create_dir(&full).map_err(|e| self.io(e))?;
-                    }
-                    Err(_) => fs::create_dir(&full).map_err(|e| self.io(e))?,
-                }
+                ensure_dir(&full).map_err(|e| self.io(e))?;
                 self.dir_modes.push((full, meta.mode() & 0o7777));
                 self.merge_dir(&from, &rel)?;
             } else if kind.is_symlink() {
@@ -716,6 +694,19 @@ fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
     fs::copy(from, to)?;
     let mtime = fs::metadata(from)?.modified()?;
     File::options().write(true).open(to)?.set_modified(mtime)
+}
+
+/// A directory at `path`: kept if there is one, else made (a file or symlink
+/// there goes: the later layer wins).
+fn ensure_dir(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            fs::remove_file(path)?;
+            fs::create_dir(path)
+        }
+        Err(_) => fs::create_dir(path),
+    }
 }
 
 /// Makes room for a new entry at `path`: whatever is there goes.

@@ -3,7 +3,8 @@
 //! One SSH stream per host is the slow part of a first apply: the operator and
 //! every sshd spend their CPU on the SSH channel, and a 400 MB layer takes
 //! seconds per host. So commands stay on SSH, and layers may take a shorter
-//! road: the operator listens on a port of its own ([`Server`]), and hands
+//! road: the operator listens on a port of its own ([`Server`]), on the
+//! addresses its SSH connections come from and no other, and hands
 //! each host, on the stdin of an SSH command, a [`Ticket`]: where to connect,
 //! the SHA-256 of a certificate made for this run alone, and a one-time token.
 //! The host pins that certificate, proves itself with the token, and reads its
@@ -17,9 +18,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -41,6 +42,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A stalled peer is given up on after this long without a byte, on either side.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A connection must show its token this soon after it is accepted.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once, tokens not shown yet included: a stranger
+/// who opens many can delay the hosts by [`TOKEN_TIMEOUT`], not exhaust us.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Bytes per read of a blob file and per write to the TLS stream.
 const CHUNK: usize = 256 << 10;
 
@@ -52,8 +60,8 @@ const NAME: &str = "sealrs-operator";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectError {
-    #[error("cannot listen for hosts on this machine: {0}")]
-    Listen(io::Error),
+    #[error("cannot listen for hosts on {address}: {source}")]
+    Listen { address: IpAddr, source: io::Error },
     #[error("cannot make a certificate for this run: {0}")]
     Certificate(String),
     #[error("cannot reach the operator at {address}: {source}")]
@@ -81,7 +89,8 @@ pub struct Ticket {
 /// The operator's side: serves each [`Offer`]'s files, once, to the host
 /// that shows its token. Stops listening when dropped.
 pub struct Server {
-    port: u16,
+    /// The port for each address listened on.
+    ports: Vec<(IpAddr, u16)>,
     fingerprint: String,
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
@@ -93,6 +102,8 @@ struct Shared {
     /// Offers not claimed yet, by token.
     offers: Mutex<HashMap<String, Arc<OfferState>>>,
     stop: AtomicBool,
+    /// Connections being served.
+    serving: AtomicUsize,
 }
 
 struct OfferState {
@@ -111,9 +122,11 @@ pub struct Offer {
 }
 
 impl Server {
-    /// Listens on every address of this machine, on a port the system picks,
-    /// with a certificate made now and never written to disk.
-    pub fn start() -> Result<Server, DirectError> {
+    /// Listens on each of `addresses` (this machine's, as hosts reach it), on
+    /// ports the system picks, with a certificate made now and never written
+    /// to disk. An address that cannot be listened on is left out (its hosts
+    /// get no ticket); none at all is an error.
+    pub fn start(addresses: &[IpAddr]) -> Result<Server, DirectError> {
         let provider = Arc::new(crypto_provider());
         let certified = rcgen::generate_simple_self_signed(vec![NAME.to_string()])
             .map_err(|e| DirectError::Certificate(e.to_string()))?;
@@ -128,27 +141,43 @@ impl Server {
             .with_single_cert(vec![cert.clone()], key)
             .map_err(|e| DirectError::Certificate(e.to_string()))?;
         config.send_tls13_tickets = 0; // one connection per offer: nothing to resume
-        let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0))
-            .or_else(|_| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)))
-            .map_err(DirectError::Listen)?;
-        let port = listener.local_addr().map_err(DirectError::Listen)?.port();
-        // A blocking accept could not be woken to stop; a short poll costs
-        // nothing next to the transfers it starts.
-        listener
-            .set_nonblocking(true)
-            .map_err(DirectError::Listen)?;
+        let mut listeners = Vec::new();
+        let mut ports = Vec::new();
+        let mut failed = None;
+        for &address in addresses {
+            if ports.iter().any(|(a, _)| *a == address) {
+                continue;
+            }
+            // A blocking accept could not be woken to stop; a short poll
+            // costs nothing next to the transfers it starts.
+            let bound = TcpListener::bind((address, 0)).and_then(|listener| {
+                listener.set_nonblocking(true)?;
+                Ok((listener.local_addr()?.port(), listener))
+            });
+            match bound {
+                Ok((port, listener)) => {
+                    ports.push((address, port));
+                    listeners.push(listener);
+                }
+                Err(source) => failed = Some(DirectError::Listen { address, source }),
+            }
+        }
+        if let (true, Some(err)) = (listeners.is_empty(), failed) {
+            return Err(err);
+        }
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             provider,
             offers: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
+            serving: AtomicUsize::new(0),
         });
         let accept = {
             let shared = shared.clone();
-            std::thread::spawn(move || accept_loop(listener, shared))
+            std::thread::spawn(move || accept_loop(listeners, shared))
         };
         Ok(Server {
-            port,
+            ports,
             fingerprint: hex::encode(Sha256::digest(cert.as_ref())),
             shared,
             accept: Some(accept),
@@ -183,13 +212,15 @@ impl Server {
         }
     }
 
-    /// The ticket for `offer`, for a host that reaches this machine at `ip`.
-    pub fn ticket(&self, offer: &Offer, ip: IpAddr) -> Ticket {
-        Ticket {
-            address: SocketAddr::new(ip, self.port),
+    /// The ticket for `offer`, for a host that reaches this machine at `ip`;
+    /// `None` when the server does not listen there.
+    pub fn ticket(&self, offer: &Offer, ip: IpAddr) -> Option<Ticket> {
+        let (_, port) = self.ports.iter().find(|(a, _)| *a == ip)?;
+        Some(Ticket {
+            address: SocketAddr::new(ip, *port),
             fingerprint: self.fingerprint.clone(),
             token: offer.token.clone(),
-        }
+        })
     }
 }
 
@@ -205,7 +236,7 @@ impl Drop for Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("port", &self.port)
+            .field("ports", &self.ports)
             .field("fingerprint", &self.fingerprint)
             .finish()
     }
@@ -239,15 +270,27 @@ impl Drop for Offer {
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listeners: Vec<TcpListener>, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((socket, _)) => {
-                let shared = shared.clone();
-                std::thread::spawn(move || serve(socket, &shared));
-            }
+        let mut idle = true;
+        for listener in &listeners {
             // WouldBlock (nobody waiting) or a connection reset before accept.
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            let Ok((socket, _)) = listener.accept() else {
+                continue;
+            };
+            idle = false;
+            if shared.serving.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                shared.serving.fetch_sub(1, Ordering::AcqRel);
+                continue; // dropped: its host, if any, retries over SSH
+            }
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                serve(socket, &shared);
+                shared.serving.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -257,7 +300,7 @@ fn serve(socket: TcpStream, shared: &Shared) {
     let setup = |s: &TcpStream| {
         s.set_nonblocking(false)?;
         s.set_nodelay(true)?;
-        s.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        s.set_read_timeout(Some(TOKEN_TIMEOUT))?;
         s.set_write_timeout(Some(IDLE_TIMEOUT))
     };
     if setup(&socket).is_err() {
@@ -280,6 +323,7 @@ fn serve(socket: TcpStream, shared: &Shared) {
         return;
     };
     state.claimed.store(true, Ordering::Release);
+    let _ = tls.sock.set_read_timeout(Some(IDLE_TIMEOUT));
     if let Err(e) = send_files(&mut tls, &state) {
         *state.error.lock().unwrap() = Some(e);
     }
@@ -421,6 +465,7 @@ impl ServerCertVerifier for Pinned {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn files(dir: &std::path::Path, contents: &[&[u8]]) -> Vec<PathBuf> {
         contents
@@ -434,15 +479,17 @@ mod tests {
             .collect()
     }
 
+    const HERE: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
     fn local(server: &Server, offer: &Offer) -> Ticket {
-        server.ticket(offer, IpAddr::V4(Ipv4Addr::LOCALHOST))
+        server.ticket(offer, HERE).expect("listening on 127.0.0.1")
     }
 
     #[test]
     fn a_host_with_the_ticket_reads_the_offered_files_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let big = vec![7u8; 3 * CHUNK + 5];
-        let server = Server::start().unwrap();
+        let server = Server::start(&[HERE]).unwrap();
         let offer = server.offer(files(dir.path(), &[b"first|", &big, b"|last"]));
         let mut got = Vec::new();
         fetch(&local(&server, &offer))
@@ -461,7 +508,7 @@ mod tests {
     #[test]
     fn a_token_serves_once() {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start().unwrap();
+        let server = Server::start(&[HERE]).unwrap();
         let offer = server.offer(files(dir.path(), &[b"secret layer"]));
         let ticket = local(&server, &offer);
         let mut got = Vec::new();
@@ -476,7 +523,7 @@ mod tests {
     #[test]
     fn a_wrong_pin_is_refused_before_the_token_leaves() {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start().unwrap();
+        let server = Server::start(&[HERE]).unwrap();
         let offer = server.offer(files(dir.path(), &[b"x"]));
         let mut ticket = local(&server, &offer);
         ticket.fingerprint = "00".repeat(32);
@@ -493,7 +540,7 @@ mod tests {
     #[test]
     fn an_unknown_token_claims_nothing_and_reads_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start().unwrap();
+        let server = Server::start(&[HERE]).unwrap();
         let offer = server.offer(files(dir.path(), &[b"x"]));
         let mut ticket = local(&server, &offer);
         ticket.token = Secret::new("ab".repeat(TOKEN_BYTES));
@@ -525,9 +572,18 @@ mod tests {
     }
 
     #[test]
+    fn no_ticket_for_an_address_not_listened_on() {
+        let server = Server::start(&[HERE]).unwrap();
+        let offer = server.offer(Vec::new());
+        assert!(server
+            .ticket(&offer, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+            .is_none());
+    }
+
+    #[test]
     fn a_dropped_offer_is_withdrawn() {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start().unwrap();
+        let server = Server::start(&[HERE]).unwrap();
         let offer = server.offer(files(dir.path(), &[b"x"]));
         let ticket = local(&server, &offer);
         drop(offer);
