@@ -674,14 +674,24 @@ impl LayerState<'_> {
     }
 }
 
+/// Copies in writes of up to [`BUF`]: a TLS stream yields a record (16 KiB)
+/// per read, and a write per record would cost a 400 MB file 25,000 calls.
 fn copy(from: &mut impl Read, to: &mut File) -> io::Result<()> {
     let mut buf = vec![0u8; BUF];
     loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match from.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
             return Ok(());
         }
-        to.write_all(&buf[..n])?;
+        to.write_all(&buf[..filled])?;
     }
 }
 

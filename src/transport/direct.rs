@@ -380,7 +380,7 @@ pub fn fetch(ticket: &Ticket) -> Result<impl Read, DirectError> {
     let name = ServerName::try_from(NAME).expect("a valid DNS name");
     let conn = rustls::ClientConnection::new(Arc::new(config), name)
         .map_err(|e| tls_err(e.to_string()))?;
-    let mut tls = StreamOwned::new(conn, socket);
+    let mut tls = StreamOwned::new(conn, Buffered(BufReader::with_capacity(CHUNK, socket)));
     // The handshake first, so that the token goes only to the pinned peer.
     while tls.conn.is_handshaking() {
         tls.conn
@@ -391,6 +391,26 @@ pub fn fetch(ticket: &Ticket) -> Result<impl Read, DirectError> {
         .and_then(|()| tls.flush())
         .map_err(|e| tls_err(e.to_string()))?;
     Ok(BufReader::with_capacity(CHUNK, tls))
+}
+
+/// A socket read through a large buffer: rustls reads one record (16 KiB) at
+/// a time, and a system call per record costs more than the copy it saves.
+struct Buffered(BufReader<TcpStream>);
+
+impl Read for Buffered {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Buffered {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.get_mut().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.get_mut().flush()
+    }
 }
 
 /// ring's suites with AES-128-GCM first: with AES instructions it is the
