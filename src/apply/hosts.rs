@@ -80,6 +80,8 @@ pub fn check_all(
     image: &AppliedImage,
     ports: &dyn Fn(&Host) -> Vec<u16>,
 ) -> Result<Vec<(String, HostCheck)>, ApplyError> {
+    // The layers unpacked (compressed ones grow); the rootfs and the placed
+    // files are hard links to them.
     let needed: u64 = image.layers.iter().map(|l| l.size()).sum::<u64>() * 3;
     let mut failures = Vec::new();
     let mut checks = Vec::new();
@@ -105,11 +107,20 @@ pub fn check_all(
             )),
             Ok(found) if !found.ports_in_use.is_empty() => Some(format!(
                 "port{} {} already in use; stop what listens there, or pick another host",
-                if found.ports_in_use.len() == 1 { "" } else { "s" },
-                found.ports_in_use.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+                if found.ports_in_use.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                found
+                    .ports_in_use
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             Ok(found) if found.free_bytes < needed => Some(format!(
-                "{HOST_DIR} has {} MB free, the image needs about {} MB (layers, rootfs and placed files)",
+                "{HOST_DIR} has {} MB free, the image needs about {} MB (its layers, unpacked)",
                 found.free_bytes >> 20,
                 needed >> 20
             )),

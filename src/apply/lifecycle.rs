@@ -297,7 +297,7 @@ fn teardown(
 ) -> Result<bool, ApplyError> {
     let request = host_request(cluster, host, image, &JoinSecrets::default());
     let report = run_installer(transport, image, Operation::Uninstall, &request)?;
-    // Blobs, unpacked rootfs, installer, placed-file records, markers.
+    // Layer directories, unpacked rootfs, placed-file records, markers.
     run_checked(transport, &["rm", "-rf", "--one-file-system", HOST_DIR])?;
     Ok(report.changed)
 }

@@ -422,8 +422,8 @@ fn role_names(host: &Host) -> String {
         .join(",")
 }
 
-/// Sends each host the blobs it lacks, hosts in parallel, and has the host's
-/// installer unpack the image as they arrive; a blob a host has is not sent
+/// Sends each host the layers it lacks, hosts in parallel, and has the host's
+/// installer unpack the image as they arrive; a layer a host has is not sent
 /// again, so an upgrade moves only the layers that changed.
 fn distribute(
     store: &Store,
@@ -626,8 +626,8 @@ fn direct_server<'a>(
 }
 
 /// Sends the layers of `image` the host lacks, in one stream, to the host's
-/// `installer unpack`, which writes each to the host's blob cache as it
-/// unpacks it into `dest`: the bytes are written once and never read again.
+/// `installer unpack`, which unpacks each into its layer directory as it
+/// arrives and assembles `dest` from them: the bytes are written once.
 /// The stream comes from `server` over TLS when the host can reach it, else
 /// through the SSH connection. Returns the bytes sent.
 fn deliver(

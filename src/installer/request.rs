@@ -67,8 +67,8 @@ pub struct Request {
     pub secrets: SecretsSpec,
     /// Where the image's rootfs is unpacked on the host.
     pub rootfs: String,
-    /// The image's layer blobs on the host, in order: unpacked into `rootfs`
-    /// before the plan runs.
+    /// The image's layer directories on the host, in order: the rootfs is
+    /// assembled from them before the plan runs (a no-op when it is).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<String>,
     /// The version an upgrade goes to.
@@ -377,7 +377,7 @@ mod tests {
             &info,
             &secrets,
             "/var/lib/sealrs/rootfs/abc",
-            vec!["/var/lib/sealrs/blobs/sha256/00".into()],
+            vec!["/var/lib/sealrs/layers/sha256/00".into()],
         )
     }
 
