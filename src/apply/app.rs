@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{deliver, AppliedImage, ApplyError, Connections, RunReport, Unpack, HOST_DIR};
+use super::{deliver, on_host, AppliedImage, ApplyError, Connections, RunReport, Unpack, HOST_DIR};
 use crate::cluster::{Cluster, Host, InstalledImage};
 use crate::progress::Progress;
 use crate::store::Store;
@@ -93,7 +93,7 @@ pub(super) fn apply_apps(
                 dest: &dir,
                 server: server.as_ref(),
             },
-            None,
+            on_host(transport, app, &dir)?,
             progress,
         )?;
         *report.bytes_sent.entry(first.key()).or_default() += sent;

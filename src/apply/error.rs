@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::cluster::Host;
 use crate::runtime::{RuntimeError, Violation};
-use crate::transport::TransportError;
+use crate::transport::{Output, TransportError};
 
 /// One host's failure, in a run that collects them all.
 #[derive(Debug)]
@@ -149,6 +149,22 @@ impl ApplyError {
             Ok(())
         } else {
             Err(ApplyError::Hosts(failures))
+        }
+    }
+
+    /// A command on `host` that did not succeed: its status and the last
+    /// `lines` of its output.
+    pub(crate) fn command(
+        host: impl Into<String>,
+        argv: impl Into<String>,
+        output: &Output,
+        lines: usize,
+    ) -> ApplyError {
+        ApplyError::Command {
+            host: host.into(),
+            argv: argv.into(),
+            status: output.status_text(),
+            tail: output.tail(lines),
         }
     }
 

@@ -152,12 +152,7 @@ pub(super) fn query(transport: &dyn Transport, argv: &[&str]) -> Result<String, 
         .run(&argv, &[], None)
         .map_err(ApplyError::transport(&host))?;
     if !out.success() {
-        return Err(ApplyError::Command {
-            host,
-            argv: argv.join(" "),
-            status: out.status_text(),
-            tail: out.tail(10),
-        });
+        return Err(ApplyError::command(host, argv.join(" "), &out, 10));
     }
     Ok(out.stdout_text().trim().to_string())
 }

@@ -447,18 +447,20 @@ fn distribute(
                 scope.spawn(move || {
                     let transport = transport.as_ref();
                     let sent = on_host(transport, image, dest).and_then(|mut found| {
-                        let mut sent = 0;
-                        if !found.installer {
-                            sent += bootstrap_installer(store, transport, image, progress)?;
-                            found.installer_layer_kept(image);
-                        }
+                        let boot = match found.installer_missing(image) {
+                            Some(i) => {
+                                let sent = bootstrap_installer(store, transport, image, progress)?;
+                                found.layers[i] = true;
+                                sent
+                            }
+                            None => 0,
+                        };
                         let to = Unpack {
                             installer,
                             dest,
                             server,
                         };
-                        let layers = deliver(store, transport, image, to, Some(found), progress)?;
-                        Ok(sent + layers)
+                        Ok(boot + deliver(store, transport, image, to, found, progress)?)
                     });
                     (host.key(), sent)
                 })
@@ -519,12 +521,12 @@ fn bootstrap_installer(
         .run_with_files(&argv, &[store.blob_path(layer.digest())], &|_| {})
         .map_err(&fail)?;
     if !output.success() {
-        return Err(ApplyError::Command {
-            host: transport.address().to_string(),
-            argv: "putting the installer in place".to_string(),
-            status: output.status_text(),
-            tail: output.tail(10),
-        });
+        return Err(ApplyError::command(
+            transport.address(),
+            format!("sh -c <the installer bootstrap> {}", host_layer(layer)),
+            &output,
+            10,
+        ));
     }
     progress.message(&format!(
         "{}: installer in place ({}) in {:.1}s",
@@ -566,8 +568,6 @@ struct Unpack<'a> {
 
 /// What of an image a host has, learnt in one round trip.
 struct OnHost {
-    /// The installer binary.
-    installer: bool,
     /// The assembled rootfs (its completion stamp).
     rootfs: bool,
     /// Each layer's directory, in image order.
@@ -575,14 +575,15 @@ struct OnHost {
 }
 
 impl OnHost {
-    /// The bootstrap kept the installer's layer directory.
-    fn installer_layer_kept(&mut self, image: &AppliedImage) {
-        self.installer = true;
-        if let Some(installer) = &image.installer {
-            for (layer, present) in image.layers.iter().zip(self.layers.iter_mut()) {
-                *present |= layer.digest() == installer.digest();
-            }
-        }
+    /// The index of the installer's layer when the host lacks it (the
+    /// installer binary is in that layer's directory).
+    fn installer_missing(&self, image: &AppliedImage) -> Option<usize> {
+        let installer = image.installer.as_ref()?;
+        let i = image
+            .layers
+            .iter()
+            .position(|l| l.digest() == installer.digest())?;
+        (!self.layers[i]).then_some(i)
     }
 }
 
@@ -592,18 +593,14 @@ fn on_host(
     image: &AppliedImage,
     dest: &str,
 ) -> Result<OnHost, ApplyError> {
-    let mut paths = vec![
-        image.host_installer().unwrap_or_default(),
-        format!("{dest}/{}", crate::installer::STAMP),
-    ];
+    let mut paths = vec![format!("{dest}/{}", crate::installer::STAMP)];
     paths.extend(image.layers.iter().map(host_layer));
     let found = transport
         .existing(&paths)
         .map_err(ApplyError::transport(transport.address()))?;
     Ok(OnHost {
-        installer: image.installer.is_none() || found[0],
-        rootfs: found[1],
-        layers: found[2..].to_vec(),
+        rootfs: found[0],
+        layers: found[1..].to_vec(),
     })
 }
 
@@ -635,7 +632,7 @@ fn deliver(
     transport: &dyn Transport,
     image: &AppliedImage,
     to: Unpack<'_>,
-    found: Option<OnHost>,
+    found: OnHost,
     progress: &dyn Progress,
 ) -> Result<u64, ApplyError> {
     let Unpack {
@@ -644,10 +641,6 @@ fn deliver(
         server,
     } = to;
     let fail = ApplyError::transport(transport.address());
-    let found = match found {
-        Some(found) => found,
-        None => on_host(transport, image, dest)?,
-    };
     let host = transport.address().to_string();
     if found.rootfs && found.layers.iter().all(|&p| p) {
         progress.message(&format!(
@@ -703,16 +696,16 @@ fn deliver(
     };
     task.finish("");
     if !output.success() {
-        let mut tail = output.tail(10);
-        if let Some(e) = serve_error {
+        let mut err = ApplyError::command(
+            host,
+            format!("{installer} installer unpack --dest {dest}"),
+            &output,
+            10,
+        );
+        if let (ApplyError::Command { tail, .. }, Some(e)) = (&mut err, serve_error) {
             tail.push_str(&format!("\n(this machine, serving the layers: {e})"));
         }
-        return Err(ApplyError::Command {
-            host,
-            argv: format!("{installer} installer unpack --dest {dest}"),
-            status: output.status_text(),
-            tail,
-        });
+        return Err(err);
     }
     progress.message(&format!(
         "{host}: {} of {} layers sent {route} ({}), unpacked in {dest} in {:.1}s",
@@ -869,12 +862,7 @@ fn installer_report(
                     .unwrap_or_else(|| output.tail(20)),
             })
         }
-        None => Err(ApplyError::Command {
-            host,
-            argv: command,
-            status: output.status_text(),
-            tail: output.tail(20),
-        }),
+        None => Err(ApplyError::command(host, command, &output, 20)),
     }
 }
 
@@ -936,12 +924,7 @@ fn verify_host(
             host,
             violations: report.violations.iter().map(|v| v.to_string()).collect(),
         }),
-        _ => Err(ApplyError::Command {
-            host,
-            argv: command,
-            status: output.status_text(),
-            tail: output.tail(20),
-        }),
+        _ => Err(ApplyError::command(host, command, &output, 20)),
     }
 }
 

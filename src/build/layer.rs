@@ -703,8 +703,8 @@ struct LayerPlan<'a> {
 
 /// Hashes the uncompressed tar stream on its way to the compressor.
 pub(crate) struct DiffId<W> {
-    pub(crate) inner: W,
-    pub(crate) hasher: Sha256,
+    inner: W,
+    hasher: Sha256,
 }
 
 impl<W> DiffId<W> {
@@ -713,6 +713,11 @@ impl<W> DiffId<W> {
             inner,
             hasher: Sha256::new(),
         }
+    }
+
+    /// The writer underneath, and the digest of what went through.
+    pub(crate) fn finish(self) -> (W, Digest) {
+        (self.inner, sha256_digest(self.hasher.finalize().as_slice()))
     }
 }
 
@@ -840,8 +845,8 @@ fn write_layer(
         .into_inner()
         .and_then(|buffered| buffered.into_inner().map_err(|e| e.into_error()))
         .map_err(write_err)?;
-    let diff_id = sha256_digest(diff.hasher.finalize().as_slice());
-    let blob = diff.inner.finish().map_err(write_err)?;
+    let (encoder, diff_id) = diff.finish();
+    let blob = encoder.finish().map_err(write_err)?;
     let (digest, size) = blob.finish().map_err(store_err)?;
     task.finish(&format!("{} → {} ({} bytes)", plan.label, digest, size));
     Ok(Layer {

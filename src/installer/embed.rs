@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, MediaType};
 use sha2::{Digest as _, Sha256};
 
-use crate::build::layer::{header, sha256_digest, DiffId};
+use crate::build::layer::{header, DiffId};
 use crate::build::{BlobSink, BuildError, Layer, LayerCache};
 use crate::progress::Progress;
 
@@ -172,8 +172,8 @@ fn write_layer(
     let mut buffered = tar.into_inner().map_err(io_err)?;
     buffered.flush().map_err(io_err)?;
     let diff = buffered.into_inner().map_err(|e| io_err(e.into_error()))?;
-    let diff_id = sha256_digest(diff.hasher.finalize().as_slice());
-    let blob = diff.inner.finish().map_err(io_err)?;
+    let (gzip, diff_id) = diff.finish();
+    let blob = gzip.finish().map_err(io_err)?;
     let (digest, written) = blob.finish().map_err(store_err)?;
     // Marked, so that `sealrs run` finds the layer to unpack with the host's tar.
     let mut descriptor = Descriptor::new(MediaType::ImageLayerGzip, written, digest);

@@ -134,10 +134,7 @@ pub fn receive(
         return Ok(done);
     }
 
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = parent_dir(dest);
     fs::create_dir_all(&parent).map_err(InstallerError::io("creating", &parent))?;
     let name = dest
         .file_name()
@@ -151,9 +148,7 @@ pub fn receive(
     for path in &paths {
         let digest = if path.is_dir() {
             merge_layer(path, tmp.path())?;
-            digest_of_name(path).ok_or_else(|| InstallerError::UnnamedBlob {
-                layer: path.clone(),
-            })?
+            layer_digest(path)?
         } else {
             let file = File::open(path).map_err(InstallerError::io("opening", path))?;
             let (digest, n) = apply_layer(file, path, tmp.path(), Whiteouts::Apply)?;
@@ -242,10 +237,7 @@ fn receive_layer(input: &mut dyn Read, dir: &Path, size: u64) -> Result<usize, I
     let expected = digest_of_name(dir).ok_or_else(|| InstallerError::UnnamedBlob {
         layer: dir.to_path_buf(),
     })?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = parent_dir(dir);
     fs::create_dir_all(&parent).map_err(InstallerError::io("creating", &parent))?;
     let tmp = tempfile::Builder::new()
         .prefix(".incoming-")
@@ -285,6 +277,14 @@ fn receive_layer(input: &mut dyn Read, dir: &Path, size: u64) -> Result<usize, I
         InstallerError::io("keeping", dir)(e)
     })?;
     Ok(skipped)
+}
+
+/// The directory `path` is in (`.` for a bare name): where its temp twin goes.
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Counts what passes through it.

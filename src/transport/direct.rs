@@ -354,7 +354,7 @@ fn send_files(
 
 /// The host's side: connects to the operator named in `ticket`, checks its
 /// certificate against the pin, shows the token, and returns the stream of
-/// the offered files' bytes.
+/// the offered files' bytes (one TLS record per read: callers buffer).
 pub fn fetch(ticket: &Ticket) -> Result<impl Read, DirectError> {
     let address = ticket.address;
     let connect = |source| DirectError::Connect { address, source };
@@ -390,7 +390,7 @@ pub fn fetch(ticket: &Ticket) -> Result<impl Read, DirectError> {
     tls.write_all(format!("{}\n", ticket.token.expose()).as_bytes())
         .and_then(|()| tls.flush())
         .map_err(|e| tls_err(e.to_string()))?;
-    Ok(BufReader::with_capacity(CHUNK, tls))
+    Ok(tls)
 }
 
 /// A socket read through a large buffer: rustls reads one record (16 KiB) at
