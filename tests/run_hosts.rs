@@ -536,6 +536,21 @@ fn the_installers_checks_stop_a_run_before_any_change_naming_each_host() {
     assert!(node.contains(directory), "{stderr}");
     assert!(!master.contains(directory), "{stderr}");
 
+    // Again: the hosts have the whole image now, so the round trip that
+    // checks them also has the image's installer verify them, and the run
+    // stops before it moves anything.
+    let again = try_run(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    let again = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        again.contains("the image's installer found problems on 2 hosts; nothing was changed"),
+        "{again}"
+    );
+    assert!(
+        section_of(&again, &hosts[1].ip).contains(directory),
+        "{again}"
+    );
+    assert!(!again.contains("sending layers"), "{again}");
+
     // Nothing changed on either host, and no state was saved.
     for host in [&hosts[0], &hosts[1]] {
         for path in [

@@ -1,7 +1,10 @@
 //! Connecting to the hosts and checking them before anything changes.
 
-use super::{AppliedImage, ApplyError, HostFailure, HOST_DIR};
+use super::{
+    host_layer, host_request, verdict, AppliedImage, ApplyError, HostFailure, OnHost, HOST_DIR,
+};
 use crate::cluster::{Cluster, Host, SshConfig};
+use crate::runtime::JoinSecrets;
 use crate::transport::{Transport, TransportError};
 
 /// Every host with its open connection.
@@ -22,6 +25,11 @@ pub struct HostCheck {
     pub ports_in_use: Vec<u16>,
     /// `uname -n`: what Kubernetes names the node after.
     pub hostname: String,
+    /// What of the image the host has.
+    pub(super) found: OnHost,
+    /// The image's installer checked the host in the same round trip, which
+    /// it does where the whole image is unpacked already.
+    pub(super) verified: bool,
 }
 
 /// Connects to every host in parallel; fails naming every host that failed.
@@ -74,23 +82,31 @@ pub fn connect_each(
 /// Checks OS, architecture, free disk and the TCP ports `ports` names for the
 /// host on every host; every problem at once. Ports are checked only on hosts
 /// where the installer never ran: on the others, our own services hold them.
+/// The same round trip learns what of `image` each host has and, given the
+/// cluster to `verify`, has the image's installer check the hosts that have
+/// all of it (a re-run pays no extra round trip for that).
 /// Returns what each host told, by host key.
 pub fn check_all(
     connections: &[(Host, Box<dyn Transport>)],
     image: &AppliedImage,
     ports: &dyn Fn(&Host) -> Vec<u16>,
+    verify: Option<&Cluster>,
 ) -> Result<Vec<(String, HostCheck)>, ApplyError> {
     // The layers unpacked (compressed ones grow); the rootfs and the placed
     // files are hard links to them.
     let needed: u64 = image.layers.iter().map(|l| l.size()).sum::<u64>() * 3;
     let mut failures = Vec::new();
+    let mut unfit = Vec::new();
     let mut checks = Vec::new();
-    let found_all: Vec<Result<HostCheck, ApplyError>> = std::thread::scope(|scope| {
+    let found_all: Vec<Result<Checked, ApplyError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = connections
             .iter()
             .map(|(host, transport)| {
                 let ports = ports(host);
-                scope.spawn(move || check(transport.as_ref(), &ports))
+                let request = verify.map(|cluster| {
+                    host_request(cluster, host, image, &JoinSecrets::default()).to_json()
+                });
+                scope.spawn(move || check(transport.as_ref(), image, &ports, request.as_deref()))
             })
             .collect();
         handles
@@ -100,12 +116,14 @@ pub fn check_all(
     });
     for ((host, _), found) in connections.iter().zip(found_all) {
         let problem = match &found {
-            Ok(found) if found.os != "Linux" => Some(format!("it runs {}, not Linux", found.os)),
-            Ok(found) if found.arch != image.arch => Some(format!(
+            Ok((found, _)) if found.os != "Linux" => {
+                Some(format!("it runs {}, not Linux", found.os))
+            }
+            Ok((found, _)) if found.arch != image.arch => Some(format!(
                 "it is {} but image {} is for {}",
                 found.arch, image.name, image.arch
             )),
-            Ok(found) if !found.ports_in_use.is_empty() => Some(format!(
+            Ok((found, _)) if !found.ports_in_use.is_empty() => Some(format!(
                 "port{} {} already in use; stop what listens there, or pick another host",
                 if found.ports_in_use.len() == 1 {
                     ""
@@ -119,7 +137,7 @@ pub fn check_all(
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
-            Ok(found) if found.free_bytes < needed => Some(format!(
+            Ok((found, _)) if found.free_bytes < needed => Some(format!(
                 "{HOST_DIR} has {} MB free, the image needs about {} MB (its layers, unpacked)",
                 found.free_bytes >> 20,
                 needed >> 20
@@ -127,7 +145,13 @@ pub fn check_all(
             Ok(_) => None,
             Err(err) => Some(err.to_string()),
         };
-        if let Ok(found) = found {
+        if let Ok((found, verdict)) = found {
+            if let Some(Err(error)) = verdict {
+                unfit.push(HostFailure {
+                    host: host.key(),
+                    error: Box::new(error),
+                });
+            }
             checks.push((host.key(), found));
         }
         if let Some(problem) = problem {
@@ -140,6 +164,10 @@ pub fn check_all(
             });
         }
     }
+    if failures.is_empty() && !unfit.is_empty() {
+        return Err(ApplyError::Unfit(unfit));
+    }
+    failures.extend(unfit);
     ApplyError::all_hosts_ok(failures)?;
     Ok(checks)
 }
@@ -158,46 +186,128 @@ pub(super) fn query(transport: &dyn Transport, argv: &[&str]) -> Result<String, 
 }
 
 /// What [`check`] asks a host, in one round trip: `sh -c CHECK_SCRIPT
-/// sealrs DIR PORTS`, with PORTS `1` when listening ports matter. One
-/// `key=value` per line; `ss=` lines are those of `ss -Htln`.
+/// sealrs DIR PORTS INSTALLER PATH...`, with PORTS `1` when listening ports
+/// matter, PATH the image's rootfs stamp then its layer directories. One
+/// `key=value` per line (`ss=` lines are those of `ss -Htln`, one `have=` per
+/// PATH); then, when INSTALLER is given and the image is unpacked, `verify:`
+/// and the installer's verify report, its request on stdin. Every program
+/// started costs a host milliseconds: the rest is shell builtins.
 const CHECK_SCRIPT: &str = r#"set -e
-mkdir -p "$1"
-echo "os=$(uname -s)"
-echo "machine=$(uname -m)"
-echo "node=$(uname -n)"
-df -Pk "$1" | awk 'NR == 2 { print "free_kib=" $4 }'
-if [ -e "$1/rootfs" ]; then
+dir=$1 ports=$2 installer=$3
+shift 3
+mkdir -p "$dir"
+echo "uname=$(uname -snm)"
+df -Pk "$dir" | { read -r _; read -r _ _ _ free _; echo "free_kib=$free"; }
+if [ -e "$dir/rootfs" ]; then
   echo touched=1
-elif [ "$2" = 1 ]; then
+elif [ "$ports" = 1 ]; then
   command -v ss >/dev/null || { echo "ss (iproute2) is needed to check the ports in use" >&2; exit 1; }
-  ss -Htln | sed 's/^/ss=/'
+  ss -Htln | while read -r line; do echo "ss=$line"; done
+fi
+for f; do if [ -e "$f" ]; then echo have=1; else echo have=0; fi; done
+if [ -n "$installer" ] && [ -x "$installer" ] && [ -e "$1" ]; then
+  echo verify:
+  exec "$installer" installer verify
 fi"#;
 
-fn check(transport: &dyn Transport, ports: &[u16]) -> Result<HostCheck, ApplyError> {
-    let asks_ports = if ports.is_empty() { "0" } else { "1" };
-    let out = query(
-        transport,
-        &["sh", "-c", CHECK_SCRIPT, "sealrs", HOST_DIR, asks_ports],
-    )?;
+/// A host's answers, and the installer's verdict when it checked the host.
+type Checked = (HostCheck, Option<Result<(), ApplyError>>);
+
+/// `request`: the installer's verify request, to check the host with when
+/// it has the whole image.
+fn check(
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    ports: &[u16],
+    request: Option<&str>,
+) -> Result<Checked, ApplyError> {
+    let host = transport.address().to_string();
+    let dest = image.host_rootfs();
+    let installer = request.and(image.host_installer()).unwrap_or_default();
+    let mut argv: Vec<String> = ["sh", "-c", CHECK_SCRIPT, "sealrs", HOST_DIR]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    argv.push(if ports.is_empty() { "0" } else { "1" }.to_string());
+    argv.push(installer.clone());
+    argv.push(format!("{dest}/{}", crate::installer::STAMP));
+    argv.extend(image.layers.iter().map(host_layer));
+    let out = transport
+        .run(&argv, &[], request.map(str::as_bytes))
+        .map_err(ApplyError::transport(&host))?;
+    let text = out.stdout_text();
+    let (facts, report) = match text.split_once("\nverify:\n") {
+        Some((facts, report)) => (facts, Some(report)),
+        None => (text.as_str(), None),
+    };
+    let verdict = report.map(|report| {
+        verdict(
+            &host,
+            format!("{installer} installer verify"),
+            &out,
+            report.as_bytes(),
+        )
+    });
+    if verdict.is_none() && !out.success() {
+        return Err(ApplyError::command(
+            host,
+            "sh -c <the host check>",
+            &out,
+            10,
+        ));
+    }
     let value = |key: &str| {
-        out.lines()
+        facts
+            .lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
             .unwrap_or_default()
             .to_string()
     };
-    let ss: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("ss=")).collect();
+    let uname = value("uname");
+    let mut uname = uname.split_whitespace();
+    let (os, hostname, machine) = (uname.next(), uname.next(), uname.next());
+    let ss: Vec<&str> = facts
+        .lines()
+        .filter_map(|l| l.strip_prefix("ss="))
+        .collect();
     let listening = listening_ports(&ss.join("\n"));
-    Ok(HostCheck {
-        arch: oci_arch(&value("machine")).to_string(),
-        os: value("os"),
-        free_bytes: value("free_kib").parse::<u64>().unwrap_or(0) * 1024,
-        ports_in_use: ports
-            .iter()
-            .copied()
-            .filter(|p| listening.contains(p))
-            .collect(),
-        hostname: value("node"),
-    })
+    let have: Vec<bool> = facts
+        .lines()
+        .filter_map(|l| l.strip_prefix("have="))
+        .map(|v| v == "1")
+        .collect();
+    if have.len() != image.layers.len() + 1 {
+        return Err(ApplyError::transport(&host)(
+            TransportError::InvalidArgument {
+                host: host.clone(),
+                detail: format!(
+                    "the host check answered for {} of {} paths",
+                    have.len(),
+                    image.layers.len() + 1
+                ),
+            },
+        ));
+    }
+    let verified = matches!(verdict, Some(Ok(())));
+    Ok((
+        HostCheck {
+            arch: oci_arch(machine.unwrap_or_default()).to_string(),
+            os: os.unwrap_or_default().to_string(),
+            free_bytes: value("free_kib").parse::<u64>().unwrap_or(0) * 1024,
+            ports_in_use: ports
+                .iter()
+                .copied()
+                .filter(|p| listening.contains(p))
+                .collect(),
+            hostname: hostname.unwrap_or_default().to_string(),
+            found: OnHost {
+                rootfs: have[0],
+                layers: have[1..].to_vec(),
+            },
+            verified,
+        },
+        verdict,
+    ))
 }
 
 /// Ports in `ss -Htln` output: the fourth column is the local address

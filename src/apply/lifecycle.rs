@@ -164,13 +164,13 @@ pub fn add(
         .into_iter()
         .partition(|(h, _)| targets.contains(&h.address));
     let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
-    let checks = hosts::check_all(&connections, &image, &ports)?;
+    let checks = hosts::check_all(&connections, &image, &ports, Some(&grown))?;
     connections.extend(known);
 
     let mut run = RunReport::default();
     progress.message("sending layers");
-    distribute(store, &connections, &image, progress, &mut run)?;
-    verify_hosts(&connections, &grown, &image, progress)?;
+    distribute(store, &connections, &image, &checks, progress, &mut run)?;
+    verify_hosts(&connections, &grown, &image, &checks, progress)?;
 
     // From here on the hosts are part of the cluster, even if a join fails:
     // the saved state then names them, and `add` again picks up.
@@ -447,7 +447,7 @@ pub fn delete(
     let mut run = RunReport::default();
     // The installer and rootfs the plans need (nothing is sent to a host that
     // still has them).
-    distribute(store, &connections, &image, progress, &mut run)?;
+    distribute(store, &connections, &image, &[], progress, &mut run)?;
 
     let snapshot = cluster.clone();
     let on_first = connection_for(&connections, &first)?;
@@ -540,11 +540,11 @@ pub fn upgrade(
     ));
     let connections = hosts::connect_all(cluster, connector)?;
     // Every host runs the cluster already: its ports are ours.
-    let checks = hosts::check_all(&connections, &image, &|_| Vec::new())?;
+    let checks = hosts::check_all(&connections, &image, &|_| Vec::new(), None)?;
     record_node_names(cluster, &checks);
     let mut run = RunReport::default();
     progress.message("sending the layers the hosts lack");
-    distribute(store, &connections, &image, progress, &mut run)?;
+    distribute(store, &connections, &image, &checks, progress, &mut run)?;
 
     cluster.status.phase = Phase::Upgrading;
     let snapshot = cluster.clone();
@@ -655,7 +655,7 @@ pub fn reset(
         Err(other) => return Err(other),
     };
     let mut run = RunReport::default();
-    distribute(store, &connections, &image, progress, &mut run)?;
+    distribute(store, &connections, &image, &[], progress, &mut run)?;
 
     cluster.status.phase = Phase::Resetting;
     let snapshot = cluster.clone();

@@ -184,12 +184,12 @@ pub fn run(
     ));
     let connections = hosts::connect_all(cluster, connector)?;
     let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
-    let checks = hosts::check_all(&connections, rootfs, &ports)?;
+    let checks = hosts::check_all(&connections, rootfs, &ports, Some(cluster))?;
 
     let mut report = RunReport::default();
     progress.message("sending layers");
-    distribute(store, &connections, rootfs, progress, &mut report)?;
-    verify_hosts(&connections, cluster, rootfs, progress)?;
+    distribute(store, &connections, rootfs, &checks, progress, &mut report)?;
+    verify_hosts(&connections, cluster, rootfs, &checks, progress)?;
     // Recorded only now: a run stopped by the checks above saves nothing.
     record_node_names(cluster, &checks);
 
@@ -424,11 +424,13 @@ fn role_names(host: &Host) -> String {
 
 /// Sends each host the layers it lacks, hosts in parallel, and has the host's
 /// installer unpack the image as they arrive; a layer a host has is not sent
-/// again, so an upgrade moves only the layers that changed.
+/// again, so an upgrade moves only the layers that changed. What a host has
+/// is asked, unless its `checks` already told.
 fn distribute(
     store: &Store,
     connections: &[(Host, Box<dyn Transport>)],
     image: &AppliedImage,
+    checks: &[(String, HostCheck)],
     progress: &dyn Progress,
     report: &mut RunReport,
 ) -> Result<(), ApplyError> {
@@ -446,7 +448,12 @@ fn distribute(
                 let (installer, dest, server) = (&installer, &dest, server.as_ref());
                 scope.spawn(move || {
                     let transport = transport.as_ref();
-                    let sent = on_host(transport, image, dest).and_then(|mut found| {
+                    let known = checks.iter().find(|(key, _)| *key == host.key());
+                    let found = match known {
+                        Some((_, check)) => Ok(check.found.clone()),
+                        None => on_host(transport, image, dest),
+                    };
+                    let sent = found.and_then(|mut found| {
                         let boot = match found.installer_missing(image) {
                             Some(i) => {
                                 let sent = bootstrap_installer(store, transport, image, progress)?;
@@ -567,7 +574,8 @@ struct Unpack<'a> {
 }
 
 /// What of an image a host has, learnt in one round trip.
-struct OnHost {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnHost {
     /// The assembled rootfs (its completion stamp).
     rootfs: bool,
     /// Each layer's directory, in image order.
@@ -869,19 +877,37 @@ fn installer_report(
 /// Has the image's installer check every host, in parallel, before anything
 /// changes; fails naming each host with all of its violations. The rootfs is
 /// unpacked first (where it is not already), since that is what is checked.
+/// Hosts the installer checked with their `checks` are not asked again.
 fn verify_hosts(
     connections: &Connections,
     cluster: &Cluster,
     image: &AppliedImage,
+    checks: &[(String, HostCheck)],
     progress: &dyn Progress,
 ) -> Result<(), ApplyError> {
+    let verified = |host: &Host| {
+        checks
+            .iter()
+            .any(|(key, check)| *key == host.key() && check.verified)
+    };
+    let pending: Vec<&(Host, Box<dyn Transport>)> = connections
+        .iter()
+        .filter(|(host, _)| !verified(host))
+        .collect();
+    if pending.is_empty() {
+        progress.message(&format!(
+            "the image's installer found nothing wrong on {} hosts",
+            connections.len()
+        ));
+        return Ok(());
+    }
     progress.message(&format!(
         "checking {} hosts with the image's installer",
-        connections.len()
+        pending.len()
     ));
     let results: Vec<(String, Result<(), ApplyError>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = connections
-            .iter()
+        let handles: Vec<_> = pending
+            .into_iter()
             .map(|(host, transport)| {
                 scope.spawn(move || {
                     let request = host_request(cluster, host, image, &JoinSecrets::default());
@@ -916,15 +942,20 @@ fn verify_host(
     image: &AppliedImage,
     request: &Request,
 ) -> Result<(), ApplyError> {
-    let host = transport.address().to_string();
     let (command, output) = call_installer(transport, image, &["verify"], &request.to_json())?;
-    match serde_json::from_slice::<VerifyReport>(&output.stdout) {
+    verdict(transport.address(), command, &output, &output.stdout)
+}
+
+/// What `installer verify` said: its `report` (its stdout, or the part of
+/// it that is the report) and how `output` ended.
+fn verdict(host: &str, command: String, output: &Output, report: &[u8]) -> Result<(), ApplyError> {
+    match serde_json::from_slice::<VerifyReport>(report) {
         Ok(report) if report.holds() && output.success() => Ok(()),
         Ok(report) if !report.holds() => Err(ApplyError::Violations {
-            host,
+            host: host.to_string(),
             violations: report.violations.iter().map(|v| v.to_string()).collect(),
         }),
-        _ => Err(ApplyError::command(host, command, &output, 20)),
+        _ => Err(ApplyError::command(host, command, output, 20)),
     }
 }
 
