@@ -544,21 +544,31 @@ fn bootstrap_installer(
     Ok(layer.size())
 }
 
-/// `sh -c BOOTSTRAP_SCRIPT sealrs HEX DIR`, the layer's blob on stdin: only a
-/// blob whose sha256 is HEX is unpacked, into a temp directory renamed to DIR,
-/// so that DIR exists only complete.
+/// `sh -c BOOTSTRAP_SCRIPT sealrs HEX DIR`, the layer's blob on stdin: it is
+/// unpacked as it arrives (so that gunzip overlaps the transfer), into a temp
+/// directory renamed to DIR only if the blob's sha256 is HEX, so that DIR
+/// exists only complete and checked. Whatever happens to the unpacking, the
+/// rest of stdin is read, so that the hash, not a broken pipe, has the last
+/// word on a corrupt blob.
 const BOOTSTRAP_SCRIPT: &str = r#"set -eu
 hex=$1 dir=$2
 mkdir -p "${dir%/*}"
 tmp=$dir.incoming-$$
-trap 'rm -rf "$tmp" "$tmp.gz"' EXIT
-sum=$(tee "$tmp.gz" | sha256sum)
+trap 'rm -rf "$tmp" "$tmp.gz" "$tmp.failed"' EXIT
+mkdir "$tmp"
+tee "$tmp.gz" | {
+  gzip -dc | tar -xf - -C "$tmp" || echo failed >"$tmp.failed"
+  cat >/dev/null
+}
+sum=$(sha256sum <"$tmp.gz")
 if [ "${sum%% *}" != "$hex" ]; then
   echo "the installer layer's sha256 is ${sum%% *}, not $hex" >&2
   exit 1
 fi
-mkdir "$tmp"
-gzip -dc "$tmp.gz" | tar -xf - -C "$tmp"
+if [ -e "$tmp.failed" ]; then
+  echo "cannot unpack the installer layer" >&2
+  exit 1
+fi
 rm -rf "$dir"
 mv "$tmp" "$dir""#;
 
@@ -978,4 +988,94 @@ pub fn save_cluster(root: &Path, cluster: &Cluster) -> Result<PathBuf, ApplyErro
     std::io::Write::write_all(&mut temp, yaml.as_bytes()).map_err(io)?;
     temp.persist(&path).map_err(|e| io(e.error))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BOOTSTRAP_SCRIPT;
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    use std::path::Path;
+    use std::process::{Command, Output, Stdio};
+
+    /// A gzip tar with `opt/sealrs/sealrs`, as the installer layer is.
+    fn installer_layer(content: &[u8]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        tar.append_data(&mut header, "opt/sealrs/sealrs", content)
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap()
+    }
+
+    /// Runs the bootstrap here, as a host's `sh` would, `blob` on stdin.
+    fn bootstrap(blob: &[u8], hex: &str, dir: &Path) -> Output {
+        let mut child = Command::new("sh")
+            .args(["-c", BOOTSTRAP_SCRIPT, "sealrs", hex])
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(blob).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        format!("{:x}", Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn the_installer_bootstrap_keeps_only_a_layer_whose_sha256_matches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = tmp.path().join("layers");
+        let binary: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let blob = installer_layer(&binary);
+        let hex = sha256_hex(&blob);
+
+        let mut corrupt = blob.clone();
+        corrupt[blob.len() / 2] ^= 0xff;
+        let not_gzip = b"not a gzip stream".to_vec();
+        for (bad, expected_hex, says) in [
+            (
+                &corrupt[..],
+                hex.as_str(),
+                "the installer layer's sha256 is",
+            ),
+            (
+                &blob[..blob.len() / 2],
+                &hex,
+                "the installer layer's sha256 is",
+            ),
+            (
+                &not_gzip[..],
+                &sha256_hex(&not_gzip),
+                "cannot unpack the installer layer",
+            ),
+        ] {
+            let out = bootstrap(bad, expected_hex, &layers.join("bad"));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{stderr}");
+            assert!(stderr.contains(says), "{stderr}");
+            // Neither the directory nor anything of the attempt is left.
+            assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 0);
+        }
+
+        let dir = layers.join(&hex);
+        let out = bootstrap(&blob, &hex, &dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(dir.join("opt/sealrs/sealrs")).unwrap(),
+            binary
+        );
+        assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 1);
+    }
 }
