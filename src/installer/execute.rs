@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::place::{self, write_atomic as write_file_atomic};
+use super::systemd::Systemd;
 use super::unpack::remove_all;
 use super::{
     ExecContext, InstallerError, Report, StepReport, StepStatus, DEFAULT_PATH, OUTPUT_TAIL,
@@ -51,12 +52,14 @@ pub fn execute(plan: &Plan, ctx: &ExecContext) -> Result<Report, InstallerError>
         failed: None,
     };
     let mut changed_steps: HashSet<String> = HashSet::new();
+    let mut systemd = SystemdLink::Untried;
     for step in &plan.steps {
         let mut run = StepRun {
             ctx,
             plan,
             step,
             changed_steps: &changed_steps,
+            systemd: &mut systemd,
             exit_code: None,
             output: Vec::new(),
             capture: None,
@@ -103,6 +106,14 @@ pub fn execute(plan: &Plan, ctx: &ExecContext) -> Result<Report, InstallerError>
     Ok(report)
 }
 
+/// systemd's socket, asked for unit states on the real host until it fails;
+/// systemctl answers in its place then, and wherever the host is not `/`.
+enum SystemdLink {
+    Untried,
+    Open(Systemd),
+    Failed,
+}
+
 fn tail(mut lines: Vec<String>) -> Vec<String> {
     if lines.len() > OUTPUT_TAIL {
         lines.drain(..lines.len() - OUTPUT_TAIL);
@@ -145,6 +156,7 @@ struct StepRun<'a> {
     plan: &'a Plan,
     step: &'a Step,
     changed_steps: &'a HashSet<String>,
+    systemd: &'a mut SystemdLink,
     exit_code: Option<i32>,
     output: Vec<String>,
     capture: Option<(String, String)>,
@@ -247,13 +259,56 @@ impl StepRun<'_> {
         })
     }
 
-    /// `systemctl <verb> --quiet <unit>` succeeded. Read-only, so it runs in
-    /// dry runs too.
+    /// `systemctl <verb> --quiet <unit>` succeeded (or would have: systemd is
+    /// asked directly where it can be). Read-only, so it runs in dry runs too.
     fn unit_query(&mut self, verb: &str, unit: &str) -> Result<bool, InstallerError> {
+        if let Some(answer) = self.ask_systemd(verb, unit) {
+            return Ok(answer);
+        }
         let mut argv = self.ctx.systemctl.clone();
         argv.extend([verb.to_string(), "--quiet".to_string(), unit.to_string()]);
         let out = self.spawn(&argv, &[], None)?;
         Ok(out.status.success())
+    }
+
+    /// What systemd itself says to `is-enabled` or `is-active`, with the
+    /// states for which systemctl succeeds; `None` where systemctl must be
+    /// asked (a test's host root, a systemctl of the test's, no socket).
+    fn ask_systemd(&mut self, verb: &str, unit: &str) -> Option<bool> {
+        if !self.ctx.is_real_root() || self.ctx.systemctl != ["systemctl"] {
+            return None;
+        }
+        if let SystemdLink::Untried = self.systemd {
+            *self.systemd = Systemd::connect().map_or(SystemdLink::Failed, SystemdLink::Open);
+        }
+        let SystemdLink::Open(systemd) = &mut *self.systemd else {
+            return None;
+        };
+        let answer = match verb {
+            "is-enabled" => systemd.unit_file_state(unit).map(|state| {
+                matches!(
+                    state.as_deref(),
+                    Some(
+                        "enabled"
+                            | "enabled-runtime"
+                            | "static"
+                            | "alias"
+                            | "indirect"
+                            | "generated"
+                    )
+                )
+            }),
+            _ => systemd
+                .active_state(unit)
+                .map(|state| matches!(state.as_str(), "active" | "reloading" | "refreshing")),
+        };
+        match answer {
+            Ok(answer) => Some(answer),
+            Err(_) => {
+                *self.systemd = SystemdLink::Failed;
+                None
+            }
+        }
     }
 
     fn act(&mut self) -> Result<Outcome, InstallerError> {

@@ -33,6 +33,7 @@ mod error;
 mod execute;
 mod place;
 mod request;
+mod systemd;
 mod unpack;
 mod verify;
 
