@@ -608,3 +608,90 @@ fn a_host_that_cannot_reach_us_gets_its_layers_over_ssh() {
     };
     assert_eq!(tree(&hosts[0]), tree(&hosts[1]));
 }
+
+/// The installer asks the host's systemd for unit states over its private
+/// socket: the answers match systemctl's, and it never has to fall back.
+#[test]
+fn unit_states_come_from_systemds_socket_with_systemctls_answers() {
+    use sealrs::plan::{Plan, ServiceOp, Step};
+    let hosts = TestHosts::boot(1);
+    let host = &hosts[0];
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_sealrs"),
+        host.root().join("root/sealrs"),
+    )
+    .unwrap();
+    assert_eq!(is_active(host, "ssh.service"), "active");
+    // A unit that runs but was disabled without a reload: systemd's cached
+    // unit file state would still say enabled; systemctl, and we, do not.
+    std::fs::write(
+        host.root().join("etc/systemd/system/sealrs-probe.service"),
+        "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    host.exec_ok(&["systemctl", "daemon-reload"]);
+    host.exec_ok(&["systemctl", "enable", "--now", "sealrs-probe.service"]);
+    host.exec_ok(&[
+        "systemctl",
+        "disable",
+        "--no-reload",
+        "sealrs-probe.service",
+    ]);
+    // Every step's check holds if the answers are right: nothing is done.
+    // Wrong answers would enable or start what is so already, or disable or
+    // stop what does not exist, which fails.
+    let mut plan = Plan::new("k3s", "probe", &host.ip, Vec::new());
+    plan.push(Step::service("enabled", "ssh.service", ServiceOp::Enable))
+        .push(Step::service("active", "ssh.service", ServiceOp::Start))
+        .push(Step::service(
+            "disabled",
+            "sealrs-probe.service",
+            ServiceOp::Disable,
+        ))
+        .push(Step::service(
+            "running",
+            "sealrs-probe.service",
+            ServiceOp::Start,
+        ))
+        .push(Step::service(
+            "absent",
+            "sealrs-absent.service",
+            ServiceOp::Disable,
+        ))
+        .push(Step::service(
+            "inactive",
+            "sealrs-absent.service",
+            ServiceOp::Stop,
+        ));
+    let out = host.exec_stdin(
+        &[
+            "/root/sealrs",
+            "installer",
+            "apply",
+            "--rootfs",
+            "/nonexistent",
+        ],
+        plan.to_json().as_bytes(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes: Vec<String> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {}: {}", s["status"], s["id"], s["note"]))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            r#""skipped" "enabled": "ssh.service is enabled""#,
+            r#""skipped" "active": "ssh.service is active""#,
+            r#""skipped" "disabled": "sealrs-probe.service is not enabled""#,
+            r#""skipped" "running": "sealrs-probe.service is active""#,
+            r#""skipped" "absent": "sealrs-absent.service is not enabled""#,
+            r#""skipped" "inactive": "sealrs-absent.service is not active""#,
+        ]
+    );
+}

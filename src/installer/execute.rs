@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::place::{self, write_atomic as write_file_atomic};
-use super::systemd::Systemd;
+use super::systemd::{Systemd, PRIVATE_SOCKET as SYSTEMD_SOCKET};
 use super::unpack::remove_all;
 use super::{
     ExecContext, InstallerError, Report, StepReport, StepStatus, DEFAULT_PATH, OUTPUT_TAIL,
@@ -112,6 +112,12 @@ enum SystemdLink {
     Untried,
     Open(Systemd),
     Failed,
+}
+
+/// Says why systemctl answers from now on: the socket should have.
+fn fallback(err: &io::Error) -> SystemdLink {
+    eprintln!("warning: systemd's socket {SYSTEMD_SOCKET}: {err}; asking systemctl instead");
+    SystemdLink::Failed
 }
 
 fn tail(mut lines: Vec<String>) -> Vec<String> {
@@ -279,7 +285,10 @@ impl StepRun<'_> {
             return None;
         }
         if let SystemdLink::Untried = self.systemd {
-            *self.systemd = Systemd::connect().map_or(SystemdLink::Failed, SystemdLink::Open);
+            *self.systemd = match Systemd::connect() {
+                Ok(systemd) => SystemdLink::Open(systemd),
+                Err(err) => fallback(&err),
+            };
         }
         let SystemdLink::Open(systemd) = &mut *self.systemd else {
             return None;
@@ -304,8 +313,8 @@ impl StepRun<'_> {
         };
         match answer {
             Ok(answer) => Some(answer),
-            Err(_) => {
-                *self.systemd = SystemdLink::Failed;
+            Err(err) => {
+                *self.systemd = fallback(&err);
                 None
             }
         }

@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 /// Where systemd (PID 1) listens for root's direct connections.
-const PRIVATE_SOCKET: &str = "/run/systemd/private";
+pub const PRIVATE_SOCKET: &str = "/run/systemd/private";
 /// A reply as large as this is not one of ours.
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -41,12 +41,14 @@ impl Systemd {
         // systemd sees on the socket.
         let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?);
         let uid = hex(uid.to_string().as_bytes());
-        stream.write_all(format!("\0AUTH EXTERNAL {uid}\r\n").as_bytes())?;
+        // BEGIN goes with AUTH, as systemctl's own library sends it: sent
+        // after the OK, it can reach systemd in the same read as the first
+        // call, which systemd then leaves unanswered until more comes.
+        stream.write_all(format!("\0AUTH EXTERNAL {uid}\r\nBEGIN\r\n").as_bytes())?;
         let line = read_line(&mut stream)?;
         if !line.starts_with("OK ") {
             return Err(invalid(format!("systemd refused us: {line}")));
         }
-        stream.write_all(b"BEGIN\r\n")?;
         Ok(Systemd { stream, serial: 0 })
     }
 
