@@ -236,10 +236,7 @@ fn check(
         .run(&argv, &[], request.map(str::as_bytes))
         .map_err(ApplyError::transport(&host))?;
     let text = out.stdout_text();
-    let (facts, report) = match text.split_once("\nverify:\n") {
-        Some((facts, report)) => (facts, Some(report)),
-        None => (text.as_str(), None),
-    };
+    let (facts, report) = split_report(&text);
     let verdict = report.map(|report| {
         verdict(
             &host,
@@ -256,15 +253,35 @@ fn check(
             10,
         ));
     }
+    let mut found = read_facts(facts, ports, image.layers.len() + 1).map_err(|detail| {
+        ApplyError::transport(&host)(TransportError::InvalidArgument {
+            host: host.clone(),
+            detail,
+        })
+    })?;
+    found.verified = matches!(verdict, Some(Ok(())));
+    Ok((found, verdict))
+}
+
+/// The host check's output: its `key=value` lines, and the installer's
+/// report when the installer ran (what follows the `verify:` line).
+fn split_report(text: &str) -> (&str, Option<&str>) {
+    match text.split_once("\nverify:\n") {
+        Some((facts, report)) => (facts, Some(report)),
+        None => (text, None),
+    }
+}
+
+/// What the host check's `key=value` lines tell, for the `ports` asked about
+/// and `paths` paths asked after.
+fn read_facts(facts: &str, ports: &[u16], paths: usize) -> Result<HostCheck, String> {
     let value = |key: &str| {
         facts
             .lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
             .unwrap_or_default()
-            .to_string()
     };
-    let uname = value("uname");
-    let mut uname = uname.split_whitespace();
+    let mut uname = value("uname").split_whitespace();
     let (os, hostname, machine) = (uname.next(), uname.next(), uname.next());
     let ss: Vec<&str> = facts
         .lines()
@@ -276,38 +293,28 @@ fn check(
         .filter_map(|l| l.strip_prefix("have="))
         .map(|v| v == "1")
         .collect();
-    if have.len() != image.layers.len() + 1 {
-        return Err(ApplyError::transport(&host)(
-            TransportError::InvalidArgument {
-                host: host.clone(),
-                detail: format!(
-                    "the host check answered for {} of {} paths",
-                    have.len(),
-                    image.layers.len() + 1
-                ),
-            },
+    if have.len() != paths {
+        return Err(format!(
+            "the host check answered for {} of {paths} paths",
+            have.len()
         ));
     }
-    let verified = matches!(verdict, Some(Ok(())));
-    Ok((
-        HostCheck {
-            arch: oci_arch(machine.unwrap_or_default()).to_string(),
-            os: os.unwrap_or_default().to_string(),
-            free_bytes: value("free_kib").parse::<u64>().unwrap_or(0) * 1024,
-            ports_in_use: ports
-                .iter()
-                .copied()
-                .filter(|p| listening.contains(p))
-                .collect(),
-            hostname: hostname.unwrap_or_default().to_string(),
-            found: OnHost {
-                rootfs: have[0],
-                layers: have[1..].to_vec(),
-            },
-            verified,
+    Ok(HostCheck {
+        arch: oci_arch(machine.unwrap_or_default()).to_string(),
+        os: os.unwrap_or_default().to_string(),
+        free_bytes: value("free_kib").parse::<u64>().unwrap_or(0) * 1024,
+        ports_in_use: ports
+            .iter()
+            .copied()
+            .filter(|p| listening.contains(p))
+            .collect(),
+        hostname: hostname.unwrap_or_default().to_string(),
+        found: OnHost {
+            rootfs: have[0],
+            layers: have[1..].to_vec(),
         },
-        verdict,
-    ))
+        verified: false,
+    })
 }
 
 /// Ports in `ss -Htln` output: the fourth column is the local address
@@ -342,6 +349,42 @@ mod tests {
         let ss = "LISTEN 0 4096 0.0.0.0:6443 0.0.0.0:*\nLISTEN 0 128 [::]:22 [::]:*\nLISTEN 0 5 *:10250 *:*\nLISTEN 0 5 127.0.0.1%lo:53 0.0.0.0:*\n";
         assert_eq!(listening_ports(ss), vec![6443, 22, 10250, 53]);
         assert!(listening_ports("").is_empty());
+    }
+
+    #[test]
+    fn the_host_checks_answers_are_read_line_by_line() {
+        let out = "uname=Linux node-1 aarch64\nfree_kib=2048\nss=LISTEN 0 4096 *:6443 *:*\n\
+                   have=1\nhave=0\nhave=1\nverify:\n{\"violations\": []}\n";
+        let (facts, report) = split_report(out);
+        assert_eq!(report, Some("{\"violations\": []}\n"));
+        let found = read_facts(facts, &[6443, 10250], 3).unwrap();
+        assert_eq!(
+            (
+                found.os.as_str(),
+                found.hostname.as_str(),
+                found.arch.as_str()
+            ),
+            ("Linux", "node-1", "arm64")
+        );
+        assert_eq!(found.free_bytes, 2048 * 1024);
+        assert_eq!(found.ports_in_use, vec![6443]);
+        assert_eq!(
+            found.found,
+            OnHost {
+                rootfs: true,
+                layers: vec![false, true]
+            }
+        );
+        assert!(!found.verified);
+        // Without the installer's part, and with paths unanswered.
+        assert_eq!(
+            split_report("uname=Linux a x86_64\n"),
+            ("uname=Linux a x86_64\n", None)
+        );
+        assert_eq!(
+            read_facts("uname=Linux a x86_64\nhave=1\n", &[], 3).unwrap_err(),
+            "the host check answered for 1 of 3 paths"
+        );
     }
 
     #[test]
