@@ -8,8 +8,9 @@
 #                              push and pull vs skopeo, each push to an empty registry
 #   scripts/bench.sh run       k3s-like image (k3s stand-in as bin/k3s, the 70 MB blob as
 #                              bin/k3s-data) applied to 4 test hosts (1 server, 3 agents)
-#                              vs 4 parallel scp -r and 4 parallel rsync of the same rootfs;
-#                              then an unchanged re-apply and an upgrade of one small layer
+#                              vs 4 parallel scp -r and 4 parallel rsync of the same rootfs,
+#                              then an unchanged re-apply (each RUNS=3 times, medians
+#                              compared); then an upgrade of one small layer
 #   scripts/bench.sh examples  builds Kubefile-examples/{k3s,k0s,kubeadm} whose binaries
 #                              were fetched (scripts/fetch-RUNTIME.sh): size, time, RSS
 #
@@ -289,28 +290,34 @@ bench_run() {
     pscp+="scp -q -r ${sshopts[*]} $ctx root@$ip:/opt/rootfs-scp & "
     prsync+="rsync -a -e 'ssh ${sshopts[*]}' $ctx/ root@$ip:/opt/rootfs-rsync/ & "
   done
-  echo "==> 4 parallel scp -r of the rootfs"
-  sync
-  run scp_4 bash -c "$pscp wait"
-  for ip in "${p_ips[@]}"; do ssh "${sshopts[@]}" "root@$ip" rm -rf /opt/rootfs-scp; done
-  echo "==> 4 parallel rsync of the rootfs (into empty directories)"
-  sync
-  run rsync_4 bash -c "$prsync wait"
-  for ip in "${p_ips[@]}"; do ssh "${sshopts[@]}" "root@$ip" rm -rf /opt/rootfs-rsync; done
-
-  # What scp and rsync wrote (and freed) is flushed first: their writeback
-  # and discards must not run during the next measurement.
-  sync
   local flags=(--masters "${s_ips[0]}" --nodes "${s_ips[1]},${s_ips[2]},${s_ips[3]}" --ssh-key "$KEY" --known-hosts "$KNOWN_HOSTS")
-  echo "==> sealrs run: first apply to 4 hosts"
-  run sealrs_first "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
-  local first_sent; first_sent=$(bytes_sent)
-  echo "==> sealrs run: unchanged re-apply"
-  # As before each measurement: the first apply's writeback (1.8 GB) must
-  # not run during the next one.
-  sync
-  run sealrs_again "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
-  local again_sent; again_sent=$(bytes_sent)
+  # Each measurement RUNS times, alternating, and the median of each is
+  # compared: one run of anything on this machine varies by +-15%. Before
+  # each, what earlier ones wrote (and freed) is flushed: their writeback
+  # and discards must not run during it. Between runs, `sealrs reset` puts
+  # the hosts back as they were before the first apply.
+  local runs=${RUNS:-3} i first_sent again_sent
+  for i in $(seq 1 "$runs"); do
+    echo "==> run $i/$runs: 4 parallel scp -r of the rootfs"
+    sync
+    run scp_4 bash -c "$pscp wait"
+    for ip in "${p_ips[@]}"; do ssh "${sshopts[@]}" "root@$ip" rm -rf /opt/rootfs-scp; done
+    echo "==> run $i/$runs: 4 parallel rsync of the rootfs (into empty directories)"
+    sync
+    run rsync_4 bash -c "$prsync wait"
+    for ip in "${p_ips[@]}"; do ssh "${sshopts[@]}" "root@$ip" rm -rf /opt/rootfs-rsync; done
+    echo "==> run $i/$runs: sealrs run, first apply to 4 hosts"
+    sync
+    run sealrs_first "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
+    first_sent=$(bytes_sent)
+    echo "==> run $i/$runs: sealrs run, unchanged re-apply"
+    sync
+    run sealrs_again "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
+    again_sent=$(bytes_sent)
+    if [ "$i" -lt "$runs" ]; then
+      "$sealrs" --root "$store" -q reset --known-hosts "$KNOWN_HOSTS" >/dev/null
+    fi
+  done
   echo "==> sealrs run: upgrade, one manifest changed"
   printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-1\ndata:\n  key: "value 1, changed"\n' > "$ctx/manifests/cm-1.yaml"
   "$sealrs" --root "$store" -q build -t bench:2 "$ctx" >/dev/null
@@ -319,15 +326,22 @@ bench_run() {
   local up_sent; up_sent=$(bytes_sent)
 
   echo
-  printf '%-40s %10s %14s %16s\n' "apply benchmark (4 hosts)" "wall (s)" "peak RSS (MB)" "bytes sent"
-  printf '%-40s %10s %14s %16s\n' "scp -r x4 in parallel" "$(field scp_4 2)" "-" "-"
-  printf '%-40s %10s %14s %16s\n' "rsync -a x4 in parallel" "$(field rsync_4 2)" "-" "-"
-  printf '%-40s %10s %14s %16s\n' "sealrs run (first apply)" "$(field sealrs_first 2)" "$(( $(field sealrs_first 3) / 1024 ))" "$first_sent"
-  printf '%-40s %10s %14s %16s\n' "sealrs run (unchanged re-apply)" "$(field sealrs_again 2)" "$(( $(field sealrs_again 3) / 1024 ))" "$again_sent"
-  printf '%-40s %10s %14s %16s\n' "sealrs run (upgrade, 1 small layer)" "$(field sealrs_upgrade 2)" "$(( $(field sealrs_upgrade 3) / 1024 ))" "$up_sent"
+  # shellcheck disable=SC2046
+  local scp rsync first again
+  scp=$(median $(col scp_4 2)); rsync=$(median $(col rsync_4 2))
+  first=$(median $(col sealrs_first 2)); again=$(median $(col sealrs_again 2))
+  printf '%-40s %12s %14s %16s   %s\n' "apply benchmark (4 hosts, $runs runs)" "median (s)" "peak RSS (MB)" "bytes sent" "each run (s)"
+  # shellcheck disable=SC2046
+  {
+  printf '%-40s %12s %14s %16s   %s\n' "scp -r x4 in parallel" "$scp" "-" "-" "$(col scp_4 2 | xargs)"
+  printf '%-40s %12s %14s %16s   %s\n' "rsync -a x4 in parallel" "$rsync" "-" "-" "$(col rsync_4 2 | xargs)"
+  printf '%-40s %12s %14s %16s   %s\n' "sealrs run (first apply)" "$first" "$(( $(maxof $(col sealrs_first 3)) / 1024 ))" "$first_sent" "$(col sealrs_first 2 | xargs)"
+  printf '%-40s %12s %14s %16s   %s\n' "sealrs run (unchanged re-apply)" "$again" "$(( $(maxof $(col sealrs_again 3)) / 1024 ))" "$again_sent" "$(col sealrs_again 2 | xargs)"
+  }
+  printf '%-40s %12s %14s %16s\n' "sealrs run (upgrade, 1 small layer)" "$(field sealrs_upgrade 2)" "$(( $(field sealrs_upgrade 3) / 1024 ))" "$up_sent"
   echo
-  echo "first apply: sealrs is $(ratio "$(field scp_4 2)" "$(field sealrs_first 2)") faster than 4 parallel scp -r (target >= 2x), $(ratio "$(field rsync_4 2)" "$(field sealrs_first 2)") than rsync"
-  echo "re-apply:    $(ratio "$(field sealrs_first 2)" "$(field sealrs_again 2)") faster than the first apply (target >= 20x)"
+  echo "first apply: sealrs is $(ratio "$scp" "$first") faster than 4 parallel scp -r (target >= 2x), $(ratio "$rsync" "$first") than rsync (medians)"
+  echo "re-apply:    $(ratio "$first" "$again") faster than the first apply (target >= 20x, medians)"
   echo "upgrade:     $up_sent bytes sent to 4 hosts = $(python3 -c "print(f'{100 * $up_sent / (4 * $size):.4f}')")% of 4 x the image's $size bytes (target < 1%)"
   hosts_down
 }
