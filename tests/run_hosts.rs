@@ -641,28 +641,16 @@ fn unit_states_come_from_systemds_socket_with_systemctls_answers() {
     // Wrong answers would enable or start what is so already, or disable or
     // stop what does not exist, which fails.
     let mut plan = Plan::new("k3s", "probe", &host.ip, Vec::new());
-    plan.push(Step::service("enabled", "ssh.service", ServiceOp::Enable))
-        .push(Step::service("active", "ssh.service", ServiceOp::Start))
-        .push(Step::service(
-            "disabled",
-            "sealrs-probe.service",
-            ServiceOp::Disable,
-        ))
-        .push(Step::service(
-            "running",
-            "sealrs-probe.service",
-            ServiceOp::Start,
-        ))
-        .push(Step::service(
-            "absent",
-            "sealrs-absent.service",
-            ServiceOp::Disable,
-        ))
-        .push(Step::service(
-            "inactive",
-            "sealrs-absent.service",
-            ServiceOp::Stop,
-        ));
+    for (id, unit, op) in [
+        ("enabled", "ssh.service", ServiceOp::Enable),
+        ("active", "ssh.service", ServiceOp::Start),
+        ("disabled", "sealrs-probe.service", ServiceOp::Disable),
+        ("running", "sealrs-probe.service", ServiceOp::Start),
+        ("absent", "sealrs-absent.service", ServiceOp::Disable),
+        ("inactive", "sealrs-absent.service", ServiceOp::Stop),
+    ] {
+        plan.push(Step::service(id, unit, op));
+    }
     let out = host.exec_stdin(
         &[
             "/root/sealrs",

@@ -53,7 +53,8 @@ impl Systemd {
     }
 
     /// What `systemctl is-enabled UNIT` prints (`enabled`, `static`,
-    /// `disabled`…); `None` when systemd knows no such unit file.
+    /// `disabled`…); `None` when systemd answers with an error (most often:
+    /// no such unit file), where `systemctl is-enabled` fails too.
     pub fn unit_file_state(&mut self, unit: &str) -> io::Result<Option<String>> {
         let reply = self.call(
             "/org/freedesktop/systemd1",
@@ -108,15 +109,17 @@ impl Systemd {
         self.serial += 1;
         let message = method_call(self.serial, path, interface, member, args);
         self.stream.write_all(&message)?;
-        loop {
+        // Nothing else should arrive (we subscribe to no signal); a few
+        // messages that are not our reply are skipped, more is an error.
+        for _ in 0..16 {
             let (header, body) = read_message(&mut self.stream)?;
-            let reply = parse_reply(&header, body)?;
-            match reply {
-                Some((serial, reply)) if serial == self.serial => return Ok(reply),
-                // A signal, or a reply to someone else: not ours.
-                _ => continue,
+            if let Some((serial, reply)) = parse_reply(&header, body)? {
+                if serial == self.serial {
+                    return Ok(reply);
+                }
             }
         }
+        Err(invalid(format!("no answer from systemd to {member}")))
     }
 }
 
