@@ -591,7 +591,9 @@ fn a_host_that_cannot_reach_us_gets_its_layers_over_ssh() {
     );
     let controller = lines_of(&stderr, &hosts[0].ip);
     assert!(controller.contains("layers sent directly"), "{controller}");
+    assert!(controller.contains("MB, directly) in"), "{controller}");
     let worker = lines_of(&stderr, &hosts[1].ip);
+    assert!(worker.contains("MB, over SSH) in"), "{worker}");
     assert!(
         worker.contains("cannot fetch layers from this machine directly"),
         "{worker}"

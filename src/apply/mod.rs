@@ -456,7 +456,8 @@ fn distribute(
                     let sent = found.and_then(|mut found| {
                         let boot = match found.installer_missing(image) {
                             Some(i) => {
-                                let sent = bootstrap_installer(store, transport, image, progress)?;
+                                let sent =
+                                    bootstrap_installer(store, transport, image, server, progress)?;
                                 found.layers[i] = true;
                                 sent
                             }
@@ -506,6 +507,7 @@ fn bootstrap_installer(
     store: &Store,
     transport: &dyn Transport,
     image: &AppliedImage,
+    server: Option<&direct::Server>,
     progress: &dyn Progress,
 ) -> Result<u64, ApplyError> {
     let Some(layer) = &image.installer else {
@@ -524,9 +526,38 @@ fn bootstrap_installer(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let output = transport
-        .run_with_files(&argv, &[store.blob_path(layer.digest())], &|_| {})
-        .map_err(&fail)?;
+    let blob = store.blob_path(layer.digest());
+    // Over SSH, a stream into a pipeline costs sshd and the host far more
+    // than the same bytes over TCP; so the host fetches the layer from our
+    // server where it can (see `direct`), and over SSH where it cannot.
+    let mut fetched = None;
+    if let (Some(server), Some(ip)) = (server, transport.data_address()) {
+        let offer = server.offer_plain(vec![blob.clone()]);
+        if let Some(ticket) = server.ticket(&offer, ip) {
+            let mut fetch = argv.clone();
+            fetch.push(ticket.address.ip().to_string());
+            fetch.push(ticket.address.port().to_string());
+            let line = format!("{}\n", ticket.token.expose());
+            let output = transport
+                .run(&fetch, &[], Some(line.as_bytes()))
+                .map_err(&fail)?;
+            // Unclaimed, the host never reached us: it gets the layer over SSH.
+            if output.success() || offer.claimed() {
+                fetched = Some(output);
+            }
+        }
+    }
+    let route = if fetched.is_some() {
+        "directly"
+    } else {
+        "over SSH"
+    };
+    let output = match fetched {
+        Some(output) => output,
+        None => transport
+            .run_with_files(&argv, &[blob], &|_| {})
+            .map_err(&fail)?,
+    };
     if !output.success() {
         return Err(ApplyError::command(
             transport.address(),
@@ -536,7 +567,7 @@ fn bootstrap_installer(
         ));
     }
     progress.message(&format!(
-        "{}: installer in place ({}) in {:.1}s",
+        "{}: installer in place ({}, {route}) in {:.1}s",
         transport.address(),
         megabytes(layer.size()),
         started.elapsed().as_secs_f64()
@@ -544,22 +575,37 @@ fn bootstrap_installer(
     Ok(layer.size())
 }
 
-/// `sh -c BOOTSTRAP_SCRIPT sealrs HEX DIR`, the layer's blob on stdin: it is
-/// unpacked as it arrives (so that gunzip overlaps the transfer), into a temp
-/// directory renamed to DIR only if the blob's sha256 is HEX, so that DIR
-/// exists only complete and checked. Whatever happens to the unpacking, the
-/// rest of stdin is read, so that the hash, not a broken pipe, has the last
-/// word on a corrupt blob.
+/// `sh -c BOOTSTRAP_SCRIPT sealrs HEX DIR [ADDRESS PORT]`: puts the installer
+/// layer whose sha256 is HEX in DIR, unpacked into a temp directory renamed
+/// to DIR only if the blob checks out, so that DIR exists only complete and
+/// checked.
+/// - With ADDRESS and PORT, the host fetches the blob from our server with
+///   bash, showing the token it reads from stdin; a host without bash, or
+///   that cannot connect within 3 s, exits 75 having claimed nothing.
+/// - Without them, the blob comes on stdin and is unpacked as it arrives.
+///   Whatever happens to the unpacking, the rest of stdin is read, so that
+///   the hash, not a broken pipe, has the last word on a corrupt blob.
 const BOOTSTRAP_SCRIPT: &str = r#"set -eu
 hex=$1 dir=$2
 mkdir -p "${dir%/*}"
 tmp=$dir.incoming-$$
 trap 'rm -rf "$tmp" "$tmp.gz" "$tmp.failed"' EXIT
 mkdir "$tmp"
-tee "$tmp.gz" | {
-  gzip -dc | tar -xf - -C "$tmp" || echo failed >"$tmp.failed"
-  cat >/dev/null
-}
+if [ $# -gt 2 ]; then
+  read -r token
+  command -v bash >/dev/null || exit 75
+  bash -c '(sleep 3; kill $$) </dev/null >/dev/null 2>&1 & w=$!
+    exec 3<>"/dev/tcp/$0/$1" || exit 75
+    kill $w
+    printf "%s\n" "$2" >&3
+    exec cat <&3' "$3" "$4" "$token" >"$tmp.gz" || exit 75
+  gzip -dc <"$tmp.gz" | tar -xf - -C "$tmp" || echo failed >"$tmp.failed"
+else
+  tee "$tmp.gz" | {
+    gzip -dc | tar -xf - -C "$tmp" || echo failed >"$tmp.failed"
+    cat >/dev/null
+  }
+fi
 sum=$(sha256sum <"$tmp.gz")
 if [ "${sum%% *}" != "$hex" ]; then
   echo "the installer layer's sha256 is ${sum%% *}, not $hex" >&2
@@ -1013,9 +1059,15 @@ mod tests {
 
     /// Runs the bootstrap here, as a host's `sh` would, `blob` on stdin.
     fn bootstrap(blob: &[u8], hex: &str, dir: &Path) -> Output {
+        bootstrap_from(blob, hex, dir, &[])
+    }
+
+    /// The bootstrap with more arguments (where to fetch from).
+    fn bootstrap_from(blob: &[u8], hex: &str, dir: &Path, more: &[String]) -> Output {
         let mut child = Command::new("sh")
             .args(["-c", BOOTSTRAP_SCRIPT, "sealrs", hex])
             .arg(dir)
+            .args(more)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1075,6 +1127,54 @@ mod tests {
         assert_eq!(
             std::fs::read(dir.join("opt/sealrs/sealrs")).unwrap(),
             binary
+        );
+        assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_installer_bootstrap_fetches_from_our_server_or_says_it_cannot() {
+        use crate::transport::direct::Server;
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = tmp.path().join("layers");
+        let binary = b"#!/bin/sh\necho installer\n".to_vec();
+        let blob = installer_layer(&binary);
+        let hex = sha256_hex(&blob);
+        let file = tmp.path().join("blob");
+        std::fs::write(&file, &blob).unwrap();
+        let here = std::net::IpAddr::from([127, 0, 0, 1]);
+        let server = Server::start(&[here]).unwrap();
+
+        let offer = server.offer_plain(vec![file]);
+        let ticket = server.ticket(&offer, here).unwrap();
+        let at = [
+            ticket.address.ip().to_string(),
+            ticket.address.port().to_string(),
+        ];
+        let line = format!("{}\n", ticket.token.expose());
+        let dir = layers.join(&hex);
+        let out = bootstrap_from(line.as_bytes(), &hex, &dir, &at);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(dir.join("opt/sealrs/sealrs")).unwrap(),
+            binary
+        );
+        assert!(offer.claimed());
+
+        // The token is spent: the server closes on it, the hash says so.
+        let again = bootstrap_from(line.as_bytes(), &hex, &layers.join("again"), &at);
+        assert!(String::from_utf8_lossy(&again.stderr).contains("sha256 is"));
+        // Nobody listening: exit 75, nothing left behind.
+        drop(server);
+        let out = bootstrap_from(line.as_bytes(), &hex, &layers.join("x"), &at);
+        assert_eq!(
+            out.status.code(),
+            Some(75),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 1);
     }

@@ -13,6 +13,12 @@
 //!
 //! A host that cannot reach the operator (NAT, a firewall) never claims its
 //! token; [`Offer::claimed`] tells the operator to send over SSH instead.
+//!
+//! One offer may go without TLS ([`Server::offer_plain`]): the installer
+//! layer, which a host fetches before it has the installer's TLS client,
+//! with bash. It is the sealrs binary, public code, and the host keeps it
+//! only if its sha256 is the one the SSH command named; the token, sent as
+//! a line, still makes the offer one host's, once.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -108,6 +114,8 @@ struct Shared {
 
 struct OfferState {
     files: Vec<PathBuf>,
+    /// Served over plain TCP (see the module docs), not over TLS.
+    plain: bool,
     claimed: AtomicBool,
     sent: AtomicU64,
     /// Why serving stopped early, for the operator's report.
@@ -187,6 +195,17 @@ impl Server {
     /// Offers `files`, in order, to the one host that shows the returned
     /// offer's token. The offer is withdrawn when dropped.
     pub fn offer(&self, files: Vec<PathBuf>) -> Offer {
+        self.make_offer(files, false)
+    }
+
+    /// [`Server::offer`] over plain TCP: the host sends the token as a line
+    /// and reads the files' bytes until the connection closes. Only for
+    /// public files whose digest the host checks (see the module docs).
+    pub fn offer_plain(&self, files: Vec<PathBuf>) -> Offer {
+        self.make_offer(files, true)
+    }
+
+    fn make_offer(&self, files: Vec<PathBuf>, plain: bool) -> Offer {
         let mut bytes = [0u8; TOKEN_BYTES];
         self.shared
             .provider
@@ -196,6 +215,7 @@ impl Server {
         let token = hex::encode(bytes);
         let state = Arc::new(OfferState {
             files,
+            plain,
             claimed: AtomicBool::new(false),
             sent: AtomicU64::new(0),
             error: Mutex::new(None),
@@ -306,6 +326,11 @@ fn serve(socket: TcpStream, shared: &Shared) {
     if setup(&socket).is_err() {
         return;
     }
+    // A TLS ClientHello starts with 0x16; a plain token line with a hex digit.
+    let mut first = [0u8; 1];
+    if matches!(socket.peek(&mut first), Ok(1) if first[0].is_ascii_hexdigit()) {
+        return serve_plain(socket, shared);
+    }
     let Ok(conn) = rustls::ServerConnection::new(shared.config.clone()) else {
         return;
     };
@@ -319,20 +344,54 @@ fn serve(socket: TcpStream, shared: &Shared) {
     let Ok(token) = std::str::from_utf8(&token[..2 * TOKEN_BYTES]) else {
         return;
     };
-    let Some(state) = shared.offers.lock().unwrap().remove(token) else {
+    let Some(state) = claim(shared, token, false) else {
         return;
     };
-    state.claimed.store(true, Ordering::Release);
     let _ = tls.sock.set_read_timeout(Some(IDLE_TIMEOUT));
-    if let Err(e) = send_files(&mut tls, &state) {
+    let sent = send_files(&mut tls, &state).and_then(|()| {
+        tls.conn.send_close_notify();
+        tls.flush().map_err(|e| format!("finishing: {e}"))
+    });
+    if let Err(e) = sent {
         *state.error.lock().unwrap() = Some(e);
     }
 }
 
-fn send_files(
-    tls: &mut StreamOwned<rustls::ServerConnection, TcpStream>,
-    state: &OfferState,
-) -> Result<(), String> {
+/// A plain offer's connection: the token as a line, then the bytes.
+fn serve_plain(mut socket: TcpStream, shared: &Shared) {
+    let mut token = [0u8; 2 * TOKEN_BYTES + 1];
+    if socket.read_exact(&mut token).is_err() || token[2 * TOKEN_BYTES] != b'\n' {
+        return;
+    }
+    let Ok(token) = std::str::from_utf8(&token[..2 * TOKEN_BYTES]) else {
+        return;
+    };
+    let Some(state) = claim(shared, token, true) else {
+        return;
+    };
+    let sent = send_files(&mut socket, &state).and_then(|()| {
+        socket
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(|e| format!("finishing: {e}"))
+    });
+    if let Err(e) = sent {
+        *state.error.lock().unwrap() = Some(e);
+    }
+}
+
+/// The offer `token` names, taken (a token serves once), when it is one to
+/// serve `plain` or not, as asked.
+fn claim(shared: &Shared, token: &str, plain: bool) -> Option<Arc<OfferState>> {
+    let mut offers = shared.offers.lock().unwrap();
+    if offers.get(token)?.plain != plain {
+        return None;
+    }
+    let state = offers.remove(token)?;
+    state.claimed.store(true, Ordering::Release);
+    Some(state)
+}
+
+fn send_files(out: &mut impl Write, state: &OfferState) -> Result<(), String> {
     let mut buf = vec![0u8; CHUNK];
     for path in &state.files {
         let mut file = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
@@ -343,13 +402,12 @@ fn send_files(
             if n == 0 {
                 break;
             }
-            tls.write_all(&buf[..n])
+            out.write_all(&buf[..n])
                 .map_err(|e| format!("sending {}: {e}", path.display()))?;
             state.sent.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
-    tls.conn.send_close_notify();
-    tls.flush().map_err(|e| format!("finishing: {e}"))
+    Ok(())
 }
 
 /// The host's side: connects to the operator named in `ticket`, checks its
@@ -523,6 +581,36 @@ mod tests {
         assert!(offer.claimed());
         assert_eq!(offer.sent(), want.len() as u64);
         assert_eq!(offer.error(), None);
+    }
+
+    #[test]
+    fn a_plain_offer_is_served_raw_to_its_token_line_and_never_over_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&[HERE]).unwrap();
+        let plain = server.offer_plain(files(dir.path(), &[b"installer|", b"layer"]));
+        let ticket = local(&server, &plain);
+        // Over TLS, its token claims nothing.
+        let mut got = Vec::new();
+        let _ = fetch(&ticket).map(|mut r| r.read_to_end(&mut got));
+        assert!(got.is_empty() && !plain.claimed());
+        // A TLS offer's token does not serve plain.
+        let other = tempfile::tempdir().unwrap();
+        let tls = server.offer(files(other.path(), &[b"secret"]));
+        let read_plain = |token: &str| {
+            let mut socket = TcpStream::connect(ticket.address).unwrap();
+            socket.write_all(format!("{token}\n").as_bytes()).unwrap();
+            let mut got = Vec::new();
+            let _ = socket.read_to_end(&mut got);
+            got
+        };
+        assert!(read_plain(local(&server, &tls).token.expose()).is_empty());
+        assert!(!tls.claimed());
+        // Its own token, as a line: the bytes, then the end.
+        assert_eq!(read_plain(ticket.token.expose()), b"installer|layer");
+        assert!(plain.claimed());
+        assert_eq!(plain.sent(), 15);
+        // Once.
+        assert!(read_plain(ticket.token.expose()).is_empty());
     }
 
     #[test]
