@@ -499,10 +499,11 @@ fn host_layer(layer: &Descriptor) -> String {
     format!("{HOST_LAYERS}/{}", layer.digest().digest())
 }
 
-/// Puts the image's installer on the host: its gzip layer, hashed by the
-/// host's `sha256sum` as it is written, is unpacked by the host's gzip and tar
-/// into its layer directory only if it checks out. One command: on a fresh
-/// connection each round trip counts.
+/// Puts the image's installer on the host: its gzip layer, fetched from
+/// `server` where the host can reach it (else sent over SSH), is unpacked by
+/// the host's gzip and tar into its layer directory only if the host's
+/// `sha256sum` says it checks out. One command: on a fresh connection each
+/// round trip counts.
 fn bootstrap_installer(
     store: &Store,
     transport: &dyn Transport,
@@ -1077,6 +1078,19 @@ mod tests {
         child.wait_with_output().unwrap()
     }
 
+    /// The bootstrap succeeded and left the installer `binary` in `dir`.
+    fn installed(out: &Output, dir: &Path, binary: &[u8]) {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(dir.join("opt/sealrs/sealrs")).unwrap(),
+            binary
+        );
+    }
+
     fn sha256_hex(bytes: &[u8]) -> String {
         format!("{:x}", Sha256::digest(bytes))
     }
@@ -1118,16 +1132,7 @@ mod tests {
         }
 
         let dir = layers.join(&hex);
-        let out = bootstrap(&blob, &hex, &dir);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            std::fs::read(dir.join("opt/sealrs/sealrs")).unwrap(),
-            binary
-        );
+        installed(&bootstrap(&blob, &hex, &dir), &dir, &binary);
         assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 1);
     }
 
@@ -1152,15 +1157,10 @@ mod tests {
         ];
         let line = format!("{}\n", ticket.token.expose());
         let dir = layers.join(&hex);
-        let out = bootstrap_from(line.as_bytes(), &hex, &dir, &at);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            std::fs::read(dir.join("opt/sealrs/sealrs")).unwrap(),
-            binary
+        installed(
+            &bootstrap_from(line.as_bytes(), &hex, &dir, &at),
+            &dir,
+            &binary,
         );
         assert!(offer.claimed());
 

@@ -337,14 +337,7 @@ fn serve(socket: TcpStream, shared: &Shared) {
     let mut tls = StreamOwned::new(conn, socket);
     // A stranger, a wrong certificate pin or a spent token ends here: the
     // offer stays for its host.
-    let mut token = [0u8; 2 * TOKEN_BYTES + 1];
-    if tls.read_exact(&mut token).is_err() || token[2 * TOKEN_BYTES] != b'\n' {
-        return;
-    }
-    let Ok(token) = std::str::from_utf8(&token[..2 * TOKEN_BYTES]) else {
-        return;
-    };
-    let Some(state) = claim(shared, token, false) else {
+    let Some(state) = claim(&mut tls, shared, false) else {
         return;
     };
     let _ = tls.sock.set_read_timeout(Some(IDLE_TIMEOUT));
@@ -359,14 +352,7 @@ fn serve(socket: TcpStream, shared: &Shared) {
 
 /// A plain offer's connection: the token as a line, then the bytes.
 fn serve_plain(mut socket: TcpStream, shared: &Shared) {
-    let mut token = [0u8; 2 * TOKEN_BYTES + 1];
-    if socket.read_exact(&mut token).is_err() || token[2 * TOKEN_BYTES] != b'\n' {
-        return;
-    }
-    let Ok(token) = std::str::from_utf8(&token[..2 * TOKEN_BYTES]) else {
-        return;
-    };
-    let Some(state) = claim(shared, token, true) else {
+    let Some(state) = claim(&mut socket, shared, true) else {
         return;
     };
     let sent = send_files(&mut socket, &state).and_then(|()| {
@@ -379,9 +365,15 @@ fn serve_plain(mut socket: TcpStream, shared: &Shared) {
     }
 }
 
-/// The offer `token` names, taken (a token serves once), when it is one to
-/// serve `plain` or not, as asked.
-fn claim(shared: &Shared, token: &str, plain: bool) -> Option<Arc<OfferState>> {
+/// The offer whose token line `from` sends, taken (a token serves once),
+/// when it is one to serve `plain` or not, as asked.
+fn claim(from: &mut impl Read, shared: &Shared, plain: bool) -> Option<Arc<OfferState>> {
+    let mut line = [0u8; 2 * TOKEN_BYTES + 1];
+    from.read_exact(&mut line).ok()?;
+    if line[2 * TOKEN_BYTES] != b'\n' {
+        return None;
+    }
+    let token = std::str::from_utf8(&line[..2 * TOKEN_BYTES]).ok()?;
     let mut offers = shared.offers.lock().unwrap();
     if offers.get(token)?.plain != plain {
         return None;
