@@ -599,6 +599,17 @@ fn a_host_that_cannot_reach_us_gets_its_layers_over_ssh() {
         "{worker}"
     );
     assert!(worker.contains("layers sent over SSH"), "{worker}");
+    // Told once, when the installer's fetch failed: the layers did not try
+    // (and, behind a firewall that drops, wait) again.
+    let told = worker.find("cannot fetch layers from this machine directly");
+    assert_eq!(
+        worker
+            .matches("cannot fetch layers from this machine directly")
+            .count(),
+        1,
+        "{worker}"
+    );
+    assert!(told < worker.find("MB, over SSH) in"), "{worker}");
     assert_eq!(is_active(&hosts[1], "k0sworker"), "active");
     // What the worker got over SSH is what the controller got over TLS.
     let tree = |host: &Host| {

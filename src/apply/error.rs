@@ -152,6 +152,15 @@ impl ApplyError {
         }
     }
 
+    /// Adds this machine's side of a failed fetch (why serving the files
+    /// stopped, if it did) to a [`ApplyError::Command`]'s output.
+    pub(crate) fn served_by_us(mut self, serve_error: Option<String>) -> ApplyError {
+        if let (ApplyError::Command { tail, .. }, Some(e)) = (&mut self, serve_error) {
+            tail.push_str(&format!("\n(this machine, serving the files: {e})"));
+        }
+        self
+    }
+
     /// A command on `host` that did not succeed: its status and the last
     /// `lines` of its output.
     pub(crate) fn command(

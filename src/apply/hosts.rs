@@ -1,8 +1,6 @@
 //! Connecting to the hosts and checking them before anything changes.
 
-use super::{
-    host_layer, host_request, verdict, AppliedImage, ApplyError, HostFailure, OnHost, HOST_DIR,
-};
+use super::{host_request, verdict, AppliedImage, ApplyError, HostFailure, OnHost, HOST_DIR};
 use crate::cluster::{Cluster, Host, SshConfig};
 use crate::runtime::JoinSecrets;
 use crate::transport::{Transport, TransportError};
@@ -222,7 +220,6 @@ fn check(
     request: Option<&str>,
 ) -> Result<Checked, ApplyError> {
     let host = transport.address().to_string();
-    let dest = image.host_rootfs();
     let installer = request.and(image.host_installer()).unwrap_or_default();
     let mut argv: Vec<String> = ["sh", "-c", CHECK_SCRIPT, "sealrs", HOST_DIR]
         .iter()
@@ -230,8 +227,9 @@ fn check(
         .collect();
     argv.push(if ports.is_empty() { "0" } else { "1" }.to_string());
     argv.push(installer.clone());
-    argv.push(format!("{dest}/{}", crate::installer::STAMP));
-    argv.extend(image.layers.iter().map(host_layer));
+    let paths = OnHost::paths(image, &image.host_rootfs());
+    let asked = paths.len();
+    argv.extend(paths);
     let out = transport
         .run(&argv, &[], request.map(str::as_bytes))
         .map_err(ApplyError::transport(&host))?;
@@ -253,7 +251,7 @@ fn check(
             10,
         ));
     }
-    let mut found = read_facts(facts, ports, image.layers.len() + 1).map_err(|detail| {
+    let mut found = read_facts(facts, ports, asked).map_err(|detail| {
         ApplyError::transport(&host)(TransportError::InvalidArgument {
             host: host.clone(),
             detail,
@@ -309,10 +307,7 @@ fn read_facts(facts: &str, ports: &[u16], paths: usize) -> Result<HostCheck, Str
             .filter(|p| listening.contains(p))
             .collect(),
         hostname: hostname.unwrap_or_default().to_string(),
-        found: OnHost {
-            rootfs: have[0],
-            layers: have[1..].to_vec(),
-        },
+        found: OnHost::from_answers(&have),
         verified: false,
     })
 }

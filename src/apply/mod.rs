@@ -454,12 +454,17 @@ fn distribute(
                         None => on_host(transport, image, dest),
                     };
                     let sent = found.and_then(|mut found| {
+                        let mut server = server;
                         let boot = match found.installer_missing(image) {
                             Some(i) => {
-                                let sent =
+                                let boot =
                                     bootstrap_installer(store, transport, image, server, progress)?;
                                 found.layers[i] = true;
-                                sent
+                                if boot.unreached {
+                                    // Not tried again (and timed out again) for the layers.
+                                    server = None;
+                                }
+                                boot.sent
                             }
                             None => 0,
                         };
@@ -499,6 +504,14 @@ fn host_layer(layer: &Descriptor) -> String {
     format!("{HOST_LAYERS}/{}", layer.digest().digest())
 }
 
+/// What putting the installer on a host came to.
+struct Bootstrap {
+    /// Bytes sent.
+    sent: u64,
+    /// The host could not fetch from this machine (and was told why).
+    unreached: bool,
+}
+
 /// Puts the image's installer on the host: its gzip layer, fetched from
 /// `server` where the host can reach it (else sent over SSH), is unpacked by
 /// the host's gzip and tar into its layer directory only if the host's
@@ -510,9 +523,12 @@ fn bootstrap_installer(
     image: &AppliedImage,
     server: Option<&direct::Server>,
     progress: &dyn Progress,
-) -> Result<u64, ApplyError> {
+) -> Result<Bootstrap, ApplyError> {
     let Some(layer) = &image.installer else {
-        return Ok(0);
+        return Ok(Bootstrap {
+            sent: 0,
+            unreached: false,
+        });
     };
     let fail = ApplyError::transport(transport.address());
     let started = Instant::now();
@@ -532,19 +548,20 @@ fn bootstrap_installer(
     // than the same bytes over TCP; so the host fetches the layer from our
     // server where it can (see `direct`), and over SSH where it cannot.
     let mut fetched = None;
+    let mut unreachable = false;
     if let (Some(server), Some(ip)) = (server, transport.data_address()) {
         let offer = server.offer_plain(vec![blob.clone()]);
-        if let Some(ticket) = server.ticket(&offer, ip) {
+        let fetch = server.ticket(&offer, ip).map(|ticket| {
             let mut fetch = argv.clone();
             fetch.push(ticket.address.ip().to_string());
             fetch.push(ticket.address.port().to_string());
-            let line = format!("{}\n", ticket.token.expose());
-            let output = transport
-                .run(&fetch, &[], Some(line.as_bytes()))
-                .map_err(&fail)?;
-            // Unclaimed, the host never reached us: it gets the layer over SSH.
-            if output.success() || offer.claimed() {
-                fetched = Some(output);
+            (fetch, format!("{}\n", ticket.token.expose()))
+        });
+        match fetch_with(transport, &offer, ip, fetch, &|_| {})? {
+            Fetched::Done(output, serve_error) => fetched = Some((output, serve_error)),
+            Fetched::Unreached(why) => {
+                unreached(progress, transport, &why);
+                unreachable = true;
             }
         }
     }
@@ -553,11 +570,14 @@ fn bootstrap_installer(
     } else {
         "over SSH"
     };
-    let output = match fetched {
-        Some(output) => output,
-        None => transport
-            .run_with_files(&argv, &[blob], &|_| {})
-            .map_err(&fail)?,
+    let (output, serve_error) = match fetched {
+        Some(done) => done,
+        None => (
+            transport
+                .run_with_files(&argv, &[blob], &|_| {})
+                .map_err(&fail)?,
+            None,
+        ),
     };
     if !output.success() {
         return Err(ApplyError::command(
@@ -565,7 +585,8 @@ fn bootstrap_installer(
             format!("sh -c <the installer bootstrap> {}", host_layer(layer)),
             &output,
             10,
-        ));
+        )
+        .served_by_us(serve_error));
     }
     progress.message(&format!(
         "{}: installer in place ({}, {route}) in {:.1}s",
@@ -573,7 +594,18 @@ fn bootstrap_installer(
         megabytes(layer.size()),
         started.elapsed().as_secs_f64()
     ));
-    Ok(layer.size())
+    Ok(Bootstrap {
+        sent: layer.size(),
+        unreached: unreachable,
+    })
+}
+
+/// Says that `transport`'s host cannot fetch from this machine, and why.
+fn unreached(progress: &dyn Progress, transport: &dyn Transport, why: &str) {
+    progress.message(&format!(
+        "{}: cannot fetch layers from this machine directly ({why}); sending them over SSH (--layers-over-ssh skips the attempt)",
+        transport.address()
+    ));
 }
 
 /// `sh -c BOOTSTRAP_SCRIPT sealrs HEX DIR [ADDRESS PORT]`: puts the installer
@@ -594,12 +626,12 @@ trap 'rm -rf "$tmp" "$tmp.gz" "$tmp.failed"' EXIT
 mkdir "$tmp"
 if [ $# -gt 2 ]; then
   read -r token
-  command -v bash >/dev/null || exit 75
+  command -v bash >/dev/null || { echo "no bash to fetch with" >&2; exit 75; }
   bash -c '(sleep 3; kill $$) </dev/null >/dev/null 2>&1 & w=$!
-    exec 3<>"/dev/tcp/$0/$1" || exit 75
+    exec 3<>"/dev/tcp/$1/$2" || exit 75
     kill $w
-    printf "%s\n" "$2" >&3
-    exec cat <&3' "$3" "$4" "$token" >"$tmp.gz" || exit 75
+    printf "%s\n" "$3" >&3
+    exec cat <&3' fetch "$3" "$4" "$token" >"$tmp.gz" || exit 75
   gzip -dc <"$tmp.gz" | tar -xf - -C "$tmp" || echo failed >"$tmp.failed"
 else
   tee "$tmp.gz" | {
@@ -640,6 +672,22 @@ pub struct OnHost {
 }
 
 impl OnHost {
+    /// The paths whose presence on a host tells what of `image` it has: the
+    /// stamp of its unpacked copy in `dest`, then each layer's directory.
+    fn paths(image: &AppliedImage, dest: &str) -> Vec<String> {
+        let mut paths = vec![format!("{dest}/{}", crate::installer::STAMP)];
+        paths.extend(image.layers.iter().map(host_layer));
+        paths
+    }
+
+    /// What the host has, from its answer for each of [`OnHost::paths`].
+    fn from_answers(present: &[bool]) -> OnHost {
+        OnHost {
+            rootfs: present[0],
+            layers: present[1..].to_vec(),
+        }
+    }
+
     /// The index of the installer's layer when the host lacks it (the
     /// installer binary is in that layer's directory).
     fn installer_missing(&self, image: &AppliedImage) -> Option<usize> {
@@ -658,15 +706,10 @@ fn on_host(
     image: &AppliedImage,
     dest: &str,
 ) -> Result<OnHost, ApplyError> {
-    let mut paths = vec![format!("{dest}/{}", crate::installer::STAMP)];
-    paths.extend(image.layers.iter().map(host_layer));
     let found = transport
-        .existing(&paths)
+        .existing(&OnHost::paths(image, dest))
         .map_err(ApplyError::transport(transport.address()))?;
-    Ok(OnHost {
-        rootfs: found[0],
-        layers: found[1..].to_vec(),
-    })
+    Ok(OnHost::from_answers(&found))
 }
 
 /// The server hosts fetch layers from, when at least one connection allows
@@ -740,14 +783,22 @@ fn deliver(
     let mut route = "over SSH";
     let mut output = None;
     if let (Some(server), Some(ip), false) = (server, transport.data_address(), files.is_empty()) {
-        match fetch_directly(transport, server, ip, &argv, &files, &advance)? {
+        // `--fetch`, with the ticket on stdin: the host reads over TLS.
+        let offer = server.offer(files.clone());
+        let fetch = server.ticket(&offer, ip).map(|ticket| {
+            let mut fetch = argv.clone();
+            fetch.push("--fetch".to_string());
+            (
+                fetch,
+                serde_json::to_string(&ticket).expect("a ticket serializes"),
+            )
+        });
+        match fetch_with(transport, &offer, ip, fetch, &advance)? {
             Fetched::Done(out, serve_error) => {
                 route = "directly";
                 output = Some((out, serve_error));
             }
-            Fetched::Unreached(why) => progress.message(&format!(
-                "{host}: cannot fetch layers from this machine directly ({why}); sending them over SSH (--layers-over-ssh skips the attempt)"
-            )),
+            Fetched::Unreached(why) => unreached(progress, transport, &why),
         }
     }
     let (output, serve_error) = match output {
@@ -761,16 +812,13 @@ fn deliver(
     };
     task.finish("");
     if !output.success() {
-        let mut err = ApplyError::command(
+        return Err(ApplyError::command(
             host,
             format!("{installer} installer unpack --dest {dest}"),
             &output,
             10,
-        );
-        if let (ApplyError::Command { tail, .. }, Some(e)) = (&mut err, serve_error) {
-            tail.push_str(&format!("\n(this machine, serving the layers: {e})"));
-        }
-        return Err(err);
+        )
+        .served_by_us(serve_error));
     }
     progress.message(&format!(
         "{host}: {} of {} layers sent {route} ({}), unpacked in {dest} in {:.1}s",
@@ -791,34 +839,36 @@ enum Fetched {
     Unreached(String),
 }
 
-/// Runs `argv --fetch` on the host, which reads `files` from `server` over
-/// TLS, with its ticket on stdin.
-fn fetch_directly(
+/// Runs `fetch` (an argv and its stdin, made from `offer`'s ticket; `None`
+/// when the server does not listen on `ip`) on the host, which reads the
+/// offered files from our server while the command waits; progress comes
+/// from the offer's counter. A host that failed without claiming the offer
+/// never reached us.
+fn fetch_with(
     transport: &dyn Transport,
-    server: &direct::Server,
+    offer: &direct::Offer,
     ip: std::net::IpAddr,
-    argv: &[String],
-    files: &[PathBuf],
+    fetch: Option<(Vec<String>, String)>,
     advance: &dyn Fn(u64),
 ) -> Result<Fetched, ApplyError> {
-    let offer = server.offer(files.to_vec());
-    let Some(ticket) = server.ticket(&offer, ip) else {
+    let Some((argv, stdin)) = fetch else {
         return Ok(Fetched::Unreached(format!(
             "this machine does not listen on {ip}"
         )));
     };
-    let ticket = serde_json::to_vec(&ticket).expect("a ticket serializes");
-    let mut fetch = argv.to_vec();
-    fetch.push("--fetch".to_string());
     let result = std::thread::scope(|scope| {
-        let run = scope.spawn(|| transport.run(&fetch, &[], Some(&ticket)));
-        // The command waits while the host reads from our server: progress
-        // comes from the offer's counter.
-        while !run.is_finished() {
-            advance(offer.sent());
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let (done, finished) = std::sync::mpsc::channel();
+        scope.spawn(move || done.send(transport.run(&argv, &[], Some(stdin.as_bytes()))));
+        // Woken by the end of the command, not a poll's next tick.
+        loop {
+            match finished.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(result) => break result,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => advance(offer.sent()),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the command thread panicked")
+                }
+            }
         }
-        run.join().expect("the command thread panicked")
     });
     let output = result.map_err(ApplyError::transport(transport.address()))?;
     if !output.success() && !offer.claimed() {
