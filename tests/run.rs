@@ -228,4 +228,46 @@ fn k3s_with_three_servers_and_one_agent_on_real_hosts() {
         again.contains("(0 changed, 0 bytes of layers sent)"),
         "{again}"
     );
+    // ... and knows it from the host checks: no install or join ran.
+    assert!(
+        again.contains(
+            "4 hosts: their installers found nothing to change (k3s install and join skipped)"
+        ),
+        "{again}"
+    );
+    assert!(!again.contains("k3s join"), "{again}");
+
+    // A host that drifted is put back by the same command: the probe saw it.
+    hosts[3].exec_ok(&["systemctl", "stop", "k3s-agent"]);
+    let drifted = run_on(
+        &env,
+        "k3s-cluster:1",
+        &hosts,
+        &[0, 1, 2],
+        &[3],
+        &["-e", &format!("PASS={value}")],
+    );
+    assert!(!drifted.contains("found nothing to change"), "{drifted}");
+    assert!(
+        drifted.contains("(1 changed, 0 bytes of layers sent)"),
+        "{drifted}"
+    );
+    assert_eq!(
+        hosts[3]
+            .exec_ok(&["systemctl", "is-active", "k3s-agent"])
+            .trim(),
+        "active"
+    );
+    // A new env value changes every host's config: no shortcut either.
+    let changed = run_on(
+        &env,
+        "k3s-cluster:1",
+        &hosts,
+        &[0, 1, 2],
+        &[3],
+        &["-e", "PASS=another"],
+    );
+    assert!(!changed.contains("found nothing to change"), "{changed}");
+    let config = hosts[1].exec_ok(&["cat", "/etc/rancher/k3s/config.yaml"]);
+    assert!(config.contains("pass=another"), "{config}");
 }

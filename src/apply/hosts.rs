@@ -2,6 +2,7 @@
 
 use super::{host_request, verdict, AppliedImage, ApplyError, HostFailure, OnHost, HOST_DIR};
 use crate::cluster::{Cluster, Host, SshConfig};
+use crate::installer::{Operation, Probe, SecretsSpec};
 use crate::runtime::JoinSecrets;
 use crate::transport::{Transport, TransportError};
 
@@ -28,6 +29,9 @@ pub struct HostCheck {
     /// The image's installer checked the host in the same round trip, which
     /// it does where the whole image is unpacked already.
     pub(super) verified: bool,
+    /// Whether the host's install or join would change it, when the
+    /// installer checked it and was asked.
+    pub(super) probe: Option<Probe>,
 }
 
 /// Connects to every host in parallel; fails naming every host that failed.
@@ -83,12 +87,15 @@ pub fn connect_each(
 /// The same round trip learns what of `image` each host has and, given the
 /// cluster to `verify`, has the image's installer check the hosts that have
 /// all of it (a re-run pays no extra round trip for that).
+/// With `probe`, the installer also tells whether the first master's
+/// install, or another host's join, would change anything ([`converged`]).
 /// Returns what each host told, by host key.
 pub fn check_all(
     connections: &[(Host, Box<dyn Transport>)],
     image: &AppliedImage,
     ports: &dyn Fn(&Host) -> Vec<u16>,
     verify: Option<&Cluster>,
+    probe: bool,
 ) -> Result<Vec<(String, HostCheck)>, ApplyError> {
     // The layers unpacked (compressed ones grow); the rootfs and the placed
     // files are hard links to them.
@@ -102,9 +109,16 @@ pub fn check_all(
             .map(|(host, transport)| {
                 let ports = ports(host);
                 let request = verify.map(|cluster| {
-                    host_request(cluster, host, image, &JoinSecrets::default()).to_json()
+                    let first = cluster.first_master().map(Host::key);
+                    let operation = if first == Some(host.key()) {
+                        Operation::Install
+                    } else {
+                        Operation::Join
+                    };
+                    let request = host_request(cluster, host, image, &JoinSecrets::default());
+                    (request.to_json(), probe.then_some(operation))
                 });
-                scope.spawn(move || check(transport.as_ref(), image, &ports, request.as_deref()))
+                scope.spawn(move || check(transport.as_ref(), image, &ports, request))
             })
             .collect();
         handles
@@ -184,15 +198,16 @@ pub(super) fn query(transport: &dyn Transport, argv: &[&str]) -> Result<String, 
 }
 
 /// What [`check`] asks a host, in one round trip: `sh -c CHECK_SCRIPT
-/// sealrs DIR PORTS INSTALLER PATH...`, with PORTS `1` when listening ports
-/// matter, PATH the image's rootfs stamp then its layer directories. One
-/// `key=value` per line (`ss=` lines are those of `ss -Htln`, one `have=` per
-/// PATH); then, when INSTALLER is given and the image is unpacked, `verify:`
-/// and the installer's verify report, its request on stdin. Every program
-/// started costs a host milliseconds: the rest is shell builtins.
+/// sealrs DIR PORTS INSTALLER PROBE PATH...`, with PORTS `1` when listening
+/// ports matter, PATH the image's rootfs stamp then its layer directories.
+/// One `key=value` per line (`ss=` lines are those of `ss -Htln`, one `have=`
+/// per PATH); then, when INSTALLER is given and the image is unpacked,
+/// `verify:` and the installer's verify report, its request on stdin, with
+/// PROBE (an operation, or empty) in `SEALRS_PROBE`. Every program started
+/// costs a host milliseconds: the rest is shell builtins.
 const CHECK_SCRIPT: &str = r#"set -e
-dir=$1 ports=$2 installer=$3
-shift 3
+dir=$1 ports=$2 installer=$3 probe=$4
+shift 4
 mkdir -p "$dir"
 echo "uname=$(uname -snm)"
 df -Pk "$dir" | { read -r _; read -r _ _ _ free _; echo "free_kib=$free"; }
@@ -205,6 +220,7 @@ fi
 for f; do if [ -e "$f" ]; then echo have=1; else echo have=0; fi; done
 if [ -n "$installer" ] && [ -x "$installer" ] && [ -e "$1" ]; then
   echo verify:
+  [ -z "$probe" ] || export SEALRS_PROBE="$probe"
   exec "$installer" installer verify
 fi"#;
 
@@ -212,26 +228,32 @@ fi"#;
 type Checked = (HostCheck, Option<Result<(), ApplyError>>);
 
 /// `request`: the installer's verify request, to check the host with when
-/// it has the whole image.
+/// it has the whole image, and the operation to probe with it.
 fn check(
     transport: &dyn Transport,
     image: &AppliedImage,
     ports: &[u16],
-    request: Option<&str>,
+    request: Option<(String, Option<Operation>)>,
 ) -> Result<Checked, ApplyError> {
     let host = transport.address().to_string();
-    let installer = request.and(image.host_installer()).unwrap_or_default();
+    let installer = request
+        .as_ref()
+        .and(image.host_installer())
+        .unwrap_or_default();
+    let probe = request.as_ref().and_then(|(_, op)| *op);
     let mut argv: Vec<String> = ["sh", "-c", CHECK_SCRIPT, "sealrs", HOST_DIR]
         .iter()
         .map(|s| s.to_string())
         .collect();
     argv.push(if ports.is_empty() { "0" } else { "1" }.to_string());
     argv.push(installer.clone());
+    argv.push(probe.map(|op| op.to_string()).unwrap_or_default());
     let paths = OnHost::paths(image, &image.host_rootfs());
     let asked = paths.len();
     argv.extend(paths);
+    let stdin = request.as_ref().map(|(json, _)| json.as_bytes());
     let out = transport
-        .run(&argv, &[], request.map(str::as_bytes))
+        .run(&argv, &[], stdin)
         .map_err(ApplyError::transport(&host))?;
     let text = out.stdout_text();
     let (facts, report) = split_report(&text);
@@ -257,8 +279,39 @@ fn check(
             detail,
         })
     })?;
-    found.verified = matches!(verdict, Some(Ok(())));
+    let verdict = verdict.map(|verdict| {
+        verdict.map(|report| {
+            found.verified = true;
+            found.probe = report.probe;
+        })
+    });
     Ok((found, verdict))
+}
+
+/// Whether running install on the first master (`first`) and join on every
+/// other host would change nothing: each host's probe says so, and each join
+/// was probed with the very secrets the first master holds now.
+pub(super) fn converged(first: &str, checks: &[(String, HostCheck)]) -> bool {
+    let probe = |key: &str| {
+        checks
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, c)| c.probe.as_ref())
+            .filter(|p| p.converged)
+    };
+    let Some(install) = probe(first).filter(|p| p.operation == "install") else {
+        return false;
+    };
+    let Ok(secrets) = JoinSecrets::from_captures(&install.captures) else {
+        return false;
+    };
+    let digest = SecretsSpec::from(&secrets).digest();
+    checks
+        .iter()
+        .filter(|(key, _)| key != first)
+        .all(|(key, _)| {
+            probe(key).is_some_and(|p| p.operation == "join" && p.secrets.as_ref() == Some(&digest))
+        })
 }
 
 /// The host check's output: its `key=value` lines, and the installer's
@@ -309,6 +362,7 @@ fn read_facts(facts: &str, ports: &[u16], paths: usize) -> Result<HostCheck, Str
         hostname: hostname.unwrap_or_default().to_string(),
         found: OnHost::from_answers(&have),
         verified: false,
+        probe: None,
     })
 }
 
@@ -380,6 +434,84 @@ mod tests {
             read_facts("uname=Linux a x86_64\nhave=1\n", &[], 3).unwrap_err(),
             "the host check answered for 1 of 3 paths"
         );
+    }
+
+    fn probed(
+        operation: &str,
+        converged: bool,
+        captures: &[(&str, &str)],
+        secrets: Option<String>,
+    ) -> HostCheck {
+        HostCheck {
+            arch: "amd64".into(),
+            os: "Linux".into(),
+            free_bytes: 0,
+            ports_in_use: Vec::new(),
+            hostname: "h".into(),
+            found: OnHost::from_answers(&[true]),
+            verified: true,
+            probe: Some(Probe {
+                operation: operation.into(),
+                converged,
+                pending: None,
+                captures: captures
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                secrets,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_cluster_is_converged_only_when_every_host_is_and_the_joins_used_the_first_masters_secrets()
+    {
+        let token = [(crate::runtime::captures::K3S_TOKEN, "K10tok")];
+        let digest = |t: &str| {
+            let secrets = JoinSecrets {
+                token: Some(crate::cluster::Secret::new(t)),
+                ..JoinSecrets::default()
+            };
+            Some(SecretsSpec::from(&secrets).digest())
+        };
+        let checks = |first: HostCheck, other: HostCheck| {
+            vec![("a".to_string(), first), ("b".to_string(), other)]
+        };
+        let yes = checks(
+            probed("install", true, &token, None),
+            probed("join", true, &[], digest("K10tok")),
+        );
+        assert!(converged("a", &yes));
+        // Which host is first matters: b's probe was of a join.
+        assert!(!converged("b", &yes));
+        for no in [
+            // b joined with a token the first master no longer has
+            checks(
+                probed("install", true, &token, None),
+                probed("join", true, &[], digest("K10old")),
+            ),
+            // b would change
+            checks(
+                probed("install", true, &token, None),
+                probed("join", false, &[], digest("K10tok")),
+            ),
+            // the first master would change
+            checks(
+                probed("install", false, &token, None),
+                probed("join", true, &[], digest("K10tok")),
+            ),
+            // the first master's secrets could not be read
+            checks(
+                probed("install", true, &[], None),
+                probed("join", true, &[], digest("K10tok")),
+            ),
+        ] {
+            assert!(!converged("a", &no));
+        }
+        // A host the installer did not probe (an older installer) is not.
+        let mut unprobed = yes.clone();
+        unprobed[1].1.probe = None;
+        assert!(!converged("a", &unprobed));
     }
 
     #[test]

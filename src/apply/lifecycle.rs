@@ -164,7 +164,7 @@ pub fn add(
         .into_iter()
         .partition(|(h, _)| targets.contains(&h.address));
     let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
-    let checks = hosts::check_all(&connections, &image, &ports, Some(&grown))?;
+    let checks = hosts::check_all(&connections, &image, &ports, Some(&grown), false)?;
     connections.extend(known);
 
     let mut run = RunReport::default();
@@ -540,7 +540,7 @@ pub fn upgrade(
     ));
     let connections = hosts::connect_all(cluster, connector)?;
     // Every host runs the cluster already: its ports are ours.
-    let checks = hosts::check_all(&connections, &image, &|_| Vec::new(), None)?;
+    let checks = hosts::check_all(&connections, &image, &|_| Vec::new(), None, false)?;
     record_node_names(cluster, &checks);
     let mut run = RunReport::default();
     progress.message("sending the layers the hosts lack");

@@ -35,7 +35,7 @@ pub use lifecycle::{
     LifecycleReport,
 };
 
-use crate::cluster::{Cluster, Host, HostStatus, InstalledImage, Phase};
+use crate::cluster::{Cluster, ClusterStatus, Host, HostStatus, InstalledImage, Phase};
 use crate::installer::{Operation, Report, Request, VerifyReport, INSTALLER_PATH};
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -184,25 +184,75 @@ pub fn run(
     ));
     let connections = hosts::connect_all(cluster, connector)?;
     let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
-    let checks = hosts::check_all(&connections, rootfs, &ports, Some(cluster))?;
+    let checks = hosts::check_all(&connections, rootfs, &ports, Some(cluster), true)?;
 
     let mut report = RunReport::default();
     progress.message("sending layers");
     distribute(store, &connections, rootfs, &checks, progress, &mut report)?;
     verify_hosts(&connections, cluster, rootfs, &checks, progress)?;
     // Recorded only now: a run stopped by the checks above saves nothing.
+    let probed = planned_status(&cluster.status);
     record_node_names(cluster, &checks);
 
-    // The first master makes the cluster; the others join with its secrets.
+    // The first master makes the cluster; the others join with its secrets,
+    // unless every host's installer found that this would change nothing.
+    // (The probes planned with the status as it was before the names were
+    // recorded: theirs are the plans that would run only if no other part
+    // of it differs.)
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
+    if planned_status(&cluster.status) == probed && hosts::converged(&first.key(), &checks) {
+        progress.message(&format!(
+            "{} hosts: their installers found nothing to change ({} install and join skipped)",
+            cluster.hosts.len(),
+            runtime.name()
+        ));
+        for host in cluster.hosts.clone() {
+            record(cluster, &host, rootfs, &mut report, false);
+        }
+    } else {
+        install_and_join(
+            cluster,
+            &connections,
+            runtime.as_ref(),
+            rootfs,
+            &first,
+            progress,
+            &mut report,
+        )?;
+    }
+    // Application images, on the first master, once the cluster is up.
+    app::apply_apps(
+        store,
+        cluster,
+        &connections,
+        rootfs,
+        &images[1..],
+        progress,
+        &mut report,
+    )?;
+    cluster.status.phase = Phase::Running;
+    Ok(report)
+}
+
+/// Install on the first master, then join the other masters one by one and
+/// the nodes in parallel, with the secrets the install captured.
+fn install_and_join(
+    cluster: &mut Cluster,
+    connections: &Connections,
+    runtime: &dyn Runtime,
+    rootfs: &AppliedImage,
+    first: &Host,
+    progress: &dyn Progress,
+    report: &mut RunReport,
+) -> Result<(), ApplyError> {
     let snapshot = cluster.clone();
-    let transport = connection_for(&connections, &first)?;
+    let transport = connection_for(connections, first)?;
     progress.message(&format!("{}: {} install", first.key(), runtime.name()));
-    let request = host_request(&snapshot, &first, rootfs, &JoinSecrets::default());
+    let request = host_request(&snapshot, first, rootfs, &JoinSecrets::default());
     let outcome = run_installer(transport, rootfs, Operation::Install, &request)?;
-    record(cluster, &first, rootfs, &mut report, outcome.changed);
+    record(cluster, first, rootfs, report, outcome.changed);
     let secrets =
-        JoinSecrets::from_captures(&outcome.captures).map_err(ApplyError::runtime(&first))?;
+        JoinSecrets::from_captures(&outcome.captures).map_err(ApplyError::runtime(first))?;
 
     let others: Vec<Host> = snapshot
         .hosts
@@ -219,19 +269,18 @@ pub fn run(
         ));
         let request = host_request(&snapshot, host, rootfs, &secrets);
         let outcome = run_installer(
-            connection_for(&connections, host)?,
+            connection_for(connections, host)?,
             rootfs,
             Operation::Join,
             &request,
         )?;
-        record(cluster, host, rootfs, &mut report, outcome.changed);
+        record(cluster, host, rootfs, report, outcome.changed);
     }
     let results: Vec<(Host, Result<bool, ApplyError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = nodes
             .iter()
             .map(|host| {
-                let (snapshot, secrets, runtime) = (&snapshot, &secrets, runtime.as_ref());
-                let connections = &connections;
+                let (snapshot, secrets) = (&snapshot, &secrets);
                 scope.spawn(move || {
                     progress.message(&format!("{}: {} join (node)", host.key(), runtime.name()));
                     let request = host_request(snapshot, host, rootfs, secrets);
@@ -248,19 +297,7 @@ pub fn run(
             .map(|h| h.join().expect("a host thread panicked"))
             .collect()
     });
-    record_all(cluster, rootfs, &mut report, results)?;
-    // Application images, on the first master, once the cluster is up.
-    app::apply_apps(
-        store,
-        cluster,
-        &connections,
-        rootfs,
-        &images[1..],
-        progress,
-        &mut report,
-    )?;
-    cluster.status.phase = Phase::Running;
-    Ok(report)
+    record_all(cluster, rootfs, report, results)
 }
 
 fn host_context<'a>(
@@ -308,6 +345,20 @@ fn record(
         }],
         node_name: status.node_name.take(),
     };
+}
+
+/// The status as runtimes plan with it: without node names, which no plan
+/// uses (`runtime::tests::plans_do_not_depend_on_recorded_node_names`), and
+/// without the hosts that have nothing else recorded.
+fn planned_status(status: &ClusterStatus) -> ClusterStatus {
+    let mut status = status.clone();
+    for host in status.hosts.values_mut() {
+        host.node_name = None;
+    }
+    status
+        .hosts
+        .retain(|_, host| *host != HostStatus::default());
+    status
 }
 
 /// Records each checked host's Kubernetes node name, the first time it is
@@ -1050,14 +1101,19 @@ fn verify_host(
     request: &Request,
 ) -> Result<(), ApplyError> {
     let (command, output) = call_installer(transport, image, &["verify"], &request.to_json())?;
-    verdict(transport.address(), command, &output, &output.stdout)
+    verdict(transport.address(), command, &output, &output.stdout).map(|_| ())
 }
 
 /// What `installer verify` said: its `report` (its stdout, or the part of
 /// it that is the report) and how `output` ended.
-fn verdict(host: &str, command: String, output: &Output, report: &[u8]) -> Result<(), ApplyError> {
+fn verdict(
+    host: &str,
+    command: String,
+    output: &Output,
+    report: &[u8],
+) -> Result<VerifyReport, ApplyError> {
     match serde_json::from_slice::<VerifyReport>(report) {
-        Ok(report) if report.holds() && output.success() => Ok(()),
+        Ok(report) if report.holds() && output.success() => Ok(report),
         Ok(report) if !report.holds() => Err(ApplyError::Violations {
             host: host.to_string(),
             violations: report.violations.iter().map(|v| v.to_string()).collect(),

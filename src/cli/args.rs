@@ -254,6 +254,21 @@ pub struct InstallerVerifyArgs {
     /// Where the host's / is (every path of the request is resolved under it).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub host_root: PathBuf,
+    /// Also tell whether this operation would change the host (a dry run of
+    /// its plan). The operator sets it through the environment, which an
+    /// installer from before this flag ignores rather than failing on.
+    #[arg(long, value_name = "OPERATION", env = "SEALRS_PROBE")]
+    pub probe: Option<ProbeOperation>,
+    /// The program that runs systemctl (for --probe).
+    #[arg(long, value_name = "PROGRAM", default_value = "systemctl")]
+    pub systemctl: String,
+}
+
+/// What `installer verify --probe` asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeOperation {
+    Install,
+    Join,
 }
 
 #[derive(Debug, clap::Args)]

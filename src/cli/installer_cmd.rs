@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 
-use super::args::{InstallerArgs, InstallerCommand, InstallerRequestArgs};
+use super::args::{InstallerArgs, InstallerCommand, InstallerRequestArgs, ProbeOperation};
 use crate::cluster::Role;
 use crate::installer::{self, ExecContext, LayerSource, Operation, Request, StepReport};
 use crate::layout::{Layout, Layouts};
@@ -26,7 +26,19 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
         InstallerCommand::Uninstall(a) => run_request(Operation::Uninstall, &a, quiet),
         InstallerCommand::Verify(a) => {
             let request = read_request()?;
-            let report = installer::verify(&request, &a.host_root)?;
+            let mut report = installer::verify(&request, &a.host_root)?;
+            if let (Some(operation), true) = (a.probe, report.holds()) {
+                let operation = match operation {
+                    ProbeOperation::Install => Operation::Install,
+                    ProbeOperation::Join => Operation::Join,
+                };
+                report.probe = Some(installer::probe(
+                    &request,
+                    operation,
+                    &a.host_root,
+                    &a.systemctl,
+                ));
+            }
             println!("{}", report.to_json());
             if !report.holds() {
                 bail!("{}", report.summary());
@@ -121,18 +133,24 @@ fn read_request() -> Result<Request> {
 
 /// Plans `operation` for this host from the request on stdin, then executes
 /// the plan as `apply` does.
+/// A join that succeeded leaves its secrets for the next run's probe; an
+/// uninstall takes them away.
 fn run_request(operation: Operation, args: &InstallerRequestArgs, quiet: bool) -> Result<()> {
     let request = read_request()?;
     let plan = request.plan(operation)?;
-    let layout = layout_for(&plan)?;
-    let cluster = request.cluster();
-    let role = Request::role(request.this_host(&cluster)?);
-    let mut ctx = ExecContext::new(PathBuf::new(), layout, role);
-    ctx.host_root = args.host_root.clone();
-    ctx.rootfs = ctx.host_path(&request.rootfs);
-    ctx.systemctl = vec![args.systemctl.clone()];
+    let ctx = installer::exec_context(&request, &plan, &args.host_root, &args.systemctl)?;
     let layers: Vec<PathBuf> = request.layers.iter().map(|l| ctx.host_path(l)).collect();
-    execute(&plan, ctx, &layers, quiet)
+    execute(&plan, ctx, &layers, quiet)?;
+    let kept = match operation {
+        Operation::Join => installer::remember_join(&request, &args.host_root),
+        Operation::Uninstall => installer::forget_join(&args.host_root),
+        _ => Ok(()),
+    };
+    if let Err(e) = kept {
+        // The host is as planned; only the next run's shortcut is lost.
+        eprintln!("warning: {e}; the next run checks this host by joining it again");
+    }
+    Ok(())
 }
 
 fn layout_for(plan: &Plan) -> Result<&'static Layout> {

@@ -60,6 +60,8 @@ pub enum InstallerError {
     Exit { program: String, code: i32 },
     #[error("{program} was killed by a signal")]
     Signal { program: String },
+    #[error("the plan is for runtime {runtime:?}, which has no layout in this installer (it has {known})")]
+    NoLayout { runtime: String, known: String },
     #[error(transparent)]
     Request(#[from] super::request::RequestError),
 }

@@ -185,7 +185,12 @@ impl StepRun<'_> {
             return Ok(Outcome::skipped(skip));
         }
         let outcome = self.act()?;
-        if self.step.check == Check::ReadOnly && outcome.status == StepStatus::Changed {
+        // In a dry run, `changed` means "has work to do": a program that would
+        // run, or a wait that would wait, counts even when it only observes.
+        if self.step.check == Check::ReadOnly
+            && outcome.status == StepStatus::Changed
+            && !self.ctx.dry_run
+        {
             return Ok(Outcome {
                 status: StepStatus::Unchanged,
                 note: outcome.note,
@@ -537,7 +542,7 @@ impl StepRun<'_> {
             Action::WaitFile { path, timeout_secs } => {
                 let dest = checked(ctx, path)?;
                 if dry {
-                    return Ok(Outcome::unchanged());
+                    return Ok(would_wait(dest.symlink_metadata().is_ok()));
                 }
                 wait(*timeout_secs, path, || dest.symlink_metadata().is_ok())?;
                 Ok(Outcome::unchanged())
@@ -547,23 +552,30 @@ impl StepRun<'_> {
                 port,
                 timeout_secs,
             } => {
-                if dry {
-                    return Ok(Outcome::unchanged());
-                }
-                let what = format!("a connection to {host}:{port}");
-                wait(*timeout_secs, &what, || {
+                let listening = || {
                     (host.as_str(), *port).to_socket_addrs().is_ok_and(|mut a| {
                         a.any(|addr| TcpStream::connect_timeout(&addr, POLL * 5).is_ok())
                     })
-                })?;
+                };
+                if dry {
+                    return Ok(would_wait(listening()));
+                }
+                wait(
+                    *timeout_secs,
+                    &format!("a connection to {host}:{port}"),
+                    listening,
+                )?;
                 Ok(Outcome::unchanged())
             }
             Action::ReadFile { path, capture } => {
                 let dest = checked(ctx, path)?;
-                if dry {
-                    return Ok(Outcome::unchanged());
-                }
-                let bytes = fs::read(&dest).map_err(InstallerError::io("reading", &dest))?;
+                // Reading changes nothing, so a dry run reads what is there.
+                let bytes = match fs::read(&dest) {
+                    Err(e) if dry && e.kind() == io::ErrorKind::NotFound => {
+                        return Ok(Outcome::changed().with_note("dry run: not there yet"))
+                    }
+                    read => read.map_err(InstallerError::io("reading", &dest))?,
+                };
                 self.capture = Some((
                     capture.key.clone(),
                     String::from_utf8_lossy(&bytes).into_owned(),
@@ -707,6 +719,15 @@ impl StepRun<'_> {
             .map(|d| self.ctx.host_path(d).to_string_lossy().into_owned())
             .collect();
         format!("{}:{DEFAULT_PATH}", under.join(":"))
+    }
+}
+
+/// A dry run's wait: nothing to do when what it waits for is there now.
+fn would_wait(ready: bool) -> Outcome {
+    if ready {
+        Outcome::unchanged()
+    } else {
+        Outcome::changed().with_note("dry run: would wait")
     }
 }
 

@@ -32,6 +32,7 @@ pub mod embed;
 mod error;
 mod execute;
 mod place;
+mod probe;
 mod request;
 mod systemd;
 mod unpack;
@@ -52,6 +53,7 @@ pub use embed::{installer_layer, InstallerChoice, INSTALLER_PATH};
 pub use error::InstallerError;
 pub use execute::execute;
 pub use place::{placements, PlacedFile, PLACED_DIR};
+pub use probe::{exec_context, forget_join, probe, remember_join, Probe, JOINED};
 pub use request::{
     ClusterSpec, HostSpec, ImageSpec, Operation, Request, RequestError, SecretsSpec,
     REQUEST_VERSION,
@@ -78,8 +80,9 @@ pub struct ExecContext<'a> {
     pub layout: &'a Layout,
     /// The role this host plays (which placements apply to it).
     pub role: Role,
-    /// Evaluate checks, change nothing: a step that would act reports
-    /// `changed`, programs are not run and waits do not wait.
+    /// Evaluate checks, change nothing: a step that has work to do reports
+    /// `changed` (it would act, run a program, or wait for something not
+    /// there yet); programs are not run, waits do not wait, files are read.
     pub dry_run: bool,
     /// The argv prefix that runs systemctl (`["systemctl"]`).
     pub systemctl: Vec<String>,

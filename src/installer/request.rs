@@ -137,6 +137,27 @@ pub struct SecretsSpec {
     pub certificate_key: Option<Secret>,
 }
 
+impl From<&JoinSecrets> for SecretsSpec {
+    fn from(secrets: &JoinSecrets) -> SecretsSpec {
+        SecretsSpec {
+            token: secrets.token.clone(),
+            controller_token: secrets.controller_token.clone(),
+            ca_cert_hash: secrets.ca_cert_hash.clone(),
+            certificate_key: secrets.certificate_key.clone(),
+        }
+    }
+}
+
+impl SecretsSpec {
+    /// `sha256:<hex>` of the secrets as the wire writes them: lets two sides
+    /// tell that they hold the same secrets without showing them.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest as _, Sha256};
+        let json = serde_json::to_vec(self).expect("secrets serialize");
+        format!("sha256:{}", hex::encode(Sha256::digest(json)))
+    }
+}
+
 /// A request that cannot be read or acted on.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -195,12 +216,7 @@ impl Request {
                 labels: image.labels.clone(),
                 env: image.env.clone(),
             },
-            secrets: SecretsSpec {
-                token: secrets.token.clone(),
-                controller_token: secrets.controller_token.clone(),
-                ca_cert_hash: secrets.ca_cert_hash.clone(),
-                certificate_key: secrets.certificate_key.clone(),
-            },
+            secrets: SecretsSpec::from(secrets),
             rootfs: rootfs.to_string(),
             layers,
             target_version: None,

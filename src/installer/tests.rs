@@ -455,6 +455,43 @@ fn dry_run_changes_nothing() {
 }
 
 #[test]
+fn a_dry_run_counts_programs_and_waits_as_work_and_reads_what_is_there() {
+    let host = Host::new();
+    host.write("/etc/token", "K10secret\n", 0o600);
+    let never = host.at("/never").display().to_string();
+    let p = plan(vec![
+        Step::wait_file("wait-token", "/etc/token", 5),
+        Step::read_file("token", "/etc/token", Capture::secret("token")),
+        Step::wait_file("wait-other", "/etc/other", 5),
+        Step::read_file("other", "/etc/other", Capture::public("other")),
+        Step::run("look", "look", &["touch", &never], Check::ReadOnly),
+    ]);
+    let mut ctx = host.ctx("k3s", Role::Master);
+    ctx.dry_run = true;
+    let r = execute(&p, &ctx).unwrap();
+    assert!(!Path::new(&never).exists(), "a dry run runs no program");
+    assert_eq!(
+        statuses(&r),
+        vec![
+            ("wait-token", StepStatus::Unchanged),
+            ("token", StepStatus::Unchanged),
+            ("wait-other", StepStatus::Changed),
+            ("other", StepStatus::Changed),
+            ("look", StepStatus::Changed),
+        ]
+    );
+    assert_eq!(
+        r.captures.get("token").map(String::as_str),
+        Some("K10secret\n")
+    );
+    assert!(!r.captures.contains_key("other"));
+    // For real, the observing program runs and is no change.
+    let real = plan(vec![Step::run("look", "look", &["true"], Check::ReadOnly)]);
+    ctx.dry_run = false;
+    assert!(!execute(&real, &ctx).unwrap().changed);
+}
+
+#[test]
 fn rootfs_is_placed_per_role_recorded_and_removed_exactly() {
     let host = Host::new();
     host.k3s_rootfs();
@@ -645,6 +682,134 @@ fn a_k3s_install_and_join_run_against_a_fake_host_and_rerun_changes_nothing() {
     }
     assert!(node.calls().contains(&"stop k3s-agent.service".to_string()));
     assert!(!execute(&uninstall, &ctx).unwrap().changed);
+}
+
+#[test]
+fn a_probe_tells_whether_install_and_join_would_change_the_host() {
+    let c = cluster();
+    let image = ImageInfo::new("k3s", "v1.30.2+k3s1").unwrap();
+    let request = |host: usize, secrets: &JoinSecrets| {
+        Request::new(
+            &c,
+            &c.hosts[host],
+            &image,
+            secrets,
+            "/var/lib/sealrs/rootfs",
+            Vec::new(),
+        )
+    };
+    let no_secrets = JoinSecrets::default();
+    let systemctl = |h: &Host| h.dir.path().join("tools/systemctl").display().to_string();
+
+    // The first master: not installed yet, then installed, then drifted.
+    let master = Host::new();
+    master.k3s_rootfs();
+    master.write(
+        "/var/lib/rancher/k3s/server/token",
+        "K10tok::server:abc\n",
+        0o600,
+    );
+    master.write("/etc/rancher/k3s/k3s.yaml", "apiVersion: v1\n", 0o600);
+    let install = request(0, &no_secrets);
+    let before = probe(
+        &install,
+        Operation::Install,
+        &master.root(),
+        &systemctl(&master),
+    );
+    assert!(!before.converged, "{before:?}");
+    assert!(
+        before
+            .pending
+            .as_deref()
+            .unwrap()
+            .contains("has work to do"),
+        "{before:?}"
+    );
+    let plan = install.plan(Operation::Install).unwrap();
+    let ctx = exec_context(&install, &plan, &master.root(), &systemctl(&master)).unwrap();
+    assert!(execute(&plan, &ctx).unwrap().succeeded());
+    let calls = master.calls().len();
+    let after = probe(
+        &install,
+        Operation::Install,
+        &master.root(),
+        &systemctl(&master),
+    );
+    assert!(after.converged, "{after:?}");
+    assert_eq!(after.operation, "install");
+    let secrets = JoinSecrets::from_captures(&after.captures).unwrap();
+    assert_eq!(
+        secrets.token.as_ref().unwrap().expose(),
+        "K10tok::server:abc"
+    );
+    // It asked, and changed nothing.
+    assert!(master.calls()[calls..].iter().all(|c| c.starts_with("is-")));
+    assert!(
+        !format!("{after:?}").contains("K10tok"),
+        "Debug shows no secret"
+    );
+    fs::remove_file(master.at("/etc/systemd/system/k3s.service")).unwrap();
+    let drifted = probe(
+        &install,
+        Operation::Install,
+        &master.root(),
+        &systemctl(&master),
+    );
+    assert!(!drifted.converged);
+    assert!(drifted.pending.unwrap().contains("unit"), "names the step");
+
+    // A node probes its join with the secrets it last joined with.
+    let node = Host::new();
+    node.k3s_rootfs();
+    node.write(
+        "/var/lib/sealrs/rootfs/etc/config.yaml",
+        "node-label:\n  - pass=${PASS}\n",
+        0o644,
+    );
+    let join = request(1, &no_secrets);
+    let never = probe(&join, Operation::Join, &node.root(), &systemctl(&node));
+    assert_eq!(
+        never.pending.as_deref(),
+        Some("this host has not joined yet")
+    );
+    let joined = request(1, &secrets);
+    let plan = joined.plan(Operation::Join).unwrap();
+    let ctx = exec_context(&joined, &plan, &node.root(), &systemctl(&node)).unwrap();
+    assert!(execute(&plan, &ctx).unwrap().succeeded());
+    remember_join(&joined, &node.root()).unwrap();
+    assert_eq!(mode(&node.at(JOINED)), 0o600);
+    let again = probe(&join, Operation::Join, &node.root(), &systemctl(&node));
+    assert!(again.converged, "{again:?}");
+    assert_eq!(again.secrets, Some(SecretsSpec::from(&secrets).digest()));
+    assert_ne!(again.secrets, Some(SecretsSpec::default().digest()));
+    // A changed env is a change to the node's config.
+    let mut other = c.clone();
+    other.env.insert("PASS".into(), "another".into());
+    let changed_env = Request::new(
+        &other,
+        &other.hosts[1],
+        &image,
+        &no_secrets,
+        "/var/lib/sealrs/rootfs",
+        Vec::new(),
+    );
+    assert!(
+        !probe(
+            &changed_env,
+            Operation::Join,
+            &node.root(),
+            &systemctl(&node)
+        )
+        .converged
+    );
+    // A stopped service is work too.
+    fs::remove_file(node.dir.path().join("tools/state/active-k3s-agent.service")).unwrap();
+    let stopped = probe(&join, Operation::Join, &node.root(), &systemctl(&node));
+    assert!(!stopped.converged, "{stopped:?}");
+    forget_join(&node.root()).unwrap();
+    assert!(!node.at(JOINED).exists());
+    forget_join(&node.root()).unwrap();
 }
 
 // ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::probe::Probe;
 use super::request::Request;
 use super::unpack::STAMP;
 use super::{place, ExecContext, InstallerError};
@@ -36,6 +37,9 @@ pub struct VerifyReport {
     pub role: Role,
     /// Empty when the host is fit for the request.
     pub violations: Vec<Violation>,
+    /// Whether an install or join would change the host, when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
 }
 
 /// One thing that stops the host from taking the request.
@@ -145,6 +149,7 @@ pub fn verify(request: &Request, host_root: &Path) -> Result<VerifyReport, Insta
         host: host.key(),
         role,
         violations,
+        probe: None,
     })
 }
 

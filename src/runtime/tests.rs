@@ -1192,3 +1192,38 @@ fn remove_node_drains_then_deletes_with_each_runtimes_kubectl() {
         }
     }
 }
+
+#[test]
+fn plans_do_not_depend_on_recorded_node_names() {
+    // `sealrs run` probes each host before it records the hosts' node names,
+    // and trusts the probe only because the names change no plan.
+    for (runtime, version) in [
+        ("k3s", "v1.30.2+k3s1"),
+        ("kubeadm", "v1.30.2"),
+        ("k0s", "v1.30.2+k0s.0"),
+    ] {
+        let rt = runtime_for(runtime).unwrap();
+        let img = image(runtime, version);
+        let plain = cluster("10.0.0.1", "10.0.0.2", &["A=1"]);
+        let mut named = plain.clone();
+        for (i, host) in named.hosts.clone().iter().enumerate() {
+            named.status.hosts.insert(
+                host.key(),
+                HostStatus {
+                    node_name: Some(format!("node-{i}")),
+                    ..HostStatus::default()
+                },
+            );
+        }
+        assert_eq!(
+            rt.install(&ctx(&plain, 0, &img)).unwrap(),
+            rt.install(&ctx(&named, 0, &img)).unwrap(),
+            "{runtime} install"
+        );
+        assert_eq!(
+            rt.join(&ctx(&plain, 1, &img)).unwrap(),
+            rt.join(&ctx(&named, 1, &img)).unwrap(),
+            "{runtime} join"
+        );
+    }
+}
