@@ -288,30 +288,34 @@ fn check(
     Ok((found, verdict))
 }
 
-/// Whether running install on the first master (`first`) and join on every
-/// other host would change nothing: each host's probe says so, and each join
-/// was probed with the very secrets the first master holds now.
-pub(super) fn converged(first: &str, checks: &[(String, HostCheck)]) -> bool {
-    let probe = |key: &str| {
+/// Whether running install on the first master and join on every other
+/// host of `cluster` would change nothing: each host's probe in `checks` says
+/// so, and each join was probed with the very secrets the first master holds
+/// now.
+pub(super) fn converged(cluster: &Cluster, checks: &[(String, HostCheck)]) -> bool {
+    let probe = |key: &str, operation: Operation| {
         checks
             .iter()
             .find(|(k, _)| k == key)
             .and_then(|(_, c)| c.probe.as_ref())
-            .filter(|p| p.converged)
+            .filter(|p| p.converged && p.operation == operation.as_str())
     };
-    let Some(install) = probe(first).filter(|p| p.operation == "install") else {
+    let Some(first) = cluster.first_master().map(Host::key) else {
+        return false;
+    };
+    let Some(install) = probe(&first, Operation::Install) else {
         return false;
     };
     let Ok(secrets) = JoinSecrets::from_captures(&install.captures) else {
         return false;
     };
     let digest = SecretsSpec::from(&secrets).digest();
-    checks
+    cluster
+        .hosts
         .iter()
-        .filter(|(key, _)| key != first)
-        .all(|(key, _)| {
-            probe(key).is_some_and(|p| p.operation == "join" && p.secrets.as_ref() == Some(&digest))
-        })
+        .map(Host::key)
+        .filter(|key| *key != first)
+        .all(|key| probe(&key, Operation::Join).is_some_and(|p| p.secrets == Some(digest.clone())))
 }
 
 /// The host check's output: its `key=value` lines, and the installer's
@@ -474,23 +478,37 @@ mod tests {
             };
             Some(SecretsSpec::from(&secrets).digest())
         };
+        let cluster = |first: &str, other: &str| {
+            Cluster::from_args(&crate::cluster::ClusterArgs {
+                masters: vec![first.into()],
+                nodes: vec![other.into()],
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let ab = cluster("10.0.0.1", "10.0.0.2");
         let checks = |first: HostCheck, other: HostCheck| {
-            vec![("a".to_string(), first), ("b".to_string(), other)]
+            vec![
+                ("10.0.0.1".to_string(), first),
+                ("10.0.0.2".to_string(), other),
+            ]
         };
         let yes = checks(
             probed("install", true, &token, None),
             probed("join", true, &[], digest("K10tok")),
         );
-        assert!(converged("a", &yes));
-        // Which host is first matters: b's probe was of a join.
-        assert!(!converged("b", &yes));
+        assert!(converged(&ab, &yes));
+        // Which host is first matters: .2's probe was of a join.
+        assert!(!converged(&cluster("10.0.0.2", "10.0.0.1"), &yes));
+        // Every host of the cluster must have answered.
+        assert!(!converged(&cluster("10.0.0.1", "10.0.0.3"), &yes));
         for no in [
-            // b joined with a token the first master no longer has
+            // the node joined with a token the first master no longer has
             checks(
                 probed("install", true, &token, None),
                 probed("join", true, &[], digest("K10old")),
             ),
-            // b would change
+            // the node would change
             checks(
                 probed("install", true, &token, None),
                 probed("join", false, &[], digest("K10tok")),
@@ -506,12 +524,12 @@ mod tests {
                 probed("join", true, &[], digest("K10tok")),
             ),
         ] {
-            assert!(!converged("a", &no));
+            assert!(!converged(&ab, &no));
         }
         // A host the installer did not probe (an older installer) is not.
         let mut unprobed = yes.clone();
         unprobed[1].1.probe = None;
-        assert!(!converged("a", &unprobed));
+        assert!(!converged(&ab, &unprobed));
     }
 
     #[test]

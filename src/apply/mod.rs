@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, MediaType};
 
 pub use error::{ApplyError, HostFailure};
 pub use hosts::{Connections, Connector, HostCheck};
@@ -66,7 +66,8 @@ pub struct AppliedImage {
     pub layers: Vec<Descriptor>,
     pub info: ImageInfo,
     pub arch: String,
-    /// The gzip layer that carries `opt/sealrs/sealrs`.
+    /// The layer that carries `opt/sealrs/sealrs` (a plain tar; gzip in
+    /// images built before).
     pub installer: Option<Descriptor>,
 }
 
@@ -200,7 +201,7 @@ pub fn run(
     // recorded: theirs are the plans that would run only if no other part
     // of it differs.)
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
-    if planned_status(&cluster.status) == probed && hosts::converged(&first.key(), &checks) {
+    if planned_status(&cluster.status) == probed && hosts::converged(cluster, &checks) {
         progress.message(&format!(
             "{} hosts: their installers found nothing to change ({} install and join skipped)",
             cluster.hosts.len(),
@@ -563,10 +564,10 @@ struct Bootstrap {
     unreached: bool,
 }
 
-/// Puts the image's installer on the host: its gzip layer, fetched from
-/// `server` where the host can reach it (else sent over SSH), is unpacked by
-/// the host's gzip and tar into its layer directory only if the host's
-/// `sha256sum` says it checks out. One command: on a fresh connection each
+/// Puts the image's installer on the host: its layer, fetched from `server`
+/// where the host can reach it (else sent over SSH), is unpacked by the
+/// host's tar (and gzip, for older images) into its layer directory only if
+/// the host's `sha256sum` says it checks out. One command: on a fresh connection each
 /// round trip counts.
 fn bootstrap_installer(
     store: &Store,
@@ -583,6 +584,11 @@ fn bootstrap_installer(
     };
     let fail = ApplyError::transport(transport.address());
     let started = Instant::now();
+    let gzip = if *layer.media_type() == MediaType::ImageLayerGzip {
+        "1"
+    } else {
+        "0"
+    };
     let argv: Vec<String> = [
         "sh",
         "-c",
@@ -590,6 +596,7 @@ fn bootstrap_installer(
         "sealrs",
         layer.digest().digest(),
         &host_layer(layer),
+        gzip,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -659,10 +666,11 @@ fn unreached(progress: &dyn Progress, transport: &dyn Transport, why: &str) {
     ));
 }
 
-/// `sh -c BOOTSTRAP_SCRIPT sealrs HEX DIR [ADDRESS PORT]`: puts the installer
-/// layer whose sha256 is HEX in DIR, unpacked into a temp directory renamed
-/// to DIR only if the blob checks out, so that DIR exists only complete and
-/// checked.
+/// `sh -c BOOTSTRAP_SCRIPT sealrs HEX DIR GZ [ADDRESS PORT]`: puts the
+/// installer layer whose sha256 is HEX in DIR, unpacked into a temp directory
+/// renamed to DIR only if the blob checks out, so that DIR exists only
+/// complete and checked. GZ is `1` for a gzip layer (images built before the
+/// layer was a plain tar), else `0`.
 /// - With ADDRESS and PORT, the host fetches the blob from our server with
 ///   bash, showing the token it reads from stdin; a host without bash, or
 ///   that cannot connect within 3 s, exits 75 having claimed nothing.
@@ -670,27 +678,29 @@ fn unreached(progress: &dyn Progress, transport: &dyn Transport, why: &str) {
 ///   Whatever happens to the unpacking, the rest of stdin is read, so that
 ///   the hash, not a broken pipe, has the last word on a corrupt blob.
 const BOOTSTRAP_SCRIPT: &str = r#"set -eu
-hex=$1 dir=$2
+hex=$1 dir=$2 gz=$3
+shift 3
 mkdir -p "${dir%/*}"
 tmp=$dir.incoming-$$
-trap 'rm -rf "$tmp" "$tmp.gz" "$tmp.failed"' EXIT
+trap 'rm -rf "$tmp" "$tmp.blob" "$tmp.failed"' EXIT
 mkdir "$tmp"
-if [ $# -gt 2 ]; then
+untar() { if [ "$gz" = 1 ]; then gzip -dc | tar -xf - -C "$tmp"; else tar -xf - -C "$tmp"; fi; }
+if [ $# -gt 0 ]; then
   read -r token
   command -v bash >/dev/null || { echo "no bash to fetch with" >&2; exit 75; }
   bash -c '(sleep 3; kill $$) </dev/null >/dev/null 2>&1 & w=$!
     exec 3<>"/dev/tcp/$1/$2" || exit 75
     kill $w
     printf "%s\n" "$3" >&3
-    exec cat <&3' fetch "$3" "$4" "$token" >"$tmp.gz" || exit 75
-  gzip -dc <"$tmp.gz" | tar -xf - -C "$tmp" || echo failed >"$tmp.failed"
+    exec cat <&3' fetch "$1" "$2" "$token" >"$tmp.blob" || exit 75
+  untar <"$tmp.blob" || echo failed >"$tmp.failed"
 else
-  tee "$tmp.gz" | {
-    gzip -dc | tar -xf - -C "$tmp" || echo failed >"$tmp.failed"
+  tee "$tmp.blob" | {
+    untar || echo failed >"$tmp.failed"
     cat >/dev/null
   }
 fi
-sum=$(sha256sum <"$tmp.gz")
+sum=$(sha256sum <"$tmp.blob")
 if [ "${sum%% *}" != "$hex" ]; then
   echo "the installer layer's sha256 is ${sum%% *}, not $hex" >&2
   exit 1
@@ -1151,29 +1161,36 @@ mod tests {
     use std::path::Path;
     use std::process::{Command, Output, Stdio};
 
-    /// A gzip tar with `opt/sealrs/sealrs`, as the installer layer is.
-    fn installer_layer(content: &[u8]) -> Vec<u8> {
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut tar = tar::Builder::new(gz);
+    /// A tar with `opt/sealrs/sealrs`, as the installer layer is (gzip, as
+    /// images built before had it, with `gzip`).
+    fn installer_layer(content: &[u8], gzip: bool) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
         header.set_size(content.len() as u64);
         header.set_mode(0o755);
         header.set_cksum();
         tar.append_data(&mut header, "opt/sealrs/sealrs", content)
             .unwrap();
-        tar.into_inner().unwrap().finish().unwrap()
+        let plain = tar.into_inner().unwrap();
+        if !gzip {
+            return plain;
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&plain).unwrap();
+        gz.finish().unwrap()
     }
 
     /// Runs the bootstrap here, as a host's `sh` would, `blob` on stdin.
-    fn bootstrap(blob: &[u8], hex: &str, dir: &Path) -> Output {
-        bootstrap_from(blob, hex, dir, &[])
+    fn bootstrap(blob: &[u8], hex: &str, dir: &Path, gzip: bool) -> Output {
+        bootstrap_from(blob, hex, dir, gzip, &[])
     }
 
     /// The bootstrap with more arguments (where to fetch from).
-    fn bootstrap_from(blob: &[u8], hex: &str, dir: &Path, more: &[String]) -> Output {
+    fn bootstrap_from(blob: &[u8], hex: &str, dir: &Path, gzip: bool, more: &[String]) -> Output {
         let mut child = Command::new("sh")
             .args(["-c", BOOTSTRAP_SCRIPT, "sealrs", hex])
             .arg(dir)
+            .arg(if gzip { "1" } else { "0" })
             .args(more)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1203,43 +1220,46 @@ mod tests {
 
     #[test]
     fn the_installer_bootstrap_keeps_only_a_layer_whose_sha256_matches() {
-        let tmp = tempfile::tempdir().unwrap();
-        let layers = tmp.path().join("layers");
-        let binary: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let blob = installer_layer(&binary);
-        let hex = sha256_hex(&blob);
+        // Plain tar as built now, and gzip as built before.
+        for gzip in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let layers = tmp.path().join("layers");
+            let binary: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
+            let blob = installer_layer(&binary, gzip);
+            let hex = sha256_hex(&blob);
 
-        let mut corrupt = blob.clone();
-        corrupt[blob.len() / 2] ^= 0xff;
-        let not_gzip = b"not a gzip stream".to_vec();
-        for (bad, expected_hex, says) in [
-            (
-                &corrupt[..],
-                hex.as_str(),
-                "the installer layer's sha256 is",
-            ),
-            (
-                &blob[..blob.len() / 2],
-                &hex,
-                "the installer layer's sha256 is",
-            ),
-            (
-                &not_gzip[..],
-                &sha256_hex(&not_gzip),
-                "cannot unpack the installer layer",
-            ),
-        ] {
-            let out = bootstrap(bad, expected_hex, &layers.join("bad"));
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "{stderr}");
-            assert!(stderr.contains(says), "{stderr}");
-            // Neither the directory nor anything of the attempt is left.
-            assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 0);
+            let mut corrupt = blob.clone();
+            corrupt[blob.len() / 2] ^= 0xff;
+            let not_a_layer = b"neither a tar nor a gzip stream".to_vec();
+            for (bad, expected_hex, says) in [
+                (
+                    &corrupt[..],
+                    hex.as_str(),
+                    "the installer layer's sha256 is",
+                ),
+                (
+                    &blob[..blob.len() / 2],
+                    &hex,
+                    "the installer layer's sha256 is",
+                ),
+                (
+                    &not_a_layer[..],
+                    &sha256_hex(&not_a_layer),
+                    "cannot unpack the installer layer",
+                ),
+            ] {
+                let out = bootstrap(bad, expected_hex, &layers.join("bad"), gzip);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(!out.status.success(), "gzip {gzip}: {stderr}");
+                assert!(stderr.contains(says), "gzip {gzip}: {stderr}");
+                // Neither the directory nor anything of the attempt is left.
+                assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 0);
+            }
+
+            let dir = layers.join(&hex);
+            installed(&bootstrap(&blob, &hex, &dir, gzip), &dir, &binary);
+            assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 1);
         }
-
-        let dir = layers.join(&hex);
-        installed(&bootstrap(&blob, &hex, &dir), &dir, &binary);
-        assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 1);
     }
 
     #[test]
@@ -1248,7 +1268,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let layers = tmp.path().join("layers");
         let binary = b"#!/bin/sh\necho installer\n".to_vec();
-        let blob = installer_layer(&binary);
+        let blob = installer_layer(&binary, false);
         let hex = sha256_hex(&blob);
         let file = tmp.path().join("blob");
         std::fs::write(&file, &blob).unwrap();
@@ -1264,18 +1284,18 @@ mod tests {
         let line = format!("{}\n", ticket.token.expose());
         let dir = layers.join(&hex);
         installed(
-            &bootstrap_from(line.as_bytes(), &hex, &dir, &at),
+            &bootstrap_from(line.as_bytes(), &hex, &dir, false, &at),
             &dir,
             &binary,
         );
         assert!(offer.claimed());
 
         // The token is spent: the server closes on it, the hash says so.
-        let again = bootstrap_from(line.as_bytes(), &hex, &layers.join("again"), &at);
+        let again = bootstrap_from(line.as_bytes(), &hex, &layers.join("again"), false, &at);
         assert!(String::from_utf8_lossy(&again.stderr).contains("sha256 is"));
         // Nobody listening: exit 75, nothing left behind.
         drop(server);
-        let out = bootstrap_from(line.as_bytes(), &hex, &layers.join("x"), &at);
+        let out = bootstrap_from(line.as_bytes(), &hex, &layers.join("x"), false, &at);
         assert_eq!(
             out.status.code(),
             Some(75),

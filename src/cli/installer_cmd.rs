@@ -14,7 +14,6 @@ use anyhow::{bail, Context as _, Result};
 use super::args::{InstallerArgs, InstallerCommand, InstallerRequestArgs, ProbeOperation};
 use crate::cluster::Role;
 use crate::installer::{self, ExecContext, LayerSource, Operation, Request, StepReport};
-use crate::layout::{Layout, Layouts};
 use crate::plan::{Action, Plan};
 use crate::transport::direct;
 
@@ -93,7 +92,7 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 }
                 None => plan_role(&plan).unwrap_or(Role::Master),
             };
-            let layout = layout_for(&plan)?;
+            let layout = installer::layout_for(&plan)?;
             let mut ctx = ExecContext::new(&a.rootfs, layout, role);
             ctx.host_root = a.host_root.clone();
             ctx.systemctl = vec![a.systemctl.clone()];
@@ -151,18 +150,6 @@ fn run_request(operation: Operation, args: &InstallerRequestArgs, quiet: bool) -
         eprintln!("warning: {e}; the next run checks this host by joining it again");
     }
     Ok(())
-}
-
-fn layout_for(plan: &Plan) -> Result<&'static Layout> {
-    let layouts = Layouts::embedded();
-    match layouts.rootfs(&plan.runtime) {
-        Some(layout) => Ok(layout),
-        None => bail!(
-            "the plan is for runtime {:?}, which has no layout here (known: {})",
-            plan.runtime,
-            layouts.runtimes().join(", ")
-        ),
-    }
 }
 
 /// Unpacks `layers` into the rootfs (when given), runs the plan, prints the

@@ -1,14 +1,15 @@
 //! The build-time half of the installer: `sealrs build` puts a sealrs binary
 //! into every rootfs image as one extra layer holding `opt/sealrs/sealrs`.
 //!
-//! The layer is a gzip tar (`application/vnd.oci.image.layer.v1.tar+gzip`,
-//! at gzip's fastest level) so that a host with nothing but coreutils, gzip
-//! and tar can extract the installer before sealrs exists there (the other
-//! layers are then unpacked by it), and so that it costs each host fewer
-//! bytes than the bare binary: it is the first thing sent. It is
-//! deterministic: entries in a fixed order, uid/gid 0, every mtime
-//! `SOURCE_DATE_EPOCH` (or 0), so the same binary gives the same digest and
-//! images built by the same sealrs share the blob.
+//! The layer is a plain tar (`application/vnd.oci.image.layer.v1.tar`), so
+//! that a host with nothing but coreutils and tar can extract the installer
+//! before sealrs exists there (the other layers are then unpacked by it). Not
+//! gzip: decompressing it cost each host more CPU than its bytes cost the
+//! network, at the very start of a first apply. (Images built before carry
+//! a gzip layer, which hosts still unpack.) It is deterministic: entries in
+//! a fixed order, uid/gid 0, every mtime `SOURCE_DATE_EPOCH` (or 0), so the
+//! same binary gives the same digest and images built by the same sealrs
+//! share the blob.
 //!
 //! The binary is this sealrs (`current_exe`) when the image's architecture is
 //! this machine's; for another architecture the build needs `--installer PATH`
@@ -26,7 +27,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, MediaType};
 use sha2::{Digest as _, Sha256};
 
-use crate::build::layer::{header, DiffId};
+use crate::build::layer::header;
 use crate::build::{BlobSink, BuildError, Layer, LayerCache};
 use crate::progress::Progress;
 
@@ -34,7 +35,7 @@ use crate::progress::Progress;
 pub const INSTALLER_PATH: &str = "opt/sealrs/sealrs";
 
 /// Bumped whenever the blob written for the same binary changes.
-const FORMAT: u64 = 2;
+const FORMAT: u64 = 3;
 
 /// Which sealrs binary a rootfs image carries.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -154,8 +155,7 @@ fn write_layer(
         source,
     };
     let blob = sink.create().map_err(store_err)?;
-    let gzip = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
-    let mut tar = tar::Builder::new(BufWriter::with_capacity(256 * 1024, DiffId::new(gzip)));
+    let mut tar = tar::Builder::new(BufWriter::with_capacity(256 * 1024, blob));
     let dir = INSTALLER_PATH.rsplit_once('/').map_or("", |(d, _)| d);
     let mut prefix = String::new();
     for part in dir.split('/') {
@@ -171,12 +171,12 @@ fn write_layer(
         .map_err(io_err)?;
     let mut buffered = tar.into_inner().map_err(io_err)?;
     buffered.flush().map_err(io_err)?;
-    let diff = buffered.into_inner().map_err(|e| io_err(e.into_error()))?;
-    let (gzip, diff_id) = diff.finish();
-    let blob = gzip.finish().map_err(io_err)?;
+    let blob = buffered.into_inner().map_err(|e| io_err(e.into_error()))?;
     let (digest, written) = blob.finish().map_err(store_err)?;
+    // Uncompressed: the tar's digest is the blob's.
+    let diff_id = digest.clone();
     // Marked, so that `sealrs run` finds the layer to unpack with the host's tar.
-    let mut descriptor = Descriptor::new(MediaType::ImageLayerGzip, written, digest);
+    let mut descriptor = Descriptor::new(MediaType::ImageLayer, written, digest);
     descriptor.set_annotations(Some(
         [(
             crate::apply::INSTALLER_ANNOTATION.to_string(),

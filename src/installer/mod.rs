@@ -53,7 +53,7 @@ pub use embed::{installer_layer, InstallerChoice, INSTALLER_PATH};
 pub use error::InstallerError;
 pub use execute::execute;
 pub use place::{placements, PlacedFile, PLACED_DIR};
-pub use probe::{exec_context, forget_join, probe, remember_join, Probe, JOINED};
+pub use probe::{exec_context, forget_join, layout_for, probe, remember_join, Probe, JOINED};
 pub use request::{
     ClusterSpec, HostSpec, ImageSpec, Operation, Request, RequestError, SecretsSpec,
     REQUEST_VERSION,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::request::{Operation, Request, SecretsSpec};
 use super::{execute, ExecContext, InstallerError, StepStatus};
-use crate::layout::Layouts;
+use crate::layout::{Layout, Layouts};
 use crate::plan::Plan;
 
 /// The secrets this host last joined with (a [`SecretsSpec`] as JSON).
@@ -83,13 +83,7 @@ pub fn exec_context(
     host_root: &Path,
     systemctl: &str,
 ) -> Result<ExecContext<'static>, InstallerError> {
-    let layouts = Layouts::embedded();
-    let layout = layouts
-        .rootfs(&plan.runtime)
-        .ok_or_else(|| InstallerError::NoLayout {
-            runtime: plan.runtime.clone(),
-            known: layouts.runtimes().join(", "),
-        })?;
+    let layout = layout_for(plan)?;
     let cluster = request.cluster();
     let role = Request::role(request.this_host(&cluster)?);
     let mut ctx = ExecContext::new(PathBuf::new(), layout, role);
@@ -97,6 +91,17 @@ pub fn exec_context(
     ctx.rootfs = ctx.host_path(&request.rootfs);
     ctx.systemctl = vec![systemctl.to_string()];
     Ok(ctx)
+}
+
+/// The layout of the plan's runtime, as this installer carries it.
+pub fn layout_for(plan: &Plan) -> Result<&'static Layout, InstallerError> {
+    let layouts = Layouts::embedded();
+    layouts
+        .rootfs(&plan.runtime)
+        .ok_or_else(|| InstallerError::NoLayout {
+            runtime: plan.runtime.clone(),
+            known: layouts.runtimes().join(", "),
+        })
 }
 
 /// Would `operation` (install or join) of `request` change this host? Never
