@@ -696,3 +696,58 @@ fn unit_states_come_from_systemds_socket_with_systemctls_answers() {
         ]
     );
 }
+
+/// A unit file systemd has never seen is loaded on demand and started
+/// without a daemon-reload; a changed one of a loaded unit gets its reload.
+#[test]
+fn a_new_unit_starts_without_a_daemon_reload_and_a_changed_one_gets_one() {
+    use sealrs::plan::{Plan, ServiceOp, Step};
+    let hosts = TestHosts::boot(1);
+    let host = &hosts[0];
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_sealrs"),
+        host.root().join("root/sealrs"),
+    )
+    .unwrap();
+    let unit = "sealrs-fresh.service";
+    let apply = |exec: &str| {
+        let mut plan = Plan::new("k3s", "units", &host.ip, Vec::new());
+        plan.push(Step::install_unit(
+            "unit",
+            unit,
+            format!("[Service]\nExecStart={exec}\n"),
+        ));
+        plan.push(Step::restart_if_changed("restart", unit, &["unit"]));
+        plan.push(Step::service("start", unit, ServiceOp::Start));
+        let out = host.exec_stdin(
+            &[
+                "/root/sealrs",
+                "installer",
+                "apply",
+                "--rootfs",
+                "/nonexistent",
+            ],
+            plan.to_json().as_bytes(),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("warning"), "{stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["steps"][0]["note"].as_str().map(str::to_string)
+    };
+    let exec_start = || host.exec_ok(&["systemctl", "show", "-p", "ExecStart", unit]);
+
+    // systemd loads the new file when asked about it: no reload.
+    assert_eq!(
+        apply("/bin/sleep 1000001").as_deref(),
+        Some("systemd loaded it without a reload")
+    );
+    assert_eq!(is_active(host, unit), "active");
+    assert!(exec_start().contains("1000001"), "{}", exec_start());
+
+    // The loaded unit's file changed: systemd needs the reload, and after
+    // it (and the restart) runs the new command.
+    assert_eq!(apply("/bin/sleep 1000002"), None);
+    assert_eq!(is_active(host, unit), "active");
+    assert!(exec_start().contains("1000002"), "{}", exec_start());
+}

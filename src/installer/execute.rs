@@ -286,19 +286,7 @@ impl StepRun<'_> {
     /// states for which systemctl succeeds; `None` where systemctl must be
     /// asked (a test's host root, a systemctl of the test's, no socket).
     fn ask_systemd(&mut self, verb: &str, unit: &str) -> Option<bool> {
-        if !self.ctx.is_real_root() || self.ctx.systemctl != ["systemctl"] {
-            return None;
-        }
-        if let SystemdLink::Untried = self.systemd {
-            *self.systemd = match Systemd::connect() {
-                Ok(systemd) => SystemdLink::Open(systemd),
-                Err(err) => fallback(&err),
-            };
-        }
-        let SystemdLink::Open(systemd) = &mut *self.systemd else {
-            return None;
-        };
-        let answer = match verb {
+        self.with_systemd(|systemd| match verb {
             "is-enabled" => systemd.unit_file_state(unit).map(|state| {
                 matches!(
                     state.as_deref(),
@@ -315,8 +303,26 @@ impl StepRun<'_> {
             _ => systemd
                 .active_state(unit)
                 .map(|state| matches!(state.as_str(), "active" | "reloading" | "refreshing")),
+        })
+    }
+
+    /// `ask`'s answer from systemd's socket; `None` where there is no
+    /// socket to ask (a test's host root, a systemctl of the test's), or it
+    /// failed (then systemctl answers from now on).
+    fn with_systemd<T>(&mut self, ask: impl FnOnce(&mut Systemd) -> io::Result<T>) -> Option<T> {
+        if !self.ctx.is_real_root() || self.ctx.systemctl != ["systemctl"] {
+            return None;
+        }
+        if let SystemdLink::Untried = self.systemd {
+            *self.systemd = match Systemd::connect() {
+                Ok(systemd) => SystemdLink::Open(systemd),
+                Err(err) => fallback(&err),
+            };
+        }
+        let SystemdLink::Open(systemd) = &mut *self.systemd else {
+            return None;
         };
-        match answer {
+        match ask(systemd) {
             Ok(answer) => Some(answer),
             Err(err) => {
                 *self.systemd = fallback(&err);
@@ -519,10 +525,17 @@ impl StepRun<'_> {
                 if file_matches(&dest, content.as_bytes(), 0o644) {
                     return Ok(Outcome::skipped("the unit file matches"));
                 }
-                if !dry {
-                    write_file_atomic(&dest, content.as_bytes(), 0o644)?;
-                    self.systemctl(&["daemon-reload"])?;
+                if dry {
+                    return Ok(Outcome::changed());
                 }
+                write_file_atomic(&dest, content.as_bytes(), 0o644)?;
+                // A daemon-reload reruns every generator: a tenth of a second
+                // or more per host. Needless where systemd, asked about the
+                // unit, loads the new file itself and runs it as it is now.
+                if self.with_systemd(|s| s.loaded_current(name)) == Some(true) {
+                    return Ok(Outcome::changed().with_note("systemd loaded it without a reload"));
+                }
+                self.systemctl(&["daemon-reload"])?;
                 Ok(Outcome::changed())
             }
             Action::DaemonReload => {

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 /// Where systemd (PID 1) listens for root's direct connections.
 pub const PRIVATE_SOCKET: &str = "/run/systemd/private";
+/// How long systemd has to answer a call.
+const TIMEOUT: Duration = Duration::from_secs(10);
 /// A reply as large as this is not one of ours.
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -35,8 +37,8 @@ impl Systemd {
     /// systemd refuses the others).
     pub fn connect() -> io::Result<Systemd> {
         let mut stream = UnixStream::connect(PRIVATE_SOCKET)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
         // /proc/self belongs to this process's effective user, the one
         // systemd sees on the socket.
         let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?);
@@ -76,25 +78,51 @@ impl Systemd {
     /// The unit's `ActiveState` (`active`, `inactive`, `failed`…), as
     /// `systemctl is-active UNIT` reads it.
     pub fn active_state(&mut self, unit: &str) -> io::Result<String> {
+        let (body, at) = self.unit_property(unit, "ActiveState", "s")?;
+        Ok(read_string(&body, at)?.0)
+    }
+
+    /// Whether systemd runs the unit from its file as the file is now, so
+    /// that starting it needs no daemon-reload: `LoadState` is `loaded` and
+    /// `NeedDaemonReload` false. Asking loads a unit systemd has not loaded
+    /// yet from its file; a file written since the last reload is found by
+    /// systemd 246 and later, and older ones answer `not-found`.
+    pub fn loaded_current(&mut self, unit: &str) -> io::Result<bool> {
+        let (body, at) = self.unit_property(unit, "LoadState", "s")?;
+        if read_string(&body, at)?.0 != "loaded" {
+            return Ok(false);
+        }
+        let (body, at) = self.unit_property(unit, "NeedDaemonReload", "b")?;
+        Ok(!read_bool(&body, at)?)
+    }
+
+    /// A property of the unit's object, whose value must be of type `want`:
+    /// the reply's body and where the value starts in it.
+    fn unit_property(
+        &mut self,
+        unit: &str,
+        property: &str,
+        want: &str,
+    ) -> io::Result<(Vec<u8>, usize)> {
         let path = format!("/org/freedesktop/systemd1/unit/{}", bus_label(unit));
         let reply = self.call(
             &path,
             "org.freedesktop.DBus.Properties",
             "Get",
-            &["org.freedesktop.systemd1.Unit", "ActiveState"],
+            &["org.freedesktop.systemd1.Unit", property],
         )?;
         match reply {
             Reply::Return { signature, body } if signature == "v" => {
                 let (inner, at) = read_signature(&body, 0)?;
-                if inner != "s" {
-                    return Err(invalid(format!("ActiveState is of type {inner:?}")));
+                if inner != want {
+                    return Err(invalid(format!("{property} is of type {inner:?}")));
                 }
-                Ok(read_string(&body, at)?.0)
+                Ok((body, at))
             }
             Reply::Return { signature, .. } => Err(invalid(format!(
                 "Properties.Get answered a value of type {signature:?}"
             ))),
-            Reply::Error(name) => Err(invalid(format!("ActiveState of {unit}: {name}"))),
+            Reply::Error(name) => Err(invalid(format!("{property} of {unit}: {name}"))),
         }
     }
 
@@ -109,9 +137,11 @@ impl Systemd {
         self.serial += 1;
         let message = method_call(self.serial, path, interface, member, args);
         self.stream.write_all(&message)?;
-        // Nothing else should arrive (we subscribe to no signal); a few
-        // messages that are not our reply are skipped, more is an error.
-        for _ in 0..16 {
+        // systemd sends every signal to every private connection (hundreds
+        // after a daemon-reload): whatever is not our reply is skipped, for
+        // as long as the socket's timeout allows.
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::time::Instant::now() < deadline {
             let (header, body) = read_message(&mut self.stream)?;
             if let Some((serial, reply)) = parse_reply(&header, body)? {
                 if serial == self.serial {
@@ -307,6 +337,20 @@ fn read_string(buf: &[u8], at: usize) -> io::Result<(String, usize)> {
         String::from_utf8_lossy(bytes).into_owned(),
         at + 4 + len + 1,
     ))
+}
+
+/// A boolean at `at`, aligned to 4 (a 32-bit 0 or 1).
+fn read_bool(buf: &[u8], at: usize) -> io::Result<bool> {
+    let at = at.div_ceil(4) * 4;
+    match buf
+        .get(at..at + 4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    {
+        Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        Some(other) => Err(invalid(format!("a boolean of value {other}"))),
+        None => Err(invalid("a boolean runs past the message".into())),
+    }
 }
 
 /// A signature at `at`; the offset after it.
