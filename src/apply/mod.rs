@@ -6,7 +6,9 @@
 //! lacks, have the installer embedded in the image check each host (`installer
 //! verify`: what only the host can see, every host before any changes), then
 //! run the runtime's operations through that installer: install on the first
-//! master, join the other masters one by one, the nodes in parallel. The
+//! master, join the other masters one by one, the nodes in parallel (none of
+//! it when every host's installer, asked in the host check, found that they
+//! would change nothing: see `installer::probe`). The
 //! installer makes each host's plan itself from a [`Request`] (the cluster
 //! without its SSH settings, the host, the image, the join secrets) with the
 //! same runtime code that `--dry-run` uses here. Per-host work runs on plain

@@ -131,9 +131,8 @@ fn read_request() -> Result<Request> {
 }
 
 /// Plans `operation` for this host from the request on stdin, then executes
-/// the plan as `apply` does.
-/// A join that succeeded leaves its secrets for the next run's probe; an
-/// uninstall takes them away.
+/// the plan as `apply` does. A join that succeeded leaves its secrets for the
+/// next run's probe (`installer::probe`); an uninstall takes them away.
 fn run_request(operation: Operation, args: &InstallerRequestArgs, quiet: bool) -> Result<()> {
     let request = read_request()?;
     let plan = request.plan(operation)?;
