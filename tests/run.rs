@@ -159,14 +159,19 @@ fn k3s_with_three_servers_and_one_agent_on_real_hosts() {
     );
     env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
     let value = "pa$$w0rd\"`x";
-    let stderr = run_on(
-        &env,
-        "k3s-cluster:1",
-        &hosts,
-        &[0, 1, 2],
-        &[3],
-        &["-e", &format!("PASS={value}")],
-    );
+    let pass = format!("PASS={value}");
+    // Three servers and an agent, with `-e ENV`.
+    let apply = |env_arg: &str| {
+        run_on(
+            &env,
+            "k3s-cluster:1",
+            &hosts,
+            &[0, 1, 2],
+            &[3],
+            &["-e", env_arg],
+        )
+    };
+    let stderr = apply(&pass);
     assert!(
         stderr.contains("cluster default is running on 4 hosts"),
         "{stderr}"
@@ -216,14 +221,7 @@ fn k3s_with_three_servers_and_one_agent_on_real_hosts() {
     assert!(env.root.join("clusters/default/Clusterfile").exists());
 
     // Idempotent: the same command again changes nothing and sends nothing.
-    let again = run_on(
-        &env,
-        "k3s-cluster:1",
-        &hosts,
-        &[0, 1, 2],
-        &[3],
-        &["-e", &format!("PASS={value}")],
-    );
+    let again = apply(&pass);
     assert!(
         again.contains("(0 changed, 0 bytes of layers sent)"),
         "{again}"
@@ -239,14 +237,7 @@ fn k3s_with_three_servers_and_one_agent_on_real_hosts() {
 
     // A host that drifted is put back by the same command: the probe saw it.
     hosts[3].exec_ok(&["systemctl", "stop", "k3s-agent"]);
-    let drifted = run_on(
-        &env,
-        "k3s-cluster:1",
-        &hosts,
-        &[0, 1, 2],
-        &[3],
-        &["-e", &format!("PASS={value}")],
-    );
+    let drifted = apply(&pass);
     assert!(!drifted.contains("found nothing to change"), "{drifted}");
     assert!(
         drifted.contains("(1 changed, 0 bytes of layers sent)"),
@@ -259,14 +250,7 @@ fn k3s_with_three_servers_and_one_agent_on_real_hosts() {
         "active"
     );
     // A new env value changes every host's config: no shortcut either.
-    let changed = run_on(
-        &env,
-        "k3s-cluster:1",
-        &hosts,
-        &[0, 1, 2],
-        &[3],
-        &["-e", "PASS=another"],
-    );
+    let changed = apply("PASS=another");
     assert!(!changed.contains("found nothing to change"), "{changed}");
     let config = hosts[1].exec_ok(&["cat", "/etc/rancher/k3s/config.yaml"]);
     assert!(config.contains("pass=another"), "{config}");

@@ -622,18 +622,38 @@ fn a_host_that_cannot_reach_us_gets_its_layers_over_ssh() {
     assert_eq!(tree(&hosts[0]), tree(&hosts[1]));
 }
 
+/// One host with this sealrs in /root, for plans made here.
+fn one_host_with_sealrs() -> TestHosts {
+    let hosts = TestHosts::boot(1);
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_sealrs"),
+        hosts[0].root().join("root/sealrs"),
+    )
+    .unwrap();
+    hosts
+}
+
+/// `sealrs installer apply` of `plan` on the host (no rootfs).
+fn installer_apply(host: &Host, plan: &sealrs::plan::Plan) -> Output {
+    host.exec_stdin(
+        &[
+            "/root/sealrs",
+            "installer",
+            "apply",
+            "--rootfs",
+            "/nonexistent",
+        ],
+        plan.to_json().as_bytes(),
+    )
+}
+
 /// The installer asks the host's systemd for unit states over its private
 /// socket: the answers match systemctl's, and it never has to fall back.
 #[test]
 fn unit_states_come_from_systemds_socket_with_systemctls_answers() {
     use sealrs::plan::{Plan, ServiceOp, Step};
-    let hosts = TestHosts::boot(1);
+    let hosts = one_host_with_sealrs();
     let host = &hosts[0];
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_sealrs"),
-        host.root().join("root/sealrs"),
-    )
-    .unwrap();
     assert_eq!(is_active(host, "ssh.service"), "active");
     // A unit that runs but was disabled without a reload: systemd's cached
     // unit file state would still say enabled; systemctl, and we, do not.
@@ -664,16 +684,7 @@ fn unit_states_come_from_systemds_socket_with_systemctls_answers() {
     ] {
         plan.push(Step::service(id, unit, op));
     }
-    let out = host.exec_stdin(
-        &[
-            "/root/sealrs",
-            "installer",
-            "apply",
-            "--rootfs",
-            "/nonexistent",
-        ],
-        plan.to_json().as_bytes(),
-    );
+    let out = installer_apply(host, &plan);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
@@ -702,13 +713,8 @@ fn unit_states_come_from_systemds_socket_with_systemctls_answers() {
 #[test]
 fn a_new_unit_starts_without_a_daemon_reload_and_a_changed_one_gets_one() {
     use sealrs::plan::{Plan, ServiceOp, Step};
-    let hosts = TestHosts::boot(1);
+    let hosts = one_host_with_sealrs();
     let host = &hosts[0];
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_sealrs"),
-        host.root().join("root/sealrs"),
-    )
-    .unwrap();
     let unit = "sealrs-fresh.service";
     let apply = |exec: &str| {
         let mut plan = Plan::new("k3s", "units", &host.ip, Vec::new());
@@ -719,16 +725,7 @@ fn a_new_unit_starts_without_a_daemon_reload_and_a_changed_one_gets_one() {
         ));
         plan.push(Step::restart_if_changed("restart", unit, &["unit"]));
         plan.push(Step::service("start", unit, ServiceOp::Start));
-        let out = host.exec_stdin(
-            &[
-                "/root/sealrs",
-                "installer",
-                "apply",
-                "--rootfs",
-                "/nonexistent",
-            ],
-            plan.to_json().as_bytes(),
-        );
+        let out = installer_apply(host, &plan);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{stderr}");
         assert!(!stderr.contains("warning"), "{stderr}");
