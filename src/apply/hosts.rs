@@ -110,13 +110,15 @@ pub fn check_all(
                 let ports = ports(host);
                 let request = verify.map(|cluster| {
                     let first = cluster.first_master().map(Host::key);
-                    let operation = if first == Some(host.key()) {
-                        Operation::Install
-                    } else {
-                        Operation::Join
-                    };
+                    let operation = probe.then(|| {
+                        if first == Some(host.key()) {
+                            Operation::Install
+                        } else {
+                            Operation::Join
+                        }
+                    });
                     let request = host_request(cluster, host, image, &JoinSecrets::default());
-                    (request.to_json(), probe.then_some(operation))
+                    (request.to_json(), operation)
                 });
                 scope.spawn(move || check(transport.as_ref(), image, &ports, request))
             })
@@ -279,12 +281,15 @@ fn check(
             detail,
         })
     })?;
-    let verdict = verdict.map(|verdict| {
-        verdict.map(|report| {
+    let verdict = match verdict {
+        Some(Ok(report)) => {
             found.verified = true;
             found.probe = report.probe;
-        })
-    });
+            Some(Ok(()))
+        }
+        Some(Err(error)) => Some(Err(error)),
+        None => None,
+    };
     Ok((found, verdict))
 }
 
@@ -315,7 +320,9 @@ pub(super) fn converged(cluster: &Cluster, checks: &[(String, HostCheck)]) -> bo
         .iter()
         .map(Host::key)
         .filter(|key| *key != first)
-        .all(|key| probe(&key, Operation::Join).is_some_and(|p| p.secrets == Some(digest.clone())))
+        .all(|key| {
+            probe(&key, Operation::Join).is_some_and(|p| p.secrets.as_deref() == Some(&*digest))
+        })
 }
 
 /// The host check's output: its `key=value` lines, and the installer's

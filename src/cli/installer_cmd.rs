@@ -136,7 +136,7 @@ fn read_request() -> Result<Request> {
 fn run_request(operation: Operation, args: &InstallerRequestArgs, quiet: bool) -> Result<()> {
     let request = read_request()?;
     let plan = request.plan(operation)?;
-    let ctx = installer::exec_context(&request, &plan, &args.host_root, &args.systemctl)?;
+    let ctx = ExecContext::for_request(&request, &plan, &args.host_root, &args.systemctl)?;
     let layers: Vec<PathBuf> = request.layers.iter().map(|l| ctx.host_path(l)).collect();
     execute(&plan, ctx, &layers, quiet)?;
     let kept = match operation {

@@ -53,7 +53,7 @@ pub use embed::{installer_layer, InstallerChoice, INSTALLER_PATH};
 pub use error::InstallerError;
 pub use execute::execute;
 pub use place::{placements, PlacedFile, PLACED_DIR};
-pub use probe::{exec_context, forget_join, layout_for, probe, remember_join, Probe, JOINED};
+pub use probe::{forget_join, probe, remember_join, Probe, JOINED};
 pub use request::{
     ClusterSpec, HostSpec, ImageSpec, Operation, Request, RequestError, SecretsSpec,
     REQUEST_VERSION,
@@ -104,6 +104,23 @@ impl<'a> ExecContext<'a> {
         }
     }
 
+    /// The context in which `plan` runs on this host for `request`: its
+    /// layout, its role, its rootfs, every path under `host_root`.
+    pub fn for_request(
+        request: &Request,
+        plan: &crate::plan::Plan,
+        host_root: &Path,
+        systemctl: &str,
+    ) -> Result<ExecContext<'static>, InstallerError> {
+        let cluster = request.cluster();
+        let role = Request::role(request.this_host(&cluster)?);
+        let mut ctx = ExecContext::new(PathBuf::new(), layout_for(plan)?, role);
+        ctx.host_root = host_root.to_path_buf();
+        ctx.rootfs = ctx.host_path(&request.rootfs);
+        ctx.systemctl = vec![systemctl.to_string()];
+        Ok(ctx)
+    }
+
     /// An absolute host path, resolved under [`ExecContext::host_root`].
     /// Relative paths are taken as relative to the host's `/` too.
     pub fn host_path(&self, path: &str) -> PathBuf {
@@ -118,6 +135,17 @@ impl<'a> ExecContext<'a> {
     fn is_real_root(&self) -> bool {
         self.host_root == Path::new("/")
     }
+}
+
+/// The layout of the plan's runtime, as this installer carries it.
+pub fn layout_for(plan: &crate::plan::Plan) -> Result<&'static Layout, InstallerError> {
+    let layouts = crate::layout::Layouts::embedded();
+    layouts
+        .rootfs(&plan.runtime)
+        .ok_or_else(|| InstallerError::NoLayout {
+            runtime: plan.runtime.clone(),
+            known: layouts.runtimes().join(", "),
+        })
 }
 
 /// What happened to one step.

@@ -24,8 +24,6 @@ use serde::{Deserialize, Serialize};
 
 use super::request::{Operation, Request, SecretsSpec};
 use super::{execute, ExecContext, InstallerError, StepStatus};
-use crate::layout::{Layout, Layouts};
-use crate::plan::Plan;
 
 /// The secrets this host last joined with (a [`SecretsSpec`] as JSON).
 pub const JOINED: &str = "/var/lib/sealrs/joined.json";
@@ -75,35 +73,6 @@ impl Probe {
     }
 }
 
-/// The context in which `plan` runs on this host for `request`: its layout,
-/// its role, its rootfs, with every path under `host_root`.
-pub fn exec_context(
-    request: &Request,
-    plan: &Plan,
-    host_root: &Path,
-    systemctl: &str,
-) -> Result<ExecContext<'static>, InstallerError> {
-    let layout = layout_for(plan)?;
-    let cluster = request.cluster();
-    let role = Request::role(request.this_host(&cluster)?);
-    let mut ctx = ExecContext::new(PathBuf::new(), layout, role);
-    ctx.host_root = host_root.to_path_buf();
-    ctx.rootfs = ctx.host_path(&request.rootfs);
-    ctx.systemctl = vec![systemctl.to_string()];
-    Ok(ctx)
-}
-
-/// The layout of the plan's runtime, as this installer carries it.
-pub fn layout_for(plan: &Plan) -> Result<&'static Layout, InstallerError> {
-    let layouts = Layouts::embedded();
-    layouts
-        .rootfs(&plan.runtime)
-        .ok_or_else(|| InstallerError::NoLayout {
-            runtime: plan.runtime.clone(),
-            known: layouts.runtimes().join(", "),
-        })
-}
-
 /// Would `operation` (install or join) of `request` change this host? Never
 /// fails: what stops the probe is its answer's `pending`.
 pub fn probe(request: &Request, operation: Operation, host_root: &Path, systemctl: &str) -> Probe {
@@ -111,9 +80,9 @@ pub fn probe(request: &Request, operation: Operation, host_root: &Path, systemct
     let mut secrets = None;
     if operation == Operation::Join {
         match read_joined(host_root) {
-            Ok(Some(joined)) => {
-                secrets = Some(joined.digest());
-                request.secrets = joined;
+            Ok(Some(kept)) => {
+                secrets = Some(kept.digest());
+                request.secrets = kept;
             }
             Ok(None) => return Probe::pending(operation, "this host has not joined yet"),
             Err(e) => return Probe::pending(operation, e.to_string()),
@@ -123,7 +92,7 @@ pub fn probe(request: &Request, operation: Operation, host_root: &Path, systemct
         .plan(operation)
         .map_err(InstallerError::from)
         .and_then(|plan| {
-            let mut ctx = exec_context(&request, &plan, host_root, systemctl)?;
+            let mut ctx = ExecContext::for_request(&request, &plan, host_root, systemctl)?;
             ctx.dry_run = true;
             Ok((execute(&plan, &ctx)?, plan))
         });
@@ -158,16 +127,21 @@ pub fn probe(request: &Request, operation: Operation, host_root: &Path, systemct
     }
 }
 
+/// [`JOINED`] under `host_root`.
+fn joined(host_root: &Path) -> PathBuf {
+    host_root.join(JOINED.trim_start_matches('/'))
+}
+
 /// Keeps the secrets of a join that succeeded, for the next [`probe`].
 pub fn remember_join(request: &Request, host_root: &Path) -> Result<(), InstallerError> {
-    let path = host_root.join(JOINED.trim_start_matches('/'));
+    let path = joined(host_root);
     let json = serde_json::to_vec(&request.secrets).expect("secrets serialize");
     super::place::write_atomic(&path, &json, 0o600)
 }
 
 /// Forgets them, once this host is uninstalled.
 pub fn forget_join(host_root: &Path) -> Result<(), InstallerError> {
-    let path = host_root.join(JOINED.trim_start_matches('/'));
+    let path = joined(host_root);
     match fs::remove_file(&path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             Err(InstallerError::io("removing", path)(e))
@@ -177,7 +151,7 @@ pub fn forget_join(host_root: &Path) -> Result<(), InstallerError> {
 }
 
 fn read_joined(host_root: &Path) -> Result<Option<SecretsSpec>, InstallerError> {
-    let path = host_root.join(JOINED.trim_start_matches('/'));
+    let path = joined(host_root);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

@@ -461,6 +461,21 @@ mod tests {
     }
 
     #[test]
+    fn booleans_are_read_aligned_and_only_as_zero_or_one() {
+        // A variant's signature `b` (3 bytes), then the value aligned to 4.
+        let mut body = vec![1, b'b', 0, 0];
+        body.extend(1u32.to_le_bytes());
+        let (signature, at) = read_signature(&body, 0).unwrap();
+        assert_eq!((signature.as_str(), at), ("b", 3));
+        assert!(read_bool(&body, at).unwrap());
+        body[4..8].copy_from_slice(&0u32.to_le_bytes());
+        assert!(!read_bool(&body, at).unwrap());
+        body[4..8].copy_from_slice(&2u32.to_le_bytes());
+        assert!(read_bool(&body, at).is_err());
+        assert!(read_bool(&body[..6], at).is_err());
+    }
+
+    #[test]
     fn a_truncated_message_is_an_error_not_a_panic() {
         let mut body = Vec::new();
         put_string(&mut body, "enabled");

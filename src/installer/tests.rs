@@ -727,7 +727,8 @@ fn a_probe_tells_whether_install_and_join_would_change_the_host() {
         "{before:?}"
     );
     let plan = install.plan(Operation::Install).unwrap();
-    let ctx = exec_context(&install, &plan, &master.root(), &systemctl(&master)).unwrap();
+    let ctx =
+        ExecContext::for_request(&install, &plan, &master.root(), &systemctl(&master)).unwrap();
     assert!(execute(&plan, &ctx).unwrap().succeeded());
     let calls = master.calls().len();
     let after = probe(
@@ -775,7 +776,7 @@ fn a_probe_tells_whether_install_and_join_would_change_the_host() {
     );
     let joined = request(1, &secrets);
     let plan = joined.plan(Operation::Join).unwrap();
-    let ctx = exec_context(&joined, &plan, &node.root(), &systemctl(&node)).unwrap();
+    let ctx = ExecContext::for_request(&joined, &plan, &node.root(), &systemctl(&node)).unwrap();
     assert!(execute(&plan, &ctx).unwrap().succeeded());
     remember_join(&joined, &node.root()).unwrap();
     assert_eq!(mode(&node.at(JOINED)), 0o600);
