@@ -83,7 +83,7 @@ CMD ["scripts/init.sh"]
 KF
 }
 
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.1f}x' if b>0 else 'inf')" "$1" "$2"; }
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b>0 else 'inf')" "$1" "$2"; }
 field() { awk -v l="$1" -v c="$2" '$1==l {print $c}' "$work/results"; }
 
 bench_build() {
