@@ -210,7 +210,7 @@ pub(super) fn query(transport: &dyn Transport, argv: &[&str]) -> Result<String, 
 const CHECK_SCRIPT: &str = r#"set -e
 dir=$1 ports=$2 installer=$3 probe=$4
 shift 4
-mkdir -p "$dir"
+[ -d "$dir" ] || mkdir -p "$dir"
 echo "uname=$(uname -snm)"
 df -Pk "$dir" | { read -r _; read -r _ _ _ free _; echo "free_kib=$free"; }
 if [ -e "$dir/rootfs" ]; then

@@ -494,7 +494,18 @@ fn distribute(
             image: image.name.clone(),
         })?;
     let dest = image.host_rootfs();
-    let server = direct_server(connections.iter().map(|(_, t)| t.as_ref()), progress);
+    // A re-apply whose checks found every host complete needs no server (nor
+    // its certificate, made anew each run).
+    let complete = connections.iter().all(|(host, _)| {
+        checks
+            .iter()
+            .any(|(key, check)| *key == host.key() && check.found.complete())
+    });
+    let server = if complete {
+        None
+    } else {
+        direct_server(connections.iter().map(|(_, t)| t.as_ref()), progress)
+    };
     let results: Vec<(String, Result<u64, ApplyError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = connections
             .iter()
@@ -751,6 +762,11 @@ impl OnHost {
         }
     }
 
+    /// Whether the host has every layer and the rootfs made of them.
+    fn complete(&self) -> bool {
+        self.rootfs && self.layers.iter().all(|&p| p)
+    }
+
     /// The index of the installer's layer when the host lacks it (the
     /// installer binary is in that layer's directory).
     fn installer_missing(&self, image: &AppliedImage) -> Option<usize> {
@@ -813,7 +829,7 @@ fn deliver(
     } = to;
     let fail = ApplyError::transport(transport.address());
     let host = transport.address().to_string();
-    if found.rootfs && found.layers.iter().all(|&p| p) {
+    if found.complete() {
         progress.message(&format!(
             "{host}: all {} layers already there, unpacked in {dest}",
             image.layers.len()

@@ -553,6 +553,7 @@ impl LayerState<'_> {
                     .mode(0o600)
                     .open(&full)
                     .map_err(|e| self.io(e))?;
+                preallocate(&out, entry.size()).map_err(|e| self.io(e))?;
                 copy(entry, &mut out).map_err(|e| self.io(e))?;
                 out.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(|e| self.io(e))?;
@@ -674,6 +675,20 @@ impl LayerState<'_> {
     }
 }
 
+/// Reserves a large file's blocks before it is written: ext4 then skips its
+/// per-page delayed-allocation bookkeeping (a third of the CPU of writing a
+/// 400 MB file here), and a full disk fails now rather than at writeback.
+/// Filesystems that cannot preallocate are written as before.
+fn preallocate(file: &File, size: u64) -> io::Result<()> {
+    if size < BUF as u64 {
+        return Ok(());
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, size) {
+        Err(e) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Copies in writes of up to [`BUF`]: a TLS stream yields a record (16 KiB)
 /// per read, and a write per record would cost a 400 MB file 25,000 calls.
 fn copy(from: &mut impl Read, to: &mut File) -> io::Result<()> {
@@ -755,5 +770,45 @@ fn make_writable(dir: &Path) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_large_file_gets_its_blocks_before_its_bytes_and_keeps_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 3 * BUF as u64 + 17;
+        let file = File::create(dir.path().join("big")).unwrap();
+        preallocate(&file, size).unwrap();
+        let meta = file.metadata().unwrap();
+        // The size is what gets written, not what was reserved.
+        assert_eq!(meta.len(), 0);
+        match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, 1) {
+            Ok(()) => assert!(meta.blocks() * 512 >= size, "{} blocks", meta.blocks()),
+            // A filesystem that cannot preallocate is written as before.
+            Err(e) => assert_eq!(e, rustix::io::Errno::OPNOTSUPP),
+        }
+        // Small files are left to the filesystem.
+        let small = File::create(dir.path().join("small")).unwrap();
+        preallocate(&small, 4096).unwrap();
+        assert_eq!(small.metadata().unwrap().blocks(), 0);
+        // A layer with the large file: its bytes, exactly.
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "images/big.tar", &bytes[..])
+            .unwrap();
+        let blob = dir.path().join("layer.tar");
+        fs::write(&blob, tar.into_inner().unwrap()).unwrap();
+        let dest = dir.path().join("rootfs");
+        unpack(&[blob], &dest).unwrap();
+        assert_eq!(fs::read(dest.join("images/big.tar")).unwrap(), bytes);
     }
 }
