@@ -82,11 +82,11 @@ pub fn connect_each(
 }
 
 /// Checks OS, architecture, free disk and the TCP ports `ports` names for the
-/// host on every host; every problem at once. Ports are checked only on hosts
-/// where the installer never ran: on the others, our own services hold them.
-/// The same round trip learns what of `image` each host has and, given the
-/// cluster to `verify`, has the image's installer check the hosts that have
-/// all of it (a re-run pays no extra round trip for that).
+/// host on every connected host; every problem at once. Ports are checked
+/// only on hosts where the installer never ran: on the others, our own
+/// services hold them. The same round trip learns what of `image` each host
+/// has and, given the cluster to `verify`, has the image's installer check
+/// the hosts that have all of it (a re-run pays no extra round trip for that).
 /// With `probe`, the installer also tells whether the first master's
 /// install, or another host's join, would change anything ([`converged`]).
 /// Returns what each host told, by host key.
@@ -97,29 +97,12 @@ pub fn check_all(
     verify: Option<&Cluster>,
     probe: bool,
 ) -> Result<Vec<(String, HostCheck)>, ApplyError> {
-    // The layers unpacked (compressed ones grow); the rootfs and the placed
-    // files are hard links to them.
-    let needed: u64 = image.layers.iter().map(|l| l.size()).sum::<u64>() * 3;
-    let mut failures = Vec::new();
-    let mut unfit = Vec::new();
-    let mut checks = Vec::new();
     let found_all: Vec<Result<Checked, ApplyError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = connections
             .iter()
             .map(|(host, transport)| {
                 let ports = ports(host);
-                let request = verify.map(|cluster| {
-                    let first = cluster.first_master().map(Host::key);
-                    let operation = probe.then(|| {
-                        if first == Some(host.key()) {
-                            Operation::Install
-                        } else {
-                            Operation::Join
-                        }
-                    });
-                    let request = host_request(cluster, host, image, &JoinSecrets::default());
-                    (request.to_json(), operation)
-                });
+                let request = check_request(host, image, verify, probe);
                 scope.spawn(move || check(transport.as_ref(), image, &ports, request))
             })
             .collect();
@@ -128,7 +111,105 @@ pub fn check_all(
             .map(|h| h.join().expect("a host check panicked"))
             .collect()
     });
-    for ((host, _), found) in connections.iter().zip(found_all) {
+    judge(connections.iter().map(|(host, _)| host), found_all, image)
+}
+
+/// [`connect_all`] and [`check_all`] for every host of `hosts`, each host
+/// checked as soon as it is connected rather than when the last one is. The
+/// checks read and never write: nothing changes anywhere until every host is
+/// connected and every check passed, as before. Returns the connections too.
+pub fn connect_and_check(
+    hosts: &Cluster,
+    connector: &dyn Connector,
+    image: &AppliedImage,
+    ports: &dyn Fn(&Host) -> Vec<u16>,
+    verify: Option<&Cluster>,
+    probe: bool,
+) -> Result<(Connections, Vec<(String, HostCheck)>), ApplyError> {
+    type Checking = Result<(Box<dyn Transport>, Result<Checked, ApplyError>), ApplyError>;
+    let results: Vec<(Host, Checking)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts
+            .hosts
+            .iter()
+            .map(|host| {
+                let ssh = hosts.ssh_for(host);
+                let ports = ports(host);
+                let request = check_request(host, image, verify, probe);
+                scope.spawn(move || {
+                    let checked = connector
+                        .connect(host, &ssh)
+                        .map(|transport| {
+                            let found = check(transport.as_ref(), image, &ports, request);
+                            (transport, found)
+                        })
+                        .map_err(|source| ApplyError::Transport {
+                            host: host.key(),
+                            source: Box::new(source),
+                        });
+                    (host.clone(), checked)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a host check panicked"))
+            .collect()
+    });
+    let mut connections = Vec::new();
+    let mut found_all = Vec::new();
+    let mut unreached = Vec::new();
+    for (host, result) in results {
+        match result {
+            Ok((transport, found)) => {
+                connections.push((host, transport));
+                found_all.push(found);
+            }
+            Err(error) => unreached.push(HostFailure {
+                host: host.key(),
+                error: Box::new(error),
+            }),
+        }
+    }
+    ApplyError::all_hosts_ok(unreached)?;
+    let checks = judge(connections.iter().map(|(host, _)| host), found_all, image)?;
+    Ok((connections, checks))
+}
+
+/// The installer's verify request for `host` (with the operation to probe),
+/// when the hosts are to be verified as members of `verify`.
+fn check_request(
+    host: &Host,
+    image: &AppliedImage,
+    verify: Option<&Cluster>,
+    probe: bool,
+) -> Option<(String, Option<Operation>)> {
+    verify.map(|cluster| {
+        let first = cluster.first_master().map(Host::key);
+        let operation = probe.then(|| {
+            if first == Some(host.key()) {
+                Operation::Install
+            } else {
+                Operation::Join
+            }
+        });
+        let request = host_request(cluster, host, image, &JoinSecrets::default());
+        (request.to_json(), operation)
+    })
+}
+
+/// What the hosts' answers come to: every problem of every host at once.
+fn judge<'a>(
+    hosts: impl Iterator<Item = &'a Host>,
+    found_all: Vec<Result<Checked, ApplyError>>,
+    image: &AppliedImage,
+) -> Result<Vec<(String, HostCheck)>, ApplyError> {
+    // The layers unpacked (compressed ones grow); the rootfs and the placed
+    // files are hard links to them.
+    let needed: u64 = image.layers.iter().map(|l| l.size()).sum::<u64>() * 3;
+    let mut failures = Vec::new();
+    let mut unfit = Vec::new();
+    let mut checks = Vec::new();
+    for (host, found) in hosts.zip(found_all) {
         let problem = match &found {
             Ok((found, _)) if found.os != "Linux" => {
                 Some(format!("it runs {}, not Linux", found.os))
@@ -206,13 +287,17 @@ pub(super) fn query(transport: &dyn Transport, argv: &[&str]) -> Result<String, 
 /// per PATH); then, when INSTALLER is given and the image is unpacked,
 /// `verify:` and the installer's verify report, its request on stdin, with
 /// PROBE (an operation, or empty) in `SEALRS_PROBE`. Every program started
-/// costs a host milliseconds: the rest is shell builtins.
+/// costs a host milliseconds: the rest is shell builtins. It writes nothing
+/// (the installer's verify neither), which is what lets a host be checked
+/// while another is still being connected to.
 const CHECK_SCRIPT: &str = r#"set -e
 dir=$1 ports=$2 installer=$3 probe=$4
 shift 4
-[ -d "$dir" ] || mkdir -p "$dir"
 echo "uname=$(uname -snm)"
-df -Pk "$dir" | { read -r _; read -r _ _ _ free _; echo "free_kib=$free"; }
+# The free space where $dir will be: the check writes nothing.
+at=$dir
+while [ ! -d "$at" ]; do at=${at%/*}; at=${at:-/}; done
+df -Pk "$at" | { read -r _; read -r _ _ _ free _; echo "free_kib=$free"; }
 if [ -e "$dir/rootfs" ]; then
   echo touched=1
 elif [ "$ports" = 1 ]; then

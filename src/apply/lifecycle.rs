@@ -538,9 +538,9 @@ pub fn upgrade(
         cluster.hosts.len(),
         cluster.name
     ));
-    let connections = hosts::connect_all(cluster, connector)?;
     // Every host runs the cluster already: its ports are ours.
-    let checks = hosts::check_all(&connections, &image, &|_| Vec::new(), None, false)?;
+    let (connections, checks) =
+        hosts::connect_and_check(cluster, connector, &image, &|_| Vec::new(), None, false)?;
     record_node_names(cluster, &checks);
     let mut run = RunReport::default();
     progress.message("sending the layers the hosts lack");

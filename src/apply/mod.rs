@@ -185,9 +185,9 @@ pub fn run(
         cluster.hosts.len(),
         cluster.name
     ));
-    let connections = hosts::connect_all(cluster, connector)?;
     let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
-    let checks = hosts::check_all(&connections, rootfs, &ports, Some(cluster), true)?;
+    let (connections, checks) =
+        hosts::connect_and_check(cluster, connector, rootfs, &ports, Some(cluster), true)?;
 
     let mut report = RunReport::default();
     progress.message("sending layers");
