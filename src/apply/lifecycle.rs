@@ -15,8 +15,7 @@ use std::collections::BTreeMap;
 use super::{
     apply_plan, connection_for, distribute, host_context, host_request, hosts, mark_failed, record,
     record_all, record_node_names, resolve_images, run_checked, run_installer, settle,
-    verify_hosts, AppliedImage, ApplyError, Connections, Connector, HostFailure, RunReport,
-    HOST_DIR,
+    AppliedImage, ApplyError, Connections, Connector, HostFailure, RunReport, HOST_DIR,
 };
 use crate::cluster::{Address, Cluster, Host, Phase, DEFAULT_SSH_PORT};
 use crate::installer::Operation;
@@ -169,8 +168,15 @@ pub fn add(
 
     let mut run = RunReport::default();
     progress.message("sending layers");
-    distribute(store, &connections, &image, &checks, progress, &mut run)?;
-    verify_hosts(&connections, &grown, &image, &checks, progress)?;
+    distribute(
+        store,
+        &connections,
+        &image,
+        &checks,
+        Some(&grown),
+        progress,
+        &mut run,
+    )?;
 
     // From here on the hosts are part of the cluster, even if a join fails:
     // the saved state then names them, and `add` again picks up.
@@ -447,7 +453,7 @@ pub fn delete(
     let mut run = RunReport::default();
     // The installer and rootfs the plans need (nothing is sent to a host that
     // still has them).
-    distribute(store, &connections, &image, &[], progress, &mut run)?;
+    distribute(store, &connections, &image, &[], None, progress, &mut run)?;
 
     let snapshot = cluster.clone();
     let on_first = connection_for(&connections, &first)?;
@@ -544,7 +550,15 @@ pub fn upgrade(
     record_node_names(cluster, &checks);
     let mut run = RunReport::default();
     progress.message("sending the layers the hosts lack");
-    distribute(store, &connections, &image, &checks, progress, &mut run)?;
+    distribute(
+        store,
+        &connections,
+        &image,
+        &checks,
+        None,
+        progress,
+        &mut run,
+    )?;
 
     cluster.status.phase = Phase::Upgrading;
     let snapshot = cluster.clone();
@@ -655,7 +669,7 @@ pub fn reset(
         Err(other) => return Err(other),
     };
     let mut run = RunReport::default();
-    distribute(store, &connections, &image, &[], progress, &mut run)?;
+    distribute(store, &connections, &image, &[], None, progress, &mut run)?;
 
     cluster.status.phase = Phase::Resetting;
     let snapshot = cluster.clone();

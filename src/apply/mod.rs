@@ -191,8 +191,15 @@ pub fn run(
 
     let mut report = RunReport::default();
     progress.message("sending layers");
-    distribute(store, &connections, rootfs, &checks, progress, &mut report)?;
-    verify_hosts(&connections, cluster, rootfs, &checks, progress)?;
+    distribute(
+        store,
+        &connections,
+        rootfs,
+        &checks,
+        Some(cluster),
+        progress,
+        &mut report,
+    )?;
     // Recorded only now: a run stopped by the checks above saves nothing.
     let probed = planned_status(&cluster.status);
     record_node_names(cluster, &checks);
@@ -480,11 +487,18 @@ fn role_names(host: &Host) -> String {
 /// installer unpack the image as they arrive; a layer a host has is not sent
 /// again, so an upgrade moves only the layers that changed. What a host has
 /// is asked, unless its `checks` already told.
+///
+/// Given the cluster to `verify` the hosts as members of, each host's
+/// installer then checks it (where the host check could not, the image not
+/// being there yet) as soon as its own rootfs is in, while other hosts still
+/// receive theirs. Either every host is fit or this fails before anything but
+/// the image changed, naming each unfit host with all of its violations.
 fn distribute(
     store: &Store,
     connections: &[(Host, Box<dyn Transport>)],
     image: &AppliedImage,
     checks: &[(String, HostCheck)],
+    verify: Option<&Cluster>,
     progress: &dyn Progress,
     report: &mut RunReport,
 ) -> Result<(), ApplyError> {
@@ -506,7 +520,12 @@ fn distribute(
     } else {
         direct_server(connections.iter().map(|(_, t)| t.as_ref()), progress)
     };
-    let results: Vec<(String, Result<u64, ApplyError>)> = std::thread::scope(|scope| {
+    type Delivered = (
+        String,
+        Result<u64, ApplyError>,
+        Option<Result<(), ApplyError>>,
+    );
+    let results: Vec<Delivered> = std::thread::scope(|scope| {
         let handles: Vec<_> = connections
             .iter()
             .map(|(host, transport)| {
@@ -514,6 +533,7 @@ fn distribute(
                 scope.spawn(move || {
                     let transport = transport.as_ref();
                     let known = checks.iter().find(|(key, _)| *key == host.key());
+                    let verified = known.is_some_and(|(_, check)| check.verified);
                     let found = match known {
                         Some((_, check)) => Ok(check.found.clone()),
                         None => on_host(transport, image, dest),
@@ -540,7 +560,15 @@ fn distribute(
                         };
                         Ok(boot + deliver(store, transport, image, to, found, progress)?)
                     });
-                    (host.key(), sent)
+                    let fit = match verify {
+                        Some(cluster) if sent.is_ok() && !verified => {
+                            let request =
+                                host_request(cluster, host, image, &JoinSecrets::default());
+                            Some(verify_host(transport, image, &request))
+                        }
+                        _ => None,
+                    };
+                    (host.key(), sent, fit)
                 })
             })
             .collect();
@@ -550,7 +578,14 @@ fn distribute(
             .collect()
     });
     let mut failures = Vec::new();
-    for (host, result) in results {
+    let mut unfit = Vec::new();
+    for (host, result, fit) in results {
+        if let Some(Err(error)) = fit {
+            unfit.push(HostFailure {
+                host: host.clone(),
+                error: Box::new(error),
+            });
+        }
         match result {
             Ok(bytes) => {
                 report.bytes_sent.insert(host, bytes);
@@ -562,6 +597,15 @@ fn distribute(
         }
     }
     ApplyError::all_hosts_ok(failures)?;
+    if !unfit.is_empty() {
+        return Err(ApplyError::Unfit(unfit));
+    }
+    if verify.is_some() {
+        progress.message(&format!(
+            "the image's installer found nothing wrong on {} hosts",
+            connections.len()
+        ));
+    }
     Ok(())
 }
 
@@ -1057,69 +1101,6 @@ fn installer_report(
             })
         }
         None => Err(ApplyError::command(host, command, &output, 20)),
-    }
-}
-
-/// Has the image's installer check every host, in parallel, before anything
-/// changes; fails naming each host with all of its violations. The rootfs is
-/// unpacked first (where it is not already), since that is what is checked.
-/// Hosts the installer checked with their `checks` are not asked again.
-fn verify_hosts(
-    connections: &Connections,
-    cluster: &Cluster,
-    image: &AppliedImage,
-    checks: &[(String, HostCheck)],
-    progress: &dyn Progress,
-) -> Result<(), ApplyError> {
-    let verified = |host: &Host| {
-        checks
-            .iter()
-            .any(|(key, check)| *key == host.key() && check.verified)
-    };
-    let pending: Vec<&(Host, Box<dyn Transport>)> = connections
-        .iter()
-        .filter(|(host, _)| !verified(host))
-        .collect();
-    if pending.is_empty() {
-        progress.message(&format!(
-            "the image's installer found nothing wrong on {} hosts",
-            connections.len()
-        ));
-        return Ok(());
-    }
-    progress.message(&format!(
-        "checking {} hosts with the image's installer",
-        pending.len()
-    ));
-    let results: Vec<(String, Result<(), ApplyError>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = pending
-            .into_iter()
-            .map(|(host, transport)| {
-                scope.spawn(move || {
-                    let request = host_request(cluster, host, image, &JoinSecrets::default());
-                    let result = verify_host(transport.as_ref(), image, &request);
-                    (host.key(), result)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a host thread panicked"))
-            .collect()
-    });
-    let failures: Vec<HostFailure> = results
-        .into_iter()
-        .filter_map(|(host, result)| {
-            result.err().map(|error| HostFailure {
-                host,
-                error: Box::new(error),
-            })
-        })
-        .collect();
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(ApplyError::Unfit(failures))
     }
 }
 
