@@ -26,7 +26,7 @@
 //! image has no use for them. The rootfs shares its files' inodes with the
 //! layer directories: nothing writes through them, files are only replaced.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::InstallerError;
-use crate::layout::probe::Magic;
+use crate::layout::probe::{Magic, HEAD};
 
 /// The completion stamp inside an unpacked rootfs.
 pub const STAMP: &str = ".sealrs-unpacked.json";
@@ -53,6 +53,11 @@ struct Stamp {
     /// What the layer files looked like when they were hashed, so that an
     /// unchanged file is not re-read to learn its digest.
     files: Vec<FileStat>,
+    /// What each regular file's first bytes say it is, by path in the
+    /// rootfs: the installer's verify of an unchanged rootfs (every re-apply)
+    /// then opens none of its files. Absent from stamps written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    heads: Option<BTreeMap<String, Magic>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,11 +167,13 @@ pub fn receive(
         .iter()
         .map(|p| FileStat::of(p))
         .collect::<Result<_, _>>()?;
+    let heads = heads(tmp.path()).map_err(InstallerError::io("reading", tmp.path()))?;
     write_stamp(
         tmp.path(),
         &Stamp {
             layers: digests.clone(),
             files: stats,
+            heads: Some(heads),
         },
     )?;
     let tmp = tmp.keep();
@@ -225,6 +232,7 @@ fn already_unpacked(
         &Stamp {
             layers: digests.clone(),
             files: stats,
+            heads: stamp.heads.clone(),
         },
     )?;
     Ok(Some(same(digests)))
@@ -313,6 +321,38 @@ fn merge_layer(dir: &Path, root: &Path) -> Result<(), InstallerError> {
     };
     layer.merge_dir(dir, Path::new(""))?;
     layer.set_dir_modes()
+}
+
+/// What the first bytes of each regular file under `root` say it is, by
+/// path relative to `root` (the stamp's own file left out).
+fn heads(root: &Path) -> io::Result<BTreeMap<String, Magic>> {
+    let mut heads = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1) {
+        let entry = entry.map_err(io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let rel = rel.to_string_lossy().into_owned();
+        if rel != STAMP {
+            heads.insert(rel, head_of(entry.path())?);
+        }
+    }
+    Ok(heads)
+}
+
+/// What a file's first bytes say it is.
+pub(super) fn head_of(path: &Path) -> io::Result<Magic> {
+    let mut head = Vec::with_capacity(HEAD);
+    File::open(path)?.take(HEAD as u64).read_to_end(&mut head)?;
+    Ok(Magic::of(&head))
+}
+
+/// The rootfs `dest`'s files' heads as its stamp recorded them, if it did.
+pub(super) fn recorded_heads(dest: &Path) -> Option<BTreeMap<String, Magic>> {
+    read_stamp(dest)?.heads
 }
 
 fn read_stamp(dest: &Path) -> Option<Stamp> {

@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Read as _};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use super::probe::Probe;
 use super::request::Request;
-use super::unpack::STAMP;
+use super::unpack::{head_of, recorded_heads, STAMP};
 use super::{place, ExecContext, InstallerError};
 use crate::cluster::Role;
-use crate::layout::probe::{Magic, HEAD};
+use crate::layout::probe::Magic;
 use crate::layout::{self, Entry, EntryType, Facts, Layouts, Rootfs};
 use crate::plan::Plan;
 
@@ -194,8 +194,10 @@ fn rootfs_violations(ctx: &ExecContext, shown: &str, role: Role) -> Vec<String> 
 }
 
 /// The unpacked rootfs as the layout checks see an image: paths, types, modes
-/// and the first bytes of each file.
+/// and the first bytes of each file (as its stamp recorded them, where it did:
+/// the files of a rootfs are replaced, never written through).
 fn read_rootfs(dir: &Path) -> io::Result<Rootfs> {
+    let heads = recorded_heads(dir);
     let mut entries = Vec::new();
     for entry in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
         let entry = entry.map_err(io::Error::other)?;
@@ -217,11 +219,11 @@ fn read_rootfs(dir: &Path) -> io::Result<Rootfs> {
                 Magic::Empty,
             )
         } else if kind.is_file() {
-            let mut head = Vec::with_capacity(HEAD);
-            fs::File::open(entry.path())?
-                .take(HEAD as u64)
-                .read_to_end(&mut head)?;
-            (EntryType::File, Magic::of(&head))
+            let magic = match heads.as_ref().and_then(|h| h.get(&path)) {
+                Some(magic) => *magic,
+                None => head_of(entry.path())?,
+            };
+            (EntryType::File, magic)
         } else {
             (EntryType::Other("special file".into()), Magic::Empty)
         };
@@ -292,6 +294,49 @@ fn listening_ports(table: &str) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rootfs_is_read_with_the_file_heads_its_stamp_recorded_at_unpack() {
+        let dir = tempfile::tempdir().unwrap();
+        let elf = [&b"\x7fELF\x02\x01\x01"[..], &[0; 11], &[0x3e, 0], &[0; 44]].concat();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data) in [("bin/k3s", &elf[..]), ("scripts/init.sh", b"#!/bin/sh\n")] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o755);
+            header.set_cksum();
+            tar.append_data(&mut header, path, data).unwrap();
+        }
+        let blob = dir.path().join("layer.tar");
+        fs::write(&blob, tar.into_inner().unwrap()).unwrap();
+        let dest = dir.path().join("rootfs");
+        super::super::unpack::unpack(&[blob], &dest).unwrap();
+        let heads = recorded_heads(&dest).expect("the stamp records the heads");
+        assert_eq!(heads["bin/k3s"], Magic::Elf { machine: 0x3e });
+        assert_eq!(heads["scripts/init.sh"], Magic::Shebang);
+        assert!(!heads.contains_key(STAMP));
+        // Read from the record, not the file (whose bytes a rootfs never
+        // changes in place; here a test does, to tell the two apart).
+        fs::write(dest.join("scripts/init.sh"), &elf).unwrap();
+        let rootfs = read_rootfs(&dest).unwrap();
+        assert_eq!(rootfs.entries["scripts/init.sh"].magic, Magic::Shebang);
+        assert_eq!(
+            rootfs.entries["bin/k3s"].magic,
+            Magic::Elf { machine: 0x3e }
+        );
+        // A stamp without the record (written before it existed): the files.
+        let stamp = dest.join(STAMP);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&fs::read(&stamp).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("heads");
+        fs::write(&stamp, serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(recorded_heads(&dest), None);
+        let rootfs = read_rootfs(&dest).unwrap();
+        assert_eq!(
+            rootfs.entries["scripts/init.sh"].magic,
+            Magic::Elf { machine: 0x3e }
+        );
+    }
 
     #[test]
     fn listening_ports_are_read_from_the_kernel_tables() {

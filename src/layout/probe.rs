@@ -4,13 +4,13 @@
 
 use std::io::{self, Read};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bytes of a file's beginning that the scan keeps: enough for a tar header.
 pub const HEAD: usize = 512;
 
 /// What a file's first bytes say it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "format", rename_all = "kebab-case")]
 pub enum Magic {
     Empty,
