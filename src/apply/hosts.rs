@@ -56,7 +56,7 @@ pub fn connect_each(
             .iter()
             .map(|host| {
                 let ssh = cluster.ssh_for(host);
-                scope.spawn(move || (host.clone(), connector.connect(host, &ssh)))
+                scope.spawn(move || (host.clone(), connect(connector, host, &ssh)))
             })
             .collect();
         handles
@@ -64,21 +64,36 @@ pub fn connect_each(
             .map(|h| h.join().expect("a connect thread panicked"))
             .collect()
     });
-    let mut connections = Vec::new();
+    split(results)
+}
+
+fn connect(
+    connector: &dyn Connector,
+    host: &Host,
+    ssh: &SshConfig,
+) -> Result<Box<dyn Transport>, ApplyError> {
+    connector
+        .connect(host, ssh)
+        .map_err(|source| ApplyError::Transport {
+            host: host.key(),
+            source: Box::new(source),
+        })
+}
+
+/// Each host's outcome: those that went well, and the failures.
+fn split<T>(results: Vec<(Host, Result<T, ApplyError>)>) -> (Vec<(Host, T)>, Vec<HostFailure>) {
+    let mut done = Vec::new();
     let mut failures = Vec::new();
     for (host, result) in results {
         match result {
-            Ok(transport) => connections.push((host, transport)),
-            Err(source) => failures.push(HostFailure {
+            Ok(value) => done.push((host, value)),
+            Err(error) => failures.push(HostFailure {
                 host: host.key(),
-                error: Box::new(ApplyError::Transport {
-                    host: host.key(),
-                    source: Box::new(source),
-                }),
+                error: Box::new(error),
             }),
         }
     }
-    (connections, failures)
+    (done, failures)
 }
 
 /// Checks OS, architecture, free disk and the TCP ports `ports` names for the
@@ -136,16 +151,10 @@ pub fn connect_and_check(
                 let ports = ports(host);
                 let request = check_request(host, image, verify, probe);
                 scope.spawn(move || {
-                    let checked = connector
-                        .connect(host, &ssh)
-                        .map(|transport| {
-                            let found = check(transport.as_ref(), image, &ports, request);
-                            (transport, found)
-                        })
-                        .map_err(|source| ApplyError::Transport {
-                            host: host.key(),
-                            source: Box::new(source),
-                        });
+                    let checked = connect(connector, host, &ssh).map(|transport| {
+                        let found = check(transport.as_ref(), image, &ports, request);
+                        (transport, found)
+                    });
                     (host.clone(), checked)
                 })
             })
@@ -155,22 +164,12 @@ pub fn connect_and_check(
             .map(|h| h.join().expect("a host check panicked"))
             .collect()
     });
-    let mut connections = Vec::new();
-    let mut found_all = Vec::new();
-    let mut unreached = Vec::new();
-    for (host, result) in results {
-        match result {
-            Ok((transport, found)) => {
-                connections.push((host, transport));
-                found_all.push(found);
-            }
-            Err(error) => unreached.push(HostFailure {
-                host: host.key(),
-                error: Box::new(error),
-            }),
-        }
-    }
+    let (reached, unreached) = split(results);
     ApplyError::all_hosts_ok(unreached)?;
+    let (connections, found_all): (Connections, Vec<_>) = reached
+        .into_iter()
+        .map(|(host, (transport, found))| ((host, transport), found))
+        .unzip();
     let checks = judge(connections.iter().map(|(host, _)| host), found_all, image)?;
     Ok((connections, checks))
 }
