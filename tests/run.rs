@@ -105,6 +105,36 @@ fn verify_refuses_an_even_number_of_k3s_servers_before_any_connection() {
     );
 }
 
+#[test]
+fn a_run_onto_a_saved_cluster_refuses_a_downgrade_and_a_runtime_change() {
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    // What sealrs saved of a cluster whose master runs a newer k3s.
+    let saved = |runtime: &str, version: &str| {
+        let status = format!(
+            "apiVersion: sealrs.io/v1\nkind: Cluster\nmetadata:\n  name: default\nspec:\n  images: [k3s-cluster:1]\n  hosts:\n    - address: 10.250.200.11\n      roles: [master]\nstatus:\n  phase: Running\n  hosts:\n    10.250.200.11:\n      phase: Running\n      runtime: {runtime}\n      version: {version}\n"
+        );
+        env.write("root/clusters/default/Clusterfile", status.into_bytes());
+    };
+    let run = [
+        "run",
+        "k3s-cluster:1",
+        "--masters",
+        "10.250.200.11",
+        "--dry-run",
+    ];
+    saved("k3s", "v1.31.0+k3s1");
+    let stderr = env.fails(&run);
+    assert!(stderr.contains("is a downgrade"), "{stderr}");
+    saved("k0s", "v1.30.2+k0s.0");
+    let stderr = env.fails(&run);
+    assert!(stderr.contains("switching it to k3s"), "{stderr}");
+    // The same version again is a re-apply.
+    saved("k3s", "v1.30.2+k3s1");
+    env.ok(&run);
+}
+
 /// `sealrs run` flags that reach the test hosts over SSH with the group's key.
 pub(crate) fn ssh_flags(hosts: &TestHosts) -> Vec<String> {
     vec![

@@ -134,6 +134,12 @@ fn load_cluster(args: &RunArgs) -> Result<Cluster> {
 
 pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) -> Result<()> {
     let mut cluster = load_cluster(args)?;
+    // A run onto a cluster sealrs already made knows what its hosts run.
+    match apply::load_cluster(root, &cluster.name) {
+        Ok(saved) => cluster.keep_status_of(&saved),
+        Err(apply::ApplyError::NoCluster { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let connector = SshConnector::new(
         args.known_hosts.clone(),
         args.accept_new_host_keys,

@@ -482,6 +482,18 @@ impl Cluster {
         self.masters().next()
     }
 
+    /// Takes what `saved` (this cluster as sealrs last left it) records of
+    /// each host that is still in this one: what runs there and its node
+    /// name. A cluster made anew from flags knows none of it, and without it
+    /// verify could not refuse a downgrade or a runtime change.
+    pub fn keep_status_of(&mut self, saved: &Cluster) {
+        for host in &self.hosts {
+            if let Some(status) = saved.status.hosts.get(&host.key()) {
+                self.status.hosts.insert(host.key(), status.clone());
+            }
+        }
+    }
+
     pub fn host(&self, address: &Address) -> Option<&Host> {
         self.hosts.iter().find(|h| &h.address == address)
     }

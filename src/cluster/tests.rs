@@ -357,3 +357,29 @@ fn node_names_are_hostnames_as_kubernetes_takes_them() {
         assert_eq!(node_name_from_hostname(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn a_cluster_made_anew_keeps_what_the_saved_one_records_of_its_hosts() {
+    let mut saved = Cluster::from_yaml(OURS, "Clusterfile").unwrap();
+    let installed = HostStatus {
+        phase: Phase::Running,
+        runtime: Some("k3s".into()),
+        version: Some("v1.31.0+k3s1".into()),
+        images: Vec::new(),
+        node_name: Some("master-1".into()),
+    };
+    saved
+        .status
+        .hosts
+        .insert("10.0.0.1".into(), installed.clone());
+    saved
+        .status
+        .hosts
+        .insert("10.9.9.9".into(), installed.clone());
+    let mut anew = Cluster::from_yaml(OURS, "Clusterfile").unwrap();
+    anew.keep_status_of(&saved);
+    assert_eq!(anew.status.hosts.get("10.0.0.1"), Some(&installed));
+    // Only its own hosts: one the saved cluster had and this one has not is
+    // not taken along.
+    assert_eq!(anew.status.hosts.len(), 1);
+}
