@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::InstallerError;
-use crate::layout::probe::{Magic, HEAD};
+use crate::layout::probe::Magic;
 
 /// The completion stamp inside an unpacked rootfs.
 pub const STAMP: &str = ".sealrs-unpacked.json";
@@ -337,17 +337,10 @@ fn heads(root: &Path) -> io::Result<BTreeMap<String, Magic>> {
         };
         let rel = rel.to_string_lossy().into_owned();
         if rel != STAMP {
-            heads.insert(rel, head_of(entry.path())?);
+            heads.insert(rel, Magic::of_file(entry.path())?);
         }
     }
     Ok(heads)
-}
-
-/// What a file's first bytes say it is.
-pub(super) fn head_of(path: &Path) -> io::Result<Magic> {
-    let mut head = Vec::with_capacity(HEAD);
-    File::open(path)?.take(HEAD as u64).read_to_end(&mut head)?;
-    Ok(Magic::of(&head))
 }
 
 /// The rootfs `dest`'s files' heads as its stamp recorded them, if it did.

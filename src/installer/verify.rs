@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::probe::Probe;
 use super::request::Request;
-use super::unpack::{head_of, recorded_heads, STAMP};
+use super::unpack::{recorded_heads, STAMP};
 use super::{place, ExecContext, InstallerError};
 use crate::cluster::Role;
 use crate::layout::probe::Magic;
@@ -221,7 +221,7 @@ fn read_rootfs(dir: &Path) -> io::Result<Rootfs> {
         } else if kind.is_file() {
             let magic = match heads.as_ref().and_then(|h| h.get(&path)) {
                 Some(magic) => *magic,
-                None => head_of(entry.path())?,
+                None => Magic::of_file(entry.path())?,
             };
             (EntryType::File, magic)
         } else {

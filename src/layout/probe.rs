@@ -51,6 +51,15 @@ impl Magic {
         }
     }
 
+    /// What the file at `path` is, from its first [`HEAD`] bytes.
+    pub fn of_file(path: &std::path::Path) -> io::Result<Magic> {
+        let mut head = Vec::with_capacity(HEAD);
+        std::fs::File::open(path)?
+            .take(HEAD as u64)
+            .read_to_end(&mut head)?;
+        Ok(Magic::of(&head))
+    }
+
     /// For messages: "an ELF binary for arm64", "gzip data", ...
     pub fn describe(self) -> String {
         match self {
