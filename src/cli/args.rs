@@ -286,7 +286,9 @@ pub struct InstallerUnpackArgs {
     #[arg(long, value_name = "DIR=SIZE")]
     pub incoming: Vec<String>,
     /// The incoming layers come from the operator over TLS instead of stdin:
-    /// standard input holds the ticket (JSON) that says where and how.
+    /// standard input holds the ticket (JSON) that says where and how. Each
+    /// blob is followed by its SHA-256 as the operator found it, which is
+    /// checked instead of hashing the blob again here.
     #[arg(long)]
     pub fetch: bool,
 }

@@ -13,7 +13,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::args::{InstallerArgs, InstallerCommand, InstallerRequestArgs, ProbeOperation};
 use crate::cluster::Role;
-use crate::installer::{self, ExecContext, LayerSource, Operation, Request, StepReport};
+use crate::installer::{self, BlobCheck, ExecContext, LayerSource, Operation, Request, StepReport};
 use crate::plan::{Action, Plan};
 use crate::transport::direct;
 
@@ -58,9 +58,10 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 let ticket: direct::Ticket = serde_json::from_str(&text)
                     .context("the ticket on standard input is not valid")?;
                 let mut input = direct::fetch(&ticket)?;
-                installer::receive(&sources, &mut input, &a.dest)?
+                installer::receive(&sources, &mut input, &a.dest, BlobCheck::Sent)?
             } else {
-                installer::receive(&sources, &mut std::io::stdin().lock(), &a.dest)?
+                let mut input = std::io::stdin().lock();
+                installer::receive(&sources, &mut input, &a.dest, BlobCheck::Hash)?
             };
             if !quiet {
                 if outcome.unpacked {

@@ -34,6 +34,14 @@ pub enum InstallerError {
         expected: String,
         found: String,
     },
+    #[error("layer {}: the operator's copy of the blob has digest {found}, not {expected}: its store is damaged; check it with `sealrs fsck` and pull or build the image again", layer.display())]
+    OperatorDigestMismatch {
+        layer: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("layer {}: the operator sent the blob but not its digest (it stopped sending: its report says why)", layer.display())]
+    NoDigestSent { layer: PathBuf },
     #[error("layer {}: the input ended after {got} of its {size} bytes (the sender stopped early)", layer.display())]
     ShortLayer { layer: PathBuf, got: u64, size: u64 },
     #[error("{}: a layer directory or received blob must be named by its sha256 digest", layer.display())]

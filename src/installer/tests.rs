@@ -1196,7 +1196,7 @@ fn received_layers_are_kept_as_layer_directories_only_when_their_digest_checks_o
     ];
     let stream = [one.clone(), two.clone()].concat();
     let dest = dir.path().join("rootfs");
-    let out = receive(&sources, &mut &stream[..], &dest).unwrap();
+    let out = receive(&sources, &mut &stream[..], &dest, BlobCheck::Hash).unwrap();
     assert!(out.unpacked);
     assert_eq!(out.digests.len(), 2);
     // Each layer is kept as itself, its whiteout as the empty file it is.
@@ -1234,7 +1234,7 @@ fn received_layers_are_kept_as_layer_directories_only_when_their_digest_checks_o
         dir: named.clone(),
         size: bad.len() as u64,
     }];
-    let err = receive(&sources, &mut &bad[..], &dest).unwrap_err();
+    let err = receive(&sources, &mut &bad[..], &dest, BlobCheck::Hash).unwrap_err();
     assert!(
         matches!(err, InstallerError::DigestMismatch { .. }),
         "{err}"
@@ -1242,7 +1242,7 @@ fn received_layers_are_kept_as_layer_directories_only_when_their_digest_checks_o
     assert!(!named.exists());
     assert!(dest.join("images/a.tar").exists() && !dest.join("images/b.tar").exists());
     // A stream that stops early is named as such.
-    let err = receive(&sources, &mut &other[..100], &dest).unwrap_err();
+    let err = receive(&sources, &mut &other[..100], &dest, BlobCheck::Hash).unwrap_err();
     assert!(err.to_string().contains("ended after 100 of"), "{err}");
     assert!(!named.exists());
     let leftovers: Vec<_> = fs::read_dir(&layers)
@@ -1251,6 +1251,41 @@ fn received_layers_are_kept_as_layer_directories_only_when_their_digest_checks_o
         .filter(|n| n.to_string_lossy().starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "temp directories left: {leftovers:?}");
+}
+
+#[test]
+fn fetched_layers_are_kept_only_when_the_digest_the_operator_sent_after_them_is_theirs() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let layers = dir.path().join("layers");
+    let blob = tar_of(&[("bin/k3s", F, 0o755, b"k3s-v1", None)]);
+    let named = layers.join(sha_name(&blob));
+    let sources = [LayerSource::Incoming {
+        dir: named.clone(),
+        size: blob.len() as u64,
+    }];
+    let dest = dir.path().join("rootfs");
+    let sent = |trailer: &[u8]| [&blob[..], trailer].concat();
+    let refused = |stream: Vec<u8>| {
+        let err = receive(&sources, &mut &stream[..], &dest, BlobCheck::Sent).unwrap_err();
+        assert!(!named.exists() && !dest.exists(), "{err}");
+        err
+    };
+    // The operator's copy was another blob: its digest, not this one's.
+    let err = refused(sent(&sha2::Sha256::digest(b"other")));
+    assert!(
+        matches!(err, InstallerError::OperatorDigestMismatch { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("sealrs fsck"), "{err}");
+    // The operator stopped before the digest: not kept either.
+    let err = refused(sent(&[]));
+    assert!(matches!(err, InstallerError::NoDigestSent { .. }), "{err}");
+    // Its own digest: kept.
+    let good = sent(&sha2::Sha256::digest(&blob));
+    receive(&sources, &mut &good[..], &dest, BlobCheck::Sent).unwrap();
+    assert_eq!(fs::read(named.join("bin/k3s")).unwrap(), b"k3s-v1");
+    assert_eq!(fs::read(dest.join("bin/k3s")).unwrap(), b"k3s-v1");
 }
 
 #[test]
@@ -1282,7 +1317,7 @@ fn assembled_layer_directories_apply_opaque_markers_and_keep_symlinks() {
         .collect();
     let stream = [lower.clone(), upper.clone()].concat();
     let dest = dir.path().join("rootfs");
-    receive(&sources, &mut &stream[..], &dest).unwrap();
+    receive(&sources, &mut &stream[..], &dest, BlobCheck::Hash).unwrap();
     assert!(
         !dest.join("etc/a/x.conf").exists(),
         "opaque hides lower files"

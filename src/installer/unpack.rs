@@ -3,8 +3,10 @@
 //! A host keeps each layer it received as a *layer directory* named by the
 //! blob's digest (the containerd snapshot model): [`receive`] unpacks a blob
 //! as it arrives from the operator's stream (zstd, gzip or plain tar, told by
-//! its first bytes) into a temp directory beside it, hashing the bytes on the
-//! way, and renames it into place only once they hash to that digest. So each
+//! its first bytes) into a temp directory beside it, and renames it into place
+//! only once the bytes are known to have that digest: hashed on the way, or,
+//! fetched from the operator over TLS, by the digest the operator found for
+//! its copy, which follows the bytes ([`BlobCheck`]). So each
 //! byte is written once, and a later image that shares the layer needs none
 //! of its bytes again. The rootfs is then assembled from the layer directories
 //! in order, by hard links, into `DEST.tmp-XXXX`, which is renamed over `DEST`
@@ -35,6 +37,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+
+use crate::transport::direct::DIGEST_LEN;
 
 use super::InstallerError;
 use crate::layout::probe::Magic;
@@ -93,6 +97,17 @@ pub struct UnpackOutcome {
     pub skipped_entries: usize,
 }
 
+/// Who checks an incoming blob against its digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobCheck {
+    /// This host hashes the bytes as they arrive (over SSH).
+    Hash,
+    /// The operator did, once for every host: each blob is followed by the
+    /// SHA-256 it found, over TLS, which vouches that these are the bytes it
+    /// hashed (`transport::direct`).
+    Sent,
+}
+
 /// Where one layer comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerSource {
@@ -117,21 +132,22 @@ impl LayerSource {
 /// Assembles the rootfs from layers already on this host.
 pub fn unpack(layers: &[PathBuf], dest: &Path) -> Result<UnpackOutcome, InstallerError> {
     let sources: Vec<LayerSource> = layers.iter().cloned().map(LayerSource::File).collect();
-    receive(&sources, &mut io::empty(), dest)
+    receive(&sources, &mut io::empty(), dest, BlobCheck::Hash)
 }
 
 /// Makes `dest` the rootfs of `layers` (in order), first receiving the
 /// incoming ones from `input`, one after another, into their layer
-/// directories.
+/// directories, checked as `check` says.
 pub fn receive(
     layers: &[LayerSource],
     input: &mut dyn Read,
     dest: &Path,
+    check: BlobCheck,
 ) -> Result<UnpackOutcome, InstallerError> {
     let mut skipped = 0;
     for layer in layers {
         if let LayerSource::Incoming { dir, size } = layer {
-            skipped += receive_layer(&mut *input, dir, *size)?;
+            skipped += receive_layer(&mut *input, dir, *size, check)?;
         }
     }
     let paths: Vec<PathBuf> = layers.iter().map(|l| l.path().to_path_buf()).collect();
@@ -156,7 +172,9 @@ pub fn receive(
             layer_digest(path)?
         } else {
             let file = File::open(path).map_err(InstallerError::io("opening", path))?;
-            let (digest, n) = apply_layer(file, path, tmp.path(), Whiteouts::Apply)?;
+            let mut hashing = Hashing::new(file, true);
+            let n = apply_layer(&mut hashing, path, tmp.path(), Whiteouts::Apply)?;
+            let digest = hashing.finish().expect("hashing a layer file");
             check_digest_name(path, &digest)?;
             skipped += n;
             digest
@@ -240,8 +258,13 @@ fn already_unpacked(
 
 /// Unpacks the next `size` bytes of `input` as a blob into a temp directory
 /// beside `dir`, which becomes `dir` only if the bytes have the digest `dir`
-/// is named by. Returns how many entries were skipped.
-fn receive_layer(input: &mut dyn Read, dir: &Path, size: u64) -> Result<usize, InstallerError> {
+/// is named by, as `check` learns it. Returns how many entries were skipped.
+fn receive_layer(
+    input: &mut dyn Read,
+    dir: &Path,
+    size: u64,
+    check: BlobCheck,
+) -> Result<usize, InstallerError> {
     let expected = digest_of_name(dir).ok_or_else(|| InstallerError::UnnamedBlob {
         layer: dir.to_path_buf(),
     })?;
@@ -251,29 +274,52 @@ fn receive_layer(input: &mut dyn Read, dir: &Path, size: u64) -> Result<usize, I
         .prefix(".incoming-")
         .tempdir_in(&parent)
         .map_err(InstallerError::io("creating a directory in", &parent))?;
-    let mut counted = Counted {
-        inner: input.take(size),
-        seen: 0,
-    };
-    let applied = apply_layer(&mut counted, dir, tmp.path(), Whiteouts::Keep);
+    let mut reading = Hashing::new(
+        Counted {
+            inner: (&mut *input).take(size),
+            seen: 0,
+        },
+        check == BlobCheck::Hash,
+    );
+    let applied = apply_layer(&mut reading, dir, tmp.path(), Whiteouts::Keep);
     if applied.is_err() {
         // A stream that stopped early breaks the tar first: say that instead.
-        let _ = io::copy(&mut counted, &mut io::sink());
+        let _ = io::copy(&mut reading, &mut io::sink());
     }
-    if counted.seen != size {
+    if reading.inner.seen != size {
         return Err(InstallerError::ShortLayer {
             layer: dir.to_path_buf(),
-            got: counted.seen,
+            got: reading.inner.seen,
             size,
         });
     }
-    let (digest, skipped) = applied?;
-    if digest != expected {
-        return Err(InstallerError::DigestMismatch {
-            layer: dir.to_path_buf(),
-            expected,
-            found: digest,
-        });
+    let skipped = applied?;
+    let layer = dir.to_path_buf();
+    match reading.finish() {
+        Some(found) if found != expected => {
+            return Err(InstallerError::DigestMismatch {
+                layer,
+                expected,
+                found,
+            })
+        }
+        Some(_) => {}
+        None => {
+            let mut sent = [0u8; DIGEST_LEN];
+            input
+                .read_exact(&mut sent)
+                .map_err(|_| InstallerError::NoDigestSent {
+                    layer: layer.clone(),
+                })?;
+            let found = format!("sha256:{}", hex::encode(sent));
+            if found != expected {
+                return Err(InstallerError::OperatorDigestMismatch {
+                    layer,
+                    expected,
+                    found,
+                });
+            }
+        }
     }
     if dir.is_dir() {
         return Ok(skipped); // kept meanwhile by another unpack: the same bytes
@@ -409,16 +455,32 @@ fn digest_of_name(path: &Path) -> Option<String> {
         .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
-/// Hashes what it reads: the blob's digest comes for free with the unpack.
+/// Hashes what it reads, when asked to: the blob's digest comes for free
+/// with the unpack.
 struct Hashing<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
+}
+
+impl<R> Hashing<R> {
+    fn new(inner: R, hash: bool) -> Self {
+        let hasher = hash.then(Sha256::new);
+        Hashing { inner, hasher }
+    }
+
+    /// The digest of all that was read, if hashing.
+    fn finish(self) -> Option<String> {
+        let hasher = self.hasher?;
+        Some(format!("sha256:{}", hex::encode(hasher.finalize())))
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -445,22 +507,18 @@ enum Whiteouts {
 /// Applies one layer read from `blob` (named `path` in messages); returns
 /// its digest and how many entries were skipped.
 fn apply_layer(
-    blob: impl Read,
+    mut blob: impl Read,
     path: &Path,
     root: &Path,
     whiteouts: Whiteouts,
-) -> Result<(String, usize), InstallerError> {
+) -> Result<usize, InstallerError> {
     let layer_err = |source| InstallerError::Layer {
         layer: path.to_path_buf(),
         source,
     };
-    let mut hashing = Hashing {
-        inner: blob,
-        hasher: Sha256::new(),
-    };
     let mut skipped = 0;
     {
-        let mut archive = tar::Archive::new(decompressed(&mut hashing).map_err(layer_err)?);
+        let mut archive = tar::Archive::new(decompressed(&mut blob).map_err(layer_err)?);
         let mut layer = LayerState {
             layer: path,
             root,
@@ -475,13 +533,12 @@ fn apply_layer(
             }
         }
         layer.set_dir_modes()?;
-        // Drain what the tar reader left (padding), so the digest covers the blob.
+        // Drain what the tar reader left (padding), so a digest covers the blob.
         let mut rest = archive.into_inner();
         io::copy(&mut rest, &mut io::sink()).map_err(layer_err)?;
     }
-    io::copy(&mut hashing.inner, &mut io::sink()).map_err(layer_err)?;
-    let digest = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
-    Ok((digest, skipped))
+    io::copy(&mut blob, &mut io::sink()).map_err(layer_err)?;
+    Ok(skipped)
 }
 
 struct LayerState<'a> {
