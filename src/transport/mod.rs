@@ -19,6 +19,7 @@
 
 pub mod direct;
 mod local;
+mod quickack;
 mod quote;
 mod ssh;
 

@@ -368,6 +368,7 @@ impl Ssh {
                 let socket = tokio::net::TcpStream::connect(addr).await?;
                 socket.set_nodelay(true)?;
                 let local = socket.local_addr()?.ip();
+                let socket = super::quickack::QuickAck(socket);
                 let handle = client::connect_stream(config, socket, handler).await;
                 *s.lock().unwrap() = "login";
                 let mut handle = handle?;
