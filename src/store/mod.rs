@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 
 pub use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
 
+pub(crate) use blob::hash_reader;
 pub use blob::BlobWriter;
 pub use error::StoreError;
 pub use gc::{BlobProblem, FsckProblem, FsckReport, PruneReport};

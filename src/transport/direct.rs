@@ -34,7 +34,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{DigitallySignedStruct, SignatureScheme, StreamOwned};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::store::hash_reader;
 
 use crate::secret::Secret;
 
@@ -274,7 +276,7 @@ impl Server {
         if !new.is_empty() {
             std::thread::spawn(move || {
                 for (path, hashed) in new {
-                    hashed.set(sha256_of(&path));
+                    hashed.get_or_init(|| sha256_of(&path));
                 }
             });
         }
@@ -432,13 +434,10 @@ fn claim(from: &mut impl Read, shared: &Shared, plain: bool) -> Option<Arc<Offer
     Some(state)
 }
 
-/// A file's SHA-256 and the identity of what was hashed, once a thread has
-/// read it all.
-#[derive(Default)]
-struct Hashed {
-    result: Mutex<Option<Result<Sha, String>>>,
-    done: Condvar,
-}
+/// A file's SHA-256 and the identity of what was hashed. Whoever needs it
+/// first makes it (the offer's thread, or a send that got ahead of it); the
+/// others wait for that.
+type Hashed = OnceLock<Result<Sha, String>>;
 
 type Sha = ([u8; DIGEST_LEN], Identity);
 
@@ -466,41 +465,17 @@ impl Identity {
     }
 }
 
-impl Hashed {
-    fn set(&self, result: Result<Sha, String>) {
-        *self.result.lock().unwrap() = Some(result);
-        self.done.notify_all();
-    }
-
-    fn wait(&self) -> Result<Sha, String> {
-        let mut result = self.result.lock().unwrap();
-        loop {
-            match &*result {
-                Some(done) => return done.clone(),
-                None => result = self.done.wait(result).unwrap(),
-            }
-        }
-    }
-}
-
 fn sha256_of(path: &std::path::Path) -> Result<Sha, String> {
     let read_err = |e: io::Error| format!("read {}: {e}", path.display());
     let mut file = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
     let before = Identity::of(&file).map_err(read_err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_err(e)),
-        }
-    }
+    let (digest, _) = hash_reader(&mut file).map_err(read_err)?;
     if Identity::of(&file).map_err(read_err)? != before {
         return Err(changed(path));
     }
-    Ok((hasher.finalize().into(), before))
+    let mut sha = [0u8; DIGEST_LEN];
+    hex::decode_to_slice(digest.digest(), &mut sha).expect("a sha256 digest is 32 bytes of hex");
+    Ok((sha, before))
 }
 
 fn changed(path: &std::path::Path) -> String {
@@ -530,7 +505,7 @@ fn send_files(out: &mut impl Write, state: &OfferState) -> Result<(), String> {
             state.sent.fetch_add(n as u64, Ordering::Relaxed);
         }
         if let Some(hashed) = state.hashes.get(i) {
-            let (digest, of) = hashed.wait()?;
+            let (digest, of) = hashed.get_or_init(|| sha256_of(path)).clone()?;
             if opened != of || identity(&file)? != of {
                 return Err(changed(path));
             }
@@ -694,6 +669,13 @@ mod tests {
         server.ticket(offer, HERE).expect("listening on 127.0.0.1")
     }
 
+    /// All a host reads of `offer`, however its stream ends.
+    fn read_all(server: &Server, offer: &Offer) -> Vec<u8> {
+        let mut got = Vec::new();
+        let _ = fetch(&local(server, offer)).unwrap().read_to_end(&mut got);
+        got
+    }
+
     /// What a host reads for `contents`: each file's bytes, then their SHA-256.
     fn served(contents: &[&[u8]]) -> Vec<u8> {
         let mut want = Vec::new();
@@ -728,12 +710,7 @@ mod tests {
         let paths = files(dir.path(), &[b"layer as stored"]);
         let server = Server::start(&[HERE]).unwrap();
         let first = server.offer(paths.clone());
-        let mut got = Vec::new();
-        fetch(&local(&server, &first))
-            .unwrap()
-            .read_to_end(&mut got)
-            .unwrap();
-        assert_eq!(got, served(&[b"layer as stored"]));
+        assert_eq!(read_all(&server, &first), served(&[b"layer as stored"]));
         // A later offer of the same file reuses the hash made for the run.
         let second = server.offer(paths.clone());
         assert!(Arc::ptr_eq(&first.state.hashes[0], &second.state.hashes[0]));
@@ -742,23 +719,14 @@ mod tests {
         // operator is told why.
         std::thread::sleep(Duration::from_millis(20)); // a new ctime tick
         std::fs::write(&paths[0], b"layer as damaged").unwrap();
-        let mut got = Vec::new();
-        let _ = fetch(&local(&server, &second))
-            .unwrap()
-            .read_to_end(&mut got);
-        assert_eq!(got, b"layer as damaged");
+        assert_eq!(read_all(&server, &second), b"layer as damaged");
         let error = second.error().expect("the send stopped");
         assert!(error.contains("changed while this run read it"), "{error}");
         // A new server (a new run) hashes the file as it is now: a damaged
         // copy is served with the digest of its bytes, which the host refuses.
         let server = Server::start(&[HERE]).unwrap();
         let offer = server.offer(paths);
-        let mut got = Vec::new();
-        fetch(&local(&server, &offer))
-            .unwrap()
-            .read_to_end(&mut got)
-            .unwrap();
-        assert_eq!(got, served(&[b"layer as damaged"]));
+        assert_eq!(read_all(&server, &offer), served(&[b"layer as damaged"]));
     }
 
     #[test]
