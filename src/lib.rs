@@ -9,6 +9,8 @@ pub mod build;
 pub mod cli;
 pub mod cluster;
 pub mod harvest;
+pub mod host_paths;
+pub mod ignore;
 pub mod installer;
 pub mod kubefile;
 pub mod layout;

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use sealrs::build::{Compression, LayerOptions};
+use sealrs::build::{harvested_layers, Compression, LayerOptions};
 use sealrs::harvest::{self, ArchiveFormat, HarvestError, HarvestRequest};
 use sealrs::progress::Silent;
 use sealrs::store::Store;
@@ -93,7 +93,7 @@ fn harvest_writes_archives_skopeo_reads_and_a_rebuild_pulls_nothing() {
         compression: Compression::None,
         ..LayerOptions::default()
     };
-    let layers = out.layers(&store, &opts, &Silent).unwrap();
+    let layers = harvested_layers(&store, &out, &opts, &Silent).unwrap();
     assert_eq!(layers.len(), 1);
     let entries = layer_entries(&store, &layers[0]);
     assert!(
@@ -112,7 +112,10 @@ fn harvest_writes_archives_skopeo_reads_and_a_rebuild_pulls_nothing() {
         sha_file(&again.staging_dir().unwrap().join(&a_file)),
         first_a
     );
-    assert_eq!(again.layers(&store, &opts, &Silent).unwrap(), layers);
+    assert_eq!(
+        harvested_layers(&store, &again, &opts, &Silent).unwrap(),
+        layers
+    );
 
     // Another store pulls the same digests and writes the same archives.
     let other = Store::open(env.path("other-root")).unwrap();
@@ -122,7 +125,10 @@ fn harvest_writes_archives_skopeo_reads_and_a_rebuild_pulls_nothing() {
         sha_file(&third.staging_dir().unwrap().join(&a_file)),
         first_a
     );
-    assert_eq!(third.layers(&other, &opts, &Silent).unwrap(), layers);
+    assert_eq!(
+        harvested_layers(&other, &third, &opts, &Silent).unwrap(),
+        layers
+    );
     drop(out);
     assert!(
         !staged.exists(),

@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::error::{BuildError, Instruction};
-use super::ignore::{clean, Glob, Ignore};
+use crate::ignore::{clean, Glob, Ignore};
 use crate::kubefile::CopyStep;
 
 /// A directory whose files COPY and ADD may read.
@@ -424,6 +424,7 @@ pub(crate) fn inode_key(meta: &Metadata) -> Option<(u64, u64)> {
 mod tests {
     use super::*;
     use crate::build::layer::tests::{step, write};
+    use crate::ignore::IgnoreError;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn ctx_with(files: &[&str]) -> (tempfile::TempDir, Context) {
@@ -454,7 +455,7 @@ mod tests {
         write(dir.path(), "bad/.dockerignore", b"!\n");
         let e = Context::open(&dir.path().join("bad")).unwrap_err();
         assert!(
-            matches!(e, BuildError::IgnorePattern { line: 1, .. }),
+            matches!(e, BuildError::Ignore(IgnoreError::Pattern { line: 1, .. })),
             "{e}"
         );
     }

@@ -48,20 +48,8 @@ pub enum BuildError {
         source: io::Error,
     },
 
-    #[error("cannot read ignore file {path}: {source}")]
-    IgnoreFileUnreadable {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-
-    #[error("{path}:{line}: bad pattern {pattern:?}: {reason}")]
-    IgnorePattern {
-        path: PathBuf,
-        line: usize,
-        pattern: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Ignore(#[from] crate::ignore::IgnoreError),
 
     #[error("{location}: {instruction} source {source_path:?}: bad pattern: {reason}")]
     SourcePattern {

@@ -8,10 +8,13 @@ use oci_spec::image::{
     ImageConfigurationBuilder, ImageManifestBuilder, MediaType, RootFsBuilder,
 };
 
-use super::{copy_layers, BuildError, Context, Layer, LayerCache, LayerOptions, SinkError};
+use super::{
+    copy_layers, BlobSink, BuildError, Context, Layer, LayerCache, LayerOptions, SinkError,
+};
+use super::{installer_layer, InstallerChoice};
 use crate::harvest::{self, ArchiveFormat, HarvestOutcome, HarvestRequest};
-use crate::installer::{self, InstallerChoice};
-use crate::kubefile::{self, BaseImage, ConfigState, EvalOptions};
+use crate::host_paths::INSTALLER_PATH;
+use crate::kubefile::{self, BaseImage, ConfigState, CopyStep, EvalOptions, Location};
 use crate::layout::{self, Layout, Layouts};
 use crate::progress::Progress;
 use crate::reference;
@@ -181,7 +184,7 @@ pub fn build(
         .image_type
         .is_some_and(|t| t.value == layout::ImageType::Rootfs);
     if is_rootfs {
-        let embedded = installer::installer_layer(
+        let embedded = installer_layer(
             store,
             &mut cache,
             &request.installer,
@@ -193,7 +196,7 @@ pub fn build(
         if let Some(layer) = embedded.filter(|l| !diff_ids.contains(&l.diff_id.to_string())) {
             history.push(history_entry(
                 request,
-                &format!("sealrs installer /{}", installer::INSTALLER_PATH),
+                &format!("sealrs installer /{INSTALLER_PATH}"),
             )?);
             diff_ids.push(layer.diff_id.to_string());
             manifest_layers.push(layer.descriptor);
@@ -324,8 +327,39 @@ fn harvest_images(
     );
     req.registry = registry.clone();
     let outcome = harvest::harvest(store, &req, progress)?;
-    let layers = outcome.layers(store, &request.layers, progress)?;
+    let layers = harvested_layers(store, &outcome, &request.layers, progress)?;
     Ok(Harvested { outcome, layers })
+}
+
+/// Harvest's staged tree as image layers at `/archives_dir/`, written with
+/// the deterministic layer writer (files of at least `opts.split_threshold`
+/// bytes get a layer each, so images that ship the same airgap image share
+/// the blob). Empty when no image was harvested.
+pub fn harvested_layers(
+    sink: &dyn BlobSink,
+    outcome: &HarvestOutcome,
+    opts: &LayerOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Layer>, BuildError> {
+    let Some(dir) = outcome.staging_dir() else {
+        return Ok(Vec::new());
+    };
+    let ctx = Context::open(dir)?;
+    let step = CopyStep {
+        location: Location {
+            file: "<harvested images>".to_string(),
+            line: 1,
+            column: 1,
+        },
+        sources: vec![outcome.archives_dir.clone()],
+        dest: format!("/{}/", outcome.archives_dir),
+        chmod: None,
+        extract_archives: false,
+    };
+    // Never saved: the staged files are new each build, so a metadata
+    // cache would never hit; the layer digests are stable regardless.
+    let mut cache = LayerCache::empty(&dir.join(".layer-cache.json"));
+    copy_layers(sink, &ctx, &step, opts, &mut cache, progress)
 }
 
 fn history_entry(

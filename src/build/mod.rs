@@ -1,6 +1,6 @@
 //! Turns a Kubefile and its context into an image in the store.
 //!
-//! `context` and `ignore` decide which files an instruction sees, `layer` turns
+//! `context` (with [`crate::ignore`]) decides which files an instruction sees, `layer` turns
 //! one COPY/ADD into deterministic blobs, `cache` skips that work when the
 //! inputs' metadata proves nothing changed, and `executor` ties them to the
 //! Kubefile's evaluation, the image config and the store.
@@ -9,16 +9,17 @@ pub mod cache;
 pub mod context;
 pub mod error;
 mod executor;
-pub mod ignore;
+pub mod installer;
 pub mod layer;
 
 pub use cache::LayerCache;
 pub use context::Context;
 pub use error::{BuildError, Instruction, SinkError};
 pub use executor::{
-    build, epoch_rfc3339, BaseFetcher, BuildOutcome, BuildRequest, LocalOnly, KUBEFILE_NAMES,
+    build, epoch_rfc3339, harvested_layers, BaseFetcher, BuildOutcome, BuildRequest, LocalOnly,
+    KUBEFILE_NAMES,
 };
-pub use ignore::Ignore;
+pub use installer::{installer_layer, InstallerChoice};
 pub use layer::{copy_layers, BlobSink, BlobWrite, Compression, Layer, LayerOptions};
 
 use crate::store::{BlobWriter, Digest, Store};

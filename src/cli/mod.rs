@@ -19,8 +19,7 @@ use clap::Parser;
 
 pub use args::{parse_size, Cli, Command};
 
-use crate::build::{self, BuildRequest, Compression, LayerOptions};
-use crate::installer::InstallerChoice;
+use crate::build::{self, BuildRequest, Compression, InstallerChoice, LayerOptions};
 use crate::reference;
 use crate::store::Store;
 

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::error::{HarvestError, Origin};
 use super::exclude::{ExcludeList, IGNORE_FILE};
 use super::yaml::{self, Finding};
-use crate::build::ignore::Glob;
+use crate::ignore::Glob;
 use crate::reference::Reference;
 
 /// Where the sources are, as globs over context-relative paths (`**` spans

@@ -112,9 +112,9 @@ pub enum HarvestError {
     #[error(transparent)]
     Registry(Box<RegistryError>),
 
-    /// Reading the context's ignore file, or writing the harvested layer.
+    /// Reading the context's ignore file.
     #[error(transparent)]
-    Build(Box<crate::build::BuildError>),
+    Ignore(#[from] crate::ignore::IgnoreError),
 
     #[error("cannot start the async runtime for pulling: {0}")]
     Runtime(#[source] std::io::Error),

@@ -16,10 +16,10 @@
 //!    k0s) or a distribution registry tree (`registry/docker/registry/v2/…`,
 //!    for kubeadm hosts), staged in a directory under the store's `tmp/`.
 //!
-//! [`harvest`] runs the three and returns a [`HarvestOutcome`] whose
-//! [`layers`](HarvestOutcome::layers) turn the staged tree into image layers
-//! with the build's own deterministic layer writer (big archives get a layer
-//! each, so images that ship the same airgap image share the blob).
+//! [`harvest`] runs the three and returns a [`HarvestOutcome`] that holds the
+//! staged tree; the build turns it into image layers with its own
+//! deterministic layer writer (`crate::build::harvested_layers`), so this
+//! module needs nothing of the build.
 //!
 //! Paths come from the caller (the layout's `[images]` section), not from
 //! this module: `lists_glob`, `archives_dir` and `format` are parameters.
@@ -43,8 +43,7 @@ pub use exclude::{ExcludeList, IGNORE_FILE};
 pub use fetch::{Fetched, PullPolicy};
 pub use write::{archive_file_name, ArchiveFormat, CONTAINERD_NAME};
 
-use crate::build::{copy_layers, Context, Layer, LayerCache, LayerOptions};
-use crate::kubefile::{CopyStep, Location};
+use crate::ignore::Ignore;
 use crate::progress::Progress;
 use crate::registry::RegistryOptions;
 use crate::store::Store;
@@ -136,38 +135,6 @@ impl HarvestOutcome {
     /// nothing else. `None` when no image was harvested.
     pub fn staging_dir(&self) -> Option<&Path> {
         self.staging.as_ref().map(tempfile::TempDir::path)
-    }
-
-    /// The staged tree as image layers at `/archives_dir/`, written with the
-    /// build's deterministic layer writer into `store` (files of at least
-    /// `opts.split_threshold` bytes get a layer each). Empty when no image
-    /// was harvested.
-    pub fn layers(
-        &self,
-        store: &Store,
-        opts: &LayerOptions,
-        progress: &dyn Progress,
-    ) -> Result<Vec<Layer>, HarvestError> {
-        let Some(dir) = self.staging_dir() else {
-            return Ok(Vec::new());
-        };
-        let build = |e| HarvestError::Build(Box::new(e));
-        let ctx = Context::open(dir).map_err(build)?;
-        let step = CopyStep {
-            location: Location {
-                file: "<harvested images>".to_string(),
-                line: 1,
-                column: 1,
-            },
-            sources: vec![self.archives_dir.clone()],
-            dest: format!("/{}/", self.archives_dir),
-            chmod: None,
-            extract_archives: false,
-        };
-        // Never saved: the staged files are new each build, so a metadata
-        // cache would never hit; the layer digests are stable regardless.
-        let mut cache = LayerCache::empty(&dir.join(".layer-cache.json"));
-        copy_layers(store, &ctx, &step, opts, &mut cache, progress).map_err(build)
     }
 }
 
@@ -324,8 +291,7 @@ fn harvested(f: &Fetched, location: String) -> HarvestedImage {
 /// they never reach the image, so neither should the images they name.
 pub fn collect_context(req: &HarvestRequest<'_>) -> Result<Collected, HarvestError> {
     let sources = Sources::new(req.lists_glob).compile()?;
-    let ignore =
-        crate::build::Ignore::load(req.context).map_err(|e| HarvestError::Build(Box::new(e)))?;
+    let ignore = Ignore::load(req.context)?;
     let mut exclude = match std::fs::read(req.context.join(IGNORE_FILE)) {
         Ok(bytes) => ExcludeList::parse(&String::from_utf8_lossy(&bytes), IGNORE_FILE)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => ExcludeList::default(),

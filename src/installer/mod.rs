@@ -16,9 +16,9 @@
 //! - [`execute`] runs a plan idempotently: every step's [`Check`] decides
 //!   whether it has anything to do, so a second run of the same plan changes
 //!   nothing and its [`Report`] says so;
-//! - [`embed`] is the build-time half: `sealrs build` puts the sealrs binary
-//!   itself into rootfs images, so that every image carries the code that
-//!   applies it.
+//! - its build-time half is [`crate::build::installer`]: `sealrs build` puts
+//!   the sealrs binary itself into rootfs images, so that every image carries
+//!   the code that applies it.
 //!
 //! Every absolute host path of a plan is resolved under
 //! [`ExecContext::host_root`] (`/` in production), which is what lets the
@@ -28,7 +28,6 @@
 //! reach them byte for byte. Captured values come back in
 //! [`Report::captures`] (the processor needs them) but are never logged.
 
-pub mod embed;
 mod error;
 mod execute;
 mod place;
@@ -45,15 +44,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Role;
+// Kept for apply's imports until it takes them from host_paths.
+pub use crate::host_paths::INSTALLER_PATH;
 use crate::layout::Layout;
 #[cfg(doc)]
 use crate::plan::{Check, Plan};
 
-pub use embed::{installer_layer, InstallerChoice, INSTALLER_PATH};
 pub use error::InstallerError;
 pub use execute::execute;
-pub use place::{placements, PlacedFile, PLACED_DIR};
-pub use probe::{forget_join, probe, remember_join, Probe, JOINED};
+pub use place::{placements, PlacedFile};
+pub use probe::{forget_join, probe, remember_join, Probe};
 pub use request::{
     ClusterSpec, HostSpec, ImageSpec, Operation, Request, RequestError, SecretsSpec,
     REQUEST_VERSION,

@@ -30,11 +30,9 @@ use serde::{Deserialize, Serialize};
 use super::unpack::{remove_all, STAMP};
 use super::{ExecContext, InstallerError};
 use crate::cluster::Role;
+use crate::host_paths::PLACED_DIR;
 use crate::layout::Hosts;
 use crate::plan::{Action, Plan};
-
-/// Where the record of placed files lives on a host.
-pub const PLACED_DIR: &str = "/var/lib/sealrs/placed";
 
 /// One file that placement puts on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

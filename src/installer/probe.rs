@@ -24,9 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::request::{Operation, Request, SecretsSpec};
 use super::{execute, ExecContext, InstallerError, StepStatus};
-
-/// The secrets this host last joined with (a [`SecretsSpec`] as JSON).
-pub const JOINED: &str = "/var/lib/sealrs/joined.json";
+use crate::host_paths::JOINED;
 
 /// What [`probe`] found, in the verify report.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::cluster::{Cluster, ClusterArgs};
+use crate::host_paths::{JOINED, PLACED_DIR};
 use crate::layout::Layouts;
 use crate::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
 use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets};

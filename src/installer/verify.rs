@@ -167,7 +167,7 @@ fn rootfs_violations(ctx: &ExecContext, shown: &str, role: Role) -> Vec<String> 
     let mut out: Vec<String> = layout::check_for_host(
         ctx.layout,
         &rootfs,
-        super::embed::host_arch(),
+        crate::build::installer::host_arch(),
         role == Role::Master,
     )
     .into_iter()

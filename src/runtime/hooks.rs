@@ -27,13 +27,8 @@ use std::collections::BTreeMap;
 use sha2::{Digest as _, Sha256};
 
 use super::HostContext;
-#[cfg(doc)]
-use super::MARKER_DIR;
+pub use crate::host_paths::HOOK_MARKER_DIR;
 use crate::plan::{Check, FileContent, Plan, Step};
-
-/// Where init markers live (under [`MARKER_DIR`]); its presence tells
-/// uninstall to run `clean`.
-pub const HOOK_MARKER_DIR: &str = "/var/lib/sealrs/markers/hooks";
 
 /// The three hooks, with the label keys that carry each (ours first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,11 +34,7 @@ pub use kubeadm::Kubeadm;
 pub use unit::{env_file, exec_arg};
 pub use version::{Version, VersionError};
 
-/// Where the installer unpacks the image's rootfs on a host (the layout
-/// places files from there).
-pub const DEFAULT_ROOTFS_DIR: &str = "/var/lib/sealrs/rootfs";
-/// Marker files that make otherwise unobservable steps idempotent.
-pub const MARKER_DIR: &str = "/var/lib/sealrs/markers";
+pub use crate::host_paths::{DEFAULT_ROOTFS_DIR, MARKER_DIR};
 /// How many workers upgrade at once by default.
 pub const DEFAULT_WORKER_BATCH: usize = 3;
 /// How long a drain waits for a node's pods to leave (k0sctl's default).

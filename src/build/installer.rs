@@ -27,12 +27,10 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, MediaType};
 use sha2::{Digest as _, Sha256};
 
-use crate::build::layer::header;
-use crate::build::{BlobSink, BuildError, Layer, LayerCache};
+use super::layer::header;
+use super::{BlobSink, BuildError, Layer, LayerCache};
+use crate::host_paths::{INSTALLER_ANNOTATION, INSTALLER_PATH};
 use crate::progress::Progress;
-
-/// Where the installer lands in the rootfs.
-pub const INSTALLER_PATH: &str = "opt/sealrs/sealrs";
 
 /// Bumped whenever the blob written for the same binary changes.
 const FORMAT: u64 = 3;
@@ -178,11 +176,7 @@ fn write_layer(
     // Marked, so that `sealrs run` finds the layer to unpack with the host's tar.
     let mut descriptor = Descriptor::new(MediaType::ImageLayer, written, digest);
     descriptor.set_annotations(Some(
-        [(
-            crate::apply::INSTALLER_ANNOTATION.to_string(),
-            INSTALLER_PATH.to_string(),
-        )]
-        .into(),
+        [(INSTALLER_ANNOTATION.to_string(), INSTALLER_PATH.to_string())].into(),
     ));
     Ok(Layer {
         descriptor,

@@ -1,5 +1,5 @@
 //! `.dockerignore` / `.kubefileignore`, with Docker's exact semantics, and the
-//! glob matcher that COPY sources share with it.
+//! glob matcher that COPY sources and harvest's image sources share with it.
 //!
 //! Users move Dockerfiles and ignore files between tools, so "close to Docker"
 //! is not enough: the same file must exclude the same paths. The rules follow
@@ -14,7 +14,24 @@
 
 use std::path::{Path, PathBuf};
 
-use super::error::BuildError;
+/// A context's ignore file that cannot be read or holds a bad pattern.
+#[derive(Debug, thiserror::Error)]
+pub enum IgnoreError {
+    #[error("cannot read ignore file {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}:{line}: bad pattern {pattern:?}: {reason}")]
+    Pattern {
+        path: PathBuf,
+        line: usize,
+        pattern: String,
+        reason: String,
+    },
+}
 
 /// One compiled glob: Go `filepath.Match` syntax, plus `**` when enabled.
 #[derive(Debug, Clone)]
@@ -219,20 +236,20 @@ pub struct Ignore {
 
 impl Ignore {
     /// Reads `.kubefileignore`, else `.dockerignore`, in `root`.
-    pub fn load(root: &Path) -> Result<Ignore, BuildError> {
+    pub fn load(root: &Path) -> Result<Ignore, IgnoreError> {
         for name in [".kubefileignore", ".dockerignore"] {
             let path = root.join(name);
             match std::fs::read(&path) {
                 Ok(bytes) => return Ignore::parse(&String::from_utf8_lossy(&bytes), &path),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(BuildError::IgnoreFileUnreadable { path, source }),
+                Err(source) => return Err(IgnoreError::Unreadable { path, source }),
             }
         }
         Ok(Ignore::default())
     }
 
     /// Parses ignore-file text; `path` is only for error messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Ignore, BuildError> {
+    pub fn parse(text: &str, path: &Path) -> Result<Ignore, IgnoreError> {
         let mut rules = Vec::new();
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (index, raw) in text.lines().enumerate() {
@@ -248,7 +265,7 @@ impl Ignore {
                 Some(rest) => (true, rest.trim()),
                 None => (false, line),
             };
-            let bad = |reason: &str| BuildError::IgnorePattern {
+            let bad = |reason: &str| IgnoreError::Pattern {
                 path: path.to_path_buf(),
                 line: index + 1,
                 pattern: line.to_string(),
@@ -358,10 +375,7 @@ mod tests {
     #[test]
     fn lone_bang_and_unclosed_class_are_errors_with_line_numbers() {
         let err = Ignore::parse("ok\n!\n", Path::new("/c/.dockerignore")).unwrap_err();
-        assert!(
-            matches!(err, BuildError::IgnorePattern { line: 2, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, IgnoreError::Pattern { line: 2, .. }), "{err}");
         let err = Ignore::parse("[ab", Path::new("/c/.dockerignore")).unwrap_err();
         assert!(err.to_string().contains("/c/.dockerignore:1"), "{err}");
     }

@@ -1,0 +1,56 @@
+//! Where sealrs keeps its things on a host, and how an image marks the layer
+//! that carries the installer: the names both sides agree on, the operator
+//! (`apply`, `build`) and the host (`installer`, the runtimes' plans), so they
+//! live below both.
+
+/// Where sealrs keeps its things on a host.
+pub const HOST_DIR: &str = "/var/lib/sealrs";
+
+/// Unpacked layers on a host, by their blob's digest: a layer is sent to a
+/// host once.
+pub const HOST_LAYERS: &str = "/var/lib/sealrs/layers/sha256";
+
+/// Where the installer unpacks the image's rootfs on a host (the layout
+/// places files from there).
+pub const DEFAULT_ROOTFS_DIR: &str = "/var/lib/sealrs/rootfs";
+
+/// Marker files that make otherwise unobservable steps idempotent.
+pub const MARKER_DIR: &str = "/var/lib/sealrs/markers";
+
+/// Where init-hook markers live (under [`MARKER_DIR`]); its presence tells
+/// uninstall to run `clean`.
+pub const HOOK_MARKER_DIR: &str = "/var/lib/sealrs/markers/hooks";
+
+/// What the installer placed on a host, one `<role>.json` per role.
+pub const PLACED_DIR: &str = "/var/lib/sealrs/placed";
+
+/// The secrets a host last joined with (the installer's `SecretsSpec` as
+/// JSON, 0600).
+pub const JOINED: &str = "/var/lib/sealrs/joined.json";
+
+/// Where the installer lands in the rootfs (relative: inside an image's
+/// layer, and under the unpacked layer on a host).
+pub const INSTALLER_PATH: &str = "opt/sealrs/sealrs";
+
+/// Annotation that marks the layer holding the embedded installer.
+pub const INSTALLER_ANNOTATION: &str = "sealrs.io/installer";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_paths_live_under_the_host_dir() {
+        for path in [
+            HOST_LAYERS,
+            DEFAULT_ROOTFS_DIR,
+            MARKER_DIR,
+            PLACED_DIR,
+            JOINED,
+        ] {
+            assert!(path.starts_with(&format!("{HOST_DIR}/")), "{path}");
+        }
+        assert!(HOOK_MARKER_DIR.starts_with(&format!("{MARKER_DIR}/")));
+        assert!(!INSTALLER_PATH.starts_with('/'));
+    }
+}
