@@ -5,6 +5,7 @@
 //! and adds context to errors for people.
 
 pub mod apply;
+pub mod arch;
 pub mod build;
 pub mod cli;
 pub mod cluster;

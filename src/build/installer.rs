@@ -29,6 +29,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::layer::header;
 use super::{BlobSink, BuildError, Layer, LayerCache};
+use crate::arch;
 use crate::host_paths::{INSTALLER_ANNOTATION, INSTALLER_PATH};
 use crate::progress::Progress;
 
@@ -47,16 +48,6 @@ pub enum InstallerChoice {
     None,
 }
 
-/// The OCI name of this machine's architecture.
-pub(crate) fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
-
 /// The installer layer for an image of `target_os`/`target_arch`, from the
 /// cache when the binary has not changed; `None` with
 /// [`InstallerChoice::None`].
@@ -73,10 +64,10 @@ pub fn installer_layer(
         InstallerChoice::None => return Ok(None),
         InstallerChoice::Binary(path) => path.clone(),
         InstallerChoice::CurrentExe => {
-            if target_os != "linux" || target_arch != host_arch() {
+            if target_os != "linux" || target_arch != arch::host() {
                 return Err(BuildError::InstallerArch {
                     target: format!("{target_os}/{target_arch}"),
-                    host: format!("linux/{}", host_arch()),
+                    host: format!("linux/{}", arch::host()),
                 });
             }
             std::env::current_exe().map_err(|source| BuildError::Installer {

@@ -184,7 +184,7 @@ fn build_request(args: args::BuildArgs) -> Result<BuildRequest> {
                 })?;
             (os.to_string(), arch.to_string())
         }
-        None => ("linux".to_string(), host_arch().to_string()),
+        None => ("linux".to_string(), crate::arch::host().to_string()),
     };
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => v
@@ -221,17 +221,4 @@ fn build_request(args: args::BuildArgs) -> Result<BuildRequest> {
             source_date_epoch,
         },
     })
-}
-
-/// The OCI name of this machine's architecture.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
 }

@@ -167,7 +167,7 @@ fn rootfs_violations(ctx: &ExecContext, shown: &str, role: Role) -> Vec<String> 
     let mut out: Vec<String> = layout::check_for_host(
         ctx.layout,
         &rootfs,
-        crate::build::installer::host_arch(),
+        crate::arch::host(),
         role == Role::Master,
     )
     .into_iter()
@@ -312,7 +312,13 @@ mod tests {
         let dest = dir.path().join("rootfs");
         super::super::unpack::unpack(&[blob], &dest).unwrap();
         let heads = recorded_heads(&dest).expect("the stamp records the heads");
-        assert_eq!(heads["bin/k3s"], Magic::Elf { machine: 0x3e });
+        assert_eq!(
+            heads["bin/k3s"],
+            Magic::Elf {
+                machine: 0x3e,
+                big_endian: false
+            }
+        );
         assert_eq!(heads["scripts/init.sh"], Magic::Shebang);
         assert!(!heads.contains_key(STAMP));
         // Read from the record, not the file (whose bytes a rootfs never
@@ -322,7 +328,10 @@ mod tests {
         assert_eq!(rootfs.entries["scripts/init.sh"].magic, Magic::Shebang);
         assert_eq!(
             rootfs.entries["bin/k3s"].magic,
-            Magic::Elf { machine: 0x3e }
+            Magic::Elf {
+                machine: 0x3e,
+                big_endian: false
+            }
         );
         // A stamp without the record (written before it existed): the files.
         let stamp = dest.join(STAMP);
@@ -334,7 +343,10 @@ mod tests {
         let rootfs = read_rootfs(&dest).unwrap();
         assert_eq!(
             rootfs.entries["scripts/init.sh"].magic,
-            Magic::Elf { machine: 0x3e }
+            Magic::Elf {
+                machine: 0x3e,
+                big_endian: false
+            }
         );
     }
 

@@ -296,11 +296,7 @@ fn builtin_arg(name: &str, opts: &EvalOptions) -> Option<String> {
         opts.target_os.as_str()
     };
     let arch = if opts.target_arch.is_empty() {
-        match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        }
+        crate::arch::host()
     } else {
         opts.target_arch.as_str()
     };

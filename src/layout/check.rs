@@ -9,7 +9,7 @@ use super::error::Problem;
 use super::labels::{
     read_labels, ClusterInfo, ImageType, Source, Sourced, RUNTIME_KEYS, VERSION_KEYS,
 };
-use super::probe::{elf_machine, elf_machine_name, ArchiveFacts, ListError, Magic, YamlError};
+use super::probe::{ArchiveFacts, ListError, Magic, YamlError};
 use super::spec::{Hosts, Kind, Layout, Layouts, RequiredLabel, Rule};
 
 /// What a tar entry is.
@@ -416,12 +416,18 @@ fn check_entry(
                 });
             }
             match (kind, target.magic) {
-                (Kind::Executable, Magic::Elf { machine }) => {
-                    if let Some(expected) = elf_machine(arch) {
-                        if machine != expected {
+                (
+                    Kind::Executable,
+                    Magic::Elf {
+                        machine,
+                        big_endian,
+                    },
+                ) => {
+                    if let Some(expected) = crate::arch::elf_machine(arch) {
+                        if (machine, big_endian) != expected {
                             verdict.problems.push(Problem::WrongArchitecture {
                                 path: path.clone(),
-                                found: elf_machine_name(machine),
+                                found: crate::arch::elf_name(machine, big_endian),
                                 expected: arch.to_string(),
                             });
                         }
@@ -438,7 +444,10 @@ fn check_entry(
             }
             if kind == Kind::Executable {
                 let detail = link_detail.unwrap_or_else(|| match target.magic {
-                    Magic::Elf { machine } => format!("ELF {}", elf_machine_name(machine)),
+                    Magic::Elf {
+                        machine,
+                        big_endian,
+                    } => format!("ELF {}", crate::arch::elf_name(machine, big_endian)),
                     Magic::Shebang => "script".into(),
                     other => other.describe(),
                 });
@@ -530,7 +539,7 @@ mod tests {
     fn elf(arch: &str) -> Vec<u8> {
         let mut bytes = b"\x7fELF\x02\x01\x01".to_vec();
         bytes.resize(64, 0);
-        let m = elf_machine(arch).unwrap().to_le_bytes();
+        let m = crate::arch::elf_machine(arch).unwrap().0.to_le_bytes();
         bytes[18] = m[0];
         bytes[19] = m[1];
         bytes

@@ -6,6 +6,8 @@ use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch;
+
 /// Bytes of a file's beginning that the scan keeps: enough for a tar header.
 pub const HEAD: usize = 512;
 
@@ -14,9 +16,13 @@ pub const HEAD: usize = 512;
 #[serde(tag = "format", rename_all = "kebab-case")]
 pub enum Magic {
     Empty,
-    /// An ELF object for this `e_machine`.
+    /// An ELF object for this `e_machine` (see [`crate::arch::of_elf`]).
     Elf {
         machine: u16,
+        /// `EI_DATA` says big-endian: ppc64, not ppc64le. Left out when
+        /// false, so rootfs stamps written before read the same.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        big_endian: bool,
     },
     /// Starts with `#!`.
     Shebang,
@@ -32,12 +38,16 @@ impl Magic {
         if head.is_empty() {
             Magic::Empty
         } else if head.starts_with(b"\x7fELF") && head.len() >= 20 {
-            let machine = if head[5] == 2 {
+            let big_endian = head[5] == 2;
+            let machine = if big_endian {
                 u16::from_be_bytes([head[18], head[19]])
             } else {
                 u16::from_le_bytes([head[18], head[19]])
             };
-            Magic::Elf { machine }
+            Magic::Elf {
+                machine,
+                big_endian,
+            }
         } else if head.starts_with(b"#!") {
             Magic::Shebang
         } else if head.starts_with(&[0x1f, 0x8b]) {
@@ -64,43 +74,16 @@ impl Magic {
     pub fn describe(self) -> String {
         match self {
             Magic::Empty => "an empty file".into(),
-            Magic::Elf { machine } => format!("an ELF binary for {}", elf_machine_name(machine)),
+            Magic::Elf {
+                machine,
+                big_endian,
+            } => format!("an ELF binary for {}", arch::elf_name(machine, big_endian)),
             Magic::Shebang => "a script".into(),
             Magic::Gzip => "gzip data".into(),
             Magic::Zstd => "zstd data".into(),
             Magic::Tar => "a tar archive".into(),
             Magic::Other => "data of another kind".into(),
         }
-    }
-}
-
-/// The ELF `e_machine` of an OCI architecture name, for the ones Kubernetes ships.
-pub fn elf_machine(arch: &str) -> Option<u16> {
-    Some(match arch {
-        "386" => 3,
-        "arm" => 40,
-        "amd64" => 62,
-        "arm64" => 183,
-        "ppc64le" | "ppc64" => 21,
-        "s390x" => 22,
-        "riscv64" => 243,
-        "loong64" => 258,
-        _ => return None,
-    })
-}
-
-/// The OCI architecture name of an ELF `e_machine`, or its number.
-pub fn elf_machine_name(machine: u16) -> String {
-    match machine {
-        3 => "386".into(),
-        40 => "arm".into(),
-        62 => "amd64".into(),
-        183 => "arm64".into(),
-        21 => "ppc64".into(),
-        22 => "s390x".into(),
-        243 => "riscv64".into(),
-        258 => "loong64".into(),
-        other => format!("machine {other}"),
     }
 }
 
@@ -292,7 +275,13 @@ mod tests {
         let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
         elf.resize(20, 0);
         elf[18] = 62;
-        assert_eq!(Magic::of(&elf), Magic::Elf { machine: 62 });
+        assert_eq!(
+            Magic::of(&elf),
+            Magic::Elf {
+                machine: 62,
+                big_endian: false
+            }
+        );
         elf[18] = 183;
         assert_eq!(Magic::of(&elf).describe(), "an ELF binary for arm64");
         assert_eq!(Magic::of(b"#!/bin/sh\n"), Magic::Shebang);
@@ -300,8 +289,9 @@ mod tests {
         assert_eq!(Magic::of(&tar_with(&["a"])), Magic::Tar);
         assert_eq!(Magic::of(&[0x1f, 0x8b, 8]), Magic::Gzip);
         assert_eq!(Magic::of(b"hello"), Magic::Other);
-        assert_eq!(elf_machine("amd64"), Some(62));
-        assert_eq!(elf_machine("arm64"), Some(183));
+        elf[5] = 2;
+        elf[18..20].copy_from_slice(&21u16.to_be_bytes());
+        assert_eq!(Magic::of(&elf).describe(), "an ELF binary for ppc64");
     }
 
     #[test]

@@ -50,11 +50,10 @@ impl Platform {
 
     /// The platform of this machine.
     pub fn host() -> Platform {
-        let (architecture, variant) = normalize_arch(std::env::consts::ARCH);
         Platform {
             os: std::env::consts::OS.to_string(),
-            architecture,
-            variant: variant.map(str::to_string),
+            architecture: crate::arch::host().to_string(),
+            variant: None,
         }
     }
 
@@ -84,16 +83,12 @@ impl fmt::Display for Platform {
 
 /// OCI names for an architecture, and the variant implied by an alias.
 fn normalize_arch(arch: &str) -> (String, Option<&'static str>) {
-    match arch {
-        "x86_64" | "x86-64" | "amd64" => ("amd64".into(), None),
-        "aarch64" | "arm64" => ("arm64".into(), None),
-        "armhf" => ("arm".into(), Some("v7")),
-        "armel" => ("arm".into(), Some("v6")),
-        "x86" | "i386" | "i686" => ("386".into(), None),
-        "powerpc64" => ("ppc64".into(), None),
-        "riscv64gc" => ("riscv64".into(), None),
-        other => (other.to_string(), None),
-    }
+    let variant = match arch {
+        "armhf" => Some("v7"),
+        "armel" => Some("v6"),
+        _ => None,
+    };
+    (crate::arch::normalize(arch).to_string(), variant)
 }
 
 /// arm64's only variant, `v8`, is the same as none.
