@@ -27,11 +27,11 @@ use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, Digest, MediaType};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use super::cache::{self, LayerCache};
 use super::context::{self, Context, Input, InputKind};
 use super::error::{BuildError, Instruction, SinkError};
+use crate::digest::Hashing;
 use crate::kubefile::{CopyStep, Location};
 use crate::progress::{Progress, Task};
 
@@ -701,37 +701,6 @@ struct LayerPlan<'a> {
     compression: Compression,
 }
 
-/// Hashes the uncompressed tar stream on its way to the compressor.
-pub(crate) struct DiffId<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W> DiffId<W> {
-    pub(crate) fn new(inner: W) -> Self {
-        DiffId {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    /// The writer underneath, and the digest of what went through.
-    pub(crate) fn finish(self) -> (W, Digest) {
-        (self.inner, sha256_digest(self.hasher.finalize().as_slice()))
-    }
-}
-
-impl<W: Write> Write for DiffId<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 enum Encoder<W: Write> {
     Zstd(zstd::stream::write::Encoder<'static, W>),
     Gzip(flate2::write::GzEncoder<W>),
@@ -826,7 +795,8 @@ fn write_layer(
     let task = progress.begin(&plan.label, Some(total));
     let blob = sink.create().map_err(store_err)?;
     let encoder = Encoder::new(plan.compression, blob).map_err(write_err)?;
-    let diff = DiffId::new(encoder);
+    // The uncompressed tar is hashed on its way to the compressor.
+    let diff = Hashing::new(encoder);
     let mut tar = tar::Builder::new(BufWriter::with_capacity(BUF, diff));
     let mut first_names: HashMap<LinkKey, Vec<u8>> = HashMap::new();
     for (path, node) in &plan.entries {
@@ -845,7 +815,7 @@ fn write_layer(
         .into_inner()
         .and_then(|buffered| buffered.into_inner().map_err(|e| e.into_error()))
         .map_err(write_err)?;
-    let (encoder, diff_id) = diff.finish();
+    let (encoder, diff_id, _) = diff.into_parts();
     let blob = encoder.finish().map_err(write_err)?;
     let (digest, size) = blob.finish().map_err(store_err)?;
     task.finish(&format!("{} → {} ({} bytes)", plan.label, digest, size));
@@ -853,11 +823,6 @@ fn write_layer(
         descriptor: Descriptor::new(plan.compression.media_type(), size, digest),
         diff_id,
     })
-}
-
-pub(crate) fn sha256_digest(bytes: &[u8]) -> Digest {
-    Digest::from_str(&format!("sha256:{}", hex::encode(bytes)))
-        .expect("a sha256 hex digest is valid")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -999,18 +964,13 @@ pub(crate) mod tests {
     }
 
     struct DirBlob {
-        file: tempfile::NamedTempFile,
-        hasher: Sha256,
-        size: u64,
+        file: Hashing<tempfile::NamedTempFile>,
         dir: PathBuf,
     }
 
     impl Write for DirBlob {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let n = self.file.write(buf)?;
-            self.hasher.update(&buf[..n]);
-            self.size += n as u64;
-            Ok(n)
+            self.file.write(buf)
         }
         fn flush(&mut self) -> io::Result<()> {
             self.file.flush()
@@ -1019,18 +979,16 @@ pub(crate) mod tests {
 
     impl BlobWrite for DirBlob {
         fn finish(self: Box<Self>) -> Result<(Digest, u64), SinkError> {
-            let digest = sha256_digest(&self.hasher.finalize());
-            self.file.persist(self.dir.join(digest.digest()))?;
-            Ok((digest, self.size))
+            let (file, digest, size) = self.file.into_parts();
+            file.persist(self.dir.join(digest.digest()))?;
+            Ok((digest, size))
         }
     }
 
     impl BlobSink for DirSink {
         fn create(&self) -> Result<Box<dyn BlobWrite + '_>, SinkError> {
             Ok(Box::new(DirBlob {
-                file: tempfile::NamedTempFile::new_in(self.0.path())?,
-                hasher: Sha256::new(),
-                size: 0,
+                file: Hashing::new(tempfile::NamedTempFile::new_in(self.0.path())?),
                 dir: self.0.path().to_path_buf(),
             }))
         }

@@ -28,10 +28,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, Digest, ImageIndexBuilder, MediaType};
-use sha2::{Digest as _, Sha256};
 
 use super::error::HarvestError;
 use super::exclude::IGNORE_FILE;
+use crate::digest::Hashing;
 use crate::reference::Reference;
 use crate::store::{Store, StoreError, REF_NAME};
 
@@ -186,9 +186,7 @@ fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
 
 /// A blob from the store, re-hashed and counted while it is read.
 struct VerifiedBlob {
-    file: io::Take<File>,
-    hasher: Sha256,
-    read: u64,
+    file: Hashing<io::Take<File>>,
     desc: Descriptor,
     path: PathBuf,
 }
@@ -210,32 +208,27 @@ impl VerifiedBlob {
             .into());
         }
         Ok(VerifiedBlob {
-            file: file.take(len),
-            hasher: Sha256::new(),
-            read: 0,
+            file: Hashing::new(file.take(len)),
             desc: desc.clone(),
             path,
         })
     }
 
     /// After the last read: did the content hash to its digest?
-    fn check(&mut self) -> Result<(), HarvestError> {
-        if self.read != self.desc.size() {
+    fn check(&self) -> Result<(), HarvestError> {
+        if self.file.size() != self.desc.size() {
             return Err(StoreError::SizeMismatch {
                 digest: self.desc.digest().clone(),
                 expected: self.desc.size(),
-                found: self.read,
+                found: self.file.size(),
             }
             .into());
         }
-        let found = format!(
-            "sha256:{}",
-            hex::encode(std::mem::take(&mut self.hasher).finalize())
-        );
-        if found != self.desc.digest().to_string() {
+        let found = self.file.digest();
+        if &found != self.desc.digest() {
             return Err(StoreError::DigestMismatch {
                 expected: self.desc.digest().clone(),
-                found: found.parse().expect("sha256 hex is a digest"),
+                found,
                 location: format!("blob {}", self.path.display()),
             }
             .into());
@@ -246,10 +239,7 @@ impl VerifiedBlob {
 
 impl Read for VerifiedBlob {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.read += n as u64;
-        Ok(n)
+        self.file.read(buf)
     }
 }
 

@@ -9,9 +9,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::digest::sha256_digest;
 use futures_util::{stream, StreamExt as _, TryStreamExt as _};
 use oci_spec::image::{Descriptor, Digest, ImageManifest, MediaType, Platform as OciPlatform};
-use sha2::{Digest as _, Sha256};
 
 use super::auth;
 use super::client::{retry, Access, Mount, RawManifest, Session};
@@ -316,14 +316,12 @@ async fn fetch_blob(
     };
     let result = retry(session.retries, || async {
         // A fresh temp file per attempt; dropping a failed one removes it.
-        let mut out = HashingWriter {
-            inner: store.blob_writer()?,
-            hasher: Sha256::new(),
-        };
+        // The store's writer hashes what it writes: each byte is hashed once.
+        let mut out = store.blob_writer()?;
         session
             .get_blob(digest, blob.size(), &mut out, &task)
             .await?;
-        let found = sha256_from(out.hasher);
+        let found = out.digest();
         if &found != digest {
             return Err(RegistryError::DigestMismatch {
                 registry: session.registry.clone(),
@@ -333,28 +331,11 @@ async fn fetch_blob(
                 found: found.to_string(),
             });
         }
-        Ok(out.inner)
+        Ok(out)
     })
     .await;
     task.finish("");
     result.map(|w| Some((w, digest.clone())))
-}
-
-/// Hashes what it passes on to the store writer.
-struct HashingWriter {
-    inner: BlobWriter,
-    hasher: Sha256,
-}
-
-impl std::io::Write for HashingWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Checks a manifest against the digest we asked for, or else against the
@@ -437,17 +418,6 @@ fn invalid(session: &Session, reason: String) -> RegistryError {
         repository: session.repository.clone(),
         reason,
     }
-}
-
-fn sha256_digest(bytes: &[u8]) -> Digest {
-    sha256_from(Sha256::new_with_prefix(bytes))
-}
-
-fn sha256_from(hasher: Sha256) -> Digest {
-    let hex = hex::encode(hasher.finalize());
-    format!("sha256:{hex}")
-        .parse()
-        .expect("a sha256 hex digest is valid")
 }
 
 fn parse_digest(s: &str) -> Result<Digest, RegistryError> {

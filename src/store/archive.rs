@@ -33,10 +33,11 @@ use oci_spec::image::{
     MediaType,
 };
 
-use super::blob::{hash_reader, HashingReader, BUF_SIZE};
+use super::blob::BUF_SIZE;
 use super::error::StoreError;
 use super::index::{self, canonical_json, MAX_JSON, REF_NAME};
 use super::Store;
+use crate::digest::{hash_reader, Hashing};
 
 /// How `load` turns a name found in an archive into the name it tags.
 /// `Err` carries the reason shown to the user.
@@ -130,11 +131,11 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> Result<(), StoreErro
                 .map_err(StoreError::io("inspect blob", &path))?
                 .len();
             super::check_size(desc, len)?;
-            let mut reader = HashingReader::new(file.take(len));
+            let mut reader = Hashing::new(file.take(len));
             let mut h = header(tar::EntryType::Regular, len, 0o644);
             let name = format!("blobs/{}/{}", digest.algorithm(), digest.digest());
             tar.append_data(&mut h, &name, &mut reader).map_err(wio)?;
-            let (found, n) = reader.finish();
+            let (_, found, n) = reader.into_parts();
             if n != len {
                 return Err(StoreError::SizeMismatch {
                     digest: digest.clone(),

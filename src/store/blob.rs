@@ -8,24 +8,17 @@
 //! leftover of a killed process (lock free: delete it) without timestamps.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Digest, Sha256Digest};
-use sha2::{Digest as _, Sha256};
+use oci_spec::image::Digest;
 use tempfile::NamedTempFile;
 
 use super::error::StoreError;
+use crate::digest::Hashing;
 
 /// Buffer size for streaming copies: memory stays flat whatever the blob size.
 pub(crate) const BUF_SIZE: usize = 64 * 1024;
-
-/// Builds a sha256 [`Digest`] from a finished hasher.
-pub(crate) fn sha256_digest(hasher: Sha256) -> Digest {
-    let hex = hex::encode(hasher.finalize());
-    let sha: Sha256Digest = hex.parse().expect("sha256 hex is always a valid digest");
-    sha.into()
-}
 
 /// Creates a temp file in `dir` and locks it so `prune` leaves it alone.
 pub(crate) fn locked_temp(dir: &Path, prefix: &str) -> Result<NamedTempFile, StoreError> {
@@ -41,59 +34,19 @@ pub(crate) fn locked_temp(dir: &Path, prefix: &str) -> Result<NamedTempFile, Sto
     Ok(tmp)
 }
 
-/// Hashes and counts everything read through it.
-pub(crate) struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
-        }
-    }
-
-    pub(crate) fn finish(self) -> (Digest, u64) {
-        (sha256_digest(self.hasher), self.size)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-}
-
-/// Streams a reader to its end, returning its sha256 and length.
-pub(crate) fn hash_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
-    let mut hashing = HashingReader::new(reader);
-    let mut buf = vec![0u8; BUF_SIZE];
-    while hashing.read(&mut buf)? != 0 {}
-    Ok(hashing.finish())
-}
-
 /// Writes one blob into the store. Hashes sha256 and counts bytes while
 /// streaming; [`finish`](Self::finish) makes it visible under its digest.
 /// Dropping an unfinished writer deletes its temp file.
 pub struct BlobWriter {
-    out: BufWriter<NamedTempFile>,
-    hasher: Sha256,
-    size: u64,
+    out: Hashing<BufWriter<NamedTempFile>>,
     blobs_dir: PathBuf,
 }
 
 impl std::fmt::Debug for BlobWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlobWriter")
-            .field("temp", &self.out.get_ref().path())
-            .field("size", &self.size)
+            .field("temp", &self.out.get_ref().get_ref().path())
+            .field("size", &self.out.size())
             .finish()
     }
 }
@@ -104,24 +57,28 @@ impl BlobWriter {
     pub(crate) fn new(tmp_dir: &Path, blobs_dir: PathBuf) -> Result<BlobWriter, StoreError> {
         let tmp = locked_temp(tmp_dir, "blob-")?;
         Ok(BlobWriter {
-            out: BufWriter::with_capacity(BUF_SIZE, tmp),
-            hasher: Sha256::new(),
-            size: 0,
+            out: Hashing::new(BufWriter::with_capacity(BUF_SIZE, tmp)),
             blobs_dir,
         })
     }
 
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
-        self.size
+        self.out.size()
+    }
+
+    /// The digest of the bytes written so far: what [`finish`](Self::finish)
+    /// would name the blob.
+    pub fn digest(&self) -> Digest {
+        self.out.digest()
     }
 
     /// Moves the blob to `blobs/sha256/<hex>` and returns its digest and size.
     /// If the store already has a blob of that digest and size, the temp file
     /// is dropped instead.
     pub fn finish(self) -> Result<(Digest, u64), StoreError> {
-        let digest = sha256_digest(self.hasher.clone());
-        let size = self.size;
+        let digest = self.digest();
+        let size = self.size();
         self.commit(&digest)?;
         Ok((digest, size))
     }
@@ -129,7 +86,7 @@ impl BlobWriter {
     /// Like [`finish`](Self::finish), but if the content does not hash to
     /// `expected`, fails with [`StoreError::DigestMismatch`] and writes nothing.
     pub fn finish_expecting(self, expected: &Digest) -> Result<u64, StoreError> {
-        let found = sha256_digest(self.hasher.clone());
+        let found = self.digest();
         if &found != expected {
             if expected.algorithm().as_ref() != "sha256" {
                 return Err(StoreError::UnsupportedDigest {
@@ -142,22 +99,22 @@ impl BlobWriter {
                 location: "a blob being written to the store".to_string(),
             });
         }
-        let size = self.size;
+        let size = self.size();
         self.commit(&found)?;
         Ok(size)
     }
 
     fn commit(self, digest: &Digest) -> Result<(), StoreError> {
-        let temp_path = self.out.get_ref().path().to_path_buf();
-        let tmp = self
-            .out
+        let temp_path = self.out.get_ref().get_ref().path().to_path_buf();
+        let (out, _, size) = self.out.into_parts();
+        let tmp = out
             .into_inner()
             .map_err(|e| StoreError::io("write", &temp_path)(e.into_error()))?;
         let target = self.blobs_dir.join(digest.digest());
         // An existing blob of the right size is kept (blobs are immutable); a
         // wrong size means a damaged copy, which this write repairs.
         if let Ok(meta) = std::fs::metadata(&target) {
-            if meta.is_file() && meta.len() == self.size {
+            if meta.is_file() && meta.len() == size {
                 return Ok(());
             }
         }
@@ -174,10 +131,7 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
+        self.out.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -9,11 +9,11 @@ use std::io;
 
 use oci_spec::image::{Descriptor, Digest, ImageIndex};
 
-use super::blob::hash_reader;
 use super::error::StoreError;
 use super::index::{self, is_index, is_manifest};
 use super::lock;
 use super::{check_size, Store};
+use crate::digest::hash_reader;
 
 impl Store {
     /// The descriptors `desc` refers to: config and layers of a manifest,

@@ -9,6 +9,7 @@ use oci_spec::image::{Arch, ImageConfigurationBuilder, ImageManifestBuilder, Os,
 
 use super::archive::{self, Normalize};
 use super::*;
+use crate::digest::hash_reader;
 
 fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -32,7 +33,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 /// Puts a one-layer image (gzip layer) with file `f` = `content` and tags it.
 fn make_image(store: &Store, name: &str, content: &[u8]) -> Descriptor {
     let layer = tar_layer(&[("f", content)]);
-    let diff_id = blob::hash_reader(&layer[..]).unwrap().0;
+    let diff_id = hash_reader(&layer[..]).unwrap().0;
     let gz = gzip(&layer);
     let (layer_digest, layer_size) = store.put_bytes(&gz).unwrap();
     let config = ImageConfigurationBuilder::default()
@@ -166,7 +167,7 @@ fn blob_roundtrip_streams() {
     let (digest, size) = w.finish().unwrap();
     assert_eq!(size, 3_000_000);
     assert!(store.has_blob(&digest));
-    let (again, _) = blob::hash_reader(store.open_blob(&digest).unwrap()).unwrap();
+    let (again, _) = hash_reader(store.open_blob(&digest).unwrap()).unwrap();
     assert_eq!(again, digest);
     assert!(tmp_files(&store).is_empty());
 
@@ -184,8 +185,8 @@ fn blob_roundtrip_streams() {
 #[test]
 fn finish_expecting_mismatch_writes_nothing() {
     let (_d, store) = tmp_store();
-    let (wanted, _) = blob::hash_reader(&b"right"[..]).unwrap();
-    let (actual, _) = blob::hash_reader(&b"wrong"[..]).unwrap();
+    let (wanted, _) = hash_reader(&b"right"[..]).unwrap();
+    let (actual, _) = hash_reader(&b"wrong"[..]).unwrap();
     let mut w = store.blob_writer().unwrap();
     w.write_all(b"wrong").unwrap();
     match w.finish_expecting(&wanted) {
@@ -594,7 +595,7 @@ fn load_docker_archive_written_by_skopeo() {
 fn load_docker_archive_with_gzip_layer_and_symlink() {
     let (d, store) = tmp_store();
     let layer = tar_layer(&[("f", b"gz")]);
-    let diff_id = blob::hash_reader(&layer[..]).unwrap().0;
+    let diff_id = hash_reader(&layer[..]).unwrap().0;
     let gz = gzip(&layer);
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
