@@ -9,6 +9,7 @@ pub mod arch;
 pub mod build;
 pub mod cli;
 pub mod cluster;
+pub mod compression;
 pub mod digest;
 pub mod harvest;
 pub mod host_paths;

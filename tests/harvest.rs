@@ -6,7 +6,8 @@
 use std::fs;
 use std::path::Path;
 
-use sealrs::build::{harvested_layers, Compression, LayerOptions};
+use sealrs::build::{harvested_layers, LayerOptions};
+use sealrs::compression::Compression;
 use sealrs::harvest::{self, ArchiveFormat, HarvestError, HarvestRequest};
 use sealrs::progress::Silent;
 use sealrs::store::Store;

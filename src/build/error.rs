@@ -192,9 +192,6 @@ pub enum BuildError {
         source: io::Error,
     },
 
-    #[error("unknown compression {0:?}; use zstd, gzip or none")]
-    UnknownCompression(String),
-
     #[error("no image name given; pass -t NAME:TAG")]
     NoTag,
 

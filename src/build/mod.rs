@@ -20,7 +20,7 @@ pub use executor::{
     KUBEFILE_NAMES,
 };
 pub use installer::{installer_layer, InstallerChoice};
-pub use layer::{copy_layers, BlobSink, BlobWrite, Compression, Layer, LayerOptions};
+pub use layer::{copy_layers, BlobSink, BlobWrite, Layer, LayerOptions};
 
 use crate::store::{BlobWriter, Digest, Store};
 

@@ -19,7 +19,8 @@ use clap::Parser;
 
 pub use args::{parse_size, Cli, Command};
 
-use crate::build::{self, BuildRequest, Compression, InstallerChoice, LayerOptions};
+use crate::build::{self, BuildRequest, InstallerChoice, LayerOptions};
+use crate::compression::Compression;
 use crate::reference;
 use crate::store::Store;
 

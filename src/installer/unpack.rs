@@ -30,13 +30,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::compression::decompressed;
 use crate::digest::{hash_reader, Hashing};
 use crate::transport::direct::DIGEST_LEN;
 
@@ -453,16 +454,6 @@ fn digest_of_name(path: &Path) -> Option<String> {
     let hex = name.strip_prefix("sha256:").unwrap_or(name);
     (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
         .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
-}
-
-fn decompressed<'a>(reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
-    let mut reader = BufReader::with_capacity(BUF, reader);
-    let head = reader.fill_buf()?;
-    Ok(match Magic::of(&head[..head.len().min(4)]) {
-        Magic::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
-        Magic::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        _ => Box::new(reader),
-    })
 }
 
 /// What a whiteout entry of a layer does.

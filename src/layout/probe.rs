@@ -7,6 +7,7 @@ use std::io::{self, Read};
 use serde::{Deserialize, Serialize};
 
 use crate::arch;
+use crate::compression::{self, Compression};
 
 /// Bytes of a file's beginning that the scan keeps: enough for a tar header.
 pub const HEAD: usize = 512;
@@ -50,14 +51,13 @@ impl Magic {
             }
         } else if head.starts_with(b"#!") {
             Magic::Shebang
-        } else if head.starts_with(&[0x1f, 0x8b]) {
-            Magic::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Magic::Zstd
-        } else if head.len() >= 262 && &head[257..262] == b"ustar" {
-            Magic::Tar
         } else {
-            Magic::Other
+            match Compression::of(head) {
+                Compression::Gzip => Magic::Gzip,
+                Compression::Zstd => Magic::Zstd,
+                Compression::None if head.len() >= 262 && &head[257..262] == b"ustar" => Magic::Tar,
+                Compression::None => Magic::Other,
+            }
         }
     }
 
@@ -206,21 +206,16 @@ pub fn probe_archive(reader: impl Read) -> Result<ArchiveFacts, String> {
         .read_to_end(&mut first)
         .map_err(|e| format!("cannot read it: {e}"))?;
     let outer = Magic::of(&first);
-    let whole = io::Cursor::new(first).chain(reader);
-    let (compression, inner): (&'static str, Box<dyn Read + '_>) = match outer {
-        Magic::Gzip => ("gzip", Box::new(flate2::read::MultiGzDecoder::new(whole))),
-        Magic::Zstd => (
-            "zstd",
-            Box::new(zstd::stream::read::Decoder::new(whole).map_err(|e| e.to_string())?),
-        ),
-        Magic::Tar => ("none", Box::new(whole)),
-        other => {
-            return Err(format!(
-                "it is {}, not a tar, tar.gz or tar.zst",
-                other.describe()
-            ))
-        }
-    };
+    if !matches!(outer, Magic::Gzip | Magic::Zstd | Magic::Tar) {
+        return Err(format!(
+            "it is {}, not a tar, tar.gz or tar.zst",
+            outer.describe()
+        ));
+    }
+    let packed = Compression::of(&first);
+    let whole = io::BufReader::new(io::Cursor::new(first).chain(reader));
+    let inner = compression::decoder(packed, whole).map_err(|e| e.to_string())?;
+    let compression = packed.as_str();
     let mut inner = io::BufReader::new(inner);
     let mut head = Vec::with_capacity(HEAD);
     (&mut inner)

@@ -6,7 +6,7 @@
 //!
 //! The caller opens the blobs (`open`), so this module touches no file itself.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 
 use oci_spec::image::Descriptor;
 
@@ -14,6 +14,7 @@ use super::check::{normalize, Entry, EntryType, Facts, Rootfs};
 use super::error::ScanError;
 use super::probe::{self, Magic, HEAD};
 use super::spec::{Kind, Layouts};
+use crate::compression::decompressed;
 
 /// Text files (YAML, TOML, image lists) bigger than this are not parsed.
 pub const TEXT_CAP: u64 = 32 << 20;
@@ -42,24 +43,13 @@ where
     Ok(rootfs)
 }
 
-/// A layer blob, decompressed according to its first bytes (the media type
-/// is not trusted: docker and OCI spell it differently, and some tools lie).
-fn decompressed<'a>(blob: Box<dyn Read + 'a>) -> io::Result<Box<dyn Read + 'a>> {
-    let mut reader = BufReader::with_capacity(256 * 1024, blob);
-    let head = reader.fill_buf()?;
-    Ok(match Magic::of(&head[..head.len().min(4)]) {
-        Magic::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
-        Magic::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        _ => Box::new(reader),
-    })
-}
-
 fn scan_layer(
     blob: Box<dyn Read + '_>,
     index: usize,
     layouts: &Layouts,
     rootfs: &mut Rootfs,
 ) -> io::Result<()> {
+    // By its first bytes: the media type is not trusted.
     let mut archive = tar::Archive::new(decompressed(blob)?);
     for entry in archive.entries()? {
         let mut entry = entry?;

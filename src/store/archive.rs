@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::image::{
@@ -37,6 +37,7 @@ use super::blob::BUF_SIZE;
 use super::error::StoreError;
 use super::index::{self, canonical_json, MAX_JSON, REF_NAME};
 use super::Store;
+use crate::compression::{decoder, decompressed, sniff, Compression};
 use crate::digest::{hash_reader, Hashing};
 
 /// How `load` turns a name found in an archive into the name it tags.
@@ -213,21 +214,7 @@ pub fn load(
         reason,
     };
     let file = File::open(input).map_err(StoreError::io("open archive", input))?;
-    let mut buffered = BufReader::with_capacity(BUF_SIZE, file);
-    let magic = buffered
-        .fill_buf()
-        .map_err(StoreError::io("read archive", input))?
-        .to_vec();
-    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(buffered))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(
-            zstd::stream::read::Decoder::with_buffer(buffered)
-                .map_err(StoreError::io("read archive", input))?,
-        )
-    } else {
-        Box::new(buffered)
-    };
+    let reader = decompressed(file).map_err(StoreError::io("read archive", input))?;
 
     let mut pass = read_entries(store, input, reader)?;
     if pass.entries == 0 {
@@ -617,23 +604,18 @@ fn docker_roots(
 /// it is compressed (a second, streaming read of the stored blob).
 fn sniff_layer(store: &Store, digest: &Digest) -> Result<(MediaType, Option<Digest>), StoreError> {
     let path = store.blob_path(digest);
-    let mut file = BufReader::with_capacity(BUF_SIZE, store.open_blob(digest)?);
-    let magic = file
-        .fill_buf()
-        .map_err(StoreError::io("read blob", &path))?
-        .to_vec();
+    let (compression, file) =
+        sniff(store.open_blob(digest)?).map_err(StoreError::io("read blob", &path))?;
     let layer_err = |e: io::Error| StoreError::InvalidArchive {
         path: path.clone(),
         reason: format!("layer {digest} cannot be decompressed: {e}"),
     };
-    if magic.starts_with(&[0x1f, 0x8b]) {
-        let (d, _) = hash_reader(flate2::read::MultiGzDecoder::new(file)).map_err(layer_err)?;
-        Ok((MediaType::ImageLayerGzip, Some(d)))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let dec = zstd::stream::read::Decoder::with_buffer(file).map_err(layer_err)?;
-        let (d, _) = hash_reader(dec).map_err(layer_err)?;
-        Ok((MediaType::ImageLayerZstd, Some(d)))
-    } else {
-        Ok((MediaType::ImageLayer, None))
-    }
+    let diff_id = match compression {
+        Compression::None => None,
+        packed => {
+            let plain = decoder(packed, file).map_err(layer_err)?;
+            Some(hash_reader(plain).map_err(layer_err)?.0)
+        }
+    };
+    Ok((compression.layer_media_type(), diff_id))
 }
