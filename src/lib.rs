@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod arch;
+pub mod atomic_file;
 pub mod build;
 pub mod cli;
 pub mod cluster;

@@ -13,8 +13,8 @@
 //! torn file. Two builds saving at once: each merges its new entries into what
 //! is on disk at save time, and the last rename wins for any entry both wrote.
 
+use crate::atomic_file;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -97,16 +97,12 @@ impl LayerCache {
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(err)?;
-        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
         let file = CacheFile {
             version: LAYER_FORMAT,
             entries,
         };
-        serde_json::to_writer(&mut temp, &file).map_err(|e| err(e.into()))?;
-        temp.as_file_mut().flush().map_err(err)?;
-        temp.as_file().sync_all().map_err(err)?;
-        temp.persist(&self.path).map_err(|e| err(e.error))?;
-        Ok(())
+        let json = serde_json::to_vec(&file).map_err(|e| err(e.into()))?;
+        atomic_file::write(&self.path, &json, None).map_err(err)
     }
 
     /// The layers for `key`, if every blob is still in the store.

@@ -31,6 +31,7 @@ use oci_spec::image::{Descriptor, Digest, ImageIndexBuilder, MediaType};
 
 use super::error::HarvestError;
 use super::exclude::IGNORE_FILE;
+use crate::atomic_file;
 use crate::digest::Hashing;
 use crate::reference::Reference;
 use crate::store::{Store, StoreError, REF_NAME};
@@ -127,11 +128,8 @@ pub fn write_oci_archive(
             .expect("a JSON value serializes");
 
     let dir = out.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".harvest-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(HarvestError::io("create a temp file in", dir))?;
+    let tmp =
+        atomic_file::temp_beside(out).map_err(HarvestError::io("create a temp file in", dir))?;
     let tmp_path = tmp.path().to_path_buf();
     let werr = |e| HarvestError::io("write", tmp_path.clone())(e);
     let mut tar = tar::Builder::new(BufWriter::with_capacity(BUF, tmp));
@@ -156,11 +154,9 @@ pub fn write_oci_archive(
     }
     let buf = tar.into_inner().map_err(werr)?;
     let tmp = buf.into_inner().map_err(|e| werr(e.into_error()))?;
-    tmp.as_file().sync_all().map_err(werr)?;
     let size = tmp.as_file().metadata().map_err(werr)?.len();
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(FILE_MODE)).map_err(werr)?;
-    tmp.persist(out)
-        .map_err(|e| HarvestError::io("move into place", out)(e.error))?;
+    atomic_file::persist(tmp, out).map_err(HarvestError::io("move into place", out))?;
     Ok(size)
 }
 

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::unpack::{remove_all, STAMP};
 use super::{ExecContext, InstallerError};
+use crate::atomic_file;
 use crate::cluster::Role;
 use crate::host_paths::PLACED_DIR;
 use crate::layout::Hosts;
@@ -108,20 +109,7 @@ fn read_manifest(path: &Path) -> Result<Option<Manifest>, InstallerError> {
 pub(super) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallerError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).map_err(InstallerError::io("creating", dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sealrs-")
-        .tempfile_in(dir)
-        .map_err(InstallerError::io("creating a file in", dir))?;
-    io::Write::write_all(&mut tmp, bytes).map_err(InstallerError::io("writing", path))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(InstallerError::io("setting the mode of", path))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(InstallerError::io("writing", path))?;
-    tmp.persist(path)
-        .map_err(|e| InstallerError::io("renaming into place", path)(e.error))?;
-    Ok(())
+    atomic_file::write(path, bytes, Some(mode)).map_err(InstallerError::io("writing", path))
 }
 
 /// Host paths that steps of `plan` write themselves.
@@ -271,18 +259,13 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn copy_atomic(src: &Path, dest: &Path, mode: u32) -> io::Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("/"));
-    let tmp = tempfile::Builder::new()
-        .prefix(".sealrs-")
-        .tempfile_in(dir)?;
+    let tmp = atomic_file::temp_beside(dest)?;
     let mut input = File::open(src)?;
     let mut out = tmp.as_file();
     io::copy(&mut input, &mut out)?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(dest).map_err(|e| e.error)?;
-    Ok(())
+    atomic_file::persist(tmp, dest)
 }
 
 /// A hard link to `src` where possible (its mode set to `mode`), else a copy.

@@ -37,6 +37,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file;
 use crate::compression::decompressed;
 use crate::digest::{hash_reader, Hashing};
 use crate::transport::direct::DIGEST_LEN;
@@ -412,10 +413,8 @@ fn read_stamp(dest: &Path) -> Option<Stamp> {
 
 fn write_stamp(dir: &Path, stamp: &Stamp) -> Result<(), InstallerError> {
     let path = dir.join(STAMP);
-    let tmp = dir.join(format!("{STAMP}.tmp"));
     let json = serde_json::to_vec_pretty(stamp).expect("a stamp serializes");
-    fs::write(&tmp, json).map_err(InstallerError::io("writing", &tmp))?;
-    fs::rename(&tmp, &path).map_err(InstallerError::io("writing", &path))
+    atomic_file::write(&path, &json, Some(0o644)).map_err(InstallerError::io("writing", &path))
 }
 
 /// A layer directory's digest is its name (it was checked when kept); a blob

@@ -316,7 +316,7 @@ impl AuthFile {
     /// a temp file in the same directory, then rename, so that a crash never
     /// leaves half a file and other users never see the secrets.
     pub fn save(&self) -> Result<(), RegistryError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let io_err = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| RegistryError::AuthFileIo {
@@ -337,31 +337,8 @@ impl AuthFile {
         let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(self.json.clone()))
             .expect("a JSON map serializes");
         text.push('\n');
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            self.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "auth.json".into()),
-            std::process::id()
-        ));
-        let result = (|| {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            // The mode above is filtered by the umask and ignored for an existing file.
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(io_err("write", &self.path))
+        crate::atomic_file::write(&self.path, text.as_bytes(), Some(0o600))
+            .map_err(io_err("write", &self.path))
     }
 }
 

@@ -26,7 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use oci_spec::image::{
     Descriptor, Digest, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifestBuilder,
@@ -37,6 +37,7 @@ use super::blob::BUF_SIZE;
 use super::error::StoreError;
 use super::index::{self, canonical_json, MAX_JSON, REF_NAME};
 use super::Store;
+use crate::atomic_file;
 use crate::compression::{decoder, decompressed, sniff, Compression};
 use crate::digest::{hash_reader, Hashing};
 
@@ -98,16 +99,9 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> Result<(), StoreErro
         .map_err(io::Error::other)
         .map_err(StoreError::io("serialize index for", out))?;
 
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".sealrs-save-")
-        .tempfile_in(&dir)
-        .map_err(StoreError::io("create temp file in", &dir))?;
+    let tmp =
+        atomic_file::temp_beside(out).map_err(StoreError::io("create temp file beside", out))?;
     let tmp_path = tmp.path().to_path_buf();
-    let write_err = StoreError::io("write archive", tmp_path.clone());
     let mut tar = tar::Builder::new(BufWriter::with_capacity(BUF_SIZE, tmp));
 
     let result = (|| -> Result<(), StoreError> {
@@ -161,10 +155,7 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> Result<(), StoreErro
     let tmp = buf
         .into_inner()
         .map_err(|e| StoreError::io("write archive", tmp_path.clone())(e.into_error()))?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(out)
-        .map_err(|e| StoreError::io("move archive into place at", out)(e.error))?;
-    Ok(())
+    atomic_file::persist(tmp, out).map_err(StoreError::io("move archive into place at", out))
 }
 
 /// A header with fixed owner and time, so equal images give equal archives.

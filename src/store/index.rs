@@ -9,6 +9,7 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 
 use super::blob::locked_temp;
 use super::error::StoreError;
+use crate::atomic_file;
 
 /// The annotation that names an image in an OCI layout.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -149,15 +150,13 @@ pub(crate) fn write_index(
     write_atomic(path, tmp_dir, &bytes)
 }
 
-/// Replaces `path` with `bytes` atomically (temp file in `tmp_dir`, fsync, rename).
+/// Replaces `path` with `bytes` atomically, through a temp file in `tmp_dir`
+/// that `prune` leaves alone while it lives.
 pub(crate) fn write_atomic(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let mut tmp = locked_temp(tmp_dir, "meta-")?;
     tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
         .map_err(StoreError::io("write", tmp.path().to_path_buf()))?;
-    tmp.persist(path)
-        .map_err(|e| StoreError::io("replace", path)(e.error))?;
-    Ok(())
+    atomic_file::persist(tmp, path).map_err(StoreError::io("replace", path))
 }
 
 /// Names of the tagged entries, for messages and fsck.
