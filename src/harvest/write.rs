@@ -31,9 +31,9 @@ use oci_spec::image::{Descriptor, Digest, ImageIndexBuilder, MediaType};
 
 use super::error::HarvestError;
 use super::exclude::IGNORE_FILE;
-use crate::atomic_file;
 use crate::digest::Hashing;
 use crate::reference::Reference;
+use crate::store::archive::write_oci_tar;
 use crate::store::{Store, StoreError, REF_NAME};
 
 /// containerd's (and so k3s's and k0s's) image name annotation.
@@ -127,37 +127,13 @@ pub fn write_oci_archive(
         serde_json::to_vec(&serde_json::to_value(&index).expect("an index serializes"))
             .expect("a JSON value serializes");
 
-    let dir = out.parent().unwrap_or(Path::new("."));
-    let tmp =
-        atomic_file::temp_beside(out).map_err(HarvestError::io("create a temp file in", dir))?;
-    let tmp_path = tmp.path().to_path_buf();
-    let werr = |e| HarvestError::io("write", tmp_path.clone())(e);
-    let mut tar = tar::Builder::new(BufWriter::with_capacity(BUF, tmp));
-    for d in ["blobs/", "blobs/sha256/"] {
-        let mut h = header(tar::EntryType::Directory, 0, DIR_MODE);
-        tar.append_data(&mut h, d, io::empty()).map_err(werr)?;
-    }
-    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    let mut h = header(tar::EntryType::Regular, layout.len() as u64, FILE_MODE);
-    tar.append_data(&mut h, "oci-layout", &layout[..])
-        .map_err(werr)?;
-    let mut h = header(tar::EntryType::Regular, index_bytes.len() as u64, FILE_MODE);
-    tar.append_data(&mut h, "index.json", &index_bytes[..])
-        .map_err(werr)?;
-    for desc in &blobs {
-        let digest = desc.digest();
-        let mut reader = VerifiedBlob::open(store, desc)?;
-        let mut h = header(tar::EntryType::Regular, desc.size(), FILE_MODE);
-        let path = format!("blobs/{}/{}", digest.algorithm(), digest.digest());
-        tar.append_data(&mut h, &path, &mut reader).map_err(werr)?;
-        reader.check()?;
-    }
-    let buf = tar.into_inner().map_err(werr)?;
-    let tmp = buf.into_inner().map_err(|e| werr(e.into_error()))?;
-    let size = tmp.as_file().metadata().map_err(werr)?.len();
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(FILE_MODE)).map_err(werr)?;
-    atomic_file::persist(tmp, out).map_err(HarvestError::io("move into place", out))?;
-    Ok(size)
+    Ok(write_oci_tar(
+        store,
+        &index_bytes,
+        &blobs,
+        out,
+        Some(FILE_MODE),
+    )?)
 }
 
 /// The manifest's own descriptor without the store's annotations or platform.
@@ -167,17 +143,6 @@ fn manifest_descriptor(stored: &Descriptor) -> Descriptor {
         stored.size(),
         stored.digest().clone(),
     )
-}
-
-fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h
 }
 
 /// A blob from the store, re-hashed and counted while it is read.

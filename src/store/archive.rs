@@ -26,6 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path};
 
 use oci_spec::image::{
@@ -99,63 +100,76 @@ pub fn save(store: &Store, names: &[String], out: &Path) -> Result<(), StoreErro
         .map_err(io::Error::other)
         .map_err(StoreError::io("serialize index for", out))?;
 
+    write_oci_tar(store, &index_bytes, &blobs, out, None)?;
+    Ok(())
+}
+
+/// Writes an OCI archive of `blobs` (from `store`) with `index` as its
+/// `index.json` to `out`, replacing it whole; `mode` for the file, else
+/// 0600. Every blob is re-hashed while it streams: a corrupt store never
+/// yields an archive that looks fine. The same index and blobs give the same
+/// bytes. Returns the archive's size.
+pub(crate) fn write_oci_tar(
+    store: &Store,
+    index: &[u8],
+    blobs: &[Descriptor],
+    out: &Path,
+    mode: Option<u32>,
+) -> Result<u64, StoreError> {
     let tmp =
         atomic_file::temp_beside(out).map_err(StoreError::io("create temp file beside", out))?;
     let tmp_path = tmp.path().to_path_buf();
+    let wio = |e| StoreError::io("write archive", tmp_path.clone())(e);
     let mut tar = tar::Builder::new(BufWriter::with_capacity(BUF_SIZE, tmp));
-
-    let result = (|| -> Result<(), StoreError> {
-        let wio = |e| StoreError::io("write archive", tmp_path.clone())(e);
-        for d in ["blobs/", "blobs/sha256/"] {
-            let mut h = header(tar::EntryType::Directory, 0, 0o755);
-            tar.append_data(&mut h, d, io::empty()).map_err(wio)?;
+    for d in ["blobs/", "blobs/sha256/"] {
+        let mut h = header(tar::EntryType::Directory, 0, 0o755);
+        tar.append_data(&mut h, d, io::empty()).map_err(wio)?;
+    }
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    let mut h = header(tar::EntryType::Regular, layout.len() as u64, 0o644);
+    tar.append_data(&mut h, "oci-layout", &layout[..])
+        .map_err(wio)?;
+    let mut h = header(tar::EntryType::Regular, index.len() as u64, 0o644);
+    tar.append_data(&mut h, "index.json", index).map_err(wio)?;
+    for desc in blobs {
+        let digest = desc.digest();
+        let path = store.blob_path(digest);
+        let file = store.open_blob(digest)?;
+        let len = file
+            .metadata()
+            .map_err(StoreError::io("inspect blob", &path))?
+            .len();
+        super::check_size(desc, len)?;
+        let mut reader = Hashing::new(file.take(len));
+        let mut h = header(tar::EntryType::Regular, len, 0o644);
+        let name = format!("blobs/{}/{}", digest.algorithm(), digest.digest());
+        tar.append_data(&mut h, &name, &mut reader).map_err(wio)?;
+        let (_, found, n) = reader.into_parts();
+        if n != len {
+            return Err(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: len,
+                found: n,
+            });
         }
-        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-        let mut h = header(tar::EntryType::Regular, layout.len() as u64, 0o644);
-        tar.append_data(&mut h, "oci-layout", &layout[..])
-            .map_err(wio)?;
-        let mut h = header(tar::EntryType::Regular, index_bytes.len() as u64, 0o644);
-        tar.append_data(&mut h, "index.json", &index_bytes[..])
-            .map_err(wio)?;
-        for desc in &blobs {
-            let digest = desc.digest();
-            let path = store.blob_path(digest);
-            let file = store.open_blob(digest)?;
-            let len = file
-                .metadata()
-                .map_err(StoreError::io("inspect blob", &path))?
-                .len();
-            super::check_size(desc, len)?;
-            let mut reader = Hashing::new(file.take(len));
-            let mut h = header(tar::EntryType::Regular, len, 0o644);
-            let name = format!("blobs/{}/{}", digest.algorithm(), digest.digest());
-            tar.append_data(&mut h, &name, &mut reader).map_err(wio)?;
-            let (_, found, n) = reader.into_parts();
-            if n != len {
-                return Err(StoreError::SizeMismatch {
-                    digest: digest.clone(),
-                    expected: len,
-                    found: n,
-                });
-            }
-            if &found != digest {
-                return Err(StoreError::DigestMismatch {
-                    expected: digest.clone(),
-                    found,
-                    location: format!("blob {}", path.display()),
-                });
-            }
+        if &found != digest {
+            return Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                found,
+                location: format!("blob {}", path.display()),
+            });
         }
-        Ok(())
-    })();
-    result?;
-    let buf = tar
-        .into_inner()
-        .map_err(StoreError::io("write archive", tmp_path.clone()))?;
-    let tmp = buf
-        .into_inner()
-        .map_err(|e| StoreError::io("write archive", tmp_path.clone())(e.into_error()))?;
-    atomic_file::persist(tmp, out).map_err(StoreError::io("move archive into place at", out))
+    }
+    let buf = tar.into_inner().map_err(wio)?;
+    let tmp = buf.into_inner().map_err(|e| wio(e.into_error()))?;
+    if let Some(mode) = mode {
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(wio)?;
+    }
+    let size = tmp.as_file().metadata().map_err(wio)?.len();
+    atomic_file::persist(tmp, out).map_err(StoreError::io("move archive into place at", out))?;
+    Ok(size)
 }
 
 /// A header with fixed owner and time, so equal images give equal archives.
