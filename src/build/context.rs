@@ -572,7 +572,7 @@ mod tests {
 
     /// Root reads mode-000 files anyway, so this only asserts when we are not
     /// root (CI usually is not); the read path's error mapping is also covered
-    /// by `shrinking_file_is_reported_not_written` in layer.rs.
+    /// by `shrinking_file_is_reported_not_written` in layer/tests.rs.
     #[test]
     fn unreadable_directory_is_reported() {
         let (d, ctx) = ctx_with(&["locked/inner"]);

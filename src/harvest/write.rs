@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -31,10 +31,9 @@ use oci_spec::image::{Descriptor, Digest, ImageIndexBuilder, MediaType};
 
 use super::error::HarvestError;
 use super::exclude::IGNORE_FILE;
-use crate::digest::Hashing;
 use crate::reference::Reference;
 use crate::store::archive::write_oci_tar;
-use crate::store::{Store, StoreError, REF_NAME};
+use crate::store::{Store, REF_NAME};
 
 /// containerd's (and so k3s's and k0s's) image name annotation.
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -145,65 +144,6 @@ fn manifest_descriptor(stored: &Descriptor) -> Descriptor {
     )
 }
 
-/// A blob from the store, re-hashed and counted while it is read.
-struct VerifiedBlob {
-    file: Hashing<io::Take<File>>,
-    desc: Descriptor,
-    path: PathBuf,
-}
-
-impl VerifiedBlob {
-    fn open(store: &Store, desc: &Descriptor) -> Result<VerifiedBlob, HarvestError> {
-        let file = store.open_blob(desc.digest())?;
-        let path = store.blob_path(desc.digest());
-        let len = file
-            .metadata()
-            .map_err(HarvestError::io("inspect blob", &path))?
-            .len();
-        if len != desc.size() {
-            return Err(StoreError::SizeMismatch {
-                digest: desc.digest().clone(),
-                expected: desc.size(),
-                found: len,
-            }
-            .into());
-        }
-        Ok(VerifiedBlob {
-            file: Hashing::new(file.take(len)),
-            desc: desc.clone(),
-            path,
-        })
-    }
-
-    /// After the last read: did the content hash to its digest?
-    fn check(&self) -> Result<(), HarvestError> {
-        if self.file.size() != self.desc.size() {
-            return Err(StoreError::SizeMismatch {
-                digest: self.desc.digest().clone(),
-                expected: self.desc.size(),
-                found: self.file.size(),
-            }
-            .into());
-        }
-        let found = self.file.digest();
-        if &found != self.desc.digest() {
-            return Err(StoreError::DigestMismatch {
-                expected: self.desc.digest().clone(),
-                found,
-                location: format!("blob {}", self.path.display()),
-            }
-            .into());
-        }
-        Ok(())
-    }
-}
-
-impl Read for VerifiedBlob {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.file.read(buf)
-    }
-}
-
 /// One image for the registry tree.
 pub struct TreeImage<'a> {
     pub reference: &'a Reference,
@@ -269,7 +209,7 @@ pub fn write_registry_tree(
         let hex = desc.digest().digest();
         let rel = format!("{BLOBS}/{}/{hex}/data", &hex[..2]);
         let path = make_parents(root, &rel)?;
-        let mut reader = VerifiedBlob::open(store, desc)?;
+        let mut reader = store.open_verified(desc)?;
         let mut out = BufWriter::with_capacity(
             BUF,
             File::create(&path).map_err(HarvestError::io("create", &path))?,

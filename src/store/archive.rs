@@ -40,7 +40,7 @@ use super::index::{self, canonical_json, MAX_JSON, REF_NAME};
 use super::Store;
 use crate::atomic_file;
 use crate::compression::{decoder, decompressed, sniff, Compression};
-use crate::digest::{hash_reader, Hashing};
+use crate::digest::hash_reader;
 
 /// How `load` turns a name found in an archive into the name it tags.
 /// `Err` carries the reason shown to the user.
@@ -133,32 +133,11 @@ pub(crate) fn write_oci_tar(
     tar.append_data(&mut h, "index.json", index).map_err(wio)?;
     for desc in blobs {
         let digest = desc.digest();
-        let path = store.blob_path(digest);
-        let file = store.open_blob(digest)?;
-        let len = file
-            .metadata()
-            .map_err(StoreError::io("inspect blob", &path))?
-            .len();
-        super::check_size(desc, len)?;
-        let mut reader = Hashing::new(file.take(len));
-        let mut h = header(tar::EntryType::Regular, len, 0o644);
+        let mut reader = store.open_verified(desc)?;
+        let mut h = header(tar::EntryType::Regular, desc.size(), 0o644);
         let name = format!("blobs/{}/{}", digest.algorithm(), digest.digest());
         tar.append_data(&mut h, &name, &mut reader).map_err(wio)?;
-        let (_, found, n) = reader.into_parts();
-        if n != len {
-            return Err(StoreError::SizeMismatch {
-                digest: digest.clone(),
-                expected: len,
-                found: n,
-            });
-        }
-        if &found != digest {
-            return Err(StoreError::DigestMismatch {
-                expected: digest.clone(),
-                found,
-                location: format!("blob {}", path.display()),
-            });
-        }
+        reader.check()?;
     }
     let buf = tar.into_inner().map_err(wio)?;
     let tmp = buf.into_inner().map_err(|e| wio(e.into_error()))?;

@@ -8,10 +8,10 @@
 //! leftover of a killed process (lock free: delete it) without timestamps.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::Digest;
+use oci_spec::image::{Descriptor, Digest};
 use tempfile::NamedTempFile;
 
 use super::error::StoreError;
@@ -150,4 +150,50 @@ pub(crate) fn open_blob_file(path: &Path, digest: &Digest) -> Result<File, Store
             StoreError::io("open blob", path)(e)
         }
     })
+}
+
+/// A blob being read out of the store, hashed and counted on the way, so
+/// that whoever streams it catches a damaged store: [`check`](Self::check)
+/// after the last read.
+pub struct VerifiedBlob {
+    file: Hashing<io::Take<File>>,
+    desc: Descriptor,
+    path: PathBuf,
+}
+
+impl VerifiedBlob {
+    /// Opens the blob of `desc` at `path`; its size must be the descriptor's.
+    pub(crate) fn open(path: PathBuf, desc: &Descriptor) -> Result<VerifiedBlob, StoreError> {
+        let file = open_blob_file(&path, desc.digest())?;
+        let len = file
+            .metadata()
+            .map_err(StoreError::io("inspect blob", &path))?
+            .len();
+        super::check_size(desc, len)?;
+        Ok(VerifiedBlob {
+            file: Hashing::new(file.take(len)),
+            desc: desc.clone(),
+            path,
+        })
+    }
+
+    /// After the last read: was it all there, and did it hash to its digest?
+    pub fn check(&self) -> Result<(), StoreError> {
+        super::check_size(&self.desc, self.file.size())?;
+        let found = self.file.digest();
+        if &found != self.desc.digest() {
+            return Err(StoreError::DigestMismatch {
+                expected: self.desc.digest().clone(),
+                found,
+                location: format!("blob {}", self.path.display()),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Read for VerifiedBlob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
+    }
 }

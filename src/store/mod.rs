@@ -45,7 +45,7 @@ pub use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest,
 
 // transport::direct's import, until it takes it from crate::digest.
 pub(crate) use crate::digest::hash_reader;
-pub use blob::BlobWriter;
+pub use blob::{BlobWriter, VerifiedBlob};
 pub use error::StoreError;
 pub use gc::{BlobProblem, FsckProblem, FsckReport, PruneReport};
 pub use index::{validate_ref_name, REF_NAME};
@@ -215,6 +215,12 @@ impl Store {
     /// or use [`read_verified`](Self::read_verified) for small blobs.
     pub fn open_blob(&self, digest: &Digest) -> Result<fs::File, StoreError> {
         blob::open_blob_file(&self.blob_path(digest), digest)
+    }
+
+    /// Opens the blob of `desc` for streaming, hashed on the way: call
+    /// [`VerifiedBlob::check`] after the last read.
+    pub fn open_verified(&self, desc: &Descriptor) -> Result<VerifiedBlob, StoreError> {
+        VerifiedBlob::open(self.blob_path(desc.digest()), desc)
     }
 
     /// Stores `bytes` as a blob.
