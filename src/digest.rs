@@ -17,7 +17,7 @@ pub fn sha256_digest(bytes: &[u8]) -> Digest {
 }
 
 /// The digest that `hasher` holds.
-pub fn finish(hasher: Sha256) -> Digest {
+fn finish(hasher: Sha256) -> Digest {
     let hex = hex::encode(hasher.finalize());
     let sha: Sha256Digest = hex.parse().expect("sha256 hex is always a valid digest");
     sha.into()
