@@ -12,7 +12,7 @@
 //!    verified, blobs streamed), a few images at once, `--platform` aware;
 //!    images already in the store are not asked for again (the store is the
 //!    cache).
-//! 3. [`write`]: deterministic OCI archives (`images/<name>.tar`, for k3s and
+//! 3. [`write`](mod@write): deterministic OCI archives (`images/<name>.tar`, for k3s and
 //!    k0s) or a distribution registry tree (`registry/docker/registry/v2/…`,
 //!    for kubeadm hosts), staged in a directory under the store's `tmp/`.
 //!

@@ -1,6 +1,6 @@
 //! Push, pull, login and logout against OCI registries (the distribution API).
 //!
-//! - [`push`] and [`pull`] stream blobs between the local [`Store`] and a
+//! - [`push`] and [`pull`] stream blobs between the local [`Store`](crate::store::Store) and a
 //!   registry, several at once (bounded by `max_concurrent`), each transfer
 //!   retried as a unit on a transient failure. Memory stays flat: a blob goes
 //!   from file to socket and from socket to a store temp file in chunks.

@@ -15,8 +15,8 @@
 //! binary at the same path share the blob; the main layer comes after and sets
 //! the real directory modes over them.
 //!
-//! [`tree`] gathers what one instruction copies (the COPY tree), [`archive`]
-//! adds the members of the archives an ADD unpacks, and [`encode`] writes
+//! `tree` gathers what one instruction copies (the COPY tree), `archive`
+//! adds the members of the archives an ADD unpacks, and `encode` writes
 //! each planned layer: tar, diff_id, compressor, blob.
 
 mod archive;
