@@ -3,7 +3,7 @@
 use super::{host_request, verdict, AppliedImage, ApplyError, HostFailure, OnHost, HOST_DIR};
 use crate::cluster::{Cluster, Host, SshConfig};
 use crate::installer::{Operation, Probe, SecretsSpec};
-use crate::runtime::JoinSecrets;
+use crate::runtime::{JoinSecrets, Runtime};
 use crate::transport::{Transport, TransportError};
 
 /// Every host with its open connection.
@@ -381,7 +381,11 @@ fn check(
 /// host of `cluster` would change nothing: each host's probe in `checks` says
 /// so, and each join was probed with the very secrets the first master holds
 /// now.
-pub(super) fn converged(cluster: &Cluster, checks: &[(String, HostCheck)]) -> bool {
+pub(super) fn converged(
+    cluster: &Cluster,
+    checks: &[(String, HostCheck)],
+    runtime: &dyn Runtime,
+) -> bool {
     let probe = |key: &str, operation: Operation| {
         checks
             .iter()
@@ -395,7 +399,7 @@ pub(super) fn converged(cluster: &Cluster, checks: &[(String, HostCheck)]) -> bo
     let Some(install) = probe(&first, Operation::Install) else {
         return false;
     };
-    let Ok(secrets) = JoinSecrets::from_captures(&install.captures) else {
+    let Ok(secrets) = runtime.join_secrets(&install.captures) else {
         return false;
     };
     let digest = SecretsSpec::from(&secrets).digest();
@@ -487,6 +491,7 @@ pub fn oci_arch(machine: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::K3s;
 
     #[test]
     fn listening_ports_are_read_from_ss() {
@@ -561,7 +566,7 @@ mod tests {
     #[test]
     fn a_cluster_is_converged_only_when_every_host_is_and_the_joins_used_the_first_masters_secrets()
     {
-        let token = [(crate::runtime::captures::K3S_TOKEN, "K10tok")];
+        let token = [(crate::runtime::k3s::TOKEN_CAPTURE, "K10tok")];
         let digest = |t: &str| {
             let secrets = JoinSecrets {
                 token: Some(crate::cluster::Secret::new(t)),
@@ -588,11 +593,11 @@ mod tests {
             probed("install", true, &token, None),
             probed("join", true, &[], digest("K10tok")),
         );
-        assert!(converged(&ab, &yes));
+        assert!(converged(&ab, &yes, &K3s));
         // Which host is first matters: .2's probe was of a join.
-        assert!(!converged(&cluster("10.0.0.2", "10.0.0.1"), &yes));
+        assert!(!converged(&cluster("10.0.0.2", "10.0.0.1"), &yes, &K3s));
         // Every host of the cluster must have answered.
-        assert!(!converged(&cluster("10.0.0.1", "10.0.0.3"), &yes));
+        assert!(!converged(&cluster("10.0.0.1", "10.0.0.3"), &yes, &K3s));
         for no in [
             // the node joined with a token the first master no longer has
             checks(
@@ -615,12 +620,12 @@ mod tests {
                 probed("join", true, &[], digest("K10tok")),
             ),
         ] {
-            assert!(!converged(&ab, &no));
+            assert!(!converged(&ab, &no, &K3s));
         }
         // A host the installer did not probe (an older installer) is not.
         let mut unprobed = yes.clone();
         unprobed[1].1.probe = None;
-        assert!(!converged(&ab, &unprobed));
+        assert!(!converged(&ab, &unprobed, &K3s));
     }
 
     #[test]

@@ -206,8 +206,9 @@ pub fn add(
     if outcome.changed {
         run.changed.push(first.key());
     }
-    let secrets =
-        JoinSecrets::from_captures(&outcome.captures).map_err(ApplyError::runtime(&first))?;
+    let secrets = runtime
+        .join_secrets(&outcome.captures)
+        .map_err(ApplyError::runtime(&first))?;
 
     let joining: Vec<Host> = snapshot
         .hosts

@@ -210,7 +210,9 @@ pub fn run(
     // recorded: theirs are the plans that would run only if no other part
     // of it differs.)
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
-    if planned_status(&cluster.status) == probed && hosts::converged(cluster, &checks) {
+    if planned_status(&cluster.status) == probed
+        && hosts::converged(cluster, &checks, runtime.as_ref())
+    {
         progress.message(&format!(
             "{} hosts: their installers found nothing to change ({} install and join skipped)",
             cluster.hosts.len(),
@@ -261,8 +263,9 @@ fn install_and_join(
     let request = host_request(&snapshot, first, rootfs, &JoinSecrets::default());
     let outcome = run_installer(transport, rootfs, Operation::Install, &request)?;
     record(cluster, first, rootfs, report, outcome.changed);
-    let secrets =
-        JoinSecrets::from_captures(&outcome.captures).map_err(ApplyError::runtime(first))?;
+    let secrets = runtime
+        .join_secrets(&outcome.captures)
+        .map_err(ApplyError::runtime(first))?;
 
     let others: Vec<Host> = snapshot
         .hosts

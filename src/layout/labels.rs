@@ -286,7 +286,8 @@ mod tests {
         assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
         let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
         assert!(text[0].contains("sealrs.io/type=\"cluster\""), "{text:?}");
-        assert!(text[1].contains("k3s, kubeadm, k0s"), "{text:?}");
+        let known = Layouts::embedded().runtimes().join(", ");
+        assert!(text[1].contains(&known), "{text:?}");
         assert!(text[2].contains("sealrs.io/version"), "{text:?}");
     }
 

@@ -2,8 +2,9 @@
 //! application) must and may carry, what each file must be, and where it lands
 //! on a host.
 //!
-//! The facts live in `layouts/*.toml`, embedded in the binary with
-//! `include_str!` so that an installed sealrs needs no data files. Rust code
+//! The facts live in `layouts/*.toml`, every one of them embedded in the binary
+//! (`build.rs` lists the directory) so that an installed sealrs needs no data
+//! files and a new distribution's layout needs no code edit. Rust code
 //! only interprets them: no rootfs or host path of a layout appears here. The
 //! same data drives validation at build time ([`evaluate`]) and placement on
 //! hosts ([`Layout::placements`], [`Layout::place`]), so the two cannot drift.
@@ -14,7 +15,7 @@
 //! name = "k3s"                 # the layout's name, shown in messages
 //! type = "rootfs"              # rootfs | application: which images it is for
 //! runtime = "k3s"              # rootfs layouts: the runtime (sealrs.io/runtime)
-//! runtime_aliases = []         # other names of the runtime in labels (sealos's)
+//! runtime_aliases = []         # other names of the runtime (sealos's): the only alias table
 //! marker = "bin/k3s"           # a rootfs holding this file is for this runtime
 //! required_labels = ["version"]
 //! [images]                     # for harvesting (the registry module)

@@ -15,7 +15,7 @@
 //! - **Outputs are explicit.** A step that reads something back for the
 //!   operator (a join token, a join command) names a [`Capture`] key; the
 //!   installer returns a map `key → value`, and the processor turns it into the
-//!   join secrets of the next hosts (see `runtime::JoinSecrets::from_captures`).
+//!   join secrets of the next hosts (see `runtime::Runtime::join_secrets`).
 
 mod render;
 mod template;
