@@ -10,6 +10,7 @@ mod buildah_diff;
 mod harvest;
 mod image_hooks;
 mod installer;
+mod labels;
 mod layout;
 mod lifecycle;
 mod registry;

@@ -38,9 +38,11 @@
 //! # Which images are checked
 //!
 //! The image type comes from `sealrs.io/type` (or the sealos aliases, see
-//! [`labels`]). A `rootfs` image is checked against its runtime's layout; the
-//! runtime comes from `sealrs.io/runtime` or, when that is missing, from the
-//! marker file found in the rootfs (the inference is reported). An
+//! [`labels`], the one reader of an image's type, runtime and [`version`] for
+//! build, inspect and run). A `rootfs` image is checked against its runtime's
+//! layout; the runtime comes from `sealrs.io/runtime` or, when that is missing,
+//! from the marker file found in the rootfs (the inference is reported, and
+//! build writes it as the label that run reads). An
 //! `application` image is checked against `application.toml`. A `patch` image
 //! is checked against its runtime's layout with nothing required, since it
 //! overlays a rootfs. An image without a type label is not a cluster image as
@@ -49,7 +51,7 @@
 //!
 //! # Purity
 //!
-//! [`spec`], [`labels`] and [`check`] are pure. [`probe`] and [`scan`] read
+//! [`spec`], [`labels`], [`version`] and [`check`] are pure. [`probe`] and [`scan`] read
 //! from readers that the caller opens (store blobs at build and inspect time):
 //! they never open a file or a socket themselves.
 
@@ -59,9 +61,11 @@ pub mod labels;
 pub mod probe;
 pub mod scan;
 pub mod spec;
+pub mod version;
 
 pub use check::{check_for_host, evaluate, Component, Entry, EntryType, Facts, Rootfs, Verdict};
 pub use error::{LayoutError, Problem, ScanError};
 pub use labels::{ClusterInfo, ImageType, Source, Sourced};
 pub use scan::scan_layers;
 pub use spec::{HostTarget, Hosts, ImageSpec, Kind, Layout, Layouts, Placement, Rule};
+pub use version::{Version, VersionError};

@@ -21,21 +21,21 @@ pub mod k0s;
 pub mod k3s;
 pub mod kubeadm;
 mod unit;
-mod version;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::cluster::{is_valid_node_name, Address, Cluster, Host, Role, Secret};
+use crate::layout::labels::{read_labels, RUNTIME_KEYS};
 use crate::layout::Layouts;
 use crate::plan::{Check, Plan, Step};
 
+pub use crate::layout::{Version, VersionError};
 pub use hooks::{hook_env, init_marker, HookKind, Hooks, HOOK_MARKER_DIR};
 pub use k0s::K0s;
 pub use k3s::K3s;
 pub use kubeadm::Kubeadm;
 pub use unit::{env_file, exec_arg};
-pub use version::{Version, VersionError};
 
 /// Where the installer unpacks the image's rootfs on a host (the layout
 /// places files from there).
@@ -54,7 +54,7 @@ pub const KUBECONFIG_CAPTURE: &str = "kubeconfig";
 /// The facts a cluster image carries in its labels.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageInfo {
-    /// `k3s`, `kubeadm`, `k0s` (empty when the image says nothing).
+    /// A name in [`REGISTRY`] (empty when the image says nothing).
     pub runtime: String,
     pub version: Option<Version>,
     pub labels: BTreeMap<String, String>,
@@ -73,23 +73,21 @@ impl ImageInfo {
         })
     }
 
-    /// Reads `sealrs.io/runtime` and `sealrs.io/version`, or their sealos
-    /// aliases `sealos.io.distribution` and `version`. A version that does
-    /// not parse is left `None` (and `verify` reports it).
+    /// The runtime and version as [`read_labels`] reads them for build and
+    /// inspect. A runtime label that names no runtime is kept as written
+    /// (the error names it); a version that does not parse is left `None`
+    /// (and `verify` reports it).
     pub fn from_labels(labels: &BTreeMap<String, String>) -> ImageInfo {
-        let get = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).cloned();
-        let runtime = get(&["sealrs.io/runtime", "sealos.io.distribution"])
-            .map(|r| {
-                Layouts::embedded()
-                    .resolve_runtime(&r)
-                    .unwrap_or(&r)
-                    .to_string()
-            })
-            .unwrap_or_default();
-        let version = get(&["sealrs.io/version", "version"]).and_then(|v| Version::parse(&v).ok());
+        let info = read_labels(labels, Layouts::embedded()).info;
+        let runtime = info.runtime.map(|r| r.value).or_else(|| {
+            RUNTIME_KEYS
+                .iter()
+                .find_map(|k| labels.get(*k))
+                .map(|r| r.trim().to_string())
+        });
         ImageInfo {
-            runtime,
-            version,
+            runtime: runtime.unwrap_or_default(),
+            version: info.version.map(|v| v.value),
             labels: labels.clone(),
             env: Vec::new(),
         }
