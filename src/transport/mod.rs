@@ -19,7 +19,6 @@
 
 pub mod direct;
 mod local;
-mod quickack;
 mod quote;
 mod ssh;
 
