@@ -19,7 +19,6 @@
 
 pub mod direct;
 mod local;
-mod quote;
 mod ssh;
 
 use std::fmt;
@@ -28,7 +27,7 @@ use std::time::Duration;
 
 pub use crate::secret::Secret;
 pub use local::Local;
-pub use quote::{env_script, sh_command, sh_quote};
+pub use crate::shell::{env_script, sh_command, sh_quote};
 pub use ssh::Ssh;
 
 /// Output kept per stream of a command: past this, only the last bytes stay
