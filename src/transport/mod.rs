@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::secret::Secret;
-pub use local::Local;
 pub use crate::shell::{env_script, sh_command, sh_quote};
+pub use local::Local;
 pub use ssh::Ssh;
 
 /// Output kept per stream of a command: past this, only the last bytes stay

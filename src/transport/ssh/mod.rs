@@ -91,12 +91,7 @@ impl Transport for Ssh {
             })?
             .len();
         let argv = upload_argv(remote, size, mode);
-        let (command, header) = self.prepare(&argv, &[])?;
-        let input = Input::Files {
-            header,
-            paths: vec![local.to_path_buf()],
-        };
-        self.exec(command, input, progress)?
+        self.run_with_files(&argv, &[local.to_path_buf()], progress)?
             .check_as(&self.label, &format!("upload of {remote}"))
             .map(|_| ())
     }
@@ -117,8 +112,7 @@ impl Transport for Ssh {
 
     fn upload_bytes(&self, bytes: &[u8], remote: &str, mode: u32) -> Result<(), TransportError> {
         let argv = upload_argv(remote, bytes.len() as u64, mode);
-        let (command, _) = self.prepare(&argv, &[])?;
-        self.exec(command, Input::Bytes(bytes.to_vec()), &|_| {})?
+        self.run(&argv, &[], Some(bytes))?
             .check_as(&self.label, &format!("upload of {remote}"))
             .map(|_| ())
     }
