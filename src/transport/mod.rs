@@ -2,9 +2,9 @@
 //!
 //! Both implement one small, synchronous [`Transport`] so that the processor can
 //! drive many hosts from plain threads, and tests can swap a real SSH host for
-//! this machine. The SSH side is async inside (russh on a private tokio runtime,
-//! see [`ssh`]), but nothing of that leaks out: no caller needs a runtime, and
-//! calling from inside one does not panic.
+//! this machine. The SSH side is async inside (russh on a private tokio
+//! runtime, see the `ssh` module), but nothing of that leaks out: no caller
+//! needs a runtime, and calling from inside one does not panic.
 //!
 //! # Values reach the host byte for byte
 //!
