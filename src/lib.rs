@@ -18,5 +18,6 @@ pub mod reference;
 pub mod registry;
 pub mod runtime;
 pub mod secret;
+pub mod shell;
 pub mod store;
 pub mod transport;
