@@ -17,7 +17,7 @@ use super::{
     record_all, record_node_names, resolve_images, run_checked, run_installer, settle,
     AppliedImage, ApplyError, Connections, Connector, HostFailure, RunReport, HOST_DIR,
 };
-use crate::cluster::{Address, Cluster, Host, Phase, DEFAULT_SSH_PORT};
+use crate::cluster::{Address, Cluster, Host, Phase};
 use crate::installer::Operation;
 use crate::progress::Progress;
 use crate::runtime::{self, Batch, JoinSecrets, Runtime};
@@ -713,86 +713,10 @@ pub fn reset(
     Ok(report)
 }
 
-/// Parses `--masters`/`--nodes` values (`IP[:PORT][,IP...]`) into hosts, with
-/// the same rules and messages as `sealrs run`.
-pub fn parse_hosts(
-    cluster: &Cluster,
-    masters: &[String],
-    nodes: &[String],
-) -> Result<Vec<Host>, crate::cluster::ClusterError> {
-    // The model wants a master: the cluster's first one stands in, and is
-    // dropped again (naming it again is then reported as a duplicate).
-    let anchor = cluster.first_master().map(|h| match h.port {
-        Some(port) => format!("{}:{port}", h.address.url_host()),
-        None => h.address.url_host(),
-    });
-    let mut all_masters: Vec<String> = anchor.iter().cloned().collect();
-    all_masters.extend(masters.iter().cloned());
-    let parsed = Cluster::from_args(&crate::cluster::ClusterArgs {
-        name: cluster.name.clone(),
-        masters: all_masters,
-        nodes: nodes.to_vec(),
-        ..Default::default()
-    })?;
-    Ok(parsed
-        .hosts
-        .into_iter()
-        .skip(usize::from(anchor.is_some()))
-        .collect())
-}
-
-/// Parses `delete --nodes` values (`IP[:PORT][,IP...]`) as `run` and `add`
-/// read addresses. A host is named by its address; a port, when given, must
-/// be the host's SSH port, so that a typo never deletes another host.
-/// Addresses not in the cluster are left for [`delete`] to refuse.
-pub fn parse_targets(
-    cluster: &Cluster,
-    nodes: &[String],
-) -> Result<Vec<Address>, crate::cluster::ClusterError> {
-    let mut addresses = Vec::new();
-    let mut problems = Vec::new();
-    for item in nodes.iter().flat_map(|s| s.split(',')).map(str::trim) {
-        if item.is_empty() {
-            continue;
-        }
-        let (address, port) = match crate::cluster::parse_address_port(item) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                problems.push(crate::cluster::Problem::new("--nodes", e));
-                continue;
-            }
-        };
-        if let (Some(port), Some(host)) = (port, cluster.host(&address)) {
-            let ssh = cluster.ssh_for(host).port.unwrap_or(DEFAULT_SSH_PORT);
-            if ssh != port {
-                problems.push(crate::cluster::Problem::new(
-                    "--nodes",
-                    format!(
-                        "{item}: cluster {} has {address} with SSH port {ssh}, not {port}; name it as {address}",
-                        cluster.name
-                    ),
-                ));
-                continue;
-            }
-        }
-        if !addresses.contains(&address) {
-            addresses.push(address);
-        }
-    }
-    if problems.is_empty() {
-        Ok(addresses)
-    } else {
-        Err(crate::cluster::ClusterError::Invalid {
-            source_name: "command line".to_string(),
-            problems,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{ClusterArgs, Role};
+    use crate::cluster::ClusterArgs;
 
     fn cluster() -> Cluster {
         Cluster::from_args(&ClusterArgs {
@@ -801,70 +725,6 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
-    }
-
-    #[test]
-    fn added_hosts_parse_like_run_flags_without_the_first_master() {
-        let hosts = parse_hosts(
-            &cluster(),
-            &["10.0.0.3".into()],
-            &["10.0.0.4:2222,10.0.0.5".into()],
-        )
-        .unwrap();
-        let got: Vec<(String, Vec<Role>, Option<u16>)> = hosts
-            .iter()
-            .map(|h| (h.key(), h.roles.clone(), h.port))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("10.0.0.3".into(), vec![Role::Master], None),
-                ("10.0.0.4".into(), vec![Role::Node], Some(2222)),
-                ("10.0.0.5".into(), vec![Role::Node], None),
-            ]
-        );
-    }
-
-    #[test]
-    fn naming_the_first_master_again_is_a_duplicate_and_bad_addresses_are_named() {
-        let err = parse_hosts(&cluster(), &[], &["10.0.0.1".into()]).unwrap_err();
-        assert!(
-            err.to_string().contains("duplicate address 10.0.0.1"),
-            "{err}"
-        );
-        let err = parse_hosts(&cluster(), &[], &["not an address".into()]).unwrap_err();
-        assert!(err.to_string().contains("--nodes"), "{err}");
-    }
-
-    #[test]
-    fn deleted_hosts_are_named_by_address_and_a_port_must_be_theirs() {
-        let c = Cluster::from_args(&ClusterArgs {
-            masters: vec!["10.0.0.1".into()],
-            nodes: vec!["10.0.0.2,10.0.0.3:2222,[fd00::4]:2200".into()],
-            ..Default::default()
-        })
-        .unwrap();
-        let got = parse_targets(
-            &c,
-            &[
-                "10.0.0.2:22, 10.0.0.3:2222".into(),
-                "[fd00::4]:2200,10.0.0.2,10.0.0.9:22".into(),
-            ],
-        )
-        .unwrap();
-        let got: Vec<String> = got.iter().map(Address::to_string).collect();
-        assert_eq!(got, ["10.0.0.2", "10.0.0.3", "fd00::4", "10.0.0.9"]);
-
-        let err = parse_targets(&c, &["10.0.0.3:22,10.0.0.2:x,fd00::4".into()]).unwrap_err();
-        let problems: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(
-            problems[0].starts_with(
-                "--nodes: 10.0.0.3:22: cluster default has 10.0.0.3 with SSH port 2222, not 22"
-            ),
-            "{problems:?}"
-        );
-        assert!(problems[1].contains("\"x\" is not a port"), "{problems:?}");
     }
 
     #[test]

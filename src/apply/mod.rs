@@ -32,10 +32,7 @@ use oci_spec::image::{Descriptor, MediaType};
 
 pub use error::{ApplyError, HostFailure};
 pub use hosts::{Connections, Connector, HostCheck};
-pub use lifecycle::{
-    add, delete, forget_cluster, load_cluster, parse_hosts, parse_targets, reset, upgrade,
-    LifecycleReport,
-};
+pub use lifecycle::{add, delete, forget_cluster, load_cluster, reset, upgrade, LifecycleReport};
 
 use crate::cluster::{Cluster, ClusterStatus, Host, HostStatus, InstalledImage, Phase};
 use crate::installer::{Operation, Report, Request, VerifyReport, INSTALLER_PATH};
