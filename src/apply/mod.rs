@@ -1,52 +1,51 @@
 //! The processor: `sealrs run` and the lifecycle commands as named phases
 //! sharing one run context, as k0sctl's actions are.
 //!
-//! A command builds a [`RunContext`](context::RunContext) (the store, the
-//! progress reporter, the connector, the options, the images resolved from
-//! the store and the runtime the first one names) and runs phases on it in
-//! order; each phase is a function in the file named for it, reads what the
-//! earlier ones left in the context (connections, host checks, the report)
-//! and adds its own. The runtime says what each host needs; the installer
-//! embedded in the image makes each host's plan itself from a `Request` (the
-//! cluster without its SSH settings, the host, the image, the join secrets)
-//! with the same runtime code that `--dry-run` uses here. A phase stops the
-//! command at its first failure; closing the connections is no phase of its
-//! own but the context's `Drop`, so it happens whichever phase failed.
+//! A command builds a `RunContext` (`context.rs`: the store, the progress
+//! reporter, the connector, the options, the images resolved from the store,
+//! the runtime the first one names) and runs phases on it in order. Each phase
+//! is a function in the file named for it; it reads what earlier phases left
+//! in the context (connections, host checks, the report) and adds its own, and
+//! the command stops at the first phase that fails. The runtime says what
+//! each host needs; the installer embedded in the image makes each host's plan
+//! itself from a `Request` (the cluster without its SSH settings, the host,
+//! the image, the join secrets) with the same runtime code `--dry-run` uses
+//! here. Closing the connections is no phase: dropping the context closes
+//! them (each transport's `Drop`), whichever phase stopped the command.
 //!
-//! The phases of `run`, each in one line why it exists:
-//! - verify (`verify.rs`): the runtime refuses a cluster it cannot build
-//!   before any host is reached; `--dry-run` stops after it and renders every
-//!   host's plan (the dry-run form of install and join, `install.rs`).
-//! - connect (`connect.rs`): one connection per host, in parallel.
-//! - check hosts (`check.rs`): OS, architecture, disk, ports and what of the
-//!   image a host has, in one round trip per host, every host before
-//!   anything changes; run together with connect, each host checked as soon
-//!   as it is connected.
-//! - distribute (`distribute.rs`, `bootstrap.rs`): each host gets the layer
-//!   blobs it lacks (the installer first), unpacked as they arrive; the
-//!   installer's host verify (`verify.rs`) runs as soon as a host's rootfs is
-//!   in, and every host must pass it before anything but the image changes.
-//! - install first master (`install.rs`): makes the cluster and captures the
-//!   join secrets; skipped, as are the joins, when every host's installer
-//!   found in the check that nothing would change (`installer::probe`).
-//! - join masters, join nodes (`join.rs`): control planes one by one, then
-//!   the nodes in parallel, with those secrets.
+//! The phases of `run`, and why each exists:
+//! - verify (`verify.rs`): refuse a cluster the runtime cannot build before
+//!   any host is reached. Its dry-run form (`--dry-run`, in `install.rs`)
+//!   stops here and prints every host's install or join plan.
+//! - connect (`connect.rs`): one connection per host, opened in parallel.
+//! - check hosts (`check.rs`): find every unfit host (OS, arch, disk, ports)
+//!   before anything changes, and what of the image each has; each host is
+//!   checked as soon as it is connected.
+//! - distribute (`distribute.rs`, `bootstrap.rs`): send each host only the
+//!   layers it lacks, the installer first; the installer's host verify
+//!   (`verify.rs`) runs as soon as a host's rootfs is in, and every host must
+//!   pass it before anything but the image changes.
+//! - install first master (`install.rs`): make the cluster and capture the
+//!   join secrets; skipped with the joins when every host's installer found
+//!   that nothing would change (`installer::probe`).
+//! - join masters, join nodes (`join.rs`): control planes one by one (each
+//!   joins the ones before it), then the nodes in parallel.
 //! - apply applications (`apps.rs`): the images after the first, on the
-//!   first master once the cluster is up.
-//! - save (`save.rs`): the cluster with its status, by the caller (the CLI),
-//!   even after a failure, so that a rerun picks up where this one stopped.
+//!   first master, once the cluster is up.
+//! - save (`save.rs`): keep the cluster and its status, even after a failure,
+//!   so that a rerun picks up where this one stopped (the CLI calls it).
 //!
 //! `add`, `delete`, `upgrade` and `reset` (`lifecycle.rs`) are the same phases
 //! with other options (which hosts to connect to and check, what to verify,
-//! the install run only for its secrets) and, where they do something `run`
-//! does not, phases of their own: uninstall (`uninstall.rs`) and upgrade in
-//! batches (`upgrade.rs`).
+//! the install run only for its secrets) and, for what `run` never does, two
+//! phases of their own: uninstall (`uninstall.rs`) and upgrade in batches
+//! (`upgrade.rs`).
 //!
 //! Beside the phases: `parallel.rs` runs per-host work, at most
-//! [`MAX_PARALLEL_HOSTS`](parallel::MAX_PARALLEL_HOSTS) hosts at once, and
-//! every phase that works on several hosts collects their failures per host
-//! ("failed on 2 hosts: h1: …"); `remote.rs` calls the installer on a host;
-//! `status.rs` records what each host runs; `image.rs` resolves the images.
+//! `MAX_PARALLEL_HOSTS` hosts at once, and every phase that works on several
+//! hosts collects their failures per host ("failed on 2 hosts: h1: …");
+//! `remote.rs` calls the installer on a host; `status.rs` records what each
+//! host runs; `image.rs` resolves the images and says where they go on a host.
 //!
 //! Nothing here quotes a value into a shell string: commands are argv, and
 //! requests (with env values and join tokens) travel to the installer on stdin.
