@@ -65,11 +65,7 @@ pub(super) fn apply_apps(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<
     }
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
     let transport = ctx.connection(&first)?;
-    let installer = rootfs
-        .host_installer()
-        .ok_or_else(|| ApplyError::NoInstaller {
-            image: rootfs.name.clone(),
-        })?;
+    let installer = rootfs.installer_on_host()?;
     let server = direct_server([transport], progress);
     let mut sent_to_first = 0;
     for app in apps {

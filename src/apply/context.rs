@@ -66,12 +66,7 @@ impl<'a> RunContext<'a> {
 
     /// Fails when the cluster image has no installer to run on the hosts.
     pub fn require_installer(&self) -> Result<(), ApplyError> {
-        match self.image.installer {
-            Some(_) => Ok(()),
-            None => Err(ApplyError::NoInstaller {
-                image: self.image.name.clone(),
-            }),
-        }
+        self.image.installer_on_host().map(|_| ())
     }
 
     /// The open connection to `host`.

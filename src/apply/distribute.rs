@@ -39,11 +39,7 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         ref checks,
         ..
     } = *ctx;
-    let installer = image
-        .host_installer()
-        .ok_or_else(|| ApplyError::NoInstaller {
-            image: image.name.clone(),
-        })?;
+    let installer = image.installer_on_host()?;
     let dest = image.host_rootfs();
     // A re-apply whose checks found every host complete needs no server (nor
     // its certificate, made anew each run).

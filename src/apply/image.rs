@@ -41,10 +41,19 @@ impl AppliedImage {
         format!("{HOST_DIR}/rootfs/{}", self.hex())
     }
 
+    /// The installer binary on a host, once distribute put it there.
     pub(super) fn host_installer(&self) -> Option<String> {
         self.installer
             .as_ref()
             .map(|layer| format!("{}/{INSTALLER_PATH}", host_layer(layer)))
+    }
+
+    /// [`AppliedImage::host_installer`], or why there is none to run.
+    pub(super) fn installer_on_host(&self) -> Result<String, ApplyError> {
+        self.host_installer()
+            .ok_or_else(|| ApplyError::NoInstaller {
+                image: self.name.clone(),
+            })
     }
 }
 

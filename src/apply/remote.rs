@@ -55,11 +55,7 @@ pub(super) fn call_installer(
     subcommand: &[&str],
     input: &str,
 ) -> Result<(String, Output), ApplyError> {
-    let installer = image
-        .host_installer()
-        .ok_or_else(|| ApplyError::NoInstaller {
-            image: image.name.clone(),
-        })?;
+    let installer = image.installer_on_host()?;
     let mut argv = vec![installer.clone(), "installer".to_string()];
     argv.extend(subcommand.iter().map(|s| s.to_string()));
     let output = transport
