@@ -1,5 +1,5 @@
-//! Rootfs layouts: the k3s, kubeadm and k0s examples built with stand-in
-//! binaries hold their layouts; broken ones are refused with every problem
+//! Rootfs layouts: every runtime's example built with stand-in binaries
+//! holds its layout; broken ones are refused with every problem
 //! listed and the store's index untouched; `--skip-validation` lets them
 //! through; `inspect` shows the verdict; big files are shared between images.
 
@@ -7,6 +7,8 @@ use std::fs;
 use std::io::Write as _;
 
 use serde_json::Value;
+
+use sealrs::layout::Layouts;
 
 use crate::common::{tool, Env};
 
@@ -124,11 +126,9 @@ fn index_of(env: &Env) -> String {
 #[test]
 fn every_example_builds_with_stand_ins_and_holds_its_layout() {
     let env = Env::new();
-    for (runtime, binary) in [
-        ("k3s", "bin/k3s"),
-        ("kubeadm", "bin/kubeadm"),
-        ("k0s", "bin/k0s"),
-    ] {
+    for runtime in sealrs::runtime::names() {
+        let layout = Layouts::embedded().rootfs(runtime).unwrap();
+        let binary = layout.marker.as_deref().unwrap();
         let ctx = example(&env, runtime, runtime);
         let tag = format!("{runtime}:test");
         let args = build_args(&tag, &ctx);
@@ -271,31 +271,31 @@ fn skip_validation_lets_a_broken_rootfs_through_and_inspect_shows_the_problems()
 }
 
 #[test]
-fn a_missing_runtime_label_is_inferred_from_the_rootfs_and_shown() {
+fn a_missing_runtime_label_is_inferred_from_the_rootfs_written_and_shown() {
     let env = Env::new();
     let ctx = example(&env, "k3s", "k3s");
     env.write(
         "k3s/Kubefile",
         "FROM scratch\nLABEL sealos.io.type=rootfs version=v1.30.2+k3s1\nCOPY bin ./bin\nCOPY images ./images\nCOPY manifests ./manifests\nCOPY etc ./etc\n",
     );
-    let out = env.run(&[
-        "build",
-        "--no-images",
-        "--platform",
-        "linux/amd64",
-        "-t",
-        "k3s:inferred",
-        &ctx,
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let build = |tag: &str, extra: &[&str]| {
+        let mut args = vec!["build", "--no-images", "--platform", "linux/amd64"];
+        args.extend(extra);
+        args.extend(["-t", tag, &ctx]);
+        let out = env.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    let stderr = build("k3s:inferred", &[]);
     assert!(
         stderr.contains("note: runtime k3s inferred from bin/k3s"),
         "{stderr}"
     );
+    // Build writes what it inferred, for run (tests/labels.rs) to read.
     let table = env.ok(&["inspect", "--format", "table", "k3s:inferred"]);
     assert!(
-        table.contains("Runtime:    k3s (inferred from bin/k3s)"),
+        table.contains("Runtime:    k3s (label sealrs.io/runtime)"),
         "{table}"
     );
     assert!(
@@ -306,7 +306,14 @@ fn a_missing_runtime_label_is_inferred_from_the_rootfs_and_shown() {
         table.contains("Version:    v1.30.2+k3s1 (label version)"),
         "{table}"
     );
-    let doc = inspect_json(&env, "k3s:inferred");
+    // Unchecked, nothing is written, and inspect shows the inference.
+    build("k3s:unchecked", &["--skip-validation"]);
+    let table = env.ok(&["inspect", "--format", "table", "k3s:unchecked"]);
+    assert!(
+        table.contains("Runtime:    k3s (inferred from bin/k3s)"),
+        "{table}"
+    );
+    let doc = inspect_json(&env, "k3s:unchecked");
     assert_eq!(doc["cluster"]["runtime"]["source"]["from"], "inferred");
     assert_eq!(doc["cluster"]["runtime"]["source"]["key"], "bin/k3s");
 }

@@ -1,23 +1,24 @@
 //! Integration tests: the real `sealrs` binary, in a fresh temp directory each,
 //! checked with real peer tools (skopeo, umoci, buildah).
 
-mod common;
-mod hosts;
+mod common; // helpers, no tests: a temp dir with its own SEALRS_ROOT, running the binary
+mod hosts; // helpers, no tests: real Debian test hosts booted with systemd-nspawn
 
-mod bad_input;
-mod build;
-mod buildah_diff;
-mod harvest;
-mod image_hooks;
-mod installer;
-mod layout;
-mod lifecycle;
-mod registry;
-mod registry_cli;
-mod registry_server;
-mod robustness;
-mod run;
-mod run_apps;
-mod run_hosts;
-mod store_cmds;
-mod transport;
+mod bad_input; // bad input to build and store commands: a named error, the store untouched
+mod build; // `sealrs build`: what lands in the store, as skopeo and umoci see it
+mod buildah_diff; // the image config we write equals buildah's for each tests/data/kubefiles case
+mod harvest; // images harvested into a rootfs from a real registry, and by `build`
+mod image_hooks; // an image's check/init/clean labels run on a real host, values byte for byte
+mod installer; // `sealrs installer` on a temp host root, and the installer layer build embeds
+mod labels; // one label reading: build, inspect and run --dry-run agree on runtime and version
+mod layout; // rootfs layouts at build: examples hold theirs, broken ones refused, inspect
+mod lifecycle; // add, delete, upgrade and reset of a saved cluster on real hosts
+mod registry; // push, pull and login through the library against a real registry
+mod registry_cli; // the binary against a real registry: push, pull, remote FROM, login
+mod registry_server; // helpers, no tests: a real docker-registry (TLS, auth), a counting proxy
+mod robustness; // concurrent and killed builds leave a readable store
+mod run; // `sealrs run --dry-run`: each runtime's plans, no host touched
+mod run_apps; // `sealrs run ROOTFS APP...`: application images on the first master
+mod run_hosts; // `sealrs run` on real hosts: kubeadm, k0s, hosts down, failures, Clusterfiles
+mod store_cmds; // images, inspect, tag, rmi, prune, save, load, fsck, checked with skopeo
+mod transport; // Local and Ssh against this machine and real hosts: bytes, keys, logins

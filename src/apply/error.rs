@@ -33,7 +33,7 @@ pub enum ApplyError {
         source: Box<crate::store::StoreError>,
     },
 
-    #[error("image {image} names runtime {runtime:?}, which sealrs does not know; label it sealrs.io/runtime=k3s|kubeadm|k0s")]
+    #[error("image {image} names runtime {runtime:?}, which sealrs does not know; label it sealrs.io/runtime={}", crate::runtime::names().join("|"))]
     NoRuntime { image: String, runtime: String },
 
     #[error("image {image} carries no installer layer ({}); rebuild it with this sealrs (without --no-installer)", crate::installer::INSTALLER_PATH)]

@@ -1,10 +1,10 @@
 //! What happens to a saved cluster after `sealrs run`: add and delete hosts,
 //! upgrade to another image, reset everything sealrs put on the hosts.
 //!
-//! Each command reuses the phases of `run`: verify with the runtime, connect
-//! (and check) the hosts it concerns, send the blobs a host lacks, then have
-//! the image's installer plan and run the runtime's operation on each host. Per-host work runs on
-//! plain threads and failures are collected per host, naming the host, the
+//! Each command is the phases of `run` (see the module docs of `apply`) with
+//! other options: which hosts it connects to and checks, what it verifies,
+//! then its own operation on each host (join, uninstall, upgrade) through the
+//! image's installer. Failures are collected per host, naming the host, the
 //! step, its exit code and the last lines of its output.
 //!
 //! The functions change `cluster` in place (hosts, status); saving it, or
@@ -12,17 +12,19 @@
 
 use std::collections::BTreeMap;
 
-use super::{
-    apply_plan, connection_for, distribute, host_context, host_request, hosts, mark_failed, record,
-    record_all, record_node_names, resolve_images, run_checked, run_installer, settle,
-    AppliedImage, ApplyError, Connections, Connector, HostFailure, RunReport, HOST_DIR,
-};
-use crate::cluster::{Address, Cluster, Host, Phase, DEFAULT_SSH_PORT};
-use crate::installer::Operation;
+use super::check::{self, Checks};
+use super::connect::{self, Connector};
+use super::context::RunContext;
+use super::distribute::distribute;
+use super::install::{self, Install};
+use super::join::{join, MasterFailure};
+use super::status::{record_node_names, settle};
+use super::uninstall::{node_name, remove_from_kubernetes, uninstall, unreachable_reason};
+use super::{upgrade as upgrading, verify, ApplyError, HostFailure, RunOptions, RunReport};
+use crate::cluster::{Address, Cluster, Host, Phase};
 use crate::progress::Progress;
-use crate::runtime::{self, Batch, JoinSecrets, Runtime};
+use crate::runtime;
 use crate::store::Store;
-use crate::transport::Transport;
 
 /// What a lifecycle command did, for the summary and for tests.
 #[derive(Debug, Default)]
@@ -44,55 +46,17 @@ impl LifecycleReport {
     }
 }
 
-/// Reads `$SEALRS_ROOT/clusters/NAME/Clusterfile`.
-pub fn load_cluster(root: &std::path::Path, name: &str) -> Result<Cluster, ApplyError> {
-    let path = super::cluster_file(root, name);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApplyError::NoCluster {
-                name: name.to_string(),
-                path,
-            })
-        }
-        Err(source) => return Err(ApplyError::State { path, source }),
-    };
-    Cluster::from_yaml(&text, &path.display().to_string()).map_err(|source| {
-        ApplyError::SavedCluster {
-            path,
-            source: Box::new(source),
-        }
-    })
-}
-
-/// Removes `$SEALRS_ROOT/clusters/NAME/` (after a reset).
-pub fn forget_cluster(root: &std::path::Path, name: &str) -> Result<(), ApplyError> {
-    let file = super::cluster_file(root, name);
-    let dir = file.parent().unwrap_or(root).to_path_buf();
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(ApplyError::State { path: dir, source }),
-    }
-}
-
-/// The cluster image and its runtime, from the saved cluster's images.
-fn cluster_image(
-    store: &Store,
-    names: &[String],
-) -> Result<(AppliedImage, Box<dyn Runtime>), ApplyError> {
-    let image = resolve_images(store, names)?.swap_remove(0);
-    let runtime =
-        runtime::runtime_for(&image.info.runtime).ok_or_else(|| ApplyError::NoRuntime {
-            image: image.name.clone(),
-            runtime: image.info.runtime.clone(),
-        })?;
-    if image.installer.is_none() {
-        return Err(ApplyError::NoInstaller {
-            image: image.name.clone(),
-        });
-    }
-    Ok((image, runtime))
+/// The context of a lifecycle command: the saved cluster's image `images`
+/// (the first of them) with its runtime, which must have an installer.
+fn open<'a>(
+    store: &'a Store,
+    connector: &'a dyn Connector,
+    progress: &'a dyn Progress,
+    images: &[String],
+) -> Result<RunContext<'a>, ApplyError> {
+    let ctx = RunContext::new(store, connector, progress, images, RunOptions::default())?;
+    ctx.require_installer()?;
+    Ok(ctx)
 }
 
 /// A copy of `cluster` with only the hosts at `addresses` (in cluster order).
@@ -100,19 +64,6 @@ fn only(cluster: &Cluster, addresses: &[Address]) -> Cluster {
     let mut sub = cluster.clone();
     sub.hosts.retain(|h| addresses.contains(&h.address));
     sub
-}
-
-fn verify(
-    cluster: &Cluster,
-    runtime: &dyn Runtime,
-    image: &AppliedImage,
-) -> Result<(), ApplyError> {
-    runtime
-        .verify(cluster, &image.info)
-        .map_err(|violations| ApplyError::Verify {
-            cluster: cluster.name.clone(),
-            violations,
-        })
 }
 
 /// Adds `new_hosts` to the cluster and joins them; hosts already in the
@@ -139,14 +90,14 @@ pub fn add(
             reason: "already in the cluster with another role; delete them first".into(),
         });
     }
-    let (image, runtime) = cluster_image(store, &cluster.images)?;
+    let mut ctx = open(store, connector, progress, &cluster.images)?;
     let mut grown = cluster.clone();
     for host in &new_hosts {
         if grown.host(&host.address).is_none() {
             grown.hosts.push(host.clone());
         }
     }
-    verify(&grown, runtime.as_ref(), &image)?;
+    verify::cluster(&grown, &ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?.clone();
 
     let targets: Vec<Address> = new_hosts.iter().map(|h| h.address.clone()).collect();
@@ -157,31 +108,21 @@ pub fn add(
         targets.len(),
         first.key()
     ));
-    let connections = hosts::connect_all(&only(&grown, &reach), connector)?;
+    connect::all(&mut ctx, &only(&grown, &reach))?;
     // Check the new hosts only: the first master already runs the cluster.
-    let (mut connections, known): (Connections, Connections) = connections
-        .into_iter()
-        .partition(|(h, _)| targets.contains(&h.address));
-    let ports = |host: &Host| host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
-    let checks = hosts::check_all(&connections, &image, &ports, Some(&grown), false)?;
-    connections.extend(known);
-
-    let mut run = RunReport::default();
+    let checks = Checks {
+        ports: true,
+        verify: Some(&grown),
+        probe: false,
+    };
+    check::hosts(&mut ctx, &targets, checks)?;
     progress.message("sending layers");
-    distribute(
-        store,
-        &connections,
-        &image,
-        &checks,
-        Some(&grown),
-        progress,
-        &mut run,
-    )?;
+    distribute(&mut ctx, Some(&grown))?;
 
     // From here on the hosts are part of the cluster, even if a join fails:
     // the saved state then names them, and `add` again picks up.
     *cluster = grown;
-    record_node_names(cluster, &checks);
+    record_node_names(cluster, &ctx.checks);
     for host in &new_hosts {
         let status = cluster.status.hosts.entry(host.key()).or_default();
         if status.phase != Phase::Running {
@@ -190,57 +131,22 @@ pub fn add(
     }
 
     // Secrets: the first master's install plan again (idempotent; it captures them).
-    progress.message(&format!(
-        "{}: {} install (for the join secrets)",
-        first.key(),
-        runtime.name()
-    ));
     let snapshot = cluster.clone();
-    let request = host_request(&snapshot, &first, &image, &JoinSecrets::default());
-    let outcome = run_installer(
-        connection_for(&connections, &first)?,
-        &image,
-        Operation::Install,
-        &request,
-    )?;
-    if outcome.changed {
-        run.changed.push(first.key());
-    }
-    let secrets =
-        JoinSecrets::from_captures(&outcome.captures).map_err(ApplyError::runtime(&first))?;
-
+    let secrets = install::first_master(&mut ctx, cluster, &snapshot, &first, Install::Secrets)?;
     let joining: Vec<Host> = snapshot
         .hosts
         .iter()
         .filter(|h| targets.contains(&h.address) && h.address != first.address)
         .cloned()
         .collect();
-    let (masters, nodes): (Vec<Host>, Vec<Host>) = joining.into_iter().partition(Host::is_master);
-    let mut failures = Vec::new();
-    for host in &masters {
-        progress.message(&format!(
-            "{}: {} join (control plane)",
-            host.key(),
-            runtime.name()
-        ));
-        match join_one(&snapshot, host, &image, &secrets, &connections) {
-            Ok(changed) => record(cluster, host, &image, &mut run, changed),
-            Err(error) => {
-                mark_failed(cluster, host);
-                failures.push(HostFailure {
-                    host: host.key(),
-                    error: Box::new(error),
-                });
-                // The next control plane would join a cluster missing this one.
-                return Err(ApplyError::Hosts(failures));
-            }
-        }
-    }
-    let results = parallel(&nodes, |host| {
-        progress.message(&format!("{}: {} join (node)", host.key(), runtime.name()));
-        join_one(&snapshot, host, &image, &secrets, &connections)
-    });
-    record_all(cluster, &image, &mut run, results)?;
+    join(
+        &mut ctx,
+        cluster,
+        &snapshot,
+        joining,
+        &secrets,
+        MasterFailure::MarkFailed,
+    )?;
     if cluster
         .status
         .hosts
@@ -253,118 +159,8 @@ pub fn add(
         hosts: new_hosts.iter().map(Host::key).collect(),
         ..LifecycleReport::default()
     };
-    report.absorb(run);
+    report.absorb(ctx.report);
     Ok(report)
-}
-
-fn join_one(
-    cluster: &Cluster,
-    host: &Host,
-    image: &AppliedImage,
-    secrets: &JoinSecrets,
-    connections: &Connections,
-) -> Result<bool, ApplyError> {
-    let request = host_request(cluster, host, image, secrets);
-    run_installer(
-        connection_for(connections, host)?,
-        image,
-        Operation::Join,
-        &request,
-    )
-    .map(|o| o.changed)
-}
-
-/// Runs `work` for every host on a thread of its own; results in host order.
-fn parallel<T: Send>(
-    hosts: &[Host],
-    work: impl Fn(&Host) -> Result<T, ApplyError> + Sync,
-) -> Vec<(Host, Result<T, ApplyError>)> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = hosts
-            .iter()
-            .map(|host| {
-                let work = &work;
-                scope.spawn(move || (host.clone(), work(host)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a host thread panicked"))
-            .collect()
-    })
-}
-
-/// Uninstalls the runtime from `host` and removes what sealrs put there.
-fn teardown(
-    cluster: &Cluster,
-    host: &Host,
-    image: &AppliedImage,
-    transport: &dyn Transport,
-) -> Result<bool, ApplyError> {
-    let request = host_request(cluster, host, image, &JoinSecrets::default());
-    let report = run_installer(transport, image, Operation::Uninstall, &request)?;
-    // Layer directories, unpacked rootfs, placed-file records, markers.
-    run_checked(transport, &["rm", "-rf", "--one-file-system", HOST_DIR])?;
-    Ok(report.changed)
-}
-
-/// The host's Kubernetes node name: the one recorded when sealrs first
-/// reached it, else what the host says now (`None` when it is down).
-fn node_name(
-    cluster: &Cluster,
-    host: &Host,
-    transport: Option<&dyn Transport>,
-) -> Result<Option<String>, ApplyError> {
-    let recorded = cluster
-        .status
-        .hosts
-        .get(&host.key())
-        .and_then(|s| s.node_name.clone());
-    let name = match (recorded, transport) {
-        (Some(name), _) => name,
-        (None, Some(t)) => hosts::query(t, &["uname", "-n"])?,
-        (None, None) => return Ok(None),
-    };
-    crate::cluster::node_name_from_hostname(&name)
-        .map(Some)
-        .ok_or_else(|| ApplyError::runtime(host)(runtime::RuntimeError::BadNodeName { node: name }))
-}
-
-/// What a connection failure says, without the host it is about.
-fn unreachable_reason(failure: &HostFailure) -> String {
-    match failure.error.as_ref() {
-        ApplyError::Transport { source, .. } => source.to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// Drains the node and deletes it from Kubernetes, on the first master; a
-/// drain that did not finish is reported, and the node deleted all the same.
-fn remove_from_kubernetes(
-    cluster: &Cluster,
-    first: &Host,
-    node: &str,
-    image: &AppliedImage,
-    runtime: &dyn Runtime,
-    transport: &dyn Transport,
-    progress: &dyn Progress,
-) -> Result<(), ApplyError> {
-    let ctx = host_context(cluster, first, &image.info, JoinSecrets::default(), image)?;
-    let plan = runtime
-        .remove_node(&ctx, node)
-        .map_err(ApplyError::runtime(first))?;
-    let report = apply_plan(transport, image, &plan)?;
-    for step in &report.steps {
-        if let Some(code) = step.exit_code.filter(|c| *c != 0) {
-            progress.message(&format!(
-                "warning: {}: {} ended with exit code {code}; going on:\n{}",
-                first.key(),
-                step.title,
-                step.output.join("\n")
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Drains the hosts at `addresses` and deletes their nodes from Kubernetes
@@ -398,10 +194,10 @@ pub fn delete(
             reason: "the first master holds the cluster and cannot be deleted; use sealrs reset to remove the whole cluster".into(),
         });
     }
-    let (image, runtime) = cluster_image(store, &cluster.images)?;
+    let mut ctx = open(store, connector, progress, &cluster.images)?;
     let mut shrunk = cluster.clone();
     shrunk.hosts.retain(|h| !addresses.contains(&h.address));
-    verify(&shrunk, runtime.as_ref(), &image)?;
+    verify::cluster(&shrunk, &ctx)?;
 
     let targets = only(cluster, addresses);
     let mut reach = addresses.to_vec();
@@ -411,7 +207,7 @@ pub fn delete(
         targets.hosts.len(),
         first.key()
     ));
-    let (connections, down) = hosts::connect_each(&only(cluster, &reach), connector);
+    let down = connect::each(&mut ctx, &only(cluster, &reach));
     // The first master drains and deletes the nodes: nothing goes without it.
     let (first_down, down): (Vec<HostFailure>, Vec<HostFailure>) =
         down.into_iter().partition(|f| f.host == first.key());
@@ -420,7 +216,7 @@ pub fn delete(
     let mut named = Vec::new();
     let mut unnamed = Vec::new();
     for host in &targets.hosts {
-        let transport = connection_for(&connections, host).ok();
+        let transport = ctx.connection(host).ok();
         match node_name(cluster, host, transport) {
             Ok(Some(name)) => named.push((host.clone(), name)),
             Ok(None) => unnamed.push(HostFailure {
@@ -450,13 +246,11 @@ pub fn delete(
             .node_name = Some(name.clone());
     }
 
-    let mut run = RunReport::default();
     // The installer and rootfs the plans need (nothing is sent to a host that
     // still has them).
-    distribute(store, &connections, &image, &[], None, progress, &mut run)?;
+    distribute(&mut ctx, None)?;
 
     let snapshot = cluster.clone();
-    let on_first = connection_for(&connections, &first)?;
     let mut results = Vec::new();
     let mut removed = Vec::new();
     for (host, name) in &named {
@@ -465,15 +259,7 @@ pub fn delete(
             first.key(),
             host.key()
         ));
-        match remove_from_kubernetes(
-            &snapshot,
-            &first,
-            name,
-            &image,
-            runtime.as_ref(),
-            on_first,
-            progress,
-        ) {
+        match remove_from_kubernetes(&ctx, &snapshot, &first, name) {
             Ok(()) => match down.iter().find(|f| f.host == host.key()) {
                 Some(failure) => results.push((
                     host.clone(),
@@ -490,20 +276,9 @@ pub fn delete(
     }
 
     let (masters, nodes): (Vec<Host>, Vec<Host>) = removed.into_iter().partition(Host::is_master);
-    results.extend(parallel(&nodes, |host| {
-        progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
-        teardown(&snapshot, host, &image, connection_for(&connections, host)?)
-    }));
-    for host in &masters {
-        progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
-        let result = teardown(&snapshot, host, &image, connection_for(&connections, host)?);
-        let failed = result.is_err();
-        results.push((host.clone(), result));
-        if failed {
-            break;
-        }
-    }
+    results.extend(uninstall(&ctx, &snapshot, &nodes, &masters, true));
     let mut report = LifecycleReport::default();
+    let mut run = ctx.report;
     let failures = settle(cluster, results, |cluster, host, changed| {
         if changed {
             run.changed.push(host.key());
@@ -528,9 +303,10 @@ pub fn upgrade(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
-    let (image, runtime) = cluster_image(store, &[image_name.to_string()])?;
-    verify(cluster, runtime.as_ref(), &image)?;
-    let to = image
+    let mut ctx = open(store, connector, progress, &[image_name.to_string()])?;
+    verify::cluster(cluster, &ctx)?;
+    let to = ctx
+        .image
         .info
         .version
         .clone()
@@ -545,87 +321,27 @@ pub fn upgrade(
         cluster.name
     ));
     // Every host runs the cluster already: its ports are ours.
-    let (connections, checks) =
-        hosts::connect_and_check(cluster, connector, &image, &|_| Vec::new(), None, false)?;
-    record_node_names(cluster, &checks);
-    let mut run = RunReport::default();
+    let checks = Checks {
+        ports: false,
+        verify: None,
+        probe: false,
+    };
+    check::connect_and_check(&mut ctx, cluster, checks)?;
+    record_node_names(cluster, &ctx.checks);
     progress.message("sending the layers the hosts lack");
-    distribute(
-        store,
-        &connections,
-        &image,
-        &checks,
-        None,
-        progress,
-        &mut run,
-    )?;
+    distribute(&mut ctx, None)?;
 
     cluster.status.phase = Phase::Upgrading;
     let snapshot = cluster.clone();
-    for Batch { role, hosts } in runtime::upgrade_order(&snapshot) {
-        let batch: Vec<Host> = hosts
-            .iter()
-            .filter_map(|a| snapshot.host(a).cloned())
-            .collect();
-        let results = parallel(&batch, |host| {
-            progress.message(&format!(
-                "{}: {} upgrade to {to} ({role})",
-                host.key(),
-                runtime.name()
-            ));
-            let mut request = host_request(&snapshot, host, &image, &JoinSecrets::default());
-            request.target_version = Some(to.clone());
-            run_installer(
-                connection_for(&connections, host)?,
-                &image,
-                Operation::Upgrade,
-                &request,
-            )
-            .map(|o| o.changed)
-        });
-        record_all(cluster, &image, &mut run, results)?;
-    }
-    // Placed files are links or copies of their own, and the hooks run from
-    // the new rootfs: the old ones are dead weight. Failing to remove one
-    // does not undo an upgrade that worked; it is said and left.
-    for (host, result) in parallel(&snapshot.hosts, |host| {
-        let rootfs = image.host_rootfs();
-        let (dir, keep) = rootfs.rsplit_once('/').unwrap_or((&rootfs, ""));
-        run_checked(
-            connection_for(&connections, host)?,
-            &[
-                "find",
-                dir,
-                "-mindepth",
-                "1",
-                "-maxdepth",
-                "1",
-                "!",
-                "-name",
-                keep,
-                "-exec",
-                "rm",
-                "-rf",
-                "--",
-                "{}",
-                "+",
-            ],
-        )
-    }) {
-        if let Err(error) = result {
-            progress.message(&format!(
-                "warning: {}: the rootfs of the earlier image is still there: {error}",
-                host.key()
-            ));
-        }
-    }
-    cluster.images = vec![image.name.clone()];
+    upgrading::in_batches(&mut ctx, cluster, &snapshot, &to)?;
+    upgrading::prune_old_rootfs(&ctx, &snapshot);
+    cluster.images = vec![ctx.image.name.clone()];
     cluster.status.phase = Phase::Running;
     let mut report = LifecycleReport {
         hosts: cluster.hosts.iter().map(Host::key).collect(),
         ..LifecycleReport::default()
     };
-    report.absorb(run);
+    report.absorb(ctx.report);
     Ok(report)
 }
 
@@ -640,15 +356,15 @@ pub fn reset(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
-    let (image, runtime) = cluster_image(store, &cluster.images)?;
+    let mut ctx = open(store, connector, progress, &cluster.images)?;
     progress.message(&format!(
         "connecting to {} hosts of cluster {}",
         cluster.hosts.len(),
         cluster.name
     ));
     let mut report = LifecycleReport::default();
-    let connections = match hosts::connect_all(cluster, connector) {
-        Ok(connections) => connections,
+    match connect::all(&mut ctx, cluster) {
+        Ok(()) => {}
         Err(ApplyError::Hosts(failed)) => {
             if !force {
                 return Err(ApplyError::Unreachable(failed));
@@ -664,22 +380,17 @@ pub fn reset(
                 .filter(|h| !down.contains(&h.key()))
                 .map(|h| h.address.clone())
                 .collect();
-            hosts::connect_all(&only(cluster, &up), connector)?
+            connect::all(&mut ctx, &only(cluster, &up))?;
         }
         Err(other) => return Err(other),
-    };
-    let mut run = RunReport::default();
-    distribute(store, &connections, &image, &[], None, progress, &mut run)?;
+    }
+    distribute(&mut ctx, None)?;
 
     cluster.status.phase = Phase::Resetting;
     let snapshot = cluster.clone();
-    let reachable = |h: &&Host| connections.iter().any(|(c, _)| c.address == h.address);
+    let reachable = |h: &&Host| ctx.connections.iter().any(|(c, _)| c.address == h.address);
     let first = snapshot.first_master().cloned();
-    let workers: Vec<Host> = snapshot
-        .workers()
-        .filter(reachable)
-        .cloned()
-        .collect::<Vec<_>>();
+    let workers: Vec<Host> = snapshot.workers().filter(reachable).cloned().collect();
     let mut masters: Vec<Host> = snapshot.masters().filter(reachable).cloned().collect();
     // The first master last (it is the first of the masters, when reachable).
     let first_is_up = first
@@ -688,14 +399,8 @@ pub fn reset(
     if first_is_up {
         masters.rotate_left(1);
     }
-    let teardown_on = |host: &Host| {
-        progress.message(&format!("{}: {} uninstall", host.key(), runtime.name()));
-        teardown(&snapshot, host, &image, connection_for(&connections, host)?)
-    };
-    let mut results = parallel(&workers, teardown_on);
-    for host in &masters {
-        results.push((host.clone(), teardown_on(host)));
-    }
+    let results = uninstall(&ctx, &snapshot, &workers, &masters, false);
+    let mut run = ctx.report;
     let failures = settle(cluster, results, |cluster, host, changed| {
         if changed {
             run.changed.push(host.key());
@@ -713,86 +418,10 @@ pub fn reset(
     Ok(report)
 }
 
-/// Parses `--masters`/`--nodes` values (`IP[:PORT][,IP...]`) into hosts, with
-/// the same rules and messages as `sealrs run`.
-pub fn parse_hosts(
-    cluster: &Cluster,
-    masters: &[String],
-    nodes: &[String],
-) -> Result<Vec<Host>, crate::cluster::ClusterError> {
-    // The model wants a master: the cluster's first one stands in, and is
-    // dropped again (naming it again is then reported as a duplicate).
-    let anchor = cluster.first_master().map(|h| match h.port {
-        Some(port) => format!("{}:{port}", h.address.url_host()),
-        None => h.address.url_host(),
-    });
-    let mut all_masters: Vec<String> = anchor.iter().cloned().collect();
-    all_masters.extend(masters.iter().cloned());
-    let parsed = Cluster::from_args(&crate::cluster::ClusterArgs {
-        name: cluster.name.clone(),
-        masters: all_masters,
-        nodes: nodes.to_vec(),
-        ..Default::default()
-    })?;
-    Ok(parsed
-        .hosts
-        .into_iter()
-        .skip(usize::from(anchor.is_some()))
-        .collect())
-}
-
-/// Parses `delete --nodes` values (`IP[:PORT][,IP...]`) as `run` and `add`
-/// read addresses. A host is named by its address; a port, when given, must
-/// be the host's SSH port, so that a typo never deletes another host.
-/// Addresses not in the cluster are left for [`delete`] to refuse.
-pub fn parse_targets(
-    cluster: &Cluster,
-    nodes: &[String],
-) -> Result<Vec<Address>, crate::cluster::ClusterError> {
-    let mut addresses = Vec::new();
-    let mut problems = Vec::new();
-    for item in nodes.iter().flat_map(|s| s.split(',')).map(str::trim) {
-        if item.is_empty() {
-            continue;
-        }
-        let (address, port) = match crate::cluster::parse_address_port(item) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                problems.push(crate::cluster::Problem::new("--nodes", e));
-                continue;
-            }
-        };
-        if let (Some(port), Some(host)) = (port, cluster.host(&address)) {
-            let ssh = cluster.ssh_for(host).port.unwrap_or(DEFAULT_SSH_PORT);
-            if ssh != port {
-                problems.push(crate::cluster::Problem::new(
-                    "--nodes",
-                    format!(
-                        "{item}: cluster {} has {address} with SSH port {ssh}, not {port}; name it as {address}",
-                        cluster.name
-                    ),
-                ));
-                continue;
-            }
-        }
-        if !addresses.contains(&address) {
-            addresses.push(address);
-        }
-    }
-    if problems.is_empty() {
-        Ok(addresses)
-    } else {
-        Err(crate::cluster::ClusterError::Invalid {
-            source_name: "command line".to_string(),
-            problems,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{ClusterArgs, Role};
+    use crate::cluster::ClusterArgs;
 
     fn cluster() -> Cluster {
         Cluster::from_args(&ClusterArgs {
@@ -801,70 +430,6 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
-    }
-
-    #[test]
-    fn added_hosts_parse_like_run_flags_without_the_first_master() {
-        let hosts = parse_hosts(
-            &cluster(),
-            &["10.0.0.3".into()],
-            &["10.0.0.4:2222,10.0.0.5".into()],
-        )
-        .unwrap();
-        let got: Vec<(String, Vec<Role>, Option<u16>)> = hosts
-            .iter()
-            .map(|h| (h.key(), h.roles.clone(), h.port))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("10.0.0.3".into(), vec![Role::Master], None),
-                ("10.0.0.4".into(), vec![Role::Node], Some(2222)),
-                ("10.0.0.5".into(), vec![Role::Node], None),
-            ]
-        );
-    }
-
-    #[test]
-    fn naming_the_first_master_again_is_a_duplicate_and_bad_addresses_are_named() {
-        let err = parse_hosts(&cluster(), &[], &["10.0.0.1".into()]).unwrap_err();
-        assert!(
-            err.to_string().contains("duplicate address 10.0.0.1"),
-            "{err}"
-        );
-        let err = parse_hosts(&cluster(), &[], &["not an address".into()]).unwrap_err();
-        assert!(err.to_string().contains("--nodes"), "{err}");
-    }
-
-    #[test]
-    fn deleted_hosts_are_named_by_address_and_a_port_must_be_theirs() {
-        let c = Cluster::from_args(&ClusterArgs {
-            masters: vec!["10.0.0.1".into()],
-            nodes: vec!["10.0.0.2,10.0.0.3:2222,[fd00::4]:2200".into()],
-            ..Default::default()
-        })
-        .unwrap();
-        let got = parse_targets(
-            &c,
-            &[
-                "10.0.0.2:22, 10.0.0.3:2222".into(),
-                "[fd00::4]:2200,10.0.0.2,10.0.0.9:22".into(),
-            ],
-        )
-        .unwrap();
-        let got: Vec<String> = got.iter().map(Address::to_string).collect();
-        assert_eq!(got, ["10.0.0.2", "10.0.0.3", "fd00::4", "10.0.0.9"]);
-
-        let err = parse_targets(&c, &["10.0.0.3:22,10.0.0.2:x,fd00::4".into()]).unwrap_err();
-        let problems: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(
-            problems[0].starts_with(
-                "--nodes: 10.0.0.3:22: cluster default has 10.0.0.3 with SSH port 2222, not 22"
-            ),
-            "{problems:?}"
-        );
-        assert!(problems[1].contains("\"x\" is not a port"), "{problems:?}");
     }
 
     #[test]

@@ -221,7 +221,14 @@ pub fn build(
         Some(verdict)
     };
 
-    let config = image_config(&stage.config, request, diff_ids, history)?;
+    // What the check inferred (the runtime, from its marker file) becomes a
+    // label, so that run reads the image as build checked it.
+    let mut state = stage.config;
+    for (key, value) in verdict.iter().flat_map(|v| v.info.inferred_labels()) {
+        notes.push(format!("wrote label {key}={value}, as inferred"));
+        state.labels.insert(key, value);
+    }
+    let config = image_config(&state, request, diff_ids, history)?;
     let config_descriptor = store.put_json(MediaType::ImageConfig, &config)?;
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "sealrs",
     version,
-    about = "Build, store and ship Kubernetes cluster images (k3s, kubeadm, k0s) as OCI images",
+    about = about(),
     propagate_version = true
 )]
 pub struct Cli {
@@ -23,6 +23,14 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The one-line description, naming the runtimes this sealrs knows.
+fn about() -> String {
+    format!(
+        "Build, store and ship Kubernetes cluster images ({}) as OCI images",
+        crate::runtime::names().join(", ")
+    )
 }
 
 #[derive(Debug, Subcommand)]

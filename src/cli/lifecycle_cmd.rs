@@ -54,7 +54,7 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
     if args.nodes.is_empty() && args.masters.is_empty() {
         anyhow::bail!("say which hosts to add: --nodes IP[,IP...] and/or --masters IP[,IP...]");
     }
-    let new_hosts = apply::parse_hosts(&cluster, &args.masters, &args.nodes)?;
+    let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
     let result = apply::add(store, &mut cluster, new_hosts, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
     let report = result?;
@@ -78,7 +78,7 @@ pub fn delete(
     progress: &dyn Progress,
 ) -> Result<()> {
     let (mut cluster, loaded, connector) = open(root, &args.cluster, &args.ssh)?;
-    let addresses = apply::parse_targets(&cluster, &args.nodes)?;
+    let addresses = crate::cluster::parse_targets(&cluster, &args.nodes)?;
     let result = apply::delete(store, &mut cluster, &addresses, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
     let report = result?;

@@ -3,7 +3,8 @@
 
 use super::file::parse_address_port;
 use super::{
-    parse_env_pair, Cluster, ClusterError, Host, PasswordSource, Problem, Role, SshConfig,
+    parse_env_pair, Address, Cluster, ClusterError, Host, PasswordSource, Problem, Role, SshConfig,
+    DEFAULT_SSH_PORT,
 };
 
 /// Raw flag values, as `sealrs run` collects them.
@@ -114,5 +115,78 @@ fn flag_for(field: &str) -> &'static str {
         "--port"
     } else {
         "arguments"
+    }
+}
+
+/// Parses `--masters`/`--nodes` values (`IP[:PORT][,IP...]`) into hosts, with
+/// the same rules and messages as `sealrs run`.
+pub fn parse_hosts(
+    cluster: &Cluster,
+    masters: &[String],
+    nodes: &[String],
+) -> Result<Vec<Host>, ClusterError> {
+    // The model wants a master: the cluster's first one stands in, and is
+    // dropped again (naming it again is then reported as a duplicate).
+    let anchor = cluster.first_master().map(|h| match h.port {
+        Some(port) => format!("{}:{port}", h.address.url_host()),
+        None => h.address.url_host(),
+    });
+    let mut all_masters: Vec<String> = anchor.iter().cloned().collect();
+    all_masters.extend(masters.iter().cloned());
+    let parsed = Cluster::from_args(&ClusterArgs {
+        name: cluster.name.clone(),
+        masters: all_masters,
+        nodes: nodes.to_vec(),
+        ..Default::default()
+    })?;
+    Ok(parsed
+        .hosts
+        .into_iter()
+        .skip(usize::from(anchor.is_some()))
+        .collect())
+}
+
+/// Parses `delete --nodes` values (`IP[:PORT][,IP...]`) as `run` and `add`
+/// read addresses. A host is named by its address; a port, when given, must
+/// be the host's SSH port, so that a typo never deletes another host.
+/// Addresses not in the cluster are left for `sealrs delete` to refuse.
+pub fn parse_targets(cluster: &Cluster, nodes: &[String]) -> Result<Vec<Address>, ClusterError> {
+    let mut addresses = Vec::new();
+    let mut problems = Vec::new();
+    for item in nodes.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        let (address, port) = match parse_address_port(item) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                problems.push(Problem::new("--nodes", e));
+                continue;
+            }
+        };
+        if let (Some(port), Some(host)) = (port, cluster.host(&address)) {
+            let ssh = cluster.ssh_for(host).port.unwrap_or(DEFAULT_SSH_PORT);
+            if ssh != port {
+                problems.push(Problem::new(
+                    "--nodes",
+                    format!(
+                        "{item}: cluster {} has {address} with SSH port {ssh}, not {port}; name it as {address}",
+                        cluster.name
+                    ),
+                ));
+                continue;
+            }
+        }
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    if problems.is_empty() {
+        Ok(addresses)
+    } else {
+        Err(ClusterError::Invalid {
+            source_name: "command line".to_string(),
+            problems,
+        })
     }
 }

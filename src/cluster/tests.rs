@@ -383,3 +383,77 @@ fn a_cluster_made_anew_keeps_what_the_saved_one_records_of_its_hosts() {
     // not taken along.
     assert_eq!(anew.status.hosts.len(), 1);
 }
+
+/// 10.0.0.1 a master, 10.0.0.2 a node.
+fn master_and_node() -> Cluster {
+    Cluster::from_args(&ClusterArgs {
+        masters: vec!["10.0.0.1".into()],
+        nodes: vec!["10.0.0.2".into()],
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn added_hosts_parse_like_run_flags_without_the_first_master() {
+    let hosts = parse_hosts(
+        &master_and_node(),
+        &["10.0.0.3".into()],
+        &["10.0.0.4:2222,10.0.0.5".into()],
+    )
+    .unwrap();
+    let got: Vec<(String, Vec<Role>, Option<u16>)> = hosts
+        .iter()
+        .map(|h| (h.key(), h.roles.clone(), h.port))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("10.0.0.3".into(), vec![Role::Master], None),
+            ("10.0.0.4".into(), vec![Role::Node], Some(2222)),
+            ("10.0.0.5".into(), vec![Role::Node], None),
+        ]
+    );
+}
+
+#[test]
+fn naming_the_first_master_again_is_a_duplicate_and_bad_addresses_are_named() {
+    let err = parse_hosts(&master_and_node(), &[], &["10.0.0.1".into()]).unwrap_err();
+    assert!(
+        err.to_string().contains("duplicate address 10.0.0.1"),
+        "{err}"
+    );
+    let err = parse_hosts(&master_and_node(), &[], &["not an address".into()]).unwrap_err();
+    assert!(err.to_string().contains("--nodes"), "{err}");
+}
+
+#[test]
+fn deleted_hosts_are_named_by_address_and_a_port_must_be_theirs() {
+    let c = Cluster::from_args(&ClusterArgs {
+        masters: vec!["10.0.0.1".into()],
+        nodes: vec!["10.0.0.2,10.0.0.3:2222,[fd00::4]:2200".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let got = parse_targets(
+        &c,
+        &[
+            "10.0.0.2:22, 10.0.0.3:2222".into(),
+            "[fd00::4]:2200,10.0.0.2,10.0.0.9:22".into(),
+        ],
+    )
+    .unwrap();
+    let got: Vec<String> = got.iter().map(Address::to_string).collect();
+    assert_eq!(got, ["10.0.0.2", "10.0.0.3", "fd00::4", "10.0.0.9"]);
+
+    let err = parse_targets(&c, &["10.0.0.3:22,10.0.0.2:x,fd00::4".into()]).unwrap_err();
+    let problems: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with(
+            "--nodes: 10.0.0.3:22: cluster default has 10.0.0.3 with SSH port 2222, not 22"
+        ),
+        "{problems:?}"
+    );
+    assert!(problems[1].contains("\"x\" is not a port"), "{problems:?}");
+}

@@ -301,11 +301,7 @@ impl Request {
     pub fn runtime(&self) -> Result<Box<dyn Runtime>, RequestError> {
         runtime::runtime_for(&self.image.runtime).ok_or_else(|| RequestError::UnknownRuntime {
             runtime: self.image.runtime.clone(),
-            known: runtime::REGISTRY
-                .iter()
-                .map(|make| make().name())
-                .collect::<Vec<_>>()
-                .join(", "),
+            known: runtime::names().join(", "),
         })
     }
 
@@ -519,6 +515,9 @@ mod tests {
         let mut unknown = req;
         unknown.image.runtime = "nomad".into();
         let err = unknown.plan(Operation::Join).unwrap_err();
-        assert!(err.to_string().contains("k3s, kubeadm, k0s"), "{err}");
+        assert!(
+            err.to_string().contains(&runtime::names().join(", ")),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use crate::cluster::{Cluster, ClusterArgs};
 use crate::host_paths::{JOINED, PLACED_DIR};
 use crate::layout::Layouts;
 use crate::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
-use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets};
+use crate::runtime::{self, HostContext, ImageInfo, JoinSecrets, Runtime};
 
 const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
 here=$(dirname "$0")
@@ -634,7 +634,7 @@ fn a_k3s_install_and_join_run_against_a_fake_host_and_rerun_changes_nothing() {
             "start k3s.service",
         ]
     );
-    let secrets = JoinSecrets::from_captures(&r.captures).unwrap();
+    let secrets = k3s.join_secrets(&r.captures).unwrap();
     assert_eq!(
         secrets.token.as_ref().unwrap().expose(),
         "K10tok::server:abc"
@@ -740,7 +740,7 @@ fn a_probe_tells_whether_install_and_join_would_change_the_host() {
     );
     assert!(after.converged, "{after:?}");
     assert_eq!(after.operation, "install");
-    let secrets = JoinSecrets::from_captures(&after.captures).unwrap();
+    let secrets = runtime::K3s.join_secrets(&after.captures).unwrap();
     assert_eq!(
         secrets.token.as_ref().unwrap().expose(),
         "K10tok::server:abc"

@@ -1,8 +1,11 @@
 //! The cluster facts an image's labels carry: type, runtime, version.
 //!
+//! [`read_labels`] is the one reader: build and inspect check what it finds,
+//! and run (through `runtime::ImageInfo`) acts on the same reading.
 //! `sealrs.io/*` labels come first; the sealos labels are read as aliases so
 //! that existing Kubefiles keep working. When both are present and disagree,
-//! the sealrs label wins and a note says so.
+//! the sealrs label wins and a note says so. Runtime names and aliases are
+//! resolved through the layouts.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,13 +14,21 @@ use serde::{Deserialize, Serialize};
 
 use super::error::Problem;
 use super::spec::Layouts;
+use super::version::Version;
 
 /// Label keys for the image type, in order of precedence.
 pub const TYPE_KEYS: [&str; 3] = ["sealrs.io/type", "sealos.io.type", "apps.sealos.io/type"];
 /// Label keys for the runtime, in order of precedence.
-pub const RUNTIME_KEYS: [&str; 2] = ["sealrs.io/runtime", "sealos.io.distribution"];
+pub const RUNTIME_KEYS: [&str; 3] = [
+    "sealrs.io/runtime",
+    "sealos.io.distribution",
+    "apps.sealos.io/distribution",
+];
 /// Label keys for the Kubernetes (or application) version, in order of precedence.
-pub const VERSION_KEYS: [&str; 3] = ["sealrs.io/version", "sealos.io.version", "version"];
+pub const VERSION_KEYS: [&str; 2] = ["sealrs.io/version", "version"];
+/// sealos's keys for its image format (`v1beta1`): read as the version, after
+/// [`VERSION_KEYS`], only when the value is one.
+pub const FORMAT_VERSION_KEYS: [&str; 2] = ["sealos.io.version", "apps.sealos.io/version"];
 
 /// What kind of cluster image this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -88,7 +99,27 @@ pub struct ClusterInfo {
     #[serde(rename = "type")]
     pub image_type: Option<Sourced<ImageType>>,
     pub runtime: Option<Sourced<String>>,
-    pub version: Option<Sourced<String>>,
+    pub version: Option<Sourced<Version>>,
+}
+
+impl ClusterInfo {
+    /// The labels that say what was inferred from the rootfs of a cluster
+    /// image (one with a type), for build to write: whoever reads its labels
+    /// later finds what build checked.
+    pub fn inferred_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        if self.image_type.is_none() {
+            return labels;
+        }
+        if let Some(Sourced {
+            value,
+            source: Source::Inferred(_),
+        }) = &self.runtime
+        {
+            labels.insert(RUNTIME_KEYS[0].to_string(), value.clone());
+        }
+        labels
+    }
 }
 
 /// What [`read_labels`] found, with problems (bad values) and notes (conflicts).
@@ -157,38 +188,30 @@ pub fn read_labels(labels: &BTreeMap<String, String>, layouts: &Layouts) -> Labe
             }),
         }
     }
-    let version_same = |a: &str, b: &str| a.trim_start_matches('v') == b.trim_start_matches('v');
-    if let Some((key, value)) = first_of(labels, &VERSION_KEYS, version_same, &mut reading.notes) {
-        if is_version(value) {
-            reading.info.version = Some(Sourced {
-                value: value.to_string(),
-                source: Source::Label(key.to_string()),
-            });
-        } else {
-            reading.problems.push(Problem::BadLabel {
+    let version_same = |a: &str, b: &str| match (Version::parse(a), Version::parse(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    let format_versions = FORMAT_VERSION_KEYS
+        .into_iter()
+        .filter(|k| labels.get(*k).is_some_and(|v| Version::parse(v).is_ok()));
+    let version_keys: Vec<&str> = VERSION_KEYS.into_iter().chain(format_versions).collect();
+    if let Some((key, value)) = first_of(labels, &version_keys, version_same, &mut reading.notes) {
+        match Version::parse(value) {
+            Ok(version) => {
+                reading.info.version = Some(Sourced {
+                    value: version,
+                    source: Source::Label(key.to_string()),
+                })
+            }
+            Err(_) => reading.problems.push(Problem::BadLabel {
                 key: key.to_string(),
                 value: value.to_string(),
                 expected: "expected a version like v1.30.2 or v1.30.2+k3s1".into(),
-            });
+            }),
         }
     }
     reading
-}
-
-/// `v1.30`, `1.30.2`, `v1.30.2+k3s1`, `v1.30.2-rc.1+k0s.0`.
-pub fn is_version(value: &str) -> bool {
-    let v = value.strip_prefix('v').unwrap_or(value);
-    let core_end = v.find(['-', '+']).unwrap_or(v.len());
-    let (core, rest) = v.split_at(core_end);
-    let parts: Vec<&str> = core.split('.').collect();
-    (1..=3).contains(&parts.len())
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        && rest
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
-        && rest.len() != 1
 }
 
 #[cfg(test)]
@@ -222,7 +245,7 @@ mod tests {
                 source: Source::Label("sealrs.io/runtime".into())
             }
         );
-        assert_eq!(info.version.unwrap().value, "v1.30.2+k3s1");
+        assert_eq!(info.version.unwrap().value.to_string(), "v1.30.2+k3s1");
     }
 
     #[test]
@@ -254,7 +277,7 @@ mod tests {
             Layouts::embedded(),
         );
         assert_eq!(app.info.image_type.unwrap().value, ImageType::Application);
-        assert_eq!(app.info.version.unwrap().value, "v3.24.1");
+        assert_eq!(app.info.version.unwrap().value.to_string(), "v3.24.1");
     }
 
     #[test]
@@ -286,8 +309,71 @@ mod tests {
         assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
         let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
         assert!(text[0].contains("sealrs.io/type=\"cluster\""), "{text:?}");
-        assert!(text[1].contains("k3s, kubeadm, k0s"), "{text:?}");
+        let known = Layouts::embedded().runtimes().join(", ");
+        assert!(text[1].contains(&known), "{text:?}");
         assert!(text[2].contains("sealrs.io/version"), "{text:?}");
+    }
+
+    /// sealos keeps its image format (`v1beta1`) in `sealos.io.version`: a
+    /// Kubernetes version there counts, after `version`; a format is no problem.
+    #[test]
+    fn sealos_format_labels_are_a_version_only_when_they_hold_one() {
+        let read = |pairs: &[(&str, &str)]| read_labels(&labels(pairs), Layouts::embedded());
+        let format = read(&[("sealos.io.version", "v1beta1")]);
+        assert!(format.problems.is_empty() && format.info.version.is_none());
+        let only = read(&[("sealos.io.version", "v1.30.2")])
+            .info
+            .version
+            .unwrap();
+        assert_eq!(
+            (only.value.to_string(), only.source),
+            ("v1.30.2".into(), Source::Label("sealos.io.version".into()))
+        );
+        let both = read(&[
+            ("apps.sealos.io/version", "v1beta1"),
+            ("version", "v1.29.3"),
+        ]);
+        assert_eq!(both.info.version.unwrap().value.to_string(), "v1.29.3");
+        assert!(both.notes.is_empty(), "{:?}", both.notes);
+    }
+
+    #[test]
+    fn sealos_distributions_resolve_through_the_layout_aliases() {
+        for (key, value) in [
+            ("sealos.io.distribution", "kubernetes"),
+            ("apps.sealos.io/distribution", "k8s"),
+        ] {
+            let r = read_labels(&labels(&[(key, value)]), Layouts::embedded());
+            assert_eq!(r.info.runtime.unwrap().value, "kubeadm", "{key}={value}");
+        }
+    }
+
+    #[test]
+    fn only_an_inferred_runtime_of_a_typed_image_becomes_a_label() {
+        let inferred = Some(Sourced {
+            value: "k3s".to_string(),
+            source: Source::Inferred("bin/k3s".into()),
+        });
+        let rootfs = Some(Sourced {
+            value: ImageType::Rootfs,
+            source: Source::Label("sealrs.io/type".into()),
+        });
+        let mut info = ClusterInfo {
+            image_type: rootfs,
+            runtime: inferred,
+            version: None,
+        };
+        assert_eq!(
+            info.inferred_labels(),
+            labels(&[("sealrs.io/runtime", "k3s")])
+        );
+        info.image_type = None;
+        assert!(info.inferred_labels().is_empty());
+        let labelled = read_labels(
+            &labels(&[("sealrs.io/type", "rootfs"), ("sealrs.io/runtime", "k3s")]),
+            Layouts::embedded(),
+        );
+        assert!(labelled.info.inferred_labels().is_empty());
     }
 
     #[test]
@@ -295,21 +381,5 @@ mod tests {
         let r = read_labels(&labels(&[("description", "x")]), Layouts::embedded());
         assert_eq!(r.info, ClusterInfo::default());
         assert!(r.problems.is_empty());
-    }
-
-    #[test]
-    fn versions() {
-        for good in [
-            "v1",
-            "v1.30",
-            "1.30.2",
-            "v1.30.2+k3s1",
-            "v1.30.2-rc.1+k0s.0",
-        ] {
-            assert!(is_version(good), "{good}");
-        }
-        for bad in ["", "v", "latest", "v1.x.2", "v1.2.3+", "v1.2.3 ", "1.2.3.4"] {
-            assert!(!is_version(bad), "{bad}");
-        }
     }
 }

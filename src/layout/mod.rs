@@ -2,8 +2,9 @@
 //! application) must and may carry, what each file must be, and where it lands
 //! on a host.
 //!
-//! The facts live in `layouts/*.toml`, embedded in the binary with
-//! `include_str!` so that an installed sealrs needs no data files. Rust code
+//! The facts live in `layouts/*.toml`, every one of them embedded in the binary
+//! (`build.rs` lists the directory) so that an installed sealrs needs no data
+//! files and a new distribution's layout needs no code edit. Rust code
 //! only interprets them: no rootfs or host path of a layout appears here. The
 //! same data drives validation at build time ([`evaluate`]) and placement on
 //! hosts ([`Layout::placements`], [`Layout::place`]), so the two cannot drift.
@@ -14,7 +15,7 @@
 //! name = "k3s"                 # the layout's name, shown in messages
 //! type = "rootfs"              # rootfs | application: which images it is for
 //! runtime = "k3s"              # rootfs layouts: the runtime (sealrs.io/runtime)
-//! runtime_aliases = []         # other names of the runtime in labels (sealos's)
+//! runtime_aliases = []         # other names of the runtime (sealos's): the only alias table
 //! marker = "bin/k3s"           # a rootfs holding this file is for this runtime
 //! required_labels = ["version"]
 //! [images]                     # for harvesting (the registry module)
@@ -37,9 +38,11 @@
 //! # Which images are checked
 //!
 //! The image type comes from `sealrs.io/type` (or the sealos aliases, see
-//! [`labels`]). A `rootfs` image is checked against its runtime's layout; the
-//! runtime comes from `sealrs.io/runtime` or, when that is missing, from the
-//! marker file found in the rootfs (the inference is reported). An
+//! [`labels`], the one reader of an image's type, runtime and [`version`] for
+//! build, inspect and run). A `rootfs` image is checked against its runtime's
+//! layout; the runtime comes from `sealrs.io/runtime` or, when that is missing,
+//! from the marker file found in the rootfs (the inference is reported, and
+//! build writes it as the label that run reads). An
 //! `application` image is checked against `application.toml`. A `patch` image
 //! is checked against its runtime's layout with nothing required, since it
 //! overlays a rootfs. An image without a type label is not a cluster image as
@@ -48,7 +51,7 @@
 //!
 //! # Purity
 //!
-//! [`spec`], [`labels`] and [`check`] are pure. [`probe`] and [`scan`] read
+//! [`spec`], [`labels`], [`version`] and [`check`] are pure. [`probe`] and [`scan`] read
 //! from readers that the caller opens (store blobs at build and inspect time):
 //! they never open a file or a socket themselves.
 
@@ -58,9 +61,11 @@ pub mod labels;
 pub mod probe;
 pub mod scan;
 pub mod spec;
+pub mod version;
 
 pub use check::{check_for_host, evaluate, Component, Entry, EntryType, Facts, Rootfs, Verdict};
 pub use error::{LayoutError, Problem, ScanError};
 pub use labels::{ClusterInfo, ImageType, Source, Sourced};
 pub use scan::scan_layers;
 pub use spec::{HostTarget, Hosts, ImageSpec, Kind, Layout, Layouts, Placement, Rule};
+pub use version::{Version, VersionError};

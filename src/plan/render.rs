@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 use super::{Action, Check, FileContent, Plan};
+use crate::shell::sh_quote;
 
 /// Characters that never need quoting.
 fn is_plain(c: char) -> bool {
@@ -38,16 +39,7 @@ pub fn quote(value: &str) -> String {
         out.push('\'');
         return out;
     }
-    let mut out = String::from("'");
-    for c in value.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
+    sh_quote(value)
 }
 
 /// `KEY=value` with the value quoted.

@@ -12,12 +12,15 @@
 //!   (<https://docs.k0sproject.io/stable/upgrade/>).
 //! - Uninstall: `k0s stop`, `k0s reset` (<https://docs.k0sproject.io/stable/reset/>).
 
+use std::collections::BTreeMap;
+
 use crate::cluster::{Cluster, Role};
 use crate::plan::{Capture, Check, FileContent, Plan, Step};
 
 use super::{
-    captures, finish_verify, hooks, verify_common, verify_odd_servers, HostContext, ImageInfo,
-    Runtime, RuntimeError, Version, Violation, MARKER_DIR,
+    captured_token, finish_verify, hooks, verify_common, verify_odd_servers, HostContext,
+    ImageInfo, JoinSecrets, Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE,
+    MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k0s";
@@ -27,6 +30,10 @@ pub const TOKEN_FILE: &str = "/etc/k0s/join-token";
 pub const DATA_DIR: &str = "/var/lib/k0s";
 pub const ADMIN_CONF: &str = "/var/lib/k0s/pki/admin.conf";
 pub const IMAGE_CONFIG: &str = "etc/k0s.yaml";
+/// The capture of `k0s token create --role=worker`.
+pub const WORKER_TOKEN_CAPTURE: &str = "k0s.worker-token";
+/// The capture of `k0s token create --role=controller`.
+pub const CONTROLLER_TOKEN_CAPTURE: &str = "k0s.controller-token";
 pub use super::{API_PORT, KUBELET_PORT};
 const WAIT_SECS: u64 = 300;
 
@@ -135,6 +142,18 @@ impl Runtime for K0s {
         "k0s"
     }
 
+    fn join_secrets(
+        &self,
+        captured: &BTreeMap<String, String>,
+    ) -> Result<JoinSecrets, RuntimeError> {
+        let empty = "the token is empty";
+        Ok(JoinSecrets {
+            token: captured_token(captured, WORKER_TOKEN_CAPTURE, empty)?,
+            controller_token: captured_token(captured, CONTROLLER_TOKEN_CAPTURE, empty)?,
+            ..JoinSecrets::default()
+        })
+    }
+
     fn verify(&self, cluster: &Cluster, image: &ImageInfo) -> Result<(), Vec<Violation>> {
         let mut v = verify_common(self.name(), cluster, image);
         verify_odd_servers(self.name(), cluster, &mut v);
@@ -158,18 +177,18 @@ impl Runtime for K0s {
             "worker-token",
             "create a worker join token",
             &[BIN, "token", "create", "--role=worker"],
-            Capture::secret(captures::K0S_WORKER_TOKEN),
+            Capture::secret(WORKER_TOKEN_CAPTURE),
         ));
         plan.push(Step::run_capture(
             "controller-token",
             "create a controller join token",
             &[BIN, "token", "create", "--role=controller"],
-            Capture::secret(captures::K0S_CONTROLLER_TOKEN),
+            Capture::secret(CONTROLLER_TOKEN_CAPTURE),
         ));
         plan.push(Step::read_file(
             "read-kubeconfig",
             ADMIN_CONF,
-            Capture::secret(captures::KUBECONFIG),
+            Capture::secret(KUBECONFIG_CAPTURE),
         ));
         Ok(plan)
     }

@@ -18,12 +18,15 @@
 //! - Upgrades replace the binary and restart (<https://docs.k3s.io/upgrades/manual>);
 //!   uninstall follows `k3s-uninstall.sh` / `k3s-agent-uninstall.sh`.
 
+use std::collections::BTreeMap;
+
 use crate::cluster::{Cluster, Role};
 use crate::plan::{Check, FileContent, Plan, Step};
 
 use super::{
-    env_file, exec_arg, finish_verify, hooks, verify_common, verify_odd_servers, HostContext,
-    ImageInfo, Runtime, RuntimeError, Version, Violation, MARKER_DIR,
+    captured_token, env_file, exec_arg, finish_verify, hooks, verify_common, verify_odd_servers,
+    HostContext, ImageInfo, JoinSecrets, Runtime, RuntimeError, Version, Violation,
+    KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k3s";
@@ -31,6 +34,8 @@ pub const CONFIG_DIR: &str = "/etc/rancher/k3s";
 pub const CONFIG: &str = "/etc/rancher/k3s/config.yaml";
 pub const TOKEN_FILE: &str = "/var/lib/rancher/k3s/server/token";
 pub const KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+/// The capture of the server token ([`TOKEN_FILE`]) that the others join with.
+pub const TOKEN_CAPTURE: &str = "k3s.token";
 pub use super::{API_PORT, KUBELET_PORT};
 /// The image's config, relative to the unpacked rootfs.
 pub const IMAGE_CONFIG: &str = "etc/config.yaml";
@@ -214,6 +219,16 @@ impl Runtime for K3s {
         "k3s"
     }
 
+    fn join_secrets(
+        &self,
+        captured: &BTreeMap<String, String>,
+    ) -> Result<JoinSecrets, RuntimeError> {
+        Ok(JoinSecrets {
+            token: captured_token(captured, TOKEN_CAPTURE, "the token file is empty")?,
+            ..JoinSecrets::default()
+        })
+    }
+
     fn verify(&self, cluster: &Cluster, image: &ImageInfo) -> Result<(), Vec<Violation>> {
         let mut v = verify_common(self.name(), cluster, image);
         verify_odd_servers(self.name(), cluster, &mut v);
@@ -229,13 +244,13 @@ impl Runtime for K3s {
         plan.push(Step::read_file(
             "read-token",
             TOKEN_FILE,
-            crate::plan::Capture::secret(super::captures::K3S_TOKEN),
+            crate::plan::Capture::secret(TOKEN_CAPTURE),
         ));
         plan.push(Step::wait_file("wait-kubeconfig", KUBECONFIG, WAIT_SECS));
         plan.push(Step::read_file(
             "read-kubeconfig",
             KUBECONFIG,
-            crate::plan::Capture::secret(super::captures::KUBECONFIG),
+            crate::plan::Capture::secret(KUBECONFIG_CAPTURE),
         ));
         Ok(plan)
     }

@@ -20,12 +20,14 @@
 //! - `kubeadm reset -f`, then what reset leaves behind
 //!   (<https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-reset/>).
 
-use crate::cluster::{Address, Cluster, Role};
+use std::collections::BTreeMap;
+
+use crate::cluster::{Address, Cluster, Role, Secret};
 use crate::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
 
 use super::{
-    captures, finish_verify, hooks, verify_common, HostContext, ImageInfo, Runtime, RuntimeError,
-    Version, Violation, MARKER_DIR,
+    bad_capture, finish_verify, hooks, verify_common, HostContext, ImageInfo, JoinSecrets, Runtime,
+    RuntimeError, Version, Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/kubeadm";
@@ -35,6 +37,11 @@ pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 pub const MODULES_FILE: &str = "/etc/modules-load.d/sealrs-k8s.conf";
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-sealrs-k8s.conf";
+/// The capture of `kubeadm token create --print-join-command`.
+pub const JOIN_COMMAND_CAPTURE: &str = "kubeadm.join-command";
+/// The capture of `kubeadm init phase upload-certs --upload-certs` (the key
+/// is its last line).
+pub const CERTIFICATE_KEY_CAPTURE: &str = "kubeadm.certificate-key";
 pub use super::{API_PORT, KUBELET_PORT};
 const WAIT_SECS: u64 = 300;
 
@@ -154,6 +161,33 @@ impl Runtime for Kubeadm {
         "kubeadm"
     }
 
+    fn join_secrets(
+        &self,
+        captured: &BTreeMap<String, String>,
+    ) -> Result<JoinSecrets, RuntimeError> {
+        let mut s = JoinSecrets::default();
+        if let Some(cmd) = captured.get(JOIN_COMMAND_CAPTURE) {
+            let (token, hash) = parse_join_command(cmd)?;
+            s.token = Some(Secret::new(token));
+            s.ca_cert_hash = Some(hash);
+        }
+        if let Some(out) = captured.get(CERTIFICATE_KEY_CAPTURE) {
+            let key = out
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty())
+                .unwrap_or("");
+            if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad_capture(
+                    CERTIFICATE_KEY_CAPTURE,
+                    "its last line is not a 64-digit hex key",
+                ));
+            }
+            s.certificate_key = Some(Secret::new(key));
+        }
+        Ok(s)
+    }
+
     fn verify(&self, cluster: &Cluster, image: &ImageInfo) -> Result<(), Vec<Violation>> {
         let mut v = verify_common(self.name(), cluster, image);
         if let Some(to) = &image.version {
@@ -210,7 +244,7 @@ impl Runtime for Kubeadm {
                 "--kubeconfig",
                 ADMIN_CONF,
             ],
-            Capture::secret(captures::KUBEADM_JOIN_COMMAND),
+            Capture::secret(JOIN_COMMAND_CAPTURE),
         ));
         plan.push(Step::run_capture(
             "certificate-key",
@@ -224,12 +258,12 @@ impl Runtime for Kubeadm {
                 "--kubeconfig",
                 ADMIN_CONF,
             ],
-            Capture::secret(captures::KUBEADM_CERTIFICATE_KEY),
+            Capture::secret(CERTIFICATE_KEY_CAPTURE),
         ));
         plan.push(Step::read_file(
             "read-kubeconfig",
             ADMIN_CONF,
-            Capture::secret(captures::KUBECONFIG),
+            Capture::secret(KUBECONFIG_CAPTURE),
         ));
         Ok(plan)
     }
@@ -412,6 +446,30 @@ impl Runtime for Kubeadm {
 }
 
 /// The oldest kubelet minor a `to` API server supports.
+/// The bootstrap token and `sha256:<hex>` CA hash of a printed join command.
+fn parse_join_command(cmd: &str) -> Result<(String, String), RuntimeError> {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let after = |flag: &str| {
+        words.iter().enumerate().find_map(|(i, w)| {
+            if *w == flag {
+                words.get(i + 1).map(|s| s.to_string())
+            } else {
+                w.strip_prefix(flag)
+                    .and_then(|r| r.strip_prefix('='))
+                    .map(str::to_string)
+            }
+        })
+    };
+    let bad = |reason| bad_capture(JOIN_COMMAND_CAPTURE, reason);
+    let token = after("--token").ok_or_else(|| bad("it has no --token"))?;
+    let hash = after("--discovery-token-ca-cert-hash")
+        .ok_or_else(|| bad("it has no --discovery-token-ca-cert-hash"))?;
+    if !hash.starts_with("sha256:") {
+        return Err(bad("the CA hash is not sha256:<hex>"));
+    }
+    Ok((token, hash))
+}
+
 fn kubelet_skew(to: &Version) -> u64 {
     if to.major == 1 && to.minor < 28 {
         2

@@ -4,35 +4,38 @@
 //! upgrade, uninstall) for one host into a [`Plan`]; it never opens a
 //! connection. The processor decides *which hosts, in what order*
 //! ([`upgrade_order`] helps it) and carries values from one host to the next:
-//! the install plan of the first master captures join secrets
-//! ([`captures`]), and [`JoinSecrets::from_captures`] turns them into what
-//! the join plans of the other hosts need.
+//! the install plan of the first master captures join secrets under keys the
+//! runtime names, and [`Runtime::join_secrets`] turns them into what the join
+//! plans of the other hosts need.
 //!
 //! The image's lifecycle hooks (labels `check`, `init`, `clean`, as sealos
 //! has them) come into every runtime's plans through one helper, [`hooks`].
 //!
-//! Adding a distribution means one file implementing [`Runtime`] and one line
-//! in [`REGISTRY`].
+//! Adding a distribution means one file implementing [`Runtime`] (its
+//! plans, capture keys and join-secret parsing), its `mod` line and one
+//! entry in [`REGISTRY`], and its layout in `layouts/`, whose
+//! `runtime_aliases` are the only other names it answers to.
 
 pub mod hooks;
-mod k0s;
-mod k3s;
-mod kubeadm;
+pub mod k0s;
+pub mod k3s;
+pub mod kubeadm;
 mod unit;
-mod version;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::cluster::{is_valid_node_name, Address, Cluster, Host, Role, Secret};
+use crate::layout::labels::{read_labels, RUNTIME_KEYS};
+use crate::layout::Layouts;
 use crate::plan::{Check, Plan, Step};
 
+pub use crate::layout::{Version, VersionError};
 pub use hooks::{hook_env, init_marker, HookKind, Hooks, HOOK_MARKER_DIR};
 pub use k0s::K0s;
 pub use k3s::K3s;
 pub use kubeadm::Kubeadm;
 pub use unit::{env_file, exec_arg};
-pub use version::{Version, VersionError};
 
 pub use crate::host_paths::{DEFAULT_ROOTFS_DIR, MARKER_DIR};
 /// How many workers upgrade at once by default.
@@ -40,27 +43,14 @@ pub const DEFAULT_WORKER_BATCH: usize = 3;
 /// How long a drain waits for a node's pods to leave (k0sctl's default).
 pub const DRAIN_TIMEOUT: &str = "--timeout=300s";
 
-/// The keys under which plans capture outputs for the operator.
-pub mod captures {
-    /// k3s: the server token (`/var/lib/rancher/k3s/server/token`).
-    pub const K3S_TOKEN: &str = "k3s.token";
-    /// kubeadm: stdout of `kubeadm token create --print-join-command`.
-    pub const KUBEADM_JOIN_COMMAND: &str = "kubeadm.join-command";
-    /// kubeadm: stdout of `kubeadm init phase upload-certs --upload-certs`
-    /// (the key is its last line).
-    pub const KUBEADM_CERTIFICATE_KEY: &str = "kubeadm.certificate-key";
-    /// k0s: `k0s token create --role=worker`.
-    pub const K0S_WORKER_TOKEN: &str = "k0s.worker-token";
-    /// k0s: `k0s token create --role=controller`.
-    pub const K0S_CONTROLLER_TOKEN: &str = "k0s.controller-token";
-    /// Any runtime: the admin kubeconfig of the first control-plane.
-    pub const KUBECONFIG: &str = "kubeconfig";
-}
+/// The key under which every runtime's install plan captures the admin
+/// kubeconfig of the first control-plane.
+pub const KUBECONFIG_CAPTURE: &str = "kubeconfig";
 
 /// The facts a cluster image carries in its labels.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageInfo {
-    /// `k3s`, `kubeadm`, `k0s` (empty when the image says nothing).
+    /// A name in [`REGISTRY`] (empty when the image says nothing).
     pub runtime: String,
     pub version: Option<Version>,
     pub labels: BTreeMap<String, String>,
@@ -79,18 +69,21 @@ impl ImageInfo {
         })
     }
 
-    /// Reads `sealrs.io/runtime` and `sealrs.io/version`, or their sealos
-    /// aliases `sealos.io.distribution` and `version`. A version that does
-    /// not parse is left `None` (and `verify` reports it).
+    /// The runtime and version as [`read_labels`] reads them for build and
+    /// inspect. A runtime label that names no runtime is kept as written
+    /// (the error names it); a version that does not parse is left `None`
+    /// (and `verify` reports it).
     pub fn from_labels(labels: &BTreeMap<String, String>) -> ImageInfo {
-        let get = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).cloned();
-        let runtime = get(&["sealrs.io/runtime", "sealos.io.distribution"])
-            .map(|r| canonical_name(&r).unwrap_or(&r).to_string())
-            .unwrap_or_default();
-        let version = get(&["sealrs.io/version", "version"]).and_then(|v| Version::parse(&v).ok());
+        let info = read_labels(labels, Layouts::embedded()).info;
+        let runtime = info.runtime.map(|r| r.value).or_else(|| {
+            RUNTIME_KEYS
+                .iter()
+                .find_map(|k| labels.get(*k))
+                .map(|r| r.trim().to_string())
+        });
         ImageInfo {
-            runtime,
-            version,
+            runtime: runtime.unwrap_or_default(),
+            version: info.version.map(|v| v.value),
             labels: labels.clone(),
             env: Vec::new(),
         }
@@ -127,79 +120,25 @@ pub struct JoinSecrets {
     pub certificate_key: Option<Secret>,
 }
 
-impl JoinSecrets {
-    /// Builds the secrets from what the install plan captured (the
-    /// installer's `key → value` map). Unknown keys are ignored.
-    pub fn from_captures(captured: &BTreeMap<String, String>) -> Result<JoinSecrets, RuntimeError> {
-        let mut s = JoinSecrets::default();
-        let bad = |key: &str, reason: &str| RuntimeError::BadCapture {
-            key: key.to_string(),
-            reason: reason.to_string(),
-        };
-        if let Some(t) = captured.get(captures::K3S_TOKEN) {
-            let t = t.trim();
-            if t.is_empty() {
-                return Err(bad(captures::K3S_TOKEN, "the token file is empty"));
-            }
-            s.token = Some(Secret::new(t));
-        }
-        if let Some(cmd) = captured.get(captures::KUBEADM_JOIN_COMMAND) {
-            let words: Vec<&str> = cmd.split_whitespace().collect();
-            let after = |flag: &str| {
-                words.iter().enumerate().find_map(|(i, w)| {
-                    if *w == flag {
-                        words.get(i + 1).map(|s| s.to_string())
-                    } else {
-                        w.strip_prefix(flag)
-                            .and_then(|r| r.strip_prefix('='))
-                            .map(str::to_string)
-                    }
-                })
-            };
-            let token = after("--token")
-                .ok_or_else(|| bad(captures::KUBEADM_JOIN_COMMAND, "it has no --token"))?;
-            let hash = after("--discovery-token-ca-cert-hash").ok_or_else(|| {
-                bad(
-                    captures::KUBEADM_JOIN_COMMAND,
-                    "it has no --discovery-token-ca-cert-hash",
-                )
-            })?;
-            if !hash.starts_with("sha256:") {
-                return Err(bad(
-                    captures::KUBEADM_JOIN_COMMAND,
-                    "the CA hash is not sha256:<hex>",
-                ));
-            }
-            s.token = Some(Secret::new(token));
-            s.ca_cert_hash = Some(hash);
-        }
-        if let Some(out) = captured.get(captures::KUBEADM_CERTIFICATE_KEY) {
-            let key = out
-                .lines()
-                .map(str::trim)
-                .rfind(|l| !l.is_empty())
-                .unwrap_or("");
-            if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(bad(
-                    captures::KUBEADM_CERTIFICATE_KEY,
-                    "its last line is not a 64-digit hex key",
-                ));
-            }
-            s.certificate_key = Some(Secret::new(key));
-        }
-        for (key, slot) in [
-            (captures::K0S_WORKER_TOKEN, &mut s.token),
-            (captures::K0S_CONTROLLER_TOKEN, &mut s.controller_token),
-        ] {
-            if let Some(t) = captured.get(key) {
-                let t = t.trim();
-                if t.is_empty() {
-                    return Err(bad(key, "the token is empty"));
-                }
-                *slot = Some(Secret::new(t));
-            }
-        }
-        Ok(s)
+/// A captured value that cannot be used.
+fn bad_capture(key: &str, reason: &str) -> RuntimeError {
+    RuntimeError::BadCapture {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The trimmed token captured under `key`, if any; `empty` says why an empty
+/// one cannot be used.
+fn captured_token(
+    captured: &BTreeMap<String, String>,
+    key: &str,
+    empty: &str,
+) -> Result<Option<Secret>, RuntimeError> {
+    match captured.get(key).map(|t| t.trim()) {
+        None => Ok(None),
+        Some("") => Err(bad_capture(key, empty)),
+        Some(t) => Ok(Some(Secret::new(t))),
     }
 }
 
@@ -389,6 +328,12 @@ pub enum RuntimeError {
 /// A Kubernetes distribution.
 pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
+    /// The join secrets in what this runtime's install plan captured (the
+    /// installer's `key → value` map); other keys are ignored.
+    fn join_secrets(
+        &self,
+        captured: &BTreeMap<String, String>,
+    ) -> Result<JoinSecrets, RuntimeError>;
     /// Reject a cluster this runtime cannot build: every problem, not the first.
     fn verify(&self, cluster: &Cluster, image: &ImageInfo) -> Result<(), Vec<Violation>>;
     /// The first control-plane.
@@ -416,28 +361,25 @@ impl fmt::Debug for dyn Runtime {
     }
 }
 
-/// Every runtime, by constructor. Adding a distribution adds a line here.
+/// Every runtime, by constructor: the one list of the runtimes sealrs knows
+/// (messages, `--help` and tests read it). Adding a distribution adds a line
+/// here; a unit test checks that each has a layout and each layout a runtime.
 pub const REGISTRY: &[fn() -> Box<dyn Runtime>] =
-    &[|| Box::new(K3s), || Box::new(Kubeadm), || Box::new(K0s)];
+    &[|| Box::new(K0s), || Box::new(K3s), || Box::new(Kubeadm)];
 
-/// The canonical name for a runtime name or alias (sealos calls kubeadm
-/// images `kubernetes`).
-pub fn canonical_name(name: &str) -> Option<&'static str> {
-    match name.to_ascii_lowercase().as_str() {
-        "k3s" => Some("k3s"),
-        "kubeadm" | "kubernetes" | "k8s" => Some("kubeadm"),
-        "k0s" => Some("k0s"),
-        _ => None,
-    }
+/// The names of the runtimes in [`REGISTRY`], in its order.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|make| make().name()).collect()
 }
 
-/// The runtime with this name (or alias).
+/// The runtime with this name or an alias its layout gives it
+/// (case-insensitive; sealos calls kubeadm images `kubernetes`).
 pub fn runtime_for(name: &str) -> Option<Box<dyn Runtime>> {
-    let wanted = canonical_name(name).unwrap_or(name);
+    let name = Layouts::embedded().resolve_runtime(name)?;
     REGISTRY
         .iter()
         .map(|make| make())
-        .find(|r| r.name() == wanted)
+        .find(|r| r.name() == name)
 }
 
 /// One step of a rolling upgrade: these hosts upgrade together.

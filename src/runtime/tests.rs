@@ -140,7 +140,7 @@ fn k3s_first_server() {
     match &plan.step("read-token").unwrap().action {
         Action::ReadFile { path, capture } => {
             assert_eq!(path, "/var/lib/rancher/k3s/server/token");
-            assert_eq!(capture.key, captures::K3S_TOKEN);
+            assert_eq!(capture.key, k3s::TOKEN_CAPTURE);
             assert!(capture.sensitive);
         }
         other => panic!("{other:?}"),
@@ -315,9 +315,9 @@ fn kubeadm_plans() {
     assert_eq!(
         keys,
         [
-            captures::KUBEADM_JOIN_COMMAND,
-            captures::KUBEADM_CERTIFICATE_KEY,
-            captures::KUBECONFIG
+            kubeadm::JOIN_COMMAND_CAPTURE,
+            kubeadm::CERTIFICATE_KEY_CAPTURE,
+            KUBECONFIG_CAPTURE
         ]
     );
 
@@ -595,15 +595,15 @@ fn kubeadm_skew_rules() {
 #[test]
 fn captures_become_join_secrets() {
     let mut m = BTreeMap::new();
-    m.insert(captures::KUBEADM_JOIN_COMMAND.to_string(), format!("kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{} \n", "e".repeat(64)));
+    m.insert(kubeadm::JOIN_COMMAND_CAPTURE.to_string(), format!("kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{} \n", "e".repeat(64)));
     m.insert(
-        captures::KUBEADM_CERTIFICATE_KEY.to_string(),
+        kubeadm::CERTIFICATE_KEY_CAPTURE.to_string(),
         format!(
             "[upload-certs] Using certificate key:\n{}\n",
             "f".repeat(64)
         ),
     );
-    let s = JoinSecrets::from_captures(&m).unwrap();
+    let s = Kubeadm.join_secrets(&m).unwrap();
     assert_eq!(s.token.unwrap().expose(), "abcdef.0123456789abcdef");
     assert_eq!(
         s.ca_cert_hash.unwrap(),
@@ -613,21 +613,17 @@ fn captures_become_join_secrets() {
 
     let mut k = BTreeMap::new();
     k.insert(
-        captures::K3S_TOKEN.to_string(),
+        k3s::TOKEN_CAPTURE.to_string(),
         "K10x::server:y\n".to_string(),
     );
     assert_eq!(
-        JoinSecrets::from_captures(&k)
-            .unwrap()
-            .token
-            .unwrap()
-            .expose(),
+        K3s.join_secrets(&k).unwrap().token.unwrap().expose(),
         "K10x::server:y"
     );
     let mut z = BTreeMap::new();
-    z.insert(captures::K0S_WORKER_TOKEN.to_string(), "w".to_string());
-    z.insert(captures::K0S_CONTROLLER_TOKEN.to_string(), "c".to_string());
-    let s = JoinSecrets::from_captures(&z).unwrap();
+    z.insert(k0s::WORKER_TOKEN_CAPTURE.to_string(), "w".to_string());
+    z.insert(k0s::CONTROLLER_TOKEN_CAPTURE.to_string(), "c".to_string());
+    let s = K0s.join_secrets(&z).unwrap();
     assert_eq!(
         (
             s.token.unwrap().expose(),
@@ -638,11 +634,11 @@ fn captures_become_join_secrets() {
 
     let mut bad = BTreeMap::new();
     bad.insert(
-        captures::KUBEADM_JOIN_COMMAND.to_string(),
+        kubeadm::JOIN_COMMAND_CAPTURE.to_string(),
         "kubeadm join x --token t".to_string(),
     );
     assert!(matches!(
-        JoinSecrets::from_captures(&bad),
+        Kubeadm.join_secrets(&bad),
         Err(RuntimeError::BadCapture { .. })
     ));
     assert!(format!("{:?}", secrets()).contains("<redacted>"));
@@ -678,16 +674,19 @@ fn upgrade_order_is_servers_one_by_one_then_worker_batches() {
 }
 
 #[test]
-fn registry_finds_runtimes_by_name_and_alias() {
+fn registry_finds_runtimes_by_name_and_the_aliases_of_their_layouts() {
     for (name, want) in [
         ("k3s", "k3s"),
         ("kubeadm", "kubeadm"),
         ("kubernetes", "kubeadm"),
+        ("k8s", "kubeadm"),
         ("K0S", "k0s"),
     ] {
         assert_eq!(runtime_for(name).unwrap().name(), want);
     }
     assert!(runtime_for("rke2").is_none());
+    // Every runtime has its layout, and every rootfs layout its runtime.
+    assert_eq!(names(), Layouts::embedded().runtimes());
     let mut labels = BTreeMap::new();
     labels.insert(
         "sealos.io.distribution".to_string(),
@@ -706,7 +705,7 @@ fn user_values_pass_through_unchanged() {
     const VALUE: &str = "pa$$w0rd\"`x";
     let c = cluster("10.0.0.1", "10.0.0.2", &["PASS=pa$$w0rd\"`x"]);
     assert_eq!(c.env["PASS"], VALUE);
-    for name in ["k3s", "kubeadm", "k0s"] {
+    for name in names() {
         let rt = runtime_for(name).unwrap();
         let img = image(name, "v1.30.2");
         let plan = rt.install(&ctx(&c, 0, &img)).unwrap();
@@ -747,7 +746,7 @@ fn user_values_pass_through_unchanged() {
 #[test]
 fn every_plan_of_every_runtime_is_valid() {
     let c = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "10.0.0.4", &[]);
-    for name in ["k3s", "kubeadm", "k0s"] {
+    for name in names() {
         let rt = runtime_for(name).unwrap();
         let img = image(name, "v1.30.2");
         let to = Version::parse("v1.30.3").unwrap();
@@ -909,11 +908,8 @@ fn every_runtime_runs_check_then_init_before_its_own_steps() {
         "10.0.0.4",
         &["PASS=pa$$w0rd\"`x"],
     );
-    for (name, version, to) in [
-        ("k3s", "v1.30.2+k3s1", "v1.30.3+k3s1"),
-        ("kubeadm", "v1.30.2", "v1.30.3"),
-        ("k0s", "v1.30.2+k0s.0", "v1.30.3+k0s.0"),
-    ] {
+    let (version, to) = ("v1.30.2", "v1.30.3");
+    for name in names() {
         let rt = runtime_for(name).unwrap();
         let plain = image(name, version);
         let img = hooked(name, version);
@@ -1197,13 +1193,9 @@ fn remove_node_drains_then_deletes_with_each_runtimes_kubectl() {
 fn plans_do_not_depend_on_recorded_node_names() {
     // `sealrs run` probes each host before it records the hosts' node names,
     // and trusts the probe only because the names change no plan.
-    for (runtime, version) in [
-        ("k3s", "v1.30.2+k3s1"),
-        ("kubeadm", "v1.30.2"),
-        ("k0s", "v1.30.2+k0s.0"),
-    ] {
+    for runtime in names() {
         let rt = runtime_for(runtime).unwrap();
-        let img = image(runtime, version);
+        let img = image(runtime, "v1.30.2");
         let plain = cluster("10.0.0.1", "10.0.0.2", &["A=1"]);
         let mut named = plain.clone();
         for (i, host) in named.hosts.clone().iter().enumerate() {

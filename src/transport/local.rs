@@ -176,22 +176,7 @@ impl Transport for Local {
                 fs::File::open(path).map_err(|e| self.io(format!("open {}", path.display()), e))?;
             opened.push(file);
         }
-        let feed: Feed<'_> = Box::new(move |pipe: &mut ChildStdin| {
-            let mut buf = vec![0u8; 256 << 10];
-            let mut sent = 0u64;
-            for mut file in opened {
-                loop {
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    pipe.write_all(&buf[..n])?;
-                    sent += n as u64;
-                    progress(sent);
-                }
-            }
-            Ok(())
-        });
+        let feed: Feed<'_> = Box::new(move |pipe: &mut ChildStdin| send(opened, pipe, progress));
         self.spawn(argv, &[], Some(feed))
     }
 
@@ -202,21 +187,9 @@ impl Transport for Local {
         mode: u32,
         progress: &dyn Fn(u64),
     ) -> Result<(), TransportError> {
-        let mut src =
+        let src =
             fs::File::open(local).map_err(|e| self.io(format!("open {}", local.display()), e))?;
-        self.write_atomic(remote, mode, |dst| {
-            let mut buf = vec![0u8; 256 << 10];
-            let mut sent = 0u64;
-            loop {
-                let n = src.read(&mut buf)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                dst.write_all(&buf[..n])?;
-                sent += n as u64;
-                progress(sent);
-            }
-        })
+        self.write_atomic(remote, mode, |dst| send(vec![src], dst, progress))
     }
 
     fn upload_bytes(&self, bytes: &[u8], remote: &str, mode: u32) -> Result<(), TransportError> {
@@ -255,6 +228,25 @@ impl Transport for Local {
             Err(e) => Err(self.io(format!("stat {remote}"), e)),
         }
     }
+}
+
+/// Copies `files` one after another to `dst`, calling `progress` with the
+/// bytes sent so far.
+fn send(files: Vec<fs::File>, dst: &mut impl Write, progress: &dyn Fn(u64)) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut sent = 0u64;
+    for mut file in files {
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all(&buf[..n])?;
+            sent += n as u64;
+            progress(sent);
+        }
+    }
+    Ok(())
 }
 
 fn drain(pipe: &mut impl Read) -> Vec<u8> {

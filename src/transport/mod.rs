@@ -2,9 +2,9 @@
 //!
 //! Both implement one small, synchronous [`Transport`] so that the processor can
 //! drive many hosts from plain threads, and tests can swap a real SSH host for
-//! this machine. The SSH side is async inside (russh on a private tokio runtime,
-//! see [`ssh`]), but nothing of that leaks out: no caller needs a runtime, and
-//! calling from inside one does not panic.
+//! this machine. The SSH side is async inside (russh on a private tokio
+//! runtime, see the `ssh` module), but nothing of that leaks out: no caller
+//! needs a runtime, and calling from inside one does not panic.
 //!
 //! # Values reach the host byte for byte
 //!
@@ -19,8 +19,6 @@
 
 pub mod direct;
 mod local;
-mod quickack;
-mod quote;
 mod ssh;
 
 use std::fmt;
@@ -28,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::secret::Secret;
+pub use crate::shell::{env_script, sh_command, sh_quote};
 pub use local::Local;
-pub use quote::{env_script, sh_command, sh_quote};
 pub use ssh::Ssh;
 
 /// Output kept per stream of a command: past this, only the last bytes stay

@@ -1,4 +1,4 @@
-//! Application images: the images after the rootfs one in `sealrs run ROOTFS
+//! Phase "apply applications": the images after the rootfs one in `sealrs run ROOTFS
 //! APP...`, applied on the first master once the cluster is up.
 //!
 //! For each application image, in order: its layer blobs go to the first
@@ -33,9 +33,11 @@
 
 use std::collections::BTreeMap;
 
-use super::{deliver, on_host, AppliedImage, ApplyError, Connections, RunReport, Unpack, HOST_DIR};
+use super::context::RunContext;
+use super::distribute::{deliver, direct_server, on_host, Unpack};
+use super::image::{AppliedImage, HOST_DIR};
+use super::ApplyError;
 use crate::cluster::{Cluster, Host, InstalledImage};
-use crate::progress::Progress;
 use crate::store::Store;
 use crate::transport::Transport;
 
@@ -56,26 +58,16 @@ pub struct AppCommand {
 /// Applies `apps` (the images after the rootfs one) on the cluster's first
 /// master, in order; stops at the first that fails, naming the image, the
 /// host, the exit code and the last lines of its output.
-pub(super) fn apply_apps(
-    store: &Store,
-    cluster: &mut Cluster,
-    connections: &Connections,
-    rootfs: &AppliedImage,
-    apps: &[AppliedImage],
-    progress: &dyn Progress,
-    report: &mut RunReport,
-) -> Result<(), ApplyError> {
+pub(super) fn apply_apps(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<(), ApplyError> {
+    let (store, progress, rootfs, apps) = (ctx.store, ctx.progress, &ctx.image, &ctx.apps);
     if apps.is_empty() {
         return Ok(());
     }
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
-    let transport = super::connection_for(connections, &first)?;
-    let installer = rootfs
-        .host_installer()
-        .ok_or_else(|| ApplyError::NoInstaller {
-            image: rootfs.name.clone(),
-        })?;
-    let server = super::direct_server([transport], progress);
+    let transport = ctx.connection(&first)?;
+    let installer = rootfs.installer_on_host()?;
+    let server = direct_server([transport], progress);
+    let mut sent_to_first = 0;
     for app in apps {
         let command = app_command(store, app, &cluster.env)?;
         progress.message(&format!(
@@ -96,7 +88,7 @@ pub(super) fn apply_apps(
             on_host(transport, app, &dir)?,
             progress,
         )?;
-        *report.bytes_sent.entry(first.key()).or_default() += sent;
+        sent_to_first += sent;
 
         for argv in &command.argvs {
             progress.message(&format!(
@@ -128,6 +120,7 @@ pub(super) fn apply_apps(
         }
         record_app(cluster, &first, app);
     }
+    *ctx.report.bytes_sent.entry(first.key()).or_default() += sent_to_first;
     Ok(())
 }
 

@@ -1,17 +1,32 @@
-//! Connecting to the hosts and checking them before anything changes.
+//! Phase "check hosts": before anything changes, each host says in one round
+//! trip what it is (OS, architecture, free disk, ports in use, hostname),
+//! what of the image it has, and (where the image is there already) what its
+//! installer thinks of it; every problem of every host at once.
 
-use super::{host_request, verdict, AppliedImage, ApplyError, HostFailure, OnHost, HOST_DIR};
-use crate::cluster::{Cluster, Host, SshConfig};
+use super::connect::{connect, split, Connections};
+use super::context::RunContext;
+use super::distribute::OnHost;
+use super::image::{AppliedImage, HOST_DIR};
+use super::parallel::per_host;
+use super::remote::host_request;
+use super::verify::verdict;
+use super::{ApplyError, HostFailure};
+use crate::cluster::{Address, Cluster, Host, SshConfig};
 use crate::installer::{Operation, Probe, SecretsSpec};
-use crate::runtime::JoinSecrets;
+use crate::runtime::{JoinSecrets, Runtime};
 use crate::transport::{Transport, TransportError};
 
-/// Every host with its open connection.
-pub type Connections = Vec<(Host, Box<dyn Transport>)>;
-
-/// Opens a connection to one host; the CLI connects over SSH, tests may too.
-pub trait Connector: Sync {
-    fn connect(&self, host: &Host, ssh: &SshConfig) -> Result<Box<dyn Transport>, TransportError>;
+/// What the check phase asks each host.
+#[derive(Clone, Copy)]
+pub(super) struct Checks<'c> {
+    /// Whether the runtime's ports must be free (not when the hosts run the
+    /// cluster already: our own services hold them).
+    pub ports: bool,
+    /// The cluster to have the installer verify the hosts as members of.
+    pub verify: Option<&'c Cluster>,
+    /// Whether the installer also tells if the first master's install, or
+    /// another host's join, would change anything ([`converged`]).
+    pub probe: bool,
 }
 
 /// What a host told us about itself.
@@ -34,135 +49,65 @@ pub struct HostCheck {
     pub(super) probe: Option<Probe>,
 }
 
-/// Connects to every host in parallel; fails naming every host that failed.
-pub fn connect_all(
-    cluster: &Cluster,
-    connector: &dyn Connector,
-) -> Result<Connections, ApplyError> {
-    let (connections, failures) = connect_each(cluster, connector);
-    ApplyError::all_hosts_ok(failures)?;
-    Ok(connections)
-}
-
-/// Connects to every host in parallel: the connections, and the hosts that
-/// could not be reached.
-pub fn connect_each(
-    cluster: &Cluster,
-    connector: &dyn Connector,
-) -> (Connections, Vec<HostFailure>) {
-    let results: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = cluster
-            .hosts
-            .iter()
-            .map(|host| {
-                let ssh = cluster.ssh_for(host);
-                scope.spawn(move || (host.clone(), connect(connector, host, &ssh)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a connect thread panicked"))
-            .collect()
+/// Checks the connected hosts at `addresses` (the others run the cluster
+/// already): OS, architecture, free disk and, with `checks.ports`, the TCP
+/// ports the runtime needs; every problem at once. Ports are checked only on
+/// hosts where the installer never ran: on the others, our own services hold
+/// them. The same round trip learns what of the image each host has and,
+/// given the cluster to verify, has the image's installer check the hosts
+/// that have all of it (a re-run pays no extra round trip for that). The
+/// checked hosts' connections come first in the context afterwards.
+pub(super) fn hosts(
+    ctx: &mut RunContext,
+    addresses: &[Address],
+    checks: Checks,
+) -> Result<(), ApplyError> {
+    let (checked, known): (Connections, Connections) = std::mem::take(&mut ctx.connections)
+        .into_iter()
+        .partition(|(h, _)| addresses.contains(&h.address));
+    ctx.connections = checked;
+    let image = &ctx.image;
+    let asks: Vec<_> = ctx
+        .connections
+        .iter()
+        .map(|(host, transport)| (transport, ask(ctx, host, checks)))
+        .collect();
+    let found_all = per_host(&asks, |(transport, (ports, request))| {
+        check(transport.as_ref(), image, ports, request.as_ref())
     });
-    split(results)
+    let found = judge(
+        ctx.connections.iter().map(|(host, _)| host),
+        found_all,
+        image,
+    );
+    ctx.connections.extend(known);
+    ctx.checks = found?;
+    Ok(())
 }
 
-fn connect(
-    connector: &dyn Connector,
-    host: &Host,
-    ssh: &SshConfig,
-) -> Result<Box<dyn Transport>, ApplyError> {
-    connector
-        .connect(host, ssh)
-        .map_err(|source| ApplyError::Transport {
-            host: host.key(),
-            source: Box::new(source),
-        })
-}
-
-/// Each host's outcome: those that went well, and the failures.
-fn split<T>(results: Vec<(Host, Result<T, ApplyError>)>) -> (Vec<(Host, T)>, Vec<HostFailure>) {
-    let mut done = Vec::new();
-    let mut failures = Vec::new();
-    for (host, result) in results {
-        match result {
-            Ok(value) => done.push((host, value)),
-            Err(error) => failures.push(HostFailure {
-                host: host.key(),
-                error: Box::new(error),
-            }),
-        }
-    }
-    (done, failures)
-}
-
-/// Checks OS, architecture, free disk and the TCP ports `ports` names for the
-/// host on every connected host; every problem at once. Ports are checked
-/// only on hosts where the installer never ran: on the others, our own
-/// services hold them. The same round trip learns what of `image` each host
-/// has and, given the cluster to `verify`, has the image's installer check
-/// the hosts that have all of it (a re-run pays no extra round trip for that).
-/// With `probe`, the installer also tells whether the first master's
-/// install, or another host's join, would change anything ([`converged`]).
-/// Returns what each host told, by host key.
-pub fn check_all(
-    connections: &[(Host, Box<dyn Transport>)],
-    image: &AppliedImage,
-    ports: &dyn Fn(&Host) -> Vec<u16>,
-    verify: Option<&Cluster>,
-    probe: bool,
-) -> Result<Vec<(String, HostCheck)>, ApplyError> {
-    let found_all: Vec<Result<Checked, ApplyError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = connections
-            .iter()
-            .map(|(host, transport)| {
-                let ports = ports(host);
-                let request = check_request(host, image, verify, probe);
-                scope.spawn(move || check(transport.as_ref(), image, &ports, request))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a host check panicked"))
-            .collect()
-    });
-    judge(connections.iter().map(|(host, _)| host), found_all, image)
-}
-
-/// [`connect_all`] and [`check_all`] for every host of `hosts`, each host
-/// checked as soon as it is connected rather than when the last one is. The
-/// checks read and never write: nothing changes anywhere until every host is
-/// connected and every check passed, as before. Returns the connections too.
-pub fn connect_and_check(
+/// Phases "connect" and "check hosts" together for every host of `hosts`,
+/// each host checked as soon as it is connected rather than when the last
+/// one is. The checks read and never write: nothing changes anywhere until
+/// every host is connected and every check passed, as if the phases ran one
+/// after the other.
+pub(super) fn connect_and_check(
+    ctx: &mut RunContext,
     hosts: &Cluster,
-    connector: &dyn Connector,
-    image: &AppliedImage,
-    ports: &dyn Fn(&Host) -> Vec<u16>,
-    verify: Option<&Cluster>,
-    probe: bool,
-) -> Result<(Connections, Vec<(String, HostCheck)>), ApplyError> {
+    checks: Checks,
+) -> Result<(), ApplyError> {
     type Checking = Result<(Box<dyn Transport>, Result<Checked, ApplyError>), ApplyError>;
-    let results: Vec<(Host, Checking)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = hosts
-            .hosts
-            .iter()
-            .map(|host| {
-                let ssh = hosts.ssh_for(host);
-                let ports = ports(host);
-                let request = check_request(host, image, verify, probe);
-                scope.spawn(move || {
-                    let checked = connect(connector, host, &ssh).map(|transport| {
-                        let found = check(transport.as_ref(), image, &ports, request);
-                        (transport, found)
-                    });
-                    (host.clone(), checked)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a host check panicked"))
-            .collect()
+    let (connector, image) = (ctx.connector, &ctx.image);
+    let asks: Vec<(&Host, SshConfig, _)> = hosts
+        .hosts
+        .iter()
+        .map(|host| (host, hosts.ssh_for(host), ask(ctx, host, checks)))
+        .collect();
+    let results: Vec<(Host, Checking)> = per_host(&asks, |(host, ssh, (ports, request))| {
+        let checked = connect(connector, host, ssh).map(|transport| {
+            let found = check(transport.as_ref(), image, ports, request.as_ref());
+            (transport, found)
+        });
+        ((*host).clone(), checked)
     });
     let (reached, unreached) = split(results);
     ApplyError::all_hosts_ok(unreached)?;
@@ -170,8 +115,27 @@ pub fn connect_and_check(
         .into_iter()
         .map(|(host, (transport, found))| ((host, transport), found))
         .unzip();
-    let checks = judge(connections.iter().map(|(host, _)| host), found_all, image)?;
-    Ok((connections, checks))
+    let found = judge(connections.iter().map(|(host, _)| host), found_all, image);
+    ctx.connections = connections;
+    ctx.checks = found?;
+    Ok(())
+}
+
+/// What to ask `host`: the ports to check, and the installer's request.
+fn ask(
+    ctx: &RunContext,
+    host: &Host,
+    checks: Checks,
+) -> (Vec<u16>, Option<(String, Option<Operation>)>) {
+    let ports = if checks.ports {
+        ctx.ports(host)
+    } else {
+        Vec::new()
+    };
+    (
+        ports,
+        check_request(host, &ctx.image, checks.verify, checks.probe),
+    )
 }
 
 /// The installer's verify request for `host` (with the operation to probe),
@@ -266,19 +230,6 @@ fn judge<'a>(
     Ok(checks)
 }
 
-/// The trimmed stdout of a command that must succeed on the host.
-pub(super) fn query(transport: &dyn Transport, argv: &[&str]) -> Result<String, ApplyError> {
-    let host = transport.address().to_string();
-    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    let out = transport
-        .run(&argv, &[], None)
-        .map_err(ApplyError::transport(&host))?;
-    if !out.success() {
-        return Err(ApplyError::command(host, argv.join(" "), &out, 10));
-    }
-    Ok(out.stdout_text().trim().to_string())
-}
-
 /// What [`check`] asks a host, in one round trip: `sh -c CHECK_SCRIPT
 /// sealrs DIR PORTS INSTALLER PROBE PATH...`, with PORTS `1` when listening
 /// ports matter, PATH the image's rootfs stamp then its layer directories.
@@ -319,14 +270,11 @@ fn check(
     transport: &dyn Transport,
     image: &AppliedImage,
     ports: &[u16],
-    request: Option<(String, Option<Operation>)>,
+    request: Option<&(String, Option<Operation>)>,
 ) -> Result<Checked, ApplyError> {
     let host = transport.address().to_string();
-    let installer = request
-        .as_ref()
-        .and(image.host_installer())
-        .unwrap_or_default();
-    let probe = request.as_ref().and_then(|(_, op)| *op);
+    let installer = request.and(image.host_installer()).unwrap_or_default();
+    let probe = request.and_then(|(_, op)| *op);
     let mut argv: Vec<String> = ["sh", "-c", CHECK_SCRIPT, "sealrs", HOST_DIR]
         .iter()
         .map(|s| s.to_string())
@@ -337,7 +285,7 @@ fn check(
     let paths = OnHost::paths(image, &image.host_rootfs());
     let asked = paths.len();
     argv.extend(paths);
-    let stdin = request.as_ref().map(|(json, _)| json.as_bytes());
+    let stdin = request.map(|(json, _)| json.as_bytes());
     let out = transport
         .run(&argv, &[], stdin)
         .map_err(ApplyError::transport(&host))?;
@@ -381,7 +329,11 @@ fn check(
 /// host of `cluster` would change nothing: each host's probe in `checks` says
 /// so, and each join was probed with the very secrets the first master holds
 /// now.
-pub(super) fn converged(cluster: &Cluster, checks: &[(String, HostCheck)]) -> bool {
+pub(super) fn converged(
+    cluster: &Cluster,
+    checks: &[(String, HostCheck)],
+    runtime: &dyn Runtime,
+) -> bool {
     let probe = |key: &str, operation: Operation| {
         checks
             .iter()
@@ -395,7 +347,7 @@ pub(super) fn converged(cluster: &Cluster, checks: &[(String, HostCheck)]) -> bo
     let Some(install) = probe(&first, Operation::Install) else {
         return false;
     };
-    let Ok(secrets) = JoinSecrets::from_captures(&install.captures) else {
+    let Ok(secrets) = runtime.join_secrets(&install.captures) else {
         return false;
     };
     let digest = SecretsSpec::from(&secrets).digest();
@@ -487,6 +439,7 @@ pub fn oci_arch(machine: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::K3s;
 
     #[test]
     fn listening_ports_are_read_from_ss() {
@@ -561,7 +514,7 @@ mod tests {
     #[test]
     fn a_cluster_is_converged_only_when_every_host_is_and_the_joins_used_the_first_masters_secrets()
     {
-        let token = [(crate::runtime::captures::K3S_TOKEN, "K10tok")];
+        let token = [(crate::runtime::k3s::TOKEN_CAPTURE, "K10tok")];
         let digest = |t: &str| {
             let secrets = JoinSecrets {
                 token: Some(crate::cluster::Secret::new(t)),
@@ -588,11 +541,11 @@ mod tests {
             probed("install", true, &token, None),
             probed("join", true, &[], digest("K10tok")),
         );
-        assert!(converged(&ab, &yes));
+        assert!(converged(&ab, &yes, &K3s));
         // Which host is first matters: .2's probe was of a join.
-        assert!(!converged(&cluster("10.0.0.2", "10.0.0.1"), &yes));
+        assert!(!converged(&cluster("10.0.0.2", "10.0.0.1"), &yes, &K3s));
         // Every host of the cluster must have answered.
-        assert!(!converged(&cluster("10.0.0.1", "10.0.0.3"), &yes));
+        assert!(!converged(&cluster("10.0.0.1", "10.0.0.3"), &yes, &K3s));
         for no in [
             // the node joined with a token the first master no longer has
             checks(
@@ -615,12 +568,12 @@ mod tests {
                 probed("join", true, &[], digest("K10tok")),
             ),
         ] {
-            assert!(!converged(&ab, &no));
+            assert!(!converged(&ab, &no, &K3s));
         }
         // A host the installer did not probe (an older installer) is not.
         let mut unprobed = yes.clone();
         unprobed[1].1.probe = None;
-        assert!(!converged(&ab, &unprobed));
+        assert!(!converged(&ab, &unprobed, &K3s));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Quoting for the remote POSIX shell.
+//! Quoting for a POSIX shell: the one home of the single-quote form, for the
+//! command string SSH carries (`transport`) and for dry runs (`plan`).
 //!
 //! A word inside single quotes is taken literally by every POSIX shell (sh,
 //! dash, bash, zsh, ksh): no `$`, backtick, backslash or glob is special there,
@@ -44,7 +45,7 @@ pub fn sh_command(argv: &[String]) -> Result<String, String> {
 }
 
 /// `export NAME='value'` lines for `env`, evaluated on the host by the wrapper
-/// that [`super::ssh`] puts around a command. Names must be shell names.
+/// that [`crate::transport::Ssh`] puts around a command. Names must be shell names.
 pub fn env_script(env: &[(String, String)]) -> Result<String, String> {
     let mut out = String::new();
     for (name, value) in env {

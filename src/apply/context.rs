@@ -1,0 +1,88 @@
+//! What the phases of one command share: where the blobs come from, who
+//! reports progress, how hosts are reached, the images and their runtime,
+//! and what the phases found and did so far.
+
+use super::check::HostCheck;
+use super::connect::{Connections, Connector};
+use super::image::{resolve_images, AppliedImage};
+use super::{ApplyError, RunOptions, RunReport};
+use crate::cluster::Host;
+use crate::progress::Progress;
+use crate::runtime::{self, Runtime};
+use crate::store::Store;
+use crate::transport::Transport;
+
+/// One command's run: what every phase reads, and what earlier phases left
+/// for later ones. Dropping it closes the connections (each transport's
+/// `Drop`), whichever phase stopped the command.
+pub(super) struct RunContext<'a> {
+    pub store: &'a Store,
+    pub progress: &'a dyn Progress,
+    pub connector: &'a dyn Connector,
+    pub options: RunOptions,
+    /// The cluster image: the first of the images named.
+    pub image: AppliedImage,
+    /// The application images that follow it (`sealrs run` only).
+    pub apps: Vec<AppliedImage>,
+    /// The cluster image's runtime.
+    pub runtime: Box<dyn Runtime>,
+    /// Filled by the connect phase.
+    pub connections: Connections,
+    /// What each checked host told, by host key; filled by the check phase.
+    pub checks: Vec<(String, HostCheck)>,
+    /// What the phases did.
+    pub report: RunReport,
+}
+
+impl<'a> RunContext<'a> {
+    /// Resolves `images` from the store and the runtime the first one names.
+    pub fn new(
+        store: &'a Store,
+        connector: &'a dyn Connector,
+        progress: &'a dyn Progress,
+        images: &[String],
+        options: RunOptions,
+    ) -> Result<RunContext<'a>, ApplyError> {
+        let mut apps = resolve_images(store, images)?;
+        let image = apps.remove(0);
+        let runtime =
+            runtime::runtime_for(&image.info.runtime).ok_or_else(|| ApplyError::NoRuntime {
+                image: image.name.clone(),
+                runtime: image.info.runtime.clone(),
+            })?;
+        Ok(RunContext {
+            store,
+            progress,
+            connector,
+            options,
+            image,
+            apps,
+            runtime,
+            connections: Connections::new(),
+            checks: Vec::new(),
+            report: RunReport::default(),
+        })
+    }
+
+    /// Fails when the cluster image has no installer to run on the hosts.
+    pub fn require_installer(&self) -> Result<(), ApplyError> {
+        self.image.installer_on_host().map(|_| ())
+    }
+
+    /// The open connection to `host`.
+    pub fn connection(&self, host: &Host) -> Result<&dyn Transport, ApplyError> {
+        self.connections
+            .iter()
+            .find(|(h, _)| h.address == host.address)
+            .map(|(_, t)| t.as_ref())
+            .ok_or_else(|| ApplyError::Unsupported(format!("no connection to {}", host.key())))
+    }
+
+    /// The TCP ports the runtime needs free on `host`, for its roles.
+    pub fn ports(&self, host: &Host) -> Vec<u16> {
+        host.roles
+            .iter()
+            .flat_map(|r| self.runtime.ports(*r))
+            .collect()
+    }
+}

@@ -1,0 +1,109 @@
+//! Phase "uninstall" (`delete`, `reset`): drain a node and delete it from
+//! Kubernetes on the first master, uninstall the runtime from a host and
+//! remove what sealrs put there; workers in parallel, control planes one by
+//! one in the order given.
+
+use super::context::RunContext;
+use super::image::HOST_DIR;
+use super::parallel::per_host;
+use super::remote::{apply_plan, host_context, host_request, query, run_checked, run_installer};
+use super::{ApplyError, HostFailure};
+use crate::cluster::{Cluster, Host};
+use crate::installer::Operation;
+use crate::runtime::{self, JoinSecrets};
+use crate::transport::Transport;
+
+/// Uninstalls `workers` in parallel, then `masters` one by one (stopping at
+/// the first that fails when `stop_at_failed_master`); each host's outcome
+/// (whether it changed), requests made from `snapshot`.
+pub(super) fn uninstall(
+    ctx: &RunContext,
+    snapshot: &Cluster,
+    workers: &[Host],
+    masters: &[Host],
+    stop_at_failed_master: bool,
+) -> Vec<(Host, Result<bool, ApplyError>)> {
+    let teardown_on = |host: &Host| {
+        ctx.progress
+            .message(&format!("{}: {} uninstall", host.key(), ctx.runtime.name()));
+        teardown(ctx, snapshot, host)
+    };
+    let mut results = per_host(workers, |host| (host.clone(), teardown_on(host)));
+    for host in masters {
+        let result = teardown_on(host);
+        let failed = result.is_err();
+        results.push((host.clone(), result));
+        if failed && stop_at_failed_master {
+            break;
+        }
+    }
+    results
+}
+
+/// Uninstalls the runtime from `host` and removes what sealrs put there.
+fn teardown(ctx: &RunContext, cluster: &Cluster, host: &Host) -> Result<bool, ApplyError> {
+    let transport = ctx.connection(host)?;
+    let request = host_request(cluster, host, &ctx.image, &JoinSecrets::default());
+    let report = run_installer(transport, &ctx.image, Operation::Uninstall, &request)?;
+    // Layer directories, unpacked rootfs, placed-file records, markers.
+    run_checked(transport, &["rm", "-rf", "--one-file-system", HOST_DIR])?;
+    Ok(report.changed)
+}
+
+/// The host's Kubernetes node name: the one recorded when sealrs first
+/// reached it, else what the host says now (`None` when it is down).
+pub(super) fn node_name(
+    cluster: &Cluster,
+    host: &Host,
+    transport: Option<&dyn Transport>,
+) -> Result<Option<String>, ApplyError> {
+    let recorded = cluster
+        .status
+        .hosts
+        .get(&host.key())
+        .and_then(|s| s.node_name.clone());
+    let name = match (recorded, transport) {
+        (Some(name), _) => name,
+        (None, Some(t)) => query(t, &["uname", "-n"])?,
+        (None, None) => return Ok(None),
+    };
+    crate::cluster::node_name_from_hostname(&name)
+        .map(Some)
+        .ok_or_else(|| ApplyError::runtime(host)(runtime::RuntimeError::BadNodeName { node: name }))
+}
+
+/// What a connection failure says, without the host it is about.
+pub(super) fn unreachable_reason(failure: &HostFailure) -> String {
+    match failure.error.as_ref() {
+        ApplyError::Transport { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Drains the node and deletes it from Kubernetes, on the first master; a
+/// drain that did not finish is reported, and the node deleted all the same.
+pub(super) fn remove_from_kubernetes(
+    ctx: &RunContext,
+    cluster: &Cluster,
+    first: &Host,
+    node: &str,
+) -> Result<(), ApplyError> {
+    let image = &ctx.image;
+    let host = host_context(cluster, first, image, JoinSecrets::default())?;
+    let plan = ctx
+        .runtime
+        .remove_node(&host, node)
+        .map_err(ApplyError::runtime(first))?;
+    let report = apply_plan(ctx.connection(first)?, image, &plan)?;
+    for step in &report.steps {
+        if let Some(code) = step.exit_code.filter(|c| *c != 0) {
+            ctx.progress.message(&format!(
+                "warning: {}: {} ended with exit code {code}; going on:\n{}",
+                first.key(),
+                step.title,
+                step.output.join("\n")
+            ));
+        }
+    }
+    Ok(())
+}

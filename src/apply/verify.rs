@@ -1,0 +1,52 @@
+//! Phase "verify": the runtime checks the cluster as asked (before any host is
+//! reached), and the image's installer checks each host (what only the host
+//! can see), every host before anything changes. The host side runs inside
+//! the check phase where the image is on the host already, else in
+//! distribute as soon as the host's rootfs is in.
+
+use super::context::RunContext;
+use super::image::AppliedImage;
+use super::remote::call_installer;
+use super::ApplyError;
+use crate::cluster::Cluster;
+use crate::installer::{Request, VerifyReport};
+use crate::transport::{Output, Transport};
+
+/// The runtime's verdict on `cluster` built from the context's image: every
+/// violation at once.
+pub(super) fn cluster(cluster: &Cluster, ctx: &RunContext) -> Result<(), ApplyError> {
+    ctx.runtime
+        .verify(cluster, &ctx.image.info)
+        .map_err(|violations| ApplyError::Verify {
+            cluster: cluster.name.clone(),
+            violations,
+        })
+}
+
+/// The image's installer checks the host as a member of the cluster `request` is for.
+pub(super) fn verify_host(
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    request: &Request,
+) -> Result<(), ApplyError> {
+    let (command, output) = call_installer(transport, image, &["verify"], &request.to_json())?;
+    verdict(transport.address(), command, &output, &output.stdout).map(|_| ())
+}
+
+/// What `installer verify` said: its `report` (its stdout, or the part of
+/// it that is the report) and how `output` ended.
+pub(super) fn verdict(
+    host: &str,
+    command: String,
+    output: &Output,
+    report: &[u8],
+) -> Result<VerifyReport, ApplyError> {
+    match serde_json::from_slice::<VerifyReport>(report) {
+        Ok(report) if report.holds() && output.success() => Ok(report),
+        Ok(report) if !report.holds() => Err(ApplyError::Violations {
+            host: host.to_string(),
+            violations: report.violations.iter().map(|v| v.to_string()).collect(),
+        }),
+        _ => Err(ApplyError::command(host, command, output, 20)),
+    }
+}
