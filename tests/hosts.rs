@@ -584,6 +584,15 @@ impl TestHosts {
         };
 
         fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable net.ipv4.ip_forward");
+        // Each host's systemd, logind, dbus, ... take inotify instances from
+        // root's one allowance (128 by default): with some twenty hosts up at
+        // once (parallel tests), the next host's systemd fails to start.
+        let instances = "/proc/sys/fs/inotify/max_user_instances";
+        if fs::read_to_string(instances)
+            .is_ok_and(|n| n.trim().parse().is_ok_and(|n: u32| n < 8192))
+        {
+            fs::write(instances, "8192").expect("raise fs.inotify.max_user_instances");
+        }
         for _ in 0..n {
             let index = claim_index();
             let host = Host {
