@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use sealrs::transport::{sh_quote, ConnectOptions};
 
-const DEFAULT_BASE: &str = "/var/cache/sealrs-test/base-bookworm";
+const DEFAULT_BASE: &str = "/var/cache/sealrs-test/base-bookworm-3";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The debootstrapped base; `SEALRS_TEST_BASE` moves it.
