@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds, once, the Debian base that test hosts boot from (tests/hosts.rs):
-# bookworm with systemd, sshd, iproute2 and dbus, made by debootstrap.
+# bookworm with systemd, sshd, iproute2, dbus, and what a kubeadm host needs on
+# PATH before kubeadm runs (iptables, conntrack; mount and nsenter are in the
+# minimal base), made by debootstrap.
 #
-#   scripts/test-hosts-base.sh [BASE]     # default /var/cache/sealrs-test/base-bookworm
+#   scripts/test-hosts-base.sh [BASE]     # default /var/cache/sealrs-test/base-bookworm-3
 #
 # The base is reused when its stamp file says it is complete; a half-built base
 # (debootstrap killed midway) has no stamp and is rebuilt from scratch in a temp
@@ -15,9 +17,10 @@
 # share a key and the tests know each host's key without trusting on first use.
 set -euo pipefail
 
-base=${1:-${SEALRS_TEST_BASE:-/var/cache/sealrs-test/base-bookworm}}
+base=${1:-${SEALRS_TEST_BASE:-/var/cache/sealrs-test/base-bookworm-3}}
 stamp="$base/.sealrs-base-complete"
-version=2 # bump when the package list or the post-processing below changes
+version=3 # bump with the directory name (and tests/hosts.rs) when the package list or the post-processing below changes:
+# a new name leaves the old base alone for hosts that still boot from it
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$version" ]; then
   echo "==> test host base: $base (cached)"
@@ -55,7 +58,7 @@ trap 'rm -rf --one-file-system "$tmp"' EXIT
 echo "==> test host base: debootstrap bookworm from $mirror into $base (about a minute)"
 start=$(date +%s)
 if ! debootstrap --variant=minbase \
-  --include=systemd,systemd-sysv,openssh-server,iproute2,dbus,ca-certificates,procps \
+  --include=systemd,systemd-sysv,openssh-server,iproute2,dbus,ca-certificates,procps,iptables,conntrack \
   bookworm "$tmp/root" "$mirror" >"$tmp/debootstrap.log" 2>&1; then
   tail -n 30 "$tmp/debootstrap.log" >&2
   echo "test-hosts-base: debootstrap failed (log above)" >&2

@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(skopeo umoci buildah docker-registry apache2-utils openssl openssh-client iproute2
-  debootstrap systemd-container openssh-server util-linux)
+  debootstrap systemd-container openssh-server util-linux
+  # the real containerd, runc and etcd that tests copy into images and hosts
+  containerd runc etcd-server etcd-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,6 +19,18 @@
 //! that with `ip_forward` hosts reach each other through the root namespace.
 //! Nothing else is ever addressed.
 //!
+//! # Cgroups
+//!
+//! With `--keep-unit` (there is no systemd outside to ask for a scope), nspawn
+//! runs the host's init in `payload/` below the cgroup nspawn was started in,
+//! and the host's systemd makes its units' cgroups there. So each nspawn starts
+//! in a cgroup of its own, `sealrs-X-i` below this process's, in the
+//! hierarchies systemd uses (`name=systemd` and the unified one). Hosts that
+//! shared one shared every unit's cgroup: one host's systemd removed
+//! `system.slice/k3s-agent.service` while it was empty (its unit stopping, or
+//! between two `ExecStartPre`), and another host's next process of that unit
+//! failed to join it (`status=219/CGROUP`).
+//!
 //! # Cleanup
 //!
 //! Everything a host is made of (the nspawn pid, the overlay mount, the netns,
@@ -51,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use sealrs::transport::{sh_quote, ConnectOptions};
 
-const DEFAULT_BASE: &str = "/var/cache/sealrs-test/base-bookworm";
+const DEFAULT_BASE: &str = "/var/cache/sealrs-test/base-bookworm-3";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The debootstrapped base; `SEALRS_TEST_BASE` moves it.
@@ -167,6 +179,8 @@ pub struct Host {
     index: u8,
     netns: String,
     veth: String,
+    /// Its nspawn's cgroups, one per hierarchy (see "Cgroups" above).
+    cgroups: Vec<PathBuf>,
     /// The host's directory: `up/`, `work/`, `root/` (the overlay), `console.log`.
     dir: PathBuf,
     /// The running `systemd-nspawn`, and the pid of the host's init.
@@ -336,7 +350,18 @@ impl Host {
             .open(self.dir.join("console.log"))
             .unwrap();
         let root = self.root();
-        let child = Command::new("systemd-nspawn")
+        for cgroup in &self.cgroups {
+            fs::create_dir_all(cgroup).unwrap();
+        }
+        // sh moves itself into the host's cgroups, then becomes nspawn.
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                r#"while [ "$1" != -- ]; do echo $$ >"$1/cgroup.procs" || exit 1; shift; done; shift; exec "$@""#,
+                "sh",
+            ])
+            .args(&self.cgroups)
+            .args(["--", "systemd-nspawn"])
             .args(["--keep-unit", "--register=no", "-q", "-D"])
             .arg(&root)
             .args(["-M", &format!("sealrs-{}-{}", subnet(), self.index)])
@@ -410,7 +435,45 @@ impl Host {
             sh_quote(&self.veth),
             sh_quote(&self.dir.to_string_lossy())
         );
+        for cgroup in &self.cgroups {
+            let _ = writeln!(
+                out,
+                "[ -d {0} ] && find {0} -depth -type d -exec rmdir {{}} + 2>/dev/null",
+                sh_quote(&cgroup.to_string_lossy())
+            );
+        }
     }
+}
+
+/// The cgroups, as mounted here, that this process is in within the
+/// hierarchies systemd keeps units in: `name=systemd` and the unified one.
+fn systemd_cgroups() -> &'static [PathBuf] {
+    static DIRS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        // Lines `ID:CONTROLLERS:PATH`; the unified hierarchy's has no controllers.
+        let path_in = |controllers: &str| {
+            own.lines().find_map(|line| {
+                let mut f = line.splitn(3, ':').skip(1);
+                (f.next()? == controllers).then(|| f.next().map(|p| p.trim_start_matches('/')))?
+            })
+        };
+        fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let controllers = match (*f.get(2)?, *f.get(3)?) {
+                    ("cgroup2", _) => "",
+                    ("cgroup", opts) if opts.split(',').any(|o| o == "name=systemd") => {
+                        "name=systemd"
+                    }
+                    _ => return None,
+                };
+                Some(Path::new(f[1]).join(path_in(controllers)?))
+            })
+            .collect()
+    })
 }
 
 /// Stops nspawn gracefully (it powers the host off on SIGTERM), then kills the
@@ -521,6 +584,15 @@ impl TestHosts {
         };
 
         fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable net.ipv4.ip_forward");
+        // Each host's systemd, logind, dbus, ... take inotify instances from
+        // root's one allowance (128 by default): with some twenty hosts up at
+        // once (parallel tests), the next host's systemd fails to start.
+        let instances = "/proc/sys/fs/inotify/max_user_instances";
+        if fs::read_to_string(instances)
+            .is_ok_and(|n| n.trim().parse().is_ok_and(|n: u32| n < 8192))
+        {
+            fs::write(instances, "8192").expect("raise fs.inotify.max_user_instances");
+        }
         for _ in 0..n {
             let index = claim_index();
             let host = Host {
@@ -529,6 +601,10 @@ impl TestHosts {
                 index,
                 netns: format!("sealrs-{x}-{index}"),
                 veth: format!("vs{x}-{index}"),
+                cgroups: systemd_cgroups()
+                    .iter()
+                    .map(|d| d.join(format!("sealrs-{x}-{index}")))
+                    .collect(),
                 dir: group.dir.join(format!("h{index}")),
                 nspawn: Mutex::new(None),
             };
