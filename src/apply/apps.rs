@@ -35,9 +35,10 @@ use std::collections::BTreeMap;
 
 use super::context::RunContext;
 use super::distribute::{deliver, direct_server, on_host, Unpack};
-use super::image::{AppliedImage, HOST_DIR};
+use super::image::AppliedImage;
 use super::ApplyError;
 use crate::cluster::{Cluster, Host, InstalledImage};
+use crate::host_paths::HOST_DIR;
 use crate::store::Store;
 use crate::transport::Transport;
 

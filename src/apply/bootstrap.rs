@@ -165,7 +165,6 @@ mv "$tmp" "$dir""#;
 #[cfg(test)]
 mod tests {
     use super::BOOTSTRAP_SCRIPT;
-    use sha2::{Digest, Sha256};
     use std::io::Write;
     use std::path::Path;
     use std::process::{Command, Output, Stdio};
@@ -224,7 +223,7 @@ mod tests {
     }
 
     fn sha256_hex(bytes: &[u8]) -> String {
-        format!("{:x}", Sha256::digest(bytes))
+        crate::digest::sha256_digest(bytes).digest().to_string()
     }
 
     #[test]

@@ -6,12 +6,13 @@
 use super::connect::{connect, split, Connections};
 use super::context::RunContext;
 use super::distribute::OnHost;
-use super::image::{AppliedImage, HOST_DIR};
+use super::image::AppliedImage;
 use super::parallel::per_host;
 use super::remote::host_request;
 use super::verify::verdict;
 use super::{ApplyError, HostFailure};
 use crate::cluster::{Address, Cluster, Host, SshConfig};
+use crate::host_paths::HOST_DIR;
 use crate::installer::{Operation, Probe, SecretsSpec};
 use crate::runtime::{JoinSecrets, Runtime};
 use crate::transport::{Transport, TransportError};
@@ -398,7 +399,7 @@ fn read_facts(facts: &str, ports: &[u16], paths: usize) -> Result<HostCheck, Str
         ));
     }
     Ok(HostCheck {
-        arch: oci_arch(machine.unwrap_or_default()).to_string(),
+        arch: crate::arch::normalize(machine.unwrap_or_default()).to_string(),
         os: os.unwrap_or_default().to_string(),
         free_bytes: value("free_kib").parse::<u64>().unwrap_or(0) * 1024,
         ports_in_use: ports
@@ -421,19 +422,6 @@ fn listening_ports(ss: &str) -> Vec<u16> {
         .filter_map(|local| local.rsplit_once(':'))
         .filter_map(|(_, port)| port.parse().ok())
         .collect()
-}
-
-/// `uname -m` to the OCI architecture name.
-pub fn oci_arch(machine: &str) -> &str {
-    match machine {
-        "x86_64" => "amd64",
-        "aarch64" | "arm64" => "arm64",
-        "armv7l" | "armv6l" => "arm",
-        "ppc64le" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
 }
 
 #[cfg(test)]
@@ -574,13 +562,5 @@ mod tests {
         let mut unprobed = yes.clone();
         unprobed[1].1.probe = None;
         assert!(!converged(&ab, &unprobed, &K3s));
-    }
-
-    #[test]
-    fn machine_names_map_to_oci_architectures() {
-        assert_eq!(oci_arch("x86_64"), "amd64");
-        assert_eq!(oci_arch("aarch64"), "arm64");
-        assert_eq!(oci_arch("armv7l"), "arm");
-        assert_eq!(oci_arch("mips"), "mips");
     }
 }

@@ -36,7 +36,7 @@ pub enum ApplyError {
     #[error("image {image} names runtime {runtime:?}, which sealrs does not know; label it sealrs.io/runtime={}", crate::runtime::names().join("|"))]
     NoRuntime { image: String, runtime: String },
 
-    #[error("image {image} carries no installer layer ({}); rebuild it with this sealrs (without --no-installer)", crate::installer::INSTALLER_PATH)]
+    #[error("image {image} carries no installer layer ({}); rebuild it with this sealrs (without --no-installer)", crate::host_paths::INSTALLER_PATH)]
     NoInstaller { image: String },
 
     #[error("the cluster has no master; give one with --masters")]

@@ -6,17 +6,9 @@ use std::collections::BTreeMap;
 use oci_spec::image::Descriptor;
 
 use super::ApplyError;
-use crate::installer::INSTALLER_PATH;
+use crate::host_paths::{HOST_DIR, HOST_LAYERS, INSTALLER_ANNOTATION, INSTALLER_PATH};
 use crate::runtime::ImageInfo;
 use crate::store::Store;
-
-/// Where sealrs keeps its things on a host.
-pub const HOST_DIR: &str = "/var/lib/sealrs";
-/// Unpacked layers on a host, by their blob's digest: a layer is sent to a
-/// host once.
-pub const HOST_LAYERS: &str = "/var/lib/sealrs/layers/sha256";
-/// Annotation that marks the layer holding the embedded installer.
-pub const INSTALLER_ANNOTATION: &str = "sealrs.io/installer";
 
 /// A cluster image resolved from the store.
 #[derive(Debug, Clone)]

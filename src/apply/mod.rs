@@ -74,7 +74,7 @@ use std::collections::BTreeMap;
 pub use check::HostCheck;
 pub use connect::{Connections, Connector};
 pub use error::{ApplyError, HostFailure};
-pub use image::{resolve_images, AppliedImage, HOST_DIR, HOST_LAYERS, INSTALLER_ANNOTATION};
+pub use image::{resolve_images, AppliedImage};
 pub use lifecycle::{add, delete, reset, upgrade, LifecycleReport};
 pub use save::{cluster_file, forget_cluster, load_cluster, save_cluster};
 
@@ -146,7 +146,9 @@ pub fn run(
     // recorded: theirs are the plans that would run only if no other part
     // of it differs.)
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
-    if planned_status(&cluster.status) == probed && check::converged(cluster, &ctx.checks, ctx.runtime.as_ref()) {
+    if planned_status(&cluster.status) == probed
+        && check::converged(cluster, &ctx.checks, ctx.runtime.as_ref())
+    {
         progress.message(&format!(
             "{} hosts: their installers found nothing to change ({} install and join skipped)",
             cluster.hosts.len(),

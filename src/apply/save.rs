@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ApplyError;
+use crate::atomic_file;
 use crate::cluster::Cluster;
 
 /// `$SEALRS_ROOT/clusters/NAME/Clusterfile`.
@@ -13,7 +14,8 @@ pub fn cluster_file(root: &Path, name: &str) -> PathBuf {
     root.join("clusters").join(name).join("Clusterfile")
 }
 
-/// Saves the cluster with its status (temp + rename).
+/// Saves the cluster with its status, whole (see [`atomic_file`]): a crash
+/// leaves the old status or the new one.
 pub fn save_cluster(root: &Path, cluster: &Cluster) -> Result<PathBuf, ApplyError> {
     let path = cluster_file(root, &cluster.name);
     let io = |source| ApplyError::State {
@@ -22,10 +24,7 @@ pub fn save_cluster(root: &Path, cluster: &Cluster) -> Result<PathBuf, ApplyErro
     };
     let dir = path.parent().unwrap_or(root);
     std::fs::create_dir_all(dir).map_err(io)?;
-    let yaml = cluster.to_yaml();
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    std::io::Write::write_all(&mut temp, yaml.as_bytes()).map_err(io)?;
-    temp.persist(&path).map_err(|e| io(e.error))?;
+    atomic_file::write(&path, cluster.to_yaml().as_bytes(), None).map_err(io)?;
     Ok(path)
 }
 

@@ -4,11 +4,11 @@
 //! one in the order given.
 
 use super::context::RunContext;
-use super::image::HOST_DIR;
 use super::parallel::per_host;
 use super::remote::{apply_plan, host_context, host_request, query, run_checked, run_installer};
 use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host};
+use crate::host_paths::HOST_DIR;
 use crate::installer::Operation;
 use crate::runtime::{self, JoinSecrets};
 use crate::transport::Transport;

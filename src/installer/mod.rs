@@ -44,8 +44,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Role;
-// Kept for apply's imports until it takes them from host_paths.
-pub use crate::host_paths::INSTALLER_PATH;
 use crate::layout::Layout;
 #[cfg(doc)]
 use crate::plan::{Check, Plan};

@@ -152,9 +152,8 @@ impl SecretsSpec {
     /// `sha256:<hex>` of the secrets as the wire writes them: lets two sides
     /// tell that they hold the same secrets without showing them.
     pub fn digest(&self) -> String {
-        use sha2::{Digest as _, Sha256};
         let json = serde_json::to_vec(self).expect("secrets serialize");
-        format!("sha256:{}", hex::encode(Sha256::digest(json)))
+        crate::digest::sha256_digest(&json).to_string()
     }
 }
 

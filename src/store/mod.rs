@@ -43,8 +43,6 @@ use std::path::{Path, PathBuf};
 
 pub use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
 
-// transport::direct's import, until it takes it from crate::digest.
-pub(crate) use crate::digest::hash_reader;
 pub use blob::{BlobWriter, VerifiedBlob};
 pub use error::StoreError;
 pub use gc::{BlobProblem, FsckProblem, FsckReport, PruneReport};

@@ -45,7 +45,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme, StreamOwned};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::hash_reader;
+use crate::digest::hash_reader;
 
 use crate::secret::Secret;
 

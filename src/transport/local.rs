@@ -6,9 +6,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Capture, Output, Transport, TransportError, OUTPUT_LIMIT};
+use crate::atomic_file;
 
 /// Runs on this machine, as the current user.
 #[derive(Debug, Clone)]
@@ -32,43 +32,31 @@ impl Local {
     }
 
     /// Writes what `fill` produces to a temp file beside `remote`, sets the mode
-    /// and renames it into place.
+    /// and renames it into place (durably, as every atomic write).
     fn write_atomic(
         &self,
         remote: &str,
         mode: u32,
         fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
     ) -> Result<(), TransportError> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let dest = PathBuf::from(remote);
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = dest
-            .file_name()
-            .ok_or_else(|| TransportError::InvalidArgument {
+        let dest = Path::new(remote);
+        if dest.file_name().is_none() {
+            return Err(TransportError::InvalidArgument {
                 host: self.address.clone(),
                 detail: format!("{remote} names no file"),
-            })?;
-        fs::create_dir_all(&dir).map_err(|e| self.io(format!("create {}", dir.display()), e))?;
-        let tmp = dir.join(format!(
-            ".{}.sealrs-tmp.{}.{}",
-            name.to_string_lossy(),
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+            });
+        }
         let result = (|| {
-            let mut file = fs::File::create(&tmp)?;
-            fill(&mut file)?;
-            file.set_permissions(fs::Permissions::from_mode(mode))?;
-            file.sync_all()?;
-            fs::rename(&tmp, &dest)
+            if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(dir)?;
+            }
+            let mut tmp = atomic_file::temp_beside(dest)?;
+            fill(tmp.as_file_mut())?;
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(mode))?;
+            atomic_file::persist(tmp, dest)
         })();
-        result.map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            self.io(format!("write {remote}"), e)
-        })
+        result.map_err(|e| self.io(format!("write {remote}"), e))
     }
 }
 
