@@ -59,13 +59,6 @@ fn open<'a>(
     Ok(ctx)
 }
 
-/// A copy of `cluster` with only the hosts at `addresses` (in cluster order).
-fn only(cluster: &Cluster, addresses: &[Address]) -> Cluster {
-    let mut sub = cluster.clone();
-    sub.hosts.retain(|h| addresses.contains(&h.address));
-    sub
-}
-
 /// Adds `new_hosts` to the cluster and joins them; hosts already in the
 /// cluster with the same roles are joined again (idempotently), so a failed
 /// `add` is rerun as is.
@@ -108,7 +101,7 @@ pub fn add(
         targets.len(),
         first.key()
     ));
-    connect::all(&mut ctx, &only(&grown, &reach))?;
+    connect::all(&mut ctx, &grown.only(&reach))?;
     // Check the new hosts only: the first master already runs the cluster.
     let checks = Checks {
         ports: true,
@@ -199,7 +192,7 @@ pub fn delete(
     shrunk.hosts.retain(|h| !addresses.contains(&h.address));
     verify::cluster(&shrunk, &ctx)?;
 
-    let targets = only(cluster, addresses);
+    let targets = cluster.only(addresses);
     let mut reach = addresses.to_vec();
     reach.push(first.address.clone());
     progress.message(&format!(
@@ -207,7 +200,7 @@ pub fn delete(
         targets.hosts.len(),
         first.key()
     ));
-    let down = connect::each(&mut ctx, &only(cluster, &reach));
+    let down = connect::each(&mut ctx, &cluster.only(&reach));
     // The first master drains and deletes the nodes: nothing goes without it.
     let (first_down, down): (Vec<HostFailure>, Vec<HostFailure>) =
         down.into_iter().partition(|f| f.host == first.key());
@@ -380,7 +373,7 @@ pub fn reset(
                 .filter(|h| !down.contains(&h.key()))
                 .map(|h| h.address.clone())
                 .collect();
-            connect::all(&mut ctx, &only(cluster, &up))?;
+            connect::all(&mut ctx, &cluster.only(&up))?;
         }
         Err(other) => return Err(other),
     }
@@ -416,28 +409,4 @@ pub fn reset(
     report.absorb(run);
     ApplyError::all_hosts_ok(failures)?;
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cluster::ClusterArgs;
-
-    fn cluster() -> Cluster {
-        Cluster::from_args(&ClusterArgs {
-            masters: vec!["10.0.0.1".into()],
-            nodes: vec!["10.0.0.2".into()],
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn only_keeps_the_named_hosts_in_cluster_order() {
-        let c = cluster();
-        let sub = only(&c, &[c.hosts[1].address.clone()]);
-        assert_eq!(sub.hosts.len(), 1);
-        assert_eq!(sub.hosts[0].key(), "10.0.0.2");
-        assert_eq!(sub.name, c.name);
-    }
 }

@@ -476,6 +476,15 @@ impl Cluster {
         self.hosts.iter().filter(|h| !h.is_master())
     }
 
+    /// The same cluster with only the hosts at `addresses`, in cluster order:
+    /// what a phase that concerns some hosts (those reachable, those added)
+    /// works on.
+    pub fn only(&self, addresses: &[Address]) -> Cluster {
+        let mut sub = self.clone();
+        sub.hosts.retain(|h| addresses.contains(&h.address));
+        sub
+    }
+
     /// The master that runs `install`: the first one listed.
     pub fn first_master(&self) -> Option<&Host> {
         self.masters().next()

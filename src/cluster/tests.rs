@@ -457,3 +457,12 @@ fn deleted_hosts_are_named_by_address_and_a_port_must_be_theirs() {
     );
     assert!(problems[1].contains("\"x\" is not a port"), "{problems:?}");
 }
+
+#[test]
+fn only_keeps_the_named_hosts_in_cluster_order() {
+    let c = master_and_node();
+    let sub = c.only(&[c.hosts[1].address.clone()]);
+    assert_eq!(sub.hosts.len(), 1);
+    assert_eq!(sub.hosts[0].key(), "10.0.0.2");
+    assert_eq!(sub.name, c.name);
+}
