@@ -23,6 +23,7 @@ macro_rules! out {
 }
 
 mod args;
+mod inspect_cmd;
 mod installer_cmd;
 mod lifecycle_cmd;
 mod registry_cmds;
@@ -132,7 +133,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Images(args) => store_cmds::images(&open_store()?, &args, cli.quiet),
-        Command::Inspect(args) => store_cmds::inspect(&open_store()?, &args.images, args.format),
+        Command::Inspect(args) => inspect_cmd::inspect(&open_store()?, &args.images, args.format),
         Command::Tag(args) => {
             store_cmds::tag(&open_store()?, &args.source, &args.targets, cli.quiet)
         }

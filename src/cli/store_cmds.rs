@@ -1,4 +1,4 @@
-//! `images`, `inspect`, `tag`, `rmi`, `prune`, `fsck`, `save`, `load`.
+//! `images`, `tag`, `rmi`, `prune`, `fsck`, `save`, `load`.
 
 use std::collections::BTreeSet;
 use std::io::{self, IsTerminal as _, Write as _};
@@ -8,12 +8,11 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
 use super::args::{Format, ImagesArgs, RmiArgs};
-use super::resolve::{resolve, short_id};
-use crate::layout::{self, Layouts, Verdict};
+use super::resolve::{resolve, short_id, Found};
 use crate::reference::{self, Reference};
 use crate::store::{archive, Descriptor, ListedImage, PruneReport, Store, StoreError, StoredImage};
 
-fn image_size(image: &StoredImage) -> u64 {
+pub(super) fn image_size(image: &StoredImage) -> u64 {
     image.manifest.config().size()
         + image
             .manifest
@@ -128,170 +127,6 @@ pub fn images(store: &Store, args: &ImagesArgs, ids_only: bool) -> Result<()> {
     Ok(())
 }
 
-/// Walks the image's layers and checks them against the layout its labels select.
-fn cluster_verdict(store: &Store, image: &StoredImage) -> Result<Verdict> {
-    let layouts = Layouts::embedded();
-    let labels: std::collections::BTreeMap<String, String> = image
-        .config
-        .config()
-        .as_ref()
-        .and_then(|c| c.labels().clone())
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let rootfs = layout::scan_layers(
-        image.manifest.layers(),
-        |layer| {
-            let file = store
-                .open_blob(layer.digest())
-                .map_err(std::io::Error::other)?;
-            Ok(Box::new(file) as Box<dyn std::io::Read>)
-        },
-        layouts,
-    )
-    .with_context(|| format!("checking the rootfs of {}", image.name))?;
-    Ok(layout::evaluate(
-        layouts,
-        &labels,
-        &rootfs,
-        &image.config.architecture().to_string(),
-    ))
-}
-
-fn print_cluster(verdict: &Verdict) -> io::Result<()> {
-    let show = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
-    outln!("Cluster:")?;
-    outln!(
-        "  Type:       {}",
-        show(verdict.info.image_type.as_ref().map(|t| t.to_string()))
-    )?;
-    outln!(
-        "  Runtime:    {}",
-        show(verdict.info.runtime.as_ref().map(|r| r.to_string()))
-    )?;
-    outln!(
-        "  Version:    {}",
-        show(verdict.info.version.as_ref().map(|v| v.to_string()))
-    )?;
-    if !verdict.components.is_empty() {
-        outln!("  Components:")?;
-        let width = verdict
-            .components
-            .iter()
-            .map(|c| c.path.len())
-            .max()
-            .unwrap_or(0);
-        for c in &verdict.components {
-            let size = if c.size == 0 {
-                "-".to_string()
-            } else {
-                human_size(c.size)
-            };
-            outln!("    {:<width$}  {:>10}  {}", c.path, size, c.detail)?;
-        }
-    }
-    match (&verdict.layout, verdict.problems.len()) {
-        (Some(file), 0) => outln!("  Layout:     holds {file}"),
-        (Some(file), n) => outln!("  Layout:     does NOT hold {file}: {n} problems"),
-        (None, 0) => outln!("  Layout:     not checked"),
-        (None, n) => outln!("  Layout:     cannot be checked: {n} problems"),
-    }?;
-    for problem in &verdict.problems {
-        outln!("    - {problem}")?;
-    }
-    for note in &verdict.notes {
-        outln!("  Note:       {note}")?;
-    }
-    Ok(())
-}
-
-/// Shows each image; several in JSON form an array, as docker prints them.
-pub fn inspect(store: &Store, inputs: &[String], format: Format) -> Result<()> {
-    let mut docs = Vec::new();
-    for (n, input) in inputs.iter().enumerate() {
-        let found = resolve(store, input)?;
-        let name = &found.names[0];
-        let image = store
-            .image(name)
-            .with_context(|| format!("reading image {name}"))?;
-        let verdict = cluster_verdict(store, &image)?;
-        match format {
-            Format::Json => docs.push(inspect_json(&image, &verdict)?),
-            Format::Table => {
-                if n > 0 {
-                    outln!()?;
-                }
-                inspect_table(&image, &verdict)?;
-            }
-        }
-    }
-    let doc = match docs.len() {
-        0 => return Ok(()),
-        1 => docs.remove(0),
-        _ => serde_json::Value::Array(docs),
-    };
-    outln!("{}", serde_json::to_string_pretty(&doc)?)?;
-    Ok(())
-}
-
-fn inspect_json(image: &StoredImage, verdict: &Verdict) -> Result<serde_json::Value> {
-    let mut cluster = serde_json::to_value(verdict)?;
-    cluster["holds"] = json!(verdict.holds());
-    Ok(json!({
-        "name": image.name,
-        "digest": image.descriptor.digest().to_string(),
-        "id": image.config_digest.to_string(),
-        "size": image_size(image),
-        "cluster": cluster,
-        "manifest": image.manifest,
-        "config": image.config,
-    }))
-}
-
-fn inspect_table(image: &StoredImage, verdict: &Verdict) -> Result<()> {
-    outln!("Name:         {}", image.name)?;
-    outln!("Digest:       {}", image.descriptor.digest())?;
-    outln!("Image ID:     {}", image.config_digest)?;
-    outln!(
-        "Platform:     {}/{}",
-        image.config.os(),
-        image.config.architecture()
-    )?;
-    outln!("Size:         {}", human_size(image_size(image)))?;
-    if let Some(config) = image.config.config() {
-        if let Some(env) = config.env() {
-            outln!("Env:")?;
-            for e in env {
-                outln!("  {e}")?;
-            }
-        }
-        if let Some(labels) = config.labels() {
-            let sorted: std::collections::BTreeMap<_, _> = labels.iter().collect();
-            outln!("Labels:")?;
-            for (k, v) in sorted {
-                outln!("  {k}={v}")?;
-            }
-        }
-        if let Some(ep) = config.entrypoint() {
-            outln!("Entrypoint:   {}", serde_json::to_string(ep)?)?;
-        }
-        if let Some(cmd) = config.cmd() {
-            outln!("Cmd:          {}", serde_json::to_string(cmd)?)?;
-        }
-    }
-    outln!("Layers:")?;
-    for layer in image.manifest.layers() {
-        outln!(
-            "  {}  {:>10}  {}",
-            layer.digest(),
-            human_size(layer.size()),
-            layer.media_type()
-        )?;
-    }
-    print_cluster(verdict)?;
-    Ok(())
-}
-
 /// The IMAGE ID of the manifest `desc`, or the manifest digest's start if it cannot be read.
 fn id_of(store: &Store, desc: &Descriptor) -> String {
     match store.read_manifest(desc) {
@@ -326,11 +161,18 @@ pub fn tag(store: &Store, source: &str, targets: &[String], quiet: bool) -> Resu
     Ok(())
 }
 
-/// Every name that `inputs` stand for, each once, all checked before anything changes.
-fn names_of(store: &Store, inputs: &[String]) -> Result<Vec<String>> {
+/// Every name that `inputs` stand for, each once, all resolved before anything
+/// changes; `check` may refuse what an input found.
+fn names_of(
+    store: &Store,
+    inputs: &[String],
+    check: impl Fn(&str, &Found) -> Result<()>,
+) -> Result<Vec<String>> {
     let mut names: Vec<String> = Vec::new();
     for input in inputs {
-        for name in resolve(store, input)?.names {
+        let found = resolve(store, input)?;
+        check(input, &found)?;
+        for name in found.names {
             if !names.contains(&name) {
                 names.push(name);
             }
@@ -342,9 +184,7 @@ fn names_of(store: &Store, inputs: &[String]) -> Result<Vec<String>> {
 /// Removes names; an image given by IMAGE ID or digest loses all its names,
 /// which takes `-f` when there are several (as docker asks).
 pub fn rmi(store: &Store, args: &RmiArgs, quiet: bool) -> Result<()> {
-    let mut names: Vec<String> = Vec::new();
-    for input in &args.images {
-        let found = resolve(store, input)?;
+    let names = names_of(store, &args.images, |input, found| {
         if found.by_id && found.names.len() > 1 && !args.force {
             bail!(
                 "{input} is one image with {} names ({}): remove the names one by one, \
@@ -353,12 +193,8 @@ pub fn rmi(store: &Store, args: &RmiArgs, quiet: bool) -> Result<()> {
                 found.names.join(", ")
             );
         }
-        for name in found.names {
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-    }
+        Ok(())
+    })?;
     for n in &names {
         store.untag(n)?;
         if !quiet {
@@ -418,7 +254,7 @@ pub fn fsck(store: &Store) -> Result<()> {
 
 /// Writes the images to `output`, or to standard output when it is not a terminal.
 pub fn save(store: &Store, inputs: &[String], output: Option<&Path>, quiet: bool) -> Result<()> {
-    let names = names_of(store, inputs)?;
+    let names = names_of(store, inputs, |_, _| Ok(()))?;
     let Some(output) = output else {
         let mut stdout = io::stdout().lock();
         if stdout.is_terminal() {
@@ -467,7 +303,7 @@ pub fn load(store: &Store, input: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-fn human_size(bytes: u64) -> String {
+pub(super) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
     let mut unit = 0;
