@@ -346,6 +346,7 @@ pub struct LogoutArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = IMAGE_NAMES)]
 pub struct PushArgs {
     /// Image in the local store: a name, an IMAGE ID or a digest.
     pub image: String,
