@@ -166,4 +166,87 @@ fn login_refuses_a_password_that_is_not_on_stdin() {
     let env = Env::new();
     let stderr = env.fails(&["login", "127.0.0.1:1", "-u", "x"]);
     assert!(stderr.contains("--password-stdin"), "{stderr}");
+    assert!(stderr.contains("not a terminal"), "{stderr}");
+    let stderr = env.fails(&["login", "127.0.0.1:1", "--password-stdin"]);
+    assert!(stderr.contains("--username"), "{stderr}");
+}
+
+/// Runs `sealrs ARGS` on a terminal (util-linux `script` makes one), answering
+/// each prompt in `answers` once it shows; returns the status and all the terminal showed.
+fn on_a_terminal(env: &Env, args: &[&str], answers: &[(&str, &str)]) -> (bool, String) {
+    use std::io::{Read as _, Write as _};
+    let line = format!("{} {}", env!("CARGO_BIN_EXE_sealrs"), args.join(" "));
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("SEALRS_ROOT", &env.root)
+        .current_dir(env.path(""))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut shown = Vec::new();
+    for (prompt, answer) in answers {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !String::from_utf8_lossy(&shown).contains(prompt) {
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(chunk) => shown.extend(chunk),
+                Err(_) => panic!("no {prompt:?} prompt: {}", String::from_utf8_lossy(&shown)),
+            }
+        }
+        // The prompt is written just before echo goes off.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    }
+    let status = child.wait().unwrap();
+    drop(stdin);
+    shown.extend(rx.iter().flatten());
+    (
+        status.success(),
+        String::from_utf8_lossy(&shown).into_owned(),
+    )
+}
+
+#[test]
+fn login_on_a_terminal_asks_for_the_user_and_a_hidden_password() {
+    let reg = Registry::start(Options {
+        tls: true,
+        auth: true,
+    });
+    let env = Env::new();
+    let auth = env.path("auth.json");
+    let host = reg.host();
+    let cert_dir = reg.cert_dir();
+    let args = [
+        "login",
+        host.as_str(),
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        "--authfile",
+        auth.to_str().unwrap(),
+    ];
+    let (ok, shown) = on_a_terminal(
+        &env,
+        &args,
+        &[("Username: ", USER), ("Password: ", PASSWORD)],
+    );
+    assert!(ok, "{shown}");
+    assert!(shown.contains("Login succeeded"), "{shown}");
+    assert!(shown.contains(USER), "the user name is echoed: {shown}");
+    assert!(
+        !shown.contains(PASSWORD),
+        "the password was echoed: {shown}"
+    );
+    assert!(std::fs::read_to_string(&auth).unwrap().contains(&host));
 }

@@ -37,9 +37,9 @@ fn about() -> String {
 pub enum Command {
     /// Build an image from a Kubefile and a context directory.
     Build(BuildArgs),
-    /// List images in the local store.
+    /// List images in the local store; with -q only their IMAGE IDs, one a line.
     Images(ImagesArgs),
-    /// Show an image's manifest and config.
+    /// Show images' manifest and config (several: a JSON array).
     Inspect(InspectArgs),
     /// Give an image more names.
     Tag(TagArgs),
@@ -49,11 +49,11 @@ pub enum Command {
     Prune,
     /// Re-hash every blob that an image refers to and report corruption.
     Fsck,
-    /// Write images to an oci-archive tarball.
+    /// Write images to an oci-archive tarball (to standard output without -o).
     Save(SaveArgs),
-    /// Read images from an oci-archive or docker-archive tarball.
+    /// Read images from an oci-archive or docker-archive tarball (from standard input without -i).
     Load(LoadArgs),
-    /// Log in to a registry; the password is read from standard input.
+    /// Log in to a registry: prompts on a terminal, or reads the password with --password-stdin.
     Login(LoginArgs),
     /// Forget the credentials of a registry.
     Logout(LogoutArgs),
@@ -71,6 +71,8 @@ pub enum Command {
     Upgrade(UpgradeArgs),
     /// Uninstall the cluster from every host, remove what sealrs put there, forget the cluster.
     Reset(ResetArgs),
+    /// Print a shell completion script, e.g. `sealrs completion bash > /etc/bash_completion.d/sealrs`.
+    Completion(CompletionArgs),
     /// Runs on a host, from inside an applied image: unpack layers, verify, execute a plan.
     #[command(hide = true)]
     Installer(InstallerArgs),
@@ -78,7 +80,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Cluster image(s) in the local store; the first is the rootfs image.
+    /// Cluster image(s) in the local store (names, IMAGE IDs or digests); the first is the rootfs image.
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
     /// A Clusterfile (sealrs.io/v1 or sealos apps.sealos.io/v1beta1 Cluster).
@@ -96,6 +98,7 @@ pub struct RunArgs {
     /// Name under which the cluster is saved [default: default].
     #[arg(long)]
     pub cluster: Option<String>,
+    /// SSH user on every host [default: root].
     #[arg(long, value_name = "USER")]
     pub ssh_user: Option<String>,
     /// Private key [default: ~/.ssh/id_ed25519, then id_rsa].
@@ -323,10 +326,12 @@ pub struct RegistryFlags {
 pub struct LoginArgs {
     /// Registry host, with a port if it has one (e.g. 127.0.0.1:5000).
     pub registry: String,
-    #[arg(short, long)]
-    pub username: String,
-    /// Read the password from standard input (the only way: never in argv).
-    #[arg(long)]
+    /// User name [default: asked for on a terminal].
+    #[arg(short, long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password from standard input, for scripts (never in argv;
+    /// without it, a terminal is asked with echo off).
+    #[arg(long, requires = "username")]
     pub password_stdin: bool,
     #[command(flatten)]
     pub registry_flags: RegistryFlags,
@@ -334,16 +339,18 @@ pub struct LoginArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct LogoutArgs {
+    /// Registry host whose credentials go, with a port if it has one.
     pub registry: String,
     #[command(flatten)]
     pub registry_flags: RegistryFlags,
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = IMAGE_NAMES)]
 pub struct PushArgs {
-    /// Image in the local store.
+    /// Image in the local store: a name, an IMAGE ID or a digest.
     pub image: String,
-    /// Where to push [default: the image's own name].
+    /// Where to push [default: the image's own name; required for an ID or digest].
     pub destination: Option<String>,
     /// Blobs uploaded at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -431,54 +438,84 @@ pub enum CompressionArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Columns for people.
     Table,
+    /// JSON for scripts.
     Json,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ImagesArgs {
+    /// Only the images of this repository, REPO or REPO:TAG (e.g. k3s or docker.io/library/k3s:v1.30).
+    #[arg(value_name = "REPO")]
+    pub repository: Option<String>,
+    /// `table` for people, `json` for scripts (-q prints IDs only, whatever the format).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
+/// How images are named for a local command, shown in its --help.
+const IMAGE_NAMES: &str = "Images are named by NAME[:TAG], NAME@DIGEST, the IMAGE ID that `sealrs images` prints \
+(or its first digits, if no other image starts alike) or a manifest or config digest (sha256:...). \
+docker://NAME is NAME. oci:DIR:REF and other tools' transports are refused: \
+bring such an image in with `skopeo copy oci:DIR:REF oci-archive:image.tar` and `sealrs load -i image.tar`.";
+
 #[derive(Debug, clap::Args)]
+#[command(after_help = IMAGE_NAMES)]
 pub struct InspectArgs {
-    /// Image name.
-    pub image: String,
+    /// Images: names, IMAGE IDs or digests.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
     /// `json` prints manifest and config for scripts; `table` a summary for people.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = IMAGE_NAMES)]
 pub struct TagArgs {
-    /// Existing image.
+    /// Existing image: a name, an IMAGE ID or a digest.
     pub source: String,
-    /// New names.
+    /// New names (a name that is on another image moves to this one).
     #[arg(required = true)]
     pub targets: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = IMAGE_NAMES)]
 pub struct RmiArgs {
-    #[arg(required = true)]
+    /// Images to remove: a name removes that name; an IMAGE ID or digest removes the image.
+    #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<String>,
+    /// Remove an image given by IMAGE ID or digest even if several names point to it (all of them go).
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = IMAGE_NAMES)]
 pub struct SaveArgs {
-    /// Output file (oci-archive).
+    /// Output file (oci-archive) [default: standard output, unless it is a terminal].
     #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
-    #[arg(required = true)]
+    pub output: Option<PathBuf>,
+    /// Images to save, with their names (an image given by ID keeps all its names).
+    #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// Input file: an oci-archive or a docker-archive.
+    /// Input file: an oci-archive or a docker-archive, plain, gzip or zstd
+    /// [default: standard input, unless it is a terminal].
     #[arg(short, long, value_name = "FILE")]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionArgs {
+    /// The shell to write the completion script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `123`, `64K`, `32M`, `1G` (powers of 1024).
@@ -510,6 +547,31 @@ mod tests {
         assert!(parse_size("M").is_err());
         assert!(parse_size("12X").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn every_command_and_argument_says_what_it_is_for() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            // The installer runs on hosts, from inside an image: not for people.
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "sealrs", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 
     #[test]

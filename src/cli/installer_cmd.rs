@@ -38,7 +38,7 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                     &a.systemctl,
                 ));
             }
-            println!("{}", report.to_json());
+            outln!("{}", report.to_json())?;
             if !report.holds() {
                 bail!("{}", report.summary());
             }
@@ -99,22 +99,22 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
             ctx.systemctl = vec![a.systemctl.clone()];
             ctx.dry_run = a.dry_run;
             if a.dry_run {
-                print!("{}", plan.render_dry_run());
+                out!("{}", plan.render_dry_run())?;
                 if a.rootfs.is_dir() {
                     let files = installer::placements(&ctx, role, &plan)?;
-                    println!("placements for a {role} ({} files):", files.len());
+                    outln!("placements for a {role} ({} files):", files.len())?;
                     for f in files {
                         match &f.link {
-                            Some(t) => println!("  {} -> {} (symlink to {t})", f.source, f.host),
-                            None => println!("  {} -> {} mode {:04o}", f.source, f.host, f.mode),
+                            Some(t) => outln!("  {} -> {} (symlink to {t})", f.source, f.host)?,
+                            None => outln!("  {} -> {} mode {:04o}", f.source, f.host, f.mode)?,
                         }
                     }
                 } else {
-                    println!(
+                    outln!(
                         "placements: {} is not unpacked yet; they follow {}",
                         a.rootfs.display(),
                         layout.file
-                    );
+                    )?;
                 }
                 return Ok(());
             }
@@ -174,7 +174,7 @@ fn execute(plan: &Plan, mut ctx: ExecContext, layers: &[PathBuf], quiet: bool) -
         ctx.on_step = Some(log_step);
     }
     let report = installer::execute(plan, &ctx)?;
-    println!("{}", report.to_json());
+    outln!("{}", report.to_json())?;
     if !report.succeeded() {
         bail!("{}", report.summary());
     }

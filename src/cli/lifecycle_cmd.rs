@@ -99,7 +99,8 @@ pub fn upgrade(
     progress: &dyn Progress,
 ) -> Result<()> {
     let (mut cluster, loaded, connector) = open(root, &args.cluster, &args.ssh)?;
-    let result = apply::upgrade(store, &mut cluster, &args.image, &connector, progress);
+    let image = super::resolve::name_for(store, &args.image)?;
+    let result = apply::upgrade(store, &mut cluster, &image, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
     let report = result?;
     let sent: u64 = report.bytes_sent.values().sum();

@@ -3,10 +3,31 @@
 //! This is the edge: library errors are typed, and here they get the context a
 //! person needs (which image, which file) before they are printed.
 
+/// `println!` that hands the error back instead of panicking, so that a reader
+/// who went away (`sealrs images | head -1`) ends the command quietly in
+/// [`main`]. Not SIGPIPE's default action: that would also kill the process
+/// for a peer that closes an SSH channel or a pipe to a child.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` in the manner of [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod args;
+mod inspect_cmd;
 mod installer_cmd;
 mod lifecycle_cmd;
 mod registry_cmds;
+mod resolve;
 mod run_cmd;
 mod store_cmds;
 
@@ -15,7 +36,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 
 pub use args::{parse_size, Cli, Command};
 
@@ -66,6 +87,12 @@ pub fn run(cli: Cli) -> Result<()> {
     if let Command::Installer(args) = cli.command {
         return installer_cmd::run(args, cli.quiet);
     }
+    if let Command::Completion(args) = &cli.command {
+        let mut script = Vec::new();
+        clap_complete::generate(args.shell, &mut completion_command(), "sealrs", &mut script);
+        std::io::Write::write_all(&mut std::io::stdout().lock(), &script)?;
+        return Ok(());
+    }
     let root = match cli.root.clone() {
         Some(root) => root,
         None => default_root()?,
@@ -102,19 +129,24 @@ pub fn run(cli: Cli) -> Result<()> {
                     outcome.cached_layers
                 );
             }
-            println!("{}", outcome.manifest.digest());
+            outln!("{}", outcome.manifest.digest())?;
             Ok(())
         }
-        Command::Images(args) => store_cmds::images(&open_store()?, args.format),
-        Command::Inspect(args) => store_cmds::inspect(&open_store()?, &args.image, args.format),
-        Command::Tag(args) => store_cmds::tag(&open_store()?, &args.source, &args.targets),
-        Command::Rmi(args) => store_cmds::rmi(&open_store()?, &args.images, cli.quiet),
+        Command::Images(args) => store_cmds::images(&open_store()?, &args, cli.quiet),
+        Command::Inspect(args) => inspect_cmd::inspect(&open_store()?, &args.images, args.format),
+        Command::Tag(args) => {
+            store_cmds::tag(&open_store()?, &args.source, &args.targets, cli.quiet)
+        }
+        Command::Rmi(args) => store_cmds::rmi(&open_store()?, &args, cli.quiet),
         Command::Prune => store_cmds::prune(&open_store()?),
         Command::Fsck => store_cmds::fsck(&open_store()?),
-        Command::Save(args) => {
-            store_cmds::save(&open_store()?, &args.images, &args.output, cli.quiet)
-        }
-        Command::Load(args) => store_cmds::load(&open_store()?, &args.input),
+        Command::Save(args) => store_cmds::save(
+            &open_store()?,
+            &args.images,
+            args.output.as_deref(),
+            cli.quiet,
+        ),
+        Command::Load(args) => store_cmds::load(&open_store()?, args.input.as_deref()),
         Command::Login(args) => registry_cmds::login(&args),
         Command::Logout(args) => registry_cmds::logout(&args),
         Command::Push(args) => registry_cmds::push(&open_store()?, &args, progress.as_ref()),
@@ -130,8 +162,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reset(args) => {
             lifecycle_cmd::reset(&open_store()?, &root, &args, progress.as_ref())
         }
-        Command::Installer(_) => unreachable!("handled above"),
+        Command::Installer(_) | Command::Completion(_) => unreachable!("handled above"),
     }
+}
+
+/// The command line without its hidden commands: clap_complete offers hidden
+/// subcommands too, and the installer is for hosts, not for people.
+fn completion_command() -> clap::Command {
+    let full = Cli::command();
+    clap::Command::new("sealrs")
+        .version(env!("CARGO_PKG_VERSION"))
+        .propagate_version(true)
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned())
 }
 
 /// `/var/lib/sealrs` for root, else the XDG data directory.

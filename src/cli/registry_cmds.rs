@@ -9,6 +9,7 @@ use crate::build::BaseFetcher;
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::{self, RegistryOptions};
+use crate::secret::Secret;
 use crate::store::Store;
 
 pub(super) fn options(flags: &RegistryFlags) -> RegistryOptions {
@@ -33,31 +34,60 @@ fn parse_reference(name: &str) -> Result<Reference> {
     Reference::parse(name).map_err(anyhow::Error::from)
 }
 
+/// Logs in with the password from standard input (`--password-stdin`, for
+/// scripts), else by asking on the terminal with echo off, as docker does.
 pub fn login(args: &LoginArgs) -> Result<()> {
-    if !args.password_stdin {
-        bail!("pass the password on standard input with --password-stdin (a password in argv is visible to every user of the machine)");
-    }
-    if std::io::stdin().is_terminal() {
-        eprint!("Password: ");
-    }
-    let mut password = String::new();
-    std::io::stdin()
-        .read_to_string(&mut password)
-        .context("reading the password from standard input")?;
-    let password = password.strip_suffix('\n').unwrap_or(&password);
-    let password = password.strip_suffix('\r').unwrap_or(password);
-    if password.is_empty() {
-        bail!("the password on standard input is empty");
+    let (username, password) = if args.password_stdin {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .context("reading the password from standard input")?;
+        let username = args
+            .username
+            .clone()
+            .expect("clap requires -u with --password-stdin");
+        let password = password.strip_suffix('\n').unwrap_or(&password);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        (username, Secret::new(password))
+    } else {
+        ask_on_terminal(args.username.as_deref())?
+    };
+    if password.expose().is_empty() {
+        bail!("the password is empty");
     }
     let opts = options(&args.registry_flags);
     runtime()?.block_on(registry::login(
         &args.registry,
-        &args.username,
-        password,
+        &username,
+        password.expose(),
         &opts,
     ))?;
     eprintln!("Login succeeded: {}", args.registry);
     Ok(())
+}
+
+/// Asks for what `-u` did not give and for the password (never echoed).
+fn ask_on_terminal(username: Option<&str>) -> Result<(String, Secret)> {
+    if !std::io::stdin().is_terminal() {
+        bail!("standard input is not a terminal, so there is no one to ask for the password: pipe it with -u USER --password-stdin (a password in argv is visible to every user of the machine)");
+    }
+    let username = match username {
+        Some(name) => name.to_string(),
+        None => {
+            eprint!("Username: ");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the user name")?;
+            let name = line.trim().to_string();
+            if name.is_empty() {
+                bail!("the user name is empty");
+            }
+            name
+        }
+    };
+    let password = rpassword::prompt_password("Password: ").context("reading the password")?;
+    Ok((username, Secret::new(password)))
 }
 
 pub fn logout(args: &LogoutArgs) -> Result<()> {
@@ -67,15 +97,21 @@ pub fn logout(args: &LogoutArgs) -> Result<()> {
 }
 
 pub fn push(store: &Store, args: &PushArgs, progress: &dyn Progress) -> Result<()> {
-    let source = parse_reference(&args.image)?.to_string();
-    let dest = parse_reference(args.destination.as_deref().unwrap_or(&args.image))?;
-    if store.lookup(&source)?.is_none() {
-        bail!("image {source} is not in the local store (see `sealrs images`)");
-    }
+    let found = super::resolve::resolve(store, &args.image)?;
+    let source = found.names[0].clone();
+    let dest = match &args.destination {
+        Some(dest) => parse_reference(dest)?,
+        None if found.by_id => bail!(
+            "{} is an IMAGE ID or digest, not a place in a registry: give the destination, `sealrs push {} REGISTRY/REPO:TAG`",
+            args.image,
+            args.image
+        ),
+        None => parse_reference(&source)?,
+    };
     let mut opts = options(&args.registry_flags);
     opts.max_concurrent = usize::from(args.jobs);
     let digest = runtime()?.block_on(registry::push(store, &source, &dest, &opts, progress))?;
-    println!("{digest}");
+    outln!("{digest}")?;
     Ok(())
 }
 
@@ -85,7 +121,7 @@ pub fn pull(store: &Store, args: &PullArgs, progress: &dyn Progress) -> Result<(
     opts.platform = args.platform.clone();
     opts.max_concurrent = usize::from(args.jobs);
     let descriptor = runtime()?.block_on(registry::pull(store, &reference, &opts, progress))?;
-    println!("{}", descriptor.digest());
+    outln!("{}", descriptor.digest())?;
     Ok(())
 }
 

@@ -134,6 +134,9 @@ fn load_cluster(args: &RunArgs) -> Result<Cluster> {
 
 pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) -> Result<()> {
     let mut cluster = load_cluster(args)?;
+    for image in &mut cluster.images {
+        *image = super::resolve::name_for(store, image)?;
+    }
     // A run onto a cluster sealrs already made knows what its hosts run.
     match apply::load_cluster(root, &cluster.name) {
         Ok(saved) => cluster.keep_status_of(&saved),
@@ -151,7 +154,8 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     };
     let result = apply::run(store, &mut cluster, &connector, &options, progress);
     if args.dry_run {
-        print!("{}", result?.dry_run);
+        let plan = result?.dry_run;
+        std::io::Write::write_all(&mut std::io::stdout().lock(), plan.as_bytes())?;
         return Ok(());
     }
     // Saved once any host changed, even if the run then failed: a rerun picks

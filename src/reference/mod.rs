@@ -7,6 +7,10 @@
 
 use std::fmt;
 
+mod local;
+
+pub use local::{parse_local, LocalRef};
+
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 pub const DEFAULT_TAG: &str = "latest";
 const MAX_NAME_LEN: usize = 255;
