@@ -3,8 +3,8 @@
 
 use super::file::parse_address_port;
 use super::{
-    parse_env_pair, Address, Cluster, ClusterError, Host, PasswordSource, Problem, Role, SshConfig,
-    DEFAULT_SSH_PORT,
+    parse_env_pair, unless_problems, Address, Cluster, ClusterError, Host, PasswordSource, Problem,
+    Role, SshConfig, DEFAULT_SSH_PORT,
 };
 
 /// Raw flag values, as `sealrs run` collects them.
@@ -91,14 +91,7 @@ impl Cluster {
             p.field = flag_for(&p.field).to_string();
             problems.push(p);
         }
-        if problems.is_empty() {
-            Ok(cluster)
-        } else {
-            Err(ClusterError::Invalid {
-                source_name: "command line".to_string(),
-                problems,
-            })
-        }
+        unless_problems(cluster, "command line", problems)
     }
 }
 
@@ -181,12 +174,5 @@ pub fn parse_targets(cluster: &Cluster, nodes: &[String]) -> Result<Vec<Address>
             addresses.push(address);
         }
     }
-    if problems.is_empty() {
-        Ok(addresses)
-    } else {
-        Err(ClusterError::Invalid {
-            source_name: "command line".to_string(),
-            problems,
-        })
-    }
+    unless_problems(addresses, "command line", problems)
 }

@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 use super::{
-    parse_env_pair, Address, Cluster, ClusterError, ClusterStatus, Host, PasswordSource, Problem,
-    Role, Secret, SshConfig,
+    parse_env_pair, unless_problems, Address, Cluster, ClusterError, ClusterStatus, Host,
+    PasswordSource, Problem, Role, Secret, SshConfig,
 };
 
 pub const API_VERSION: &str = "sealrs.io/v1";
@@ -342,14 +342,7 @@ impl Cluster {
             }
         }
         problems.extend(model);
-        if problems.is_empty() {
-            Ok(cluster)
-        } else {
-            Err(ClusterError::Invalid {
-                source_name: source_name.to_string(),
-                problems,
-            })
-        }
+        unless_problems(cluster, source_name, problems)
     }
 
     /// Our Clusterfile with status, for `$SEALRS_ROOT/clusters/NAME/`.
@@ -431,12 +424,5 @@ pub(super) fn finish(
         }
         problems.push(p);
     }
-    if problems.is_empty() {
-        Ok(cluster)
-    } else {
-        Err(ClusterError::Invalid {
-            source_name: source_name.to_string(),
-            problems,
-        })
-    }
+    unless_problems(cluster, source_name, problems)
 }

@@ -592,15 +592,24 @@ impl Cluster {
 
     /// `Ok` when [`Cluster::problems`] finds none.
     pub fn validate(&self, source_name: &str) -> Result<(), ClusterError> {
-        let problems = self.problems();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ClusterError::Invalid {
-                source_name: source_name.to_string(),
-                problems,
-            })
-        }
+        unless_problems((), source_name, self.problems())
+    }
+}
+
+/// `value` when `problems` is empty, else every problem at once, named by
+/// where they were read.
+pub(crate) fn unless_problems<T>(
+    value: T,
+    source_name: &str,
+    problems: Vec<Problem>,
+) -> Result<T, ClusterError> {
+    if problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(ClusterError::Invalid {
+            source_name: source_name.to_string(),
+            problems,
+        })
     }
 }
 

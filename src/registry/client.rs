@@ -316,12 +316,7 @@ impl Session {
             .append_pair("mount", digest.as_ref())
             .append_pair("from", from);
         let action = format!("mount blob {digest} from {from}");
-        let resp = self
-            .send(&action, |h| {
-                Ok(h.post(url.clone()).header(CONTENT_LENGTH, 0))
-            })
-            .await?;
-        let resp = self.check(resp, &action, Some(digest)).await?;
+        let resp = self.post_empty(url, &action, digest).await?;
         if resp.status() == StatusCode::CREATED {
             return Ok(Mount::Mounted);
         }
@@ -334,13 +329,23 @@ impl Session {
     pub async fn start_upload(&self, digest: &Digest) -> Result<Url, RegistryError> {
         let url = self.repo_url("blobs/uploads/")?;
         let action = format!("start the upload of blob {digest}");
+        let resp = self.post_empty(url, &action, digest).await?;
+        self.location(resp.headers(), "start a blob upload")
+    }
+
+    /// An empty POST to the uploads endpoint (a mount or a new upload), checked.
+    async fn post_empty(
+        &self,
+        url: Url,
+        action: &str,
+        digest: &Digest,
+    ) -> Result<Response, RegistryError> {
         let resp = self
-            .send(&action, |h| {
+            .send(action, |h| {
                 Ok(h.post(url.clone()).header(CONTENT_LENGTH, 0))
             })
             .await?;
-        let resp = self.check(resp, &action, Some(digest)).await?;
-        self.location(resp.headers(), "start a blob upload")
+        self.check(resp, action, Some(digest)).await
     }
 
     fn location(&self, headers: &HeaderMap, action: &str) -> Result<Url, RegistryError> {
