@@ -129,6 +129,14 @@ fn three_controllers_and_a_worker_tokens_expire_and_are_invalidated_then_deleted
         );
     }
 
+    // The airgap bundle only where workloads run: the worker, not the
+    // controllers (a cluster with a worker runs them without --enable-worker).
+    let bundle = "/var/lib/k0s/images/k0s-airgap-bundle-v1.30.2+k0s.0-amd64.tar";
+    assert!(exists(&hosts[3], bundle));
+    for i in 0..3 {
+        assert!(!exists(&hosts[i], bundle), "{}", hosts[i].name);
+    }
+
     // Deleting 2 of the 3 controllers (verify refuses an even count left):
     // each leaves etcd while it runs, then stops and resets, one after the
     // other, so the etcd of the first never loses its quorum.
@@ -225,6 +233,11 @@ fn an_application_image_runs_kubectl_on_a_k0s_controller() {
             .trim(),
         "/usr/local/bin/k0s"
     );
+    // A lone controller runs workloads (--enable-worker): it gets the bundle.
+    assert!(exists(
+        &hosts[0],
+        "/var/lib/k0s/images/k0s-airgap-bundle-v1.30.2+k0s.0-amd64.tar"
+    ));
     let mut args = vec![
         "run".to_string(),
         image.clone(),

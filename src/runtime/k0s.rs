@@ -266,8 +266,19 @@ fn install_and_start(ctx: &HostContext, plan: &mut Plan, token_file: bool) {
     ));
 }
 
+/// The image's files for this host: the airgap bundle only where workloads
+/// run (layouts/k0s.toml; k0s imports it in the worker's containerd:
+/// <https://docs.k0sproject.io/v1.30.2+k0s.0/airgap-install/>).
+fn place_rootfs(ctx: &HostContext) -> Step {
+    let workloads = match ctx.role {
+        Role::Master => enable_worker(ctx),
+        Role::Node => true,
+    };
+    Step::place_rootfs(ctx.role).running_workloads(workloads)
+}
+
 fn prepare(ctx: &HostContext, plan: &mut Plan) {
-    plan.push(Step::place_rootfs(ctx.role));
+    plan.push(place_rootfs(ctx));
     plan.push(Step::ensure_dir("config-dir", CONFIG_DIR, 0o755));
     if ctx.role == Role::Master {
         plan.push(config_step(ctx));
@@ -503,7 +514,7 @@ impl Runtime for K0s {
         let unit = unit(ctx.role);
         let mut plan = ctx.plan(self.name(), "upgrade");
         hooks::push_setup(ctx, &mut plan);
-        plan.push(Step::place_rootfs(ctx.role));
+        plan.push(place_rootfs(ctx));
         if ctx.role == Role::Master {
             plan.push(config_step(ctx));
         }
@@ -941,6 +952,42 @@ mod tests {
             .unwrap()
             .step("link-kubectl")
             .is_none());
+    }
+
+    #[test]
+    fn the_rootfs_step_says_which_hosts_run_workloads() {
+        let workloads = |plan: &Plan| match plan.step("place-rootfs").unwrap().action {
+            Action::PlaceRootfs { workloads, .. } => workloads,
+            ref other => panic!("{other:?}"),
+        };
+        let img = image();
+        let c = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "10.0.0.4", &[]);
+        assert_eq!(
+            workloads(&K0s.install(&ctx(&c, 0, &img)).unwrap()),
+            Some(false)
+        );
+        assert_eq!(
+            workloads(&K0s.join(&ctx(&c, 1, &img)).unwrap()),
+            Some(false)
+        );
+        assert_eq!(workloads(&K0s.join(&ctx(&c, 3, &img)).unwrap()), Some(true));
+        let to = Version::parse("v1.30.3+k0s.0").unwrap();
+        assert_eq!(
+            workloads(&K0s.upgrade(&ctx(&c, 0, &img), &to).unwrap()),
+            Some(false)
+        );
+        // Without workers, or with the node role, a controller runs them.
+        let single = cluster("10.0.0.1", "", &[]);
+        assert_eq!(
+            workloads(&K0s.install(&ctx(&single, 0, &img)).unwrap()),
+            Some(true)
+        );
+        let mut both = cluster("10.0.0.1", "10.0.0.2", &[]);
+        both.hosts[0] = Host::new(both.hosts[0].address.clone(), &[Role::Master, Role::Node]);
+        assert_eq!(
+            workloads(&K0s.install(&ctx(&both, 0, &img)).unwrap()),
+            Some(true)
+        );
     }
 
     #[test]
