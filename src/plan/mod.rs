@@ -65,6 +65,10 @@ pub enum Action {
     /// for this role. Reports "changed" when any placed file changed.
     PlaceRootfs {
         role: Role,
+        /// Whether the host runs workloads, for the layout's rules `on =
+        /// "workers"`; `None`: when its role is node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workloads: Option<bool>,
     },
     /// Remove everything [`Action::PlaceRootfs`] placed for this role.
     RemoveRootfs {

@@ -121,7 +121,7 @@ impl Plan {
 
 fn action_lines(action: &Action) -> Vec<String> {
     match action {
-        Action::PlaceRootfs { role } => vec![format!("place rootfs: layout for {role}")],
+        Action::PlaceRootfs { role, .. } => vec![format!("place rootfs: layout for {role}")],
         Action::RemoveRootfs { role } => vec![format!("remove rootfs: layout for {role}")],
         Action::WriteFile {
             path,

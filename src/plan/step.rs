@@ -18,7 +18,10 @@ impl Step {
         Step::new(
             "place-rootfs",
             format!("place the image rootfs for a {role}"),
-            Action::PlaceRootfs { role },
+            Action::PlaceRootfs {
+                role,
+                workloads: None,
+            },
             Check::FileMatches,
         )
     }
@@ -267,6 +270,15 @@ impl Step {
     pub fn allowing_failure(mut self) -> Step {
         if let Action::Run { allow_failure, .. } = &mut self.action {
             *allow_failure = true;
+        }
+        self
+    }
+
+    /// Says whether the host of an [`Action::PlaceRootfs`] step runs
+    /// workloads (a control plane that is a node too); no-op on other actions.
+    pub fn running_workloads(mut self, runs: bool) -> Step {
+        if let Action::PlaceRootfs { workloads, .. } = &mut self.action {
+            *workloads = Some(runs);
         }
         self
     }

@@ -299,6 +299,14 @@ pub enum Violation {
     },
     #[error("host {host}: version skew: {rule}")]
     Skew { host: String, rule: String },
+    #[error("-e {key}={value:?}: {reason}")]
+    BadEnv {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("the image's {path}: {reason}")]
+    ImageConfig { path: String, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -348,6 +356,23 @@ pub trait Runtime: Send + Sync {
     fn remove_node(&self, first_master: &HostContext, node: &str) -> Result<Plan, RuntimeError>;
     /// TCP ports a host of this role must have free before the first install.
     fn ports(&self, role: Role) -> Vec<u16>;
+    /// Runs on the first master once the other hosts joined (or one failed):
+    /// what the runtime does there after its joins (k0s invalidates the join
+    /// tokens its install made). Empty by default; the processor runs a
+    /// plan only when it has steps.
+    fn after_joins(&self, first_master: &HostContext) -> Result<Plan, RuntimeError> {
+        Ok(first_master.plan(self.name(), "after-joins"))
+    }
+    /// What the installer can check only in the unpacked image: `read` gives
+    /// a file of its rootfs by relative path (`None` when absent). The
+    /// installer's verify calls it on each host before anything changes.
+    fn verify_image_files(
+        &self,
+        _cluster: &Cluster,
+        _read: &dyn Fn(&str) -> Option<String>,
+    ) -> Vec<Violation> {
+        Vec::new()
+    }
 }
 
 /// The Kubernetes API server's port, for every runtime.

@@ -406,11 +406,23 @@ fn k0s_plans() {
     );
     assert_eq!(
         argv(&first, "worker-token"),
-        ["/usr/local/bin/k0s", "token", "create", "--role=worker"]
+        [
+            "/usr/local/bin/k0s",
+            "token",
+            "create",
+            "--role=worker",
+            "--expiry=10m"
+        ]
     );
     assert_eq!(
         argv(&first, "controller-token"),
-        ["/usr/local/bin/k0s", "token", "create", "--role=controller"]
+        [
+            "/usr/local/bin/k0s",
+            "token",
+            "create",
+            "--role=controller",
+            "--expiry=20m"
+        ]
     );
     assert_eq!(
         first.step("start").unwrap().check,
@@ -463,7 +475,10 @@ fn k0s_plans() {
 
     let un = K0s.uninstall(&ctx(&c, 3, &img)).unwrap();
     assert_eq!(argv(&un, "stop"), ["/usr/local/bin/k0s", "stop"]);
-    assert_eq!(argv(&un, "reset"), ["/usr/local/bin/k0s", "reset"]);
+    assert_eq!(
+        argv(&un, "reset"),
+        ["/usr/local/bin/k0s", "reset", "--data-dir=/var/lib/k0s"]
+    );
     let up = K0s
         .upgrade(&ctx(&c, 3, &img), &Version::parse("v1.30.3+k0s.0").unwrap())
         .unwrap();

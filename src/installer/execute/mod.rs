@@ -186,7 +186,7 @@ impl StepRun<'_> {
     fn act(&mut self) -> Result<Outcome, InstallerError> {
         let step = self.step;
         match &step.action {
-            Action::PlaceRootfs { role } => self.place_rootfs(*role),
+            Action::PlaceRootfs { role, .. } => self.place_rootfs(*role),
             Action::RemoveRootfs { role } => self.remove_rootfs(*role),
             Action::WriteFile {
                 path,
