@@ -455,3 +455,105 @@ fn reset_stops_for_a_host_that_is_down_unless_forced() {
     assert!(!exists(&hosts[0], "/var/lib/sealrs"));
     assert!(!env.root.join("clusters/default").exists());
 }
+
+/// Lines of `sh -c SCRIPT` run inside the host.
+fn host_sh(host: &Host, script: &str) -> String {
+    host.exec_ok(&["sh", "-c", script])
+}
+
+/// What a running k3s leaves outside its unit, as seen on a host: shim
+/// processes, processes working below /run/k3s (containers), mounts under
+/// /run/k3s and /var/lib/kubelet, the cni0 bridge, KUBE- and flannel rules.
+fn k3s_leftovers(host: &Host) -> Vec<String> {
+    let mut left = Vec::new();
+    // `containerd-sh[i]m` matches the shim's command line, not this script's.
+    let shims = host_sh(
+        host,
+        r#"for p in /proc/[0-9]*; do a=$(tr '\0' ' ' <$p/cmdline 2>/dev/null) || continue; case "$a" in *containerd-sh[i]m*) echo "shim: $a";; esac; done"#,
+    );
+    left.extend(shims.lines().map(str::to_string));
+    let containers = host_sh(
+        host,
+        r#"for p in /proc/[0-9]*; do d=$(readlink $p/cwd 2>/dev/null) || continue; case "$d" in /run/k3s*) echo "process ${p#/proc/} in $d";; esac; done"#,
+    );
+    left.extend(containers.lines().map(str::to_string));
+    let mounts = host.exec_ok(&["cat", "/proc/self/mounts"]);
+    left.extend(
+        mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with("/run/k3s") || m.starts_with("/var/lib/kubelet"))
+            .map(|m| format!("mount: {m}")),
+    );
+    if host.exec(&["ip", "link", "show", "cni0"]).status.success() {
+        left.push("link: cni0".into());
+    }
+    let rules = host.exec_ok(&["iptables-save"]);
+    left.extend(
+        rules
+            .lines()
+            .filter(|l| l.contains("KUBE-") || l.to_lowercase().contains("flannel"))
+            .map(|l| format!("iptables: {l}")),
+    );
+    left
+}
+
+#[test]
+fn reset_kills_unmounts_and_strips_what_k3s_left_and_keeps_the_data_behind_mounts() {
+    let hosts = TestHosts::boot(4);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    // A rule of the host's own, which the reset must keep.
+    let own_rule = "-A INPUT -s 192.0.2.7/32 -j DROP";
+    for host in hosts.hosts() {
+        host.exec_ok(&["iptables", "-A", "INPUT", "-s", "192.0.2.7", "-j", "DROP"]);
+    }
+    run_on(&env, "k3s-cluster:1", &hosts, &[0, 1, 2], &[3], &[]);
+    let data = [
+        "/srv/sealrs-standin/container-rootfs/data",
+        "/srv/sealrs-standin/volume/data",
+    ];
+    for host in hosts.hosts() {
+        // The stand-in left what a real k3s leaves: otherwise this test
+        // would prove nothing.
+        let left = k3s_leftovers(host).join("\n");
+        for what in [
+            "shim: /var/lib/rancher/k3s/data/",
+            "mount: /run/k3s/containerd/",
+            "mount: /var/lib/kubelet/pods/",
+            "process ",
+            "link: cni0",
+            "iptables: -A INPUT -j KUBE-FIREWALL",
+        ] {
+            assert!(left.contains(what), "{}: no {what:?} in\n{left}", host.name);
+        }
+    }
+
+    let out = lifecycle_ok(&env, &hosts, &["reset", "--cluster", "default"]);
+    assert!(out.contains("cluster default reset on 4 hosts"), "{out}");
+    for host in hosts.hosts() {
+        let left = k3s_leftovers(host);
+        assert!(left.is_empty(), "{}: left {left:#?}", host.name);
+        for file in data {
+            let text = host.exec_ok(&["cat", file]);
+            assert_eq!(
+                text.trim(),
+                "written by a container",
+                "{}: {file} behind a mount must survive the reset",
+                host.name
+            );
+        }
+        let rules = host.exec_ok(&["iptables-save"]);
+        assert!(rules.contains(own_rule), "{}: {rules}", host.name);
+        let units = host.exec_ok(&["systemctl", "list-unit-files", "--no-legend"]);
+        assert!(!units.contains("k3s"), "{}: {units}", host.name);
+        for gone in [
+            "/run/k3s",
+            "/var/lib/kubelet",
+            "/var/lib/rancher",
+            "/var/lib/cni",
+        ] {
+            assert!(!exists(host, gone), "{}: {gone} is left", host.name);
+        }
+    }
+}

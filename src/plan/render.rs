@@ -247,6 +247,36 @@ fn action_lines(action: &Action) -> Vec<String> {
         Action::ReadFile { path, capture } => {
             vec![format!("read: {path} as {}", capture_name(capture))]
         }
+        Action::KillProcessTrees { under, name_prefix } => vec![format!(
+            "kill: processes running {under}/**/{name_prefix}*, with their children (SIGKILL)"
+        )],
+        Action::UnmountUnder { prefix } => vec![format!(
+            "unmount: every mount point starting with {}, deepest first, then remove it",
+            quote(prefix)
+        )],
+        Action::DeleteLinks { names } => vec![format!(
+            "run: ip link delete, for each of {} present (and what is enslaved to it)",
+            names.join(", ")
+        )],
+        Action::StripIptables {
+            tools,
+            contains,
+            contains_ignore_case,
+        } => tools
+            .iter()
+            .map(|tool| {
+                let mut drop: Vec<String> = contains.iter().map(|c| quote(c)).collect();
+                drop.extend(
+                    contains_ignore_case
+                        .iter()
+                        .map(|c| format!("{} (any case)", quote(c))),
+                );
+                format!(
+                    "run: {tool}-save, without the lines containing {}, into {tool}-restore",
+                    drop.join(" or ")
+                )
+            })
+            .collect(),
     }
 }
 

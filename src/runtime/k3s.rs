@@ -16,7 +16,9 @@
 //!   <https://github.com/k3s-io/k3s/blob/master/install.sh>): `Type=notify`
 //!   for the server, `Type=exec` for the agent.
 //! - Upgrades replace the binary and restart (<https://docs.k3s.io/upgrades/manual>);
-//!   uninstall follows `k3s-uninstall.sh` / `k3s-agent-uninstall.sh`.
+//!   uninstall follows `k3s-killall.sh` and `k3s-uninstall.sh` /
+//!   `k3s-agent-uninstall.sh` as install.sh writes them (`create_killall`,
+//!   `create_uninstall`), step by step ([`push_killall`]).
 
 use std::collections::BTreeMap;
 
@@ -206,6 +208,58 @@ fn bring_up(ctx: &HostContext, plan: &mut Plan, exec: &[String], env: &[(&str, &
     ));
 }
 
+/// The data dir where k3s unpacks its bundled binaries (containerd, the
+/// shims, runc): `/var/lib/rancher/k3s/data/<hash>/bin/`.
+pub const DATA_BIN_PARENT: &str = "/var/lib/rancher/k3s/data";
+/// The interfaces k3s' flannel, kube-proxy (IPVS) and CNI create.
+pub const INTERFACES: [&str; 6] = [
+    "cni0",
+    "flannel.1",
+    "flannel-v6.1",
+    "kube-ipvs0",
+    "flannel-wg",
+    "flannel-wg-v6",
+];
+
+/// What `k3s-killall.sh` does after `systemctl stop`, as steps: the script
+/// that k3s' install.sh writes (`create_killall`, k3s-io/k3s install.sh as of
+/// v1.30.2+k3s1 and since), which sealrs never installs.
+///
+/// - `killtree $(getshims)`: the containerd shims (started from the data dir,
+///   outliving the unit under `KillMode=process`) and their containers;
+/// - `do_unmount_and_remove` of `/run/k3s`, `/var/lib/kubelet/pods`,
+///   `/var/lib/kubelet/plugins` and `/run/netns/cni-` (string prefixes,
+///   deepest first), so that no removal after it reaches into a container's
+///   root filesystem or a volume;
+/// - `remove_interfaces` (with what is enslaved to `cni0`) and `iptables-save
+///   | grep -v KUBE- | grep -v CNI- | grep -iv flannel | iptables-restore`,
+///   for ip6tables too.
+///
+/// Its `rm -rf /var/lib/cni/` comes with the other removals, after the
+/// image's `clean` hook.
+fn push_killall(plan: &mut Plan) {
+    plan.push(Step::kill_process_trees(
+        "kill-shims",
+        DATA_BIN_PARENT,
+        "containerd-shim",
+    ));
+    for (id, prefix) in [
+        ("unmount-run", "/run/k3s"),
+        ("unmount-pods", "/var/lib/kubelet/pods"),
+        ("unmount-plugins", "/var/lib/kubelet/plugins"),
+        ("unmount-netns", "/run/netns/cni-"),
+    ] {
+        plan.push(Step::unmount_under(id, prefix));
+    }
+    plan.push(Step::delete_links("delete-interfaces", &INTERFACES));
+    plan.push(Step::strip_iptables(
+        "strip-iptables",
+        &["iptables", "ip6tables"],
+        &["KUBE-", "CNI-"],
+        &["flannel"],
+    ));
+}
+
 impl Runtime for K3s {
     /// API server and kubelet; https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes
     fn ports(&self, role: Role) -> Vec<u16> {
@@ -334,19 +388,7 @@ impl Runtime for K3s {
             unit.name,
             crate::plan::ServiceOp::Disable,
         ));
-        // Container shims outlive the service (KillMode=process): the
-        // killall script that ships with k3s stops them and unmounts.
-        plan.push(
-            Step::run(
-                "killall",
-                "stop k3s containers and unmount their filesystems",
-                &["/usr/local/bin/k3s-killall.sh"],
-                Check::IfExists {
-                    path: "/usr/local/bin/k3s-killall.sh".into(),
-                },
-            )
-            .allowing_failure(),
-        );
+        push_killall(&mut plan);
         hooks::push_clean(ctx, &mut plan);
         plan.push(Step::remove(
             "remove-unit",
@@ -367,9 +409,13 @@ impl Runtime for K3s {
                 BIN,
             ));
         }
+        // k3s-uninstall.sh: `rm -rf` of these and `clean_mounted_directory`
+        // of the data dir; every removal here leaves a mount point (and what
+        // is behind it) in place, and fails naming it.
         for (id, path) in [
             ("remove-config", CONFIG_DIR),
             ("remove-run", "/run/k3s"),
+            ("remove-cni", "/var/lib/cni"),
             ("remove-flannel", "/run/flannel"),
             ("remove-data", "/var/lib/rancher/k3s"),
             ("remove-kubelet", "/var/lib/kubelet"),

@@ -279,6 +279,87 @@ fn k3s_upgrade_and_uninstall() {
         .any(|s| matches!(s.action, Action::RemoveRootfs { role: Role::Master })));
 }
 
+/// Uninstall follows k3s-killall.sh: stop, then shims killed, mounts taken
+/// down, interfaces and rules removed, and only then anything removed.
+#[test]
+fn k3s_uninstall_kills_unmounts_and_strips_before_it_removes() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &[]);
+    let img = image("k3s", "v1.30.2+k3s1");
+    for i in 0..2 {
+        let un = K3s.uninstall(&ctx(&c, i, &img)).unwrap();
+        un.validate().unwrap();
+        assert_eq!(
+            ids(&un)[..9],
+            [
+                "stop",
+                "disable",
+                "kill-shims",
+                "unmount-run",
+                "unmount-pods",
+                "unmount-plugins",
+                "unmount-netns",
+                "delete-interfaces",
+                "strip-iptables"
+            ]
+        );
+        let action = |id: &str| un.step(id).unwrap().action.clone();
+        assert_eq!(
+            action("kill-shims"),
+            Action::KillProcessTrees {
+                under: "/var/lib/rancher/k3s/data".into(),
+                name_prefix: "containerd-shim".into()
+            }
+        );
+        for (id, prefix) in [
+            ("unmount-run", "/run/k3s"),
+            ("unmount-pods", "/var/lib/kubelet/pods"),
+            ("unmount-plugins", "/var/lib/kubelet/plugins"),
+            ("unmount-netns", "/run/netns/cni-"),
+        ] {
+            assert_eq!(
+                action(id),
+                Action::UnmountUnder {
+                    prefix: prefix.into()
+                }
+            );
+        }
+        assert_eq!(
+            action("delete-interfaces"),
+            Action::DeleteLinks {
+                names: [
+                    "cni0",
+                    "flannel.1",
+                    "flannel-v6.1",
+                    "kube-ipvs0",
+                    "flannel-wg",
+                    "flannel-wg-v6"
+                ]
+                .map(String::from)
+                .to_vec()
+            }
+        );
+        assert_eq!(
+            action("strip-iptables"),
+            Action::StripIptables {
+                tools: vec!["iptables".into(), "ip6tables".into()],
+                contains: vec!["KUBE-".into(), "CNI-".into()],
+                contains_ignore_case: vec!["flannel".into()],
+            }
+        );
+        assert!(matches!(
+            action("remove-cni"),
+            Action::Remove { path, recursive: true } if path == "/var/lib/cni"
+        ));
+        // The script that sealrs never installs is not relied on.
+        assert!(!un.to_json().contains("k3s-killall.sh"));
+        let dry = un.render_dry_run();
+        assert!(
+            dry.contains("unmount: every mount point starting with /run/netns/cni-, deepest first"),
+            "{dry}"
+        );
+    }
+}
+
 #[test]
 fn kubeadm_plans() {
     let c = cluster(
@@ -982,7 +1063,7 @@ fn every_runtime_runs_check_then_init_before_its_own_steps() {
 fn every_runtime_runs_clean_between_stopping_and_removing() {
     let c = cluster("10.0.0.1", "10.0.0.2", &["PASS=pa$$w0rd\"`x"]);
     for (name, version, after) in [
-        ("k3s", "v1.30.2+k3s1", "killall"),
+        ("k3s", "v1.30.2+k3s1", "strip-iptables"),
         ("kubeadm", "v1.30.2", "disable-containerd"),
         ("k0s", "v1.30.2+k0s.0", "stop"),
     ] {
