@@ -508,7 +508,62 @@ fn reset_kills_unmounts_and_strips_what_k3s_left_and_keeps_the_data_behind_mount
     for host in hosts.hosts() {
         host.exec_ok(&["iptables", "-A", "INPUT", "-s", "192.0.2.7", "-j", "DROP"]);
     }
-    run_on(&env, "k3s-cluster:1", &hosts, &[0, 1, 2], &[3], &[]);
+    // Bad input is refused before any host changes, with the value.
+    for (bad, says) in [
+        (
+            "SERVICE_CIDR=not-a-cidr",
+            "-e SERVICE_CIDR=\"not-a-cidr\": ",
+        ),
+        ("CONTROL_PLANE_ENDPOINT=lb.example.com", "no port"),
+    ] {
+        let refused = lifecycle_fails(
+            &env,
+            &hosts,
+            &["run", "k3s-cluster:1", "--masters", &hosts[0].ip, "-e", bad],
+        );
+        assert!(refused.contains(says), "{refused}");
+        assert!(!exists(&hosts[0], "/var/lib/sealrs"), "nothing was sent");
+    }
+    // The first server stands in for a load balancer in front of the servers.
+    let endpoint = format!("{}:6443", hosts[0].ip);
+    run_on(
+        &env,
+        "k3s-cluster:1",
+        &hosts,
+        &[0, 1, 2],
+        &[3],
+        &[
+            "-e",
+            &format!("CONTROL_PLANE_ENDPOINT={endpoint}"),
+            "-e",
+            "HTTPS_PROXY=http://proxy.invalid:3128",
+            "-e",
+            "NO_PROXY=10.0.0.0/8",
+        ],
+    );
+    // The endpoint is a SAN of every server, and what the others register
+    // through; the agent's unit waits for it to say it is up.
+    for host in &hosts.hosts()[..3] {
+        let log = logged(host, "k3s|");
+        assert!(
+            log.contains(&format!("--tls-san {}|", hosts[0].ip)),
+            "{}: {log}",
+            host.name
+        );
+    }
+    assert!(logged(&hosts[1], "k3s|").contains(&format!("server --server https://{endpoint} ")));
+    let agent_log = logged(&hosts[3], "k3s|");
+    assert!(
+        agent_log.contains(&format!("K3S_URL=https://{endpoint} ")),
+        "{agent_log}"
+    );
+    let unit = hosts[3].exec_ok(&["systemctl", "show", "-p", "Type", "k3s-agent"]);
+    assert_eq!(unit.trim(), "Type=notify");
+    let env_file = hosts[3].exec_ok(&["cat", "/etc/systemd/system/k3s-agent.service.env"]);
+    assert!(
+        env_file.contains("HTTPS_PROXY=\"http://proxy.invalid:3128\"\nNO_PROXY=\"10.0.0.0/8\"\n"),
+        "{env_file}"
+    );
     let data = [
         "/srv/sealrs-standin/container-rootfs/data",
         "/srv/sealrs-standin/volume/data",

@@ -14,7 +14,11 @@
 //!   (<https://docs.k3s.io/installation/configuration#configuration-file>).
 //! - Units as `install.sh` writes them (`create_systemd_service_file`,
 //!   <https://github.com/k3s-io/k3s/blob/master/install.sh>): `Type=notify`
-//!   for the server, `Type=exec` for the agent.
+//!   for server and agent; the env file carries the secrets and, as
+//!   `create_env_file` copies them, the `CONTAINERD_*` and proxy variables.
+//! - `CONTROL_PLANE_ENDPOINT` (`HOST:PORT`, a load balancer in front of the
+//!   servers' 6443): a `--tls-san` of every server, and the URL agents and
+//!   joining servers register through (<https://docs.k3s.io/datastore/cluster-loadbalancer>).
 //! - Upgrades replace the binary and restart (<https://docs.k3s.io/upgrades/manual>);
 //!   uninstall follows `k3s-killall.sh` and `k3s-uninstall.sh` /
 //!   `k3s-agent-uninstall.sh` as install.sh writes them (`create_killall`,
@@ -71,9 +75,12 @@ fn unit_for(role: Role) -> &'static Unit {
 
 /// The unit file, as `install.sh` writes it.
 fn unit_content(role: Role, unit: &Unit, exec: &[String]) -> String {
+    // install.sh writes `Type=notify` for servers and agents alike
+    // (SYSTEMD_TYPE defaults to notify since 2022): `systemctl start`
+    // returns once k3s says it is up.
     let (description_type, mode) = match role {
         Role::Master => ("notify", "server"),
-        Role::Node => ("exec", "agent"),
+        Role::Node => ("notify", "agent"),
     };
     let mut args = vec![exec_arg(BIN), mode.to_string()];
     args.extend(exec.iter().map(|a| exec_arg(a)));
@@ -159,8 +166,143 @@ fn config_step(ctx: &HostContext) -> Step {
     ))
 }
 
+fn env<'a>(ctx: &'a HostContext, key: &str) -> Option<&'a str> {
+    ctx.env
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The URL agents and joining servers register through: the
+/// `CONTROL_PLANE_ENDPOINT` when set (verified `HOST:PORT`), else the
+/// first server.
 fn server_url(ctx: &HostContext) -> String {
-    format!("https://{}:{API_PORT}", ctx.first_master.url_host())
+    match env(ctx, ENDPOINT_KEY) {
+        Some(endpoint) => format!("https://{endpoint}"),
+        None => format!("https://{}:{API_PORT}", ctx.first_master.url_host()),
+    }
+}
+
+/// The cluster env key of the load balancer's `HOST:PORT`.
+pub const ENDPOINT_KEY: &str = "CONTROL_PLANE_ENDPOINT";
+
+/// The host of an endpoint `HOST:PORT` (`[V6]:PORT`), as a certificate SAN
+/// names it; why it is not one otherwise.
+fn endpoint_host(value: &str) -> Result<String, String> {
+    let example = "give HOST:PORT, such as lb.example.com:6443";
+    if value.contains("://") {
+        return Err(format!("a scheme is not part of it; {example}"));
+    }
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("an IPv6 address needs its closing ]; {example}"))?;
+        (v6, after.strip_prefix(':'))
+    } else {
+        match value.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err("write an IPv6 address in brackets: [ADDR]:PORT".to_string())
+            }
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    let Some(port) = port else {
+        return Err(format!(
+            "no port: agents and joining servers register through https://HOST:PORT, and the \
+             load balancer's port cannot be guessed; {example}"
+        ));
+    };
+    if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
+        return Err(format!("{port:?} is not a port (1-65535); {example}"));
+    }
+    crate::cluster::Address::parse(host).map_err(|e| format!("{e}; {example}"))?;
+    Ok(host.to_string())
+}
+
+/// A CIDR (`10.42.0.0/16`) or a dual-stack pair of them (`V4,V6`), as k3s'
+/// `--cluster-cidr` and `--service-cidr` take them.
+fn is_cidr_list(value: &str) -> bool {
+    !value.is_empty()
+        && value.split(',').all(|one| {
+            one.split_once('/').is_some_and(|(ip, bits)| {
+                let max = match ip.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(_)) => 32,
+                    Ok(std::net::IpAddr::V6(_)) => 128,
+                    Err(_) => return false,
+                };
+                bits.parse::<u8>().is_ok_and(|b| b <= max) && !bits.starts_with('+')
+            })
+        })
+}
+
+/// The cluster env values k3s takes, checked before any host changes.
+fn verify_env(cluster: &Cluster, v: &mut Vec<Violation>) {
+    let bad = |key: &str, value: &str, reason: String| Violation::BadEnv {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    for (key, flag) in [
+        ("POD_CIDR", "cluster-cidr"),
+        ("SERVICE_CIDR", "service-cidr"),
+    ] {
+        if let Some(value) = cluster.env.get(key) {
+            if !is_cidr_list(value) {
+                v.push(bad(
+                    key,
+                    value,
+                    format!(
+                        "k3s' --{flag} needs a CIDR such as 10.42.0.0/16 (or IPv4,IPv6 for \
+                         dual-stack); fix the value or leave {key} out"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(value) = cluster.env.get(ENDPOINT_KEY) {
+        if let Err(reason) = endpoint_host(value) {
+            v.push(bad(ENDPOINT_KEY, value, reason));
+        }
+    }
+}
+
+/// The env file: the unit's secrets, then what install.sh's
+/// `create_env_file` copies from its environment, here from the cluster env:
+/// `CONTAINERD_*`, then `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` in any
+/// case (k3s passes them to containerd, so images pull through the proxy:
+/// <https://docs.k3s.io/advanced#configuring-an-http-proxy>).
+fn env_file_pairs<'a>(
+    ctx: &'a HostContext,
+    secrets: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut pairs = secrets.to_vec();
+    let from_env = |keep: &dyn Fn(&str) -> bool| {
+        ctx.env
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>()
+    };
+    pairs.extend(from_env(&|k| k.starts_with("CONTAINERD_")));
+    pairs.extend(from_env(&|k| {
+        ["NO_PROXY", "HTTP_PROXY", "HTTPS_PROXY"]
+            .iter()
+            .any(|p| k.eq_ignore_ascii_case(p))
+    }));
+    pairs
+}
+
+/// A server's `ExecStart` flags: `flags`, then `--tls-san` with the
+/// endpoint's host when there is one. A flag that takes several values adds
+/// to the config file's (k3s turns the config into flags before the
+/// command line's), so the image's own `tls-san` stays.
+fn server_flags(ctx: &HostContext, flags: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    if let Some(host) = env(ctx, ENDPOINT_KEY).and_then(|e| endpoint_host(e).ok()) {
+        out.extend(["--tls-san".to_string(), host]);
+    }
+    out
 }
 
 /// Everything up to and including a running service; `exec` are the role's
@@ -181,7 +323,7 @@ fn bring_up(ctx: &HostContext, plan: &mut Plan, exec: &[String], env: &[(&str, &
         Step::write_secret_file(
             "env-file",
             unit.env_file,
-            FileContent::text(env_file(env)),
+            FileContent::text(env_file(&env_file_pairs(ctx, env))),
             0o600,
         )
         .titled(format!("write {} (the unit's secrets)", unit.env_file)),
@@ -286,6 +428,7 @@ impl Runtime for K3s {
     fn verify(&self, cluster: &Cluster, image: &ImageInfo) -> Result<(), Vec<Violation>> {
         let mut v = verify_common(self.name(), cluster, image);
         verify_odd_servers(self.name(), cluster, &mut v);
+        verify_env(cluster, &mut v);
         finish_verify(v)
     }
 
@@ -293,7 +436,7 @@ impl Runtime for K3s {
         ctx.require_first_master(self.name())?;
         let mut plan = ctx.plan(self.name(), "install");
         hooks::push_setup(ctx, &mut plan);
-        bring_up(ctx, &mut plan, &["--cluster-init".to_string()], &[]);
+        bring_up(ctx, &mut plan, &server_flags(ctx, &["--cluster-init"]), &[]);
         plan.push(Step::wait_file("wait-token", TOKEN_FILE, WAIT_SECS));
         plan.push(Step::read_file(
             "read-token",
@@ -320,7 +463,7 @@ impl Runtime for K3s {
                 bring_up(
                     ctx,
                     &mut plan,
-                    &["--server".to_string(), url],
+                    &server_flags(ctx, &["--server", &url]),
                     &[("K3S_TOKEN", token)],
                 );
                 plan.push(Step::wait_file("wait-kubeconfig", KUBECONFIG, WAIT_SECS));

@@ -299,6 +299,12 @@ pub enum Violation {
     },
     #[error("host {host}: version skew: {rule}")]
     Skew { host: String, rule: String },
+    #[error("-e {key}={value:?}: {reason}")]
+    BadEnv {
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -175,7 +175,8 @@ fn k3s_join_server_and_agent() {
     agent.validate().unwrap();
     let (name, unit, _) = file_text(&agent, "unit");
     assert_eq!(name, "k3s-agent.service");
-    assert!(unit.contains("\nType=exec\n"));
+    // install.sh: agents are Type=notify too.
+    assert!(unit.contains("\nType=notify\n"), "{unit}");
     assert!(unit.contains("EnvironmentFile=-/etc/systemd/system/k3s-agent.service.env"));
     assert!(
         unit.ends_with("ExecStart=/usr/local/bin/k3s agent\n"),
@@ -210,6 +211,109 @@ fn k3s_join_server_and_agent() {
         K3s.join(&ctx(&c, 0, &img)),
         Err(RuntimeError::WrongHost { .. })
     ));
+}
+
+#[test]
+fn k3s_registers_through_the_control_plane_endpoint_and_signs_it() {
+    let c = cluster(
+        "10.0.0.1,10.0.0.2,10.0.0.3",
+        "10.0.0.4",
+        &["CONTROL_PLANE_ENDPOINT=lb.example.com:7443"],
+    );
+    let img = image("k3s", "v1.30.2+k3s1");
+    K3s.verify(&c, &img).unwrap();
+    let first = K3s.install(&ctx(&c, 0, &img)).unwrap();
+    let (_, unit, _) = file_text(&first, "unit");
+    assert!(
+        unit.ends_with(
+            "ExecStart=/usr/local/bin/k3s server --cluster-init --tls-san lb.example.com\n"
+        ),
+        "{unit}"
+    );
+    let server = K3s.join(&ctx(&c, 1, &img)).unwrap();
+    let (_, unit, _) = file_text(&server, "unit");
+    assert!(
+        unit.ends_with(
+            "ExecStart=/usr/local/bin/k3s server --server https://lb.example.com:7443 --tls-san lb.example.com\n"
+        ),
+        "{unit}"
+    );
+    let agent = K3s.join(&ctx(&c, 3, &img)).unwrap();
+    let (_, env, _) = file_text(&agent, "env-file");
+    assert!(
+        env.ends_with("K3S_URL=\"https://lb.example.com:7443\"\n"),
+        "{env}"
+    );
+    let (_, unit, _) = file_text(&agent, "unit");
+    assert!(!unit.contains("tls-san"), "{unit}");
+
+    let v6 = cluster("10.0.0.1", "", &["CONTROL_PLANE_ENDPOINT=[fd00::9]:6443"]);
+    K3s.verify(&v6, &img).unwrap();
+    let (_, unit, _) = file_text(&K3s.install(&ctx(&v6, 0, &img)).unwrap(), "unit");
+    assert!(unit.ends_with("--tls-san fd00::9\n"), "{unit}");
+}
+
+#[test]
+fn k3s_refuses_a_bad_cidr_or_endpoint_naming_the_value_and_what_to_do() {
+    let img = image("k3s", "v1.30.2+k3s1");
+    for (pair, says) in [
+        ("SERVICE_CIDR=not-a-cidr", "a CIDR such as 10.42.0.0/16"),
+        ("POD_CIDR=10.42.0.0/33", "--cluster-cidr needs a CIDR"),
+        ("CONTROL_PLANE_ENDPOINT=lb.example.com", "no port"),
+        (
+            "CONTROL_PLANE_ENDPOINT=https://lb:6443",
+            "a scheme is not part of it",
+        ),
+        ("CONTROL_PLANE_ENDPOINT=fd00::9:6443", "in brackets"),
+        ("CONTROL_PLANE_ENDPOINT=lb:0", "is not a port"),
+        (
+            "CONTROL_PLANE_ENDPOINT=bad host:6443",
+            "neither an IP address nor a host name",
+        ),
+    ] {
+        let c = cluster("10.0.0.1", "", &[pair]);
+        let violations = K3s.verify(&c, &img).unwrap_err();
+        let (key, value) = pair.split_once('=').unwrap();
+        assert_eq!(violations.len(), 1, "{pair}: {violations:?}");
+        let text = violations[0].to_string();
+        assert!(
+            text.starts_with(&format!("-e {key}={value:?}: ")) && text.contains(says),
+            "{pair}: {text}"
+        );
+    }
+    for ok in [
+        "SERVICE_CIDR=10.43.0.0/16",
+        "POD_CIDR=10.42.0.0/16,2001:cafe:42::/56",
+        "CONTROL_PLANE_ENDPOINT=10.0.0.100:6443",
+    ] {
+        K3s.verify(&cluster("10.0.0.1", "", &[ok]), &img).unwrap();
+    }
+}
+
+#[test]
+fn k3s_env_file_carries_containerd_and_proxy_variables_as_install_sh_does() {
+    let c = cluster(
+        "10.0.0.1",
+        "10.0.0.2",
+        &[
+            "HTTP_PROXY=http://proxy:3128",
+            "https_proxy=http://p$x:3128",
+            "NO_PROXY=127.0.0.0/8,10.0.0.0/8",
+            "CONTAINERD_HTTP_PROXY=http://cproxy:3128",
+            "POD_CIDR=10.42.0.0/16",
+            "PROXY_NOT=1",
+        ],
+    );
+    let img = image("k3s", "v1.30.2+k3s1");
+    let (_, server_env, _) = file_text(&K3s.install(&ctx(&c, 0, &img)).unwrap(), "env-file");
+    let (_, agent_env, _) = file_text(&K3s.join(&ctx(&c, 1, &img)).unwrap(), "env-file");
+    let proxies = "CONTAINERD_HTTP_PROXY=\"http://cproxy:3128\"\n\
+                   HTTP_PROXY=\"http://proxy:3128\"\n\
+                   NO_PROXY=\"127.0.0.0/8,10.0.0.0/8\"\n\
+                   https_proxy=\"http://p\\$x:3128\"\n";
+    assert_eq!(server_env, proxies);
+    assert!(agent_env.starts_with("K3S_TOKEN="), "{agent_env}");
+    assert!(agent_env.ends_with(proxies), "{agent_env}");
 }
 
 #[test]
