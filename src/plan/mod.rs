@@ -24,7 +24,7 @@ mod template;
 use serde::{Deserialize, Serialize};
 
 pub use render::{quote, quote_env};
-pub use template::{merge_yaml, render_template, TemplateError};
+pub use template::{merge_yaml, merge_yaml_keeping, render_template, TemplateError};
 
 use crate::cluster::Role;
 
@@ -193,6 +193,15 @@ pub enum FileContent {
         base: Option<String>,
         base_is_template: bool,
         overlay: String,
+    },
+    /// [`FileContent::YamlMerge`] keeping of the base only the top-level
+    /// `keys` ([`merge_yaml_keeping`]): what one role of a runtime knows of
+    /// a config written for all of them.
+    YamlMergeKeys {
+        base: Option<String>,
+        base_is_template: bool,
+        overlay: String,
+        keys: Vec<String>,
     },
 }
 

@@ -43,6 +43,9 @@ pub const KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
 /// The capture of the server token ([`TOKEN_FILE`]) that the others join with.
 pub const TOKEN_CAPTURE: &str = "k3s.token";
 pub use super::{API_PORT, KUBELET_PORT};
+/// Embedded etcd's client and peer ports, on every server.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
 /// The image's config, relative to the unpacked rootfs.
 pub const IMAGE_CONFIG: &str = "etc/config.yaml";
 const LINKS: [&str; 3] = ["kubectl", "crictl", "ctr"];
@@ -150,20 +153,96 @@ fn config_overlay(ctx: &HostContext) -> String {
     }
 }
 
+/// The config keys `k3s agent` knows: its flags' names and aliases, from
+/// `NewAgentCommand` in k3s pkg/cli/cmds/agent.go (k3s-io/k3s, v1.27 to
+/// v1.30: with `vpn-auth`, `prefer-bundled-bin`) and the global flags it
+/// lists (`config`, `debug`, `v`, `vmodule`, `log`, `alsologtostderr`),
+/// plus the agent flags <https://docs.k3s.io/cli/agent> lists for v1.30.
+/// A server-only key (`cluster-init`, `disable`, `tls-san`, ...) in the
+/// image's config is left out of an agent's, which k3s would warn about and
+/// skip.
+pub const AGENT_KEYS: &[&str] = &[
+    "config",
+    "c",
+    "debug",
+    "v",
+    "vmodule",
+    "log",
+    "l",
+    "alsologtostderr",
+    "token",
+    "t",
+    "token-file",
+    "server",
+    "s",
+    "data-dir",
+    "d",
+    "node-name",
+    "with-node-id",
+    "node-label",
+    "node-taint",
+    "image-credential-provider-bin-dir",
+    "image-credential-provider-config",
+    "selinux",
+    "lb-server-port",
+    "protect-kernel-defaults",
+    "container-runtime-endpoint",
+    "pause-image",
+    "snapshotter",
+    "private-registry",
+    "airgap-extra-registry",
+    "node-ip",
+    "i",
+    "node-external-ip",
+    "resolv-conf",
+    "flannel-iface",
+    "flannel-conf",
+    "flannel-cni-conf",
+    "kubelet-arg",
+    "kube-proxy-arg",
+    "rootless",
+    "prefer-bundled-bin",
+    "disable-selinux",
+    "docker",
+    "no-flannel",
+    "cluster-secret",
+    "vpn-auth",
+    "vpn-auth-file",
+    // docs.k3s.io/cli/agent, newer than the agent.go above
+    "bind-address",
+    "node-internal-dns",
+    "node-external-dns",
+    "image-service-endpoint",
+    "default-runtime",
+    "disable-default-registry-endpoint",
+    "nonroot-devices",
+    "enable-pprof",
+];
+
 fn config_step(ctx: &HostContext) -> Step {
-    Step::write_file(
-        "config",
-        CONFIG,
-        FileContent::YamlMerge {
-            base: Some(format!("{}/{IMAGE_CONFIG}", ctx.rootfs)),
-            base_is_template: true,
-            overlay: config_overlay(ctx),
-        },
-        0o600,
-    )
-    .titled(format!(
-        "write {CONFIG} (the image's config with ours merged)"
-    ))
+    let base = Some(format!("{}/{IMAGE_CONFIG}", ctx.rootfs));
+    let overlay = config_overlay(ctx);
+    let (content, what) = match ctx.role {
+        Role::Master => (
+            FileContent::YamlMerge {
+                base,
+                base_is_template: true,
+                overlay,
+            },
+            "the image's config",
+        ),
+        Role::Node => (
+            FileContent::YamlMergeKeys {
+                base,
+                base_is_template: true,
+                overlay,
+                keys: AGENT_KEYS.iter().map(|k| k.to_string()).collect(),
+            },
+            "the keys `k3s agent` knows of the image's config",
+        ),
+    };
+    Step::write_file("config", CONFIG, content, 0o600)
+        .titled(format!("write {CONFIG} ({what}, with ours merged)"))
 }
 
 fn env<'a>(ctx: &'a HostContext, key: &str) -> Option<&'a str> {
@@ -403,10 +482,16 @@ fn push_killall(plan: &mut Plan) {
 }
 
 impl Runtime for K3s {
-    /// API server and kubelet; https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes
+    /// The TCP ports of <https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes>:
+    /// every server runs embedded etcd here (the first with
+    /// `--cluster-init`), so it needs 2379-2380 besides the API server's
+    /// 6443; every node the kubelet's 10250. Flannel's VXLAN port, 8472/udp
+    /// on every node, is UDP, which the host check (TCP listeners) does not
+    /// look at; the optional ones (51820-51821/udp for WireGuard, 5001 for
+    /// the embedded registry) only matter when enabled.
     fn ports(&self, role: Role) -> Vec<u16> {
         match role {
-            Role::Master => vec![API_PORT, KUBELET_PORT],
+            Role::Master => vec![API_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KUBELET_PORT],
             Role::Node => vec![KUBELET_PORT],
         }
     }

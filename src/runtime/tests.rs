@@ -383,6 +383,58 @@ fn k3s_upgrade_and_uninstall() {
         .any(|s| matches!(s.action, Action::RemoveRootfs { role: Role::Master })));
 }
 
+fn plan_for(i: usize, c: &Cluster, img: &ImageInfo) -> Plan {
+    let cx = ctx(c, i, img);
+    if cx.is_first_master() {
+        K3s.install(&cx).unwrap()
+    } else {
+        K3s.join(&cx).unwrap()
+    }
+}
+
+/// Agents get only the keys `k3s agent` knows of the image's config;
+/// servers all of it.
+#[test]
+fn k3s_agents_get_only_the_agent_keys_of_the_image_config() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &[]);
+    let img = image("k3s", "v1.30.2+k3s1");
+    let content = |i: usize| match &plan_for(i, &c, &img).step("config").unwrap().action {
+        Action::WriteFile { content, .. } => content.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(content(0), FileContent::YamlMerge { .. }));
+    let FileContent::YamlMergeKeys { keys, overlay, .. } = content(1) else {
+        panic!("an agent's config keeps the agent's keys")
+    };
+    assert_eq!(overlay, "node-ip: 10.0.0.2\n");
+    let base = "write-kubeconfig-mode: \"0600\"\ndisable:\n- traefik\ncluster-init: true\n\
+                node-label:\n- a=b\nkubelet-arg+:\n- max-pods=50\nnode-taint:\n- t=v:NoSchedule\n";
+    let merged = crate::plan::merge_yaml_keeping(Some(base), &overlay, &keys).unwrap();
+    assert_eq!(
+        merged,
+        "node-label:\n- a=b\nkubelet-arg+:\n- max-pods=50\nnode-taint:\n- t=v:NoSchedule\nnode-ip: 10.0.0.2\n"
+    );
+    for key in [
+        "token",
+        "server",
+        "node-ip",
+        "kubelet-arg",
+        "pause-image",
+        "vpn-auth",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key}");
+    }
+    for key in [
+        "cluster-init",
+        "tls-san",
+        "disable",
+        "write-kubeconfig-mode",
+        "service-cidr",
+    ] {
+        assert!(!keys.iter().any(|k| k == key), "{key} is the server's");
+    }
+}
+
 /// Uninstall follows k3s-killall.sh: stop, then shims killed, mounts taken
 /// down, interfaces and rules removed, and only then anything removed.
 #[test]
@@ -969,7 +1021,7 @@ env (for templates):
 ";
     assert!(text.starts_with(head), "{text}");
     for line in [
-        " 6. [config] write /etc/rancher/k3s/config.yaml (the image's config with ours merged)\n      file: /etc/rancher/k3s/config.yaml mode 0600 (YAML: /var/lib/sealrs/rootfs/etc/config.yaml (rendered) merged with 18 bytes)\n      | node-ip: 10.0.0.2\n",
+        " 6. [config] write /etc/rancher/k3s/config.yaml (the keys `k3s agent` knows of the image's config, with ours merged)\n      file: /etc/rancher/k3s/config.yaml mode 0600 (YAML: /var/lib/sealrs/rootfs/etc/config.yaml (rendered) with only 54 keys kept, merged with 18 bytes)\n      | node-ip: 10.0.0.2\n",
         " 7. [env-file] write /etc/systemd/system/k3s-agent.service.env (the unit's secrets)\n      file: /etc/systemd/system/k3s-agent.service.env mode 0600 (66 bytes)\n      (secret content not shown)\n",
         "      | ExecStart=/usr/local/bin/k3s agent\n",
         "11. [start] start k3s-agent.service\n      run: systemctl start k3s-agent.service\n      idempotent: skipped when k3s-agent.service is active\n",
