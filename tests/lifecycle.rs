@@ -41,8 +41,9 @@ fn exists(host: &Host, path: &str) -> bool {
     host.exec(&["test", "-e", path]).status.success()
 }
 
-/// The stand-ins' log once it holds `what`: a `Type=exec` unit is active as
-/// soon as its program is started, before the stand-in has written its line.
+/// The stand-ins' log once it holds `what`: a unit may be active before the
+/// stand-in has written its line (a `Type=exec` unit as soon as its program
+/// starts).
 fn logged(host: &Host, what: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
