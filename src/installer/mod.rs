@@ -30,6 +30,7 @@
 
 mod error;
 mod execute;
+mod mounts;
 mod place;
 mod probe;
 mod request;
