@@ -104,7 +104,7 @@ pub fn add(
     connect::all(&mut ctx, &grown.only(&reach))?;
     // Check the new hosts only: the first master already runs the cluster.
     let checks = Checks {
-        ports: true,
+        ports: Some(&grown),
         verify: Some(&grown),
         probe: false,
     };
@@ -318,7 +318,7 @@ pub fn upgrade(
     ));
     // Every host runs the cluster already: its ports are ours.
     let checks = Checks {
-        ports: false,
+        ports: None,
         verify: None,
         probe: false,
     };

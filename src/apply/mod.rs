@@ -129,7 +129,7 @@ pub fn run(
         cluster.name
     ));
     let checks = Checks {
-        ports: true,
+        ports: Some(cluster),
         verify: Some(cluster),
         probe: true,
     };

@@ -39,7 +39,7 @@ use crate::plan::{render_template, Capture, Check, FileContent, Plan, Step};
 
 use super::{
     captured_token, finish_verify, hooks, verify_common, verify_odd_servers, HostContext,
-    ImageInfo, JoinSecrets, Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE,
+    ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE,
     MARKER_DIR,
 };
 
@@ -88,7 +88,13 @@ fn unit(role: Role) -> &'static str {
 /// A controller also runs workloads when it has the node role, or when the
 /// cluster has no worker at all.
 fn enable_worker(ctx: &HostContext) -> bool {
-    ctx.host.is_node() || ctx.cluster.workers().next().is_none()
+    runs_workloads(ctx.cluster, ctx.host)
+}
+
+/// Whether pods run on `host`: a worker, or a controller with
+/// `--enable-worker` (the node role too, or no worker in the cluster).
+fn runs_workloads(cluster: &Cluster, host: &Host) -> bool {
+    host.is_node() || cluster.workers().next().is_none()
 }
 
 fn env_value<'e>(env: &'e [(String, String)], key: &str) -> Option<&'e str> {
@@ -353,12 +359,19 @@ impl Runtime for K0s {
     /// https://docs.k0sproject.io/v1.30.2+k0s.0/networking/#required-ports-and-protocols:
     /// controllers serve the API, the join API and konnectivity and talk
     /// etcd to each other; kubelet and kube-router's BGP run where a worker
-    /// runs (a controller with the node role runs with `--enable-worker`).
-    fn ports(&self, role: Role) -> Vec<u16> {
-        match role {
-            Role::Master => vec![API_PORT, K0S_API_PORT, KONNECTIVITY_PORT, ETCD_PEER_PORT],
-            Role::Node => vec![KUBELET_PORT, KUBE_ROUTER_BGP_PORT],
+    /// runs: every node, and a controller with `--enable-worker` (one with
+    /// the node role, or the only one of a cluster without workers).
+    fn ports(&self, cluster: &Cluster, host: &Host) -> Vec<Port> {
+        let mut ports = Vec::new();
+        if host.is_master() {
+            ports.extend([API_PORT, K0S_API_PORT, KONNECTIVITY_PORT, ETCD_PEER_PORT]);
         }
+        if runs_workloads(cluster, host) {
+            ports.extend([KUBELET_PORT, KUBE_ROUTER_BGP_PORT]);
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        ports.into_iter().map(Port::Tcp).collect()
     }
 
     fn name(&self) -> &'static str {
@@ -991,8 +1004,16 @@ mod tests {
     }
 
     #[test]
-    fn ports_per_role() {
-        assert_eq!(K0s.ports(Role::Master), [6443, 9443, 8132, 2380]);
-        assert_eq!(K0s.ports(Role::Node), [10250, 179]);
+    fn ports_of_controllers_workers_and_controllers_that_run_workloads() {
+        let tcp = |ports: &[u16]| ports.iter().copied().map(Port::Tcp).collect::<Vec<_>>();
+        let c = cluster("10.0.0.1", "10.0.0.2", &[]);
+        assert_eq!(K0s.ports(&c, &c.hosts[0]), tcp(&[2380, 6443, 8132, 9443]));
+        assert_eq!(K0s.ports(&c, &c.hosts[1]), tcp(&[179, 10250]));
+        // A lone controller runs with --enable-worker: the kubelet's ports too.
+        let single = cluster("10.0.0.1", "", &[]);
+        assert_eq!(
+            K0s.ports(&single, &single.hosts[0]),
+            tcp(&[179, 2380, 6443, 8132, 9443, 10250])
+        );
     }
 }

@@ -26,13 +26,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{Cluster, Role};
+use crate::cluster::{Cluster, Host, Role};
 use crate::plan::{Check, FileContent, Plan, Step};
 
 use super::{
-    captured_token, env_file, exec_arg, finish_verify, hooks, verify_common, verify_odd_servers,
-    HostContext, ImageInfo, JoinSecrets, Runtime, RuntimeError, Version, Violation,
-    KUBECONFIG_CAPTURE, MARKER_DIR,
+    captured_token, env_file, exec_arg, finish_verify, hooks, ports_of_roles, verify_common,
+    verify_odd_servers, HostContext, ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version,
+    Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k3s";
@@ -46,6 +46,8 @@ pub use super::{API_PORT, KUBELET_PORT};
 /// Embedded etcd's client and peer ports, on every server.
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const ETCD_PEER_PORT: u16 = 2380;
+/// Flannel's VXLAN backend (k3s' default) on every node.
+pub const FLANNEL_VXLAN_PORT: u16 = 8472;
 /// The image's config, relative to the unpacked rootfs.
 pub const IMAGE_CONFIG: &str = "etc/config.yaml";
 const LINKS: [&str; 3] = ["kubectl", "crictl", "ctr"];
@@ -482,18 +484,23 @@ fn push_killall(plan: &mut Plan) {
 }
 
 impl Runtime for K3s {
-    /// The TCP ports of <https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes>:
+    /// The ports of <https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes>:
     /// every server runs embedded etcd here (the first with
     /// `--cluster-init`), so it needs 2379-2380 besides the API server's
-    /// 6443; every node the kubelet's 10250. Flannel's VXLAN port, 8472/udp
-    /// on every node, is UDP, which the host check (TCP listeners) does not
-    /// look at; the optional ones (51820-51821/udp for WireGuard, 5001 for
-    /// the embedded registry) only matter when enabled.
-    fn ports(&self, role: Role) -> Vec<u16> {
-        match role {
-            Role::Master => vec![API_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KUBELET_PORT],
-            Role::Node => vec![KUBELET_PORT],
-        }
+    /// 6443; every node the kubelet's 10250 and flannel's VXLAN 8472/udp
+    /// (the default backend). The optional ones (51820-51821/udp for
+    /// WireGuard, 5001 for the embedded registry) only matter when enabled.
+    fn ports(&self, _cluster: &Cluster, host: &Host) -> Vec<Port> {
+        ports_of_roles(host, |role| match role {
+            Role::Master => vec![
+                Port::Tcp(API_PORT),
+                Port::Tcp(ETCD_CLIENT_PORT),
+                Port::Tcp(ETCD_PEER_PORT),
+                Port::Tcp(KUBELET_PORT),
+                Port::Udp(FLANNEL_VXLAN_PORT),
+            ],
+            Role::Node => vec![Port::Tcp(KUBELET_PORT), Port::Udp(FLANNEL_VXLAN_PORT)],
+        })
     }
 
     fn name(&self) -> &'static str {

@@ -317,6 +317,22 @@ fn k3s_env_file_carries_containerd_and_proxy_variables_as_install_sh_does() {
 }
 
 #[test]
+fn k3s_needs_flannels_vxlan_port_on_every_node_and_etcds_on_servers() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &[]);
+    let server = [2379, 2380, 6443, 10250].map(Port::Tcp);
+    assert_eq!(
+        K3s.ports(&c, &c.hosts[0]),
+        [&server[..], &[Port::Udp(8472)]].concat()
+    );
+    assert_eq!(
+        K3s.ports(&c, &c.hosts[1]),
+        [Port::Tcp(10250), Port::Udp(8472)]
+    );
+    assert_eq!(Port::Udp(8472).to_string(), "8472/udp");
+    assert_eq!(Port::Tcp(6443).to_string(), "6443");
+}
+
+#[test]
 fn k3s_join_over_ipv6_brackets_the_url() {
     let c = cluster("fd00::1,fd00::2,fd00::3", "", &[]);
     let img = image("k3s", "v1.30.2+k3s1");
