@@ -19,16 +19,38 @@
 //!   minors older than the API server (two before v1.28).
 //! - `kubeadm reset -f`, then what reset leaves behind
 //!   (<https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-reset/>).
+//! - One `--config` file per host ([`config`]), with only the flags kubeadm
+//!   allows beside it (`isAllowedFlag` in
+//!   cmd/kubeadm/app/apis/kubeadm/validation/validation.go, v1.30:
+//!   `--upload-certs`, `--ignore-preflight-errors`, `--skip-*`, …).
+//! - Air-gapped images: every archive under `images/` imported into
+//!   containerd's `k8s.io` namespace with `ctr` before kubeadm runs, as
+//!   "Running kubeadm without an Internet connection" asks
+//!   (<https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-init/#without-internet-connection>):
+//!   kubeadm's ImagePull preflight then finds every image of
+//!   `kubeadm config images list` in the runtime.
+//! - The image's `manifests/` (the pod network) applied once after init with
+//!   `kubectl apply --server-side`, as "Installing a Pod network add-on" does
+//!   (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/#pod-network>).
+//! - Host prerequisites kubeadm's preflight requires on PATH (`InPathCheck`s
+//!   with `mandatory: true` in cmd/kubeadm/app/preflight/checks.go, v1.30:
+//!   crictl, conntrack, ip, iptables, mount, nsenter) and swap off (the
+//!   kubelet's `failSwapOn`, default true), checked by the installer's verify.
+
+pub mod config;
 
 use std::collections::BTreeMap;
+
+use serde_yaml_ng::Value;
 
 use crate::cluster::{Address, Cluster, Role, Secret};
 use crate::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
 
 use super::{
-    bad_capture, finish_verify, hooks, verify_common, HostContext, ImageInfo, JoinSecrets, Runtime,
-    RuntimeError, Version, Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
+    bad_capture, finish_verify, hooks, verify_common, HostContext, ImageInfo, JoinSecrets,
+    Prerequisite, Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
 };
+use config::{Config, IMAGE_CONFIG};
 
 pub const BIN: &str = "/usr/local/bin/kubeadm";
 pub const KUBECTL: &str = "/usr/local/bin/kubectl";
@@ -37,6 +59,13 @@ pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 pub const MODULES_FILE: &str = "/etc/modules-load.d/sealrs-k8s.conf";
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-sealrs-k8s.conf";
+/// containerd's CLI, placed from the image's `bin/ctr`.
+pub const CTR: &str = "/usr/local/bin/ctr";
+/// The `--config` file kubeadm init/join get on this host (it holds the
+/// join secrets: 0600).
+pub const CONFIG_FILE: &str = "/etc/kubernetes/sealrs-kubeadm.yaml";
+/// The containerd namespace the kubelet's CRI uses.
+pub const CRI_NAMESPACE: &str = "k8s.io";
 /// The capture of `kubeadm token create --print-join-command`.
 pub const JOIN_COMMAND_CAPTURE: &str = "kubeadm.join-command";
 /// The capture of `kubeadm init phase upload-certs --upload-certs` (the key
@@ -56,20 +85,226 @@ fn env<'a>(ctx: &'a HostContext, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// `host:6443` that every node talks to: `CONTROL_PLANE_ENDPOINT` from the
-/// env, else the first master.
-fn endpoint(ctx: &HostContext) -> String {
-    match env(ctx, "CONTROL_PLANE_ENDPOINT") {
-        Some(e) => e.to_string(),
-        None => format!("{}:{API_PORT}", ctx.first_master.url_host()),
+/// `host:6443` that every node talks to, and where it comes from:
+/// `CONTROL_PLANE_ENDPOINT` from the env, else the image's
+/// `controlPlaneEndpoint`, else the first master.
+fn endpoint(ctx: &HostContext, cfg: &Config) -> (String, &'static str) {
+    if let Some(e) = env(ctx, "CONTROL_PLANE_ENDPOINT") {
+        return (e.to_string(), "-e CONTROL_PLANE_ENDPOINT");
+    }
+    if let Some(e) = cfg.get_str("ClusterConfiguration", &["controlPlaneEndpoint"]) {
+        return (e, "the image's file");
+    }
+    (
+        format!("{}:{API_PORT}", ctx.first_master.url_host()),
+        "the first master's address",
+    )
+}
+
+fn advertise_address(ctx: &HostContext) -> Option<String> {
+    match &ctx.host.address {
+        Address::Ip(ip) => Some(ip.to_string()),
+        Address::Hostname(_) => None,
     }
 }
 
-fn advertise_flag(ctx: &HostContext) -> Option<String> {
-    match &ctx.host.address {
-        Address::Ip(ip) => Some(format!("--apiserver-advertise-address={ip}")),
-        Address::Hostname(_) => None,
+/// The image's `etc/kubeadm.yaml`, read.
+fn image_config(ctx: &HostContext) -> Result<Config, RuntimeError> {
+    let minor = ctx.image.version.as_ref().map_or(0, |v| v.minor);
+    Config::from_image(
+        ctx.rootfs_texts.get(IMAGE_CONFIG).map(String::as_str),
+        minor,
+    )
+}
+
+/// The `kubeadm init` config: the image's documents with the version, the
+/// endpoint, this host's advertise address and the env's CIDRs
+/// (InitConfiguration and ClusterConfiguration in the kubeadm config API,
+/// <https://kubernetes.io/docs/reference/config-api/kubeadm-config.v1beta3/>).
+fn init_config(ctx: &HostContext) -> Result<String, RuntimeError> {
+    let mut cfg = image_config(ctx)?;
+    const CLUSTER: &str = "ClusterConfiguration";
+    if let Some(v) = &ctx.image.version {
+        cfg.set(
+            CLUSTER,
+            &["kubernetesVersion"],
+            v.kube().into(),
+            "the image's label sealrs.io/version",
+            false,
+        )?;
     }
+    let (ep, source) = endpoint(ctx, &cfg);
+    cfg.set(CLUSTER, &["controlPlaneEndpoint"], ep.into(), source, false)?;
+    for (key, field) in [("POD_CIDR", "podSubnet"), ("SERVICE_CIDR", "serviceSubnet")] {
+        if let Some(cidr) = env(ctx, key) {
+            cfg.set(
+                CLUSTER,
+                &["networking", field],
+                cidr.into(),
+                &format!("-e {key}"),
+                false,
+            )?;
+        }
+    }
+    if let Some(ip) = advertise_address(ctx) {
+        cfg.set(
+            "InitConfiguration",
+            &["localAPIEndpoint", "advertiseAddress"],
+            ip.into(),
+            "the host's address",
+            false,
+        )?;
+    }
+    Ok(cfg.render(&[
+        "InitConfiguration",
+        CLUSTER,
+        "KubeletConfiguration",
+        "KubeProxyConfiguration",
+    ]))
+}
+
+/// The `kubeadm join` config: JoinConfiguration's discovery (endpoint,
+/// bootstrap token, CA hash) and, for a control-plane, its certificate key
+/// and advertise address.
+fn join_config(ctx: &HostContext, token: &str, hash: &str) -> Result<String, RuntimeError> {
+    let mut cfg = image_config(ctx)?;
+    const JOIN: &str = "JoinConfiguration";
+    let (ep, source) = endpoint(ctx, &cfg);
+    cfg.set(
+        JOIN,
+        &["discovery", "bootstrapToken", "apiServerEndpoint"],
+        ep.into(),
+        source,
+        false,
+    )?;
+    let captured = "the first master's kubeadm token create";
+    cfg.set(
+        JOIN,
+        &["discovery", "bootstrapToken", "token"],
+        token.into(),
+        captured,
+        true,
+    )?;
+    cfg.set(
+        JOIN,
+        &["discovery", "bootstrapToken", "caCertHashes"],
+        Value::Sequence(vec![hash.into()]),
+        captured,
+        false,
+    )?;
+    if ctx.role == Role::Master {
+        let key = ctx.secret("kubeadm", "certificate key")?;
+        cfg.set(
+            JOIN,
+            &["controlPlane", "certificateKey"],
+            key.into(),
+            "the first master's kubeadm init phase upload-certs",
+            true,
+        )?;
+        if let Some(ip) = advertise_address(ctx) {
+            cfg.set(
+                JOIN,
+                &["controlPlane", "localAPIEndpoint", "advertiseAddress"],
+                ip.into(),
+                "the host's address",
+                false,
+            )?;
+        }
+    }
+    Ok(cfg.render(&[JOIN]))
+}
+
+/// The last path component of the host's rootfs: the image's digest, so a
+/// marker named with it is keyed by the image's bytes.
+fn rootfs_key<'a>(ctx: &'a HostContext) -> &'a str {
+    ctx.rootfs
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("rootfs")
+}
+
+/// The image archives under `images/` (not the `images/shim/` lists), as the
+/// layout's `image-archive` rule names them.
+fn image_archives<'a>(ctx: &'a HostContext) -> Vec<&'a str> {
+    ctx.rootfs_files
+        .iter()
+        .map(String::as_str)
+        .filter(|f| {
+            f.strip_prefix("images/").is_some_and(|rest| {
+                !rest.contains('/')
+                    && [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"]
+                        .iter()
+                        .any(|ext| rest.ends_with(ext))
+            })
+        })
+        .collect()
+}
+
+/// `ctr -n k8s.io images import` of every image archive, once per archive
+/// of this image (a marker named with the image's digest and the archive's
+/// path), with containerd running. ctr reads the archive itself (streamed)
+/// and keeps the names its index gives the images, the ones
+/// `kubeadm config images list` prints.
+fn import_images(ctx: &HostContext, plan: &mut Plan) {
+    let key = rootfs_key(ctx);
+    for (i, archive) in image_archives(ctx).into_iter().enumerate() {
+        let path = format!("{}/{archive}", ctx.rootfs.trim_end_matches('/'));
+        let flat = archive.replace('/', "_");
+        let marker = format!("{MARKER_DIR}/kubeadm-images/{key}-{flat}");
+        plan.push(Step::run(
+            &format!("import-images-{i}"),
+            format!("import {archive} into containerd ({CRI_NAMESPACE})"),
+            &[CTR, "--namespace", CRI_NAMESPACE, "images", "import", &path],
+            Check::Creates {
+                path: marker.clone(),
+            },
+        ));
+        plan.push(Step::write_file(
+            &format!("imported-images-{i}"),
+            &marker,
+            FileContent::text(format!("{archive}\n")),
+            0o644,
+        ));
+    }
+}
+
+/// `kubectl apply --server-side` of the image's `manifests/` once after
+/// init (a marker named with the image's digest); server-side apply makes a
+/// repeat harmless too.
+fn apply_manifests(ctx: &HostContext, plan: &mut Plan) {
+    let any = ctx
+        .rootfs_files
+        .iter()
+        .any(|f| f.starts_with("manifests/") && (f.ends_with(".yaml") || f.ends_with(".yml")));
+    if !any {
+        return;
+    }
+    let dir = format!("{}/manifests", ctx.rootfs.trim_end_matches('/'));
+    let marker = format!("{MARKER_DIR}/kubeadm-manifests-{}", rootfs_key(ctx));
+    plan.push(Step::run(
+        "apply-manifests",
+        "apply the image's manifests (kubectl apply --server-side)",
+        &[
+            KUBECTL,
+            "--kubeconfig",
+            ADMIN_CONF,
+            "apply",
+            "--server-side",
+            "--field-manager=sealrs",
+            "--recursive",
+            "-f",
+            &dir,
+        ],
+        Check::Creates {
+            path: marker.clone(),
+        },
+    ));
+    plan.push(Step::write_file(
+        "applied-manifests",
+        &marker,
+        FileContent::text(format!("{dir}\n")),
+        0o644,
+    ));
 }
 
 /// Placement, kernel prerequisites, containerd and kubelet enabled.
@@ -132,6 +367,7 @@ fn prepare(ctx: &HostContext, plan: &mut Plan) {
         "containerd.service",
         ServiceOp::Start,
     ));
+    import_images(ctx, plan);
     plan.push(Step::service(
         "enable-kubelet",
         "kubelet.service",
@@ -159,6 +395,47 @@ impl Runtime for Kubeadm {
 
     fn name(&self) -> &'static str {
         "kubeadm"
+    }
+
+    fn plan_reads(&self) -> &'static [&'static str] {
+        &[IMAGE_CONFIG]
+    }
+
+    /// kubeadm's mandatory `InPathCheck`s (cmd/kubeadm/app/preflight/checks.go,
+    /// v1.30; conntrack is dropped from v1.32) and the kubelet's swap rule
+    /// (`failSwapOn`, default true:
+    /// <https://kubernetes.io/docs/concepts/architecture/nodes/#swap-memory>).
+    /// The image's kubeadm.yaml is merged here as init would, so a value it
+    /// and `-e` both set is refused on every host before anything changes.
+    fn prerequisites(&self, ctx: &HostContext) -> Result<Vec<Prerequisite>, RuntimeError> {
+        init_config(ctx)?;
+        let cfg = image_config(ctx)?;
+        let mut programs = vec!["crictl", "ip", "iptables", "mount", "nsenter"];
+        if ctx
+            .image
+            .version
+            .as_ref()
+            .is_none_or(|v| v.major == 1 && v.minor < 32)
+        {
+            programs.push("conntrack");
+        }
+        let mut out: Vec<Prerequisite> = programs
+            .into_iter()
+            .map(|name| Prerequisite::Program {
+                name: name.to_string(),
+                why: "kubeadm's preflight requires it".to_string(),
+            })
+            .collect();
+        let swap_allowed = matches!(
+            cfg.get("KubeletConfiguration", &["failSwapOn"]),
+            Some(Value::Bool(false))
+        );
+        if !swap_allowed {
+            out.push(Prerequisite::SwapOff {
+                why: "the kubelet refuses to start with swap on unless the image's KubeletConfiguration sets failSwapOn: false".to_string(),
+            });
+        }
+        Ok(out)
     }
 
     fn join_secrets(
@@ -201,27 +478,17 @@ impl Runtime for Kubeadm {
         let mut plan = ctx.plan(self.name(), "install");
         hooks::push_setup(ctx, &mut plan);
         prepare(ctx, &mut plan);
-        let mut argv: Vec<String> = vec![
-            BIN.into(),
-            "init".into(),
-            "--upload-certs".into(),
-            format!("--control-plane-endpoint={}", endpoint(ctx)),
-        ];
-        if let Some(v) = &ctx.image.version {
-            argv.push(format!("--kubernetes-version={}", v.kube()));
-        }
-        argv.extend(advertise_flag(ctx));
-        if let Some(cidr) = env(ctx, "POD_CIDR") {
-            argv.push(format!("--pod-network-cidr={cidr}"));
-        }
-        if let Some(cidr) = env(ctx, "SERVICE_CIDR") {
-            argv.push(format!("--service-cidr={cidr}"));
-        }
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let config = init_config(ctx)?;
+        plan.push(Step::write_file(
+            "kubeadm-config",
+            CONFIG_FILE,
+            FileContent::text(config),
+            0o600,
+        ));
         plan.push(Step::run(
             "init",
             "initialize the first control-plane (kubeadm init)",
-            &argv,
+            &[BIN, "init", "--config", CONFIG_FILE, "--upload-certs"],
             Check::Creates {
                 path: ADMIN_CONF.into(),
             },
@@ -233,6 +500,7 @@ impl Runtime for Kubeadm {
             WAIT_SECS,
         ));
         kubeconfig_link(&mut plan);
+        apply_manifests(ctx, &mut plan);
         plan.push(Step::run_capture(
             "join-command",
             "mint a bootstrap token and print the join command",
@@ -280,39 +548,33 @@ impl Runtime for Kubeadm {
                 host: ctx.host_key(),
                 secret: "CA certificate hash",
             })?;
-        let mut argv: Vec<String> = vec![
-            BIN.into(),
-            "join".into(),
-            endpoint(ctx),
-            format!("--token={token}"),
-            format!("--discovery-token-ca-cert-hash={hash}"),
-        ];
-        let mut redact = vec![3];
-        if ctx.role == Role::Master {
-            let key = ctx.secret(self.name(), "certificate key")?;
-            argv.push("--control-plane".into());
-            redact.push(argv.len());
-            argv.push(format!("--certificate-key={key}"));
-            argv.extend(advertise_flag(ctx));
-        }
+        let config = join_config(ctx, token, hash)?;
         let mut plan = ctx.plan(self.name(), "join");
         hooks::push_setup(ctx, &mut plan);
         prepare(ctx, &mut plan);
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        plan.push(
-            Step::run(
-                "join",
-                match ctx.role {
-                    Role::Master => "join as a control-plane (kubeadm join --control-plane)",
-                    Role::Node => "join as a worker (kubeadm join)",
-                },
-                &argv,
-                Check::Creates {
-                    path: KUBELET_CONF.into(),
-                },
-            )
-            .with_redacted(&redact),
+        // Written only for a join that runs: the token is fresh on every
+        // apply, and a host that joined keeps the file it joined with.
+        let mut write = Step::write_secret_file(
+            "kubeadm-config",
+            CONFIG_FILE,
+            FileContent::text(config),
+            0o600,
         );
+        write.check = Check::Creates {
+            path: KUBELET_CONF.into(),
+        };
+        plan.push(write);
+        plan.push(Step::run(
+            "join",
+            match ctx.role {
+                Role::Master => "join as a control-plane (kubeadm join --config, controlPlane set)",
+                Role::Node => "join as a worker (kubeadm join --config)",
+            },
+            &[BIN, "join", "--config", CONFIG_FILE],
+            Check::Creates {
+                path: KUBELET_CONF.into(),
+            },
+        ));
         if ctx.role == Role::Master {
             plan.push(Step::wait_file("wait-admin-conf", ADMIN_CONF, WAIT_SECS));
             kubeconfig_link(&mut plan);
@@ -332,6 +594,12 @@ impl Runtime for Kubeadm {
                 unit_active: None,
             },
         ));
+        plan.push(Step::service(
+            "start-containerd",
+            "containerd.service",
+            ServiceOp::Start,
+        ));
+        import_images(ctx, &mut plan);
         let done_on_control_plane = Check::FileContains {
             path: APISERVER_MANIFEST.into(),
             text: format!("kube-apiserver:{}", to.kube()),
