@@ -928,3 +928,57 @@ fn a_kubeadm_host_without_conntrack_is_refused_before_any_change() {
     run_on(&env, &image, &hosts, &[0], &[1], &[]);
     assert!(exists(&hosts[1], "/etc/kubernetes/kubelet.conf"));
 }
+
+/// An init that stopped after writing admin.conf (its control plane never
+/// answered) is found by the rerun, undone with `kubeadm reset -f`, and
+/// redone; a finished control plane is then left alone.
+#[test]
+fn a_kubeadm_init_that_failed_after_admin_conf_is_reset_and_redone() {
+    let hosts = TestHosts::boot(1);
+    let env = Env::new();
+    let image = build_kubeadm(&env);
+    std::fs::write(
+        hosts[0].root().join("etc/sealrs-standin-fail"),
+        "kubeadm-init-after-kubeconfig\n",
+    )
+    .unwrap();
+    let out = try_run(&env, &image, &hosts, &[0], &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("wait-control-plane"), "{stderr}");
+    assert!(exists(&hosts[0], "/etc/kubernetes/admin.conf"));
+
+    std::fs::remove_file(hosts[0].root().join("etc/sealrs-standin-fail")).unwrap();
+    let stderr = run_on(&env, &image, &hosts, &[0], &[], &[]);
+    assert!(
+        stderr.contains("cluster default is running on 1 host"),
+        "{stderr}"
+    );
+    let kubeadm = calls(&hosts[0], "kubeadm");
+    let inits: Vec<usize> = kubeadm
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.starts_with("init --config"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(inits.len(), 2, "{kubeadm:?}");
+    let reset = kubeadm
+        .iter()
+        .position(|c| c == "reset -f")
+        .unwrap_or_else(|| panic!("no reset: {kubeadm:?}"));
+    assert!(inits[0] < reset && reset < inits[1], "{kubeadm:?}");
+    assert_eq!(is_active(&hosts[0], "kubelet"), "active");
+
+    // Finished: a rerun resets nothing and inits nothing.
+    let again = run_on(&env, &image, &hosts, &[0], &[], &[]);
+    assert!(again.contains("(0 changed"), "{again}");
+    let kubeadm = calls(&hosts[0], "kubeadm");
+    assert_eq!(kubeadm.iter().filter(|c| *c == "reset -f").count(), 1);
+    assert_eq!(
+        kubeadm
+            .iter()
+            .filter(|c| c.starts_with("init --config"))
+            .count(),
+        2
+    );
+}

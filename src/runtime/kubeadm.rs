@@ -64,6 +64,13 @@ pub const CTR: &str = "/usr/local/bin/ctr";
 /// The `--config` file kubeadm init/join get on this host (it holds the
 /// join secrets: 0600).
 pub const CONFIG_FILE: &str = "/etc/kubernetes/sealrs-kubeadm.yaml";
+/// Left once `kubeadm init` finished and its join secrets were read: a
+/// control plane with it is never reset as half-done.
+pub const INIT_DONE: &str = "/var/lib/sealrs/markers/kubeadm-init-done";
+/// Left once `kubeadm join` finished.
+pub const JOIN_DONE: &str = "/var/lib/sealrs/markers/kubeadm-join-done";
+/// How long the health queries wait for the API server.
+const QUERY_TIMEOUT: &str = "--request-timeout=20s";
 /// The containerd namespace the kubelet's CRI uses.
 pub const CRI_NAMESPACE: &str = "k8s.io";
 /// The capture of `kubeadm token create --print-join-command`.
@@ -479,6 +486,31 @@ impl Runtime for Kubeadm {
         hooks::push_setup(ctx, &mut plan);
         prepare(ctx, &mut plan);
         let config = init_config(ctx)?;
+        // An init that stopped after writing admin.conf (its kubeconfig
+        // phase) leaves a control plane whose API does not answer; kubeadm
+        // init refuses to run over it (FileAvailable preflight errors), and
+        // the kubeadm troubleshooting guide's way out is `kubeadm reset -f`
+        // then init again
+        // (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/>).
+        plan.push(Step::run(
+            "reset-failed-init",
+            "undo a kubeadm init that did not finish (kubeadm reset -f)",
+            &[BIN, "reset", "-f"],
+            Check::IfExistsAndFails {
+                path: ADMIN_CONF.into(),
+                unless_exists: Some(INIT_DONE.into()),
+                argv: [
+                    KUBECTL,
+                    "--kubeconfig",
+                    ADMIN_CONF,
+                    QUERY_TIMEOUT,
+                    "get",
+                    "--raw=/readyz",
+                ]
+                .map(String::from)
+                .to_vec(),
+            },
+        ));
         plan.push(Step::write_file(
             "kubeadm-config",
             CONFIG_FILE,
@@ -533,6 +565,12 @@ impl Runtime for Kubeadm {
             ADMIN_CONF,
             Capture::secret(KUBECONFIG_CAPTURE),
         ));
+        plan.push(Step::write_file(
+            "init-done",
+            INIT_DONE,
+            FileContent::text("kubeadm init finished\n"),
+            0o644,
+        ));
         Ok(plan)
     }
 
@@ -552,6 +590,31 @@ impl Runtime for Kubeadm {
         let mut plan = ctx.plan(self.name(), "join");
         hooks::push_setup(ctx, &mut plan);
         prepare(ctx, &mut plan);
+        // A join that stopped after the kubelet got its kubeconfig: undone
+        // with `kubeadm reset -f` when the API does not answer the kubelet's
+        // credentials (the troubleshooting guide's way out, as for init).
+        // (The node's name is not known to the plan, and must not be: the
+        // kubelet's own credentials reaching the API is what is asked.)
+        let node_query = [
+            KUBECTL,
+            "--kubeconfig",
+            KUBELET_CONF,
+            QUERY_TIMEOUT,
+            "get",
+            "--raw=/readyz",
+        ]
+        .map(String::from)
+        .to_vec();
+        plan.push(Step::run(
+            "reset-failed-join",
+            "undo a kubeadm join that did not finish (kubeadm reset -f)",
+            &[BIN, "reset", "-f"],
+            Check::IfExistsAndFails {
+                path: KUBELET_CONF.into(),
+                unless_exists: Some(JOIN_DONE.into()),
+                argv: node_query,
+            },
+        ));
         // Written only for a join that runs: the token is fresh on every
         // apply, and a host that joined keeps the file it joined with.
         let mut write = Step::write_secret_file(
@@ -579,6 +642,12 @@ impl Runtime for Kubeadm {
             plan.push(Step::wait_file("wait-admin-conf", ADMIN_CONF, WAIT_SECS));
             kubeconfig_link(&mut plan);
         }
+        plan.push(Step::write_file(
+            "join-done",
+            JOIN_DONE,
+            FileContent::text("kubeadm join finished\n"),
+            0o644,
+        ));
         Ok(plan)
     }
 

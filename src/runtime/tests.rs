@@ -300,6 +300,21 @@ fn kubeadm_plans() {
             "--upload-certs",
         ]
     );
+    // A half-done init (admin.conf, no answer, no done marker) is reset first.
+    let ids: Vec<&str> = init.steps.iter().map(|s| s.id.as_str()).collect();
+    let at = |id: &str| ids.iter().position(|i| *i == id).unwrap();
+    assert!(at("reset-failed-init") < at("init") && at("init") < at("init-done"));
+    assert_eq!(
+        argv(&init, "reset-failed-init"),
+        ["/usr/local/bin/kubeadm", "reset", "-f"]
+    );
+    assert!(matches!(
+        &init.step("reset-failed-init").unwrap().check,
+        Check::IfExistsAndFails { path, unless_exists: Some(done), argv }
+            if path == "/etc/kubernetes/admin.conf"
+                && done == kubeadm::INIT_DONE
+                && argv.ends_with(&["get".to_string(), "--raw=/readyz".to_string()])
+    ));
     let (path, config, mode) = file_text(&init, "kubeadm-config");
     assert_eq!((path.as_str(), mode), (kubeadm::CONFIG_FILE, 0o600));
     for line in [
