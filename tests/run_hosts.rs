@@ -982,3 +982,48 @@ fn a_kubeadm_init_that_failed_after_admin_conf_is_reset_and_redone() {
         2
     );
 }
+
+/// Deleting a kubeadm control-plane: drained, then `kubeadm reset` on it
+/// while its Node still exists (so its etcd member is removed), then its
+/// Node deleted; the other control planes are untouched.
+#[test]
+fn deleting_a_kubeadm_control_plane_resets_it_before_its_node_is_deleted() {
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    let image = build_kubeadm(&env);
+    run_on(&env, &image, &hosts, &[0, 1, 2], &[], &[]);
+    for i in [1, 2] {
+        let joins = calls(&hosts[i], "kubeadm");
+        assert_eq!(joins, ["join --config /etc/kubernetes/sealrs-kubeadm.yaml"]);
+        let config = hosts[i].exec_ok(&["cat", "/etc/kubernetes/sealrs-kubeadm.yaml"]);
+        assert!(config.contains("certificateKey: "), "{config}");
+        assert!(exists(&hosts[i], "/etc/kubernetes/manifests/etcd.yaml"));
+    }
+    let gone = &hosts[2];
+    let mut args = vec!["delete".to_string(), "--nodes".into(), gone.ip.clone()];
+    args.extend(crate::run::ssh_flags(&hosts));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run(&refs);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+
+    let time = |text: &str| -> u128 { text.trim().rsplit(' ').next().unwrap().parse().unwrap() };
+    let reset = gone.exec_ok(&["cat", "/var/log/sealrs-standin-reset"]);
+    let deleted = hosts[0].exec_ok(&["cat", "/var/log/sealrs-standin-deleted-at"]);
+    assert!(deleted.starts_with(&format!("{} ", gone.name)), "{deleted}");
+    assert!(
+        time(&reset) < time(&deleted),
+        "reset ({reset}) ran before the node was deleted ({deleted})"
+    );
+    let log0 = standin_log(&hosts[0]);
+    let drain = log0
+        .find(&format!(" drain {} ", gone.name))
+        .unwrap_or_else(|| panic!("no drain: {log0}"));
+    let delete = log0
+        .find(&format!(" delete node {} ", gone.name))
+        .unwrap_or_else(|| panic!("no delete: {log0}"));
+    assert!(drain < delete, "{log0}");
+    assert!(!exists(gone, "/etc/kubernetes"));
+    assert!(!exists(&hosts[1], "/var/log/sealrs-standin-reset"));
+    assert!(exists(&hosts[1], "/etc/kubernetes/manifests/etcd.yaml"));
+}

@@ -404,6 +404,17 @@ impl Runtime for Kubeadm {
         "kubeadm"
     }
 
+    /// A control-plane is reset while its Node exists, then deleted: the
+    /// reset's remove-etcd-member phase reads the cluster's config and
+    /// members through the API
+    /// (<https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-reset/>,
+    /// cmd/kubeadm/app/cmd/phases/reset/removeetcdmember.go, v1.30); a node
+    /// deleted first leaves its etcd member behind, and deleting 2 of 3
+    /// control planes that way loses quorum.
+    fn deletes_node_after_uninstall(&self, role: Role) -> bool {
+        role == Role::Master
+    }
+
     fn plan_reads(&self) -> &'static [&'static str] {
         &[IMAGE_CONFIG]
     }

@@ -375,6 +375,15 @@ pub trait Runtime: Send + Sync {
     fn remove_node(&self, first_master: &HostContext, node: &str) -> Result<Plan, RuntimeError>;
     /// TCP ports a host of this role must have free before the first install.
     fn ports(&self, role: Role) -> Vec<u16>;
+    /// Whether a deleted host of this role keeps its Node until its
+    /// uninstall ran: the processor then drains it, uninstalls it, and only
+    /// then runs the [`DELETE_NODE_STEP`] of [`Runtime::remove_node`]'s plan
+    /// (kubeadm: `kubeadm reset` removes a control-plane's etcd member only
+    /// while the cluster still knows the node). Otherwise (the default) the
+    /// node is drained and deleted first, as the Kubernetes docs remove one.
+    fn deletes_node_after_uninstall(&self, _role: Role) -> bool {
+        false
+    }
     /// Rootfs files (relative paths) whose text the plans read, given to
     /// them in [`HostContext::rootfs_texts`].
     fn plan_reads(&self) -> &'static [&'static str] {
@@ -535,6 +544,10 @@ fn verify_odd_servers(runtime: &str, cluster: &Cluster, v: &mut Vec<Violation>) 
     }
 }
 
+/// The id of the step of [`Runtime::remove_node`]'s plan that deletes the
+/// Node; the steps before it drain.
+pub const DELETE_NODE_STEP: &str = "delete-node";
+
 /// Drain, then delete the node, as the Kubernetes docs remove one
 /// (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/#remove-the-node>);
 /// `kubectl` is the distribution's own, with its admin kubeconfig. Both
@@ -595,7 +608,7 @@ fn remove_node_plan(
         .allowing_failure(),
     );
     plan.push(Step::run(
-        "delete-node",
+        DELETE_NODE_STEP,
         format!("delete node {node} from the cluster"),
         &delete,
         present,
