@@ -1027,3 +1027,36 @@ fn deleting_a_kubeadm_control_plane_resets_it_before_its_node_is_deleted() {
     assert!(!exists(&hosts[1], "/var/log/sealrs-standin-reset"));
     assert!(exists(&hosts[1], "/etc/kubernetes/manifests/etcd.yaml"));
 }
+
+/// The image's kubeadm.yaml sets podSubnet and `-e POD_CIDR` disagrees: the
+/// installer's check refuses the run on every host, naming both, before
+/// anything changes.
+#[test]
+fn a_pod_cidr_that_disagrees_with_the_images_kubeadm_yaml_is_refused_before_any_change() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build_kubeadm(&env);
+    let out = try_run(
+        &env,
+        &image,
+        &hosts,
+        &[0],
+        &[1],
+        &["-e", "POD_CIDR=10.42.0.0/16"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("etc/kubeadm.yaml: ClusterConfiguration networking.podSubnet is 10.244.0.0/16 in the image's file, and -e POD_CIDR gives 10.42.0.0/16"),
+        "{stderr}"
+    );
+    for host in hosts.hosts() {
+        assert!(stderr.contains(&host.ip), "names {}: {stderr}", host.ip);
+        assert!(!exists(host, "/etc/kubernetes"), "{}", host.name);
+        assert!(
+            !exists(host, "/var/log/sealrs-standins.log"),
+            "{}",
+            host.name
+        );
+    }
+}
