@@ -52,6 +52,9 @@ use super::{
 };
 use config::{Config, IMAGE_CONFIG};
 
+/// The image's containerd config, relative to the rootfs.
+pub const CONTAINERD_CONFIG: &str = "etc/containerd/config.toml";
+
 pub const BIN: &str = "/usr/local/bin/kubeadm";
 pub const KUBECTL: &str = "/usr/local/bin/kubectl";
 pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
@@ -219,6 +222,77 @@ fn join_config(ctx: &HostContext, token: &str, hash: &str) -> Result<String, Run
         }
     }
     Ok(cfg.render(&[JOIN]))
+}
+
+/// The pause tag kubeadm of this minor pulls and the kubelet expects
+/// (`PauseVersion` in cmd/kubeadm/app/constants/constants.go of each
+/// release); `None` outside the releases listed here.
+fn pause_tag(minor: u64) -> Option<&'static str> {
+    match minor {
+        26..=30 => Some("3.9"),
+        31..=33 => Some("3.10"),
+        _ => None,
+    }
+}
+
+/// containerd must run pod sandboxes with the pause image
+/// `kubeadm config images list` names for the version (it is the one
+/// harvested and imported): its built-in default (`pause:3.6` in containerd
+/// 1.6) is not there air-gapped, and every sandbox fails. The image's
+/// containerd config says it: `sandbox_image` of the CRI plugin (config
+/// version 2) or `pinned_images.sandbox` (version 3, containerd 2).
+fn check_sandbox_image(ctx: &HostContext, cfg: &Config) -> Result<(), RuntimeError> {
+    let Some(tag) = ctx
+        .image
+        .version
+        .as_ref()
+        .filter(|v| v.major == 1)
+        .and_then(|v| pause_tag(v.minor))
+    else {
+        return Ok(());
+    };
+    let repo = cfg
+        .get_str("ClusterConfiguration", &["imageRepository"])
+        .unwrap_or_else(|| "registry.k8s.io".into());
+    let want = format!("{}/pause:{tag}", repo.trim_end_matches('/'));
+    let bad = |reason: String| RuntimeError::BadConfig {
+        runtime: "kubeadm",
+        file: CONTAINERD_CONFIG.into(),
+        reason,
+    };
+    let Some(text) = ctx.rootfs_texts.get(CONTAINERD_CONFIG) else {
+        return Err(bad(format!(
+            "missing: containerd would start pod sandboxes with its built-in pause image, not {want}; add the file with sandbox_image = \"{want}\" (and SystemdCgroup = true)"
+        )));
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| bad(format!("not TOML: {}", e.message())))?;
+    let at = |path: &[&str]| {
+        let mut v = table.get(path[0])?;
+        for key in &path[1..] {
+            v = v.get(*key)?;
+        }
+        v.as_str().map(str::to_string)
+    };
+    let found = at(&["plugins", "io.containerd.grpc.v1.cri", "sandbox_image"]).or_else(|| {
+        at(&[
+            "plugins",
+            "io.containerd.cri.v1.images",
+            "pinned_images",
+            "sandbox",
+        ])
+    });
+    match found {
+        Some(image) if image == want => Ok(()),
+        Some(image) => Err(bad(format!(
+            "sandbox_image is {image}, but kubeadm {} uses {want}; set sandbox_image = \"{want}\"",
+            ctx.image.version.as_ref().map(Version::kube).unwrap_or_default()
+        ))),
+        None => Err(bad(format!(
+            "no sandbox_image: containerd would start pod sandboxes with its built-in pause image, not {want}; set sandbox_image = \"{want}\" under [plugins.\"io.containerd.grpc.v1.cri\"]"
+        ))),
+    }
 }
 
 /// The last path component of the host's rootfs: the image's digest, so a
@@ -416,7 +490,7 @@ impl Runtime for Kubeadm {
     }
 
     fn plan_reads(&self) -> &'static [&'static str] {
-        &[IMAGE_CONFIG]
+        &[IMAGE_CONFIG, CONTAINERD_CONFIG]
     }
 
     /// kubeadm's mandatory `InPathCheck`s (cmd/kubeadm/app/preflight/checks.go,
@@ -428,6 +502,7 @@ impl Runtime for Kubeadm {
     fn prerequisites(&self, ctx: &HostContext) -> Result<Vec<Prerequisite>, RuntimeError> {
         init_config(ctx)?;
         let cfg = image_config(ctx)?;
+        check_sandbox_image(ctx, &cfg)?;
         let mut programs = vec!["crictl", "ip", "iptables", "mount", "nsenter"];
         if ctx
             .image

@@ -1316,6 +1316,10 @@ fn kubeadm_reads_the_image_rootfs() {
         ];
         cx.rootfs_texts
             .insert("etc/kubeadm.yaml".into(), yaml.to_string());
+        cx.rootfs_texts.insert(
+            "etc/containerd/config.toml".into(),
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.9\"\n".into(),
+        );
         cx
     };
     let yaml = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nnetworking:\n  serviceSubnet: 10.96.0.0/12\n---\napiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nfailSwapOn: false\n";
@@ -1388,6 +1392,26 @@ fn kubeadm_reads_the_image_rootfs() {
     assert!(pre
         .iter()
         .any(|p| matches!(p, Prerequisite::SwapOff { .. })));
+    // containerd's sandbox image must be the pause of kubeadm v1.30 (3.9).
+    let mut old_pause = host(1, "");
+    old_pause.rootfs_texts.insert(
+        "etc/containerd/config.toml".into(),
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.6\"\n".into(),
+    );
+    let err = Kubeadm.prerequisites(&old_pause).unwrap_err().to_string();
+    assert!(
+        err.contains("etc/containerd/config.toml")
+            && err.contains("pause:3.6")
+            && err.contains("registry.k8s.io/pause:3.9"),
+        "{err}"
+    );
+    let mut none = host(1, "");
+    none.rootfs_texts.remove("etc/containerd/config.toml");
+    let err = Kubeadm.prerequisites(&none).unwrap_err().to_string();
+    assert!(
+        err.contains("missing") && err.contains("pause:3.9"),
+        "{err}"
+    );
 
     let clash = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nnetworking:\n  podSubnet: 10.244.0.0/16\n";
     let err = Kubeadm.install(&host(0, clash)).unwrap_err().to_string();
