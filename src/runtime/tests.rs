@@ -1405,6 +1405,19 @@ fn kubeadm_reads_the_image_rootfs() {
             && err.contains("registry.k8s.io/pause:3.9"),
         "{err}"
     );
+    // kubeadm v1.32 dropped conntrack from its preflight (and uses pause 3.10).
+    let img132 = image("kubeadm", "v1.32.0");
+    let mut v132 = host(1, "");
+    v132.image = &img132;
+    v132.rootfs_texts.insert(
+        "etc/containerd/config.toml".into(),
+        "[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"registry.k8s.io/pause:3.10\"\n"
+            .into(),
+    );
+    let pre = Kubeadm.prerequisites(&v132).unwrap();
+    assert!(!pre
+        .iter()
+        .any(|p| matches!(p, Prerequisite::Program { name, .. } if name == "conntrack")));
     let mut none = host(1, "");
     none.rootfs_texts.remove("etc/containerd/config.toml");
     let err = Kubeadm.prerequisites(&none).unwrap_err().to_string();
