@@ -91,6 +91,13 @@ done
 if "$dest/bin/kubeadm" version >/dev/null 2>&1; then
   "$dest/bin/kubeadm" config images list --kubernetes-version "$version" >"$dest/images/shim/kubeadm-images"
   echo "wrote $dest/images/shim/kubeadm-images"
+  # containerd must start pod sandboxes with this version's pause image (the
+  # one just listed, harvested at build): sealrs's host check refuses another.
+  pause=$(grep '/pause:' "$dest/images/shim/kubeadm-images" | head -n1)
+  if [ -n "$pause" ] && [ -f "$dest/etc/containerd/config.toml" ]; then
+    sed -i "s|^\( *sandbox_image *= *\)\".*\"|\1\"$pause\"|" "$dest/etc/containerd/config.toml"
+    echo "set sandbox_image = \"$pause\" in $dest/etc/containerd/config.toml"
+  fi
 else
   echo "note: bin/kubeadm does not run on this machine ($arch); write images/shim/kubeadm-images with" >&2
   echo "      kubeadm config images list --kubernetes-version $version" >&2

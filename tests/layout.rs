@@ -451,3 +451,40 @@ fn two_k3s_images_differing_only_in_manifests_share_the_binary_and_airgap_blobs(
     }
     let _ = std::io::stdout().flush();
 }
+
+/// `etc/kubeadm.yaml` is refused at build, with file:line, when it is not
+/// YAML or holds a document kubeadm does not read (an old apiVersion).
+#[test]
+fn kubeadm_refuses_a_kubeadm_yaml_it_cannot_pass_to_kubeadm() {
+    let env = Env::new();
+    let kubeadm = example(&env, "kubeadm", "kubeadm");
+    let build = |tag: &str| {
+        env.fails(&[
+            "build",
+            "--no-images",
+            "--platform",
+            "linux/amd64",
+            "-t",
+            tag,
+            &kubeadm,
+        ])
+    };
+    env.write(
+        "kubeadm/etc/kubeadm.yaml",
+        "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n---\n# old\napiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\n",
+    );
+    let stderr = build("kubeadm:old");
+    assert!(
+        stderr.contains("etc/kubeadm.yaml:4: apiVersion/kind kubeadm.k8s.io/v1beta2/ClusterConfiguration is not one"),
+        "{stderr}"
+    );
+    env.write(
+        "kubeadm/etc/kubeadm.yaml",
+        "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nnetworking:\n  podSubnet: [10.244.0.0/16\n",
+    );
+    let stderr = build("kubeadm:broken");
+    assert!(
+        stderr.contains("etc/kubeadm.yaml:5:") && stderr.contains("not valid YAML"),
+        "{stderr}"
+    );
+}

@@ -18,6 +18,85 @@ fn build(env: &Env, runtime: &str) -> String {
     tag
 }
 
+/// The images `kubeadm config images list --kubernetes-version v1.30.2`
+/// prints (kubeadm v1.30's constants; the kubeadm stand-in's list).
+const KUBEADM_IMAGES: [&str; 7] = [
+    "registry.k8s.io/kube-apiserver:v1.30.2",
+    "registry.k8s.io/kube-controller-manager:v1.30.2",
+    "registry.k8s.io/kube-scheduler:v1.30.2",
+    "registry.k8s.io/kube-proxy:v1.30.2",
+    "registry.k8s.io/coredns/coredns:v1.11.1",
+    "registry.k8s.io/etcd:3.5.12-0",
+    "registry.k8s.io/pause:3.9",
+];
+
+/// `Kubefile-examples/kubeadm` with the real containerd, ctr, shim and runc
+/// from Debian in `bin/` (the rest stand-ins), the images kubeadm v1.30.2
+/// needs as two oci-archives made by `sealrs save` in `images/`, and a CNI
+/// manifest; built as `kubeadm-cluster:1`.
+fn build_kubeadm(env: &Env) -> String {
+    let dir = example(env, "kubeadm", "kubeadm");
+    for (bin, real) in [
+        ("containerd", "/usr/bin/containerd"),
+        ("ctr", "/usr/bin/ctr"),
+        (
+            "containerd-shim-runc-v2",
+            "/usr/bin/containerd-shim-runc-v2",
+        ),
+        ("runc", "/usr/sbin/runc"),
+    ] {
+        let dest = env.path(&format!("{dir}/bin/{bin}"));
+        std::fs::remove_file(&dest).unwrap();
+        std::fs::copy(real, &dest)
+            .unwrap_or_else(|e| panic!("{real}: {e} (install Debian's containerd and runc)"));
+    }
+    // One small image under every name kubeadm's preflight looks for.
+    env.write("control-plane-image/Kubefile", "FROM scratch\nCOPY f /f\n");
+    env.write("control-plane-image/f", "a layer\n");
+    let mut args = vec!["build", "-q", "--no-images"];
+    for name in KUBEADM_IMAGES {
+        args.extend(["-t", name]);
+    }
+    args.push("control-plane-image");
+    env.ok(&args);
+    let archive = |file: &str, names: &[&str]| {
+        let out = env.path(&format!("{dir}/images/{file}"));
+        let mut args = vec!["save", "-o", out.to_str().unwrap()];
+        args.extend(names);
+        env.ok(&args);
+    };
+    archive("control-plane.tar", &KUBEADM_IMAGES[..6]);
+    archive("pause.tar", &KUBEADM_IMAGES[6..]);
+    env.write(
+        &format!("{dir}/manifests/cni.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cni-standin\n  namespace: kube-system\n",
+    );
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "-t",
+        "kubeadm-cluster:1",
+        &dir,
+    ]);
+    "kubeadm-cluster:1".to_string()
+}
+
+/// The image names the real containerd on `host` holds in `k8s.io`.
+fn containerd_images(host: &Host) -> Vec<String> {
+    host.exec_ok(&[
+        "/usr/local/bin/ctr",
+        "--namespace",
+        "k8s.io",
+        "images",
+        "ls",
+        "-q",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
 fn ips(hosts: &TestHosts, idx: &[usize]) -> String {
     idx.iter()
         .map(|&i| hosts[i].ip.clone())
@@ -71,7 +150,7 @@ fn calls(host: &Host, program: &str) -> Vec<String> {
 fn kubeadm_with_one_control_plane_and_two_workers_then_an_unchanged_rerun() {
     let hosts = TestHosts::boot(3);
     let env = Env::new();
-    let image = build(&env, "kubeadm");
+    let image = build_kubeadm(&env);
     let stderr = run_on(&env, &image, &hosts, &[0], &[1, 2], &[]);
     assert!(
         stderr.contains("cluster default is running on 3 hosts"),
@@ -86,12 +165,48 @@ fn kubeadm_with_one_control_plane_and_two_workers_then_an_unchanged_rerun() {
 
     let first = &hosts[0].ip;
     let init = calls(&hosts[0], "kubeadm");
+    // One --config file and only the flags kubeadm allows beside it (the
+    // stand-in refuses the others as kubeadm does).
     assert!(
-        init.iter().any(|c| c.starts_with("init --upload-certs")
-            && c.contains(&format!("--control-plane-endpoint={first}:6443"))
-            && c.contains(&format!("--apiserver-advertise-address={first}"))),
+        init.iter()
+            .any(|c| c == "init --config /etc/kubernetes/sealrs-kubeadm.yaml --upload-certs"),
         "{init:?}"
     );
+    let config = hosts[0].exec_ok(&["cat", "/etc/kubernetes/sealrs-kubeadm.yaml"]);
+    for line in [
+        format!("controlPlaneEndpoint: {first}:6443"),
+        format!("advertiseAddress: {first}"),
+        "kubernetesVersion: v1.30.2".to_string(),
+        "podSubnet: 10.244.0.0/16".to_string(),
+        "kind: KubeletConfiguration".to_string(),
+    ] {
+        assert!(config.contains(&line), "{line} not in {config}");
+    }
+    // Every image of images/ in the real containerd of every host, by name,
+    // imported before kubeadm ran (its preflight needs them).
+    for i in 0..3 {
+        let held = containerd_images(&hosts[i]);
+        for name in KUBEADM_IMAGES {
+            assert!(
+                held.iter().any(|h| h == name),
+                "{}: {name} not in {held:?}",
+                hosts[i].name
+            );
+        }
+        let log = standin_log(&hosts[i]);
+        assert!(
+            !log.contains("ctr|"),
+            "the real ctr ran, not a stand-in: {log}"
+        );
+    }
+    // The CNI manifest applied once, server-side, after init.
+    let applies: Vec<String> = calls(&hosts[0], "kubectl")
+        .into_iter()
+        .filter(|c| c.contains(" apply "))
+        .collect();
+    assert_eq!(applies.len(), 1, "{applies:?}");
+    assert!(applies[0].contains("apply --server-side"), "{applies:?}");
+    assert!(applies[0].ends_with("/manifests"), "{applies:?}");
     assert!(
         init.iter()
             .any(|c| c.starts_with("token create --print-join-command")),
@@ -113,16 +228,26 @@ fn kubeadm_with_one_control_plane_and_two_workers_then_an_unchanged_rerun() {
     for i in [1, 2] {
         let joins = calls(&hosts[i], "kubeadm");
         assert_eq!(joins.len(), 1, "{}: {joins:?}", hosts[i].name);
-        let join = &joins[0];
+        assert_eq!(
+            joins[0],
+            "join --config /etc/kubernetes/sealrs-kubeadm.yaml"
+        );
+        let join = hosts[i].exec_ok(&["cat", "/etc/kubernetes/sealrs-kubeadm.yaml"]);
         assert!(
-            join.starts_with(&format!("join {first}:6443 --token=")),
+            join.contains(&format!("apiServerEndpoint: {first}:6443")),
             "{join}"
         );
         assert!(
-            join.contains(&format!("--discovery-token-ca-cert-hash={ca_hash}")),
+            join.contains(&format!("- {ca_hash}")),
             "{join} vs {ca_hash}"
         );
-        assert!(!join.contains("--control-plane"), "{join}");
+        assert!(!join.contains("controlPlane"), "{join}");
+        assert_eq!(
+            hosts[i]
+                .exec_ok(&["stat", "-c", "%a", "/etc/kubernetes/sealrs-kubeadm.yaml"])
+                .trim(),
+            "600"
+        );
         assert!(exists(&hosts[i], "/etc/kubernetes/kubelet.conf"));
         assert!(!exists(&hosts[i], "/etc/kubernetes/admin.conf"));
     }
@@ -151,9 +276,17 @@ fn kubeadm_with_one_control_plane_and_two_workers_then_an_unchanged_rerun() {
     assert_eq!(
         calls(&hosts[0], "kubeadm")
             .iter()
-            .filter(|c| c.starts_with("init --upload-certs"))
+            .filter(|c| c.starts_with("init --config"))
             .count(),
         1
+    );
+    assert_eq!(
+        calls(&hosts[0], "kubectl")
+            .iter()
+            .filter(|c| c.contains(" apply "))
+            .count(),
+        1,
+        "the manifests are not applied again"
     );
 }
 
@@ -290,7 +423,7 @@ fn a_port_in_use_on_a_new_host_tcp_or_udp_stops_the_run_before_anything_changes(
 fn a_worker_failing_midway_is_reported_and_a_rerun_finishes() {
     let hosts = TestHosts::boot(2);
     let env = Env::new();
-    let image = build(&env, "kubeadm");
+    let image = build_kubeadm(&env);
     // The stand-in's fixture feature: `kubeadm` fails while this file names it.
     std::fs::write(hosts[1].root().join("etc/sealrs-standin-fail"), "kubeadm\n").unwrap();
     let out = try_run(&env, &image, &hosts, &[0], &[1], &[]);
@@ -322,7 +455,7 @@ fn a_worker_failing_midway_is_reported_and_a_rerun_finishes() {
     assert_eq!(
         calls(&hosts[0], "kubeadm")
             .iter()
-            .filter(|c| c.starts_with("init --upload-certs"))
+            .filter(|c| c.starts_with("init --config"))
             .count(),
         1,
         "init ran once"
@@ -476,9 +609,9 @@ status: {{}}
     );
     assert!(out.contains("# 10.250.200.21 (node): join"), "{out}");
     assert!(out.contains("# 10.250.200.22 (node): join"), "{out}");
-    assert!(out.contains("--pod-network-cidr=10.244.0.0/16"), "{out}");
+    assert!(out.contains("podSubnet: 10.244.0.0/16"), "{out}");
     assert!(
-        out.contains("--control-plane-endpoint=10.250.200.11:6443"),
+        out.contains("controlPlaneEndpoint: 10.250.200.11:6443"),
         "{out}"
     );
     assert!(
@@ -769,4 +902,183 @@ fn a_new_unit_starts_without_a_daemon_reload_and_a_changed_one_gets_one() {
     assert_eq!(apply("/bin/sleep 1000002"), None);
     assert_eq!(is_active(host, unit), "active");
     assert!(exec_start().contains("1000002"), "{}", exec_start());
+}
+
+/// kubeadm's mandatory preflight programs are checked by the image's
+/// installer on every host before anything changes: a host without
+/// conntrack (kubeadm before v1.32 needs it) is named, and no host is touched.
+#[test]
+fn a_kubeadm_host_without_conntrack_is_refused_before_any_change() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build_kubeadm(&env);
+    hosts[1].exec_ok(&["rm", "/usr/sbin/conntrack"]);
+    let out = try_run(&env, &image, &hosts, &[0], &[1], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("conntrack is not on PATH"))
+        .unwrap_or_else(|| panic!("no conntrack line: {stderr}"));
+    assert!(stderr.contains(&hosts[1].ip), "names the host: {stderr}");
+    assert!(
+        line.contains("apt-get install conntrack"),
+        "says what to do: {line}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains(&hosts[0].ip) && l.contains("conntrack")),
+        "{stderr}"
+    );
+    for host in hosts.hosts() {
+        assert!(!exists(host, "/etc/kubernetes"), "{}", host.name);
+        assert!(!exists(host, "/usr/local/bin/kubeadm"), "{}", host.name);
+        assert_ne!(is_active(host, "containerd"), "active", "{}", host.name);
+        assert!(
+            !exists(host, "/var/log/sealrs-standins.log"),
+            "{}",
+            host.name
+        );
+    }
+    // Once it is there, the same command builds the cluster.
+    std::fs::copy(
+        crate::hosts::base().join("usr/sbin/conntrack"),
+        hosts[1].root().join("usr/sbin/conntrack"),
+    )
+    .unwrap();
+    run_on(&env, &image, &hosts, &[0], &[1], &[]);
+    assert!(exists(&hosts[1], "/etc/kubernetes/kubelet.conf"));
+}
+
+/// An init that stopped after writing admin.conf (its control plane never
+/// answered) is found by the rerun, undone with `kubeadm reset -f`, and
+/// redone; a finished control plane is then left alone.
+#[test]
+fn a_kubeadm_init_that_failed_after_admin_conf_is_reset_and_redone() {
+    let hosts = TestHosts::boot(1);
+    let env = Env::new();
+    let image = build_kubeadm(&env);
+    std::fs::write(
+        hosts[0].root().join("etc/sealrs-standin-fail"),
+        "kubeadm-init-after-kubeconfig\n",
+    )
+    .unwrap();
+    let out = try_run(&env, &image, &hosts, &[0], &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("wait-control-plane"), "{stderr}");
+    assert!(exists(&hosts[0], "/etc/kubernetes/admin.conf"));
+
+    std::fs::remove_file(hosts[0].root().join("etc/sealrs-standin-fail")).unwrap();
+    let stderr = run_on(&env, &image, &hosts, &[0], &[], &[]);
+    assert!(
+        stderr.contains("cluster default is running on 1 host"),
+        "{stderr}"
+    );
+    let kubeadm = calls(&hosts[0], "kubeadm");
+    let inits: Vec<usize> = kubeadm
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.starts_with("init --config"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(inits.len(), 2, "{kubeadm:?}");
+    let reset = kubeadm
+        .iter()
+        .position(|c| c == "reset -f")
+        .unwrap_or_else(|| panic!("no reset: {kubeadm:?}"));
+    assert!(inits[0] < reset && reset < inits[1], "{kubeadm:?}");
+    assert_eq!(is_active(&hosts[0], "kubelet"), "active");
+
+    // Finished: a rerun resets nothing and inits nothing.
+    let again = run_on(&env, &image, &hosts, &[0], &[], &[]);
+    assert!(again.contains("(0 changed"), "{again}");
+    let kubeadm = calls(&hosts[0], "kubeadm");
+    assert_eq!(kubeadm.iter().filter(|c| *c == "reset -f").count(), 1);
+    assert_eq!(
+        kubeadm
+            .iter()
+            .filter(|c| c.starts_with("init --config"))
+            .count(),
+        2
+    );
+}
+
+/// Deleting a kubeadm control-plane: drained, then `kubeadm reset` on it
+/// while its Node still exists (so its etcd member is removed), then its
+/// Node deleted; the other control planes are untouched.
+#[test]
+fn deleting_a_kubeadm_control_plane_resets_it_before_its_node_is_deleted() {
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    let image = build_kubeadm(&env);
+    run_on(&env, &image, &hosts, &[0, 1, 2], &[], &[]);
+    for i in [1, 2] {
+        let joins = calls(&hosts[i], "kubeadm");
+        assert_eq!(joins, ["join --config /etc/kubernetes/sealrs-kubeadm.yaml"]);
+        let config = hosts[i].exec_ok(&["cat", "/etc/kubernetes/sealrs-kubeadm.yaml"]);
+        assert!(config.contains("certificateKey: "), "{config}");
+        assert!(exists(&hosts[i], "/etc/kubernetes/manifests/etcd.yaml"));
+    }
+    let gone = &hosts[2];
+    let mut args = vec!["delete".to_string(), "--nodes".into(), gone.ip.clone()];
+    args.extend(crate::run::ssh_flags(&hosts));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run(&refs);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+
+    let time = |text: &str| -> u128 { text.trim().rsplit(' ').next().unwrap().parse().unwrap() };
+    let reset = gone.exec_ok(&["cat", "/var/log/sealrs-standin-reset"]);
+    let deleted = hosts[0].exec_ok(&["cat", "/var/log/sealrs-standin-deleted-at"]);
+    assert!(deleted.starts_with(&format!("{} ", gone.name)), "{deleted}");
+    assert!(
+        time(&reset) < time(&deleted),
+        "reset ({reset}) ran before the node was deleted ({deleted})"
+    );
+    let log0 = standin_log(&hosts[0]);
+    let drain = log0
+        .find(&format!(" drain {} ", gone.name))
+        .unwrap_or_else(|| panic!("no drain: {log0}"));
+    let delete = log0
+        .find(&format!(" delete node {} ", gone.name))
+        .unwrap_or_else(|| panic!("no delete: {log0}"));
+    assert!(drain < delete, "{log0}");
+    assert!(!exists(gone, "/etc/kubernetes"));
+    assert!(!exists(&hosts[1], "/var/log/sealrs-standin-reset"));
+    assert!(exists(&hosts[1], "/etc/kubernetes/manifests/etcd.yaml"));
+}
+
+/// The image's kubeadm.yaml sets podSubnet and `-e POD_CIDR` disagrees: the
+/// installer's check refuses the run on every host, naming both, before
+/// anything changes.
+#[test]
+fn a_pod_cidr_that_disagrees_with_the_images_kubeadm_yaml_is_refused_before_any_change() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build_kubeadm(&env);
+    let out = try_run(
+        &env,
+        &image,
+        &hosts,
+        &[0],
+        &[1],
+        &["-e", "POD_CIDR=10.42.0.0/16"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("etc/kubeadm.yaml: ClusterConfiguration networking.podSubnet is 10.244.0.0/16 in the image's file, and -e POD_CIDR gives 10.42.0.0/16"),
+        "{stderr}"
+    );
+    for host in hosts.hosts() {
+        assert!(stderr.contains(&host.ip), "names {}: {stderr}", host.ip);
+        assert!(!exists(host, "/etc/kubernetes"), "{}", host.name);
+        assert!(
+            !exists(host, "/var/log/sealrs-standins.log"),
+            "{}",
+            host.name
+        );
+    }
 }

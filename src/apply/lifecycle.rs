@@ -19,7 +19,7 @@ use super::distribute::distribute;
 use super::install::{self, Install};
 use super::join::{after_joins, join, MasterFailure};
 use super::status::{record_node_names, settle};
-use super::uninstall::{node_name, remove_from_kubernetes, uninstall, unreachable_reason};
+use super::uninstall::{node_name, remove_from_kubernetes, uninstall, unreachable_reason, Removal};
 use super::{upgrade as upgrading, verify, ApplyError, HostFailure, RunOptions, RunReport};
 use crate::cluster::{Address, Cluster, Host, Phase};
 use crate::progress::Progress;
@@ -159,9 +159,16 @@ pub fn add(
     Ok(report)
 }
 
+/// The role a host's plans are made for (`Master` for any control-plane).
+fn request_role(host: &Host) -> crate::cluster::Role {
+    crate::installer::Request::role(host)
+}
+
 /// Drains the hosts at `addresses` and deletes their nodes from Kubernetes
 /// (on the first master), then uninstalls the runtime from them and removes
-/// them from the cluster. The first master cannot be deleted (reset the
+/// them from the cluster; a host whose runtime keeps its node until its
+/// uninstall ran (`Runtime::deletes_node_after_uninstall`: a kubeadm
+/// control-plane) is drained, uninstalled, and then deleted. The first master cannot be deleted (reset the
 /// cluster). A host that is down is still removed from Kubernetes when its
 /// node name is known, and stays in the cluster, failed, until a rerun can
 /// uninstall it; when its name is not known, nothing changes.
@@ -249,13 +256,29 @@ pub fn delete(
     let snapshot = cluster.clone();
     let mut results = Vec::new();
     let mut removed = Vec::new();
+    // Hosts whose node the runtime deletes only after their uninstall (a
+    // host that is down cannot be uninstalled: its node goes at once).
+    let late = |host: &Host| {
+        ctx.runtime.deletes_node_after_uninstall(request_role(host))
+            && !down.iter().any(|f| f.host == host.key())
+    };
     for (host, name) in &named {
+        let part = if late(host) {
+            Removal::Drain
+        } else {
+            Removal::All
+        };
         progress.message(&format!(
-            "{}: drain and delete node {name} ({})",
+            "{}: {} node {name} ({})",
             first.key(),
+            if part == Removal::Drain {
+                "drain (deleted after its uninstall)"
+            } else {
+                "drain and delete"
+            },
             host.key()
         ));
-        match remove_from_kubernetes(&ctx, &snapshot, &first, name) {
+        match remove_from_kubernetes(&ctx, &snapshot, &first, name, part) {
             Ok(()) => match down.iter().find(|f| f.host == host.key()) {
                 Some(failure) => results.push((
                     host.clone(),
@@ -272,7 +295,25 @@ pub fn delete(
     }
 
     let (masters, nodes): (Vec<Host>, Vec<Host>) = removed.into_iter().partition(Host::is_master);
-    results.extend(uninstall(&ctx, &snapshot, &nodes, &masters, true));
+    let uninstalled = uninstall(&ctx, &snapshot, &nodes, &masters, true);
+    for (host, outcome) in uninstalled {
+        let outcome = match (
+            outcome,
+            named.iter().find(|(h, _)| h.address == host.address),
+        ) {
+            (Ok(changed), Some((_, name))) if late(&host) => {
+                progress.message(&format!(
+                    "{}: delete node {name} ({})",
+                    first.key(),
+                    host.key()
+                ));
+                remove_from_kubernetes(&ctx, &snapshot, &first, name, Removal::Delete)
+                    .map(|()| changed)
+            }
+            (outcome, _) => outcome,
+        };
+        results.push((host, outcome));
+    }
     let mut report = LifecycleReport::default();
     let mut run = ctx.report;
     let failures = settle(cluster, results, |cluster, host, changed| {

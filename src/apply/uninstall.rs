@@ -81,20 +81,45 @@ pub(super) fn unreachable_reason(failure: &HostFailure) -> String {
     }
 }
 
-/// Drains the node and deletes it from Kubernetes, on the first master; a
-/// drain that did not finish is reported, and the node deleted all the same.
+/// Which steps of the runtime's remove-node plan to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Removal {
+    /// Drain, then delete the node.
+    All,
+    /// The steps before [`runtime::DELETE_NODE_STEP`]: drain.
+    Drain,
+    /// [`runtime::DELETE_NODE_STEP`] and after: delete the node.
+    Delete,
+}
+
+/// Drains the node and deletes it from Kubernetes, on the first master (or
+/// the `part` of that asked); a drain that did not finish is reported, and
+/// the node deleted all the same.
 pub(super) fn remove_from_kubernetes(
     ctx: &RunContext,
     cluster: &Cluster,
     first: &Host,
     node: &str,
+    part: Removal,
 ) -> Result<(), ApplyError> {
     let image = &ctx.image;
     let host = host_context(cluster, first, image, JoinSecrets::default())?;
-    let plan = ctx
+    let mut plan = ctx
         .runtime
         .remove_node(&host, node)
         .map_err(ApplyError::runtime(first))?;
+    let split = plan
+        .steps
+        .iter()
+        .position(|s| s.id == runtime::DELETE_NODE_STEP)
+        .unwrap_or(plan.steps.len());
+    match part {
+        Removal::All => {}
+        Removal::Drain => plan.steps.truncate(split),
+        Removal::Delete => {
+            plan.steps.drain(..split);
+        }
+    }
     let report = apply_plan(ctx.connection(first)?, image, &plan)?;
     for step in &report.steps {
         if let Some(code) = step.exit_code.filter(|c| *c != 0) {

@@ -136,7 +136,7 @@ fn read_request() -> Result<Request> {
 /// next run's probe (`installer::probe`); an uninstall takes them away.
 fn run_request(operation: Operation, args: &InstallerRequestArgs, quiet: bool) -> Result<()> {
     let request = read_request()?;
-    let plan = request.plan(operation)?;
+    let plan = request.plan_in(operation, &args.host_root)?;
     let ctx = ExecContext::for_request(&request, &plan, &args.host_root, &args.systemctl)?;
     let layers: Vec<PathBuf> = request.layers.iter().map(|l| ctx.host_path(l)).collect();
     execute(&plan, ctx, &layers, quiet)?;

@@ -87,7 +87,7 @@ pub fn probe(request: &Request, operation: Operation, host_root: &Path, systemct
         }
     }
     let dry = request
-        .plan(operation)
+        .plan_in(operation, host_root)
         .map_err(InstallerError::from)
         .and_then(|plan| {
             let mut ctx = ExecContext::for_request(&request, &plan, host_root, systemctl)?;

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -296,6 +297,40 @@ impl Request {
         }
     }
 
+    /// Fills the context's rootfs file list and the texts the runtime
+    /// reads from the unpacked rootfs under `host_root`; a rootfs not there
+    /// (yet) leaves them empty.
+    pub fn read_rootfs_inputs(
+        &self,
+        runtime: &dyn Runtime,
+        host_root: &Path,
+        ctx: &mut HostContext,
+    ) {
+        let dir = host_root.join(self.rootfs.trim_start_matches('/'));
+        if !dir.is_dir() {
+            return;
+        }
+        let mut files: Vec<String> = walkdir::WalkDir::new(&dir)
+            .follow_links(false)
+            .min_depth(1)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .filter_map(|e| {
+                let rel = e.path().strip_prefix(&dir).ok()?;
+                Some(rel.to_string_lossy().into_owned())
+            })
+            .filter(|rel| rel != super::unpack::STAMP)
+            .collect();
+        files.sort();
+        ctx.rootfs_files = files;
+        for rel in runtime.plan_reads() {
+            if let Ok(text) = std::fs::read_to_string(dir.join(rel)) {
+                ctx.rootfs_texts.insert(rel.to_string(), text);
+            }
+        }
+    }
+
     /// The runtime the image names.
     pub fn runtime(&self) -> Result<Box<dyn Runtime>, RequestError> {
         runtime::runtime_for(&self.image.runtime).ok_or_else(|| RequestError::UnknownRuntime {
@@ -314,8 +349,14 @@ impl Request {
     }
 
     /// The host's plan for `operation`, made by the same runtime code the
-    /// operator's `--dry-run` uses.
+    /// operator's `--dry-run` uses, with the rootfs as it is under `/`.
     pub fn plan(&self, operation: Operation) -> Result<Plan, RequestError> {
+        self.plan_in(operation, Path::new("/"))
+    }
+
+    /// [`Request::plan`] with the request's rootfs read under `host_root`
+    /// (its file list and the files the runtime reads to plan).
+    pub fn plan_in(&self, operation: Operation, host_root: &Path) -> Result<Plan, RequestError> {
         let runtime = self.runtime()?;
         let cluster = self.cluster();
         let host = self.this_host(&cluster)?;
@@ -326,6 +367,7 @@ impl Request {
         };
         let mut ctx = HostContext::new(&cluster, host, &info, self.secrets()).map_err(failed)?;
         ctx.rootfs = self.rootfs.clone();
+        self.read_rootfs_inputs(runtime.as_ref(), host_root, &mut ctx);
         match operation {
             Operation::Install => runtime.install(&ctx),
             Operation::Join => runtime.join(&ctx),

@@ -66,6 +66,8 @@ pub enum CheckKind {
     Rootfs,
     /// The runtime's ports.
     Ports,
+    /// The runtime's host prerequisites (programs on `PATH`, swap off).
+    Prerequisites,
 }
 
 impl fmt::Display for Violation {
@@ -74,6 +76,7 @@ impl fmt::Display for Violation {
             CheckKind::Cluster => "cluster",
             CheckKind::Rootfs => "rootfs",
             CheckKind::Ports => "ports",
+            CheckKind::Prerequisites => "prerequisites",
         };
         write!(f, "{what}: {}", self.message)
     }
@@ -151,6 +154,10 @@ pub fn verify(request: &Request, host_root: &Path) -> Result<VerifyReport, Insta
             if let Some(message) = port_violation(&ctx, &ports) {
                 push(CheckKind::Ports, message);
             }
+            for message in prerequisite_violations(request, runtime.as_ref(), &ctx, &cluster, host)
+            {
+                push(CheckKind::Prerequisites, message);
+            }
         }
     }
     Ok(VerifyReport {
@@ -160,6 +167,74 @@ pub fn verify(request: &Request, host_root: &Path) -> Result<VerifyReport, Insta
         violations,
         probe: None,
     })
+}
+
+/// The runtime's prerequisites for this host that do not hold: a program
+/// found neither on the installer's `PATH` (under the host root) nor among
+/// the files the image places there, active swap; or why the runtime cannot
+/// tell (a config of the image it cannot use).
+fn prerequisite_violations(
+    request: &Request,
+    runtime: &dyn crate::runtime::Runtime,
+    ctx: &ExecContext,
+    cluster: &crate::cluster::Cluster,
+    host: &crate::cluster::Host,
+) -> Vec<String> {
+    let info = request.image_info();
+    let mut hctx = match crate::runtime::HostContext::new(
+        cluster,
+        host,
+        &info,
+        crate::runtime::JoinSecrets::default(),
+    ) {
+        Ok(hctx) => hctx,
+        Err(e) => return vec![e.to_string()],
+    };
+    hctx.rootfs = request.rootfs.clone();
+    request.read_rootfs_inputs(runtime, &ctx.host_root, &mut hctx);
+    let wanted = match runtime.prerequisites(&hctx) {
+        Ok(wanted) => wanted,
+        Err(e) => return vec![e.to_string()],
+    };
+    let none = Plan::new("", "verify", "", Vec::new());
+    let placed: Vec<String> = place::placements(ctx, ctx.role, &none)
+        .map(|files| files.into_iter().map(|f| f.host).collect())
+        .unwrap_or_default();
+    let path_dirs: Vec<&str> = super::DEFAULT_PATH.split(':').collect();
+    let mut out = Vec::new();
+    for want in wanted {
+        match want {
+            crate::runtime::Prerequisite::Program { name, why } => {
+                let on_path = path_dirs.iter().any(|dir| {
+                    let candidate = ctx.host_path(&format!("{dir}/{name}"));
+                    fs::metadata(&candidate)
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                        || placed.contains(&format!("{dir}/{name}"))
+                });
+                if !on_path {
+                    out.push(format!(
+                        "{name} is not on PATH ({}): {why}; install it (Debian: apt-get install {name}) and run again",
+                        super::DEFAULT_PATH
+                    ));
+                }
+            }
+            crate::runtime::Prerequisite::SwapOff { why } => {
+                let swaps = fs::read_to_string(ctx.host_path("/proc/swaps")).unwrap_or_default();
+                let active: Vec<&str> = swaps
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_whitespace().next())
+                    .collect();
+                if !active.is_empty() {
+                    out.push(format!(
+                        "swap is on ({}): {why}; turn it off (swapoff -a, and remove it from /etc/fstab)",
+                        active.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The rootfs against the layout for `role`; `shown` is its path as the request names it.

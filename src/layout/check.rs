@@ -10,7 +10,7 @@ use super::labels::{
     read_labels, ClusterInfo, ImageType, Source, Sourced, FORMAT_VERSION_KEYS, RUNTIME_KEYS,
     VERSION_KEYS,
 };
-use super::probe::{ArchiveFacts, ListError, Magic, YamlError};
+use super::probe::{ArchiveFacts, ListError, Magic, YamlDoc, YamlError};
 use super::spec::{Hosts, Kind, Layout, Layouts, RequiredLabel, Rule};
 
 /// What a tar entry is.
@@ -31,6 +31,9 @@ pub enum EntryType {
 pub struct Facts {
     pub archive: Option<Result<ArchiveFacts, String>>,
     pub yaml: Option<Result<usize, YamlError>>,
+    /// The documents of a YAML file that parsed, for rules that name the
+    /// `apiVersion`/`kind` pairs they accept.
+    pub yaml_docs: Option<Vec<YamlDoc>>,
     pub toml: Option<Result<(), String>>,
     pub list: Option<Result<usize, Vec<ListError>>>,
     /// Why the content was not checked (too big for the text checks).
@@ -350,12 +353,36 @@ fn check_rules(
         matched[index] = true;
         let rule = &layout.rules[index];
         check_entry(rule.kind, &rule.about, entry, rootfs, arch, verdict);
+        check_yaml_kinds(rule, entry, verdict);
     }
     for (rule, found) in layout.rules.iter().zip(matched) {
         if needed(rule) && !found {
             verdict.problems.push(Problem::Missing {
                 pattern: rule.pattern.clone(),
                 about: rule.about.clone(),
+            });
+        }
+    }
+}
+
+/// Each document of a YAML file whose rule lists the `apiVersion/kind`
+/// pairs it accepts (`kinds` in the layout) must be one of them.
+fn check_yaml_kinds(rule: &Rule, entry: &Entry, verdict: &mut Verdict) {
+    if rule.kinds.is_empty() {
+        return;
+    }
+    for doc in entry.facts.yaml_docs.iter().flatten() {
+        let found = format!(
+            "{}/{}",
+            doc.api_version.as_deref().unwrap_or("<no apiVersion>"),
+            doc.kind.as_deref().unwrap_or("<no kind>")
+        );
+        if !rule.kinds.contains(&found) {
+            verdict.problems.push(Problem::UnknownYamlKind {
+                path: entry.path.clone(),
+                line: doc.line,
+                found,
+                allowed: rule.kinds.join(", "),
             });
         }
     }

@@ -63,6 +63,14 @@ pub enum Problem {
         message: String,
     },
 
+    #[error("{path}:{line}: apiVersion/kind {found} is not one this file may hold ({allowed})")]
+    UnknownYamlKind {
+        path: String,
+        line: usize,
+        found: String,
+        allowed: String,
+    },
+
     #[error("{path}: not valid TOML: {message}")]
     NotToml { path: String, message: String },
 

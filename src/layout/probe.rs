@@ -115,6 +115,50 @@ pub fn check_yaml(bytes: &[u8]) -> Result<usize, YamlError> {
     }
 }
 
+/// One document of a YAML stream: where it starts (1-based line) and the
+/// `apiVersion` and `kind` it declares, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct YamlDoc {
+    pub line: usize,
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// The non-empty documents of a YAML stream that [`check_yaml`] accepted,
+/// with the line each starts on (after its `---`).
+pub fn yaml_docs(bytes: &[u8]) -> Vec<YamlDoc> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Vec::new();
+    };
+    let Ok(docs) = yaml_rust2::YamlLoader::load_from_str(text) else {
+        return Vec::new();
+    };
+    let mut starts = vec![1];
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            starts.push(i + 2);
+        }
+    }
+    // A stream that opens with `---` has no document before it.
+    if text
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .is_some_and(|l| l.trim_end() == "---" || l.starts_with("--- "))
+    {
+        starts.remove(0);
+    }
+    let field = |doc: &yaml_rust2::Yaml, key: &str| doc[key].as_str().map(str::to_string);
+    docs.iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_null())
+        .map(|(i, d)| YamlDoc {
+            line: starts.get(i).copied().unwrap_or(0),
+            api_version: field(d, "apiVersion"),
+            kind: field(d, "kind"),
+        })
+        .collect()
+}
+
 /// Parses a TOML document.
 pub fn check_toml(bytes: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;

@@ -151,6 +151,9 @@ fn probe_file(
             entry.read_to_end(&mut content)?;
             if wants(Kind::Yaml) {
                 facts.yaml = Some(probe::check_yaml(&content));
+                if matches!(facts.yaml, Some(Ok(_))) {
+                    facts.yaml_docs = Some(probe::yaml_docs(&content));
+                }
             }
             if wants(Kind::Toml) {
                 facts.toml = Some(probe::check_toml(&content));

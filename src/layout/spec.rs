@@ -105,6 +105,9 @@ struct RawRule {
     #[serde(default)]
     on: Hosts,
     import: Option<String>,
+    /// For YAML files: the `apiVersion/kind` pairs their documents may be.
+    #[serde(default)]
+    kinds: Vec<String>,
     about: String,
 }
 
@@ -130,6 +133,9 @@ pub struct Rule {
     pub mode: u32,
     pub on: Hosts,
     pub import: Option<String>,
+    /// For YAML files: the `apiVersion/kind` pairs their documents may be
+    /// (empty: any).
+    pub kinds: Vec<String>,
     pub about: String,
     matcher: GlobMatcher,
     /// The literal directory part of the glob, up to the first wildcard component.
@@ -279,6 +285,9 @@ impl Layout {
             if r.import.is_some() && r.kind != Kind::ImageArchive {
                 return Err(bad("`import` applies to image archives only".into()));
             }
+            if !r.kinds.is_empty() && r.kind != Kind::Yaml {
+                return Err(bad("`kinds` applies to YAML files only".into()));
+            }
             if r.about.trim().is_empty() {
                 return Err(bad("`about` must say what the file is for".into()));
             }
@@ -291,6 +300,7 @@ impl Layout {
                 host: r.host,
                 on: r.on,
                 import: r.import,
+                kinds: r.kinds,
                 about: r.about,
                 matcher,
             });

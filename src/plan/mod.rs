@@ -326,6 +326,15 @@ pub enum Check {
     IfOutput {
         argv: Vec<String>,
     },
+    /// Run only when `path` exists, `unless_exists` (a marker the finished
+    /// step leaves) does not, and this read-only command fails: what a
+    /// half-done step left (`admin.conf` written, the API not answering) is
+    /// undone before the step is redone, and a finished one never is.
+    IfExistsAndFails {
+        path: String,
+        unless_exists: Option<String>,
+        argv: Vec<String>,
+    },
     /// The step only observes (waits, reads back, prints): it always runs
     /// and never counts as a change.
     ReadOnly,
@@ -403,7 +412,7 @@ impl Plan {
                 }
             }
             let query = match &step.check {
-                Check::IfOutput { argv } => Some(argv),
+                Check::IfOutput { argv } | Check::IfExistsAndFails { argv, .. } => Some(argv),
                 _ => None,
             };
             let run = match &step.action {

@@ -85,6 +85,18 @@ fn check_text(check: &Check) -> String {
             "runs only when `{}` prints something",
             argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
         ),
+        Check::IfExistsAndFails {
+            path,
+            unless_exists,
+            argv,
+        } => format!(
+            "runs only when {path} exists{} and `{}` fails",
+            unless_exists
+                .as_ref()
+                .map(|m| format!(", {m} does not"))
+                .unwrap_or_default(),
+            argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+        ),
         Check::ReadOnly => "read-only, always runs".into(),
     }
 }

@@ -19,16 +19,42 @@
 //!   minors older than the API server (two before v1.28).
 //! - `kubeadm reset -f`, then what reset leaves behind
 //!   (<https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-reset/>).
+//! - One `--config` file per host ([`config`]), with only the flags kubeadm
+//!   allows beside it (`isAllowedFlag` in
+//!   cmd/kubeadm/app/apis/kubeadm/validation/validation.go, v1.30:
+//!   `--upload-certs`, `--ignore-preflight-errors`, `--skip-*`, …).
+//! - Air-gapped images: every archive under `images/` imported into
+//!   containerd's `k8s.io` namespace with `ctr` before kubeadm runs, as
+//!   "Running kubeadm without an Internet connection" asks
+//!   (<https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-init/#without-internet-connection>):
+//!   kubeadm's ImagePull preflight then finds every image of
+//!   `kubeadm config images list` in the runtime.
+//! - The image's `manifests/` (the pod network) applied once after init with
+//!   `kubectl apply --server-side`, as "Installing a Pod network add-on" does
+//!   (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/#pod-network>).
+//! - Host prerequisites kubeadm's preflight requires on PATH (`InPathCheck`s
+//!   with `mandatory: true` in cmd/kubeadm/app/preflight/checks.go, v1.30:
+//!   crictl, conntrack, ip, iptables, mount, nsenter) and swap off (the
+//!   kubelet's `failSwapOn`, default true), checked by the installer's verify.
+
+pub mod config;
 
 use std::collections::BTreeMap;
+
+use serde_yaml_ng::Value;
 
 use crate::cluster::{Address, Cluster, Host, Role, Secret};
 use crate::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
 
 use super::{
     bad_capture, finish_verify, hooks, ports_of_roles, verify_common, HostContext, ImageInfo,
-    JoinSecrets, Port, Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
+    JoinSecrets, Port, Prerequisite, Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE,
+    MARKER_DIR,
 };
+use config::{Config, IMAGE_CONFIG};
+
+/// The image's containerd config, relative to the rootfs.
+pub const CONTAINERD_CONFIG: &str = "etc/containerd/config.toml";
 
 pub const BIN: &str = "/usr/local/bin/kubeadm";
 pub const KUBECTL: &str = "/usr/local/bin/kubectl";
@@ -37,6 +63,20 @@ pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 pub const MODULES_FILE: &str = "/etc/modules-load.d/sealrs-k8s.conf";
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-sealrs-k8s.conf";
+/// containerd's CLI, placed from the image's `bin/ctr`.
+pub const CTR: &str = "/usr/local/bin/ctr";
+/// The `--config` file kubeadm init/join get on this host (it holds the
+/// join secrets: 0600).
+pub const CONFIG_FILE: &str = "/etc/kubernetes/sealrs-kubeadm.yaml";
+/// Left once `kubeadm init` finished and its join secrets were read: a
+/// control plane with it is never reset as half-done.
+pub const INIT_DONE: &str = "/var/lib/sealrs/markers/kubeadm-init-done";
+/// Left once `kubeadm join` finished.
+pub const JOIN_DONE: &str = "/var/lib/sealrs/markers/kubeadm-join-done";
+/// How long the health queries wait for the API server.
+const QUERY_TIMEOUT: &str = "--request-timeout=20s";
+/// The containerd namespace the kubelet's CRI uses.
+pub const CRI_NAMESPACE: &str = "k8s.io";
 /// The capture of `kubeadm token create --print-join-command`.
 pub const JOIN_COMMAND_CAPTURE: &str = "kubeadm.join-command";
 /// The capture of `kubeadm init phase upload-certs --upload-certs` (the key
@@ -56,20 +96,297 @@ fn env<'a>(ctx: &'a HostContext, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// `host:6443` that every node talks to: `CONTROL_PLANE_ENDPOINT` from the
-/// env, else the first master.
-fn endpoint(ctx: &HostContext) -> String {
-    match env(ctx, "CONTROL_PLANE_ENDPOINT") {
-        Some(e) => e.to_string(),
-        None => format!("{}:{API_PORT}", ctx.first_master.url_host()),
+/// `host:6443` that every node talks to, and where it comes from:
+/// `CONTROL_PLANE_ENDPOINT` from the env, else the image's
+/// `controlPlaneEndpoint`, else the first master.
+fn endpoint(ctx: &HostContext, cfg: &Config) -> (String, &'static str) {
+    if let Some(e) = env(ctx, "CONTROL_PLANE_ENDPOINT") {
+        return (e.to_string(), "-e CONTROL_PLANE_ENDPOINT");
+    }
+    if let Some(e) = cfg.get_str("ClusterConfiguration", &["controlPlaneEndpoint"]) {
+        return (e, "the image's file");
+    }
+    (
+        format!("{}:{API_PORT}", ctx.first_master.url_host()),
+        "the first master's address",
+    )
+}
+
+fn advertise_address(ctx: &HostContext) -> Option<String> {
+    match &ctx.host.address {
+        Address::Ip(ip) => Some(ip.to_string()),
+        Address::Hostname(_) => None,
     }
 }
 
-fn advertise_flag(ctx: &HostContext) -> Option<String> {
-    match &ctx.host.address {
-        Address::Ip(ip) => Some(format!("--apiserver-advertise-address={ip}")),
-        Address::Hostname(_) => None,
+/// The image's `etc/kubeadm.yaml`, read.
+fn image_config(ctx: &HostContext) -> Result<Config, RuntimeError> {
+    let minor = ctx.image.version.as_ref().map_or(0, |v| v.minor);
+    Config::from_image(
+        ctx.rootfs_texts.get(IMAGE_CONFIG).map(String::as_str),
+        minor,
+    )
+}
+
+/// The `kubeadm init` config: the image's documents with the version, the
+/// endpoint, this host's advertise address and the env's CIDRs
+/// (InitConfiguration and ClusterConfiguration in the kubeadm config API,
+/// <https://kubernetes.io/docs/reference/config-api/kubeadm-config.v1beta3/>).
+fn init_config(ctx: &HostContext) -> Result<String, RuntimeError> {
+    let mut cfg = image_config(ctx)?;
+    const CLUSTER: &str = "ClusterConfiguration";
+    if let Some(v) = &ctx.image.version {
+        cfg.set(
+            CLUSTER,
+            &["kubernetesVersion"],
+            v.kube().into(),
+            "the image's label sealrs.io/version",
+            false,
+        )?;
     }
+    let (ep, source) = endpoint(ctx, &cfg);
+    cfg.set(CLUSTER, &["controlPlaneEndpoint"], ep.into(), source, false)?;
+    for (key, field) in [("POD_CIDR", "podSubnet"), ("SERVICE_CIDR", "serviceSubnet")] {
+        if let Some(cidr) = env(ctx, key) {
+            cfg.set(
+                CLUSTER,
+                &["networking", field],
+                cidr.into(),
+                &format!("-e {key}"),
+                false,
+            )?;
+        }
+    }
+    if let Some(ip) = advertise_address(ctx) {
+        cfg.set(
+            "InitConfiguration",
+            &["localAPIEndpoint", "advertiseAddress"],
+            ip.into(),
+            "the host's address",
+            false,
+        )?;
+    }
+    Ok(cfg.render(&[
+        "InitConfiguration",
+        CLUSTER,
+        "KubeletConfiguration",
+        "KubeProxyConfiguration",
+    ]))
+}
+
+/// The `kubeadm join` config: JoinConfiguration's discovery (endpoint,
+/// bootstrap token, CA hash) and, for a control-plane, its certificate key
+/// and advertise address.
+fn join_config(ctx: &HostContext, token: &str, hash: &str) -> Result<String, RuntimeError> {
+    let mut cfg = image_config(ctx)?;
+    const JOIN: &str = "JoinConfiguration";
+    let (ep, source) = endpoint(ctx, &cfg);
+    cfg.set(
+        JOIN,
+        &["discovery", "bootstrapToken", "apiServerEndpoint"],
+        ep.into(),
+        source,
+        false,
+    )?;
+    let captured = "the first master's kubeadm token create";
+    cfg.set(
+        JOIN,
+        &["discovery", "bootstrapToken", "token"],
+        token.into(),
+        captured,
+        true,
+    )?;
+    cfg.set(
+        JOIN,
+        &["discovery", "bootstrapToken", "caCertHashes"],
+        Value::Sequence(vec![hash.into()]),
+        captured,
+        false,
+    )?;
+    if ctx.role == Role::Master {
+        let key = ctx.secret("kubeadm", "certificate key")?;
+        cfg.set(
+            JOIN,
+            &["controlPlane", "certificateKey"],
+            key.into(),
+            "the first master's kubeadm init phase upload-certs",
+            true,
+        )?;
+        if let Some(ip) = advertise_address(ctx) {
+            cfg.set(
+                JOIN,
+                &["controlPlane", "localAPIEndpoint", "advertiseAddress"],
+                ip.into(),
+                "the host's address",
+                false,
+            )?;
+        }
+    }
+    Ok(cfg.render(&[JOIN]))
+}
+
+/// The pause tag kubeadm of this minor pulls and the kubelet expects
+/// (`PauseVersion` in cmd/kubeadm/app/constants/constants.go of each
+/// release); `None` outside the releases listed here.
+fn pause_tag(minor: u64) -> Option<&'static str> {
+    match minor {
+        26..=30 => Some("3.9"),
+        31..=33 => Some("3.10"),
+        _ => None,
+    }
+}
+
+/// containerd must run pod sandboxes with the pause image
+/// `kubeadm config images list` names for the version (it is the one
+/// harvested and imported): its built-in default (`pause:3.6` in containerd
+/// 1.6) is not there air-gapped, and every sandbox fails. The image's
+/// containerd config says it: `sandbox_image` of the CRI plugin (config
+/// version 2) or `pinned_images.sandbox` (version 3, containerd 2).
+fn check_sandbox_image(ctx: &HostContext, cfg: &Config) -> Result<(), RuntimeError> {
+    let Some(tag) = ctx
+        .image
+        .version
+        .as_ref()
+        .filter(|v| v.major == 1)
+        .and_then(|v| pause_tag(v.minor))
+    else {
+        return Ok(());
+    };
+    let repo = cfg
+        .get_str("ClusterConfiguration", &["imageRepository"])
+        .unwrap_or_else(|| "registry.k8s.io".into());
+    let want = format!("{}/pause:{tag}", repo.trim_end_matches('/'));
+    let bad = |reason: String| RuntimeError::BadConfig {
+        runtime: "kubeadm",
+        file: CONTAINERD_CONFIG.into(),
+        reason,
+    };
+    let Some(text) = ctx.rootfs_texts.get(CONTAINERD_CONFIG) else {
+        return Err(bad(format!(
+            "missing: containerd would start pod sandboxes with its built-in pause image, not {want}; add the file with sandbox_image = \"{want}\" (and SystemdCgroup = true)"
+        )));
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| bad(format!("not TOML: {}", e.message())))?;
+    let at = |path: &[&str]| {
+        let mut v = table.get(path[0])?;
+        for key in &path[1..] {
+            v = v.get(*key)?;
+        }
+        v.as_str().map(str::to_string)
+    };
+    let found = at(&["plugins", "io.containerd.grpc.v1.cri", "sandbox_image"]).or_else(|| {
+        at(&[
+            "plugins",
+            "io.containerd.cri.v1.images",
+            "pinned_images",
+            "sandbox",
+        ])
+    });
+    match found {
+        Some(image) if image == want => Ok(()),
+        Some(image) => Err(bad(format!(
+            "sandbox_image is {image}, but kubeadm {} uses {want}; set sandbox_image = \"{want}\"",
+            ctx.image.version.as_ref().map(Version::kube).unwrap_or_default()
+        ))),
+        None => Err(bad(format!(
+            "no sandbox_image: containerd would start pod sandboxes with its built-in pause image, not {want}; set sandbox_image = \"{want}\" under [plugins.\"io.containerd.grpc.v1.cri\"]"
+        ))),
+    }
+}
+
+/// The last path component of the host's rootfs: the image's digest, so a
+/// marker named with it is keyed by the image's bytes.
+fn rootfs_key<'a>(ctx: &'a HostContext) -> &'a str {
+    ctx.rootfs
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("rootfs")
+}
+
+/// The image archives under `images/` (not the `images/shim/` lists), as the
+/// layout's `image-archive` rule names them.
+fn image_archives<'a>(ctx: &'a HostContext) -> Vec<&'a str> {
+    ctx.rootfs_files
+        .iter()
+        .map(String::as_str)
+        .filter(|f| {
+            f.strip_prefix("images/").is_some_and(|rest| {
+                !rest.contains('/')
+                    && [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"]
+                        .iter()
+                        .any(|ext| rest.ends_with(ext))
+            })
+        })
+        .collect()
+}
+
+/// `ctr -n k8s.io images import` of every image archive, once per archive
+/// of this image (a marker named with the image's digest and the archive's
+/// path), with containerd running. ctr reads the archive itself (streamed)
+/// and keeps the names its index gives the images, the ones
+/// `kubeadm config images list` prints.
+fn import_images(ctx: &HostContext, plan: &mut Plan) {
+    let key = rootfs_key(ctx);
+    for (i, archive) in image_archives(ctx).into_iter().enumerate() {
+        let path = format!("{}/{archive}", ctx.rootfs.trim_end_matches('/'));
+        let flat = archive.replace('/', "_");
+        let marker = format!("{MARKER_DIR}/kubeadm-images/{key}-{flat}");
+        plan.push(Step::run(
+            &format!("import-images-{i}"),
+            format!("import {archive} into containerd ({CRI_NAMESPACE})"),
+            &[CTR, "--namespace", CRI_NAMESPACE, "images", "import", &path],
+            Check::Creates {
+                path: marker.clone(),
+            },
+        ));
+        plan.push(Step::write_file(
+            &format!("imported-images-{i}"),
+            &marker,
+            FileContent::text(format!("{archive}\n")),
+            0o644,
+        ));
+    }
+}
+
+/// `kubectl apply --server-side` of the image's `manifests/` once after
+/// init (a marker named with the image's digest); server-side apply makes a
+/// repeat harmless too.
+fn apply_manifests(ctx: &HostContext, plan: &mut Plan) {
+    let any = ctx
+        .rootfs_files
+        .iter()
+        .any(|f| f.starts_with("manifests/") && (f.ends_with(".yaml") || f.ends_with(".yml")));
+    if !any {
+        return;
+    }
+    let dir = format!("{}/manifests", ctx.rootfs.trim_end_matches('/'));
+    let marker = format!("{MARKER_DIR}/kubeadm-manifests-{}", rootfs_key(ctx));
+    plan.push(Step::run(
+        "apply-manifests",
+        "apply the image's manifests (kubectl apply --server-side)",
+        &[
+            KUBECTL,
+            "--kubeconfig",
+            ADMIN_CONF,
+            "apply",
+            "--server-side",
+            "--field-manager=sealrs",
+            "--recursive",
+            "-f",
+            &dir,
+        ],
+        Check::Creates {
+            path: marker.clone(),
+        },
+    ));
+    plan.push(Step::write_file(
+        "applied-manifests",
+        &marker,
+        FileContent::text(format!("{dir}\n")),
+        0o644,
+    ));
 }
 
 /// Placement, kernel prerequisites, containerd and kubelet enabled.
@@ -132,6 +449,7 @@ fn prepare(ctx: &HostContext, plan: &mut Plan) {
         "containerd.service",
         ServiceOp::Start,
     ));
+    import_images(ctx, plan);
     plan.push(Step::service(
         "enable-kubelet",
         "kubelet.service",
@@ -159,6 +477,59 @@ impl Runtime for Kubeadm {
 
     fn name(&self) -> &'static str {
         "kubeadm"
+    }
+
+    /// A control-plane is reset while its Node exists, then deleted: the
+    /// reset's remove-etcd-member phase reads the cluster's config and
+    /// members through the API
+    /// (<https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-reset/>,
+    /// cmd/kubeadm/app/cmd/phases/reset/removeetcdmember.go, v1.30); a node
+    /// deleted first leaves its etcd member behind, and deleting 2 of 3
+    /// control planes that way loses quorum.
+    fn deletes_node_after_uninstall(&self, role: Role) -> bool {
+        role == Role::Master
+    }
+
+    fn plan_reads(&self) -> &'static [&'static str] {
+        &[IMAGE_CONFIG, CONTAINERD_CONFIG]
+    }
+
+    /// kubeadm's mandatory `InPathCheck`s (cmd/kubeadm/app/preflight/checks.go,
+    /// v1.30; conntrack is dropped from v1.32) and the kubelet's swap rule
+    /// (`failSwapOn`, default true:
+    /// <https://kubernetes.io/docs/concepts/architecture/nodes/#swap-memory>).
+    /// The image's kubeadm.yaml is merged here as init would, so a value it
+    /// and `-e` both set is refused on every host before anything changes.
+    fn prerequisites(&self, ctx: &HostContext) -> Result<Vec<Prerequisite>, RuntimeError> {
+        init_config(ctx)?;
+        let cfg = image_config(ctx)?;
+        check_sandbox_image(ctx, &cfg)?;
+        let mut programs = vec!["crictl", "ip", "iptables", "mount", "nsenter"];
+        if ctx
+            .image
+            .version
+            .as_ref()
+            .is_none_or(|v| v.major == 1 && v.minor < 32)
+        {
+            programs.push("conntrack");
+        }
+        let mut out: Vec<Prerequisite> = programs
+            .into_iter()
+            .map(|name| Prerequisite::Program {
+                name: name.to_string(),
+                why: "kubeadm's preflight requires it".to_string(),
+            })
+            .collect();
+        let swap_allowed = matches!(
+            cfg.get("KubeletConfiguration", &["failSwapOn"]),
+            Some(Value::Bool(false))
+        );
+        if !swap_allowed {
+            out.push(Prerequisite::SwapOff {
+                why: "the kubelet refuses to start with swap on unless the image's KubeletConfiguration sets failSwapOn: false".to_string(),
+            });
+        }
+        Ok(out)
     }
 
     fn join_secrets(
@@ -201,27 +572,42 @@ impl Runtime for Kubeadm {
         let mut plan = ctx.plan(self.name(), "install");
         hooks::push_setup(ctx, &mut plan);
         prepare(ctx, &mut plan);
-        let mut argv: Vec<String> = vec![
-            BIN.into(),
-            "init".into(),
-            "--upload-certs".into(),
-            format!("--control-plane-endpoint={}", endpoint(ctx)),
-        ];
-        if let Some(v) = &ctx.image.version {
-            argv.push(format!("--kubernetes-version={}", v.kube()));
-        }
-        argv.extend(advertise_flag(ctx));
-        if let Some(cidr) = env(ctx, "POD_CIDR") {
-            argv.push(format!("--pod-network-cidr={cidr}"));
-        }
-        if let Some(cidr) = env(ctx, "SERVICE_CIDR") {
-            argv.push(format!("--service-cidr={cidr}"));
-        }
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let config = init_config(ctx)?;
+        // An init that stopped after writing admin.conf (its kubeconfig
+        // phase) leaves a control plane whose API does not answer; kubeadm
+        // init refuses to run over it (FileAvailable preflight errors), and
+        // the kubeadm troubleshooting guide's way out is `kubeadm reset -f`
+        // then init again
+        // (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/>).
+        plan.push(Step::run(
+            "reset-failed-init",
+            "undo a kubeadm init that did not finish (kubeadm reset -f)",
+            &[BIN, "reset", "-f"],
+            Check::IfExistsAndFails {
+                path: ADMIN_CONF.into(),
+                unless_exists: Some(INIT_DONE.into()),
+                argv: [
+                    KUBECTL,
+                    "--kubeconfig",
+                    ADMIN_CONF,
+                    QUERY_TIMEOUT,
+                    "get",
+                    "--raw=/readyz",
+                ]
+                .map(String::from)
+                .to_vec(),
+            },
+        ));
+        plan.push(Step::write_file(
+            "kubeadm-config",
+            CONFIG_FILE,
+            FileContent::text(config),
+            0o600,
+        ));
         plan.push(Step::run(
             "init",
             "initialize the first control-plane (kubeadm init)",
-            &argv,
+            &[BIN, "init", "--config", CONFIG_FILE, "--upload-certs"],
             Check::Creates {
                 path: ADMIN_CONF.into(),
             },
@@ -233,6 +619,7 @@ impl Runtime for Kubeadm {
             WAIT_SECS,
         ));
         kubeconfig_link(&mut plan);
+        apply_manifests(ctx, &mut plan);
         plan.push(Step::run_capture(
             "join-command",
             "mint a bootstrap token and print the join command",
@@ -265,6 +652,12 @@ impl Runtime for Kubeadm {
             ADMIN_CONF,
             Capture::secret(KUBECONFIG_CAPTURE),
         ));
+        plan.push(Step::write_file(
+            "init-done",
+            INIT_DONE,
+            FileContent::text("kubeadm init finished\n"),
+            0o644,
+        ));
         Ok(plan)
     }
 
@@ -280,43 +673,68 @@ impl Runtime for Kubeadm {
                 host: ctx.host_key(),
                 secret: "CA certificate hash",
             })?;
-        let mut argv: Vec<String> = vec![
-            BIN.into(),
-            "join".into(),
-            endpoint(ctx),
-            format!("--token={token}"),
-            format!("--discovery-token-ca-cert-hash={hash}"),
-        ];
-        let mut redact = vec![3];
-        if ctx.role == Role::Master {
-            let key = ctx.secret(self.name(), "certificate key")?;
-            argv.push("--control-plane".into());
-            redact.push(argv.len());
-            argv.push(format!("--certificate-key={key}"));
-            argv.extend(advertise_flag(ctx));
-        }
+        let config = join_config(ctx, token, hash)?;
         let mut plan = ctx.plan(self.name(), "join");
         hooks::push_setup(ctx, &mut plan);
         prepare(ctx, &mut plan);
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        plan.push(
-            Step::run(
-                "join",
-                match ctx.role {
-                    Role::Master => "join as a control-plane (kubeadm join --control-plane)",
-                    Role::Node => "join as a worker (kubeadm join)",
-                },
-                &argv,
-                Check::Creates {
-                    path: KUBELET_CONF.into(),
-                },
-            )
-            .with_redacted(&redact),
+        // A join that stopped after the kubelet got its kubeconfig: undone
+        // with `kubeadm reset -f` when the API does not answer the kubelet's
+        // credentials (the troubleshooting guide's way out, as for init).
+        // (The node's name is not known to the plan, and must not be: the
+        // kubelet's own credentials reaching the API is what is asked.)
+        let node_query = [
+            KUBECTL,
+            "--kubeconfig",
+            KUBELET_CONF,
+            QUERY_TIMEOUT,
+            "get",
+            "--raw=/readyz",
+        ]
+        .map(String::from)
+        .to_vec();
+        plan.push(Step::run(
+            "reset-failed-join",
+            "undo a kubeadm join that did not finish (kubeadm reset -f)",
+            &[BIN, "reset", "-f"],
+            Check::IfExistsAndFails {
+                path: KUBELET_CONF.into(),
+                unless_exists: Some(JOIN_DONE.into()),
+                argv: node_query,
+            },
+        ));
+        // Written only for a join that runs: the token is fresh on every
+        // apply, and a host that joined keeps the file it joined with.
+        let mut write = Step::write_secret_file(
+            "kubeadm-config",
+            CONFIG_FILE,
+            FileContent::text(config),
+            0o600,
         );
+        write.check = Check::Creates {
+            path: KUBELET_CONF.into(),
+        };
+        plan.push(write);
+        plan.push(Step::run(
+            "join",
+            match ctx.role {
+                Role::Master => "join as a control-plane (kubeadm join --config, controlPlane set)",
+                Role::Node => "join as a worker (kubeadm join --config)",
+            },
+            &[BIN, "join", "--config", CONFIG_FILE],
+            Check::Creates {
+                path: KUBELET_CONF.into(),
+            },
+        ));
         if ctx.role == Role::Master {
             plan.push(Step::wait_file("wait-admin-conf", ADMIN_CONF, WAIT_SECS));
             kubeconfig_link(&mut plan);
         }
+        plan.push(Step::write_file(
+            "join-done",
+            JOIN_DONE,
+            FileContent::text("kubeadm join finished\n"),
+            0o644,
+        ));
         Ok(plan)
     }
 
@@ -332,6 +750,12 @@ impl Runtime for Kubeadm {
                 unit_active: None,
             },
         ));
+        plan.push(Step::service(
+            "start-containerd",
+            "containerd.service",
+            ServiceOp::Start,
+        ));
+        import_images(ctx, &mut plan);
         let done_on_control_plane = Check::FileContains {
             path: APISERVER_MANIFEST.into(),
             text: format!("kube-apiserver:{}", to.kube()),

@@ -158,6 +158,14 @@ pub struct HostContext<'a> {
     pub env: Vec<(String, String)>,
     /// Where the installer unpacked the image's rootfs on the host.
     pub rootfs: String,
+    /// The files of the unpacked rootfs (paths relative to it, sorted), as
+    /// the installer found them when it planned on the host; empty where
+    /// the rootfs is not at hand (the operator's `--dry-run`).
+    pub rootfs_files: Vec<String>,
+    /// The text of the rootfs files the runtime reads to plan
+    /// ([`Runtime::plan_reads`]), by relative path; a file the rootfs lacks
+    /// is absent.
+    pub rootfs_texts: BTreeMap<String, String>,
 }
 
 impl<'a> HostContext<'a> {
@@ -181,6 +189,8 @@ impl<'a> HostContext<'a> {
             secrets,
             env: cluster.env_pairs(),
             rootfs: DEFAULT_ROOTFS_DIR.to_string(),
+            rootfs_files: Vec::new(),
+            rootfs_texts: BTreeMap::new(),
         })
     }
 
@@ -331,6 +341,23 @@ pub enum RuntimeError {
     BadCapture { key: String, reason: String },
     #[error("{}", .0.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "))]
     Rejected(Vec<Violation>),
+    /// A config file of the image that the runtime cannot use as it is.
+    #[error("{runtime}: {file}: {reason}")]
+    BadConfig {
+        runtime: &'static str,
+        file: String,
+        reason: String,
+    },
+}
+
+/// Something a host must have before a runtime's plan may run on it; the
+/// installer's verify checks them on the host, before anything changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prerequisite {
+    /// A program on the installer's `PATH`, or placed there by the image.
+    Program { name: String, why: String },
+    /// No active swap (`/proc/swaps` lists none).
+    SwapOff { why: String },
 }
 
 /// A Kubernetes distribution.
@@ -373,6 +400,26 @@ pub trait Runtime: Send + Sync {
         _read: &dyn Fn(&str) -> Option<String>,
     ) -> Vec<Violation> {
         Vec::new()
+    }
+    /// Whether a deleted host of this role keeps its Node until its
+    /// uninstall ran: the processor then drains it, uninstalls it, and only
+    /// then runs the [`DELETE_NODE_STEP`] of [`Runtime::remove_node`]'s plan
+    /// (kubeadm: `kubeadm reset` removes a control-plane's etcd member only
+    /// while the cluster still knows the node). Otherwise (the default) the
+    /// node is drained and deleted first, as the Kubernetes docs remove one.
+    fn deletes_node_after_uninstall(&self, _role: Role) -> bool {
+        false
+    }
+    /// Rootfs files (relative paths) whose text the plans read, given to
+    /// them in [`HostContext::rootfs_texts`].
+    fn plan_reads(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// What the host must have before this runtime's plan for it may run
+    /// (programs, swap off); an error is a config of the image that cannot
+    /// be used. Checked by the installer's verify.
+    fn prerequisites(&self, _host: &HostContext) -> Result<Vec<Prerequisite>, RuntimeError> {
+        Ok(Vec::new())
     }
 }
 
@@ -549,6 +596,10 @@ fn verify_odd_servers(runtime: &str, cluster: &Cluster, v: &mut Vec<Violation>) 
     }
 }
 
+/// The id of the step of [`Runtime::remove_node`]'s plan that deletes the
+/// Node; the steps before it drain.
+pub const DELETE_NODE_STEP: &str = "delete-node";
+
 /// Drain, then delete the node, as the Kubernetes docs remove one
 /// (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/#remove-the-node>);
 /// `kubectl` is the distribution's own, with its admin kubeconfig. Both
@@ -609,7 +660,7 @@ fn remove_node_plan(
         .allowing_failure(),
     );
     plan.push(Step::run(
-        "delete-node",
+        DELETE_NODE_STEP,
         format!("delete node {node} from the cluster"),
         &delete,
         present,

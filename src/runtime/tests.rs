@@ -542,18 +542,44 @@ fn kubeadm_plans() {
     let img = image("kubeadm", "v1.30.2");
     let init = Kubeadm.install(&ctx(&c, 0, &img)).unwrap();
     init.validate().unwrap();
+    // Only flags kubeadm allows beside --config (isAllowedFlag, v1.30).
     assert_eq!(
         argv(&init, "init"),
         [
             "/usr/local/bin/kubeadm",
             "init",
+            "--config",
+            kubeadm::CONFIG_FILE,
             "--upload-certs",
-            "--control-plane-endpoint=10.0.0.1:6443",
-            "--kubernetes-version=v1.30.2",
-            "--apiserver-advertise-address=10.0.0.1",
-            "--pod-network-cidr=10.244.0.0/16"
         ]
     );
+    // A half-done init (admin.conf, no answer, no done marker) is reset first.
+    let ids: Vec<&str> = init.steps.iter().map(|s| s.id.as_str()).collect();
+    let at = |id: &str| ids.iter().position(|i| *i == id).unwrap();
+    assert!(at("reset-failed-init") < at("init") && at("init") < at("init-done"));
+    assert_eq!(
+        argv(&init, "reset-failed-init"),
+        ["/usr/local/bin/kubeadm", "reset", "-f"]
+    );
+    assert!(matches!(
+        &init.step("reset-failed-init").unwrap().check,
+        Check::IfExistsAndFails { path, unless_exists: Some(done), argv }
+            if path == "/etc/kubernetes/admin.conf"
+                && done == kubeadm::INIT_DONE
+                && argv.ends_with(&["get".to_string(), "--raw=/readyz".to_string()])
+    ));
+    let (path, config, mode) = file_text(&init, "kubeadm-config");
+    assert_eq!((path.as_str(), mode), (kubeadm::CONFIG_FILE, 0o600));
+    for line in [
+        "kind: InitConfiguration",
+        "advertiseAddress: 10.0.0.1",
+        "kind: ClusterConfiguration",
+        "kubernetesVersion: v1.30.2",
+        "controlPlaneEndpoint: 10.0.0.1:6443",
+        "podSubnet: 10.244.0.0/16",
+    ] {
+        assert!(config.contains(line), "{line} not in {config}");
+    }
     assert_eq!(
         init.step("init").unwrap().check,
         Check::Creates {
@@ -580,16 +606,41 @@ fn kubeadm_plans() {
     assert_eq!(
         argv(&master, "join"),
         [
-            "/usr/local/bin/kubeadm".to_string(),
-            "join".into(),
-            "10.0.0.1:6443".into(),
-            "--token=K10abc::server:s3cret".into(),
-            format!("--discovery-token-ca-cert-hash={hash}"),
-            "--control-plane".into(),
-            format!("--certificate-key={}", "cd".repeat(32)),
-            "--apiserver-advertise-address=10.0.0.2".into()
+            "/usr/local/bin/kubeadm",
+            "join",
+            "--config",
+            kubeadm::CONFIG_FILE
         ]
     );
+    let (_, joined, mode) = match &master.step("kubeadm-config").unwrap().action {
+        Action::WriteFile {
+            path,
+            content: FileContent::Bytes { bytes },
+            mode,
+            sensitive,
+            ..
+        } => {
+            assert!(sensitive, "the join config holds the token");
+            (
+                path.clone(),
+                String::from_utf8(bytes.clone()).unwrap(),
+                *mode,
+            )
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(mode, 0o600);
+    for line in [
+        "kind: JoinConfiguration",
+        "apiServerEndpoint: 10.0.0.1:6443",
+        "token: K10abc::server:s3cret",
+        &format!("- {hash}"),
+        &format!("certificateKey: {}", "cd".repeat(32)),
+        "advertiseAddress: 10.0.0.2",
+    ] {
+        assert!(joined.contains(line), "{line} not in {joined}");
+    }
+    assert!(!joined.contains("ClusterConfiguration"), "{joined}");
     let dry = master.render_dry_run();
     assert!(
         !dry.contains("s3cret") && !dry.contains(&"cd".repeat(32)),
@@ -597,9 +648,20 @@ fn kubeadm_plans() {
     );
 
     let worker = Kubeadm.join(&ctx(&c, 3, &img)).unwrap();
-    let w = argv(&worker, "join");
-    assert_eq!(w.len(), 5);
-    assert!(!w.contains(&"--control-plane".to_string()));
+    let (_, w, _) = match &worker.step("kubeadm-config").unwrap().action {
+        Action::WriteFile {
+            path,
+            content: FileContent::Bytes { bytes },
+            mode,
+            ..
+        } => (
+            path.clone(),
+            String::from_utf8(bytes.clone()).unwrap(),
+            *mode,
+        ),
+        other => panic!("{other:?}"),
+    };
+    assert!(!w.contains("controlPlane"), "{w}");
     assert_eq!(
         worker.step("join").unwrap().check,
         Check::Creates {
@@ -1008,7 +1070,21 @@ fn user_values_pass_through_unchanged() {
     let k = Kubeadm
         .join(&HostContext::new(&c, &c.hosts[1], &img, s).unwrap())
         .unwrap();
-    assert_eq!(argv(&k, "join")[3], format!("--token={VALUE}"));
+    let Action::WriteFile {
+        content: FileContent::Bytes { bytes },
+        ..
+    } = &k.step("kubeadm-config").unwrap().action
+    else {
+        panic!("no kubeadm config")
+    };
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(
+        docs[0]["discovery"]["bootstrapToken"]["token"].as_str(),
+        Some(VALUE)
+    );
 }
 
 #[test]
@@ -1486,4 +1562,148 @@ fn plans_do_not_depend_on_recorded_node_names() {
             "{runtime} join"
         );
     }
+}
+
+/// The image's rootfs as the installer gives it to the plans: archives
+/// imported with ctr once each, manifests applied once after init, the
+/// image's kubeadm.yaml merged, and a value it and `-e` both set refused.
+#[test]
+fn kubeadm_reads_the_image_rootfs() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &["POD_CIDR=10.42.0.0/16"]);
+    let img = image("kubeadm", "v1.30.2");
+    let host = |i: usize, yaml: &str| {
+        let mut cx = ctx(&c, i, &img);
+        cx.rootfs = "/var/lib/sealrs/rootfs/abc".into();
+        cx.rootfs_files = vec![
+            "bin/kubeadm".into(),
+            "etc/kubeadm.yaml".into(),
+            "images/kube-apiserver.tar".into(),
+            "images/pause.tar.zst".into(),
+            "images/shim/kubeadm-images".into(),
+            "manifests/cni/flannel.yaml".into(),
+        ];
+        cx.rootfs_texts
+            .insert("etc/kubeadm.yaml".into(), yaml.to_string());
+        cx.rootfs_texts.insert(
+            "etc/containerd/config.toml".into(),
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.9\"\n".into(),
+        );
+        cx
+    };
+    let yaml = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nnetworking:\n  serviceSubnet: 10.96.0.0/12\n---\napiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nfailSwapOn: false\n";
+    let init = Kubeadm.install(&host(0, yaml)).unwrap();
+    init.validate().unwrap();
+    let ids: Vec<&str> = init.steps.iter().map(|s| s.id.as_str()).collect();
+    let pos = |id: &str| ids.iter().position(|i| *i == id).unwrap();
+    assert!(pos("start-containerd") < pos("import-images-0"));
+    assert!(pos("import-images-1") < pos("init"));
+    assert!(pos("init") < pos("apply-manifests"));
+    assert_eq!(
+        argv(&init, "import-images-0"),
+        [
+            "/usr/local/bin/ctr",
+            "--namespace",
+            "k8s.io",
+            "images",
+            "import",
+            "/var/lib/sealrs/rootfs/abc/images/kube-apiserver.tar"
+        ]
+    );
+    assert_eq!(
+        init.step("import-images-1").unwrap().check,
+        Check::Creates {
+            path: "/var/lib/sealrs/markers/kubeadm-images/abc-images_pause.tar.zst".into()
+        }
+    );
+    assert!(!ids.contains(&"import-images-2"), "{ids:?}");
+    assert_eq!(
+        argv(&init, "apply-manifests"),
+        [
+            "/usr/local/bin/kubectl",
+            "--kubeconfig",
+            "/etc/kubernetes/admin.conf",
+            "apply",
+            "--server-side",
+            "--field-manager=sealrs",
+            "--recursive",
+            "-f",
+            "/var/lib/sealrs/rootfs/abc/manifests"
+        ]
+    );
+    let (_, config, _) = file_text(&init, "kubeadm-config");
+    for line in [
+        "serviceSubnet: 10.96.0.0/12",
+        "podSubnet: 10.42.0.0/16",
+        "failSwapOn: false",
+    ] {
+        assert!(config.contains(line), "{line} not in {config}");
+    }
+    let join = Kubeadm.join(&host(1, yaml)).unwrap();
+    assert!(join.step("import-images-0").is_some());
+    assert!(join.step("apply-manifests").is_none());
+    // failSwapOn: false lifts the swap rule; conntrack is needed before v1.32.
+    let pre = Kubeadm.prerequisites(&host(1, yaml)).unwrap();
+    assert!(!pre
+        .iter()
+        .any(|p| matches!(p, Prerequisite::SwapOff { .. })));
+    let names: Vec<&str> = pre
+        .iter()
+        .filter_map(|p| match p {
+            Prerequisite::Program { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    for n in ["conntrack", "ip", "iptables", "mount", "nsenter", "crictl"] {
+        assert!(names.contains(&n), "{n}: {names:?}");
+    }
+    let pre = Kubeadm.prerequisites(&host(1, "")).unwrap();
+    assert!(pre
+        .iter()
+        .any(|p| matches!(p, Prerequisite::SwapOff { .. })));
+    // containerd's sandbox image must be the pause of kubeadm v1.30 (3.9).
+    let mut old_pause = host(1, "");
+    old_pause.rootfs_texts.insert(
+        "etc/containerd/config.toml".into(),
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.6\"\n".into(),
+    );
+    let err = Kubeadm.prerequisites(&old_pause).unwrap_err().to_string();
+    assert!(
+        err.contains("etc/containerd/config.toml")
+            && err.contains("pause:3.6")
+            && err.contains("registry.k8s.io/pause:3.9"),
+        "{err}"
+    );
+    // kubeadm v1.32 dropped conntrack from its preflight (and uses pause 3.10).
+    let img132 = image("kubeadm", "v1.32.0");
+    let mut v132 = host(1, "");
+    v132.image = &img132;
+    v132.rootfs_texts.insert(
+        "etc/containerd/config.toml".into(),
+        "[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"registry.k8s.io/pause:3.10\"\n"
+            .into(),
+    );
+    let pre = Kubeadm.prerequisites(&v132).unwrap();
+    assert!(!pre
+        .iter()
+        .any(|p| matches!(p, Prerequisite::Program { name, .. } if name == "conntrack")));
+    let mut none = host(1, "");
+    none.rootfs_texts.remove("etc/containerd/config.toml");
+    let err = Kubeadm.prerequisites(&none).unwrap_err().to_string();
+    assert!(
+        err.contains("missing") && err.contains("pause:3.9"),
+        "{err}"
+    );
+
+    let clash = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nnetworking:\n  podSubnet: 10.244.0.0/16\n";
+    let err = Kubeadm.install(&host(0, clash)).unwrap_err().to_string();
+    assert!(
+        err.contains("etc/kubeadm.yaml")
+            && err.contains("10.244.0.0/16")
+            && err.contains("-e POD_CIDR gives 10.42.0.0/16"),
+        "{err}"
+    );
+    assert!(Kubeadm.prerequisites(&host(1, clash)).is_err());
+    let unknown = "apiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\n";
+    let err = Kubeadm.install(&host(0, unknown)).unwrap_err().to_string();
+    assert!(err.contains("line 1") && err.contains("v1beta2"), "{err}");
 }

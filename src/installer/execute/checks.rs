@@ -61,6 +61,26 @@ impl StepRun<'_> {
                     .is_empty()
                     .then(|| format!("{} printed nothing", argv.join(" ")))
             }
+            Check::IfExistsAndFails {
+                path,
+                unless_exists,
+                argv,
+            } => {
+                if checked(ctx, path)?.symlink_metadata().is_err() {
+                    return Ok(Some(format!("{path} does not exist")));
+                }
+                if let Some(done) = unless_exists {
+                    if checked(ctx, done)?.symlink_metadata().is_ok() {
+                        return Ok(Some(format!("{done} exists")));
+                    }
+                }
+                let mut argv = argv.clone();
+                argv[0] = self.program(&argv[0]);
+                let out = self.spawn(&argv, &[], None)?;
+                out.status
+                    .success()
+                    .then(|| format!("{} succeeded", argv.join(" ")))
+            }
             Check::FileMatches
             | Check::DirExists
             | Check::LinkMatches
