@@ -64,6 +64,9 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 installer::receive(&sources, &mut input, &a.dest, BlobCheck::Hash)?
             };
             if !quiet {
+                for path in &outcome.removed_garbage {
+                    eprintln!("removed {} (left by an interrupted run)", path.display());
+                }
                 if outcome.unpacked {
                     eprintln!(
                         "unpacked {} layers into {}",

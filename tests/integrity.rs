@@ -1,0 +1,254 @@
+//! What `sealrs installer` keeps on a host: complete under its digest name
+//! whatever stops it, durable before it is named, and no leftovers of
+//! interrupted runs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+use crate::common::Env;
+
+/// A plain tar layer of a few large files and many small ones, with the
+/// content each file must have.
+fn big_layer() -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
+    let mut files = BTreeMap::new();
+    for i in 0..4u32 {
+        let bytes: Vec<u8> = (0..12_000_000u32)
+            .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i) >> 13) as u8)
+            .collect();
+        files.insert(format!("images/big-{i}.tar"), bytes);
+    }
+    for i in 0..300u32 {
+        files.insert(
+            format!("etc/small/{i}.conf"),
+            format!("key{i}: {i}\n").into(),
+        );
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, bytes) in &files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, path, &bytes[..]).unwrap();
+    }
+    (tar.into_inner().unwrap(), files)
+}
+
+/// `installer unpack` of `dir` (named by `blob`'s digest) arriving on stdin.
+fn unpack_cmd(env: &Env, dir: &Path, dest: &Path, size: usize) -> Command {
+    let dir = dir.display().to_string();
+    let dest = dest.display().to_string();
+    env.cmd(&[
+        "installer",
+        "unpack",
+        "--dest",
+        &dest,
+        &dir,
+        "--incoming",
+        &format!("{dir}={size}"),
+    ])
+}
+
+/// Every file of the layer is in `dir` with its whole content, nothing else.
+fn complete(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), String> {
+    for (path, bytes) in files {
+        let got = fs::read(dir.join(path)).map_err(|e| format!("{path}: {e}"))?;
+        if &got != bytes {
+            return Err(format!("{path}: {} bytes of {}", got.len(), bytes.len()));
+        }
+    }
+    Ok(())
+}
+
+/// The temp names an interrupted run leaves beside layers and rootfs.
+fn leftovers(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|read| {
+            read.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".incoming-") || n.contains(".tmp-") || n.contains(".old-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A pseudo-random number from the clock: each run kills at other moments.
+fn random(below: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (nanos.wrapping_mul(6_364_136_223_846_793_005) >> 17) % below.max(1)
+}
+
+/// SIGKILL at random points of a large layer's transfer and unpack (while
+/// bytes arrive, after the last byte while it syncs and renames): whenever
+/// the digest-named directory exists it holds the whole layer; the rootfs,
+/// when there, too. The next whole run removes every temp directory the
+/// killed ones left and reports it.
+#[test]
+fn a_killed_unpack_never_leaves_an_incomplete_layer_under_its_digest_and_the_next_run_cleans_up() {
+    let env = Env::new();
+    let (blob, files) = big_layer();
+    let layers = env.path("host/var/lib/sealrs/layers/sha256");
+    let dir = layers.join(hex::encode(sha2::Sha256::digest(&blob)));
+    let dest = env.path("host/var/lib/sealrs/rootfs/image");
+    let mut killed_with_leftovers = 0;
+    for round in 0..8u64 {
+        let mut child = unpack_cmd(&env, &dir, &dest, blob.len())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Rounds 0..6: killed after a random share of the bytes; 6 and 7:
+        // every byte sent, killed a random moment later (while it syncs).
+        let cut = if round < 6 {
+            random(blob.len() as u64) as usize
+        } else {
+            blob.len()
+        };
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(&blob[..cut]);
+        if round >= 6 {
+            std::thread::sleep(Duration::from_millis(random(400)));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(stdin);
+        if dir.exists() {
+            complete(&dir, &files).unwrap_or_else(|e| panic!("round {round}: {dir:?}: {e}"));
+        }
+        if dest.exists() {
+            complete(&dest, &files).unwrap_or_else(|e| panic!("round {round}: {dest:?}: {e}"));
+        }
+        if !leftovers(&layers).is_empty() || !leftovers(dest.parent().unwrap()).is_empty() {
+            killed_with_leftovers += 1;
+        }
+        // Start again from nothing but the leftovers.
+        if dir.exists() {
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+    assert!(
+        killed_with_leftovers > 0,
+        "no kill landed while a temp directory existed"
+    );
+
+    // A leftover of the installer bootstrap too (a dead pid), and one of a
+    // live process (ours) that must stay.
+    let dead = layers.join(format!("{}.incoming-999999999.blob", "a".repeat(64)));
+    fs::write(&dead, b"half").unwrap();
+    let live = layers.join(format!(".incoming-{}-x", std::process::id()));
+    fs::create_dir(&live).unwrap();
+
+    let started = Instant::now();
+    let out = crate::common::with_stdin(unpack_cmd(&env, &dir, &dest, blob.len()), &blob);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("left by an interrupted run"), "{stderr}");
+    complete(&dir, &files).unwrap();
+    complete(&dest, &files).unwrap();
+    assert!(!dead.exists(), "{stderr}");
+    assert_eq!(
+        leftovers(&layers),
+        vec![live.file_name().unwrap().to_string_lossy().into_owned()],
+        "{stderr}"
+    );
+    assert!(leftovers(dest.parent().unwrap()).is_empty(), "{stderr}");
+    eprintln!("a whole unpack took {:?}", started.elapsed());
+}
+
+/// The order that makes a name trustworthy after a power cut, as the
+/// installer issues it (strace): the layer's temp directory is synced
+/// (syncfs) before it is renamed to the digest name, and the layers
+/// directory is fsynced after; the same for the rootfs.
+#[test]
+fn a_layer_and_the_rootfs_are_synced_before_they_get_their_names() {
+    let env = Env::new();
+    let blob = {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o755);
+        h.set_cksum();
+        tar.append_data(&mut h, "bin/k3s", &b"k3s\n\n"[..]).unwrap();
+        tar.into_inner().unwrap()
+    };
+    let layers = env.path("layers/sha256");
+    let hex = hex::encode(sha2::Sha256::digest(&blob));
+    let dir = layers.join(&hex);
+    let dest = env.path("rootfs/image");
+    let trace = env.path("trace");
+    let sealrs = unpack_cmd(&env, &dir, &dest, blob.len());
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-y",
+        "-qq",
+        "-e",
+        "trace=syncfs,fsync,rename,renameat,renameat2",
+    ])
+    .arg("-o")
+    .arg(&trace)
+    .arg(sealrs.get_program())
+    .args(sealrs.get_args())
+    .envs(
+        sealrs
+            .get_envs()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+    );
+    let out = crate::common::with_stdin(cmd, &blob);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace = fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    let at = |what: &dyn Fn(&str) -> bool, name: &str| -> usize {
+        lines
+            .iter()
+            .position(|l| what(l))
+            .unwrap_or_else(|| panic!("no {name} in:\n{trace}"))
+    };
+    let layers_dir = layers.display().to_string();
+    let rootfs_dir = env.path("rootfs").display().to_string();
+    let synced_layer = at(
+        &|l| l.contains("syncfs(") && l.contains(".incoming-"),
+        "syncfs of the layer",
+    );
+    let named_layer = at(
+        &|l| l.contains("rename") && l.contains(".incoming-") && l.contains(&format!("/{hex}\"")),
+        "rename to the digest",
+    );
+    let parent_synced = lines[named_layer..]
+        .iter()
+        .any(|l| l.contains("fsync(") && l.contains(&format!("<{layers_dir}>)")));
+    assert!(synced_layer < named_layer, "{trace}");
+    assert!(
+        parent_synced,
+        "the layers directory is not fsynced after the rename:\n{trace}"
+    );
+    let synced_rootfs = at(
+        &|l| l.contains("syncfs(") && l.contains("image.tmp-"),
+        "syncfs of the rootfs",
+    );
+    let named_rootfs = at(
+        &|l| l.contains("rename") && l.contains("image.tmp-") && l.contains("/image\""),
+        "rename of the rootfs",
+    );
+    assert!(synced_rootfs < named_rootfs, "{trace}");
+    assert!(
+        lines[named_rootfs..]
+            .iter()
+            .any(|l| l.contains("fsync(") && l.contains(&format!("<{rootfs_dir}>)"))),
+        "the rootfs directory is not fsynced after the rename:\n{trace}"
+    );
+}
