@@ -47,6 +47,17 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
             }
             Ok(())
         }
+        InstallerCommand::Gc(a) => {
+            let outcome = installer::gc(
+                &a.layers,
+                &a.rootfs_dir,
+                &a.keep_images,
+                &a.keep_layers,
+                &a.pinned_by,
+            )?;
+            outln!("{}", serde_json::to_string(&outcome)?)?;
+            Ok(())
+        }
         InstallerCommand::Unpack(a) => {
             let sources = layer_sources(&a.layers, &a.incoming)?;
             let outcome = if a.fetch {

@@ -30,6 +30,7 @@
 
 mod error;
 mod execute;
+mod gc;
 mod place;
 mod probe;
 mod request;
@@ -50,6 +51,7 @@ use crate::plan::{Check, Plan};
 
 pub use error::InstallerError;
 pub use execute::execute;
+pub use gc::{gc, GcOutcome};
 pub use place::{placements, PlacedFile};
 pub use probe::{forget_join, probe, remember_join, Probe};
 pub use request::{

@@ -508,6 +508,12 @@ pub(super) fn recorded_heads(dest: &Path) -> Option<BTreeMap<String, Magic>> {
     read_stamp(dest)?.heads
 }
 
+/// The layer digests (`sha256:<hex>`) the rootfs `dest`'s stamp names;
+/// none when it has no readable stamp.
+pub(super) fn stamped_layers(dest: &Path) -> Vec<String> {
+    read_stamp(dest).map(|s| s.layers).unwrap_or_default()
+}
+
 fn read_stamp(dest: &Path) -> Option<Stamp> {
     let bytes = fs::read(dest.join(STAMP)).ok()?;
     serde_json::from_slice(&bytes).ok()
