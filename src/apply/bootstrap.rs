@@ -162,7 +162,9 @@ if [ -e "$tmp.failed" ]; then
   echo "cannot unpack the installer layer" >&2
   exit 1
 fi
-# Durable before named (as the installer's unpack): the files, then the name.
+# Root's alone, as the installer's layer directories; durable before named
+# (as the installer's unpack): the files, then the name.
+chmod 700 "$tmp"
 sync -f "$tmp" 2>/dev/null || sync
 rm -rf "$dir"
 mv "$tmp" "$dir"
@@ -226,6 +228,9 @@ mod tests {
             std::fs::read(dir.join("opt/sealrs/sealrs")).unwrap(),
             binary
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o700, "the layer directory is root's alone");
     }
 
     fn sha256_hex(bytes: &[u8]) -> String {

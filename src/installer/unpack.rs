@@ -48,6 +48,12 @@ use crate::layout::probe::Magic;
 /// The completion stamp inside an unpacked rootfs.
 pub const STAMP: &str = ".sealrs-unpacked.json";
 
+/// The mode of a layer directory and of a rootfs: an image's files may hold
+/// secrets (`etc/config.yaml` with a token, `registries.yaml` with a
+/// password) in modes the image gave them, so nobody but root gets in.
+/// Placed files keep their own modes where they land.
+pub const PRIVATE_DIR: u32 = 0o700;
+
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 const BUF: usize = 256 * 1024;
@@ -212,8 +218,10 @@ pub fn receive(
         },
     )?;
     let tmp = tmp.keep();
-    // Unpacked layers may have made the top directory read-only or odd.
-    let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755));
+    // Unpacked layers may have made the top directory read-only or odd; and
+    // an image's files may hold secrets (a config with a token): root only.
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(PRIVATE_DIR))
+        .map_err(InstallerError::io("setting the mode of", &tmp))?;
     // Durable before named (see `receive_layer`): the links, directories
     // and stamp of the new rootfs reach the disk before it takes `dest`.
     atomic_file::sync_tree(&tmp).map_err(InstallerError::io("syncing", &tmp))?;
@@ -365,7 +373,8 @@ fn receive_layer(
         return Ok(skipped); // kept meanwhile by another unpack: the same bytes
     }
     let kept = tmp.keep();
-    let _ = fs::set_permissions(&kept, fs::Permissions::from_mode(0o755));
+    // Root only, as the rootfs: the layer's files are the rootfs's.
+    let _ = fs::set_permissions(&kept, fs::Permissions::from_mode(PRIVATE_DIR));
     let gone = |e| {
         let _ = remove_all(&kept);
         InstallerError::io("keeping", dir)(e)
@@ -935,6 +944,44 @@ fn make_writable(dir: &Path) {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// Layer directories and the rootfs are root's alone (0700), whatever
+    /// modes the image's files have; the placed copies keep theirs.
+    #[test]
+    fn layer_directories_and_the_rootfs_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, mode) in [("./", 0o755), ("etc/config.yaml", 0o644)] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(if mode == 0o644 { 6 } else { 0 });
+            header.set_mode(mode);
+            header.set_entry_type(if mode == 0o644 {
+                tar::EntryType::Regular
+            } else {
+                tar::EntryType::Directory
+            });
+            header.set_cksum();
+            let data: &[u8] = if mode == 0o644 { b"token\n" } else { b"" };
+            tar.append_data(&mut header, path, data).unwrap();
+        }
+        let blob = tar.into_inner().unwrap();
+        let hex = crate::digest::sha256_digest(&blob).digest().to_string();
+        let layer = dir.path().join("layers/sha256").join(&hex);
+        let dest = dir.path().join("rootfs/image");
+        let source = LayerSource::Incoming {
+            dir: layer.clone(),
+            size: blob.len() as u64,
+        };
+        receive(&[source], &mut &blob[..], &dest, BlobCheck::Hash).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&layer), 0o700);
+        assert_eq!(mode(&dest), 0o700);
+        assert_eq!(mode(&dest.join("etc/config.yaml")), 0o644);
+        // Assembled again (a stale stamp): still private.
+        fs::remove_file(dest.join(STAMP)).unwrap();
+        unpack(&[layer.clone()], &dest).unwrap();
+        assert_eq!(mode(&dest), 0o700);
+    }
 
     #[test]
     fn a_large_file_gets_its_blocks_before_its_bytes_and_keeps_its_size() {
