@@ -174,7 +174,7 @@ mod tests {
         let base = layer(root, "bin/base", b"base");
         // An application image's rootfs pins its layer.
         let app = layer(root, "manifests/app.yaml", b"kind: App\n");
-        unpack(&[app.clone()], &apps.join("b".repeat(64))).unwrap();
+        unpack(std::slice::from_ref(&app), &apps.join("b".repeat(64))).unwrap();
         let mut images: Vec<(String, PathBuf)> = Vec::new();
         // Not ours: stays.
         fs::write(layers_dir.join("README"), "x").unwrap();
@@ -203,7 +203,7 @@ mod tests {
                 &rootfs_dir,
                 &keep,
                 &keep_layers,
-                &[apps.clone()],
+                std::slice::from_ref(&apps),
             )
             .unwrap();
             let rootfs: BTreeSet<String> =

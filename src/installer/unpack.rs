@@ -979,7 +979,7 @@ mod tests {
         assert_eq!(mode(&dest.join("etc/config.yaml")), 0o644);
         // Assembled again (a stale stamp): still private.
         fs::remove_file(dest.join(STAMP)).unwrap();
-        unpack(&[layer.clone()], &dest).unwrap();
+        unpack(std::slice::from_ref(&layer), &dest).unwrap();
         assert_eq!(mode(&dest), 0o700);
     }
 
