@@ -98,7 +98,8 @@ fn a_killed_unpack_never_leaves_an_incomplete_layer_under_its_digest_and_the_nex
     let (blob, files) = big_layer();
     let layers = env.path("host/var/lib/sealrs/layers/sha256");
     let dir = layers.join(hex::encode(sha2::Sha256::digest(&blob)));
-    let dest = env.path("host/var/lib/sealrs/rootfs/image");
+    // Named as on a host: by the image's digest.
+    let dest = env.path(&format!("host/var/lib/sealrs/rootfs/{}", "c".repeat(64)));
     let mut killed_with_leftovers = 0;
     for round in 0..8u64 {
         let mut child = unpack_cmd(&env, &dir, &dest, blob.len())
@@ -251,4 +252,123 @@ fn a_layer_and_the_rootfs_are_synced_before_they_get_their_names() {
             .any(|l| l.contains("fsync(") && l.contains(&format!("<{rootfs_dir}>)"))),
         "the rootfs directory is not fsynced after the rename:\n{trace}"
     );
+}
+
+/// `sealrs ARGS... <ssh flags>` on `hosts`; its stderr, or a panic with it.
+fn on_hosts(env: &Env, hosts: &crate::hosts::TestHosts, args: &[&str]) -> String {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(crate::run::ssh_flags(hosts));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let out = env.run(&refs);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "sealrs {args:?} failed:\n{stderr}");
+    stderr
+}
+
+/// The digest-named entries of a directory on a host.
+fn listed(host: &crate::hosts::Host, dir: &str) -> std::collections::BTreeSet<String> {
+    host.exec_ok(&["ls", "-A", dir])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// On a real host: what interrupted transfers left (a layer's temp
+/// directory, the bootstrap's blob, a rootfs being assembled) is gone after
+/// a re-run; then three upgrades each leave only the current and the
+/// previous image's rootfs and layers, the bytes freed said.
+#[test]
+fn leftovers_go_on_the_next_run_and_three_upgrades_keep_two_images() {
+    use sealrs::host_paths::{DEFAULT_ROOTFS_DIR, HOST_LAYERS};
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let host = &hosts[0];
+    let env = Env::new();
+    let dir = crate::layout::example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    crate::run::run_on(&env, "k3s-cluster:1", &hosts, &[0], &[], &[]);
+
+    // Left as a power cut mid-transfer leaves them (pids that are gone).
+    let hex = "a".repeat(64);
+    let left = [
+        format!("{HOST_LAYERS}/.incoming-999999999-Xy12ab"),
+        format!("{HOST_LAYERS}/{hex}.incoming-999999999"),
+        format!("{HOST_LAYERS}/{hex}.incoming-999999999.blob"),
+        format!("{DEFAULT_ROOTFS_DIR}/{hex}.tmp-999999999-Qz"),
+    ];
+    for path in [&left[0], &left[1], &left[3]] {
+        host.exec_ok(&["mkdir", "-p", path]);
+    }
+    host.exec_ok(&[
+        "sh",
+        "-c",
+        &format!("head -c 3000000 /dev/zero > {}", left[2]),
+    ]);
+    let ips = host.ip.clone();
+    on_hosts(&env, &hosts, &["run", "k3s-cluster:1", "--masters", &ips]);
+    for path in &left {
+        assert!(
+            !host.exec(&["test", "-e", path]).status.success(),
+            "{path} is still there"
+        );
+    }
+
+    let layers_of = |image: &str| -> std::collections::BTreeSet<String> {
+        crate::common::skopeo_inspect(&env.oci_ref(&format!("docker.io/library/{image}")))["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                l.as_str()
+                    .unwrap()
+                    .trim_start_matches("sha256:")
+                    .to_string()
+            })
+            .collect()
+    };
+    let digest_of = |image: &str| -> String {
+        let doc: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", image])).unwrap();
+        doc["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string()
+    };
+    for n in 2..=4 {
+        let tag = format!("k3s-cluster:{n}");
+        env.write(
+            &format!("{dir}/manifests/sealrs-info.yaml"),
+            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sealrs-system-v{n}\n"),
+        );
+        env.ok(&[
+            "build",
+            "-q",
+            "--no-images",
+            "--build-arg",
+            &format!("VERSION=v1.30.{}+k3s1", n + 1),
+            "-t",
+            &tag,
+            &dir,
+        ]);
+        let said = on_hosts(&env, &hosts, &["upgrade", &tag]);
+        let previous = format!("k3s-cluster:{}", n - 1);
+        let rootfs = listed(host, DEFAULT_ROOTFS_DIR);
+        assert_eq!(
+            rootfs,
+            [digest_of(&tag), digest_of(&previous)].into(),
+            "after the upgrade to {tag}"
+        );
+        let kept: std::collections::BTreeSet<String> = layers_of(&tag)
+            .union(&layers_of(&previous))
+            .cloned()
+            .collect();
+        let on_host = listed(host, HOST_LAYERS);
+        assert!(
+            on_host.is_subset(&kept),
+            "after the upgrade to {tag}: {:?} belong to no kept image",
+            on_host.difference(&kept).collect::<Vec<_>>()
+        );
+        if n > 2 {
+            assert!(said.contains("MB freed"), "{said}");
+        }
+    }
 }

@@ -25,6 +25,24 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
         InstallerCommand::Uninstall(a) => run_request(Operation::Uninstall, &a, quiet),
         InstallerCommand::Verify(a) => {
             let request = read_request()?;
+            // The one change a check makes: what interrupted runs left
+            // (their processes gone) beside the layers and the rootfs. A
+            // re-run that has every layer unpacks nothing, so it is here
+            // that a host powered off mid-transfer loses its leftovers.
+            let under_root = |p: &str| a.host_root.join(p.trim_start_matches('/'));
+            let mut dirs: Vec<PathBuf> = request
+                .layers
+                .iter()
+                .chain([&request.rootfs])
+                .filter_map(|p| under_root(p).parent().map(|d| d.to_path_buf()))
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            for dir in dirs {
+                for path in installer::remove_garbage(&dir)? {
+                    eprintln!("removed {} (left by an interrupted run)", path.display());
+                }
+            }
             let mut report = installer::verify(&request, &a.host_root)?;
             if let (Some(operation), true) = (a.probe, report.holds()) {
                 let operation = match operation {

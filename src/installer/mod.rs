@@ -58,7 +58,7 @@ pub use request::{
     ClusterSpec, HostSpec, ImageSpec, Operation, Request, RequestError, SecretsSpec,
     REQUEST_VERSION,
 };
-pub use unpack::{receive, unpack, BlobCheck, LayerSource, UnpackOutcome, STAMP};
+pub use unpack::{receive, remove_garbage, unpack, BlobCheck, LayerSource, UnpackOutcome, STAMP};
 pub use verify::{verify, CheckKind, VerifyReport, Violation};
 
 /// The `PATH` that [`crate::plan::Action::Run`] programs get (plus the step's env).

@@ -393,7 +393,7 @@ fn receive_layer(
 /// leaves them forever, so every unpack removes those whose process is
 /// gone: a running unpack's own (its pid is alive) stay. Names from before
 /// the pid was in them go once they are an hour old.
-pub(crate) fn remove_garbage(dir: &Path) -> Result<Vec<PathBuf>, InstallerError> {
+pub fn remove_garbage(dir: &Path) -> Result<Vec<PathBuf>, InstallerError> {
     let Ok(read) = fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
