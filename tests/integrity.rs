@@ -372,3 +372,79 @@ fn leftovers_go_on_the_next_run_and_three_upgrades_keep_two_images() {
         }
     }
 }
+
+/// Through the installer on a temp host root: the image's config template
+/// merged under ours (as k3s' and k0s' plans write their config) takes an
+/// env value holding newlines, `: `, quotes, `#`, `{{` and `$` as exactly
+/// one string; no key is added to the config.
+#[test]
+fn an_env_value_in_the_images_config_template_adds_no_key() {
+    use sealrs::plan::{FileContent, Plan, Step};
+    let env = Env::new();
+    let evil = "s3cret\ndisable-apiserver: true\ntoken: \"x' # {{ .T }} ${HOME} $$";
+    let host = env.path("host");
+    env.write(
+        "host/var/lib/sealrs/rootfs/etc/config.yaml",
+        "token: ${TOKEN}\nnode-label:\n- \"team=${TOKEN}\"\nwrite-kubeconfig-mode: '0644'\n",
+    );
+    let mut plan = Plan::new(
+        "k3s",
+        "install",
+        "10.0.0.1",
+        vec![("TOKEN".into(), evil.into())],
+    );
+    plan.push(Step::write_file(
+        "config",
+        "/etc/rancher/k3s/config.yaml",
+        FileContent::YamlMerge {
+            base: Some("/var/lib/sealrs/rootfs/etc/config.yaml".into()),
+            base_is_template: true,
+            overlay: "node-ip: 10.0.0.1\n".into(),
+        },
+        0o600,
+    ));
+    let systemctl = env.write_mode("tools/systemctl", "#!/bin/sh\nexit 1\n", 0o755);
+    let (rootfs, host_root, systemctl) = (
+        env.path("host/var/lib/sealrs/rootfs").display().to_string(),
+        host.display().to_string(),
+        systemctl.display().to_string(),
+    );
+    let out = crate::common::with_stdin(
+        env.cmd(&[
+            "installer",
+            "apply",
+            "--rootfs",
+            &rootfs,
+            "--host-root",
+            &host_root,
+            "--systemctl",
+            &systemctl,
+        ]),
+        plan.to_json().as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = fs::read_to_string(host.join("etc/rancher/k3s/config.yaml")).unwrap();
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let keys: Vec<&str> = config
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["token", "node-label", "write-kubeconfig-mode", "node-ip"],
+        "{text}"
+    );
+    assert_eq!(config["token"].as_str(), Some(evil), "{text}");
+    assert_eq!(
+        config["node-label"][0].as_str(),
+        Some(format!("team={evil}").as_str()),
+        "{text}"
+    );
+    assert_eq!(config["write-kubeconfig-mode"].as_str(), Some("0644"));
+}
