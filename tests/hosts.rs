@@ -370,6 +370,10 @@ impl Host {
                 "--network-namespace-path=/run/netns/{}",
                 self.netns
             ))
+            // Network administration in the host's own namespace, as a real
+            // host's root has it: k3s and its stand-in add cni0 and iptables
+            // rules, and uninstalls delete them.
+            .arg("--capability=CAP_NET_ADMIN")
             .arg("-b")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -319,6 +319,21 @@ fn a_missing_runtime_label_is_inferred_from_the_rootfs_written_and_shown() {
 }
 
 #[test]
+fn k0s_refuses_manifests_nested_below_a_stack_naming_the_path() {
+    let env = Env::new();
+    let k0s = example(&env, "k0s", "k0s");
+    env.write("k0s/manifests/app/ok.yaml", "kind: ConfigMap\n");
+    env.write("k0s/manifests/app/extra/deep.yaml", "kind: ConfigMap\n");
+    let stderr = env.fails(&["build", "--no-images", "-t", "k0s:nested", &k0s]);
+    assert!(
+        stderr.contains("manifests/app/extra/deep.yaml: not allowed here"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("move the file up"), "{stderr}");
+    assert!(stderr.contains("1 problem"), "{stderr}");
+}
+
+#[test]
 fn k0s_refuses_manifests_outside_a_stack_and_kubeadm_needs_all_its_parts() {
     let env = Env::new();
     let k0s = example(&env, "k0s", "k0s");

@@ -41,8 +41,9 @@ fn exists(host: &Host, path: &str) -> bool {
     host.exec(&["test", "-e", path]).status.success()
 }
 
-/// The stand-ins' log once it holds `what`: a `Type=exec` unit is active as
-/// soon as its program is started, before the stand-in has written its line.
+/// The stand-ins' log once it holds `what`: a unit may be active before the
+/// stand-in has written its line (a `Type=exec` unit as soon as its program
+/// starts).
 fn logged(host: &Host, what: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -458,4 +459,161 @@ fn reset_stops_for_a_host_that_is_down_unless_forced() {
     assert!(!exists(&hosts[0], "/usr/local/bin/k3s"));
     assert!(!exists(&hosts[0], "/var/lib/sealrs"));
     assert!(!env.root.join("clusters/default").exists());
+}
+
+/// Lines of `sh -c SCRIPT` run inside the host.
+fn host_sh(host: &Host, script: &str) -> String {
+    host.exec_ok(&["sh", "-c", script])
+}
+
+/// What a running k3s leaves outside its unit, as seen on a host: shim
+/// processes, processes working below /run/k3s (containers), mounts under
+/// /run/k3s and /var/lib/kubelet, the cni0 bridge, KUBE- and flannel rules.
+fn k3s_leftovers(host: &Host) -> Vec<String> {
+    let mut left = Vec::new();
+    // `containerd-sh[i]m` matches the shim's command line, not this script's.
+    let shims = host_sh(
+        host,
+        r#"for p in /proc/[0-9]*; do a=$(tr '\0' ' ' <$p/cmdline 2>/dev/null) || continue; case "$a" in *containerd-sh[i]m*) echo "shim: $a";; esac; done"#,
+    );
+    left.extend(shims.lines().map(str::to_string));
+    let containers = host_sh(
+        host,
+        r#"for p in /proc/[0-9]*; do d=$(readlink $p/cwd 2>/dev/null) || continue; case "$d" in /run/k3s*) echo "process ${p#/proc/} in $d";; esac; done"#,
+    );
+    left.extend(containers.lines().map(str::to_string));
+    let mounts = host.exec_ok(&["cat", "/proc/self/mounts"]);
+    left.extend(
+        mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with("/run/k3s") || m.starts_with("/var/lib/kubelet"))
+            .map(|m| format!("mount: {m}")),
+    );
+    if host.exec(&["ip", "link", "show", "cni0"]).status.success() {
+        left.push("link: cni0".into());
+    }
+    let rules = host.exec_ok(&["iptables-save"]);
+    left.extend(
+        rules
+            .lines()
+            .filter(|l| l.contains("KUBE-") || l.to_lowercase().contains("flannel"))
+            .map(|l| format!("iptables: {l}")),
+    );
+    left
+}
+
+#[test]
+fn reset_kills_unmounts_and_strips_what_k3s_left_and_keeps_the_data_behind_mounts() {
+    let hosts = TestHosts::boot(4);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    // A rule of the host's own, which the reset must keep.
+    let own_rule = "-A INPUT -s 192.0.2.7/32 -j DROP";
+    for host in hosts.hosts() {
+        host.exec_ok(&["iptables", "-A", "INPUT", "-s", "192.0.2.7", "-j", "DROP"]);
+    }
+    // Bad input is refused before any host changes, with the value.
+    for (bad, says) in [
+        (
+            "SERVICE_CIDR=not-a-cidr",
+            "-e SERVICE_CIDR=\"not-a-cidr\": ",
+        ),
+        ("CONTROL_PLANE_ENDPOINT=lb.example.com", "no port"),
+    ] {
+        let refused = lifecycle_fails(
+            &env,
+            &hosts,
+            &["run", "k3s-cluster:1", "--masters", &hosts[0].ip, "-e", bad],
+        );
+        assert!(refused.contains(says), "{refused}");
+        assert!(!exists(&hosts[0], "/var/lib/sealrs"), "nothing was sent");
+    }
+    // The first server stands in for a load balancer in front of the servers.
+    let endpoint = format!("{}:6443", hosts[0].ip);
+    run_on(
+        &env,
+        "k3s-cluster:1",
+        &hosts,
+        &[0, 1, 2],
+        &[3],
+        &[
+            "-e",
+            &format!("CONTROL_PLANE_ENDPOINT={endpoint}"),
+            "-e",
+            "HTTPS_PROXY=http://proxy.invalid:3128",
+            "-e",
+            "NO_PROXY=10.0.0.0/8",
+        ],
+    );
+    // The endpoint is a SAN of every server, and what the others register
+    // through; the agent's unit waits for it to say it is up.
+    for host in &hosts.hosts()[..3] {
+        let log = logged(host, "k3s|");
+        assert!(
+            log.contains(&format!("--tls-san {}|", hosts[0].ip)),
+            "{}: {log}",
+            host.name
+        );
+    }
+    assert!(logged(&hosts[1], "k3s|").contains(&format!("server --server https://{endpoint} ")));
+    let agent_log = logged(&hosts[3], "k3s|");
+    assert!(
+        agent_log.contains(&format!("K3S_URL=https://{endpoint} ")),
+        "{agent_log}"
+    );
+    let unit = hosts[3].exec_ok(&["systemctl", "show", "-p", "Type", "k3s-agent"]);
+    assert_eq!(unit.trim(), "Type=notify");
+    let env_file = hosts[3].exec_ok(&["cat", "/etc/systemd/system/k3s-agent.service.env"]);
+    assert!(
+        env_file.contains("HTTPS_PROXY=\"http://proxy.invalid:3128\"\nNO_PROXY=\"10.0.0.0/8\"\n"),
+        "{env_file}"
+    );
+    let data = [
+        "/srv/sealrs-standin/container-rootfs/data",
+        "/srv/sealrs-standin/volume/data",
+    ];
+    for host in hosts.hosts() {
+        // The stand-in left what a real k3s leaves: otherwise this test
+        // would prove nothing.
+        let left = k3s_leftovers(host).join("\n");
+        for what in [
+            "shim: /var/lib/rancher/k3s/data/",
+            "mount: /run/k3s/containerd/",
+            "mount: /var/lib/kubelet/pods/",
+            "process ",
+            "link: cni0",
+            "iptables: -A INPUT -j KUBE-FIREWALL",
+        ] {
+            assert!(left.contains(what), "{}: no {what:?} in\n{left}", host.name);
+        }
+    }
+
+    let out = lifecycle_ok(&env, &hosts, &["reset", "--cluster", "default"]);
+    assert!(out.contains("cluster default reset on 4 hosts"), "{out}");
+    for host in hosts.hosts() {
+        let left = k3s_leftovers(host);
+        assert!(left.is_empty(), "{}: left {left:#?}", host.name);
+        for file in data {
+            let text = host.exec_ok(&["cat", file]);
+            assert_eq!(
+                text.trim(),
+                "written by a container",
+                "{}: {file} behind a mount must survive the reset",
+                host.name
+            );
+        }
+        let rules = host.exec_ok(&["iptables-save"]);
+        assert!(rules.contains(own_rule), "{}: {rules}", host.name);
+        let units = host.exec_ok(&["systemctl", "list-unit-files", "--no-legend"]);
+        assert!(!units.contains("k3s"), "{}: {units}", host.name);
+        for gone in [
+            "/run/k3s",
+            "/var/lib/kubelet",
+            "/var/lib/rancher",
+            "/var/lib/cni",
+        ] {
+            assert!(!exists(host, gone), "{}: {gone} is left", host.name);
+        }
+    }
 }

@@ -14,15 +14,15 @@ use super::{ApplyError, HostFailure};
 use crate::cluster::{Address, Cluster, Host, SshConfig};
 use crate::host_paths::HOST_DIR;
 use crate::installer::{Operation, Probe, SecretsSpec};
-use crate::runtime::{JoinSecrets, Runtime};
+use crate::runtime::{JoinSecrets, Port, Runtime};
 use crate::transport::{Transport, TransportError};
 
 /// What the check phase asks each host.
 #[derive(Clone, Copy)]
 pub(super) struct Checks<'c> {
-    /// Whether the runtime's ports must be free (not when the hosts run the
-    /// cluster already: our own services hold them).
-    pub ports: bool,
+    /// The cluster whose runtime's ports must be free on the hosts (none
+    /// when they run the cluster already: our own services hold them).
+    pub ports: Option<&'c Cluster>,
     /// The cluster to have the installer verify the hosts as members of.
     pub verify: Option<&'c Cluster>,
     /// Whether the installer also tells if the first master's install, or
@@ -36,8 +36,9 @@ pub struct HostCheck {
     pub arch: String,
     pub os: String,
     pub free_bytes: u64,
-    /// Of the ports asked about, those something listens on.
-    pub ports_in_use: Vec<u16>,
+    /// Of the ports asked about, those something listens on (or, for UDP,
+    /// has bound).
+    pub ports_in_use: Vec<Port>,
     /// `uname -n`: what Kubernetes names the node after.
     pub hostname: String,
     /// What of the image the host has.
@@ -51,7 +52,7 @@ pub struct HostCheck {
 }
 
 /// Checks the connected hosts at `addresses` (the others run the cluster
-/// already): OS, architecture, free disk and, with `checks.ports`, the TCP
+/// already): OS, architecture, free disk and, with `checks.ports`, the
 /// ports the runtime needs; every problem at once. Ports are checked only on
 /// hosts where the installer never ran: on the others, our own services hold
 /// them. The same round trip learns what of the image each host has and,
@@ -127,12 +128,11 @@ fn ask(
     ctx: &RunContext,
     host: &Host,
     checks: Checks,
-) -> (Vec<u16>, Option<(String, Option<Operation>)>) {
-    let ports = if checks.ports {
-        ctx.ports(host)
-    } else {
-        Vec::new()
-    };
+) -> (Vec<Port>, Option<(String, Option<Operation>)>) {
+    let ports = checks
+        .ports
+        .map(|cluster| ctx.runtime.ports(cluster, host))
+        .unwrap_or_default();
     (
         ports,
         check_request(host, &ctx.image, checks.verify, checks.probe),
@@ -192,7 +192,7 @@ fn judge<'a>(
                 found
                     .ports_in_use
                     .iter()
-                    .map(u16::to_string)
+                    .map(Port::to_string)
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
@@ -234,7 +234,7 @@ fn judge<'a>(
 /// What [`check`] asks a host, in one round trip: `sh -c CHECK_SCRIPT
 /// sealrs DIR PORTS INSTALLER PROBE PATH...`, with PORTS `1` when listening
 /// ports matter, PATH the image's rootfs stamp then its layer directories.
-/// One `key=value` per line (`ss=` lines are those of `ss -Htln`, one `have=`
+/// One `key=value` per line (`ss=` lines are those of `ss -Htuln`, one `have=`
 /// per PATH); then, when INSTALLER is given and the image is unpacked,
 /// `verify:` and the installer's verify report, its request on stdin, with
 /// PROBE (an operation, or empty) in `SEALRS_PROBE`. Every program started
@@ -253,7 +253,7 @@ if [ -e "$dir/rootfs" ]; then
   echo touched=1
 elif [ "$ports" = 1 ]; then
   command -v ss >/dev/null || { echo "ss (iproute2) is needed to check the ports in use" >&2; exit 1; }
-  ss -Htln | while read -r line; do echo "ss=$line"; done
+  ss -Htuln | while read -r line; do echo "ss=$line"; done
 fi
 for f; do if [ -e "$f" ]; then echo have=1; else echo have=0; fi; done
 if [ -n "$installer" ] && [ -x "$installer" ] && [ -e "$1" ]; then
@@ -270,7 +270,7 @@ type Checked = (HostCheck, Option<Result<(), ApplyError>>);
 fn check(
     transport: &dyn Transport,
     image: &AppliedImage,
-    ports: &[u16],
+    ports: &[Port],
     request: Option<&(String, Option<Operation>)>,
 ) -> Result<Checked, ApplyError> {
     let host = transport.address().to_string();
@@ -373,7 +373,7 @@ fn split_report(text: &str) -> (&str, Option<&str>) {
 
 /// What the host check's `key=value` lines tell, for the `ports` asked about
 /// and `paths` paths asked after.
-fn read_facts(facts: &str, ports: &[u16], paths: usize) -> Result<HostCheck, String> {
+fn read_facts(facts: &str, ports: &[Port], paths: usize) -> Result<HostCheck, String> {
     let value = |key: &str| {
         facts
             .lines()
@@ -414,13 +414,21 @@ fn read_facts(facts: &str, ports: &[u16], paths: usize) -> Result<HostCheck, Str
     })
 }
 
-/// Ports in `ss -Htln` output: the fourth column is the local address
-/// (`0.0.0.0:6443`, `[::]:6443`, `*:6443`, `127.0.0.1%lo:53`).
-fn listening_ports(ss: &str) -> Vec<u16> {
+/// Ports in `ss -Htuln` output: TCP listeners and bound UDP sockets. The
+/// first column is the protocol, the fifth the local address (`0.0.0.0:6443`,
+/// `[::]:6443`, `*:6443`, `127.0.0.1%lo:53`).
+fn listening_ports(ss: &str) -> Vec<Port> {
     ss.lines()
-        .filter_map(|line| line.split_whitespace().nth(3))
-        .filter_map(|local| local.rsplit_once(':'))
-        .filter_map(|(_, port)| port.parse().ok())
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (_, port) = fields.get(4)?.rsplit_once(':')?;
+            let port = port.parse().ok()?;
+            match *fields.first()? {
+                "tcp" => Some(Port::Tcp(port)),
+                "udp" => Some(Port::Udp(port)),
+                _ => None,
+            }
+        })
         .collect()
 }
 
@@ -431,18 +439,34 @@ mod tests {
 
     #[test]
     fn listening_ports_are_read_from_ss() {
-        let ss = "LISTEN 0 4096 0.0.0.0:6443 0.0.0.0:*\nLISTEN 0 128 [::]:22 [::]:*\nLISTEN 0 5 *:10250 *:*\nLISTEN 0 5 127.0.0.1%lo:53 0.0.0.0:*\n";
-        assert_eq!(listening_ports(ss), vec![6443, 22, 10250, 53]);
+        let ss = "tcp LISTEN 0 4096 0.0.0.0:6443 0.0.0.0:*\ntcp LISTEN 0 128 [::]:22 [::]:*\n\
+                  tcp LISTEN 0 5 *:10250 *:*\nudp UNCONN 0 0 0.0.0.0:8472 0.0.0.0:*\n\
+                  udp UNCONN 0 0 127.0.0.1%lo:53 0.0.0.0:*\n";
+        assert_eq!(
+            listening_ports(ss),
+            [
+                Port::Tcp(6443),
+                Port::Tcp(22),
+                Port::Tcp(10250),
+                Port::Udp(8472),
+                Port::Udp(53)
+            ]
+        );
         assert!(listening_ports("").is_empty());
     }
 
     #[test]
     fn the_host_checks_answers_are_read_line_by_line() {
-        let out = "uname=Linux node-1 aarch64\nfree_kib=2048\nss=LISTEN 0 4096 *:6443 *:*\n\
+        let out = "uname=Linux node-1 aarch64\nfree_kib=2048\nss=tcp LISTEN 0 4096 *:6443 *:*\nss=udp UNCONN 0 0 *:6443 *:*\n\
                    have=1\nhave=0\nhave=1\nverify:\n{\"violations\": []}\n";
         let (facts, report) = split_report(out);
         assert_eq!(report, Some("{\"violations\": []}\n"));
-        let found = read_facts(facts, &[6443, 10250], 3).unwrap();
+        let found = read_facts(
+            facts,
+            &[Port::Tcp(6443), Port::Tcp(10250), Port::Udp(8472)],
+            3,
+        )
+        .unwrap();
         assert_eq!(
             (
                 found.os.as_str(),
@@ -452,7 +476,7 @@ mod tests {
             ("Linux", "node-1", "arm64")
         );
         assert_eq!(found.free_bytes, 2048 * 1024);
-        assert_eq!(found.ports_in_use, vec![6443]);
+        assert_eq!(found.ports_in_use, [Port::Tcp(6443)]);
         assert_eq!(
             found.found,
             OnHost {

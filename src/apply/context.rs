@@ -77,12 +77,4 @@ impl<'a> RunContext<'a> {
             .map(|(_, t)| t.as_ref())
             .ok_or_else(|| ApplyError::Unsupported(format!("no connection to {}", host.key())))
     }
-
-    /// The TCP ports the runtime needs free on `host`, for its roles.
-    pub fn ports(&self, host: &Host) -> Vec<u16> {
-        host.roles
-            .iter()
-            .flat_map(|r| self.runtime.ports(*r))
-            .collect()
-    }
 }

@@ -4,11 +4,11 @@
 
 use super::context::RunContext;
 use super::parallel::per_host;
-use super::remote::{host_request, run_installer};
+use super::remote::{apply_plan, host_context, host_request, run_installer};
 use super::status::{mark_failed, record, record_all};
 use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host};
-use crate::installer::Operation;
+use crate::installer::{Operation, Report};
 use crate::runtime::JoinSecrets;
 
 /// What a control plane's failed join does to the command; either way the
@@ -73,4 +73,42 @@ fn join_one(
 ) -> Result<bool, ApplyError> {
     let request = host_request(snapshot, host, &ctx.image, secrets);
     run_installer(ctx.connection(host)?, &ctx.image, Operation::Join, &request).map(|o| o.changed)
+}
+
+/// Phase "after joins": the runtime's plan for the first master once the
+/// others joined or one failed (k0s invalidates its join tokens there, as
+/// k0sctl does after its install phases). A runtime with nothing to do
+/// returns no steps and the host is not reached; a step that failed but was
+/// allowed to is reported as a warning.
+pub(super) fn after_joins(
+    ctx: &RunContext,
+    snapshot: &Cluster,
+    first: &Host,
+    secrets: &JoinSecrets,
+) -> Result<(), ApplyError> {
+    let host = host_context(snapshot, first, &ctx.image, secrets.clone())?;
+    let plan = ctx
+        .runtime
+        .after_joins(&host)
+        .map_err(ApplyError::runtime(first))?;
+    if plan.steps.is_empty() {
+        return Ok(());
+    }
+    let report = apply_plan(ctx.connection(first)?, &ctx.image, &plan)?;
+    warn_failed_steps(ctx, first, &report);
+    Ok(())
+}
+
+/// A warning for each step of `report` that failed and was allowed to.
+pub(super) fn warn_failed_steps(ctx: &RunContext, host: &Host, report: &Report) {
+    for step in &report.steps {
+        if let Some(code) = step.exit_code.filter(|c| *c != 0) {
+            ctx.progress.message(&format!(
+                "warning: {}: {} ended with exit code {code}; going on:\n{}",
+                host.key(),
+                step.title,
+                step.output.join("\n")
+            ));
+        }
+    }
 }

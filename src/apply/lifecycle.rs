@@ -17,7 +17,7 @@ use super::connect::{self, Connector};
 use super::context::RunContext;
 use super::distribute::distribute;
 use super::install::{self, Install};
-use super::join::{join, MasterFailure};
+use super::join::{after_joins, join, MasterFailure};
 use super::status::{record_node_names, settle};
 use super::uninstall::{node_name, remove_from_kubernetes, uninstall, unreachable_reason};
 use super::{upgrade as upgrading, verify, ApplyError, HostFailure, RunOptions, RunReport};
@@ -104,7 +104,7 @@ pub fn add(
     connect::all(&mut ctx, &grown.only(&reach))?;
     // Check the new hosts only: the first master already runs the cluster.
     let checks = Checks {
-        ports: true,
+        ports: Some(&grown),
         verify: Some(&grown),
         probe: false,
     };
@@ -132,14 +132,17 @@ pub fn add(
         .filter(|h| targets.contains(&h.address) && h.address != first.address)
         .cloned()
         .collect();
-    join(
+    let joined = join(
         &mut ctx,
         cluster,
         &snapshot,
         joining,
         &secrets,
         MasterFailure::MarkFailed,
-    )?;
+    );
+    let after = after_joins(&ctx, &snapshot, &first, &secrets);
+    joined?;
+    after?;
     if cluster
         .status
         .hosts
@@ -315,7 +318,7 @@ pub fn upgrade(
     ));
     // Every host runs the cluster already: its ports are ours.
     let checks = Checks {
-        ports: false,
+        ports: None,
         verify: None,
         probe: false,
     };

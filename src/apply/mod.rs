@@ -129,7 +129,7 @@ pub fn run(
         cluster.name
     ));
     let checks = Checks {
-        ports: true,
+        ports: Some(cluster),
         verify: Some(cluster),
         probe: true,
     };
@@ -167,14 +167,17 @@ pub fn run(
             .filter(|h| h.address != first.address)
             .cloned()
             .collect();
-        join::join(
+        let joined = join::join(
             &mut ctx,
             cluster,
             &snapshot,
             others,
             &secrets,
             MasterFailure::Propagate,
-        )?;
+        );
+        let after = join::after_joins(&ctx, &snapshot, &first, &secrets);
+        joined?;
+        after?;
     }
     apps::apply_apps(&mut ctx, cluster)?;
     cluster.status.phase = Phase::Running;

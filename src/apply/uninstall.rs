@@ -45,6 +45,7 @@ fn teardown(ctx: &RunContext, cluster: &Cluster, host: &Host) -> Result<bool, Ap
     let transport = ctx.connection(host)?;
     let request = host_request(cluster, host, &ctx.image, &JoinSecrets::default());
     let report = run_installer(transport, &ctx.image, Operation::Uninstall, &request)?;
+    super::join::warn_failed_steps(ctx, host, &report);
     // Layer directories, unpacked rootfs, placed-file records, markers.
     run_checked(transport, &["rm", "-rf", "--one-file-system", HOST_DIR])?;
     Ok(report.changed)

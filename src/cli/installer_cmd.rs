@@ -219,7 +219,7 @@ fn execute(plan: &Plan, mut ctx: ExecContext, layers: &[PathBuf], quiet: bool) -
 /// The role named by the plan's rootfs step.
 fn plan_role(plan: &Plan) -> Option<Role> {
     plan.steps.iter().find_map(|s| match s.action {
-        Action::PlaceRootfs { role } | Action::RemoveRootfs { role } => Some(role),
+        Action::PlaceRootfs { role, .. } | Action::RemoveRootfs { role } => Some(role),
         _ => None,
     })
 }

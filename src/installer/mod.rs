@@ -31,6 +31,7 @@
 mod error;
 mod execute;
 mod gc;
+mod mounts;
 mod place;
 mod probe;
 mod request;

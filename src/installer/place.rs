@@ -125,11 +125,24 @@ fn plan_owned(plan: &Plan) -> HashSet<String> {
         .collect()
 }
 
-fn applies(on: Hosts, role: Role) -> bool {
+fn applies(on: Hosts, role: Role, workloads: bool) -> bool {
     match on {
         Hosts::All => true,
         Hosts::ControlPlane => role == Role::Master,
+        Hosts::Workers => workloads,
     }
+}
+
+/// Whether the host runs workloads, as the plan's `PlaceRootfs` step says
+/// (by default: when its role is node).
+fn runs_workloads(plan: &Plan, role: Role) -> bool {
+    plan.steps
+        .iter()
+        .find_map(|s| match s.action {
+            Action::PlaceRootfs { workloads, .. } => workloads,
+            _ => None,
+        })
+        .unwrap_or(role == Role::Node)
 }
 
 /// The files `PlaceRootfs` would put on this host for `role`, in path order;
@@ -140,6 +153,7 @@ pub fn placements(
     plan: &Plan,
 ) -> Result<Vec<PlacedFile>, InstallerError> {
     let owned = plan_owned(plan);
+    let workloads = runs_workloads(plan, role);
     let mut out = Vec::new();
     for entry in walkdir::WalkDir::new(&ctx.rootfs)
         .follow_links(false)
@@ -165,7 +179,7 @@ pub fn placements(
         let Some(target) = ctx.layout.place(rel) else {
             continue;
         };
-        if !applies(target.on, role) || owned.contains(&target.path) {
+        if !applies(target.on, role, workloads) || owned.contains(&target.path) {
             continue;
         }
         if target.path.split('/').any(|c| c == "..") {

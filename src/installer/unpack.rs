@@ -904,41 +904,13 @@ fn ensure_dir(path: &Path) -> io::Result<()> {
 /// Makes room for a new entry at `path`: whatever is there goes.
 fn replace(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(m) if m.is_dir() => remove_all(path),
         Ok(_) => fs::remove_file(path),
         Err(_) => Ok(()),
     }
 }
 
-/// Removes a file, symlink or directory tree; missing is fine.
-pub(crate) fn remove_all(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            // Read-only directories from a layer must not stop removal.
-            make_writable(path);
-            fs::remove_dir_all(path)
-        }
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-fn make_writable(dir: &Path) {
-    if let Ok(m) = fs::symlink_metadata(dir) {
-        if m.is_dir() {
-            let mode = m.permissions().mode();
-            if mode & 0o700 != 0o700 {
-                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700));
-            }
-            if let Ok(read) = fs::read_dir(dir) {
-                for child in read.flatten() {
-                    make_writable(&child.path());
-                }
-            }
-        }
-    }
-}
+pub(crate) use super::mounts::remove_all;
 
 #[cfg(test)]
 mod tests {

@@ -25,9 +25,16 @@ use crate::cluster::Role;
 use crate::layout::probe::Magic;
 use crate::layout::{self, Entry, EntryType, Facts, Layouts, Rootfs};
 use crate::plan::Plan;
+use crate::runtime::Port;
 
-/// Where the kernel lists TCP sockets (of the installer's network namespace).
-const PROC_NET_TCP: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
+/// Where the kernel lists sockets (of the installer's network namespace),
+/// and whether the table is of UDP ones.
+const PROC_NET: [(&str, bool); 4] = [
+    ("/proc/net/tcp", false),
+    ("/proc/net/tcp6", false),
+    ("/proc/net/udp", true),
+    ("/proc/net/udp6", true),
+];
 
 /// What `installer verify` found: JSON on stdout, for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,9 +143,11 @@ pub fn verify(request: &Request, host_root: &Path) -> Result<VerifyReport, Insta
             for message in rootfs_violations(&ctx, &request.rootfs, role) {
                 push(CheckKind::Rootfs, message);
             }
-            let mut ports: Vec<u16> = host.roles.iter().flat_map(|r| runtime.ports(*r)).collect();
-            ports.sort_unstable();
-            ports.dedup();
+            let read = |rel: &str| fs::read_to_string(ctx.rootfs.join(rel)).ok();
+            for v in runtime.verify_image_files(&cluster, &read) {
+                push(CheckKind::Cluster, v.to_string());
+            }
+            let ports = runtime.ports(&cluster, host);
             if let Some(message) = port_violation(&ctx, &ports) {
                 push(CheckKind::Ports, message);
             }
@@ -242,19 +251,19 @@ fn read_rootfs(dir: &Path) -> io::Result<Rootfs> {
 
 /// The ports of `ports` something listens on, unless sealrs already placed a
 /// rootfs here (then the listeners are its own services).
-fn port_violation(ctx: &ExecContext, ports: &[u16]) -> Option<String> {
+fn port_violation(ctx: &ExecContext, ports: &[Port]) -> Option<String> {
     if ports.is_empty() || place::has_placed(ctx) {
         return None;
     }
     let mut listening = Vec::new();
     let mut errors = Vec::new();
-    for table in PROC_NET_TCP {
+    for (table, udp) in PROC_NET {
         match fs::read_to_string(ctx.host_path(table)) {
-            Ok(text) => listening.extend(listening_ports(&text)),
+            Ok(text) => listening.extend(bound_ports(&text, udp)),
             Err(e) => errors.push(format!("{table}: {e}")),
         }
     }
-    if errors.len() == PROC_NET_TCP.len() {
+    if errors.len() == PROC_NET.len() {
         return Some(format!(
             "cannot tell which ports are in use ({})",
             errors.join("; ")
@@ -263,7 +272,7 @@ fn port_violation(ctx: &ExecContext, ports: &[u16]) -> Option<String> {
     let busy: Vec<String> = ports
         .iter()
         .filter(|p| listening.contains(p))
-        .map(u16::to_string)
+        .map(Port::to_string)
         .collect();
     (!busy.is_empty()).then(|| {
         format!(
@@ -274,19 +283,26 @@ fn port_violation(ctx: &ExecContext, ports: &[u16]) -> Option<String> {
     })
 }
 
-/// Ports in the LISTEN state (`0A`) of a `/proc/net/tcp` or `tcp6` table.
-fn listening_ports(table: &str) -> Vec<u16> {
+/// The ports taken in a `/proc/net/{tcp,tcp6,udp,udp6}` table: TCP ones in
+/// the LISTEN state (`0A`), and every bound UDP one (a second bind of it
+/// fails whatever its state).
+fn bound_ports(table: &str, udp: bool) -> Vec<Port> {
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (local, state) = (fields.get(1)?, fields.get(3)?);
-            if *state != "0A" {
+            if !udp && *state != "0A" {
                 return None;
             }
             let (_, port) = local.rsplit_once(':')?;
-            u16::from_str_radix(port, 16).ok()
+            let port = u16::from_str_radix(port, 16).ok()?;
+            Some(if udp {
+                Port::Udp(port)
+            } else {
+                Port::Tcp(port)
+            })
         })
         .collect()
 }
@@ -353,10 +369,13 @@ mod tests {
     #[test]
     fn listening_ports_are_read_from_the_kernel_tables() {
         let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:1922 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 0100007F:0035 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n   2: 0B00FA0A:0016 0100FA0A:D2F0 01 00000000:00000000 02:00000A3C 00000000     0        0 3 2 0 20 4 30 10 -1\n";
-        assert_eq!(listening_ports(tcp), vec![0x1922, 53]);
+        assert_eq!(bound_ports(tcp, false), [Port::Tcp(0x1922), Port::Tcp(53)]);
         let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000000000000000000000000000:280A 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0\n";
-        assert_eq!(listening_ports(tcp6), vec![10250]);
-        assert!(listening_ports("").is_empty());
-        assert!(listening_ports("header\ngarbage line\n").is_empty());
+        assert_eq!(bound_ports(tcp6, false), [Port::Tcp(10250)]);
+        // A bound UDP socket is unconnected (07) or connected (01): taken either way.
+        let udp = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n  1: 00000000:2118 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 5 2 0 0\n  2: 0100007F:0035 0100007F:0035 01 00000000:00000000 00:00000000 00000000     0        0 6 2 0 0\n";
+        assert_eq!(bound_ports(udp, true), [Port::Udp(8472), Port::Udp(53)]);
+        assert!(bound_ports("", false).is_empty());
+        assert!(bound_ports("header\ngarbage line\n", true).is_empty());
     }
 }

@@ -30,7 +30,7 @@
 //! host = "/usr/local/bin/k3s"  # where it lands; a trailing `/` is a directory that
 //!                              # receives the path below the glob's literal prefix
 //! mode = 0o755                 # default 0755 for executables and scripts, else 0644
-//! on = "all"                   # all | control-plane
+//! on = "all"                   # all | control-plane | workers (hosts that run workloads)
 //! import = "containerd"        # image archives the installer imports itself
 //! about = "the k3s binary"     # why the file is there; shown in messages
 //! ```

@@ -63,6 +63,9 @@ pub enum Hosts {
     #[default]
     All,
     ControlPlane,
+    /// Hosts that run workloads: nodes, and control planes that are nodes
+    /// too (as the plan's `PlaceRootfs` step says).
+    Workers,
 }
 
 /// Labels a layout can require, by their canonical meaning.

@@ -24,7 +24,9 @@ mod template;
 use serde::{Deserialize, Serialize};
 
 pub use render::{quote, quote_env};
-pub use template::{merge_yaml, render_template, render_yaml_template, TemplateError};
+pub use template::{
+    merge_yaml, merge_yaml_keeping, render_template, render_yaml_template, TemplateError,
+};
 
 use crate::cluster::Role;
 
@@ -65,6 +67,10 @@ pub enum Action {
     /// for this role. Reports "changed" when any placed file changed.
     PlaceRootfs {
         role: Role,
+        /// Whether the host runs workloads, for the layout's rules `on =
+        /// "workers"`; `None`: when its role is node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workloads: Option<bool>,
     },
     /// Remove everything [`Action::PlaceRootfs`] placed for this role.
     RemoveRootfs {
@@ -145,6 +151,36 @@ pub enum Action {
         path: String,
         capture: Capture,
     },
+    /// Kill (SIGKILL) every process whose program is a file whose name
+    /// starts with `name_prefix`, in a directory below `under`, together with
+    /// all its descendants, and wait until they are gone: what a unit with
+    /// `KillMode=process` leaves running (k3s' containerd shims and their
+    /// containers). Nothing running is nothing to do.
+    KillProcessTrees {
+        under: String,
+        name_prefix: String,
+    },
+    /// Unmount every mount whose mount point starts with `prefix` (as a
+    /// string: `/run/netns/cni-` matches `/run/netns/cni-1f2e`), deepest
+    /// first, then remove each mount point without crossing into another
+    /// mount. No such mount is nothing to do.
+    UnmountUnder {
+        prefix: String,
+    },
+    /// Delete these network interfaces of the host (`ip link delete`), each
+    /// after the interfaces enslaved to it; absent ones are nothing to do.
+    DeleteLinks {
+        names: Vec<String>,
+    },
+    /// For each of `tools` (`iptables`, `ip6tables`): drop from its
+    /// `TOOL-save` dump every line that contains one of `contains`, or one
+    /// of `contains_ignore_case` in any case, and `TOOL-restore` the rest.
+    /// A tool that is missing or whose dump has no such line is left alone.
+    StripIptables {
+        tools: Vec<String>,
+        contains: Vec<String>,
+        contains_ignore_case: Vec<String>,
+    },
 }
 
 /// The content of a written file.
@@ -163,6 +199,15 @@ pub enum FileContent {
         base: Option<String>,
         base_is_template: bool,
         overlay: String,
+    },
+    /// [`FileContent::YamlMerge`] keeping of the base only the top-level
+    /// `keys` ([`merge_yaml_keeping`]): what one role of a runtime knows of
+    /// a config written for all of them.
+    YamlMergeKeys {
+        base: Option<String>,
+        base_is_template: bool,
+        overlay: String,
+        keys: Vec<String>,
     },
 }
 

@@ -121,7 +121,7 @@ impl Plan {
 
 fn action_lines(action: &Action) -> Vec<String> {
     match action {
-        Action::PlaceRootfs { role } => vec![format!("place rootfs: layout for {role}")],
+        Action::PlaceRootfs { role, .. } => vec![format!("place rootfs: layout for {role}")],
         Action::RemoveRootfs { role } => vec![format!("remove rootfs: layout for {role}")],
         Action::WriteFile {
             path,
@@ -172,6 +172,27 @@ fn action_lines(action: &Action) -> Vec<String> {
                     lines.push(format!(
                         "file: {path} mode {} (YAML: {base} merged with {})",
                         mode(*m),
+                        size(overlay.len())
+                    ));
+                    if !*sensitive {
+                        lines.extend(overlay.lines().map(|l| format!("| {l}")));
+                    }
+                }
+                FileContent::YamlMergeKeys {
+                    base,
+                    base_is_template,
+                    overlay,
+                    keys,
+                } => {
+                    let base = match base {
+                        Some(b) if *base_is_template => format!("{b} (rendered)"),
+                        Some(b) => b.clone(),
+                        None => "nothing".into(),
+                    };
+                    lines.push(format!(
+                        "file: {path} mode {} (YAML: {base} with only {} keys kept, merged with {})",
+                        mode(*m),
+                        keys.len(),
                         size(overlay.len())
                     ));
                     if !*sensitive {
@@ -247,6 +268,36 @@ fn action_lines(action: &Action) -> Vec<String> {
         Action::ReadFile { path, capture } => {
             vec![format!("read: {path} as {}", capture_name(capture))]
         }
+        Action::KillProcessTrees { under, name_prefix } => vec![format!(
+            "kill: processes running {under}/**/{name_prefix}*, with their children (SIGKILL)"
+        )],
+        Action::UnmountUnder { prefix } => vec![format!(
+            "unmount: every mount point starting with {}, deepest first, then remove it",
+            quote(prefix)
+        )],
+        Action::DeleteLinks { names } => vec![format!(
+            "run: ip link delete, for each of {} present (and what is enslaved to it)",
+            names.join(", ")
+        )],
+        Action::StripIptables {
+            tools,
+            contains,
+            contains_ignore_case,
+        } => tools
+            .iter()
+            .map(|tool| {
+                let mut drop: Vec<String> = contains.iter().map(|c| quote(c)).collect();
+                drop.extend(
+                    contains_ignore_case
+                        .iter()
+                        .map(|c| format!("{} (any case)", quote(c))),
+                );
+                format!(
+                    "run: {tool}-save, without the lines containing {}, into {tool}-restore",
+                    drop.join(" or ")
+                )
+            })
+            .collect(),
     }
 }
 

@@ -18,7 +18,10 @@ impl Step {
         Step::new(
             "place-rootfs",
             format!("place the image rootfs for a {role}"),
-            Action::PlaceRootfs { role },
+            Action::PlaceRootfs {
+                role,
+                workloads: None,
+            },
             Check::FileMatches,
         )
     }
@@ -239,6 +242,72 @@ impl Step {
         )
     }
 
+    /// See [`Action::KillProcessTrees`].
+    pub fn kill_process_trees(id: &str, under: &str, name_prefix: &str) -> Step {
+        Step::new(
+            id,
+            format!("kill the {name_prefix}* processes under {under} and their children"),
+            Action::KillProcessTrees {
+                under: under.to_string(),
+                name_prefix: name_prefix.to_string(),
+            },
+            Check::Absent,
+        )
+    }
+
+    /// See [`Action::UnmountUnder`].
+    pub fn unmount_under(id: &str, prefix: &str) -> Step {
+        Step::new(
+            id,
+            format!("unmount everything under {prefix}"),
+            Action::UnmountUnder {
+                prefix: prefix.to_string(),
+            },
+            Check::Absent,
+        )
+    }
+
+    /// See [`Action::DeleteLinks`].
+    pub fn delete_links(id: &str, names: &[&str]) -> Step {
+        Step::new(
+            id,
+            format!("delete the network interfaces {}", names.join(", ")),
+            Action::DeleteLinks {
+                names: names.iter().map(|s| s.to_string()).collect(),
+            },
+            Check::Absent,
+        )
+    }
+
+    /// See [`Action::StripIptables`].
+    pub fn strip_iptables(
+        id: &str,
+        tools: &[&str],
+        contains: &[&str],
+        contains_ignore_case: &[&str],
+    ) -> Step {
+        let all: Vec<&str> = contains
+            .iter()
+            .chain(contains_ignore_case)
+            .copied()
+            .collect();
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Step::new(
+            id,
+            format!(
+                "remove the {} rules with {}",
+                tools.join("/"),
+                all.join(", ")
+            ),
+            Action::StripIptables {
+                tools: owned(tools),
+                contains: owned(contains),
+                contains_ignore_case: owned(contains_ignore_case),
+            },
+            Check::Absent,
+        )
+    }
+
     /// Adds env to a [`Action::Run`] step (no-op on other actions).
     pub fn with_env(mut self, vars: Vec<(String, String)>) -> Step {
         if let Action::Run { env, .. } = &mut self.action {
@@ -267,6 +336,15 @@ impl Step {
     pub fn allowing_failure(mut self) -> Step {
         if let Action::Run { allow_failure, .. } = &mut self.action {
             *allow_failure = true;
+        }
+        self
+    }
+
+    /// Says whether the host of an [`Action::PlaceRootfs`] step runs
+    /// workloads (a control plane that is a node too); no-op on other actions.
+    pub fn running_workloads(mut self, runs: bool) -> Step {
+        if let Action::PlaceRootfs { workloads, .. } = &mut self.action {
+            *workloads = Some(runs);
         }
         self
     }

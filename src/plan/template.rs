@@ -216,9 +216,49 @@ pub fn merge_yaml(base: Option<&str>, overlay: &str) -> Result<String, TemplateE
     })
 }
 
+/// [`merge_yaml`], keeping of the base only the top-level keys in `keys`; a
+/// key written `KEY+` (k3s' form that appends to an earlier value) counts
+/// as `KEY`. The overlay is kept whole.
+pub fn merge_yaml_keeping(
+    base: Option<&str>,
+    overlay: &str,
+    keys: &[String],
+) -> Result<String, TemplateError> {
+    let Some(text) = base else {
+        return merge_yaml(None, overlay);
+    };
+    let mut mapping = parse_mapping(text, "the image's config")?;
+    mapping.retain(|k, _| {
+        k.as_str()
+            .map(|k| k.strip_suffix('+').unwrap_or(k))
+            .is_some_and(|k| keys.iter().any(|known| known == k))
+    });
+    let kept = serde_yaml_ng::to_string(&mapping).map_err(|e| TemplateError::Yaml {
+        what: "the image's config",
+        reason: e.to_string(),
+    })?;
+    merge_yaml(Some(&kept), overlay)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeping_keys_drops_the_others_of_the_base_but_none_of_the_overlay() {
+        let keys = ["node-label", "kubelet-arg"].map(String::from);
+        let base = "node-label:\n  - a=b\nkubelet-arg+:\n  - x=y\ncluster-init: true\ndisable:\n  - traefik\n";
+        let out = merge_yaml_keeping(Some(base), "node-ip: 10.0.0.2\n", &keys).unwrap();
+        assert_eq!(
+            out,
+            "node-label:\n- a=b\nkubelet-arg+:\n- x=y\nnode-ip: 10.0.0.2\n"
+        );
+        assert_eq!(
+            merge_yaml_keeping(None, "node-ip: 10.0.0.2\n", &keys).unwrap(),
+            "node-ip: 10.0.0.2\n"
+        );
+        assert!(merge_yaml_keeping(Some("- a\n"), "", &keys).is_err());
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

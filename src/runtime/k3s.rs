@@ -14,19 +14,25 @@
 //!   (<https://docs.k3s.io/installation/configuration#configuration-file>).
 //! - Units as `install.sh` writes them (`create_systemd_service_file`,
 //!   <https://github.com/k3s-io/k3s/blob/master/install.sh>): `Type=notify`
-//!   for the server, `Type=exec` for the agent.
+//!   for server and agent; the env file carries the secrets and, as
+//!   `create_env_file` copies them, the `CONTAINERD_*` and proxy variables.
+//! - `CONTROL_PLANE_ENDPOINT` (`HOST:PORT`, a load balancer in front of the
+//!   servers' 6443): a `--tls-san` of every server, and the URL agents and
+//!   joining servers register through (<https://docs.k3s.io/datastore/cluster-loadbalancer>).
 //! - Upgrades replace the binary and restart (<https://docs.k3s.io/upgrades/manual>);
-//!   uninstall follows `k3s-uninstall.sh` / `k3s-agent-uninstall.sh`.
+//!   uninstall follows `k3s-killall.sh` and `k3s-uninstall.sh` /
+//!   `k3s-agent-uninstall.sh` as install.sh writes them (`create_killall`,
+//!   `create_uninstall`), step by step ([`push_killall`]).
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{Cluster, Role};
+use crate::cluster::{Cluster, Host, Role};
 use crate::plan::{Check, FileContent, Plan, Step};
 
 use super::{
-    captured_token, env_file, exec_arg, finish_verify, hooks, verify_common, verify_odd_servers,
-    HostContext, ImageInfo, JoinSecrets, Runtime, RuntimeError, Version, Violation,
-    KUBECONFIG_CAPTURE, MARKER_DIR,
+    captured_token, env_file, exec_arg, finish_verify, hooks, ports_of_roles, verify_common,
+    verify_odd_servers, HostContext, ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version,
+    Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k3s";
@@ -37,6 +43,11 @@ pub const KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
 /// The capture of the server token ([`TOKEN_FILE`]) that the others join with.
 pub const TOKEN_CAPTURE: &str = "k3s.token";
 pub use super::{API_PORT, KUBELET_PORT};
+/// Embedded etcd's client and peer ports, on every server.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
+/// Flannel's VXLAN backend (k3s' default) on every node.
+pub const FLANNEL_VXLAN_PORT: u16 = 8472;
 /// The image's config, relative to the unpacked rootfs.
 pub const IMAGE_CONFIG: &str = "etc/config.yaml";
 const LINKS: [&str; 3] = ["kubectl", "crictl", "ctr"];
@@ -69,9 +80,12 @@ fn unit_for(role: Role) -> &'static Unit {
 
 /// The unit file, as `install.sh` writes it.
 fn unit_content(role: Role, unit: &Unit, exec: &[String]) -> String {
+    // install.sh writes `Type=notify` for servers and agents alike
+    // (SYSTEMD_TYPE defaults to notify since 2022): `systemctl start`
+    // returns once k3s says it is up.
     let (description_type, mode) = match role {
         Role::Master => ("notify", "server"),
-        Role::Node => ("exec", "agent"),
+        Role::Node => ("notify", "agent"),
     };
     let mut args = vec![exec_arg(BIN), mode.to_string()];
     args.extend(exec.iter().map(|a| exec_arg(a)));
@@ -141,24 +155,235 @@ fn config_overlay(ctx: &HostContext) -> String {
     }
 }
 
+/// The config keys `k3s agent` knows: its flags' names and aliases, from
+/// `NewAgentCommand` in k3s pkg/cli/cmds/agent.go (k3s-io/k3s, v1.27 to
+/// v1.30: with `vpn-auth`, `prefer-bundled-bin`) and the global flags it
+/// lists (`config`, `debug`, `v`, `vmodule`, `log`, `alsologtostderr`),
+/// plus the agent flags <https://docs.k3s.io/cli/agent> lists for v1.30.
+/// A server-only key (`cluster-init`, `disable`, `tls-san`, ...) in the
+/// image's config is left out of an agent's, which k3s would warn about and
+/// skip.
+pub const AGENT_KEYS: &[&str] = &[
+    "config",
+    "c",
+    "debug",
+    "v",
+    "vmodule",
+    "log",
+    "l",
+    "alsologtostderr",
+    "token",
+    "t",
+    "token-file",
+    "server",
+    "s",
+    "data-dir",
+    "d",
+    "node-name",
+    "with-node-id",
+    "node-label",
+    "node-taint",
+    "image-credential-provider-bin-dir",
+    "image-credential-provider-config",
+    "selinux",
+    "lb-server-port",
+    "protect-kernel-defaults",
+    "container-runtime-endpoint",
+    "pause-image",
+    "snapshotter",
+    "private-registry",
+    "airgap-extra-registry",
+    "node-ip",
+    "i",
+    "node-external-ip",
+    "resolv-conf",
+    "flannel-iface",
+    "flannel-conf",
+    "flannel-cni-conf",
+    "kubelet-arg",
+    "kube-proxy-arg",
+    "rootless",
+    "prefer-bundled-bin",
+    "disable-selinux",
+    "docker",
+    "no-flannel",
+    "cluster-secret",
+    "vpn-auth",
+    "vpn-auth-file",
+    // docs.k3s.io/cli/agent, newer than the agent.go above
+    "bind-address",
+    "node-internal-dns",
+    "node-external-dns",
+    "image-service-endpoint",
+    "default-runtime",
+    "disable-default-registry-endpoint",
+    "nonroot-devices",
+    "enable-pprof",
+];
+
 fn config_step(ctx: &HostContext) -> Step {
-    Step::write_file(
-        "config",
-        CONFIG,
-        FileContent::YamlMerge {
-            base: Some(format!("{}/{IMAGE_CONFIG}", ctx.rootfs)),
-            base_is_template: true,
-            overlay: config_overlay(ctx),
-        },
-        0o600,
-    )
-    .titled(format!(
-        "write {CONFIG} (the image's config with ours merged)"
-    ))
+    let base = Some(format!("{}/{IMAGE_CONFIG}", ctx.rootfs));
+    let overlay = config_overlay(ctx);
+    let (content, what) = match ctx.role {
+        Role::Master => (
+            FileContent::YamlMerge {
+                base,
+                base_is_template: true,
+                overlay,
+            },
+            "the image's config",
+        ),
+        Role::Node => (
+            FileContent::YamlMergeKeys {
+                base,
+                base_is_template: true,
+                overlay,
+                keys: AGENT_KEYS.iter().map(|k| k.to_string()).collect(),
+            },
+            "the keys `k3s agent` knows of the image's config",
+        ),
+    };
+    Step::write_file("config", CONFIG, content, 0o600)
+        .titled(format!("write {CONFIG} ({what}, with ours merged)"))
 }
 
+fn env<'a>(ctx: &'a HostContext, key: &str) -> Option<&'a str> {
+    ctx.env
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The URL agents and joining servers register through: the
+/// `CONTROL_PLANE_ENDPOINT` when set (verified `HOST:PORT`), else the
+/// first server.
 fn server_url(ctx: &HostContext) -> String {
-    format!("https://{}:{API_PORT}", ctx.first_master.url_host())
+    match env(ctx, ENDPOINT_KEY) {
+        Some(endpoint) => format!("https://{endpoint}"),
+        None => format!("https://{}:{API_PORT}", ctx.first_master.url_host()),
+    }
+}
+
+/// The cluster env key of the load balancer's `HOST:PORT`.
+pub const ENDPOINT_KEY: &str = "CONTROL_PLANE_ENDPOINT";
+
+/// The host of an endpoint `HOST:PORT` (`[V6]:PORT`), as a certificate SAN
+/// names it; why it is not one otherwise.
+fn endpoint_host(value: &str) -> Result<String, String> {
+    let example = "give HOST:PORT, such as lb.example.com:6443";
+    if value.contains("://") {
+        return Err(format!("a scheme is not part of it; {example}"));
+    }
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("an IPv6 address needs its closing ]; {example}"))?;
+        (v6, after.strip_prefix(':'))
+    } else {
+        match value.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err("write an IPv6 address in brackets: [ADDR]:PORT".to_string())
+            }
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    let Some(port) = port else {
+        return Err(format!(
+            "no port: agents and joining servers register through https://HOST:PORT, and the \
+             load balancer's port cannot be guessed; {example}"
+        ));
+    };
+    if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
+        return Err(format!("{port:?} is not a port (1-65535); {example}"));
+    }
+    crate::cluster::Address::parse(host).map_err(|e| format!("{e}; {example}"))?;
+    Ok(host.to_string())
+}
+
+/// A CIDR (`10.42.0.0/16`) or a dual-stack pair of them (`V4,V6`), as k3s'
+/// `--cluster-cidr` and `--service-cidr` take them.
+fn is_cidr_list(value: &str) -> bool {
+    !value.is_empty()
+        && value.split(',').all(|one| {
+            one.split_once('/').is_some_and(|(ip, bits)| {
+                let max = match ip.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(_)) => 32,
+                    Ok(std::net::IpAddr::V6(_)) => 128,
+                    Err(_) => return false,
+                };
+                bits.parse::<u8>().is_ok_and(|b| b <= max) && !bits.starts_with('+')
+            })
+        })
+}
+
+/// The cluster env values k3s takes, checked before any host changes.
+fn verify_env(cluster: &Cluster, v: &mut Vec<Violation>) {
+    let bad = |key: &str, value: &str, reason: String| Violation::BadEnv {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    for (key, flag) in [
+        ("POD_CIDR", "cluster-cidr"),
+        ("SERVICE_CIDR", "service-cidr"),
+    ] {
+        if let Some(value) = cluster.env.get(key) {
+            if !is_cidr_list(value) {
+                v.push(bad(
+                    key,
+                    value,
+                    format!(
+                        "k3s' --{flag} needs a CIDR such as 10.42.0.0/16 (or IPv4,IPv6 for \
+                         dual-stack); fix the value or leave {key} out"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(value) = cluster.env.get(ENDPOINT_KEY) {
+        if let Err(reason) = endpoint_host(value) {
+            v.push(bad(ENDPOINT_KEY, value, reason));
+        }
+    }
+}
+
+/// The env file: the unit's secrets, then what install.sh's
+/// `create_env_file` copies from its environment, here from the cluster env:
+/// `CONTAINERD_*`, then `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` in any
+/// case (k3s passes them to containerd, so images pull through the proxy:
+/// <https://docs.k3s.io/advanced#configuring-an-http-proxy>).
+fn env_file_pairs<'a>(
+    ctx: &'a HostContext,
+    secrets: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut pairs = secrets.to_vec();
+    let from_env = |keep: &dyn Fn(&str) -> bool| {
+        ctx.env
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>()
+    };
+    pairs.extend(from_env(&|k| k.starts_with("CONTAINERD_")));
+    pairs.extend(from_env(&|k| {
+        ["NO_PROXY", "HTTP_PROXY", "HTTPS_PROXY"]
+            .iter()
+            .any(|p| k.eq_ignore_ascii_case(p))
+    }));
+    pairs
+}
+
+/// A server's `ExecStart` flags: `flags`, then `--tls-san` with the
+/// endpoint's host when there is one. A flag that takes several values adds
+/// to the config file's (k3s turns the config into flags before the
+/// command line's), so the image's own `tls-san` stays.
+fn server_flags(ctx: &HostContext, flags: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    if let Some(host) = env(ctx, ENDPOINT_KEY).and_then(|e| endpoint_host(e).ok()) {
+        out.extend(["--tls-san".to_string(), host]);
+    }
+    out
 }
 
 /// Everything up to and including a running service; `exec` are the role's
@@ -179,7 +404,7 @@ fn bring_up(ctx: &HostContext, plan: &mut Plan, exec: &[String], env: &[(&str, &
         Step::write_secret_file(
             "env-file",
             unit.env_file,
-            FileContent::text(env_file(env)),
+            FileContent::text(env_file(&env_file_pairs(ctx, env))),
             0o600,
         )
         .titled(format!("write {} (the unit's secrets)", unit.env_file)),
@@ -206,13 +431,76 @@ fn bring_up(ctx: &HostContext, plan: &mut Plan, exec: &[String], env: &[(&str, &
     ));
 }
 
+/// The data dir where k3s unpacks its bundled binaries (containerd, the
+/// shims, runc): `/var/lib/rancher/k3s/data/<hash>/bin/`.
+pub const DATA_BIN_PARENT: &str = "/var/lib/rancher/k3s/data";
+/// The interfaces k3s' flannel, kube-proxy (IPVS) and CNI create.
+pub const INTERFACES: [&str; 6] = [
+    "cni0",
+    "flannel.1",
+    "flannel-v6.1",
+    "kube-ipvs0",
+    "flannel-wg",
+    "flannel-wg-v6",
+];
+
+/// What `k3s-killall.sh` does after `systemctl stop`, as steps: the script
+/// that k3s' install.sh writes (`create_killall`, k3s-io/k3s install.sh as of
+/// v1.30.2+k3s1 and since), which sealrs never installs.
+///
+/// - `killtree $(getshims)`: the containerd shims (started from the data dir,
+///   outliving the unit under `KillMode=process`) and their containers;
+/// - `do_unmount_and_remove` of `/run/k3s`, `/var/lib/kubelet/pods`,
+///   `/var/lib/kubelet/plugins` and `/run/netns/cni-` (string prefixes,
+///   deepest first), so that no removal after it reaches into a container's
+///   root filesystem or a volume;
+/// - `remove_interfaces` (with what is enslaved to `cni0`) and `iptables-save
+///   | grep -v KUBE- | grep -v CNI- | grep -iv flannel | iptables-restore`,
+///   for ip6tables too.
+///
+/// Its `rm -rf /var/lib/cni/` comes with the other removals, after the
+/// image's `clean` hook.
+fn push_killall(plan: &mut Plan) {
+    plan.push(Step::kill_process_trees(
+        "kill-shims",
+        DATA_BIN_PARENT,
+        "containerd-shim",
+    ));
+    for (id, prefix) in [
+        ("unmount-run", "/run/k3s"),
+        ("unmount-pods", "/var/lib/kubelet/pods"),
+        ("unmount-plugins", "/var/lib/kubelet/plugins"),
+        ("unmount-netns", "/run/netns/cni-"),
+    ] {
+        plan.push(Step::unmount_under(id, prefix));
+    }
+    plan.push(Step::delete_links("delete-interfaces", &INTERFACES));
+    plan.push(Step::strip_iptables(
+        "strip-iptables",
+        &["iptables", "ip6tables"],
+        &["KUBE-", "CNI-"],
+        &["flannel"],
+    ));
+}
+
 impl Runtime for K3s {
-    /// API server and kubelet; https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes
-    fn ports(&self, role: Role) -> Vec<u16> {
-        match role {
-            Role::Master => vec![API_PORT, KUBELET_PORT],
-            Role::Node => vec![KUBELET_PORT],
-        }
+    /// The ports of <https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes>:
+    /// every server runs embedded etcd here (the first with
+    /// `--cluster-init`), so it needs 2379-2380 besides the API server's
+    /// 6443; every node the kubelet's 10250 and flannel's VXLAN 8472/udp
+    /// (the default backend). The optional ones (51820-51821/udp for
+    /// WireGuard, 5001 for the embedded registry) only matter when enabled.
+    fn ports(&self, _cluster: &Cluster, host: &Host) -> Vec<Port> {
+        ports_of_roles(host, |role| match role {
+            Role::Master => vec![
+                Port::Tcp(API_PORT),
+                Port::Tcp(ETCD_CLIENT_PORT),
+                Port::Tcp(ETCD_PEER_PORT),
+                Port::Tcp(KUBELET_PORT),
+                Port::Udp(FLANNEL_VXLAN_PORT),
+            ],
+            Role::Node => vec![Port::Tcp(KUBELET_PORT), Port::Udp(FLANNEL_VXLAN_PORT)],
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -232,6 +520,7 @@ impl Runtime for K3s {
     fn verify(&self, cluster: &Cluster, image: &ImageInfo) -> Result<(), Vec<Violation>> {
         let mut v = verify_common(self.name(), cluster, image);
         verify_odd_servers(self.name(), cluster, &mut v);
+        verify_env(cluster, &mut v);
         finish_verify(v)
     }
 
@@ -239,7 +528,7 @@ impl Runtime for K3s {
         ctx.require_first_master(self.name())?;
         let mut plan = ctx.plan(self.name(), "install");
         hooks::push_setup(ctx, &mut plan);
-        bring_up(ctx, &mut plan, &["--cluster-init".to_string()], &[]);
+        bring_up(ctx, &mut plan, &server_flags(ctx, &["--cluster-init"]), &[]);
         plan.push(Step::wait_file("wait-token", TOKEN_FILE, WAIT_SECS));
         plan.push(Step::read_file(
             "read-token",
@@ -266,7 +555,7 @@ impl Runtime for K3s {
                 bring_up(
                     ctx,
                     &mut plan,
-                    &["--server".to_string(), url],
+                    &server_flags(ctx, &["--server", &url]),
                     &[("K3S_TOKEN", token)],
                 );
                 plan.push(Step::wait_file("wait-kubeconfig", KUBECONFIG, WAIT_SECS));
@@ -334,19 +623,7 @@ impl Runtime for K3s {
             unit.name,
             crate::plan::ServiceOp::Disable,
         ));
-        // Container shims outlive the service (KillMode=process): the
-        // killall script that ships with k3s stops them and unmounts.
-        plan.push(
-            Step::run(
-                "killall",
-                "stop k3s containers and unmount their filesystems",
-                &["/usr/local/bin/k3s-killall.sh"],
-                Check::IfExists {
-                    path: "/usr/local/bin/k3s-killall.sh".into(),
-                },
-            )
-            .allowing_failure(),
-        );
+        push_killall(&mut plan);
         hooks::push_clean(ctx, &mut plan);
         plan.push(Step::remove(
             "remove-unit",
@@ -367,9 +644,13 @@ impl Runtime for K3s {
                 BIN,
             ));
         }
+        // k3s-uninstall.sh: `rm -rf` of these and `clean_mounted_directory`
+        // of the data dir; every removal here leaves a mount point (and what
+        // is behind it) in place, and fails naming it.
         for (id, path) in [
             ("remove-config", CONFIG_DIR),
             ("remove-run", "/run/k3s"),
+            ("remove-cni", "/var/lib/cni"),
             ("remove-flannel", "/run/flannel"),
             ("remove-data", "/var/lib/rancher/k3s"),
             ("remove-kubelet", "/var/lib/kubelet"),

@@ -22,12 +22,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{Address, Cluster, Role, Secret};
+use crate::cluster::{Address, Cluster, Host, Role, Secret};
 use crate::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
 
 use super::{
-    bad_capture, finish_verify, hooks, verify_common, HostContext, ImageInfo, JoinSecrets, Runtime,
-    RuntimeError, Version, Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
+    bad_capture, finish_verify, hooks, ports_of_roles, verify_common, HostContext, ImageInfo,
+    JoinSecrets, Port, Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/kubeadm";
@@ -150,11 +150,11 @@ fn kubeconfig_link(plan: &mut Plan) {
 
 impl Runtime for Kubeadm {
     /// https://kubernetes.io/docs/reference/networking/ports-and-protocols/
-    fn ports(&self, role: Role) -> Vec<u16> {
-        match role {
-            Role::Master => vec![API_PORT, 2379, 2380, KUBELET_PORT],
-            Role::Node => vec![KUBELET_PORT],
-        }
+    fn ports(&self, _cluster: &Cluster, host: &Host) -> Vec<Port> {
+        ports_of_roles(host, |role| match role {
+            Role::Master => [API_PORT, 2379, 2380, KUBELET_PORT].map(Port::Tcp).to_vec(),
+            Role::Node => vec![Port::Tcp(KUBELET_PORT)],
+        })
     }
 
     fn name(&self) -> &'static str {

@@ -299,6 +299,14 @@ pub enum Violation {
     },
     #[error("host {host}: version skew: {rule}")]
     Skew { host: String, rule: String },
+    #[error("-e {key}={value:?}: {reason}")]
+    BadEnv {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("the image's {path}: {reason}")]
+    ImageConfig { path: String, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -346,8 +354,52 @@ pub trait Runtime: Send + Sync {
     /// named `node` and delete it from Kubernetes; a node already gone is
     /// nothing to do.
     fn remove_node(&self, first_master: &HostContext, node: &str) -> Result<Plan, RuntimeError>;
-    /// TCP ports a host of this role must have free before the first install.
-    fn ports(&self, role: Role) -> Vec<u16>;
+    /// The ports `host` of `cluster` must have free before its first
+    /// install, for every role it has (sorted, each once).
+    fn ports(&self, cluster: &Cluster, host: &Host) -> Vec<Port>;
+    /// Runs on the first master once the other hosts joined (or one failed):
+    /// what the runtime does there after its joins (k0s invalidates the join
+    /// tokens its install made). Empty by default; the processor runs a
+    /// plan only when it has steps.
+    fn after_joins(&self, first_master: &HostContext) -> Result<Plan, RuntimeError> {
+        Ok(first_master.plan(self.name(), "after-joins"))
+    }
+    /// What the installer can check only in the unpacked image: `read` gives
+    /// a file of its rootfs by relative path (`None` when absent). The
+    /// installer's verify calls it on each host before anything changes.
+    fn verify_image_files(
+        &self,
+        _cluster: &Cluster,
+        _read: &dyn Fn(&str) -> Option<String>,
+    ) -> Vec<Violation> {
+        Vec::new()
+    }
+}
+
+/// A port a runtime's services bind on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Port {
+    Tcp(u16),
+    /// A bound UDP socket, as flannel's VXLAN (8472) has on every k3s node.
+    Udp(u16),
+}
+
+/// TCP ports go without a suffix, as people write them; UDP ones say so.
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Port::Tcp(n) => write!(f, "{n}"),
+            Port::Udp(n) => write!(f, "{n}/udp"),
+        }
+    }
+}
+
+/// The ports of each of `host`'s roles, sorted and each once.
+fn ports_of_roles(host: &Host, ports: impl Fn(Role) -> Vec<Port>) -> Vec<Port> {
+    let mut all: Vec<Port> = host.roles.iter().flat_map(|r| ports(*r)).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
 }
 
 /// The Kubernetes API server's port, for every runtime.

@@ -175,7 +175,8 @@ fn k3s_join_server_and_agent() {
     agent.validate().unwrap();
     let (name, unit, _) = file_text(&agent, "unit");
     assert_eq!(name, "k3s-agent.service");
-    assert!(unit.contains("\nType=exec\n"));
+    // install.sh: agents are Type=notify too.
+    assert!(unit.contains("\nType=notify\n"), "{unit}");
     assert!(unit.contains("EnvironmentFile=-/etc/systemd/system/k3s-agent.service.env"));
     assert!(
         unit.ends_with("ExecStart=/usr/local/bin/k3s agent\n"),
@@ -210,6 +211,125 @@ fn k3s_join_server_and_agent() {
         K3s.join(&ctx(&c, 0, &img)),
         Err(RuntimeError::WrongHost { .. })
     ));
+}
+
+#[test]
+fn k3s_registers_through_the_control_plane_endpoint_and_signs_it() {
+    let c = cluster(
+        "10.0.0.1,10.0.0.2,10.0.0.3",
+        "10.0.0.4",
+        &["CONTROL_PLANE_ENDPOINT=lb.example.com:7443"],
+    );
+    let img = image("k3s", "v1.30.2+k3s1");
+    K3s.verify(&c, &img).unwrap();
+    let first = K3s.install(&ctx(&c, 0, &img)).unwrap();
+    let (_, unit, _) = file_text(&first, "unit");
+    assert!(
+        unit.ends_with(
+            "ExecStart=/usr/local/bin/k3s server --cluster-init --tls-san lb.example.com\n"
+        ),
+        "{unit}"
+    );
+    let server = K3s.join(&ctx(&c, 1, &img)).unwrap();
+    let (_, unit, _) = file_text(&server, "unit");
+    assert!(
+        unit.ends_with(
+            "ExecStart=/usr/local/bin/k3s server --server https://lb.example.com:7443 --tls-san lb.example.com\n"
+        ),
+        "{unit}"
+    );
+    let agent = K3s.join(&ctx(&c, 3, &img)).unwrap();
+    let (_, env, _) = file_text(&agent, "env-file");
+    assert!(
+        env.ends_with("K3S_URL=\"https://lb.example.com:7443\"\n"),
+        "{env}"
+    );
+    let (_, unit, _) = file_text(&agent, "unit");
+    assert!(!unit.contains("tls-san"), "{unit}");
+
+    let v6 = cluster("10.0.0.1", "", &["CONTROL_PLANE_ENDPOINT=[fd00::9]:6443"]);
+    K3s.verify(&v6, &img).unwrap();
+    let (_, unit, _) = file_text(&K3s.install(&ctx(&v6, 0, &img)).unwrap(), "unit");
+    assert!(unit.ends_with("--tls-san fd00::9\n"), "{unit}");
+}
+
+#[test]
+fn k3s_refuses_a_bad_cidr_or_endpoint_naming_the_value_and_what_to_do() {
+    let img = image("k3s", "v1.30.2+k3s1");
+    for (pair, says) in [
+        ("SERVICE_CIDR=not-a-cidr", "a CIDR such as 10.42.0.0/16"),
+        ("POD_CIDR=10.42.0.0/33", "--cluster-cidr needs a CIDR"),
+        ("CONTROL_PLANE_ENDPOINT=lb.example.com", "no port"),
+        (
+            "CONTROL_PLANE_ENDPOINT=https://lb:6443",
+            "a scheme is not part of it",
+        ),
+        ("CONTROL_PLANE_ENDPOINT=fd00::9:6443", "in brackets"),
+        ("CONTROL_PLANE_ENDPOINT=lb:0", "is not a port"),
+        (
+            "CONTROL_PLANE_ENDPOINT=bad host:6443",
+            "neither an IP address nor a host name",
+        ),
+    ] {
+        let c = cluster("10.0.0.1", "", &[pair]);
+        let violations = K3s.verify(&c, &img).unwrap_err();
+        let (key, value) = pair.split_once('=').unwrap();
+        assert_eq!(violations.len(), 1, "{pair}: {violations:?}");
+        let text = violations[0].to_string();
+        assert!(
+            text.starts_with(&format!("-e {key}={value:?}: ")) && text.contains(says),
+            "{pair}: {text}"
+        );
+    }
+    for ok in [
+        "SERVICE_CIDR=10.43.0.0/16",
+        "POD_CIDR=10.42.0.0/16,2001:cafe:42::/56",
+        "CONTROL_PLANE_ENDPOINT=10.0.0.100:6443",
+    ] {
+        K3s.verify(&cluster("10.0.0.1", "", &[ok]), &img).unwrap();
+    }
+}
+
+#[test]
+fn k3s_env_file_carries_containerd_and_proxy_variables_as_install_sh_does() {
+    let c = cluster(
+        "10.0.0.1",
+        "10.0.0.2",
+        &[
+            "HTTP_PROXY=http://proxy:3128",
+            "https_proxy=http://p$x:3128",
+            "NO_PROXY=127.0.0.0/8,10.0.0.0/8",
+            "CONTAINERD_HTTP_PROXY=http://cproxy:3128",
+            "POD_CIDR=10.42.0.0/16",
+            "PROXY_NOT=1",
+        ],
+    );
+    let img = image("k3s", "v1.30.2+k3s1");
+    let (_, server_env, _) = file_text(&K3s.install(&ctx(&c, 0, &img)).unwrap(), "env-file");
+    let (_, agent_env, _) = file_text(&K3s.join(&ctx(&c, 1, &img)).unwrap(), "env-file");
+    let proxies = "CONTAINERD_HTTP_PROXY=\"http://cproxy:3128\"\n\
+                   HTTP_PROXY=\"http://proxy:3128\"\n\
+                   NO_PROXY=\"127.0.0.0/8,10.0.0.0/8\"\n\
+                   https_proxy=\"http://p\\$x:3128\"\n";
+    assert_eq!(server_env, proxies);
+    assert!(agent_env.starts_with("K3S_TOKEN="), "{agent_env}");
+    assert!(agent_env.ends_with(proxies), "{agent_env}");
+}
+
+#[test]
+fn k3s_needs_flannels_vxlan_port_on_every_node_and_etcds_on_servers() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &[]);
+    let server = [2379, 2380, 6443, 10250].map(Port::Tcp);
+    assert_eq!(
+        K3s.ports(&c, &c.hosts[0]),
+        [&server[..], &[Port::Udp(8472)]].concat()
+    );
+    assert_eq!(
+        K3s.ports(&c, &c.hosts[1]),
+        [Port::Tcp(10250), Port::Udp(8472)]
+    );
+    assert_eq!(Port::Udp(8472).to_string(), "8472/udp");
+    assert_eq!(Port::Tcp(6443).to_string(), "6443");
 }
 
 #[test]
@@ -277,6 +397,139 @@ fn k3s_upgrade_and_uninstall() {
         .steps
         .iter()
         .any(|s| matches!(s.action, Action::RemoveRootfs { role: Role::Master })));
+}
+
+fn plan_for(i: usize, c: &Cluster, img: &ImageInfo) -> Plan {
+    let cx = ctx(c, i, img);
+    if cx.is_first_master() {
+        K3s.install(&cx).unwrap()
+    } else {
+        K3s.join(&cx).unwrap()
+    }
+}
+
+/// Agents get only the keys `k3s agent` knows of the image's config;
+/// servers all of it.
+#[test]
+fn k3s_agents_get_only_the_agent_keys_of_the_image_config() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &[]);
+    let img = image("k3s", "v1.30.2+k3s1");
+    let content = |i: usize| match &plan_for(i, &c, &img).step("config").unwrap().action {
+        Action::WriteFile { content, .. } => content.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(content(0), FileContent::YamlMerge { .. }));
+    let FileContent::YamlMergeKeys { keys, overlay, .. } = content(1) else {
+        panic!("an agent's config keeps the agent's keys")
+    };
+    assert_eq!(overlay, "node-ip: 10.0.0.2\n");
+    let base = "write-kubeconfig-mode: \"0600\"\ndisable:\n- traefik\ncluster-init: true\n\
+                node-label:\n- a=b\nkubelet-arg+:\n- max-pods=50\nnode-taint:\n- t=v:NoSchedule\n";
+    let merged = crate::plan::merge_yaml_keeping(Some(base), &overlay, &keys).unwrap();
+    assert_eq!(
+        merged,
+        "node-label:\n- a=b\nkubelet-arg+:\n- max-pods=50\nnode-taint:\n- t=v:NoSchedule\nnode-ip: 10.0.0.2\n"
+    );
+    for key in [
+        "token",
+        "server",
+        "node-ip",
+        "kubelet-arg",
+        "pause-image",
+        "vpn-auth",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key}");
+    }
+    for key in [
+        "cluster-init",
+        "tls-san",
+        "disable",
+        "write-kubeconfig-mode",
+        "service-cidr",
+    ] {
+        assert!(!keys.iter().any(|k| k == key), "{key} is the server's");
+    }
+}
+
+/// Uninstall follows k3s-killall.sh: stop, then shims killed, mounts taken
+/// down, interfaces and rules removed, and only then anything removed.
+#[test]
+fn k3s_uninstall_kills_unmounts_and_strips_before_it_removes() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &[]);
+    let img = image("k3s", "v1.30.2+k3s1");
+    for i in 0..2 {
+        let un = K3s.uninstall(&ctx(&c, i, &img)).unwrap();
+        un.validate().unwrap();
+        assert_eq!(
+            ids(&un)[..9],
+            [
+                "stop",
+                "disable",
+                "kill-shims",
+                "unmount-run",
+                "unmount-pods",
+                "unmount-plugins",
+                "unmount-netns",
+                "delete-interfaces",
+                "strip-iptables"
+            ]
+        );
+        let action = |id: &str| un.step(id).unwrap().action.clone();
+        assert_eq!(
+            action("kill-shims"),
+            Action::KillProcessTrees {
+                under: "/var/lib/rancher/k3s/data".into(),
+                name_prefix: "containerd-shim".into()
+            }
+        );
+        for (id, prefix) in [
+            ("unmount-run", "/run/k3s"),
+            ("unmount-pods", "/var/lib/kubelet/pods"),
+            ("unmount-plugins", "/var/lib/kubelet/plugins"),
+            ("unmount-netns", "/run/netns/cni-"),
+        ] {
+            assert_eq!(
+                action(id),
+                Action::UnmountUnder {
+                    prefix: prefix.into()
+                }
+            );
+        }
+        assert_eq!(
+            action("delete-interfaces"),
+            Action::DeleteLinks {
+                names: [
+                    "cni0",
+                    "flannel.1",
+                    "flannel-v6.1",
+                    "kube-ipvs0",
+                    "flannel-wg",
+                    "flannel-wg-v6"
+                ]
+                .map(String::from)
+                .to_vec()
+            }
+        );
+        assert_eq!(
+            action("strip-iptables"),
+            Action::StripIptables {
+                tools: vec!["iptables".into(), "ip6tables".into()],
+                contains: vec!["KUBE-".into(), "CNI-".into()],
+                contains_ignore_case: vec!["flannel".into()],
+            }
+        );
+        assert!(matches!(
+            action("remove-cni"),
+            Action::Remove { path, recursive: true } if path == "/var/lib/cni"
+        ));
+        // The script that sealrs never installs is not relied on.
+        assert!(!un.to_json().contains("k3s-killall.sh"));
+        let dry = un.render_dry_run();
+        assert!(
+            dry.contains("unmount: every mount point starting with /run/netns/cni-, deepest first"),
+            "{dry}"
+        );
+    }
 }
 
 #[test]
@@ -406,11 +659,23 @@ fn k0s_plans() {
     );
     assert_eq!(
         argv(&first, "worker-token"),
-        ["/usr/local/bin/k0s", "token", "create", "--role=worker"]
+        [
+            "/usr/local/bin/k0s",
+            "token",
+            "create",
+            "--role=worker",
+            "--expiry=10m"
+        ]
     );
     assert_eq!(
         argv(&first, "controller-token"),
-        ["/usr/local/bin/k0s", "token", "create", "--role=controller"]
+        [
+            "/usr/local/bin/k0s",
+            "token",
+            "create",
+            "--role=controller",
+            "--expiry=20m"
+        ]
     );
     assert_eq!(
         first.step("start").unwrap().check,
@@ -463,7 +728,10 @@ fn k0s_plans() {
 
     let un = K0s.uninstall(&ctx(&c, 3, &img)).unwrap();
     assert_eq!(argv(&un, "stop"), ["/usr/local/bin/k0s", "stop"]);
-    assert_eq!(argv(&un, "reset"), ["/usr/local/bin/k0s", "reset"]);
+    assert_eq!(
+        argv(&un, "reset"),
+        ["/usr/local/bin/k0s", "reset", "--data-dir=/var/lib/k0s"]
+    );
     let up = K0s
         .upgrade(&ctx(&c, 3, &img), &Version::parse("v1.30.3+k0s.0").unwrap())
         .unwrap();
@@ -784,7 +1052,7 @@ env (for templates):
 ";
     assert!(text.starts_with(head), "{text}");
     for line in [
-        " 6. [config] write /etc/rancher/k3s/config.yaml (the image's config with ours merged)\n      file: /etc/rancher/k3s/config.yaml mode 0600 (YAML: /var/lib/sealrs/rootfs/etc/config.yaml (rendered) merged with 18 bytes)\n      | node-ip: 10.0.0.2\n",
+        " 6. [config] write /etc/rancher/k3s/config.yaml (the keys `k3s agent` knows of the image's config, with ours merged)\n      file: /etc/rancher/k3s/config.yaml mode 0600 (YAML: /var/lib/sealrs/rootfs/etc/config.yaml (rendered) with only 54 keys kept, merged with 18 bytes)\n      | node-ip: 10.0.0.2\n",
         " 7. [env-file] write /etc/systemd/system/k3s-agent.service.env (the unit's secrets)\n      file: /etc/systemd/system/k3s-agent.service.env mode 0600 (66 bytes)\n      (secret content not shown)\n",
         "      | ExecStart=/usr/local/bin/k3s agent\n",
         "11. [start] start k3s-agent.service\n      run: systemctl start k3s-agent.service\n      idempotent: skipped when k3s-agent.service is active\n",
@@ -982,7 +1250,7 @@ fn every_runtime_runs_check_then_init_before_its_own_steps() {
 fn every_runtime_runs_clean_between_stopping_and_removing() {
     let c = cluster("10.0.0.1", "10.0.0.2", &["PASS=pa$$w0rd\"`x"]);
     for (name, version, after) in [
-        ("k3s", "v1.30.2+k3s1", "killall"),
+        ("k3s", "v1.30.2+k3s1", "strip-iptables"),
         ("kubeadm", "v1.30.2", "disable-containerd"),
         ("k0s", "v1.30.2+k0s.0", "stop"),
     ] {

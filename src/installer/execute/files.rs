@@ -11,7 +11,9 @@ use crate::cluster::Role;
 use crate::installer::place::{self, write_atomic as write_file_atomic};
 use crate::installer::unpack::remove_all;
 use crate::installer::InstallerError;
-use crate::plan::{merge_yaml, render_template, render_yaml_template, Capture, FileContent};
+use crate::plan::{
+    merge_yaml, merge_yaml_keeping, render_template, render_yaml_template, Capture, FileContent,
+};
 
 impl StepRun<'_> {
     /// Places the image's rootfs for `role` as its layout says.
@@ -71,6 +73,20 @@ impl StepRun<'_> {
                     None => None,
                 };
                 Ok(merge_yaml(base_text.as_deref(), overlay)
+                    .map_err(template_err)?
+                    .into_bytes())
+            }
+            FileContent::YamlMergeKeys {
+                base,
+                base_is_template,
+                overlay,
+                keys,
+            } => {
+                let base_text = match base {
+                    Some(b) => self.yaml_base(b, *base_is_template)?,
+                    None => None,
+                };
+                Ok(merge_yaml_keeping(base_text.as_deref(), overlay, keys)
                     .map_err(template_err)?
                     .into_bytes())
             }

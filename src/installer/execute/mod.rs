@@ -10,9 +10,11 @@
 //! Each action is a method of [`StepRun`] named for it, in a file per concern:
 //! `files` (rootfs, files, directories, links), `programs` (running argv),
 //! `units` (systemd: unit files, services, unit states), `waits` (files and
-//! ports), and `checks` for the gates before an action.
+//! ports), `cleanup` (processes, mounts, interfaces and iptables rules a
+//! runtime leaves behind), and `checks` for the gates before an action.
 
 mod checks;
+mod cleanup;
 mod files;
 mod programs;
 mod units;
@@ -186,7 +188,7 @@ impl StepRun<'_> {
     fn act(&mut self) -> Result<Outcome, InstallerError> {
         let step = self.step;
         match &step.action {
-            Action::PlaceRootfs { role } => self.place_rootfs(*role),
+            Action::PlaceRootfs { role, .. } => self.place_rootfs(*role),
             Action::RemoveRootfs { role } => self.remove_rootfs(*role),
             Action::WriteFile {
                 path,
@@ -217,6 +219,16 @@ impl StepRun<'_> {
                 timeout_secs,
             } => self.wait_port(host, *port, *timeout_secs),
             Action::ReadFile { path, capture } => self.read_file(path, capture),
+            Action::KillProcessTrees { under, name_prefix } => {
+                self.kill_process_trees(under, name_prefix)
+            }
+            Action::UnmountUnder { prefix } => self.unmount_under(prefix),
+            Action::DeleteLinks { names } => self.delete_links(names),
+            Action::StripIptables {
+                tools,
+                contains,
+                contains_ignore_case,
+            } => self.strip_iptables(tools, contains, contains_ignore_case),
         }
     }
 }

@@ -274,6 +274,7 @@ fn k0s_refuses_manifests_outside_a_stack_and_compressed_bundles() {
         Entry::file("bin/k0s", 0o755, &elf("arm64")),
         yaml("manifests/loose.yaml", Ok(1)),
         yaml("manifests/stack/ok.yaml", Ok(1)),
+        yaml("manifests/stack/sub/deep.yaml", Ok(1)),
         archive(
             "images/bundle.tar.zst",
             Ok(ArchiveFacts {
@@ -300,7 +301,14 @@ fn k0s_refuses_manifests_outside_a_stack_and_compressed_bundles() {
             other => panic!("{other}"),
         })
         .collect();
-    assert_eq!(paths, vec!["images/bundle.tar.zst", "manifests/loose.yaml"]);
+    assert_eq!(
+        paths,
+        vec![
+            "images/bundle.tar.zst",
+            "manifests/loose.yaml",
+            "manifests/stack/sub/deep.yaml"
+        ]
+    );
 }
 
 #[test]
