@@ -370,6 +370,18 @@ fn leftovers_go_on_the_next_run_and_three_upgrades_keep_two_images() {
         if n > 2 {
             assert!(said.contains("MB freed"), "{said}");
         }
+        // Root's alone: an image's config may hold a token.
+        for dir in rootfs
+            .iter()
+            .map(|d| format!("{DEFAULT_ROOTFS_DIR}/{d}"))
+            .chain(on_host.iter().map(|l| format!("{HOST_LAYERS}/{l}")))
+        {
+            assert_eq!(
+                host.exec_ok(&["stat", "-c", "%a", &dir]).trim(),
+                "700",
+                "{dir}"
+            );
+        }
     }
 }
 

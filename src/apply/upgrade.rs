@@ -1,6 +1,6 @@
 //! Phase "upgrade" (`sealrs upgrade`): the runtime's upgrade plans, batch by
-//! batch in [`runtime::upgrade_order`], then the earlier image's rootfs
-//! removed from every host.
+//! batch in [`runtime::upgrade_order`], then on every host what neither
+//! the new image nor the one before it references removed (`installer gc`).
 
 use super::context::RunContext;
 use super::distribute::megabytes;
