@@ -46,11 +46,40 @@ fn parent(path: &Path) -> &Path {
 
 /// The rename is durable once the directory is: fsync it. Filesystems that
 /// cannot fsync a directory say so with EINVAL; there is nothing more to do.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     match File::open(dir)?.sync_all() {
         Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
         other => other,
     }
+}
+
+/// Makes everything written under `dir` so far durable: its files' bytes,
+/// its directories' entries, `dir` itself. One `syncfs(2)` of the
+/// filesystem `dir` is on rather than an fsync per file: a layer of
+/// thousands of small files would otherwise wait for a journal commit per
+/// file, while one syncfs writes back the same data (which has to reach the
+/// disk anyway) and commits the journal once. It also flushes what other
+/// programs wrote to that filesystem, which on a host being installed is
+/// little. Measured here (ext4 on a virtual disk, a loaded machine): the
+/// syncfs after a 70 MB layer of 500 files took 0.1 to 0.3 s, the one after
+/// assembling its rootfs (hard links only) 1 to 180 ms, of an unpack of
+/// 0.5 to 0.9 s. Where syncfs is refused, every file and directory is
+/// fsynced.
+pub fn sync_tree(dir: &Path) -> io::Result<()> {
+    let top = File::open(dir)?;
+    if rustix::fs::syncfs(&top).is_ok() {
+        return Ok(());
+    }
+    for entry in walkdir::WalkDir::new(dir).contents_first(true) {
+        let entry = entry.map_err(io::Error::other)?;
+        let kind = entry.file_type();
+        if kind.is_file() {
+            File::open(entry.path())?.sync_all()?;
+        } else if kind.is_dir() {
+            sync_dir(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -341,17 +341,21 @@ fn upgrade_sends_only_the_changed_layer_and_refuses_a_downgrade() {
         .matches("server --cluster-init")
         .count();
     assert!(starts_after > starts_before, "k3s was not restarted");
-    // Only the new image's rootfs is left on each host, and k3s still runs
-    // from what was placed out of it.
-    let digest = image_digest(&env, "k3s-cluster:2");
+    // The new image's rootfs and the previous one's (kept for a rollback)
+    // are left on each host, and k3s still runs from what was placed out
+    // of the new one.
+    let mut kept: Vec<String> = ["k3s-cluster:1", "k3s-cluster:2"]
+        .iter()
+        .map(|i| {
+            image_digest(&env, i)
+                .trim_start_matches("sha256:")
+                .to_string()
+        })
+        .collect();
+    kept.sort();
     for host in [&hosts[0], &hosts[1]] {
         let left = host.exec_ok(&["ls", "/var/lib/sealrs/rootfs"]);
-        assert_eq!(
-            left.trim(),
-            digest.trim_start_matches("sha256:"),
-            "{}",
-            host.ip
-        );
+        assert_eq!(left.trim(), kept.join("\n"), "{}", host.ip);
         host.exec_ok(&["test", "-x", "/usr/local/bin/k3s"]);
     }
     let saved = clusterfile(&env);

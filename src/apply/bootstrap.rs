@@ -127,6 +127,9 @@ pub(super) fn bootstrap_installer(
 /// - Without them, the blob comes on stdin and is unpacked as it arrives.
 ///   Whatever happens to the unpacking, the rest of stdin is read, so that
 ///   the hash, not a broken pipe, has the last word on a corrupt blob.
+///
+/// What a kill or power cut leaves (`DIR.incoming-PID*`) the installer's
+/// next unpack removes (`installer::unpack`'s garbage rule).
 const BOOTSTRAP_SCRIPT: &str = r#"set -eu
 hex=$1 dir=$2 gz=$3
 shift 3
@@ -159,8 +162,13 @@ if [ -e "$tmp.failed" ]; then
   echo "cannot unpack the installer layer" >&2
   exit 1
 fi
+# Root's alone, as the installer's layer directories; durable before named
+# (as the installer's unpack): the files, then the name.
+chmod 700 "$tmp"
+sync -f "$tmp" 2>/dev/null || sync
 rm -rf "$dir"
-mv "$tmp" "$dir""#;
+mv "$tmp" "$dir"
+sync "${dir%/*}" 2>/dev/null || sync"#;
 
 #[cfg(test)]
 mod tests {
@@ -220,6 +228,9 @@ mod tests {
             std::fs::read(dir.join("opt/sealrs/sealrs")).unwrap(),
             binary
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o700, "the layer directory is root's alone");
     }
 
     fn sha256_hex(bytes: &[u8]) -> String {

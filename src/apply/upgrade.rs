@@ -1,14 +1,15 @@
 //! Phase "upgrade" (`sealrs upgrade`): the runtime's upgrade plans, batch by
-//! batch in [`runtime::upgrade_order`], then the earlier image's rootfs
-//! removed from every host.
+//! batch in [`runtime::upgrade_order`], then on every host what neither
+//! the new image nor the one before it references removed (`installer gc`).
 
 use super::context::RunContext;
+use super::distribute::megabytes;
 use super::parallel::per_host;
-use super::remote::{host_request, run_checked, run_installer};
+use super::remote::{call_installer, host_request, run_installer};
 use super::status::record_all;
 use super::ApplyError;
 use crate::cluster::{Cluster, Host};
-use crate::installer::Operation;
+use crate::installer::{GcOutcome, Operation};
 use crate::runtime::{self, Batch, JoinSecrets, Version};
 
 /// Upgrades every host of `snapshot` to version `to`, requests made from
@@ -44,44 +45,60 @@ pub(super) fn in_batches(
     Ok(())
 }
 
-/// Removes the rootfs of earlier images from every host of `snapshot`.
+/// Removes from every host of `snapshot` what no image it keeps references
+/// (`installer gc`): the rootfs and layers of images before the previous one
+/// (the image each host ran before this upgrade stays, for a rollback), and
+/// leftovers of interrupted transfers; each host's bytes freed are said.
 /// Placed files are links or copies of their own, and the hooks run from
-/// the new rootfs: the old ones are dead weight. Failing to remove one does
-/// not undo an upgrade that worked; it is said and left.
+/// the new rootfs. Failing on a host does not undo an upgrade that worked;
+/// it is said and left.
 pub(super) fn prune_old_rootfs(ctx: &RunContext, snapshot: &Cluster) {
     let rootfs = ctx.image.host_rootfs();
-    let (dir, keep) = rootfs.rsplit_once('/').unwrap_or((&rootfs, ""));
+    let rootfs_dir = rootfs.rsplit_once('/').map_or(rootfs.as_str(), |(d, _)| d);
+    let apps = super::apps::host_app_dir(&ctx.image);
+    let apps_dir = apps.rsplit_once('/').map_or(apps.as_str(), |(d, _)| d);
     let results = per_host(&snapshot.hosts, |host| {
-        let removed = ctx.connection(host).and_then(|transport| {
-            run_checked(
-                transport,
-                &[
-                    "find",
-                    dir,
-                    "-mindepth",
-                    "1",
-                    "-maxdepth",
-                    "1",
-                    "!",
-                    "-name",
-                    keep,
-                    "-exec",
-                    "rm",
-                    "-rf",
-                    "--",
-                    "{}",
-                    "+",
-                ],
-            )
+        let mut argv: Vec<String> = ["gc", "--rootfs-dir", rootfs_dir, "--pinned-by", apps_dir]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let before = snapshot.status.hosts.get(&host.key());
+        let keep_images = std::iter::once(ctx.image.digest.clone()).chain(
+            before
+                .into_iter()
+                .flat_map(|s| s.images.iter().map(|i| i.digest.clone())),
+        );
+        for digest in keep_images {
+            argv.extend(["--keep-image".to_string(), digest]);
+        }
+        for layer in ctx.apps.iter().chain([&ctx.image]).flat_map(|i| &i.layers) {
+            argv.extend(["--keep-layer".to_string(), layer.digest().to_string()]);
+        }
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let outcome = ctx.connection(host).and_then(|transport| {
+            let (what, output) = call_installer(transport, &ctx.image, &argv, "")?;
+            if !output.success() {
+                return Err(ApplyError::command(transport.address(), what, &output, 10));
+            }
+            serde_json::from_slice::<GcOutcome>(&output.stdout).map_err(|e| {
+                ApplyError::command(transport.address(), format!("{what}: {e}"), &output, 10)
+            })
         });
-        (host.clone(), removed)
+        (host.clone(), outcome)
     });
     for (host, result) in results {
-        if let Err(error) = result {
-            ctx.progress.message(&format!(
-                "warning: {}: the rootfs of the earlier image is still there: {error}",
+        match result {
+            Ok(gc) if !gc.removed.is_empty() => ctx.progress.message(&format!(
+                "{}: removed {} directories no kept image references, {} freed",
+                host.key(),
+                gc.removed.len(),
+                megabytes(gc.freed)
+            )),
+            Ok(_) => {}
+            Err(error) => ctx.progress.message(&format!(
+                "warning: {}: the files of the earlier images are still there: {error}",
                 host.key()
-            ));
+            )),
         }
     }
 }

@@ -226,6 +226,29 @@ pub enum InstallerCommand {
     Apply(InstallerApplyArgs),
     /// Unpack layer blobs, in order, into a rootfs directory.
     Unpack(InstallerUnpackArgs),
+    /// Remove the rootfs and layer directories that no kept image
+    /// references (after an upgrade); prints what went and the bytes freed (JSON).
+    Gc(InstallerGcArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallerGcArgs {
+    /// An image whose rootfs stays (its digest), and with it the layers its
+    /// stamp names: the one the host runs and the one before it.
+    #[arg(long = "keep-image", value_name = "DIGEST", required = true)]
+    pub keep_images: Vec<String>,
+    /// A layer that stays (its blob's digest).
+    #[arg(long = "keep-layer", value_name = "DIGEST")]
+    pub keep_layers: Vec<String>,
+    /// Where the layer directories are.
+    #[arg(long, value_name = "DIR", default_value = crate::host_paths::HOST_LAYERS)]
+    pub layers: PathBuf,
+    /// Where the images' rootfs directories are.
+    #[arg(long, value_name = "DIR", default_value = crate::host_paths::DEFAULT_ROOTFS_DIR)]
+    pub rootfs_dir: PathBuf,
+    /// A directory of other rootfs (application images) whose stamps' layers stay.
+    #[arg(long, value_name = "DIR")]
+    pub pinned_by: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

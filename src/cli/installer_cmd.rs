@@ -25,6 +25,24 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
         InstallerCommand::Uninstall(a) => run_request(Operation::Uninstall, &a, quiet),
         InstallerCommand::Verify(a) => {
             let request = read_request()?;
+            // The one change a check makes: what interrupted runs left
+            // (their processes gone) beside the layers and the rootfs. A
+            // re-run that has every layer unpacks nothing, so it is here
+            // that a host powered off mid-transfer loses its leftovers.
+            let under_root = |p: &str| a.host_root.join(p.trim_start_matches('/'));
+            let mut dirs: Vec<PathBuf> = request
+                .layers
+                .iter()
+                .chain([&request.rootfs])
+                .filter_map(|p| under_root(p).parent().map(|d| d.to_path_buf()))
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            for dir in dirs {
+                for path in installer::remove_garbage(&dir)? {
+                    eprintln!("removed {} (left by an interrupted run)", path.display());
+                }
+            }
             let mut report = installer::verify(&request, &a.host_root)?;
             if let (Some(operation), true) = (a.probe, report.holds()) {
                 let operation = match operation {
@@ -47,6 +65,17 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
             }
             Ok(())
         }
+        InstallerCommand::Gc(a) => {
+            let outcome = installer::gc(
+                &a.layers,
+                &a.rootfs_dir,
+                &a.keep_images,
+                &a.keep_layers,
+                &a.pinned_by,
+            )?;
+            outln!("{}", serde_json::to_string(&outcome)?)?;
+            Ok(())
+        }
         InstallerCommand::Unpack(a) => {
             let sources = layer_sources(&a.layers, &a.incoming)?;
             let outcome = if a.fetch {
@@ -64,6 +93,9 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 installer::receive(&sources, &mut input, &a.dest, BlobCheck::Hash)?
             };
             if !quiet {
+                for path in &outcome.removed_garbage {
+                    eprintln!("removed {} (left by an interrupted run)", path.display());
+                }
                 if outcome.unpacked {
                     eprintln!(
                         "unpacked {} layers into {}",

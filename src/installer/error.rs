@@ -9,6 +9,8 @@ use crate::plan::{PlanError, TemplateError};
 pub enum InstallerError {
     #[error("the plan is not valid: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     InvalidPlan(Vec<PlanError>),
+    #[error("installer gc: {0}")]
+    Gc(String),
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,

@@ -30,6 +30,7 @@
 
 mod error;
 mod execute;
+mod gc;
 mod mounts;
 mod place;
 mod probe;
@@ -51,13 +52,14 @@ use crate::plan::{Check, Plan};
 
 pub use error::InstallerError;
 pub use execute::execute;
+pub use gc::{gc, GcOutcome};
 pub use place::{placements, PlacedFile};
 pub use probe::{forget_join, probe, remember_join, Probe};
 pub use request::{
     ClusterSpec, HostSpec, ImageSpec, Operation, Request, RequestError, SecretsSpec,
     REQUEST_VERSION,
 };
-pub use unpack::{receive, unpack, BlobCheck, LayerSource, UnpackOutcome, STAMP};
+pub use unpack::{receive, remove_garbage, unpack, BlobCheck, LayerSource, UnpackOutcome, STAMP};
 pub use verify::{verify, CheckKind, VerifyReport, Violation};
 
 /// The `PATH` that [`crate::plan::Action::Run`] programs get (plus the step's env).

@@ -293,8 +293,11 @@ fn place_file(src: &Path, dest: &Path, mode: u32) -> io::Result<()> {
     let _ = fs::remove_file(&tmp);
     match fs::hard_link(src, &tmp) {
         Ok(()) => {
+            // The layer's file is durable already (`unpack`); the new name
+            // is once its directory is.
             let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-                .and_then(|()| fs::rename(&tmp, dest));
+                .and_then(|()| fs::rename(&tmp, dest))
+                .and_then(|()| atomic_file::sync_dir(dir));
             // rename does nothing when both names are links to one file.
             let _ = fs::remove_file(&tmp);
             placed
@@ -313,7 +316,8 @@ fn link_atomic(target: &str, dest: &Path) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.sealrs-link-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)?;
-    fs::rename(&tmp, dest)
+    fs::rename(&tmp, dest)?;
+    atomic_file::sync_dir(dir)
 }
 
 /// Places the rootfs for `role`; with `ctx.dry_run`, only tells whether it would change.

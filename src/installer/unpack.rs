@@ -48,6 +48,12 @@ use crate::layout::probe::Magic;
 /// The completion stamp inside an unpacked rootfs.
 pub const STAMP: &str = ".sealrs-unpacked.json";
 
+/// The mode of a layer directory and of a rootfs: an image's files may hold
+/// secrets (`etc/config.yaml` with a token, `registries.yaml` with a
+/// password) in modes the image gave them, so nobody but root gets in.
+/// Placed files keep their own modes where they land.
+pub const PRIVATE_DIR: u32 = 0o700;
+
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 const BUF: usize = 256 * 1024;
@@ -97,6 +103,8 @@ pub struct UnpackOutcome {
     pub digests: Vec<String>,
     /// Entries skipped because a rootfs cannot hold them (devices, fifos).
     pub skipped_entries: usize,
+    /// What interrupted earlier unpacks had left and this one removed.
+    pub removed_garbage: Vec<PathBuf>,
 }
 
 /// Who checks an incoming blob against its digest.
@@ -147,13 +155,26 @@ pub fn receive(
     check: BlobCheck,
 ) -> Result<UnpackOutcome, InstallerError> {
     let mut skipped = 0;
+    let mut dirs: Vec<PathBuf> = layers
+        .iter()
+        .filter(|l| matches!(l, LayerSource::Incoming { .. }) || l.path().is_dir())
+        .map(|l| parent_dir(l.path()))
+        .collect();
+    dirs.push(parent_dir(dest));
+    dirs.sort();
+    dirs.dedup();
+    let mut removed_garbage = Vec::new();
+    for dir in &dirs {
+        removed_garbage.extend(remove_garbage(dir)?);
+    }
     for layer in layers {
         if let LayerSource::Incoming { dir, size } = layer {
             skipped += receive_layer(&mut *input, dir, *size, check)?;
         }
     }
     let paths: Vec<PathBuf> = layers.iter().map(|l| l.path().to_path_buf()).collect();
-    if let Some(done) = already_unpacked(&paths, read_stamp(dest).as_ref(), dest)? {
+    if let Some(mut done) = already_unpacked(&paths, read_stamp(dest).as_ref(), dest)? {
+        done.removed_garbage = removed_garbage;
         return Ok(done);
     }
 
@@ -164,7 +185,7 @@ pub fn receive(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "rootfs".into());
     let tmp = tempfile::Builder::new()
-        .prefix(&format!("{name}.tmp-"))
+        .prefix(&format!("{name}.tmp-{}-", std::process::id()))
         .tempdir_in(&parent)
         .map_err(InstallerError::io("creating a directory in", &parent))?;
     let mut digests = Vec::new();
@@ -197,8 +218,13 @@ pub fn receive(
         },
     )?;
     let tmp = tmp.keep();
-    // Unpacked layers may have made the top directory read-only or odd.
-    let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755));
+    // Unpacked layers may have made the top directory read-only or odd; and
+    // an image's files may hold secrets (a config with a token): root only.
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(PRIVATE_DIR))
+        .map_err(InstallerError::io("setting the mode of", &tmp))?;
+    // Durable before named (see `receive_layer`): the links, directories
+    // and stamp of the new rootfs reach the disk before it takes `dest`.
+    atomic_file::sync_tree(&tmp).map_err(InstallerError::io("syncing", &tmp))?;
     match fs::symlink_metadata(dest) {
         Ok(_) => {
             let old = parent.join(format!("{name}.old-{}", std::process::id()));
@@ -211,10 +237,12 @@ pub fn receive(
             fs::rename(&tmp, dest).map_err(InstallerError::io("renaming into place", dest))?;
         }
     }
+    atomic_file::sync_dir(&parent).map_err(InstallerError::io("syncing", &parent))?;
     Ok(UnpackOutcome {
         unpacked: true,
         digests,
         skipped_entries: skipped,
+        removed_garbage,
     })
 }
 
@@ -236,6 +264,7 @@ fn already_unpacked(
         unpacked: false,
         digests,
         skipped_entries: 0,
+        removed_garbage: Vec::new(),
     };
     if stamp.files == stats {
         return Ok(Some(same(stamp.layers.clone())));
@@ -261,6 +290,23 @@ fn already_unpacked(
 /// Unpacks the next `size` bytes of `input` as a blob into a temp directory
 /// beside `dir`, which becomes `dir` only if the bytes have the digest `dir`
 /// is named by, as `check` learns it. Returns how many entries were skipped.
+///
+/// Durable before named: a layer directory is trusted by its name alone
+/// (the next run finds `dir` and sends nothing), so the name must never
+/// stand for less than the whole layer, whatever stops the host. The order:
+/// 1. every entry is written into `.incoming-<pid>-XXXX`, a name nothing
+///    trusts (and the next run removes: [`remove_garbage`]);
+/// 2. the bytes are checked against the digest;
+/// 3. `syncfs` makes every file's data, every directory entry and the temp
+///    directory itself durable ([`atomic_file::sync_tree`]);
+/// 4. only then the temp directory is renamed to `dir`;
+/// 5. `dir`'s parent is fsynced, so the rename itself survives.
+///
+/// A power cut before 4 leaves a temp directory (garbage, removed next
+/// time) and no `dir`; after 4 the rename can only reach the disk after
+/// the content did (step 3 returned before the rename was issued), so a
+/// `dir` found after a reboot holds every byte. After 5 the next run finds
+/// the layer and need not send it again.
 fn receive_layer(
     input: &mut dyn Read,
     dir: &Path,
@@ -273,7 +319,7 @@ fn receive_layer(
     let parent = parent_dir(dir);
     fs::create_dir_all(&parent).map_err(InstallerError::io("creating", &parent))?;
     let tmp = tempfile::Builder::new()
-        .prefix(".incoming-")
+        .prefix(&format!(".incoming-{}-", std::process::id()))
         .tempdir_in(&parent)
         .map_err(InstallerError::io("creating a directory in", &parent))?;
     let mut counted = Counted {
@@ -327,12 +373,77 @@ fn receive_layer(
         return Ok(skipped); // kept meanwhile by another unpack: the same bytes
     }
     let kept = tmp.keep();
-    let _ = fs::set_permissions(&kept, fs::Permissions::from_mode(0o755));
-    fs::rename(&kept, dir).map_err(|e| {
+    // Root only, as the rootfs: the layer's files are the rootfs's.
+    let _ = fs::set_permissions(&kept, fs::Permissions::from_mode(PRIVATE_DIR));
+    let gone = |e| {
         let _ = remove_all(&kept);
         InstallerError::io("keeping", dir)(e)
-    })?;
+    };
+    atomic_file::sync_tree(&kept).map_err(gone)?;
+    fs::rename(&kept, dir).map_err(gone)?;
+    atomic_file::sync_dir(&parent).map_err(InstallerError::io("syncing", &parent))?;
     Ok(skipped)
+}
+
+/// What an interrupted transfer or assembly leaves in `dir`, by the names
+/// the temp directories get: `.incoming-<pid>-*` (a layer being received),
+/// `<hex>.incoming-<pid>*` (the installer bootstrap's, see
+/// `apply::bootstrap`), `<name>.tmp-<pid>-*` and `<name>.old-<pid>` (a
+/// rootfs being assembled and the one it replaces). A power cut or a kill
+/// leaves them forever, so every unpack removes those whose process is
+/// gone: a running unpack's own (its pid is alive) stay. Names from before
+/// the pid was in them go once they are an hour old.
+pub fn remove_garbage(dir: &Path) -> Result<Vec<PathBuf>, InstallerError> {
+    let Ok(read) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    for entry in read.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = leftover_pid(&name) else {
+            continue;
+        };
+        let stale = match pid {
+            Some(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(3600)),
+        };
+        if stale {
+            let path = entry.path();
+            remove_all(&path).map_err(InstallerError::io("removing", &path))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// `Some(pid)` when `name` is a temp name of an unpack or the bootstrap
+/// (`Some(None)` when it has no pid in it); `None` for anything else.
+fn leftover_pid(name: &str) -> Option<Option<u32>> {
+    let rest = if let Some(rest) = name.strip_prefix(".incoming-") {
+        rest
+    } else {
+        let (base, rest) = [".incoming-", ".tmp-", ".old-"]
+            .iter()
+            .find_map(|m| name.split_once(m))?;
+        // The layer or rootfs it was to become: a digest name, or the
+        // default rootfs directory's.
+        let hex = base.len() == 64 && base.chars().all(|c| c.is_ascii_hexdigit());
+        if !hex && base != "rootfs" {
+            return None;
+        }
+        rest
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let end = rest[digits.len()..].chars().next();
+    match (digits.parse::<u32>(), end) {
+        (Ok(pid), None | Some('-') | Some('.')) => Some(Some(pid)),
+        _ => Some(None),
+    }
 }
 
 /// The directory `path` is in (`.` for a bare name): where its temp twin goes.
@@ -404,6 +515,12 @@ fn heads(root: &Path) -> io::Result<BTreeMap<String, Magic>> {
 /// The rootfs `dest`'s files' heads as its stamp recorded them, if it did.
 pub(super) fn recorded_heads(dest: &Path) -> Option<BTreeMap<String, Magic>> {
     read_stamp(dest)?.heads
+}
+
+/// The layer digests (`sha256:<hex>`) the rootfs `dest`'s stamp names;
+/// none when it has no readable stamp.
+pub(super) fn stamped_layers(dest: &Path) -> Vec<String> {
+    read_stamp(dest).map(|s| s.layers).unwrap_or_default()
 }
 
 fn read_stamp(dest: &Path) -> Option<Stamp> {
@@ -799,6 +916,44 @@ pub(crate) use super::mounts::remove_all;
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// Layer directories and the rootfs are root's alone (0700), whatever
+    /// modes the image's files have; the placed copies keep theirs.
+    #[test]
+    fn layer_directories_and_the_rootfs_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, mode) in [("./", 0o755), ("etc/config.yaml", 0o644)] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(if mode == 0o644 { 6 } else { 0 });
+            header.set_mode(mode);
+            header.set_entry_type(if mode == 0o644 {
+                tar::EntryType::Regular
+            } else {
+                tar::EntryType::Directory
+            });
+            header.set_cksum();
+            let data: &[u8] = if mode == 0o644 { b"token\n" } else { b"" };
+            tar.append_data(&mut header, path, data).unwrap();
+        }
+        let blob = tar.into_inner().unwrap();
+        let hex = crate::digest::sha256_digest(&blob).digest().to_string();
+        let layer = dir.path().join("layers/sha256").join(&hex);
+        let dest = dir.path().join("rootfs/image");
+        let source = LayerSource::Incoming {
+            dir: layer.clone(),
+            size: blob.len() as u64,
+        };
+        receive(&[source], &mut &blob[..], &dest, BlobCheck::Hash).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&layer), 0o700);
+        assert_eq!(mode(&dest), 0o700);
+        assert_eq!(mode(&dest.join("etc/config.yaml")), 0o644);
+        // Assembled again (a stale stamp): still private.
+        fs::remove_file(dest.join(STAMP)).unwrap();
+        unpack(std::slice::from_ref(&layer), &dest).unwrap();
+        assert_eq!(mode(&dest), 0o700);
+    }
 
     #[test]
     fn a_large_file_gets_its_blocks_before_its_bytes_and_keeps_its_size() {

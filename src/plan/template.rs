@@ -26,6 +26,89 @@ pub enum TemplateError {
 /// Renders `${NAME}` / `${NAME:-default}` with `env`. Reports every undefined
 /// name at once.
 pub fn render_template(template: &str, env: &[(String, String)]) -> Result<String, TemplateError> {
+    render_with(template, env, &mut |value, _| value.to_string())
+}
+
+/// Renders a YAML template (`${NAME}` as [`render_template`] reads them)
+/// so that every value from `env` is one YAML scalar, whatever it holds:
+/// a newline, `: `, quotes, `#`, `{{` or `$` can neither add keys nor end
+/// the string. Each placeholder is first replaced by a token, the document
+/// parsed, the values put into the parsed scalars (where the token was),
+/// and the result serialized by serde_yaml_ng. A placeholder that is a
+/// whole unquoted scalar (`port: ${PORT}`) takes the value's YAML type when
+/// it is a one-line boolean or number, as pasting did; anything else is a
+/// string. Defaults (`${NAME:-default}`) are the template's own text.
+pub fn render_yaml_template(
+    template: &str,
+    env: &[(String, String)],
+) -> Result<String, TemplateError> {
+    let mut nonce = 0;
+    while template.contains(&format!("sealrs{nonce}v")) {
+        nonce += 1;
+    }
+    let mut values: Vec<(String, bool)> = Vec::new();
+    let tokened = render_with(template, env, &mut |value, quoted| {
+        values.push((value.to_string(), quoted));
+        format!("sealrs{nonce}v{}x", values.len() - 1)
+    })?;
+    let token = |i: usize| format!("sealrs{nonce}v{i}x");
+    let mut doc: Value = serde_yaml_ng::from_str(&tokened).map_err(|e| TemplateError::Yaml {
+        what: "the rendered template",
+        reason: e.to_string(),
+    })?;
+    let fill = |text: &str| -> Value {
+        if let Some(i) = (0..values.len()).find(|&i| text == token(i)) {
+            let (value, quoted) = &values[i];
+            if !quoted && !value.contains('\n') {
+                if let Ok(v @ (Value::Bool(_) | Value::Number(_))) = serde_yaml_ng::from_str(value)
+                {
+                    return v;
+                }
+            }
+            return Value::String(value.clone());
+        }
+        let mut out = text.to_string();
+        // Highest index first: `…v1x` is not inside `…v10x`, but be plain.
+        for i in (0..values.len()).rev() {
+            out = out.replace(&token(i), &values[i].0);
+        }
+        Value::String(out)
+    };
+    fill_values(&mut doc, &fill);
+    if doc.is_null() {
+        return Ok(String::new());
+    }
+    serde_yaml_ng::to_string(&doc).map_err(|e| TemplateError::Yaml {
+        what: "the rendered template",
+        reason: e.to_string(),
+    })
+}
+
+/// Puts the values back in every string scalar and key of `doc`.
+fn fill_values(doc: &mut Value, fill: &dyn Fn(&str) -> Value) {
+    match doc {
+        Value::String(text) => *doc = fill(text),
+        Value::Sequence(items) => items.iter_mut().for_each(|v| fill_values(v, fill)),
+        Value::Mapping(map) => {
+            let old = std::mem::take(map);
+            for (mut k, mut v) in old {
+                fill_values(&mut k, fill);
+                fill_values(&mut v, fill);
+                map.insert(k, v);
+            }
+        }
+        Value::Tagged(tagged) => fill_values(&mut tagged.value, fill),
+        _ => {}
+    }
+}
+
+/// [`render_template`] with what a value becomes decided by `subst` (given
+/// the value and whether the placeholder stands between a pair of quotes).
+fn render_with(
+    template: &str,
+    env: &[(String, String)],
+    subst: &mut dyn FnMut(&str, bool) -> String,
+) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(template.len());
     let mut undefined: Vec<String> = Vec::new();
     let mut rest = template;
@@ -48,8 +131,13 @@ pub fn render_template(template: &str, env: &[(String, String)]) -> Result<Strin
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
+            let consumed = 2 + end + 1;
+            let quoted = match (out.chars().last(), after[consumed..].chars().next()) {
+                (Some(a), Some(b)) => a == b && (a == '"' || a == '\''),
+                _ => false,
+            };
             match (env.iter().find(|(k, _)| k == name), default) {
-                (Some((_, v)), _) => out.push_str(v),
+                (Some((_, v)), _) => out.push_str(&subst(v, quoted)),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
                     if !undefined.iter().any(|u| u == name) {
@@ -57,7 +145,6 @@ pub fn render_template(template: &str, env: &[(String, String)]) -> Result<Strin
                     }
                 }
             }
-            let consumed = 2 + end + 1;
             rest = &after[consumed..];
             offset += i + consumed;
             continue;
@@ -192,6 +279,54 @@ mod tests {
             out,
             "p: pa$$w0rd\"`x\nc: 10.42.0.0/16\nd: dflt\nlit: ${PASS} $5 $"
         );
+    }
+
+    /// A value with newlines, `: `, quotes, `{{`, `$` and `#` rendered into
+    /// a YAML template reads back as exactly that one string, in a plain
+    /// scalar, in quotes and inside a longer string; no key is added.
+    #[test]
+    fn yaml_template_values_are_one_scalar_each() {
+        let evil =
+            "x\ndisable-apiserver: true\ntoken: \"s'e\" # c {{ .Values }} ${HOME} $$\n- a: b";
+        let e = env(&[("V", evil), ("PORT", "6443"), ("ON", "true")]);
+        let template = "plain: ${V}\nsingle: '${V}'\ndouble: \"${V}\"\nlonger: --arg=${V}!\nlist:\n- ${V}\nport: ${PORT}\nquoted-port: '${PORT}'\non: ${ON}\ndefault: ${NOPE:-d}\n";
+        let out = render_yaml_template(template, &e).unwrap();
+        let v: Value = serde_yaml_ng::from_str(&out).unwrap();
+        let map = v.as_mapping().unwrap();
+        let keys: Vec<&str> = map.keys().map(|k| k.as_str().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "plain",
+                "single",
+                "double",
+                "longer",
+                "list",
+                "port",
+                "quoted-port",
+                "on",
+                "default"
+            ],
+            "{out}"
+        );
+        for key in ["plain", "single", "double"] {
+            assert_eq!(v[key], Value::String(evil.into()), "{key}: {out}");
+        }
+        assert_eq!(v["longer"], Value::String(format!("--arg={evil}!")));
+        assert_eq!(v["list"][0], Value::String(evil.into()));
+        assert_eq!(v["port"], Value::from(6443));
+        assert_eq!(v["quoted-port"], Value::String("6443".into()));
+        assert_eq!(v["on"], Value::Bool(true));
+        assert_eq!(v["default"], Value::String("d".into()));
+        // Pasting, as render_template does, would have added keys.
+        let pasted: Value = serde_yaml_ng::from_str(&render_template("plain: ${V}\n", &e).unwrap())
+            .unwrap_or(Value::Null);
+        assert!(pasted.get("plain") != Some(&Value::String(evil.into())));
+        // Undefined names are still all reported.
+        assert!(matches!(
+            render_yaml_template("a: ${A}\nb: ${B}\n", &[]),
+            Err(TemplateError::Undefined { names }) if names == ["A", "B"]
+        ));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use crate::cluster::Role;
 use crate::installer::place::{self, write_atomic as write_file_atomic};
 use crate::installer::unpack::remove_all;
 use crate::installer::InstallerError;
-use crate::plan::{merge_yaml, merge_yaml_keeping, render_template, Capture, FileContent};
+use crate::plan::{
+    merge_yaml, merge_yaml_keeping, render_template, render_yaml_template, Capture, FileContent,
+};
 
 impl StepRun<'_> {
     /// Places the image's rootfs for `role` as its layout says.
@@ -108,7 +110,8 @@ impl StepRun<'_> {
         if !is_template {
             return Ok(Some(text));
         }
-        render_template(&text, &self.plan.env)
+        // Each env value one YAML scalar: a newline in it adds no key.
+        render_yaml_template(&text, &self.plan.env)
             .map(Some)
             .map_err(|source| InstallerError::Template {
                 path: base.to_string(),
