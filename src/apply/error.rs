@@ -132,6 +132,13 @@ pub enum ApplyError {
         source: Box<crate::cluster::ClusterError>,
     },
 
+    #[error("cluster {cluster} is busy: {holder} is working on it ({}); wait for it to end, then run this command again", path.display())]
+    Busy {
+        cluster: String,
+        holder: String,
+        path: PathBuf,
+    },
+
     #[error("{}: {reason}", hosts.join(", "))]
     Refused { hosts: Vec<String>, reason: String },
 

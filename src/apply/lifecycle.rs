@@ -19,7 +19,9 @@ use super::distribute::distribute;
 use super::install::{self, Install};
 use super::join::{join, MasterFailure};
 use super::status::{record_node_names, settle};
-use super::uninstall::{node_name, remove_from_kubernetes, uninstall, unreachable_reason};
+use super::uninstall::{
+    node_name, refuse_stores, remove_from_kubernetes, uninstall, unreachable_reason,
+};
 use super::{upgrade as upgrading, verify, ApplyError, HostFailure, RunOptions, RunReport};
 use crate::cluster::{Address, Cluster, Host, Phase};
 use crate::progress::Progress;
@@ -48,7 +50,7 @@ impl LifecycleReport {
 
 /// The context of a lifecycle command: the saved cluster's image `images`
 /// (the first of them) with its runtime, which must have an installer.
-fn open<'a>(
+pub(super) fn open<'a>(
     store: &'a Store,
     connector: &'a dyn Connector,
     progress: &'a dyn Progress,
@@ -59,18 +61,11 @@ fn open<'a>(
     Ok(ctx)
 }
 
-/// Adds `new_hosts` to the cluster and joins them; hosts already in the
-/// cluster with the same roles are joined again (idempotently), so a failed
-/// `add` is rerun as is.
-pub fn add(
-    store: &Store,
-    cluster: &mut Cluster,
-    new_hosts: Vec<Host>,
-    connector: &dyn Connector,
-    progress: &dyn Progress,
-) -> Result<LifecycleReport, ApplyError> {
+/// The cluster with `new_hosts` added; refused when one is in the cluster
+/// already with other roles.
+pub(super) fn grown(cluster: &Cluster, new_hosts: &[Host]) -> Result<Cluster, ApplyError> {
     let mut clash = Vec::new();
-    for host in &new_hosts {
+    for host in new_hosts {
         if let Some(existing) = cluster.host(&host.address) {
             if existing.roles != host.roles {
                 clash.push(host.key());
@@ -83,13 +78,51 @@ pub fn add(
             reason: "already in the cluster with another role; delete them first".into(),
         });
     }
-    let mut ctx = open(store, connector, progress, &cluster.images)?;
     let mut grown = cluster.clone();
-    for host in &new_hosts {
+    for host in new_hosts {
         if grown.host(&host.address).is_none() {
             grown.hosts.push(host.clone());
         }
     }
+    Ok(grown)
+}
+
+/// The first master, once `addresses` are known to be hosts of the cluster
+/// that may be deleted (the first master may not).
+pub(super) fn deletable(cluster: &Cluster, addresses: &[Address]) -> Result<Host, ApplyError> {
+    let unknown: Vec<String> = addresses
+        .iter()
+        .filter(|a| cluster.host(a).is_none())
+        .map(|a| a.to_string())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApplyError::Refused {
+            hosts: unknown,
+            reason: format!("not in cluster {}", cluster.name),
+        });
+    }
+    let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
+    if addresses.contains(&first.address) {
+        return Err(ApplyError::Refused {
+            hosts: vec![first.key()],
+            reason: "the first master holds the cluster and cannot be deleted; use sealrs reset to remove the whole cluster".into(),
+        });
+    }
+    Ok(first)
+}
+
+/// Adds `new_hosts` to the cluster and joins them; hosts already in the
+/// cluster with the same roles are joined again (idempotently), so a failed
+/// `add` is rerun as is.
+pub fn add(
+    store: &Store,
+    cluster: &mut Cluster,
+    new_hosts: Vec<Host>,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<LifecycleReport, ApplyError> {
+    let grown = grown(cluster, &new_hosts)?;
+    let mut ctx = open(store, connector, progress, &cluster.images)?;
     verify::cluster(&grown, &ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?.clone();
 
@@ -169,24 +202,7 @@ pub fn delete(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
-    let unknown: Vec<String> = addresses
-        .iter()
-        .filter(|a| cluster.host(a).is_none())
-        .map(|a| a.to_string())
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ApplyError::Refused {
-            hosts: unknown,
-            reason: format!("not in cluster {}", cluster.name),
-        });
-    }
-    let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
-    if addresses.contains(&first.address) {
-        return Err(ApplyError::Refused {
-            hosts: vec![first.key()],
-            reason: "the first master holds the cluster and cannot be deleted; use sealrs reset to remove the whole cluster".into(),
-        });
-    }
+    let first = deletable(cluster, addresses)?;
     let mut ctx = open(store, connector, progress, &cluster.images)?;
     let mut shrunk = cluster.clone();
     shrunk.hosts.retain(|h| !addresses.contains(&h.address));
@@ -238,6 +254,13 @@ pub fn delete(
             .or_default()
             .node_name = Some(name.clone());
     }
+
+    let up: Vec<Host> = named
+        .iter()
+        .map(|(h, _)| h.clone())
+        .filter(|h| ctx.connection(h).is_ok())
+        .collect();
+    refuse_stores(&ctx, &up)?;
 
     // The installer and rootfs the plans need (nothing is sent to a host that
     // still has them).
@@ -377,6 +400,13 @@ pub fn reset(
         }
         Err(other) => return Err(other),
     }
+    let up: Vec<Host> = cluster
+        .hosts
+        .iter()
+        .filter(|h| ctx.connection(h).is_ok())
+        .cloned()
+        .collect();
+    refuse_stores(&ctx, &up)?;
     distribute(&mut ctx, None)?;
 
     cluster.status.phase = Phase::Resetting;

@@ -162,6 +162,10 @@ pub struct AddArgs {
     /// Control-plane hosts to add, IP[:PORT][,IP...].
     #[arg(long, value_name = "IPS")]
     pub masters: Vec<String>,
+    /// Print what would happen on each host, and around it (order, batches,
+    /// drain); reach no host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
 }
@@ -174,6 +178,13 @@ pub struct DeleteArgs {
     /// Hosts to delete, IP[:PORT][,IP...] (masters or workers; never the first master).
     #[arg(long, value_name = "IPS", required = true)]
     pub nodes: Vec<String>,
+    /// Print what would happen on each host, and around it (order, batches,
+    /// drain); reach no host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
 }
@@ -186,6 +197,10 @@ pub struct UpgradeArgs {
     /// The cluster image to upgrade to, in the local store.
     #[arg(value_name = "IMAGE")]
     pub image: String,
+    /// Print what would happen on each host, and around it (order, batches,
+    /// drain); reach no host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
 }
@@ -198,6 +213,13 @@ pub struct ResetArgs {
     /// Go on when hosts cannot be reached (what sealrs put on them stays there).
     #[arg(long)]
     pub force: bool,
+    /// Print what would happen on each host, and around it (order, batches,
+    /// drain); reach no host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
 }

@@ -137,6 +137,16 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     for image in &mut cluster.images {
         *image = super::resolve::name_for(store, image)?;
     }
+    // One command per cluster at a time (a dry run changes nothing).
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(apply::ClusterLock::acquire(
+            root,
+            &cluster.name,
+            &format!("run --cluster {}", cluster.name),
+        )?)
+    };
     // A run onto a cluster sealrs already made knows what its hosts run.
     match apply::load_cluster(root, &cluster.name) {
         Ok(saved) => cluster.keep_status_of(&saved),

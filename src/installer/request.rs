@@ -387,8 +387,8 @@ mod tests {
             &c.hosts[host],
             &info,
             &secrets,
-            "/var/lib/sealrs/rootfs/abc",
-            vec!["/var/lib/sealrs/layers/sha256/00".into()],
+            "/var/lib/sealrs-host/rootfs/abc",
+            vec!["/var/lib/sealrs-host/layers/sha256/00".into()],
         )
     }
 

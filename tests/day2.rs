@@ -1,0 +1,227 @@
+//! A cluster's second day (issue 17): what `reset` keeps, one command per
+//! cluster at a time, confirmation, `--dry-run` of the lifecycle commands,
+//! membership and pinned digests, on real hosts with the k3s stand-ins.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::Env;
+use crate::hosts::{Host, TestHosts};
+use crate::layout::example;
+use crate::run::{run_on, ssh_flags};
+
+/// `sealrs ARGS... <ssh flags>`.
+fn sealrs(env: &Env, hosts: &TestHosts, args: &[&str]) -> std::process::Output {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(ssh_flags(hosts));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    env.run(&refs)
+}
+
+/// [`sealrs`] that must succeed; its stderr (and stdout after it).
+fn ok(env: &Env, hosts: &TestHosts, args: &[&str]) -> String {
+    let out = sealrs(env, hosts, args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.status.success(), "sealrs {args:?} failed:\n{text}");
+    text
+}
+
+/// [`sealrs`] that must fail, cleanly; its stderr.
+fn fails(env: &Env, hosts: &TestHosts, args: &[&str]) -> String {
+    let out = sealrs(env, hosts, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "sealrs {args:?} should fail");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn exists(host: &Host, path: &str) -> bool {
+    host.exec(&["test", "-e", path]).status.success()
+}
+
+fn build_k3s(env: &Env, tag: &str) -> String {
+    let dir = example(env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", tag, &dir]);
+    dir
+}
+
+fn saved(env: &Env) -> String {
+    fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap()
+}
+
+/// Makes `host` an operator too: this sealrs in `/root/sealrs`, and `image`
+/// loaded into its store at root's default root (`/var/lib/sealrs`), by
+/// sealrs running on the host.
+fn operate_from(env: &Env, host: &Host, image: &str) {
+    let archive = env.path("operator.tar");
+    env.ok(&["save", "-o", archive.to_str().unwrap(), image]);
+    fs::copy(&archive, host.root().join("root/image.tar")).unwrap();
+    let bin = host.root().join("root/sealrs");
+    fs::copy(env!("CARGO_BIN_EXE_sealrs"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    host.exec_ok(&["/root/sealrs", "load", "-i", "/root/image.tar"]);
+    host.exec_ok(&["rm", "/root/image.tar"]);
+}
+
+/// What the host's own sealrs lists in its default store.
+fn host_images(host: &Host) -> String {
+    host.exec_ok(&["/root/sealrs", "images"])
+}
+
+#[test]
+fn reset_keeps_the_image_store_of_a_host_that_is_also_the_operator() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    operate_from(&env, &hosts[0], "k3s-cluster:1");
+    assert!(exists(&hosts[0], "/var/lib/sealrs/oci/oci-layout"));
+    let before = host_images(&hosts[0]);
+    assert!(before.contains("k3s-cluster"), "{before}");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    assert!(exists(&hosts[0], "/var/lib/sealrs-host/rootfs"));
+
+    // A store where sealrs keeps its host state (someone ran sealrs with
+    // --root /var/lib/sealrs-host): refused before anything changes.
+    hosts[1].exec_ok(&["mkdir", "-p", "/var/lib/sealrs-host/clusters/mine"]);
+    let refused = fails(&env, &hosts, &["reset", "--yes"]);
+    assert!(
+        refused.contains(&hosts[1].ip) && refused.contains("holds a sealrs image store"),
+        "{refused}"
+    );
+    for host in [&hosts[0], &hosts[1]] {
+        assert!(exists(host, "/usr/local/bin/k3s"), "nothing changed");
+    }
+    assert!(exists(&hosts[1], "/var/lib/sealrs-host/clusters/mine"));
+    hosts[1].exec_ok(&["rm", "-r", "/var/lib/sealrs-host/clusters"]);
+
+    let out = ok(&env, &hosts, &["reset", "--yes"]);
+    assert!(out.contains("cluster default reset on 2 hosts"), "{out}");
+    for host in [&hosts[0], &hosts[1]] {
+        assert!(!exists(host, "/var/lib/sealrs-host"), "{}", host.name);
+        assert!(!exists(host, "/usr/local/bin/k3s"), "{}", host.name);
+    }
+    // The operator's store on the host is whole: same images, blobs intact.
+    assert_eq!(host_images(&hosts[0]), before);
+    hosts[0].exec_ok(&["/root/sealrs", "fsck"]);
+}
+
+#[test]
+fn a_second_command_on_a_cluster_fails_at_once_naming_the_first() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+
+    // A second `run` that holds the cluster: it waits for its SSH password
+    // on stdin, which this test never closes.
+    let mut args: Vec<String> = [
+        "run",
+        "k3s-cluster:1",
+        "--masters",
+        &hosts[0].ip,
+        "--nodes",
+        &hosts[1].ip,
+        "--ssh-password-stdin",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(ssh_flags(&hosts));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut first = env
+        .cmd(&refs)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = env.root.join("clusters/default/lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !fs::read_to_string(&lock).is_ok_and(|t| t.contains(&first.id().to_string())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let started = std::time::Instant::now();
+    for args in [
+        &["reset", "--yes"][..],
+        &["add", "--nodes", "10.250.255.1"][..],
+    ] {
+        let busy = fails(&env, &hosts, args);
+        assert!(
+            busy.contains("cluster default is busy")
+                && busy.contains(&format!(
+                    "sealrs run --cluster default (pid {}, since 20",
+                    first.id()
+                )),
+            "{busy}"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "at once"
+    );
+    assert!(first.try_wait().unwrap().is_none(), "the first still runs");
+    for host in [&hosts[0], &hosts[1]] {
+        assert!(exists(host, "/usr/local/bin/k3s"), "nothing changed");
+    }
+    assert!(saved(&env).contains("Running"));
+
+    // Killed, it holds nothing: the kernel dropped its lock.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let out = ok(&env, &hosts, &["reset", "--yes"]);
+    assert!(out.contains("cluster default reset on 2 hosts"), "{out}");
+    assert!(!exists(&hosts[1], "/usr/local/bin/k3s"));
+}
+
+#[test]
+fn reset_and_delete_ask_first_and_refuse_without_a_terminal() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    let before = saved(&env);
+
+    // The tests' stdin is not a terminal.
+    let reset = fails(&env, &hosts, &["reset"]);
+    for line in [
+        "sealrs reset will:".to_string(),
+        format!(
+            "  - {} (master): uninstall k3s and remove /var/lib/sealrs-host",
+            hosts[0].ip
+        ),
+        format!(
+            "  - {} (node): uninstall k3s and remove /var/lib/sealrs-host",
+            hosts[1].ip
+        ),
+        "  - forget the saved cluster default".to_string(),
+        "there is no terminal to ask on; nothing was changed: pass --yes".to_string(),
+    ] {
+        assert!(reset.contains(&line), "{line:?} in:\n{reset}");
+    }
+    let delete = fails(&env, &hosts, &["delete", "--nodes", &hosts[1].ip]);
+    assert!(
+        delete.contains("sealrs delete will:")
+            && delete.contains("drain this host and delete its node from Kubernetes")
+            && delete.contains(&format!("  - {} (node): uninstall k3s", hosts[1].ip))
+            && delete.contains("pass --yes"),
+        "{delete}"
+    );
+    assert!(!delete.contains(&hosts[0].ip), "only what goes: {delete}");
+
+    // Nothing changed: no host reached, the saved cluster as it was.
+    for host in [&hosts[0], &hosts[1]] {
+        assert!(exists(host, "/usr/local/bin/k3s"), "{}", host.name);
+        assert!(exists(host, "/var/lib/sealrs-host"), "{}", host.name);
+    }
+    assert!(!crate::run::standin_log(&hosts[0]).contains(" drain "));
+    assert_eq!(saved(&env), before);
+}
