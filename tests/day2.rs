@@ -225,3 +225,120 @@ fn reset_and_delete_ask_first_and_refuse_without_a_terminal() {
     assert!(!crate::run::standin_log(&hosts[0]).contains(" drain "));
     assert_eq!(saved(&env), before);
 }
+
+/// `sealrs ARGS --dry-run`'s stdout, which must succeed.
+fn dry_run(env: &Env, hosts: &TestHosts, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.push("--dry-run");
+    let out = sealrs(env, hosts, &all);
+    assert!(
+        out.status.success(),
+        "sealrs {all:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn add_delete_upgrade_and_reset_dry_runs_show_each_plan_and_reach_no_host() {
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    let dir = build_k3s(&env, "k3s-cluster:1");
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "--build-arg",
+        "VERSION=v1.30.3+k3s1",
+        "-t",
+        "k3s-cluster:2",
+        &dir,
+    ]);
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    let before = saved(&env);
+    // No host is reached: they are all down.
+    for i in 0..3 {
+        hosts.stop(i);
+    }
+    let (m, n, new) = (&hosts[0], &hosts[1], &hosts[2]);
+
+    // add: the first master's install again for the secrets, then the new
+    // host's join plan, and no other host's.
+    let add = dry_run(&env, &hosts, &["add", "--nodes", &new.ip]);
+    for part in [
+        format!("# {} runs its install again, for the join secrets", m.ip),
+        format!("# then the nodes join in parallel: {}\n", new.ip),
+        format!("# {} (node): join\nplan: k3s join on {} (", new.ip, new.ip),
+        format!("| node-ip: {}", new.ip),
+    ] {
+        assert!(add.contains(&part), "{part:?} in:\n{add}");
+    }
+    assert!(
+        !add.contains(&format!("plan: k3s join on {}", n.ip)),
+        "{add}"
+    );
+
+    // delete: drain and delete the node on the first master, by its
+    // recorded name, then its uninstall plan.
+    let delete = dry_run(&env, &hosts, &["delete", "--nodes", &n.ip]);
+    let drain = format!(
+        "# {} (master): drain and delete node {} ({})\nplan: k3s remove-node on {}",
+        m.ip, n.name, n.ip, m.ip
+    );
+    let kubectl = format!(
+        "run: /usr/local/bin/k3s kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml drain {} --ignore-daemonsets",
+        n.name
+    );
+    let uninstall = format!(
+        "# {} (node): uninstall, then rm -rf --one-file-system /var/lib/sealrs-host\nplan: k3s uninstall on {}",
+        n.ip, n.ip
+    );
+    for part in [&drain, &kubectl, &uninstall] {
+        assert!(delete.contains(part.as_str()), "{part:?} in:\n{delete}");
+    }
+    assert!(delete.find(&drain) < delete.find(&uninstall), "{delete}");
+    assert!(
+        !delete.contains(&format!("uninstall on {}", m.ip)),
+        "{delete}"
+    );
+
+    // upgrade: the batches in order, then each host's upgrade plan.
+    let upgrade = dry_run(&env, &hosts, &["upgrade", "k3s-cluster:2"]);
+    for part in [
+        format!(
+            "#   batch 1 (master): {}\n#   batch 2 (node): {}\n",
+            m.ip, n.ip
+        ),
+        format!(
+            "# {} (master): batch 1: upgrade to v1.30.3+k3s1\nplan: k3s upgrade on {}",
+            m.ip, m.ip
+        ),
+        format!(
+            "# {} (node): batch 2: upgrade to v1.30.3+k3s1\nplan: k3s upgrade on {}",
+            n.ip, n.ip
+        ),
+    ] {
+        assert!(upgrade.contains(&part), "{part:?} in:\n{upgrade}");
+    }
+    // Refused as the command itself refuses.
+    let first = fails(&env, &hosts, &["delete", "--nodes", &m.ip, "--dry-run"]);
+    assert!(first.contains("first master"), "{first}");
+
+    // reset: the worker first, the first master last.
+    let reset = dry_run(&env, &hosts, &["reset"]);
+    let (worker, master) = (
+        reset.find(&format!("plan: k3s uninstall on {}", n.ip)),
+        reset.find(&format!("plan: k3s uninstall on {}", m.ip)),
+    );
+    assert!(
+        worker.is_some() && master.is_some() && worker < master,
+        "{reset}"
+    );
+    assert!(
+        reset.contains("then the saved cluster is forgotten"),
+        "{reset}"
+    );
+
+    // Nothing changed here either.
+    assert_eq!(saved(&env), before);
+}

@@ -124,13 +124,19 @@ pub fn delete(
         .filter(|h| addresses.contains(&h.address))
         .collect();
     let (masters, nodes): (Vec<&Host>, Vec<&Host>) = leaving.iter().partition(|h| h.is_master());
+    let mut order = Vec::new();
+    if !nodes.is_empty() {
+        order.push(format!("the nodes in parallel ({})", keys(&nodes)));
+    }
+    if !masters.is_empty() {
+        order.push(format!("the masters one by one ({})", keys(&masters)));
+    }
     let mut out = format!(
-        "# delete from cluster {} ({}): on the first master {}, drain each node and delete it from Kubernetes, one by one;\n# then uninstall the nodes in parallel ({}), then the masters one by one ({});\n# each host's {HOST_DIR} is removed after its uninstall, and it leaves the saved cluster\n\n",
+        "# delete from cluster {} ({}): on the first master {}, drain each node and delete it from Kubernetes, one by one;\n# then uninstall {};\n# each host's {HOST_DIR} is removed after its uninstall, and it leaves the saved cluster\n\n",
         cluster.name,
         ctx.runtime.name(),
         first.key(),
-        keys(&nodes),
-        keys(&masters)
+        order.join(", then ")
     );
     let first_ctx = host_context(cluster, &first, &ctx.image, JoinSecrets::default())?;
     for host in nodes.iter().chain(&masters) {
