@@ -342,3 +342,40 @@ fn add_delete_upgrade_and_reset_dry_runs_show_each_plan_and_reach_no_host() {
     // Nothing changed here either.
     assert_eq!(saved(&env), before);
 }
+
+#[test]
+fn run_naming_fewer_hosts_than_the_saved_cluster_refuses_and_points_to_delete() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    let before = saved(&env);
+    let log = crate::run::standin_log(&hosts[0]);
+
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let mut args = vec!["run", "k3s-cluster:1", "--masters", &hosts[0].ip];
+        args.extend(extra);
+        let refused = fails(&env, &hosts, &args);
+        assert!(
+            refused.contains(&format!(
+                "cluster default has 1 host that this run does not name: {} (node)",
+                hosts[1].ip
+            )) && refused.contains(&format!(
+                "nothing was changed: name them too, or remove them first with sealrs delete --cluster default --nodes {}",
+                hosts[1].ip
+            )),
+            "{refused}"
+        );
+    }
+    assert_eq!(saved(&env), before);
+    assert_eq!(crate::run::standin_log(&hosts[0]), log, "no host reached");
+    assert_eq!(
+        hosts[1]
+            .exec_ok(&["systemctl", "is-active", "k3s-agent"])
+            .trim(),
+        "active"
+    );
+    // Naming every host converges as before.
+    let again = run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    assert!(again.contains("running on 2 hosts"), "{again}");
+}

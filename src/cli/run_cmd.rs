@@ -149,7 +149,31 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     };
     // A run onto a cluster sealrs already made knows what its hosts run.
     match apply::load_cluster(root, &cluster.name) {
-        Ok(saved) => cluster.keep_status_of(&saved),
+        Ok(saved) => {
+            // `run` never removes hosts: one it does not name would keep
+            // running the cluster, forgotten by sealrs.
+            let missing = cluster.missing_from(&saved);
+            if !missing.is_empty() {
+                let hosts: Vec<String> = missing
+                    .iter()
+                    .map(|h| {
+                        let roles: Vec<String> = h.roles.iter().map(ToString::to_string).collect();
+                        format!("{} ({})", h.key(), roles.join(","))
+                    })
+                    .collect();
+                let keys: Vec<String> = missing.iter().map(|h| h.key()).collect();
+                bail!(
+                    "cluster {} has {} host{} that this run does not name: {}; run does not remove hosts, so nothing was changed: name them too, or remove them first with sealrs delete --cluster {} --nodes {}",
+                    cluster.name,
+                    missing.len(),
+                    if missing.len() == 1 { "" } else { "s" },
+                    hosts.join(", "),
+                    cluster.name,
+                    keys.join(",")
+                );
+            }
+            cluster.keep_status_of(&saved)
+        }
         Err(apply::ApplyError::NoCluster { .. }) => {}
         Err(e) => return Err(e.into()),
     }

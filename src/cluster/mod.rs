@@ -502,6 +502,16 @@ impl Cluster {
         }
     }
 
+    /// The hosts of `saved` that this cluster does not name (a `run` that
+    /// would forget them).
+    pub fn missing_from<'s>(&self, saved: &'s Cluster) -> Vec<&'s Host> {
+        saved
+            .hosts
+            .iter()
+            .filter(|h| self.host(&h.address).is_none())
+            .collect()
+    }
+
     pub fn host(&self, address: &Address) -> Option<&Host> {
         self.hosts.iter().find(|h| &h.address == address)
     }
