@@ -379,3 +379,107 @@ fn run_naming_fewer_hosts_than_the_saved_cluster_refuses_and_points_to_delete() 
     let again = run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
     assert!(again.contains("running on 2 hosts"), "{again}");
 }
+
+/// The image's manifest digest, from `sealrs inspect`.
+fn digest_of(env: &Env, image: &str) -> String {
+    let doc: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", image])).unwrap();
+    doc["digest"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_saved_cluster_pins_its_digest_for_add_and_resets_after_rmi() {
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    let dir = build_k3s(&env, "k3s-cluster:1");
+    let d1 = digest_of(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    let pinned: serde_yaml_ng::Value = serde_yaml_ng::from_str(&saved(&env)).unwrap();
+    assert_eq!(
+        pinned["status"]["images"][0]["digest"].as_str(),
+        Some(d1.as_str()),
+        "{pinned:?}"
+    );
+    assert_eq!(
+        pinned["status"]["images"][0]["name"].as_str(),
+        Some("docker.io/library/k3s-cluster:1")
+    );
+
+    // The tag moves: the same version, one manifest changed.
+    env.write(
+        &format!("{dir}/manifests/sealrs-info.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: moved-tag\n",
+    );
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    let d2 = digest_of(&env, "k3s-cluster:1");
+    assert_ne!(d1, d2);
+
+    // run would change what the cluster runs: that is upgrade's job.
+    let mut args = vec!["run", "k3s-cluster:1", "--masters", &hosts[0].ip];
+    args.extend(["--nodes", &hosts[1].ip]);
+    let moved = fails(&env, &hosts, &args);
+    assert!(
+        moved.contains(&format!("now points to {d2}, but the cluster runs {d1}"))
+            && moved.contains("sealrs upgrade"),
+        "{moved}"
+    );
+
+    // add joins with the digest the cluster runs, and says so.
+    let added = ok(&env, &hosts, &["add", "--nodes", &hosts[2].ip]);
+    assert!(
+        added.contains(&format!(
+            "warning: docker.io/library/k3s-cluster:1 now points to {d2}, but cluster default runs {d1}: this command uses {d1}"
+        )),
+        "{added}"
+    );
+    let rootfs = hosts[2].exec_ok(&["ls", "/var/lib/sealrs-host/rootfs"]);
+    assert_eq!(rootfs.trim(), d1.trim_start_matches("sha256:"));
+    let info = hosts[2].exec_ok(&[
+        "cat",
+        &format!(
+            "/var/lib/sealrs-host/rootfs/{}/manifests/sealrs-info.yaml",
+            d1.trim_start_matches("sha256:")
+        ),
+    ]);
+    assert!(
+        !info.contains("moved-tag"),
+        "the new host has the old image: {info}"
+    );
+    let after: serde_yaml_ng::Value = serde_yaml_ng::from_str(&saved(&env)).unwrap();
+    assert_eq!(
+        after["status"]["hosts"][hosts[2].ip.as_str()]["images"][0]["digest"].as_str(),
+        Some(d1.as_str())
+    );
+
+    // rmi warns; the image and its blobs leave the store.
+    let rmi = env.run(&["rmi", "k3s-cluster:1"]);
+    let rmi_err = String::from_utf8_lossy(&rmi.stderr);
+    assert!(rmi.status.success(), "{rmi_err}");
+    assert!(
+        rmi_err.contains("warning: saved cluster default runs docker.io/library/k3s-cluster:1")
+            && rmi_err.contains("reset and delete still work"),
+        "{rmi_err}"
+    );
+    let d1_blob = env
+        .root
+        .join("oci/blobs/sha256")
+        .join(d1.trim_start_matches("sha256:"));
+    assert!(!d1_blob.exists(), "pruned");
+
+    // delete and reset work with the installer already on the hosts.
+    let deleted = ok(&env, &hosts, &["delete", "--yes", "--nodes", &hosts[2].ip]);
+    assert!(
+        deleted.contains(&format!("deleted {}", hosts[2].ip)),
+        "{deleted}"
+    );
+    assert!(!exists(&hosts[2], "/usr/local/bin/k3s"));
+    let reset = ok(&env, &hosts, &["reset", "--yes"]);
+    assert!(
+        reset.contains("cluster default reset on 2 hosts"),
+        "{reset}"
+    );
+    for host in [&hosts[0], &hosts[1], &hosts[2]] {
+        assert!(!exists(host, "/var/lib/sealrs-host"), "{}", host.name);
+        assert!(!exists(host, "/usr/local/bin/k3s"), "{}", host.name);
+    }
+    assert!(!env.root.join("clusters/default").exists());
+}

@@ -38,9 +38,9 @@ impl Connector for NoHosts {
 fn context<'a>(
     store: &'a Store,
     progress: &'a dyn Progress,
-    images: &[String],
+    cluster: &Cluster,
 ) -> Result<RunContext<'a>, ApplyError> {
-    open(store, &NoHosts, progress, images)
+    open(store, &NoHosts, progress, cluster)
 }
 
 /// `# HOST (roles): what` and the plan, rendered.
@@ -66,7 +66,7 @@ pub fn add(
     progress: &dyn Progress,
 ) -> Result<String, ApplyError> {
     let grown = grown(cluster, new_hosts)?;
-    let ctx = context(store, progress, &cluster.images)?;
+    let ctx = context(store, progress, cluster)?;
     verify::cluster(&grown, &ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?;
     let joining: Vec<Host> = grown
@@ -114,7 +114,7 @@ pub fn delete(
     progress: &dyn Progress,
 ) -> Result<String, ApplyError> {
     let first = deletable(cluster, addresses)?;
-    let ctx = context(store, progress, &cluster.images)?;
+    let ctx = context(store, progress, cluster)?;
     let mut shrunk = cluster.clone();
     shrunk.hosts.retain(|h| !addresses.contains(&h.address));
     verify::cluster(&shrunk, &ctx)?;
@@ -199,7 +199,14 @@ pub fn upgrade(
     image_name: &str,
     progress: &dyn Progress,
 ) -> Result<String, ApplyError> {
-    let ctx = context(store, progress, &[image_name.to_string()])?;
+    let ctx = RunContext::new(
+        store,
+        &NoHosts,
+        progress,
+        &[image_name.to_string()],
+        super::RunOptions::default(),
+    )?;
+    ctx.require_installer()?;
     verify::cluster(cluster, &ctx)?;
     let to = ctx
         .image
@@ -256,7 +263,7 @@ pub fn reset(
     cluster: &Cluster,
     progress: &dyn Progress,
 ) -> Result<String, ApplyError> {
-    let ctx = context(store, progress, &cluster.images)?;
+    let ctx = context(store, progress, cluster)?;
     let first = cluster.first_master();
     let workers: Vec<&Host> = cluster.workers().collect();
     let mut masters: Vec<&Host> = cluster.masters().collect();

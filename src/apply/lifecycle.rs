@@ -16,6 +16,7 @@ use super::check::{self, Checks};
 use super::connect::{self, Connector};
 use super::context::RunContext;
 use super::distribute::distribute;
+use super::image::{pin, resolve_pinned};
 use super::install::{self, Install};
 use super::join::{join, MasterFailure};
 use super::status::{record_node_names, settle};
@@ -48,15 +49,35 @@ impl LifecycleReport {
     }
 }
 
-/// The context of a lifecycle command: the saved cluster's image `images`
-/// (the first of them) with its runtime, which must have an installer.
+/// The context of a lifecycle command: the saved cluster's images, by the
+/// digests it pins (see [`resolve_pinned`]), the first with its runtime,
+/// which must have an installer.
 pub(super) fn open<'a>(
     store: &'a Store,
     connector: &'a dyn Connector,
     progress: &'a dyn Progress,
-    images: &[String],
+    cluster: &Cluster,
 ) -> Result<RunContext<'a>, ApplyError> {
-    let ctx = RunContext::new(store, connector, progress, images, RunOptions::default())?;
+    let images = resolve_pinned(store, cluster, &|m| progress.message(m))?;
+    let ctx = RunContext::with_images(store, connector, progress, images, RunOptions::default())?;
+    ctx.require_installer()?;
+    Ok(ctx)
+}
+
+/// The context of `upgrade`: the image `name` as the store has it now.
+fn open_named<'a>(
+    store: &'a Store,
+    connector: &'a dyn Connector,
+    progress: &'a dyn Progress,
+    name: &str,
+) -> Result<RunContext<'a>, ApplyError> {
+    let ctx = RunContext::new(
+        store,
+        connector,
+        progress,
+        &[name.to_string()],
+        RunOptions::default(),
+    )?;
     ctx.require_installer()?;
     Ok(ctx)
 }
@@ -122,7 +143,7 @@ pub fn add(
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
     let grown = grown(cluster, &new_hosts)?;
-    let mut ctx = open(store, connector, progress, &cluster.images)?;
+    let mut ctx = open(store, connector, progress, cluster)?;
     verify::cluster(&grown, &ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?.clone();
 
@@ -203,7 +224,7 @@ pub fn delete(
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
     let first = deletable(cluster, addresses)?;
-    let mut ctx = open(store, connector, progress, &cluster.images)?;
+    let mut ctx = open(store, connector, progress, cluster)?;
     let mut shrunk = cluster.clone();
     shrunk.hosts.retain(|h| !addresses.contains(&h.address));
     verify::cluster(&shrunk, &ctx)?;
@@ -319,7 +340,7 @@ pub fn upgrade(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
-    let mut ctx = open(store, connector, progress, &[image_name.to_string()])?;
+    let mut ctx = open_named(store, connector, progress, image_name)?;
     verify::cluster(cluster, &ctx)?;
     let to = ctx
         .image
@@ -352,6 +373,7 @@ pub fn upgrade(
     upgrading::in_batches(&mut ctx, cluster, &snapshot, &to)?;
     upgrading::prune_old_rootfs(&ctx, &snapshot);
     cluster.images = vec![ctx.image.name.clone()];
+    pin(store, cluster, &[&ctx.image])?;
     cluster.status.phase = Phase::Running;
     let mut report = LifecycleReport {
         hosts: cluster.hosts.iter().map(Host::key).collect(),
@@ -372,7 +394,7 @@ pub fn reset(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
-    let mut ctx = open(store, connector, progress, &cluster.images)?;
+    let mut ctx = open(store, connector, progress, cluster)?;
     progress.message(&format!(
         "connecting to {} hosts of cluster {}",
         cluster.hosts.len(),

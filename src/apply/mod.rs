@@ -117,6 +117,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RunReport, ApplyError> {
     let mut ctx = RunContext::new(store, connector, progress, &cluster.images, options.clone())?;
+    refuse_moved_pins(cluster, &ctx)?;
     verify::cluster(cluster, &ctx)?;
     if ctx.options.dry_run {
         return Ok(RunReport {
@@ -140,6 +141,8 @@ pub fn run(
     progress.message("sending layers");
     distribute::distribute(&mut ctx, Some(cluster))?;
     // Recorded only now: a run stopped by the checks above saves nothing.
+    let pinned: Vec<&AppliedImage> = std::iter::once(&ctx.image).chain(&ctx.apps).collect();
+    image::pin(store, cluster, &pinned)?;
     let probed = planned_status(&cluster.status);
     record_node_names(cluster, &ctx.checks);
 
@@ -182,4 +185,36 @@ pub fn run(
     apps::apply_apps(&mut ctx, cluster)?;
     cluster.status.phase = Phase::Running;
     Ok(ctx.report)
+}
+
+/// A saved cluster runs the digests it pinned: a `run` whose image name now
+/// points elsewhere would change what it runs, which is `upgrade`'s job.
+fn refuse_moved_pins(cluster: &Cluster, ctx: &RunContext) -> Result<(), ApplyError> {
+    let moved: Vec<String> = std::iter::once(&ctx.image)
+        .chain(&ctx.apps)
+        .filter_map(|image| {
+            let pin = cluster
+                .status
+                .images
+                .iter()
+                .find(|p| p.name == image.name)?;
+            (pin.digest != image.digest).then(|| {
+                format!(
+                    "{} now points to {}, but the cluster runs {}",
+                    image.name, image.digest, pin.digest
+                )
+            })
+        })
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    Err(ApplyError::Refused {
+        hosts: vec![format!("cluster {}", cluster.name)],
+        reason: format!(
+            "{}; nothing was changed: move the cluster with sealrs upgrade --cluster {} IMAGE",
+            moved.join("; "),
+            cluster.name
+        ),
+    })
 }

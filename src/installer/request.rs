@@ -206,7 +206,13 @@ impl Request {
                     })
                     .collect(),
                 env: cluster.env.clone(),
-                status: cluster.status.clone(),
+                // The pinned images are the operator's business: no plan
+                // reads them, and an installer built before them would
+                // refuse the field.
+                status: ClusterStatus {
+                    images: Vec::new(),
+                    ..cluster.status.clone()
+                },
             },
             host: host.key(),
             image: ImageSpec {
