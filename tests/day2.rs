@@ -483,3 +483,68 @@ fn a_saved_cluster_pins_its_digest_for_add_and_resets_after_rmi() {
     }
     assert!(!env.root.join("clusters/default").exists());
 }
+
+#[test]
+fn clusters_lists_the_saved_ones_and_kubeconfig_writes_the_admin_one_0600() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    let listed = env.ok(&["clusters"]);
+    assert_eq!(listed.lines().count(), 1, "only the header: {listed}");
+    run_on(
+        &env,
+        "k3s-cluster:1",
+        &hosts,
+        &[0],
+        &[1],
+        &["-e", "CONTROL_PLANE_ENDPOINT=api.example:7443"],
+    );
+
+    let listed = env.ok(&["clusters"]);
+    let row: Vec<&str> = listed.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row,
+        ["default", "k3s", "v1.30.2+k3s1", "2", "Running"],
+        "{listed}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["clusters", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["name"], "default");
+    assert_eq!(json[0]["hosts"], 2);
+    assert_eq!(json[0]["state"], "Running");
+
+    let file = env.path("admin.yaml");
+    let out = ok(
+        &env,
+        &hosts,
+        &[
+            "kubeconfig",
+            "--cluster",
+            "default",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("server https://api.example:7443"), "{out}");
+    let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let written: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(
+        written["clusters"][0]["cluster"]["server"].as_str(),
+        Some("https://api.example:7443")
+    );
+    // The rest is k3s.yaml as the first master has it.
+    assert_eq!(
+        written["users"][0]["user"]["token"].as_str(),
+        Some("standin")
+    );
+    // Without -o: on stdout.
+    let stdout = sealrs(&env, &hosts, &["kubeconfig"]);
+    assert!(stdout.status.success());
+    assert!(String::from_utf8_lossy(&stdout.stdout).contains("server: https://api.example:7443"));
+
+    // A cluster that does not exist is named.
+    let none = fails(&env, &hosts, &["kubeconfig", "--cluster", "other"]);
+    assert!(none.contains("no saved cluster other"), "{none}");
+}

@@ -47,6 +47,12 @@
 //! `remote.rs` calls the installer on a host; `status.rs` records what each
 //! host runs; `image.rs` resolves the images and says where they go on a host.
 //!
+//! Around the commands: `lock.rs` lets one command at a time work on a saved
+//! cluster; `dry_run.rs` renders what `add`, `delete`, `upgrade` and `reset`
+//! would do, reaching no host; `image.rs` also pins the digests a saved
+//! cluster runs; `kubeconfig.rs` reads the admin kubeconfig from the first
+//! master and lists the saved clusters.
+//!
 //! Nothing here quotes a value into a shell string: commands are argv, and
 //! requests (with env values and join tokens) travel to the installer on stdin.
 
@@ -61,6 +67,7 @@ mod error;
 mod image;
 mod install;
 mod join;
+pub mod kubeconfig;
 mod lifecycle;
 mod lock;
 mod parallel;

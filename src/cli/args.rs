@@ -71,6 +71,10 @@ pub enum Command {
     Upgrade(UpgradeArgs),
     /// Uninstall the cluster from every host, remove what sealrs put there, forget the cluster.
     Reset(ResetArgs),
+    /// List the saved clusters: name, runtime, version, hosts, state.
+    Clusters(ClustersArgs),
+    /// Write a saved cluster's admin kubeconfig, read from its first master (0600).
+    Kubeconfig(KubeconfigArgs),
     /// Print a shell completion script, e.g. `sealrs completion bash > /etc/bash_completion.d/sealrs`.
     Completion(CompletionArgs),
     /// Runs on a host, from inside an applied image: unpack layers, verify, execute a plan.
@@ -220,6 +224,31 @@ pub struct ResetArgs {
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(short, long)]
     pub yes: bool,
+    #[command(flatten)]
+    pub ssh: SshFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClustersArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KubeconfigArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Write it to FILE (mode 0600) [default: standard output].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     #[command(flatten)]
     pub ssh: SshFlags,
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::args::{AddArgs, DeleteArgs, ResetArgs, SshFlags, UpgradeArgs};
+use super::args::{
+    AddArgs, ClustersArgs, DeleteArgs, KubeconfigArgs, ListFormat, ResetArgs, SshFlags, UpgradeArgs,
+};
 use super::run_cmd::SshConnector;
 use crate::apply::{self, ClusterLock, LifecycleReport};
 use crate::cluster::{Cluster, PasswordSource};
@@ -268,4 +270,61 @@ pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progre
         report.changed.len()
     );
     Ok(())
+}
+
+/// `sealrs clusters`: the saved clusters, a table or JSON.
+pub fn clusters(root: &Path, args: &ClustersArgs) -> Result<()> {
+    let list = apply::kubeconfig::saved_clusters(root)?;
+    let mut out = String::new();
+    match args.format {
+        ListFormat::Json => {
+            out = serde_json::to_string_pretty(&list)?;
+            out.push('\n');
+        }
+        ListFormat::Table => {
+            out.push_str(&format!(
+                "{:<20} {:<8} {:<16} {:>5}  {}\n",
+                "NAME", "RUNTIME", "VERSION", "HOSTS", "STATE"
+            ));
+            for c in &list {
+                out.push_str(&format!(
+                    "{:<20} {:<8} {:<16} {:>5}  {:?}\n",
+                    c.name,
+                    c.runtime.as_deref().unwrap_or("-"),
+                    c.version.as_deref().unwrap_or("-"),
+                    c.hosts,
+                    c.state
+                ));
+            }
+        }
+    }
+    print(&out)
+}
+
+/// `sealrs kubeconfig`: the admin kubeconfig of a saved cluster, from its
+/// first master, to stdout or to a 0600 file.
+pub fn kubeconfig(root: &Path, args: &KubeconfigArgs) -> Result<()> {
+    let mut cluster = apply::load_cluster(root, &args.cluster)?;
+    if let Some(key) = &args.ssh.ssh_key {
+        cluster.ssh.key = Some(key.display().to_string());
+    }
+    if args.ssh.ssh_password_stdin {
+        cluster.ssh.password_from = Some(PasswordSource::Stdin);
+    }
+    let connector = connector(&args.ssh)?;
+    let text = apply::kubeconfig::admin_kubeconfig(&cluster, &connector)?;
+    match &args.output {
+        None => print(&text),
+        Some(path) => {
+            crate::atomic_file::write(path, text.as_bytes(), Some(0o600))
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            eprintln!(
+                "wrote the admin kubeconfig of cluster {} to {} (server {})",
+                cluster.name,
+                path.display(),
+                apply::kubeconfig::server(&cluster)?
+            );
+            Ok(())
+        }
+    }
 }

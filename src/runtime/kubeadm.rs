@@ -161,6 +161,11 @@ impl Runtime for Kubeadm {
         "kubeadm"
     }
 
+    /// kubeadm init writes it (https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/#more-information).
+    fn admin_kubeconfig(&self) -> &'static str {
+        ADMIN_CONF
+    }
+
     fn join_secrets(
         &self,
         captured: &BTreeMap<String, String>,

@@ -348,6 +348,9 @@ pub trait Runtime: Send + Sync {
     fn remove_node(&self, first_master: &HostContext, node: &str) -> Result<Plan, RuntimeError>;
     /// TCP ports a host of this role must have free before the first install.
     fn ports(&self, role: Role) -> Vec<u16>;
+    /// Where the cluster's admin kubeconfig is on a control plane
+    /// (`sealrs kubeconfig` reads it from the first master).
+    fn admin_kubeconfig(&self) -> &'static str;
 }
 
 /// The Kubernetes API server's port, for every runtime.
