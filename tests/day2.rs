@@ -548,3 +548,58 @@ fn clusters_lists_the_saved_ones_and_kubeconfig_writes_the_admin_one_0600() {
     let none = fails(&env, &hosts, &["kubeconfig", "--cluster", "other"]);
     assert!(none.contains("no saved cluster other"), "{none}");
 }
+
+/// `sealrs ARGS <ssh flags>` on a terminal (util-linux `script` gives it a
+/// pty), with `answer` typed in; its exit status and what the terminal showed.
+fn on_terminal(env: &Env, hosts: &TestHosts, args: &[&str], answer: &str) -> (bool, String) {
+    let mut argv: Vec<String> = vec![env!("CARGO_BIN_EXE_sealrs").to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    argv.extend(ssh_flags(hosts));
+    for a in &argv {
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-:,=+".contains(c)),
+            "{a}: the test quotes nothing"
+        );
+    }
+    let out = crate::common::with_stdin(
+        {
+            let mut cmd = std::process::Command::new("script");
+            cmd.args(["-q", "-e", "-c", &argv.join(" "), "/dev/null"])
+                .env("SEALRS_ROOT", &env.root);
+            cmd
+        },
+        answer.as_bytes(),
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn reset_asks_on_a_terminal_and_goes_on_only_when_told_yes() {
+    let hosts = TestHosts::boot(1);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[], &[]);
+
+    let (done, shown) = on_terminal(&env, &hosts, &["reset"], "n\n");
+    assert!(!done, "{shown}");
+    assert!(
+        shown.contains("sealrs reset will:")
+            && shown.contains("Go on? [y/N]")
+            && shown.contains("sealrs reset cancelled; nothing was changed"),
+        "{shown}"
+    );
+    assert!(exists(&hosts[0], "/usr/local/bin/k3s"));
+    assert!(env.root.join("clusters/default/Clusterfile").exists());
+
+    let (done, shown) = on_terminal(&env, &hosts, &["reset"], "y\n");
+    assert!(done, "{shown}");
+    assert!(
+        shown.contains("cluster default reset on 1 hosts"),
+        "{shown}"
+    );
+    assert!(!exists(&hosts[0], "/usr/local/bin/k3s"));
+}
