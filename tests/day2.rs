@@ -491,7 +491,7 @@ fn clusters_lists_the_saved_ones_and_kubeconfig_writes_the_admin_one_0600() {
     build_k3s(&env, "k3s-cluster:1");
     let listed = env.ok(&["clusters"]);
     assert_eq!(listed.lines().count(), 1, "only the header: {listed}");
-    run_on(
+    let ran = run_on(
         &env,
         "k3s-cluster:1",
         &hosts,
@@ -499,6 +499,19 @@ fn clusters_lists_the_saved_ones_and_kubeconfig_writes_the_admin_one_0600() {
         &[1],
         &["-e", "CONTROL_PLANE_ENDPOINT=api.example:7443"],
     );
+    // run keeps it beside the saved cluster, 0600, and says where.
+    let kept = env.root.join("clusters/default/kubeconfig");
+    assert!(
+        ran.contains(&format!("admin kubeconfig in {}", kept.display())),
+        "{ran}"
+    );
+    assert_eq!(
+        fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(fs::read_to_string(&kept)
+        .unwrap()
+        .contains("server: https://api.example:7443"));
 
     let listed = env.ok(&["clusters"]);
     let row: Vec<&str> = listed.lines().nth(1).unwrap().split_whitespace().collect();

@@ -208,5 +208,26 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         sent,
         saved.display()
     );
+    save_kubeconfig(root, &cluster, &connector);
     Ok(())
+}
+
+/// Keeps the admin kubeconfig beside the saved cluster (0600) and says
+/// where; a cluster that is running is not failed for it, the user is told
+/// how to fetch it later.
+fn save_kubeconfig(root: &Path, cluster: &Cluster, connector: &dyn Connector) {
+    let path = apply::cluster_file(root, &cluster.name).with_file_name("kubeconfig");
+    let written = apply::kubeconfig::admin_kubeconfig(cluster, connector)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| {
+            crate::atomic_file::write(&path, text.as_bytes(), Some(0o600))
+                .with_context(|| format!("writing {}", path.display()))
+        });
+    match written {
+        Ok(()) => eprintln!("admin kubeconfig in {}", path.display()),
+        Err(e) => eprintln!(
+            "warning: the admin kubeconfig was not saved ({e:#}); fetch it with sealrs kubeconfig --cluster {}",
+            cluster.name
+        ),
+    }
 }
