@@ -180,6 +180,11 @@ fn a_second_command_on_a_cluster_fails_at_once_naming_the_first() {
     let out = ok(&env, &hosts, &["reset", "--yes"]);
     assert!(out.contains("cluster default reset on 2 hosts"), "{out}");
     assert!(!exists(&hosts[1], "/usr/local/bin/k3s"));
+    // A command on a cluster that is not saved leaves no lock behind.
+    assert!(!env.root.join("clusters/default").exists());
+    let typo = fails(&env, &hosts, &["reset", "--yes", "--cluster", "defualt"]);
+    assert!(typo.contains("no saved cluster defualt"), "{typo}");
+    assert!(!env.root.join("clusters/defualt").exists());
 }
 
 #[test]

@@ -18,10 +18,28 @@ pub fn lock_file(root: &Path, name: &str) -> PathBuf {
     root.join("clusters").join(name).join("lock")
 }
 
-/// The held lock of one saved cluster; released when dropped.
+/// The held lock of one saved cluster; released when dropped. A command
+/// that leaves no saved cluster behind (a typo in `--cluster`, a first `run`
+/// stopped before any host changed, a reset) leaves no lock file either: it
+/// is unlinked while still held, so a command that opened it meanwhile
+/// fails as busy, and one that comes later makes a new one.
 #[derive(Debug)]
 pub struct ClusterLock {
     _file: File,
+    path: PathBuf,
+}
+
+impl Drop for ClusterLock {
+    fn drop(&mut self) {
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        if !dir.join("Clusterfile").exists() {
+            let _ = std::fs::remove_file(&self.path);
+            // Only when empty: nothing else of the cluster is removed here.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 impl ClusterLock {
@@ -72,7 +90,7 @@ impl ClusterLock {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         file.write_all(who.as_bytes()).map_err(io)?;
-        Ok(ClusterLock { _file: file })
+        Ok(ClusterLock { _file: file, path })
     }
 }
 
@@ -98,5 +116,14 @@ mod tests {
         drop(held);
         let again = ClusterLock::acquire(dir.path(), "c1", "run").unwrap();
         drop((again, other));
+        // No saved cluster: nothing is left behind.
+        assert!(!dir.path().join("clusters/c1").exists());
+        std::fs::create_dir_all(dir.path().join("clusters/c3")).unwrap();
+        std::fs::write(dir.path().join("clusters/c3/Clusterfile"), "x").unwrap();
+        drop(ClusterLock::acquire(dir.path(), "c3", "run").unwrap());
+        assert!(
+            lock_file(dir.path(), "c3").exists(),
+            "a saved cluster keeps it"
+        );
     }
 }
