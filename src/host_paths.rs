@@ -3,30 +3,42 @@
 //! (`apply`, `build`) and the host (`installer`, the runtimes' plans), so they
 //! live below both.
 
-/// Where sealrs keeps its things on a host.
-pub const HOST_DIR: &str = "/var/lib/sealrs";
+/// A path under [`HOST_DIR`] as a `&'static str`: every host path, here and
+/// in the runtimes' plans (their markers), is written from the one prefix.
+#[macro_export]
+macro_rules! host_path {
+    ($rest:literal) => {
+        concat!("/var/lib/sealrs-host", $rest)
+    };
+}
+
+/// Where sealrs keeps its things on a host: a directory of its own, apart
+/// from `/var/lib/sealrs`, root's default image store, so that a reset on a
+/// host that is also the operator removes this and never the store (a reset
+/// refuses a `HOST_DIR` that holds a store, whatever `--root` points to).
+pub const HOST_DIR: &str = host_path!("");
 
 /// Unpacked layers on a host, by their blob's digest: a layer is sent to a
 /// host once.
-pub const HOST_LAYERS: &str = "/var/lib/sealrs/layers/sha256";
+pub const HOST_LAYERS: &str = host_path!("/layers/sha256");
 
 /// Where the installer unpacks the image's rootfs on a host (the layout
 /// places files from there).
-pub const DEFAULT_ROOTFS_DIR: &str = "/var/lib/sealrs/rootfs";
+pub const DEFAULT_ROOTFS_DIR: &str = host_path!("/rootfs");
 
 /// Marker files that make otherwise unobservable steps idempotent.
-pub const MARKER_DIR: &str = "/var/lib/sealrs/markers";
+pub const MARKER_DIR: &str = host_path!("/markers");
 
 /// Where init-hook markers live (under [`MARKER_DIR`]); its presence tells
 /// uninstall to run `clean`.
-pub const HOOK_MARKER_DIR: &str = "/var/lib/sealrs/markers/hooks";
+pub const HOOK_MARKER_DIR: &str = host_path!("/markers/hooks");
 
 /// What the installer placed on a host, one `<role>.json` per role.
-pub const PLACED_DIR: &str = "/var/lib/sealrs/placed";
+pub const PLACED_DIR: &str = host_path!("/placed");
 
 /// The secrets a host last joined with (the installer's `SecretsSpec` as
 /// JSON, 0600).
-pub const JOINED: &str = "/var/lib/sealrs/joined.json";
+pub const JOINED: &str = host_path!("/joined.json");
 
 /// Where the installer lands in the rootfs (relative: inside an image's
 /// layer, and under the unpacked layer on a host).

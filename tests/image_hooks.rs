@@ -95,7 +95,7 @@ fn hook_labels_and_env_values_reach_the_host_byte_for_byte_init_runs_once_and_re
         .trim_start_matches("sha256:");
     assert_eq!(
         runs,
-        format!("/var/lib/sealrs/rootfs/{digest}/scripts\n"),
+        format!("/var/lib/sealrs-host/rootfs/{digest}/scripts\n"),
         "init ran once, from the rootfs' scripts/"
     );
 
@@ -109,7 +109,7 @@ fn hook_labels_and_env_values_reach_the_host_byte_for_byte_init_runs_once_and_re
     assert_eq!(runs_after.unwrap(), runs);
 
     // Reset runs clean: the host is as it was before the run.
-    let mut reset = vec!["reset".to_string()];
+    let mut reset = vec!["reset".to_string(), "--yes".to_string()];
     reset.extend(ssh_flags(&hosts));
     let refs: Vec<&str> = reset.iter().map(String::as_str).collect();
     let out = env.run(&refs);

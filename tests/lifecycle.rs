@@ -25,8 +25,13 @@ fn lifecycle_fails(env: &Env, hosts: &TestHosts, args: &[&str]) -> String {
     stderr
 }
 
+/// Reset and delete ask first; these tests confirm with `--yes` (the
+/// question itself is tested in `day2`).
 fn lifecycle(env: &Env, hosts: &TestHosts, args: &[&str]) -> std::process::Output {
     let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if matches!(args.first(), Some(&"reset") | Some(&"delete")) {
+        all.push("--yes".into());
+    }
     all.extend(ssh_flags(hosts));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     env.run(&refs)
@@ -74,7 +79,10 @@ fn add_a_node_then_delete_it() {
     // it before anything is sent.
     let even = lifecycle_fails(&env, &hosts, &["add", "--masters", new]);
     assert!(even.contains("odd number"), "{even}");
-    assert!(!exists(&hosts[2], "/var/lib/sealrs"), "nothing was sent");
+    assert!(
+        !exists(&hosts[2], "/var/lib/sealrs-host"),
+        "nothing was sent"
+    );
 
     let added = lifecycle_ok(
         &env,
@@ -153,7 +161,7 @@ fn add_a_node_then_delete_it() {
         "/usr/local/bin/kubectl",
         "/etc/rancher",
         "/var/lib/rancher",
-        "/var/lib/sealrs",
+        "/var/lib/sealrs-host",
     ] {
         assert!(
             !exists(&hosts[2], gone),
@@ -247,7 +255,7 @@ fn delete_drains_a_host_that_is_down_when_its_node_name_is_known() {
     let done = lifecycle_ok(&env, &hosts, &["delete", "--nodes", &known.ip]);
     assert!(done.contains(&format!("deleted {}", known.ip)), "{done}");
     assert_eq!(drains(&known.name), 1);
-    assert!(!exists(known, "/var/lib/sealrs"));
+    assert!(!exists(known, "/var/lib/sealrs-host"));
 
     // Up and nameless: the host says its name.
     hosts.start(2);
@@ -354,7 +362,7 @@ fn upgrade_sends_only_the_changed_layer_and_refuses_a_downgrade() {
         .collect();
     kept.sort();
     for host in [&hosts[0], &hosts[1]] {
-        let left = host.exec_ok(&["ls", "/var/lib/sealrs/rootfs"]);
+        let left = host.exec_ok(&["ls", "/var/lib/sealrs-host/rootfs"]);
         assert_eq!(left.trim(), kept.join("\n"), "{}", host.ip);
         host.exec_ok(&["test", "-x", "/usr/local/bin/k3s"]);
     }
@@ -457,7 +465,7 @@ fn reset_stops_for_a_host_that_is_down_unless_forced() {
     );
     assert!(forced.contains("reset on 1 hosts"), "{forced}");
     assert!(!exists(&hosts[0], "/usr/local/bin/k3s"));
-    assert!(!exists(&hosts[0], "/var/lib/sealrs"));
+    assert!(!exists(&hosts[0], "/var/lib/sealrs-host"));
     assert!(!env.root.join("clusters/default").exists());
 }
 
@@ -527,7 +535,10 @@ fn reset_kills_unmounts_and_strips_what_k3s_left_and_keeps_the_data_behind_mount
             &["run", "k3s-cluster:1", "--masters", &hosts[0].ip, "-e", bad],
         );
         assert!(refused.contains(says), "{refused}");
-        assert!(!exists(&hosts[0], "/var/lib/sealrs"), "nothing was sent");
+        assert!(
+            !exists(&hosts[0], "/var/lib/sealrs-host"),
+            "nothing was sent"
+        );
     }
     // The first server stands in for a load balancer in front of the servers.
     let endpoint = format!("{}:6443", hosts[0].ip);

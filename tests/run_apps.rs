@@ -71,7 +71,7 @@ fn application_image_runs_its_cmd_on_the_first_master_with_the_env_byte_for_byte
     assert!(status.success());
     let digest = env.build("hello-app:1", "hello-app");
     let hex = digest.trim_start_matches("sha256:");
-    let app_dir = format!("/var/lib/sealrs/apps/{hex}");
+    let app_dir = format!("/var/lib/sealrs-host/apps/{hex}");
 
     let value = "pa$$w0rd\"`x";
     let ns = format!("NAMESPACE={value}");

@@ -353,7 +353,7 @@ fn a_host_that_is_down_stops_the_run_before_anything_changes() {
     );
     // Nothing changed on the host that is up.
     for path in [
-        "/var/lib/sealrs",
+        "/var/lib/sealrs-host",
         "/etc/systemd/system/k3s.service",
         "/usr/local/bin/k3s",
         "/var/log/sealrs-standins.log",
@@ -386,7 +386,11 @@ fn a_port_in_use_on_a_new_host_tcp_or_udp_stops_the_run_before_anything_changes(
         "{stderr}"
     );
     for host in [&hosts[0], &hosts[1]] {
-        assert!(!exists(host, "/var/lib/sealrs/rootfs"), "{}", host.name);
+        assert!(
+            !exists(host, "/var/lib/sealrs-host/rootfs"),
+            "{}",
+            host.name
+        );
         assert!(!exists(host, "/usr/local/bin/k3s"), "{}", host.name);
     }
     // A UDP port counts too: flannel's VXLAN socket, on an agent.
@@ -709,7 +713,7 @@ fn the_installers_checks_stop_a_run_before_any_change_naming_each_host() {
     // Nothing changed on either host, and no state was saved.
     for host in [&hosts[0], &hosts[1]] {
         for path in [
-            "/var/lib/sealrs/placed",
+            "/var/lib/sealrs-host/placed",
             "/etc/systemd/system/k3s.service",
             "/etc/systemd/system/k3s-agent.service",
             "/etc/rancher/k3s/config.yaml",
@@ -771,7 +775,7 @@ fn a_host_that_cannot_reach_us_gets_its_layers_over_ssh() {
         host.exec_ok(&[
             "sh",
             "-c",
-            "cd /var/lib/sealrs/rootfs/* && find . -type f ! -name '.sealrs-*' -exec sha256sum {} + | sort",
+            "cd /var/lib/sealrs-host/rootfs/* && find . -type f ! -name '.sealrs-*' -exec sha256sum {} + | sort",
         ])
     };
     assert_eq!(tree(&hosts[0]), tree(&hosts[1]));

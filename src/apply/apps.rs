@@ -4,7 +4,7 @@
 //! For each application image, in order: its layer blobs go to the first
 //! master's content-addressed cache (the same cache and the same
 //! "sent once" rule as the rootfs image's), the rootfs installer unpacks them
-//! under `/var/lib/sealrs/apps/<digest-hex>/`, and the image's command runs on
+//! under `/var/lib/sealrs-host/apps/<digest-hex>/`, and the image's command runs on
 //! the first master in that directory with the cluster env as its process
 //! environment. Rerunning applies again (`kubectl apply` is idempotent); the
 //! blobs are not sent again.

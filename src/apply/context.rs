@@ -43,7 +43,22 @@ impl<'a> RunContext<'a> {
         images: &[String],
         options: RunOptions,
     ) -> Result<RunContext<'a>, ApplyError> {
-        let mut apps = resolve_images(store, images)?;
+        let images = resolve_images(store, images)?;
+        Self::with_images(store, connector, progress, images, options)
+    }
+
+    /// The context for images already resolved (`resolve_images`, or the
+    /// digests a saved cluster pins); the first is the cluster image.
+    pub fn with_images(
+        store: &'a Store,
+        connector: &'a dyn Connector,
+        progress: &'a dyn Progress,
+        mut apps: Vec<AppliedImage>,
+        options: RunOptions,
+    ) -> Result<RunContext<'a>, ApplyError> {
+        if apps.is_empty() {
+            return Err(ApplyError::NoImage);
+        }
         let image = apps.remove(0);
         let runtime =
             runtime::runtime_for(&image.info.runtime).ok_or_else(|| ApplyError::NoRuntime {

@@ -39,6 +39,13 @@ pub enum ApplyError {
     #[error("image {image} carries no installer layer ({}); rebuild it with this sealrs (without --no-installer)", crate::host_paths::INSTALLER_PATH)]
     NoInstaller { image: String },
 
+    #[error("image {name} ({digest}), which the cluster runs, is in neither the store nor the copy kept beside the saved cluster ({detail}); pull or load it again")]
+    PinnedImageGone {
+        name: String,
+        digest: String,
+        detail: String,
+    },
+
     #[error("the cluster has no master; give one with --masters")]
     NoMaster,
 
@@ -130,6 +137,13 @@ pub enum ApplyError {
         path: PathBuf,
         #[source]
         source: Box<crate::cluster::ClusterError>,
+    },
+
+    #[error("cluster {cluster} is busy: {holder} is working on it ({}); wait for it to end, then run this command again", path.display())]
+    Busy {
+        cluster: String,
+        holder: String,
+        path: PathBuf,
     },
 
     #[error("{}: {reason}", hosts.join(", "))]

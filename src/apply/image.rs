@@ -2,13 +2,16 @@
 //! parts go on a host.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 
 use super::ApplyError;
+use crate::atomic_file;
+use crate::cluster::InstalledImage;
 use crate::host_paths::{HOST_DIR, HOST_LAYERS, INSTALLER_ANNOTATION, INSTALLER_PATH};
 use crate::runtime::ImageInfo;
-use crate::store::Store;
+use crate::store::{Digest, Store};
 
 /// A cluster image resolved from the store.
 #[derive(Debug, Clone)]
@@ -70,31 +73,199 @@ pub fn resolve_images(store: &Store, names: &[String]) -> Result<Vec<AppliedImag
             name: full.clone(),
             source: Box::new(source),
         })?;
-        let config = stored.config.config().clone().unwrap_or_default();
-        let labels: BTreeMap<String, String> = config
-            .labels()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let env = config.env().clone().unwrap_or_default();
-        let layers = stored.manifest.layers().clone();
-        let installer = layers
-            .iter()
-            .find(|l| {
-                l.annotations()
-                    .as_ref()
-                    .is_some_and(|a| a.contains_key(INSTALLER_ANNOTATION))
-            })
-            .cloned();
-        images.push(AppliedImage {
-            name: full,
-            digest: stored.descriptor.digest().to_string(),
-            layers,
-            info: ImageInfo::from_labels(&labels).with_config_env(&env),
-            arch: stored.config.architecture().to_string(),
-            installer,
-        });
+        images.push(applied(
+            full,
+            stored.descriptor.digest().to_string(),
+            &stored.manifest,
+            &stored.config,
+        ));
     }
     Ok(images)
+}
+
+/// An image as the phases use it, from its manifest and config.
+fn applied(
+    name: String,
+    digest: String,
+    manifest: &ImageManifest,
+    config: &ImageConfiguration,
+) -> AppliedImage {
+    let arch = config.architecture().to_string();
+    let config = config.config().clone().unwrap_or_default();
+    let labels: BTreeMap<String, String> = config
+        .labels()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let env = config.env().clone().unwrap_or_default();
+    let layers = manifest.layers().clone();
+    let installer = layers
+        .iter()
+        .find(|l| {
+            l.annotations()
+                .as_ref()
+                .is_some_and(|a| a.contains_key(INSTALLER_ANNOTATION))
+        })
+        .cloned();
+    AppliedImage {
+        name,
+        digest,
+        layers,
+        info: ImageInfo::from_labels(&labels).with_config_env(&env),
+        arch,
+        installer,
+    }
+}
+
+/// `$SEALRS_ROOT/clusters/NAME/images/<hex>/`: a copy of the manifest and
+/// config of each image the cluster runs, so that `reset` and `delete` plan
+/// with the installer already on the hosts once the image is gone from the
+/// store.
+fn pinned_dir(store: &Store, cluster: &str, digest: &str) -> PathBuf {
+    store
+        .root()
+        .join("clusters")
+        .join(cluster)
+        .join("images")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// Pins `images` in `cluster`'s status (name and digest) and keeps a copy of
+/// their manifest and config beside the saved cluster.
+pub(super) fn pin(
+    store: &Store,
+    cluster: &mut crate::cluster::Cluster,
+    images: &[&AppliedImage],
+) -> Result<(), ApplyError> {
+    for image in images {
+        let dir = pinned_dir(store, &cluster.name, &image.digest);
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| ApplyError::State { path, source }
+        };
+        if !dir.join("config.json").exists() {
+            let digest: Digest = image.digest.parse().map_err(|_| {
+                ApplyError::Unsupported(format!(
+                    "image {}: bad digest {}",
+                    image.name, image.digest
+                ))
+            })?;
+            let image_err = |source| ApplyError::Image {
+                name: image.name.clone(),
+                source: Box::new(source),
+            };
+            let manifest = store.read_verified(&digest).map_err(image_err)?;
+            let parsed: ImageManifest = serde_json::from_slice(&manifest).map_err(|e| {
+                ApplyError::Unsupported(format!("image {}: manifest: {e}", image.name))
+            })?;
+            let config = store
+                .read_verified(parsed.config().digest())
+                .map_err(image_err)?;
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let m = dir.join("manifest.json");
+            atomic_file::write(&m, &manifest, None).map_err(io(&m))?;
+            let c = dir.join("config.json");
+            atomic_file::write(&c, &config, None).map_err(io(&c))?;
+        }
+    }
+    cluster.status.images = images
+        .iter()
+        .map(|i| InstalledImage {
+            name: i.name.clone(),
+            digest: i.digest.clone(),
+        })
+        .collect();
+    Ok(())
+}
+
+/// The images of a saved cluster as it runs them: by the digest pinned in
+/// its status (the tag may have moved since; `warn` is told), from the store
+/// when it has the manifest, else from the copy kept beside the saved
+/// cluster. Images without a pin (a cluster saved by an older sealrs) are
+/// resolved by name.
+pub(super) fn resolve_pinned(
+    store: &Store,
+    cluster: &crate::cluster::Cluster,
+    warn: &dyn Fn(&str),
+) -> Result<Vec<AppliedImage>, ApplyError> {
+    let mut out = Vec::new();
+    for name in &cluster.images {
+        let full = crate::reference::normalize(name).map_err(|source| ApplyError::ImageName {
+            name: name.clone(),
+            source,
+        })?;
+        let Some(pin) = cluster.status.images.iter().find(|i| i.name == full) else {
+            out.extend(resolve_images(store, std::slice::from_ref(&full))?);
+            continue;
+        };
+        let now = store.lookup(&full).ok().flatten();
+        if let Some(now) = now
+            .as_ref()
+            .filter(|d| d.digest().to_string() != pin.digest)
+        {
+            warn(&format!(
+                "warning: {full} now points to {}, but cluster {} runs {}: this command uses {} (sealrs upgrade {full} moves the cluster to the new one)",
+                now.digest(),
+                cluster.name,
+                pin.digest,
+                pin.digest
+            ));
+        }
+        out.push(pinned_image(store, &cluster.name, &full, &pin.digest)?);
+    }
+    if out.is_empty() {
+        return Err(ApplyError::NoImage);
+    }
+    Ok(out)
+}
+
+fn pinned_image(
+    store: &Store,
+    cluster: &str,
+    name: &str,
+    digest: &str,
+) -> Result<AppliedImage, ApplyError> {
+    let gone = |detail: String| ApplyError::PinnedImageGone {
+        name: name.to_string(),
+        digest: digest.to_string(),
+        detail,
+    };
+    let parsed: Option<Digest> = digest.parse().ok();
+    let (manifest, config) = match parsed.as_ref().filter(|d| store.has_blob(d)) {
+        Some(d) => {
+            let manifest = store.read_verified(d).map_err(|e| gone(e.to_string()))?;
+            let m: ImageManifest =
+                serde_json::from_slice(&manifest).map_err(|e| gone(e.to_string()))?;
+            let config = store
+                .read_verified(m.config().digest())
+                .map_err(|e| gone(e.to_string()))?;
+            (manifest, config)
+        }
+        None => {
+            let dir = pinned_dir(store, cluster, digest);
+            let read = |f: &str| {
+                std::fs::read(dir.join(f))
+                    .map_err(|e| gone(format!("{}: {e}", dir.join(f).display())))
+            };
+            let manifest = read("manifest.json")?;
+            if crate::digest::sha256_digest(&manifest).to_string() != digest {
+                return Err(gone(format!(
+                    "the copy in {} does not have that digest",
+                    dir.display()
+                )));
+            }
+            (manifest, read("config.json")?)
+        }
+    };
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest).map_err(|e| gone(e.to_string()))?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config).map_err(|e| gone(e.to_string()))?;
+    Ok(applied(
+        name.to_string(),
+        digest.to_string(),
+        &manifest,
+        &config,
+    ))
 }

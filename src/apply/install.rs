@@ -60,6 +60,15 @@ pub(super) fn first_master(
 /// would run it, with placeholders for the secrets that only the first
 /// master can produce.
 pub(super) fn dry_run(ctx: &RunContext, cluster: &Cluster) -> Result<String, ApplyError> {
+    dry_run_of(ctx, cluster, &cluster.hosts)
+}
+
+/// [`dry_run`] for `hosts` of `cluster` only (`add --dry-run`: the new ones).
+pub(super) fn dry_run_of(
+    ctx: &RunContext,
+    cluster: &Cluster,
+    hosts: &[Host],
+) -> Result<String, ApplyError> {
     let (runtime, image) = (ctx.runtime.as_ref(), &ctx.image);
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?;
     let placeholder = |what: &str| Some(Secret::new(format!("<{what} from {}>", first.key())));
@@ -70,7 +79,7 @@ pub(super) fn dry_run(ctx: &RunContext, cluster: &Cluster) -> Result<String, App
         certificate_key: placeholder("certificate key"),
     };
     let mut out = String::new();
-    for host in &cluster.hosts {
+    for host in hosts {
         let first_one = host.address == first.address;
         let plan = if first_one {
             runtime.install(&host_context(cluster, host, image, JoinSecrets::default())?)
@@ -90,7 +99,7 @@ pub(super) fn dry_run(ctx: &RunContext, cluster: &Cluster) -> Result<String, App
     Ok(out)
 }
 
-fn role_names(host: &Host) -> String {
+pub(super) fn role_names(host: &Host) -> String {
     host.roles
         .iter()
         .map(|r| format!("{r:?}").to_lowercase())

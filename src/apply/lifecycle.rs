@@ -16,10 +16,13 @@ use super::check::{self, Checks};
 use super::connect::{self, Connector};
 use super::context::RunContext;
 use super::distribute::distribute;
+use super::image::{pin, resolve_pinned};
 use super::install::{self, Install};
 use super::join::{after_joins, join, MasterFailure};
 use super::status::{record_node_names, settle};
-use super::uninstall::{node_name, remove_from_kubernetes, uninstall, unreachable_reason, Removal};
+use super::uninstall::{
+    node_name, refuse_stores, remove_from_kubernetes, uninstall, unreachable_reason, Removal,
+};
 use super::{upgrade as upgrading, verify, ApplyError, HostFailure, RunOptions, RunReport};
 use crate::cluster::{Address, Cluster, Host, Phase};
 use crate::progress::Progress;
@@ -46,31 +49,44 @@ impl LifecycleReport {
     }
 }
 
-/// The context of a lifecycle command: the saved cluster's image `images`
-/// (the first of them) with its runtime, which must have an installer.
-fn open<'a>(
+/// The context of a lifecycle command: the saved cluster's images, by the
+/// digests it pins (see [`resolve_pinned`]), the first with its runtime,
+/// which must have an installer.
+pub(super) fn open<'a>(
     store: &'a Store,
     connector: &'a dyn Connector,
     progress: &'a dyn Progress,
-    images: &[String],
+    cluster: &Cluster,
 ) -> Result<RunContext<'a>, ApplyError> {
-    let ctx = RunContext::new(store, connector, progress, images, RunOptions::default())?;
+    let images = resolve_pinned(store, cluster, &|m| progress.message(m))?;
+    let ctx = RunContext::with_images(store, connector, progress, images, RunOptions::default())?;
     ctx.require_installer()?;
     Ok(ctx)
 }
 
-/// Adds `new_hosts` to the cluster and joins them; hosts already in the
-/// cluster with the same roles are joined again (idempotently), so a failed
-/// `add` is rerun as is.
-pub fn add(
-    store: &Store,
-    cluster: &mut Cluster,
-    new_hosts: Vec<Host>,
-    connector: &dyn Connector,
-    progress: &dyn Progress,
-) -> Result<LifecycleReport, ApplyError> {
+/// The context of `upgrade`: the image `name` as the store has it now.
+fn open_named<'a>(
+    store: &'a Store,
+    connector: &'a dyn Connector,
+    progress: &'a dyn Progress,
+    name: &str,
+) -> Result<RunContext<'a>, ApplyError> {
+    let ctx = RunContext::new(
+        store,
+        connector,
+        progress,
+        &[name.to_string()],
+        RunOptions::default(),
+    )?;
+    ctx.require_installer()?;
+    Ok(ctx)
+}
+
+/// The cluster with `new_hosts` added; refused when one is in the cluster
+/// already with other roles.
+pub(super) fn grown(cluster: &Cluster, new_hosts: &[Host]) -> Result<Cluster, ApplyError> {
     let mut clash = Vec::new();
-    for host in &new_hosts {
+    for host in new_hosts {
         if let Some(existing) = cluster.host(&host.address) {
             if existing.roles != host.roles {
                 clash.push(host.key());
@@ -83,13 +99,51 @@ pub fn add(
             reason: "already in the cluster with another role; delete them first".into(),
         });
     }
-    let mut ctx = open(store, connector, progress, &cluster.images)?;
     let mut grown = cluster.clone();
-    for host in &new_hosts {
+    for host in new_hosts {
         if grown.host(&host.address).is_none() {
             grown.hosts.push(host.clone());
         }
     }
+    Ok(grown)
+}
+
+/// The first master, once `addresses` are known to be hosts of the cluster
+/// that may be deleted (the first master may not).
+pub(super) fn deletable(cluster: &Cluster, addresses: &[Address]) -> Result<Host, ApplyError> {
+    let unknown: Vec<String> = addresses
+        .iter()
+        .filter(|a| cluster.host(a).is_none())
+        .map(|a| a.to_string())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApplyError::Refused {
+            hosts: unknown,
+            reason: format!("not in cluster {}", cluster.name),
+        });
+    }
+    let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
+    if addresses.contains(&first.address) {
+        return Err(ApplyError::Refused {
+            hosts: vec![first.key()],
+            reason: "the first master holds the cluster and cannot be deleted; use sealrs reset to remove the whole cluster".into(),
+        });
+    }
+    Ok(first)
+}
+
+/// Adds `new_hosts` to the cluster and joins them; hosts already in the
+/// cluster with the same roles are joined again (idempotently), so a failed
+/// `add` is rerun as is.
+pub fn add(
+    store: &Store,
+    cluster: &mut Cluster,
+    new_hosts: Vec<Host>,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<LifecycleReport, ApplyError> {
+    let grown = grown(cluster, &new_hosts)?;
+    let mut ctx = open(store, connector, progress, cluster)?;
     verify::cluster(&grown, &ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?.clone();
 
@@ -179,25 +233,8 @@ pub fn delete(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
-    let unknown: Vec<String> = addresses
-        .iter()
-        .filter(|a| cluster.host(a).is_none())
-        .map(|a| a.to_string())
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ApplyError::Refused {
-            hosts: unknown,
-            reason: format!("not in cluster {}", cluster.name),
-        });
-    }
-    let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
-    if addresses.contains(&first.address) {
-        return Err(ApplyError::Refused {
-            hosts: vec![first.key()],
-            reason: "the first master holds the cluster and cannot be deleted; use sealrs reset to remove the whole cluster".into(),
-        });
-    }
-    let mut ctx = open(store, connector, progress, &cluster.images)?;
+    let first = deletable(cluster, addresses)?;
+    let mut ctx = open(store, connector, progress, cluster)?;
     let mut shrunk = cluster.clone();
     shrunk.hosts.retain(|h| !addresses.contains(&h.address));
     verify::cluster(&shrunk, &ctx)?;
@@ -248,6 +285,13 @@ pub fn delete(
             .or_default()
             .node_name = Some(name.clone());
     }
+
+    let up: Vec<Host> = named
+        .iter()
+        .map(|(h, _)| h.clone())
+        .filter(|h| ctx.connection(h).is_ok())
+        .collect();
+    refuse_stores(&ctx, &up)?;
 
     // The installer and rootfs the plans need (nothing is sent to a host that
     // still has them).
@@ -340,7 +384,7 @@ pub fn upgrade(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
-    let mut ctx = open(store, connector, progress, &[image_name.to_string()])?;
+    let mut ctx = open_named(store, connector, progress, image_name)?;
     verify::cluster(cluster, &ctx)?;
     let to = ctx
         .image
@@ -373,6 +417,7 @@ pub fn upgrade(
     upgrading::in_batches(&mut ctx, cluster, &snapshot, &to)?;
     upgrading::prune_old_rootfs(&ctx, &snapshot);
     cluster.images = vec![ctx.image.name.clone()];
+    pin(store, cluster, &[&ctx.image])?;
     cluster.status.phase = Phase::Running;
     let mut report = LifecycleReport {
         hosts: cluster.hosts.iter().map(Host::key).collect(),
@@ -393,7 +438,7 @@ pub fn reset(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
-    let mut ctx = open(store, connector, progress, &cluster.images)?;
+    let mut ctx = open(store, connector, progress, cluster)?;
     progress.message(&format!(
         "connecting to {} hosts of cluster {}",
         cluster.hosts.len(),
@@ -421,6 +466,13 @@ pub fn reset(
         }
         Err(other) => return Err(other),
     }
+    let up: Vec<Host> = cluster
+        .hosts
+        .iter()
+        .filter(|h| ctx.connection(h).is_ok())
+        .cloned()
+        .collect();
+    refuse_stores(&ctx, &up)?;
     distribute(&mut ctx, None)?;
 
     cluster.status.phase = Phase::Resetting;

@@ -47,6 +47,12 @@
 //! `remote.rs` calls the installer on a host; `status.rs` records what each
 //! host runs; `image.rs` resolves the images and says where they go on a host.
 //!
+//! Around the commands: `lock.rs` lets one command at a time work on a saved
+//! cluster; `dry_run.rs` renders what `add`, `delete`, `upgrade` and `reset`
+//! would do, reaching no host; `image.rs` also pins the digests a saved
+//! cluster runs; `kubeconfig.rs` reads the admin kubeconfig from the first
+//! master and lists the saved clusters.
+//!
 //! Nothing here quotes a value into a shell string: commands are argv, and
 //! requests (with env values and join tokens) travel to the installer on stdin.
 
@@ -56,11 +62,14 @@ mod check;
 mod connect;
 mod context;
 mod distribute;
+pub mod dry_run;
 mod error;
 mod image;
 mod install;
 mod join;
+pub mod kubeconfig;
 mod lifecycle;
+mod lock;
 mod parallel;
 mod remote;
 mod save;
@@ -76,6 +85,7 @@ pub use connect::{Connections, Connector};
 pub use error::{ApplyError, HostFailure};
 pub use image::{resolve_images, AppliedImage};
 pub use lifecycle::{add, delete, reset, upgrade, LifecycleReport};
+pub use lock::{lock_file, ClusterLock};
 pub use save::{cluster_file, forget_cluster, load_cluster, save_cluster};
 
 use crate::cluster::{Cluster, Phase};
@@ -114,6 +124,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RunReport, ApplyError> {
     let mut ctx = RunContext::new(store, connector, progress, &cluster.images, options.clone())?;
+    refuse_moved_pins(cluster, &ctx)?;
     verify::cluster(cluster, &ctx)?;
     if ctx.options.dry_run {
         return Ok(RunReport {
@@ -137,6 +148,8 @@ pub fn run(
     progress.message("sending layers");
     distribute::distribute(&mut ctx, Some(cluster))?;
     // Recorded only now: a run stopped by the checks above saves nothing.
+    let pinned: Vec<&AppliedImage> = std::iter::once(&ctx.image).chain(&ctx.apps).collect();
+    image::pin(store, cluster, &pinned)?;
     let probed = planned_status(&cluster.status);
     record_node_names(cluster, &ctx.checks);
 
@@ -182,4 +195,36 @@ pub fn run(
     apps::apply_apps(&mut ctx, cluster)?;
     cluster.status.phase = Phase::Running;
     Ok(ctx.report)
+}
+
+/// A saved cluster runs the digests it pinned: a `run` whose image name now
+/// points elsewhere would change what it runs, which is `upgrade`'s job.
+fn refuse_moved_pins(cluster: &Cluster, ctx: &RunContext) -> Result<(), ApplyError> {
+    let moved: Vec<String> = std::iter::once(&ctx.image)
+        .chain(&ctx.apps)
+        .filter_map(|image| {
+            let pin = cluster
+                .status
+                .images
+                .iter()
+                .find(|p| p.name == image.name)?;
+            (pin.digest != image.digest).then(|| {
+                format!(
+                    "{} now points to {}, but the cluster runs {}",
+                    image.name, image.digest, pin.digest
+                )
+            })
+        })
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    Err(ApplyError::Refused {
+        hosts: vec![format!("cluster {}", cluster.name)],
+        reason: format!(
+            "{}; nothing was changed: move the cluster with sealrs upgrade --cluster {} IMAGE",
+            moved.join("; "),
+            cluster.name
+        ),
+    })
 }

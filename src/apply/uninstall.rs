@@ -40,6 +40,42 @@ pub(super) fn uninstall(
     results
 }
 
+/// What marks a sealrs image store (see `store`): a directory holding one is
+/// never removed, whatever `--root` pointed at.
+const STORE_MARKS: [&str; 3] = ["oci/oci-layout", "oci/index.json", "clusters"];
+
+/// Refuses, before anything changes, when [`HOST_DIR`] on one of `hosts`
+/// holds a sealrs image store (someone ran sealrs there with `--root
+/// /var/lib/sealrs-host`): uninstalling removes that directory whole.
+pub(super) fn refuse_stores(ctx: &RunContext, hosts: &[Host]) -> Result<(), ApplyError> {
+    let marks: Vec<String> = STORE_MARKS
+        .iter()
+        .map(|m| format!("{HOST_DIR}/{m}"))
+        .collect();
+    let found = per_host(hosts, |host| {
+        let transport = ctx.connection(host)?;
+        let there = transport
+            .existing(&marks)
+            .map_err(ApplyError::transport(host.key()))?;
+        Ok::<_, ApplyError>(there.iter().any(|b| *b))
+    });
+    let mut holding = Vec::new();
+    for (host, result) in hosts.iter().zip(found) {
+        if result? {
+            holding.push(host.key());
+        }
+    }
+    if holding.is_empty() {
+        return Ok(());
+    }
+    Err(ApplyError::Refused {
+        hosts: holding,
+        reason: format!(
+            "{HOST_DIR} holds a sealrs image store (oci/ or clusters/), and uninstalling removes {HOST_DIR} whole; nothing was changed: move that store (sealrs --root elsewhere) and run the same command again"
+        ),
+    })
+}
+
 /// Uninstalls the runtime from `host` and removes what sealrs put there.
 fn teardown(ctx: &RunContext, cluster: &Cluster, host: &Host) -> Result<bool, ApplyError> {
     let transport = ctx.connection(host)?;

@@ -71,6 +71,10 @@ pub enum Command {
     Upgrade(UpgradeArgs),
     /// Uninstall the cluster from every host, remove what sealrs put there, forget the cluster.
     Reset(ResetArgs),
+    /// List the saved clusters: name, runtime, version, hosts, state.
+    Clusters(ClustersArgs),
+    /// Write a saved cluster's admin kubeconfig, read from its first master (0600).
+    Kubeconfig(KubeconfigArgs),
     /// Print a shell completion script, e.g. `sealrs completion bash > /etc/bash_completion.d/sealrs`.
     Completion(CompletionArgs),
     /// Runs on a host, from inside an applied image: unpack layers, verify, execute a plan.
@@ -162,6 +166,10 @@ pub struct AddArgs {
     /// Control-plane hosts to add, IP[:PORT][,IP...].
     #[arg(long, value_name = "IPS")]
     pub masters: Vec<String>,
+    /// Print what would happen on each host, and around it (order, batches,
+    /// drain); reach no host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
 }
@@ -174,6 +182,13 @@ pub struct DeleteArgs {
     /// Hosts to delete, IP[:PORT][,IP...] (masters or workers; never the first master).
     #[arg(long, value_name = "IPS", required = true)]
     pub nodes: Vec<String>,
+    /// Print what would happen on each host, and around it (order, batches,
+    /// drain); reach no host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
 }
@@ -186,6 +201,10 @@ pub struct UpgradeArgs {
     /// The cluster image to upgrade to, in the local store.
     #[arg(value_name = "IMAGE")]
     pub image: String,
+    /// Print what would happen on each host, and around it (order, batches,
+    /// drain); reach no host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
 }
@@ -198,6 +217,38 @@ pub struct ResetArgs {
     /// Go on when hosts cannot be reached (what sealrs put on them stays there).
     #[arg(long)]
     pub force: bool,
+    /// Print what would happen on each host, and around it (order, batches,
+    /// drain); reach no host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub ssh: SshFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClustersArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KubeconfigArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Write it to FILE (mode 0600) [default: standard output].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     #[command(flatten)]
     pub ssh: SshFlags,
 }

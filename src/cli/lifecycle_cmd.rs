@@ -1,20 +1,30 @@
 //! `sealrs add`, `delete`, `upgrade` and `reset`: a saved cluster in, the
 //! processor over SSH, the state saved again (or forgotten after a reset).
 
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
-use super::args::{AddArgs, DeleteArgs, ResetArgs, SshFlags, UpgradeArgs};
+use super::args::{
+    AddArgs, ClustersArgs, DeleteArgs, KubeconfigArgs, ListFormat, ResetArgs, SshFlags, UpgradeArgs,
+};
 use super::run_cmd::SshConnector;
-use crate::apply::{self, LifecycleReport};
+use crate::apply::{self, ClusterLock, LifecycleReport};
 use crate::cluster::{Cluster, PasswordSource};
 use crate::progress::Progress;
 use crate::store::Store;
 
-/// The saved cluster with this invocation's SSH flags applied, a copy of it
-/// (to tell whether the command changed anything), and the connector.
-fn open(root: &Path, name: &str, ssh: &SshFlags) -> Result<(Cluster, Cluster, SshConnector)> {
+/// The saved cluster, locked for `command` (one command per cluster at a
+/// time; the lock is taken before the cluster is read), with this
+/// invocation's SSH flags applied.
+fn locked(
+    root: &Path,
+    name: &str,
+    command: &str,
+    ssh: &SshFlags,
+) -> Result<(Cluster, ClusterLock)> {
+    let lock = ClusterLock::acquire(root, name, &format!("{command} --cluster {name}"))?;
     let mut cluster = apply::load_cluster(root, name)?;
     if let Some(key) = &ssh.ssh_key {
         cluster.ssh.key = Some(key.display().to_string());
@@ -22,14 +32,76 @@ fn open(root: &Path, name: &str, ssh: &SshFlags) -> Result<(Cluster, Cluster, Ss
     if ssh.ssh_password_stdin {
         cluster.ssh.password_from = Some(PasswordSource::Stdin);
     }
-    let loaded = cluster.clone();
-    let connector = SshConnector::new(
+    Ok((cluster, lock))
+}
+
+/// The saved cluster as it is, for a dry run (no lock: nothing changes).
+fn unlocked(root: &Path, name: &str) -> Result<Cluster> {
+    Ok(apply::load_cluster(root, name)?)
+}
+
+/// A dry run's rendering, on stdout.
+fn print(text: &str) -> Result<()> {
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The connector for this invocation's SSH flags (reads the password from
+/// stdin when asked to).
+fn connector(ssh: &SshFlags) -> Result<SshConnector> {
+    Ok(SshConnector::new(
         ssh.known_hosts.clone(),
         ssh.accept_new_host_keys,
         ssh.ssh_password_stdin,
     )?
-    .direct_data(!ssh.layers_over_ssh);
-    Ok((cluster, loaded, connector))
+    .direct_data(!ssh.layers_over_ssh))
+}
+
+/// Says what `what` will remove and asks on a terminal: `--yes` skips the
+/// question; without a terminal (and without `--yes`) the command is refused
+/// before anything happens.
+fn confirm(what: &str, removes: &[String], yes: bool) -> Result<()> {
+    let mut text = format!("sealrs {what} will:\n");
+    for line in removes {
+        text.push_str(&format!("  - {line}\n"));
+    }
+    if yes {
+        eprint!("{text}");
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        bail!("{text}sealrs {what} asks before it removes anything, and there is no terminal to ask on; nothing was changed: pass --yes to go on, or --dry-run to see each host's plan");
+    }
+    eprint!("{text}Go on? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        bail!("sealrs {what} cancelled; nothing was changed");
+    }
+    Ok(())
+}
+
+/// What uninstalling removes from each of `hosts`, one line each.
+fn removal_lines(cluster: &Cluster, hosts: &[&crate::cluster::Host]) -> Vec<String> {
+    hosts
+        .iter()
+        .map(|h| {
+            let roles: Vec<String> = h.roles.iter().map(ToString::to_string).collect();
+            let runtime = cluster
+                .status
+                .hosts
+                .get(&h.key())
+                .and_then(|s| s.runtime.clone())
+                .unwrap_or_else(|| "the runtime".into());
+            format!(
+                "{} ({}): uninstall {runtime} and remove {}",
+                h.key(),
+                roles.join(","),
+                crate::host_paths::HOST_DIR
+            )
+        })
+        .collect()
 }
 
 /// Saves the cluster when the command changed it, even when it then failed:
@@ -50,11 +122,18 @@ fn bytes_lines(report: &LifecycleReport) -> String {
 }
 
 pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) -> Result<()> {
-    let (mut cluster, loaded, connector) = open(root, &args.cluster, &args.ssh)?;
+    if args.dry_run {
+        let cluster = unlocked(root, &args.cluster)?;
+        let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
+        return print(&apply::dry_run::add(store, &cluster, &new_hosts, progress)?);
+    }
+    let (mut cluster, _lock) = locked(root, &args.cluster, "add", &args.ssh)?;
+    let loaded = cluster.clone();
     if args.nodes.is_empty() && args.masters.is_empty() {
         anyhow::bail!("say which hosts to add: --nodes IP[,IP...] and/or --masters IP[,IP...]");
     }
     let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
+    let connector = connector(&args.ssh)?;
     let result = apply::add(store, &mut cluster, new_hosts, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
     let report = result?;
@@ -77,8 +156,37 @@ pub fn delete(
     args: &DeleteArgs,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let (mut cluster, loaded, connector) = open(root, &args.cluster, &args.ssh)?;
+    if args.dry_run {
+        let cluster = unlocked(root, &args.cluster)?;
+        let addresses = crate::cluster::parse_targets(&cluster, &args.nodes)?;
+        return print(&apply::dry_run::delete(
+            store, &cluster, &addresses, progress,
+        )?);
+    }
+    let (mut cluster, _lock) = locked(root, &args.cluster, "delete", &args.ssh)?;
+    let loaded = cluster.clone();
     let addresses = crate::cluster::parse_targets(&cluster, &args.nodes)?;
+    let leaving: Vec<_> = cluster
+        .hosts
+        .iter()
+        .filter(|h| addresses.contains(&h.address))
+        .collect();
+    let mut removes = vec![format!(
+        "drain {} and delete {} from Kubernetes, on the first master",
+        if leaving.len() == 1 {
+            "this host"
+        } else {
+            "these hosts"
+        },
+        if leaving.len() == 1 {
+            "its node"
+        } else {
+            "their nodes"
+        },
+    )];
+    removes.extend(removal_lines(&cluster, &leaving));
+    confirm("delete", &removes, args.yes)?;
+    let connector = connector(&args.ssh)?;
     let result = apply::delete(store, &mut cluster, &addresses, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
     let report = result?;
@@ -98,8 +206,15 @@ pub fn upgrade(
     args: &UpgradeArgs,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let (mut cluster, loaded, connector) = open(root, &args.cluster, &args.ssh)?;
+    if args.dry_run {
+        let cluster = unlocked(root, &args.cluster)?;
+        let image = super::resolve::name_for(store, &args.image)?;
+        return print(&apply::dry_run::upgrade(store, &cluster, &image, progress)?);
+    }
+    let (mut cluster, _lock) = locked(root, &args.cluster, "upgrade", &args.ssh)?;
+    let loaded = cluster.clone();
     let image = super::resolve::name_for(store, &args.image)?;
+    let connector = connector(&args.ssh)?;
     let result = apply::upgrade(store, &mut cluster, &image, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
     let report = result?;
@@ -118,7 +233,21 @@ pub fn upgrade(
 }
 
 pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progress) -> Result<()> {
-    let (mut cluster, loaded, connector) = open(root, &args.cluster, &args.ssh)?;
+    if args.dry_run {
+        let cluster = unlocked(root, &args.cluster)?;
+        return print(&apply::dry_run::reset(store, &cluster, progress)?);
+    }
+    let (mut cluster, _lock) = locked(root, &args.cluster, "reset", &args.ssh)?;
+    let loaded = cluster.clone();
+    let all: Vec<_> = cluster.hosts.iter().collect();
+    let mut removes = removal_lines(&cluster, &all);
+    removes.push(format!(
+        "forget the saved cluster {} ({})",
+        cluster.name,
+        apply::cluster_file(root, &cluster.name).display()
+    ));
+    confirm("reset", &removes, args.yes)?;
+    let connector = connector(&args.ssh)?;
     let result = apply::reset(store, &mut cluster, args.force, &connector, progress);
     let report = match result {
         Ok(report) => report,
@@ -141,4 +270,61 @@ pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progre
         report.changed.len()
     );
     Ok(())
+}
+
+/// `sealrs clusters`: the saved clusters, a table or JSON.
+pub fn clusters(root: &Path, args: &ClustersArgs) -> Result<()> {
+    let list = apply::kubeconfig::saved_clusters(root)?;
+    let mut out = String::new();
+    match args.format {
+        ListFormat::Json => {
+            out = serde_json::to_string_pretty(&list)?;
+            out.push('\n');
+        }
+        ListFormat::Table => {
+            out.push_str(&format!(
+                "{:<20} {:<8} {:<16} {:>5}  {}\n",
+                "NAME", "RUNTIME", "VERSION", "HOSTS", "STATE"
+            ));
+            for c in &list {
+                out.push_str(&format!(
+                    "{:<20} {:<8} {:<16} {:>5}  {:?}\n",
+                    c.name,
+                    c.runtime.as_deref().unwrap_or("-"),
+                    c.version.as_deref().unwrap_or("-"),
+                    c.hosts,
+                    c.state
+                ));
+            }
+        }
+    }
+    print(&out)
+}
+
+/// `sealrs kubeconfig`: the admin kubeconfig of a saved cluster, from its
+/// first master, to stdout or to a 0600 file.
+pub fn kubeconfig(root: &Path, args: &KubeconfigArgs) -> Result<()> {
+    let mut cluster = apply::load_cluster(root, &args.cluster)?;
+    if let Some(key) = &args.ssh.ssh_key {
+        cluster.ssh.key = Some(key.display().to_string());
+    }
+    if args.ssh.ssh_password_stdin {
+        cluster.ssh.password_from = Some(PasswordSource::Stdin);
+    }
+    let connector = connector(&args.ssh)?;
+    let text = apply::kubeconfig::admin_kubeconfig(&cluster, &connector)?;
+    match &args.output {
+        None => print(&text),
+        Some(path) => {
+            crate::atomic_file::write(path, text.as_bytes(), Some(0o600))
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            eprintln!(
+                "wrote the admin kubeconfig of cluster {} to {} (server {})",
+                cluster.name,
+                path.display(),
+                apply::kubeconfig::server(&cluster)?
+            );
+            Ok(())
+        }
+    }
 }

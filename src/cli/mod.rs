@@ -162,6 +162,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reset(args) => {
             lifecycle_cmd::reset(&open_store()?, &root, &args, progress.as_ref())
         }
+        Command::Clusters(args) => lifecycle_cmd::clusters(&root, &args),
+        Command::Kubeconfig(args) => lifecycle_cmd::kubeconfig(&root, &args),
         Command::Installer(_) | Command::Completion(_) => unreachable!("handled above"),
     }
 }

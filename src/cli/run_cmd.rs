@@ -137,9 +137,43 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     for image in &mut cluster.images {
         *image = super::resolve::name_for(store, image)?;
     }
+    // One command per cluster at a time (a dry run changes nothing).
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(apply::ClusterLock::acquire(
+            root,
+            &cluster.name,
+            &format!("run --cluster {}", cluster.name),
+        )?)
+    };
     // A run onto a cluster sealrs already made knows what its hosts run.
     match apply::load_cluster(root, &cluster.name) {
-        Ok(saved) => cluster.keep_status_of(&saved),
+        Ok(saved) => {
+            // `run` never removes hosts: one it does not name would keep
+            // running the cluster, forgotten by sealrs.
+            let missing = cluster.missing_from(&saved);
+            if !missing.is_empty() {
+                let hosts: Vec<String> = missing
+                    .iter()
+                    .map(|h| {
+                        let roles: Vec<String> = h.roles.iter().map(ToString::to_string).collect();
+                        format!("{} ({})", h.key(), roles.join(","))
+                    })
+                    .collect();
+                let keys: Vec<String> = missing.iter().map(|h| h.key()).collect();
+                bail!(
+                    "cluster {} has {} host{} that this run does not name: {}; run does not remove hosts, so nothing was changed: name them too, or remove them first with sealrs delete --cluster {} --nodes {}",
+                    cluster.name,
+                    missing.len(),
+                    if missing.len() == 1 { "" } else { "s" },
+                    hosts.join(", "),
+                    cluster.name,
+                    keys.join(",")
+                );
+            }
+            cluster.keep_status_of(&saved)
+        }
         Err(apply::ApplyError::NoCluster { .. }) => {}
         Err(e) => return Err(e.into()),
     }
@@ -174,5 +208,26 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         sent,
         saved.display()
     );
+    save_kubeconfig(root, &cluster, &connector);
     Ok(())
+}
+
+/// Keeps the admin kubeconfig beside the saved cluster (0600) and says
+/// where; a cluster that is running is not failed for it, the user is told
+/// how to fetch it later.
+fn save_kubeconfig(root: &Path, cluster: &Cluster, connector: &dyn Connector) {
+    let path = apply::cluster_file(root, &cluster.name).with_file_name("kubeconfig");
+    let written = apply::kubeconfig::admin_kubeconfig(cluster, connector)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| {
+            crate::atomic_file::write(&path, text.as_bytes(), Some(0o600))
+                .with_context(|| format!("writing {}", path.display()))
+        });
+    match written {
+        Ok(()) => eprintln!("admin kubeconfig in {}", path.display()),
+        Err(e) => eprintln!(
+            "warning: the admin kubeconfig was not saved ({e:#}); fetch it with sealrs kubeconfig --cluster {}",
+            cluster.name
+        ),
+    }
 }

@@ -195,6 +195,7 @@ pub fn rmi(store: &Store, args: &RmiArgs, quiet: bool) -> Result<()> {
         }
         Ok(())
     })?;
+    warn_saved_clusters(store, &names);
     for n in &names {
         store.untag(n)?;
         if !quiet {
@@ -211,6 +212,51 @@ pub fn rmi(store: &Store, args: &RmiArgs, quiet: bool) -> Result<()> {
         Err(err) => return Err(err.into()),
     }
     Ok(())
+}
+
+/// Warns for each saved cluster (under the store's root) that runs one of
+/// `names`, by name or by the digest it pins: removing it does not stop
+/// `reset` and `delete`, but `add` needs it back.
+fn warn_saved_clusters(store: &Store, names: &[String]) {
+    let Ok(dirs) = std::fs::read_dir(store.root().join("clusters")) else {
+        return;
+    };
+    let removed: Vec<(String, Option<String>)> = names
+        .iter()
+        .map(|n| {
+            let digest = store
+                .lookup(n)
+                .ok()
+                .flatten()
+                .map(|d| d.digest().to_string());
+            (n.clone(), digest)
+        })
+        .collect();
+    let mut clusters: Vec<String> = dirs
+        .flatten()
+        .filter_map(|d| d.file_name().into_string().ok())
+        .collect();
+    clusters.sort();
+    for name in clusters {
+        let Ok(cluster) = crate::apply::load_cluster(store.root(), &name) else {
+            continue;
+        };
+        for (image, digest) in &removed {
+            let pinned = cluster
+                .status
+                .images
+                .iter()
+                .find(|p| Some(&p.digest) == digest.as_ref() || &p.name == image);
+            if pinned.is_some() || cluster.images.contains(image) {
+                let runs = pinned
+                    .map(|p| format!(" ({})", p.digest))
+                    .unwrap_or_default();
+                eprintln!(
+                    "warning: saved cluster {name} runs {image}{runs}: reset and delete still work with the installer on its hosts, but add needs the image back (sealrs pull or load)"
+                );
+            }
+        }
+    }
 }
 
 fn prune_summary(report: &PruneReport) -> String {

@@ -338,6 +338,11 @@ pub struct ClusterStatus {
     /// Keyed by [`Host::key`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<String, HostStatus>,
+    /// The images the cluster runs, pinned by digest when `run` (or
+    /// `upgrade`) applied them: `add` joins with these whatever the tag
+    /// points to now, and `reset` and `delete` plan with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<InstalledImage>,
 }
 
 /// A cluster: what `sealrs run` builds and what it saves.
@@ -495,11 +500,22 @@ impl Cluster {
     /// name. A cluster made anew from flags knows none of it, and without it
     /// verify could not refuse a downgrade or a runtime change.
     pub fn keep_status_of(&mut self, saved: &Cluster) {
+        self.status.images = saved.status.images.clone();
         for host in &self.hosts {
             if let Some(status) = saved.status.hosts.get(&host.key()) {
                 self.status.hosts.insert(host.key(), status.clone());
             }
         }
+    }
+
+    /// The hosts of `saved` that this cluster does not name (a `run` that
+    /// would forget them).
+    pub fn missing_from<'s>(&self, saved: &'s Cluster) -> Vec<&'s Host> {
+        saved
+            .hosts
+            .iter()
+            .filter(|h| self.host(&h.address).is_none())
+            .collect()
     }
 
     pub fn host(&self, address: &Address) -> Option<&Host> {

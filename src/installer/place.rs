@@ -7,7 +7,7 @@
 //! unpacked file where the two share a filesystem (the rootfs is sealrs'
 //! private copy, and hundreds of megabytes of images need not be written
 //! twice), else as a copy. What was placed is recorded
-//! in `/var/lib/sealrs/placed/<role>.json`, so that:
+//! in `/var/lib/sealrs-host/placed/<role>.json`, so that:
 //!
 //! - a file the image no longer carries is removed on the next placement;
 //! - `RemoveRootfs` removes exactly what was placed, and the directories

@@ -207,7 +207,13 @@ impl Request {
                     })
                     .collect(),
                 env: cluster.env.clone(),
-                status: cluster.status.clone(),
+                // The pinned images are the operator's business: no plan
+                // reads them, and an installer built before them would
+                // refuse the field.
+                status: ClusterStatus {
+                    images: Vec::new(),
+                    ..cluster.status.clone()
+                },
             },
             host: host.key(),
             image: ImageSpec {
@@ -429,8 +435,8 @@ mod tests {
             &c.hosts[host],
             &info,
             &secrets,
-            "/var/lib/sealrs/rootfs/abc",
-            vec!["/var/lib/sealrs/layers/sha256/00".into()],
+            "/var/lib/sealrs-host/rootfs/abc",
+            vec!["/var/lib/sealrs-host/layers/sha256/00".into()],
         )
     }
 

@@ -47,7 +47,7 @@ impl Host {
         self.dir.path().join("host")
     }
     fn rootfs(&self) -> PathBuf {
-        self.root().join("var/lib/sealrs/rootfs")
+        self.root().join("var/lib/sealrs-host/rootfs")
     }
     fn at(&self, path: &str) -> PathBuf {
         self.root().join(path.trim_start_matches('/'))
@@ -80,27 +80,31 @@ impl Host {
     /// A k3s rootfs with stand-ins.
     fn k3s_rootfs(&self) {
         self.write(
-            "/var/lib/sealrs/rootfs/bin/k3s",
+            "/var/lib/sealrs-host/rootfs/bin/k3s",
             "#!/bin/sh\necho k3s\n",
             0o755,
         );
         std::os::unix::fs::symlink("k3s", self.rootfs().join("bin/kubectl")).unwrap();
         self.write(
-            "/var/lib/sealrs/rootfs/bin/helm",
+            "/var/lib/sealrs-host/rootfs/bin/helm",
             "#!/bin/sh\necho helm\n",
             0o700,
         );
         self.write(
-            "/var/lib/sealrs/rootfs/manifests/apps/a.yaml",
+            "/var/lib/sealrs-host/rootfs/manifests/apps/a.yaml",
             "kind: Namespace\n",
             0o644,
         );
         self.write(
-            "/var/lib/sealrs/rootfs/etc/config.yaml",
+            "/var/lib/sealrs-host/rootfs/etc/config.yaml",
             "write-kubeconfig-mode: \"0644\"\n",
             0o644,
         );
-        self.write("/var/lib/sealrs/rootfs/README.md", "not placed\n", 0o644);
+        self.write(
+            "/var/lib/sealrs-host/rootfs/README.md",
+            "not placed\n",
+            0o644,
+        );
     }
 }
 
@@ -524,7 +528,7 @@ fn rootfs_is_placed_per_role_recorded_and_removed_exactly() {
     );
     // Manifests go to control-planes only; README.md nowhere.
     assert!(!host.at("/var/lib/rancher/k3s/server/manifests").exists());
-    assert!(host.at("/var/lib/sealrs/placed/node.json").exists());
+    assert!(host.at("/var/lib/sealrs-host/placed/node.json").exists());
     let again = execute(&p, &ctx).unwrap();
     assert!(!again.changed, "{again:?}");
 
@@ -567,7 +571,7 @@ fn rootfs_is_placed_per_role_recorded_and_removed_exactly() {
         !host.at("/usr/local/bin/k3s").exists() || host.at(PLACED_DIR).join("master.json").exists()
     );
     assert!(host.at("/usr/local/bin/other").exists(), "not ours");
-    assert!(!host.at("/var/lib/sealrs/placed/node.json").exists());
+    assert!(!host.at("/var/lib/sealrs-host/placed/node.json").exists());
     assert_eq!(
         execute(&remove, &ctx).unwrap().steps[0].status,
         StepStatus::Skipped
@@ -677,7 +681,7 @@ fn a_k3s_install_and_join_run_against_a_fake_host_and_rerun_changes_nothing() {
         "/usr/local/bin/k3s",
         "/usr/local/bin/kubectl",
         "/etc/rancher",
-        "/var/lib/sealrs/placed",
+        "/var/lib/sealrs-host/placed",
     ] {
         assert!(fs::symlink_metadata(node.at(gone)).is_err(), "{gone} left");
     }
@@ -695,7 +699,7 @@ fn a_probe_tells_whether_install_and_join_would_change_the_host() {
             &c.hosts[host],
             &image,
             secrets,
-            "/var/lib/sealrs/rootfs",
+            "/var/lib/sealrs-host/rootfs",
             Vec::new(),
         )
     };
@@ -765,7 +769,7 @@ fn a_probe_tells_whether_install_and_join_would_change_the_host() {
     let node = Host::new();
     node.k3s_rootfs();
     node.write(
-        "/var/lib/sealrs/rootfs/etc/config.yaml",
+        "/var/lib/sealrs-host/rootfs/etc/config.yaml",
         "node-label:\n  - pass=${PASS}\n",
         0o644,
     );
@@ -793,7 +797,7 @@ fn a_probe_tells_whether_install_and_join_would_change_the_host() {
         &other.hosts[1],
         &image,
         &no_secrets,
-        "/var/lib/sealrs/rootfs",
+        "/var/lib/sealrs-host/rootfs",
         Vec::new(),
     );
     assert!(
@@ -856,7 +860,7 @@ fn verify_request(c: &Cluster, host: usize) -> Request {
         &c.hosts[host],
         &ImageInfo::new("k3s", "v1.30.2+k3s1").unwrap(),
         &JoinSecrets::default(),
-        "/var/lib/sealrs/rootfs",
+        "/var/lib/sealrs-host/rootfs",
         Vec::new(),
     )
 }
@@ -864,7 +868,7 @@ fn verify_request(c: &Cluster, host: usize) -> Request {
 impl Host {
     /// Marks the rootfs as unpacked, as `unpack` leaves it.
     fn stamp(&self) {
-        self.write(&format!("/var/lib/sealrs/rootfs/{STAMP}"), "{}", 0o644);
+        self.write(&format!("/var/lib/sealrs-host/rootfs/{STAMP}"), "{}", 0o644);
     }
 }
 
@@ -956,7 +960,7 @@ fn verify_holds_on_a_fit_host_and_leaves_ports_to_a_host_sealrs_already_runs() {
     assert_eq!(node.violations.len(), 1, "{node:?}");
 
     // Once sealrs placed a rootfs here, the listeners are its own services.
-    host.write("/var/lib/sealrs/placed/node.json", "{}", 0o644);
+    host.write("/var/lib/sealrs-host/placed/node.json", "{}", 0o644);
     let again = verify(&verify_request(&c, 1), &host.root()).unwrap();
     assert!(again.holds(), "{again:?}");
     assert!(again.summary().contains("every check holds"));
@@ -995,13 +999,13 @@ fn a_request_is_planned_and_executed_like_the_plan_the_operator_would_send() {
         &c.hosts[1],
         &image,
         &secrets,
-        "/var/lib/sealrs/rootfs",
+        "/var/lib/sealrs-host/rootfs",
         Vec::new(),
     );
     let received = Request::from_json(&request.to_json()).unwrap();
     let plan = received.plan(Operation::Join).unwrap();
     let mut hctx = HostContext::new(&c, &c.hosts[1], &image, secrets).unwrap();
-    hctx.rootfs = "/var/lib/sealrs/rootfs".into();
+    hctx.rootfs = "/var/lib/sealrs-host/rootfs".into();
     let k3s = runtime::runtime_for("k3s").unwrap();
     assert_eq!(plan, k3s.join(&hctx).unwrap());
     let r = execute(&plan, &host.ctx("k3s", Role::Node)).unwrap();
@@ -1363,7 +1367,7 @@ fn hooks_run_from_scripts_with_the_env_init_once_and_clean_at_uninstall() {
     let host = Host::new();
     host.k3s_rootfs();
     host.write(
-        "/var/lib/sealrs/rootfs/scripts/init.sh",
+        "/var/lib/sealrs-host/rootfs/scripts/init.sh",
         "#!/bin/bash\necho ran >> runs.out\n",
         0o755,
     );
@@ -1423,7 +1427,7 @@ fn a_failing_check_stops_the_plan_with_its_output_and_a_missing_scripts_dir_is_n
     let host = Host::new();
     host.k3s_rootfs();
     host.write(
-        "/var/lib/sealrs/rootfs/scripts/init.sh",
+        "/var/lib/sealrs-host/rootfs/scripts/init.sh",
         "#!/bin/bash\n",
         0o755,
     );

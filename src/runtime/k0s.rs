@@ -378,6 +378,11 @@ impl Runtime for K0s {
         "k0s"
     }
 
+    /// What `k0s kubeconfig admin` prints, before it rewrites the server (k0s cmd/kubeconfig/admin.go, v1.30); sealrs sets the server itself.
+    fn admin_kubeconfig(&self) -> &'static str {
+        ADMIN_CONF
+    }
+
     fn join_secrets(
         &self,
         captured: &BTreeMap<String, String>,

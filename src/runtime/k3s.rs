@@ -507,6 +507,11 @@ impl Runtime for K3s {
         "k3s"
     }
 
+    /// k3s writes it on every server (https://docs.k3s.io/cluster-access).
+    fn admin_kubeconfig(&self) -> &'static str {
+        KUBECONFIG
+    }
+
     fn join_secrets(
         &self,
         captured: &BTreeMap<String, String>,

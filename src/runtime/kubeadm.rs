@@ -70,9 +70,9 @@ pub const CTR: &str = "/usr/local/bin/ctr";
 pub const CONFIG_FILE: &str = "/etc/kubernetes/sealrs-kubeadm.yaml";
 /// Left once `kubeadm init` finished and its join secrets were read: a
 /// control plane with it is never reset as half-done.
-pub const INIT_DONE: &str = "/var/lib/sealrs/markers/kubeadm-init-done";
+pub const INIT_DONE: &str = crate::host_path!("/markers/kubeadm-init-done");
 /// Left once `kubeadm join` finished.
-pub const JOIN_DONE: &str = "/var/lib/sealrs/markers/kubeadm-join-done";
+pub const JOIN_DONE: &str = crate::host_path!("/markers/kubeadm-join-done");
 /// How long the health queries wait for the API server.
 const QUERY_TIMEOUT: &str = "--request-timeout=20s";
 /// The containerd namespace the kubelet's CRI uses.
@@ -530,6 +530,11 @@ impl Runtime for Kubeadm {
             });
         }
         Ok(out)
+    }
+
+    /// kubeadm init writes it (https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/#more-information).
+    fn admin_kubeconfig(&self) -> &'static str {
+        ADMIN_CONF
     }
 
     fn join_secrets(

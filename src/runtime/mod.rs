@@ -421,6 +421,9 @@ pub trait Runtime: Send + Sync {
     fn prerequisites(&self, _host: &HostContext) -> Result<Vec<Prerequisite>, RuntimeError> {
         Ok(Vec::new())
     }
+    /// Where the cluster's admin kubeconfig is on a control plane
+    /// (`sealrs kubeconfig` reads it from the first master).
+    fn admin_kubeconfig(&self) -> &'static str;
 }
 
 /// A port a runtime's services bind on a host.

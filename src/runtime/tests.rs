@@ -115,7 +115,7 @@ fn k3s_first_server() {
             assert_eq!(path, "/etc/rancher/k3s/config.yaml");
             assert_eq!(
                 base.as_deref(),
-                Some("/var/lib/sealrs/rootfs/etc/config.yaml")
+                Some("/var/lib/sealrs-host/rootfs/etc/config.yaml")
             );
             assert_eq!(
                 overlay,
@@ -691,7 +691,7 @@ fn kubeadm_plans() {
     assert_eq!(
         up3.step("upgrade").unwrap().check,
         Check::Creates {
-            path: "/var/lib/sealrs/markers/kubeadm-upgrade-node-v1.30.3".into()
+            path: "/var/lib/sealrs-host/markers/kubeadm-upgrade-node-v1.30.3".into()
         }
     );
 
@@ -1128,7 +1128,7 @@ env (for templates):
 ";
     assert!(text.starts_with(head), "{text}");
     for line in [
-        " 6. [config] write /etc/rancher/k3s/config.yaml (the keys `k3s agent` knows of the image's config, with ours merged)\n      file: /etc/rancher/k3s/config.yaml mode 0600 (YAML: /var/lib/sealrs/rootfs/etc/config.yaml (rendered) with only 54 keys kept, merged with 18 bytes)\n      | node-ip: 10.0.0.2\n",
+        " 6. [config] write /etc/rancher/k3s/config.yaml (the keys `k3s agent` knows of the image's config, with ours merged)\n      file: /etc/rancher/k3s/config.yaml mode 0600 (YAML: /var/lib/sealrs-host/rootfs/etc/config.yaml (rendered) with only 54 keys kept, merged with 18 bytes)\n      | node-ip: 10.0.0.2\n",
         " 7. [env-file] write /etc/systemd/system/k3s-agent.service.env (the unit's secrets)\n      file: /etc/systemd/system/k3s-agent.service.env mode 0600 (66 bytes)\n      (secret content not shown)\n",
         "      | ExecStart=/usr/local/bin/k3s agent\n",
         "11. [start] start k3s-agent.service\n      run: systemctl start k3s-agent.service\n      idempotent: skipped when k3s-agent.service is active\n",
@@ -1222,8 +1222,8 @@ fn hook_env_is_the_image_env_overridden_by_the_cluster_env_without_path() {
 #[test]
 fn init_marker_is_stable_and_changes_with_rootfs_text_or_env() {
     let env = vec![("PASS".to_string(), "a".to_string())];
-    let m = init_marker("/var/lib/sealrs/rootfs/aa", INIT, &env);
-    assert_eq!(m, init_marker("/var/lib/sealrs/rootfs/aa", INIT, &env));
+    let m = init_marker("/var/lib/sealrs-host/rootfs/aa", INIT, &env);
+    assert_eq!(m, init_marker("/var/lib/sealrs-host/rootfs/aa", INIT, &env));
     assert!(m.starts_with(&format!("{HOOK_MARKER_DIR}/init-")), "{m}");
     assert!(
         HOOK_MARKER_DIR.starts_with(&format!("{MARKER_DIR}/")),
@@ -1233,11 +1233,11 @@ fn init_marker_is_stable_and_changes_with_rootfs_text_or_env() {
     // Field boundaries count: moving a byte from the key to the value differs.
     let shifted = vec![("PASSa".to_string(), String::new())];
     for different in [
-        init_marker("/var/lib/sealrs/rootfs/bb", INIT, &env),
-        init_marker("/var/lib/sealrs/rootfs/aa", "bash init.sh", &env),
-        init_marker("/var/lib/sealrs/rootfs/aa", INIT, &other_env),
-        init_marker("/var/lib/sealrs/rootfs/aa", INIT, &shifted),
-        init_marker("/var/lib/sealrs/rootfs/aa", INIT, &[]),
+        init_marker("/var/lib/sealrs-host/rootfs/bb", INIT, &env),
+        init_marker("/var/lib/sealrs-host/rootfs/aa", "bash init.sh", &env),
+        init_marker("/var/lib/sealrs-host/rootfs/aa", INIT, &other_env),
+        init_marker("/var/lib/sealrs-host/rootfs/aa", INIT, &shifted),
+        init_marker("/var/lib/sealrs-host/rootfs/aa", INIT, &[]),
     ] {
         assert_ne!(m, different);
     }
@@ -1261,7 +1261,7 @@ fn every_runtime_runs_check_then_init_before_its_own_steps() {
         for i in 0..c.hosts.len() {
             let make = |img: &ImageInfo| {
                 let mut cx = ctx(&c, i, img);
-                cx.rootfs = "/var/lib/sealrs/rootfs/abc".into();
+                cx.rootfs = "/var/lib/sealrs-host/rootfs/abc".into();
                 let first = if i == 0 {
                     rt.install(&cx).unwrap()
                 } else {
@@ -1293,14 +1293,20 @@ fn every_runtime_runs_check_then_init_before_its_own_steps() {
                 let (argv, step_env, cwd, check) = run_parts(hooked_plan, "hook-check");
                 assert_eq!(argv, ["bash", "-c", CHECK], "{what}");
                 assert_eq!(step_env, env);
-                assert_eq!(cwd.as_deref(), Some("/var/lib/sealrs/rootfs/abc/scripts"));
+                assert_eq!(
+                    cwd.as_deref(),
+                    Some("/var/lib/sealrs-host/rootfs/abc/scripts")
+                );
                 assert_eq!(check, Check::ReadOnly, "check only observes");
 
                 let (argv, step_env, cwd, check) = run_parts(hooked_plan, "hook-init");
                 assert_eq!(argv, ["bash", "-c", INIT], "{what}");
                 assert_eq!(step_env, env);
-                assert_eq!(cwd.as_deref(), Some("/var/lib/sealrs/rootfs/abc/scripts"));
-                let marker = init_marker("/var/lib/sealrs/rootfs/abc", INIT, &env);
+                assert_eq!(
+                    cwd.as_deref(),
+                    Some("/var/lib/sealrs-host/rootfs/abc/scripts")
+                );
+                let marker = init_marker("/var/lib/sealrs-host/rootfs/abc", INIT, &env);
                 assert_eq!(
                     check,
                     Check::Creates {
@@ -1410,8 +1416,8 @@ fn hooks_show_in_the_dry_run_exactly() {
         " 2. [hook-init] run the image's init hook (label)
       run: bash -c {}
       env: PASS='pa$$w0rd\"`x'
-      cwd: /var/lib/sealrs/rootfs/scripts
-      idempotent: skipped when /var/lib/sealrs/markers/hooks/init-",
+      cwd: /var/lib/sealrs-host/rootfs/scripts
+      idempotent: skipped when /var/lib/sealrs-host/markers/hooks/init-",
         crate::plan::quote(init)
     );
     assert!(text.contains(&expected), "missing\n{expected}\nin\n{text}");
@@ -1612,7 +1618,7 @@ fn kubeadm_reads_the_image_rootfs() {
     assert_eq!(
         init.step("import-images-1").unwrap().check,
         Check::Creates {
-            path: "/var/lib/sealrs/markers/kubeadm-images/abc-images_pause.tar.zst".into()
+            path: "/var/lib/sealrs-host/markers/kubeadm-images/abc-images_pause.tar.zst".into()
         }
     );
     assert!(!ids.contains(&"import-images-2"), "{ids:?}");
