@@ -142,6 +142,7 @@ fn three_controllers_and_a_worker_tokens_expire_and_are_invalidated_then_deleted
     // other, so the etcd of the first never loses its quorum.
     let mut args = vec![
         "delete".to_string(),
+        "--yes".into(),
         "--nodes".into(),
         format!("{},{}", hosts[1].ip, hosts[2].ip),
     ];
@@ -190,7 +191,7 @@ fn a_failed_reset_is_reported_and_the_uninstall_goes_on() {
     let image = build(&env);
     run_on(&env, &image, &hosts, &[0], &[], &[]);
     hosts[0].exec_ok(&["sh", "-c", "echo k0s >/etc/sealrs-standin-fail"]);
-    let mut args = vec!["reset".to_string()];
+    let mut args = vec!["reset".to_string(), "--yes".into()];
     args.extend(ssh_flags(&hosts));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = env.run(&refs);
@@ -260,7 +261,7 @@ fn an_application_image_runs_kubectl_on_a_k0s_controller() {
     );
 
     // Uninstall removes our link only.
-    let mut args = vec!["reset".to_string()];
+    let mut args = vec!["reset".to_string(), "--yes".into()];
     args.extend(ssh_flags(&hosts));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     env.ok(&refs);

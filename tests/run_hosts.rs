@@ -1026,7 +1026,12 @@ fn deleting_a_kubeadm_control_plane_resets_it_before_its_node_is_deleted() {
         assert!(exists(&hosts[i], "/etc/kubernetes/manifests/etcd.yaml"));
     }
     let gone = &hosts[2];
-    let mut args = vec!["delete".to_string(), "--nodes".into(), gone.ip.clone()];
+    let mut args = vec![
+        "delete".to_string(),
+        "--yes".into(),
+        "--nodes".into(),
+        gone.ip.clone(),
+    ];
     args.extend(crate::run::ssh_flags(&hosts));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = env.run(&refs);
