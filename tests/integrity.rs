@@ -412,6 +412,7 @@ fn an_env_value_in_the_images_config_template_adds_no_key() {
             base: Some("/var/lib/sealrs/rootfs/etc/config.yaml".into()),
             base_is_template: true,
             overlay: "node-ip: 10.0.0.1\n".into(),
+            keep: None,
         },
         0o600,
     ));

@@ -150,6 +150,7 @@ fn file_steps_change_once_then_are_skipped() {
                 base: Some("/base.yaml".into()),
                 base_is_template: true,
                 overlay: "keep: 2\nnew: true\n".into(),
+                keep: None,
             },
             0o600,
         ),

@@ -195,19 +195,15 @@ pub enum FileContent {
     /// rootfs; a missing file counts as empty, and it is rendered as a template
     /// first when `base_is_template`) with `overlay` merged over it by
     /// [`merge_yaml`]. The overlay wins.
+    /// With `keep`, only those top-level keys of the base are kept
+    /// ([`merge_yaml_keeping`]): what one role of a runtime knows of a config
+    /// written for all of them.
     YamlMerge {
         base: Option<String>,
         base_is_template: bool,
         overlay: String,
-    },
-    /// [`FileContent::YamlMerge`] keeping of the base only the top-level
-    /// `keys` ([`merge_yaml_keeping`]): what one role of a runtime knows of
-    /// a config written for all of them.
-    YamlMergeKeys {
-        base: Option<String>,
-        base_is_template: bool,
-        overlay: String,
-        keys: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep: Option<Vec<String>>,
     },
 }
 

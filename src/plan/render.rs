@@ -175,36 +175,20 @@ fn action_lines(action: &Action) -> Vec<String> {
                     base,
                     base_is_template,
                     overlay,
+                    keep,
                 } => {
                     let base = match base {
                         Some(b) if *base_is_template => format!("{b} (rendered)"),
                         Some(b) => b.clone(),
                         None => "nothing".into(),
                     };
+                    let kept = keep
+                        .as_ref()
+                        .map(|keys| format!(" with only {} keys kept,", keys.len()))
+                        .unwrap_or_default();
                     lines.push(format!(
-                        "file: {path} mode {} (YAML: {base} merged with {})",
+                        "file: {path} mode {} (YAML: {base}{kept} merged with {})",
                         mode(*m),
-                        size(overlay.len())
-                    ));
-                    if !*sensitive {
-                        lines.extend(overlay.lines().map(|l| format!("| {l}")));
-                    }
-                }
-                FileContent::YamlMergeKeys {
-                    base,
-                    base_is_template,
-                    overlay,
-                    keys,
-                } => {
-                    let base = match base {
-                        Some(b) if *base_is_template => format!("{b} (rendered)"),
-                        Some(b) => b.clone(),
-                        None => "nothing".into(),
-                    };
-                    lines.push(format!(
-                        "file: {path} mode {} (YAML: {base} with only {} keys kept, merged with {})",
-                        mode(*m),
-                        keys.len(),
                         size(overlay.len())
                     ));
                     if !*sensitive {

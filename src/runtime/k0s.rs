@@ -232,6 +232,7 @@ fn config_step(ctx: &HostContext) -> Step {
             base: Some(format!("{}/{IMAGE_CONFIG}", ctx.rootfs)),
             base_is_template: true,
             overlay: serde_yaml_ng::to_string(&top).expect("a mapping serializes"),
+            keep: None,
         },
         0o600,
     )

@@ -224,24 +224,18 @@ pub const AGENT_KEYS: &[&str] = &[
 fn config_step(ctx: &HostContext) -> Step {
     let base = Some(format!("{}/{IMAGE_CONFIG}", ctx.rootfs));
     let overlay = config_overlay(ctx);
-    let (content, what) = match ctx.role {
-        Role::Master => (
-            FileContent::YamlMerge {
-                base,
-                base_is_template: true,
-                overlay,
-            },
-            "the image's config",
-        ),
+    let (keep, what) = match ctx.role {
+        Role::Master => (None, "the image's config"),
         Role::Node => (
-            FileContent::YamlMergeKeys {
-                base,
-                base_is_template: true,
-                overlay,
-                keys: AGENT_KEYS.iter().map(|k| k.to_string()).collect(),
-            },
+            Some(AGENT_KEYS.iter().map(|k| k.to_string()).collect()),
             "the keys `k3s agent` knows of the image's config",
         ),
+    };
+    let content = FileContent::YamlMerge {
+        base,
+        base_is_template: true,
+        overlay,
+        keep,
     };
     Step::write_file("config", CONFIG, content, 0o600)
         .titled(format!("write {CONFIG} ({what}, with ours merged)"))

@@ -418,8 +418,16 @@ fn k3s_agents_get_only_the_agent_keys_of_the_image_config() {
         Action::WriteFile { content, .. } => content.clone(),
         other => panic!("{other:?}"),
     };
-    assert!(matches!(content(0), FileContent::YamlMerge { .. }));
-    let FileContent::YamlMergeKeys { keys, overlay, .. } = content(1) else {
+    assert!(matches!(
+        content(0),
+        FileContent::YamlMerge { keep: None, .. }
+    ));
+    let FileContent::YamlMerge {
+        keep: Some(keys),
+        overlay,
+        ..
+    } = content(1)
+    else {
         panic!("an agent's config keeps the agent's keys")
     };
     assert_eq!(overlay, "node-ip: 10.0.0.2\n");

@@ -67,28 +67,17 @@ impl StepRun<'_> {
                 base,
                 base_is_template,
                 overlay,
+                keep,
             } => {
                 let base_text = match base {
                     Some(b) => self.yaml_base(b, *base_is_template)?,
                     None => None,
                 };
-                Ok(merge_yaml(base_text.as_deref(), overlay)
-                    .map_err(template_err)?
-                    .into_bytes())
-            }
-            FileContent::YamlMergeKeys {
-                base,
-                base_is_template,
-                overlay,
-                keys,
-            } => {
-                let base_text = match base {
-                    Some(b) => self.yaml_base(b, *base_is_template)?,
-                    None => None,
+                let merged = match keep {
+                    Some(keys) => merge_yaml_keeping(base_text.as_deref(), overlay, keys),
+                    None => merge_yaml(base_text.as_deref(), overlay),
                 };
-                Ok(merge_yaml_keeping(base_text.as_deref(), overlay, keys)
-                    .map_err(template_err)?
-                    .into_bytes())
+                Ok(merged.map_err(template_err)?.into_bytes())
             }
         }
     }
