@@ -647,18 +647,9 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::cluster::{ClusterArgs, Secret};
+    use crate::cluster::Secret;
     use crate::plan::Action;
-
-    fn cluster(masters: &str, nodes: &str, env: &[&str]) -> Cluster {
-        Cluster::from_args(&ClusterArgs {
-            masters: vec![masters.into()],
-            nodes: vec![nodes.into()],
-            env: env.iter().map(|s| s.to_string()).collect(),
-            ..ClusterArgs::default()
-        })
-        .unwrap()
-    }
+    use crate::runtime::tests::cluster;
 
     fn image() -> ImageInfo {
         ImageInfo::new("k0s", "v1.30.2+k0s.0").unwrap()

@@ -4,7 +4,8 @@ use super::*;
 use crate::cluster::{ClusterArgs, HostStatus};
 use crate::plan::{Action, Check, FileContent, ServiceOp};
 
-fn cluster(masters: &str, nodes: &str, env: &[&str]) -> Cluster {
+/// A cluster from `run`'s flags (the runtimes' own test modules use it too).
+pub(super) fn cluster(masters: &str, nodes: &str, env: &[&str]) -> Cluster {
     Cluster::from_args(&ClusterArgs {
         masters: vec![masters.into()],
         nodes: vec![nodes.into()],
