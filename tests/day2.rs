@@ -325,6 +325,79 @@ fn add_delete_upgrade_and_reset_dry_runs_show_each_plan_and_reach_no_host() {
     ] {
         assert!(upgrade.contains(&part), "{part:?} in:\n{upgrade}");
     }
+    // Around each host's upgrade, on the first master: cordon and drain
+    // its node, then wait for it Ready with the new version, uncordon it;
+    // the workers' batch size is said.
+    for part in [
+        "workers 1 at a time (--max-unavailable 10% of 1)".to_string(),
+        format!(
+            "# {} (master): batch 2: cordon node {} ({})\nplan: k3s cordon-node on {}",
+            m.ip, n.name, n.ip, m.ip
+        ),
+        format!(
+            "run: /usr/local/bin/k3s kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml drain {} --ignore-daemonsets",
+            n.name
+        ),
+        format!(
+            "# {} (master): batch 2: wait until node {} reports Ready with v1.30.3+k3s1 (at most 300s)",
+            m.ip, n.name
+        ),
+        format!(
+            "# {} (master): batch 2: uncordon node {} ({})\nplan: k3s uncordon-node on {}",
+            m.ip, n.name, n.ip, m.ip
+        ),
+    ] {
+        assert!(upgrade.contains(&part), "{part:?} in:\n{upgrade}");
+    }
+    let at = |what: &str| {
+        upgrade
+            .find(what)
+            .unwrap_or_else(|| panic!("{what:?} in:\n{upgrade}"))
+    };
+    assert!(
+        at(&format!("batch 2: cordon node {}", n.name))
+            < at(&format!("batch 2: drain node {}", n.name))
+            && at(&format!("batch 2: drain node {}", n.name))
+                < at(&format!("plan: k3s upgrade on {}", n.ip))
+            && at(&format!("plan: k3s upgrade on {}", n.ip))
+                < at(&format!("batch 2: uncordon node {}", n.name)),
+        "{upgrade}"
+    );
+    let with = dry_run(
+        &env,
+        &hosts,
+        &[
+            "upgrade",
+            "k3s-cluster:2",
+            "--no-drain",
+            "--max-unavailable",
+            "50%",
+        ],
+    );
+    assert!(
+        with.contains("cordoned (--no-drain: not drained)"),
+        "{with}"
+    );
+    assert!(!with.contains(" drain node "), "{with}");
+    // A bad --max-unavailable is refused before anything.
+    for bad in ["0", "0%", "120%", "two"] {
+        let refused = fails(
+            &env,
+            &hosts,
+            &[
+                "upgrade",
+                "k3s-cluster:2",
+                "--max-unavailable",
+                bad,
+                "--dry-run",
+            ],
+        );
+        assert!(
+            refused.contains("--max-unavailable") && refused.contains("25%"),
+            "{refused}"
+        );
+    }
+
     // Refused as the command itself refuses.
     let first = fails(&env, &hosts, &["delete", "--nodes", &m.ip, "--dry-run"]);
     assert!(first.contains("first master"), "{first}");
