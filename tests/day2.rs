@@ -325,6 +325,79 @@ fn add_delete_upgrade_and_reset_dry_runs_show_each_plan_and_reach_no_host() {
     ] {
         assert!(upgrade.contains(&part), "{part:?} in:\n{upgrade}");
     }
+    // Around each host's upgrade, on the first master: cordon and drain
+    // its node, then wait for it Ready with the new version, uncordon it;
+    // the workers' batch size is said.
+    for part in [
+        "workers 1 at a time (--max-unavailable 10% of 1)".to_string(),
+        format!(
+            "# {} (master): batch 2: cordon node {} ({})\nplan: k3s cordon-node on {}",
+            m.ip, n.name, n.ip, m.ip
+        ),
+        format!(
+            "run: /usr/local/bin/k3s kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml drain {} --ignore-daemonsets",
+            n.name
+        ),
+        format!(
+            "# {} (master): batch 2: wait until node {} reports Ready with v1.30.3+k3s1 (at most 300s)",
+            m.ip, n.name
+        ),
+        format!(
+            "# {} (master): batch 2: uncordon node {} ({})\nplan: k3s uncordon-node on {}",
+            m.ip, n.name, n.ip, m.ip
+        ),
+    ] {
+        assert!(upgrade.contains(&part), "{part:?} in:\n{upgrade}");
+    }
+    let at = |what: &str| {
+        upgrade
+            .find(what)
+            .unwrap_or_else(|| panic!("{what:?} in:\n{upgrade}"))
+    };
+    assert!(
+        at(&format!("batch 2: cordon node {}", n.name))
+            < at(&format!("batch 2: drain node {}", n.name))
+            && at(&format!("batch 2: drain node {}", n.name))
+                < at(&format!("plan: k3s upgrade on {}", n.ip))
+            && at(&format!("plan: k3s upgrade on {}", n.ip))
+                < at(&format!("batch 2: uncordon node {}", n.name)),
+        "{upgrade}"
+    );
+    let with = dry_run(
+        &env,
+        &hosts,
+        &[
+            "upgrade",
+            "k3s-cluster:2",
+            "--no-drain",
+            "--max-unavailable",
+            "50%",
+        ],
+    );
+    assert!(
+        with.contains("cordoned (--no-drain: not drained)"),
+        "{with}"
+    );
+    assert!(!with.contains(" drain node "), "{with}");
+    // A bad --max-unavailable is refused before anything.
+    for bad in ["0", "0%", "120%", "two"] {
+        let refused = fails(
+            &env,
+            &hosts,
+            &[
+                "upgrade",
+                "k3s-cluster:2",
+                "--max-unavailable",
+                bad,
+                "--dry-run",
+            ],
+        );
+        assert!(
+            refused.contains("--max-unavailable") && refused.contains("25%"),
+            "{refused}"
+        );
+    }
+
     // Refused as the command itself refuses.
     let first = fails(&env, &hosts, &["delete", "--nodes", &m.ip, "--dry-run"]);
     assert!(first.contains("first master"), "{first}");
@@ -620,4 +693,220 @@ fn reset_asks_on_a_terminal_and_goes_on_only_when_told_yes() {
         "{shown}"
     );
     assert!(!exists(&hosts[0], "/usr/local/bin/k3s"));
+}
+
+/// Builds `k3s-cluster:2` from the example `dir`: k3s v1.30.3+k3s1, its
+/// stand-in binary that version too.
+fn build_k3s_v2(env: &Env, dir: &str) {
+    crate::layout::standin_version(env, dir, "v1.30.3+k3s1");
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "--build-arg",
+        "VERSION=v1.30.3+k3s1",
+        "-t",
+        "k3s-cluster:2",
+        dir,
+    ]);
+}
+
+/// The version the saved cluster records for `host`.
+fn version_of(env: &Env, host: &Host) -> String {
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&saved(env)).unwrap();
+    doc["status"]["hosts"][host.ip.as_str()]["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What the first master's kubectl stand-in recorded: (verb, node, ns).
+fn cordons(first: &Host) -> Vec<(String, String, u128)> {
+    let out = first.exec(&["cat", "/var/log/sealrs-standin-cordons"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            assert_eq!(w.len(), 3, "{l}");
+            (w[0].to_string(), w[1].to_string(), w[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// When `node` first registered with the first master at `version` (ns).
+fn registered_at(first: &Host, node: &str, version: &str) -> Option<u128> {
+    let text = first.exec_ok(&["cat", "/var/lib/rancher/k3s/server/db/standin-nodes"]);
+    text.lines().find_map(|l| {
+        let w: Vec<&str> = l.split(' ').collect();
+        (w.len() == 4 && w[0] == node && w[1] == "True" && w[2] == version)
+            .then(|| w[3].parse().unwrap())
+    })
+}
+
+/// The most nodes cordoned at once in the recorded events.
+fn most_cordoned(events: &[(String, String, u128)]) -> usize {
+    let mut cordoned = std::collections::BTreeSet::new();
+    let mut most = 0;
+    for (verb, node, _) in events {
+        match verb.as_str() {
+            "cordon" | "drain" => {
+                cordoned.insert(node.clone());
+            }
+            "uncordon" => {
+                cordoned.remove(node);
+            }
+            other => panic!("{other}"),
+        }
+        most = most.max(cordoned.len());
+    }
+    most
+}
+
+#[test]
+fn upgrade_cordons_drains_and_uncordons_each_node_at_most_max_unavailable_at_once() {
+    let hosts = TestHosts::boot(5);
+    let env = Env::new();
+    let dir = build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1, 2, 3, 4], &[]);
+    build_k3s_v2(&env, &dir);
+    let first = &hosts[0];
+
+    let said = ok(
+        &env,
+        &hosts,
+        &["upgrade", "k3s-cluster:2", "--max-unavailable", "2"],
+    );
+    let events = cordons(first);
+    // Each node: cordon, drain, its kubelet back at the new version, then
+    // uncordon, in that order, each once.
+    for host in (0..5).map(|i| &hosts[i]) {
+        let mine: Vec<&(String, String, u128)> =
+            events.iter().filter(|(_, n, _)| *n == host.name).collect();
+        let verbs: Vec<&str> = mine.iter().map(|(v, _, _)| v.as_str()).collect();
+        assert_eq!(
+            verbs,
+            ["cordon", "drain", "uncordon"],
+            "{}: {events:?}",
+            host.name
+        );
+        let back = registered_at(first, &host.name, "v1.30.3+k3s1")
+            .unwrap_or_else(|| panic!("{} never reported v1.30.3+k3s1", host.name));
+        assert!(
+            mine[1].2 < back && back < mine[2].2,
+            "{}: drained at {}, back at {back}, uncordoned at {}",
+            host.name,
+            mine[1].2,
+            mine[2].2
+        );
+        assert!(
+            said.contains(&format!("uncordon node {}", host.name)),
+            "{said}"
+        );
+    }
+    // The master alone, then the workers two at a time: never more than two
+    // cordoned, and two at once in a batch.
+    assert_eq!(events[0].1, first.name, "{events:?}");
+    assert_eq!(most_cordoned(&events), 2, "{events:?}");
+    let workers: Vec<&(String, String, u128)> =
+        events.iter().filter(|(_, n, _)| *n != first.name).collect();
+    let batch_of = |name: &str| {
+        [[&hosts[1], &hosts[2]], [&hosts[3], &hosts[4]]]
+            .iter()
+            .position(|b| b.iter().any(|h| h.name == name))
+            .unwrap()
+    };
+    let first_of_batch2 = workers
+        .iter()
+        .position(|(_, n, _)| batch_of(n) == 1)
+        .unwrap();
+    assert!(
+        workers[..first_of_batch2]
+            .iter()
+            .all(|(_, n, _)| batch_of(n) == 0)
+            && workers[first_of_batch2..]
+                .iter()
+                .all(|(_, n, _)| batch_of(n) == 1),
+        "batches one after the other: {events:?}"
+    );
+    for i in 0..5 {
+        assert_eq!(version_of(&env, &hosts[i]), "v1.30.3+k3s1");
+    }
+}
+
+#[test]
+fn an_upgrade_whose_node_never_gets_ready_stops_naming_it_and_resumes() {
+    let hosts = TestHosts::boot(4);
+    let env = Env::new();
+    let dir = build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1, 2, 3], &[]);
+    build_k3s_v2(&env, &dir);
+    let (first, stuck, after) = (&hosts[0], &hosts[2], &hosts[3]);
+    // Its kubelet will not get Ready once restarted.
+    stuck.exec_ok(&["touch", "/etc/sealrs-standin-notready"]);
+    let agent_starts = |h: &Host| {
+        crate::run::standin_log(h)
+            .lines()
+            .filter(|l| {
+                l.starts_with("k3s|") && l.split('|').nth(2).is_some_and(|a| a.starts_with("agent"))
+            })
+            .count()
+    };
+    let after_starts = agent_starts(after);
+
+    let args = [
+        "upgrade",
+        "k3s-cluster:2",
+        "--max-unavailable",
+        "1",
+        "--ready-timeout",
+        "6",
+    ];
+    let stopped = fails(&env, &hosts, &args);
+    for part in [
+        format!(
+            "node {} ({}) did not report Ready with v1.30.3+k3s1 within 6s",
+            stuck.name, stuck.ip
+        ),
+        "False v1.30.3+k3s1".to_string(),
+        format!("upgraded {}, {}", first.ip, hosts[1].ip),
+        format!("not upgraded yet: {}, {}", stuck.ip, after.ip),
+        "sealrs upgrade --cluster default docker.io/library/k3s-cluster:2 --max-unavailable 1 --ready-timeout 6".to_string(),
+    ] {
+        assert!(stopped.contains(&part), "{part:?} in:\n{stopped}");
+    }
+    // The rest untouched: the last worker neither cordoned nor restarted,
+    // still v1.30.2 in the saved cluster; the stuck node stays cordoned.
+    let events = cordons(first);
+    assert!(
+        !events.iter().any(|(_, n, _)| *n == after.name),
+        "{events:?}"
+    );
+    assert_eq!(agent_starts(after), after_starts);
+    let last = events
+        .iter()
+        .rev()
+        .find(|(_, n, _)| *n == stuck.name)
+        .unwrap();
+    assert_eq!(last.0, "drain", "{events:?}");
+    for (i, want) in [
+        (0, "v1.30.3+k3s1"),
+        (1, "v1.30.3+k3s1"),
+        (3, "v1.30.2+k3s1"),
+    ] {
+        assert_eq!(version_of(&env, &hosts[i]), want, "{}", hosts[i].ip);
+    }
+
+    // Fixed, the command said resumes: the upgraded hosts are skipped.
+    stuck.exec_ok(&["rm", "/etc/sealrs-standin-notready"]);
+    let resumed = ok(&env, &hosts, &args);
+    for skipped in [first, &hosts[1]] {
+        assert!(
+            resumed.contains(&format!("{}: already upgraded to v1.30.3+k3s1", skipped.ip)),
+            "{resumed}"
+        );
+    }
+    for i in 0..4 {
+        assert_eq!(version_of(&env, &hosts[i]), "v1.30.3+k3s1");
+    }
+    assert_eq!(most_cordoned(&cordons(first)), 1);
 }

@@ -339,6 +339,7 @@ fn leftovers_go_on_the_next_run_and_three_upgrades_keep_two_images() {
             &format!("{dir}/manifests/sealrs-info.yaml"),
             format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sealrs-system-v{n}\n"),
         );
+        crate::layout::standin_version(&env, &dir, &format!("v1.30.{}+k3s1", n + 1));
         env.ok(&[
             "build",
             "-q",

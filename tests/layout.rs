@@ -54,6 +54,24 @@ fn standin(env: &Env, name: &str, dest: &str) {
     tool("cp", &["-p", &src, dst.to_str().unwrap()]);
 }
 
+/// Makes the k3s stand-in of the example `dir` (from [`example`]) the
+/// binary of k3s `version`: what `k3s --version` says and its node reports,
+/// as a newer k3s would be another binary.
+pub fn standin_version(env: &Env, dir: &str, version: &str) {
+    let path = env.path(&format!("{dir}/bin/k3s"));
+    let text = fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("STANDIN_VERSION="))
+        .expect("the k3s stand-in names its version")
+        .to_string();
+    fs::write(
+        &path,
+        text.replacen(&line, &format!("STANDIN_VERSION={version}"), 1),
+    )
+    .unwrap();
+}
+
 /// Copies `Kubefile-examples/<runtime>` to the temp dir as `dir` and fills
 /// bin/ and images/ the way scripts/fetch-<runtime>.sh would, with stand-ins.
 pub fn example(env: &Env, runtime: &str, dir: &str) -> String {

@@ -310,6 +310,7 @@ fn upgrade_sends_only_the_changed_layer_and_refuses_a_downgrade() {
         &format!("{dir}/manifests/sealrs-info.yaml"),
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sealrs-system-v2\n",
     );
+    crate::layout::standin_version(&env, &dir, "v1.30.3+k3s1");
     env.ok(&[
         "build",
         "-q",

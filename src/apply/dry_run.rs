@@ -15,7 +15,7 @@ use super::{verify, ApplyError};
 use crate::cluster::{Address, Cluster, Host};
 use crate::host_paths::HOST_DIR;
 use crate::progress::Progress;
-use crate::runtime::{self, Batch, JoinSecrets};
+use crate::runtime::{self, Batch, JoinSecrets, NodeStep};
 use crate::store::Store;
 use crate::transport::{Transport, TransportError};
 
@@ -197,6 +197,7 @@ pub fn upgrade(
     store: &Store,
     cluster: &Cluster,
     image_name: &str,
+    options: &super::UpgradeOptions,
     progress: &dyn Progress,
 ) -> Result<String, ApplyError> {
     let ctx = RunContext::new(
@@ -217,13 +218,22 @@ pub fn upgrade(
             cluster: cluster.name.clone(),
             violations: vec![runtime::Violation::MissingVersion],
         })?;
-    let batches = runtime::upgrade_order(cluster);
+    let batches = runtime::upgrade_order(cluster, options.max_unavailable);
+    let workers = cluster.workers().count();
+    let around = if options.drain {
+        "cordoned and drained"
+    } else {
+        "cordoned (--no-drain: not drained)"
+    };
     let mut out = format!(
-        "# upgrade cluster {} to {} ({} {to}): send each host the layers it lacks, then {} batches, one after the other; a batch that fails stops the upgrade:\n",
+        "# upgrade cluster {} to {} ({} {to}): send each host the layers it lacks, then {} batches, one after the other: control planes one at a time, workers {} at a time (--max-unavailable {} of {workers}); each node is {around} from the first master, upgraded, waited for until it reports Ready with {to} (at most {}s), then uncordoned; a batch that fails stops the upgrade:\n",
         cluster.name,
         ctx.image.name,
         ctx.runtime.name(),
-        batches.len()
+        batches.len(),
+        options.max_unavailable.of(workers),
+        options.max_unavailable,
+        options.ready_timeout.as_secs()
     );
     for (i, Batch { role, hosts }) in batches.iter().enumerate() {
         let names: Vec<String> = hosts.iter().map(|a| a.to_string()).collect();
@@ -234,11 +244,51 @@ pub fn upgrade(
         ));
     }
     out.push_str("# then the earlier image's rootfs is removed from every host\n\n");
+    let first = cluster.first_master();
     for (i, Batch { hosts, .. }) in batches.iter().enumerate() {
         for address in hosts {
             let Some(host) = cluster.host(address) else {
                 continue;
             };
+            let node = cluster
+                .status
+                .hosts
+                .get(&host.key())
+                .and_then(|s| s.node_name.clone());
+            let steps =
+                |which: &[NodeStep]| -> Result<Vec<(NodeStep, crate::plan::Plan)>, ApplyError> {
+                    let (Some(first), Some(node)) = (first, &node) else {
+                        return Ok(Vec::new());
+                    };
+                    let fctx = host_context(cluster, first, &ctx.image, JoinSecrets::default())?;
+                    which
+                        .iter()
+                        .map(|step| {
+                            ctx.runtime
+                                .upgrade_node_step(&fctx, node, *step)
+                                .map(|p| (*step, p))
+                                .map_err(ApplyError::runtime(first))
+                        })
+                        .collect()
+                };
+            let before: &[NodeStep] = if options.drain {
+                &[NodeStep::Cordon, NodeStep::Drain]
+            } else {
+                &[NodeStep::Cordon]
+            };
+            let node_label = node
+                .clone()
+                .unwrap_or_else(|| "(node name not recorded: no cordon, drain or wait)".into());
+            for (step, plan) in steps(before)? {
+                if let Some(first) = first {
+                    section(
+                        &mut out,
+                        first,
+                        &format!("batch {}: {step} node {node_label} ({})", i + 1, host.key()),
+                        &plan,
+                    );
+                }
+            }
             let hctx = host_context(cluster, host, &ctx.image, JoinSecrets::default())?;
             let plan = ctx
                 .runtime
@@ -250,6 +300,26 @@ pub fn upgrade(
                 &format!("batch {}: upgrade to {to}", i + 1),
                 &plan,
             );
+            if let (Some(first), Some(node)) = (first, &node) {
+                let query = ctx.runtime.node_state_query(node);
+                out.push_str(&format!(
+                    "# {} (master): batch {}: wait until node {node} reports Ready with {to} (at most {}s): {}\n\n",
+                    first.key(),
+                    i + 1,
+                    options.ready_timeout.as_secs(),
+                    query.join(" ")
+                ));
+            }
+            for (step, plan) in steps(&[NodeStep::Uncordon])? {
+                if let Some(first) = first {
+                    section(
+                        &mut out,
+                        first,
+                        &format!("batch {}: {step} node {node_label} ({})", i + 1, host.key()),
+                        &plan,
+                    );
+                }
+            }
         }
     }
     Ok(out)

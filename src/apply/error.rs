@@ -129,6 +129,23 @@ pub enum ApplyError {
         reason: String,
     },
 
+    #[error("node {node} ({host}) did not report Ready with {version} within {secs}s (last answer of kubectl get node: {last}); it stays cordoned")]
+    NodeNotReady {
+        node: String,
+        host: String,
+        version: String,
+        secs: u64,
+        last: String,
+    },
+
+    #[error("{failed}\nthe upgrade stopped there, the cluster as it was: upgraded {upgraded}; not upgraded yet: {pending}.\nOnce the failed hosts are fixed, resume (hosts already upgraded are skipped) with:\n  {resume}")]
+    UpgradeStopped {
+        failed: Box<ApplyError>,
+        upgraded: String,
+        pending: String,
+        resume: String,
+    },
+
     #[error("no saved cluster {name} ({}); create it with sealrs run --cluster {name}", path.display())]
     NoCluster { name: String, path: PathBuf },
 

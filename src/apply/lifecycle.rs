@@ -375,12 +375,15 @@ pub fn delete(
 
 /// Upgrades every host to `image_name`: verified first (downgrades and minor
 /// skips refused, every one at once), blobs each host lacks sent, then the
-/// runtime's upgrade plans in [`runtime::upgrade_order`]. Stops after the
-/// first batch that fails.
+/// runtime's upgrade plans in [`runtime::upgrade_order`], each node
+/// cordoned, drained, upgraded, waited for until Ready with the new version
+/// and uncordoned (see [`upgrading::in_batches`]). Stops after the first
+/// batch that fails, saying how to resume.
 pub fn upgrade(
     store: &Store,
     cluster: &mut Cluster,
     image_name: &str,
+    options: &super::UpgradeOptions,
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
@@ -414,7 +417,7 @@ pub fn upgrade(
 
     cluster.status.phase = Phase::Upgrading;
     let snapshot = cluster.clone();
-    upgrading::in_batches(&mut ctx, cluster, &snapshot, &to)?;
+    upgrading::in_batches(&mut ctx, cluster, &snapshot, &to, options)?;
     upgrading::prune_old_rootfs(&ctx, &snapshot);
     cluster.images = vec![ctx.image.name.clone()];
     pin(store, cluster, &[&ctx.image])?;

@@ -87,6 +87,7 @@ pub use image::{resolve_images, AppliedImage};
 pub use lifecycle::{add, delete, reset, upgrade, LifecycleReport};
 pub use lock::{lock_file, ClusterLock};
 pub use save::{cluster_file, forget_cluster, load_cluster, save_cluster};
+pub use upgrade::UpgradeOptions;
 
 use crate::cluster::{Cluster, Phase};
 use crate::progress::Progress;

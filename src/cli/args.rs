@@ -201,6 +201,18 @@ pub struct UpgradeArgs {
     /// The cluster image to upgrade to, in the local store.
     #[arg(value_name = "IMAGE")]
     pub image: String,
+    /// How many workers upgrade at once: a number, or a percentage of the
+    /// workers (rounded down, at least 1). Control planes go one at a time.
+    #[arg(long, value_name = "N|N%", default_value = "10%")]
+    pub max_unavailable: crate::runtime::MaxUnavailable,
+    /// Cordon each node but do not drain it before its upgrade (its pods
+    /// keep running through the restart).
+    #[arg(long)]
+    pub no_drain: bool,
+    /// Seconds each node has to report Ready with the new version before
+    /// the upgrade stops.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ready_timeout: u64,
     /// Print what would happen on each host, and around it (order, batches,
     /// drain); reach no host and change nothing.
     #[arg(long)]

@@ -200,6 +200,14 @@ pub fn delete(
     Ok(())
 }
 
+fn upgrade_options(args: &UpgradeArgs) -> apply::UpgradeOptions {
+    apply::UpgradeOptions {
+        max_unavailable: args.max_unavailable,
+        drain: !args.no_drain,
+        ready_timeout: std::time::Duration::from_secs(args.ready_timeout),
+    }
+}
+
 pub fn upgrade(
     store: &Store,
     root: &Path,
@@ -209,13 +217,26 @@ pub fn upgrade(
     if args.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
         let image = super::resolve::name_for(store, &args.image)?;
-        return print(&apply::dry_run::upgrade(store, &cluster, &image, progress)?);
+        return print(&apply::dry_run::upgrade(
+            store,
+            &cluster,
+            &image,
+            &upgrade_options(args),
+            progress,
+        )?);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "upgrade", &args.ssh)?;
     let loaded = cluster.clone();
     let image = super::resolve::name_for(store, &args.image)?;
     let connector = connector(&args.ssh)?;
-    let result = apply::upgrade(store, &mut cluster, &image, &connector, progress);
+    let result = apply::upgrade(
+        store,
+        &mut cluster,
+        &image,
+        &upgrade_options(args),
+        &connector,
+        progress,
+    );
     save_if_changed(root, &cluster, &loaded)?;
     let report = result?;
     let sent: u64 = report.bytes_sent.values().sum();

@@ -568,6 +568,10 @@ impl Runtime for K0s {
         Ok(plan)
     }
 
+    fn kubectl(&self) -> &'static [&'static str] {
+        &[BIN, "kubectl", "--kubeconfig", ADMIN_CONF]
+    }
+
     /// `k0s kubectl` on the first controller, as k0sctl resets a worker (<https://github.com/k0sproject/k0sctl/blob/main/phase/reset_workers.go>).
     fn remove_node(&self, ctx: &HostContext, node: &str) -> Result<Plan, RuntimeError> {
         super::remove_node_plan(

@@ -599,6 +599,10 @@ impl Runtime for K3s {
         Ok(plan)
     }
 
+    fn kubectl(&self) -> &'static [&'static str] {
+        &[BIN, "kubectl", "--kubeconfig", KUBECONFIG]
+    }
+
     /// `k3s kubectl` on the first server; k3s wants a node deleted before it rejoins (<https://docs.k3s.io/installation/uninstall>).
     fn remove_node(&self, ctx: &HostContext, node: &str) -> Result<Plan, RuntimeError> {
         super::remove_node_plan(

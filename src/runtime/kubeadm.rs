@@ -810,6 +810,10 @@ impl Runtime for Kubeadm {
         Ok(plan)
     }
 
+    fn kubectl(&self) -> &'static [&'static str] {
+        &[KUBECTL, "--kubeconfig", ADMIN_CONF]
+    }
+
     /// kubectl with admin.conf on the first control-plane (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/#remove-the-node>).
     fn remove_node(&self, ctx: &HostContext, node: &str) -> Result<Plan, RuntimeError> {
         super::remove_node_plan(

@@ -38,8 +38,10 @@ pub use kubeadm::Kubeadm;
 pub use unit::{env_file, exec_arg};
 
 pub use crate::host_paths::{DEFAULT_ROOTFS_DIR, MARKER_DIR};
-/// How many workers upgrade at once by default.
-pub const DEFAULT_WORKER_BATCH: usize = 3;
+/// How many workers upgrade at once by default: 10% of them (at least
+/// one), as k0sctl's `--concurrency.workerDisruptionPercent` default
+/// (<https://github.com/k0sproject/k0sctl/blob/main/phase/upgrade_workers.go>).
+pub const DEFAULT_MAX_UNAVAILABLE: MaxUnavailable = MaxUnavailable::Percent(10);
 /// How long a drain waits for a node's pods to leave (k0sctl's default).
 pub const DRAIN_TIMEOUT: &str = "--timeout=300s";
 
@@ -424,6 +426,136 @@ pub trait Runtime: Send + Sync {
     /// Where the cluster's admin kubeconfig is on a control plane
     /// (`sealrs kubeconfig` reads it from the first master).
     fn admin_kubeconfig(&self) -> &'static str;
+    /// The distribution's kubectl with its admin kubeconfig, as it runs on
+    /// the first master (the argv before kubectl's command).
+    fn kubectl(&self) -> &'static [&'static str];
+    /// Runs on the first master around a node's upgrade: cordon, drain or
+    /// uncordon the node named `node` (see [`NodeStep`]).
+    fn upgrade_node_step(
+        &self,
+        first_master: &HostContext,
+        node: &str,
+        step: NodeStep,
+    ) -> Result<Plan, RuntimeError> {
+        node_step_plan(first_master, self.name(), self.kubectl(), node, step)
+    }
+    /// The read-only command, run on the first master, that prints the
+    /// Node's Ready condition and kubelet version (`True v1.30.3+k3s1`);
+    /// [`node_ready_with`] reads its answer.
+    fn node_state_query(&self, node: &str) -> Vec<String> {
+        let mut argv: Vec<String> = self.kubectl().iter().map(|s| s.to_string()).collect();
+        argv.extend(
+            ["get", "node", node, "-o", NODE_STATE_JSONPATH]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        argv
+    }
+}
+
+/// What [`Runtime::node_state_query`] asks kubectl for: the Ready
+/// condition's status, a space, the kubelet's version.
+pub const NODE_STATE_JSONPATH: &str =
+    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.nodeInfo.kubeletVersion}";
+
+/// Whether the answer of [`Runtime::node_state_query`] says Ready with
+/// version `to` (its major.minor.patch: kubelets report `v1.30.3`, k3s and
+/// k0s add their build, `v1.30.3+k3s1`, `v1.30.3+k0s`).
+pub fn node_ready_with(answer: &str, to: &Version) -> bool {
+    let mut words = answer.split_whitespace();
+    let (Some(ready), Some(version)) = (words.next(), words.next()) else {
+        return false;
+    };
+    let core = version
+        .trim_start_matches('v')
+        .split(['+', '-'])
+        .next()
+        .unwrap_or("");
+    ready == "True" && core == format!("{}.{}.{}", to.major, to.minor, to.patch)
+}
+
+/// One step around a node's upgrade, run with kubectl on the first master,
+/// in the order k0sctl upgrades a worker (cordon, drain, upgrade, wait for
+/// Ready, uncordon: <https://github.com/k0sproject/k0sctl/blob/main/phase/upgrade_workers.go>)
+/// and kubeadm's upgrade guide a node (drain before the kubelet upgrade,
+/// uncordon after: <https://kubernetes.io/docs/tasks/administer-cluster/kubeadm/kubeadm-upgrade/#drain-the-node>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeStep {
+    /// `kubectl cordon`: no new pods there.
+    Cordon,
+    /// `kubectl drain`: its pods evicted (daemonsets stay, as upstream's
+    /// guide drains with `--ignore-daemonsets`).
+    Drain,
+    /// `kubectl uncordon`: schedulable again, once Ready with the new version.
+    Uncordon,
+}
+
+impl fmt::Display for NodeStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeStep::Cordon => "cordon",
+            NodeStep::Drain => "drain",
+            NodeStep::Uncordon => "uncordon",
+        })
+    }
+}
+
+/// How many workers may be down for their upgrade at once: a count or a
+/// percentage of the workers (rounded down, at least one), as Kubernetes'
+/// `maxUnavailable` is written (`2`, `10%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxUnavailable {
+    Count(usize),
+    Percent(u8),
+}
+
+impl MaxUnavailable {
+    /// The batch size for `workers` workers.
+    pub fn of(&self, workers: usize) -> usize {
+        match *self {
+            MaxUnavailable::Count(n) => n,
+            MaxUnavailable::Percent(p) => workers * usize::from(p) / 100,
+        }
+        .max(1)
+    }
+}
+
+impl Default for MaxUnavailable {
+    fn default() -> Self {
+        DEFAULT_MAX_UNAVAILABLE
+    }
+}
+
+impl fmt::Display for MaxUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxUnavailable::Count(n) => write!(f, "{n}"),
+            MaxUnavailable::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl std::str::FromStr for MaxUnavailable {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{s:?} is not a number of workers (1 or more) or a percentage of them (1% to 100%), e.g. 2 or 25%")
+        };
+        match s.strip_suffix('%') {
+            Some(p) => match p.parse::<u8>() {
+                Ok(n @ 1..=100) if p.bytes().all(|b| b.is_ascii_digit()) => {
+                    Ok(MaxUnavailable::Percent(n))
+                }
+                _ => Err(bad()),
+            },
+            None => match s.parse::<usize>() {
+                Ok(n) if n >= 1 && s.bytes().all(|b| b.is_ascii_digit()) => {
+                    Ok(MaxUnavailable::Count(n))
+                }
+                _ => Err(bad()),
+            },
+        }
+    }
 }
 
 /// A port a runtime's services bind on a host.
@@ -492,9 +624,10 @@ pub struct Batch {
 }
 
 /// Servers one at a time (the first master first), then workers in batches
-/// of [`DEFAULT_WORKER_BATCH`].
-pub fn upgrade_order(cluster: &Cluster) -> Vec<Batch> {
-    upgrade_order_in_batches(cluster, DEFAULT_WORKER_BATCH)
+/// of `max` of them (k0sctl upgrades controllers one by one, then workers
+/// 10% at a time: <https://github.com/k0sproject/k0sctl/blob/main/phase/upgrade_workers.go>).
+pub fn upgrade_order(cluster: &Cluster, max: MaxUnavailable) -> Vec<Batch> {
+    upgrade_order_in_batches(cluster, max.of(cluster.workers().count()))
 }
 
 pub fn upgrade_order_in_batches(cluster: &Cluster, batch: usize) -> Vec<Batch> {
@@ -668,6 +801,62 @@ fn remove_node_plan(
         &delete,
         present,
     ));
+    Ok(plan)
+}
+
+/// A [`NodeStep`] on node `node`, run on the first master with `kubectl`
+/// while `kubectl get node` finds the node.
+fn node_step_plan(
+    ctx: &HostContext,
+    runtime: &'static str,
+    kubectl: &[&str],
+    node: &str,
+    step: NodeStep,
+) -> Result<Plan, RuntimeError> {
+    if !ctx.is_first_master() {
+        return Err(RuntimeError::WrongHost {
+            runtime,
+            host: ctx.host_key(),
+            reason: format!(
+                "nodes are cordoned and drained from the first master ({}), which has the admin kubeconfig",
+                ctx.first_master
+            ),
+        });
+    }
+    if !is_valid_node_name(node) {
+        return Err(RuntimeError::BadNodeName {
+            node: node.to_string(),
+        });
+    }
+    let with = |args: &[&str]| -> Vec<String> {
+        kubectl.iter().chain(args).map(|s| s.to_string()).collect()
+    };
+    let present = Check::IfOutput {
+        argv: with(&["get", "node", node, "--ignore-not-found", "-o", "name"]),
+    };
+    let (argv, title) = match step {
+        NodeStep::Cordon => (
+            with(&["cordon", node]),
+            format!("cordon node {node} (no new pods)"),
+        ),
+        NodeStep::Drain => (
+            with(&[
+                "drain",
+                node,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                DRAIN_TIMEOUT,
+            ]),
+            format!("drain node {node} (evict its pods)"),
+        ),
+        NodeStep::Uncordon => (
+            with(&["uncordon", node]),
+            format!("uncordon node {node} (schedulable again)"),
+        ),
+    };
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut plan = ctx.plan(runtime, &format!("{step}-node"));
+    plan.push(Step::run(&step.to_string(), title, &argv, present));
     Ok(plan)
 }
 

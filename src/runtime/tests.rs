@@ -991,7 +991,7 @@ fn upgrade_order_is_servers_one_by_one_then_worker_batches() {
         "10.0.1.1,10.0.1.2,10.0.1.3,10.0.1.4",
         &[],
     );
-    let order = upgrade_order(&c);
+    let order = upgrade_order(&c, MaxUnavailable::Count(3));
     let shown: Vec<(Role, Vec<String>)> = order
         .iter()
         .map(|b| (b.role, b.hosts.iter().map(|a| a.to_string()).collect()))
@@ -1010,6 +1010,93 @@ fn upgrade_order_is_servers_one_by_one_then_worker_batches() {
         ]
     );
     assert_eq!(upgrade_order_in_batches(&c, 0).len(), 3 + 4);
+    // 10% of 4 workers rounds down to none: at least one at a time.
+    assert_eq!(upgrade_order(&c, MaxUnavailable::default()).len(), 3 + 4);
+    assert_eq!(upgrade_order(&c, MaxUnavailable::Percent(50)).len(), 3 + 2);
+    assert_eq!(upgrade_order(&c, MaxUnavailable::Count(9)).len(), 3 + 1);
+}
+
+#[test]
+fn max_unavailable_is_a_count_or_a_percentage_and_at_least_one() {
+    for (text, want, of_20) in [
+        ("2", MaxUnavailable::Count(2), 2),
+        ("10%", MaxUnavailable::Percent(10), 2),
+        ("25%", MaxUnavailable::Percent(25), 5),
+        ("1%", MaxUnavailable::Percent(1), 1),
+        ("100%", MaxUnavailable::Percent(100), 20),
+    ] {
+        let parsed: MaxUnavailable = text.parse().unwrap();
+        assert_eq!(parsed, want, "{text}");
+        assert_eq!(parsed.of(20), of_20, "{text}");
+        assert_eq!(parsed.to_string(), text);
+    }
+    for bad in ["0", "0%", "101%", "-1", "+2", "2.5", "%", "", "ten", "10 %"] {
+        let error = bad.parse::<MaxUnavailable>().unwrap_err();
+        assert!(error.contains("25%"), "{bad:?}: {error}");
+    }
+}
+
+#[test]
+fn node_ready_with_wants_ready_true_and_the_target_version() {
+    let to: Version = "v1.30.3+k3s1".parse().unwrap();
+    assert!(node_ready_with("True v1.30.3+k3s1", &to));
+    assert!(node_ready_with("True v1.30.3", &to));
+    assert!(!node_ready_with("True v1.30.2+k3s1", &to));
+    assert!(!node_ready_with("False v1.30.3+k3s1", &to));
+    assert!(!node_ready_with("Unknown v1.30.3+k3s1", &to));
+    assert!(!node_ready_with(" v1.30.3+k3s1", &to));
+    assert!(!node_ready_with("(the connection was refused)", &to));
+}
+
+#[test]
+fn upgrade_node_steps_run_each_runtimes_kubectl_on_the_first_master() {
+    for rt in names() {
+        let runtime = runtime_for(rt).unwrap();
+        let c = cluster("10.0.0.1", "10.0.1.1", &[]);
+        let image = ImageInfo::new(rt, "v1.30.2").unwrap();
+        let first = HostContext::new(
+            &c,
+            c.first_master().unwrap(),
+            &image,
+            JoinSecrets::default(),
+        )
+        .unwrap();
+        for (step, verb) in [
+            (NodeStep::Cordon, "cordon"),
+            (NodeStep::Drain, "drain"),
+            (NodeStep::Uncordon, "uncordon"),
+        ] {
+            let plan = runtime.upgrade_node_step(&first, "node-1", step).unwrap();
+            let text = plan.render_dry_run();
+            let kubectl = runtime.kubectl().join(" ");
+            assert!(
+                text.contains(&format!("{kubectl} {verb} node-1")),
+                "{rt} {step}:\n{text}"
+            );
+        }
+        assert!(runtime
+            .upgrade_node_step(&first, "bad name", NodeStep::Cordon)
+            .is_err());
+        let worker = HostContext::new(
+            &c,
+            c.workers().next().unwrap(),
+            &image,
+            JoinSecrets::default(),
+        )
+        .unwrap();
+        assert!(
+            runtime
+                .upgrade_node_step(&worker, "node-1", NodeStep::Cordon)
+                .is_err(),
+            "{rt}"
+        );
+        let query = runtime.node_state_query("node-1");
+        assert_eq!(&query[..runtime.kubectl().len()], runtime.kubectl());
+        assert_eq!(
+            query[runtime.kubectl().len()..].join(" "),
+            format!("get node node-1 -o {NODE_STATE_JSONPATH}")
+        );
+    }
 }
 
 #[test]
