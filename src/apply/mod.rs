@@ -64,6 +64,7 @@ mod context;
 mod distribute;
 pub mod dry_run;
 mod error;
+pub mod health;
 mod image;
 mod install;
 mod join;

@@ -383,6 +383,16 @@ impl Runtime for K0s {
         ADMIN_CONF
     }
 
+    /// `k0s kubectl` with the admin kubeconfig, as `remove_node` runs it.
+    fn admin_kubectl(&self) -> Vec<&'static str> {
+        vec![BIN, "kubectl", "--kubeconfig", ADMIN_CONF]
+    }
+
+    /// The unit `k0s install controller|worker` writes (k0s pkg/install, v1.30).
+    fn service_units(&self, role: Role) -> Vec<&'static str> {
+        vec![unit(role)]
+    }
+
     fn join_secrets(
         &self,
         captured: &BTreeMap<String, String>,

@@ -512,6 +512,16 @@ impl Runtime for K3s {
         KUBECONFIG
     }
 
+    /// `k3s kubectl` reads k3s.yaml (https://docs.k3s.io/cluster-access).
+    fn admin_kubectl(&self) -> Vec<&'static str> {
+        vec![BIN, "kubectl", "--kubeconfig", KUBECONFIG]
+    }
+
+    /// install.sh's `k3s.service` on a server, `k3s-agent.service` on an agent.
+    fn service_units(&self, role: Role) -> Vec<&'static str> {
+        vec![unit_for(role).name]
+    }
+
     fn join_secrets(
         &self,
         captured: &BTreeMap<String, String>,

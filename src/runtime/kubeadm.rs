@@ -537,6 +537,17 @@ impl Runtime for Kubeadm {
         ADMIN_CONF
     }
 
+    fn admin_kubectl(&self) -> Vec<&'static str> {
+        vec![KUBECTL, "--kubeconfig", ADMIN_CONF]
+    }
+
+    /// containerd and the kubelet on every host; the control plane runs as
+    /// the kubelet's static pods
+    /// (https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/install-kubeadm/).
+    fn service_units(&self, _role: Role) -> Vec<&'static str> {
+        vec!["containerd.service", "kubelet.service"]
+    }
+
     fn join_secrets(
         &self,
         captured: &BTreeMap<String, String>,

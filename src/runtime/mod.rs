@@ -424,6 +424,12 @@ pub trait Runtime: Send + Sync {
     /// Where the cluster's admin kubeconfig is on a control plane
     /// (`sealrs kubeconfig` reads it from the first master).
     fn admin_kubeconfig(&self) -> &'static str;
+    /// `kubectl` with the admin kubeconfig on a control plane, as the
+    /// runtime runs it (`sealrs status` asks the first master for Nodes).
+    fn admin_kubectl(&self) -> Vec<&'static str>;
+    /// The systemd units that run the runtime on a host of `role` (`Master`
+    /// for any control-plane), which `sealrs status` expects active.
+    fn service_units(&self, role: Role) -> Vec<&'static str>;
 }
 
 /// A port a runtime's services bind on a host.
