@@ -115,3 +115,34 @@ fn status_reports_each_host_and_a_stopped_one_as_unreachable_with_a_failing_exit
     );
     assert_eq!(host(&doc, &hosts[0].ip)["healthy"], true, "{doc:#}");
 }
+
+#[test]
+fn delete_force_forgets_a_stopped_node_after_deleting_its_node_through_the_first_master() {
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1, 2], &[]);
+    hosts.stop(1);
+    let gone = &hosts[1];
+
+    // Without --force the host stays in the saved cluster (failed).
+    let out = sealrs(&env, &hosts, &["delete", "--nodes", &gone.ip]);
+    assert!(!out.status.success());
+    let saved = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
+    assert!(saved.contains(&gone.ip), "{saved}");
+
+    let out = sealrs(&env, &hosts, &["delete", "--force", "--nodes", &gone.ip]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("forgotten (--force)"), "{stderr}");
+    let saved = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
+    assert!(!saved.contains(&gone.ip), "{saved}");
+    assert!(saved.contains(&hosts[2].ip), "{saved}");
+    // The Node was deleted through the first master.
+    let deleted = hosts[0].exec_ok(&["cat", "/var/log/sealrs-standin-deleted-nodes"]);
+    assert_eq!(deleted.lines().collect::<Vec<_>>(), [gone.name.as_str()]);
+    // The rest of the cluster is healthy again.
+    let (ok, doc, stderr) = status_json(&env, &hosts);
+    assert!(ok, "{doc:#}\n{stderr}");
+    assert_eq!(doc["hosts"].as_array().unwrap().len(), 2);
+}

@@ -85,7 +85,7 @@ pub use check::HostCheck;
 pub use connect::{Connections, Connector};
 pub use error::{ApplyError, HostFailure};
 pub use image::{resolve_images, AppliedImage};
-pub use lifecycle::{add, delete, reset, upgrade, LifecycleReport};
+pub use lifecycle::{add, delete, delete_with, reset, upgrade, LifecycleReport};
 pub use lock::{lock_file, ClusterLock};
 pub use save::{cluster_file, forget_cluster, load_cluster, save_cluster};
 

@@ -185,6 +185,11 @@ pub struct DeleteArgs {
     /// Hosts to delete, IP[:PORT][,IP...] (masters or workers; never the first master).
     #[arg(long, value_name = "IPS", required = true)]
     pub nodes: Vec<String>,
+    /// Forget a host that cannot be reached once its Node (and a control
+    /// plane's etcd member) is removed through the first master; what sealrs
+    /// put on it stays there.
+    #[arg(long)]
+    pub force: bool,
     /// Print what would happen on each host, and around it (order, batches,
     /// drain); reach no host and change nothing.
     #[arg(long)]

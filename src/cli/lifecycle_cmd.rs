@@ -188,7 +188,14 @@ pub fn delete(
     removes.extend(removal_lines(&cluster, &leaving));
     confirm("delete", &removes, args.yes)?;
     let connector = connector(&args.ssh)?;
-    let result = apply::delete(store, &mut cluster, &addresses, &connector, progress);
+    let result = apply::delete_with(
+        store,
+        &mut cluster,
+        &addresses,
+        args.force,
+        &connector,
+        progress,
+    );
     save_if_changed(root, &cluster, &loaded)?;
     let report = result?;
     eprintln!(

@@ -512,6 +512,11 @@ impl Runtime for K3s {
         KUBECONFIG
     }
 
+    // forget_member: nothing beyond deleting the Node. k3s's etcd member
+    // controller removes the member of a server whose Node is deleted
+    // (k3s pkg/etcd/etcd.go, the node finalizer `etcd.k3s.cattle.io`, v1.30;
+    // https://docs.k3s.io/datastore/ha-embedded).
+
     /// `k3s kubectl` reads k3s.yaml (https://docs.k3s.io/cluster-access).
     fn admin_kubectl(&self) -> Vec<&'static str> {
         vec![BIN, "kubectl", "--kubeconfig", KUBECONFIG]

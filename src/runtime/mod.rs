@@ -401,6 +401,19 @@ pub trait Runtime: Send + Sync {
     ) -> Vec<Violation> {
         Vec::new()
     }
+    /// Runs on the first master when `delete --force` forgets `host`, which
+    /// cannot be reached, after its Node `node` was deleted: removes what the
+    /// cluster still keeps of it there (its etcd member, for a control
+    /// plane). Empty by default; the processor runs a plan only when it has
+    /// steps.
+    fn forget_member(
+        &self,
+        first_master: &HostContext,
+        _host: &Host,
+        _node: &str,
+    ) -> Result<Plan, RuntimeError> {
+        Ok(first_master.plan(self.name(), "forget-member"))
+    }
     /// Whether a deleted host of this role keeps its Node until its
     /// uninstall ran: the processor then drains it, uninstalls it, and only
     /// then runs the [`DELETE_NODE_STEP`] of [`Runtime::remove_node`]'s plan

@@ -1713,3 +1713,42 @@ fn kubeadm_reads_the_image_rootfs() {
     let err = Kubeadm.install(&host(0, unknown)).unwrap_err().to_string();
     assert!(err.contains("line 1") && err.contains("v1beta2"), "{err}");
 }
+
+#[test]
+fn kubeadm_forgets_a_control_plane_by_etcdctl_member_remove_in_a_surviving_etcd_pod() {
+    let c = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "10.0.0.4", &[]);
+    let img = image("kubeadm", "v1.30.2");
+    let first = ctx(&c, 0, &img);
+    let plan = Kubeadm.forget_member(&first, &c.hosts[1], "m2").unwrap();
+    plan.validate().unwrap();
+    let crate::plan::Action::Run { argv, .. } = &plan.steps[0].action else {
+        panic!("{plan:?}")
+    };
+    // The node's name reaches the script as an argument, not in its text.
+    assert_eq!(argv[0..2], ["bash", "-c"]);
+    assert_eq!(
+        argv[3..],
+        [
+            "etcd-member-remove",
+            "/usr/local/bin/kubectl",
+            "/etc/kubernetes/admin.conf",
+            "m2"
+        ]
+    );
+    assert!(argv[2].contains("member remove") && !argv[2].contains("m2"));
+    assert!(Kubeadm
+        .forget_member(&first, &c.hosts[1], "M2; rm -rf /")
+        .is_err());
+    assert!(Kubeadm
+        .forget_member(&first, &c.hosts[3], "w1")
+        .unwrap()
+        .steps
+        .is_empty());
+    // k3s removes the member itself when the server's Node is deleted.
+    let k3s_img = image("k3s", "v1.30.2+k3s1");
+    assert!(K3s
+        .forget_member(&ctx(&c, 0, &k3s_img), &c.hosts[1], "m2")
+        .unwrap()
+        .steps
+        .is_empty());
+}
