@@ -146,3 +146,59 @@ fn delete_force_forgets_a_stopped_node_after_deleting_its_node_through_the_first
     assert!(ok, "{doc:#}\n{stderr}");
     assert_eq!(doc["hosts"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_k3s_master_is_replaced_3_to_2_to_3_with_a_warning_and_a_first_run_of_2_is_refused() {
+    let hosts = TestHosts::boot(4);
+    let env = Env::new();
+    build_k3s(&env, "k3s-cluster:1");
+    let two = format!("{},{}", hosts[0].ip, hosts[1].ip);
+    let out = sealrs(&env, &hosts, &["run", "k3s-cluster:1", "--masters", &two]);
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{refused}");
+    assert!(refused.contains("odd number"), "{refused}");
+    assert!(
+        !hosts[0]
+            .exec(&["test", "-e", "/var/lib/sealrs-host"])
+            .status
+            .success(),
+        "nothing was sent"
+    );
+
+    run_on(&env, "k3s-cluster:1", &hosts, &[0, 1, 2], &[], &[]);
+    let third = &hosts[2].ip;
+    let out = sealrs(&env, &hosts, &["delete", "--nodes", third]);
+    let deleted = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{deleted}");
+    assert!(
+        deleted.contains("warning: 2 k3s servers with embedded etcd: quorum needs 2 of them"),
+        "{deleted}"
+    );
+    assert!(!hosts[2]
+        .exec(&["test", "-e", "/usr/local/bin/k3s"])
+        .status
+        .success());
+    let (ok, doc, stderr) = status_json(&env, &hosts);
+    assert!(ok, "{doc:#}\n{stderr}");
+    assert_eq!(doc["hosts"].as_array().unwrap().len(), 2);
+
+    // Back to three: a new server replaces it, no warning any more.
+    let new = &hosts[3].ip;
+    let out = sealrs(&env, &hosts, &["add", "--masters", new]);
+    let added = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{added}");
+    assert!(!added.contains("warning: "), "{added}");
+    assert_eq!(
+        hosts[3].exec_ok(&["systemctl", "is-active", "k3s"]).trim(),
+        "active"
+    );
+    let (ok, doc, stderr) = status_json(&env, &hosts);
+    assert!(ok, "{doc:#}\n{stderr}");
+    let masters = doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["roles"] == serde_json::json!(["master"]))
+        .count();
+    assert_eq!(masters, 3, "{doc:#}");
+}

@@ -38,9 +38,9 @@ use crate::cluster::{Address, Cluster, Host, Role};
 use crate::plan::{render_template, Capture, Check, FileContent, Plan, Step};
 
 use super::{
-    captured_token, finish_verify, hooks, verify_common, verify_odd_servers, HostContext,
-    ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE,
-    MARKER_DIR,
+    captured_token, finish_verify, hooks, odd_servers_warning, verify_common, verify_odd_servers,
+    HostContext, ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version, Violation,
+    KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k0s";
@@ -413,6 +413,10 @@ impl Runtime for K0s {
     }
 
     /// `k0s kubectl` with the admin kubeconfig, as `remove_node` runs it.
+    fn warnings(&self, cluster: &Cluster) -> Vec<String> {
+        odd_servers_warning(self.name(), cluster)
+    }
+
     fn admin_kubectl(&self) -> Vec<&'static str> {
         vec![BIN, "kubectl", "--kubeconfig", ADMIN_CONF]
     }

@@ -30,9 +30,9 @@ use crate::cluster::{Cluster, Host, Role};
 use crate::plan::{Check, FileContent, Plan, Step};
 
 use super::{
-    captured_token, env_file, exec_arg, finish_verify, hooks, ports_of_roles, verify_common,
-    verify_odd_servers, HostContext, ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version,
-    Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
+    captured_token, env_file, exec_arg, finish_verify, hooks, odd_servers_warning, ports_of_roles,
+    verify_common, verify_odd_servers, HostContext, ImageInfo, JoinSecrets, Port, Runtime,
+    RuntimeError, Version, Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k3s";
@@ -518,6 +518,10 @@ impl Runtime for K3s {
     // https://docs.k3s.io/datastore/ha-embedded).
 
     /// `k3s kubectl` reads k3s.yaml (https://docs.k3s.io/cluster-access).
+    fn warnings(&self, cluster: &Cluster) -> Vec<String> {
+        odd_servers_warning(self.name(), cluster)
+    }
+
     fn admin_kubectl(&self) -> Vec<&'static str> {
         vec![BIN, "kubectl", "--kubeconfig", KUBECONFIG]
     }
