@@ -17,7 +17,7 @@ const API_PORT: u16 = 6443;
 const MAX_KUBECONFIG: u64 = 1 << 20;
 
 /// The runtime the cluster's first master runs, as its status records it.
-fn runtime_name(cluster: &Cluster) -> Result<String, ApplyError> {
+pub(super) fn runtime_name(cluster: &Cluster) -> Result<String, ApplyError> {
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?;
     cluster
         .status

@@ -233,6 +233,21 @@ pub fn delete(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
+    delete_with(store, cluster, addresses, false, connector, progress)
+}
+
+/// [`delete`]; with `force`, a host that cannot be reached is forgotten once
+/// its Node is deleted: the runtime's [`runtime::Runtime::forget_member`]
+/// runs on the first master (a control plane's etcd member), and what
+/// sealrs put on the host stays there.
+pub fn delete_with(
+    store: &Store,
+    cluster: &mut Cluster,
+    addresses: &[Address],
+    force: bool,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<LifecycleReport, ApplyError> {
     let first = deletable(cluster, addresses)?;
     let mut ctx = open(store, connector, progress, cluster)?;
     let mut shrunk = cluster.clone();
@@ -324,6 +339,15 @@ pub fn delete(
         ));
         match remove_from_kubernetes(&ctx, &snapshot, &first, name, part) {
             Ok(()) => match down.iter().find(|f| f.host == host.key()) {
+                Some(failure) if force => {
+                    progress.message(&format!(
+                        "{}: unreachable ({}); forgotten (--force), what sealrs put there stays",
+                        host.key(),
+                        unreachable_reason(failure)
+                    ));
+                    let forgot = forget_member(&ctx, &snapshot, &first, host, name);
+                    results.push((host.clone(), forgot.map(|()| false)));
+                }
                 Some(failure) => results.push((
                     host.clone(),
                     Err(ApplyError::NotUninstalled {
@@ -371,6 +395,40 @@ pub fn delete(
     report.absorb(run);
     ApplyError::all_hosts_ok(failures)?;
     Ok(report)
+}
+
+/// The runtime's [`runtime::Runtime::forget_member`] plan for `host`, run on
+/// the first master when it has steps; a step allowed to fail is a warning.
+fn forget_member(
+    ctx: &RunContext,
+    cluster: &Cluster,
+    first: &Host,
+    host: &Host,
+    node: &str,
+) -> Result<(), ApplyError> {
+    let first_ctx =
+        super::remote::host_context(cluster, first, &ctx.image, runtime::JoinSecrets::default())?;
+    let plan = ctx
+        .runtime
+        .forget_member(&first_ctx, host, node)
+        .map_err(ApplyError::runtime(first))?;
+    if plan.steps.is_empty() {
+        return Ok(());
+    }
+    ctx.progress.message(&format!(
+        "{}: {} forgets {} ({})",
+        first.key(),
+        ctx.runtime.name(),
+        host.key(),
+        plan.steps
+            .iter()
+            .map(|s| s.title.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    let report = super::remote::apply_plan(ctx.connection(first)?, &ctx.image, &plan)?;
+    super::join::warn_failed_steps(ctx, first, &report);
+    Ok(())
 }
 
 /// Upgrades every host to `image_name`: verified first (downgrades and minor

@@ -14,13 +14,18 @@ use crate::transport::{Output, Transport};
 
 /// The runtime's verdict on `cluster` built from the context's image: every
 /// violation at once.
+/// What it lets through with a warning is printed.
 pub(super) fn cluster(cluster: &Cluster, ctx: &RunContext) -> Result<(), ApplyError> {
     ctx.runtime
         .verify(cluster, &ctx.image.info)
         .map_err(|violations| ApplyError::Verify {
             cluster: cluster.name.clone(),
             violations,
-        })
+        })?;
+    for warning in ctx.runtime.warnings(cluster) {
+        ctx.progress.message(&format!("warning: {warning}"));
+    }
+    Ok(())
 }
 
 /// The image's installer checks the host as a member of the cluster `request` is for.

@@ -73,6 +73,9 @@ pub enum Command {
     Reset(ResetArgs),
     /// List the saved clusters: name, runtime, version, hosts, state.
     Clusters(ClustersArgs),
+    /// Each host of a saved cluster now: reachable, what sealrs installed, its
+    /// services, its Node's Ready condition; exits non-zero when one is not healthy.
+    Status(StatusArgs),
     /// Write a saved cluster's admin kubeconfig, read from its first master (0600).
     Kubeconfig(KubeconfigArgs),
     /// Print a shell completion script, e.g. `sealrs completion bash > /etc/bash_completion.d/sealrs`.
@@ -182,6 +185,11 @@ pub struct DeleteArgs {
     /// Hosts to delete, IP[:PORT][,IP...] (masters or workers; never the first master).
     #[arg(long, value_name = "IPS", required = true)]
     pub nodes: Vec<String>,
+    /// Forget a host that cannot be reached once its Node (and a control
+    /// plane's etcd member) is removed through the first master; what sealrs
+    /// put on it stays there.
+    #[arg(long)]
+    pub force: bool,
     /// Print what would happen on each host, and around it (order, batches,
     /// drain); reach no host and change nothing.
     #[arg(long)]
@@ -251,6 +259,18 @@ pub struct ClustersArgs {
 pub enum ListFormat {
     Table,
     Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+    #[command(flatten)]
+    pub ssh: SshFlags,
 }
 
 #[derive(Debug, clap::Args)]

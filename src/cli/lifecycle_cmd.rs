@@ -7,7 +7,8 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::args::{
-    AddArgs, ClustersArgs, DeleteArgs, KubeconfigArgs, ListFormat, ResetArgs, SshFlags, UpgradeArgs,
+    AddArgs, ClustersArgs, DeleteArgs, KubeconfigArgs, ListFormat, ResetArgs, SshFlags, StatusArgs,
+    UpgradeArgs,
 };
 use super::run_cmd::SshConnector;
 use crate::apply::{self, ClusterLock, LifecycleReport};
@@ -187,7 +188,14 @@ pub fn delete(
     removes.extend(removal_lines(&cluster, &leaving));
     confirm("delete", &removes, args.yes)?;
     let connector = connector(&args.ssh)?;
-    let result = apply::delete(store, &mut cluster, &addresses, &connector, progress);
+    let result = apply::delete_with(
+        store,
+        &mut cluster,
+        &addresses,
+        args.force,
+        &connector,
+        progress,
+    );
     save_if_changed(root, &cluster, &loaded)?;
     let report = result?;
     eprintln!(
@@ -320,6 +328,44 @@ pub fn clusters(root: &Path, args: &ClustersArgs) -> Result<()> {
         }
     }
     print(&out)
+}
+
+/// `sealrs status`: each host of a saved cluster, a table or JSON; an error
+/// (exit code non-zero) when a host is not healthy.
+pub fn status(root: &Path, args: &StatusArgs) -> Result<()> {
+    let mut cluster = apply::load_cluster(root, &args.cluster)?;
+    if let Some(key) = &args.ssh.ssh_key {
+        cluster.ssh.key = Some(key.display().to_string());
+    }
+    if args.ssh.ssh_password_stdin {
+        cluster.ssh.password_from = Some(PasswordSource::Stdin);
+    }
+    let connector = connector(&args.ssh)?;
+    let health = apply::health::status(&cluster, &connector)?;
+    let out = match args.format {
+        ListFormat::Json => format!("{}\n", serde_json::to_string_pretty(&health)?),
+        ListFormat::Table => apply::health::table(&health),
+    };
+    print(&out)?;
+    if health.healthy {
+        return Ok(());
+    }
+    let bad: Vec<&str> = health
+        .hosts
+        .iter()
+        .filter(|h| !h.healthy)
+        .map(|h| h.host.as_str())
+        .collect();
+    anyhow::bail!(
+        "cluster {}: {} not healthy: {}",
+        cluster.name,
+        if bad.len() == 1 {
+            "1 host is"
+        } else {
+            "hosts are"
+        },
+        bad.join(", ")
+    )
 }
 
 /// `sealrs kubeconfig`: the admin kubeconfig of a saved cluster, from its

@@ -164,6 +164,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Clusters(args) => lifecycle_cmd::clusters(&root, &args),
         Command::Kubeconfig(args) => lifecycle_cmd::kubeconfig(&root, &args),
+        Command::Status(args) => lifecycle_cmd::status(&root, &args),
         Command::Installer(_) | Command::Completion(_) => unreachable!("handled above"),
     }
 }

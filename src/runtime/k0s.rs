@@ -38,9 +38,9 @@ use crate::cluster::{Address, Cluster, Host, Role};
 use crate::plan::{render_template, Capture, Check, FileContent, Plan, Step};
 
 use super::{
-    captured_token, finish_verify, hooks, verify_common, verify_odd_servers, HostContext,
-    ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE,
-    MARKER_DIR,
+    captured_token, finish_verify, hooks, odd_servers_warning, verify_common, verify_odd_servers,
+    HostContext, ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version, Violation,
+    KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k0s";
@@ -384,6 +384,45 @@ impl Runtime for K0s {
         ADMIN_CONF
     }
 
+    /// A controller that is gone leaves etcd through a surviving one:
+    /// `k0s etcd leave --peer-address ADDR`
+    /// (https://docs.k0sproject.io/v1.30.2+k0s.0/remove_controller/), run
+    /// while k0s runs there (it talks to the local etcd). A failure (the
+    /// member already left) is reported and the host forgotten all the same.
+    fn forget_member(
+        &self,
+        first_master: &HostContext,
+        host: &Host,
+        _node: &str,
+    ) -> Result<Plan, RuntimeError> {
+        let mut plan = first_master.plan(self.name(), "forget-member");
+        if host.is_master() {
+            let peer = host.key();
+            plan.push(
+                Step::run(
+                    "etcd-leave",
+                    format!("remove controller {peer} from etcd"),
+                    &[BIN, "etcd", "leave", "--peer-address", &peer],
+                    Check::UnitInactive {
+                        unit: unit(Role::Master).into(),
+                    },
+                )
+                .allowing_failure(),
+            );
+        }
+        Ok(plan)
+    }
+
+    /// `k0s kubectl` with the admin kubeconfig, as `remove_node` runs it.
+    fn warnings(&self, cluster: &Cluster) -> Vec<String> {
+        odd_servers_warning(self.name(), cluster)
+    }
+
+    /// The unit `k0s install controller|worker` writes (k0s pkg/install, v1.30).
+    fn service_units(&self, role: Role) -> Vec<&'static str> {
+        vec![unit(role)]
+    }
+
     fn join_secrets(
         &self,
         captured: &BTreeMap<String, String>,
@@ -574,12 +613,7 @@ impl Runtime for K0s {
 
     /// `k0s kubectl` on the first controller, as k0sctl resets a worker (<https://github.com/k0sproject/k0sctl/blob/main/phase/reset_workers.go>).
     fn remove_node(&self, ctx: &HostContext, node: &str) -> Result<Plan, RuntimeError> {
-        super::remove_node_plan(
-            ctx,
-            self.name(),
-            &[BIN, "kubectl", "--kubeconfig", ADMIN_CONF],
-            node,
-        )
+        super::remove_node_plan(ctx, self.name(), self.kubectl(), node)
     }
 
     fn uninstall(&self, ctx: &HostContext) -> Result<Plan, RuntimeError> {
@@ -709,6 +743,24 @@ mod tests {
             } => serde_yaml_ng::from_str(overlay).unwrap(),
             other => panic!("config is {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_controller_forgotten_by_force_leaves_etcd_through_the_first_master() {
+        let c = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "10.0.0.4", &[]);
+        let img = image();
+        let first = ctx(&c, 0, &img);
+        let plan = K0s.forget_member(&first, &c.hosts[1], "m2").unwrap();
+        plan.validate().unwrap();
+        assert_eq!(plan.host, "10.0.0.1");
+        assert_eq!(
+            argv(&plan, "etcd-leave"),
+            [BIN, "etcd", "leave", "--peer-address", "10.0.0.2"]
+        );
+        assert!(allows_failure(&plan, "etcd-leave"));
+        // A worker has no etcd member.
+        let worker = K0s.forget_member(&first, &c.hosts[3], "w1").unwrap();
+        assert!(worker.steps.is_empty());
     }
 
     #[test]

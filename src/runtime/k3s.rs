@@ -30,9 +30,9 @@ use crate::cluster::{Cluster, Host, Role};
 use crate::plan::{Check, FileContent, Plan, Step};
 
 use super::{
-    captured_token, env_file, exec_arg, finish_verify, hooks, ports_of_roles, verify_common,
-    verify_odd_servers, HostContext, ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version,
-    Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
+    captured_token, env_file, exec_arg, finish_verify, hooks, odd_servers_warning, ports_of_roles,
+    verify_common, verify_odd_servers, HostContext, ImageInfo, JoinSecrets, Port, Runtime,
+    RuntimeError, Version, Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k3s";
@@ -506,6 +506,21 @@ impl Runtime for K3s {
         KUBECONFIG
     }
 
+    // forget_member: nothing beyond deleting the Node. k3s's etcd member
+    // controller removes the member of a server whose Node is deleted
+    // (k3s pkg/etcd/etcd.go, the node finalizer `etcd.k3s.cattle.io`, v1.30;
+    // https://docs.k3s.io/datastore/ha-embedded).
+
+    /// `k3s kubectl` reads k3s.yaml (https://docs.k3s.io/cluster-access).
+    fn warnings(&self, cluster: &Cluster) -> Vec<String> {
+        odd_servers_warning(self.name(), cluster)
+    }
+
+    /// install.sh's `k3s.service` on a server, `k3s-agent.service` on an agent.
+    fn service_units(&self, role: Role) -> Vec<&'static str> {
+        vec![unit_for(role).name]
+    }
+
     fn join_secrets(
         &self,
         captured: &BTreeMap<String, String>,
@@ -605,12 +620,7 @@ impl Runtime for K3s {
 
     /// `k3s kubectl` on the first server; k3s wants a node deleted before it rejoins (<https://docs.k3s.io/installation/uninstall>).
     fn remove_node(&self, ctx: &HostContext, node: &str) -> Result<Plan, RuntimeError> {
-        super::remove_node_plan(
-            ctx,
-            self.name(),
-            &[BIN, "kubectl", "--kubeconfig", KUBECONFIG],
-            node,
-        )
+        super::remove_node_plan(ctx, self.name(), self.kubectl(), node)
     }
 
     fn uninstall(&self, ctx: &HostContext) -> Result<Plan, RuntimeError> {

@@ -59,6 +59,17 @@ pub const CONTAINERD_CONFIG: &str = "etc/containerd/config.toml";
 pub const BIN: &str = "/usr/local/bin/kubeadm";
 pub const KUBECTL: &str = "/usr/local/bin/kubectl";
 pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+/// `bash -c` text: `$1` kubectl, `$2` its kubeconfig, `$3` the node whose
+/// etcd member goes; runs etcdctl in an etcd static pod (label
+/// `component=etcd`, kubeadm's manifest) on another node, with the
+/// certificates kubeadm writes for it.
+const ETCD_MEMBER_REMOVE: &str = r#"set -euo pipefail
+k() { "$1" --kubeconfig "$2" -n kube-system "${@:4}"; }
+pod=$(k "$@" get pods -l component=etcd --field-selector "spec.nodeName!=$3" -o name | head -n 1)
+[ -n "$pod" ] || { echo "no etcd pod on another control plane" >&2; exit 1; }
+etcdctl() { k "$1" "$2" "$3" exec "${pod#pod/}" -- etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt --key=/etc/kubernetes/pki/etcd/server.key "${@:4}"; }
+id=$(etcdctl "$@" member list | awk -F', ' -v n="$3" '$3 == n { print $1 }')
+if [ -n "$id" ]; then etcdctl "$@" member remove "$id"; else echo "no etcd member named $3"; fi"#;
 pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 pub const MODULES_FILE: &str = "/etc/modules-load.d/sealrs-k8s.conf";
@@ -537,6 +548,53 @@ impl Runtime for Kubeadm {
         ADMIN_CONF
     }
 
+    /// A control plane that is gone leaves etcd through the etcd static pod
+    /// of a surviving one: `etcdctl member remove ID`, the ID found by the
+    /// member's name (kubeadm names it after the node), as the kubeadm HA
+    /// docs replace a member
+    /// (https://kubernetes.io/docs/tasks/administer-cluster/configure-upgrade-etcd/#replacing-a-failed-etcd-member).
+    /// Values reach the script as arguments, never inside its text.
+    fn forget_member(
+        &self,
+        first_master: &HostContext,
+        host: &Host,
+        node: &str,
+    ) -> Result<Plan, RuntimeError> {
+        let mut plan = first_master.plan(self.name(), "forget-member");
+        if !host.is_master() {
+            return Ok(plan);
+        }
+        if !crate::cluster::is_valid_node_name(node) {
+            return Err(RuntimeError::BadNodeName {
+                node: node.to_string(),
+            });
+        }
+        plan.push(Step::run(
+            "etcd-member-remove",
+            format!("remove the etcd member of {node} ({})", host.key()),
+            &[
+                "bash",
+                "-c",
+                ETCD_MEMBER_REMOVE,
+                "etcd-member-remove",
+                KUBECTL,
+                ADMIN_CONF,
+                node,
+            ],
+            Check::UnitInactive {
+                unit: "kubelet.service".into(),
+            },
+        ));
+        Ok(plan)
+    }
+
+    /// containerd and the kubelet on every host; the control plane runs as
+    /// the kubelet's static pods
+    /// (https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/install-kubeadm/).
+    fn service_units(&self, _role: Role) -> Vec<&'static str> {
+        vec!["containerd.service", "kubelet.service"]
+    }
+
     fn join_secrets(
         &self,
         captured: &BTreeMap<String, String>,
@@ -816,12 +874,7 @@ impl Runtime for Kubeadm {
 
     /// kubectl with admin.conf on the first control-plane (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/#remove-the-node>).
     fn remove_node(&self, ctx: &HostContext, node: &str) -> Result<Plan, RuntimeError> {
-        super::remove_node_plan(
-            ctx,
-            self.name(),
-            &[KUBECTL, "--kubeconfig", ADMIN_CONF],
-            node,
-        )
+        super::remove_node_plan(ctx, self.name(), self.kubectl(), node)
     }
 
     fn uninstall(&self, ctx: &HostContext) -> Result<Plan, RuntimeError> {

@@ -403,6 +403,25 @@ pub trait Runtime: Send + Sync {
     ) -> Vec<Violation> {
         Vec::new()
     }
+    /// Runs on the first master when `delete --force` forgets `host`, which
+    /// cannot be reached, after its Node `node` was deleted: removes what the
+    /// cluster still keeps of it there (its etcd member, for a control
+    /// plane). Empty by default; the processor runs a plan only when it has
+    /// steps.
+    fn forget_member(
+        &self,
+        first_master: &HostContext,
+        _host: &Host,
+        _node: &str,
+    ) -> Result<Plan, RuntimeError> {
+        Ok(first_master.plan(self.name(), "forget-member"))
+    }
+    /// What `cluster` may be built as, but not without a word (an even
+    /// number of etcd members while a master is replaced); the processor
+    /// prints each after [`Runtime::verify`] passed.
+    fn warnings(&self, _cluster: &Cluster) -> Vec<String> {
+        Vec::new()
+    }
     /// Whether a deleted host of this role keeps its Node until its
     /// uninstall ran: the processor then drains it, uninstalls it, and only
     /// then runs the [`DELETE_NODE_STEP`] of [`Runtime::remove_node`]'s plan
@@ -451,6 +470,9 @@ pub trait Runtime: Send + Sync {
         );
         argv
     }
+    /// The systemd units that run the runtime on a host of `role` (`Master`
+    /// for any control-plane), which `sealrs status` expects active.
+    fn service_units(&self, role: Role) -> Vec<&'static str>;
 }
 
 /// What [`Runtime::node_state_query`] asks kubectl for: the Ready
@@ -718,17 +740,58 @@ fn verify_common(runtime: &str, cluster: &Cluster, image: &ImageInfo) -> Vec<Vio
     v
 }
 
-/// k3s and k0s servers with embedded etcd: 1 or an odd number.
+/// The distinct servers of `cluster`, and how many of them run already
+/// (their saved status is Running).
+fn servers(cluster: &Cluster) -> (usize, usize) {
+    let mut servers: Vec<&Host> = cluster.masters().collect();
+    servers.sort_by(|a, b| a.address.cmp(&b.address));
+    servers.dedup_by(|a, b| a.address == b.address);
+    let running = servers
+        .iter()
+        .filter(|h| {
+            cluster
+                .status
+                .hosts
+                .get(&h.key())
+                .is_some_and(|s| s.phase == crate::cluster::Phase::Running)
+        })
+        .count();
+    (servers.len(), running)
+}
+
+/// An even number of servers that is one step of replacing a master: the
+/// servers that run already, and at most one joining (3→2 by `delete`,
+/// 1→2 or 3→4 by `add`). A cluster that runs no server yet (a first `run`)
+/// is never one.
+fn even_servers_transition(cluster: &Cluster) -> Option<usize> {
+    let (count, running) = servers(cluster);
+    (count > 1 && count.is_multiple_of(2) && running > 0 && count - running <= 1).then_some(count)
+}
+
+/// k3s and k0s servers with embedded etcd: 1 or an odd number, except while
+/// a master is replaced ([`odd_servers_warning`] says so then).
 fn verify_odd_servers(runtime: &str, cluster: &Cluster, v: &mut Vec<Violation>) {
-    let mut servers: Vec<&Address> = cluster.masters().map(|h| &h.address).collect();
-    servers.sort();
-    servers.dedup();
-    let count = servers.len();
-    if count > 1 && count.is_multiple_of(2) {
+    let (count, _) = servers(cluster);
+    if count > 1 && count.is_multiple_of(2) && even_servers_transition(cluster).is_none() {
         v.push(Violation::EvenServers {
             runtime: runtime.to_string(),
             count,
         });
+    }
+}
+
+/// The warning for an even number of servers that [`verify_odd_servers`]
+/// lets through as a step of replacing a master: etcd's quorum of `n/2 + 1`
+/// (<https://etcd.io/docs/v3.5/faq/#what-is-failure-tolerance>) tolerates no
+/// more failures with 2 servers than with 1, and no more with 4 than with 3.
+fn odd_servers_warning(runtime: &str, cluster: &Cluster) -> Vec<String> {
+    match even_servers_transition(cluster) {
+        Some(count) => vec![format!(
+            "{count} {runtime} servers with embedded etcd: quorum needs {} of them, so this tolerates no more failures than {} servers; a step while a master is replaced: add or delete one master to get back to an odd number",
+            count / 2 + 1,
+            count - 1
+        )],
+        None => Vec::new(),
     }
 }
 

@@ -1809,3 +1809,96 @@ fn kubeadm_reads_the_image_rootfs() {
     let err = Kubeadm.install(&host(0, unknown)).unwrap_err().to_string();
     assert!(err.contains("line 1") && err.contains("v1beta2"), "{err}");
 }
+
+#[test]
+fn kubeadm_forgets_a_control_plane_by_etcdctl_member_remove_in_a_surviving_etcd_pod() {
+    let c = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "10.0.0.4", &[]);
+    let img = image("kubeadm", "v1.30.2");
+    let first = ctx(&c, 0, &img);
+    let plan = Kubeadm.forget_member(&first, &c.hosts[1], "m2").unwrap();
+    plan.validate().unwrap();
+    let crate::plan::Action::Run { argv, .. } = &plan.steps[0].action else {
+        panic!("{plan:?}")
+    };
+    // The node's name reaches the script as an argument, not in its text.
+    assert_eq!(argv[0..2], ["bash", "-c"]);
+    assert_eq!(
+        argv[3..],
+        [
+            "etcd-member-remove",
+            "/usr/local/bin/kubectl",
+            "/etc/kubernetes/admin.conf",
+            "m2"
+        ]
+    );
+    assert!(argv[2].contains("member remove") && !argv[2].contains("m2"));
+    assert!(Kubeadm
+        .forget_member(&first, &c.hosts[1], "M2; rm -rf /")
+        .is_err());
+    assert!(Kubeadm
+        .forget_member(&first, &c.hosts[3], "w1")
+        .unwrap()
+        .steps
+        .is_empty());
+    // k3s removes the member itself when the server's Node is deleted.
+    let k3s_img = image("k3s", "v1.30.2+k3s1");
+    assert!(K3s
+        .forget_member(&ctx(&c, 0, &k3s_img), &c.hosts[1], "m2")
+        .unwrap()
+        .steps
+        .is_empty());
+}
+
+#[test]
+fn an_even_number_of_servers_is_a_step_of_replacing_a_master_never_a_first_run() {
+    let img = image("k3s", "v1.30.2+k3s1");
+    let running = |c: &mut Cluster, hosts: &[&str]| {
+        for h in hosts {
+            c.status.hosts.insert(
+                h.to_string(),
+                HostStatus {
+                    phase: crate::cluster::Phase::Running,
+                    runtime: Some("k3s".into()),
+                    ..Default::default()
+                },
+            );
+        }
+    };
+    // A first run of 2: refused, no warning.
+    let fresh = cluster("10.0.0.1,10.0.0.2", "", &[]);
+    assert!(K3s.verify(&fresh, &img).is_err());
+    assert!(K3s.warnings(&fresh).is_empty());
+    // 3 → 2 (delete) and 1 → 2 (add): allowed, with a warning about quorum.
+    let mut shrunk = cluster("10.0.0.1,10.0.0.2", "", &[]);
+    running(&mut shrunk, &["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    K3s.verify(&shrunk, &img).unwrap();
+    let w = K3s.warnings(&shrunk);
+    assert_eq!(w.len(), 1);
+    assert!(w[0].contains("quorum needs 2"), "{w:?}");
+    let mut grown = cluster("10.0.0.1,10.0.0.2", "", &[]);
+    running(&mut grown, &["10.0.0.1"]);
+    K3s.verify(&grown, &img).unwrap();
+    assert_eq!(K3s.warnings(&grown).len(), 1);
+    let k0s = image("k0s", "v1.30.2+k0s.0");
+    // (k0s refuses this one only for the k3s its status records.)
+    assert!(!K0s
+        .verify(&grown, &k0s)
+        .unwrap_err()
+        .iter()
+        .any(|v| matches!(v, Violation::EvenServers { .. })));
+    assert_eq!(K0s.warnings(&grown).len(), 1);
+    // 1 → 4 at once is not one step: refused.
+    let mut jump = cluster("10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4", "", &[]);
+    running(&mut jump, &["10.0.0.1"]);
+    assert!(K3s
+        .verify(&jump, &img)
+        .unwrap_err()
+        .contains(&Violation::EvenServers {
+            runtime: "k3s".into(),
+            count: 4
+        }));
+    // An odd number says nothing.
+    let mut three = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "", &[]);
+    running(&mut three, &["10.0.0.1", "10.0.0.2"]);
+    assert!(K3s.warnings(&three).is_empty());
+}
