@@ -1082,3 +1082,83 @@ fn a_pod_cidr_that_disagrees_with_the_images_kubeadm_yaml_is_refused_before_any_
         );
     }
 }
+
+/// What a kubeadm node leaves that `kubeadm reset` does not clean (the
+/// kubelet stand-in leaves kube-proxy's and the CNI's chains and the cni0
+/// bridge as the real node does), and whether the containerd and kubelet
+/// units are still there.
+fn kubeadm_leftovers(host: &Host) -> Vec<String> {
+    let mut left = Vec::new();
+    for tool in ["iptables-save", "ip6tables-save"] {
+        left.extend(
+            host.exec_ok(&[tool])
+                .lines()
+                .filter(|l| l.contains("KUBE-") || l.contains("CNI-"))
+                .map(|l| format!("{tool}: {l}")),
+        );
+    }
+    if host.exec(&["ip", "link", "show", "cni0"]).status.success() {
+        left.push("link: cni0".into());
+    }
+    let units = host.exec_ok(&["systemctl", "list-unit-files", "--no-legend"]);
+    left.extend(
+        units
+            .lines()
+            .filter(|l| l.starts_with("kubelet") || l.starts_with("containerd"))
+            .map(|l| format!("unit file: {l}")),
+    );
+    for unit in ["kubelet", "containerd"] {
+        let state = is_active(host, unit);
+        if state != "inactive" && state != "unknown" {
+            left.push(format!("unit {unit}: {state}"));
+        }
+    }
+    left
+}
+
+/// `sealrs reset` of a kubeadm cluster cleans what `kubeadm reset` says it
+/// leaves (iptables chains, CNI interfaces) and leaves no containerd or
+/// kubelet unit; a rule of the host's own is kept.
+#[test]
+fn a_kubeadm_reset_leaves_no_kube_chain_no_cni_bridge_and_no_unit() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build_kubeadm(&env);
+    let own_rule = "-A INPUT -s 192.0.2.7/32 -j DROP";
+    for host in hosts.hosts() {
+        host.exec_ok(&["iptables", "-A", "INPUT", "-s", "192.0.2.7", "-j", "DROP"]);
+    }
+    run_on(&env, &image, &hosts, &[0], &[1], &[]);
+    for host in hosts.hosts() {
+        // The stand-ins left what a real node leaves: otherwise this test
+        // would prove nothing.
+        let left = kubeadm_leftovers(host).join("\n");
+        for what in [
+            "-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+            ":KUBE-KUBELET-CANARY",
+            "-j CNI-5e1a0000standin",
+            "link: cni0",
+            "unit file: kubelet.service",
+            "unit file: containerd.service",
+            "unit kubelet: active",
+        ] {
+            assert!(left.contains(what), "{}: no {what:?} in\n{left}", host.name);
+        }
+    }
+    let mut args = vec!["reset".to_string(), "--cluster".into(), "default".into()];
+    args.extend(ssh_flags(&hosts));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run(&refs);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    for host in hosts.hosts() {
+        let left = kubeadm_leftovers(host);
+        assert!(left.is_empty(), "{}: left {left:#?}", host.name);
+        let rules = host.exec_ok(&["iptables-save"]);
+        assert!(rules.contains(own_rule), "{}: {rules}", host.name);
+        assert_eq!(calls(host, "kubeadm").last().unwrap(), "reset -f");
+        for gone in ["/etc/cni/net.d", "/var/lib/cni", "/etc/kubernetes"] {
+            assert!(!exists(host, gone), "{}: {gone} is left", host.name);
+        }
+    }
+}

@@ -457,6 +457,66 @@ fn prepare(ctx: &HostContext, plan: &mut Plan) {
     ));
 }
 
+/// The network interfaces a node's pod network and kube-proxy make, which
+/// `kubeadm reset` leaves: the bridge CNI plugin's default bridge `cni0`
+/// (`defaultBrName` in containernetworking/plugins plugins/main/bridge/
+/// bridge.go, v1.4; the name the example's and flannel's CNI configs use),
+/// flannel's VXLAN devices (`flannel.<vni>`, VNI 1, and `flannel-v6.1`),
+/// kube-proxy's IPVS dummy device (`kube-ipvs0`, pkg/proxy/ipvs/proxier.go,
+/// v1.30) and calico's VXLAN device (`vxlan.calico`).
+pub const INTERFACES: [&str; 5] = [
+    "cni0",
+    "flannel.1",
+    "flannel-v6.1",
+    "kube-ipvs0",
+    "vxlan.calico",
+];
+
+/// What `kubeadm reset` says it does not clean, cleaned after it and after
+/// the kubelet and containerd stopped. kubeadm reset v1.30 prints (and
+/// <https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-reset/>,
+/// "Cleanup of external etcd members / iptables / IPVS / CNI", says): "The
+/// reset process does not clean CNI configuration. To do so, you must remove
+/// /etc/cni/net.d", "does not reset or clean up iptables rules or IPVS
+/// tables ... If your cluster was setup to utilize IPVS, run ipvsadm
+/// --clear", and the kubeconfig files are left (the callers remove
+/// /etc/cni/net.d, /var/lib/cni and the kubeconfig link).
+fn push_after_reset(plan: &mut Plan) {
+    // The pod network namespaces containerd's CRI mounts under
+    // /run/netns/cni-* (pkg/netns in containerd 1.6); their veth ends go
+    // with them.
+    plan.push(Step::unmount_under("unmount-netns", "/run/netns/cni-"));
+    plan.push(Step::delete_links("delete-interfaces", &INTERFACES));
+    // kube-proxy's chains are all KUBE-* (KUBE-SERVICES, KUBE-NODEPORTS,
+    // KUBE-POSTROUTING, ..., pkg/proxy/iptables/proxier.go), the kubelet's
+    // KUBE-KUBELET-CANARY and KUBE-FIREWALL too; the CNI plugins' are CNI-*
+    // (portmap's CNI-HOSTPORT-*, ipmasq's CNI-<hash>); flannel's rules carry
+    // "flannel" in their comments. The host's own rules stay.
+    plan.push(Step::strip_iptables(
+        "strip-iptables",
+        &["iptables", "ip6tables"],
+        &["KUBE-", "CNI-"],
+        &["flannel"],
+    ));
+    // `ipvsadm --clear`, as reset's output asks, only where IPVS is in use
+    // (the ip_vs module loaded: /proc/net/ip_vs) and ipvsadm is on PATH; a
+    // host without either has no IPVS table to clear.
+    plan.push(Step::run(
+        "clear-ipvs",
+        "clear the IPVS tables kube-proxy made (ipvsadm --clear)",
+        &["ipvsadm", "--clear"],
+        Check::IfOutput {
+            argv: [
+                "sh",
+                "-c",
+                "if [ -e /proc/net/ip_vs ]; then command -v ipvsadm; fi; exit 0",
+            ]
+            .map(String::from)
+            .to_vec(),
+        },
+    ));
+}
+
 fn kubeconfig_link(plan: &mut Plan) {
     plan.push(Step::ensure_dir("root-kube-dir", "/root/.kube", 0o700));
     plan.push(Step::symlink(
@@ -838,6 +898,7 @@ impl Runtime for Kubeadm {
                 ServiceOp::Disable,
             ));
         }
+        push_after_reset(&mut plan);
         hooks::push_clean(ctx, &mut plan);
         plan.push(Step::remove_link(
             "unlink-kubeconfig",

@@ -701,6 +701,48 @@ fn kubeadm_plans() {
         argv(&reset, "reset"),
         ["/usr/local/bin/kubeadm", "reset", "-f"]
     );
+    // What kubeadm reset leaves (its output and the kubeadm-reset page):
+    // cleaned after the reset and the stopped units, before any removal.
+    assert_eq!(
+        reset
+            .steps
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>()[..10],
+        [
+            "reset",
+            "stop-kubelet",
+            "disable-kubelet",
+            "stop-containerd",
+            "disable-containerd",
+            "unmount-netns",
+            "delete-interfaces",
+            "strip-iptables",
+            "clear-ipvs",
+            "unlink-kubeconfig"
+        ]
+    );
+    assert_eq!(
+        reset.step("strip-iptables").unwrap().action,
+        Action::StripIptables {
+            tools: vec!["iptables".into(), "ip6tables".into()],
+            contains: vec!["KUBE-".into(), "CNI-".into()],
+            contains_ignore_case: vec!["flannel".into()],
+        }
+    );
+    match &reset.step("delete-interfaces").unwrap().action {
+        Action::DeleteLinks { names } => {
+            for name in ["cni0", "flannel.1", "kube-ipvs0"] {
+                assert!(names.iter().any(|n| n == name), "{names:?}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(argv(&reset, "clear-ipvs"), ["ipvsadm", "--clear"]);
+    assert!(matches!(
+        reset.step("clear-ipvs").unwrap().check,
+        Check::IfOutput { .. }
+    ));
 }
 
 #[test]
