@@ -236,6 +236,19 @@ fn pause_tag(minor: u64) -> Option<&'static str> {
     }
 }
 
+/// The pause image kubeadm of `version` lists, under `repository`
+/// (ClusterConfiguration's `imageRepository`, default `registry.k8s.io`).
+pub fn pause_image(version: &Version, repository: Option<&str>) -> Option<String> {
+    if version.major != 1 {
+        return None;
+    }
+    let tag = pause_tag(version.minor)?;
+    let repo = repository
+        .unwrap_or("registry.k8s.io")
+        .trim_end_matches('/');
+    Some(format!("{repo}/pause:{tag}"))
+}
+
 /// containerd must run pod sandboxes with the pause image
 /// `kubeadm config images list` names for the version (it is the one
 /// harvested and imported): its built-in default (`pause:3.6` in containerd
@@ -552,6 +565,13 @@ impl Runtime for Kubeadm {
 
     fn plan_reads(&self) -> &'static [&'static str] {
         &[IMAGE_CONFIG, CONTAINERD_CONFIG]
+    }
+
+    /// The pause image `kubeadm config images list` prints for the version
+    /// (`registry.k8s.io/pause:<PauseVersion>`): air-gapped, every pod
+    /// sandbox needs it.
+    fn expected_images(&self, version: &Version) -> Vec<String> {
+        pause_image(version, None).into_iter().collect()
     }
 
     /// kubeadm's mandatory `InPathCheck`s (cmd/kubeadm/app/preflight/checks.go,

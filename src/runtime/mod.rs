@@ -410,6 +410,13 @@ pub trait Runtime: Send + Sync {
     fn deletes_node_after_uninstall(&self, _role: Role) -> bool {
         false
     }
+    /// Images an image of this runtime at `version` must carry for its
+    /// cluster to come up without pulls (kubeadm: the pause image of that
+    /// version). Build warns when the image's image lists name images but
+    /// none of these. Empty by default.
+    fn expected_images(&self, _version: &Version) -> Vec<String> {
+        Vec::new()
+    }
     /// Rootfs files (relative paths) whose text the plans read, given to
     /// them in [`HostContext::rootfs_texts`].
     fn plan_reads(&self) -> &'static [&'static str] {

@@ -1749,3 +1749,20 @@ fn kubeadm_reads_the_image_rootfs() {
     let err = Kubeadm.install(&host(0, unknown)).unwrap_err().to_string();
     assert!(err.contains("line 1") && err.contains("v1beta2"), "{err}");
 }
+
+/// The pause image kubeadm of each version lists (PauseVersion), which
+/// build expects in a kubeadm image's image lists.
+#[test]
+fn kubeadm_expects_the_pause_image_of_its_version() {
+    let v = |s: &str| Version::parse(s).unwrap();
+    assert_eq!(
+        Kubeadm.expected_images(&v("v1.30.2")),
+        ["registry.k8s.io/pause:3.9"]
+    );
+    assert_eq!(
+        Kubeadm.expected_images(&v("v1.31.0")),
+        ["registry.k8s.io/pause:3.10"]
+    );
+    assert!(Kubeadm.expected_images(&v("v1.20.0")).is_empty());
+    assert!(K3s.expected_images(&v("v1.30.2+k3s1")).is_empty());
+}
