@@ -35,6 +35,11 @@ const KUBEADM_IMAGES: [&str; 7] = [
 /// needs as two oci-archives made by `sealrs save` in `images/`, and a CNI
 /// manifest; built as `kubeadm-cluster:1`.
 fn build_kubeadm(env: &Env) -> String {
+    build_kubeadm_archives(env, true)
+}
+
+/// [`build_kubeadm`], with or without the archive holding the pause image.
+fn build_kubeadm_archives(env: &Env, with_pause: bool) -> String {
     let dir = example(env, "kubeadm", "kubeadm");
     for (bin, real) in [
         ("containerd", "/usr/bin/containerd"),
@@ -66,7 +71,9 @@ fn build_kubeadm(env: &Env) -> String {
         env.ok(&args);
     };
     archive("control-plane.tar", &KUBEADM_IMAGES[..6]);
-    archive("pause.tar", &KUBEADM_IMAGES[6..]);
+    if with_pause {
+        archive("pause.tar", &KUBEADM_IMAGES[6..]);
+    }
     env.write(
         &format!("{dir}/manifests/cni.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cni-standin\n  namespace: kube-system\n",
@@ -1160,5 +1167,32 @@ fn a_kubeadm_reset_leaves_no_kube_chain_no_cni_bridge_and_no_unit() {
         for gone in ["/etc/cni/net.d", "/var/lib/cni", "/etc/kubernetes"] {
             assert!(!exists(host, gone), "{}: {gone} is left", host.name);
         }
+    }
+}
+
+/// An air-gapped kubeadm image (it carries image archives) whose archives
+/// lack the pause image of its version: the installer's check refuses the
+/// run on every host, naming the image, before anything changes.
+#[test]
+fn an_airgapped_kubeadm_image_without_its_pause_image_is_refused_before_any_change() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build_kubeadm_archives(&env, false);
+    let out = try_run(&env, &image, &hosts, &[0], &[1], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("none holds registry.k8s.io/pause:3.9, the pause image kubeadm v1.30.2 uses"),
+        "{stderr}"
+    );
+    for host in hosts.hosts() {
+        assert!(stderr.contains(&host.ip), "names {}: {stderr}", host.ip);
+        assert!(!exists(host, "/etc/kubernetes"), "{}", host.name);
+        assert!(
+            !exists(host, "/var/log/sealrs-standins.log"),
+            "{}",
+            host.name
+        );
     }
 }

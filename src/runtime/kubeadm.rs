@@ -309,6 +309,50 @@ fn check_sandbox_image(ctx: &HostContext, cfg: &Config) -> Result<(), RuntimeErr
     }
 }
 
+/// Air-gapped (the image carries image archives under `images/`, so it is
+/// meant to come up without pulls), the pause image of the version must be
+/// among them, or in the image's `registry/` tree: kubeadm's ImagePull
+/// preflight and every pod sandbox need it
+/// (<https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-init/#without-internet-connection>).
+/// Checked only where the installer read the archives' names.
+fn check_pause_image_carried(ctx: &HostContext, cfg: &Config) -> Result<(), RuntimeError> {
+    let (Some(held), Some(version)) = (&ctx.rootfs_images, &ctx.image.version) else {
+        return Ok(());
+    };
+    if image_archives(ctx).is_empty() {
+        return Ok(());
+    }
+    let repo = cfg.get_str("ClusterConfiguration", &["imageRepository"]);
+    let Some(want) = pause_image(version, repo.as_deref()) else {
+        return Ok(());
+    };
+    let normal = |s: &str| {
+        crate::reference::Reference::parse(s)
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| s.to_string())
+    };
+    let want_normal = normal(&want);
+    if held.iter().any(|n| normal(n) == want_normal) {
+        return Ok(());
+    }
+    let tag = want.rsplit(':').next().unwrap_or_default();
+    let in_registry = ctx.rootfs_files.iter().any(|f| {
+        f.starts_with("registry/")
+            && f.ends_with(&format!("/pause/_manifests/tags/{tag}/current/link"))
+    });
+    if in_registry {
+        return Ok(());
+    }
+    Err(RuntimeError::BadConfig {
+        runtime: "kubeadm",
+        file: "images/".into(),
+        reason: format!(
+            "the image carries airgap archives but none holds {want}, the pause image kubeadm {} uses (kubeadm config images list): air-gapped, its preflight and every pod sandbox fail; add {want} to images/shim/ and build again, or save it into an archive under images/",
+            version.kube()
+        ),
+    })
+}
+
 /// The last path component of the host's rootfs: the image's digest, so a
 /// marker named with it is keyed by the image's bytes.
 fn rootfs_key<'a>(ctx: &'a HostContext) -> &'a str {
@@ -584,6 +628,7 @@ impl Runtime for Kubeadm {
         init_config(ctx)?;
         let cfg = image_config(ctx)?;
         check_sandbox_image(ctx, &cfg)?;
+        check_pause_image_carried(ctx, &cfg)?;
         let mut programs = vec!["crictl", "ip", "iptables", "mount", "nsenter"];
         if ctx
             .image

@@ -166,6 +166,10 @@ pub struct HostContext<'a> {
     /// ([`Runtime::plan_reads`]), by relative path; a file the rootfs lacks
     /// is absent.
     pub rootfs_texts: BTreeMap<String, String>,
+    /// The image names the image archives under the rootfs's `images/`
+    /// give (read by the installer for a runtime with
+    /// [`Runtime::expected_images`]); `None` where they were not read.
+    pub rootfs_images: Option<Vec<String>>,
 }
 
 impl<'a> HostContext<'a> {
@@ -191,6 +195,7 @@ impl<'a> HostContext<'a> {
             rootfs: DEFAULT_ROOTFS_DIR.to_string(),
             rootfs_files: Vec::new(),
             rootfs_texts: BTreeMap::new(),
+            rootfs_images: None,
         })
     }
 

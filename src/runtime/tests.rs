@@ -1369,7 +1369,7 @@ fn every_runtime_runs_clean_between_stopping_and_removing() {
     let c = cluster("10.0.0.1", "10.0.0.2", &["PASS=pa$$w0rd\"`x"]);
     for (name, version, after) in [
         ("k3s", "v1.30.2+k3s1", "strip-iptables"),
-        ("kubeadm", "v1.30.2", "disable-containerd"),
+        ("kubeadm", "v1.30.2", "clear-ipvs"),
         ("k0s", "v1.30.2+k0s.0", "stop"),
     ] {
         let rt = runtime_for(name).unwrap();
@@ -1728,6 +1728,35 @@ fn kubeadm_reads_the_image_rootfs() {
     assert!(!pre
         .iter()
         .any(|p| matches!(p, Prerequisite::Program { name, .. } if name == "conntrack")));
+    // Air-gapped (archives under images/), one of them must hold the pause
+    // image of the version, or the image's registry/ tree; online (no
+    // archive), nothing is asked.
+    let mut airgap = host(1, "");
+    airgap.rootfs_files.push("images/control-plane.tar".into());
+    airgap.rootfs_images = Some(vec!["registry.k8s.io/kube-apiserver:v1.30.2".into()]);
+    let err = Kubeadm.prerequisites(&airgap).unwrap_err().to_string();
+    assert!(
+        err.contains("images/") && err.contains("none holds registry.k8s.io/pause:3.9"),
+        "{err}"
+    );
+    airgap
+        .rootfs_images
+        .as_mut()
+        .unwrap()
+        .push("registry.k8s.io/pause:3.9".into());
+    Kubeadm.prerequisites(&airgap).unwrap();
+    let mut mirrored = host(1, "");
+    mirrored.rootfs_files.extend([
+        "images/control-plane.tar".to_string(),
+        "registry/docker/registry/v2/repositories/pause/_manifests/tags/3.9/current/link".into(),
+    ]);
+    mirrored.rootfs_images = Some(Vec::new());
+    Kubeadm.prerequisites(&mirrored).unwrap();
+    let mut online = host(1, "");
+    online.rootfs_files.retain(|f| !f.starts_with("images/"));
+    online.rootfs_images = Some(Vec::new());
+    Kubeadm.prerequisites(&online).unwrap();
+
     let mut none = host(1, "");
     none.rootfs_texts.remove("etc/containerd/config.toml");
     let err = Kubeadm.prerequisites(&none).unwrap_err().to_string();
