@@ -506,3 +506,32 @@ fn kubeadm_refuses_a_kubeadm_yaml_it_cannot_pass_to_kubeadm() {
         "{stderr}"
     );
 }
+
+/// A kubeadm image whose `images/shim/*` lists images but not the pause
+/// image of its version (`kubeadm config images list` prints
+/// registry.k8s.io/pause:3.9 for v1.30): built, with a warning naming it;
+/// with the pause image listed, no warning.
+#[test]
+fn kubeadm_warns_at_build_when_its_image_lists_lack_the_pause_image() {
+    let env = Env::new();
+    let kubeadm = example(&env, "kubeadm", "kubeadm");
+    let build = |tag: &str| {
+        let args = build_args(tag, &kubeadm);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run(&refs);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    let stderr = build("kubeadm:listed");
+    assert!(!stderr.contains("pause"), "{stderr}");
+    env.write(
+        "kubeadm/images/shim/kubeadm-images",
+        "registry.k8s.io/kube-apiserver:v1.30.2\n# registry.k8s.io/pause:3.9\nregistry.k8s.io/pause:3.6\n",
+    );
+    let stderr = build("kubeadm:no-pause");
+    assert!(
+        stderr.contains("warning: images/shim/* lists images but not registry.k8s.io/pause:3.9, which kubeadm v1.30.2 needs to run without pulls"),
+        "{stderr}"
+    );
+}

@@ -35,6 +35,11 @@ const KUBEADM_IMAGES: [&str; 7] = [
 /// needs as two oci-archives made by `sealrs save` in `images/`, and a CNI
 /// manifest; built as `kubeadm-cluster:1`.
 fn build_kubeadm(env: &Env) -> String {
+    build_kubeadm_archives(env, true)
+}
+
+/// [`build_kubeadm`], with or without the archive holding the pause image.
+fn build_kubeadm_archives(env: &Env, with_pause: bool) -> String {
     let dir = example(env, "kubeadm", "kubeadm");
     for (bin, real) in [
         ("containerd", "/usr/bin/containerd"),
@@ -66,7 +71,9 @@ fn build_kubeadm(env: &Env) -> String {
         env.ok(&args);
     };
     archive("control-plane.tar", &KUBEADM_IMAGES[..6]);
-    archive("pause.tar", &KUBEADM_IMAGES[6..]);
+    if with_pause {
+        archive("pause.tar", &KUBEADM_IMAGES[6..]);
+    }
     env.write(
         &format!("{dir}/manifests/cni.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cni-standin\n  namespace: kube-system\n",
@@ -1079,6 +1086,113 @@ fn a_pod_cidr_that_disagrees_with_the_images_kubeadm_yaml_is_refused_before_any_
     assert!(!out.status.success(), "{stderr}");
     assert!(
         stderr.contains("etc/kubeadm.yaml: ClusterConfiguration networking.podSubnet is 10.244.0.0/16 in the image's file, and -e POD_CIDR gives 10.42.0.0/16"),
+        "{stderr}"
+    );
+    for host in hosts.hosts() {
+        assert!(stderr.contains(&host.ip), "names {}: {stderr}", host.ip);
+        assert!(!exists(host, "/etc/kubernetes"), "{}", host.name);
+        assert!(
+            !exists(host, "/var/log/sealrs-standins.log"),
+            "{}",
+            host.name
+        );
+    }
+}
+
+/// What a kubeadm node leaves that `kubeadm reset` does not clean (the
+/// kubelet stand-in leaves kube-proxy's and the CNI's chains and the cni0
+/// bridge as the real node does), and whether the containerd and kubelet
+/// units are still there.
+fn kubeadm_leftovers(host: &Host) -> Vec<String> {
+    let mut left = Vec::new();
+    for tool in ["iptables-save", "ip6tables-save"] {
+        left.extend(
+            host.exec_ok(&[tool])
+                .lines()
+                .filter(|l| l.contains("KUBE-") || l.contains("CNI-"))
+                .map(|l| format!("{tool}: {l}")),
+        );
+    }
+    if host.exec(&["ip", "link", "show", "cni0"]).status.success() {
+        left.push("link: cni0".into());
+    }
+    let units = host.exec_ok(&["systemctl", "list-unit-files", "--no-legend"]);
+    left.extend(
+        units
+            .lines()
+            .filter(|l| l.starts_with("kubelet") || l.starts_with("containerd"))
+            .map(|l| format!("unit file: {l}")),
+    );
+    for unit in ["kubelet", "containerd"] {
+        let state = is_active(host, unit);
+        if state != "inactive" && state != "unknown" {
+            left.push(format!("unit {unit}: {state}"));
+        }
+    }
+    left
+}
+
+/// `sealrs reset` of a kubeadm cluster cleans what `kubeadm reset` says it
+/// leaves (iptables chains, CNI interfaces) and leaves no containerd or
+/// kubelet unit; a rule of the host's own is kept.
+#[test]
+fn a_kubeadm_reset_leaves_no_kube_chain_no_cni_bridge_and_no_unit() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build_kubeadm(&env);
+    let own_rule = "-A INPUT -s 192.0.2.7/32 -j DROP";
+    for host in hosts.hosts() {
+        host.exec_ok(&["iptables", "-A", "INPUT", "-s", "192.0.2.7", "-j", "DROP"]);
+    }
+    run_on(&env, &image, &hosts, &[0], &[1], &[]);
+    for host in hosts.hosts() {
+        // The stand-ins left what a real node leaves: otherwise this test
+        // would prove nothing.
+        let left = kubeadm_leftovers(host).join("\n");
+        for what in [
+            "-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+            ":KUBE-KUBELET-CANARY",
+            "-j CNI-5e1a0000standin",
+            "link: cni0",
+            "unit file: kubelet.service",
+            "unit file: containerd.service",
+            "unit kubelet: active",
+        ] {
+            assert!(left.contains(what), "{}: no {what:?} in\n{left}", host.name);
+        }
+    }
+    let mut args = vec!["reset".to_string(), "--cluster".into(), "default".into()];
+    args.extend(ssh_flags(&hosts));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run(&refs);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    for host in hosts.hosts() {
+        let left = kubeadm_leftovers(host);
+        assert!(left.is_empty(), "{}: left {left:#?}", host.name);
+        let rules = host.exec_ok(&["iptables-save"]);
+        assert!(rules.contains(own_rule), "{}: {rules}", host.name);
+        assert_eq!(calls(host, "kubeadm").last().unwrap(), "reset -f");
+        for gone in ["/etc/cni/net.d", "/var/lib/cni", "/etc/kubernetes"] {
+            assert!(!exists(host, gone), "{}: {gone} is left", host.name);
+        }
+    }
+}
+
+/// An air-gapped kubeadm image (it carries image archives) whose archives
+/// lack the pause image of its version: the installer's check refuses the
+/// run on every host, naming the image, before anything changes.
+#[test]
+fn an_airgapped_kubeadm_image_without_its_pause_image_is_refused_before_any_change() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build_kubeadm_archives(&env, false);
+    let out = try_run(&env, &image, &hosts, &[0], &[1], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("none holds registry.k8s.io/pause:3.9, the pause image kubeadm v1.30.2 uses"),
         "{stderr}"
     );
     for host in hosts.hosts() {

@@ -218,6 +218,7 @@ pub fn build(
         };
         let verdict = refuse_problems(verdict, request)?;
         notes.extend(verdict.notes.iter().cloned());
+        warnings.extend(missing_expected_images(&context, &verdict));
         Some(verdict)
     };
 
@@ -250,6 +251,74 @@ pub fn build(
         notes,
         verdict,
     })
+}
+
+/// The images the image's runtime expects at its version
+/// ([`crate::runtime::Runtime::expected_images`], kubeadm: the pause image
+/// `kubeadm config images list` prints) that the layout's image lists
+/// (`images/shim/*`) leave out while naming other images: one warning each.
+/// Lists that name nothing say nothing about air-gapping, so no warning.
+fn missing_expected_images(context: &Context, verdict: &layout::Verdict) -> Vec<String> {
+    let (Some(runtime), Some(version), Some(file)) = (
+        verdict.info.runtime.as_ref(),
+        verdict.info.version.as_ref(),
+        verdict.layout.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    let Some(rt) = crate::runtime::runtime_for(&runtime.value) else {
+        return Vec::new();
+    };
+    let expected = rt.expected_images(&version.value);
+    let Some(lists) = Layouts::embedded()
+        .all()
+        .iter()
+        .find(|l| l.file == file)
+        .map(|l| l.images.lists.clone())
+    else {
+        return Vec::new();
+    };
+    let Some(dir) = lists.strip_suffix("/*") else {
+        return Vec::new();
+    };
+    let normal = |s: &str| reference::Reference::parse(s).map(|r| r.to_string()).ok();
+    let mut listed = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(context.root().join(dir))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for path in files {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for raw in text.lines() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if !line.is_empty() {
+                listed.push(normal(line).unwrap_or_else(|| line.to_string()));
+            }
+        }
+    }
+    if listed.is_empty() {
+        return Vec::new();
+    }
+    expected
+        .into_iter()
+        .filter(|want| {
+            let want = normal(want).unwrap_or_else(|| want.clone());
+            !listed.contains(&want)
+        })
+        .map(|want| {
+            format!(
+                "{lists} lists images but not {want}, which {} {} needs to run without pulls; add it to a list",
+                runtime.value, version.value
+            )
+        })
+        .collect()
 }
 
 /// Walks the layers just written and checks the rootfs against the layout its

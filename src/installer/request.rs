@@ -329,6 +329,22 @@ impl Request {
             .filter(|rel| rel != super::unpack::STAMP)
             .collect();
         files.sort();
+        // The names the image's archives hold, for a runtime that expects
+        // some images at this version (kubeadm: the pause image); an archive
+        // that cannot be read names nothing.
+        let expects = ctx
+            .image
+            .version
+            .as_ref()
+            .is_some_and(|v| !runtime.expected_images(v).is_empty());
+        if expects {
+            let names = files
+                .iter()
+                .filter(|f| f.strip_prefix("images/").is_some_and(|r| !r.contains('/')))
+                .flat_map(|f| crate::store::archive::image_names(&dir.join(f)).unwrap_or_default())
+                .collect();
+            ctx.rootfs_images = Some(names);
+        }
         ctx.rootfs_files = files;
         for rel in runtime.plan_reads() {
             if let Ok(text) = std::fs::read_to_string(dir.join(rel)) {

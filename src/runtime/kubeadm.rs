@@ -247,6 +247,19 @@ fn pause_tag(minor: u64) -> Option<&'static str> {
     }
 }
 
+/// The pause image kubeadm of `version` lists, under `repository`
+/// (ClusterConfiguration's `imageRepository`, default `registry.k8s.io`).
+pub fn pause_image(version: &Version, repository: Option<&str>) -> Option<String> {
+    if version.major != 1 {
+        return None;
+    }
+    let tag = pause_tag(version.minor)?;
+    let repo = repository
+        .unwrap_or("registry.k8s.io")
+        .trim_end_matches('/');
+    Some(format!("{repo}/pause:{tag}"))
+}
+
 /// containerd must run pod sandboxes with the pause image
 /// `kubeadm config images list` names for the version (it is the one
 /// harvested and imported): its built-in default (`pause:3.6` in containerd
@@ -305,6 +318,50 @@ fn check_sandbox_image(ctx: &HostContext, cfg: &Config) -> Result<(), RuntimeErr
             "no sandbox_image: containerd would start pod sandboxes with its built-in pause image, not {want}; set sandbox_image = \"{want}\" under [plugins.\"io.containerd.grpc.v1.cri\"]"
         ))),
     }
+}
+
+/// Air-gapped (the image carries image archives under `images/`, so it is
+/// meant to come up without pulls), the pause image of the version must be
+/// among them, or in the image's `registry/` tree: kubeadm's ImagePull
+/// preflight and every pod sandbox need it
+/// (<https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-init/#without-internet-connection>).
+/// Checked only where the installer read the archives' names.
+fn check_pause_image_carried(ctx: &HostContext, cfg: &Config) -> Result<(), RuntimeError> {
+    let (Some(held), Some(version)) = (&ctx.rootfs_images, &ctx.image.version) else {
+        return Ok(());
+    };
+    if image_archives(ctx).is_empty() {
+        return Ok(());
+    }
+    let repo = cfg.get_str("ClusterConfiguration", &["imageRepository"]);
+    let Some(want) = pause_image(version, repo.as_deref()) else {
+        return Ok(());
+    };
+    let normal = |s: &str| {
+        crate::reference::Reference::parse(s)
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| s.to_string())
+    };
+    let want_normal = normal(&want);
+    if held.iter().any(|n| normal(n) == want_normal) {
+        return Ok(());
+    }
+    let tag = want.rsplit(':').next().unwrap_or_default();
+    let in_registry = ctx.rootfs_files.iter().any(|f| {
+        f.starts_with("registry/")
+            && f.ends_with(&format!("/pause/_manifests/tags/{tag}/current/link"))
+    });
+    if in_registry {
+        return Ok(());
+    }
+    Err(RuntimeError::BadConfig {
+        runtime: "kubeadm",
+        file: "images/".into(),
+        reason: format!(
+            "the image carries airgap archives but none holds {want}, the pause image kubeadm {} uses (kubeadm config images list): air-gapped, its preflight and every pod sandbox fail; add {want} to images/shim/ and build again, or save it into an archive under images/",
+            version.kube()
+        ),
+    })
 }
 
 /// The last path component of the host's rootfs: the image's digest, so a
@@ -468,6 +525,66 @@ fn prepare(ctx: &HostContext, plan: &mut Plan) {
     ));
 }
 
+/// The network interfaces a node's pod network and kube-proxy make, which
+/// `kubeadm reset` leaves: the bridge CNI plugin's default bridge `cni0`
+/// (`defaultBrName` in containernetworking/plugins plugins/main/bridge/
+/// bridge.go, v1.4; the name the example's and flannel's CNI configs use),
+/// flannel's VXLAN devices (`flannel.<vni>`, VNI 1, and `flannel-v6.1`),
+/// kube-proxy's IPVS dummy device (`kube-ipvs0`, pkg/proxy/ipvs/proxier.go,
+/// v1.30) and calico's VXLAN device (`vxlan.calico`).
+pub const INTERFACES: [&str; 5] = [
+    "cni0",
+    "flannel.1",
+    "flannel-v6.1",
+    "kube-ipvs0",
+    "vxlan.calico",
+];
+
+/// What `kubeadm reset` says it does not clean, cleaned after it and after
+/// the kubelet and containerd stopped. kubeadm reset v1.30 prints (and
+/// <https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-reset/>,
+/// "Cleanup of external etcd members / iptables / IPVS / CNI", says): "The
+/// reset process does not clean CNI configuration. To do so, you must remove
+/// /etc/cni/net.d", "does not reset or clean up iptables rules or IPVS
+/// tables ... If your cluster was setup to utilize IPVS, run ipvsadm
+/// --clear", and the kubeconfig files are left (the callers remove
+/// /etc/cni/net.d, /var/lib/cni and the kubeconfig link).
+fn push_after_reset(plan: &mut Plan) {
+    // The pod network namespaces containerd's CRI mounts under
+    // /run/netns/cni-* (pkg/netns in containerd 1.6); their veth ends go
+    // with them.
+    plan.push(Step::unmount_under("unmount-netns", "/run/netns/cni-"));
+    plan.push(Step::delete_links("delete-interfaces", &INTERFACES));
+    // kube-proxy's chains are all KUBE-* (KUBE-SERVICES, KUBE-NODEPORTS,
+    // KUBE-POSTROUTING, ..., pkg/proxy/iptables/proxier.go), the kubelet's
+    // KUBE-KUBELET-CANARY and KUBE-FIREWALL too; the CNI plugins' are CNI-*
+    // (portmap's CNI-HOSTPORT-*, ipmasq's CNI-<hash>); flannel's rules carry
+    // "flannel" in their comments. The host's own rules stay.
+    plan.push(Step::strip_iptables(
+        "strip-iptables",
+        &["iptables", "ip6tables"],
+        &["KUBE-", "CNI-"],
+        &["flannel"],
+    ));
+    // `ipvsadm --clear`, as reset's output asks, only where IPVS is in use
+    // (the ip_vs module loaded: /proc/net/ip_vs) and ipvsadm is on PATH; a
+    // host without either has no IPVS table to clear.
+    plan.push(Step::run(
+        "clear-ipvs",
+        "clear the IPVS tables kube-proxy made (ipvsadm --clear)",
+        &["ipvsadm", "--clear"],
+        Check::IfOutput {
+            argv: [
+                "sh",
+                "-c",
+                "if [ -e /proc/net/ip_vs ]; then command -v ipvsadm; fi; exit 0",
+            ]
+            .map(String::from)
+            .to_vec(),
+        },
+    ));
+}
+
 fn kubeconfig_link(plan: &mut Plan) {
     plan.push(Step::ensure_dir("root-kube-dir", "/root/.kube", 0o700));
     plan.push(Step::symlink(
@@ -505,6 +622,13 @@ impl Runtime for Kubeadm {
         &[IMAGE_CONFIG, CONTAINERD_CONFIG]
     }
 
+    /// The pause image `kubeadm config images list` prints for the version
+    /// (`registry.k8s.io/pause:<PauseVersion>`): air-gapped, every pod
+    /// sandbox needs it.
+    fn expected_images(&self, version: &Version) -> Vec<String> {
+        pause_image(version, None).into_iter().collect()
+    }
+
     /// kubeadm's mandatory `InPathCheck`s (cmd/kubeadm/app/preflight/checks.go,
     /// v1.30; conntrack is dropped from v1.32) and the kubelet's swap rule
     /// (`failSwapOn`, default true:
@@ -515,6 +639,7 @@ impl Runtime for Kubeadm {
         init_config(ctx)?;
         let cfg = image_config(ctx)?;
         check_sandbox_image(ctx, &cfg)?;
+        check_pause_image_carried(ctx, &cfg)?;
         let mut programs = vec!["crictl", "ip", "iptables", "mount", "nsenter"];
         if ctx
             .image
@@ -900,6 +1025,7 @@ impl Runtime for Kubeadm {
                 ServiceOp::Disable,
             ));
         }
+        push_after_reset(&mut plan);
         hooks::push_clean(ctx, &mut plan);
         plan.push(Step::remove_link(
             "unlink-kubeconfig",

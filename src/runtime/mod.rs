@@ -168,6 +168,10 @@ pub struct HostContext<'a> {
     /// ([`Runtime::plan_reads`]), by relative path; a file the rootfs lacks
     /// is absent.
     pub rootfs_texts: BTreeMap<String, String>,
+    /// The image names the image archives under the rootfs's `images/`
+    /// give (read by the installer for a runtime with
+    /// [`Runtime::expected_images`]); `None` where they were not read.
+    pub rootfs_images: Option<Vec<String>>,
 }
 
 impl<'a> HostContext<'a> {
@@ -193,6 +197,7 @@ impl<'a> HostContext<'a> {
             rootfs: DEFAULT_ROOTFS_DIR.to_string(),
             rootfs_files: Vec::new(),
             rootfs_texts: BTreeMap::new(),
+            rootfs_images: None,
         })
     }
 
@@ -430,6 +435,13 @@ pub trait Runtime: Send + Sync {
     /// node is drained and deleted first, as the Kubernetes docs remove one.
     fn deletes_node_after_uninstall(&self, _role: Role) -> bool {
         false
+    }
+    /// Images an image of this runtime at `version` must carry for its
+    /// cluster to come up without pulls (kubeadm: the pause image of that
+    /// version). Build warns when the image's image lists name images but
+    /// none of these. Empty by default.
+    fn expected_images(&self, _version: &Version) -> Vec<String> {
+        Vec::new()
     }
     /// Rootfs files (relative paths) whose text the plans read, given to
     /// them in [`HostContext::rootfs_texts`].

@@ -710,6 +710,48 @@ fn kubeadm_plans() {
         argv(&reset, "reset"),
         ["/usr/local/bin/kubeadm", "reset", "-f"]
     );
+    // What kubeadm reset leaves (its output and the kubeadm-reset page):
+    // cleaned after the reset and the stopped units, before any removal.
+    assert_eq!(
+        reset
+            .steps
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>()[..10],
+        [
+            "reset",
+            "stop-kubelet",
+            "disable-kubelet",
+            "stop-containerd",
+            "disable-containerd",
+            "unmount-netns",
+            "delete-interfaces",
+            "strip-iptables",
+            "clear-ipvs",
+            "unlink-kubeconfig"
+        ]
+    );
+    assert_eq!(
+        reset.step("strip-iptables").unwrap().action,
+        Action::StripIptables {
+            tools: vec!["iptables".into(), "ip6tables".into()],
+            contains: vec!["KUBE-".into(), "CNI-".into()],
+            contains_ignore_case: vec!["flannel".into()],
+        }
+    );
+    match &reset.step("delete-interfaces").unwrap().action {
+        Action::DeleteLinks { names } => {
+            for name in ["cni0", "flannel.1", "kube-ipvs0"] {
+                assert!(names.iter().any(|n| n == name), "{names:?}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(argv(&reset, "clear-ipvs"), ["ipvsadm", "--clear"]);
+    assert!(matches!(
+        reset.step("clear-ipvs").unwrap().check,
+        Check::IfOutput { .. }
+    ));
 }
 
 #[test]
@@ -1429,7 +1471,7 @@ fn every_runtime_runs_clean_between_stopping_and_removing() {
     let c = cluster("10.0.0.1", "10.0.0.2", &["PASS=pa$$w0rd\"`x"]);
     for (name, version, after) in [
         ("k3s", "v1.30.2+k3s1", "strip-iptables"),
-        ("kubeadm", "v1.30.2", "disable-containerd"),
+        ("kubeadm", "v1.30.2", "clear-ipvs"),
         ("k0s", "v1.30.2+k0s.0", "stop"),
     ] {
         let rt = runtime_for(name).unwrap();
@@ -1788,6 +1830,35 @@ fn kubeadm_reads_the_image_rootfs() {
     assert!(!pre
         .iter()
         .any(|p| matches!(p, Prerequisite::Program { name, .. } if name == "conntrack")));
+    // Air-gapped (archives under images/), one of them must hold the pause
+    // image of the version, or the image's registry/ tree; online (no
+    // archive), nothing is asked.
+    let mut airgap = host(1, "");
+    airgap.rootfs_files.push("images/control-plane.tar".into());
+    airgap.rootfs_images = Some(vec!["registry.k8s.io/kube-apiserver:v1.30.2".into()]);
+    let err = Kubeadm.prerequisites(&airgap).unwrap_err().to_string();
+    assert!(
+        err.contains("images/") && err.contains("none holds registry.k8s.io/pause:3.9"),
+        "{err}"
+    );
+    airgap
+        .rootfs_images
+        .as_mut()
+        .unwrap()
+        .push("registry.k8s.io/pause:3.9".into());
+    Kubeadm.prerequisites(&airgap).unwrap();
+    let mut mirrored = host(1, "");
+    mirrored.rootfs_files.extend([
+        "images/control-plane.tar".to_string(),
+        "registry/docker/registry/v2/repositories/pause/_manifests/tags/3.9/current/link".into(),
+    ]);
+    mirrored.rootfs_images = Some(Vec::new());
+    Kubeadm.prerequisites(&mirrored).unwrap();
+    let mut online = host(1, "");
+    online.rootfs_files.retain(|f| !f.starts_with("images/"));
+    online.rootfs_images = Some(Vec::new());
+    Kubeadm.prerequisites(&online).unwrap();
+
     let mut none = host(1, "");
     none.rootfs_texts.remove("etc/containerd/config.toml");
     let err = Kubeadm.prerequisites(&none).unwrap_err().to_string();
@@ -1901,4 +1972,21 @@ fn an_even_number_of_servers_is_a_step_of_replacing_a_master_never_a_first_run()
     let mut three = cluster("10.0.0.1,10.0.0.2,10.0.0.3", "", &[]);
     running(&mut three, &["10.0.0.1", "10.0.0.2"]);
     assert!(K3s.warnings(&three).is_empty());
+}
+
+/// The pause image kubeadm of each version lists (PauseVersion), which
+/// build expects in a kubeadm image's image lists.
+#[test]
+fn kubeadm_expects_the_pause_image_of_its_version() {
+    let v = |s: &str| Version::parse(s).unwrap();
+    assert_eq!(
+        Kubeadm.expected_images(&v("v1.30.2")),
+        ["registry.k8s.io/pause:3.9"]
+    );
+    assert_eq!(
+        Kubeadm.expected_images(&v("v1.31.0")),
+        ["registry.k8s.io/pause:3.10"]
+    );
+    assert!(Kubeadm.expected_images(&v("v1.20.0")).is_empty());
+    assert!(K3s.expected_images(&v("v1.30.2+k3s1")).is_empty());
 }

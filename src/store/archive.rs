@@ -603,3 +603,54 @@ fn sniff_layer(store: &Store, digest: &Digest) -> Result<(MediaType, Option<Dige
     };
     Ok((compression.layer_media_type(), diff_id))
 }
+
+/// The names an image archive (oci- or docker-archive, plain or
+/// gzip/zstd-compressed) gives its images, as written: every
+/// `org.opencontainers.image.ref.name` and `io.containerd.image.name` of
+/// `index.json`, every `RepoTags` entry of `manifest.json`. Reads only
+/// until both files were seen or the tar ends; nothing is stored.
+pub fn image_names(path: &Path) -> io::Result<Vec<String>> {
+    let file = File::open(path)?;
+    let reader = decompressed(file)?;
+    let mut tar = tar::Archive::new(reader);
+    let mut names = Vec::new();
+    let (mut index, mut manifest) = (false, false);
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let name = entry
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        if name != "index.json" && name != "manifest.json" {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry.by_ref().take(MAX_JSON).read_to_end(&mut bytes)?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: {e}")))?;
+        if name == "index.json" {
+            index = true;
+            for m in json["manifests"].as_array().into_iter().flatten() {
+                for key in [REF_NAME, CONTAINERD_NAME] {
+                    if let Some(n) = m["annotations"][key].as_str() {
+                        names.push(n.to_string());
+                    }
+                }
+            }
+        } else {
+            manifest = true;
+            for m in json.as_array().into_iter().flatten() {
+                for t in m["RepoTags"].as_array().into_iter().flatten() {
+                    if let Some(n) = t.as_str() {
+                        names.push(n.to_string());
+                    }
+                }
+            }
+        }
+        if index && manifest {
+            break;
+        }
+    }
+    Ok(names)
+}
