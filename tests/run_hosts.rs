@@ -1161,7 +1161,12 @@ fn a_kubeadm_reset_leaves_no_kube_chain_no_cni_bridge_and_no_unit() {
             assert!(left.contains(what), "{}: no {what:?} in\n{left}", host.name);
         }
     }
-    let mut args = vec!["reset".to_string(), "--cluster".into(), "default".into()];
+    let mut args = vec![
+        "reset".to_string(),
+        "--yes".into(),
+        "--cluster".into(),
+        "default".into(),
+    ];
     args.extend(ssh_flags(&hosts));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = env.run(&refs);
