@@ -152,11 +152,25 @@ pub enum ApplyError {
     #[error("the image's installer found problems on {} host{}; nothing was changed:\n{}\nFix them and run the same command again", .0.len(), if .0.len() == 1 { "" } else { "s" }, failures(.0))]
     Unfit(Vec<HostFailure>),
 
+    #[error("{host}: not started, interrupted (Ctrl-C)")]
+    Interrupted { host: String },
+
     #[error("cannot reach {} host{}:\n{}\nNothing was changed; bring them back, or pass --force to go on without them", .0.len(), if .0.len() == 1 { "" } else { "s" }, failures(.0))]
     Unreachable(Vec<HostFailure>),
 }
 
 impl ApplyError {
+    /// Whether Ctrl-C stopped this command (here or on one of its hosts).
+    pub fn is_interrupted(&self) -> bool {
+        match self {
+            ApplyError::Interrupted { .. } => true,
+            ApplyError::Hosts(f) | ApplyError::Unfit(f) | ApplyError::Unreachable(f) => {
+                f.iter().any(|f| f.error.is_interrupted())
+            }
+            _ => false,
+        }
+    }
+
     /// `Ok` when no host failed, else every failure in one error.
     pub(crate) fn all_hosts_ok(failures: Vec<HostFailure>) -> Result<(), ApplyError> {
         if failures.is_empty() {

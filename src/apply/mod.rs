@@ -66,6 +66,7 @@ pub mod dry_run;
 mod error;
 mod image;
 mod install;
+pub mod interrupt;
 mod join;
 pub mod kubeconfig;
 mod lifecycle;
@@ -102,6 +103,12 @@ use status::{planned_status, record, record_node_names};
 pub struct RunOptions {
     /// Print every host's plan and touch nothing.
     pub dry_run: bool,
+    /// Where the cluster is saved (`$SEALRS_ROOT`): once the hosts are
+    /// checked, and before any of them changes, `run` saves it there with
+    /// its images pinned and each host's state (Pending on a first run), so
+    /// that an operator killed at any moment leaves a cluster that `reset`
+    /// knows and the same `run` converges.
+    pub state_root: Option<std::path::PathBuf>,
 }
 
 /// What a run did, for the summary line and for tests.
@@ -145,13 +152,19 @@ pub fn run(
         probe: true,
     };
     check::connect_and_check(&mut ctx, cluster, checks)?;
-    progress.message("sending layers");
-    distribute::distribute(&mut ctx, Some(cluster))?;
     // Recorded only now: a run stopped by the checks above saves nothing.
     let pinned: Vec<&AppliedImage> = std::iter::once(&ctx.image).chain(&ctx.apps).collect();
     image::pin(store, cluster, &pinned)?;
     let probed = planned_status(&cluster.status);
     record_node_names(cluster, &ctx.checks);
+    for host in &cluster.hosts {
+        cluster.status.hosts.entry(host.key()).or_default();
+    }
+    if let Some(root) = &ctx.options.state_root {
+        save::save_cluster(root, cluster)?;
+    }
+    progress.message("sending layers");
+    distribute::distribute(&mut ctx, Some(cluster))?;
 
     // The first master makes the cluster; the others join with its secrets,
     // unless every host's installer found that this would change nothing.

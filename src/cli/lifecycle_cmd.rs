@@ -134,9 +134,10 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
     }
     let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
     let connector = connector(&args.ssh)?;
+    apply::interrupt::handle_ctrl_c();
     let result = apply::add(store, &mut cluster, new_hosts, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
-    let report = result?;
+    let report = super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
         "added {} to cluster {} ({} changed, {} bytes of layers sent); state in {}\n{}",
@@ -187,9 +188,10 @@ pub fn delete(
     removes.extend(removal_lines(&cluster, &leaving));
     confirm("delete", &removes, args.yes)?;
     let connector = connector(&args.ssh)?;
+    apply::interrupt::handle_ctrl_c();
     let result = apply::delete(store, &mut cluster, &addresses, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
-    let report = result?;
+    let report = super::interrupted_next(root, &cluster.name, result)?;
     eprintln!(
         "deleted {} from cluster {} ({} hosts left); state in {}",
         report.hosts.join(", "),
@@ -215,9 +217,10 @@ pub fn upgrade(
     let loaded = cluster.clone();
     let image = super::resolve::name_for(store, &args.image)?;
     let connector = connector(&args.ssh)?;
+    apply::interrupt::handle_ctrl_c();
     let result = apply::upgrade(store, &mut cluster, &image, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
-    let report = result?;
+    let report = super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
         "cluster {} upgraded to {} on {} hosts ({} changed, {} bytes of layers sent); state in {}\n{}",
@@ -248,12 +251,13 @@ pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progre
     ));
     confirm("reset", &removes, args.yes)?;
     let connector = connector(&args.ssh)?;
+    apply::interrupt::handle_ctrl_c();
     let result = apply::reset(store, &mut cluster, args.force, &connector, progress);
     let report = match result {
         Ok(report) => report,
         Err(err) => {
             save_if_changed(root, &cluster, &loaded)?;
-            return Err(err.into());
+            return super::interrupted_next(root, &cluster.name, Err(err));
         }
     };
     apply::forget_cluster(root, &cluster.name)?;
