@@ -20,6 +20,7 @@ mod lifecycle; // add, delete, upgrade and reset of a saved cluster on real host
 mod registry; // push, pull and login through the library against a real registry
 mod registry_cli; // the binary against a real registry: push, pull, remote FROM, login
 mod registry_server; // helpers, no tests: a real docker-registry (TLS, auth), a counting proxy
+mod results; // --format json of run (and add, delete, upgrade, reset): per host changed, failed step and message, bytes sent
 mod robustness; // concurrent and killed builds leave a readable store
 mod run; // `sealrs run --dry-run`: each runtime's plans, no host touched
 mod run_apps; // `sealrs run ROOTFS APP...`: application images on the first master

@@ -171,6 +171,48 @@ impl ApplyError {
         }
     }
 
+    /// Each host this error blames: (host, the step that failed when one
+    /// did, the message), for a result that says so per host (`--format
+    /// json`). Empty for an error about the whole cluster.
+    pub fn host_failures(&self) -> Vec<(String, Option<String>, String)> {
+        use ApplyError as E;
+        match self {
+            E::Hosts(f) | E::Unfit(f) | E::Unreachable(f) => f
+                .iter()
+                .flat_map(|f| {
+                    let inner = f.error.host_failures();
+                    if inner.len() == 1 {
+                        let (_, step, message) = inner.into_iter().next().unwrap_or_default();
+                        vec![(f.host.clone(), step, message)]
+                    } else if inner.is_empty() {
+                        vec![(f.host.clone(), None, f.error.to_string())]
+                    } else {
+                        inner
+                    }
+                })
+                .collect(),
+            E::Step { host, step, .. } => {
+                vec![(host.clone(), Some(step.clone()), self.to_string())]
+            }
+            E::Command { host, argv, .. } => {
+                vec![(host.clone(), Some(argv.clone()), self.to_string())]
+            }
+            E::Transport { host, .. }
+            | E::HostUnfit { host, .. }
+            | E::Violations { host, .. }
+            | E::Runtime { host, .. }
+            | E::App { host, .. }
+            | E::NodeNameUnknown { host, .. }
+            | E::NotUninstalled { host, .. }
+            | E::Interrupted { host } => vec![(host.clone(), None, self.to_string())],
+            E::Refused { hosts, reason } => hosts
+                .iter()
+                .map(|h| (h.clone(), None, reason.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// `Ok` when no host failed, else every failure in one error.
     pub(crate) fn all_hosts_ok(failures: Vec<HostFailure>) -> Result<(), ApplyError> {
         if failures.is_empty() {

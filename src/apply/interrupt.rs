@@ -20,6 +20,7 @@ use std::time::Duration;
 use super::ApplyError;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static SAID: AtomicBool = AtomicBool::new(false);
 static HANDLER: Once = Once::new();
 
 /// Installs the Ctrl-C handling above (once per process). Commands that do
@@ -37,16 +38,24 @@ pub fn handle_ctrl_c() {
             eprintln!("warning: Ctrl-C cannot be handled ({e}); it ends sealrs at once");
             return;
         }
-        // Printing from a signal handler is not safe: a thread says it.
+        // Printing from a signal handler is not safe: a thread says it (or
+        // the first step that does not start, whichever comes first).
         std::thread::spawn(|| {
             while !interrupted() {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            eprintln!(
-                "interrupted: no new host step starts; waiting for the running ones to finish, then saving each host's state (Ctrl-C again exits at once)"
-            );
+            say_waiting();
         });
     });
+}
+
+/// Says once that the command waits for the running host steps.
+fn say_waiting() {
+    if !SAID.swap(true, Ordering::SeqCst) {
+        eprintln!(
+            "interrupted: no new host step starts; waiting for the running ones to finish, then saving each host's state (Ctrl-C again exits at once)"
+        );
+    }
 }
 
 /// Whether Ctrl-C was pressed.
@@ -58,6 +67,7 @@ pub fn interrupted() -> bool {
 /// before each host step starts.
 pub(super) fn check(host: &str) -> Result<(), ApplyError> {
     if interrupted() {
+        say_waiting();
         return Err(ApplyError::Interrupted {
             host: host.to_string(),
         });

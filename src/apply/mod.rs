@@ -130,14 +130,39 @@ pub fn run(
     options: &RunOptions,
     progress: &dyn Progress,
 ) -> Result<RunReport, ApplyError> {
-    let mut ctx = RunContext::new(store, connector, progress, &cluster.images, options.clone())?;
-    refuse_moved_pins(cluster, &ctx)?;
-    verify::cluster(cluster, &ctx)?;
+    let (report, result) = run_reporting(store, cluster, connector, options, progress);
+    result.map(|()| report)
+}
+
+/// [`run`], with what it did (bytes sent, hosts changed) also when it
+/// failed: for a result that says so per host (`--format json`).
+pub fn run_reporting(
+    store: &Store,
+    cluster: &mut Cluster,
+    connector: &dyn Connector,
+    options: &RunOptions,
+    progress: &dyn Progress,
+) -> (RunReport, Result<(), ApplyError>) {
+    let mut ctx =
+        match RunContext::new(store, connector, progress, &cluster.images, options.clone()) {
+            Ok(ctx) => ctx,
+            Err(e) => return (RunReport::default(), Err(e)),
+        };
+    let result = phases(&mut ctx, store, cluster, progress);
+    (std::mem::take(&mut ctx.report), result)
+}
+
+fn phases(
+    ctx: &mut RunContext,
+    store: &Store,
+    cluster: &mut Cluster,
+    progress: &dyn Progress,
+) -> Result<(), ApplyError> {
+    refuse_moved_pins(cluster, ctx)?;
+    verify::cluster(cluster, ctx)?;
     if ctx.options.dry_run {
-        return Ok(RunReport {
-            dry_run: install::dry_run(&ctx, cluster)?,
-            ..RunReport::default()
-        });
+        ctx.report.dry_run = install::dry_run(ctx, cluster)?;
+        return Ok(());
     }
     ctx.require_installer()?;
 
@@ -151,7 +176,7 @@ pub fn run(
         verify: Some(cluster),
         probe: true,
     };
-    check::connect_and_check(&mut ctx, cluster, checks)?;
+    check::connect_and_check(ctx, cluster, checks)?;
     // Recorded only now: a run stopped by the checks above saves nothing.
     let pinned: Vec<&AppliedImage> = std::iter::once(&ctx.image).chain(&ctx.apps).collect();
     image::pin(store, cluster, &pinned)?;
@@ -164,7 +189,7 @@ pub fn run(
         save::save_cluster(root, cluster)?;
     }
     progress.message("sending layers");
-    distribute::distribute(&mut ctx, Some(cluster))?;
+    distribute::distribute(ctx, Some(cluster))?;
 
     // The first master makes the cluster; the others join with its secrets,
     // unless every host's installer found that this would change nothing.
@@ -185,8 +210,7 @@ pub fn run(
         }
     } else {
         let snapshot = cluster.clone();
-        let secrets =
-            install::first_master(&mut ctx, cluster, &snapshot, &first, Install::Cluster)?;
+        let secrets = install::first_master(ctx, cluster, &snapshot, &first, Install::Cluster)?;
         let others: Vec<_> = snapshot
             .hosts
             .iter()
@@ -194,20 +218,20 @@ pub fn run(
             .cloned()
             .collect();
         let joined = join::join(
-            &mut ctx,
+            ctx,
             cluster,
             &snapshot,
             others,
             &secrets,
             MasterFailure::Propagate,
         );
-        let after = join::after_joins(&ctx, &snapshot, &first, &secrets);
+        let after = join::after_joins(ctx, &snapshot, &first, &secrets);
         joined?;
         after?;
     }
-    apps::apply_apps(&mut ctx, cluster)?;
+    apps::apply_apps(ctx, cluster)?;
     cluster.status.phase = Phase::Running;
-    Ok(ctx.report)
+    Ok(())
 }
 
 /// A saved cluster runs the digests it pinned: a `run` whose image name now

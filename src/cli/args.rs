@@ -129,6 +129,8 @@ pub struct RunArgs {
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub result: ResultFlags,
 }
 
 /// How lifecycle commands reach the hosts of a saved cluster (user, port and
@@ -172,6 +174,8 @@ pub struct AddArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
+    #[command(flatten)]
+    pub result: ResultFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +195,8 @@ pub struct DeleteArgs {
     pub yes: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
+    #[command(flatten)]
+    pub result: ResultFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,6 +213,8 @@ pub struct UpgradeArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
+    #[command(flatten)]
+    pub result: ResultFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -226,6 +234,23 @@ pub struct ResetArgs {
     pub yes: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
+    #[command(flatten)]
+    pub result: ResultFlags,
+}
+
+/// How a command that changes hosts reports its result.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResultFlags {
+    /// `json`: a result object on stdout (per host: changed, failed with
+    /// step and message, bytes sent); progress stays on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ResultFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]

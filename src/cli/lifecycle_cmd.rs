@@ -9,6 +9,8 @@ use anyhow::{bail, Result};
 use super::args::{
     AddArgs, ClustersArgs, DeleteArgs, KubeconfigArgs, ListFormat, ResetArgs, SshFlags, UpgradeArgs,
 };
+use super::args::{ResultFlags, ResultFormat};
+use super::result::{CommandResult, Done};
 use super::run_cmd::SshConnector;
 use crate::apply::{self, ClusterLock, LifecycleReport};
 use crate::cluster::{Cluster, PasswordSource};
@@ -113,6 +115,29 @@ fn save_if_changed(root: &Path, cluster: &Cluster, loaded: &Cluster) -> Result<(
     Ok(())
 }
 
+/// `--format json`: the command's result on stdout (see `result.rs`), for
+/// `hosts` (the ones it was about) and any other its report or error names.
+fn json_result(
+    flags: &ResultFlags,
+    command: &str,
+    cluster: &str,
+    hosts: &[String],
+    result: &std::result::Result<LifecycleReport, apply::ApplyError>,
+) -> Result<()> {
+    if flags.format != ResultFormat::Json {
+        return Ok(());
+    }
+    let none = LifecycleReport::default();
+    let report = result.as_ref().unwrap_or(&none);
+    let mut keys = hosts.to_vec();
+    keys.extend(report.hosts.iter().filter(|h| !hosts.contains(h)).cloned());
+    let done = Done {
+        changed: &report.changed,
+        bytes_sent: &report.bytes_sent,
+    };
+    CommandResult::new(command, cluster, &keys, done, result.as_ref().err()).print()
+}
+
 fn bytes_lines(report: &LifecycleReport) -> String {
     report
         .bytes_sent
@@ -133,10 +158,12 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
         anyhow::bail!("say which hosts to add: --nodes IP[,IP...] and/or --masters IP[,IP...]");
     }
     let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
+    let about: Vec<String> = new_hosts.iter().map(|h| h.key()).collect();
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();
     let result = apply::add(store, &mut cluster, new_hosts, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
+    json_result(&args.result, "add", &cluster.name, &about, &result)?;
     let report = super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
@@ -186,11 +213,13 @@ pub fn delete(
         },
     )];
     removes.extend(removal_lines(&cluster, &leaving));
+    let about: Vec<String> = leaving.iter().map(|h| h.key()).collect();
     confirm("delete", &removes, args.yes)?;
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();
     let result = apply::delete(store, &mut cluster, &addresses, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
+    json_result(&args.result, "delete", &cluster.name, &about, &result)?;
     let report = super::interrupted_next(root, &cluster.name, result)?;
     eprintln!(
         "deleted {} from cluster {} ({} hosts left); state in {}",
@@ -220,6 +249,8 @@ pub fn upgrade(
     apply::interrupt::handle_ctrl_c();
     let result = apply::upgrade(store, &mut cluster, &image, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
+    let about: Vec<String> = loaded.hosts.iter().map(|h| h.key()).collect();
+    json_result(&args.result, "upgrade", &cluster.name, &about, &result)?;
     let report = super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
@@ -253,6 +284,8 @@ pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progre
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();
     let result = apply::reset(store, &mut cluster, args.force, &connector, progress);
+    let about: Vec<String> = loaded.hosts.iter().map(|h| h.key()).collect();
+    json_result(&args.result, "reset", &cluster.name, &about, &result)?;
     let report = match result {
         Ok(report) => report,
         Err(err) => {

@@ -28,6 +28,7 @@ mod installer_cmd;
 mod lifecycle_cmd;
 mod registry_cmds;
 mod resolve;
+mod result;
 mod run_cmd;
 mod store_cmds;
 
