@@ -51,7 +51,10 @@
 //! cluster; `dry_run.rs` renders what `add`, `delete`, `upgrade` and `reset`
 //! would do, reaching no host; `image.rs` also pins the digests a saved
 //! cluster runs; `kubeconfig.rs` reads the admin kubeconfig from the first
-//! master and lists the saved clusters.
+//! master and lists the saved clusters; `interrupt.rs` stops a command at
+//! Ctrl-C between host steps (each installer call and each host's layers
+//! check it before they start), and `run` saves the cluster before its first
+//! host change (`RunOptions::state_root`) for an operator that is killed.
 //!
 //! Nothing here quotes a value into a shell string: commands are argv, and
 //! requests (with env values and join tokens) travel to the installer on stdin.
