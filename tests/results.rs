@@ -92,4 +92,27 @@ fn run_format_json_names_each_host_and_a_failed_one_with_its_step_and_message() 
         assert!(e["bytesSent"].is_u64(), "{json:#}");
     }
     assert_eq!(entry(&json, &hosts[1].ip)["changed"], true, "{json:#}");
+
+    // reset --force with the worker down: done, the worker named as not reset.
+    hosts.stop(1);
+    let mut args: Vec<String> = ["reset", "--yes", "--force", "--format", "json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(ssh_flags(&hosts));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run(&refs);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert!(out.status.success(), "{json:#}");
+    assert_eq!(json["command"], "reset");
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["hosts"].as_array().unwrap().len(), 2, "{json:#}");
+    assert!(entry(&json, &hosts[0].ip)["failed"].is_null(), "{json:#}");
+    assert_eq!(entry(&json, &hosts[0].ip)["changed"], true, "{json:#}");
+    let skipped = entry(&json, &hosts[1].ip)["failed"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(skipped.contains("not reset (unreachable)"), "{json:#}");
 }

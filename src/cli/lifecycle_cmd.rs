@@ -10,7 +10,7 @@ use super::args::{
     AddArgs, ClustersArgs, DeleteArgs, KubeconfigArgs, ListFormat, ResetArgs, SshFlags, UpgradeArgs,
 };
 use super::args::{ResultFlags, ResultFormat};
-use super::result::{CommandResult, Done};
+use super::result::{CommandResult, Done, HostError};
 use super::run_cmd::SshConnector;
 use crate::apply::{self, ClusterLock, LifecycleReport};
 use crate::cluster::{Cluster, PasswordSource};
@@ -135,7 +135,17 @@ fn json_result(
         changed: &report.changed,
         bytes_sent: &report.bytes_sent,
     };
-    CommandResult::new(command, cluster, &keys, done, result.as_ref().err()).print()
+    let mut out = CommandResult::new(command, cluster, &keys, done, result.as_ref().err());
+    // Hosts that `reset --force` went on without: not reset.
+    for skipped in &report.unreachable {
+        if let Some(host) = out.hosts.iter_mut().find(|h| h.host == skipped.host) {
+            host.failed = Some(HostError {
+                step: None,
+                message: format!("not reset (unreachable): {skipped}"),
+            });
+        }
+    }
+    out.print()
 }
 
 fn bytes_lines(report: &LifecycleReport) -> String {
