@@ -107,6 +107,26 @@ fn saved(env: &Env) -> String {
     std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap_or_default()
 }
 
+/// Waits (up to 30 s) until no process started by the killed operator runs
+/// on the hosts: SIGKILL ends the operator, not the installer it started on
+/// a host, which goes on until its step ends. (A command started while one
+/// still runs can race it: the leftovers it removes at its end may be what
+/// the new command just placed. Known, not solved here: issue 17's host side.)
+fn wait_for_orphans(hosts: &TestHosts) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..2 {
+        // `sealrs-hos[t]` does not match the grep's own command line.
+        while hosts[i]
+            .exec(&["sh", "-c", "grep -l 'sealrs-hos[t]' /proc/[0-9]*/cmdline"])
+            .status
+            .success()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 fn reset_works(env: &Env, hosts: &TestHosts) {
     let mut args = vec!["reset".to_string(), "--yes".to_string()];
     args.extend(ssh_flags(hosts));
@@ -146,6 +166,7 @@ fn an_operator_killed_during_a_first_run_leaves_a_cluster_that_reset_knows_and_a
         run.child.kill().unwrap();
         let (status, stderr) = run.finish();
         assert!(!status.success(), "killed after {moment:?}:\n{stderr}");
+        wait_for_orphans(&hosts);
         let state = saved(&env);
         assert!(
             state.contains(&hosts[0].ip) && state.contains(&hosts[1].ip),
@@ -160,6 +181,7 @@ fn an_operator_killed_during_a_first_run_leaves_a_cluster_that_reset_knows_and_a
     run.wait_for("k3s install");
     run.child.kill().unwrap();
     run.finish();
+    wait_for_orphans(&hosts);
     assert!(saved(&env).contains(&hosts[1].ip));
     let out = env.run(&refs);
     let stderr = String::from_utf8_lossy(&out.stderr);
