@@ -13,6 +13,7 @@ mod harvest; // images harvested into a rootfs from a real registry, and by `bui
 mod image_hooks; // an image's check/init/clean labels run on a real host, values byte for byte
 mod installer; // `sealrs installer` on a temp host root, and the installer layer build embeds
 mod integrity; // what the installer keeps on a host: complete under its name when killed, synced first, leftovers removed
+mod interrupt; // an operator killed or interrupted during a first run: saved before hosts change, waits, converges on a rerun
 mod k0s_hosts; // k0s (stand-in) on real hosts: etcd leave, tokens, endpoint, kubectl, bad input
 mod labels; // one label reading: build, inspect and run --dry-run agree on runtime and version
 mod layout; // rootfs layouts at build: examples hold theirs, broken ones refused, inspect
@@ -20,6 +21,7 @@ mod lifecycle; // add, delete, upgrade and reset of a saved cluster on real host
 mod registry; // push, pull and login through the library against a real registry
 mod registry_cli; // the binary against a real registry: push, pull, remote FROM, login
 mod registry_server; // helpers, no tests: a real docker-registry (TLS, auth), a counting proxy
+mod results; // --format json of run (and add, delete, upgrade, reset): per host changed, failed step and message, bytes sent
 mod robustness; // concurrent and killed builds leave a readable store
 mod run; // `sealrs run --dry-run`: each runtime's plans, no host touched
 mod run_apps; // `sealrs run ROOTFS APP...`: application images on the first master

@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::bootstrap::bootstrap_installer;
 use super::context::RunContext;
 use super::image::{host_layer, AppliedImage};
+use super::interrupt;
 use super::parallel::per_host;
 use super::remote::host_request;
 use super::verify::verify_host;
@@ -58,10 +59,10 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         let transport = transport.as_ref();
         let known = checks.iter().find(|(key, _)| *key == host.key());
         let verified = known.is_some_and(|(_, check)| check.verified);
-        let found = match known {
+        let found = interrupt::check(&host.key()).and_then(|()| match known {
             Some((_, check)) => Ok(check.found.clone()),
             None => on_host(transport, image, dest),
-        };
+        });
         let sent = found.and_then(|mut found| {
             let mut server = server;
             let boot = match found.installer_missing(image) {

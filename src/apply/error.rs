@@ -169,11 +169,67 @@ pub enum ApplyError {
     #[error("the image's installer found problems on {} host{}; nothing was changed:\n{}\nFix them and run the same command again", .0.len(), if .0.len() == 1 { "" } else { "s" }, failures(.0))]
     Unfit(Vec<HostFailure>),
 
+    #[error("{host}: not started, interrupted (Ctrl-C)")]
+    Interrupted { host: String },
+
     #[error("cannot reach {} host{}:\n{}\nNothing was changed; bring them back, or pass --force to go on without them", .0.len(), if .0.len() == 1 { "" } else { "s" }, failures(.0))]
     Unreachable(Vec<HostFailure>),
 }
 
 impl ApplyError {
+    /// Whether Ctrl-C stopped this command (here or on one of its hosts).
+    pub fn is_interrupted(&self) -> bool {
+        match self {
+            ApplyError::Interrupted { .. } => true,
+            ApplyError::Hosts(f) | ApplyError::Unfit(f) | ApplyError::Unreachable(f) => {
+                f.iter().any(|f| f.error.is_interrupted())
+            }
+            _ => false,
+        }
+    }
+
+    /// Each host this error blames: (host, the step that failed when one
+    /// did, the message), for a result that says so per host (`--format
+    /// json`). Empty for an error about the whole cluster.
+    pub fn host_failures(&self) -> Vec<(String, Option<String>, String)> {
+        use ApplyError as E;
+        match self {
+            E::Hosts(f) | E::Unfit(f) | E::Unreachable(f) => f
+                .iter()
+                .flat_map(|f| {
+                    let inner = f.error.host_failures();
+                    if inner.len() == 1 {
+                        let (_, step, message) = inner.into_iter().next().unwrap_or_default();
+                        vec![(f.host.clone(), step, message)]
+                    } else if inner.is_empty() {
+                        vec![(f.host.clone(), None, f.error.to_string())]
+                    } else {
+                        inner
+                    }
+                })
+                .collect(),
+            E::Step { host, step, .. } => {
+                vec![(host.clone(), Some(step.clone()), self.to_string())]
+            }
+            E::Command { host, argv, .. } => {
+                vec![(host.clone(), Some(argv.clone()), self.to_string())]
+            }
+            E::Transport { host, .. }
+            | E::HostUnfit { host, .. }
+            | E::Violations { host, .. }
+            | E::Runtime { host, .. }
+            | E::App { host, .. }
+            | E::NodeNameUnknown { host, .. }
+            | E::NotUninstalled { host, .. }
+            | E::Interrupted { host } => vec![(host.clone(), None, self.to_string())],
+            E::Refused { hosts, reason } => hosts
+                .iter()
+                .map(|h| (h.clone(), None, reason.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// `Ok` when no host failed, else every failure in one error.
     pub(crate) fn all_hosts_ok(failures: Vec<HostFailure>) -> Result<(), ApplyError> {
         if failures.is_empty() {

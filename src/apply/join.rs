@@ -44,7 +44,9 @@ pub(super) fn join(
             (Ok(changed), _) => record(cluster, host, &ctx.image, &mut ctx.report, changed),
             (Err(error), MasterFailure::Propagate) => return Err(error),
             (Err(error), MasterFailure::MarkFailed) => {
-                mark_failed(cluster, host);
+                if !error.is_interrupted() {
+                    mark_failed(cluster, host);
+                }
                 return Err(ApplyError::Hosts(vec![HostFailure {
                     host: host.key(),
                     error: Box::new(error),

@@ -51,7 +51,10 @@
 //! cluster; `dry_run.rs` renders what `add`, `delete`, `upgrade` and `reset`
 //! would do, reaching no host; `image.rs` also pins the digests a saved
 //! cluster runs; `kubeconfig.rs` reads the admin kubeconfig from the first
-//! master and lists the saved clusters.
+//! master and lists the saved clusters; `interrupt.rs` stops a command at
+//! Ctrl-C between host steps (each installer call and each host's layers
+//! check it before they start), and `run` saves the cluster before its first
+//! host change (`RunOptions::state_root`) for an operator that is killed.
 //!
 //! Nothing here quotes a value into a shell string: commands are argv, and
 //! requests (with env values and join tokens) travel to the installer on stdin.
@@ -67,6 +70,7 @@ mod error;
 pub mod health;
 mod image;
 mod install;
+pub mod interrupt;
 mod join;
 pub mod kubeconfig;
 mod lifecycle;
@@ -104,6 +108,12 @@ use status::{planned_status, record, record_node_names};
 pub struct RunOptions {
     /// Print every host's plan and touch nothing.
     pub dry_run: bool,
+    /// Where the cluster is saved (`$SEALRS_ROOT`): once the hosts are
+    /// checked, and before any of them changes, `run` saves it there with
+    /// its images pinned and each host's state (Pending on a first run), so
+    /// that an operator killed at any moment leaves a cluster that `reset`
+    /// knows and the same `run` converges.
+    pub state_root: Option<std::path::PathBuf>,
 }
 
 /// What a run did, for the summary line and for tests.
@@ -125,14 +135,39 @@ pub fn run(
     options: &RunOptions,
     progress: &dyn Progress,
 ) -> Result<RunReport, ApplyError> {
-    let mut ctx = RunContext::new(store, connector, progress, &cluster.images, options.clone())?;
-    refuse_moved_pins(cluster, &ctx)?;
-    verify::cluster(cluster, &ctx)?;
+    let (report, result) = run_reporting(store, cluster, connector, options, progress);
+    result.map(|()| report)
+}
+
+/// [`run`], with what it did (bytes sent, hosts changed) also when it
+/// failed: for a result that says so per host (`--format json`).
+pub fn run_reporting(
+    store: &Store,
+    cluster: &mut Cluster,
+    connector: &dyn Connector,
+    options: &RunOptions,
+    progress: &dyn Progress,
+) -> (RunReport, Result<(), ApplyError>) {
+    let mut ctx =
+        match RunContext::new(store, connector, progress, &cluster.images, options.clone()) {
+            Ok(ctx) => ctx,
+            Err(e) => return (RunReport::default(), Err(e)),
+        };
+    let result = phases(&mut ctx, store, cluster, progress);
+    (std::mem::take(&mut ctx.report), result)
+}
+
+fn phases(
+    ctx: &mut RunContext,
+    store: &Store,
+    cluster: &mut Cluster,
+    progress: &dyn Progress,
+) -> Result<(), ApplyError> {
+    refuse_moved_pins(cluster, ctx)?;
+    verify::cluster(cluster, ctx)?;
     if ctx.options.dry_run {
-        return Ok(RunReport {
-            dry_run: install::dry_run(&ctx, cluster)?,
-            ..RunReport::default()
-        });
+        ctx.report.dry_run = install::dry_run(ctx, cluster)?;
+        return Ok(());
     }
     ctx.require_installer()?;
 
@@ -146,14 +181,20 @@ pub fn run(
         verify: Some(cluster),
         probe: true,
     };
-    check::connect_and_check(&mut ctx, cluster, checks)?;
-    progress.message("sending layers");
-    distribute::distribute(&mut ctx, Some(cluster))?;
+    check::connect_and_check(ctx, cluster, checks)?;
     // Recorded only now: a run stopped by the checks above saves nothing.
     let pinned: Vec<&AppliedImage> = std::iter::once(&ctx.image).chain(&ctx.apps).collect();
     image::pin(store, cluster, &pinned)?;
     let probed = planned_status(&cluster.status);
     record_node_names(cluster, &ctx.checks);
+    for host in &cluster.hosts {
+        cluster.status.hosts.entry(host.key()).or_default();
+    }
+    if let Some(root) = &ctx.options.state_root {
+        save::save_cluster(root, cluster)?;
+    }
+    progress.message("sending layers");
+    distribute::distribute(ctx, Some(cluster))?;
 
     // The first master makes the cluster; the others join with its secrets,
     // unless every host's installer found that this would change nothing.
@@ -174,8 +215,7 @@ pub fn run(
         }
     } else {
         let snapshot = cluster.clone();
-        let secrets =
-            install::first_master(&mut ctx, cluster, &snapshot, &first, Install::Cluster)?;
+        let secrets = install::first_master(ctx, cluster, &snapshot, &first, Install::Cluster)?;
         let others: Vec<_> = snapshot
             .hosts
             .iter()
@@ -183,20 +223,20 @@ pub fn run(
             .cloned()
             .collect();
         let joined = join::join(
-            &mut ctx,
+            ctx,
             cluster,
             &snapshot,
             others,
             &secrets,
             MasterFailure::Propagate,
         );
-        let after = join::after_joins(&ctx, &snapshot, &first, &secrets);
+        let after = join::after_joins(ctx, &snapshot, &first, &secrets);
         joined?;
         after?;
     }
-    apps::apply_apps(&mut ctx, cluster)?;
+    apps::apply_apps(ctx, cluster)?;
     cluster.status.phase = Phase::Running;
-    Ok(ctx.report)
+    Ok(())
 }
 
 /// A saved cluster runs the digests it pinned: a `run` whose image name now

@@ -1,5 +1,12 @@
 //! The one way per-host work runs in parallel: every phase that works on
 //! several hosts at once goes through [`per_host`].
+//!
+//! After Ctrl-C (`interrupt.rs`) the items keep being handed out, but each
+//! host step checks the flag before it starts (an installer call in
+//! `remote.rs`, a host's layers in `distribute.rs`) and fails at once with
+//! `ApplyError::Interrupted`, so the items not yet started end in a moment,
+//! as failures the phase collects like any other, and the host is left as
+//! it was (not marked Failed).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -55,6 +55,7 @@ pub(super) fn call_installer(
     subcommand: &[&str],
     input: &str,
 ) -> Result<(String, Output), ApplyError> {
+    super::interrupt::check(transport.address())?;
     let installer = image.installer_on_host()?;
     let mut argv = vec![installer.clone(), "installer".to_string()];
     argv.extend(subcommand.iter().map(|s| s.to_string()));

@@ -81,7 +81,10 @@ pub(super) fn settle<T>(
         match result {
             Ok(value) => ok(cluster, &host, value),
             Err(error) => {
-                mark_failed(cluster, &host);
+                // A host that Ctrl-C kept from starting is as it was.
+                if !error.is_interrupted() {
+                    mark_failed(cluster, &host);
+                }
                 failures.push(HostFailure {
                     host: host.key(),
                     error: Box::new(error),

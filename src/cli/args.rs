@@ -132,6 +132,8 @@ pub struct RunArgs {
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub result: ResultFlags,
 }
 
 /// How lifecycle commands reach the hosts of a saved cluster (user, port and
@@ -175,6 +177,8 @@ pub struct AddArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
+    #[command(flatten)]
+    pub result: ResultFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -199,6 +203,8 @@ pub struct DeleteArgs {
     pub yes: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
+    #[command(flatten)]
+    pub result: ResultFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -227,6 +233,8 @@ pub struct UpgradeArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
+    #[command(flatten)]
+    pub result: ResultFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -246,6 +254,23 @@ pub struct ResetArgs {
     pub yes: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
+    #[command(flatten)]
+    pub result: ResultFlags,
+}
+
+/// How a command that changes hosts reports its result.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResultFlags {
+    /// `json`: a result object on stdout (per host: changed, failed with
+    /// step and message, bytes sent); progress stays on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ResultFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]

@@ -10,6 +10,8 @@ use super::args::{
     AddArgs, ClustersArgs, DeleteArgs, KubeconfigArgs, ListFormat, ResetArgs, SshFlags, StatusArgs,
     UpgradeArgs,
 };
+use super::args::{ResultFlags, ResultFormat};
+use super::result::{CommandResult, Done, HostError};
 use super::run_cmd::SshConnector;
 use crate::apply::{self, ClusterLock, LifecycleReport};
 use crate::cluster::{Cluster, PasswordSource};
@@ -114,6 +116,39 @@ fn save_if_changed(root: &Path, cluster: &Cluster, loaded: &Cluster) -> Result<(
     Ok(())
 }
 
+/// `--format json`: the command's result on stdout (see `result.rs`), for
+/// `hosts` (the ones it was about) and any other its report or error names.
+fn json_result(
+    flags: &ResultFlags,
+    command: &str,
+    cluster: &str,
+    hosts: &[String],
+    result: &std::result::Result<LifecycleReport, apply::ApplyError>,
+) -> Result<()> {
+    if flags.format != ResultFormat::Json {
+        return Ok(());
+    }
+    let none = LifecycleReport::default();
+    let report = result.as_ref().unwrap_or(&none);
+    let mut keys = hosts.to_vec();
+    keys.extend(report.hosts.iter().filter(|h| !hosts.contains(h)).cloned());
+    let done = Done {
+        changed: &report.changed,
+        bytes_sent: &report.bytes_sent,
+    };
+    let mut out = CommandResult::new(command, cluster, &keys, done, result.as_ref().err());
+    // Hosts that `reset --force` went on without: not reset.
+    for skipped in &report.unreachable {
+        if let Some(host) = out.hosts.iter_mut().find(|h| h.host == skipped.host) {
+            host.failed = Some(HostError {
+                step: None,
+                message: format!("not reset (unreachable): {skipped}"),
+            });
+        }
+    }
+    out.print()
+}
+
 fn bytes_lines(report: &LifecycleReport) -> String {
     report
         .bytes_sent
@@ -134,10 +169,13 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
         anyhow::bail!("say which hosts to add: --nodes IP[,IP...] and/or --masters IP[,IP...]");
     }
     let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
+    let about: Vec<String> = new_hosts.iter().map(|h| h.key()).collect();
     let connector = connector(&args.ssh)?;
+    apply::interrupt::handle_ctrl_c();
     let result = apply::add(store, &mut cluster, new_hosts, &connector, progress);
     save_if_changed(root, &cluster, &loaded)?;
-    let report = result?;
+    json_result(&args.result, "add", &cluster.name, &about, &result)?;
+    let report = super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
         "added {} to cluster {} ({} changed, {} bytes of layers sent); state in {}\n{}",
@@ -186,8 +224,10 @@ pub fn delete(
         },
     )];
     removes.extend(removal_lines(&cluster, &leaving));
+    let about: Vec<String> = leaving.iter().map(|h| h.key()).collect();
     confirm("delete", &removes, args.yes)?;
     let connector = connector(&args.ssh)?;
+    apply::interrupt::handle_ctrl_c();
     let result = apply::delete_with(
         store,
         &mut cluster,
@@ -197,7 +237,8 @@ pub fn delete(
         progress,
     );
     save_if_changed(root, &cluster, &loaded)?;
-    let report = result?;
+    json_result(&args.result, "delete", &cluster.name, &about, &result)?;
+    let report = super::interrupted_next(root, &cluster.name, result)?;
     eprintln!(
         "deleted {} from cluster {} ({} hosts left); state in {}",
         report.hosts.join(", "),
@@ -237,6 +278,7 @@ pub fn upgrade(
     let loaded = cluster.clone();
     let image = super::resolve::name_for(store, &args.image)?;
     let connector = connector(&args.ssh)?;
+    apply::interrupt::handle_ctrl_c();
     let result = apply::upgrade(
         store,
         &mut cluster,
@@ -246,7 +288,9 @@ pub fn upgrade(
         progress,
     );
     save_if_changed(root, &cluster, &loaded)?;
-    let report = result?;
+    let about: Vec<String> = loaded.hosts.iter().map(|h| h.key()).collect();
+    json_result(&args.result, "upgrade", &cluster.name, &about, &result)?;
+    let report = super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
         "cluster {} upgraded to {} on {} hosts ({} changed, {} bytes of layers sent); state in {}\n{}",
@@ -277,12 +321,15 @@ pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progre
     ));
     confirm("reset", &removes, args.yes)?;
     let connector = connector(&args.ssh)?;
+    apply::interrupt::handle_ctrl_c();
     let result = apply::reset(store, &mut cluster, args.force, &connector, progress);
+    let about: Vec<String> = loaded.hosts.iter().map(|h| h.key()).collect();
+    json_result(&args.result, "reset", &cluster.name, &about, &result)?;
     let report = match result {
         Ok(report) => report,
         Err(err) => {
             save_if_changed(root, &cluster, &loaded)?;
-            return Err(err.into());
+            return super::interrupted_next(root, &cluster.name, Err(err));
         }
     };
     apply::forget_cluster(root, &cluster.name)?;

@@ -28,6 +28,7 @@ mod installer_cmd;
 mod lifecycle_cmd;
 mod registry_cmds;
 mod resolve;
+mod result;
 mod run_cmd;
 mod store_cmds;
 
@@ -55,6 +56,13 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {}", chain_message(&err));
+            if err.chain().any(|c| {
+                c.downcast_ref::<crate::apply::ApplyError>()
+                    .is_some_and(crate::apply::ApplyError::is_interrupted)
+            }) {
+                // As a shell reports a command that SIGINT ended.
+                return ExitCode::from(130);
+            }
             ExitCode::FAILURE
         }
     }
@@ -72,6 +80,39 @@ fn chain_message(err: &anyhow::Error) -> String {
         }
     }
     message
+}
+
+/// A host command's result; when Ctrl-C stopped it, first says where each
+/// host's state was saved and the command to run to go on (this one again:
+/// each command picks up from the saved state).
+fn interrupted_next<T>(
+    root: &std::path::Path,
+    cluster: &str,
+    result: std::result::Result<T, crate::apply::ApplyError>,
+) -> Result<T> {
+    match result {
+        Err(err) if err.is_interrupted() => {
+            let argv: Vec<String> = std::env::args()
+                .map(|a| {
+                    let plain = !a.is_empty()
+                        && a.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_./:,=@%+-".contains(c));
+                    if plain {
+                        a
+                    } else {
+                        crate::shell::sh_quote(&a)
+                    }
+                })
+                .collect();
+            eprintln!(
+                "interrupted: each host's state is saved in {}; to go on, run the same command again:\n  {}",
+                crate::apply::cluster_file(root, cluster).display(),
+                argv.join(" ")
+            );
+            Err(err.into())
+        }
+        other => Ok(other?),
+    }
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

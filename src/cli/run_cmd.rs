@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
-use super::args::RunArgs;
+use super::args::{ResultFormat, RunArgs};
+use super::result::{CommandResult, Done};
 use crate::apply::{self, Connector, RunOptions};
 use crate::cluster::{Cluster, ClusterArgs, Host, PasswordSource, SshConfig};
 use crate::progress::Progress;
@@ -185,19 +186,33 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     .direct_data(!args.layers_over_ssh);
     let options = RunOptions {
         dry_run: args.dry_run,
+        state_root: (!args.dry_run).then(|| root.to_path_buf()),
     };
-    let result = apply::run(store, &mut cluster, &connector, &options, progress);
+    if !args.dry_run {
+        apply::interrupt::handle_ctrl_c();
+    }
+    let (report, result) =
+        apply::run_reporting(store, &mut cluster, &connector, &options, progress);
     if args.dry_run {
-        let plan = result?.dry_run;
-        std::io::Write::write_all(&mut std::io::stdout().lock(), plan.as_bytes())?;
+        result?;
+        std::io::Write::write_all(&mut std::io::stdout().lock(), report.dry_run.as_bytes())?;
         return Ok(());
     }
-    // Saved once any host changed, even if the run then failed: a rerun picks
-    // up from the hosts' status. A run that stopped before touching a host saves nothing.
+    // Saved before any host changed and again now, even if the run then
+    // failed: a rerun picks up from the hosts' status. A run that stopped
+    // before touching a host saves nothing.
     if !cluster.status.hosts.is_empty() {
         apply::save_cluster(root, &cluster)?;
     }
-    let report = result?;
+    if args.result.format == ResultFormat::Json {
+        let hosts: Vec<String> = cluster.hosts.iter().map(|h| h.key()).collect();
+        let done = Done {
+            changed: &report.changed,
+            bytes_sent: &report.bytes_sent,
+        };
+        CommandResult::new("run", &cluster.name, &hosts, done, result.as_ref().err()).print()?;
+    }
+    super::interrupted_next(root, &cluster.name, result)?;
     let saved = apply::cluster_file(root, &cluster.name);
     let sent: u64 = report.bytes_sent.values().sum();
     eprintln!(
