@@ -315,7 +315,7 @@ bench_run() {
     run sealrs_again "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
     again_sent=$(bytes_sent)
     if [ "$i" -lt "$runs" ]; then
-      "$sealrs" --root "$store" -q reset --known-hosts "$KNOWN_HOSTS" >/dev/null
+      "$sealrs" --root "$store" -q reset --yes --known-hosts "$KNOWN_HOSTS" >/dev/null
     fi
   done
   echo "==> sealrs run: upgrade, one manifest changed"

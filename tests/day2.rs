@@ -8,14 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use crate::common::Env;
 use crate::hosts::{Host, TestHosts};
 use crate::layout::example;
-use crate::run::{run_on, ssh_flags};
+use crate::run::{on_hosts, run_on, ssh_flags};
 
-/// `sealrs ARGS... <ssh flags>`.
+/// `sealrs ARGS... <ssh flags>`, unconfirmed: these tests ask the question.
 fn sealrs(env: &Env, hosts: &TestHosts, args: &[&str]) -> std::process::Output {
-    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    all.extend(ssh_flags(hosts));
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    env.run(&refs)
+    on_hosts(env, hosts, args, false)
 }
 
 /// [`sealrs`] that must succeed; its stderr (and stdout after it).

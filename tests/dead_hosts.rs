@@ -6,17 +6,11 @@
 use crate::common::Env;
 use crate::hosts::TestHosts;
 use crate::layout::example;
-use crate::run::{run_on, ssh_flags};
+use crate::run::{on_hosts, run_on};
 
 /// `sealrs ARGS... <ssh flags>` (with `--yes` for delete).
 fn sealrs(env: &Env, hosts: &TestHosts, args: &[&str]) -> std::process::Output {
-    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    if args.first() == Some(&"delete") {
-        all.push("--yes".into());
-    }
-    all.extend(ssh_flags(hosts));
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    env.run(&refs)
+    on_hosts(env, hosts, args, true)
 }
 
 fn build_k3s(env: &Env, tag: &str) {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use crate::common::Env;
 use crate::hosts::{Host, TestHosts};
 use crate::layout::example;
-use crate::run::{run_on, ssh_flags, standin_log};
+use crate::run::{on_hosts, run_on, standin_log};
 
 /// `sealrs ARGS... <ssh flags>`; panics with stderr unless it succeeds.
 fn lifecycle_ok(env: &Env, hosts: &TestHosts, args: &[&str]) -> String {
@@ -25,16 +25,9 @@ fn lifecycle_fails(env: &Env, hosts: &TestHosts, args: &[&str]) -> String {
     stderr
 }
 
-/// Reset and delete ask first; these tests confirm with `--yes` (the
-/// question itself is tested in `day2`).
+/// Reset and delete ask first; these tests confirm with `--yes`.
 fn lifecycle(env: &Env, hosts: &TestHosts, args: &[&str]) -> std::process::Output {
-    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    if matches!(args.first(), Some(&"reset") | Some(&"delete")) {
-        all.push("--yes".into());
-    }
-    all.extend(ssh_flags(hosts));
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    env.run(&refs)
+    on_hosts(env, hosts, args, true)
 }
 
 fn clusterfile(env: &Env) -> serde_yaml_ng::Value {

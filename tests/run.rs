@@ -136,6 +136,23 @@ fn a_run_onto_a_saved_cluster_refuses_a_downgrade_and_a_runtime_change() {
 }
 
 /// `sealrs run` flags that reach the test hosts over SSH with the group's key.
+/// `sealrs ARGS... <ssh flags>`; with `confirm`, a reset or delete gets
+/// `--yes` (the question itself is tested in `day2`).
+pub(crate) fn on_hosts(
+    env: &Env,
+    hosts: &TestHosts,
+    args: &[&str],
+    confirm: bool,
+) -> std::process::Output {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if confirm && matches!(args.first(), Some(&"reset") | Some(&"delete")) {
+        all.push("--yes".into());
+    }
+    all.extend(ssh_flags(hosts));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    env.run(&refs)
+}
+
 pub(crate) fn ssh_flags(hosts: &TestHosts) -> Vec<String> {
     vec![
         "--ssh-key".into(),

@@ -6,9 +6,9 @@ use super::check::HostCheck;
 use super::connect::{Connections, Connector};
 use super::image::{resolve_images, AppliedImage};
 use super::{ApplyError, RunOptions, RunReport};
-use crate::cluster::Host;
+use crate::cluster::{Cluster, Host};
 use crate::progress::Progress;
-use crate::runtime::{self, Runtime};
+use crate::runtime::{self, Runtime, Version};
 use crate::store::Store;
 use crate::transport::Transport;
 
@@ -77,6 +77,19 @@ impl<'a> RunContext<'a> {
             checks: Vec::new(),
             report: RunReport::default(),
         })
+    }
+
+    /// The Kubernetes version `cluster` is upgraded to: the image's, which
+    /// verify already required (an upgrade without one is refused the same way).
+    pub fn target_version(&self, cluster: &Cluster) -> Result<Version, ApplyError> {
+        self.image
+            .info
+            .version
+            .clone()
+            .ok_or_else(|| ApplyError::Verify {
+                cluster: cluster.name.clone(),
+                violations: vec![runtime::Violation::MissingVersion],
+            })
     }
 
     /// Fails when the cluster image has no installer to run on the hosts.

@@ -209,15 +209,7 @@ pub fn upgrade(
     )?;
     ctx.require_installer()?;
     verify::cluster(cluster, &ctx)?;
-    let to = ctx
-        .image
-        .info
-        .version
-        .clone()
-        .ok_or_else(|| ApplyError::Verify {
-            cluster: cluster.name.clone(),
-            violations: vec![runtime::Violation::MissingVersion],
-        })?;
+    let to = ctx.target_version(cluster)?;
     let batches = runtime::upgrade_order(cluster, options.max_unavailable);
     let workers = cluster.workers().count();
     let around = if options.drain {

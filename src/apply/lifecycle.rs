@@ -447,15 +447,7 @@ pub fn upgrade(
 ) -> Result<LifecycleReport, ApplyError> {
     let mut ctx = open_named(store, connector, progress, image_name)?;
     verify::cluster(cluster, &ctx)?;
-    let to = ctx
-        .image
-        .info
-        .version
-        .clone()
-        .ok_or_else(|| ApplyError::Verify {
-            cluster: cluster.name.clone(),
-            violations: vec![runtime::Violation::MissingVersion],
-        })?;
+    let to = ctx.target_version(cluster)?;
 
     progress.message(&format!(
         "connecting to {} hosts of cluster {}",
