@@ -223,15 +223,21 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         sent,
         saved.display()
     );
-    save_kubeconfig(root, &cluster, &connector);
+    save_kubeconfig(root, &cluster, &connector, !report.changed.is_empty());
     Ok(())
 }
 
 /// Keeps the admin kubeconfig beside the saved cluster (0600) and says
 /// where; a cluster that is running is not failed for it, the user is told
-/// how to fetch it later.
-fn save_kubeconfig(root: &Path, cluster: &Cluster, connector: &dyn Connector) {
+/// how to fetch it later. A run that changed no host keeps the one saved
+/// before: fetching it again costs a new SSH connection to the first master
+/// on every unchanged re-apply (`sealrs kubeconfig` fetches a fresh one).
+fn save_kubeconfig(root: &Path, cluster: &Cluster, connector: &dyn Connector, changed: bool) {
     let path = apply::cluster_file(root, &cluster.name).with_file_name("kubeconfig");
+    if !changed && path.exists() {
+        eprintln!("admin kubeconfig in {}", path.display());
+        return;
+    }
     let written = apply::kubeconfig::admin_kubeconfig(cluster, connector)
         .map_err(anyhow::Error::from)
         .and_then(|text| {
