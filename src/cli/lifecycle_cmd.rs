@@ -28,6 +28,11 @@ fn locked(
     ssh: &SshFlags,
 ) -> Result<(Cluster, ClusterLock)> {
     let lock = ClusterLock::acquire(root, name, &format!("{command} --cluster {name}"))?;
+    Ok((with_ssh(root, name, ssh)?, lock))
+}
+
+/// The saved cluster, with the SSH flags given now over what it saved.
+fn with_ssh(root: &Path, name: &str, ssh: &SshFlags) -> Result<Cluster> {
     let mut cluster = apply::load_cluster(root, name)?;
     if let Some(key) = &ssh.ssh_key {
         cluster.ssh.key = Some(key.display().to_string());
@@ -35,7 +40,7 @@ fn locked(
     if ssh.ssh_password_stdin {
         cluster.ssh.password_from = Some(PasswordSource::Stdin);
     }
-    Ok((cluster, lock))
+    Ok(cluster)
 }
 
 /// The saved cluster as it is, for a dry run (no lock: nothing changes).
@@ -380,13 +385,7 @@ pub fn clusters(root: &Path, args: &ClustersArgs) -> Result<()> {
 /// `sealrs status`: each host of a saved cluster, a table or JSON; an error
 /// (exit code non-zero) when a host is not healthy.
 pub fn status(root: &Path, args: &StatusArgs) -> Result<()> {
-    let mut cluster = apply::load_cluster(root, &args.cluster)?;
-    if let Some(key) = &args.ssh.ssh_key {
-        cluster.ssh.key = Some(key.display().to_string());
-    }
-    if args.ssh.ssh_password_stdin {
-        cluster.ssh.password_from = Some(PasswordSource::Stdin);
-    }
+    let cluster = with_ssh(root, &args.cluster, &args.ssh)?;
     let connector = connector(&args.ssh)?;
     let health = apply::health::status(&cluster, &connector)?;
     let out = match args.format {
@@ -418,13 +417,7 @@ pub fn status(root: &Path, args: &StatusArgs) -> Result<()> {
 /// `sealrs kubeconfig`: the admin kubeconfig of a saved cluster, from its
 /// first master, to stdout or to a 0600 file.
 pub fn kubeconfig(root: &Path, args: &KubeconfigArgs) -> Result<()> {
-    let mut cluster = apply::load_cluster(root, &args.cluster)?;
-    if let Some(key) = &args.ssh.ssh_key {
-        cluster.ssh.key = Some(key.display().to_string());
-    }
-    if args.ssh.ssh_password_stdin {
-        cluster.ssh.password_from = Some(PasswordSource::Stdin);
-    }
+    let cluster = with_ssh(root, &args.cluster, &args.ssh)?;
     let connector = connector(&args.ssh)?;
     let text = apply::kubeconfig::admin_kubeconfig(&cluster, &connector)?;
     match &args.output {

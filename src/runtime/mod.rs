@@ -823,21 +823,7 @@ fn remove_node_plan(
     kubectl: &[&str],
     node: &str,
 ) -> Result<Plan, RuntimeError> {
-    if !ctx.is_first_master() {
-        return Err(RuntimeError::WrongHost {
-            runtime,
-            host: ctx.host_key(),
-            reason: format!(
-                "nodes are drained and deleted from the first master ({}), which has the admin kubeconfig",
-                ctx.first_master
-            ),
-        });
-    }
-    if !is_valid_node_name(node) {
-        return Err(RuntimeError::BadNodeName {
-            node: node.to_string(),
-        });
-    }
+    kubectl_on_first_master(ctx, runtime, node, "drained and deleted")?;
     fn with<'a>(kubectl: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
         kubectl.iter().chain(args).copied().collect()
     }
@@ -879,21 +865,20 @@ fn remove_node_plan(
     Ok(plan)
 }
 
-/// A [`NodeStep`] on node `node`, run on the first master with `kubectl`
-/// while `kubectl get node` finds the node.
-fn node_step_plan(
+/// Node plans run kubectl on the first master, which has the admin
+/// kubeconfig, and name a node Kubernetes would accept.
+fn kubectl_on_first_master(
     ctx: &HostContext,
     runtime: &'static str,
-    kubectl: &[&str],
     node: &str,
-    step: NodeStep,
-) -> Result<Plan, RuntimeError> {
+    done: &str,
+) -> Result<(), RuntimeError> {
     if !ctx.is_first_master() {
         return Err(RuntimeError::WrongHost {
             runtime,
             host: ctx.host_key(),
             reason: format!(
-                "nodes are cordoned and drained from the first master ({}), which has the admin kubeconfig",
+                "nodes are {done} from the first master ({}), which has the admin kubeconfig",
                 ctx.first_master
             ),
         });
@@ -903,6 +888,19 @@ fn node_step_plan(
             node: node.to_string(),
         });
     }
+    Ok(())
+}
+
+/// A [`NodeStep`] on node `node`, run on the first master with `kubectl`
+/// while `kubectl get node` finds the node.
+fn node_step_plan(
+    ctx: &HostContext,
+    runtime: &'static str,
+    kubectl: &[&str],
+    node: &str,
+    step: NodeStep,
+) -> Result<Plan, RuntimeError> {
+    kubectl_on_first_master(ctx, runtime, node, "cordoned and drained")?;
     let with = |args: &[&str]| -> Vec<String> {
         kubectl.iter().chain(args).map(|s| s.to_string()).collect()
     };
