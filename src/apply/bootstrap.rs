@@ -122,7 +122,8 @@ pub(super) fn bootstrap_installer(
 /// complete and checked. GZ is `1` for a gzip layer (images built before the
 /// layer was a plain tar), else `0`.
 /// - With ADDRESS and PORT, the host fetches the blob from our server with
-///   bash, showing the token it reads from stdin; a host without bash, or
+///   bash, showing the token that bash reads from stdin (never an argument:
+///   `/proc/*/cmdline` is readable by every user); a host without bash, or
 ///   that cannot connect within 3 s, exits 75 having claimed nothing.
 /// - Without them, the blob comes on stdin and is unpacked as it arrives.
 ///   Whatever happens to the unpacking, the rest of stdin is read, so that
@@ -139,13 +140,15 @@ trap 'rm -rf "$tmp" "$tmp.blob" "$tmp.failed"' EXIT
 mkdir "$tmp"
 untar() { if [ "$gz" = 1 ]; then gzip -dc | tar -xf - -C "$tmp"; else tar -xf - -C "$tmp"; fi; }
 if [ $# -gt 0 ]; then
-  read -r token
   command -v bash >/dev/null || { echo "no bash to fetch with" >&2; exit 75; }
-  bash -c '(sleep 3; kill $$) </dev/null >/dev/null 2>&1 & w=$!
+  # bash reads the token from stdin itself and writes it with its builtin
+  # printf: it is in no argv, where any user of the host would read it.
+  bash -c 'IFS= read -r token
+    (sleep 3; kill $$) </dev/null >/dev/null 2>&1 & w=$!
     exec 3<>"/dev/tcp/$1/$2" || exit 75
     kill $w
-    printf "%s\n" "$3" >&3
-    exec cat <&3' fetch "$1" "$2" "$token" >"$tmp.blob" || exit 75
+    printf "%s\n" "$token" >&3
+    exec cat <&3' fetch "$1" "$2" >"$tmp.blob" || exit 75
   untar <"$tmp.blob" || echo failed >"$tmp.failed"
 else
   tee "$tmp.blob" | {
@@ -203,7 +206,24 @@ mod tests {
 
     /// The bootstrap with more arguments (where to fetch from).
     fn bootstrap_from(blob: &[u8], hex: &str, dir: &Path, gzip: bool, more: &[String]) -> Output {
-        let mut child = Command::new("sh")
+        bootstrap_with_path(blob, hex, dir, gzip, more, None)
+    }
+
+    /// [`bootstrap_from`] with `path` first in `PATH`.
+    fn bootstrap_with_path(
+        blob: &[u8],
+        hex: &str,
+        dir: &Path,
+        gzip: bool,
+        more: &[String],
+        path: Option<&Path>,
+    ) -> Output {
+        let mut command = Command::new("sh");
+        if let Some(path) = path {
+            let system = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{system}", path.display()));
+        }
+        let mut child = command
             .args(["-c", BOOTSTRAP_SCRIPT, "sealrs", hex])
             .arg(dir)
             .arg(if gzip { "1" } else { "0" })
@@ -302,12 +322,29 @@ mod tests {
         ];
         let line = format!("{}\n", ticket.token.expose());
         let dir = layers.join(&hex);
+        // A `bash` first in PATH that records its argv, then is bash.
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let argv_log = tmp.path().join("bash-argv");
+        let spy = format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >>'{}'\nexec /bin/bash \"$@\"\n",
+            argv_log.display()
+        );
+        std::fs::write(bin.join("bash"), spy).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("bash"), std::fs::Permissions::from_mode(0o755)).unwrap();
         installed(
-            &bootstrap_from(line.as_bytes(), &hex, &dir, false, &at),
+            &bootstrap_with_path(line.as_bytes(), &hex, &dir, false, &at, Some(&bin)),
             &dir,
             &binary,
         );
         assert!(offer.claimed());
+        let argv = std::fs::read_to_string(&argv_log).unwrap();
+        assert!(argv.contains("/dev/tcp/"), "bash fetched: {argv}");
+        assert!(
+            !argv.contains(ticket.token.expose()),
+            "the token is in bash's argv: {argv}"
+        );
 
         // The token is spent: the server closes on it, the hash says so.
         let again = bootstrap_from(line.as_bytes(), &hex, &layers.join("again"), false, &at);
