@@ -102,6 +102,11 @@ pub struct RunArgs {
     /// Cluster env, KEY=VALUE, passed to hosts byte for byte.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Cluster env from a file, read as `docker run --env-file` reads one:
+    /// KEY=VALUE lines (value byte for byte, no quotes removed), `#`
+    /// comments, blank lines, KEY alone taken from this environment; -e wins.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
     /// Name under which the cluster is saved [default: default].
     #[arg(long)]
     pub cluster: Option<String>,

@@ -104,7 +104,23 @@ impl Connector for SshConnector {
     }
 }
 
+/// The `KEY=VALUE` words of every `--env-file`, in order, then of `-e`: a
+/// later value of a key wins, so `-e` wins over the files.
+fn env_words(args: &RunArgs) -> Result<Vec<String>> {
+    let mut words = Vec::new();
+    for path in &args.env_file {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading the env file {}", path.display()))?;
+        let lookup = |key: &str| std::env::var(key).ok();
+        let pairs = crate::cluster::parse_env_file(&bytes, &path.display().to_string(), &lookup)?;
+        words.extend(pairs.into_iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    words.extend(args.env.iter().cloned());
+    Ok(words)
+}
+
 fn load_cluster(args: &RunArgs) -> Result<Cluster> {
+    let env = env_words(args)?;
     if let Some(path) = &args.clusterfile {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the Clusterfile {}", path.display()))?;
@@ -114,6 +130,12 @@ fn load_cluster(args: &RunArgs) -> Result<Cluster> {
         }
         if let Some(name) = &args.cluster {
             cluster.name = name.clone();
+        }
+        // -e and --env-file over the Clusterfile's env.
+        for word in &env {
+            let (key, value) =
+                crate::cluster::parse_env_pair(word).map_err(|e| anyhow::anyhow!("-e: {e}"))?;
+            cluster.env.insert(key, value);
         }
         return Ok(cluster);
     }
@@ -125,7 +147,7 @@ fn load_cluster(args: &RunArgs) -> Result<Cluster> {
         masters: args.masters.clone(),
         nodes: args.nodes.clone(),
         images: args.images.clone(),
-        env: args.env.clone(),
+        env,
         user: args.ssh_user.clone(),
         port: args.port,
         key: args.ssh_key.as_ref().map(|p| p.display().to_string()),

@@ -1,10 +1,11 @@
 //! A cluster from CLI-style inputs: `--masters 10.0.0.1,10.0.0.2 --nodes …
-//! --port 22 -e K=V`. Raw values only; no I/O (the password is a reference).
+//! --port 22 -e K=V`, and the text of an `--env-file`. Raw values only; no
+//! I/O (the password is a reference, the env file's bytes come read).
 
 use super::file::parse_address_port;
 use super::{
-    parse_env_pair, unless_problems, Address, Cluster, ClusterError, Host, PasswordSource, Problem,
-    Role, SshConfig, DEFAULT_SSH_PORT,
+    is_valid_env_key, parse_env_pair, unless_problems, Address, Cluster, ClusterError, Host,
+    PasswordSource, Problem, Role, SshConfig, DEFAULT_SSH_PORT,
 };
 
 /// Raw flag values, as `sealrs run` collects them.
@@ -175,4 +176,124 @@ pub fn parse_targets(cluster: &Cluster, nodes: &[String]) -> Result<Vec<Address>
         }
     }
     unless_problems(addresses, "command line", problems)
+}
+
+/// The `KEY=VALUE` pairs of an `--env-file`, read by docker's rule for
+/// `docker run --env-file` (docker/cli `opts/file.go`, `parseKeyValueFile`),
+/// so that a file written for docker means the same here:
+/// - lines end at `\n`, and a `\r` before it is dropped (Go's line scanner);
+///   a UTF-8 byte order mark before the first line is dropped;
+/// - leading whitespace is dropped; then an empty line, or one starting
+///   with `#`, is skipped (a `#` later in a line is part of the value);
+/// - `KEY=VALUE` splits at the first `=`, and the value is kept byte for
+///   byte: no quotes removed, no escapes, trailing spaces kept;
+/// - `KEY` alone takes the value `lookup` (sealrs' own environment) has
+///   for it, and is left out when that has none (docker passes the bare
+///   name, which sets nothing).
+///
+/// A line that is not valid UTF-8, whose key contains a space or tab or is
+/// empty, or (beyond docker) whose key is not a valid variable name, is an
+/// error naming `file:LINE`.
+pub fn parse_env_file(
+    bytes: &[u8],
+    file: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, ClusterError> {
+    let mut pairs = Vec::new();
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    for (i, raw) in lines.into_iter().enumerate() {
+        let bad = |reason: String| ClusterError::Syntax {
+            source_name: format!("--env-file {file}:{}", i + 1),
+            reason,
+        };
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line = std::str::from_utf8(raw)
+            .map_err(|_| bad("the line is not valid UTF-8".to_string()))?
+            .trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (line, None),
+        };
+        if key.contains([' ', '\t']) {
+            return Err(bad(format!(
+                "variable {key:?} contains whitespace; write KEY=VALUE with nothing between KEY and ="
+            )));
+        }
+        if key.is_empty() {
+            return Err(bad(format!("no variable name before '=' in {line:?}")));
+        }
+        if !is_valid_env_key(key) {
+            return Err(bad(format!(
+                "{key:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"
+            )));
+        }
+        match value {
+            Some(value) => pairs.push((key.to_string(), value.to_string())),
+            None => {
+                if let Some(value) = lookup(key) {
+                    pairs.push((key.to_string(), value));
+                }
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod env_file_tests {
+    use super::parse_env_file;
+
+    fn parse(text: &[u8]) -> Result<Vec<(String, String)>, String> {
+        let lookup = |k: &str| (k == "FROM_ENV").then(|| "from the environment".to_string());
+        parse_env_file(text, "x.env", &lookup).map_err(|e| e.to_string())
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_env_file_keeps_values_byte_for_byte_as_docker_reads_them() {
+        let text = b"\xEF\xBB\xBF# a comment\n\n   \nA=1\n  B=two words  \nQ=\"quoted\" 'single' $HOME `x` # not a comment\nEQ=a=b\nEMPTY=\nCRLF=dos\r\nFROM_ENV\nNOT_SET\n\t# indented comment\nLAST=no newline";
+        assert_eq!(
+            parse(text).unwrap(),
+            pairs(&[
+                ("A", "1"),
+                ("B", "two words  "),
+                ("Q", "\"quoted\" 'single' $HOME `x` # not a comment"),
+                ("EQ", "a=b"),
+                ("EMPTY", ""),
+                ("CRLF", "dos"),
+                ("FROM_ENV", "from the environment"),
+                ("LAST", "no newline"),
+            ])
+        );
+        assert_eq!(parse(b"").unwrap(), pairs(&[]));
+    }
+
+    #[test]
+    fn a_bad_env_file_line_is_named_by_file_and_line() {
+        for (text, line, says) in [
+            (&b"A=1\nKEY WITH SPACE=x\n"[..], 2, "contains whitespace"),
+            (b"A=1\n\n=value\n", 3, "no variable name"),
+            (b"1BAD=x\n", 1, "not a valid variable name"),
+            (b"OK=1\nB-C=x\n", 2, "not a valid variable name"),
+            (b"A=\xff\xfe\n", 1, "not valid UTF-8"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(
+                err.starts_with(&format!("--env-file x.env:{line}: ")) && err.contains(says),
+                "{err}"
+            );
+        }
+    }
 }

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 pub use crate::secret::Secret;
-pub use args::{parse_hosts, parse_targets, ClusterArgs};
+pub use args::{parse_env_file, parse_hosts, parse_targets, ClusterArgs};
 pub use file::{API_VERSION, KIND, SEALOS_API_VERSION};
 
 /// The default SSH port and user when neither the cluster nor the host says.
