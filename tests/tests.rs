@@ -23,6 +23,7 @@ mod registry_cli; // the binary against a real registry: push, pull, remote FROM
 mod registry_server; // helpers, no tests: a real docker-registry (TLS, auth), a counting proxy
 mod results; // --format json of run (and add, delete, upgrade, reset): per host changed, failed step and message, bytes sent
 mod robustness; // concurrent and killed builds leave a readable store
+mod rollback; // an upgrade failing on a host returns it to the image before; a killed upgrade is never undone by an older image
 mod run; // `sealrs run --dry-run`: each runtime's plans, no host touched
 mod run_apps; // `sealrs run ROOTFS APP...`: application images on the first master
 mod run_hosts; // `sealrs run` on real hosts: kubeadm, k0s, hosts down, failures, Clusterfiles

@@ -146,6 +146,40 @@ pub enum ApplyError {
         resume: String,
     },
 
+    /// A host whose upgrade failed, returned to the image it ran before.
+    #[error("{error}\n{host} was returned to {image} ({version}) and runs it again")]
+    RolledBack {
+        host: String,
+        image: String,
+        version: String,
+        error: Box<ApplyError>,
+    },
+
+    /// A host whose upgrade failed and that could not be returned.
+    #[error("{error}\n{host} was not returned to {image}: {reason}")]
+    NotRolledBack {
+        host: String,
+        image: String,
+        reason: String,
+        error: Box<ApplyError>,
+    },
+
+    /// A command that would downgrade hosts an unfinished upgrade may have
+    /// reached (one killed before it could save them).
+    #[error("cluster {cluster}: its upgrade to {to} ({to_version}) did not complete ({reached}), so {image} would downgrade the hosts it reached; nothing was changed. Finish the upgrade with\n  sealrs upgrade --cluster {cluster} {to}\nor return every host to the image before it with\n  sealrs upgrade --rollback --cluster {cluster}")]
+    UnfinishedUpgrade {
+        cluster: String,
+        to: String,
+        to_version: String,
+        /// `NAME (VERSION)` of the image the command would apply.
+        image: String,
+        /// Which hosts it reached, in words.
+        reached: String,
+    },
+
+    #[error("cluster {cluster} has no unfinished upgrade to roll back: {reason}")]
+    NothingToRollBack { cluster: String, reason: String },
+
     #[error("no saved cluster {name} ({}); create it with sealrs run --cluster {name}", path.display())]
     NoCluster { name: String, path: PathBuf },
 

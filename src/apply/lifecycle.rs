@@ -19,6 +19,7 @@ use super::distribute::distribute;
 use super::image::{pin, resolve_pinned};
 use super::install::{self, Install};
 use super::join::{after_joins, join, MasterFailure};
+use super::save::{clear_upgrade_intent, load_upgrade_intent, save_cluster, save_upgrade_intent};
 use super::status::{record_node_names, settle};
 use super::uninstall::{
     node_name, refuse_stores, remove_from_kubernetes, uninstall, unreachable_reason, Removal,
@@ -437,6 +438,13 @@ fn forget_member(
 /// cordoned, drained, upgraded, waited for until Ready with the new version
 /// and uncordoned (see [`upgrading::in_batches`]). Stops after the first
 /// batch that fails, saying how to resume.
+///
+/// With `options.state_root`, what the upgrade sets out to do is saved
+/// there before any host changes and forgotten once it completed; an
+/// upgrade to the image the cluster ran before an unfinished upgrade is
+/// that upgrade's [`rollback`]. A host whose upgrade fails goes back to
+/// the image it ran before where the runtime allows it
+/// ([`upgrading::in_batches`]).
 pub fn upgrade(
     store: &Store,
     cluster: &mut Cluster,
@@ -446,8 +454,34 @@ pub fn upgrade(
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
     let mut ctx = open_named(store, connector, progress, image_name)?;
+    let earlier = match &options.state_root {
+        Some(root) => load_upgrade_intent(root, &cluster.name)?,
+        None => None,
+    };
+    if let Some(earlier) = &earlier {
+        if earlier
+            .from_images
+            .first()
+            .is_some_and(|i| i.digest == ctx.image.digest)
+        {
+            drop(ctx);
+            return rollback(store, cluster, options, connector, progress);
+        }
+        upgrading::refuse_unfinished_upgrade(earlier, cluster, &ctx.image)?;
+    }
     verify::cluster(cluster, &ctx)?;
     let to = ctx.target_version(cluster)?;
+    // Where a host whose upgrade fails goes back to: the image it ran,
+    // as the saved cluster pins it.
+    let previous = resolve_pinned(store, cluster, &|_| {})
+        .map_err(|e| format!("the image it ran before cannot be read: {e}"))
+        .and_then(|mut images| {
+            if images.is_empty() {
+                Err("the saved cluster names no image it ran before".to_string())
+            } else {
+                Ok(images.remove(0))
+            }
+        });
 
     progress.message(&format!(
         "connecting to {} hosts of cluster {}",
@@ -462,16 +496,123 @@ pub fn upgrade(
     };
     check::connect_and_check(&mut ctx, cluster, checks)?;
     record_node_names(cluster, &ctx.checks);
+    if let Some(root) = &options.state_root {
+        let intent = upgrading::intent(cluster, &ctx.image, &to, earlier);
+        save_upgrade_intent(root, &cluster.name, &intent)?;
+    }
     progress.message("sending the layers the hosts lack");
     distribute(&mut ctx, None)?;
 
     cluster.status.phase = Phase::Upgrading;
     let snapshot = cluster.clone();
-    upgrading::in_batches(&mut ctx, cluster, &snapshot, &to, options)?;
+    let back = Some(previous.as_ref().map_err(Clone::clone));
+    upgrading::in_batches(&mut ctx, cluster, &snapshot, &to, options, back)?;
     upgrading::prune_old_rootfs(&ctx, &snapshot);
     cluster.images = vec![ctx.image.name.clone()];
     pin(store, cluster, &[&ctx.image])?;
     cluster.status.phase = Phase::Running;
+    completed(cluster, options)?;
+    let mut report = LifecycleReport {
+        hosts: cluster.hosts.iter().map(Host::key).collect(),
+        ..LifecycleReport::default()
+    };
+    report.absorb(ctx.report);
+    Ok(report)
+}
+
+/// Saves the cluster, then forgets the upgrade it completed (in that order:
+/// killed between the two, the upgrade is still known).
+fn completed(cluster: &Cluster, options: &super::UpgradeOptions) -> Result<(), ApplyError> {
+    if let Some(root) = &options.state_root {
+        save_cluster(root, cluster)?;
+        clear_upgrade_intent(root, &cluster.name)?;
+    }
+    Ok(())
+}
+
+/// `sealrs upgrade --rollback`: returns every host of the unfinished
+/// upgrade saved in `options.state_root` to the image it ran before, with
+/// that image's upgrade plans to its own version, batch by batch as an
+/// upgrade goes (hosts that run it already are skipped). Hosts the runtime
+/// cannot take back ([`runtime::Runtime::rollback_refused`]) are refused,
+/// all at once, before any host changes.
+pub fn rollback(
+    store: &Store,
+    cluster: &mut Cluster,
+    options: &super::UpgradeOptions,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<LifecycleReport, ApplyError> {
+    let nothing = |reason: &str| ApplyError::NothingToRollBack {
+        cluster: cluster.name.clone(),
+        reason: reason.to_string(),
+    };
+    let root = options
+        .state_root
+        .as_deref()
+        .ok_or_else(|| nothing("no saved cluster directory was given"))?;
+    let intent = load_upgrade_intent(root, &cluster.name)?.ok_or_else(|| {
+        nothing("its last upgrade completed on every host, and going to an older image from there is a downgrade, which sealrs refuses")
+    })?;
+    let mut before = cluster.clone();
+    before.images = intent.from_images.iter().map(|i| i.name.clone()).collect();
+    before.status.images = intent.from_images.clone();
+    let mut ctx = open(store, connector, progress, &before)?;
+    let from = ctx.target_version(cluster)?;
+    // The plans as each host was before the upgrade: the image's upgrade
+    // plan to its own version, which is no downgrade from there.
+    let mut snapshot = cluster.clone();
+    for (key, was) in &intent.before {
+        if let Some(status) = snapshot.status.hosts.get_mut(key) {
+            status.runtime = was.runtime.clone();
+            status.version = was.version.clone();
+            status.images = was.images.clone();
+        }
+    }
+    let mut refused = Vec::new();
+    for host in &cluster.hosts {
+        let now = cluster
+            .status
+            .hosts
+            .get(&host.key())
+            .and_then(|s| s.version.as_deref())
+            .and_then(|v| runtime::Version::parse(v).ok());
+        if let Some(now) = now.filter(|v| *v != from) {
+            if let Some(reason) = ctx
+                .runtime
+                .rollback_refused(request_role(host), &from, &now)
+            {
+                refused.push(HostFailure {
+                    host: host.key(),
+                    error: Box::new(ApplyError::Unsupported(reason)),
+                });
+            }
+        }
+    }
+    ApplyError::all_hosts_ok(refused)?;
+    progress.message(&format!(
+        "returning cluster {} from {} ({}) to {} ({from}): connecting to {} hosts",
+        cluster.name,
+        intent.to.name,
+        intent.to_version,
+        ctx.image.name,
+        cluster.hosts.len()
+    ));
+    let checks = Checks {
+        ports: None,
+        verify: None,
+        probe: false,
+    };
+    check::connect_and_check(&mut ctx, cluster, checks)?;
+    record_node_names(cluster, &ctx.checks);
+    distribute(&mut ctx, None)?;
+    cluster.status.phase = Phase::Upgrading;
+    upgrading::in_batches(&mut ctx, cluster, &snapshot, &from, options, None)?;
+    cluster.images = before.images;
+    let pinned: Vec<&super::AppliedImage> = std::iter::once(&ctx.image).chain(&ctx.apps).collect();
+    pin(store, cluster, &pinned)?;
+    cluster.status.phase = Phase::Running;
+    completed(cluster, options)?;
     let mut report = LifecycleReport {
         hosts: cluster.hosts.iter().map(Host::key).collect(),
         ..LifecycleReport::default()

@@ -89,10 +89,13 @@ pub use check::HostCheck;
 pub use connect::{Connections, Connector};
 pub use error::{ApplyError, HostFailure};
 pub use image::{resolve_images, AppliedImage};
-pub use lifecycle::{add, delete, delete_with, reset, upgrade, LifecycleReport};
+pub use lifecycle::{add, delete, delete_with, reset, rollback, upgrade, LifecycleReport};
 pub use lock::{lock_file, ClusterLock};
-pub use save::{cluster_file, forget_cluster, load_cluster, save_cluster};
-pub use upgrade::UpgradeOptions;
+pub use save::{
+    clear_upgrade_intent, cluster_file, forget_cluster, load_cluster, load_upgrade_intent,
+    save_cluster, UpgradeIntent,
+};
+pub use upgrade::{refuse_unfinished_upgrade, UpgradeOptions};
 
 use crate::cluster::{Cluster, Phase};
 use crate::progress::Progress;

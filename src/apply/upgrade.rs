@@ -1,17 +1,28 @@
 //! Phase "upgrade" (`sealrs upgrade`): the runtime's upgrade plans, batch by
 //! batch in [`runtime::upgrade_order`], then on every host what neither
 //! the new image nor the one before it references removed (`installer gc`).
+//!
+//! A host whose upgrade fails goes back to the image it ran before: that
+//! image's own upgrade plan, to its own version, from its rootfs, which
+//! `installer gc` keeps on every host for this, places its binary, units and
+//! config again and restarts the runtime (where the runtime allows it:
+//! [`runtime::Runtime::rollback_refused`]). What the upgrade set out to do
+//! is saved before any host changes ([`super::save::UpgradeIntent`]), so
+//! that a killed upgrade is never silently undone by an older image.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::context::RunContext;
 use super::distribute::megabytes;
+use super::image::AppliedImage;
 use super::parallel::per_host;
 use super::remote::{apply_plan, call_installer, host_context, host_request, query, run_installer};
-use super::status::record_all;
+use super::save::UpgradeIntent;
+use super::status::{record, record_all};
 use super::ApplyError;
 use crate::cluster::{Cluster, Host, Phase};
-use crate::installer::{GcOutcome, Operation};
+use crate::installer::{GcOutcome, Operation, Request};
 use crate::runtime::{self, Batch, JoinSecrets, MaxUnavailable, NodeStep, Version};
 
 /// How an upgrade moves through the cluster.
@@ -23,6 +34,10 @@ pub struct UpgradeOptions {
     pub drain: bool,
     /// How long a node has to report Ready with the new version.
     pub ready_timeout: Duration,
+    /// Where saved clusters are (`$SEALRS_ROOT`): the upgrade's intent is
+    /// saved there before any host changes, and the cluster after each
+    /// batch. `None` saves nothing (the caller saves the cluster).
+    pub state_root: Option<PathBuf>,
 }
 
 impl Default for UpgradeOptions {
@@ -31,6 +46,7 @@ impl Default for UpgradeOptions {
             max_unavailable: MaxUnavailable::default(),
             drain: true,
             ready_timeout: Duration::from_secs(300),
+            state_root: None,
         }
     }
 }
@@ -52,14 +68,99 @@ impl UpgradeOptions {
                 self.ready_timeout.as_secs()
             ));
         }
+        cmd.push_str(&format!(
+            "\nor return every host to the image it ran before the upgrade with:\n  sealrs upgrade --rollback --cluster {cluster}"
+        ));
         cmd
     }
 }
 
-/// Whether `host` already runs `ctx`'s image at `to` (an upgrade stopped
-/// after it): a resumed upgrade skips it.
-fn already_upgraded(ctx: &RunContext, snapshot: &Cluster, host: &Host, to: &Version) -> bool {
-    snapshot.status.hosts.get(&host.key()).is_some_and(|s| {
+/// The intent of upgrading `cluster` to `image`: what each host ran before
+/// and the images pinned before, kept from `earlier` (an upgrade that did
+/// not complete), whose "before" is still where back is.
+pub(super) fn intent(
+    cluster: &Cluster,
+    image: &AppliedImage,
+    to: &Version,
+    earlier: Option<UpgradeIntent>,
+) -> UpgradeIntent {
+    let to_image = crate::cluster::InstalledImage {
+        name: image.name.clone(),
+        digest: image.digest.clone(),
+    };
+    match earlier {
+        Some(earlier) => UpgradeIntent {
+            to: to_image,
+            to_version: to.to_string(),
+            ..earlier
+        },
+        None => UpgradeIntent {
+            to: to_image,
+            to_version: to.to_string(),
+            from_images: cluster.status.images.clone(),
+            before: cluster.status.hosts.clone(),
+        },
+    }
+}
+
+/// Refuses `image` on `cluster` while `intent`'s upgrade to a newer
+/// version has not completed: the hosts it reached (the saved status names
+/// those it recorded; a killed upgrade may have reached more) would be
+/// downgraded. The image it upgrades to, or a newer one, goes on.
+pub fn refuse_unfinished_upgrade(
+    intent: &UpgradeIntent,
+    cluster: &Cluster,
+    image: &AppliedImage,
+) -> Result<(), ApplyError> {
+    let Ok(to) = Version::parse(&intent.to_version) else {
+        return Ok(());
+    };
+    let older = image.info.version.as_ref().is_some_and(|v| *v < to);
+    if !older || image.digest == intent.to.digest {
+        return Ok(());
+    }
+    let upgraded: Vec<String> = cluster
+        .hosts
+        .iter()
+        .filter(|h| {
+            cluster
+                .status
+                .hosts
+                .get(&h.key())
+                .is_some_and(|s| s.images.iter().any(|i| i.digest == intent.to.digest))
+        })
+        .map(Host::key)
+        .collect();
+    let reached = if upgraded.is_empty() {
+        "no host is recorded as upgraded, but it may have reached the first ones in its order, masters first".to_string()
+    } else {
+        format!(
+            "{} run it already, and it may have reached the next host in its order",
+            upgraded.join(", ")
+        )
+    };
+    Err(ApplyError::UnfinishedUpgrade {
+        cluster: cluster.name.clone(),
+        to: intent.to.name.clone(),
+        to_version: intent.to_version.clone(),
+        image: format!(
+            "{} ({})",
+            image.name,
+            image
+                .info
+                .version
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ),
+        reached,
+    })
+}
+
+/// Whether `host` already runs `ctx`'s image at `to` by `cluster`'s status
+/// (an upgrade stopped after it): a resumed upgrade skips it.
+fn already_upgraded(ctx: &RunContext, cluster: &Cluster, host: &Host, to: &Version) -> bool {
+    cluster.status.hosts.get(&host.key()).is_some_and(|s| {
         s.phase == Phase::Running
             && s.version.as_deref() == Some(to.to_string().as_str())
             && s.images.iter().any(|i| i.digest == ctx.image.digest)
@@ -77,13 +178,19 @@ fn already_upgraded(ctx: &RunContext, snapshot: &Cluster, host: &Host, to: &Vers
 /// kubeadm's upgrade guide, which drains a node before its kubelet is
 /// upgraded (<https://kubernetes.io/docs/tasks/administer-cluster/kubeadm/kubeadm-upgrade/#drain-the-node>).
 /// The first batch with a failure stops the upgrade: later batches are not
-/// touched, and the error names what was upgraded and how to resume.
+/// touched, and the error names what was upgraded and how to resume. A
+/// host that failed goes `back` to the image it ran before where it can.
+/// `None` is a rollback itself: nothing goes back, and no host is skipped
+/// (a killed upgrade may have changed a host that the saved status does not
+/// say; the plan changes nothing on one that runs the image). The cluster
+/// is saved after each batch when `options` say where.
 pub(super) fn in_batches(
     ctx: &mut RunContext,
     cluster: &mut Cluster,
     snapshot: &Cluster,
     to: &Version,
     options: &UpgradeOptions,
+    back: Option<Result<&AppliedImage, String>>,
 ) -> Result<(), ApplyError> {
     let first = snapshot
         .first_master()
@@ -98,7 +205,7 @@ pub(super) fn in_batches(
             .iter()
             .filter_map(|a| snapshot.host(a).cloned())
             .filter(|h| {
-                let done = already_upgraded(ctx, snapshot, h, to);
+                let done = back.is_some() && already_upgraded(ctx, cluster, h, to);
                 if done {
                     ctx.progress.message(&format!(
                         "{}: already upgraded to {to} with this image; skipped",
@@ -118,8 +225,30 @@ pub(super) fn in_batches(
             order.len(),
             names.join(", ")
         ));
-        let results = one_batch(ctx, snapshot, &first, &batch, to, options);
+        let results = one_batch(ctx, snapshot, &first, &batch, to, options, &back);
+        let returned: Vec<Host> = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Err(ApplyError::RolledBack { .. })))
+            .map(|(h, _)| h.clone())
+            .collect();
         let stopped = record_all(cluster, &ctx.image, &mut ctx.report, results);
+        if let Some(Ok(previous)) = &back {
+            // Failed, but running again what it ran before.
+            for host in &returned {
+                record(cluster, host, previous, &mut ctx.report, true);
+            }
+            if cluster
+                .status
+                .hosts
+                .values()
+                .all(|s| s.phase == Phase::Running)
+            {
+                cluster.status.phase = Phase::Running;
+            }
+        }
+        if let Some(root) = &options.state_root {
+            super::save::save_cluster(root, cluster)?;
+        }
         if let Err(failed) = stopped {
             let upgraded: Vec<String> = snapshot
                 .hosts
@@ -189,6 +318,7 @@ fn one_batch(
     batch: &[Host],
     to: &Version,
     options: &UpgradeOptions,
+    back: &Option<Result<&AppliedImage, String>>,
 ) -> Vec<(Host, Result<bool, ApplyError>)> {
     let mut outcomes = Vec::new();
     let mut ready: Vec<(Host, Option<String>)> = Vec::new();
@@ -241,7 +371,104 @@ fn one_batch(
         }
     }
     outcomes.extend(wait_ready(ctx, snapshot, first, waiting, to, options));
+    let Some(back) = back else {
+        return outcomes;
+    };
+    // Hosts whose upgrade started and failed go back, one by one (a control
+    // plane batch is one host; workers of a batch are few).
     outcomes
+        .into_iter()
+        .map(|(host, result)| match result {
+            Err(error)
+                if !error.is_interrupted()
+                    && ready.iter().any(|(h, _)| h.address == host.address) =>
+            {
+                let node = ready
+                    .iter()
+                    .find(|(h, _)| h.address == host.address)
+                    .and_then(|(_, n)| n.clone());
+                let back = roll_back(ctx, snapshot, first, &host, node, to, options, back, error);
+                (host, Err(back))
+            }
+            other => (host, other),
+        })
+        .collect()
+}
+
+/// Returns `host`, whose upgrade to `to` failed with `error`, to `back`
+/// (the image it ran before, by `snapshot`): that image's upgrade plan to
+/// its own version, then, for a node, Ready with that version and
+/// uncordoned. The error says which way it went.
+#[allow(clippy::too_many_arguments)]
+fn roll_back(
+    ctx: &RunContext,
+    snapshot: &Cluster,
+    first: &Host,
+    host: &Host,
+    node: Option<String>,
+    to: &Version,
+    options: &UpgradeOptions,
+    back: &Result<&AppliedImage, String>,
+    error: ApplyError,
+) -> ApplyError {
+    let before = snapshot.images.first().cloned().unwrap_or_default();
+    let not = |image: &str, reason: String, error: ApplyError| ApplyError::NotRolledBack {
+        host: host.key(),
+        image: image.to_string(),
+        reason,
+        error: Box::new(error),
+    };
+    let previous = match back {
+        Ok(previous) => *previous,
+        Err(reason) => return not(&before, reason.clone(), error),
+    };
+    let status = snapshot.status.hosts.get(&host.key());
+    let from = status
+        .filter(|s| s.images.iter().any(|i| i.digest == previous.digest))
+        .and_then(|s| s.version.as_deref())
+        .and_then(|v| Version::parse(v).ok());
+    let Some(from) = from else {
+        let reason = format!(
+            "the saved cluster does not record it as running {} ({}) before this upgrade",
+            previous.name, previous.digest
+        );
+        return not(&previous.name, reason, error);
+    };
+    if let Some(reason) = ctx.runtime.rollback_refused(Request::role(host), &from, to) {
+        return not(&previous.name, reason, error);
+    }
+    ctx.progress.message(&format!(
+        "{}: its upgrade failed; returning it to {} ({from})",
+        host.key(),
+        previous.name
+    ));
+    let mut request = host_request(snapshot, host, previous, &JoinSecrets::default());
+    request.target_version = Some(from.clone());
+    let returned = ctx
+        .connection(host)
+        .and_then(|t| run_installer(t, previous, Operation::Upgrade, &request));
+    if let Err(e) = returned {
+        return not(&previous.name, format!("that failed too: {e}"), error);
+    }
+    if let Some(node) = node {
+        let waited = wait_ready(
+            ctx,
+            snapshot,
+            first,
+            vec![(host.clone(), node, true)],
+            &from,
+            options,
+        );
+        if let Some((_, Err(e))) = waited.into_iter().next() {
+            return not(&previous.name, format!("its plan ran, but {e}"), error);
+        }
+    }
+    ApplyError::RolledBack {
+        host: host.key(),
+        image: previous.name.clone(),
+        version: from.to_string(),
+        error: Box::new(error),
+    }
 }
 
 /// Polls the first master until each node reports Ready with `to`, then

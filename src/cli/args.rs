@@ -218,8 +218,13 @@ pub struct UpgradeArgs {
     #[arg(long, default_value = "default")]
     pub cluster: String,
     /// The cluster image to upgrade to, in the local store.
-    #[arg(value_name = "IMAGE")]
-    pub image: String,
+    #[arg(value_name = "IMAGE", required_unless_present = "rollback")]
+    pub image: Option<String>,
+    /// Return every host of an upgrade that did not complete to the image
+    /// it ran before (that image's upgrade plans, from the rootfs kept on
+    /// each host).
+    #[arg(long, conflicts_with = "image")]
+    pub rollback: bool,
     /// How many workers upgrade at once: a number, or a percentage of the
     /// workers (rounded down, at least 1). Control planes go one at a time.
     #[arg(long, value_name = "N|N%", default_value = "10%")]

@@ -254,11 +254,13 @@ pub fn delete(
     Ok(())
 }
 
-fn upgrade_options(args: &UpgradeArgs) -> apply::UpgradeOptions {
+/// The options of `args`; the intent of the upgrade is saved in `root`.
+fn upgrade_options(args: &UpgradeArgs, root: Option<&Path>) -> apply::UpgradeOptions {
     apply::UpgradeOptions {
         max_unavailable: args.max_unavailable,
         drain: !args.no_drain,
         ready_timeout: std::time::Duration::from_secs(args.ready_timeout),
+        state_root: root.map(Path::to_path_buf),
     }
 }
 
@@ -269,37 +271,45 @@ pub fn upgrade(
     progress: &dyn Progress,
 ) -> Result<()> {
     if args.dry_run {
+        let Some(image) = &args.image else {
+            bail!("--rollback has no --dry-run: sealrs upgrade --dry-run --cluster {} IMAGE shows the upgrade plans of the image it returns to", args.cluster);
+        };
         let cluster = unlocked(root, &args.cluster)?;
-        let image = super::resolve::name_for(store, &args.image)?;
+        let image = super::resolve::name_for(store, image)?;
         return print(&apply::dry_run::upgrade(
             store,
             &cluster,
             &image,
-            &upgrade_options(args),
+            &upgrade_options(args, None),
             progress,
         )?);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "upgrade", &args.ssh)?;
     let loaded = cluster.clone();
-    let image = super::resolve::name_for(store, &args.image)?;
+    let image = match &args.image {
+        Some(image) => Some(super::resolve::name_for(store, image)?),
+        None => None,
+    };
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();
-    let result = apply::upgrade(
-        store,
-        &mut cluster,
-        &image,
-        &upgrade_options(args),
-        &connector,
-        progress,
-    );
+    let options = upgrade_options(args, Some(root));
+    let result = match &image {
+        Some(image) => apply::upgrade(store, &mut cluster, image, &options, &connector, progress),
+        None => apply::rollback(store, &mut cluster, &options, &connector, progress),
+    };
     save_if_changed(root, &cluster, &loaded)?;
     let about: Vec<String> = loaded.hosts.iter().map(|h| h.key()).collect();
     json_result(&args.result, "upgrade", &cluster.name, &about, &result)?;
     let report = super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
-        "cluster {} upgraded to {} on {} hosts ({} changed, {} bytes of layers sent); state in {}\n{}",
+        "cluster {} {} {} on {} hosts ({} changed, {} bytes of layers sent); state in {}\n{}",
         cluster.name,
+        if image.is_some() {
+            "upgraded to"
+        } else {
+            "returned to"
+        },
         cluster.images.first().map(String::as_str).unwrap_or("?"),
         report.hosts.len(),
         report.changed.len(),

@@ -200,6 +200,13 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         Err(apply::ApplyError::NoCluster { .. }) => {}
         Err(e) => return Err(e.into()),
     }
+    // After an upgrade that did not complete, an older image would
+    // downgrade the hosts it reached, saved or not.
+    let unfinished = apply::load_upgrade_intent(root, &cluster.name)?;
+    if let (Some(intent), Some(first)) = (&unfinished, cluster.images.first()) {
+        let image = apply::resolve_images(store, std::slice::from_ref(first))?.remove(0);
+        apply::refuse_unfinished_upgrade(intent, &cluster, &image)?;
+    }
     let connector = SshConnector::new(
         args.known_hosts.clone(),
         args.accept_new_host_keys,
@@ -235,6 +242,11 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         CommandResult::new("run", &cluster.name, &hosts, done, result.as_ref().err()).print()?;
     }
     super::interrupted_next(root, &cluster.name, result)?;
+    // Every host runs what that upgrade went to: it completed this way.
+    let pinned = |digest: &str| cluster.status.images.iter().any(|i| i.digest == digest);
+    if unfinished.is_some_and(|intent| pinned(&intent.to.digest)) {
+        apply::clear_upgrade_intent(root, &cluster.name)?;
+    }
     let saved = apply::cluster_file(root, &cluster.name);
     let sent: u64 = report.bytes_sent.values().sum();
     eprintln!(

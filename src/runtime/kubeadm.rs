@@ -618,6 +618,20 @@ impl Runtime for Kubeadm {
         role == Role::Master
     }
 
+    /// A control plane is not taken back: kubeadm's version policy refuses
+    /// an `upgrade apply` to a version below the cluster's, and a failed
+    /// `kubeadm upgrade apply` restores the control plane's static pods
+    /// itself (<https://kubernetes.io/docs/tasks/administer-cluster/kubeadm/kubeadm-upgrade/#recovering-from-a-failure-state>).
+    /// A worker's kubelet goes back as on any runtime.
+    fn rollback_refused(&self, role: Role, from: &Version, to: &Version) -> Option<String> {
+        if role == Role::Master {
+            return Some(format!(
+                "kubeadm does not take a control plane from {to} back to {from}: its version policy refuses an upgrade apply to a lower version, and a failed kubeadm upgrade apply restores the control plane's static pods itself (https://kubernetes.io/docs/tasks/administer-cluster/kubeadm/kubeadm-upgrade/#recovering-from-a-failure-state)"
+            ));
+        }
+        super::rollback_across_minor(from, to)
+    }
+
     fn plan_reads(&self) -> &'static [&'static str] {
         &[IMAGE_CONFIG, CONTAINERD_CONFIG]
     }

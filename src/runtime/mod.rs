@@ -470,6 +470,12 @@ pub trait Runtime: Send + Sync {
     ) -> Result<Plan, RuntimeError> {
         node_step_plan(first_master, self.name(), self.kubectl(), node, step)
     }
+    /// Why a host of `role` whose upgrade from `from` to `to` failed cannot
+    /// be returned to `from` by the previous image's upgrade plan (`None`:
+    /// it can). By default [`rollback_across_minor`].
+    fn rollback_refused(&self, _role: Role, from: &Version, to: &Version) -> Option<String> {
+        rollback_across_minor(from, to)
+    }
     /// The read-only command, run on the first master, that prints the
     /// Node's Ready condition and kubelet version (`True v1.30.3+k3s1`);
     /// [`node_ready_with`] reads its answer.
@@ -648,6 +654,20 @@ pub fn runtime_for(name: &str) -> Option<Box<dyn Runtime>> {
         .iter()
         .map(|make| make())
         .find(|r| r.name() == name)
+}
+
+/// A host goes back to its previous binary only within a minor version:
+/// across one, the datastore must be restored from a snapshot taken on the
+/// older minor (k3s: <https://docs.k3s.io/upgrades/roll-back>, "If you
+/// cannot restore the database, you cannot roll back to a previous minor
+/// version"), which sealrs does not do.
+pub fn rollback_across_minor(from: &Version, to: &Version) -> Option<String> {
+    (from.major != to.major || from.minor != to.minor).then(|| {
+        format!(
+            "going back from {to} to {from} crosses a minor version, which needs the datastore restored from a snapshot taken on v{}.{} (https://docs.k3s.io/upgrades/roll-back); sealrs restores no datastore",
+            from.major, from.minor
+        )
+    })
 }
 
 /// One step of a rolling upgrade: these hosts upgrade together.
