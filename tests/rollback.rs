@@ -336,9 +336,14 @@ fn after_a_killed_upgrade_the_old_image_is_refused_until_the_upgrade_is_rolled_b
         log_before
     );
 
-    // Rolled back, the old image runs everywhere and `run` converges.
-    let (ok, out) = sealrs(&env, &hosts, &["upgrade", "--rollback"]);
+    // An upgrade to the image before is that upgrade's rollback: the old
+    // image runs everywhere again, and `run` with it converges.
+    let (ok, out) = sealrs(&env, &hosts, &["upgrade", "k3s-cluster:1"]);
     assert!(ok, "{out}");
+    assert!(
+        out.contains("returning cluster default from docker.io/library/k3s-cluster:2"),
+        "{out}"
+    );
     for (host, unit) in [(&hosts[0], "k3s"), (&hosts[1], "k3s-agent")] {
         let (version, active) = k3s_on(host, unit);
         assert!(

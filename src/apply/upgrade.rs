@@ -590,3 +590,98 @@ pub(super) fn prune_old_rootfs(ctx: &RunContext, snapshot: &Cluster) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{intent, refuse_unfinished_upgrade};
+    use crate::apply::image::AppliedImage;
+    use crate::cluster::{Address, Cluster, Host, HostStatus, InstalledImage, Phase, Role};
+    use crate::runtime::{ImageInfo, Version};
+
+    fn image(name: &str, digest: &str, version: &str) -> AppliedImage {
+        AppliedImage {
+            name: name.into(),
+            digest: digest.into(),
+            layers: Vec::new(),
+            info: ImageInfo::new("k3s", version).unwrap(),
+            arch: "amd64".into(),
+            installer: None,
+        }
+    }
+
+    fn installed(name: &str, digest: &str) -> InstalledImage {
+        InstalledImage {
+            name: name.into(),
+            digest: digest.into(),
+        }
+    }
+
+    /// Two hosts on image `old` at v1.30.2, the first of them `on` another image.
+    fn cluster(on: Option<(&str, &str)>) -> Cluster {
+        let mut c = Cluster::new("c");
+        for ip in ["10.0.0.1", "10.0.0.2"] {
+            c.hosts
+                .push(Host::new(Address::parse(ip).unwrap(), &[Role::Master]));
+            c.status.hosts.insert(
+                ip.into(),
+                HostStatus {
+                    phase: Phase::Running,
+                    version: Some("v1.30.2+k3s1".into()),
+                    images: vec![installed("old", "sha256:o")],
+                    ..HostStatus::default()
+                },
+            );
+        }
+        if let Some((name, digest)) = on {
+            c.status.hosts.get_mut("10.0.0.1").unwrap().images = vec![installed(name, digest)];
+        }
+        c.status.images = vec![installed("old", "sha256:o")];
+        c
+    }
+
+    #[test]
+    fn an_unfinished_upgrade_refuses_an_older_image_and_lets_its_own_or_a_newer_one_go_on() {
+        let c = cluster(None);
+        let new = image("new", "sha256:n", "v1.30.3+k3s1");
+        let saved = intent(&c, &new, &Version::parse("v1.30.3+k3s1").unwrap(), None);
+        assert_eq!(saved.from_images, vec![installed("old", "sha256:o")]);
+
+        let old = image("old", "sha256:o", "v1.30.2+k3s1");
+        let err = refuse_unfinished_upgrade(&saved, &c, &old)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("its upgrade to new (v1.30.3+k3s1) did not complete (no host is recorded as upgraded")
+                && err.contains("old (v1.30.2+k3s1) would downgrade")
+                && err.contains("sealrs upgrade --rollback --cluster c"),
+            "{err}"
+        );
+        // Once a host is recorded on the new image, it is named.
+        let err = refuse_unfinished_upgrade(&saved, &cluster(Some(("new", "sha256:n"))), &old)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(10.0.0.1 run it already"), "{err}");
+        refuse_unfinished_upgrade(&saved, &c, &new).unwrap();
+        refuse_unfinished_upgrade(&saved, &c, &image("newer", "sha256:x", "v1.31.0+k3s1")).unwrap();
+    }
+
+    #[test]
+    fn an_upgrade_resumed_to_another_image_keeps_where_back_is() {
+        let first = intent(
+            &cluster(None),
+            &image("new", "sha256:n", "v1.30.3+k3s1"),
+            &Version::parse("v1.30.3+k3s1").unwrap(),
+            None,
+        );
+        // The status now says a host runs `new`: back is still `old`.
+        let again = intent(
+            &cluster(Some(("new", "sha256:n"))),
+            &image("newer", "sha256:x", "v1.30.4+k3s1"),
+            &Version::parse("v1.30.4+k3s1").unwrap(),
+            Some(first.clone()),
+        );
+        assert_eq!(again.to, installed("newer", "sha256:x"));
+        assert_eq!(again.from_images, first.from_images);
+        assert_eq!(again.before, first.before);
+    }
+}

@@ -1990,3 +1990,32 @@ fn kubeadm_expects_the_pause_image_of_its_version() {
     assert!(Kubeadm.expected_images(&v("v1.20.0")).is_empty());
     assert!(K3s.expected_images(&v("v1.30.2+k3s1")).is_empty());
 }
+
+#[test]
+fn a_failed_upgrade_goes_back_within_a_minor_and_never_on_a_kubeadm_control_plane() {
+    let v = |s: &str| Version::parse(s).unwrap();
+    let k3s = runtime_for("k3s").unwrap();
+    assert_eq!(
+        k3s.rollback_refused(Role::Node, &v("v1.30.2+k3s1"), &v("v1.30.3+k3s1")),
+        None
+    );
+    let across = k3s
+        .rollback_refused(Role::Master, &v("v1.30.2+k3s1"), &v("v1.31.0+k3s1"))
+        .unwrap();
+    assert!(
+        across.contains("crosses a minor version") && across.contains("v1.30"),
+        "{across}"
+    );
+    let kubeadm = runtime_for("kubeadm").unwrap();
+    let master = kubeadm
+        .rollback_refused(Role::Master, &v("v1.30.2"), &v("v1.30.3"))
+        .unwrap();
+    assert!(
+        master.contains("kubeadm does not take a control plane"),
+        "{master}"
+    );
+    assert_eq!(
+        kubeadm.rollback_refused(Role::Node, &v("v1.30.2"), &v("v1.30.3")),
+        None
+    );
+}
