@@ -533,7 +533,9 @@ fn completed(cluster: &Cluster, options: &super::UpgradeOptions) -> Result<(), A
 /// `sealrs upgrade --rollback`: returns every host of the unfinished
 /// upgrade saved in `options.state_root` to the image it ran before, with
 /// that image's upgrade plans to its own version, batch by batch as an
-/// upgrade goes (hosts that run it already are skipped). Hosts the runtime
+/// upgrade goes, on every host (after a kill the saved status may be behind
+/// a host; on one that runs the image already the plan changes nothing,
+/// though its node is still cordoned and drained). Hosts the runtime
 /// cannot take back ([`runtime::Runtime::rollback_refused`]) are refused,
 /// all at once, before any host changes.
 pub fn rollback(
