@@ -207,14 +207,38 @@ fn trace_execs(host: &Host, out: &std::path::Path) -> std::process::Child {
     child
 }
 
-#[test]
-fn no_token_or_env_value_is_ever_in_a_host_process_argv_during_a_run() {
+/// Whether `text` holds a kubeadm bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`
+/// (as kubeadm mints them), between characters that are not of it.
+fn holds_bootstrap_token(text: &str) -> bool {
+    let b = text.as_bytes();
+    let of = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (6..b.len().saturating_sub(16)).any(|dot| {
+        b[dot] == b'.'
+            && b[dot - 6..dot].iter().all(|&c| of(c))
+            && b[dot + 1..dot + 17].iter().all(|&c| of(c))
+            && (dot == 6 || !of(b[dot - 7]))
+            && b.get(dot + 17).is_none_or(|&c| !of(c))
+    })
+}
+
+/// Runs `image` on a master and a worker with a `-e` value and an
+/// `--env-file` value, tracing every program sshd starts on each host
+/// (strace) and sampling `/proc/*/cmdline` there every 20 ms, and checks
+/// that neither the values, nor the join token `join_token` reads after the
+/// run, nor the installer bootstrap's one-time token, is in any argv; and
+/// that the sampler saw the short-lived steps (`daemons`: a word of the
+/// runtime's command on the master and on the worker).
+fn no_secret_in_any_argv(
+    image: &str,
+    build: &dyn Fn(&Env),
+    join_token: &dyn Fn(&TestHosts) -> String,
+    daemons: [&str; 2],
+) {
     let hosts = TestHosts::boot(2);
     let env = Env::new();
-    build_k3s(&env);
+    build(&env);
     let layers: BTreeSet<String> = {
-        let doc: serde_json::Value =
-            serde_json::from_str(&env.ok(&["inspect", "k3s-cluster:1"])).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", image])).unwrap();
         doc["manifest"]["layers"]
             .as_array()
             .unwrap()
@@ -240,7 +264,7 @@ fn no_token_or_env_value_is_ever_in_a_host_process_argv_during_a_run() {
     }
     run_on(
         &env,
-        "k3s-cluster:1",
+        image,
         &hosts,
         &[0],
         &[1],
@@ -251,10 +275,7 @@ fn no_token_or_env_value_is_ever_in_a_host_process_argv_during_a_run() {
             file.to_str().unwrap(),
         ],
     );
-    let join_token = hosts[0]
-        .exec_ok(&["cat", "/var/lib/rancher/k3s/server/token"])
-        .trim()
-        .to_string();
+    let join_token = join_token(&hosts);
     assert!(!join_token.is_empty());
     let is_token_shaped = |w: &str| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit());
     for (i, host) in hosts.hosts().iter().enumerate() {
@@ -278,11 +299,16 @@ fn no_token_or_env_value_is_ever_in_a_host_process_argv_during_a_run() {
                 host.name
             );
         }
+        assert!(
+            !holds_bootstrap_token(&execs),
+            "{}: a bootstrap token in an executed argv:\n{execs}",
+            host.name
+        );
         let seen = stop_sampling(host);
         // The sampler was fast enough to see the short-lived steps: the
         // installer bootstrap fetching from this machine (`sh -c SCRIPT
         // sealrs HEX DIR GZ ADDRESS PORT`, and its `bash -c SCRIPT fetch
-        // ADDRESS PORT` where caught), and the k3s server or agent.
+        // ADDRESS PORT` where caught), and the runtime's own command.
         assert!(
             seen.iter().any(|argv| argv[0] == "sh"
                 && argv.get(3).is_some_and(|a| a == "sealrs")
@@ -296,12 +322,10 @@ fn no_token_or_env_value_is_ever_in_a_host_process_argv_during_a_run() {
         {
             assert_eq!(argv.len(), 6, "bash -c SCRIPT fetch ADDRESS PORT: {argv:?}");
         }
-        let daemon = if i == 0 { "server" } else { "agent" };
+        let daemon = daemons[i];
         assert!(
-            seen.iter()
-                .any(|argv| argv.iter().any(|a| a.ends_with("k3s"))
-                    && argv.iter().any(|a| a == daemon)),
-            "{}: the sampler never saw k3s {daemon}",
+            seen.iter().any(|argv| argv.iter().any(|a| a == daemon)),
+            "{}: the sampler never saw {daemon}",
             host.name
         );
         for argv in &seen {
@@ -313,6 +337,11 @@ fn no_token_or_env_value_is_ever_in_a_host_process_argv_during_a_run() {
                     host.name
                 );
             }
+            assert!(
+                !holds_bootstrap_token(&line),
+                "{}: a bootstrap token in an argv: {line}",
+                host.name
+            );
             for word in argv.iter().filter(|w| is_token_shaped(w)) {
                 assert!(
                     layers.contains(word),
@@ -322,4 +351,45 @@ fn no_token_or_env_value_is_ever_in_a_host_process_argv_during_a_run() {
             }
         }
     }
+}
+
+#[test]
+fn no_token_or_env_value_is_ever_in_a_host_process_argv_during_a_k3s_run() {
+    let token = |hosts: &TestHosts| {
+        hosts[0]
+            .exec_ok(&["cat", "/var/lib/rancher/k3s/server/token"])
+            .trim()
+            .to_string()
+    };
+    no_secret_in_any_argv("k3s-cluster:1", &build_k3s, &token, ["server", "agent"]);
+}
+
+#[test]
+fn no_token_or_env_value_is_ever_in_a_host_process_argv_during_a_kubeadm_run() {
+    // The worker joined with the token in its kubeadm config (0600).
+    let token = |hosts: &TestHosts| {
+        let config = hosts[1].exec_ok(&["cat", "/etc/kubernetes/sealrs-kubeadm.yaml"]);
+        config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token:"))
+            .map(|t| t.trim().trim_matches(['"', '\'']).to_string())
+            .unwrap_or_else(|| panic!("no token in the join config:\n{config}"))
+    };
+    let build = |env: &Env| {
+        crate::run_hosts::build_kubeadm(env);
+    };
+    no_secret_in_any_argv("kubeadm-cluster:1", &build, &token, ["init", "join"]);
+}
+
+#[test]
+fn a_bootstrap_token_is_recognised_only_whole() {
+    assert!(holds_bootstrap_token(
+        "kubeadm join --token abcdef.0123456789abcdef x"
+    ));
+    assert!(holds_bootstrap_token("\"abcdef.0123456789abcdef\""));
+    assert!(!holds_bootstrap_token("xabcdef.0123456789abcdefx"));
+    assert!(!holds_bootstrap_token(
+        "/var/lib/sealrs-host/layers/sha256/0c79"
+    ));
+    assert!(!holds_bootstrap_token("abcde.0123456789abcdef"));
 }
