@@ -99,12 +99,44 @@ fn an_upgrade_that_fails_on_a_host_returns_it_to_the_image_before_and_rollback_r
     let (old, new) = (digest(&env, "k3s-cluster:1"), digest(&env, "k3s-cluster:2"));
     let (server, agent) = (&hosts[0], &hosts[1]);
 
-    let (ok, out) = sealrs(
+    let upgrade = on_hosts(
         &env,
         &hosts,
-        &["upgrade", "k3s-cluster:2", "--ready-timeout", "30"],
+        &[
+            "upgrade",
+            "k3s-cluster:2",
+            "--ready-timeout",
+            "30",
+            "--format",
+            "json",
+        ],
+        false,
     );
-    assert!(!ok, "the agent cannot start on the new image:\n{out}");
+    let out = String::from_utf8_lossy(&upgrade.stderr).into_owned();
+    assert!(
+        !upgrade.status.success(),
+        "the agent cannot start on the new image:\n{out}"
+    );
+    // The result names the host, the step that failed and where it went.
+    let result: serde_json::Value = serde_json::from_slice(&upgrade.stdout).unwrap();
+    let failed = result["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == agent.ip.as_str())
+        .map(|h| h["failed"].clone())
+        .unwrap();
+    assert!(
+        failed["step"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("restart")
+            && failed["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("was returned to docker.io/library/k3s-cluster:1"),
+        "{result:#}"
+    );
     assert!(
         out.contains("upgrade failed at step restart (restart k3s-agent.service"),
         "{out}"

@@ -260,6 +260,11 @@ impl ApplyError {
                 .iter()
                 .map(|h| (h.clone(), None, reason.clone()))
                 .collect(),
+            E::UpgradeStopped { failed, .. } => failed.host_failures(),
+            E::RolledBack { host, error, .. } | E::NotRolledBack { host, error, .. } => {
+                let step = error.host_failures().into_iter().next().and_then(|f| f.1);
+                vec![(host.clone(), step, self.to_string())]
+            }
             _ => Vec::new(),
         }
     }
