@@ -378,34 +378,29 @@ fn one_batch(
     // plane batch is one host; workers of a batch are few).
     outcomes
         .into_iter()
-        .map(|(host, result)| match result {
-            Err(error)
-                if !error.is_interrupted()
-                    && ready.iter().any(|(h, _)| h.address == host.address) =>
-            {
-                let node = ready
-                    .iter()
-                    .find(|(h, _)| h.address == host.address)
-                    .and_then(|(_, n)| n.clone());
-                let back = roll_back(ctx, snapshot, first, &host, node, to, options, back, error);
-                (host, Err(back))
+        .map(|(host, result)| {
+            // (A host whose drain failed was never ready, nor upgraded.)
+            let started = ready.iter().find(|(h, _)| h.address == host.address);
+            match (result, started) {
+                (Err(error), Some(started)) if !error.is_interrupted() => {
+                    let back = roll_back(ctx, snapshot, started, to, options, back, error);
+                    (host, Err(back))
+                }
+                (result, _) => (host, result),
             }
-            other => (host, other),
         })
         .collect()
 }
 
-/// Returns `host`, whose upgrade to `to` failed with `error`, to `back`
-/// (the image it ran before, by `snapshot`): that image's upgrade plan to
-/// its own version, then, for a node, Ready with that version and
-/// uncordoned. The error says which way it went.
-#[allow(clippy::too_many_arguments)]
+/// Returns `host` (with its node name), whose upgrade to `to` failed with
+/// `error`, to `back` (the image it ran before, by `snapshot`): that
+/// image's upgrade plan to its own version, then, for a node, Ready with
+/// that version (asked of the first master) and uncordoned. The error says
+/// which way it went.
 fn roll_back(
     ctx: &RunContext,
     snapshot: &Cluster,
-    first: &Host,
-    host: &Host,
-    node: Option<String>,
+    (host, node): &(Host, Option<String>),
     to: &Version,
     options: &UpgradeOptions,
     back: &Result<&AppliedImage, String>,
@@ -450,12 +445,12 @@ fn roll_back(
     if let Err(e) = returned {
         return not(&previous.name, format!("that failed too: {e}"), error);
     }
-    if let Some(node) = node {
+    if let (Some(node), Some(first)) = (node, snapshot.first_master()) {
         let waited = wait_ready(
             ctx,
             snapshot,
             first,
-            vec![(host.clone(), node, true)],
+            vec![(host.clone(), node.clone(), true)],
             &from,
             options,
         );
