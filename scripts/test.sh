@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 packages=(skopeo umoci buildah docker-registry apache2-utils openssl openssh-client iproute2
   debootstrap systemd-container openssh-server util-linux
+  # strace: tests watch which syscalls and argv an installer or a host sshd makes
+  strace
   # the real containerd, runc and etcd that tests copy into images and hosts
   containerd runc etcd-server etcd-client)
 missing=()
