@@ -89,6 +89,9 @@ pub struct ClusterSpec {
     /// What each host runs now (versions, for upgrades and verify).
     #[serde(default)]
     pub status: ClusterStatus,
+    /// The Clusterfile's kubeadm documents ([`Cluster::runtime_config`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub runtime_config: String,
 }
 
 impl fmt::Debug for ClusterSpec {
@@ -214,6 +217,7 @@ impl Request {
                     images: Vec::new(),
                     ..cluster.status.clone()
                 },
+                runtime_config: cluster.runtime_config.clone(),
             },
             host: host.key(),
             image: ImageSpec {
@@ -265,6 +269,7 @@ impl Request {
         cluster.env = self.cluster.env.clone();
         cluster.ssh = SshConfig::default();
         cluster.status = self.cluster.status.clone();
+        cluster.runtime_config = self.cluster.runtime_config.clone();
         cluster
     }
 
