@@ -94,6 +94,10 @@ pub(super) fn dry_run_of(
             plan.action
         ));
         out.push_str(&plan.render_dry_run());
+        out.push_str(&super::image_files::render_dry_run(
+            std::iter::once(image).chain(&ctx.apps),
+            host,
+        ));
         out.push('\n');
     }
     Ok(out)

@@ -144,7 +144,7 @@ pub fn add(
 ) -> Result<LifecycleReport, ApplyError> {
     let grown = grown(cluster, &new_hosts)?;
     let mut ctx = open(store, connector, progress, cluster)?;
-    verify::cluster(&grown, &ctx)?;
+    verify::cluster(&grown, &mut ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?.clone();
 
     let targets: Vec<Address> = new_hosts.iter().map(|h| h.address.clone()).collect();
@@ -252,7 +252,7 @@ pub fn delete_with(
     let mut ctx = open(store, connector, progress, cluster)?;
     let mut shrunk = cluster.clone();
     shrunk.hosts.retain(|h| !addresses.contains(&h.address));
-    verify::cluster(&shrunk, &ctx)?;
+    verify::cluster(&shrunk, &mut ctx)?;
 
     let targets = cluster.only(addresses);
     let mut reach = addresses.to_vec();
@@ -446,7 +446,7 @@ pub fn upgrade(
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
     let mut ctx = open_named(store, connector, progress, image_name)?;
-    verify::cluster(cluster, &ctx)?;
+    verify::cluster(cluster, &mut ctx)?;
     let to = ctx.target_version(cluster)?;
 
     progress.message(&format!(

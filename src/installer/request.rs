@@ -75,6 +75,10 @@ pub struct Request {
     /// The version an upgrade goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<Version>,
+    /// The image files prepared for this host (Configs applied, templates
+    /// rendered), written into the rootfs before the plan is made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<super::ImageFile>,
 }
 
 /// The cluster as the runtimes see it: hosts, roles, env, saved status.
@@ -230,6 +234,7 @@ impl Request {
             rootfs: rootfs.to_string(),
             layers,
             target_version: None,
+            files: Vec::new(),
         }
     }
 
