@@ -68,6 +68,12 @@ fn prepare_image(
         .iter()
         .filter(|c| matches_image(c, &image.name))
         .collect();
+    // `delete` and `reset` plan with a pinned image whose layers may be gone
+    // from the store; they install nothing, so there is nothing to prepare
+    // (what installs sends the layers, and needs them then).
+    if !image.layers.iter().all(|l| store.has_blob(l.digest())) {
+        return Ok(());
+    }
     let wanted = |path: &str| template::is_template(path) || configs.iter().any(|c| c.path == path);
     let originals = read_files(store, image, &wanted).map_err(|e| ApplyError::ImageFiles {
         image: image.name.clone(),
