@@ -375,7 +375,10 @@ spec:
         ])
         .status
         .success());
-    // A rerun renders the same files and applies again.
+    // A rerun with another value renders the template again (the hosts'
+    // probes see the file to write) and applies the admin user again.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("PASS=pa$$w0rd\"`x", "PASS=n3w$")).unwrap();
     let again = env.run(&[
         "run",
         "-f",
@@ -394,4 +397,60 @@ spec:
             .count(),
         2
     );
+}
+
+#[test]
+fn a_sealos_multi_document_clusterfile_runs_on_kubeadm_hosts() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    // The kubeadm image of the kubeadm host tests (the real containerd and
+    // its images), with a file for the Config and a template.
+    let image = crate::run_hosts::build_kubeadm(&env);
+    env.write("kubeadm/etc/app.yaml", "a: 1\nnested:\n  keep: x\n");
+    env.write("kubeadm/manifests/info.yaml.tmpl", INFO_TMPL);
+    env.build(&image, "kubeadm");
+    let text = sealos_clusterfile(&image, "")
+        .replace("10.250.200.11", &hosts[0].ip)
+        .replace("10.250.200.21", &hosts[1].ip)
+        .replace(
+            "    passwd: xxx\n    pk: /root/.ssh/id_rsa\n",
+            &format!("    pk: {}\n", hosts.key().display()),
+        );
+    let file = env.write("Clusterfile", text);
+    let out = env.run(&[
+        "run",
+        "-f",
+        file.to_str().unwrap(),
+        "--known-hosts",
+        hosts.known_hosts().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+
+    // kubeadm init got the Clusterfile's documents merged into its config,
+    // and the kubelet the KubeletConfiguration.
+    let config = hosts[0].exec_ok(&["cat", "/etc/kubernetes/sealrs-kubeadm.yaml"]);
+    for line in [
+        "podSubnet: 10.160.0.0/12",
+        "audit-log-maxage: '7'",
+        "kubernetesVersion: v1.30.2",
+        "maxPods: 180",
+    ] {
+        assert!(config.contains(line), "{line} not in {config}");
+    }
+    let kubelet = hosts[0].exec_ok(&["cat", "/var/lib/kubelet/config.yaml"]);
+    assert!(kubelet.contains("maxPods: 180"), "{kubelet}");
+    // Each host's rootfs has the Config'd file and its own rendering.
+    for (host, mode) in [(&hosts[0], "master,amd64"), (&hosts[1], "node,amd64")] {
+        let dir = "/var/lib/sealrs-host/rootfs/*";
+        let app = host.exec_ok(&["sh", "-c", &format!("cat {dir}/etc/app.yaml")]);
+        assert!(app.contains("keep: x") && app.contains("added: y"), "{app}");
+        let info = host.exec_ok(&["sh", "-c", &format!("cat {dir}/manifests/info.yaml")]);
+        assert!(info.contains(&format!("mode: \"{mode}\"")), "{info}");
+        assert!(info.contains("pass: 'pa$$w0rd\"`x'"), "{info}");
+    }
+    // Saved with its documents: the saved cluster reads back the same.
+    let saved = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
+    assert!(saved.contains("kind: ClusterConfiguration"), "{saved}");
+    assert!(saved.contains("kind: Config"), "{saved}");
 }

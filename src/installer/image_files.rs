@@ -53,10 +53,7 @@ pub fn write_files(dir: &Path, files: &[ImageFile]) -> Result<usize, InstallerEr
             });
         }
         let path = dir.join(&file.path);
-        let same = fs::read(&path).is_ok_and(|old| old == file.content.as_bytes())
-            && fs::symlink_metadata(&path)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o7777 == file.mode);
-        if same {
+        if is_current(&path, file) {
             continue;
         }
         let parent = path.parent().unwrap_or(dir);
@@ -66,6 +63,24 @@ pub fn write_files(dir: &Path, files: &[ImageFile]) -> Result<usize, InstallerEr
         changed += 1;
     }
     Ok(changed)
+}
+
+/// Whether `path` holds `file` already (content and mode).
+fn is_current(path: &Path, file: &ImageFile) -> bool {
+    fs::read(path).is_ok_and(|old| old == file.content.as_bytes())
+        && fs::symlink_metadata(path)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o7777 == file.mode)
+}
+
+/// The first of the request's image files that its rootfs does not hold as
+/// it should (a probe's answer: writing it is work to do).
+pub fn pending_file(request: &Request, host_root: &Path) -> Option<String> {
+    let rootfs = host_root.join(request.rootfs.trim_start_matches('/'));
+    request
+        .files
+        .iter()
+        .find(|f| !is_current(&rootfs.join(&f.path), f))
+        .map(|f| f.path.clone())
 }
 
 /// Before planning: the request's image files in its rootfs, which is
