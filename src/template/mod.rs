@@ -24,6 +24,7 @@
 
 mod exec;
 mod funcs;
+mod lex;
 mod parse;
 mod semver;
 
