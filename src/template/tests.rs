@@ -287,3 +287,28 @@ fn host_env_layers_image_cluster_and_host_env_and_sets_the_sealos_keys() {
     assert_eq!(out[RUN_MODE], "node");
     assert_eq!(out[SEALOS_VERSION], SEALOS_COMPAT_VERSION);
 }
+
+#[test]
+fn the_remaining_sprig_functions_behave_as_sprig() {
+    let e = &[("S", "  x,y  "), ("W", "hello big world")];
+    assert_eq!(ok("[{{ trim .S }}]", e), "[x,y]");
+    assert_eq!(ok("{{ trimAll \" \" .S }}", e), "x,y");
+    assert_eq!(ok("{{ title .W }}", e), "Hello Big World");
+    assert_eq!(ok("{{ toString 42 }}", e), "42");
+    assert_eq!(ok("{{ (split \",\" \"a,b\")._1 }}", e), "b");
+    assert_eq!(ok("{{ len (list 1 2 3) }}", e), "3");
+    assert_eq!(ok("{{ if lt 1 2 }}lt{{ end }}{{ if le 2 2 }}le{{ end }}{{ if gt \"b\" \"a\" }}gt{{ end }}", e), "ltlegt");
+    assert_eq!(ok("{{ println \"a\" 1 }}", e), "a 1\n");
+    assert_eq!(ok("{{ ternary \"y\" \"n\" (eq .W \"x\") }}", e), "n");
+    assert_eq!(
+        ok(
+            "{{ range $k, $v := (split \" \" .W) }}{{ $k }}={{ $v }} {{ end }}",
+            e
+        ),
+        "_0=hello _1=big _2=world "
+    );
+    let err = fails("{{ printf \"%x\" 1 }}", e);
+    assert!(err.message.contains("%x is not supported"), "{err}");
+    let err = fails("{{ index .W 1 }}", e);
+    assert!(err.message.contains("cannot index string"), "{err}");
+}
