@@ -328,6 +328,20 @@ spec:
             key = hosts.key().display(),
         ),
     );
+    // The dry run shows the application's files on the first master only.
+    let dry = env.ok(&["run", "-f", file.to_str().unwrap(), "--dry-run"]);
+    let (first, node) = (section(&dry, &hosts[0].ip), section(&dry, &hosts[1].ip));
+    assert!(
+        first.contains("file: manifests/dashboard-adminuser.yaml mode 0644"),
+        "{first}"
+    );
+    assert!(
+        first.contains("|   namespace: kubernetes-dashboard"),
+        "{first}"
+    );
+    assert!(!node.contains("dashboard-adminuser"), "{node}");
+    assert!(node.contains("|   mode: \"node,amd64\""), "{node}");
+
     let out = env.run(&[
         "run",
         "-f",
