@@ -9,7 +9,7 @@
 //! `crate::` path in `src/` to hold this list to the code):
 //!
 //! 0. `arch`, `atomic_file`, `compression`, `digest`, `host_paths`, `ignore`,
-//!    `progress`, `reference`, `secret`, `shell`: one home each for a low-level helper
+//!    `progress`, `reference`, `secret`, `shell`, `template`: one home each for a low-level helper
 //!    or a name both sides agree on; they need nothing of sealrs.
 //! 1. `cluster`, `kubefile`, `layout`, `store`.
 //! 2. `plan`, `registry`, `transport`.
@@ -40,6 +40,7 @@ pub mod runtime;
 pub mod secret;
 pub mod shell;
 pub mod store;
+pub mod template;
 pub mod transport;
 
 #[cfg(test)]

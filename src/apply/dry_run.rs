@@ -66,8 +66,8 @@ pub fn add(
     progress: &dyn Progress,
 ) -> Result<String, ApplyError> {
     let grown = grown(cluster, new_hosts)?;
-    let ctx = context(store, progress, cluster)?;
-    verify::cluster(&grown, &ctx)?;
+    let mut ctx = context(store, progress, cluster)?;
+    verify::cluster(&grown, &mut ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?;
     let joining: Vec<Host> = grown
         .hosts
@@ -114,10 +114,10 @@ pub fn delete(
     progress: &dyn Progress,
 ) -> Result<String, ApplyError> {
     let first = deletable(cluster, addresses)?;
-    let ctx = context(store, progress, cluster)?;
+    let mut ctx = context(store, progress, cluster)?;
     let mut shrunk = cluster.clone();
     shrunk.hosts.retain(|h| !addresses.contains(&h.address));
-    verify::cluster(&shrunk, &ctx)?;
+    verify::cluster(&shrunk, &mut ctx)?;
     let leaving: Vec<&Host> = cluster
         .hosts
         .iter()
@@ -200,7 +200,7 @@ pub fn upgrade(
     options: &super::UpgradeOptions,
     progress: &dyn Progress,
 ) -> Result<String, ApplyError> {
-    let ctx = RunContext::new(
+    let mut ctx = RunContext::new(
         store,
         &NoHosts,
         progress,
@@ -208,7 +208,7 @@ pub fn upgrade(
         super::RunOptions::default(),
     )?;
     ctx.require_installer()?;
-    verify::cluster(cluster, &ctx)?;
+    verify::cluster(cluster, &mut ctx)?;
     let to = ctx.target_version(cluster)?;
     let batches = runtime::upgrade_order(cluster, options.max_unavailable);
     let workers = cluster.workers().count();

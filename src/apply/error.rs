@@ -49,6 +49,12 @@ pub enum ApplyError {
     #[error("the cluster has no master; give one with --masters")]
     NoMaster,
 
+    #[error("image {image}: its files cannot be prepared for the hosts, so no host was changed:\n{}", problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    ImageFiles {
+        image: String,
+        problems: Vec<String>,
+    },
+
     #[error("cluster {cluster} cannot be built as asked:\n{}", list(violations))]
     Verify {
         cluster: String,

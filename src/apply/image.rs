@@ -24,6 +24,9 @@ pub struct AppliedImage {
     /// The layer that carries `opt/sealrs/sealrs` (a plain tar; gzip in
     /// images built before).
     pub installer: Option<Descriptor>,
+    /// By host key: the image's files as that host gets them (Configs
+    /// applied, templates rendered), made by verify (`image_files`).
+    pub host_files: BTreeMap<String, Vec<crate::installer::ImageFile>>,
 }
 
 impl AppliedImage {
@@ -115,6 +118,7 @@ fn applied(
         info: ImageInfo::from_labels(&labels).with_config_env(&env),
         arch,
         installer,
+        host_files: BTreeMap::new(),
     }
 }
 

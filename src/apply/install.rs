@@ -94,6 +94,12 @@ pub(super) fn dry_run_of(
             plan.action
         ));
         out.push_str(&plan.render_dry_run());
+        // Application images are applied on the first master only.
+        let apps = ctx.apps.iter().filter(|_| first_one);
+        out.push_str(&super::image_files::render_dry_run(
+            std::iter::once(image).chain(apps),
+            host,
+        ));
         out.push('\n');
     }
     Ok(out)

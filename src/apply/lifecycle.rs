@@ -145,7 +145,7 @@ pub fn add(
 ) -> Result<LifecycleReport, ApplyError> {
     let grown = grown(cluster, &new_hosts)?;
     let mut ctx = open(store, connector, progress, cluster)?;
-    verify::cluster(&grown, &ctx)?;
+    verify::cluster(&grown, &mut ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?.clone();
 
     let targets: Vec<Address> = new_hosts.iter().map(|h| h.address.clone()).collect();
@@ -253,7 +253,7 @@ pub fn delete_with(
     let mut ctx = open(store, connector, progress, cluster)?;
     let mut shrunk = cluster.clone();
     shrunk.hosts.retain(|h| !addresses.contains(&h.address));
-    verify::cluster(&shrunk, &ctx)?;
+    verify::cluster(&shrunk, &mut ctx)?;
 
     let targets = cluster.only(addresses);
     let mut reach = addresses.to_vec();
@@ -469,7 +469,7 @@ pub fn upgrade(
         }
         upgrading::refuse_unfinished_upgrade(earlier, cluster, &ctx.image)?;
     }
-    verify::cluster(cluster, &ctx)?;
+    verify::cluster(cluster, &mut ctx)?;
     let to = ctx.target_version(cluster)?;
     // Where a host whose upgrade fails goes back to: the image it ran,
     // as the saved cluster pins it.

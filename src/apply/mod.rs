@@ -69,6 +69,7 @@ pub mod dry_run;
 mod error;
 pub mod health;
 mod image;
+mod image_files;
 mod install;
 pub mod interrupt;
 mod join;

@@ -36,14 +36,20 @@ pub(super) fn host_request(
     image: &AppliedImage,
     secrets: &JoinSecrets,
 ) -> Request {
-    Request::new(
+    let mut request = Request::new(
         cluster,
         host,
         &image.info,
         secrets,
         &image.host_rootfs(),
         image.layers.iter().map(host_layer).collect(),
-    )
+    );
+    request.files = image
+        .host_files
+        .get(&host.key())
+        .cloned()
+        .unwrap_or_default();
+    request
 }
 
 /// `<installer> installer <subcommand>` on the host with `input` (JSON) on

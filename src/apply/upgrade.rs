@@ -601,6 +601,7 @@ mod tests {
             info: ImageInfo::new("k3s", version).unwrap(),
             arch: "amd64".into(),
             installer: None,
+            host_files: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use super::context::RunContext;
 use super::image::AppliedImage;
+use super::image_files;
 use super::remote::call_installer;
 use super::ApplyError;
 use crate::cluster::Cluster;
@@ -13,9 +14,10 @@ use crate::installer::{Request, VerifyReport};
 use crate::transport::{Output, Transport};
 
 /// The runtime's verdict on `cluster` built from the context's image: every
-/// violation at once.
+/// violation at once; then each image's files prepared for every host
+/// (Configs, templates: [`image_files`]), still before any host is reached.
 /// What it lets through with a warning is printed.
-pub(super) fn cluster(cluster: &Cluster, ctx: &RunContext) -> Result<(), ApplyError> {
+pub(super) fn cluster(cluster: &Cluster, ctx: &mut RunContext) -> Result<(), ApplyError> {
     ctx.runtime
         .verify(cluster, &ctx.image.info)
         .map_err(|violations| ApplyError::Verify {
@@ -25,7 +27,7 @@ pub(super) fn cluster(cluster: &Cluster, ctx: &RunContext) -> Result<(), ApplyEr
     for warning in ctx.runtime.warnings(cluster) {
         ctx.progress.message(&format!("warning: {warning}"));
     }
-    Ok(())
+    image_files::prepare(ctx, cluster)
 }
 
 /// The image's installer checks the host as a member of the cluster `request` is for.

@@ -168,6 +168,9 @@ fn read_request() -> Result<Request> {
 /// next run's probe (`installer::probe`); an uninstall takes them away.
 fn run_request(operation: Operation, args: &InstallerRequestArgs, quiet: bool) -> Result<()> {
     let request = read_request()?;
+    // The rendered templates and Config'd files, in the rootfs before the
+    // plan reads it.
+    installer::write_request_files(&request, &args.host_root)?;
     let plan = request.plan_in(operation, &args.host_root)?;
     let ctx = ExecContext::for_request(&request, &plan, &args.host_root, &args.systemctl)?;
     let layers: Vec<PathBuf> = request.layers.iter().map(|l| ctx.host_path(l)).collect();

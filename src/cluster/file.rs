@@ -35,15 +35,21 @@
 //! names such as `amd64` are kept as labels), `spec.ssh` (`user`, `passwd`,
 //! `pk`, `port`), `spec.image` and `spec.env` as `KEY=VALUE`. Its `status`
 //! is ignored; unknown fields are ignored too, as sealos does.
+//!
+//! Either Cluster may be followed by more documents (`---` between them):
+//! Config documents and kubeadm configuration documents
+//! ([`super::documents`]); the role `registry` is kept beside master/node.
+//! Saving writes them back after the Cluster.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
+use super::documents::{self, ConfigDoc, Document};
 use super::{
     parse_env_pair, unless_problems, Address, Cluster, ClusterError, ClusterStatus, Host,
-    PasswordSource, Problem, Role, Secret, SshConfig,
+    PasswordSource, Problem, Role, Secret, SshConfig, REGISTRY_ROLE,
 };
 
 pub const API_VERSION: &str = "sealrs.io/v1";
@@ -187,9 +193,11 @@ fn parse_roles(
     for (j, name) in names.iter().enumerate() {
         match Role::parse(name) {
             Some(r) => roles.push(r),
+            // sealos' role for the hosts that serve the in-cluster registry.
+            None if name == REGISTRY_ROLE => labels.push(name.clone()),
             None if strict => problems.push(Problem::new(
                 format!("{field}[{j}]"),
-                format!("unknown role {name:?} (master, control-plane, node or worker)"),
+                format!("unknown role {name:?} (master, control-plane, node, worker or registry)"),
             )),
             None => labels.push(name.clone()),
         }
@@ -226,22 +234,80 @@ pub(crate) fn parse_address_port(s: &str) -> Result<(Address, Option<u16>), Stri
 }
 
 impl Cluster {
-    /// Reads a Clusterfile in either format. `source_name` (a path, `-`)
-    /// prefixes errors. Every problem is reported at once.
+    /// Reads a Clusterfile in either format, with the documents that may
+    /// follow its Cluster ([`super::documents`]). `source_name` (a path,
+    /// `-`) prefixes errors. Every problem is reported at once.
     pub fn from_yaml(text: &str, source_name: &str) -> Result<Cluster, ClusterError> {
-        let header: Header = serde_yaml_ng::from_str(text).map_err(|e| syntax(source_name, e))?;
-        let cluster = match (header.api_version.as_str(), header.kind.as_str()) {
-            (API_VERSION, KIND) => Cluster::from_ours(text, source_name)?,
-            (SEALOS_API_VERSION, KIND) => Cluster::from_sealos(text, source_name)?,
-            _ => {
-                return Err(ClusterError::UnknownFormat {
-                    source_name: source_name.to_string(),
-                    api_version: header.api_version,
-                    kind: header.kind,
-                })
+        let docs = documents::split(text);
+        let mut problems = Vec::new();
+        let mut found: Option<(&Document, bool)> = None;
+        let mut configs = Vec::new();
+        let mut runtime_config = Vec::new();
+        for doc in &docs {
+            let at = format!("{source_name}:{}", doc.line);
+            let header: Header =
+                serde_yaml_ng::from_str(&doc.text).map_err(|e| syntax(source_name, e))?;
+            match (header.api_version.as_str(), header.kind.as_str()) {
+                (API_VERSION | SEALOS_API_VERSION, KIND) if found.is_some() => problems.push(
+                    Problem::new(at, "a second Cluster document: a Clusterfile describes one cluster"),
+                ),
+                (API_VERSION, KIND) => found = Some((doc, true)),
+                (SEALOS_API_VERSION, KIND) => found = Some((doc, false)),
+                (API_VERSION | SEALOS_API_VERSION, documents::CONFIG_KIND) => {
+                    let file: documents::ConfigFile = serde_yaml_ng::from_str(&doc.text)
+                        .map_err(|e| syntax(source_name, e))?;
+                    configs.extend(ConfigDoc::from_file(file, &at, &mut problems));
+                }
+                (v, _) if documents::is_runtime_config(v) => {
+                    runtime_config.push(doc.raw.trim_end().to_string())
+                }
+                _ if docs.len() == 1 => {
+                    return Err(ClusterError::UnknownFormat {
+                        source_name: source_name.to_string(),
+                        api_version: header.api_version,
+                        kind: header.kind,
+                    })
+                }
+                (v, k) => problems.push(Problem::new(
+                    at,
+                    format!(
+                        "unknown document apiVersion {v:?} kind {k:?}: a Clusterfile holds one Cluster ({API_VERSION} or {SEALOS_API_VERSION}), Config documents ({SEALOS_API_VERSION}) and kubeadm configuration documents ({})",
+                        documents::RUNTIME_CONFIG_GROUPS.join(", ")
+                    ),
+                )),
             }
+        }
+        let Some((doc, ours)) = found else {
+            return Err(ClusterError::UnknownFormat {
+                source_name: source_name.to_string(),
+                api_version: String::new(),
+                kind: String::new(),
+            });
         };
-        Ok(cluster)
+        let parsed = if ours {
+            Cluster::from_ours(&doc.text, source_name)
+        } else {
+            Cluster::from_sealos(&doc.text, source_name)
+        };
+        let mut cluster = match parsed {
+            Ok(c) => c,
+            Err(ClusterError::Invalid {
+                problems: mut more, ..
+            }) => {
+                more.extend(problems);
+                return Err(ClusterError::Invalid {
+                    source_name: source_name.to_string(),
+                    problems: more,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        cluster.configs = configs;
+        cluster.runtime_config = runtime_config.join("\n---\n");
+        if !cluster.runtime_config.is_empty() {
+            cluster.runtime_config.push('\n');
+        }
+        unless_problems(cluster, source_name, problems)
     }
 
     fn from_ours(text: &str, source_name: &str) -> Result<Cluster, ClusterError> {
@@ -376,7 +442,18 @@ impl Cluster {
             },
             status: self.status.clone(),
         };
-        serde_yaml_ng::to_string(&file).expect("a cluster always serializes")
+        let mut text = serde_yaml_ng::to_string(&file).expect("a cluster always serializes");
+        for config in &self.configs {
+            text.push_str("---\n");
+            text.push_str(
+                &serde_yaml_ng::to_string(&config.to_file()).expect("a Config always serializes"),
+            );
+        }
+        if !self.runtime_config.is_empty() {
+            text.push_str("---\n");
+            text.push_str(&self.runtime_config);
+        }
+        text
     }
 }
 

@@ -11,6 +11,7 @@
 //! inline from a sealos file lives in memory only and is dropped on save.
 
 mod args;
+mod documents;
 mod file;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::secret::Secret;
 pub use args::{parse_env_file, parse_hosts, parse_targets, ClusterArgs};
+pub use documents::{inside_image, ConfigDoc, Strategy};
 pub use file::{API_VERSION, KIND, SEALOS_API_VERSION};
 
 /// The default SSH port and user when neither the cluster nor the host says.
@@ -57,6 +59,10 @@ impl fmt::Display for Role {
         })
     }
 }
+
+/// sealos' role for the hosts that serve the in-cluster registry: kept in
+/// [`Host::labels`], beside master or node.
+pub const REGISTRY_ROLE: &str = "registry";
 
 /// A host's address: an IP or a DNS name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -284,6 +290,21 @@ impl Host {
         self.roles.contains(&Role::Node)
     }
 
+    /// Whether the Clusterfile gives this host sealos' `registry` role.
+    pub fn is_registry(&self) -> bool {
+        self.labels.iter().any(|l| l == REGISTRY_ROLE)
+    }
+
+    /// The host's roles as sealos names them (`master`, `node`, then the
+    /// other names it was given): `SEALOS_SYS_RUN_MODE` of its templates.
+    pub fn sealos_roles(&self) -> Vec<String> {
+        self.roles
+            .iter()
+            .map(Role::to_string)
+            .chain(self.labels.iter().cloned())
+            .collect()
+    }
+
     /// The host's key in status and reports: its address.
     pub fn key(&self) -> String {
         self.address.to_string()
@@ -355,6 +376,11 @@ pub struct Cluster {
     /// Defaults for every host.
     pub ssh: SshConfig,
     pub status: ClusterStatus,
+    /// The Clusterfile's Config documents, applied to the images' files.
+    pub configs: Vec<ConfigDoc>,
+    /// The Clusterfile's kubeadm configuration documents (YAML, `---`
+    /// between them), merged by the kubeadm runtime over what it generates.
+    pub runtime_config: String,
 }
 
 /// One thing wrong with a cluster definition, and where.
@@ -469,6 +495,8 @@ impl Cluster {
             env: BTreeMap::new(),
             ssh: SshConfig::default(),
             status: ClusterStatus::default(),
+            configs: Vec::new(),
+            runtime_config: String::new(),
         }
     }
 

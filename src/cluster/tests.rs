@@ -466,3 +466,135 @@ fn only_keeps_the_named_hosts_in_cluster_order() {
     assert_eq!(sub.hosts[0].key(), "10.0.0.2");
     assert_eq!(sub.name, c.name);
 }
+
+/// A Clusterfile as `sealos gen` writes it and the sealos docs then edit it
+/// (run-cluster/gen-apply-cluster): the Cluster, a kubeadm
+/// ClusterConfiguration and a Config.
+const SEALOS_MULTI: &str = r#"apiVersion: apps.sealos.io/v1beta1
+kind: Cluster
+metadata:
+  creationTimestamp: null
+  name: default
+spec:
+  hosts:
+    - ips: [192.168.0.2:22]
+      roles: [master, amd64, registry]
+    - ips: [192.168.0.5:22]
+      roles: [node, amd64]
+  image:
+    - labring/kubernetes:v1.25.0
+    - labring/calico:v3.24.1
+  ssh:
+    passwd: xxx
+    user: root
+status: {}
+---
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: ClusterConfiguration
+networking:
+  podSubnet: 10.160.0.0/12
+---
+# a comment-only document is nothing
+---
+apiVersion: apps.sealos.io/v1beta1
+kind: Config
+metadata:
+  name: calico
+spec:
+  path: charts/calico/values.yaml
+  match: labring/calico:v3.24.1
+  strategy: merge
+  data: |
+    installation:
+      calicoNetwork:
+        ipPools:
+        - cidr: 10.160.0.0/12
+"#;
+
+#[test]
+fn a_sealos_multi_document_clusterfile_keeps_its_configs_and_kubeadm_documents() {
+    let c = Cluster::from_yaml(SEALOS_MULTI, "Clusterfile").unwrap();
+    assert_eq!(c.hosts.len(), 2);
+    assert!(c.hosts[0].is_registry() && !c.hosts[1].is_registry());
+    assert_eq!(c.hosts[0].sealos_roles(), ["master", "amd64", "registry"]);
+    assert_eq!(
+        c.runtime_config,
+        "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nnetworking:\n  podSubnet: 10.160.0.0/12\n"
+    );
+    assert_eq!(
+        c.configs,
+        [ConfigDoc {
+            name: "calico".into(),
+            path: "charts/calico/values.yaml".into(),
+            image: Some("labring/calico:v3.24.1".into()),
+            strategy: Strategy::Merge,
+            data: "installation:\n  calicoNetwork:\n    ipPools:\n    - cidr: 10.160.0.0/12\n"
+                .into(),
+        }]
+    );
+    // Saved and read back, the documents stay (the inline password does not).
+    let back = Cluster::from_yaml(&c.to_yaml(), "saved").unwrap();
+    assert_eq!(back.configs, c.configs);
+    assert_eq!(back.runtime_config, c.runtime_config);
+    assert!(back.hosts[0].is_registry());
+}
+
+#[test]
+fn the_registry_role_is_kept_in_our_format_too() {
+    let text = OURS.replace("roles: [master]", "roles: [master, registry]");
+    let c = Cluster::from_yaml(&text, "f").unwrap();
+    assert!(c.hosts[0].is_registry());
+    assert!(Cluster::from_yaml(&c.to_yaml(), "saved").unwrap().hosts[0].is_registry());
+}
+
+#[test]
+fn bad_documents_are_refused_naming_file_and_line() {
+    let bad = format!(
+        "{SEALOS_MULTI}---\napiVersion: apps.sealos.io/v1beta1\nkind: Config\nmetadata:\n  name: escape\nspec:\n  path: ../../etc/passwd\n  data: x\n---\napiVersion: apps.sealos.io/v1beta1\nkind: Config\nmetadata:\n  name: abs\nspec:\n  path: /etc/shadow\n  strategy: replace\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n"
+    );
+    let first_bad = SEALOS_MULTI.lines().count() + 2;
+    let err = Cluster::from_yaml(&bad, "Clusterfile").unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!(
+            "Clusterfile:{first_bad}: Config \"escape\" spec.path: \"../../etc/passwd\" leaves the image"
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Config \"abs\" spec.strategy: unknown strategy \"replace\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("unknown document apiVersion \"v1\" kind \"ConfigMap\""),
+        "{shown}"
+    );
+    assert_eq!(err.problems().len(), 3, "{shown}");
+    let abs = "apiVersion: apps.sealos.io/v1beta1\nkind: Config\nmetadata:\n  name: abs\nspec:\n  path: /etc/shadow\n";
+    let err = Cluster::from_yaml(&format!("{SEALOS_MULTI}---\n{abs}"), "C").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is absolute, so it is outside the image"),
+        "{err}"
+    );
+    // A second Cluster is refused; YAML errors in a later document name its line.
+    let two = format!("{SEALOS_MULTI}---\n{SEALOS_MULTI}");
+    assert!(Cluster::from_yaml(&two, "C")
+        .unwrap_err()
+        .to_string()
+        .contains("a second Cluster"));
+    let broken = format!("{SEALOS_MULTI}---\napiVersion: [\n");
+    let line = SEALOS_MULTI.lines().count() + 2;
+    let err = Cluster::from_yaml(&broken, "C").unwrap_err().to_string();
+    assert!(err.contains(&format!("line {line}")), "{err}");
+}
+
+#[test]
+fn config_paths_must_stay_inside_the_image() {
+    for ok in ["etc/a.yaml", "./charts/x/values.yaml", "a"] {
+        assert!(inside_image(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "/etc/a", "../a", "etc/../../a", ".", "./"] {
+        assert!(inside_image(bad).is_err(), "{bad}");
+    }
+}

@@ -86,6 +86,9 @@ pub fn probe(request: &Request, operation: Operation, host_root: &Path, systemct
             Err(e) => return Probe::pending(operation, e.to_string()),
         }
     }
+    if let Some(path) = super::pending_file(&request, host_root) {
+        return Probe::pending(operation, format!("the image's {path} is to be written"));
+    }
     let dry = request
         .plan_in(operation, host_root)
         .map_err(InstallerError::from)

@@ -75,6 +75,10 @@ pub struct Request {
     /// The version an upgrade goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<Version>,
+    /// The image files prepared for this host (Configs applied, templates
+    /// rendered), written into the rootfs before the plan is made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<super::ImageFile>,
 }
 
 /// The cluster as the runtimes see it: hosts, roles, env, saved status.
@@ -89,6 +93,9 @@ pub struct ClusterSpec {
     /// What each host runs now (versions, for upgrades and verify).
     #[serde(default)]
     pub status: ClusterStatus,
+    /// The Clusterfile's kubeadm documents ([`Cluster::runtime_config`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub runtime_config: String,
 }
 
 impl fmt::Debug for ClusterSpec {
@@ -214,6 +221,7 @@ impl Request {
                     images: Vec::new(),
                     ..cluster.status.clone()
                 },
+                runtime_config: cluster.runtime_config.clone(),
             },
             host: host.key(),
             image: ImageSpec {
@@ -226,6 +234,7 @@ impl Request {
             rootfs: rootfs.to_string(),
             layers,
             target_version: None,
+            files: Vec::new(),
         }
     }
 
@@ -265,6 +274,7 @@ impl Request {
         cluster.env = self.cluster.env.clone();
         cluster.ssh = SshConfig::default();
         cluster.status = self.cluster.status.clone();
+        cluster.runtime_config = self.cluster.runtime_config.clone();
         cluster
     }
 

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 
 pub use render::{quote, quote_env};
 pub use template::{
-    merge_yaml, merge_yaml_keeping, render_template, render_yaml_template, TemplateError,
+    merge_mappings, merge_yaml, merge_yaml_keeping, render_template, render_yaml_template,
+    TemplateError,
 };
 
 use crate::cluster::Role;

@@ -188,10 +188,12 @@ fn parse_mapping(text: &str, what: &'static str) -> Result<Mapping, TemplateErro
     }
 }
 
-fn merge_into(base: &mut Mapping, overlay: Mapping) {
+/// Merges `overlay` into `base`: nested mappings key by key, anything else
+/// in the overlay replaces.
+pub fn merge_mappings(base: &mut Mapping, overlay: Mapping) {
     for (k, v) in overlay {
         match (base.get_mut(&k), v) {
-            (Some(Value::Mapping(b)), Value::Mapping(o)) => merge_into(b, o),
+            (Some(Value::Mapping(b)), Value::Mapping(o)) => merge_mappings(b, o),
             (_, v) => {
                 base.insert(k, v);
             }
@@ -206,7 +208,7 @@ pub fn merge_yaml(base: Option<&str>, overlay: &str) -> Result<String, TemplateE
         Some(text) => parse_mapping(text, "the image's config")?,
         None => Mapping::new(),
     };
-    merge_into(&mut merged, parse_mapping(overlay, "the overlay")?);
+    merge_mappings(&mut merged, parse_mapping(overlay, "the overlay")?);
     if merged.is_empty() {
         return Ok(String::new());
     }

@@ -130,13 +130,18 @@ fn advertise_address(ctx: &HostContext) -> Option<String> {
     }
 }
 
-/// The image's `etc/kubeadm.yaml`, read.
+/// The image's `etc/kubeadm.yaml`, read, with the Clusterfile's kubeadm
+/// documents merged over it.
 fn image_config(ctx: &HostContext) -> Result<Config, RuntimeError> {
     let minor = ctx.image.version.as_ref().map_or(0, |v| v.minor);
-    Config::from_image(
+    let mut cfg = Config::from_image(
         ctx.rootfs_texts.get(IMAGE_CONFIG).map(String::as_str),
         minor,
-    )
+    )?;
+    if !ctx.cluster.runtime_config.is_empty() {
+        cfg.merge_clusterfile(&ctx.cluster.runtime_config)?;
+    }
+    Ok(cfg)
 }
 
 /// The `kubeadm init` config: the image's documents with the version, the
@@ -765,6 +770,15 @@ impl Runtime for Kubeadm {
         let mut v = verify_common(self.name(), cluster, image);
         if let Some(to) = &image.version {
             skew_violations(cluster, to, &mut v);
+        }
+        if !cluster.runtime_config.is_empty() {
+            if let Err(e) = Config::from_image(None, 0)
+                .and_then(|mut c| c.merge_clusterfile(&cluster.runtime_config))
+            {
+                v.push(Violation::ClusterfileConfig {
+                    reason: e.to_string(),
+                });
+            }
         }
         finish_verify(v)
     }

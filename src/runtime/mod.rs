@@ -324,6 +324,9 @@ pub enum Violation {
     },
     #[error("the image's {path}: {reason}")]
     ImageConfig { path: String, reason: String },
+    /// The Clusterfile's kubeadm documents cannot be used.
+    #[error("{reason}")]
+    ClusterfileConfig { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -733,6 +736,11 @@ fn verify_common(runtime: &str, cluster: &Cluster, image: &ImageInfo) -> Vec<Vio
     }
     if cluster.first_master().is_none() {
         v.push(Violation::NoMaster);
+    }
+    if runtime != "kubeadm" && !cluster.runtime_config.is_empty() {
+        v.push(Violation::ClusterfileConfig {
+            reason: format!("the Clusterfile has kubeadm configuration documents, but the image's runtime is {runtime}, which does not read them: remove them"),
+        });
     }
     for (i, host) in cluster.hosts.iter().enumerate() {
         if cluster.hosts[..i].iter().any(|h| h.address == host.address) {

@@ -2019,3 +2019,59 @@ fn a_failed_upgrade_goes_back_within_a_minor_and_never_on_a_kubeadm_control_plan
         None
     );
 }
+
+/// The Clusterfile's kubeadm documents are merged over the image's and what
+/// sealrs sets (sealos merges them over its defaults); a value the two set
+/// differently is an error naming both places.
+#[test]
+fn kubeadm_merges_the_clusterfiles_documents_into_its_config() {
+    let mut c = cluster("10.0.0.1", "10.0.0.4", &[]);
+    c.runtime_config = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nnetworking:\n  podSubnet: 10.160.0.0/12\napiServer:\n  extraArgs:\n    audit-log-maxage: \"7\"\n---\napiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nmaxPods: 200\n".into();
+    let img = image("kubeadm", "v1.30.2");
+    Kubeadm.verify(&c, &img).unwrap();
+    let init = Kubeadm.install(&ctx(&c, 0, &img)).unwrap();
+    let (_, config, _) = file_text(&init, "kubeadm-config");
+    for line in [
+        "podSubnet: 10.160.0.0/12",
+        "audit-log-maxage: '7'",
+        "kubernetesVersion: v1.30.2",
+        "kind: KubeletConfiguration",
+        "maxPods: 200",
+        "advertiseAddress: 10.0.0.1",
+    ] {
+        assert!(config.contains(line), "{line} not in {config}");
+    }
+    let node = Kubeadm.join(&ctx(&c, 1, &img)).unwrap();
+    assert!(node.validate().is_ok());
+
+    let mut both = cluster("10.0.0.1", "", &["POD_CIDR=10.244.0.0/16"]);
+    both.runtime_config = c.runtime_config.clone();
+    let err = Kubeadm
+        .install(&ctx(&both, 0, &img))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("10.160.0.0/12 in the image's file or the Clusterfile"),
+        "{err}"
+    );
+    assert!(err.contains("-e POD_CIDR gives 10.244.0.0/16"), "{err}");
+
+    // A kind kubeadm does not read is refused before any host is reached,
+    // and other runtimes refuse the documents.
+    let mut bad = cluster("10.0.0.1", "", &[]);
+    bad.runtime_config = "apiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\n".into();
+    let v = Kubeadm.verify(&bad, &img).unwrap_err();
+    assert!(
+        v.iter().any(|v| v
+            .to_string()
+            .contains("the Clusterfile's kubeadm documents")),
+        "{v:?}"
+    );
+    let k3s = image("k3s", "v1.30.2+k3s1");
+    let v = crate::runtime::k3s::K3s.verify(&c, &k3s).unwrap_err();
+    assert!(
+        v.iter()
+            .any(|v| v.to_string().contains("does not read them")),
+        "{v:?}"
+    );
+}

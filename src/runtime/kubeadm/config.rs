@@ -133,7 +133,12 @@ pub struct Config {
     /// The kubeadm API version of new documents: the file's, else the one
     /// kubeadm of this version prints (v1beta4 from v1.31).
     kubeadm_api: String,
+    /// Where the documents came from, for messages.
+    origin: &'static str,
 }
+
+/// Where a Clusterfile's kubeadm documents are named in errors.
+pub const CLUSTERFILE_DOCS: &str = "the Clusterfile's kubeadm documents";
 
 fn bad(reason: String) -> RuntimeError {
     RuntimeError::BadConfig {
@@ -166,7 +171,35 @@ impl Config {
                     "kubeadm.k8s.io/v1beta3".into()
                 }
             });
-        Ok(Config { docs, kubeadm_api })
+        Ok(Config {
+            docs,
+            kubeadm_api,
+            origin: "the image's file",
+        })
+    }
+
+    /// Merges a Clusterfile's kubeadm documents over these, as sealos
+    /// merges them over its defaults: a document of a kind these have is
+    /// merged key by key (mappings recursively, the Clusterfile's value
+    /// winning), one of a new kind is added. Kinds are checked as the
+    /// image's are.
+    pub fn merge_clusterfile(&mut self, text: &str) -> Result<(), RuntimeError> {
+        let docs = parse(text).map_err(|p| RuntimeError::BadConfig {
+            runtime: "kubeadm",
+            file: CLUSTERFILE_DOCS.into(),
+            reason: match p.line {
+                Some(l) => format!("document line {l}: {}", p.reason),
+                None => p.reason,
+            },
+        })?;
+        for doc in docs {
+            match self.docs.iter_mut().find(|d| d.kind == doc.kind) {
+                Some(base) => crate::plan::merge_mappings(&mut base.body, doc.body),
+                None => self.docs.push(doc),
+            }
+        }
+        self.origin = "the image's file or the Clusterfile";
+        Ok(())
     }
 
     /// The value at `path` in the first document of `kind`.
@@ -216,9 +249,10 @@ impl Config {
                 }
             };
             return Err(bad(format!(
-                "{kind} {} is {} in the image's file, and {source} gives {}; set it in one place only",
+                "{kind} {} is {} in {}, and {source} gives {}; set it in one place only",
                 path.join("."),
                 shown(found),
+                self.origin,
                 shown(&value)
             )));
         }
