@@ -59,6 +59,14 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         let transport = transport.as_ref();
         let known = checks.iter().find(|(key, _)| *key == host.key());
         let verified = known.is_some_and(|(_, check)| check.verified);
+        if let Some((_, check)) = known.filter(|(_, c)| !c.damaged.is_empty()) {
+            progress.message(&format!(
+                "{}: {} damaged, repaired by this run (damaged layers sent again, placed files restored): {}",
+                host.key(),
+                plural(check.damaged.len(), "file"),
+                check.damaged.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")
+            ));
+        }
         let found = interrupt::check(&host.key()).and_then(|()| match known {
             Some((_, check)) => Ok(check.found.clone()),
             None => on_host(transport, image, dest),
@@ -167,6 +175,25 @@ impl OnHost {
         OnHost {
             rootfs: present[0],
             layers: present[1..].to_vec(),
+        }
+    }
+
+    /// Counts the layers holding a `damaged` file as missing (they are sent
+    /// again), and with them the rootfs assembled from them.
+    pub(super) fn lose_damaged(
+        &mut self,
+        damaged: &[crate::installer::Damage],
+        image: &AppliedImage,
+    ) {
+        for (layer, present) in image.layers.iter().zip(self.layers.iter_mut()) {
+            let dir = host_layer(layer);
+            if damaged
+                .iter()
+                .any(|d| d.layer.as_deref() == Some(dir.as_str()))
+            {
+                *present = false;
+                self.rootfs = false;
+            }
         }
     }
 
@@ -367,4 +394,9 @@ pub(super) fn fetch_with(
 
 pub(super) fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// `1 file`, `2 files`.
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }

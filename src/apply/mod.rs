@@ -70,6 +70,7 @@ mod error;
 pub mod health;
 mod image;
 mod install;
+pub mod integrity;
 pub mod interrupt;
 mod join;
 pub mod kubeconfig;

@@ -31,6 +31,7 @@
 mod error;
 mod execute;
 mod gc;
+mod integrity;
 mod mounts;
 mod place;
 mod probe;
@@ -53,6 +54,7 @@ use crate::plan::{Check, Plan};
 pub use error::InstallerError;
 pub use execute::execute;
 pub use gc::{gc, GcOutcome};
+pub use integrity::{check_host, kept_layers, Damage, Depth};
 pub use place::{placements, PlacedFile};
 pub use probe::{forget_join, probe, remember_join, Probe};
 pub use request::{
