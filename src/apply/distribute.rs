@@ -61,10 +61,10 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         let verified = known.is_some_and(|(_, check)| check.verified);
         if let Some((_, check)) = known.filter(|(_, c)| !c.damaged.is_empty()) {
             progress.message(&format!(
-                "{}: {} damaged, repaired by this run (damaged layers sent again, placed files restored): {}",
+                "{}: {} damaged, repaired by this run (damaged layers sent again, placed files restored):\n  {}",
                 host.key(),
                 plural(check.damaged.len(), "file"),
-                check.damaged.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")
+                check.damaged.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n  ")
             ));
         }
         let found = interrupt::check(&host.key()).and_then(|()| match known {
@@ -113,6 +113,13 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         }
         match result {
             Ok(bytes) => {
+                let damaged = checks
+                    .iter()
+                    .find(|(key, c)| *key == host && !c.damaged.is_empty());
+                if let Some((_, check)) = damaged {
+                    let paths = check.damaged.iter().map(|d| d.path.clone());
+                    ctx.report.repaired.insert(host.clone(), paths.collect());
+                }
                 ctx.report.bytes_sent.insert(host, bytes);
             }
             Err(err) => failures.push(HostFailure {

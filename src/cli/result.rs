@@ -36,6 +36,9 @@ pub(super) struct HostResult {
     pub failed: Option<HostError>,
     /// Blob bytes sent to it (`null` when the command failed before it said).
     pub bytes_sent: Option<u64>,
+    /// The damaged files (host paths) the command found and repaired.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,6 +96,7 @@ impl CommandResult {
                         .or((error.is_none()).then_some(0)),
                     failed,
                     host,
+                    repaired: Vec::new(),
                 }
             })
             .collect();
