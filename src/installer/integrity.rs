@@ -32,7 +32,8 @@ use super::InstallerError;
 use crate::atomic_file;
 use crate::host_paths::HOST_LAYERS;
 
-/// The record's name inside a layer directory; never merged into a rootfs.
+/// The record's name inside a layer directory; never merged into a rootfs
+/// (a layer's own file of that name at its top is replaced by the record).
 pub const RECORD: &str = ".sealrs-files.json";
 
 /// Size and SHA-256 (hex) of a file's bytes.

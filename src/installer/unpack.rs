@@ -27,6 +27,9 @@
 //! installer's (root on a host). Devices and fifos are skipped: a cluster
 //! image has no use for them. The rootfs shares its files' inodes with the
 //! layer directories: nothing writes through them, files are only replaced.
+//! Each received layer directory also holds the record of its files' sizes
+//! and SHA-256 ([`integrity`]), hashed as they are written; the rootfs stamp
+//! carries them per path, for placement to check its copies against.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
