@@ -405,8 +405,9 @@ pub(super) fn place_rootfs(
                         && r.host_stat == Stat::of(m)
                 });
                 let mode_ok = m.permissions().mode() & 0o7777 == file.mode;
-                // A link where a copy belongs (placed before copies) is not.
-                (recorded && one_inode == file.linked)
+                // A link where a copy belongs (placed before copies) is not;
+                // a copy where a link belongs (another filesystem) is.
+                (recorded && (file.linked || !one_inode))
                     || (mode_ok && one_inode && file.linked)
                     || (mode_ok
                         && !one_inode

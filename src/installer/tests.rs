@@ -545,6 +545,12 @@ fn rootfs_is_placed_per_role_recorded_and_removed_exactly() {
         "{restored:?}"
     );
     assert_eq!(fs::read(&config).unwrap(), image_config);
+    // A config placed as a hard link (as sealrs did before copies) becomes a copy.
+    fs::remove_file(&config).unwrap();
+    fs::hard_link(host.rootfs().join("etc/config.yaml"), &config).unwrap();
+    assert!(execute(&p, &ctx).unwrap().changed);
+    assert_ne!(ino(&config), ino(&host.rootfs().join("etc/config.yaml")));
+    assert!(!execute(&p, &ctx).unwrap().changed);
     assert_eq!(
         fs::read_link(host.at("/usr/local/bin/kubectl")).unwrap(),
         Path::new("k3s")
