@@ -298,13 +298,26 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Copies `src` to `dest` whole (temp, fsync, rename); the sum of what it wrote.
-fn copy_atomic(src: &Path, dest: &Path, mode: u32) -> io::Result<Sum> {
+/// Copies `src` to `dest` whole (temp, fsync, rename); the sum of what it
+/// wrote. Bytes that are not the `expected` ones (a damaged layer file) are
+/// refused before they take `dest`.
+fn copy_atomic(src: &Path, dest: &Path, mode: u32, expected: Option<&Sum>) -> io::Result<Sum> {
     let tmp = atomic_file::temp_beside(dest)?;
     let mut input = File::open(src)?;
     let mut out = Summing::new(tmp.as_file());
     io::copy(&mut input, &mut out)?;
     let sum = out.sum();
+    if let Some(expected) = expected.filter(|e| **e != sum) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is damaged (expected {}, found {}); run again: the next run sends its layer again",
+                src.display(),
+                expected.shown(),
+                sum.shown()
+            ),
+        ));
+    }
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))?;
     atomic_file::persist(tmp, dest)?;
@@ -313,7 +326,13 @@ fn copy_atomic(src: &Path, dest: &Path, mode: u32) -> io::Result<Sum> {
 
 /// `linked`: a hard link to `src` where possible (its mode set to `mode`);
 /// else, or where the filesystem cannot, a copy, whose sum it returns.
-fn place_file(src: &Path, dest: &Path, mode: u32, linked: bool) -> io::Result<Option<Sum>> {
+fn place_file(
+    src: &Path,
+    dest: &Path,
+    mode: u32,
+    linked: bool,
+    expected: Option<&Sum>,
+) -> io::Result<Option<Sum>> {
     let dir = dest.parent().unwrap_or(Path::new("/"));
     let name = dest
         .file_name()
@@ -322,7 +341,7 @@ fn place_file(src: &Path, dest: &Path, mode: u32, linked: bool) -> io::Result<Op
     let tmp = dir.join(format!(".{name}.sealrs-place-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     if !linked || fs::hard_link(src, &tmp).is_err() {
-        return copy_atomic(src, dest, mode).map(Some);
+        return copy_atomic(src, dest, mode, expected).map(Some);
     }
     // The layer's file is durable already (`unpack`); the new name
     // is once its directory is.
@@ -439,7 +458,7 @@ pub(super) fn place_rootfs(
                     .map_err(InstallerError::io("creating the directories of", &dest))?;
                 let copied = match &file.link {
                     Some(target) => link_atomic(target, &dest).map(|()| None),
-                    None => place_file(&src, &dest, file.mode, file.linked),
+                    None => place_file(&src, &dest, file.mode, file.linked, expected),
                 }
                 .map_err(InstallerError::io("placing", &dest))?;
                 sum = copied.or(sum);
@@ -566,4 +585,32 @@ pub(super) fn damaged_placed(host_root: &Path, depth: Depth) -> Vec<Damage> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_of_bytes_that_are_not_the_recorded_ones_is_refused_and_the_old_file_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (dir.path().join("src"), dir.path().join("dest"));
+        fs::write(&src, b"mirrors: {}\n").unwrap();
+        fs::write(&dest, b"as placed before\n").unwrap();
+        let good = integrity::sum_file(&src).unwrap();
+        fs::write(&src, b"mirrors: {!\n").unwrap();
+        let err = copy_atomic(&src, &dest, 0o600, Some(&good)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is damaged (expected 12 bytes, sha256 "),
+            "{err}"
+        );
+        assert_eq!(fs::read(&dest).unwrap(), b"as placed before\n");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "no temp file left: {left:?}");
+        // Without a record, or with the right one: copied.
+        fs::write(&src, b"mirrors: {}\n").unwrap();
+        assert_eq!(copy_atomic(&src, &dest, 0o600, Some(&good)).unwrap(), good);
+        assert_eq!(fs::read(&dest).unwrap(), b"mirrors: {}\n");
+    }
 }
