@@ -140,6 +140,7 @@ fn json_result(
     let done = Done {
         changed: &report.changed,
         bytes_sent: &report.bytes_sent,
+        repaired: &report.repaired,
     };
     let mut out = CommandResult::new(command, cluster, &keys, done, result.as_ref().err());
     // Hosts that `reset --force` went on without: not reset.

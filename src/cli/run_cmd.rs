@@ -209,12 +209,9 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         let done = Done {
             changed: &report.changed,
             bytes_sent: &report.bytes_sent,
+            repaired: &report.repaired,
         };
-        let mut out = CommandResult::new("run", &cluster.name, &hosts, done, result.as_ref().err());
-        for host in &mut out.hosts {
-            host.repaired = report.repaired.get(&host.host).cloned().unwrap_or_default();
-        }
-        out.print()?;
+        CommandResult::new("run", &cluster.name, &hosts, done, result.as_ref().err()).print()?;
     }
     super::interrupted_next(root, &cluster.name, result)?;
     let saved = apply::cluster_file(root, &cluster.name);
