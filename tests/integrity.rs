@@ -554,6 +554,19 @@ fn damage_in_layers_placed_binaries_and_configs_is_named_by_verify_and_repaired_
         host.exec_ok(&["stat", "-c", "%i", &layer_registries]),
         "a config: a copy"
     );
+    // Every layer has its record, the installer's too (unpacked by the
+    // bootstrap's tar, recorded by the installer right after).
+    let count = |pattern: &str| {
+        host.exec_ok(&[
+            "sh",
+            "-c",
+            &format!("ls -d {HOST_LAYERS}/{pattern} | wc -l"),
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(count("*/.sealrs-files.json"), count("*"));
+    assert_eq!(count("*/opt/sealrs/sealrs"), "1");
     assert_eq!(verify_json(&env, &hosts), (true, Vec::new()));
     let all_good = || {
         for f in files {

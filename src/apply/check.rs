@@ -486,7 +486,8 @@ mod tests {
             found.found,
             OnHost {
                 rootfs: true,
-                layers: vec![false, true]
+                layers: vec![false, true],
+                bootstrapped: None,
             }
         );
         assert!(!found.verified);

@@ -77,6 +77,7 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
                 Some(i) => {
                     let boot = bootstrap_installer(store, transport, image, server, progress)?;
                     found.layers[i] = true;
+                    found.bootstrapped = Some(i);
                     if boot.unreached {
                         // Not tried again (and timed out again) for the layers.
                         server = None;
@@ -166,6 +167,9 @@ pub(super) struct OnHost {
     pub(super) rootfs: bool,
     /// Each layer's directory, in image order.
     pub(super) layers: Vec<bool>,
+    /// The layer the installer bootstrap just put there, which the
+    /// installer then records ([`crate::installer::record_kept`]).
+    pub(super) bootstrapped: Option<usize>,
 }
 
 impl OnHost {
@@ -182,6 +186,7 @@ impl OnHost {
         OnHost {
             rootfs: present[0],
             layers: present[1..].to_vec(),
+            bootstrapped: None,
         }
     }
 
@@ -279,9 +284,19 @@ pub(super) fn deliver(
         return Ok(0);
     }
     let dirs: Vec<String> = image.layers.iter().map(host_layer).collect();
-    let mut argv: Vec<String> = [installer, "installer", "unpack", "--dest", dest]
+    // Through the environment: an older installer ignores it.
+    let record = found
+        .bootstrapped
+        .map(|i| format!("SEALRS_RECORD={}", dirs[i]));
+    let mut argv: Vec<String> = record
         .iter()
-        .map(|s| s.to_string())
+        .map(|r| ["env", r.as_str()])
+        .flat_map(|pair| pair.map(String::from))
+        .chain(
+            [installer, "installer", "unpack", "--dest", dest]
+                .iter()
+                .map(|s| s.to_string()),
+        )
         .collect();
     argv.extend(dirs.iter().cloned());
     let mut files = Vec::new();

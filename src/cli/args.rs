@@ -460,6 +460,12 @@ pub struct InstallerUnpackArgs {
     /// checked instead of hashing the blob again here.
     #[arg(long)]
     pub fetch: bool,
+    /// A layer directory that the installer bootstrap just unpacked (its blob
+    /// checked by the host's sha256sum): record its files' sizes and SHA-256
+    /// now, if it has no record. The operator sets it through the
+    /// environment, which an installer from before this flag ignores.
+    #[arg(long, value_name = "DIR", env = "SEALRS_RECORD")]
+    pub record: Option<PathBuf>,
 }
 
 /// How to reach registries: shared by every command that talks to one.

@@ -102,6 +102,9 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
         }
         InstallerCommand::Unpack(a) => {
             let sources = layer_sources(&a.layers, &a.incoming)?;
+            if let Some(dir) = &a.record {
+                installer::record_kept(dir)?;
+            }
             let outcome = if a.fetch {
                 let mut text = String::new();
                 std::io::stdin()

@@ -233,6 +233,33 @@ pub fn check_layer(dir: &Path, shown: &str, depth: Depth) -> Vec<Damage> {
     out
 }
 
+/// Records the files of the layer directory `dir` as they are now, when it
+/// has no record: for the one layer the installer bootstrap unpacks with
+/// the host's `tar`, whose blob the host's `sha256sum` checked moments
+/// before. False when it had a record already.
+pub fn record_kept(dir: &Path) -> Result<bool, InstallerError> {
+    if dir.join(RECORD).exists() {
+        return Ok(false);
+    }
+    let mut sums = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(dir).min_depth(1) {
+        let entry = entry.map_err(|e| InstallerError::io("reading", dir)(io::Error::other(e)))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let sum = sum_file(entry.path()).map_err(InstallerError::io("reading", entry.path()))?;
+        if let Ok(rel) = entry.path().strip_prefix(dir) {
+            sums.insert(rel.to_path_buf(), sum);
+        }
+    }
+    write_record(dir, &sums).map_err(InstallerError::io("writing", dir.join(RECORD)))?;
+    File::open(dir.join(RECORD))
+        .and_then(|f| f.sync_all())
+        .and_then(|()| atomic_file::sync_dir(dir))
+        .map_err(InstallerError::io("syncing", dir))?;
+    Ok(true)
+}
+
 /// Every damaged file on this host: in each layer directory of `layers`
 /// (host paths, resolved under `host_root`), then in every placed file.
 pub fn check_host(host_root: &Path, layers: &[String], depth: Depth) -> Vec<Damage> {
@@ -376,6 +403,23 @@ mod tests {
         assert!(out.unpacked, "the rootfs linked the damaged files");
         assert_eq!(fs::read(dest.join("bin/k3s")).unwrap(), b"k3s\n");
         assert!(check_layer(&dir, &shown, Depth::Full).is_empty());
+    }
+
+    #[test]
+    fn a_layer_the_bootstrap_unpacked_is_recorded_once_then_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("layer");
+        fs::create_dir_all(dir.join("opt/sealrs")).unwrap();
+        fs::write(dir.join("opt/sealrs/sealrs"), b"installer").unwrap();
+        assert!(record_kept(&dir).unwrap());
+        assert!(!record_kept(&dir).unwrap(), "recorded once");
+        assert!(check_layer(&dir, "/L", Depth::Full).is_empty());
+        fs::write(dir.join("opt/sealrs/sealrs"), b"installer!").unwrap();
+        assert!(!record_kept(&dir).unwrap());
+        assert_eq!(
+            check_layer(&dir, "/L", Depth::Stat)[0].path,
+            "/L/opt/sealrs/sealrs"
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ use crate::plan::{Check, Plan};
 pub use error::InstallerError;
 pub use execute::execute;
 pub use gc::{gc, GcOutcome};
-pub use integrity::{check_host, kept_layers, Damage, Depth};
+pub use integrity::{check_host, kept_layers, record_kept, Damage, Depth};
 pub use place::{placements, PlacedFile};
 pub use probe::{forget_join, probe, remember_join, Probe};
 pub use request::{
