@@ -163,7 +163,7 @@ fn a_failed_step_exits_1_with_the_report_and_dry_run_touches_nothing() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("bin/k3s -> /usr/local/bin/k3s mode 0755"),
+        stdout.contains("bin/k3s -> /usr/local/bin/k3s mode 0555"),
         "{stdout}"
     );
     assert!(!env.path("host/usr").exists());

@@ -462,3 +462,214 @@ fn an_env_value_in_the_images_config_template_adds_no_key() {
     );
     assert_eq!(config["write-kubeconfig-mode"].as_str(), Some("0644"));
 }
+
+/// The SHA-256 of a file on a host.
+fn sha_on(host: &crate::hosts::Host, path: &str) -> String {
+    host.exec_ok(&["sha256sum", path])
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `sealrs verify --format json` of the saved cluster: whether it passed,
+/// and each damaged file's path with what was expected and found.
+fn verify_json(
+    env: &Env,
+    hosts: &crate::hosts::TestHosts,
+) -> (bool, Vec<(String, String, String)>) {
+    let mut args: Vec<String> = vec!["verify".into(), "--format".into(), "json".into()];
+    args.extend(crate::run::ssh_flags(hosts));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run(&refs);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(doc["clean"].as_bool(), Some(out.status.success()), "{doc}");
+    let damaged = doc["hosts"][0]["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap().to_string();
+            (s("path"), s("expected"), s("found"))
+        })
+        .collect();
+    (out.status.success(), damaged)
+}
+
+/// On a real host, after a run: an administrator's `>>` to a placed config
+/// leaves the layer's file as it was, and `sealrs verify` names the config;
+/// then a flipped byte and a truncation, each in a layer file, in the
+/// placed binary (a read-only hard link into its layer) and in a placed
+/// config: `sealrs verify` names every damaged file with what was expected
+/// and found and fails; the next `run` says what it repairs, sends the
+/// damaged layer again and restores the placed files; `verify` is clean
+/// after.
+#[test]
+fn damage_in_layers_placed_binaries_and_configs_is_named_by_verify_and_repaired_by_the_next_run() {
+    use sealrs::host_paths::HOST_LAYERS;
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let host = &hosts[0];
+    let env = Env::new();
+    let dir = crate::layout::example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    crate::run::run_on(&env, "k3s-cluster:1", &hosts, &[0], &[], &[]);
+    let ip = host.ip.clone();
+    let in_layer = |rel: &str| {
+        host.exec_ok(&["sh", "-c", &format!("ls {HOST_LAYERS}/*/{rel}")])
+            .trim()
+            .to_string()
+    };
+    let (binary, registries, manifest) = (
+        "/usr/local/bin/k3s",
+        "/etc/rancher/k3s/registries.yaml",
+        "/var/lib/rancher/k3s/server/manifests/sealrs-info.yaml",
+    );
+    let (layer_binary, layer_registries, layer_manifest) = (
+        in_layer("bin/k3s"),
+        in_layer("etc/registries.yaml"),
+        in_layer("manifests/sealrs-info.yaml"),
+    );
+    let files = [
+        binary,
+        registries,
+        manifest,
+        &layer_binary,
+        &layer_registries,
+        &layer_manifest,
+    ];
+    let good: BTreeMap<&str, String> = files.iter().map(|f| (*f, sha_on(host, f))).collect();
+    assert_eq!(
+        host.exec_ok(&["stat", "-c", "%a %i", binary]),
+        host.exec_ok(&["stat", "-c", "555 %i", &layer_binary]),
+        "the binary: a read-only hard link into its layer"
+    );
+    assert_ne!(
+        host.exec_ok(&["stat", "-c", "%i", registries]),
+        host.exec_ok(&["stat", "-c", "%i", &layer_registries]),
+        "a config: a copy"
+    );
+    // Every layer has its record, the installer's too (unpacked by the
+    // bootstrap's tar, recorded by the installer right after).
+    let count = |pattern: &str| {
+        host.exec_ok(&[
+            "sh",
+            "-c",
+            &format!("ls -d {HOST_LAYERS}/{pattern} | wc -l"),
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(count("*/.sealrs-files.json"), count("*"));
+    assert_eq!(count("*/opt/sealrs/sealrs"), "1");
+    assert_eq!(verify_json(&env, &hosts), (true, Vec::new()));
+    let all_good = || {
+        for f in files {
+            assert_eq!(sha_on(host, f), good[f], "{f}");
+        }
+    };
+
+    // An administrator's edit: the layer keeps its bytes.
+    host.exec_ok(&["sh", "-c", &format!("echo 'configs: {{}}' >> {registries}")]);
+    assert_eq!(
+        sha_on(host, &layer_registries),
+        good[layer_registries.as_str()]
+    );
+    let (ok, damaged) = verify_json(&env, &hosts);
+    assert!(!ok);
+    assert_eq!(
+        damaged.iter().map(|d| d.0.as_str()).collect::<Vec<_>>(),
+        [registries]
+    );
+    // For people: the file, what it should hold and what it holds.
+    let mut args = vec!["verify".to_string()];
+    args.extend(crate::run::ssh_flags(&hosts));
+    let out = env.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{table}");
+    assert!(
+        table.contains(&format!(
+            "{ip}: 1 damaged file\n  {registries}: expected {} bytes, sha256 {}, found ",
+            host.exec_ok(&["stat", "-c", "%s", &layer_registries])
+                .trim(),
+            good[registries]
+        )),
+        "{table}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sealrs run --cluster default"),
+        "what to do"
+    );
+    let said = on_hosts(&env, &hosts, &["run", "k3s-cluster:1", "--masters", &ip]);
+    assert!(
+        said.contains("1 file damaged, repaired by this run") && said.contains(registries),
+        "{said}"
+    );
+    all_good();
+    assert_eq!(verify_json(&env, &hosts), (true, Vec::new()));
+
+    // `dd` writes byte 3 of each (a flip), or `truncate` cuts each to 3 bytes.
+    let flip = |path: &str| {
+        format!("printf '\\001' | dd of={path} bs=1 seek=2 count=1 conv=notrunc 2>/dev/null")
+    };
+    let cut = |path: &str| format!("truncate -s 3 {path}");
+    for (how, damage) in [
+        ("flip", &flip as &dyn Fn(&str) -> String),
+        ("truncation", &cut),
+    ] {
+        for path in [layer_manifest.as_str(), binary, registries] {
+            host.exec_ok(&["sh", "-c", &damage(path)]);
+        }
+        let (ok, damaged) = verify_json(&env, &hosts);
+        assert!(!ok, "{how}");
+        let named: std::collections::BTreeSet<&str> =
+            damaged.iter().map(|d| d.0.as_str()).collect();
+        // The binary's layer file is the placed binary's inode.
+        let want: std::collections::BTreeSet<&str> = [
+            layer_manifest.as_str(),
+            binary,
+            registries,
+            layer_binary.as_str(),
+        ]
+        .into();
+        assert_eq!(named, want, "{how}: {damaged:?}");
+        for (path, expected, found) in &damaged {
+            assert_ne!(expected, found, "{how}: {path}");
+            if how == "truncation" {
+                assert_eq!(found, "3 bytes", "{how}: {path}");
+            }
+        }
+        let mut args: Vec<String> = ["run", "k3s-cluster:1", "--masters", &ip, "--format", "json"]
+            .map(String::from)
+            .into();
+        args.extend(crate::run::ssh_flags(&hosts));
+        let out = env.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{how}: {said}");
+        assert!(
+            said.contains("4 files damaged, repaired by this run"),
+            "{how}: {said}"
+        );
+        for path in &want {
+            assert!(said.contains(path), "{how}: {path} not named: {said}");
+        }
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let repaired: std::collections::BTreeSet<&str> = result["hosts"][0]["repaired"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{result}"))
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert_eq!(repaired, want, "{how}: {result}");
+        all_good();
+        assert_eq!(verify_json(&env, &hosts), (true, Vec::new()), "{how}");
+        // Repaired for good: the next run has nothing to repair.
+        let said = on_hosts(&env, &hosts, &["run", "k3s-cluster:1", "--masters", &ip]);
+        assert!(!said.contains("damaged"), "{how}: {said}");
+    }
+}

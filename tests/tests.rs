@@ -12,7 +12,7 @@ mod dead_hosts; // sealrs status, delete --force of a host that is down, masters
 mod harvest; // images harvested into a rootfs from a real registry, and by `build`
 mod image_hooks; // an image's check/init/clean labels run on a real host, values byte for byte
 mod installer; // `sealrs installer` on a temp host root, and the installer layer build embeds
-mod integrity; // what the installer keeps on a host: complete under its name when killed, synced first, leftovers removed
+mod integrity; // what the installer keeps on a host: complete under its name when killed, synced first, leftovers removed, damage named by verify and repaired
 mod interrupt; // an operator killed or interrupted during a first run: saved before hosts change, waits, converges on a rerun
 mod k0s_hosts; // k0s (stand-in) on real hosts: etcd leave, tokens, endpoint, kubectl, bad input
 mod labels; // one label reading: build, inspect and run --dry-run agree on runtime and version

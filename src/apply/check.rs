@@ -13,7 +13,7 @@ use super::verify::verdict;
 use super::{ApplyError, HostFailure};
 use crate::cluster::{Address, Cluster, Host, SshConfig};
 use crate::host_paths::HOST_DIR;
-use crate::installer::{Operation, Probe, SecretsSpec};
+use crate::installer::{Damage, Operation, Probe, SecretsSpec};
 use crate::runtime::{JoinSecrets, Port, Runtime};
 use crate::transport::{Transport, TransportError};
 
@@ -49,6 +49,8 @@ pub struct HostCheck {
     /// Whether the host's install or join would change it, when the
     /// installer checked it and was asked.
     pub(super) probe: Option<Probe>,
+    /// Damaged files the installer found (their layers count as missing).
+    pub(super) damaged: Vec<Damage>,
 }
 
 /// Checks the connected hosts at `addresses` (the others run the cluster
@@ -318,6 +320,8 @@ fn check(
         Some(Ok(report)) => {
             found.verified = true;
             found.probe = report.probe;
+            found.found.lose_damaged(&report.damaged, image);
+            found.damaged = report.damaged;
             Some(Ok(()))
         }
         Some(Err(error)) => Some(Err(error)),
@@ -411,6 +415,7 @@ fn read_facts(facts: &str, ports: &[Port], paths: usize) -> Result<HostCheck, St
         found: OnHost::from_answers(&have),
         verified: false,
         probe: None,
+        damaged: Vec::new(),
     })
 }
 
@@ -481,7 +486,8 @@ mod tests {
             found.found,
             OnHost {
                 rootfs: true,
-                layers: vec![false, true]
+                layers: vec![false, true],
+                bootstrapped: None,
             }
         );
         assert!(!found.verified);
@@ -509,6 +515,7 @@ mod tests {
             ports_in_use: Vec::new(),
             hostname: "h".into(),
             found: OnHost::from_answers(&[true]),
+            damaged: Vec::new(),
             verified: true,
             probe: Some(Probe {
                 operation: operation.into(),

@@ -59,6 +59,14 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         let transport = transport.as_ref();
         let known = checks.iter().find(|(key, _)| *key == host.key());
         let verified = known.is_some_and(|(_, check)| check.verified);
+        if let Some((_, check)) = known.filter(|(_, c)| !c.damaged.is_empty()) {
+            progress.message(&format!(
+                "{}: {} damaged, repaired by this run (damaged layers sent again, placed files restored):\n  {}",
+                host.key(),
+                plural(check.damaged.len(), "file"),
+                check.damaged.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n  ")
+            ));
+        }
         let found = interrupt::check(&host.key()).and_then(|()| match known {
             Some((_, check)) => Ok(check.found.clone()),
             None => on_host(transport, image, dest),
@@ -69,6 +77,7 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
                 Some(i) => {
                     let boot = bootstrap_installer(store, transport, image, server, progress)?;
                     found.layers[i] = true;
+                    found.bootstrapped = Some(i);
                     if boot.unreached {
                         // Not tried again (and timed out again) for the layers.
                         server = None;
@@ -105,6 +114,13 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         }
         match result {
             Ok(bytes) => {
+                let damaged = checks
+                    .iter()
+                    .find(|(key, c)| *key == host && !c.damaged.is_empty());
+                if let Some((_, check)) = damaged {
+                    let paths = check.damaged.iter().map(|d| d.path.clone());
+                    ctx.report.repaired.insert(host.clone(), paths.collect());
+                }
                 ctx.report.bytes_sent.insert(host, bytes);
             }
             Err(err) => failures.push(HostFailure {
@@ -151,6 +167,9 @@ pub(super) struct OnHost {
     pub(super) rootfs: bool,
     /// Each layer's directory, in image order.
     pub(super) layers: Vec<bool>,
+    /// The layer the installer bootstrap just put there, which the
+    /// installer then records ([`crate::installer::record_kept`]).
+    pub(super) bootstrapped: Option<usize>,
 }
 
 impl OnHost {
@@ -167,6 +186,26 @@ impl OnHost {
         OnHost {
             rootfs: present[0],
             layers: present[1..].to_vec(),
+            bootstrapped: None,
+        }
+    }
+
+    /// Counts the layers holding a `damaged` file as missing (they are sent
+    /// again), and with them the rootfs assembled from them.
+    pub(super) fn lose_damaged(
+        &mut self,
+        damaged: &[crate::installer::Damage],
+        image: &AppliedImage,
+    ) {
+        for (layer, present) in image.layers.iter().zip(self.layers.iter_mut()) {
+            let dir = host_layer(layer);
+            if damaged
+                .iter()
+                .any(|d| d.layer.as_deref() == Some(dir.as_str()))
+            {
+                *present = false;
+                self.rootfs = false;
+            }
         }
     }
 
@@ -245,9 +284,19 @@ pub(super) fn deliver(
         return Ok(0);
     }
     let dirs: Vec<String> = image.layers.iter().map(host_layer).collect();
-    let mut argv: Vec<String> = [installer, "installer", "unpack", "--dest", dest]
+    // Through the environment: an older installer ignores it.
+    let record = found
+        .bootstrapped
+        .map(|i| format!("SEALRS_RECORD={}", dirs[i]));
+    let mut argv: Vec<String> = record
         .iter()
-        .map(|s| s.to_string())
+        .map(|r| ["env", r.as_str()])
+        .flat_map(|pair| pair.map(String::from))
+        .chain(
+            [installer, "installer", "unpack", "--dest", dest]
+                .iter()
+                .map(|s| s.to_string()),
+        )
         .collect();
     argv.extend(dirs.iter().cloned());
     let mut files = Vec::new();
@@ -367,4 +416,9 @@ pub(super) fn fetch_with(
 
 pub(super) fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// `1 file`, `2 files`.
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }

@@ -41,12 +41,15 @@ pub struct LifecycleReport {
     pub hosts: Vec<String>,
     /// Hosts that could not be reached (`reset --force` goes on without them).
     pub unreachable: Vec<HostFailure>,
+    /// Per host, the damaged files the command repaired (host paths).
+    pub repaired: BTreeMap<String, Vec<String>>,
 }
 
 impl LifecycleReport {
     fn absorb(&mut self, run: RunReport) {
         self.bytes_sent.extend(run.bytes_sent);
         self.changed.extend(run.changed);
+        self.repaired.extend(run.repaired);
     }
 }
 

@@ -71,6 +71,7 @@ pub mod health;
 mod image;
 mod image_files;
 mod install;
+pub mod integrity;
 pub mod interrupt;
 mod join;
 pub mod kubeconfig;
@@ -129,6 +130,8 @@ pub struct RunReport {
     pub changed: Vec<String>,
     /// The plans' rendering, when `dry_run`.
     pub dry_run: String,
+    /// Per host, the damaged files this run repaired (host paths).
+    pub repaired: BTreeMap<String, Vec<String>>,
 }
 
 /// Creates or converges the cluster: the phases of the module docs, in order.

@@ -76,6 +76,10 @@ pub enum Command {
     /// Each host of a saved cluster now: reachable, what sealrs installed, its
     /// services, its Node's Ready condition; exits non-zero when one is not healthy.
     Status(StatusArgs),
+    /// Re-hash, on every host of a saved cluster, what sealrs keeps there (each
+    /// layer's files, each placed file) and name each damaged file with what
+    /// was expected and found; exits non-zero when one is (the next run repairs it).
+    Verify(VerifyArgs),
     /// Write a saved cluster's admin kubeconfig, read from its first master (0600).
     Kubeconfig(KubeconfigArgs),
     /// Print a shell completion script, e.g. `sealrs completion bash > /etc/bash_completion.d/sealrs`.
@@ -309,6 +313,18 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+    #[command(flatten)]
+    pub ssh: SshFlags,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct KubeconfigArgs {
     /// The saved cluster.
     #[arg(long, default_value = "default")]
@@ -347,6 +363,17 @@ pub enum InstallerCommand {
     /// Remove the rootfs and layer directories that no kept image
     /// references (after an upgrade); prints what went and the bytes freed (JSON).
     Gc(InstallerGcArgs),
+    /// Re-hash every file of the layer directories kept on this host and
+    /// every placed file against their records; prints the damaged ones
+    /// (JSON) and fails if there is one.
+    Integrity(InstallerIntegrityArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallerIntegrityArgs {
+    /// Where the host's / is (the layers and placed files are found under it).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -443,6 +470,12 @@ pub struct InstallerUnpackArgs {
     /// checked instead of hashing the blob again here.
     #[arg(long)]
     pub fetch: bool,
+    /// A layer directory that the installer bootstrap just unpacked (its blob
+    /// checked by the host's sha256sum): record its files' sizes and SHA-256
+    /// now, if it has no record. The operator sets it through the
+    /// environment, which an installer from before this flag ignores.
+    #[arg(long, value_name = "DIR", env = "SEALRS_RECORD")]
+    pub record: Option<PathBuf>,
 }
 
 /// How to reach registries: shared by every command that talks to one.

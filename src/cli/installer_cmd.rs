@@ -49,12 +49,13 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                     ProbeOperation::Install => Operation::Install,
                     ProbeOperation::Join => Operation::Join,
                 };
-                report.probe = Some(installer::probe(
-                    &request,
-                    operation,
-                    &a.host_root,
-                    &a.systemctl,
-                ));
+                let mut probe = installer::probe(&request, operation, &a.host_root, &a.systemctl);
+                if let Some(first) = report.damaged.first() {
+                    // Repaired by the run: its install or join must run.
+                    probe.converged = false;
+                    probe.pending = Some(format!("damaged: {first}"));
+                }
+                report.probe = Some(probe);
             }
             outln!("{}", report.to_json())?;
             if !report.holds() {
@@ -62,6 +63,29 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
             }
             if !quiet {
                 eprintln!("{}", report.summary());
+            }
+            Ok(())
+        }
+        InstallerCommand::Integrity(a) => {
+            let layers = installer::kept_layers(&a.host_root);
+            let damaged = installer::check_host(&a.host_root, &layers, installer::Depth::Full);
+            outln!("{}", serde_json::json!({ "damaged": damaged }))?;
+            if !damaged.is_empty() {
+                bail!(
+                    "{} damaged files: {}",
+                    damaged.len(),
+                    damaged
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+            }
+            if !quiet {
+                eprintln!(
+                    "{} layers and the placed files checked: nothing damaged",
+                    layers.len()
+                );
             }
             Ok(())
         }
@@ -78,6 +102,9 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
         }
         InstallerCommand::Unpack(a) => {
             let sources = layer_sources(&a.layers, &a.incoming)?;
+            if let Some(dir) = &a.record {
+                installer::record_kept(dir)?;
+            }
             let outcome = if a.fetch {
                 let mut text = String::new();
                 std::io::stdin()
@@ -95,6 +122,12 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
             if !quiet {
                 for path in &outcome.removed_garbage {
                     eprintln!("removed {} (left by an interrupted run)", path.display());
+                }
+                for path in &outcome.repaired {
+                    eprintln!(
+                        "repaired {} (it was damaged: received again)",
+                        path.display()
+                    );
                 }
                 if outcome.unpacked {
                     eprintln!(

@@ -32,7 +32,7 @@ fn locked(
 }
 
 /// The saved cluster, with the SSH flags given now over what it saved.
-fn with_ssh(root: &Path, name: &str, ssh: &SshFlags) -> Result<Cluster> {
+pub(super) fn with_ssh(root: &Path, name: &str, ssh: &SshFlags) -> Result<Cluster> {
     let mut cluster = apply::load_cluster(root, name)?;
     if let Some(key) = &ssh.ssh_key {
         cluster.ssh.key = Some(key.display().to_string());
@@ -56,7 +56,7 @@ fn print(text: &str) -> Result<()> {
 
 /// The connector for this invocation's SSH flags (reads the password from
 /// stdin when asked to).
-fn connector(ssh: &SshFlags) -> Result<SshConnector> {
+pub(super) fn connector(ssh: &SshFlags) -> Result<SshConnector> {
     Ok(SshConnector::new(
         ssh.known_hosts.clone(),
         ssh.accept_new_host_keys,
@@ -140,6 +140,7 @@ fn json_result(
     let done = Done {
         changed: &report.changed,
         bytes_sent: &report.bytes_sent,
+        repaired: &report.repaired,
     };
     let mut out = CommandResult::new(command, cluster, &keys, done, result.as_ref().err());
     // Hosts that `reset --force` went on without: not reset.

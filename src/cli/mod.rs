@@ -31,6 +31,7 @@ mod resolve;
 mod result;
 mod run_cmd;
 mod store_cmds;
+mod verify_cmd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -206,6 +207,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Clusters(args) => lifecycle_cmd::clusters(&root, &args),
         Command::Kubeconfig(args) => lifecycle_cmd::kubeconfig(&root, &args),
         Command::Status(args) => lifecycle_cmd::status(&root, &args),
+        Command::Verify(args) => verify_cmd::verify(&open_store()?, &root, &args),
         Command::Installer(_) | Command::Completion(_) => unreachable!("handled above"),
     }
 }

@@ -36,6 +36,9 @@ pub(super) struct HostResult {
     pub failed: Option<HostError>,
     /// Blob bytes sent to it (`null` when the command failed before it said).
     pub bytes_sent: Option<u64>,
+    /// The damaged files (host paths) the command found and repaired.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +52,8 @@ pub(super) struct HostError {
 pub(super) struct Done<'a> {
     pub changed: &'a [String],
     pub bytes_sent: &'a BTreeMap<String, u64>,
+    /// Per host, the damaged files it repaired.
+    pub repaired: &'a BTreeMap<String, Vec<String>>,
 }
 
 impl CommandResult {
@@ -92,6 +97,7 @@ impl CommandResult {
                         .copied()
                         .or((error.is_none()).then_some(0)),
                     failed,
+                    repaired: done.repaired.get(&host).cloned().unwrap_or_default(),
                     host,
                 }
             })
@@ -139,6 +145,10 @@ mod tests {
             Done {
                 changed: &["10.0.0.1".into()],
                 bytes_sent: &bytes,
+                repaired: &BTreeMap::from([(
+                    "10.0.0.1".to_string(),
+                    vec!["/usr/local/bin/k3s".into()],
+                )]),
             },
             Some(&error),
         );
@@ -146,6 +156,11 @@ mod tests {
         assert_eq!(json["ok"], false);
         assert_eq!(json["hosts"][0]["changed"], true);
         assert_eq!(json["hosts"][0]["bytesSent"], 5);
+        assert_eq!(json["hosts"][0]["repaired"][0], "/usr/local/bin/k3s");
+        assert!(
+            json["hosts"][1].get("repaired").is_none(),
+            "left out when empty"
+        );
         assert!(json["hosts"][0]["failed"].is_null());
         let failed = &json["hosts"][1]["failed"];
         assert_eq!(failed["step"], "install (k0s install worker)");

@@ -238,6 +238,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         let done = Done {
             changed: &report.changed,
             bytes_sent: &report.bytes_sent,
+            repaired: &report.repaired,
         };
         CommandResult::new("run", &cluster.name, &hosts, done, result.as_ref().err()).print()?;
     }

@@ -96,7 +96,9 @@ pub fn write_request_files(request: &Request, host_root: &Path) -> Result<usize,
         let layers: Vec<PathBuf> = request.layers.iter().map(|l| under(l)).collect();
         unpack(&layers, &rootfs)?;
     }
-    write_files(&rootfs, &request.files)
+    let written = write_files(&rootfs, &request.files)?;
+    super::unpack::forget_sums(&rootfs, request.files.iter().map(|f| f.path.as_str()))?;
+    Ok(written)
 }
 
 #[cfg(test)]

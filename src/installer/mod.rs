@@ -32,6 +32,7 @@ mod error;
 mod execute;
 mod gc;
 mod image_files;
+mod integrity;
 mod mounts;
 mod place;
 mod probe;
@@ -55,6 +56,7 @@ pub use error::InstallerError;
 pub use execute::execute;
 pub use gc::{gc, GcOutcome};
 pub use image_files::{pending_file, write_files, write_request_files, ImageFile};
+pub use integrity::{check_host, kept_layers, record_kept, Damage, Depth};
 pub use place::{placements, PlacedFile};
 pub use probe::{forget_join, probe, remember_join, Probe};
 pub use request::{

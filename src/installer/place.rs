@@ -3,17 +3,24 @@
 //! The layout (`layouts/*.toml`) maps rootfs paths to host paths; this walks
 //! the unpacked rootfs and copies each file that has a host path and concerns
 //! the role. A file is placed (temp + rename, so a reader never sees half a
-//! binary) only when its content or mode differs, as a hard link to the
-//! unpacked file where the two share a filesystem (the rootfs is sealrs'
-//! private copy, and hundreds of megabytes of images need not be written
-//! twice), else as a copy. What was placed is recorded
+//! binary) only when its content or mode differs. Binaries and image
+//! archives, which nothing on a host writes, are placed read-only (write
+//! bits dropped: 0555, 0444) as hard links to the unpacked file where the
+//! two share a filesystem (hundreds of megabytes of images need not be
+//! written twice); their bytes are the layer's, checked with it
+//! ([`super::integrity`]). Everything else (configs, manifests, units),
+//! which an administrator or the runtime may write, is placed as a copy
+//! (temp, fsync, rename), so that an edit never reaches the
+//! content-addressed layer, and the next placement finds and restores it.
+//! What was placed is recorded
 //! in `/var/lib/sealrs-host/placed/<role>.json`, so that:
 //!
 //! - a file the image no longer carries is removed on the next placement;
 //! - `RemoveRootfs` removes exactly what was placed, and the directories
 //!   placement created when they are empty again;
 //! - an unchanged file is recognized by its recorded size, mtime and inode
-//!   (source and destination) without reading a byte of it.
+//!   (source and destination) without reading a byte of it; one whose stat
+//!   moved is hashed against the size and SHA-256 recorded for it.
 //!
 //! Paths that a step of the same plan writes (a config the plan merges, a link
 //! it makes) are the plan's: placement leaves them to it, or the two would
@@ -27,12 +34,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::unpack::{remove_all, STAMP};
+use super::integrity::{self, Damage, Depth, Sum, Summing};
+use super::unpack::{recorded_sums, remove_all, STAMP};
 use super::{ExecContext, InstallerError};
 use crate::atomic_file;
 use crate::cluster::Role;
 use crate::host_paths::PLACED_DIR;
-use crate::layout::Hosts;
+use crate::layout::{Hosts, Kind};
 use crate::plan::{Action, Plan};
 
 /// One file that placement puts on the host.
@@ -45,6 +53,15 @@ pub struct PlacedFile {
     pub mode: u32,
     /// The symlink's target when the rootfs holds a symlink.
     pub link: Option<String>,
+    /// Placed as a hard link to the rootfs's file (read-only), not a copy.
+    pub linked: bool,
+}
+
+/// Whether files of `kind` are placed as hard links into the layers:
+/// binaries and image archives, which nothing on a host writes. The rest
+/// an administrator or the runtime may write: copies.
+fn linked_kind(kind: Kind) -> bool {
+    matches!(kind, Kind::Executable | Kind::ImageArchive)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +91,9 @@ struct Record {
     source_stat: Stat,
     #[serde(default)]
     host_stat: Stat,
+    /// What the placed file holds (absent in records from before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sum: Option<Sum>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,11 +217,17 @@ pub fn placements(
         } else {
             continue;
         };
+        let linked = linked_kind(target.kind);
         out.push(PlacedFile {
             source: rel.to_string(),
             host: target.path,
-            mode: target.mode,
+            mode: if linked {
+                target.mode & !0o222
+            } else {
+                target.mode
+            },
             link,
+            linked,
         });
     }
     Ok(out)
@@ -272,18 +298,41 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn copy_atomic(src: &Path, dest: &Path, mode: u32) -> io::Result<()> {
+/// Copies `src` to `dest` whole (temp, fsync, rename); the sum of what it
+/// wrote. Bytes that are not the `expected` ones (a damaged layer file) are
+/// refused before they take `dest`.
+fn copy_atomic(src: &Path, dest: &Path, mode: u32, expected: Option<&Sum>) -> io::Result<Sum> {
     let tmp = atomic_file::temp_beside(dest)?;
     let mut input = File::open(src)?;
-    let mut out = tmp.as_file();
+    let mut out = Summing::new(tmp.as_file());
     io::copy(&mut input, &mut out)?;
+    let sum = out.sum();
+    if let Some(expected) = expected.filter(|e| **e != sum) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is damaged (expected {}, found {}); run again: the next run sends its layer again",
+                src.display(),
+                expected.shown(),
+                sum.shown()
+            ),
+        ));
+    }
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))?;
-    atomic_file::persist(tmp, dest)
+    atomic_file::persist(tmp, dest)?;
+    Ok(sum)
 }
 
-/// A hard link to `src` where possible (its mode set to `mode`), else a copy.
-fn place_file(src: &Path, dest: &Path, mode: u32) -> io::Result<()> {
+/// `linked`: a hard link to `src` where possible (its mode set to `mode`);
+/// else, or where the filesystem cannot, a copy, whose sum it returns.
+fn place_file(
+    src: &Path,
+    dest: &Path,
+    mode: u32,
+    linked: bool,
+    expected: Option<&Sum>,
+) -> io::Result<Option<Sum>> {
     let dir = dest.parent().unwrap_or(Path::new("/"));
     let name = dest
         .file_name()
@@ -291,19 +340,27 @@ fn place_file(src: &Path, dest: &Path, mode: u32) -> io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.sealrs-place-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
-    match fs::hard_link(src, &tmp) {
-        Ok(()) => {
-            // The layer's file is durable already (`unpack`); the new name
-            // is once its directory is.
-            let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-                .and_then(|()| fs::rename(&tmp, dest))
-                .and_then(|()| atomic_file::sync_dir(dir));
-            // rename does nothing when both names are links to one file.
-            let _ = fs::remove_file(&tmp);
-            placed
+    if !linked || fs::hard_link(src, &tmp).is_err() {
+        return copy_atomic(src, dest, mode, expected).map(Some);
+    }
+    // The layer's file is durable already (`unpack`); the new name
+    // is once its directory is.
+    let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+        .and_then(|()| fs::rename(&tmp, dest))
+        .and_then(|()| atomic_file::sync_dir(dir));
+    // rename does nothing when both names are links to one file.
+    let _ = fs::remove_file(&tmp);
+    placed.map(|()| None)
+}
+
+/// Whether the copy at `dest` holds `src`'s bytes: by the sum the rootfs
+/// recorded for them where it did, else by comparing the two.
+fn holds(dest: &Path, src: &Path, expected: Option<&Sum>) -> io::Result<bool> {
+    match expected {
+        Some(sum) => Ok(integrity::check_file(dest, sum, |_| false, Depth::Full).is_none()),
+        None => {
+            Ok(fs::metadata(dest)?.len() == fs::metadata(src)?.len() && same_content(src, dest)?)
         }
-        // Another filesystem, or one without hard links.
-        Err(_) => copy_atomic(src, dest, mode),
     }
 }
 
@@ -333,6 +390,8 @@ pub(super) fn place_rootfs(
         files: BTreeMap::new(),
         dirs: old.dirs.clone(),
     };
+    let sums = recorded_sums(&ctx.rootfs);
+    let mut restored = Vec::new();
     let (mut written, mut same, mut removed) = (0usize, 0usize, 0usize);
     for file in &wanted {
         let src = ctx.rootfs.join(&file.source);
@@ -348,13 +407,16 @@ pub(super) fn place_rootfs(
                 ),
             });
         }
+        let expected = sums.get(&file.source);
+        let before = old.files.get(&file.host);
         let up_to_date = match (&file.link, &dest_meta) {
             (Some(target), Some(m)) if m.file_type().is_symlink() => {
                 fs::read_link(&dest).is_ok_and(|t| t.to_string_lossy() == target.as_str())
             }
             (Some(_), _) => false,
             (None, Some(m)) if m.is_file() => {
-                let recorded = old.files.get(&file.host).is_some_and(|r| {
+                let one_inode = m.dev() == src_meta.dev() && m.ino() == src_meta.ino();
+                let recorded = before.is_some_and(|r| {
                     r.source == file.source
                         && r.mode == file.mode
                         && r.link.is_none()
@@ -362,27 +424,44 @@ pub(super) fn place_rootfs(
                         && r.host_stat == Stat::of(m)
                 });
                 let mode_ok = m.permissions().mode() & 0o7777 == file.mode;
-                recorded
-                    || (mode_ok && m.dev() == src_meta.dev() && m.ino() == src_meta.ino())
+                // A link where a copy belongs (placed before copies) is not;
+                // a copy where a link belongs (another filesystem) is.
+                (recorded && (file.linked || !one_inode))
+                    || (mode_ok && one_inode && file.linked)
                     || (mode_ok
-                        && m.size() == src_meta.size()
-                        && same_content(&src, &dest)
+                        && !one_inode
+                        && holds(&dest, &src, expected)
                             .map_err(InstallerError::io("reading", &dest))?)
             }
             (None, _) => false,
         };
+        let mut sum = before
+            .and_then(|r| r.sum.clone())
+            .filter(|_| up_to_date)
+            .or_else(|| expected.cloned());
         if up_to_date {
             same += 1;
         } else {
             written += 1;
+            // Changed on this host since it was placed (the image's file
+            // did not): an edit or damage, undone.
+            let edited = before.is_some_and(|r| {
+                r.source == file.source
+                    && r.source_stat == Stat::of(&src_meta)
+                    && dest_meta.as_ref().map(Stat::of) != Some(r.host_stat.clone())
+            });
+            if edited {
+                restored.push(file.host.clone());
+            }
             if !ctx.dry_run {
                 make_parents(ctx, &file.host, &mut new.dirs)
                     .map_err(InstallerError::io("creating the directories of", &dest))?;
-                match &file.link {
-                    Some(target) => link_atomic(target, &dest),
-                    None => place_file(&src, &dest, file.mode),
+                let copied = match &file.link {
+                    Some(target) => link_atomic(target, &dest).map(|()| None),
+                    None => place_file(&src, &dest, file.mode, file.linked, expected),
                 }
                 .map_err(InstallerError::io("placing", &dest))?;
+                sum = copied.or(sum);
             }
         }
         let host_stat = fs::symlink_metadata(&dest)
@@ -396,6 +475,7 @@ pub(super) fn place_rootfs(
                 link: file.link.clone(),
                 source_stat: Stat::of(&src_meta),
                 host_stat,
+                sum: sum.filter(|_| file.link.is_none()),
             },
         );
     }
@@ -419,6 +499,12 @@ pub(super) fn place_rootfs(
     let mut note = format!("{written} placed, {same} already in place");
     if removed > 0 {
         note.push_str(&format!(", {removed} no longer in the image removed"));
+    }
+    if !restored.is_empty() {
+        note.push_str(&format!(
+            "; restored {} (changed on this host since placed)",
+            restored.join(", ")
+        ));
     }
     Ok(PlaceOutcome {
         changed: written + removed > 0,
@@ -459,4 +545,72 @@ pub(super) fn remove_rootfs(
         changed: true,
         note: format!("{removed} placed files removed"),
     }))
+}
+
+/// The placed files (of every role recorded under `host_root`) whose bytes
+/// are not those placed: by stat, re-hashing what moved, or every file with
+/// [`Depth::Full`]. Files recorded without a sum are not checked.
+pub(super) fn damaged_placed(host_root: &Path, depth: Depth) -> Vec<Damage> {
+    let dir = host_root.join(PLACED_DIR.trim_start_matches('/'));
+    let Ok(read) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = read
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let Ok(Some(manifest)) = read_manifest(&path) else {
+            continue;
+        };
+        for (host, record) in &manifest.files {
+            let Some(sum) = record.sum.as_ref().filter(|_| record.link.is_none()) else {
+                continue;
+            };
+            let at = host_root.join(host.trim_start_matches('/'));
+            let same = |m: &fs::Metadata| Stat::of(m) == record.host_stat;
+            if let Some(found) = integrity::check_file(&at, sum, same, depth) {
+                if !out.iter().any(|d: &Damage| d.path == *host) {
+                    out.push(Damage {
+                        path: host.clone(),
+                        layer: None,
+                        expected: sum.shown(),
+                        found,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_of_bytes_that_are_not_the_recorded_ones_is_refused_and_the_old_file_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (dir.path().join("src"), dir.path().join("dest"));
+        fs::write(&src, b"mirrors: {}\n").unwrap();
+        fs::write(&dest, b"as placed before\n").unwrap();
+        let good = integrity::sum_file(&src).unwrap();
+        fs::write(&src, b"mirrors: {!\n").unwrap();
+        let err = copy_atomic(&src, &dest, 0o600, Some(&good)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is damaged (expected 12 bytes, sha256 "),
+            "{err}"
+        );
+        assert_eq!(fs::read(&dest).unwrap(), b"as placed before\n");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "no temp file left: {left:?}");
+        // Without a record, or with the right one: copied.
+        fs::write(&src, b"mirrors: {}\n").unwrap();
+        assert_eq!(copy_atomic(&src, &dest, 0o600, Some(&good)).unwrap(), good);
+        assert_eq!(fs::read(&dest).unwrap(), b"mirrors: {}\n");
+    }
 }

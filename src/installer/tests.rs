@@ -510,19 +510,47 @@ fn rootfs_is_placed_per_role_recorded_and_removed_exactly() {
         fs::read_to_string(host.at("/usr/local/bin/k3s")).unwrap(),
         "#!/bin/sh\necho k3s\n"
     );
-    assert_eq!(mode(&host.at("/usr/local/bin/k3s")), 0o755);
-    // One filesystem: placed as a hard link, not written a second time.
+    // Read-only: the layout's 0755 without its write bits.
+    assert_eq!(mode(&host.at("/usr/local/bin/k3s")), 0o555);
+    // One filesystem: a binary is placed as a hard link, not written a second time.
     use std::os::unix::fs::MetadataExt;
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
     assert_eq!(
-        fs::metadata(host.at("/usr/local/bin/k3s")).unwrap().ino(),
-        fs::metadata(host.rootfs().join("bin/k3s")).unwrap().ino()
+        ino(&host.at("/usr/local/bin/k3s")),
+        ino(&host.rootfs().join("bin/k3s"))
     );
     assert_eq!(
         mode(&host.at("/usr/local/bin/helm")),
-        0o755,
-        "the layout's mode"
+        0o555,
+        "the layout's mode, read-only"
     );
     assert_eq!(mode(&host.at("/etc/rancher/k3s/config.yaml")), 0o600);
+    // A config is a copy: an administrator's edit stays out of the rootfs.
+    let config = host.at("/etc/rancher/k3s/config.yaml");
+    assert_ne!(ino(&config), ino(&host.rootfs().join("etc/config.yaml")));
+    let image_config = fs::read(host.rootfs().join("etc/config.yaml")).unwrap();
+    let mut edit = fs::OpenOptions::new().append(true).open(&config).unwrap();
+    std::io::Write::write_all(&mut edit, b"debug: true\n").unwrap();
+    assert_eq!(
+        fs::read(host.rootfs().join("etc/config.yaml")).unwrap(),
+        image_config
+    );
+    let restored = execute(&p, &ctx).unwrap();
+    assert!(
+        restored.steps[0]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("restored /etc/rancher/k3s/config.yaml"),
+        "{restored:?}"
+    );
+    assert_eq!(fs::read(&config).unwrap(), image_config);
+    // A config placed as a hard link (as sealrs did before copies) becomes a copy.
+    fs::remove_file(&config).unwrap();
+    fs::hard_link(host.rootfs().join("etc/config.yaml"), &config).unwrap();
+    assert!(execute(&p, &ctx).unwrap().changed);
+    assert_ne!(ino(&config), ino(&host.rootfs().join("etc/config.yaml")));
+    assert!(!execute(&p, &ctx).unwrap().changed);
     assert_eq!(
         fs::read_link(host.at("/usr/local/bin/kubectl")).unwrap(),
         Path::new("k3s")

@@ -27,6 +27,9 @@
 //! installer's (root on a host). Devices and fifos are skipped: a cluster
 //! image has no use for them. The rootfs shares its files' inodes with the
 //! layer directories: nothing writes through them, files are only replaced.
+//! Each received layer directory also holds the record of its files' sizes
+//! and SHA-256 ([`integrity`]), hashed as they are written; the rootfs stamp
+//! carries them per path, for placement to check its copies against.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
@@ -42,6 +45,7 @@ use crate::compression::decompressed;
 use crate::digest::{hash_reader, Hashing};
 use crate::transport::direct::DIGEST_LEN;
 
+use super::integrity::{self, Sum, Summing, RECORD};
 use super::InstallerError;
 use crate::layout::probe::Magic;
 
@@ -70,6 +74,11 @@ struct Stamp {
     /// then opens none of its files. Absent from stamps written before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     heads: Option<BTreeMap<String, Magic>>,
+    /// Each regular file's size and SHA-256, by path in the rootfs, as its
+    /// layer's record has them: what a placed copy of it must hold. Absent
+    /// when a layer had no record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sums: Option<BTreeMap<String, Sum>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +114,8 @@ pub struct UnpackOutcome {
     pub skipped_entries: usize,
     /// What interrupted earlier unpacks had left and this one removed.
     pub removed_garbage: Vec<PathBuf>,
+    /// Layer directories found damaged and replaced by the copy received.
+    pub repaired: Vec<PathBuf>,
 }
 
 /// Who checks an incoming blob against its digest.
@@ -167,9 +178,14 @@ pub fn receive(
     for dir in &dirs {
         removed_garbage.extend(remove_garbage(dir)?);
     }
+    let mut repaired = Vec::new();
     for layer in layers {
         if let LayerSource::Incoming { dir, size } = layer {
-            skipped += receive_layer(&mut *input, dir, *size, check)?;
+            let (n, replaced) = receive_layer(&mut *input, dir, *size, check)?;
+            skipped += n;
+            if replaced {
+                repaired.push(dir.clone());
+            }
         }
     }
     let paths: Vec<PathBuf> = layers.iter().map(|l| l.path().to_path_buf()).collect();
@@ -189,14 +205,16 @@ pub fn receive(
         .tempdir_in(&parent)
         .map_err(InstallerError::io("creating a directory in", &parent))?;
     let mut digests = Vec::new();
+    // Blob files carry no record: then no file of the rootfs gets a sum.
+    let mut sums = paths.iter().all(|p| p.is_dir()).then(BTreeMap::new);
     for path in &paths {
         let digest = if path.is_dir() {
-            merge_layer(path, tmp.path())?;
+            merge_layer(path, tmp.path(), sums.as_mut())?;
             layer_digest(path)?
         } else {
             let file = File::open(path).map_err(InstallerError::io("opening", path))?;
             let mut hashing = Hashing::new(file);
-            let n = apply_layer(&mut hashing, path, tmp.path(), Whiteouts::Apply)?;
+            let (n, _) = apply_layer(&mut hashing, path, tmp.path(), Whiteouts::Apply)?;
             let digest = hashing.digest().to_string();
             check_digest_name(path, &digest)?;
             skipped += n;
@@ -215,6 +233,7 @@ pub fn receive(
             layers: digests.clone(),
             files: stats,
             heads: Some(heads),
+            sums,
         },
     )?;
     let tmp = tmp.keep();
@@ -243,6 +262,7 @@ pub fn receive(
         digests,
         skipped_entries: skipped,
         removed_garbage,
+        repaired,
     })
 }
 
@@ -265,9 +285,16 @@ fn already_unpacked(
         digests,
         skipped_entries: 0,
         removed_garbage: Vec::new(),
+        repaired: Vec::new(),
     };
     if stamp.files == stats {
         return Ok(Some(same(stamp.layers.clone())));
+    }
+    // Another layer directory under the same name (a damaged one was
+    // replaced): the rootfs still links the old one's files.
+    let moved = |s: &FileStat| s.path.is_dir() && !stamp.files.contains(s);
+    if stats.iter().any(moved) {
+        return Ok(None);
     }
     let digests = layer_files
         .iter()
@@ -282,6 +309,7 @@ fn already_unpacked(
             layers: digests.clone(),
             files: stats,
             heads: stamp.heads.clone(),
+            sums: stamp.sums.clone(),
         },
     )?;
     Ok(Some(same(digests)))
@@ -289,7 +317,8 @@ fn already_unpacked(
 
 /// Unpacks the next `size` bytes of `input` as a blob into a temp directory
 /// beside `dir`, which becomes `dir` only if the bytes have the digest `dir`
-/// is named by, as `check` learns it. Returns how many entries were skipped.
+/// is named by, as `check` learns it. Returns how many entries were skipped,
+/// and whether a damaged `dir` was replaced by it.
 ///
 /// Durable before named: a layer directory is trusted by its name alone
 /// (the next run finds `dir` and sends nothing), so the name must never
@@ -306,13 +335,14 @@ fn already_unpacked(
 /// time) and no `dir`; after 4 the rename can only reach the disk after
 /// the content did (step 3 returned before the rename was issued), so a
 /// `dir` found after a reboot holds every byte. After 5 the next run finds
-/// the layer and need not send it again.
+/// the layer and need not send it again. The record of each file's sum
+/// ([`integrity`]) is written before 3, so it is named with the files.
 fn receive_layer(
     input: &mut dyn Read,
     dir: &Path,
     size: u64,
     check: BlobCheck,
-) -> Result<usize, InstallerError> {
+) -> Result<(usize, bool), InstallerError> {
     let expected = digest_of_name(dir).ok_or_else(|| InstallerError::UnnamedBlob {
         layer: dir.to_path_buf(),
     })?;
@@ -341,7 +371,7 @@ fn receive_layer(
             size,
         });
     }
-    let skipped = applied?;
+    let (skipped, sums) = applied?;
     let layer = dir.to_path_buf();
     match hashed {
         Some(found) if found != expected => {
@@ -369,9 +399,8 @@ fn receive_layer(
             }
         }
     }
-    if dir.is_dir() {
-        return Ok(skipped); // kept meanwhile by another unpack: the same bytes
-    }
+    integrity::write_record(tmp.path(), &sums)
+        .map_err(InstallerError::io("writing", tmp.path()))?;
     let kept = tmp.keep();
     // Root only, as the rootfs: the layer's files are the rootfs's.
     let _ = fs::set_permissions(&kept, fs::Permissions::from_mode(PRIVATE_DIR));
@@ -380,9 +409,14 @@ fn receive_layer(
         InstallerError::io("keeping", dir)(e)
     };
     atomic_file::sync_tree(&kept).map_err(gone)?;
+    if dir.is_dir() {
+        // Sent again because it is damaged, or kept meanwhile by another
+        // unpack (the same bytes): the damaged one is replaced.
+        return Ok((skipped, integrity::replace_damaged(&kept, dir)?));
+    }
     fs::rename(&kept, dir).map_err(gone)?;
     atomic_file::sync_dir(&parent).map_err(InstallerError::io("syncing", &parent))?;
-    Ok(skipped)
+    Ok((skipped, false))
 }
 
 /// What an interrupted transfer or assembly leaves in `dir`, by the names
@@ -457,7 +491,11 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// Counts what passes through it.
 /// Applies a received layer, then reads what the tar left of the stream: a
 /// stream that stopped early breaks the tar first, and the count says so.
-fn apply_stream(reader: &mut dyn Read, dir: &Path, tmp: &Path) -> Result<usize, InstallerError> {
+fn apply_stream(
+    reader: &mut dyn Read,
+    dir: &Path,
+    tmp: &Path,
+) -> Result<(usize, BTreeMap<PathBuf, Sum>), InstallerError> {
     let applied = apply_layer(&mut *reader, dir, tmp, Whiteouts::Keep);
     if applied.is_err() {
         let _ = io::copy(reader, &mut io::sink());
@@ -480,16 +518,33 @@ impl<R: Read> Read for Counted<R> {
 
 /// Adds the layer directory `dir` on top of `root`: its whiteouts remove
 /// what lower layers put there, its files become hard links to its own.
-fn merge_layer(dir: &Path, root: &Path) -> Result<(), InstallerError> {
+/// `sums` (the rootfs's, by path) takes the sums its record has for them.
+fn merge_layer(
+    dir: &Path,
+    root: &Path,
+    sums: Option<&mut BTreeMap<String, Sum>>,
+) -> Result<(), InstallerError> {
     let mut layer = LayerState {
         layer: dir,
         root,
         whiteouts: Whiteouts::Apply,
         created: HashSet::new(),
         dir_modes: Vec::new(),
+        sums: BTreeMap::new(),
     };
     layer.merge_dir(dir, Path::new(""))?;
-    layer.set_dir_modes()
+    layer.set_dir_modes()?;
+    if let Some(sums) = sums {
+        let recorded = integrity::recorded_sums(dir);
+        for rel in layer.created {
+            let Some(rel) = rel.to_str() else { continue };
+            match recorded.get(rel) {
+                Some(sum) => sums.insert(rel.to_string(), sum.clone()),
+                None => sums.remove(rel),
+            };
+        }
+    }
+    Ok(())
 }
 
 /// What the first bytes of each regular file under `root` say it is, by
@@ -515,6 +570,36 @@ fn heads(root: &Path) -> io::Result<BTreeMap<String, Magic>> {
 /// The rootfs `dest`'s files' heads as its stamp recorded them, if it did.
 pub(super) fn recorded_heads(dest: &Path) -> Option<BTreeMap<String, Magic>> {
     read_stamp(dest)?.heads
+}
+
+/// The size and SHA-256 of the rootfs `dest`'s files, by path, as its
+/// stamp recorded them from its layers' records (empty when it did not).
+pub(super) fn recorded_sums(dest: &Path) -> BTreeMap<String, Sum> {
+    read_stamp(dest).and_then(|s| s.sums).unwrap_or_default()
+}
+
+/// Drops the recorded sums of `paths`, files written into the rootfs `dest`
+/// after it was assembled (an image's rendered templates and Configs): they
+/// no longer hold their layer's bytes, so placement compares their copies
+/// with them directly.
+pub(super) fn forget_sums<'a>(
+    dest: &Path,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Result<(), InstallerError> {
+    let Some(mut stamp) = read_stamp(dest) else {
+        return Ok(());
+    };
+    let Some(sums) = stamp.sums.as_mut() else {
+        return Ok(());
+    };
+    let before = sums.len();
+    for path in paths {
+        sums.remove(path.trim_start_matches("./").trim_start_matches('/'));
+    }
+    if sums.len() == before {
+        return Ok(());
+    }
+    write_stamp(dest, &stamp)
 }
 
 /// The layer digests (`sha256:<hex>`) the rootfs `dest`'s stamp names;
@@ -582,19 +667,20 @@ enum Whiteouts {
 }
 
 /// Applies one layer read from `blob` (named `path` in messages); returns
-/// its digest and how many entries were skipped.
+/// how many entries were skipped and, for a layer directory being received
+/// ([`Whiteouts::Keep`]), the sum of each regular file it wrote.
 fn apply_layer(
     mut blob: impl Read,
     path: &Path,
     root: &Path,
     whiteouts: Whiteouts,
-) -> Result<usize, InstallerError> {
+) -> Result<(usize, BTreeMap<PathBuf, Sum>), InstallerError> {
     let layer_err = |source| InstallerError::Layer {
         layer: path.to_path_buf(),
         source,
     };
     let mut skipped = 0;
-    {
+    let sums = {
         let mut archive = tar::Archive::new(decompressed(&mut blob).map_err(layer_err)?);
         let mut layer = LayerState {
             layer: path,
@@ -602,6 +688,7 @@ fn apply_layer(
             whiteouts,
             created: HashSet::new(),
             dir_modes: Vec::new(),
+            sums: BTreeMap::new(),
         };
         for entry in archive.entries().map_err(layer_err)? {
             let mut entry = entry.map_err(layer_err)?;
@@ -613,9 +700,10 @@ fn apply_layer(
         // Drain what the tar reader left (padding), so a digest covers the blob.
         let mut rest = archive.into_inner();
         io::copy(&mut rest, &mut io::sink()).map_err(layer_err)?;
-    }
+        layer.sums
+    };
     io::copy(&mut blob, &mut io::sink()).map_err(layer_err)?;
-    Ok(skipped)
+    Ok((skipped, sums))
 }
 
 struct LayerState<'a> {
@@ -625,6 +713,9 @@ struct LayerState<'a> {
     /// Paths (relative) this layer wrote: an opaque marker keeps them.
     created: HashSet<PathBuf>,
     dir_modes: Vec<(PathBuf, u32)>,
+    /// Received into a layer directory: each regular file's sum, hashed as
+    /// it is written (the record, [`integrity`]).
+    sums: BTreeMap<PathBuf, Sum>,
 }
 
 impl LayerState<'_> {
@@ -721,7 +812,13 @@ impl LayerState<'_> {
                     .open(&full)
                     .map_err(|e| self.io(e))?;
                 preallocate(&out, entry.size()).map_err(|e| self.io(e))?;
-                copy(entry, &mut out).map_err(|e| self.io(e))?;
+                if self.whiteouts == Whiteouts::Keep {
+                    let mut summing = Summing::new(&mut out);
+                    copy(entry, &mut summing).map_err(|e| self.io(e))?;
+                    self.sums.insert(rel.clone(), summing.sum());
+                } else {
+                    copy(entry, &mut out).map_err(|e| self.io(e))?;
+                }
                 out.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(|e| self.io(e))?;
                 let _ = out.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime));
@@ -749,6 +846,9 @@ impl LayerState<'_> {
                 }
                 replace(&full).map_err(|e| self.io(e))?;
                 fs::hard_link(&target_full, &full).map_err(|e| self.io(e))?;
+                if let Some(sum) = self.sums.get(&target_rel).cloned() {
+                    self.sums.insert(rel.clone(), sum);
+                }
             }
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => return Ok(true),
             _ => return Ok(false),
@@ -795,9 +895,12 @@ impl LayerState<'_> {
                 remove_all(&full).map_err(|e| self.io(e))?;
             }
         }
+        // The layer's record is sealrs', not the image's.
+        let top = rel.as_os_str().is_empty();
         for name in names
             .iter()
             .filter(|n| !n.to_string_lossy().starts_with(WHITEOUT))
+            .filter(|n| !(top && *n == RECORD))
         {
             let from = src.join(name);
             let rel = rel.join(name);
@@ -812,9 +915,11 @@ impl LayerState<'_> {
                 let target = fs::read_link(&from).map_err(|e| self.io(e))?;
                 replace(&full).map_err(|e| self.io(e))?;
                 std::os::unix::fs::symlink(&target, &full).map_err(|e| self.io(e))?;
+                self.created.insert(rel);
             } else if kind.is_file() {
                 replace(&full).map_err(|e| self.io(e))?;
                 link_or_copy(&from, &full).map_err(|e| self.io(e))?;
+                self.created.insert(rel);
             }
         }
         Ok(())
@@ -858,7 +963,7 @@ fn preallocate(file: &File, size: u64) -> io::Result<()> {
 
 /// Copies in writes of up to [`BUF`]: a TLS stream yields a record (16 KiB)
 /// per read, and a write per record would cost a 400 MB file 25,000 calls.
-fn copy(from: &mut impl Read, to: &mut File) -> io::Result<()> {
+fn copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
     let mut buf = vec![0u8; BUF];
     loop {
         let mut filled = 0;

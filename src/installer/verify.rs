@@ -7,7 +7,9 @@
 //! layout for this host's role (each file what its rule says, nothing
 //! required missing, no placed file landing on a directory), and the
 //! runtime's ports for the role. It reads and never writes, and it lists
-//! every violation at once.
+//! every violation at once. It also names the files of the image's layers
+//! and the placed files that are damaged ([`super::integrity`], by stat):
+//! not a violation, as the run that asked repairs them.
 
 use std::fmt;
 use std::fs;
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::integrity::{check_host, Damage, Depth};
 use super::probe::Probe;
 use super::request::Request;
 use super::unpack::{recorded_heads, STAMP};
@@ -47,6 +50,10 @@ pub struct VerifyReport {
     /// Whether an install or join would change the host, when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Probe>,
+    /// Files of the request's layers, and placed files, whose bytes are not
+    /// those recorded: the run sends those layers again and places anew.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<Damage>,
 }
 
 /// One thing that stops the host from taking the request.
@@ -166,6 +173,7 @@ pub fn verify(request: &Request, host_root: &Path) -> Result<VerifyReport, Insta
         role,
         violations,
         probe: None,
+        damaged: check_host(host_root, &request.layers, Depth::Stat),
     })
 }
 

@@ -188,6 +188,9 @@ pub struct HostTarget {
     pub path: String,
     pub mode: u32,
     pub on: Hosts,
+    /// What the rule says the file is (placement links binaries and image
+    /// archives, copies the rest).
+    pub kind: Kind,
 }
 
 fn compile(pattern: &str) -> Result<GlobMatcher, String> {
@@ -413,6 +416,7 @@ impl Layout {
             path: dest,
             mode: rule.mode,
             on: rule.on,
+            kind: rule.kind,
         })
     }
 }
