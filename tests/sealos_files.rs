@@ -322,6 +322,20 @@ spec:
   data: |
     service:
       type: NodePort
+---
+apiVersion: apps.sealos.io/v1beta1
+kind: Config
+metadata:
+  name: registries
+spec:
+  path: etc/registries.yaml
+  match: {k3s}
+  strategy: merge
+  data: |
+    configs:
+      registry.example.com:
+        tls:
+          insecure_skip_verify: false
 "#,
             a = hosts[0].ip,
             b = hosts[1].ip,
@@ -374,6 +388,13 @@ spec:
         "{values}"
     );
     assert!(values.contains("service:\n  type: NodePort\n"), "{values}");
+
+    // A Config over a file the layout places (copied, not linked): the
+    // placed copy holds the merged bytes on every host.
+    for host in [&hosts[0], &hosts[1]] {
+        let placed = host.exec_ok(&["cat", "/etc/rancher/k3s/registries.yaml"]);
+        assert!(placed.contains("registry.example.com:"), "{placed}");
+    }
 
     // The cluster image's template, rendered for the server and placed in
     // k3s' manifests, with the roles and the value byte for byte.

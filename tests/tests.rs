@@ -27,7 +27,7 @@ mod rollback; // an upgrade failing on a host returns it to the image before; a 
 mod run; // `sealrs run --dry-run`: each runtime's plans, no host touched
 mod run_apps; // `sealrs run ROOTFS APP...`: application images on the first master
 mod run_hosts; // `sealrs run` on real hosts: kubeadm, k0s, hosts down, failures, Clusterfiles
-mod secrets; // --env-file, and no token or env value in any argv on hosts during a run
 mod sealos_files; // sealos multi-document Clusterfiles (Config, kubeadm documents) and *.tmpl rendered per host: dry run, hosts, bad input
+mod secrets; // --env-file, and no token or env value in any argv on hosts during a run
 mod store_cmds; // images, inspect, tag, rmi, prune, save, load, fsck, checked with skopeo
 mod transport; // Local and Ssh against this machine and real hosts: bytes, keys, logins
