@@ -78,6 +78,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Write a saved cluster's admin kubeconfig, read from its first master (0600).
     Kubeconfig(KubeconfigArgs),
+    /// Print a Clusterfile for `run -f` from `run`'s flags, to edit or keep (as sealos gen).
+    Gen(GenArgs),
     /// Print a shell completion script, e.g. `sealrs completion bash > /etc/bash_completion.d/sealrs`.
     Completion(CompletionArgs),
     /// Runs on a host, from inside an applied image: unpack layers, verify, execute a plan.
@@ -86,6 +88,7 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = crate::runtime::env_keys_help())]
 pub struct RunArgs {
     /// Cluster image(s) in the local store (names, IMAGE IDs or digests); the first is the rootfs image.
     #[arg(value_name = "IMAGE")]
@@ -99,7 +102,8 @@ pub struct RunArgs {
     /// Worker hosts, IP[:PORT][,IP...].
     #[arg(long, value_name = "IPS")]
     pub nodes: Vec<String>,
-    /// Cluster env, KEY=VALUE, passed to hosts byte for byte.
+    /// Cluster env, KEY=VALUE, passed to hosts byte for byte (the keys each
+    /// runtime reads are listed at the end of --help).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Name under which the cluster is saved [default: default].
@@ -134,6 +138,35 @@ pub struct RunArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub result: ResultFlags,
+}
+
+/// `sealrs gen`: the cluster flags of `run`, written as a Clusterfile.
+#[derive(Debug, clap::Args)]
+pub struct GenArgs {
+    /// Cluster image(s) for spec.images; the first is the rootfs image.
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Control-plane hosts, IP[:PORT][,IP...] or a range 10.0.0.11-10.0.0.13; the first one creates the cluster.
+    #[arg(long, value_name = "IPS", required = true)]
+    pub masters: Vec<String>,
+    /// Worker hosts, IP[:PORT][,IP...] or a range.
+    #[arg(long, value_name = "IPS")]
+    pub nodes: Vec<String>,
+    /// Cluster env, KEY=VALUE (see `sealrs run --help` for the keys each runtime reads).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// metadata.name: the name under which `run` saves the cluster [default: default].
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// spec.ssh.user [default: root].
+    #[arg(long, value_name = "USER")]
+    pub ssh_user: Option<String>,
+    /// spec.ssh.key: the private key's path.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// spec.ssh.port: the SSH port of hosts that do not give their own.
+    #[arg(long)]
+    pub port: Option<u16>,
 }
 
 /// How lifecycle commands reach the hosts of a saved cluster (user, port and

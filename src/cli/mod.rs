@@ -23,6 +23,7 @@ macro_rules! out {
 }
 
 mod args;
+mod gen_cmd;
 mod inspect_cmd;
 mod installer_cmd;
 mod lifecycle_cmd;
@@ -203,6 +204,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reset(args) => {
             lifecycle_cmd::reset(&open_store()?, &root, &args, progress.as_ref())
         }
+        Command::Gen(args) => gen_cmd::gen(&args),
         Command::Clusters(args) => lifecycle_cmd::clusters(&root, &args),
         Command::Kubeconfig(args) => lifecycle_cmd::kubeconfig(&root, &args),
         Command::Status(args) => lifecycle_cmd::status(&root, &args),

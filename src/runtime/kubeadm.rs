@@ -595,6 +595,28 @@ fn kubeconfig_link(plan: &mut Plan) {
 }
 
 impl Runtime for Kubeadm {
+    /// What [`endpoint`] and [`init_config`] read.
+    fn env_keys(&self) -> &'static [super::EnvKey] {
+        const KEYS: &[super::EnvKey] = &[
+            super::EnvKey {
+                key: "POD_CIDR",
+                example: "POD_CIDR=10.244.0.0/16",
+                meaning: "networking.podSubnet of the ClusterConfiguration",
+            },
+            super::EnvKey {
+                key: "SERVICE_CIDR",
+                example: "SERVICE_CIDR=10.96.0.0/12",
+                meaning: "networking.serviceSubnet (kubeadm's default 10.96.0.0/12)",
+            },
+            super::EnvKey {
+                key: "CONTROL_PLANE_ENDPOINT",
+                example: "CONTROL_PLANE_ENDPOINT=lb.example.com:6443",
+                meaning: "controlPlaneEndpoint: a load balancer before the control planes",
+            },
+        ];
+        KEYS
+    }
+
     /// https://kubernetes.io/docs/reference/networking/ports-and-protocols/
     fn ports(&self, _cluster: &Cluster, host: &Host) -> Vec<Port> {
         ports_of_roles(host, |role| match role {
