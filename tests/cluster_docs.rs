@@ -146,3 +146,34 @@ fn the_complete_example_of_docs_clusterfile_is_one_run_reads() {
     assert_eq!(out.matches("): join").count(), 4, "{out}");
     assert!(out.contains("registryDomain=sealos.hub"), "{out}");
 }
+
+#[test]
+fn kubeadm_with_several_masters_and_no_endpoint_warns_that_all_point_at_the_first() {
+    let env = Env::new();
+    let tag = build(&env, "kubeadm");
+    let masters = ["--masters", "10.250.200.11,10.250.200.12,10.250.200.13"];
+    let out = env.run(&["run", &tag, "--dry-run", masters[0], masters[1]]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: 3 control planes and no -e CONTROL_PLANE_ENDPOINT")
+            && err.contains("first master 10.250.200.11:6443"),
+        "{err}"
+    );
+    let with = env.run(&[
+        "run",
+        &tag,
+        "--dry-run",
+        masters[0],
+        masters[1],
+        "-e",
+        "CONTROL_PLANE_ENDPOINT=lb.example.com:6443",
+    ]);
+    assert!(with.status.success(), "{with:?}");
+    assert!(!String::from_utf8_lossy(&with.stderr).contains("CONTROL_PLANE_ENDPOINT"));
+    let one = env.run(&["run", &tag, "--dry-run", "--masters", "10.250.200.11"]);
+    assert!(
+        !String::from_utf8_lossy(&one.stderr).contains("warning"),
+        "{one:?}"
+    );
+}
