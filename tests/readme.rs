@@ -9,14 +9,16 @@
 //! directory. A command that cannot run offline says why in a trailing
 //! `# needs: …` comment and is skipped; `scripts/fetch-RUNTIME.sh` is
 //! replaced by the test's stand-ins (tests/fixtures/standins), which is what
-//! it would download.
+//! it would download. docs/walkthrough.md also runs on test hosts, its
+//! `# needs: hosts` commands included.
 
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
 use crate::common::{tool, Env};
-use crate::layout::example;
+use crate::hosts::TestHosts;
+use crate::layout::{example, standin_version};
 
 /// What marks a command that the test skips, and why.
 const NEEDS: &str = "# needs:";
@@ -62,18 +64,30 @@ fn snippets(markdown: &str) -> Vec<Snippet> {
     out
 }
 
-/// The runtime a `scripts/fetch-RUNTIME.sh` command fetches.
-fn fetched_runtime(command: &str) -> Option<&str> {
-    command
+/// The runtime and version a `scripts/fetch-RUNTIME.sh VERSION ARCH` command fetches.
+fn fetched(command: &str) -> Option<(&str, &str)> {
+    let (runtime, args) = command
         .trim()
         .strip_prefix("scripts/fetch-")?
-        .split_once(".sh")
-        .map(|(runtime, _)| runtime)
+        .split_once(".sh")?;
+    Some((runtime, args.split_whitespace().next()?))
 }
 
-/// Runs the commands of `doc` (relative to the repository) in order;
-/// returns how many ran and how many were skipped.
-fn run_document(doc: &str) -> (usize, usize) {
+/// The addresses the documents give hosts; a run on test hosts replaces them.
+const DOC_HOSTS: [&str; 3] = ["10.0.0.11", "10.0.0.12", "10.0.0.13"];
+
+/// What running a document did.
+struct Transcript {
+    ran: usize,
+    skipped: usize,
+    /// Each command run (`$ COMMAND`) and what it printed.
+    log: String,
+}
+
+/// Runs the commands of `doc` (relative to the repository) in order. With
+/// `hosts`, those that need hosts run too, on these (as the documents' hosts,
+/// reached with `~/.ssh/id_ed25519` and `~/.ssh/known_hosts`).
+fn run_document(doc: &str, hosts: Option<&TestHosts>) -> Transcript {
     let repo = env!("CARGO_MANIFEST_DIR");
     let text = fs::read_to_string(Path::new(repo).join(doc)).unwrap();
     let env = Env::new();
@@ -89,21 +103,46 @@ fn run_document(doc: &str) -> (usize, usize) {
     let bin = env.path("bin");
     fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sealrs"), bin.join("sealrs")).unwrap();
-    fs::create_dir_all(env.path("home")).unwrap();
+    let ssh = env.path("home/.ssh");
+    fs::create_dir_all(&ssh).unwrap();
+    if let Some(hosts) = hosts {
+        fs::copy(hosts.key(), ssh.join("id_ed25519")).unwrap();
+        fs::copy(hosts.known_hosts(), ssh.join("known_hosts")).unwrap();
+    }
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let (mut ran, mut skipped) = (0, 0);
+    let mut t = Transcript {
+        ran: 0,
+        skipped: 0,
+        log: String::new(),
+    };
     for snippet in snippets(&text) {
         let at = format!("{doc}:{}", snippet.line);
+        let mut command = snippet.text.clone();
         if let Some((_, why)) = snippet.text.split_once(NEEDS) {
             assert!(!why.trim().is_empty(), "{at}: say what the command needs");
-            if let Some(runtime) = fetched_runtime(&snippet.text) {
-                example(&env, runtime, &format!("Kubefile-examples/{runtime}"));
+            if let Some((runtime, version)) = fetched(&command) {
+                let dir = format!("Kubefile-examples/{runtime}");
+                if !env.path(&dir).exists() {
+                    example(&env, runtime, &dir);
+                }
+                if runtime == "k3s" {
+                    standin_version(&env, &dir, version);
+                }
             }
-            skipped += 1;
-            continue;
+            match hosts {
+                Some(hosts) if why.trim() == "hosts" => {
+                    for (i, doc_ip) in DOC_HOSTS.iter().enumerate() {
+                        command = command.replace(doc_ip, &hosts[i].ip);
+                    }
+                }
+                _ => {
+                    t.skipped += 1;
+                    continue;
+                }
+            }
         }
         let out = Command::new("sh")
-            .args(["-c", &snippet.text])
+            .args(["-c", &command])
             .current_dir(env.dir.path())
             .env("PATH", &path)
             .env("SEALRS_ROOT", &env.root)
@@ -112,17 +151,20 @@ fn run_document(doc: &str) -> (usize, usize) {
             .env_remove("XDG_DATA_HOME")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{at}: `{}` failed ({}):\n{}{}",
-            snippet.text,
-            out.status,
+        let printed = format!(
+            "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        ran += 1;
+        assert!(
+            out.status.success(),
+            "{at}: `{command}` failed ({}):\n{printed}",
+            out.status
+        );
+        t.log.push_str(&format!("$ {command}\n{printed}\n"));
+        t.ran += 1;
     }
-    (ran, skipped)
+    t
 }
 
 #[test]
@@ -142,21 +184,22 @@ fn snippets_join_continuation_lines_and_skip_comments_and_other_blocks() {
         ]
     );
     assert_eq!(
-        fetched_runtime("scripts/fetch-k3s.sh v1 amd64   # needs: network"),
-        Some("k3s")
+        fetched("scripts/fetch-k3s.sh v1.30.2+k3s1 amd64   # needs: network"),
+        Some(("k3s", "v1.30.2+k3s1"))
     );
 }
 
 #[test]
 fn readme_commands_run_as_written() {
-    let (ran, skipped) = run_document("README.md");
+    let Transcript { ran, skipped, .. } = run_document("README.md", None);
     assert!(ran >= 5 && skipped >= 2, "ran {ran}, skipped {skipped}");
 }
 
 #[test]
 fn example_readmes_build_their_images_as_written() {
     for runtime in ["k3s", "kubeadm", "k0s"] {
-        let (ran, skipped) = run_document(&format!("Kubefile-examples/{runtime}/README.md"));
+        let doc = format!("Kubefile-examples/{runtime}/README.md");
+        let Transcript { ran, skipped, .. } = run_document(&doc, None);
         assert!(
             ran >= 1 && skipped >= 1,
             "{runtime}: ran {ran}, skipped {skipped}"
@@ -175,7 +218,23 @@ fn docs_commands_run_as_written() {
     names.sort();
     let mut ran = 0;
     for name in names {
-        ran += run_document(&format!("docs/{name}")).0;
+        ran += run_document(&format!("docs/{name}"), None).ran;
     }
     assert!(ran >= 3, "ran {ran} commands of docs/");
+}
+
+#[test]
+fn the_walkthrough_runs_on_real_hosts_as_written() {
+    let hosts = TestHosts::boot(3);
+    let t = run_document("docs/walkthrough.md", Some(&hosts));
+    // `--nocapture` shows what each command printed, for the page.
+    println!("{}", t.log);
+    assert!(t.ran >= 10, "ran {}:\n{}", t.ran, t.log);
+    for (i, host) in hosts.hosts().iter().enumerate() {
+        let left = host.exec(&["test", "-e", "/var/lib/sealrs-host"]);
+        assert!(
+            !left.status.success(),
+            "host {i} keeps /var/lib/sealrs-host after the reset"
+        );
+    }
 }
