@@ -19,6 +19,7 @@ mod k0s_hosts; // k0s (stand-in) on real hosts: etcd leave, tokens, endpoint, ku
 mod labels; // one label reading: build, inspect and run --dry-run agree on runtime and version
 mod layout; // rootfs layouts at build: examples hold theirs, broken ones refused, inspect
 mod lifecycle; // add, delete, upgrade and reset of a saved cluster on real hosts
+mod messages; // what people read: singular counts, one unit for sizes, short digests, said once, secrets masked
 mod readme; // README.md, the examples' READMEs and docs/*.md: their commands run as written
 mod registry; // push, pull and login through the library against a real registry
 mod registry_cli; // the binary against a real registry: push, pull, remote FROM, login

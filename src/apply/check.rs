@@ -197,9 +197,9 @@ fn judge<'a>(
                     .join(", ")
             )),
             Ok((found, _)) if found.free_bytes < needed => Some(format!(
-                "{HOST_DIR} has {} MB free, the image needs about {} MB (its layers, unpacked)",
-                found.free_bytes >> 20,
-                needed >> 20
+                "{HOST_DIR} has {} free, the image needs about {} (its layers, unpacked)",
+                crate::progress::text::size(found.free_bytes),
+                crate::progress::text::size(needed)
             )),
             Ok(_) => None,
             Err(err) => Some(err.to_string()),

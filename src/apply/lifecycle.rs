@@ -25,6 +25,7 @@ use super::uninstall::{
 };
 use super::{upgrade as upgrading, verify, ApplyError, HostFailure, RunOptions, RunReport};
 use crate::cluster::{Address, Cluster, Host, Phase};
+use crate::progress::text::count;
 use crate::progress::Progress;
 use crate::runtime;
 use crate::store::Store;
@@ -151,8 +152,8 @@ pub fn add(
     let mut reach = targets.clone();
     reach.push(first.address.clone());
     progress.message(&format!(
-        "connecting to {} new hosts and the first master {}",
-        targets.len(),
+        "connecting to {} and the first master {}",
+        count(targets.len(), "new host"),
         first.key()
     ));
     connect::all(&mut ctx, &grown.only(&reach))?;
@@ -258,8 +259,8 @@ pub fn delete_with(
     let mut reach = addresses.to_vec();
     reach.push(first.address.clone());
     progress.message(&format!(
-        "connecting to {} hosts and the first master {}",
-        targets.hosts.len(),
+        "connecting to {} and the first master {}",
+        count(targets.hosts.len(), "host"),
         first.key()
     ));
     let down = connect::each(&mut ctx, &cluster.only(&reach));
@@ -450,8 +451,8 @@ pub fn upgrade(
     let to = ctx.target_version(cluster)?;
 
     progress.message(&format!(
-        "connecting to {} hosts of cluster {}",
-        cluster.hosts.len(),
+        "connecting to {} of cluster {}",
+        count(cluster.hosts.len(), "host"),
         cluster.name
     ));
     // Every host runs the cluster already: its ports are ours.
@@ -493,8 +494,8 @@ pub fn reset(
 ) -> Result<LifecycleReport, ApplyError> {
     let mut ctx = open(store, connector, progress, cluster)?;
     progress.message(&format!(
-        "connecting to {} hosts of cluster {}",
-        cluster.hosts.len(),
+        "connecting to {} of cluster {}",
+        count(cluster.hosts.len(), "host"),
         cluster.name
     ));
     let mut report = LifecycleReport::default();

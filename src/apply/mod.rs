@@ -95,6 +95,7 @@ pub use save::{cluster_file, forget_cluster, load_cluster, save_cluster};
 pub use upgrade::UpgradeOptions;
 
 use crate::cluster::{Cluster, Phase};
+use crate::progress::text::count;
 use crate::progress::Progress;
 use crate::store::Store;
 use check::Checks;
@@ -172,8 +173,8 @@ fn phases(
     ctx.require_installer()?;
 
     progress.message(&format!(
-        "connecting to {} hosts of cluster {}",
-        cluster.hosts.len(),
+        "connecting to {} of cluster {}",
+        count(cluster.hosts.len(), "host"),
         cluster.name
     ));
     let checks = Checks {
@@ -206,8 +207,8 @@ fn phases(
         && check::converged(cluster, &ctx.checks, ctx.runtime.as_ref())
     {
         progress.message(&format!(
-            "{} hosts: their installers found nothing to change ({} install and join skipped)",
-            cluster.hosts.len(),
+            "{}: their installers found nothing to change ({} install and join skipped)",
+            count(cluster.hosts.len(), "host"),
             ctx.runtime.name()
         ));
         for host in cluster.hosts.clone() {

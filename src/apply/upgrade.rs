@@ -5,13 +5,13 @@
 use std::time::{Duration, Instant};
 
 use super::context::RunContext;
-use super::distribute::megabytes;
 use super::parallel::per_host;
 use super::remote::{apply_plan, call_installer, host_context, host_request, query, run_installer};
 use super::status::record_all;
 use super::ApplyError;
 use crate::cluster::{Cluster, Host, Phase};
 use crate::installer::{GcOutcome, Operation};
+use crate::progress::text::{count, size};
 use crate::runtime::{self, Batch, JoinSecrets, MaxUnavailable, NodeStep, Version};
 
 /// How an upgrade moves through the cluster.
@@ -350,10 +350,10 @@ pub(super) fn prune_old_rootfs(ctx: &RunContext, snapshot: &Cluster) {
     for (host, result) in results {
         match result {
             Ok(gc) if !gc.removed.is_empty() => ctx.progress.message(&format!(
-                "{}: removed {} directories no kept image references, {} freed",
+                "{}: removed {} no kept image references, {} freed",
                 host.key(),
-                gc.removed.len(),
-                megabytes(gc.freed)
+                count(gc.removed.len(), "directory"),
+                size(gc.freed)
             )),
             Ok(_) => {}
             Err(error) => ctx.progress.message(&format!(

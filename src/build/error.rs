@@ -288,10 +288,7 @@ fn display_paths(paths: &[PathBuf]) -> String {
 }
 
 fn problem_count(problems: &[crate::layout::Problem]) -> String {
-    match problems.len() {
-        1 => "1 problem".to_string(),
-        n => format!("{n} problems"),
-    }
+    crate::progress::text::count(problems.len(), "problem")
 }
 
 fn list_problems(problems: &[crate::layout::Problem]) -> String {

@@ -48,7 +48,8 @@ pub struct BuildRequest {
 pub struct BuildOutcome {
     pub manifest: Descriptor,
     pub config_digest: Digest,
-    /// Layers this build produced (not counting the base image's).
+    /// Layers this build produced: its own, the harvested images' and the
+    /// installer's (not the base image's).
     pub layers: usize,
     pub cached_layers: usize,
     pub warnings: Vec<String>,
@@ -138,7 +139,7 @@ pub fn build(
         }
         layers.extend(produced);
     }
-    let cached_layers = cache.hit_layers();
+    let mut built_layers = layers.len();
 
     let mut diff_ids = base.diff_ids;
     diff_ids.extend(layers.iter().map(|l| l.diff_id.to_string()));
@@ -173,6 +174,7 @@ pub fn build(
                 )?);
                 diff_ids.push(layer.diff_id.to_string());
                 manifest_layers.push(layer.descriptor);
+                built_layers += 1;
             }
         } else {
             verdict = Some(first);
@@ -200,9 +202,11 @@ pub fn build(
             )?);
             diff_ids.push(layer.diff_id.to_string());
             manifest_layers.push(layer.descriptor);
+            built_layers += 1;
             verdict = None;
         }
     }
+    let cached_layers = cache.hit_layers();
     // A failed cache write only costs the next build time; the image is still good.
     if let Err(err) = cache.save() {
         warnings.push(format!("could not save the layer cache: {err}"));
@@ -245,7 +249,7 @@ pub fn build(
     Ok(BuildOutcome {
         manifest: manifest_descriptor,
         config_digest: config_descriptor.digest().clone(),
-        layers: layers.len(),
+        layers: built_layers,
         cached_layers,
         warnings,
         notes,
@@ -345,11 +349,10 @@ fn evaluate_rootfs(
         layouts,
     )?;
     let verdict = layout::evaluate(layouts, labels, &rootfs, &request.target_arch);
-    task.finish(&match (&verdict.layout, verdict.problems.len()) {
-        (Some(file), 0) => format!("the rootfs holds {file}"),
-        (Some(file), n) => format!("{n} problems against {file}"),
-        (None, _) => String::new(),
-    });
+    // Said once, by the build's last line (the layout it holds) or its error
+    // (every problem): the rootfs may be checked twice, before and after the
+    // harvested images and the installer are in.
+    task.finish("");
     Ok(verdict)
 }
 

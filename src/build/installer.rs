@@ -100,9 +100,9 @@ pub fn installer_layer(
     );
     let layer = write_layer(sink, &binary, meta.len(), epoch)?;
     task.finish(&format!(
-        "installer → {} ({} bytes)",
-        layer.descriptor.digest(),
-        layer.descriptor.size()
+        "installer → {} ({})",
+        crate::progress::text::short_digest(layer.descriptor.digest().as_ref()),
+        crate::progress::text::size(layer.descriptor.size())
     ));
     cache.put(key, vec![layer.clone()]);
     Ok(Some(layer))

@@ -15,6 +15,7 @@ use super::result::{CommandResult, Done, HostError};
 use super::run_cmd::SshConnector;
 use crate::apply::{self, ClusterLock, LifecycleReport};
 use crate::cluster::{Cluster, PasswordSource};
+use crate::progress::text::count;
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -245,10 +246,10 @@ pub fn delete(
     json_result(&args.result, "delete", &cluster.name, &about, &result)?;
     let report = super::interrupted_next(root, &cluster.name, result)?;
     eprintln!(
-        "deleted {} from cluster {} ({} hosts left); state in {}",
+        "deleted {} from cluster {} ({} left); state in {}",
         report.hosts.join(", "),
         cluster.name,
-        cluster.hosts.len(),
+        count(cluster.hosts.len(), "host"),
         apply::cluster_file(root, &cluster.name).display()
     );
     Ok(())
@@ -298,10 +299,10 @@ pub fn upgrade(
     let report = super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
-        "cluster {} upgraded to {} on {} hosts ({} changed, {} bytes of layers sent); state in {}\n{}",
+        "cluster {} upgraded to {} on {} ({} changed, {} bytes of layers sent); state in {}\n{}",
         cluster.name,
         cluster.images.first().map(String::as_str).unwrap_or("?"),
-        report.hosts.len(),
+        count(report.hosts.len(), "host"),
         report.changed.len(),
         sent,
         apply::cluster_file(root, &cluster.name).display(),
@@ -345,9 +346,9 @@ pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progre
         );
     }
     eprintln!(
-        "cluster {} reset on {} hosts ({} changed); removed its saved state",
+        "cluster {} reset on {} ({} changed); removed its saved state",
         cluster.name,
-        report.hosts.len(),
+        count(report.hosts.len(), "host"),
         report.changed.len()
     );
     Ok(())

@@ -165,9 +165,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     None => String::new(),
                 };
                 eprintln!(
-                    "built {} ({} layers, {} from cache{checked})",
+                    "built {} ({}, {} from cache{checked})",
                     request.tags.join(", "),
-                    outcome.layers,
+                    crate::progress::text::count(outcome.layers, "layer"),
                     outcome.cached_layers
                 );
             }

@@ -10,6 +10,7 @@ use super::args::{ResultFormat, RunArgs};
 use super::result::{CommandResult, Done};
 use crate::apply::{self, Connector, RunOptions};
 use crate::cluster::{Cluster, ClusterArgs, Host, PasswordSource, SshConfig};
+use crate::progress::text::count;
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::transport::{ConnectOptions, Secret, Ssh, Transport, TransportError};
@@ -216,9 +217,9 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     let saved = apply::cluster_file(root, &cluster.name);
     let sent: u64 = report.bytes_sent.values().sum();
     eprintln!(
-        "cluster {} is running on {} hosts ({} changed, {} bytes of layers sent); state in {}",
+        "cluster {} is running on {} ({} changed, {} bytes of layers sent); state in {}",
         cluster.name,
-        cluster.hosts.len(),
+        count(cluster.hosts.len(), "host"),
         report.changed.len(),
         sent,
         saved.display()

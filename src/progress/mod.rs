@@ -1,6 +1,8 @@
 //! One small interface for long work, so the same code drives a progress bar,
 //! plain log lines, or nothing at all in tests.
 
+pub mod text;
+
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
