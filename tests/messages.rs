@@ -56,3 +56,65 @@ fn one_of_a_thing_is_singular() {
     let fsck = env.ok(&["fsck"]);
     assert!(fsck.starts_with("checked 1 image, 3 blobs"), "{fsck}");
 }
+
+#[test]
+fn a_dry_run_masks_env_values_whose_keys_look_secret_unless_asked() {
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "--platform",
+        "linux/amd64",
+        "-t",
+        "k3s-cluster:1",
+        &dir,
+    ]);
+    let args = [
+        "run",
+        "k3s-cluster:1",
+        "--dry-run",
+        "--masters",
+        "10.250.200.11",
+        "-e",
+        "REGISTRY_PASSWORD=hunter2-$x",
+        "-e",
+        "api_token=abc123def",
+        "-e",
+        "POD_CIDR=10.42.0.0/16",
+    ];
+    let out = env.run(&args);
+    assert!(out.status.success(), "{out:?}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !stdout.contains("hunter2") && !stdout.contains("abc123def"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("REGISTRY_PASSWORD=<masked>") && stdout.contains("api_token=<masked>"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("POD_CIDR=10.42.0.0/16"), "{stdout}");
+    assert!(stderr.contains("--show-secrets"), "{stderr}");
+
+    let mut shown = args.to_vec();
+    shown.push("--show-secrets");
+    let stdout = env.ok(&shown);
+    assert!(
+        stdout.contains("hunter2-$x") && stdout.contains("api_token=abc123def"),
+        "{stdout}"
+    );
+    // Only a dry run prints values.
+    let err = env.fails(&[
+        "run",
+        "k3s-cluster:1",
+        "--masters",
+        "10.250.200.11",
+        "--show-secrets",
+    ]);
+    assert!(err.contains("--dry-run"), "{err}");
+}

@@ -136,6 +136,10 @@ pub struct RunArgs {
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
     #[command(flatten)]
     pub result: ResultFlags,
 }
@@ -208,6 +212,10 @@ pub struct AddArgs {
     /// drain); reach no host and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
     #[command(flatten)]
@@ -231,6 +239,10 @@ pub struct DeleteArgs {
     /// drain); reach no host and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(short, long)]
     pub yes: bool,
@@ -264,6 +276,10 @@ pub struct UpgradeArgs {
     /// drain); reach no host and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
     #[command(flatten)]
@@ -282,6 +298,10 @@ pub struct ResetArgs {
     /// drain); reach no host and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(short, long)]
     pub yes: bool,

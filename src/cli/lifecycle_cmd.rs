@@ -11,6 +11,7 @@ use super::args::{
     UpgradeArgs,
 };
 use super::args::{ResultFlags, ResultFormat};
+use super::mask::print_plans;
 use super::result::{CommandResult, Done, HostError};
 use super::run_cmd::SshConnector;
 use crate::apply::{self, ClusterLock, LifecycleReport};
@@ -167,7 +168,8 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
     if args.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
         let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
-        return print(&apply::dry_run::add(store, &cluster, &new_hosts, progress)?);
+        let plans = apply::dry_run::add(store, &cluster, &new_hosts, progress)?;
+        return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "add", &args.ssh)?;
     let loaded = cluster.clone();
@@ -204,9 +206,8 @@ pub fn delete(
     if args.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
         let addresses = crate::cluster::parse_targets(&cluster, &args.nodes)?;
-        return print(&apply::dry_run::delete(
-            store, &cluster, &addresses, progress,
-        )?);
+        let plans = apply::dry_run::delete(store, &cluster, &addresses, progress)?;
+        return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "delete", &args.ssh)?;
     let loaded = cluster.clone();
@@ -272,13 +273,9 @@ pub fn upgrade(
     if args.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
         let image = super::resolve::name_for(store, &args.image)?;
-        return print(&apply::dry_run::upgrade(
-            store,
-            &cluster,
-            &image,
-            &upgrade_options(args),
-            progress,
-        )?);
+        let plans =
+            apply::dry_run::upgrade(store, &cluster, &image, &upgrade_options(args), progress)?;
+        return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "upgrade", &args.ssh)?;
     let loaded = cluster.clone();
@@ -314,7 +311,8 @@ pub fn upgrade(
 pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progress) -> Result<()> {
     if args.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
-        return print(&apply::dry_run::reset(store, &cluster, progress)?);
+        let plans = apply::dry_run::reset(store, &cluster, progress)?;
+        return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "reset", &args.ssh)?;
     let loaded = cluster.clone();

@@ -27,6 +27,7 @@ mod gen_cmd;
 mod inspect_cmd;
 mod installer_cmd;
 mod lifecycle_cmd;
+mod mask;
 mod registry_cmds;
 mod resolve;
 mod result;

@@ -196,8 +196,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         apply::run_reporting(store, &mut cluster, &connector, &options, progress);
     if args.dry_run {
         result?;
-        std::io::Write::write_all(&mut std::io::stdout().lock(), report.dry_run.as_bytes())?;
-        return Ok(());
+        return super::mask::print_plans(&report.dry_run, &cluster.env, args.show_secrets);
     }
     // Saved before any host changed and again now, even if the run then
     // failed: a rerun picks up from the hosts' status. A run that stopped
