@@ -118,3 +118,56 @@ fn a_dry_run_masks_env_values_whose_keys_look_secret_unless_asked() {
     ]);
     assert!(err.contains("--dry-run"), "{err}");
 }
+
+#[test]
+fn a_misspelled_runtime_label_is_refused_before_any_layer_is_built() {
+    let env = Env::new();
+    env.write(
+        "ctx/Kubefile",
+        "FROM scratch\nLABEL sealrs.io/type=rootfs sealrs.io/runtime=\"k3z\" sealrs.io/version=v1.30.2+k3s1\nCOPY bin /bin\n",
+    );
+    env.write("ctx/bin/k3s", vec![7u8; 1 << 20]);
+    let err = env.fails(&["build", "--no-images", "-t", "typo:1", "ctx"]);
+    assert!(
+        err.contains("label sealrs.io/runtime=\"k3z\": did you mean k3s? expected one of"),
+        "{err}"
+    );
+    assert!(!err.contains("COPY"), "no layer is built first: {err}");
+    assert!(
+        env.store_state().0.is_empty(),
+        "blobs written: {:?}",
+        env.store_state()
+    );
+}
+
+#[test]
+fn a_misspelled_instruction_names_the_one_meant() {
+    let env = Env::new();
+    env.write("ctx/Kubefile", "FROM scratch\nCOPPY a /a\n");
+    let err = env.fails(&["build", "-t", "typo:1", "ctx"]);
+    assert!(
+        err.contains("Kubefile:2:1: unknown instruction `COPPY` (did you mean COPY?)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_label_reading_an_undefined_variable_warns_as_buildkit_does() {
+    let env = Env::new();
+    env.write(
+        "ctx/Kubefile",
+        "FROM scratch\nARG VERSON=1\nARG EMPTY\nLABEL app.version=\"${VERSION}\" e=$EMPTY d=${NOPE:-x}\nCOPY a /a\n",
+    );
+    env.write("ctx/a", "a");
+    let out = env.run(&["build", "--no-images", "-t", "undef:1", "ctx"]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("Kubefile:4:19: LABEL reads $VERSION, which no ARG or ENV before it defines")
+            && stderr.contains("did you mean $VERSON?"),
+        "{stderr}"
+    );
+    // A declared ARG without a value, and a default, are no surprise.
+    assert_eq!(stderr.matches("UndefinedVar").count(), 1, "{stderr}");
+}

@@ -109,8 +109,20 @@ pub fn build(
         }
     };
     let stage = kubefile::evaluate(&parsed, &eval_options, base.state.clone())?;
+    // The labels are checked now, before any layer is built: a misspelled
+    // runtime fails at once, not after every layer is compressed.
+    if !request.skip_validation {
+        let problems =
+            layout::labels::read_labels(&stage.config.labels, Layouts::embedded()).problems;
+        if !problems.is_empty() {
+            return Err(BuildError::Labels {
+                image: request.tags.join(", "),
+                problems,
+            });
+        }
+    }
 
-    let mut warnings = Vec::new();
+    let mut warnings = stage.warnings.clone();
     if !stage.unused_build_args.is_empty() {
         warnings.push(format!(
             "these --build-arg values were not used by any ARG in {display_name}: {}",

@@ -62,6 +62,19 @@ pub fn shorten_digests(text: &str) -> String {
     out
 }
 
+/// The candidate `word` most likely misspells (case ignored): within a third
+/// of its length of edits, at least one. For "did you mean …?" in messages.
+pub fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    let word = word.to_lowercase();
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(&word, &c.to_lowercase()), *c))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +107,16 @@ mod tests {
             "unpacked in /var/lib/sealrs-host/rootfs/cb5669b12907… in 0.1s"
         );
         assert_eq!(shorten_digests("v1.30.2 deadbeef"), "v1.30.2 deadbeef");
+    }
+
+    #[test]
+    fn closest_finds_a_near_miss_and_nothing_for_a_different_word() {
+        assert_eq!(closest("COPPY", &["ADD", "COPY", "FROM"]), Some("COPY"));
+        assert_eq!(closest("k3z", &["k0s", "k3s", "kubeadm"]), Some("k3s"));
+        assert_eq!(
+            closest("kubeadmm", &["k0s", "k3s", "kubeadm"]),
+            Some("kubeadm")
+        );
+        assert_eq!(closest("docker", &["k0s", "k3s", "kubeadm"]), None);
     }
 }
