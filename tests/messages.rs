@@ -171,3 +171,64 @@ fn a_label_reading_an_undefined_variable_warns_as_buildkit_does() {
     // A declared ARG without a value, and a default, are no surprise.
     assert_eq!(stderr.matches("UndefinedVar").count(), 1, "{stderr}");
 }
+
+#[test]
+fn masters_take_a_range_as_sealos_does_and_refuse_a_bare_name_that_does_not_resolve() {
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "--platform",
+        "linux/amd64",
+        "-t",
+        "k3s-cluster:1",
+        &dir,
+    ]);
+    let out = env.ok(&[
+        "run",
+        "k3s-cluster:1",
+        "--dry-run",
+        "--masters",
+        "10.250.200.11-10.250.200.13",
+        "--nodes",
+        "10.250.200.21",
+    ]);
+    for host in [
+        "10.250.200.11 (master): install",
+        "10.250.200.12 (master): join",
+        "10.250.200.13 (master): join",
+    ] {
+        assert!(out.contains(&format!("# {host}")), "{host}:\n{out}");
+    }
+    let err = env.fails(&[
+        "run",
+        "k3s-cluster:1",
+        "--dry-run",
+        "--masters",
+        "10.250.200.13-10.250.200.11",
+    ]);
+    assert!(err.contains("the range ends before it starts"), "{err}");
+    let err = env.fails(&[
+        "run",
+        "k3s-cluster:1",
+        "--dry-run",
+        "--masters",
+        "sealrs-no-such-host",
+    ]);
+    assert!(
+        err.contains(
+            "sealrs-no-such-host: not an IP address, and not a name this machine resolves"
+        ),
+        "{err}"
+    );
+    // A name this machine resolves is a host.
+    env.ok(&[
+        "run",
+        "k3s-cluster:1",
+        "--dry-run",
+        "--masters",
+        "localhost",
+    ]);
+}

@@ -96,10 +96,11 @@ pub struct RunArgs {
     /// A Clusterfile (sealrs.io/v1 or sealos apps.sealos.io/v1beta1 Cluster).
     #[arg(short = 'f', long = "file", value_name = "CLUSTERFILE")]
     pub clusterfile: Option<PathBuf>,
-    /// Control-plane hosts, IP[:PORT][,IP...]; the first one creates the cluster.
+    /// Control-plane hosts, IP[:PORT][,IP...] or a range 10.0.0.11-10.0.0.13 (a host name
+    /// without a dot must resolve here); the first one creates the cluster.
     #[arg(long, value_name = "IPS")]
     pub masters: Vec<String>,
-    /// Worker hosts, IP[:PORT][,IP...].
+    /// Worker hosts, IP[:PORT][,IP...] or a range.
     #[arg(long, value_name = "IPS")]
     pub nodes: Vec<String>,
     /// Cluster env, KEY=VALUE, passed to hosts byte for byte (the keys each
@@ -202,10 +203,10 @@ pub struct AddArgs {
     /// The saved cluster.
     #[arg(long, default_value = "default")]
     pub cluster: String,
-    /// Worker hosts to add, IP[:PORT][,IP...].
+    /// Worker hosts to add, IP[:PORT][,IP...] or a range.
     #[arg(long, value_name = "IPS")]
     pub nodes: Vec<String>,
-    /// Control-plane hosts to add, IP[:PORT][,IP...].
+    /// Control-plane hosts to add, IP[:PORT][,IP...] or a range.
     #[arg(long, value_name = "IPS")]
     pub masters: Vec<String>,
     /// Print what would happen on each host, and around it (order, batches,

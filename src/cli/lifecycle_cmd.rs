@@ -168,6 +168,7 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
     if args.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
         let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
+        super::run_cmd::refuse_unresolved_bare_names(&new_hosts)?;
         let plans = apply::dry_run::add(store, &cluster, &new_hosts, progress)?;
         return print_plans(&plans, &cluster.env, args.show_secrets);
     }
@@ -177,6 +178,7 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
         anyhow::bail!("say which hosts to add: --nodes IP[,IP...] and/or --masters IP[,IP...]");
     }
     let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
+    super::run_cmd::refuse_unresolved_bare_names(&new_hosts)?;
     let about: Vec<String> = new_hosts.iter().map(|h| h.key()).collect();
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();

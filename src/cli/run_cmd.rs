@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use super::args::{ResultFormat, RunArgs};
 use super::result::{CommandResult, Done};
 use crate::apply::{self, Connector, RunOptions};
-use crate::cluster::{Cluster, ClusterArgs, Host, PasswordSource, SshConfig};
+use crate::cluster::{Address, Cluster, ClusterArgs, Host, PasswordSource, SshConfig};
 use crate::progress::text::count;
 use crate::progress::Progress;
 use crate::store::Store;
@@ -134,8 +134,37 @@ fn load_cluster(args: &RunArgs) -> Result<Cluster> {
     })?)
 }
 
+/// A host name without a dot (`foo`) is more often a typo than a host:
+/// it must resolve here (`/etc/hosts`, the DNS search domains) before
+/// anything else happens. Names with a dot are left to the SSH connection.
+pub(super) fn refuse_unresolved_bare_names<'h>(
+    hosts: impl IntoIterator<Item = &'h Host>,
+) -> Result<()> {
+    use std::net::ToSocketAddrs as _;
+    let unresolved: Vec<&str> = hosts
+        .into_iter()
+        .filter_map(|h| match &h.address {
+            Address::Hostname(name) if !name.contains('.') => Some(name.as_str()),
+            _ => None,
+        })
+        .filter(|name| {
+            (*name, crate::cluster::DEFAULT_SSH_PORT)
+                .to_socket_addrs()
+                .is_err()
+        })
+        .collect();
+    if !unresolved.is_empty() {
+        bail!(
+            "{}: not an IP address, and not a name this machine resolves (/etc/hosts, DNS); give the host's IP address (a range: 10.0.0.11-10.0.0.13) or a name that resolves",
+            unresolved.join(", ")
+        );
+    }
+    Ok(())
+}
+
 pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) -> Result<()> {
     let mut cluster = load_cluster(args)?;
+    refuse_unresolved_bare_names(&cluster.hosts)?;
     for image in &mut cluster.images {
         *image = super::resolve::name_for(store, image)?;
     }
