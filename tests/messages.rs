@@ -232,3 +232,64 @@ fn masters_take_a_range_as_sealos_does_and_refuse_a_bare_name_that_does_not_reso
         "localhost",
     ]);
 }
+
+#[test]
+fn a_login_that_is_not_root_is_refused_by_the_host_check_before_anything_changes() {
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let host = &hosts[0];
+    host.exec_ok(&["useradd", "--create-home", "--uid", "1000", "ops"]);
+    host.exec_ok(&["mkdir", "-p", "/home/ops/.ssh"]);
+    host.exec_ok(&[
+        "cp",
+        "/root/.ssh/authorized_keys",
+        "/home/ops/.ssh/authorized_keys",
+    ]);
+    host.exec_ok(&["chown", "-R", "ops:ops", "/home/ops/.ssh"]);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    let out = crate::run::on_hosts(
+        &env,
+        &hosts,
+        &[
+            "run",
+            "k3s-cluster:1",
+            "--masters",
+            &host.ip,
+            "--ssh-user",
+            "ops",
+        ],
+        false,
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("logged in as ops (uid 1000); sealrs needs root on hosts"),
+        "{err}"
+    );
+    assert!(!host
+        .exec(&["test", "-e", "/var/lib/sealrs-host"])
+        .status
+        .success());
+}
+
+#[test]
+fn known_hosts_given_at_run_is_remembered_for_the_next_commands() {
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    crate::run::run_on(&env, "k3s-cluster:1", &hosts, &[0], &[], &[]);
+    let saved = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
+    assert!(
+        saved.contains(&format!("knownHosts: {}", hosts.known_hosts().display())),
+        "{saved}"
+    );
+    // No --known-hosts (nor --ssh-key) now: both come from the saved cluster.
+    let status = env.run(&["status"]);
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{status:?}");
+    assert!(stdout.contains("every host healthy"), "{stdout}");
+    let out = env.run(&["reset", "--yes"]);
+    assert!(out.status.success(), "{out:?}");
+}

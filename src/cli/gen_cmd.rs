@@ -22,6 +22,7 @@ pub fn gen(args: &GenArgs) -> Result<()> {
         port: args.port,
         key: args.ssh_key.as_ref().map(|p| p.display().to_string()),
         password: None,
+        known_hosts: None,
     })?;
     out!("{HEADER}{}", cluster.to_yaml())?;
     Ok(())

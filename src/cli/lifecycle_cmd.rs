@@ -42,6 +42,9 @@ fn with_ssh(root: &Path, name: &str, ssh: &SshFlags) -> Result<Cluster> {
     if ssh.ssh_password_stdin {
         cluster.ssh.password_from = Some(PasswordSource::Stdin);
     }
+    if let Some(file) = &ssh.known_hosts {
+        cluster.ssh.known_hosts = Some(file.display().to_string());
+    }
     Ok(cluster)
 }
 

@@ -96,7 +96,13 @@ impl Connector for SshConnector {
                 .unwrap_or(crate::cluster::DEFAULT_SSH_PORT),
             key: ssh.key.as_ref().map(PathBuf::from),
             password,
-            known_hosts: self.known_hosts.clone(),
+            // The cluster's (saved with it, or given now) before this
+            // invocation's default.
+            known_hosts: ssh
+                .known_hosts
+                .as_ref()
+                .map(PathBuf::from)
+                .or_else(|| self.known_hosts.clone()),
             accept_new_host_keys: self.accept_new_host_keys,
             connect_timeout: Duration::from_secs(10),
             direct_data: self.direct_data,
@@ -131,6 +137,7 @@ fn load_cluster(args: &RunArgs) -> Result<Cluster> {
         port: args.port,
         key: args.ssh_key.as_ref().map(|p| p.display().to_string()),
         password: args.ssh_password_stdin.then_some(PasswordSource::Stdin),
+        known_hosts: args.known_hosts.as_ref().map(|p| p.display().to_string()),
     })?)
 }
 

@@ -28,6 +28,8 @@ pub struct ClusterArgs {
     pub key: Option<String>,
     /// `--ssh-password-stdin` → `Some(PasswordSource::Stdin)`.
     pub password: Option<PasswordSource>,
+    /// `--known-hosts`.
+    pub known_hosts: Option<String>,
 }
 
 impl Cluster {
@@ -47,6 +49,7 @@ impl Cluster {
             port: args.port,
             key: args.key.clone(),
             password_from: args.password.clone(),
+            known_hosts: args.known_hosts.clone(),
         };
         for (flag, list, role) in [
             ("--masters", &args.masters, Role::Master),
