@@ -293,3 +293,38 @@ fn known_hosts_given_at_run_is_remembered_for_the_next_commands() {
     let out = env.run(&["reset", "--yes"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn a_changed_host_key_stops_reset_and_delete_even_with_force_and_is_not_called_unreachable() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    crate::run::run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    hosts[1].regenerate_host_key();
+    for args in [
+        vec!["reset", "--force"],
+        vec!["delete", "--nodes", hosts[1].ip.as_str(), "--force"],
+    ] {
+        let out = crate::run::on_hosts(&env, &hosts, &args, true);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("HOST KEY OF {} HAS CHANGED", hosts[1].ip)),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("cannot reach") && !err.contains("unreachable"),
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing was reset or forgotten.
+    for host in hosts.hosts() {
+        assert!(host
+            .exec(&["test", "-e", "/var/lib/sealrs-host"])
+            .status
+            .success());
+    }
+    let saved = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
+    assert!(saved.contains(&hosts[1].ip), "{saved}");
+}

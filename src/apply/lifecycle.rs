@@ -268,6 +268,7 @@ pub fn delete_with(
     let (first_down, down): (Vec<HostFailure>, Vec<HostFailure>) =
         down.into_iter().partition(|f| f.host == first.key());
     ApplyError::all_hosts_ok(first_down)?;
+    let down = connect::unreachable_only(down)?;
 
     let mut named = Vec::new();
     let mut unnamed = Vec::new();
@@ -502,6 +503,7 @@ pub fn reset(
     match connect::all(&mut ctx, cluster) {
         Ok(()) => {}
         Err(ApplyError::Hosts(failed)) => {
+            let failed = connect::unreachable_only(failed)?;
             if !force {
                 return Err(ApplyError::Unreachable(failed));
             }
