@@ -328,3 +328,39 @@ fn a_changed_host_key_stops_reset_and_delete_even_with_force_and_is_not_called_u
     let saved = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
     assert!(saved.contains(&hosts[1].ip), "{saved}");
 }
+
+#[test]
+fn a_rootfs_for_another_architecture_without_installer_says_how_to_build_one_before_any_layer() {
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    let other = if std::env::consts::ARCH == "aarch64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let target = if other == "linux/arm64" {
+        "aarch64-unknown-linux-gnu"
+    } else {
+        "x86_64-unknown-linux-gnu"
+    };
+    let err = env.fails(&[
+        "build",
+        "--no-images",
+        "--platform",
+        other,
+        "-t",
+        "k3s-cluster:1",
+        &dir,
+    ]);
+    assert!(
+        err.contains(&format!("cargo build --release --target {target}"))
+            && err.contains("\"Other architectures\" in the README")
+            && err.contains("--no-installer"),
+        "{err}"
+    );
+    assert!(
+        env.store_state().0.is_empty(),
+        "layers built first: {:?}",
+        env.store_state()
+    );
+}

@@ -109,8 +109,16 @@ pub fn build(
         }
     };
     let stage = kubefile::evaluate(&parsed, &eval_options, base.state.clone())?;
-    // The labels are checked now, before any layer is built: a misspelled
-    // runtime fails at once, not after every layer is compressed.
+    // The labels, and whether this sealrs can be the installer, are checked
+    // now, before any layer is built: a misspelled runtime fails at once,
+    // not after every layer is compressed.
+    if is_rootfs(&stage.config.labels) {
+        super::installer::check_choice(
+            &request.installer,
+            &request.target_os,
+            &request.target_arch,
+        )?;
+    }
     if !request.skip_validation {
         let problems =
             layout::labels::read_labels(&stage.config.labels, Layouts::embedded()).problems;
@@ -193,11 +201,7 @@ pub fn build(
         }
     }
     // Rootfs images carry the installer that applies them, as their last layer.
-    let is_rootfs = layout::labels::read_labels(labels, Layouts::embedded())
-        .info
-        .image_type
-        .is_some_and(|t| t.value == layout::ImageType::Rootfs);
-    if is_rootfs {
+    if is_rootfs(labels) {
         let embedded = installer_layer(
             store,
             &mut cache,
@@ -335,6 +339,14 @@ fn missing_expected_images(context: &Context, verdict: &layout::Verdict) -> Vec<
             )
         })
         .collect()
+}
+
+/// Whether the labels make the image a rootfs image (which carries the installer).
+fn is_rootfs(labels: &BTreeMap<String, String>) -> bool {
+    layout::labels::read_labels(labels, Layouts::embedded())
+        .info
+        .image_type
+        .is_some_and(|t| t.value == layout::ImageType::Rootfs)
 }
 
 /// Walks the layers just written and checks the rootfs against the layout its
