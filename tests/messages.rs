@@ -364,3 +364,41 @@ fn a_rootfs_for_another_architecture_without_installer_says_how_to_build_one_bef
         env.store_state()
     );
 }
+
+#[test]
+fn on_a_terminal_a_host_step_shows_the_time_it_took() {
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    let mut argv = vec![
+        env!("CARGO_BIN_EXE_sealrs").to_string(),
+        "run".into(),
+        "k3s-cluster:1".into(),
+        "--masters".into(),
+        hosts[0].ip.clone(),
+    ];
+    argv.extend(crate::run::ssh_flags(&hosts));
+    let line = argv
+        .iter()
+        .map(|a| sealrs::transport::sh_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // script(1) gives the command a terminal.
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .env("SEALRS_ROOT", &env.root)
+        .env("TERM", "xterm")
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let step = format!("{}: k3s install ", hosts[0].ip);
+    let timed = text.match_indices(&step).any(|(i, _)| {
+        let rest = &text[i + step.len()..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && rest[digits..].starts_with('s')
+    });
+    assert!(timed, "no `{step}Ns` on the terminal:\n{text}");
+}

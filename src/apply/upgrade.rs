@@ -216,7 +216,7 @@ fn one_batch(
 
     let hosts: Vec<Host> = ready.iter().map(|(h, _)| h.clone()).collect();
     let upgraded = per_host(&hosts, |host| {
-        ctx.progress.message(&format!(
+        let _step = ctx.progress.step(&format!(
             "{}: {} upgrade to {to}",
             host.key(),
             ctx.runtime.name()
