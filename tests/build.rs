@@ -203,5 +203,5 @@ fn unchanged_rebuild_reuses_every_layer_from_the_cache() {
     let out = env.run(&["build", "--no-images", "-t", "cached:1", &ctx]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("1 layers, 1 from cache"), "{stderr}");
+    assert!(stderr.contains("1 layer, 1 from cache"), "{stderr}");
 }

@@ -686,7 +686,7 @@ fn reset_asks_on_a_terminal_and_goes_on_only_when_told_yes() {
     let (done, shown) = on_terminal(&env, &hosts, &["reset"], "y\n");
     assert!(done, "{shown}");
     assert!(
-        shown.contains("cluster default reset on 1 hosts"),
+        shown.contains("cluster default reset on 1 host ("),
         "{shown}"
     );
     assert!(!exists(&hosts[0], "/usr/local/bin/k3s"));

@@ -227,7 +227,7 @@ fn an_application_image_runs_kubectl_on_a_k0s_controller() {
     assert!(ok.success());
     env.build("hello-app:1", "hello-app");
     let out = run_on(&env, &image, &hosts, &[0], &[], &[]);
-    assert!(out.contains("running on 1 hosts"), "{out}");
+    assert!(out.contains("running on 1 host ("), "{out}");
     assert_eq!(
         hosts[0]
             .exec_ok(&["readlink", "/usr/local/bin/kubectl"])

@@ -449,7 +449,7 @@ fn reset_stops_for_a_host_that_is_down_unless_forced() {
         forced.contains(&format!("warning: {}", hosts[1].ip)),
         "{forced}"
     );
-    assert!(forced.contains("reset on 1 hosts"), "{forced}");
+    assert!(forced.contains("reset on 1 host ("), "{forced}");
     assert!(!exists(&hosts[0], "/usr/local/bin/k3s"));
     assert!(!exists(&hosts[0], "/var/lib/sealrs-host"));
     assert!(!env.root.join("clusters/default").exists());

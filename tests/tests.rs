@@ -7,6 +7,7 @@ mod hosts; // helpers, no tests: real Debian test hosts booted with systemd-nspa
 mod bad_input; // bad input to build and store commands: a named error, the store untouched
 mod build; // `sealrs build`: what lands in the store, as skopeo and umoci see it
 mod buildah_diff; // the image config we write equals buildah's for each tests/data/kubefiles case
+mod cluster_docs; // run --help lists each runtime's -e keys (each changes its plans); gen writes a Clusterfile run -f reads
 mod day2; // a cluster's second day: reset keeps the operator's store, locks, confirmation, dry runs, membership, digests
 mod dead_hosts; // sealrs status, delete --force of a host that is down, masters replaced one at a time
 mod harvest; // images harvested into a rootfs from a real registry, and by `build`
@@ -18,6 +19,8 @@ mod k0s_hosts; // k0s (stand-in) on real hosts: etcd leave, tokens, endpoint, ku
 mod labels; // one label reading: build, inspect and run --dry-run agree on runtime and version
 mod layout; // rootfs layouts at build: examples hold theirs, broken ones refused, inspect
 mod lifecycle; // add, delete, upgrade and reset of a saved cluster on real hosts
+mod messages; // what people read: singular counts, one unit for sizes, short digests, said once, secrets masked
+mod readme; // README.md, the examples' READMEs and docs/*.md: their commands run as written
 mod registry; // push, pull and login through the library against a real registry
 mod registry_cli; // the binary against a real registry: push, pull, remote FROM, login
 mod registry_server; // helpers, no tests: a real docker-registry (TLS, auth), a counting proxy

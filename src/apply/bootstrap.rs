@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use oci_spec::image::MediaType;
 
-use super::distribute::{fetch_with, megabytes, unreached, Fetched};
+use super::distribute::{fetch_with, unreached, Fetched};
 use super::image::{host_layer, AppliedImage};
 use super::ApplyError;
+use crate::progress::text::size;
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::transport::{direct, Transport};
@@ -107,7 +108,7 @@ pub(super) fn bootstrap_installer(
     progress.message(&format!(
         "{}: installer in place ({}, {route}) in {:.1}s",
         transport.address(),
-        megabytes(layer.size()),
+        size(layer.size()),
         started.elapsed().as_secs_f64()
     ));
     Ok(Bootstrap {

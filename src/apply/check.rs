@@ -41,6 +41,8 @@ pub struct HostCheck {
     pub ports_in_use: Vec<Port>,
     /// `uname -n`: what Kubernetes names the node after.
     pub hostname: String,
+    /// Whom SSH logged in as: the user name and uid (sealrs needs uid 0).
+    pub login: Option<(String, u32)>,
     /// What of the image the host has.
     pub(super) found: OnHost,
     /// The image's installer checked the host in the same round trip, which
@@ -177,6 +179,12 @@ fn judge<'a>(
     let mut checks = Vec::new();
     for (host, found) in hosts.zip(found_all) {
         let problem = match &found {
+            Ok((found, _)) if found.login.as_ref().is_some_and(|(_, uid)| *uid != 0) => {
+                let (user, uid) = found.login.clone().unwrap_or_default();
+                Some(format!(
+                    "logged in as {user} (uid {uid}); sealrs needs root on hosts: log in as root (--ssh-user root, the default)"
+                ))
+            }
             Ok((found, _)) if found.os != "Linux" => {
                 Some(format!("it runs {}, not Linux", found.os))
             }
@@ -199,9 +207,9 @@ fn judge<'a>(
                     .join(", ")
             )),
             Ok((found, _)) if found.free_bytes < needed => Some(format!(
-                "{HOST_DIR} has {} MB free, the image needs about {} MB (its layers, unpacked)",
-                found.free_bytes >> 20,
-                needed >> 20
+                "{HOST_DIR} has {} free, the image needs about {} (its layers, unpacked)",
+                crate::progress::text::size(found.free_bytes),
+                crate::progress::text::size(needed)
             )),
             Ok(_) => None,
             Err(err) => Some(err.to_string()),
@@ -247,6 +255,7 @@ const CHECK_SCRIPT: &str = r#"set -e
 dir=$1 ports=$2 installer=$3 probe=$4
 shift 4
 echo "uname=$(uname -snm)"
+echo "login=$(id -u) ${USER:-$(id -un)}"
 # The free space where $dir will be: the check writes nothing.
 at=$dir
 while [ ! -d "$at" ]; do at=${at%/*}; at=${at:-/}; done
@@ -412,6 +421,9 @@ fn read_facts(facts: &str, ports: &[Port], paths: usize) -> Result<HostCheck, St
             .filter(|p| listening.contains(p))
             .collect(),
         hostname: hostname.unwrap_or_default().to_string(),
+        login: value("login")
+            .split_once(' ')
+            .and_then(|(uid, user)| uid.parse().ok().map(|uid| (user.to_string(), uid))),
         found: OnHost::from_answers(&have),
         verified: false,
         probe: None,
@@ -462,7 +474,7 @@ mod tests {
 
     #[test]
     fn the_host_checks_answers_are_read_line_by_line() {
-        let out = "uname=Linux node-1 aarch64\nfree_kib=2048\nss=tcp LISTEN 0 4096 *:6443 *:*\nss=udp UNCONN 0 0 *:6443 *:*\n\
+        let out = "uname=Linux node-1 aarch64\nlogin=1000 ops\nfree_kib=2048\nss=tcp LISTEN 0 4096 *:6443 *:*\nss=udp UNCONN 0 0 *:6443 *:*\n\
                    have=1\nhave=0\nhave=1\nverify:\n{\"violations\": []}\n";
         let (facts, report) = split_report(out);
         assert_eq!(report, Some("{\"violations\": []}\n"));
@@ -481,6 +493,7 @@ mod tests {
             ("Linux", "node-1", "arm64")
         );
         assert_eq!(found.free_bytes, 2048 * 1024);
+        assert_eq!(found.login, Some(("ops".to_string(), 1000)));
         assert_eq!(found.ports_in_use, [Port::Tcp(6443)]);
         assert_eq!(
             found.found,
@@ -514,6 +527,7 @@ mod tests {
             free_bytes: 0,
             ports_in_use: Vec::new(),
             hostname: "h".into(),
+            login: None,
             found: OnHost::from_answers(&[true]),
             damaged: Vec::new(),
             verified: true,

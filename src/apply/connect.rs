@@ -32,6 +32,17 @@ pub(super) fn each(ctx: &mut RunContext, hosts: &Cluster) -> Vec<HostFailure> {
     failures
 }
 
+/// `failures` without those where the host refused us (a host key, a
+/// login): those stop the command as they are, never reported as hosts
+/// that cannot be reached, nor skipped by `--force`.
+pub(super) fn unreachable_only(failures: Vec<HostFailure>) -> Result<Vec<HostFailure>, ApplyError> {
+    let (refused, down): (Vec<HostFailure>, Vec<HostFailure>) = failures.into_iter().partition(
+        |f| matches!(f.error.as_ref(), ApplyError::Transport { source, .. } if source.is_refusal()),
+    );
+    ApplyError::all_hosts_ok(refused)?;
+    Ok(down)
+}
+
 fn reach(connector: &dyn Connector, hosts: &Cluster) -> (Connections, Vec<HostFailure>) {
     let asks: Vec<(&Host, SshConfig)> = hosts.hosts.iter().map(|h| (h, hosts.ssh_for(h))).collect();
     split(per_host(&asks, |(host, ssh)| {

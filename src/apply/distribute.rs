@@ -16,6 +16,7 @@ use super::remote::host_request;
 use super::verify::verify_host;
 use super::{ApplyError, HostFailure};
 use crate::cluster::Cluster;
+use crate::progress::text::{count, shorten_digests, size};
 use crate::progress::Progress;
 use crate::runtime::JoinSecrets;
 use crate::store::Store;
@@ -63,7 +64,7 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
             progress.message(&format!(
                 "{}: {} damaged, repaired by this run (damaged layers sent again, placed files restored):\n  {}",
                 host.key(),
-                plural(check.damaged.len(), "file"),
+                count(check.damaged.len(), "file"),
                 check.damaged.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n  ")
             ));
         }
@@ -135,7 +136,8 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
     }
     if verify.is_some() {
         progress.message(&format!(
-            "the image's installer found nothing wrong on {hosts} hosts"
+            "the image's installer found nothing wrong on {}",
+            count(hosts, "host")
         ));
     }
     Ok(())
@@ -278,8 +280,9 @@ pub(super) fn deliver(
     let host = transport.address().to_string();
     if found.complete() {
         progress.message(&format!(
-            "{host}: all {} layers already there, unpacked in {dest}",
-            image.layers.len()
+            "{host}: all {} already there, unpacked in {}",
+            count(image.layers.len(), "layer"),
+            shorten_digests(dest)
         ));
         return Ok(0);
     }
@@ -310,7 +313,10 @@ pub(super) fn deliver(
         }
     }
     let started = Instant::now();
-    let task = progress.begin(&format!("{host}: {} layers", files.len()), Some(total));
+    let task = progress.begin(
+        &format!("{host}: {}", count(files.len(), "layer")),
+        Some(total),
+    );
     let seen = AtomicU64::new(0);
     let advance = |bytes: u64| {
         let before = seen.swap(bytes, Ordering::Relaxed);
@@ -357,10 +363,11 @@ pub(super) fn deliver(
         .served_by_us(serve_error));
     }
     progress.message(&format!(
-        "{host}: {} of {} layers sent {route} ({}), unpacked in {dest} in {:.1}s",
+        "{host}: {} of {} sent {route} ({}), unpacked in {} in {:.1}s",
         files.len(),
-        image.layers.len(),
-        megabytes(total),
+        count(image.layers.len(), "layer"),
+        size(total),
+        shorten_digests(dest),
         started.elapsed().as_secs_f64()
     ));
     Ok(total)
@@ -412,13 +419,4 @@ pub(super) fn fetch_with(
     }
     advance(offer.sent());
     Ok(Fetched::Done(output, offer.error()))
-}
-
-pub(super) fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
-}
-
-/// `1 file`, `2 files`.
-fn plural(n: usize, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }

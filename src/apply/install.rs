@@ -34,7 +34,7 @@ pub(super) fn first_master(
         Install::Cluster => "",
         Install::Secrets => " (for the join secrets)",
     };
-    ctx.progress.message(&format!(
+    let step = ctx.progress.step(&format!(
         "{}: {} install{why}",
         first.key(),
         ctx.runtime.name()
@@ -46,6 +46,7 @@ pub(super) fn first_master(
         Operation::Install,
         &request,
     )?;
+    drop(step);
     match purpose {
         Install::Cluster => record(cluster, first, &ctx.image, &mut ctx.report, outcome.changed),
         Install::Secrets if outcome.changed => ctx.report.changed.push(first.key()),

@@ -35,12 +35,14 @@ pub(super) fn join(
 ) -> Result<(), ApplyError> {
     let (masters, nodes): (Vec<Host>, Vec<Host>) = hosts.into_iter().partition(Host::is_master);
     for host in &masters {
-        ctx.progress.message(&format!(
+        let step = ctx.progress.step(&format!(
             "{}: {} join (control plane)",
             host.key(),
             ctx.runtime.name()
         ));
-        match (join_one(ctx, snapshot, host, secrets), on_failure) {
+        let joined = join_one(ctx, snapshot, host, secrets);
+        drop(step);
+        match (joined, on_failure) {
             (Ok(changed), _) => record(cluster, host, &ctx.image, &mut ctx.report, changed),
             (Err(error), MasterFailure::Propagate) => return Err(error),
             (Err(error), MasterFailure::MarkFailed) => {
@@ -56,7 +58,7 @@ pub(super) fn join(
     }
     let shared: &RunContext = ctx;
     let results = per_host(&nodes, |host| {
-        shared.progress.message(&format!(
+        let _step = shared.progress.step(&format!(
             "{}: {} join (node)",
             host.key(),
             shared.runtime.name()

@@ -26,6 +26,7 @@ use super::uninstall::{
 };
 use super::{upgrade as upgrading, verify, ApplyError, HostFailure, RunOptions, RunReport};
 use crate::cluster::{Address, Cluster, Host, Phase};
+use crate::progress::text::count;
 use crate::progress::Progress;
 use crate::runtime;
 use crate::store::Store;
@@ -155,8 +156,8 @@ pub fn add(
     let mut reach = targets.clone();
     reach.push(first.address.clone());
     progress.message(&format!(
-        "connecting to {} new hosts and the first master {}",
-        targets.len(),
+        "connecting to {} and the first master {}",
+        count(targets.len(), "new host"),
         first.key()
     ));
     connect::all(&mut ctx, &grown.only(&reach))?;
@@ -262,8 +263,8 @@ pub fn delete_with(
     let mut reach = addresses.to_vec();
     reach.push(first.address.clone());
     progress.message(&format!(
-        "connecting to {} hosts and the first master {}",
-        targets.hosts.len(),
+        "connecting to {} and the first master {}",
+        count(targets.hosts.len(), "host"),
         first.key()
     ));
     let down = connect::each(&mut ctx, &cluster.only(&reach));
@@ -271,6 +272,7 @@ pub fn delete_with(
     let (first_down, down): (Vec<HostFailure>, Vec<HostFailure>) =
         down.into_iter().partition(|f| f.host == first.key());
     ApplyError::all_hosts_ok(first_down)?;
+    let down = connect::unreachable_only(down)?;
 
     let mut named = Vec::new();
     let mut unnamed = Vec::new();
@@ -487,8 +489,8 @@ pub fn upgrade(
         });
 
     progress.message(&format!(
-        "connecting to {} hosts of cluster {}",
-        cluster.hosts.len(),
+        "connecting to {} of cluster {}",
+        count(cluster.hosts.len(), "host"),
         cluster.name
     ));
     // Every host runs the cluster already: its ports are ours.
@@ -639,14 +641,15 @@ pub fn reset(
 ) -> Result<LifecycleReport, ApplyError> {
     let mut ctx = open(store, connector, progress, cluster)?;
     progress.message(&format!(
-        "connecting to {} hosts of cluster {}",
-        cluster.hosts.len(),
+        "connecting to {} of cluster {}",
+        count(cluster.hosts.len(), "host"),
         cluster.name
     ));
     let mut report = LifecycleReport::default();
     match connect::all(&mut ctx, cluster) {
         Ok(()) => {}
         Err(ApplyError::Hosts(failed)) => {
+            let failed = connect::unreachable_only(failed)?;
             if !force {
                 return Err(ApplyError::Unreachable(failed));
             }

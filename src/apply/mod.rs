@@ -100,6 +100,7 @@ pub use save::{
 pub use upgrade::{refuse_unfinished_upgrade, UpgradeOptions};
 
 use crate::cluster::{Cluster, Phase};
+use crate::progress::text::count;
 use crate::progress::Progress;
 use crate::store::Store;
 use check::Checks;
@@ -179,8 +180,8 @@ fn phases(
     ctx.require_installer()?;
 
     progress.message(&format!(
-        "connecting to {} hosts of cluster {}",
-        cluster.hosts.len(),
+        "connecting to {} of cluster {}",
+        count(cluster.hosts.len(), "host"),
         cluster.name
     ));
     let checks = Checks {
@@ -213,8 +214,8 @@ fn phases(
         && check::converged(cluster, &ctx.checks, ctx.runtime.as_ref())
     {
         progress.message(&format!(
-            "{} hosts: their installers found nothing to change ({} install and join skipped)",
-            cluster.hosts.len(),
+            "{}: their installers found nothing to change ({} install and join skipped)",
+            count(cluster.hosts.len(), "host"),
             ctx.runtime.name()
         ));
         for host in cluster.hosts.clone() {

@@ -24,8 +24,9 @@ pub(super) fn uninstall(
     stop_at_failed_master: bool,
 ) -> Vec<(Host, Result<bool, ApplyError>)> {
     let teardown_on = |host: &Host| {
-        ctx.progress
-            .message(&format!("{}: {} uninstall", host.key(), ctx.runtime.name()));
+        let _step = ctx
+            .progress
+            .step(&format!("{}: {} uninstall", host.key(), ctx.runtime.name()));
         teardown(ctx, snapshot, host)
     };
     let mut results = per_host(workers, |host| (host.clone(), teardown_on(host)));

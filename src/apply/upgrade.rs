@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::context::RunContext;
-use super::distribute::megabytes;
 use super::image::AppliedImage;
 use super::parallel::per_host;
 use super::remote::{apply_plan, call_installer, host_context, host_request, query, run_installer};
@@ -23,6 +22,7 @@ use super::status::{record, record_all};
 use super::ApplyError;
 use crate::cluster::{Cluster, Host, Phase};
 use crate::installer::{GcOutcome, Operation, Request};
+use crate::progress::text::{count, size};
 use crate::runtime::{self, Batch, JoinSecrets, MaxUnavailable, NodeStep, Version};
 
 /// How an upgrade moves through the cluster.
@@ -346,7 +346,7 @@ fn one_batch(
 
     let hosts: Vec<Host> = ready.iter().map(|(h, _)| h.clone()).collect();
     let upgraded = per_host(&hosts, |host| {
-        ctx.progress.message(&format!(
+        let _step = ctx.progress.step(&format!(
             "{}: {} upgrade to {to}",
             host.key(),
             ctx.runtime.name()
@@ -572,10 +572,10 @@ pub(super) fn prune_old_rootfs(ctx: &RunContext, snapshot: &Cluster) {
     for (host, result) in results {
         match result {
             Ok(gc) if !gc.removed.is_empty() => ctx.progress.message(&format!(
-                "{}: removed {} directories no kept image references, {} freed",
+                "{}: removed {} no kept image references, {} freed",
                 host.key(),
-                gc.removed.len(),
-                megabytes(gc.freed)
+                count(gc.removed.len(), "directory"),
+                size(gc.freed)
             )),
             Ok(_) => {}
             Err(error) => ctx.progress.message(&format!(

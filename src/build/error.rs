@@ -253,8 +253,12 @@ pub enum BuildError {
     #[error("cannot assemble the image: {0}")]
     Assemble(String),
 
-    #[error("the image is a rootfs for {target}, but this sealrs runs on {host}, so it cannot embed itself as the image's installer; pass --installer PATH (a sealrs binary built for {target}) or --no-installer")]
-    InstallerArch { target: String, host: String },
+    #[error("the image is a rootfs for {target}, but this sealrs runs on {host}, so it cannot embed itself as the image's installer; pass --installer PATH, a sealrs built for {target} (cargo build --release --target {rust_target}; see \"Other architectures\" in the README), or --no-installer")]
+    InstallerArch {
+        target: String,
+        host: String,
+        rust_target: String,
+    },
 
     #[error("cannot embed the installer {path}: {source}")]
     Installer {
@@ -288,10 +292,7 @@ fn display_paths(paths: &[PathBuf]) -> String {
 }
 
 fn problem_count(problems: &[crate::layout::Problem]) -> String {
-    match problems.len() {
-        1 => "1 problem".to_string(),
-        n => format!("{n} problems"),
-    }
+    crate::progress::text::count(problems.len(), "problem")
 }
 
 fn list_problems(problems: &[crate::layout::Problem]) -> String {

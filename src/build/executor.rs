@@ -48,7 +48,8 @@ pub struct BuildRequest {
 pub struct BuildOutcome {
     pub manifest: Descriptor,
     pub config_digest: Digest,
-    /// Layers this build produced (not counting the base image's).
+    /// Layers this build produced: its own, the harvested images' and the
+    /// installer's (not the base image's).
     pub layers: usize,
     pub cached_layers: usize,
     pub warnings: Vec<String>,
@@ -108,8 +109,28 @@ pub fn build(
         }
     };
     let stage = kubefile::evaluate(&parsed, &eval_options, base.state.clone())?;
+    // The labels, and whether this sealrs can be the installer, are checked
+    // now, before any layer is built: a misspelled runtime fails at once,
+    // not after every layer is compressed.
+    if is_rootfs(&stage.config.labels) {
+        super::installer::check_choice(
+            &request.installer,
+            &request.target_os,
+            &request.target_arch,
+        )?;
+    }
+    if !request.skip_validation {
+        let problems =
+            layout::labels::read_labels(&stage.config.labels, Layouts::embedded()).problems;
+        if !problems.is_empty() {
+            return Err(BuildError::Labels {
+                image: request.tags.join(", "),
+                problems,
+            });
+        }
+    }
 
-    let mut warnings = Vec::new();
+    let mut warnings = stage.warnings.clone();
     if !stage.unused_build_args.is_empty() {
         warnings.push(format!(
             "these --build-arg values were not used by any ARG in {display_name}: {}",
@@ -138,7 +159,7 @@ pub fn build(
         }
         layers.extend(produced);
     }
-    let cached_layers = cache.hit_layers();
+    let mut built_layers = layers.len();
 
     let mut diff_ids = base.diff_ids;
     diff_ids.extend(layers.iter().map(|l| l.diff_id.to_string()));
@@ -173,17 +194,14 @@ pub fn build(
                 )?);
                 diff_ids.push(layer.diff_id.to_string());
                 manifest_layers.push(layer.descriptor);
+                built_layers += 1;
             }
         } else {
             verdict = Some(first);
         }
     }
     // Rootfs images carry the installer that applies them, as their last layer.
-    let is_rootfs = layout::labels::read_labels(labels, Layouts::embedded())
-        .info
-        .image_type
-        .is_some_and(|t| t.value == layout::ImageType::Rootfs);
-    if is_rootfs {
+    if is_rootfs(labels) {
         let embedded = installer_layer(
             store,
             &mut cache,
@@ -200,9 +218,11 @@ pub fn build(
             )?);
             diff_ids.push(layer.diff_id.to_string());
             manifest_layers.push(layer.descriptor);
+            built_layers += 1;
             verdict = None;
         }
     }
+    let cached_layers = cache.hit_layers();
     // A failed cache write only costs the next build time; the image is still good.
     if let Err(err) = cache.save() {
         warnings.push(format!("could not save the layer cache: {err}"));
@@ -245,7 +265,7 @@ pub fn build(
     Ok(BuildOutcome {
         manifest: manifest_descriptor,
         config_digest: config_descriptor.digest().clone(),
-        layers: layers.len(),
+        layers: built_layers,
         cached_layers,
         warnings,
         notes,
@@ -321,6 +341,14 @@ fn missing_expected_images(context: &Context, verdict: &layout::Verdict) -> Vec<
         .collect()
 }
 
+/// Whether the labels make the image a rootfs image (which carries the installer).
+fn is_rootfs(labels: &BTreeMap<String, String>) -> bool {
+    layout::labels::read_labels(labels, Layouts::embedded())
+        .info
+        .image_type
+        .is_some_and(|t| t.value == layout::ImageType::Rootfs)
+}
+
 /// Walks the layers just written and checks the rootfs against the layout its
 /// labels select (or that its content suggests).
 fn evaluate_rootfs(
@@ -345,11 +373,10 @@ fn evaluate_rootfs(
         layouts,
     )?;
     let verdict = layout::evaluate(layouts, labels, &rootfs, &request.target_arch);
-    task.finish(&match (&verdict.layout, verdict.problems.len()) {
-        (Some(file), 0) => format!("the rootfs holds {file}"),
-        (Some(file), n) => format!("{n} problems against {file}"),
-        (None, _) => String::new(),
-    });
+    // Said once, by the build's last line (the layout it holds) or its error
+    // (every problem): the rootfs may be checked twice, before and after the
+    // harvested images and the installer are in.
+    task.finish("");
     Ok(verdict)
 }
 

@@ -48,6 +48,38 @@ pub enum InstallerChoice {
     None,
 }
 
+/// Refuses to embed this sealrs into an image for another platform (the
+/// build checks it before any layer, and again here).
+pub fn check_choice(
+    choice: &InstallerChoice,
+    target_os: &str,
+    target_arch: &str,
+) -> Result<(), BuildError> {
+    if *choice == InstallerChoice::CurrentExe
+        && (target_os != "linux" || target_arch != arch::host())
+    {
+        return Err(BuildError::InstallerArch {
+            target: format!("{target_os}/{target_arch}"),
+            host: format!("linux/{}", arch::host()),
+            rust_target: rust_target(target_arch).to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The Rust target that builds a sealrs for `arch` (Debian's names, as
+/// [`arch::normalize`] gives them).
+fn rust_target(arch: &str) -> &'static str {
+    match arch {
+        "arm64" => "aarch64-unknown-linux-gnu",
+        "arm" => "armv7-unknown-linux-gnueabihf",
+        "riscv64" => "riscv64gc-unknown-linux-gnu",
+        "ppc64le" => "powerpc64le-unknown-linux-gnu",
+        "s390x" => "s390x-unknown-linux-gnu",
+        _ => "x86_64-unknown-linux-gnu",
+    }
+}
+
 /// The installer layer for an image of `target_os`/`target_arch`, from the
 /// cache when the binary has not changed; `None` with
 /// [`InstallerChoice::None`].
@@ -64,12 +96,7 @@ pub fn installer_layer(
         InstallerChoice::None => return Ok(None),
         InstallerChoice::Binary(path) => path.clone(),
         InstallerChoice::CurrentExe => {
-            if target_os != "linux" || target_arch != arch::host() {
-                return Err(BuildError::InstallerArch {
-                    target: format!("{target_os}/{target_arch}"),
-                    host: format!("linux/{}", arch::host()),
-                });
-            }
+            check_choice(choice, target_os, target_arch)?;
             std::env::current_exe().map_err(|source| BuildError::Installer {
                 path: PathBuf::from("/proc/self/exe"),
                 source,
@@ -100,9 +127,9 @@ pub fn installer_layer(
     );
     let layer = write_layer(sink, &binary, meta.len(), epoch)?;
     task.finish(&format!(
-        "installer → {} ({} bytes)",
-        layer.descriptor.digest(),
-        layer.descriptor.size()
+        "installer → {} ({})",
+        crate::progress::text::short_digest(layer.descriptor.digest().as_ref()),
+        crate::progress::text::size(layer.descriptor.size())
     ));
     cache.put(key, vec![layer.clone()]);
     Ok(Some(layer))

@@ -82,6 +82,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write a saved cluster's admin kubeconfig, read from its first master (0600).
     Kubeconfig(KubeconfigArgs),
+    /// Print a Clusterfile for `run -f` from `run`'s flags, to edit or keep (as sealos gen).
+    Gen(GenArgs),
     /// Print a shell completion script, e.g. `sealrs completion bash > /etc/bash_completion.d/sealrs`.
     Completion(CompletionArgs),
     /// Runs on a host, from inside an applied image: unpack layers, verify, execute a plan.
@@ -90,6 +92,7 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = crate::runtime::env_keys_help())]
 pub struct RunArgs {
     /// Cluster image(s) in the local store (names, IMAGE IDs or digests); the first is the rootfs image.
     #[arg(value_name = "IMAGE")]
@@ -97,13 +100,15 @@ pub struct RunArgs {
     /// A Clusterfile (sealrs.io/v1 or sealos apps.sealos.io/v1beta1 Cluster).
     #[arg(short = 'f', long = "file", value_name = "CLUSTERFILE")]
     pub clusterfile: Option<PathBuf>,
-    /// Control-plane hosts, IP[:PORT][,IP...]; the first one creates the cluster.
+    /// Control-plane hosts, IP[:PORT][,IP...] or a range 10.0.0.11-10.0.0.13 (a host name
+    /// without a dot must resolve here); the first one creates the cluster.
     #[arg(long, value_name = "IPS")]
     pub masters: Vec<String>,
-    /// Worker hosts, IP[:PORT][,IP...].
+    /// Worker hosts, IP[:PORT][,IP...] or a range.
     #[arg(long, value_name = "IPS")]
     pub nodes: Vec<String>,
-    /// Cluster env, KEY=VALUE, passed to hosts byte for byte.
+    /// Cluster env, KEY=VALUE, passed to hosts byte for byte (the keys each
+    /// runtime reads are listed at the end of --help).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Cluster env from a file, read as `docker run --env-file` reads one:
@@ -141,8 +146,41 @@ pub struct RunArgs {
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
     #[command(flatten)]
     pub result: ResultFlags,
+}
+
+/// `sealrs gen`: the cluster flags of `run`, written as a Clusterfile.
+#[derive(Debug, clap::Args)]
+pub struct GenArgs {
+    /// Cluster image(s) for spec.images; the first is the rootfs image.
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Control-plane hosts, IP[:PORT][,IP...] or a range 10.0.0.11-10.0.0.13; the first one creates the cluster.
+    #[arg(long, value_name = "IPS", required = true)]
+    pub masters: Vec<String>,
+    /// Worker hosts, IP[:PORT][,IP...] or a range.
+    #[arg(long, value_name = "IPS")]
+    pub nodes: Vec<String>,
+    /// Cluster env, KEY=VALUE (see `sealrs run --help` for the keys each runtime reads).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// metadata.name: the name under which `run` saves the cluster [default: default].
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// spec.ssh.user [default: root].
+    #[arg(long, value_name = "USER")]
+    pub ssh_user: Option<String>,
+    /// spec.ssh.key: the private key's path.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// spec.ssh.port: the SSH port of hosts that do not give their own.
+    #[arg(long)]
+    pub port: Option<u16>,
 }
 
 /// How lifecycle commands reach the hosts of a saved cluster (user, port and
@@ -174,16 +212,20 @@ pub struct AddArgs {
     /// The saved cluster.
     #[arg(long, default_value = "default")]
     pub cluster: String,
-    /// Worker hosts to add, IP[:PORT][,IP...].
+    /// Worker hosts to add, IP[:PORT][,IP...] or a range.
     #[arg(long, value_name = "IPS")]
     pub nodes: Vec<String>,
-    /// Control-plane hosts to add, IP[:PORT][,IP...].
+    /// Control-plane hosts to add, IP[:PORT][,IP...] or a range.
     #[arg(long, value_name = "IPS")]
     pub masters: Vec<String>,
     /// Print what would happen on each host, and around it (order, batches,
     /// drain); reach no host and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
     #[command(flatten)]
@@ -207,6 +249,10 @@ pub struct DeleteArgs {
     /// drain); reach no host and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(short, long)]
     pub yes: bool,
@@ -245,6 +291,10 @@ pub struct UpgradeArgs {
     /// drain); reach no host and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
     #[command(flatten)]
@@ -263,6 +313,10 @@ pub struct ResetArgs {
     /// drain); reach no host and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(short, long)]
     pub yes: bool,

@@ -7,8 +7,9 @@ use serde_json::json;
 
 use super::args::Format;
 use super::resolve::resolve;
-use super::store_cmds::{human_size, image_size};
+use super::store_cmds::image_size;
 use crate::layout::{self, Layouts, Verdict};
+use crate::progress::text::size;
 use crate::store::{Store, StoredImage};
 
 /// Walks the image's layers and checks them against the layout its labels select.
@@ -68,7 +69,7 @@ fn print_cluster(verdict: &Verdict) -> io::Result<()> {
             let size = if c.size == 0 {
                 "-".to_string()
             } else {
-                human_size(c.size)
+                size(c.size)
             };
             outln!("    {:<width$}  {:>10}  {}", c.path, size, c.detail)?;
         }
@@ -140,7 +141,7 @@ fn inspect_table(image: &StoredImage, verdict: &Verdict) -> Result<()> {
         image.config.os(),
         image.config.architecture()
     )?;
-    outln!("Size:         {}", human_size(image_size(image)))?;
+    outln!("Size:         {}", size(image_size(image)))?;
     if let Some(config) = image.config.config() {
         if let Some(env) = config.env() {
             outln!("Env:")?;
@@ -167,7 +168,7 @@ fn inspect_table(image: &StoredImage, verdict: &Verdict) -> Result<()> {
         outln!(
             "  {}  {:>10}  {}",
             layer.digest(),
-            human_size(layer.size()),
+            size(layer.size()),
             layer.media_type()
         )?;
     }

@@ -15,6 +15,7 @@ use super::args::{InstallerArgs, InstallerCommand, InstallerRequestArgs, ProbeOp
 use crate::cluster::Role;
 use crate::installer::{self, BlobCheck, ExecContext, LayerSource, Operation, Request, StepReport};
 use crate::plan::{Action, Plan};
+use crate::progress::text::count;
 use crate::transport::direct;
 
 pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
@@ -131,15 +132,15 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 }
                 if outcome.unpacked {
                     eprintln!(
-                        "unpacked {} layers into {}",
-                        outcome.digests.len(),
+                        "unpacked {} into {}",
+                        count(outcome.digests.len(), "layer"),
                         a.dest.display()
                     );
                 } else {
                     eprintln!(
-                        "{} already holds these {} layers: nothing to do",
+                        "{} already holds {}: nothing to do",
                         a.dest.display(),
-                        outcome.digests.len()
+                        count(outcome.digests.len(), "layer")
                     );
                 }
             }
@@ -167,7 +168,7 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 out!("{}", plan.render_dry_run())?;
                 if a.rootfs.is_dir() {
                     let files = installer::placements(&ctx, role, &plan)?;
-                    outln!("placements for a {role} ({} files):", files.len())?;
+                    outln!("placements for a {role} ({}):", count(files.len(), "file"))?;
                     for f in files {
                         match &f.link {
                             Some(t) => outln!("  {} -> {} (symlink to {t})", f.source, f.host)?,
@@ -227,13 +228,13 @@ fn execute(plan: &Plan, mut ctx: ExecContext, layers: &[PathBuf], quiet: bool) -
         let outcome = installer::unpack(layers, &ctx.rootfs)?;
         if !quiet {
             eprintln!(
-                "{} {} layers in {}",
+                "{} {} in {}",
                 if outcome.unpacked {
                     "unpacked"
                 } else {
                     "already unpacked:"
                 },
-                outcome.digests.len(),
+                count(outcome.digests.len(), "layer"),
                 ctx.rootfs.display()
             );
         }

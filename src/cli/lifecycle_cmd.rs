@@ -11,10 +11,12 @@ use super::args::{
     UpgradeArgs,
 };
 use super::args::{ResultFlags, ResultFormat};
+use super::mask::print_plans;
 use super::result::{CommandResult, Done, HostError};
 use super::run_cmd::SshConnector;
 use crate::apply::{self, ClusterLock, LifecycleReport};
 use crate::cluster::{Cluster, PasswordSource};
+use crate::progress::text::count;
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -39,6 +41,9 @@ pub(super) fn with_ssh(root: &Path, name: &str, ssh: &SshFlags) -> Result<Cluste
     }
     if ssh.ssh_password_stdin {
         cluster.ssh.password_from = Some(PasswordSource::Stdin);
+    }
+    if let Some(file) = &ssh.known_hosts {
+        cluster.ssh.known_hosts = Some(file.display().to_string());
     }
     Ok(cluster)
 }
@@ -167,7 +172,9 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
     if args.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
         let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
-        return print(&apply::dry_run::add(store, &cluster, &new_hosts, progress)?);
+        super::run_cmd::refuse_unresolved_bare_names(&new_hosts)?;
+        let plans = apply::dry_run::add(store, &cluster, &new_hosts, progress)?;
+        return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "add", &args.ssh)?;
     let loaded = cluster.clone();
@@ -175,6 +182,7 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
         anyhow::bail!("say which hosts to add: --nodes IP[,IP...] and/or --masters IP[,IP...]");
     }
     let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
+    super::run_cmd::refuse_unresolved_bare_names(&new_hosts)?;
     let about: Vec<String> = new_hosts.iter().map(|h| h.key()).collect();
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();
@@ -204,9 +212,8 @@ pub fn delete(
     if args.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
         let addresses = crate::cluster::parse_targets(&cluster, &args.nodes)?;
-        return print(&apply::dry_run::delete(
-            store, &cluster, &addresses, progress,
-        )?);
+        let plans = apply::dry_run::delete(store, &cluster, &addresses, progress)?;
+        return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "delete", &args.ssh)?;
     let loaded = cluster.clone();
@@ -246,10 +253,10 @@ pub fn delete(
     json_result(&args.result, "delete", &cluster.name, &about, &result)?;
     let report = super::interrupted_next(root, &cluster.name, result)?;
     eprintln!(
-        "deleted {} from cluster {} ({} hosts left); state in {}",
+        "deleted {} from cluster {} ({} left); state in {}",
         report.hosts.join(", "),
         cluster.name,
-        cluster.hosts.len(),
+        count(cluster.hosts.len(), "host"),
         apply::cluster_file(root, &cluster.name).display()
     );
     Ok(())
@@ -277,13 +284,14 @@ pub fn upgrade(
         };
         let cluster = unlocked(root, &args.cluster)?;
         let image = super::resolve::name_for(store, image)?;
-        return print(&apply::dry_run::upgrade(
+        let plans = apply::dry_run::upgrade(
             store,
             &cluster,
             &image,
             &upgrade_options(args, None),
             progress,
-        )?);
+        )?;
+        return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "upgrade", &args.ssh)?;
     let loaded = cluster.clone();
@@ -304,7 +312,7 @@ pub fn upgrade(
     let report = super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
-        "cluster {} {} {} on {} hosts ({} changed, {} bytes of layers sent); state in {}\n{}",
+        "cluster {} {} {} on {} ({} changed, {} bytes of layers sent); state in {}\n{}",
         cluster.name,
         if image.is_some() {
             "upgraded to"
@@ -312,7 +320,7 @@ pub fn upgrade(
             "returned to"
         },
         cluster.images.first().map(String::as_str).unwrap_or("?"),
-        report.hosts.len(),
+        count(report.hosts.len(), "host"),
         report.changed.len(),
         sent,
         apply::cluster_file(root, &cluster.name).display(),
@@ -324,7 +332,8 @@ pub fn upgrade(
 pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progress) -> Result<()> {
     if args.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
-        return print(&apply::dry_run::reset(store, &cluster, progress)?);
+        let plans = apply::dry_run::reset(store, &cluster, progress)?;
+        return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "reset", &args.ssh)?;
     let loaded = cluster.clone();
@@ -356,9 +365,9 @@ pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progre
         );
     }
     eprintln!(
-        "cluster {} reset on {} hosts ({} changed); removed its saved state",
+        "cluster {} reset on {} ({} changed); removed its saved state",
         cluster.name,
-        report.hosts.len(),
+        count(report.hosts.len(), "host"),
         report.changed.len()
     );
     Ok(())

@@ -23,9 +23,11 @@ macro_rules! out {
 }
 
 mod args;
+mod gen_cmd;
 mod inspect_cmd;
 mod installer_cmd;
 mod lifecycle_cmd;
+mod mask;
 mod registry_cmds;
 mod resolve;
 mod result;
@@ -165,9 +167,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     None => String::new(),
                 };
                 eprintln!(
-                    "built {} ({} layers, {} from cache{checked})",
+                    "built {} ({}, {} from cache{checked})",
                     request.tags.join(", "),
-                    outcome.layers,
+                    crate::progress::text::count(outcome.layers, "layer"),
                     outcome.cached_layers
                 );
             }
@@ -204,6 +206,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reset(args) => {
             lifecycle_cmd::reset(&open_store()?, &root, &args, progress.as_ref())
         }
+        Command::Gen(args) => gen_cmd::gen(&args),
         Command::Clusters(args) => lifecycle_cmd::clusters(&root, &args),
         Command::Kubeconfig(args) => lifecycle_cmd::kubeconfig(&root, &args),
         Command::Status(args) => lifecycle_cmd::status(&root, &args),

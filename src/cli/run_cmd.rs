@@ -9,7 +9,8 @@ use anyhow::{bail, Context as _, Result};
 use super::args::{ResultFormat, RunArgs};
 use super::result::{CommandResult, Done};
 use crate::apply::{self, Connector, RunOptions};
-use crate::cluster::{Cluster, ClusterArgs, Host, PasswordSource, SshConfig};
+use crate::cluster::{Address, Cluster, ClusterArgs, Host, PasswordSource, SshConfig};
+use crate::progress::text::count;
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::transport::{ConnectOptions, Secret, Ssh, Transport, TransportError};
@@ -95,7 +96,13 @@ impl Connector for SshConnector {
                 .unwrap_or(crate::cluster::DEFAULT_SSH_PORT),
             key: ssh.key.as_ref().map(PathBuf::from),
             password,
-            known_hosts: self.known_hosts.clone(),
+            // The cluster's (saved with it, or given now) before this
+            // invocation's default.
+            known_hosts: ssh
+                .known_hosts
+                .as_ref()
+                .map(PathBuf::from)
+                .or_else(|| self.known_hosts.clone()),
             accept_new_host_keys: self.accept_new_host_keys,
             connect_timeout: Duration::from_secs(10),
             direct_data: self.direct_data,
@@ -152,11 +159,41 @@ fn load_cluster(args: &RunArgs) -> Result<Cluster> {
         port: args.port,
         key: args.ssh_key.as_ref().map(|p| p.display().to_string()),
         password: args.ssh_password_stdin.then_some(PasswordSource::Stdin),
+        known_hosts: args.known_hosts.as_ref().map(|p| p.display().to_string()),
     })?)
+}
+
+/// A host name without a dot (`foo`) is more often a typo than a host:
+/// it must resolve here (`/etc/hosts`, the DNS search domains) before
+/// anything else happens. Names with a dot are left to the SSH connection.
+pub(super) fn refuse_unresolved_bare_names<'h>(
+    hosts: impl IntoIterator<Item = &'h Host>,
+) -> Result<()> {
+    use std::net::ToSocketAddrs as _;
+    let unresolved: Vec<&str> = hosts
+        .into_iter()
+        .filter_map(|h| match &h.address {
+            Address::Hostname(name) if !name.contains('.') => Some(name.as_str()),
+            _ => None,
+        })
+        .filter(|name| {
+            (*name, crate::cluster::DEFAULT_SSH_PORT)
+                .to_socket_addrs()
+                .is_err()
+        })
+        .collect();
+    if !unresolved.is_empty() {
+        bail!(
+            "{}: not an IP address, and not a name this machine resolves (/etc/hosts, DNS); give the host's IP address (a range: 10.0.0.11-10.0.0.13) or a name that resolves",
+            unresolved.join(", ")
+        );
+    }
+    Ok(())
 }
 
 pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) -> Result<()> {
     let mut cluster = load_cluster(args)?;
+    refuse_unresolved_bare_names(&cluster.hosts)?;
     for image in &mut cluster.images {
         *image = super::resolve::name_for(store, image)?;
     }
@@ -224,8 +261,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         apply::run_reporting(store, &mut cluster, &connector, &options, progress);
     if args.dry_run {
         result?;
-        std::io::Write::write_all(&mut std::io::stdout().lock(), report.dry_run.as_bytes())?;
-        return Ok(());
+        return super::mask::print_plans(&report.dry_run, &cluster.env, args.show_secrets);
     }
     // Saved before any host changed and again now, even if the run then
     // failed: a rerun picks up from the hosts' status. A run that stopped
@@ -251,9 +287,9 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     let saved = apply::cluster_file(root, &cluster.name);
     let sent: u64 = report.bytes_sent.values().sum();
     eprintln!(
-        "cluster {} is running on {} hosts ({} changed, {} bytes of layers sent); state in {}",
+        "cluster {} is running on {} ({} changed, {} bytes of layers sent); state in {}",
         cluster.name,
-        cluster.hosts.len(),
+        count(cluster.hosts.len(), "host"),
         report.changed.len(),
         sent,
         saved.display()

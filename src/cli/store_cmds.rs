@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::args::{Format, ImagesArgs, RmiArgs};
 use super::resolve::{resolve, short_id, Found};
+use crate::progress::text::{count, size};
 use crate::reference::{self, Reference};
 use crate::store::{archive, Descriptor, ListedImage, PruneReport, Store, StoreError, StoredImage};
 
@@ -105,7 +106,7 @@ pub fn images(store: &Store, args: &ImagesArgs, ids_only: bool) -> Result<()> {
                 match &row.image {
                     Ok(image) => outln!(
                         "{repo:<50} {tag:<20} {short:<14} {:>10}",
-                        human_size(image_size(image))
+                        size(image_size(image))
                     )?,
                     Err(err) => outln!(
                         "{repo:<50} {tag:<20} {short:<14} {:>10}  <broken: {}>",
@@ -261,12 +262,12 @@ fn warn_saved_clusters(store: &Store, names: &[String]) {
 
 fn prune_summary(report: &PruneReport) -> String {
     format!(
-        "removed {} blobs ({}) and {} temporary files ({}); {} blobs in use",
-        report.blobs_removed,
-        human_size(report.bytes_removed),
-        report.temp_files_removed,
-        human_size(report.temp_bytes_removed),
-        report.blobs_kept
+        "removed {} ({}) and {} ({}); {} in use",
+        count(report.blobs_removed, "blob"),
+        size(report.bytes_removed),
+        count(report.temp_files_removed, "temporary file"),
+        size(report.temp_bytes_removed),
+        count(report.blobs_kept, "blob")
     )
 }
 
@@ -282,14 +283,14 @@ pub fn fsck(store: &Store) -> Result<()> {
         outln!("{problem}")?;
     }
     outln!(
-        "checked {} images, {} blobs ({}): {}",
-        report.images_checked,
-        report.blobs_checked,
-        human_size(report.bytes_checked),
+        "checked {}, {} ({}): {}",
+        count(report.images_checked, "image"),
+        count(report.blobs_checked, "blob"),
+        size(report.bytes_checked),
         if report.is_clean() {
             "all intact".to_string()
         } else {
-            format!("{} problems", report.problems.len())
+            count(report.problems.len(), "problem")
         }
     )?;
     if !report.is_clean() {
@@ -347,30 +348,4 @@ pub fn load(store: &Store, input: Option<&Path>) -> Result<()> {
         outln!("{name}")?;
     }
     Ok(())
-}
-
-pub(super) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_like_docker_images_output() {
-        assert_eq!(human_size(999), "999 B");
-        assert_eq!(human_size(1_500_000), "1.5 MB");
-    }
 }

@@ -14,7 +14,8 @@ pub struct ClusterArgs {
     /// `--cluster`; `default` when empty.
     pub name: String,
     /// `--masters`: each item may be a comma-separated list, each address may
-    /// carry `:port` (`[v6]:port` for IPv6).
+    /// carry `:port` (`[v6]:port` for IPv6) or be a range of IPv4 addresses
+    /// (`10.0.0.11-10.0.0.13`).
     pub masters: Vec<String>,
     pub nodes: Vec<String>,
     pub images: Vec<String>,
@@ -28,6 +29,8 @@ pub struct ClusterArgs {
     pub key: Option<String>,
     /// `--ssh-password-stdin` → `Some(PasswordSource::Stdin)`.
     pub password: Option<PasswordSource>,
+    /// `--known-hosts`.
+    pub known_hosts: Option<String>,
 }
 
 impl Cluster {
@@ -47,35 +50,44 @@ impl Cluster {
             port: args.port,
             key: args.key.clone(),
             password_from: args.password.clone(),
+            known_hosts: args.known_hosts.clone(),
         };
         for (flag, list, role) in [
             ("--masters", &args.masters, Role::Master),
             ("--nodes", &args.nodes, Role::Node),
         ] {
             for item in list.iter().flat_map(|s| s.split(',')) {
-                let item = item.trim();
-                if item.is_empty() {
-                    continue;
-                }
-                match parse_address_port(item) {
-                    Ok((address, port)) => {
-                        if let Some(existing) =
-                            cluster.hosts.iter_mut().find(|h| h.address == address)
-                        {
-                            problems.push(Problem::new(
-                                flag,
-                                format!(
-                                    "duplicate address {address}: it is already a {}",
-                                    existing.roles[0]
-                                ),
-                            ));
-                            continue;
-                        }
-                        let mut host = Host::new(address, &[role]);
-                        host.port = port;
-                        cluster.hosts.push(host);
+                let items = match expand_range(item.trim()) {
+                    Ok(items) => items,
+                    Err(e) => {
+                        problems.push(Problem::new(flag, e));
+                        continue;
                     }
-                    Err(e) => problems.push(Problem::new(flag, e)),
+                };
+                for item in items {
+                    if item.is_empty() {
+                        continue;
+                    }
+                    match parse_address_port(&item) {
+                        Ok((address, port)) => {
+                            if let Some(existing) =
+                                cluster.hosts.iter_mut().find(|h| h.address == address)
+                            {
+                                problems.push(Problem::new(
+                                    flag,
+                                    format!(
+                                        "duplicate address {address}: it is already a {}",
+                                        existing.roles[0]
+                                    ),
+                                ));
+                                continue;
+                            }
+                            let mut host = Host::new(address, &[role]);
+                            host.port = port;
+                            cluster.hosts.push(host);
+                        }
+                        Err(e) => problems.push(Problem::new(flag, e)),
+                    }
                 }
             }
         }
@@ -94,6 +106,38 @@ impl Cluster {
         }
         unless_problems(cluster, "command line", problems)
     }
+}
+
+/// The most addresses one range may name: more is a typo, not a cluster.
+const MAX_RANGE: u32 = 256;
+
+/// `10.0.0.11-10.0.0.13` as its addresses, in order, as sealos reads a
+/// range; any other item as it is (host names may hold `-`).
+fn expand_range(item: &str) -> Result<Vec<String>, String> {
+    let Some((first, last)) = item.split_once('-') else {
+        return Ok(vec![item.to_string()]);
+    };
+    let (Ok(first), Ok(last)) = (
+        first.trim().parse::<std::net::Ipv4Addr>(),
+        last.trim().parse::<std::net::Ipv4Addr>(),
+    ) else {
+        return Ok(vec![item.to_string()]);
+    };
+    let (from, to) = (u32::from(first), u32::from(last));
+    if from > to {
+        return Err(format!(
+            "{item}: the range ends before it starts; write FIRST-LAST, e.g. 10.0.0.11-10.0.0.13"
+        ));
+    }
+    if to - from >= MAX_RANGE {
+        return Err(format!(
+            "{item}: the range names {} addresses, more than {MAX_RANGE}; check it or list the hosts",
+            u64::from(to - from) + 1
+        ));
+    }
+    Ok((from..=to)
+        .map(|n| std::net::Ipv4Addr::from(n).to_string())
+        .collect())
 }
 
 fn flag_for(field: &str) -> &'static str {
@@ -147,7 +191,14 @@ pub fn parse_hosts(
 pub fn parse_targets(cluster: &Cluster, nodes: &[String]) -> Result<Vec<Address>, ClusterError> {
     let mut addresses = Vec::new();
     let mut problems = Vec::new();
+    let mut items = Vec::new();
     for item in nodes.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        match expand_range(item) {
+            Ok(expanded) => items.extend(expanded),
+            Err(e) => problems.push(Problem::new("--nodes", e)),
+        }
+    }
+    for item in items.iter().map(String::as_str) {
         if item.is_empty() {
             continue;
         }
@@ -295,5 +346,47 @@ mod env_file_tests {
                 "{err}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masters(list: &str) -> Result<Vec<String>, ClusterError> {
+        let c = Cluster::from_args(&ClusterArgs {
+            masters: vec![list.to_string()],
+            ..Default::default()
+        })?;
+        Ok(c.hosts.iter().map(|h| h.key()).collect())
+    }
+
+    #[test]
+    fn a_range_of_ipv4_addresses_names_each_of_them_as_sealos_reads_it() {
+        assert_eq!(
+            masters("10.0.0.11-10.0.0.13,10.0.0.20").unwrap(),
+            ["10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.20"]
+        );
+        assert_eq!(
+            masters("10.0.0.255-10.0.1.0").unwrap(),
+            ["10.0.0.255", "10.0.1.0"]
+        );
+        // Host names hold '-'.
+        assert_eq!(masters("node-1").unwrap(), ["node-1"]);
+    }
+
+    #[test]
+    fn a_backwards_or_huge_range_is_refused_naming_it() {
+        let err = masters("10.0.0.13-10.0.0.11").unwrap_err().to_string();
+        assert!(
+            err.contains("--masters: 10.0.0.13-10.0.0.11: the range ends before it starts"),
+            "{err}"
+        );
+        let err = masters("10.0.0.1-10.0.9.1").unwrap_err().to_string();
+        assert!(err.contains("names 2305 addresses, more than 256"), "{err}");
+        let err = masters("10.0.0.11-10.0.0.12,10.0.0.12")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate address 10.0.0.12"), "{err}");
     }
 }

@@ -480,6 +480,7 @@ fn sealos_ssh(raw: &SealosSsh, field: &str, problems: &mut Vec<Problem>) -> SshC
             .clone()
             .filter(|p| !p.is_empty())
             .map(|p| PasswordSource::Value(Secret::new(p))),
+        known_hosts: None,
     }
 }
 

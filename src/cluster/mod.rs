@@ -224,6 +224,10 @@ pub struct SshConfig {
     pub key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_from: Option<PasswordSource>,
+    /// The known_hosts file on the operator's machine (`--known-hosts`),
+    /// remembered so that later commands check host keys against it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
 }
 
 impl SshConfig {
@@ -237,6 +241,10 @@ impl SshConfig {
                 .password_from
                 .clone()
                 .or_else(|| defaults.password_from.clone()),
+            known_hosts: self
+                .known_hosts
+                .clone()
+                .or_else(|| defaults.known_hosts.clone()),
         }
     }
 

@@ -267,6 +267,7 @@ fn builds_from_flags() {
         port: Some(2200),
         key: None,
         password: Some(PasswordSource::Stdin),
+        known_hosts: None,
     };
     let c = Cluster::from_args(&args).unwrap();
     assert_eq!(c.name, "default");

@@ -120,7 +120,7 @@ pub enum HarvestError {
     Runtime(#[source] std::io::Error),
 
     /// Several problems, all reported at once (one per line).
-    #[error("{} problems with the images of this build:\n{}", .0.len(), list(.0))]
+    #[error("{} with the images of this build:\n{}", crate::progress::text::count(.0.len(), "problem"), list(.0))]
     Many(Vec<HarvestError>),
 }
 

@@ -252,11 +252,11 @@ impl Report {
         }
         if !self.changed {
             return format!(
-                "{} {} on {}: nothing to do ({} steps checked)",
+                "{} {} on {}: nothing to do ({} checked)",
                 self.runtime,
                 self.action,
                 self.host,
-                self.steps.len()
+                crate::progress::text::count(self.steps.len(), "step")
             );
         }
         format!(

@@ -9,6 +9,14 @@ use super::Location;
 pub const SUPPORTED_INSTRUCTIONS: &str = "FROM, ARG, ENV, LABEL, COPY, ADD, CMD, ENTRYPOINT, \
                                           WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL, MAINTAINER";
 
+/// ` (did you mean COPY?)` for a keyword close to a supported instruction.
+fn did_you_mean(keyword: &str) -> String {
+    let supported: Vec<&str> = SUPPORTED_INSTRUCTIONS.split(", ").collect();
+    crate::progress::text::closest(keyword, &supported)
+        .map(|k| format!(" (did you mean {k}?)"))
+        .unwrap_or_default()
+}
+
 /// Why a word could not be expanded; wrapped in [`KubefileError::Expansion`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExpandProblem {
@@ -40,7 +48,8 @@ pub enum KubefileError {
     UnsupportedInstruction { location: Location, keyword: String },
 
     #[error(
-        "{location}: unknown instruction `{keyword}`; expected one of {}",
+        "{location}: unknown instruction `{keyword}`{}; expected one of {}",
+        did_you_mean(keyword),
         SUPPORTED_INSTRUCTIONS
     )]
     UnknownInstruction { location: Location, keyword: String },

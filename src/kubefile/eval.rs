@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::KubefileError;
-use super::expand::{expand_fields, expand_word, Vars};
+use super::expand::{expand_fields, expand_word, undefined_names, Vars};
 use super::parser::{Args, Instruction, Keyword, Kubefile, Word};
 use super::{BaseImage, ConfigState, CopyStep, EvalOptions, Location, Stage};
 
@@ -106,6 +106,7 @@ pub fn evaluate(
     let mut config = base;
     let mut cmd_set = false;
     let mut copies = Vec::new();
+    let mut warnings = Vec::new();
     let after_from = kf
         .instructions
         .iter()
@@ -133,6 +134,7 @@ pub fn evaluate(
             }
             (Keyword::Label, Args::Pairs(pairs)) => {
                 let expanded = expand_pairs(pairs, vars)?;
+                warnings.extend(undefined_in_label(pairs, vars, &args.declared));
                 config.labels.extend(expanded);
             }
             (Keyword::Copy | Keyword::Add, Args::Words(words) | Args::Json(words)) => {
@@ -211,7 +213,39 @@ pub fn evaluate(
         config,
         copies,
         unused_build_args,
+        warnings,
     })
+}
+
+/// A warning for each variable a LABEL reads that nothing defines (an ARG
+/// declared without a value is defined: it is empty on purpose).
+fn undefined_in_label(
+    pairs: &[super::parser::Pair],
+    vars: Vars<'_>,
+    declared: &BTreeSet<String>,
+) -> Vec<String> {
+    let known: Vec<&str> = vars
+        .env
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(declared.iter().map(String::as_str))
+        .collect();
+    let mut out = Vec::new();
+    for word in pairs.iter().flat_map(|p| [&p.name, &p.value]) {
+        for name in undefined_names(&word.text, vars) {
+            if declared.contains(&name) {
+                continue;
+            }
+            let hint = crate::progress::text::closest(&name, &known)
+                .map(|k| format!("did you mean ${k}? "))
+                .unwrap_or_default();
+            out.push(format!(
+                "{}: LABEL reads ${name}, which no ARG or ENV before it defines, so it is empty (UndefinedVar); {hint}declare it with ARG {name} (and --build-arg {name}=...) or ENV",
+                word.location
+            ));
+        }
+    }
+    out
 }
 
 /// ARG values in force, and every name declared so far.

@@ -53,10 +53,21 @@ pub fn expand_fields(word: &str, vars: Vars<'_>) -> Result<Vec<String>, ExpandPr
     lexer.run(None, 0).map(|(_, fields)| fields.finish())
 }
 
+/// The names `word` reads without a default (`$V`, `${V}`) that `vars` does
+/// not define, each once, as BuildKit's UndefinedVar check finds them
+/// (`${V:-w}` and `${V:+w}` say what happens without one).
+pub fn undefined_names(word: &str, vars: Vars<'_>) -> Vec<String> {
+    let mut lexer = Lexer::new(word, vars);
+    let _ = lexer.run(None, 0);
+    lexer.undefined
+}
+
 struct Lexer<'a> {
     chars: Vec<char>,
     pos: usize,
     vars: Vars<'a>,
+    /// Names read as `$V` or `${V}` that `vars` does not define.
+    undefined: Vec<String>,
 }
 
 /// Fields being built while scanning; quoted and escaped text never splits.
@@ -107,6 +118,7 @@ impl<'a> Lexer<'a> {
             chars: word.chars().collect(),
             pos: 0,
             vars,
+            undefined: Vec::new(),
         }
     }
 
@@ -213,14 +225,14 @@ impl<'a> Lexer<'a> {
             if name.is_empty() {
                 return Ok("$".to_string());
             }
-            return Ok(self.lookup(&name));
+            return Ok(self.lookup_noting(name));
         }
         self.pos += 1;
         let name = self.name();
         match self.peek() {
             Some('}') => {
                 self.pos += 1;
-                Ok(self.lookup(&name))
+                Ok(self.lookup_noting(name))
             }
             Some(':') => {
                 self.pos += 1;
@@ -266,6 +278,14 @@ impl<'a> Lexer<'a> {
     fn lookup(&self, name: &str) -> String {
         self.vars.get(name).unwrap_or_default().to_string()
     }
+
+    /// A lookup without a default: an undefined name is noted.
+    fn lookup_noting(&mut self, name: String) -> String {
+        if self.vars.get(&name).is_none() && !self.undefined.contains(&name) {
+            self.undefined.push(name.clone());
+        }
+        self.lookup(&name)
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +312,21 @@ mod tests {
                 args: &args,
             },
         )
+    }
+
+    #[test]
+    fn undefined_names_are_the_plain_reads_of_names_nothing_defines() {
+        let env = env();
+        let args = BTreeMap::from([("A".to_string(), "arg".to_string())]);
+        let vars = Vars {
+            env: &env,
+            args: &args,
+        };
+        assert_eq!(
+            undefined_names("$U ${V} $A $X ${W:-d} ${Y:+a} '$Q' $U", vars),
+            vec!["U".to_string(), "V".to_string()]
+        );
+        assert!(undefined_names("${E}${SP}", vars).is_empty());
     }
 
     #[test]

@@ -99,4 +99,7 @@ pub struct Stage {
     pub copies: Vec<CopyStep>,
     /// `--build-arg` names that no ARG consumed (buildah warns about them).
     pub unused_build_args: Vec<String>,
+    /// What deserves a warning but builds (a LABEL reading an undefined
+    /// variable, as BuildKit's UndefinedVar check warns).
+    pub warnings: Vec<String>,
 }

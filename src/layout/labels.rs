@@ -165,11 +165,17 @@ pub fn read_labels(labels: &BTreeMap<String, String>, layouts: &Layouts) -> Labe
                     source: Source::Label(key.to_string()),
                 })
             }
-            None => reading.problems.push(Problem::BadLabel {
-                key: key.to_string(),
-                value: value.to_string(),
-                expected: "expected rootfs, application or patch".into(),
-            }),
+            None => {
+                let types = ["rootfs", "application", "patch"];
+                let hint = crate::progress::text::closest(value.trim(), &types)
+                    .map(|t| format!("did you mean {t}? "))
+                    .unwrap_or_default();
+                reading.problems.push(Problem::BadLabel {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    expected: format!("{hint}expected rootfs, application or patch"),
+                })
+            }
         }
     }
     let runtime_same = |a: &str, b: &str| layouts.resolve_runtime(a) == layouts.resolve_runtime(b);
@@ -181,11 +187,17 @@ pub fn read_labels(labels: &BTreeMap<String, String>, layouts: &Layouts) -> Labe
                     source: Source::Label(key.to_string()),
                 })
             }
-            None => reading.problems.push(Problem::BadLabel {
-                key: key.to_string(),
-                value: value.to_string(),
-                expected: format!("expected one of {}", layouts.runtimes().join(", ")),
-            }),
+            None => {
+                let runtimes = layouts.runtimes();
+                let hint = crate::progress::text::closest(value.trim(), &runtimes)
+                    .map(|r| format!("did you mean {r}? "))
+                    .unwrap_or_default();
+                reading.problems.push(Problem::BadLabel {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    expected: format!("{hint}expected one of {}", runtimes.join(", ")),
+                })
+            }
         }
     }
     let version_same = |a: &str, b: &str| match (Version::parse(a), Version::parse(b)) {

@@ -143,8 +143,8 @@ fn probe_file(
     } else if wants(Kind::Yaml) || wants(Kind::Toml) || wants(Kind::ImageList) {
         if size > TEXT_CAP {
             facts.unchecked = Some(format!(
-                "bigger than {} MiB, its content was not checked",
-                TEXT_CAP >> 20
+                "bigger than {}, its content was not checked",
+                crate::progress::text::size(TEXT_CAP)
             ));
         } else {
             let mut content = head.clone();

@@ -108,11 +108,11 @@ impl Plan {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "plan: {} {} on {} ({} steps)",
+            "plan: {} {} on {} ({})",
             self.runtime,
             self.action,
             self.host,
-            self.steps.len()
+            crate::progress::text::count(self.steps.len(), "step")
         );
         if !self.env.is_empty() {
             let _ = writeln!(out, "env (for templates):");

@@ -1,6 +1,8 @@
 //! One small interface for long work, so the same code drives a progress bar,
 //! plain log lines, or nothing at all in tests.
 
+pub mod text;
+
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
@@ -10,6 +12,14 @@ pub trait Progress: Send + Sync {
     fn begin(&self, label: &str, total: Option<u64>) -> Box<dyn Task>;
     /// A one-off message (a step finished, a cache hit).
     fn message(&self, text: &str);
+    /// A step on a host that may take long (an install, a join): on a
+    /// terminal a spinner with the time it has taken so far, which stays
+    /// as a line when the task ends; elsewhere `label` once, as a message
+    /// (a log reads it when the step starts).
+    fn step(&self, label: &str) -> Box<dyn Task> {
+        self.message(label);
+        Box::new(SilentTask)
+    }
 }
 
 /// One running task of a [`Progress`].
@@ -98,6 +108,40 @@ impl Progress for Bars {
     fn message(&self, text: &str) {
         let _guard = self.lock.lock();
         let _ = self.multi.println(text);
+    }
+    fn step(&self, label: &str) -> Box<dyn Task> {
+        let bar = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .expect("static template"),
+        );
+        let bar = self.multi.add(bar.with_message(label.to_string()));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Box::new(StepTask { bar })
+    }
+}
+
+/// A [`Progress::step`] on a terminal: ends as the line `LABEL 12s` (with
+/// a tick instead of the spinner), when finished or dropped (a failed step
+/// too).
+struct StepTask {
+    bar: indicatif::ProgressBar,
+}
+
+impl Task for StepTask {
+    fn advance(&self, _bytes: u64) {}
+    fn finish(&self, summary: &str) {
+        if !summary.is_empty() {
+            self.bar.set_message(summary.to_string());
+        }
+        self.bar.finish();
+    }
+}
+
+impl Drop for StepTask {
+    fn drop(&mut self) {
+        if !self.bar.is_finished() {
+            self.bar.finish();
+        }
     }
 }
 

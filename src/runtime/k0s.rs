@@ -357,6 +357,28 @@ fn hosts_joining(cluster: &Cluster, role: Role, first: &Address) -> usize {
 }
 
 impl Runtime for K0s {
+    /// What [`config_step`] and [`sans`] read.
+    fn env_keys(&self) -> &'static [super::EnvKey] {
+        const KEYS: &[super::EnvKey] = &[
+            super::EnvKey {
+                key: POD_CIDR,
+                example: "POD_CIDR=10.244.0.0/16",
+                meaning: "spec.network.podCIDR (k0s' default 10.244.0.0/16)",
+            },
+            super::EnvKey {
+                key: SERVICE_CIDR,
+                example: "SERVICE_CIDR=10.96.0.0/12",
+                meaning: "spec.network.serviceCIDR (k0s' default 10.96.0.0/12)",
+            },
+            super::EnvKey {
+                key: CONTROL_PLANE_ENDPOINT,
+                example: "CONTROL_PLANE_ENDPOINT=lb.example.com",
+                meaning: "spec.api.externalAddress: a load balancer forwarding 6443, 9443 and 8132",
+            },
+        ];
+        KEYS
+    }
+
     /// https://docs.k0sproject.io/v1.30.2+k0s.0/networking/#required-ports-and-protocols:
     /// controllers serve the API, the join API and konnectivity and talk
     /// etcd to each other; kubelet and kube-router's BGP run where a worker

@@ -478,6 +478,39 @@ fn push_killall(plan: &mut Plan) {
 }
 
 impl Runtime for K3s {
+    /// What [`config_overlay`], [`server_flags`], [`server_url`] and
+    /// [`env_file_pairs`] read.
+    fn env_keys(&self) -> &'static [super::EnvKey] {
+        const KEYS: &[super::EnvKey] = &[
+            super::EnvKey {
+                key: "POD_CIDR",
+                example: "POD_CIDR=10.42.0.0/16",
+                meaning: "the servers' cluster-cidr (k3s' default 10.42.0.0/16)",
+            },
+            super::EnvKey {
+                key: "SERVICE_CIDR",
+                example: "SERVICE_CIDR=10.43.0.0/16",
+                meaning: "the servers' service-cidr (k3s' default 10.43.0.0/16)",
+            },
+            super::EnvKey {
+                key: ENDPOINT_KEY,
+                example: "CONTROL_PLANE_ENDPOINT=lb.example.com:6443",
+                meaning: "a load balancer before the servers: their --tls-san, where others join",
+            },
+            super::EnvKey {
+                key: "HTTP_PROXY",
+                example: "HTTP_PROXY=http://proxy.example.com:3128",
+                meaning: "the units' env file, as install.sh copies it; also HTTPS_PROXY, NO_PROXY",
+            },
+            super::EnvKey {
+                key: "CONTAINERD_*",
+                example: "CONTAINERD_HTTP_PROXY=http://proxy:3128",
+                meaning: "the units' env file, as install.sh copies it",
+            },
+        ];
+        KEYS
+    }
+
     /// The ports of <https://docs.k3s.io/installation/requirements#inbound-rules-for-k3s-nodes>:
     /// every server runs embedded etcd here (the first with
     /// `--cluster-init`), so it needs 2379-2380 besides the API server's

@@ -600,6 +600,45 @@ fn kubeconfig_link(plan: &mut Plan) {
 }
 
 impl Runtime for Kubeadm {
+    /// Several control planes without a load balancer: kubeadm's HA guide
+    /// gives `--control-plane-endpoint` a load balancer for them all
+    /// (<https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/high-availability/>);
+    /// without one, every node and the kubeconfig name the first master.
+    fn warnings(&self, cluster: &Cluster) -> Vec<String> {
+        let masters = cluster.masters().count();
+        match cluster.first_master() {
+            Some(first) if masters > 1 && !cluster.env.contains_key("CONTROL_PLANE_ENDPOINT") => {
+                vec![format!(
+                    "{masters} control planes and no -e CONTROL_PLANE_ENDPOINT: every node and the kubeconfig point at the first master {}:{API_PORT}, so the cluster is down when it is (unless the image's {IMAGE_CONFIG} sets controlPlaneEndpoint); put a load balancer before the control planes' port {API_PORT} and pass -e CONTROL_PLANE_ENDPOINT=HOST:{API_PORT}",
+                    first.address.url_host()
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// What [`endpoint`] and [`init_config`] read.
+    fn env_keys(&self) -> &'static [super::EnvKey] {
+        const KEYS: &[super::EnvKey] = &[
+            super::EnvKey {
+                key: "POD_CIDR",
+                example: "POD_CIDR=10.244.0.0/16",
+                meaning: "networking.podSubnet of the ClusterConfiguration",
+            },
+            super::EnvKey {
+                key: "SERVICE_CIDR",
+                example: "SERVICE_CIDR=10.96.0.0/12",
+                meaning: "networking.serviceSubnet (kubeadm's default 10.96.0.0/12)",
+            },
+            super::EnvKey {
+                key: "CONTROL_PLANE_ENDPOINT",
+                example: "CONTROL_PLANE_ENDPOINT=lb.example.com:6443",
+                meaning: "controlPlaneEndpoint: a load balancer before the control planes",
+            },
+        ];
+        KEYS
+    }
+
     /// https://kubernetes.io/docs/reference/networking/ports-and-protocols/
     fn ports(&self, _cluster: &Cluster, host: &Host) -> Vec<Port> {
         ports_of_roles(host, |role| match role {

@@ -370,9 +370,25 @@ pub enum Prerequisite {
     SwapOff { why: String },
 }
 
+/// A cluster env key (`-e KEY=VALUE`) a runtime's plans read, for `run --help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvKey {
+    /// The key, or a prefix ending in `*` (`CONTAINERD_*`).
+    pub key: &'static str,
+    /// A `KEY=VALUE` the runtime takes, as help shows it.
+    pub example: &'static str,
+    /// What it sets, in one line.
+    pub meaning: &'static str,
+}
+
 /// A Kubernetes distribution.
 pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
+    /// The cluster env keys its plans read (every key also reaches the
+    /// image's hooks); `run --help` lists them.
+    fn env_keys(&self) -> &'static [EnvKey] {
+        &[]
+    }
     /// The join secrets in what this runtime's install plan captured (the
     /// installer's `key → value` map); other keys are ignored.
     fn join_secrets(
@@ -643,6 +659,20 @@ impl fmt::Debug for dyn Runtime {
 /// here; a unit test checks that each has a layout and each layout a runtime.
 pub const REGISTRY: &[fn() -> Box<dyn Runtime>] =
     &[|| Box::new(K0s), || Box::new(K3s), || Box::new(Kubeadm)];
+
+/// Every runtime's [`Runtime::env_keys`], for `sealrs run --help`.
+pub fn env_keys_help() -> String {
+    let mut out = String::from(
+        "Cluster env keys (-e KEY=VALUE) the runtimes read (every key reaches the image's hooks):\n",
+    );
+    for runtime in REGISTRY.iter().map(|make| make()) {
+        out.push_str(&format!("  {}:\n", runtime.name()));
+        for k in runtime.env_keys() {
+            out.push_str(&format!("    {}\n        {}\n", k.example, k.meaning));
+        }
+    }
+    out
+}
 
 /// The names of the runtimes in [`REGISTRY`], in its order.
 pub fn names() -> Vec<&'static str> {

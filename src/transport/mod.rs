@@ -228,6 +228,23 @@ impl Default for ConnectOptions {
     }
 }
 
+impl TransportError {
+    /// Whether the host answered and refused us (its host key, the login,
+    /// our key or known_hosts file), rather than being down or cut off: a
+    /// refusal is never "cannot reach", and `--force` never skips it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            TransportError::UnknownHostKey { .. }
+                | TransportError::HostKeyChanged { .. }
+                | TransportError::KnownHosts { .. }
+                | TransportError::Key { .. }
+                | TransportError::NoKey { .. }
+                | TransportError::AuthFailed { .. }
+        )
+    }
+}
+
 /// Everything that can go wrong reaching a host. Each variant names the host;
 /// messages say what to do. No variant holds a password or an env value.
 #[derive(Debug, thiserror::Error)]

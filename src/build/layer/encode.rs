@@ -230,7 +230,12 @@ pub(super) fn write_layer(
     let (encoder, diff_id, _) = diff.into_parts();
     let blob = encoder.finish().map_err(write_err)?;
     let (digest, size) = blob.finish().map_err(store_err)?;
-    task.finish(&format!("{} → {} ({} bytes)", plan.label, digest, size));
+    task.finish(&format!(
+        "{} → {} ({})",
+        plan.label,
+        crate::progress::text::short_digest(digest.as_ref()),
+        crate::progress::text::size(size)
+    ));
     Ok(Layer {
         descriptor: Descriptor::new(plan.compression.layer_media_type(), size, digest),
         diff_id,

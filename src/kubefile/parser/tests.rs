@@ -132,7 +132,11 @@ fn error_unsupported_instructions() {
 fn error_unknown_instruction_lists_supported_ones() {
     assert_eq!(
         err("FROM scratch\nLABEL a=1\nCOPPY a b\n"),
-        format!("K:3:1: unknown instruction `COPPY`; expected one of {SUPPORTED_INSTRUCTIONS}")
+        format!("K:3:1: unknown instruction `COPPY` (did you mean COPY?); expected one of {SUPPORTED_INSTRUCTIONS}")
+    );
+    assert_eq!(
+        err("FROM scratch\nFOO a\n"),
+        format!("K:2:1: unknown instruction `FOO`; expected one of {SUPPORTED_INSTRUCTIONS}")
     );
 }
 
