@@ -2,15 +2,16 @@
 //! cluster's control planes.
 //!
 //! check asks each master's installer to read the certificates where the
-//! runtime keeps them ([`Runtime::cert_sources`]); a master that cannot be
+//! runtime keeps them ([`crate::runtime::Runtime::cert_sources`]); a master that cannot be
 //! reached is an answer, as in `sealrs status`. renew runs the runtime's
-//! own renewal ([`Runtime::renew_certs`]), planned on each master by its
+//! own renewal ([`crate::runtime::Runtime::renew_certs`]), planned on each master by its
 //! installer, one master at a time: each plan ends when that master's API
 //! server answers again, and the next master starts only then.
 
 use serde::Serialize;
 
 use super::connect::{self, Connector};
+use super::context::RunContext;
 use super::lifecycle::open;
 use super::parallel::per_host;
 use super::remote::{call_installer, host_context, host_request, installer_report};
@@ -235,7 +236,18 @@ pub fn renewals(
     progress: &dyn Progress,
     options: &RenewOptions,
 ) -> Result<Vec<(String, CertRenewal)>, ApplyError> {
-    let ctx = open(store, connector, progress, cluster)?;
+    plans(
+        &open(store, connector, progress, cluster)?,
+        cluster,
+        options,
+    )
+}
+
+fn plans(
+    ctx: &RunContext,
+    cluster: &Cluster,
+    options: &RenewOptions,
+) -> Result<Vec<(String, CertRenewal)>, ApplyError> {
     masters(cluster)
         .iter()
         .map(|host| {
@@ -268,7 +280,8 @@ pub fn renew(
     options: &RenewOptions,
 ) -> Result<RenewReport, ApplyError> {
     let mut report = RenewReport::default();
-    let planned = renewals(store, cluster, connector, progress, options)?;
+    let mut ctx = open(store, connector, progress, cluster)?;
+    let planned = plans(&ctx, cluster, options)?;
     if planned
         .iter()
         .all(|(_, r)| matches!(r, CertRenewal::ByRuntime(_)))
@@ -280,7 +293,6 @@ pub fn renew(
         }
         return Ok(report);
     }
-    let mut ctx = open(store, connector, progress, cluster)?;
     let masters = masters(cluster);
     let addresses: Vec<_> = masters.iter().map(|h| h.address.clone()).collect();
     progress.message(&format!("connecting to {} masters", masters.len()));

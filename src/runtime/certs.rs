@@ -55,23 +55,13 @@ impl CertSource {
 pub const DEFAULT_POD_RESTART_WAIT_SECS: u64 = 20;
 
 /// What the operator asked of a renewal, checked by [`RenewOptions::new`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenewOptions {
     /// Subject alternative names the API server's certificate gets in
     /// addition to those it has (DNS names or IP addresses).
     pub alt_names: Vec<String>,
     /// How long a restarted static pod is given (the kubelet's file check).
     pub pod_restart_wait_secs: u64,
-}
-
-impl Default for RenewOptions {
-    fn default() -> Self {
-        RenewOptions {
-            alt_names: Vec::new(),
-            pod_restart_wait_secs: DEFAULT_POD_RESTART_WAIT_SECS,
-        }
-    }
 }
 
 /// An alternative name a certificate cannot carry.
@@ -260,11 +250,12 @@ mod tests {
     fn kubeadm_alt_names_regenerate_the_apiserver_cert_from_cluster_configuration_sans() {
         let first = plan_of(renewal(&Kubeadm, 0, &["api.example.com", "10.9.9.9"]).unwrap());
         assert_eq!(
-            ids(&first)[..6],
+            ids(&first)[..7],
             [
                 "cert-sans-config",
-                "remove-apiserver-crt",
-                "remove-apiserver-key",
+                "backup-dir",
+                "move-apiserver-crt",
+                "move-apiserver-key",
                 "apiserver-cert",
                 "upload-config",
                 "renew"
@@ -282,6 +273,15 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert_eq!(sans, ["api.example.com", "10.9.9.9"]);
+        assert_eq!(
+            argv(&first, "move-apiserver-key"),
+            [
+                "mv",
+                "-f",
+                "/etc/kubernetes/pki/apiserver.key",
+                "/etc/kubernetes/sealrs-backup/apiserver.key"
+            ]
+        );
         assert_eq!(
             argv(&first, "apiserver-cert"),
             [

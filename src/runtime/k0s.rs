@@ -431,8 +431,9 @@ impl Runtime for K0s {
 
     /// k0s renews its own: each start of k0scontroller makes again every
     /// certificate its CAs (kubernetes-ca, kubernetes-front-proxy-ca,
-    /// etcd-ca) issued (`regenerateCert` in pkg/certificate/manager.go,
-    /// v1.30), and the kubelets rotate theirs through the API.
+    /// etcd-ca) issued (`regenerateCert` in k0s's
+    /// pkg/certificate/manager.go), and the kubelets rotate theirs through
+    /// the API.
     fn renew_certs(
         &self,
         ctx: &HostContext,

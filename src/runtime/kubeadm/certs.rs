@@ -15,8 +15,8 @@
 //! cluster" (v1.30, the API server's certSANs:
 //! <https://kubernetes.io/docs/tasks/administer-cluster/kubeadm/kubeadm-reconfigure/>):
 //! the ClusterConfiguration with the new `apiServer.certSANs` in a file, the
-//! old `apiserver.crt`/`apiserver.key` moved away, `kubeadm init phase certs
-//! apiserver --config FILE`; and, so that an upgrade, which regenerates the
+//! old `apiserver.crt`/`apiserver.key` moved away (kept in [`BACKUP_DIR`]),
+//! `kubeadm init phase certs apiserver --config FILE`; and, so that an upgrade, which regenerates the
 //! certificate from the cluster's kubeadm-config ConfigMap, keeps them, that
 //! ConfigMap updated once (`kubeadm init phase upload-config kubeadm`).
 
@@ -32,6 +32,8 @@ pub const KUBECONFIG_DIR: &str = "/etc/kubernetes";
 pub const MANIFESTS_DIR: &str = "/etc/kubernetes/manifests";
 /// Where a static pod's manifest waits while its pod is stopped.
 pub const RESTART_DIR: &str = "/etc/kubernetes/sealrs-restart";
+/// Where the API server's certificate and key before new SANs are kept.
+pub const BACKUP_DIR: &str = "/etc/kubernetes/sealrs-backup";
 /// The ClusterConfiguration with the added SANs (kubeadm's `--config`).
 pub const CERT_SANS_CONFIG: &str = "/etc/kubernetes/sealrs-cert-sans.yaml";
 pub const APISERVER_CRT: &str = "/etc/kubernetes/pki/apiserver.crt";
@@ -75,8 +77,16 @@ pub fn renew(ctx: &HostContext, options: &RenewOptions) -> Result<CertRenewal, R
             FileContent::text(cluster_config_with_sans(ctx, &options.alt_names)?),
             0o600,
         ));
-        plan.push(Step::remove("remove-apiserver-crt", APISERVER_CRT));
-        plan.push(Step::remove("remove-apiserver-key", APISERVER_KEY));
+        plan.push(Step::ensure_dir("backup-dir", BACKUP_DIR, 0o700));
+        for (id, path) in [("crt", APISERVER_CRT), ("key", APISERVER_KEY)] {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            plan.push(Step::run(
+                &format!("move-apiserver-{id}"),
+                format!("move the API server's {name} to {BACKUP_DIR}"),
+                &["mv", "-f", path, &format!("{BACKUP_DIR}/{name}")],
+                Check::IfExists { path: path.into() },
+            ));
+        }
         plan.push(Step::run(
             "apiserver-cert",
             "make the API server's certificate with the new SANs (kubeadm init phase certs apiserver)",
