@@ -272,6 +272,9 @@ fn kubeadm_certificates_are_checked_then_renewed_master_by_master_with_the_stati
             text.contains("DNS:api.example.com") && text.contains("IP Address:10.20.30.40"),
             "{text}"
         );
+        // The certificate before the new SANs is kept, as kubeadm's docs move it away.
+        let kept = h.exec(&["test", "-s", "/etc/kubernetes/sealrs-backup/apiserver.crt"]);
+        assert!(kept.status.success(), "{}", h.name);
         let uploads = standin_log(h)
             .matches("init phase upload-config kubeadm")
             .count();

@@ -320,3 +320,90 @@ pub fn renew(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::installer::CertInfo;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn info(file: &str, not_after: i64) -> CertInfo {
+        CertInfo {
+            file: file.into(),
+            subject: "CN=kube-apiserver".into(),
+            issuer: "CN=kubernetes".into(),
+            not_after,
+            sans: Vec::new(),
+            is_ca: false,
+        }
+    }
+
+    #[test]
+    fn days_left_count_whole_days_and_the_window_marks_what_expires_within_it() {
+        let soon = row(info("/a.crt", NOW + 10 * DAY - 1), 30, NOW);
+        assert_eq!((soon.days_left, soon.expiring), (9, true));
+        assert_eq!(soon.expires, "2027-01-25T07:59:59Z");
+        assert!(!row(info("/a.crt", NOW + 10 * DAY - 1), 5, NOW).expiring);
+        let gone = row(info("/a.crt", NOW - 1), 30, NOW);
+        assert_eq!((gone.days_left, gone.expiring), (-1, true));
+        assert!(!row(info("/a.crt", NOW + 30 * DAY), 30, NOW).expiring);
+    }
+
+    #[test]
+    fn the_table_marks_expiring_certificates_and_names_hosts_it_could_not_read() {
+        let check = CertCheck {
+            cluster: "c".into(),
+            runtime: "kubeadm".into(),
+            warn_days: 30,
+            hosts: vec![
+                HostCertReport {
+                    host: "10.0.0.1:22".into(),
+                    reachable: true,
+                    error: None,
+                    certs: vec![
+                        row(
+                            info("/etc/kubernetes/pki/apiserver.crt", NOW + 10 * DAY),
+                            30,
+                            NOW,
+                        ),
+                        row(
+                            info("/etc/kubernetes/pki/ca.crt", NOW + 3000 * DAY),
+                            30,
+                            NOW,
+                        ),
+                    ],
+                    problems: vec![CertProblem {
+                        file: "/etc/kubernetes/pki/x.crt".into(),
+                        error: "no PEM certificate in it".into(),
+                    }],
+                },
+                HostCertReport {
+                    host: "10.0.0.2:22".into(),
+                    reachable: false,
+                    error: Some("connection refused".into()),
+                    certs: Vec::new(),
+                    problems: Vec::new(),
+                },
+            ],
+            expiring: 1,
+            ok: false,
+        };
+        let text = table(&check);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("HOST") && lines[0].ends_with("DAYS LEFT"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("apiserver.crt") && lines[1].ends_with("10 !"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("3000"), "{text}");
+        assert_eq!(
+            lines[3],
+            "10.0.0.1:22: /etc/kubernetes/pki/x.crt: no PEM certificate in it"
+        );
+        assert_eq!(lines[4], "10.0.0.2:22: unreachable: connection refused");
+    }
+}
