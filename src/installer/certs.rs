@@ -268,4 +268,48 @@ mod tests {
         let flat = read_certs(&[CertSource::pem("/pki", false)], r);
         assert_eq!(flat.certs.len(), 2);
     }
+
+    #[test]
+    fn the_renewal_is_planned_on_the_host_with_the_images_kubeadm_config() {
+        use crate::cluster::{Cluster, ClusterArgs};
+        use crate::plan::{Action, FileContent};
+        use crate::runtime::{ImageInfo, JoinSecrets};
+        let root = tempfile::tempdir().unwrap();
+        write(
+            root.path(),
+            "/rootfs/etc/kubeadm.yaml",
+            "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\napiServer:\n  certSANs:\n  - image.example.com\nnetworking:\n  serviceSubnet: 10.96.0.0/12\n",
+        );
+        let cluster = Cluster::from_args(&ClusterArgs {
+            masters: vec!["10.0.0.1".into()],
+            ..ClusterArgs::default()
+        })
+        .unwrap();
+        let image = ImageInfo::new("kubeadm", "v1.30.2").unwrap();
+        let request = Request::new(
+            &cluster,
+            &cluster.hosts[0],
+            &image,
+            &JoinSecrets::default(),
+            "/rootfs",
+            Vec::new(),
+        );
+        let options = RenewOptions::new(&["api.example.com".to_string()], 1).unwrap();
+        let CertRenewal::Plan(plan) = renew_plan(&request, &options, root.path()).unwrap() else {
+            panic!("kubeadm renews with a plan");
+        };
+        let Action::WriteFile {
+            content: FileContent::Bytes { bytes },
+            ..
+        } = &plan.step("cert-sans-config").unwrap().action
+        else {
+            panic!("the SANs config is a file");
+        };
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains("- image.example.com\n  - api.example.com")
+                && text.contains("serviceSubnet: 10.96.0.0/12"),
+            "{text}"
+        );
+    }
 }
