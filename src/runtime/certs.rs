@@ -326,6 +326,8 @@ mod tests {
             CertRenewal::ByRuntime(why) => assert!(why.contains("k0scontroller"), "{why}"),
             CertRenewal::Plan(p) => panic!("k0s got a plan: {p:?}"),
         }
+        let err = renewal(&K0s, 0, &["api.example.com"]).unwrap_err();
+        assert!(err.to_string().contains("spec.api.sans"), "{err}");
         for rt in [&Kubeadm as &dyn Runtime, &K3s] {
             assert!(
                 renewal(rt, 2, &[]).is_err(),

@@ -437,8 +437,15 @@ impl Runtime for K0s {
     fn renew_certs(
         &self,
         ctx: &HostContext,
-        _options: &super::RenewOptions,
+        options: &super::RenewOptions,
     ) -> Result<super::CertRenewal, RuntimeError> {
+        if !options.alt_names.is_empty() {
+            return Err(RuntimeError::BadConfig {
+                runtime: "k0s",
+                file: CONFIG.into(),
+                reason: "k0s gives the API server the extra names of spec.api.sans in its config; put them in the image's k0s.yaml and upgrade to it (--alt-names changes nothing for k0s)".into(),
+            });
+        }
         Ok(super::CertRenewal::ByRuntime(format!(
             "{}: k0s renews its own certificates: every start of k0scontroller issues again each certificate in {PKI_DIR} that its CAs (kubernetes-ca, kubernetes-front-proxy-ca, etcd-ca; valid 10 years, never renewed) signed, and the kubelets rotate theirs; restarting k0scontroller on one controller at a time renews them, and sealrs changes nothing on the host",
             ctx.host_key()
