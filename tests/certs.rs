@@ -254,7 +254,8 @@ fn kubeadm_certificates_are_checked_then_renewed_master_by_master_with_the_stati
         let names = sans(&check, h, API_CERT);
         assert!(
             names.contains(&"api.example.com".to_string())
-                && names.contains(&"10.20.30.40".to_string()),
+                && names.contains(&"10.20.30.40".to_string())
+                && names.contains(&h.ip),
             "{}: {names:?}",
             h.name
         );

@@ -263,7 +263,11 @@ mod tests {
         );
         let (path, text) = written(&first, "cert-sans-config");
         assert_eq!(path, "/etc/kubernetes/sealrs-cert-sans.yaml");
-        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let (init, cluster) = text.split_once("---\n").unwrap();
+        let init: serde_yaml_ng::Value = serde_yaml_ng::from_str(init).unwrap();
+        assert_eq!(init["kind"], "InitConfiguration");
+        assert_eq!(init["localAPIEndpoint"]["advertiseAddress"], "10.0.0.1");
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(cluster).unwrap();
         assert_eq!(doc["kind"], "ClusterConfiguration");
         assert_eq!(doc["kubernetesVersion"], "v1.30.2");
         let sans: Vec<&str> = doc["apiServer"]["certSANs"]

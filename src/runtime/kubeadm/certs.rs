@@ -159,13 +159,15 @@ fn restart_static_pods(plan: &mut Plan, wait_secs: u64) {
 
 /// The ClusterConfiguration `kubeadm init` got (the image's, with the
 /// version, endpoint and CIDRs), its `apiServer.certSANs` extended by
-/// `alt_names`.
+/// `alt_names`; after this host's InitConfiguration (its advertise address,
+/// which the certificate names too).
 fn cluster_config_with_sans(
     ctx: &HostContext,
     alt_names: &[String],
 ) -> Result<String, RuntimeError> {
     const KIND: &str = "ClusterConfiguration";
-    let text = init_documents(ctx)?.render(&[KIND]);
+    let docs = init_documents(ctx)?;
+    let text = docs.render(&[KIND]);
     let bad = |reason: String| RuntimeError::BadConfig {
         runtime: "kubeadm",
         file: CERT_SANS_CONFIG.into(),
@@ -197,5 +199,11 @@ fn cluster_config_with_sans(
             sans.push(name);
         }
     }
-    serde_yaml_ng::to_string(&doc).map_err(|e| bad(e.to_string()))
+    let cluster = serde_yaml_ng::to_string(&doc).map_err(|e| bad(e.to_string()))?;
+    let init = docs.render(&["InitConfiguration"]);
+    Ok(if init.is_empty() {
+        cluster
+    } else {
+        format!("{init}---\n{cluster}")
+    })
 }
