@@ -282,6 +282,20 @@ fn kubeadm_certificates_are_checked_then_renewed_master_by_master_with_the_stati
         assert_eq!(uploads, usize::from(h.ip == hosts[0].ip), "{}", h.name);
     }
 
+    // A master that is not healthy after its renewal (a runtime service
+    // down) stops the command before the next master is touched.
+    hosts[0].exec_ok(&["systemctl", "stop", "containerd"]);
+    let out = on_hosts(&env, &hosts, &renew, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&hosts[0].ip) && stderr.contains("containerd.service is inactive"),
+        "{stderr}"
+    );
+    let renews = |h: &Host| standin_log(h).matches("|certs renew all|").count();
+    assert_eq!((renews(&hosts[0]), renews(&hosts[1])), (3, 2));
+    hosts[0].exec_ok(&["systemctl", "start", "containerd"]);
+
     // A master that is down is reported, and fails the check.
     hosts.stop(1);
     let (ok, check, stderr) = check_json(&env, &hosts, &[]);

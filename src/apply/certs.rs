@@ -312,13 +312,46 @@ pub fn renew(
         let request = host_request(cluster, host, &ctx.image, &JoinSecrets::default());
         let output = call_installer(transport, &ctx.image, &args, &request.to_json())?;
         installer_report(transport, "renew-certs", output)?;
+        services_active(ctx.runtime.as_ref(), transport, host)?;
         progress.message(&format!(
-            "{}: certificates renewed, its API server answers",
+            "{}: certificates renewed, its API server answers and its services run",
             host.key()
         ));
         report.renewed.push(host.key());
     }
     Ok(report)
+}
+
+/// A renewed master is healthy once its API server answers (its plan's last
+/// step) and the runtime's services are active, as `sealrs status` expects
+/// them; otherwise the masters after it are left alone.
+fn services_active(
+    rt: &dyn crate::runtime::Runtime,
+    transport: &dyn crate::transport::Transport,
+    host: &Host,
+) -> Result<(), ApplyError> {
+    let down: Vec<String> = rt
+        .service_units(crate::cluster::Role::Master)
+        .into_iter()
+        .filter_map(|unit| {
+            let argv = ["systemctl", "is-active", unit].map(String::from);
+            let state = match transport.run(&argv, &[], None) {
+                Ok(out) => out.stdout_text().trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            (state != "active").then(|| format!("{unit} is {state}"))
+        })
+        .collect();
+    if down.is_empty() {
+        return Ok(());
+    }
+    Err(ApplyError::Refused {
+        hosts: vec![host.key()],
+        reason: format!(
+            "not healthy after its certificates were renewed ({}); the masters after it were left alone",
+            down.join(", ")
+        ),
+    })
 }
 
 #[cfg(test)]
