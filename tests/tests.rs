@@ -8,6 +8,7 @@ mod bad_input; // bad input to build and store commands: a named error, the stor
 mod build; // `sealrs build`: what lands in the store, as skopeo and umoci see it
 mod buildah_diff; // the image config we write equals buildah's for each tests/data/kubefiles case
 mod cluster_docs; // run --help lists each runtime's -e keys (each changes its plans); gen writes a Clusterfile run -f reads
+mod certs; // sealrs cert check and cert renew on real hosts: real x509 certificates the stand-ins make, renewed master by master
 mod day2; // a cluster's second day: reset keeps the operator's store, locks, confirmation, dry runs, membership, digests
 mod dead_hosts; // sealrs status, delete --force of a host that is down, masters replaced one at a time
 mod harvest; // images harvested into a rootfs from a real registry, and by `build`

@@ -61,6 +61,7 @@
 
 mod apps;
 mod bootstrap;
+pub mod certs;
 mod check;
 mod connect;
 mod context;

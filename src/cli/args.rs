@@ -84,6 +84,9 @@ pub enum Command {
     Kubeconfig(KubeconfigArgs),
     /// Print a Clusterfile for `run -f` from `run`'s flags, to edit or keep (as sealos gen).
     Gen(GenArgs),
+    /// Certificates of a saved cluster's control planes: check their expiry, renew them.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Print a shell completion script, e.g. `sealrs completion bash > /etc/bash_completion.d/sealrs`.
     Completion(CompletionArgs),
     /// Runs on a host, from inside an applied image: unpack layers, verify, execute a plan.
@@ -414,6 +417,12 @@ pub enum InstallerCommand {
     Apply(InstallerApplyArgs),
     /// Unpack layer blobs, in order, into a rootfs directory.
     Unpack(InstallerUnpackArgs),
+    /// Read the certificates in the directories the JSON list on standard
+    /// input names (the runtime's cert sources); prints them (JSON).
+    Certs(InstallerCertsArgs),
+    /// Renew this control plane's certificates as its runtime does, the
+    /// request (JSON) on standard input; prints the report (JSON).
+    RenewCerts(InstallerRenewCertsArgs),
     /// Remove the rootfs and layer directories that no kept image
     /// references (after an upgrade); prints what went and the bytes freed (JSON).
     Gc(InstallerGcArgs),
@@ -760,6 +769,73 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(1u64 << shift))
         .ok_or_else(|| format!("{s:?} is not a size; use bytes or a number with K, M or G"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Every certificate the runtime keeps on each master: subject, expiry,
+    /// days left; exits non-zero when one expires within --warn-days or a
+    /// master cannot be read.
+    Check(CertCheckArgs),
+    /// Renew the certificates with the runtime's own procedure, one master
+    /// at a time, each answering again before the next; then refresh the
+    /// saved admin kubeconfig.
+    Renew(CertRenewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CertCheckArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// A certificate that expires within this many days fails the check.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub warn_days: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+    #[command(flatten)]
+    pub ssh: SshFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CertRenewArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Names the API server's certificate gets besides its own, DNS names
+    /// or IP addresses, comma-separated (kubeadm: apiServer.certSANs;
+    /// k3s: tls-san; they replace those an earlier --alt-names gave).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub alt_names: Vec<String>,
+    /// kubeadm: seconds to wait after a static pod's manifest leaves and
+    /// again after it is back (the kubelet's fileCheckFrequency).
+    #[arg(long, value_name = "SECS", default_value_t = crate::runtime::certs::DEFAULT_POD_RESTART_WAIT_SECS)]
+    pub pod_restart_wait: u64,
+    /// Print each master's plan; reach no host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub ssh: SshFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallerCertsArgs {
+    /// Where the host's / is (the directories are read under it).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallerRenewCertsArgs {
+    #[command(flatten)]
+    pub request: InstallerRequestArgs,
+    /// A name the API server's certificate gets (checked by the operator).
+    #[arg(long = "alt-name", value_name = "NAME")]
+    pub alt_names: Vec<String>,
+    /// Seconds a restarted static pod is given.
+    #[arg(long, value_name = "SECS", default_value_t = crate::runtime::certs::DEFAULT_POD_RESTART_WAIT_SECS)]
+    pub pod_restart_wait: u64,
 }
 
 #[cfg(test)]

@@ -90,6 +90,31 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
             }
             Ok(())
         }
+        InstallerCommand::Certs(a) => {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(64 << 10)
+                .read_to_string(&mut text)
+                .context("reading the certificate sources from standard input")?;
+            let sources: Vec<crate::runtime::CertSource> = serde_json::from_str(&text)
+                .context("the certificate sources on standard input are not valid (JSON)")?;
+            let certs = installer::read_certs(&sources, &a.host_root);
+            outln!("{}", serde_json::to_string(&certs)?)?;
+            Ok(())
+        }
+        InstallerCommand::RenewCerts(a) => {
+            let request = read_request()?;
+            let options = crate::runtime::RenewOptions::new(&a.alt_names, a.pod_restart_wait)?;
+            let host_root = &a.request.host_root;
+            match installer::renew_plan(&request, &options, host_root)? {
+                crate::runtime::CertRenewal::Plan(plan) => {
+                    let ctx =
+                        ExecContext::for_request(&request, &plan, host_root, &a.request.systemctl)?;
+                    execute(&plan, ctx, &[], quiet)
+                }
+                crate::runtime::CertRenewal::ByRuntime(why) => bail!("nothing to run: {why}"),
+            }
+        }
         InstallerCommand::Gc(a) => {
             let outcome = installer::gc(
                 &a.layers,

@@ -23,7 +23,7 @@ use crate::store::Store;
 /// The saved cluster, locked for `command` (one command per cluster at a
 /// time; the lock is taken before the cluster is read), with this
 /// invocation's SSH flags applied.
-fn locked(
+pub(super) fn locked(
     root: &Path,
     name: &str,
     command: &str,
@@ -49,12 +49,12 @@ pub(super) fn with_ssh(root: &Path, name: &str, ssh: &SshFlags) -> Result<Cluste
 }
 
 /// The saved cluster as it is, for a dry run (no lock: nothing changes).
-fn unlocked(root: &Path, name: &str) -> Result<Cluster> {
+pub(super) fn unlocked(root: &Path, name: &str) -> Result<Cluster> {
     Ok(apply::load_cluster(root, name)?)
 }
 
 /// A dry run's rendering, on stdout.
-fn print(text: &str) -> Result<()> {
+pub(super) fn print(text: &str) -> Result<()> {
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }

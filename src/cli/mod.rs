@@ -24,6 +24,7 @@ macro_rules! out {
 
 mod args;
 mod gen_cmd;
+mod cert_cmd;
 mod inspect_cmd;
 mod installer_cmd;
 mod lifecycle_cmd;
@@ -211,6 +212,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Kubeconfig(args) => lifecycle_cmd::kubeconfig(&root, &args),
         Command::Status(args) => lifecycle_cmd::status(&root, &args),
         Command::Verify(args) => verify_cmd::verify(&open_store()?, &root, &args),
+        Command::Cert(command) => cert_cmd::run(&open_store()?, &root, &command, progress.as_ref()),
         Command::Installer(_) | Command::Completion(_) => unreachable!("handled above"),
     }
 }

@@ -303,7 +303,12 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
 /// how to fetch it later. A run that changed no host keeps the one saved
 /// before: fetching it again costs a new SSH connection to the first master
 /// on every unchanged re-apply (`sealrs kubeconfig` fetches a fresh one).
-fn save_kubeconfig(root: &Path, cluster: &Cluster, connector: &dyn Connector, changed: bool) {
+pub(super) fn save_kubeconfig(
+    root: &Path,
+    cluster: &Cluster,
+    connector: &dyn Connector,
+    changed: bool,
+) {
     let path = apply::cluster_file(root, &cluster.name).with_file_name("kubeconfig");
     if !changed && path.exists() {
         eprintln!("admin kubeconfig in {}", path.display());

@@ -28,6 +28,7 @@
 //! reach them byte for byte. Captured values come back in
 //! [`Report::captures`] (the processor needs them) but are never logged.
 
+mod certs;
 mod error;
 mod execute;
 mod gc;
@@ -52,6 +53,7 @@ use crate::layout::Layout;
 #[cfg(doc)]
 use crate::plan::{Check, Plan};
 
+pub use certs::{read_certs, renew_plan, CertInfo, CertProblem, HostCerts};
 pub use error::InstallerError;
 pub use execute::execute;
 pub use gc::{gc, GcOutcome};

@@ -48,6 +48,8 @@ pub const CONFIG_DIR: &str = "/etc/k0s";
 pub const CONFIG: &str = "/etc/k0s/k0s.yaml";
 pub const TOKEN_FILE: &str = "/etc/k0s/join-token";
 pub const DATA_DIR: &str = "/var/lib/k0s";
+/// Where k0s keeps its certificates (with `etcd/`).
+pub const PKI_DIR: &str = "/var/lib/k0s/pki";
 pub const ADMIN_CONF: &str = "/var/lib/k0s/pki/admin.conf";
 pub const IMAGE_CONFIG: &str = "etc/k0s.yaml";
 /// Where controllers get a `kubectl` that is k0s (only where none is).
@@ -443,6 +445,33 @@ impl Runtime for K0s {
     /// The unit `k0s install controller|worker` writes (k0s pkg/install, v1.30).
     fn service_units(&self, role: Role) -> Vec<&'static str> {
         vec![unit(role)]
+    }
+
+    fn cert_sources(&self) -> Vec<super::CertSource> {
+        vec![super::CertSource::pem(PKI_DIR, true)]
+    }
+
+    /// k0s renews its own: each start of k0scontroller makes again every
+    /// certificate its CAs (kubernetes-ca, kubernetes-front-proxy-ca,
+    /// etcd-ca) issued (`regenerateCert` in k0s's
+    /// pkg/certificate/manager.go), and the kubelets rotate theirs through
+    /// the API.
+    fn renew_certs(
+        &self,
+        ctx: &HostContext,
+        options: &super::RenewOptions,
+    ) -> Result<super::CertRenewal, RuntimeError> {
+        if !options.alt_names.is_empty() {
+            return Err(RuntimeError::BadConfig {
+                runtime: "k0s",
+                file: CONFIG.into(),
+                reason: "k0s gives the API server the extra names of spec.api.sans in its config; put them in the image's k0s.yaml and upgrade to it (--alt-names changes nothing for k0s)".into(),
+            });
+        }
+        Ok(super::CertRenewal::ByRuntime(format!(
+            "{}: k0s renews its own certificates: every start of k0scontroller issues again each certificate in {PKI_DIR} that its CAs (kubernetes-ca, kubernetes-front-proxy-ca, etcd-ca; valid 10 years, never renewed) signed, and the kubelets rotate theirs; restarting k0scontroller on one controller at a time renews them, and sealrs changes nothing on the host",
+            ctx.host_key()
+        )))
     }
 
     fn join_secrets(

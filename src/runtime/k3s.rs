@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 
 use crate::cluster::{Cluster, Host, Role};
-use crate::plan::{Check, FileContent, Plan, Step};
+use crate::plan::{Check, FileContent, Plan, ServiceOp, Step};
 
 use super::{
     captured_token, env_file, exec_arg, finish_verify, hooks, odd_servers_warning, ports_of_roles,
@@ -477,6 +477,83 @@ fn push_killall(plan: &mut Plan) {
     ));
 }
 
+/// Where a server keeps its certificates: `server/tls` (with `etcd/`), and
+/// the agent's client and serving certificates directly in `agent/`
+/// (<https://docs.k3s.io/cli/certificate>, v1.30).
+pub const SERVER_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";
+pub const AGENT_DIR: &str = "/var/lib/rancher/k3s/agent";
+/// The drop-in that adds `--alt-names` to the server's `tls-san`: k3s reads
+/// `config.yaml.d/*.yaml` after config.yaml, and a `KEY+` key appends to
+/// the list (<https://docs.k3s.io/installation/configuration#configuration-file>).
+pub const TLS_SAN_DROPIN: &str = "/etc/rancher/k3s/config.yaml.d/50-sealrs-tls-san.yaml";
+
+fn cert_sources() -> Vec<super::CertSource> {
+    vec![
+        super::CertSource::pem(SERVER_TLS_DIR, true),
+        super::CertSource::pem(AGENT_DIR, false),
+    ]
+}
+
+/// "k3s certificate" (v1.30, <https://docs.k3s.io/cli/certificate>): with
+/// K3s stopped, `k3s certificate rotate` backs up and removes the client
+/// and server certificates (not the CAs), and the next start makes new ones
+/// valid 365 days, with the `tls-san` names of the config; then the API
+/// answers again before the next server.
+fn renew_certs(
+    ctx: &HostContext,
+    options: &super::RenewOptions,
+) -> Result<super::CertRenewal, RuntimeError> {
+    if ctx.role != Role::Master {
+        return Err(RuntimeError::WrongHost {
+            runtime: "k3s",
+            host: ctx.host_key(),
+            reason: "certificates are renewed on servers; an agent renews its own when it restarts"
+                .into(),
+        });
+    }
+    let mut plan = ctx.plan("k3s", "renew-certs");
+    if !options.alt_names.is_empty() {
+        let mut dropin = serde_yaml_ng::Mapping::new();
+        dropin.insert(
+            "tls-san+".into(),
+            options
+                .alt_names
+                .iter()
+                .map(|n| n.as_str().into())
+                .collect::<Vec<serde_yaml_ng::Value>>()
+                .into(),
+        );
+        let text = serde_yaml_ng::to_string(&dropin).map_err(|e| RuntimeError::BadConfig {
+            runtime: "k3s",
+            file: TLS_SAN_DROPIN.into(),
+            reason: e.to_string(),
+        })?;
+        plan.push(Step::write_file(
+            "tls-san",
+            TLS_SAN_DROPIN,
+            FileContent::text(text),
+            0o600,
+        ));
+    }
+    plan.push(Step::service("stop", SERVER.name, ServiceOp::Stop));
+    plan.push(Step::run(
+        "rotate",
+        "rotate the client and server certificates (k3s certificate rotate)",
+        &[BIN, "certificate", "rotate"],
+        Check::IfExists {
+            path: SERVER_TLS_DIR.into(),
+        },
+    ));
+    plan.push(Step::service("start", SERVER.name, ServiceOp::Start));
+    plan.push(Step::wait_port(
+        "wait-api",
+        "127.0.0.1",
+        API_PORT,
+        WAIT_SECS,
+    ));
+    Ok(super::CertRenewal::Plan(plan))
+}
+
 impl Runtime for K3s {
     /// What [`config_overlay`], [`server_flags`], [`server_url`] and
     /// [`env_file_pairs`] read.
@@ -552,6 +629,18 @@ impl Runtime for K3s {
     /// install.sh's `k3s.service` on a server, `k3s-agent.service` on an agent.
     fn service_units(&self, role: Role) -> Vec<&'static str> {
         vec![unit_for(role).name]
+    }
+
+    fn cert_sources(&self) -> Vec<super::CertSource> {
+        cert_sources()
+    }
+
+    fn renew_certs(
+        &self,
+        ctx: &HostContext,
+        options: &super::RenewOptions,
+    ) -> Result<super::CertRenewal, RuntimeError> {
+        renew_certs(ctx, options)
     }
 
     fn join_secrets(

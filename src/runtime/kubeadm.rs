@@ -37,6 +37,7 @@
 //!   crictl, conntrack, ip, iptables, mount, nsenter) and swap off (the
 //!   kubelet's `failSwapOn`, default true), checked by the installer's verify.
 
+pub mod certs;
 pub mod config;
 
 use std::collections::BTreeMap;
@@ -149,6 +150,16 @@ fn image_config(ctx: &HostContext) -> Result<Config, RuntimeError> {
 /// (InitConfiguration and ClusterConfiguration in the kubeadm config API,
 /// <https://kubernetes.io/docs/reference/config-api/kubeadm-config.v1beta3/>).
 fn init_config(ctx: &HostContext) -> Result<String, RuntimeError> {
+    Ok(init_documents(ctx)?.render(&[
+        "InitConfiguration",
+        "ClusterConfiguration",
+        "KubeletConfiguration",
+        "KubeProxyConfiguration",
+    ]))
+}
+
+/// The documents of [`init_config`], before they are rendered.
+fn init_documents(ctx: &HostContext) -> Result<Config, RuntimeError> {
     let mut cfg = image_config(ctx)?;
     const CLUSTER: &str = "ClusterConfiguration";
     if let Some(v) = &ctx.image.version {
@@ -182,12 +193,7 @@ fn init_config(ctx: &HostContext) -> Result<String, RuntimeError> {
             false,
         )?;
     }
-    Ok(cfg.render(&[
-        "InitConfiguration",
-        CLUSTER,
-        "KubeletConfiguration",
-        "KubeProxyConfiguration",
-    ]))
+    Ok(cfg)
 }
 
 /// The `kubeadm join` config: JoinConfiguration's discovery (endpoint,
@@ -776,6 +782,18 @@ impl Runtime for Kubeadm {
     /// (https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/install-kubeadm/).
     fn service_units(&self, _role: Role) -> Vec<&'static str> {
         vec!["containerd.service", "kubelet.service"]
+    }
+
+    fn cert_sources(&self) -> Vec<super::CertSource> {
+        certs::sources()
+    }
+
+    fn renew_certs(
+        &self,
+        ctx: &HostContext,
+        options: &super::RenewOptions,
+    ) -> Result<super::CertRenewal, RuntimeError> {
+        certs::renew(ctx, options)
     }
 
     fn join_secrets(

@@ -16,6 +16,7 @@
 //! entry in [`REGISTRY`], and its layout in `layouts/`, whose
 //! `runtime_aliases` are the only other names it answers to.
 
+pub mod certs;
 pub mod hooks;
 pub mod k0s;
 pub mod k3s;
@@ -31,6 +32,7 @@ use crate::layout::Layouts;
 use crate::plan::{Check, Plan, Step};
 
 pub use crate::layout::{Version, VersionError};
+pub use certs::{CertFiles, CertRenewal, CertSource, RenewOptions};
 pub use hooks::{hook_env, init_marker, HookKind, Hooks, HOOK_MARKER_DIR};
 pub use k0s::K0s;
 pub use k3s::K3s;
@@ -510,6 +512,19 @@ pub trait Runtime: Send + Sync {
     /// The systemd units that run the runtime on a host of `role` (`Master`
     /// for any control-plane), which `sealrs status` expects active.
     fn service_units(&self, role: Role) -> Vec<&'static str>;
+    /// Where a control plane of this runtime keeps its certificates
+    /// (`sealrs cert check` reads them); none by default.
+    fn cert_sources(&self) -> Vec<CertSource> {
+        Vec::new()
+    }
+    /// How the certificates of the control plane `host` are renewed, with
+    /// `options.alt_names` added to the API server's; the processor runs
+    /// it master by master, each healthy before the next.
+    fn renew_certs(
+        &self,
+        host: &HostContext,
+        options: &RenewOptions,
+    ) -> Result<CertRenewal, RuntimeError>;
 }
 
 /// What [`Runtime::node_state_query`] asks kubectl for: the Ready
