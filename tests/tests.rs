@@ -26,5 +26,6 @@ mod robustness; // concurrent and killed builds leave a readable store
 mod run; // `sealrs run --dry-run`: each runtime's plans, no host touched
 mod run_apps; // `sealrs run ROOTFS APP...`: application images on the first master
 mod run_hosts; // `sealrs run` on real hosts: kubeadm, k0s, hosts down, failures, Clusterfiles
+mod sealos_apps; // application and patch images built the sealos way (helm, calico with HELM_OPTS, cni-plugins), run as sealos runs them
 mod store_cmds; // images, inspect, tag, rmi, prune, save, load, fsck, checked with skopeo
 mod transport; // Local and Ssh against this machine and real hosts: bytes, keys, logins

@@ -59,6 +59,7 @@
 //! Nothing here quotes a value into a shell string: commands are argv, and
 //! requests (with env values and join tokens) travel to the installer on stdin.
 
+mod app_script;
 mod apps;
 mod bootstrap;
 mod check;
@@ -114,6 +115,9 @@ pub struct RunOptions {
     /// that an operator killed at any moment leaves a cluster that `reset`
     /// knows and the same `run` converges.
     pub state_root: Option<std::path::PathBuf>,
+    /// `--cmd`: replaces CMD of the first application image, one shell
+    /// command each.
+    pub cmd: Option<Vec<String>>,
 }
 
 /// What a run did, for the summary line and for tests.
@@ -167,6 +171,7 @@ fn phases(
     verify::cluster(cluster, ctx)?;
     if ctx.options.dry_run {
         ctx.report.dry_run = install::dry_run(ctx, cluster)?;
+        ctx.report.dry_run.push_str(&apps::dry_run(ctx, cluster)?);
         return Ok(());
     }
     ctx.require_installer()?;
@@ -195,6 +200,7 @@ fn phases(
     }
     progress.message("sending layers");
     distribute::distribute(ctx, Some(cluster))?;
+    apps::place_patches(ctx)?;
 
     // The first master makes the cluster; the others join with its secrets,
     // unless every host's installer found that this would change nothing.

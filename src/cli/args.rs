@@ -132,6 +132,10 @@ pub struct RunArgs {
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Replaces CMD of the first application image: one shell command each
+    /// time it is given (no splitting at commas, unlike sealos).
+    #[arg(long, value_name = "COMMAND")]
+    pub cmd: Vec<String>,
     #[command(flatten)]
     pub result: ResultFlags,
 }

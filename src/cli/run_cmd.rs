@@ -187,6 +187,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: (!args.dry_run).then(|| root.to_path_buf()),
+        cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
     };
     if !args.dry_run {
         apply::interrupt::handle_ctrl_c();
