@@ -233,6 +233,65 @@ fn helm_calico_and_a_patch_image_run_as_sealos_runs_them_with_helm_opts_split_in
         stderr.contains("Error: flag needs an argument: --set"),
         "{stderr}"
     );
+
+    // Onto the saved cluster: its hosts and rootfs, only the images named.
+    env.write(
+        "bad/Kubefile",
+        "FROM scratch\nCOPY x x\nCMD [\"echo broken >&2; exit 3\"]\n",
+    );
+    env.write("bad/x", "x");
+    env.build("bad:1", "bad");
+    let saved = || std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
+    let before = saved();
+    let on_cluster = |args: &[&str]| {
+        let mut all: Vec<String> = vec!["run".into()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all.extend(["--cluster".into(), "default".into()]);
+        all.extend(ssh_flags(&hosts));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        env.run(&refs)
+    };
+    let out = on_cluster(&["bad:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exit code 3") && stderr.contains("broken"),
+        "{stderr}"
+    );
+    assert_eq!(
+        saved(),
+        before,
+        "a failed app leaves the saved cluster as it was"
+    );
+
+    let out = on_cluster(&["calico:1", "-e", "HELM_OPTS=--set x=y"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = helm_calls(&hosts[0]);
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert_eq!(calls[3].1[calls[3].1.len() - 2..], ["--set", "x=y"]);
+    let after = saved();
+    let spec_images: Vec<&str> = after
+        .lines()
+        .skip_while(|l| !l.starts_with("  images:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  - "))
+        .collect();
+    assert_eq!(
+        spec_images,
+        [
+            "  - docker.io/library/k3s-cluster:1",
+            "  - docker.io/library/calico:1"
+        ],
+        "{after}"
+    );
+
+    let out = on_cluster(&["k3s-cluster:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("is a rootfs image"), "{stderr}");
 }
 
 #[test]

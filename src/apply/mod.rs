@@ -59,6 +59,7 @@
 //! Nothing here quotes a value into a shell string: commands are argv, and
 //! requests (with env values and join tokens) travel to the installer on stdin.
 
+mod app_run;
 mod app_script;
 mod apps;
 mod bootstrap;
@@ -86,6 +87,7 @@ mod verify;
 
 use std::collections::BTreeMap;
 
+pub use app_run::run_apps;
 pub use check::HostCheck;
 pub use connect::{Connections, Connector};
 pub use error::{ApplyError, HostFailure};

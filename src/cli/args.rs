@@ -102,7 +102,9 @@ pub struct RunArgs {
     /// Cluster env, KEY=VALUE, passed to hosts byte for byte.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// Name under which the cluster is saved [default: default].
+    /// Name under which the cluster is saved [default: default]. Without
+    /// hosts (--masters, -f), the saved cluster the images (applications,
+    /// patches) are applied to, on its hosts and with its rootfs image.
     #[arg(long)]
     pub cluster: Option<String>,
     /// SSH user on every host [default: root].

@@ -22,6 +22,7 @@ macro_rules! out {
     }};
 }
 
+mod app_run_cmd;
 mod args;
 mod inspect_cmd;
 mod installer_cmd;

@@ -134,6 +134,14 @@ fn load_cluster(args: &RunArgs) -> Result<Cluster> {
 }
 
 pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) -> Result<()> {
+    if let (None, true, true, Some(name)) = (
+        &args.clusterfile,
+        args.masters.is_empty(),
+        args.nodes.is_empty(),
+        &args.cluster,
+    ) {
+        return super::app_run_cmd::run(store, root, name, args, progress);
+    }
     let mut cluster = load_cluster(args)?;
     for image in &mut cluster.images {
         *image = super::resolve::name_for(store, image)?;
