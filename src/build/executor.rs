@@ -42,6 +42,8 @@ pub struct BuildRequest {
     pub harvest: Option<RegistryOptions>,
     /// Which sealrs binary rootfs images carry as their installer.
     pub installer: InstallerChoice,
+    /// `--label` and `--env`, applied after the Kubefile (`flags.rs`).
+    pub config_flags: super::flags::ConfigFlags,
 }
 
 #[derive(Debug, Clone)]
@@ -107,9 +109,9 @@ pub fn build(
             Base::resolve(store, fetcher, &name, &location.to_string())?
         }
     };
-    let stage = kubefile::evaluate(&parsed, &eval_options, base.state.clone())?;
+    let mut stage = kubefile::evaluate(&parsed, &eval_options, base.state.clone())?;
 
-    let mut warnings = Vec::new();
+    let mut warnings = super::flags::apply(&mut stage.config, &request.config_flags);
     if !stage.unused_build_args.is_empty() {
         warnings.push(format!(
             "these --build-arg values were not used by any ARG in {display_name}: {}",

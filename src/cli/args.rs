@@ -524,6 +524,14 @@ pub struct BuildArgs {
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
 
+    /// A label set as if LABEL KEY=VALUE ended the Kubefile, taken as written (KEY alone: empty), as buildah does.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// An env entry set as if it ended the Kubefile, as buildah does: moved to the end, $VAR expanded against the image's env (KEY alone: from the environment).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
     /// Layer compression. zstd is the default: several times faster than gzip at a similar size.
     #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
     pub compression: CompressionArg,
