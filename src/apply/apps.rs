@@ -415,10 +415,36 @@ fn shown_env(key: &str, value: &str) -> String {
         "PRIVATE",
     ]
     .iter()
-    .any(|w| upper.contains(w));
+    .any(|w| upper.contains(w))
+        || upper
+            .split('_')
+            .any(|w| ["KEY", "PASS", "PWD", "AUTH"].contains(&w));
     if secret {
         format!("{key}=<masked>")
     } else {
         quote_env(key, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_env;
+
+    #[test]
+    fn a_dry_run_masks_values_of_secret_looking_names_only() {
+        for key in [
+            "registryPassword",
+            "MY_PASSWD",
+            "API_TOKEN",
+            "ACCESS_KEY",
+            "PASS",
+            "basic_auth",
+        ] {
+            assert_eq!(shown_env(key, "s3cret"), format!("{key}=<masked>"));
+        }
+        for key in ["KUBECONFIG", "HELM_OPTS", "NAMESPACE", "MONKEY"] {
+            assert_eq!(shown_env(key, "v"), format!("{key}=v"));
+        }
+        assert_eq!(shown_env("V", "a b"), "V='a b'");
     }
 }
