@@ -34,7 +34,7 @@ const KUBEADM_IMAGES: [&str; 7] = [
 /// from Debian in `bin/` (the rest stand-ins), the images kubeadm v1.30.2
 /// needs as two oci-archives made by `sealrs save` in `images/`, and a CNI
 /// manifest; built as `kubeadm-cluster:1`.
-fn build_kubeadm(env: &Env) -> String {
+pub(crate) fn build_kubeadm(env: &Env) -> String {
     build_kubeadm_archives(env, true)
 }
 

@@ -25,7 +25,12 @@ CMD ["helm upgrade -i $(NAME) charts/calico -f charts/calico.values.yaml -n $(NA
 fn build_images(env: &Env) -> [&'static str; 4] {
     let dir = example(env, "k3s", "k3s");
     env.build("k3s-cluster:1", &dir);
+    let [cni, helm, calico] = build_apps(env);
+    ["k3s-cluster:1", cni, helm, calico]
+}
 
+/// Builds the replicas of labring/cni-plugins, labring/helm and labring/calico.
+fn build_apps(env: &Env) -> [&'static str; 3] {
     // labring/helm: the binary under opt/, copied to /usr/bin by its CMD.
     env.write(
         "helm/Kubefile",
@@ -72,7 +77,7 @@ fn build_images(env: &Env) -> [&'static str; 4] {
         "FROM scratch\nLABEL sealos.io.type=\"patch\"\nCOPY opt opt\nCMD [\"tar -zxf opt/cni-plugins.tar.gz --one-top-level=/opt/cni/bin/\"]\n",
     );
     env.build("cni-plugins:1", "cni");
-    ["k3s-cluster:1", "cni-plugins:1", "helm:1", "calico:1"]
+    ["cni-plugins:1", "helm:1", "calico:1"]
 }
 
 /// The helm stand-in's calls on `host`, byte for byte: (cwd, argv after `helm`).
@@ -292,6 +297,32 @@ fn helm_calico_and_a_patch_image_run_as_sealos_runs_them_with_helm_opts_split_in
     let out = on_cluster(&["k3s-cluster:1"]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(stderr.contains("is a rootfs image"), "{stderr}");
+}
+
+/// The same images on a kubeadm cluster: helm finds kubeadm's admin
+/// kubeconfig, and the patch reaches both hosts.
+#[test]
+fn helm_calico_and_a_patch_image_run_on_a_kubeadm_cluster() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let cluster = crate::run_hosts::build_kubeadm(&env);
+    let [cni, helm, calico] = build_apps(&env);
+    let opts = "HELM_OPTS=--set a=b --set password=pa$$w0rd";
+    let out = run(&env, &hosts, &[&cluster, cni, helm, calico], &["-e", opts]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = helm_calls(&hosts[0]);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].1[calls[0].1.len() - 4..],
+        ["--set", "a=b", "--set", "password=pa$$w0rd"]
+    );
+    for host in hosts.hosts() {
+        host.exec_ok(&["test", "-x", "/opt/cni/bin/bridge"]);
+    }
 }
 
 #[test]
