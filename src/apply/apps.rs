@@ -35,6 +35,7 @@ use super::app_script::{command_lines, script};
 use super::context::RunContext;
 use super::distribute::{deliver, direct_server, on_host, Unpack};
 use super::image::AppliedImage;
+use super::interrupt;
 use super::parallel::per_host;
 use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host, InstalledImage};
@@ -152,6 +153,7 @@ pub(super) fn place_patches(ctx: &mut RunContext) -> Result<(), ApplyError> {
     let server = direct_server(connections.iter().map(|(_, t)| t.as_ref()), progress);
     let results = per_host(connections, |(host, transport)| {
         let transport = transport.as_ref();
+        interrupt::check(&host.key())?;
         let mut sent = 0;
         for patch in &patches {
             let dir = host_app_dir(patch);
@@ -240,6 +242,7 @@ pub(super) fn apply_apps(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<
                 run_patch(ctx, cluster, app, cmd)?;
                 continue;
             }
+            interrupt::check(&first.key())?;
             let transport = ctx.connection(&first)?;
             let dir = host_app_dir(app);
             let command = app_command(
@@ -281,6 +284,7 @@ fn run_patch(
 ) -> Result<(), ApplyError> {
     let rootfs = ctx.image.host_rootfs();
     let results = per_host(&ctx.connections, |(host, transport)| {
+        interrupt::check(&host.key())?;
         let command = app_command(
             ctx.store,
             patch,

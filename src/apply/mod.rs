@@ -30,8 +30,12 @@
 //!   that nothing would change (`installer::probe`).
 //! - join masters, join nodes (`join.rs`): control planes one by one (each
 //!   joins the ones before it), then the nodes in parallel.
-//! - apply applications (`apps.rs`): the images after the first, on the
-//!   first master, once the cluster is up.
+//! - apply applications (`apps.rs`): the images after the first, as sealos
+//!   runs them: patch images placed over every host's rootfs right after
+//!   distribute, then, once the cluster is up, each image's commands, an
+//!   application's on the first master and a patch's on every host
+//!   (`app_script.rs` makes the bash script; `app_run.rs` does the same onto
+//!   a saved cluster, `run APP --cluster NAME`).
 //! - save (`save.rs`): keep the cluster and its status, even after a failure,
 //!   so that a rerun picks up where this one stopped (the CLI calls it).
 //!
