@@ -386,3 +386,34 @@ spec:
     assert!(!dry.contains("cp -f opt/helm"), "{dry}");
     assert!(dry.contains("--one-top-level=/opt/cni/bin/"), "{dry}");
 }
+
+/// Bad input to the new flags: a clear error naming the flag and what to do,
+/// before anything is read or changed.
+#[test]
+fn bad_label_env_and_a_cluster_that_was_never_saved_are_refused_with_what_to_do() {
+    let env = Env::new();
+    let case = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/kubefiles/build-flags"
+    );
+    let before = env.store_state();
+    for (flag, value) in [("--label", "=x"), ("--env", "=x")] {
+        let stderr = env.fails(&["build", "-t", "a:1", flag, value, case]);
+        assert!(
+            stderr.contains(&format!(
+                "{flag} \"=x\": the name before '=' is empty; use {flag} KEY=VALUE"
+            )),
+            "{stderr}"
+        );
+    }
+    assert_eq!(env.store_state(), before, "nothing was written");
+
+    let stderr = env.fails(&["run", "calico:1", "--cluster", "nope"]);
+    assert!(
+        stderr.contains("there is no saved cluster nope")
+            && stderr.contains("--cluster nope --masters IPS"),
+        "{stderr}"
+    );
+    let stderr = env.fails(&["run", "--cluster", "nope"]);
+    assert!(stderr.contains("name the application images"), "{stderr}");
+}

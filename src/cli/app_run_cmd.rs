@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use super::args::{ResultFormat, RunArgs};
 use super::result::{CommandResult, Done};
@@ -39,9 +39,12 @@ pub(super) fn run(
             &format!("run --cluster {name}"),
         )?)
     };
-    let mut cluster = apply::load_cluster(root, name).with_context(|| {
-        format!("run --cluster {name} without --masters applies images to a cluster sealrs saved")
-    })?;
+    let mut cluster = match apply::load_cluster(root, name) {
+        Err(apply::ApplyError::NoCluster { .. }) => anyhow::bail!(
+            "there is no saved cluster {name}: run APP... --cluster {name} without hosts applies images to a cluster sealrs made; to make it, name its hosts: sealrs run ROOTFS [APP...] --cluster {name} --masters IPS"
+        ),
+        other => other?,
+    };
     for pair in &args.env {
         let (k, v) = parse_env_pair(pair).map_err(|e| anyhow::anyhow!("-e {pair:?}: {e}"))?;
         cluster.env.insert(k, v);
