@@ -294,6 +294,25 @@ fn helm_calico_and_a_patch_image_run_as_sealos_runs_them_with_helm_opts_split_in
         "{after}"
     );
 
+    // Its dry run shows the images' commands only, with the saved hosts.
+    let out = on_cluster(&["helm:1", "cni-plugins:1", "--dry-run"]);
+    let dry = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{dry}");
+    for line in [
+        format!(
+            "# {} (application image): docker.io/library/helm:1",
+            hosts[0].ip
+        ),
+        format!(
+            "# {} (patch image, placed over the rootfs): docker.io/library/cni-plugins:1",
+            hosts[1].ip
+        ),
+    ] {
+        assert!(dry.contains(&line), "missing {line:?} in\n{dry}");
+    }
+    assert!(!dry.contains("install"), "{dry}");
+    assert_eq!(saved(), after);
+
     let out = on_cluster(&["k3s-cluster:1"]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(stderr.contains("is a rootfs image"), "{stderr}");
