@@ -125,7 +125,7 @@ fn app_dir(env: &Env, image: &str) -> String {
 
 #[test]
 fn helm_calico_and_a_patch_image_run_as_sealos_runs_them_with_helm_opts_split_into_words() {
-    let hosts = TestHosts::boot(2);
+    let hosts = TestHosts::boot(3);
     let env = Env::new();
     let images = build_images(&env);
 
@@ -170,8 +170,9 @@ fn helm_calico_and_a_patch_image_run_as_sealos_runs_them_with_helm_opts_split_in
         "helm's output is shown: {stderr}"
     );
 
-    // The patch image is in each host's rootfs, and its CMD ran on each host.
-    for host in hosts.hosts() {
+    // The patch image is in each host's rootfs, and its CMD ran on each host
+    // (the third joins later).
+    for host in &hosts.hosts()[..2] {
         host.exec_ok(&["test", "-x", "/opt/cni/bin/bridge"]);
         host.exec_ok(&[
             "sh",
@@ -316,6 +317,27 @@ fn helm_calico_and_a_patch_image_run_as_sealos_runs_them_with_helm_opts_split_in
     let out = on_cluster(&["k3s-cluster:1"]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(stderr.contains("is a rootfs image"), "{stderr}");
+
+    // A node added later gets the cluster's patch image, as sealos scales:
+    // placed over its rootfs, its CMD run there.
+    on_cluster(&["cni-plugins:1"]);
+    let mut add: Vec<String> = ["add", "--cluster", "default", "--nodes", &hosts[2].ip]
+        .map(String::from)
+        .to_vec();
+    add.extend(ssh_flags(&hosts));
+    let refs: Vec<&str> = add.iter().map(String::as_str).collect();
+    let out = env.run(&refs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hosts[2].exec_ok(&["test", "-x", "/opt/cni/bin/bridge"]);
+    hosts[2].exec_ok(&[
+        "sh",
+        "-c",
+        "ls /var/lib/sealrs-host/rootfs/*/opt/cni-plugins.tar.gz",
+    ]);
 }
 
 /// The same images on a kubeadm cluster: helm finds kubeadm's admin

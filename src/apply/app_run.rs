@@ -82,7 +82,7 @@ fn apply(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<(), ApplyError> 
         cluster.name
     ));
     connect::all(ctx, &targets)?;
-    apps::place_patches(ctx)?;
+    apps::place_patches(ctx, &|_| true)?;
     let result = apps::apply_apps(ctx, cluster);
     // What ran is the cluster's from now on, pinned beside what it had.
     let ran: Vec<_> = ctx

@@ -132,10 +132,14 @@ fn cmd_for<'a>(ctx: &'a RunContext, index: usize) -> Option<&'a [String]> {
     (first_app == index).then_some(cmd)
 }
 
-/// Places each patch image over the rootfs on every host: its layers sent
-/// where missing, unpacked beside the applications, then copied over the
-/// rootfs (replacing files, never writing through the rootfs' hard links).
-pub(super) fn place_patches(ctx: &mut RunContext) -> Result<(), ApplyError> {
+/// Which connected hosts a step concerns (`add`: the new ones).
+pub(super) type HostFilter<'a> = &'a (dyn Fn(&Host) -> bool + Sync);
+
+/// Places each patch image over the rootfs on every connected host `on`
+/// picks: its layers sent where missing, unpacked beside the applications,
+/// then copied over the rootfs (replacing files, never writing through the
+/// rootfs' hard links).
+pub(super) fn place_patches(ctx: &mut RunContext, on: HostFilter) -> Result<(), ApplyError> {
     let RunContext {
         store,
         progress,
@@ -152,6 +156,9 @@ pub(super) fn place_patches(ctx: &mut RunContext) -> Result<(), ApplyError> {
     let rootfs = image.host_rootfs();
     let server = direct_server(connections.iter().map(|(_, t)| t.as_ref()), progress);
     let results = per_host(connections, |(host, transport)| {
+        if !on(host) {
+            return Ok(0);
+        }
         let transport = transport.as_ref();
         interrupt::check(&host.key())?;
         let mut sent = 0;
@@ -239,7 +246,7 @@ pub(super) fn apply_apps(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<
         for (index, app) in ctx.apps.iter().enumerate() {
             let cmd = cmd_for(ctx, index);
             if is_patch(app) {
-                run_patch(ctx, cluster, app, cmd)?;
+                run_patch(ctx, cluster, app, cmd, &|_| true)?;
                 continue;
             }
             interrupt::check(&first.key())?;
@@ -275,15 +282,30 @@ pub(super) fn apply_apps(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<
     result
 }
 
-/// A patch image's commands on every host, in parallel, in the rootfs.
+/// The patch images' commands on the connected hosts `on` picks (`add`:
+/// the new ones, as sealos runs them on the hosts it scales to).
+pub(super) fn run_patches(
+    ctx: &RunContext,
+    cluster: &mut Cluster,
+    on: HostFilter,
+) -> Result<(), ApplyError> {
+    for patch in ctx.apps.iter().filter(|i| is_patch(i)) {
+        run_patch(ctx, cluster, patch, None, on)?;
+    }
+    Ok(())
+}
+
+/// A patch image's commands on every host `on` picks, in parallel, in the rootfs.
 fn run_patch(
     ctx: &RunContext,
     cluster: &mut Cluster,
     patch: &AppliedImage,
     cmd: Option<&[String]>,
+    on: HostFilter,
 ) -> Result<(), ApplyError> {
     let rootfs = ctx.image.host_rootfs();
-    let results = per_host(&ctx.connections, |(host, transport)| {
+    let targets: Vec<_> = ctx.connections.iter().filter(|(h, _)| on(h)).collect();
+    let results = per_host(&targets, |(host, transport)| {
         interrupt::check(&host.key())?;
         let command = app_command(
             ctx.store,
@@ -296,7 +318,7 @@ fn run_patch(
         run_command(ctx, transport.as_ref(), host, patch, &command)
     });
     let mut failures = Vec::new();
-    for ((host, _), result) in ctx.connections.iter().zip(results) {
+    for ((host, _), result) in targets.iter().zip(results) {
         match result {
             Ok(()) => record_image(cluster, host, patch),
             Err(error) => failures.push(HostFailure {
