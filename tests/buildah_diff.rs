@@ -1,6 +1,7 @@
 //! The image config sealrs writes equals the one buildah derives from the same
 //! Kubefile. Every directory under `tests/data/kubefiles/` is a case: a
-//! `Kubefile`, its context, and optionally `build-args` (one KEY=VALUE a line).
+//! `Kubefile`, its context, and optionally `build-args` (one KEY=VALUE a line)
+//! and `flags` (one `--label K=V` or `--env K=V` a line, given to both).
 
 use std::path::Path;
 use std::process::Command;
@@ -50,6 +51,18 @@ fn build_args(case: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The `flags` file's flags, each line split at its first space.
+fn flags(case: &Path) -> Vec<String> {
+    std::fs::read_to_string(case.join("flags"))
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| l.split_once(' '))
+                .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn buildah_config(env: &Env, case: &Path, args: &[String]) -> Value {
     let storage = env.path("buildah");
     let base = [
@@ -67,6 +80,7 @@ fn buildah_config(env: &Env, case: &Path, args: &[String]) -> Value {
         bud.push("--build-arg".into());
         bud.push(a.clone());
     }
+    bud.extend(flags(case));
     bud.push(case.display().to_string());
     let out = Command::new("buildah")
         .args(&bud)
@@ -104,6 +118,7 @@ fn sealrs_config(env: &Env, case: &Path, args: &[String]) -> Value {
         cmd.push("--build-arg".into());
         cmd.push(a.clone());
     }
+    cmd.extend(flags(case));
     cmd.push(case.display().to_string());
     let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
     env.ok(&refs);

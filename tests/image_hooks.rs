@@ -1,7 +1,8 @@
-//! Image hooks on a real host: the labels `check`, `init` and `clean` (as
-//! sealos rootfs images carry them) run with bash from the rootfs' `scripts/`
-//! with the cluster env, and both the label text and the env values arrive
-//! byte for byte; init runs once, and reset's `clean` leaves the host as it was.
+//! Image hooks on a real host: the labels `check` and `clean` (as sealos
+//! rootfs images carry them: `bash LABEL`) and `sealrs.io/init` (bash text)
+//! run from the rootfs' `scripts/` with the cluster
+//! env, and both the label text and the env values arrive byte for byte;
+//! init runs once, and reset's `clean` leaves the host as it was.
 
 use crate::common::Env;
 use crate::hosts::TestHosts;
@@ -14,27 +15,34 @@ const PASS: &str = "pa$$w0rd\"`x";
 /// What the init label writes, single-quoted inside it: `$$`, `"` and a backquote.
 const LITERAL: &str = "lit$$\"`x";
 /// The hook texts as bash must get them.
-const CHECK: &str = "test -x init.sh";
+const CHECK: &str = "check.sh";
 const INIT: &str = "bash init.sh && printf '%s' \"$PASS\" > /etc/sealrs-hook-pass && printf '%s' 'lit$$\"`x' > /etc/sealrs-hook-literal";
-const CLEAN: &str = "rm -f /etc/sealrs-hook-pass /etc/sealrs-hook-literal /etc/sealrs-hook-runs";
+const CLEAN: &str = "clean.sh /etc/sealrs-hook-pass /etc/sealrs-hook-literal";
 
 /// The same texts in the Kubefile: LABEL values in double quotes, where `\$`
 /// keeps a `$` from the build's own expansion and `\"` is a quote.
 const LABELS: &str = r#"
 COPY scripts ./scripts
-LABEL check="test -x init.sh" \
+LABEL check="check.sh" \
       sealrs.io/init="bash init.sh && printf '%s' \"\$PASS\" > /etc/sealrs-hook-pass && printf '%s' 'lit\$\$\"`x' > /etc/sealrs-hook-literal" \
-      clean="rm -f /etc/sealrs-hook-pass /etc/sealrs-hook-literal /etc/sealrs-hook-runs"
+      clean="clean.sh /etc/sealrs-hook-pass /etc/sealrs-hook-literal"
 "#;
 
-/// Builds the k3s example with stand-ins, `scripts/init.sh` and the hook labels.
+/// Builds the k3s example with stand-ins, scripts and the hook labels (the
+/// k3s layout wants its scripts executable: the installer's unit tests show
+/// the hooks making them so).
 fn build(env: &Env) -> &'static str {
     let dir = example(env, "k3s", "k3s");
-    env.write_mode(
-        &format!("{dir}/scripts/init.sh"),
-        "#!/bin/bash\n# Where it ran: the cwd of the init hook.\necho \"$PWD\" >> /etc/sealrs-hook-runs\n",
-        0o755,
-    );
+    for (name, text) in [
+        (
+            "init.sh",
+            "#!/bin/bash\n# Where it ran: the cwd of the init hook.\necho \"$PWD\" >> /etc/sealrs-hook-runs\n",
+        ),
+        ("check.sh", "#!/bin/bash\ntest -x init.sh\n"),
+        ("clean.sh", "#!/bin/bash\nrm -f \"$@\" /etc/sealrs-hook-runs\n"),
+    ] {
+        env.write_mode(&format!("{dir}/scripts/{name}"), text, 0o755);
+    }
     let kubefile = env.path(&format!("{dir}/Kubefile"));
     let mut text = std::fs::read_to_string(&kubefile).unwrap();
     text.push_str(LABELS);
@@ -74,7 +82,7 @@ fn hook_labels_and_env_values_reach_the_host_byte_for_byte_init_runs_once_and_re
     ]);
     let shown = format!("run: bash -c {}", sealrs::plan::quote(INIT));
     assert!(dry.contains(&shown), "missing {shown}\nin\n{dry}");
-    assert!(dry.contains("run: bash -c 'test -x init.sh'"), "{dry}");
+    assert!(dry.contains("run: bash -c 'bash check.sh'"), "{dry}");
 
     let before = snapshot(&hosts[0]);
     run_on(&env, image, &hosts, &[0], &[], &["-e", &pass_arg]);

@@ -7,8 +7,8 @@ mod hosts; // helpers, no tests: real Debian test hosts booted with systemd-nspa
 mod bad_input; // bad input to build and store commands: a named error, the store untouched
 mod build; // `sealrs build`: what lands in the store, as skopeo and umoci see it
 mod buildah_diff; // the image config we write equals buildah's for each tests/data/kubefiles case
-mod cluster_docs; // run --help lists each runtime's -e keys (each changes its plans); gen writes a Clusterfile run -f reads
 mod certs; // sealrs cert check and cert renew on real hosts: real x509 certificates the stand-ins make, renewed master by master
+mod cluster_docs; // run --help lists each runtime's -e keys (each changes its plans); gen writes a Clusterfile run -f reads
 mod day2; // a cluster's second day: reset keeps the operator's store, locks, confirmation, dry runs, membership, digests
 mod dead_hosts; // sealrs status, delete --force of a host that is down, masters replaced one at a time
 mod harvest; // images harvested into a rootfs from a real registry, and by `build`
@@ -31,6 +31,7 @@ mod rollback; // an upgrade failing on a host returns it to the image before; a 
 mod run; // `sealrs run --dry-run`: each runtime's plans, no host touched
 mod run_apps; // `sealrs run ROOTFS APP...`: application images on the first master
 mod run_hosts; // `sealrs run` on real hosts: kubeadm, k0s, hosts down, failures, Clusterfiles
+mod sealos_apps; // application and patch images built the sealos way (helm, calico with HELM_OPTS, cni-plugins), run as sealos runs them
 mod sealos_files; // sealos multi-document Clusterfiles (Config, kubeadm documents) and *.tmpl rendered per host: dry run, hosts, bad input
 mod secrets; // --env-file, and no token or env value in any argv on hosts during a run
 mod store_cmds; // images, inspect, tag, rmi, prune, save, load, fsck, checked with skopeo

@@ -1,380 +1,478 @@
-//! Phase "apply applications": the images after the rootfs one in `sealrs run ROOTFS
-//! APP...`, applied on the first master once the cluster is up.
+//! Phase "apply applications": the images after the rootfs one in `sealrs run
+//! ROOTFS IMAGE...`, as sealos applies them (labring/sealos v5,
+//! `lifecycle/pkg/guest/guest.go` `Apply`, and
+//! `lifecycle/pkg/filesystem/rootfs/rootfs_default.go` `mountRootfs`).
 //!
-//! For each application image, in order: its layer blobs go to the first
-//! master's content-addressed cache (the same cache and the same
-//! "sent once" rule as the rootfs image's), the rootfs installer unpacks them
-//! under `/var/lib/sealrs-host/apps/<digest-hex>/`, and the image's command runs on
-//! the first master in that directory with the cluster env as its process
-//! environment. Rerunning applies again (`kubectl apply` is idempotent); the
-//! blobs are not sent again.
+//! An image's type label (read by `layout::labels::read_labels`) says what
+//! it is; one without a type label is an application, as in sealos.
 //!
-//! # The command, and how `$(VAR)` values reach it
+//! - An application image's layers go to the first master's layer cache (the
+//!   rootfs image's cache and "sent once" rule), are unpacked under
+//!   `/var/lib/sealrs-host/apps/<digest-hex>/`, and its commands run there on
+//!   the first master, once the cluster is up.
+//! - A patch image (`sealos.io.type=patch`) goes to every host, unpacked the
+//!   same way, and is placed over the rootfs right after the rootfs is in
+//!   ([`place_patches`], before the runtime installs, as sealos copies patch
+//!   images into the rootfs before its bootstrap); its commands run on every
+//!   host, in the rootfs directory, once the cluster is up.
 //!
-//! - ENTRYPOINT set: exec form. argv = ENTRYPOINT ++ CMD; in each word,
-//!   `$(NAME)` for a NAME of the env is replaced by its value. No shell ever
-//!   sees the words (a fixed `cd` wrapper `exec`s them as argv), so the value
-//!   arrives byte for byte.
-//! - No ENTRYPOINT: sealos form. Each CMD element is a shell command line
-//!   (`kubectl apply -n $(NAMESPACE) -f manifests/`), run with `sh -c` one
-//!   after the other, stopping at the first failure. Before that, every
-//!   `$(NAME)` whose NAME is in the env is rewritten to a *parameter
-//!   expansion* of that variable: `"${NAME}"` outside quotes, `${NAME}` inside
-//!   double quotes, `'"${NAME}"'` inside single quotes. The shell then expands
-//!   the variable once, as data: the value is never parsed as shell text, so
-//!   `$`, backticks, quotes and spaces in it stay what they are, and it is one
-//!   word. `$(NAME)` for a name that is not in the env is left alone (it is a
-//!   command substitution the image's author wrote).
-//!
-//! The env is the image's `ENV` (defaults, without `PATH`, so the host's
-//! `PATH` finds `kubectl`) overridden by the cluster's env (`-e K=V`). It is
-//! the process environment of the command: the transport sends it on stdin,
-//! never in an argv or a command string.
+//! The commands are ENTRYPOINT's elements then CMD's (`--cmd` replaces CMD of
+//! the first application image), each one shell command, run by bash as
+//! `app_script.rs` says. Their environment is, for an application,
+//! `KUBECONFIG` (the runtime's admin kubeconfig: sealos's masters have it as
+//! `~/.kube/config`, and helm needs one), overridden by the image's `ENV`
+//! (without `PATH`, so the host's `PATH` finds `kubectl` and `helm`),
+//! overridden by the cluster env (`-e`, `spec.env`), overridden by the
+//! host's own env (`hosts[].env`). It reaches the host on stdin, never in an argv. Images
+//! run in the order given; the first that fails stops the run, naming the
+//! image, the host, the exit code and the last lines of its output. A rerun
+//! runs them again (`helm upgrade -i` and `kubectl apply` are idempotent) and
+//! sends no layer again.
 
 use std::collections::BTreeMap;
 
+use super::app_script::{command_lines, script};
 use super::context::RunContext;
 use super::distribute::{deliver, direct_server, on_host, Unpack};
 use super::image::AppliedImage;
-use super::ApplyError;
+use super::interrupt;
+use super::parallel::per_host;
+use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host, InstalledImage};
 use crate::host_paths::HOST_DIR;
+use crate::layout::labels::{read_labels, ImageType};
+use crate::layout::spec::Layouts;
+use crate::plan::quote_env;
 use crate::store::Store;
 use crate::transport::Transport;
 
-/// Where an application image's rootfs is unpacked on the first master.
+/// Where an application or patch image is unpacked on a host.
 pub fn host_app_dir(image: &AppliedImage) -> String {
     format!("{HOST_DIR}/apps/{}", image.hex())
 }
 
-/// What an application image runs, resolved from its config.
+/// Whether `image` is a patch image; without a type label it is an application.
+pub fn is_patch(image: &AppliedImage) -> bool {
+    let info = read_labels(&image.info.labels, Layouts::embedded()).info;
+    info.image_type.map(|t| t.value) == Some(ImageType::Patch)
+}
+
+/// What an image runs on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppCommand {
-    /// Each element one command to run, in order.
-    pub argvs: Vec<Vec<String>>,
-    /// The process environment.
-    pub env: Vec<(String, String)>,
+    /// The shell commands, as the image (or `--cmd`) gives them.
+    pub lines: Vec<String>,
+    /// The directory they run in.
+    pub dir: String,
+    /// Their environment: image `ENV` < cluster env < host env.
+    pub env: BTreeMap<String, String>,
 }
 
-/// Applies `apps` (the images after the rootfs one) on the cluster's first
-/// master, in order; stops at the first that fails, naming the image, the
-/// host, the exit code and the last lines of its output.
-pub(super) fn apply_apps(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<(), ApplyError> {
-    let (store, progress, rootfs, apps) = (ctx.store, ctx.progress, &ctx.image, &ctx.apps);
-    if apps.is_empty() {
-        return Ok(());
-    }
-    let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
-    let transport = ctx.connection(&first)?;
-    let installer = rootfs.installer_on_host()?;
-    let server = direct_server([transport], progress);
-    let mut sent_to_first = 0;
-    for app in apps {
-        let command = app_command(store, app, &cluster.env)?;
-        progress.message(&format!(
-            "{}: sending application image {}",
-            first.key(),
-            app.name
-        ));
-        let dir = host_app_dir(app);
-        let sent = deliver(
-            store,
-            transport,
-            app,
-            Unpack {
-                installer: &installer,
-                dest: &dir,
-                server: server.as_ref(),
-            },
-            on_host(transport, app, &dir)?,
-            progress,
-        )?;
-        sent_to_first += sent;
-        super::image_files::upload(transport, &first, app, &dir)?;
-
-        for argv in &command.argvs {
-            progress.message(&format!(
-                "{}: application {}: running {}",
-                first.key(),
-                app.name,
-                argv.join(" ")
-            ));
-            let output = run_app_step(transport, &first, app, &in_dir(&dir, argv), &command.env)?;
-            let tail = output.tail(5);
-            progress.message(&format!(
-                "{}: application {} applied ({}){}",
-                first.key(),
-                app.name,
-                output.status_text(),
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(":\n{tail}")
-                }
-            ));
-        }
-        if command.argvs.is_empty() {
-            progress.message(&format!(
-                "{}: application {} unpacked in {dir}; it has no CMD or ENTRYPOINT to run",
-                first.key(),
-                app.name
-            ));
-        }
-        record_app(cluster, &first, app);
-    }
-    *ctx.report.bytes_sent.entry(first.key()).or_default() += sent_to_first;
-    Ok(())
-}
-
-/// `argv` run in `dir`: a fixed wrapper changes directory and `exec`s the
-/// words it got as arguments (the transport quotes each one).
-fn in_dir(dir: &str, argv: &[String]) -> Vec<String> {
-    let mut out = vec![
-        "sh".to_string(),
-        "-c".to_string(),
-        r#"cd -- "$1" || exit 1; shift; exec "$@""#.to_string(),
-        "sealrs-app".to_string(),
-        dir.to_string(),
-    ];
-    out.extend(argv.iter().cloned());
-    out
-}
-
-fn run_app_step(
-    transport: &dyn Transport,
-    host: &Host,
-    app: &AppliedImage,
-    argv: &[String],
-    env: &[(String, String)],
-) -> Result<crate::transport::Output, ApplyError> {
-    let output = transport
-        .run(argv, env, None)
-        .map_err(ApplyError::transport(host.key()))?;
-    if output.success() {
-        Ok(output)
-    } else {
-        Err(ApplyError::App {
-            image: app.name.clone(),
-            host: host.key(),
-            command: shown(argv),
-            status: output.status_text(),
-            tail: output.tail(20),
-        })
+impl AppCommand {
+    /// The bash argv that runs it; `None` when there is nothing to run.
+    pub fn argv(&self) -> Option<Vec<String>> {
+        let script = script(&self.lines, &self.dir, &self.env)?;
+        Some(vec!["bash".into(), "-c".into(), script])
     }
 }
 
-/// The command as a person reads it: the wrapper's own words left out.
-fn shown(argv: &[String]) -> String {
-    let words = match argv {
-        [sh, c, _, name, _, rest @ ..] if sh == "sh" && c == "-c" && name == "sealrs-app" => rest,
-        all => all,
-    };
-    words.join(" ")
+/// The env under an application's `ENV` on the first master (module docs).
+fn app_defaults(ctx: &RunContext) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        "KUBECONFIG".to_string(),
+        ctx.runtime.admin_kubeconfig().to_string(),
+    )])
 }
 
-fn record_app(cluster: &mut Cluster, first: &Host, app: &AppliedImage) {
-    let status = cluster.status.hosts.entry(first.key()).or_default();
-    status.images.retain(|i| i.name != app.name);
-    status.images.push(InstalledImage {
-        name: app.name.clone(),
-        digest: app.digest.clone(),
-    });
-}
-
-/// The commands and env of an application image, from its config.
+/// The command of `image` on `host`: `cmd` replaces its CMD when given;
+/// `defaults` lie under the image's `ENV`.
 pub fn app_command(
     store: &Store,
-    app: &AppliedImage,
-    cluster_env: &BTreeMap<String, String>,
+    image: &AppliedImage,
+    (cluster, host): (&Cluster, &Host),
+    dir: &str,
+    cmd: Option<&[String]>,
+    defaults: BTreeMap<String, String>,
 ) -> Result<AppCommand, ApplyError> {
-    let stored = store.image(&app.name).map_err(|source| ApplyError::Image {
-        name: app.name.clone(),
-        source: Box::new(source),
-    })?;
+    let stored = store
+        .image(&image.name)
+        .map_err(|source| ApplyError::Image {
+            name: image.name.clone(),
+            source: Box::new(source),
+        })?;
     let config = stored.config.config().clone().unwrap_or_default();
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    for pair in config.env().clone().unwrap_or_default() {
-        if let Some((k, v)) = pair.split_once('=') {
-            if k != "PATH" && is_name(k) {
-                env.insert(k.to_string(), v.to_string());
-            }
-        }
-    }
-    env.extend(cluster_env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let entrypoint = config.entrypoint().clone().unwrap_or_default();
-    let cmd = config.cmd().clone().unwrap_or_default();
+    let mut env = defaults;
+    env.extend(
+        image
+            .info
+            .env
+            .iter()
+            .filter(|(k, _)| k != "PATH" && crate::cluster::is_valid_env_key(k))
+            .cloned(),
+    );
+    env.extend(cluster.env.clone());
+    env.extend(host.env.clone());
+    let lines = command_lines(
+        &config.entrypoint().clone().unwrap_or_default(),
+        &config.cmd().clone().unwrap_or_default(),
+        cmd,
+    );
     Ok(AppCommand {
-        argvs: commands(&entrypoint, &cmd, &env),
-        env: env.into_iter().collect(),
+        lines,
+        dir: dir.to_string(),
+        env,
     })
 }
 
-/// See the module docs: exec form with ENTRYPOINT, sealos shell form without.
-pub fn commands(
-    entrypoint: &[String],
-    cmd: &[String],
-    env: &BTreeMap<String, String>,
-) -> Vec<Vec<String>> {
-    if !entrypoint.is_empty() {
-        let argv = entrypoint
-            .iter()
-            .chain(cmd)
-            .map(|word| substitute_value(word, env))
-            .collect();
-        return vec![argv];
+/// The CMD override for the image at `index` of the images after the rootfs
+/// one: `--cmd` goes to the first application image only.
+fn cmd_for<'a>(ctx: &'a RunContext, index: usize) -> Option<&'a [String]> {
+    let cmd = ctx.options.cmd.as_deref()?;
+    let first_app = ctx.apps.iter().position(|i| !is_patch(i))?;
+    (first_app == index).then_some(cmd)
+}
+
+/// Which connected hosts a step concerns (`add`: the new ones).
+pub(super) type HostFilter<'a> = &'a (dyn Fn(&Host) -> bool + Sync);
+
+/// Places each patch image over the rootfs on every connected host `on`
+/// picks: its layers sent where missing, unpacked beside the applications,
+/// then copied over the rootfs (replacing files, never writing through the
+/// rootfs' hard links).
+pub(super) fn place_patches(ctx: &mut RunContext, on: HostFilter) -> Result<(), ApplyError> {
+    let RunContext {
+        store,
+        progress,
+        ref image,
+        ref apps,
+        ref connections,
+        ..
+    } = *ctx;
+    let patches: Vec<&AppliedImage> = apps.iter().filter(|i| is_patch(i)).collect();
+    if patches.is_empty() {
+        return Ok(());
     }
-    cmd.iter()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            vec![
-                "sh".to_string(),
-                "-c".to_string(),
-                rewrite_for_shell(line, env),
+    let installer = image.installer_on_host()?;
+    let rootfs = image.host_rootfs();
+    let server = direct_server(connections.iter().map(|(_, t)| t.as_ref()), progress);
+    let results = per_host(connections, |(host, transport)| {
+        if !on(host) {
+            return Ok(0);
+        }
+        let transport = transport.as_ref();
+        interrupt::check(&host.key())?;
+        let mut sent = 0;
+        for patch in &patches {
+            let dir = host_app_dir(patch);
+            let to = Unpack {
+                installer: &installer,
+                dest: &dir,
+                server: server.as_ref(),
+            };
+            sent += deliver(
+                store,
+                transport,
+                patch,
+                to,
+                on_host(transport, patch, &dir)?,
+                progress,
+            )?;
+            super::image_files::upload(transport, host, patch, &dir)?;
+            // The unpacked tree's entries but its completion stamp, merged
+            // into the rootfs; `--remove-destination` replaces each file.
+            let place = [
+                "find",
+                &dir,
+                "-mindepth",
+                "1",
+                "-maxdepth",
+                "1",
+                "!",
+                "-name",
+                crate::installer::STAMP,
+                "-exec",
+                "cp",
+                "-a",
+                "--remove-destination",
+                "-t",
+                &rootfs,
+                "--",
+                "{}",
+                "+",
             ]
-        })
-        .collect()
+            .map(String::from);
+            let output = transport
+                .run(&place, &[], None)
+                .map_err(ApplyError::transport(host.key()))?;
+            if !output.success() {
+                return Err(ApplyError::command(
+                    host.key(),
+                    format!("placing patch image {} over {rootfs}", patch.name),
+                    &output,
+                    10,
+                ));
+            }
+            progress.message(&format!(
+                "{}: patch image {} placed over the rootfs",
+                host.key(),
+                patch.name
+            ));
+        }
+        Ok(sent)
+    });
+    let mut failures = Vec::new();
+    for ((host, _), result) in connections.iter().zip(results) {
+        match result {
+            Ok(sent) => *ctx.report.bytes_sent.entry(host.key()).or_default() += sent,
+            Err(error) => failures.push(HostFailure {
+                host: host.key(),
+                error: Box::new(error),
+            }),
+        }
+    }
+    ApplyError::all_hosts_ok(failures)
 }
 
-fn is_name(s: &str) -> bool {
-    s.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+/// Runs each image after the rootfs one, in order: a patch image's commands
+/// on every host (in the rootfs), an application image's on the first master.
+pub(super) fn apply_apps(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<(), ApplyError> {
+    if ctx.apps.is_empty() {
+        return Ok(());
+    }
+    let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
+    let installer = ctx.image.installer_on_host()?;
+    let server = direct_server([ctx.connection(&first)?], ctx.progress);
+    let mut sent_to_first = 0;
+    let result = (|| {
+        for (index, app) in ctx.apps.iter().enumerate() {
+            let cmd = cmd_for(ctx, index);
+            if is_patch(app) {
+                run_patch(ctx, cluster, app, cmd, &|_| true)?;
+                continue;
+            }
+            interrupt::check(&first.key())?;
+            let transport = ctx.connection(&first)?;
+            let dir = host_app_dir(app);
+            let command = app_command(
+                ctx.store,
+                app,
+                (cluster, &first),
+                &dir,
+                cmd,
+                app_defaults(ctx),
+            )?;
+            ctx.progress.message(&format!(
+                "{}: sending application image {}",
+                first.key(),
+                app.name
+            ));
+            let to = Unpack {
+                installer: &installer,
+                dest: &dir,
+                server: server.as_ref(),
+            };
+            let found = on_host(transport, app, &dir)?;
+            let sent = deliver(ctx.store, transport, app, to, found, ctx.progress)?;
+            sent_to_first += sent;
+            super::image_files::upload(transport, &first, app, &dir)?;
+            run_command(ctx, transport, &first, app, &command)?;
+            record_image(cluster, &first, app);
+        }
+        Ok(())
+    })();
+    *ctx.report.bytes_sent.entry(first.key()).or_default() += sent_to_first;
+    result
 }
 
-/// Finds `$(NAME)` at `i` for a NAME in `env`; returns NAME and the length.
-fn reference_at<'a>(
-    s: &'a str,
-    i: usize,
-    env: &BTreeMap<String, String>,
-) -> Option<(&'a str, usize)> {
-    let rest = s[i..].strip_prefix("$(")?;
-    let end = rest.find(')')?;
-    let name = &rest[..end];
-    (is_name(name) && env.contains_key(name)).then_some((name, end + 3))
+/// The patch images' commands on the connected hosts `on` picks (`add`:
+/// the new ones, as sealos runs them on the hosts it scales to).
+pub(super) fn run_patches(
+    ctx: &RunContext,
+    cluster: &mut Cluster,
+    on: HostFilter,
+) -> Result<(), ApplyError> {
+    for patch in ctx.apps.iter().filter(|i| is_patch(i)) {
+        run_patch(ctx, cluster, patch, None, on)?;
+    }
+    Ok(())
 }
 
-/// Exec form: `$(NAME)` replaced by the value itself (no shell follows).
-pub fn substitute_value(word: &str, env: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(word.len());
-    let mut i = 0;
-    while i < word.len() {
-        if let Some((name, len)) = reference_at(word, i, env) {
-            out.push_str(&env[name]);
-            i += len;
+/// A patch image's commands on every host `on` picks, in parallel, in the rootfs.
+fn run_patch(
+    ctx: &RunContext,
+    cluster: &mut Cluster,
+    patch: &AppliedImage,
+    cmd: Option<&[String]>,
+    on: HostFilter,
+) -> Result<(), ApplyError> {
+    let rootfs = ctx.image.host_rootfs();
+    let targets: Vec<_> = ctx.connections.iter().filter(|(h, _)| on(h)).collect();
+    let results = per_host(&targets, |(host, transport)| {
+        interrupt::check(&host.key())?;
+        let command = app_command(
+            ctx.store,
+            patch,
+            (cluster, host),
+            &rootfs,
+            cmd,
+            BTreeMap::new(),
+        )?;
+        run_command(ctx, transport.as_ref(), host, patch, &command)
+    });
+    let mut failures = Vec::new();
+    for ((host, _), result) in targets.iter().zip(results) {
+        match result {
+            Ok(()) => record_image(cluster, host, patch),
+            Err(error) => failures.push(HostFailure {
+                host: host.key(),
+                error: Box::new(error),
+            }),
+        }
+    }
+    ApplyError::all_hosts_ok(failures)
+}
+
+fn run_command(
+    ctx: &RunContext,
+    transport: &dyn Transport,
+    host: &Host,
+    image: &AppliedImage,
+    command: &AppCommand,
+) -> Result<(), ApplyError> {
+    let Some(argv) = command.argv() else {
+        ctx.progress.message(&format!(
+            "{}: image {} is in {}; it has no CMD or ENTRYPOINT to run",
+            host.key(),
+            image.name,
+            command.dir
+        ));
+        return Ok(());
+    };
+    ctx.progress.message(&format!(
+        "{}: image {}: running {}",
+        host.key(),
+        image.name,
+        command.lines.join("; ")
+    ));
+    let env: Vec<(String, String)> = command.env.clone().into_iter().collect();
+    let output = transport
+        .run(&argv, &env, None)
+        .map_err(ApplyError::transport(host.key()))?;
+    if !output.success() {
+        return Err(ApplyError::App {
+            image: image.name.clone(),
+            host: host.key(),
+            command: command.lines.join("; "),
+            status: output.status_text(),
+            tail: output.tail(20),
+        });
+    }
+    let tail = output.tail(5);
+    ctx.progress.message(&format!(
+        "{}: {} {} applied ({}){}",
+        host.key(),
+        if is_patch(image) {
+            "patch image"
         } else {
-            let c = word[i..].chars().next().expect("in bounds");
-            out.push(c);
-            i += c.len_utf8();
+            "application"
+        },
+        image.name,
+        output.status_text(),
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(":\n{tail}")
         }
-    }
-    out
+    ));
+    Ok(())
 }
 
-/// Shell form: `$(NAME)` for a NAME in `env` becomes a quoted parameter
-/// expansion, fitting the quoting context it stands in.
-pub fn rewrite_for_shell(line: &str, env: &BTreeMap<String, String>) -> String {
-    #[derive(PartialEq)]
-    enum Quote {
-        None,
-        Single,
-        Double,
-    }
-    let mut quote = Quote::None;
-    let mut out = String::with_capacity(line.len() + 16);
-    let mut i = 0;
-    while i < line.len() {
-        if let Some((name, len)) = reference_at(line, i, env) {
-            match quote {
-                Quote::None => out.push_str(&format!("\"${{{name}}}\"")),
-                Quote::Double => out.push_str(&format!("${{{name}}}")),
-                Quote::Single => out.push_str(&format!("'\"${{{name}}}\"'")),
+fn record_image(cluster: &mut Cluster, host: &Host, image: &AppliedImage) {
+    let status = cluster.status.hosts.entry(host.key()).or_default();
+    status.images.retain(|i| i.name != image.name);
+    status.images.push(InstalledImage {
+        name: image.name.clone(),
+        digest: image.digest.clone(),
+    });
+}
+
+/// `--dry-run`'s part for the images after the rootfs one: where each runs,
+/// its commands and their env.
+pub(super) fn dry_run(ctx: &RunContext, cluster: &Cluster) -> Result<String, ApplyError> {
+    let first = cluster.first_master().ok_or(ApplyError::NoMaster)?;
+    let mut out = String::new();
+    for (index, app) in ctx.apps.iter().enumerate() {
+        let cmd = cmd_for(ctx, index);
+        let (kind, hosts, dir, defaults) = if is_patch(app) {
+            let hosts: Vec<&Host> = cluster.hosts.iter().collect();
+            let kind = "patch image, placed over the rootfs";
+            (kind, hosts, ctx.image.host_rootfs(), BTreeMap::new())
+        } else {
+            let kind = "application image";
+            (kind, vec![first], host_app_dir(app), app_defaults(ctx))
+        };
+        for host in hosts {
+            let command =
+                app_command(ctx.store, app, (cluster, host), &dir, cmd, defaults.clone())?;
+            out.push_str(&format!("# {} ({kind}): {}\n", host.key(), app.name));
+            out.push_str(&format!("in {dir}:\n"));
+            for line in &command.lines {
+                out.push_str(&format!("  run: {line}\n"));
             }
-            i += len;
-            continue;
-        }
-        let c = line[i..].chars().next().expect("in bounds");
-        out.push(c);
-        i += c.len_utf8();
-        match (&quote, c) {
-            // A backslash outside single quotes keeps the next character as is.
-            (Quote::None | Quote::Double, '\\') => {
-                if let Some(next) = line[i..].chars().next() {
-                    out.push(next);
-                    i += next.len_utf8();
-                }
+            if command.lines.is_empty() {
+                out.push_str("  (no CMD or ENTRYPOINT)\n");
             }
-            (Quote::None, '\'') => quote = Quote::Single,
-            (Quote::Single, '\'') => quote = Quote::None,
-            (Quote::None, '"') => quote = Quote::Double,
-            (Quote::Double, '"') => quote = Quote::None,
-            _ => {}
+            for (k, v) in &command.env {
+                out.push_str(&format!("  env: {}\n", shown_env(k, v)));
+            }
+            out.push('\n');
         }
     }
-    out
+    Ok(out)
+}
+
+/// `KEY=value` as a dry run shows it: a value whose key looks secret masked.
+fn shown_env(key: &str, value: &str) -> String {
+    let upper = key.to_ascii_uppercase();
+    let secret = [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "CREDENTIAL",
+        "PRIVATE",
+    ]
+    .iter()
+    .any(|w| upper.contains(w))
+        || upper
+            .split('_')
+            .any(|w| ["KEY", "PASS", "PWD", "AUTH"].contains(&w));
+    if secret {
+        format!("{key}=<masked>")
+    } else {
+        quote_env(key, value)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn sh(script: &str, env: &BTreeMap<String, String>) -> Vec<String> {
-        // Runs the rewritten line with a recorder for argv, as the host would.
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "rec() {{ for a; do printf '%s\\0' \"$a\"; done; }}; {script}"
-            ))
-            .env_clear()
-            .envs(env)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split_terminator('\0')
-            .map(String::from)
-            .collect()
-    }
+    use super::shown_env;
 
     #[test]
-    fn shell_form_values_are_expanded_once_as_data() {
-        let value = "pa$$w0rd\"`x' $(id) *";
-        let e = env(&[("NAMESPACE", value)]);
-        let line = rewrite_for_shell("rec apply -n $(NAMESPACE) -f manifests/", &e);
-        assert_eq!(line, "rec apply -n \"${NAMESPACE}\" -f manifests/");
-        assert_eq!(sh(&line, &e), ["apply", "-n", value, "-f", "manifests/"]);
-        let line = rewrite_for_shell("rec \"--ns=$(NAMESPACE)!\" '$(NAMESPACE)x'", &e);
-        assert_eq!(
-            sh(&line, &e),
-            [format!("--ns={value}!"), format!("{value}x")]
-        );
-    }
-
-    #[test]
-    fn unknown_names_and_escapes_are_left_alone() {
-        let e = env(&[("A", "1")]);
-        assert_eq!(
-            rewrite_for_shell("echo $(B) \\$(A)", &e),
-            "echo $(B) \\$(A)"
-        );
-        assert_eq!(rewrite_for_shell("echo $(A", &e), "echo $(A");
-    }
-
-    #[test]
-    fn exec_form_substitutes_values_verbatim_and_shell_form_splits_cmd() {
-        let e = env(&[("NS", "a b$`\"")]);
-        let argvs = commands(&["/bin/x".into()], &["-n".into(), "$(NS)".into()], &e);
-        assert_eq!(argvs, vec![vec!["/bin/x", "-n", "a b$`\""]]);
-        let argvs = commands(&[], &["one".into(), " ".into(), "two $(NS)".into()], &e);
-        assert_eq!(argvs.len(), 2);
-        assert_eq!(argvs[1], ["sh", "-c", "two \"${NS}\""]);
+    fn a_dry_run_masks_values_of_secret_looking_names_only() {
+        for key in [
+            "registryPassword",
+            "MY_PASSWD",
+            "API_TOKEN",
+            "ACCESS_KEY",
+            "PASS",
+            "basic_auth",
+        ] {
+            assert_eq!(shown_env(key, "s3cret"), format!("{key}=<masked>"));
+        }
+        for key in ["KUBECONFIG", "HELM_OPTS", "NAMESPACE", "MONKEY"] {
+            assert_eq!(shown_env(key, "v"), format!("{key}=v"));
+        }
+        assert_eq!(shown_env("V", "a b"), "V='a b'");
     }
 }

@@ -85,13 +85,10 @@ fn prepare_image(
     // Problem → the hosts it happens on: most are the same everywhere.
     let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for host in &cluster.hosts {
-        // hosts[].env (sealos' per-host env) goes here, between the cluster
-        // env and the SEALOS_SYS_* keys, once the model carries it.
-        let host_env = BTreeMap::new();
         let env = template::host_env(
             &image.info.env,
             &cluster.env,
-            &host_env,
+            &host.env,
             kube_version,
             &host.sealos_roles(),
         );

@@ -170,6 +170,8 @@ pub fn add(
     check::hosts(&mut ctx, &targets, checks)?;
     progress.message("sending layers");
     distribute(&mut ctx, Some(&grown))?;
+    let new = |h: &Host| targets.contains(&h.address);
+    super::apps::place_patches(&mut ctx, &new)?;
 
     // From here on the hosts are part of the cluster, even if a join fails:
     // the saved state then names them, and `add` again picks up.
@@ -202,6 +204,7 @@ pub fn add(
     let after = after_joins(&ctx, &snapshot, &first, &secrets);
     joined?;
     after?;
+    super::apps::run_patches(&ctx, cluster, &new)?;
     if cluster
         .status
         .hosts

@@ -30,8 +30,12 @@
 //!   that nothing would change (`installer::probe`).
 //! - join masters, join nodes (`join.rs`): control planes one by one (each
 //!   joins the ones before it), then the nodes in parallel.
-//! - apply applications (`apps.rs`): the images after the first, on the
-//!   first master, once the cluster is up.
+//! - apply applications (`apps.rs`): the images after the first, as sealos
+//!   runs them: patch images placed over every host's rootfs right after
+//!   distribute, then, once the cluster is up, each image's commands, an
+//!   application's on the first master and a patch's on every host
+//!   (`app_script.rs` makes the bash script; `app_run.rs` does the same onto
+//!   a saved cluster, `run APP --cluster NAME`).
 //! - save (`save.rs`): keep the cluster and its status, even after a failure,
 //!   so that a rerun picks up where this one stopped (the CLI calls it).
 //!
@@ -59,6 +63,8 @@
 //! Nothing here quotes a value into a shell string: commands are argv, and
 //! requests (with env values and join tokens) travel to the installer on stdin.
 
+mod app_run;
+mod app_script;
 mod apps;
 mod bootstrap;
 pub mod certs;
@@ -88,6 +94,7 @@ mod verify;
 
 use std::collections::BTreeMap;
 
+pub use app_run::run_apps;
 pub use check::HostCheck;
 pub use connect::{Connections, Connector};
 pub use error::{ApplyError, HostFailure};
@@ -121,6 +128,9 @@ pub struct RunOptions {
     /// that an operator killed at any moment leaves a cluster that `reset`
     /// knows and the same `run` converges.
     pub state_root: Option<std::path::PathBuf>,
+    /// `--cmd`: replaces CMD of the first application image, one shell
+    /// command each.
+    pub cmd: Option<Vec<String>>,
 }
 
 /// What a run did, for the summary line and for tests.
@@ -176,6 +186,7 @@ fn phases(
     verify::cluster(cluster, ctx)?;
     if ctx.options.dry_run {
         ctx.report.dry_run = install::dry_run(ctx, cluster)?;
+        ctx.report.dry_run.push_str(&apps::dry_run(ctx, cluster)?);
         return Ok(());
     }
     ctx.require_installer()?;
@@ -204,6 +215,7 @@ fn phases(
     }
     progress.message("sending layers");
     distribute::distribute(ctx, Some(cluster))?;
+    apps::place_patches(ctx, &|_| true)?;
 
     // The first master makes the cluster; the others join with its secrets,
     // unless every host's installer found that this would change nothing.

@@ -42,6 +42,8 @@ pub struct BuildRequest {
     pub harvest: Option<RegistryOptions>,
     /// Which sealrs binary rootfs images carry as their installer.
     pub installer: InstallerChoice,
+    /// `--label` and `--env`, applied after the Kubefile (`flags.rs`).
+    pub config_flags: super::flags::ConfigFlags,
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +110,9 @@ pub fn build(
             Base::resolve(store, fetcher, &name, &location.to_string())?
         }
     };
-    let stage = kubefile::evaluate(&parsed, &eval_options, base.state.clone())?;
+    let mut stage = kubefile::evaluate(&parsed, &eval_options, base.state.clone())?;
+    // --label and --env, as if LABEL and ENV ended the Kubefile.
+    let flag_warnings = super::flags::apply(&mut stage.config, &request.config_flags);
     // The labels, and whether this sealrs can be the installer, are checked
     // now, before any layer is built: a misspelled runtime fails at once,
     // not after every layer is compressed.
@@ -131,6 +135,7 @@ pub fn build(
     }
 
     let mut warnings = stage.warnings.clone();
+    warnings.extend(flag_warnings);
     if !stage.unused_build_args.is_empty() {
         warnings.push(format!(
             "these --build-arg values were not used by any ARG in {display_name}: {}",

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod context;
 pub mod error;
 mod executor;
+pub mod flags;
 pub mod installer;
 pub mod layer;
 
@@ -19,6 +20,7 @@ pub use executor::{
     build, epoch_rfc3339, harvested_layers, BaseFetcher, BuildOutcome, BuildRequest, LocalOnly,
     KUBEFILE_NAMES,
 };
+pub use flags::ConfigFlags;
 pub use installer::{installer_layer, InstallerChoice};
 pub use layer::{copy_layers, BlobSink, BlobWrite, Layer, LayerOptions};
 

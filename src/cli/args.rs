@@ -119,7 +119,9 @@ pub struct RunArgs {
     /// comments, blank lines, KEY alone taken from this environment; -e wins.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
-    /// Name under which the cluster is saved [default: default].
+    /// Name under which the cluster is saved [default: default]. Without
+    /// hosts (--masters, -f), the saved cluster the images (applications,
+    /// patches) are applied to, on its hosts and with its rootfs image.
     #[arg(long)]
     pub cluster: Option<String>,
     /// SSH user on every host [default: root].
@@ -153,6 +155,10 @@ pub struct RunArgs {
     /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
     #[arg(long, requires = "dry_run")]
     pub show_secrets: bool,
+    /// Replaces CMD of the first application image: one shell command each
+    /// time it is given (no splitting at commas, unlike sealos).
+    #[arg(long, value_name = "COMMAND")]
+    pub cmd: Vec<String>,
     #[command(flatten)]
     pub result: ResultFlags,
 }
@@ -623,6 +629,14 @@ pub struct BuildArgs {
     /// Value for an ARG of the Kubefile, KEY=VALUE (or KEY to take it from the environment).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
+
+    /// A label set as if LABEL KEY=VALUE ended the Kubefile, taken as written (KEY alone: empty), as buildah does.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// An env entry set as if it ended the Kubefile, as buildah does: moved to the end, $VAR expanded against the image's env (KEY alone: from the environment).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
 
     /// Layer compression. zstd is the default: several times faster than gzip at a similar size.
     #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]

@@ -22,9 +22,10 @@ macro_rules! out {
     }};
 }
 
+mod app_run_cmd;
 mod args;
-mod gen_cmd;
 mod cert_cmd;
+mod gen_cmd;
 mod inspect_cmd;
 mod installer_cmd;
 mod lifecycle_cmd;
@@ -244,6 +245,32 @@ fn default_root() -> Result<PathBuf> {
     }
 }
 
+/// `--label` and `--env` pairs; `--env KEY` alone takes KEY's value from
+/// the environment (empty when unset), `--label KEY` alone is empty, as
+/// buildah takes them.
+fn config_flags(labels: &[String], env: &[String]) -> Result<crate::build::ConfigFlags> {
+    let pair = |flag: &str, given: &String, alone: &dyn Fn(&str) -> String| {
+        let (k, v) = match given.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (given.clone(), alone(given)),
+        };
+        if k.is_empty() {
+            bail!("{flag} {given:?}: the name before '=' is empty; use {flag} KEY=VALUE");
+        }
+        Ok((k, v))
+    };
+    Ok(crate::build::ConfigFlags {
+        labels: labels
+            .iter()
+            .map(|l| pair("--label", l, &|_| String::new()))
+            .collect::<Result<_>>()?,
+        env: env
+            .iter()
+            .map(|e| pair("--env", e, &|k| std::env::var(k).unwrap_or_default()))
+            .collect::<Result<_>>()?,
+    })
+}
+
 /// Turns raw build flags into a request; everything here is checked before any file is opened.
 fn build_request(args: args::BuildArgs) -> Result<BuildRequest> {
     let mut tags = Vec::new();
@@ -269,6 +296,7 @@ fn build_request(args: args::BuildArgs) -> Result<BuildRequest> {
         }
         build_args.insert(key, value);
     }
+    let config_flags = config_flags(&args.labels, &args.env)?;
     let (target_os, target_arch) = match &args.platform {
         Some(p) => {
             let (os, arch) = p
@@ -288,6 +316,7 @@ fn build_request(args: args::BuildArgs) -> Result<BuildRequest> {
         _ => 0,
     };
     Ok(BuildRequest {
+        config_flags,
         context: args.context,
         kubefile: args.file,
         tags,

@@ -192,6 +192,14 @@ pub(super) fn refuse_unresolved_bare_names<'h>(
 }
 
 pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) -> Result<()> {
+    if let (None, true, true, Some(name)) = (
+        &args.clusterfile,
+        args.masters.is_empty(),
+        args.nodes.is_empty(),
+        &args.cluster,
+    ) {
+        return super::app_run_cmd::run(store, root, name, args, progress);
+    }
     let mut cluster = load_cluster(args)?;
     refuse_unresolved_bare_names(&cluster.hosts)?;
     for image in &mut cluster.images {
@@ -253,6 +261,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: (!args.dry_run).then(|| root.to_path_buf()),
+        cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
     };
     if !args.dry_run {
         apply::interrupt::handle_ctrl_c();

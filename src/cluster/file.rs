@@ -110,6 +110,8 @@ struct OurHost {
     ssh: SshConfig,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +150,9 @@ struct SealosHost {
     roles: Vec<String>,
     #[serde(default)]
     ssh: SealosSsh,
+    /// `KEY=VALUE` entries, as `spec.env`.
+    #[serde(default)]
+    env: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -340,6 +345,7 @@ impl Cluster {
                     host.port = h.port;
                     host.ssh = h.ssh.clone();
                     host.labels = labels;
+                    host.env = h.env.clone();
                     cluster.hosts.push(host);
                     index_map.push(i);
                 }
@@ -382,6 +388,15 @@ impl Cluster {
                 problems.push(Problem::new(format!("{field}.ips"), "lists no address"));
             }
             let ssh = sealos_ssh(&group.ssh, &format!("{field}.ssh"), &mut problems);
+            let mut env = BTreeMap::new();
+            for (j, pair) in group.env.iter().enumerate() {
+                match parse_env_pair(pair) {
+                    Ok((k, v)) => {
+                        env.insert(k, v);
+                    }
+                    Err(e) => problems.push(Problem::new(format!("{field}.env[{j}]"), e)),
+                }
+            }
             for (j, ip) in group.ips.iter().enumerate() {
                 match parse_address_port(ip) {
                     Ok((address, port)) => {
@@ -389,6 +404,7 @@ impl Cluster {
                         host.port = port;
                         host.ssh = ssh.clone();
                         host.labels = labels.clone();
+                        host.env = env.clone();
                         cluster.hosts.push(host);
                     }
                     Err(e) => problems.push(Problem::new(format!("{field}.ips[{j}]"), e)),
@@ -437,6 +453,7 @@ impl Cluster {
                         roles: h.roles.iter().map(|r| r.to_string()).collect(),
                         ssh: h.ssh.without_inline_password(),
                         labels: h.labels.clone(),
+                        env: h.env.clone(),
                     })
                     .collect(),
             },

@@ -274,6 +274,8 @@ pub struct Host {
     pub ssh: SshConfig,
     /// Extra role names that are not master/node (sealos' `amd64`, …).
     pub labels: Vec<String>,
+    /// This host's env (sealos' `hosts[].env`): wins over the cluster env on this host.
+    pub env: BTreeMap<String, String>,
 }
 
 impl Host {
@@ -287,6 +289,7 @@ impl Host {
             roles,
             ssh: SshConfig::default(),
             labels: Vec::new(),
+            env: BTreeMap::new(),
         }
     }
 
@@ -626,10 +629,16 @@ impl Cluster {
         if self.ssh.port == Some(0) {
             problems.push(Problem::new("spec.ssh.port", "port 0 is not a port"));
         }
-        for key in self.env.keys() {
+        let host_envs = self.hosts.iter().enumerate().flat_map(|(i, h)| {
+            h.env
+                .keys()
+                .map(move |key| (format!("spec.hosts[{i}].env.{key}"), key))
+        });
+        let envs = self.env.keys().map(|key| (format!("spec.env.{key}"), key));
+        for (field, key) in envs.chain(host_envs) {
             if !is_valid_env_key(key) {
                 problems.push(Problem::new(
-                    format!("spec.env.{key}"),
+                    field,
                     format!("{key:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"),
                 ));
             }

@@ -599,3 +599,38 @@ fn config_paths_must_stay_inside_the_image() {
         assert!(inside_image(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn sealos_hosts_env_is_read_kept_when_saved_and_bad_pairs_named() {
+    let text = r#"
+apiVersion: apps.sealos.io/v1beta1
+kind: Cluster
+spec:
+  hosts:
+    - ips: [10.0.0.1:22, 10.0.0.2:22]
+      roles: [master]
+      env: ["HELM_OPTS=--set a=b --set c=d", "PASS=pa$$w0rd\"`x"]
+    - ips: [10.0.0.3]
+      roles: [node]
+"#;
+    let cluster = Cluster::from_yaml(text, "f").unwrap();
+    for host in &cluster.hosts[..2] {
+        assert_eq!(host.env["HELM_OPTS"], "--set a=b --set c=d");
+        assert_eq!(host.env["PASS"], "pa$$w0rd\"`x");
+    }
+    assert!(cluster.hosts[2].env.is_empty());
+    let saved = Cluster::from_yaml(&cluster.to_yaml(), "saved").unwrap();
+    assert_eq!(saved.hosts[0].env, cluster.hosts[0].env);
+
+    let bad = text.replace("\"PASS=", "\"NOEQUALS\", \"2X=1\", \"PASS=");
+    let p = problems(&bad);
+    for e in [
+        "spec.hosts[0].env[1]: \"NOEQUALS\" is not KEY=VALUE",
+        "spec.hosts[0].env[2]: \"2X\" is not a valid variable name",
+    ] {
+        assert!(
+            p.iter().any(|x| x.starts_with(e)),
+            "missing {e:?} in {p:#?}"
+        );
+    }
+}

@@ -115,6 +115,9 @@ impl fmt::Debug for ClusterSpec {
 pub struct HostSpec {
     pub address: Address,
     pub roles: Vec<Role>,
+    /// The host's own env (`hosts[].env`), over the cluster env on it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// What the image's labels say.
@@ -211,6 +214,7 @@ impl Request {
                     .map(|h| HostSpec {
                         address: h.address.clone(),
                         roles: h.roles.clone(),
+                        env: h.env.clone(),
                     })
                     .collect(),
                 env: cluster.env.clone(),
@@ -269,7 +273,11 @@ impl Request {
             .cluster
             .hosts
             .iter()
-            .map(|h| Host::new(h.address.clone(), &h.roles))
+            .map(|h| {
+                let mut host = Host::new(h.address.clone(), &h.roles);
+                host.env = h.env.clone();
+                host
+            })
             .collect();
         cluster.env = self.cluster.env.clone();
         cluster.ssh = SshConfig::default();
@@ -468,13 +476,18 @@ mod tests {
 
     #[test]
     fn a_request_survives_the_round_trip_with_env_values_byte_for_byte() {
-        let c = cluster();
+        let mut c = cluster();
+        c.hosts[1]
+            .env
+            .insert("PASS".into(), format!("{VALUE}\nhost"));
         let mut sent = request(&c, 1);
         sent.target_version = Some(Version::parse("v1.31.0+k3s1").unwrap());
         let received = Request::from_json(&sent.to_json()).unwrap();
         assert_eq!(received, sent);
         let rebuilt = received.cluster();
         assert_eq!(rebuilt.env["PASS"], VALUE);
+        assert_eq!(rebuilt.hosts[1].env["PASS"], format!("{VALUE}\nhost"));
+        assert!(rebuilt.hosts[0].env.is_empty());
         assert_eq!(rebuilt.status, c.status);
         let addresses = |c: &Cluster| -> Vec<(Address, Vec<Role>)> {
             c.hosts

@@ -1371,17 +1371,17 @@ fn assembled_layer_directories_apply_opaque_markers_and_keep_symlinks() {
 // ---------------------------------------------------------------------------
 // image hooks, executed
 
-/// The k3s rootfs with `scripts/init.sh`, and an image whose hooks write
-/// into their cwd (the rootfs' `scripts/`).
+/// An image whose hooks write into their cwd (the rootfs' `scripts/`): the
+/// sealos labels run their script with bash (`bash check.sh`), ours is bash text.
 fn hooked_image() -> ImageInfo {
     let mut image = ImageInfo::new("k3s", "v1.30.2+k3s1").unwrap();
     for (k, v) in [
-        ("check", "test -f init.sh"),
+        ("check", "check.sh"),
         (
             "sealrs.io/init",
             "bash init.sh && printf '%s' \"$PASS\" > pass.out && printf '%s' 'lit$$\"`x' > literal.out",
         ),
-        ("clean", "rm -f pass.out literal.out runs.out"),
+        ("clean", "clean.sh pass.out literal.out"),
     ] {
         image.labels.insert(k.into(), v.into());
     }
@@ -1395,11 +1395,22 @@ fn hooks_run_from_scripts_with_the_env_init_once_and_clean_at_uninstall() {
     let image = hooked_image();
     let host = Host::new();
     host.k3s_rootfs();
-    host.write(
-        "/var/lib/sealrs-host/rootfs/scripts/init.sh",
-        "#!/bin/bash\necho ran >> runs.out\n",
-        0o755,
-    );
+    // Not executable, as sealos images may ship them: the hooks make them so.
+    for (name, text) in [
+        (
+            "init.sh",
+            "#!/bin/bash\necho ran >> runs.out\n./helper.sh\n",
+        ),
+        ("helper.sh", "#!/bin/bash\necho helped >> runs.out\n"),
+        ("check.sh", "#!/bin/bash\ntest -f init.sh\n"),
+        ("clean.sh", "#!/bin/bash\nrm -f \"$@\" runs.out\n"),
+    ] {
+        host.write(
+            &format!("/var/lib/sealrs-host/rootfs/scripts/{name}"),
+            text,
+            0o644,
+        );
+    }
     host.write("/var/lib/rancher/k3s/server/token", "K10tok\n", 0o600);
     host.write("/etc/rancher/k3s/k3s.yaml", "apiVersion: v1\n", 0o600);
     let scripts = |name: &str| host.rootfs().join("scripts").join(name);
@@ -1409,8 +1420,9 @@ fn hooks_run_from_scripts_with_the_env_init_once_and_clean_at_uninstall() {
     let r = execute(&install, &ctx).unwrap();
     assert!(r.succeeded(), "{r:?}");
     assert_eq!(
-        statuses(&r)[..4],
+        statuses(&r)[..5],
         [
+            ("hook-scripts", StepStatus::Unchanged),
             ("hook-check", StepStatus::Unchanged),
             ("hook-markers", StepStatus::Changed),
             ("hook-init", StepStatus::Changed),
@@ -1419,14 +1431,26 @@ fn hooks_run_from_scripts_with_the_env_init_once_and_clean_at_uninstall() {
     );
     assert_eq!(fs::read(scripts("pass.out")).unwrap(), b"pa$$w0rd\"`x");
     assert_eq!(fs::read(scripts("literal.out")).unwrap(), b"lit$$\"`x");
-    assert_eq!(fs::read_to_string(scripts("runs.out")).unwrap(), "ran\n");
+    assert_eq!(
+        fs::read_to_string(scripts("runs.out")).unwrap(),
+        "ran\nhelped\n"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = fs::metadata(scripts("helper.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
 
     // A rerun checks again and does not init again.
     let again = execute(&install, &ctx).unwrap();
     assert!(!again.changed, "{again:?}");
-    assert_eq!(again.steps[0].status, StepStatus::Unchanged);
-    assert_eq!(again.steps[2].status, StepStatus::Skipped);
-    assert_eq!(fs::read_to_string(scripts("runs.out")).unwrap(), "ran\n");
+    assert_eq!(again.steps[1].status, StepStatus::Unchanged);
+    assert_eq!(again.steps[3].status, StepStatus::Skipped);
+    assert_eq!(
+        fs::read_to_string(scripts("runs.out")).unwrap(),
+        "ran\nhelped\n"
+    );
 
     // Uninstall cleans, then removes the markers: twice is nothing to do.
     let uninstall = k3s.uninstall(&hctx).unwrap();
@@ -1448,24 +1472,20 @@ fn hooks_run_from_scripts_with_the_env_init_once_and_clean_at_uninstall() {
 fn a_failing_check_stops_the_plan_with_its_output_and_a_missing_scripts_dir_is_named() {
     let k3s = runtime::runtime_for("k3s").unwrap();
     let c = cluster();
-    let mut image = hooked_image();
-    image.labels.insert(
-        "check".into(),
-        "echo \"registry port $PASS is taken\" >&2; exit 4".into(),
-    );
+    let image = hooked_image();
     let host = Host::new();
     host.k3s_rootfs();
     host.write(
-        "/var/lib/sealrs-host/rootfs/scripts/init.sh",
-        "#!/bin/bash\n",
+        "/var/lib/sealrs-host/rootfs/scripts/check.sh",
+        "echo \"registry port $PASS is taken\" >&2; exit 4\n",
         0o755,
     );
     let hctx = HostContext::new(&c, &c.hosts[0], &image, JoinSecrets::default()).unwrap();
     let ctx = host.ctx("k3s", Role::Master);
     let r = execute(&k3s.install(&hctx).unwrap(), &ctx).unwrap();
     assert_eq!(r.failed.as_deref(), Some("hook-check"));
-    assert_eq!(r.steps.len(), 1, "nothing after the check ran");
-    let step = &r.steps[0];
+    assert_eq!(r.steps.len(), 2, "nothing after the check ran");
+    let step = &r.steps[1];
     assert_eq!(step.exit_code, Some(4));
     assert!(
         step.output
@@ -1480,7 +1500,7 @@ fn a_failing_check_stops_the_plan_with_its_output_and_a_missing_scripts_dir_is_n
     bare.k3s_rootfs();
     let r = execute(&k3s.install(&hctx).unwrap(), &bare.ctx("k3s", Role::Master)).unwrap();
     assert_eq!(r.failed.as_deref(), Some("hook-check"));
-    let last = r.steps[0].output.last().unwrap();
+    let last = r.steps[1].output.last().unwrap();
     assert!(
         last.contains("working directory") && last.contains("rootfs/scripts is not a directory"),
         "{last}"

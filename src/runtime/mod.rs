@@ -8,7 +8,7 @@
 //! runtime names, and [`Runtime::join_secrets`] turns them into what the join
 //! plans of the other hosts need.
 //!
-//! The image's lifecycle hooks (labels `check`, `init`, `clean`, as sealos
+//! The image's lifecycle hooks (labels `check`, `init`, `clean`, …, as sealos
 //! has them) come into every runtime's plans through one helper, [`hooks`].
 //!
 //! Adding a distribution means one file implementing [`Runtime`] (its
@@ -33,7 +33,7 @@ use crate::plan::{Check, Plan, Step};
 
 pub use crate::layout::{Version, VersionError};
 pub use certs::{CertFiles, CertRenewal, CertSource, RenewOptions};
-pub use hooks::{hook_env, init_marker, HookKind, Hooks, HOOK_MARKER_DIR};
+pub use hooks::{hook_env, init_marker, Hook, HookKind, Hooks, HOOK_MARKER_DIR};
 pub use k0s::K0s;
 pub use k3s::K3s;
 pub use kubeadm::Kubeadm;
@@ -158,7 +158,8 @@ pub struct HostContext<'a> {
     /// The image being applied.
     pub image: &'a ImageInfo,
     pub secrets: JoinSecrets,
-    /// The cluster env: rendered into templates, byte for byte.
+    /// The cluster env with the host's own (`hosts[].env`) over it:
+    /// rendered into templates, byte for byte.
     pub env: Vec<(String, String)>,
     /// Where the installer unpacked the image's rootfs on the host.
     pub rootfs: String,
@@ -174,6 +175,13 @@ pub struct HostContext<'a> {
     /// give (read by the installer for a runtime with
     /// [`Runtime::expected_images`]); `None` where they were not read.
     pub rootfs_images: Option<Vec<String>>,
+}
+
+/// The cluster env with `host`'s own (`hosts[].env`) over it, as sealos merges them.
+fn host_env(cluster: &Cluster, host: &Host) -> Vec<(String, String)> {
+    let mut env = cluster.env.clone();
+    env.extend(host.env.clone());
+    env.into_iter().collect()
 }
 
 impl<'a> HostContext<'a> {
@@ -195,7 +203,7 @@ impl<'a> HostContext<'a> {
             first_master: &first.address,
             image,
             secrets,
-            env: cluster.env_pairs(),
+            env: host_env(cluster, host),
             rootfs: DEFAULT_ROOTFS_DIR.to_string(),
             rootfs_files: Vec::new(),
             rootfs_texts: BTreeMap::new(),

@@ -1276,7 +1276,7 @@ env (for templates):
 }
 
 // ---------------------------------------------------------------------------
-// image hooks: the labels check, init and clean
+// image hooks: the labels check, init-registry, init-cri, init and the clean ones
 
 const CHECK: &str = "check.sh $registryData";
 const INIT: &str = "init-cri.sh $registryDomain $registryPort && bash init.sh";
@@ -1313,30 +1313,130 @@ fn run_parts(plan: &Plan, id: &str) -> RunParts {
     }
 }
 
+fn bash(text: &str) -> [String; 3] {
+    ["bash".into(), "-c".into(), text.into()]
+}
+
 #[test]
-fn hook_labels_take_sealos_names_ours_win_and_a_blank_one_switches_off() {
+fn sealos_hook_labels_run_with_bash_ours_win_and_a_blank_one_switches_off() {
     let sealos = Hooks::from_labels(&labels(&[
         ("check", CHECK),
         ("init", INIT),
         ("clean", CLEAN),
         ("version", "v1.30.2"),
     ]));
-    assert_eq!(sealos.check.as_deref(), Some(CHECK));
-    assert_eq!(sealos.init.as_deref(), Some(INIT));
-    assert_eq!(sealos.clean.as_deref(), Some(CLEAN));
+    assert_eq!(
+        sealos.get(HookKind::Check),
+        Some(&Hook::Sealos(CHECK.into()))
+    );
+    assert_eq!(
+        sealos.get(HookKind::Init).unwrap().script(),
+        format!("bash {INIT}")
+    );
+    assert_eq!(
+        sealos.get(HookKind::Clean),
+        Some(&Hook::Sealos(CLEAN.into()))
+    );
+    assert_eq!(
+        sealos.get(HookKind::InitRegistry),
+        None,
+        "no sealos label, no default"
+    );
 
     let ours = Hooks::from_labels(&labels(&[
         ("init", INIT),
         ("sealrs.io/init", "bash ours.sh"),
         ("clean", CLEAN),
         ("sealrs.io/clean", "  "),
-        ("sealrs.io/check", "true"),
+        ("check", " "),
+        ("sealrs.io/init-cri", "true"),
     ]));
-    assert_eq!(ours.init.as_deref(), Some("bash ours.sh"), "ours win");
-    assert_eq!(ours.clean, None, "a blank label of ours switches it off");
-    assert_eq!(ours.get(HookKind::Check), Some("true"));
+    let init = ours.get(HookKind::Init).unwrap();
+    assert_eq!(init.script(), "bash ours.sh", "ours win, as bash text");
+    assert_eq!(
+        ours.get(HookKind::Clean),
+        None,
+        "a blank label of ours switches it off"
+    );
+    assert_eq!(ours.get(HookKind::Check), None, "and a blank one of sealos");
+    assert_eq!(
+        ours.get(HookKind::InitCri),
+        Some(&Hook::Ours("true".into()))
+    );
     assert!(Hooks::from_labels(&labels(&[("sealrs.io/type", "rootfs")])).is_empty());
     assert_eq!(image("k3s", "v1.30.2").hooks(), Hooks::default());
+}
+
+/// An image with sealos labels and no hook label gets sealos's default
+/// scripts (none for the CRI hooks), each run only where it is there.
+#[test]
+fn a_sealos_image_gets_the_default_hooks_but_the_cri_ones() {
+    let hooks = Hooks::from_labels(&labels(&[
+        ("sealos.io.type", "rootfs"),
+        ("init-cri", "init-containerd.sh $registryDomain"),
+    ]));
+    for kind in HookKind::ALL {
+        let expected = match kind {
+            HookKind::InitCri => Some(Hook::Sealos("init-containerd.sh $registryDomain".into())),
+            HookKind::CleanCri => None,
+            other => Some(Hook::Default(format!("{}.sh", other.name()))),
+        };
+        assert_eq!(hooks.get(kind), expected.as_ref(), "{kind:?}");
+    }
+    assert_eq!(
+        hooks.get(HookKind::Check).unwrap().script(),
+        "if [ -e scripts/check.sh ]; then cd scripts && bash check.sh; fi"
+    );
+    let apps = Hooks::from_labels(&labels(&[("apps.sealos.io/type", "rootfs")]));
+    assert!(apps.get(HookKind::Init).is_some());
+}
+
+/// sealos's order: check, init-registry (the registry host: the first
+/// master), init-cri, init; on the way out clean-registry, clean-cri, clean.
+#[test]
+fn hooks_run_in_sealos_order_registry_ones_on_the_first_master_only() {
+    let c = cluster("10.0.0.1", "10.0.0.2", &[]);
+    let mut img = image("k3s", "v1.30.2+k3s1");
+    img.labels = labels(&[
+        ("sealos.io.type", "rootfs"),
+        ("init-cri", "init-containerd.sh"),
+        ("clean-cri", "clean-containerd.sh"),
+    ]);
+    let hook_ids = |plan: &Plan| -> Vec<String> {
+        ids(plan)
+            .into_iter()
+            .filter(|id| id.starts_with("hook-"))
+            .map(String::from)
+            .collect()
+    };
+    let first = K3s.install(&ctx(&c, 0, &img)).unwrap();
+    first.validate().unwrap();
+    assert_eq!(
+        hook_ids(&first),
+        [
+            "hook-scripts",
+            "hook-check",
+            "hook-markers",
+            "hook-init-registry",
+            "hook-init-registry-marker",
+            "hook-init-cri",
+            "hook-init-cri-marker",
+            "hook-init",
+            "hook-init-marker"
+        ]
+    );
+    let node = K3s.join(&ctx(&c, 1, &img)).unwrap();
+    assert!(!hook_ids(&node).iter().any(|id| id.contains("registry")));
+    let (argv, _, _, _) = run_parts(&first, "hook-init-cri");
+    assert_eq!(argv, bash("bash init-containerd.sh"));
+
+    let out = K3s.uninstall(&ctx(&c, 0, &img)).unwrap();
+    assert_eq!(
+        hook_ids(&out),
+        ["hook-clean-registry", "hook-clean-cri", "hook-clean"]
+    );
+    let out = K3s.uninstall(&ctx(&c, 1, &img)).unwrap();
+    assert_eq!(hook_ids(&out), ["hook-clean-cri", "hook-clean"]);
 }
 
 #[test]
@@ -1357,11 +1457,30 @@ fn hook_env_is_the_image_env_overridden_by_the_cluster_env_without_path() {
     );
 }
 
+/// `hosts[].env` wins over the cluster env on that host only.
 #[test]
-fn init_marker_is_stable_and_changes_with_rootfs_text_or_env() {
+fn a_hosts_env_wins_over_the_cluster_env_on_that_host_only() {
+    let mut c = cluster("10.0.0.1", "10.0.0.2", &["PASS=cluster", "ONLY=c"]);
+    c.hosts[1]
+        .env
+        .insert("PASS".into(), "pa$$w0rd\"`x\nnode".into());
+    let img = hooked("k3s", "v1.30.2+k3s1");
+    let get = |env: &[(String, String)], k: &str| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    };
+    let first = hook_env(&ctx(&c, 0, &img));
+    assert_eq!(get(&first, "PASS").as_deref(), Some("cluster"));
+    let node = hook_env(&ctx(&c, 1, &img));
+    assert_eq!(get(&node, "PASS").as_deref(), Some("pa$$w0rd\"`x\nnode"));
+    assert_eq!(get(&node, "ONLY").as_deref(), Some("c"));
+}
+
+#[test]
+fn init_marker_is_stable_and_changes_with_kind_rootfs_text_or_env() {
     let env = vec![("PASS".to_string(), "a".to_string())];
-    let m = init_marker("/var/lib/sealrs-host/rootfs/aa", INIT, &env);
-    assert_eq!(m, init_marker("/var/lib/sealrs-host/rootfs/aa", INIT, &env));
+    let root = "/var/lib/sealrs-host/rootfs/aa";
+    let m = init_marker(HookKind::Init, root, INIT, &env);
+    assert_eq!(m, init_marker(HookKind::Init, root, INIT, &env));
     assert!(m.starts_with(&format!("{HOOK_MARKER_DIR}/init-")), "{m}");
     assert!(
         HOOK_MARKER_DIR.starts_with(&format!("{MARKER_DIR}/")),
@@ -1371,18 +1490,20 @@ fn init_marker_is_stable_and_changes_with_rootfs_text_or_env() {
     // Field boundaries count: moving a byte from the key to the value differs.
     let shifted = vec![("PASSa".to_string(), String::new())];
     for different in [
-        init_marker("/var/lib/sealrs-host/rootfs/bb", INIT, &env),
-        init_marker("/var/lib/sealrs-host/rootfs/aa", "bash init.sh", &env),
-        init_marker("/var/lib/sealrs-host/rootfs/aa", INIT, &other_env),
-        init_marker("/var/lib/sealrs-host/rootfs/aa", INIT, &shifted),
-        init_marker("/var/lib/sealrs-host/rootfs/aa", INIT, &[]),
+        init_marker(HookKind::Init, "/var/lib/sealrs-host/rootfs/bb", INIT, &env),
+        init_marker(HookKind::Init, root, "bash init.sh", &env),
+        init_marker(HookKind::Init, root, INIT, &other_env),
+        init_marker(HookKind::Init, root, INIT, &shifted),
+        init_marker(HookKind::Init, root, INIT, &[]),
+        init_marker(HookKind::InitCri, root, INIT, &env),
     ] {
         assert_ne!(m, different);
     }
 }
 
 /// With hook labels, every install, join and upgrade plan of every runtime is
-/// the plan without them, preceded by check, the marker dir, init and its marker.
+/// the plan without them, preceded by the scripts made executable, check,
+/// the marker dir, init and its marker.
 #[test]
 fn every_runtime_runs_check_then_init_before_its_own_steps() {
     let c = cluster(
@@ -1417,8 +1538,9 @@ fn every_runtime_runs_check_then_init_before_its_own_steps() {
                     "{what}"
                 );
                 assert_eq!(
-                    ids(hooked_plan)[..4],
+                    ids(hooked_plan)[..5],
                     [
+                        "hook-scripts",
                         "hook-check",
                         "hook-markers",
                         "hook-init",
@@ -1426,25 +1548,30 @@ fn every_runtime_runs_check_then_init_before_its_own_steps() {
                     ],
                     "{what}"
                 );
-                assert_eq!(ids(hooked_plan)[4..], ids(plain_plan)[..], "{what}");
+                assert_eq!(ids(hooked_plan)[5..], ids(plain_plan)[..], "{what}");
+
+                let scripts = "/var/lib/sealrs-host/rootfs/abc/scripts";
+                let (_, _, cwd, check) = run_parts(hooked_plan, "hook-scripts");
+                assert_eq!(cwd.as_deref(), Some("/var/lib/sealrs-host/rootfs/abc"));
+                assert_eq!(check, Check::ReadOnly, "{what}");
 
                 let (argv, step_env, cwd, check) = run_parts(hooked_plan, "hook-check");
-                assert_eq!(argv, ["bash", "-c", CHECK], "{what}");
+                assert_eq!(argv, bash(&format!("bash {CHECK}")), "{what}");
                 assert_eq!(step_env, env);
-                assert_eq!(
-                    cwd.as_deref(),
-                    Some("/var/lib/sealrs-host/rootfs/abc/scripts")
-                );
+                assert_eq!(cwd.as_deref(), Some(scripts));
                 assert_eq!(check, Check::ReadOnly, "check only observes");
 
                 let (argv, step_env, cwd, check) = run_parts(hooked_plan, "hook-init");
-                assert_eq!(argv, ["bash", "-c", INIT], "{what}");
+                let script = format!("bash {INIT}");
+                assert_eq!(argv, bash(&script), "{what}");
                 assert_eq!(step_env, env);
-                assert_eq!(
-                    cwd.as_deref(),
-                    Some("/var/lib/sealrs-host/rootfs/abc/scripts")
+                assert_eq!(cwd.as_deref(), Some(scripts));
+                let marker = init_marker(
+                    HookKind::Init,
+                    "/var/lib/sealrs-host/rootfs/abc",
+                    &script,
+                    &env,
                 );
-                let marker = init_marker("/var/lib/sealrs-host/rootfs/abc", INIT, &env);
                 assert_eq!(
                     check,
                     Check::Creates {
@@ -1452,7 +1579,7 @@ fn every_runtime_runs_check_then_init_before_its_own_steps() {
                     }
                 );
                 let (path, text, mode) = file_text(hooked_plan, "hook-init-marker");
-                assert_eq!((path, text, mode), (marker, format!("{INIT}\n"), 0o600));
+                assert_eq!((path, text, mode), (marker, format!("{script}\n"), 0o600));
                 match &hooked_plan.step("hook-markers").unwrap().action {
                     Action::EnsureDir { path, mode } => {
                         assert_eq!((path.as_str(), *mode), (HOOK_MARKER_DIR, 0o700))
@@ -1503,7 +1630,7 @@ fn every_runtime_runs_clean_between_stopping_and_removing() {
                 "{name}: the markers go after clean"
             );
             let (argv, env, cwd, check) = run_parts(&plan, "hook-clean");
-            assert_eq!(argv, ["bash", "-c", CLEAN]);
+            assert_eq!(argv, bash(&format!("bash {CLEAN}")));
             assert_eq!(env, hook_env(&cx));
             assert_eq!(cwd, Some(format!("{}/scripts", cx.rootfs)));
             assert_eq!(
@@ -1524,7 +1651,10 @@ fn only_declared_hooks_are_added() {
     let mut img = image("k3s", "v1.30.2+k3s1");
     img.labels = labels(&[("sealrs.io/check", "true")]);
     let plan = K3s.install(&ctx(&c, 0, &img)).unwrap();
-    assert_eq!(ids(&plan)[..2], ["hook-check", "place-rootfs"]);
+    assert_eq!(
+        ids(&plan)[..3],
+        ["hook-scripts", "hook-check", "place-rootfs"]
+    );
     assert!(K3s
         .uninstall(&ctx(&c, 0, &img))
         .unwrap()
@@ -1533,7 +1663,10 @@ fn only_declared_hooks_are_added() {
 
     img.labels = labels(&[("clean", CLEAN)]);
     let plan = K3s.join(&ctx(&c, 1, &img)).unwrap();
-    assert_eq!(ids(&plan)[..2], ["hook-markers", "place-rootfs"]);
+    assert_eq!(
+        ids(&plan)[..3],
+        ["hook-scripts", "hook-markers", "place-rootfs"]
+    );
     assert!(K3s
         .uninstall(&ctx(&c, 1, &img))
         .unwrap()
@@ -1551,7 +1684,7 @@ fn hooks_show_in_the_dry_run_exactly() {
     img.labels = labels(&[("sealrs.io/init", init)]);
     let text = K3s.install(&ctx(&c, 0, &img)).unwrap().render_dry_run();
     let expected = format!(
-        " 2. [hook-init] run the image's init hook (label)
+        " 3. [hook-init] run the image's init hook (label)
       run: bash -c {}
       env: PASS='pa$$w0rd\"`x'
       cwd: /var/lib/sealrs-host/rootfs/scripts
