@@ -60,6 +60,7 @@
 //! requests (with env values and join tokens) travel to the installer on stdin.
 
 mod apps;
+pub mod backup;
 mod bootstrap;
 mod check;
 mod connect;

@@ -21,7 +21,7 @@ use crate::store::Store;
 /// The saved cluster, locked for `command` (one command per cluster at a
 /// time; the lock is taken before the cluster is read), with this
 /// invocation's SSH flags applied.
-fn locked(
+pub(super) fn locked(
     root: &Path,
     name: &str,
     command: &str,
@@ -32,7 +32,7 @@ fn locked(
 }
 
 /// The saved cluster, with the SSH flags given now over what it saved.
-fn with_ssh(root: &Path, name: &str, ssh: &SshFlags) -> Result<Cluster> {
+pub(super) fn with_ssh(root: &Path, name: &str, ssh: &SshFlags) -> Result<Cluster> {
     let mut cluster = apply::load_cluster(root, name)?;
     if let Some(key) = &ssh.ssh_key {
         cluster.ssh.key = Some(key.display().to_string());
@@ -49,14 +49,14 @@ fn unlocked(root: &Path, name: &str) -> Result<Cluster> {
 }
 
 /// A dry run's rendering, on stdout.
-fn print(text: &str) -> Result<()> {
+pub(super) fn print(text: &str) -> Result<()> {
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }
 
 /// The connector for this invocation's SSH flags (reads the password from
 /// stdin when asked to).
-fn connector(ssh: &SshFlags) -> Result<SshConnector> {
+pub(super) fn connector(ssh: &SshFlags) -> Result<SshConnector> {
     Ok(SshConnector::new(
         ssh.known_hosts.clone(),
         ssh.accept_new_host_keys,

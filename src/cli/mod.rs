@@ -23,6 +23,7 @@ macro_rules! out {
 }
 
 mod args;
+mod backup_cmd;
 mod inspect_cmd;
 mod installer_cmd;
 mod lifecycle_cmd;
@@ -206,6 +207,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Clusters(args) => lifecycle_cmd::clusters(&root, &args),
         Command::Kubeconfig(args) => lifecycle_cmd::kubeconfig(&root, &args),
         Command::Status(args) => lifecycle_cmd::status(&root, &args),
+        Command::Backup(args) => backup_cmd::backup(&root, &args, progress.as_ref()),
+        Command::Restore(args) => backup_cmd::restore(&root, &args, progress.as_ref()),
         Command::Installer(_) | Command::Completion(_) => unreachable!("handled above"),
     }
 }

@@ -28,6 +28,8 @@
 //!   etcd), `k0s stop`, `k0s reset` (<https://docs.k0sproject.io/stable/reset/>),
 //!   whose failure is reported and the rest done, as k0sctl does.
 
+mod backup;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::IpAddr;
@@ -421,6 +423,25 @@ impl Runtime for K0s {
     /// The unit `k0s install controller|worker` writes (k0s pkg/install, v1.30).
     fn service_units(&self, role: Role) -> Vec<&'static str> {
         vec![unit(role)]
+    }
+
+    fn backup(
+        &self,
+        ctx: &HostContext,
+        _exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::BackupPlan, RuntimeError> {
+        Ok(backup::backup(ctx))
+    }
+
+    fn restore(
+        &self,
+        first: &HostContext,
+        others: &[&Host],
+        kind: super::backup::SnapshotKind,
+        stamp: &str,
+        _exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::RestorePlan, RuntimeError> {
+        backup::restore(first, others, kind, stamp)
     }
 
     fn join_secrets(

@@ -24,6 +24,8 @@
 //!   `k3s-agent-uninstall.sh` as install.sh writes them (`create_killall`,
 //!   `create_uninstall`), step by step ([`push_killall`]).
 
+pub mod backup;
+
 use std::collections::BTreeMap;
 
 use crate::cluster::{Cluster, Host, Role};
@@ -519,6 +521,29 @@ impl Runtime for K3s {
     /// install.sh's `k3s.service` on a server, `k3s-agent.service` on an agent.
     fn service_units(&self, role: Role) -> Vec<&'static str> {
         vec![unit_for(role).name]
+    }
+
+    fn datastore_probes(&self) -> &'static [&'static str] {
+        &[backup::ETCD_DIR, backup::SQLITE_DB]
+    }
+
+    fn backup(
+        &self,
+        ctx: &HostContext,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::BackupPlan, RuntimeError> {
+        backup::backup(ctx, exists)
+    }
+
+    fn restore(
+        &self,
+        first: &HostContext,
+        others: &[&Host],
+        kind: super::backup::SnapshotKind,
+        stamp: &str,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::RestorePlan, RuntimeError> {
+        backup::restore(first, others, kind, stamp, exists)
     }
 
     fn join_secrets(

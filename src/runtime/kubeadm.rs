@@ -37,6 +37,7 @@
 //!   crictl, conntrack, ip, iptables, mount, nsenter) and swap off (the
 //!   kubelet's `failSwapOn`, default true), checked by the installer's verify.
 
+mod backup;
 pub mod config;
 
 use std::collections::BTreeMap;
@@ -718,6 +719,25 @@ impl Runtime for Kubeadm {
     /// (https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/install-kubeadm/).
     fn service_units(&self, _role: Role) -> Vec<&'static str> {
         vec!["containerd.service", "kubelet.service"]
+    }
+
+    fn backup(
+        &self,
+        ctx: &HostContext,
+        _exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::BackupPlan, RuntimeError> {
+        Ok(backup::backup(ctx))
+    }
+
+    fn restore(
+        &self,
+        first: &HostContext,
+        others: &[&Host],
+        kind: super::backup::SnapshotKind,
+        stamp: &str,
+        _exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::RestorePlan, RuntimeError> {
+        backup::restore(first, others, kind, stamp)
     }
 
     fn join_secrets(
