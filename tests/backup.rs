@@ -1,0 +1,353 @@
+//! `sealrs backup` and `sealrs restore` on real hosts: kubeadm's etcd is the
+//! real etcd from Debian (run by the kubelet stand-in as its static pod,
+//! with the certificates the kubeadm stand-in made), so keys written with
+//! the real etcdctl come back after a reset; k3s on SQLite is backed up as
+//! its database file; a file altered, cut short or of another runtime is
+//! refused with nothing changed on the host.
+
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::common::{tool, Env};
+use crate::hosts::{Host, TestHosts};
+use crate::layout::example;
+use crate::run::{on_hosts, run_on};
+use crate::run_hosts::build_kubeadm_archives;
+
+const ETCD_CERTS: [&str; 4] = [
+    "--endpoints=https://127.0.0.1:2379",
+    "--cacert=/etc/kubernetes/pki/etcd/ca.crt",
+    "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+    "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
+];
+
+/// The real etcdctl on the host, with kubeadm's etcd client certificate.
+fn etcdctl(host: &Host, args: &[&str]) -> std::process::Output {
+    let mut argv = vec!["etcdctl"];
+    argv.extend(ETCD_CERTS);
+    argv.extend(args);
+    host.exec(&argv)
+}
+
+/// The value of `key`, empty when absent; waits for etcd to answer.
+fn get(host: &Host, key: &str) -> String {
+    for _ in 0..60 {
+        let out = etcdctl(host, &["get", key, "--print-value-only"]);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    let why = etcdctl(host, &["endpoint", "health"]);
+    let log = host.exec(&["sh", "-c", "systemctl status kubelet; ls -l /etc/kubernetes/pki/etcd /usr/local/bin; cat /run/sealrs-standin-etcd; tail -n 20 /var/log/sealrs-standin-etcd.log"]);
+    panic!(
+        "etcd on {} never answered: {}\n{}{}",
+        host.name,
+        String::from_utf8_lossy(&why.stderr),
+        String::from_utf8_lossy(&log.stdout),
+        String::from_utf8_lossy(&log.stderr)
+    );
+}
+
+fn put(host: &Host, key: &str, value: &str) {
+    get(host, key); // etcd answers
+    let out = etcdctl(host, &["put", key, value]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ok(out: std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+fn fails(out: std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "succeeded: {stderr}");
+    stderr
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The kubeadm image of `run_hosts` with Debian's etcd and etcdctl in bin/
+/// (placed in /usr/local/bin, where the stand-ins find them).
+fn build_kubeadm_with_etcd(env: &Env) -> String {
+    let image = build_kubeadm_archives(env, true);
+    for bin in ["etcd", "etcdctl"] {
+        std::fs::copy(
+            format!("/usr/bin/{bin}"),
+            env.path(&format!("kubeadm/bin/{bin}")),
+        )
+        .unwrap_or_else(|e| panic!("/usr/bin/{bin}: {e} (install etcd-server and etcd-client)"));
+    }
+    env.ok(&["build", "-q", "--no-images", "-t", &image, "kubeadm"]);
+    image
+}
+
+#[test]
+fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_running_cluster() {
+    let hosts = TestHosts::boot(1);
+    let env = Env::new();
+    let image = build_kubeadm_with_etcd(&env);
+    run_on(&env, &image, &hosts, &[0], &[], &[]);
+    let h = &hosts[0];
+    put(h, "/sealrs/a", "1");
+    put(h, "/sealrs/b", "a value with spaces and $dollar");
+
+    let file = env.path("kubeadm.backup");
+    let dry = on_hosts(
+        &env,
+        &hosts,
+        &["backup", "--dry-run", "-o", file.to_str().unwrap()],
+        false,
+    );
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(
+        dry.contains("etcdctl --endpoints=https://127.0.0.1:2379"),
+        "{dry}"
+    );
+    assert!(!file.exists(), "a dry run writes nothing");
+
+    let stderr = ok(on_hosts(
+        &env,
+        &hosts,
+        &["backup", "-o", file.to_str().unwrap()],
+        false,
+    ));
+    assert!(
+        stderr.contains("backed up cluster default (kubeadm v1.30.2, etcd snapshot"),
+        "{stderr}"
+    );
+    assert_eq!(mode(&file), 0o600);
+    // Nothing of the snapshot stays on the host.
+    assert!(!h
+        .exec(&["test", "-e", "/var/lib/sealrs-host/backup"])
+        .status
+        .success());
+    put(h, "/sealrs/after", "written after the backup");
+
+    // A fresh cluster on the same host: its etcd has none of the keys.
+    ok(on_hosts(&env, &hosts, &["reset"], true));
+    run_on(&env, &image, &hosts, &[0], &[], &[]);
+    assert_eq!(get(h, "/sealrs/a"), "");
+
+    let input = file.to_str().unwrap();
+    let refused = fails(on_hosts(&env, &hosts, &["restore", "-i", input], false));
+    assert!(
+        refused.contains("is running") && refused.contains("--force"),
+        "{refused}"
+    );
+    assert_eq!(get(h, "/sealrs/a"), "", "a refused restore changes nothing");
+
+    let plan = on_hosts(&env, &hosts, &["restore", "-i", input, "--dry-run"], false);
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(plan.contains("etcdctl snapshot restore"), "{plan}");
+    assert!(plan.contains("point etcd's data volume at it"), "{plan}");
+
+    ok(on_hosts(
+        &env,
+        &hosts,
+        &["restore", "-i", input, "--force"],
+        false,
+    ));
+    assert_eq!(get(h, "/sealrs/a"), "1");
+    assert_eq!(get(h, "/sealrs/b"), "a value with spaces and $dollar");
+    assert_eq!(get(h, "/sealrs/after"), "", "written after the backup");
+    // etcd runs from the restored data directory, the API server is back.
+    let manifest = h.exec_ok(&["cat", "/etc/kubernetes/manifests/etcd.yaml"]);
+    assert!(
+        manifest.contains("path: /var/lib/etcd-restore-"),
+        "{manifest}"
+    );
+    assert!(h
+        .exec(&[
+            "test",
+            "-e",
+            "/etc/kubernetes/manifests/kube-apiserver.yaml"
+        ])
+        .status
+        .success());
+    assert!(!h
+        .exec(&["test", "-e", "/var/lib/sealrs-host/backup"])
+        .status
+        .success());
+}
+
+/// The tar `path` with `manifest.json` rewritten by `edit`.
+fn rewrite_manifest(path: &Path, out: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+    let mut builder = tar::Builder::new(std::fs::File::create(out).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if name == "manifest.json" {
+            let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            edit(&mut m);
+            bytes = serde_json::to_vec(&m).unwrap();
+        }
+        let mut h = entry.header().clone();
+        h.set_size(bytes.len() as u64);
+        builder.append_data(&mut h, &name, &bytes[..]).unwrap();
+    }
+    builder.finish().unwrap();
+}
+
+const DB: &str = "var/lib/rancher/k3s/server/db/state.db";
+
+fn sqlite(db: &Path, sql: &str) -> String {
+    let out = tool("sqlite3", &[db.to_str().unwrap(), sql]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What a refusal must leave alone: the database, k3s's start time, no
+/// work directory.
+fn k3s_state(h: &Host) -> (String, String, bool) {
+    (
+        h.exec_ok(&["sha256sum", &format!("/{DB}")]),
+        h.exec_ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveEnterTimestampMonotonic",
+            "k3s",
+        ]),
+        h.exec(&["test", "-e", "/var/lib/sealrs-host/backup"])
+            .status
+            .success(),
+    )
+}
+
+#[test]
+fn k3s_on_sqlite_is_backed_up_as_its_database_and_bad_files_are_refused_with_the_host_untouched() {
+    let hosts = TestHosts::boot(1);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[], &[]);
+    let h = &hosts[0];
+    // A server on SQLite (k3s's datastore for one server without
+    // --cluster-init): its state.db, written here with the real sqlite3.
+    let db = h.root().join(DB);
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    sqlite(&db, "CREATE TABLE kine (name TEXT, value TEXT); INSERT INTO kine VALUES ('/registry/a', 'one');");
+
+    let file = env.path("k3s.backup");
+    let out = on_hosts(
+        &env,
+        &hosts,
+        &["backup", "--dry-run", "-o", file.to_str().unwrap()],
+        false,
+    );
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(plan.contains("systemctl stop k3s.service"), "{plan}");
+    assert!(plan.contains("SQLite"), "{plan}");
+
+    let stderr = ok(on_hosts(
+        &env,
+        &hosts,
+        &["backup", "-o", file.to_str().unwrap()],
+        false,
+    ));
+    assert!(stderr.contains("SQLite database taken on"), "{stderr}");
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(
+        h.exec_ok(&["systemctl", "is-active", "k3s"]).trim(),
+        "active"
+    );
+    // The snapshot is state.db, whole: the real sqlite3 reads the row.
+    let unpacked = env.path("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    tool(
+        "tar",
+        &[
+            "-xf",
+            file.to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+        ],
+    );
+    tool(
+        "tar",
+        &[
+            "-xf",
+            unpacked.join("snapshot").to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        sqlite(&unpacked.join("state.db"), "SELECT value FROM kine"),
+        "one"
+    );
+    assert!(unpacked.join("secrets/token").is_file());
+    assert!(unpacked.join("state/Clusterfile").is_file());
+
+    // Bad files: refused, and the host as it was.
+    let before = k3s_state(h);
+    let bytes = std::fs::read(&file).unwrap();
+    let mut flipped = bytes.clone();
+    flipped[512 + 600] ^= 0xff;
+    let bad = env.write("flipped.backup", &flipped);
+    let truncated = env.write("truncated.backup", &bytes[..bytes.len() / 2]);
+    let kubeadm = env.path("kubeadm.backup");
+    rewrite_manifest(&file, &kubeadm, |m| m["runtime"] = "kubeadm".into());
+    let other_masters = env.path("masters.backup");
+    rewrite_manifest(&file, &other_masters, |m| {
+        m["masters"] = serde_json::json!(["10.250.250.10", "10.250.250.11", "10.250.250.12"])
+    });
+    for (path, says) in [
+        (&bad, "checksum does not match"),
+        (&truncated, "truncated"),
+        (
+            &kubeadm,
+            "it is a backup of a kubeadm cluster, and default runs k3s",
+        ),
+        (&other_masters, "it was taken with masters 10.250.250.10,"),
+    ] {
+        let stderr = fails(on_hosts(
+            &env,
+            &hosts,
+            &["restore", "-i", path.to_str().unwrap(), "--force"],
+            false,
+        ));
+        assert!(stderr.contains(says), "{}: {stderr}", path.display());
+        assert!(
+            stderr.contains("nothing was changed on any host"),
+            "{stderr}"
+        );
+        assert_eq!(k3s_state(h), before, "{}", path.display());
+    }
+
+    // The good file puts the database back.
+    sqlite(&db, "INSERT INTO kine VALUES ('/registry/b', 'two');");
+    ok(on_hosts(
+        &env,
+        &hosts,
+        &["restore", "-i", file.to_str().unwrap(), "--force"],
+        false,
+    ));
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM kine"), "1");
+    assert_eq!(
+        h.exec_ok(&["systemctl", "is-active", "k3s"]).trim(),
+        "active"
+    );
+}
