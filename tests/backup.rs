@@ -15,31 +15,34 @@ use crate::layout::example;
 use crate::run::{on_hosts, run_on};
 use crate::run_hosts::build_kubeadm_archives;
 
-const ETCD_CERTS: [&str; 4] = [
+/// etcdctl's flags for kubeadm's etcd: its client certificate.
+const KUBEADM_ETCD: &[&str] = &[
     "--endpoints=https://127.0.0.1:2379",
     "--cacert=/etc/kubernetes/pki/etcd/ca.crt",
     "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt",
     "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
 ];
+/// etcdctl's flags for the k3s stand-in's embedded etcd.
+const K3S_ETCD: &[&str] = &["--endpoints=http://127.0.0.1:2379"];
 
-/// The real etcdctl on the host, with kubeadm's etcd client certificate.
-fn etcdctl(host: &Host, args: &[&str]) -> std::process::Output {
+/// The real etcdctl on the host, with `etcd`'s flags.
+fn etcdctl(host: &Host, etcd: &[&str], args: &[&str]) -> std::process::Output {
     let mut argv = vec!["etcdctl"];
-    argv.extend(ETCD_CERTS);
+    argv.extend(etcd);
     argv.extend(args);
     host.exec(&argv)
 }
 
 /// The value of `key`, empty when absent; waits for etcd to answer.
-fn get(host: &Host, key: &str) -> String {
+fn get(host: &Host, etcd: &[&str], key: &str) -> String {
     for _ in 0..60 {
-        let out = etcdctl(host, &["get", key, "--print-value-only"]);
+        let out = etcdctl(host, etcd, &["get", key, "--print-value-only"]);
         if out.status.success() {
             return String::from_utf8_lossy(&out.stdout).trim_end().to_string();
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
-    let why = etcdctl(host, &["endpoint", "health"]);
+    let why = etcdctl(host, etcd, &["endpoint", "health"]);
     let log = host.exec(&["sh", "-c", "systemctl status kubelet; ls -l /etc/kubernetes/pki/etcd /usr/local/bin; cat /run/sealrs-standin-etcd; tail -n 20 /var/log/sealrs-standin-etcd.log"]);
     panic!(
         "etcd on {} never answered: {}\n{}{}",
@@ -50,9 +53,9 @@ fn get(host: &Host, key: &str) -> String {
     );
 }
 
-fn put(host: &Host, key: &str, value: &str) {
-    get(host, key); // etcd answers
-    let out = etcdctl(host, &["put", key, value]);
+fn put(host: &Host, etcd: &[&str], key: &str, value: &str) {
+    get(host, etcd, key); // etcd answers
+    let out = etcdctl(host, etcd, &["put", key, value]);
     assert!(
         out.status.success(),
         "{}",
@@ -76,17 +79,22 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// The kubeadm image of `run_hosts` with Debian's etcd and etcdctl in bin/
-/// (placed in /usr/local/bin, where the stand-ins find them).
-fn build_kubeadm_with_etcd(env: &Env) -> String {
-    let image = build_kubeadm_archives(env, true);
+/// Debian's etcd and etcdctl into the image context `dir`'s bin/ (placed in
+/// /usr/local/bin, where the stand-ins find them).
+fn with_etcd(env: &Env, dir: &str) {
     for bin in ["etcd", "etcdctl"] {
         std::fs::copy(
             format!("/usr/bin/{bin}"),
-            env.path(&format!("kubeadm/bin/{bin}")),
+            env.path(&format!("{dir}/bin/{bin}")),
         )
         .unwrap_or_else(|e| panic!("/usr/bin/{bin}: {e} (install etcd-server and etcd-client)"));
     }
+}
+
+/// The kubeadm image of `run_hosts`, with etcd.
+fn build_kubeadm_with_etcd(env: &Env) -> String {
+    let image = build_kubeadm_archives(env, true);
+    with_etcd(env, "kubeadm");
     env.ok(&["build", "-q", "--no-images", "-t", &image, "kubeadm"]);
     image
 }
@@ -98,8 +106,13 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
     let image = build_kubeadm_with_etcd(&env);
     run_on(&env, &image, &hosts, &[0], &[], &[]);
     let h = &hosts[0];
-    put(h, "/sealrs/a", "1");
-    put(h, "/sealrs/b", "a value with spaces and $dollar");
+    put(h, KUBEADM_ETCD, "/sealrs/a", "1");
+    put(
+        h,
+        KUBEADM_ETCD,
+        "/sealrs/b",
+        "a value with spaces and $dollar",
+    );
 
     let file = env.path("kubeadm.backup");
     let dry = on_hosts(
@@ -136,12 +149,12 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
         .exec(&["test", "-e", "/var/lib/sealrs-host/backup"])
         .status
         .success());
-    put(h, "/sealrs/after", "written after the backup");
+    put(h, KUBEADM_ETCD, "/sealrs/after", "written after the backup");
 
     // A fresh cluster on the same host: its etcd has none of the keys.
     ok(on_hosts(&env, &hosts, &["reset"], true));
     run_on(&env, &image, &hosts, &[0], &[], &[]);
-    assert_eq!(get(h, "/sealrs/a"), "");
+    assert_eq!(get(h, KUBEADM_ETCD, "/sealrs/a"), "");
 
     let input = file.to_str().unwrap();
     let refused = fails(on_hosts(&env, &hosts, &["restore", "-i", input], false));
@@ -149,7 +162,11 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
         refused.contains("is running") && refused.contains("--force"),
         "{refused}"
     );
-    assert_eq!(get(h, "/sealrs/a"), "", "a refused restore changes nothing");
+    assert_eq!(
+        get(h, KUBEADM_ETCD, "/sealrs/a"),
+        "",
+        "a refused restore changes nothing"
+    );
 
     let plan = on_hosts(&env, &hosts, &["restore", "-i", input, "--dry-run"], false);
     let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
@@ -162,9 +179,16 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
         &["restore", "-i", input, "--force"],
         false,
     ));
-    assert_eq!(get(h, "/sealrs/a"), "1");
-    assert_eq!(get(h, "/sealrs/b"), "a value with spaces and $dollar");
-    assert_eq!(get(h, "/sealrs/after"), "", "written after the backup");
+    assert_eq!(get(h, KUBEADM_ETCD, "/sealrs/a"), "1");
+    assert_eq!(
+        get(h, KUBEADM_ETCD, "/sealrs/b"),
+        "a value with spaces and $dollar"
+    );
+    assert_eq!(
+        get(h, KUBEADM_ETCD, "/sealrs/after"),
+        "",
+        "written after the backup"
+    );
     // etcd runs from the restored data directory, the API server is back.
     let manifest = h.exec_ok(&["cat", "/etc/kubernetes/manifests/etcd.yaml"]);
     assert!(
@@ -346,6 +370,58 @@ fn k3s_on_sqlite_is_backed_up_as_its_database_and_bad_files_are_refused_with_the
         false,
     ));
     assert_eq!(sqlite(&db, "SELECT count(*) FROM kine"), "1");
+    assert_eq!(
+        h.exec_ok(&["systemctl", "is-active", "k3s"]).trim(),
+        "active"
+    );
+}
+
+#[test]
+fn k3s_with_embedded_etcd_backs_up_with_etcd_snapshot_save_and_restores_by_cluster_reset() {
+    let hosts = TestHosts::boot(1);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    with_etcd(&env, &dir);
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-etcd:1", &dir]);
+    run_on(&env, "k3s-etcd:1", &hosts, &[0], &[], &[]);
+    let h = &hosts[0];
+    put(h, K3S_ETCD, "/registry/a", "1");
+
+    let file = env.path("k3s-etcd.backup");
+    let stderr = ok(on_hosts(
+        &env,
+        &hosts,
+        &["backup", "-o", file.to_str().unwrap()],
+        false,
+    ));
+    assert!(stderr.contains("etcd snapshot taken on"), "{stderr}");
+    assert_eq!(mode(&file), 0o600);
+    let log = crate::run::standin_log(h);
+    assert!(
+        log.contains("|etcd-snapshot save --name sealrs --dir /var/lib/sealrs-host/backup|"),
+        "{log}"
+    );
+    assert!(!h
+        .exec(&["test", "-e", "/var/lib/sealrs-host/backup"])
+        .status
+        .success());
+    put(h, K3S_ETCD, "/registry/after", "written after the backup");
+
+    ok(on_hosts(
+        &env,
+        &hosts,
+        &["restore", "-i", file.to_str().unwrap(), "--force"],
+        false,
+    ));
+    let log = crate::run::standin_log(h);
+    assert!(
+        log.contains(
+            "--cluster-reset --cluster-reset-restore-path=/var/lib/sealrs-host/backup/restore-"
+        ),
+        "{log}"
+    );
+    assert_eq!(get(h, K3S_ETCD, "/registry/a"), "1");
+    assert_eq!(get(h, K3S_ETCD, "/registry/after"), "");
     assert_eq!(
         h.exec_ok(&["systemctl", "is-active", "k3s"]).trim(),
         "active"
