@@ -338,6 +338,10 @@ fn k3s_on_sqlite_is_backed_up_as_its_database_and_bad_files_are_refused_with_the
     rewrite_manifest(&file, &other_masters, |m| {
         m["masters"] = serde_json::json!(["10.250.250.10", "10.250.250.11", "10.250.250.12"])
     });
+    let other_version = env.path("version.backup");
+    rewrite_manifest(&file, &other_version, |m| {
+        m["version"] = "v1.29.6+k3s1".into()
+    });
     for (path, says) in [
         (&bad, "checksum does not match"),
         (&truncated, "truncated"),
@@ -346,6 +350,7 @@ fn k3s_on_sqlite_is_backed_up_as_its_database_and_bad_files_are_refused_with_the
             "it is a backup of a kubeadm cluster, and default runs k3s",
         ),
         (&other_masters, "it was taken with masters 10.250.250.10,"),
+        (&other_version, "it was taken at version v1.29.6+k3s1"),
     ] {
         let stderr = fails(on_hosts(
             &env,

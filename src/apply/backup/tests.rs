@@ -110,3 +110,48 @@ fn a_file_cut_short_or_of_another_kind_is_refused_as_truncated_or_not_a_backup()
         BackupError::Unreadable { .. }
     ));
 }
+
+#[test]
+fn a_host_file_streams_in_chunks_whole_and_a_file_that_shrinks_midway_fails() {
+    use std::io::Read as _;
+
+    use super::stream::{resolve, RemoteFile};
+    use crate::runtime::backup::Source;
+    use crate::transport::Local;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap.db");
+    // Three chunks, the last one short.
+    let bytes: Vec<u8> = (0..(17u32 << 20) + 4321).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let local = Local::new();
+    let source = Source::OnlyFileIn(dir.path().display().to_string());
+    let (found, size) = resolve(&local, &source).unwrap();
+    assert_eq!(
+        (found.as_str(), size),
+        (path.to_str().unwrap(), bytes.len() as u64)
+    );
+    let seen = std::sync::Mutex::new(Vec::new());
+    let progress = |n: u64| seen.lock().unwrap().push(n);
+    let mut read = Vec::new();
+    RemoteFile::new(&local, &found, size, &progress)
+        .read_to_end(&mut read)
+        .unwrap();
+    assert!(read == bytes, "the bytes read differ");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [8 << 20, 16 << 20, bytes.len() as u64]
+    );
+
+    // Shorter than its size said: an error, never a short read taken as whole.
+    let mut reader = RemoteFile::new(&local, &found, size, &|_| {});
+    let mut first = vec![0u8; 1 << 20];
+    reader.read_exact(&mut first).unwrap();
+    std::fs::write(&path, &bytes[..9 << 20]).unwrap();
+    let err = reader.read_to_end(&mut Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("where"), "{err}");
+
+    std::fs::write(dir.path().join("second"), b"x").unwrap();
+    let err = resolve(&local, &source).unwrap_err();
+    assert!(err.contains("expected one file"), "{err}");
+}
