@@ -432,3 +432,55 @@ fn k3s_with_embedded_etcd_backs_up_with_etcd_snapshot_save_and_restores_by_clust
         "active"
     );
 }
+
+#[test]
+fn k0s_backs_up_with_k0s_backup_and_restores_with_the_controller_stopped() {
+    let hosts = TestHosts::boot(1);
+    let env = Env::new();
+    let dir = example(&env, "k0s", "k0s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k0s-cluster:1", &dir]);
+    run_on(&env, "k0s-cluster:1", &hosts, &[0], &[], &[]);
+    let h = &hosts[0];
+    let marker = h.root().join("var/lib/k0s/pki/sealrs-marker");
+    std::fs::write(&marker, "before the backup").unwrap();
+
+    let file = env.path("k0s.backup");
+    let stderr = ok(on_hosts(
+        &env,
+        &hosts,
+        &["backup", "-o", file.to_str().unwrap()],
+        false,
+    ));
+    assert!(stderr.contains("k0s backup archive taken on"), "{stderr}");
+    assert_eq!(mode(&file), 0o600);
+    assert!(!h
+        .exec(&["test", "-e", "/var/lib/sealrs-host/backup"])
+        .status
+        .success());
+
+    std::fs::write(&marker, "after the backup").unwrap();
+    ok(on_hosts(
+        &env,
+        &hosts,
+        &["restore", "-i", file.to_str().unwrap(), "--force"],
+        false,
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "before the backup"
+    );
+    let calls = crate::run::standin_log(h);
+    let restore = calls
+        .find("|restore --config-out=/etc/k0s/k0s.yaml ")
+        .expect(&calls);
+    let stop = calls[..restore]
+        .rfind("|stop|")
+        .expect("k0s stop before the restore");
+    assert!(calls[restore..].contains("|start|"), "{calls}");
+    assert!(stop < restore);
+    assert_eq!(
+        h.exec_ok(&["systemctl", "is-active", "k0scontroller"])
+            .trim(),
+        "active"
+    );
+}
