@@ -382,13 +382,14 @@ fn k3s_on_sqlite_is_backed_up_as_its_database_and_bad_files_are_refused_with_the
 }
 
 #[test]
-fn k3s_with_embedded_etcd_backs_up_with_etcd_snapshot_save_and_restores_by_cluster_reset() {
-    let hosts = TestHosts::boot(1);
+fn k3s_with_embedded_etcd_backs_up_with_etcd_snapshot_save_and_restores_by_cluster_reset_and_the_other_servers_rejoin(
+) {
+    let hosts = TestHosts::boot(3);
     let env = Env::new();
     let dir = example(&env, "k3s", "k3s");
     with_etcd(&env, &dir);
     env.ok(&["build", "-q", "--no-images", "-t", "k3s-etcd:1", &dir]);
-    run_on(&env, "k3s-etcd:1", &hosts, &[0], &[], &[]);
+    run_on(&env, "k3s-etcd:1", &hosts, &[0, 1, 2], &[], &[]);
     let h = &hosts[0];
     put(h, K3S_ETCD, "/registry/a", "1");
 
@@ -412,12 +413,39 @@ fn k3s_with_embedded_etcd_backs_up_with_etcd_snapshot_save_and_restores_by_clust
         .success());
     put(h, K3S_ETCD, "/registry/after", "written after the backup");
 
+    // What the other servers keep of the old etcd membership goes.
+    for other in [&hosts[1], &hosts[2]] {
+        other.exec_ok(&["sh", "-c", "mkdir -p /var/lib/rancher/k3s/server/db && echo old > /var/lib/rancher/k3s/server/db/member"]);
+    }
+    let started = |h: &Host| {
+        h.exec_ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveEnterTimestampMonotonic",
+            "k3s",
+        ])
+    };
+    let before: Vec<String> = hosts.hosts().iter().map(started).collect();
     ok(on_hosts(
         &env,
         &hosts,
         &["restore", "-i", file.to_str().unwrap(), "--force"],
         false,
     ));
+    for (i, host) in hosts.hosts().iter().enumerate() {
+        assert_ne!(started(host), before[i], "{} was restarted", host.name);
+        assert_eq!(
+            host.exec_ok(&["systemctl", "is-active", "k3s"]).trim(),
+            "active"
+        );
+    }
+    for other in [&hosts[1], &hosts[2]] {
+        assert!(!other
+            .exec(&["test", "-e", "/var/lib/rancher/k3s/server/db/member"])
+            .status
+            .success());
+    }
     let log = crate::run::standin_log(h);
     assert!(
         log.contains(
