@@ -39,7 +39,7 @@ pub(crate) fn build_kubeadm(env: &Env) -> String {
 }
 
 /// [`build_kubeadm`], with or without the archive holding the pause image.
-fn build_kubeadm_archives(env: &Env, with_pause: bool) -> String {
+pub(crate) fn build_kubeadm_archives(env: &Env, with_pause: bool) -> String {
     let dir = example(env, "kubeadm", "kubeadm");
     for (bin, real) in [
         ("containerd", "/usr/bin/containerd"),

@@ -4,6 +4,7 @@
 mod common; // helpers, no tests: a temp dir with its own SEALRS_ROOT, running the binary
 mod hosts; // helpers, no tests: real Debian test hosts booted with systemd-nspawn
 
+mod backup; // sealrs backup/restore on real hosts: real etcd under kubeadm, k3s SQLite, bad files refused
 mod bad_input; // bad input to build and store commands: a named error, the store untouched
 mod build; // `sealrs build`: what lands in the store, as skopeo and umoci see it
 mod buildah_diff; // the image config we write equals buildah's for each tests/data/kubefiles case

@@ -66,6 +66,7 @@
 mod app_run;
 mod app_script;
 mod apps;
+pub mod backup;
 mod bootstrap;
 pub mod certs;
 mod check;

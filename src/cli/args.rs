@@ -87,6 +87,10 @@ pub enum Command {
     /// Certificates of a saved cluster's control planes: check their expiry, renew them.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Take an etcd (or SQLite, or k0s) backup on one healthy master, with the saved cluster, into one file (0600).
+    Backup(BackupArgs),
+    /// Put a backup back onto a cluster of the same runtime, version and masters.
+    Restore(RestoreArgs),
     /// Print a shell completion script, e.g. `sealrs completion bash > /etc/bash_completion.d/sealrs`.
     Completion(CompletionArgs),
     /// Runs on a host, from inside an applied image: unpack layers, verify, execute a plan.
@@ -395,6 +399,39 @@ pub struct KubeconfigArgs {
     /// Write it to FILE (mode 0600) [default: standard output].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub ssh: SshFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// The saved cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// The backup file (mode 0600) [default: ./CLUSTER-backup-UNIXTIME.tar].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Say on which master and how, and take nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub ssh: SshFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file `sealrs backup` wrote.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// The saved cluster to restore onto.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Restore onto a running cluster: its services are stopped and its data replaced.
+    #[arg(long)]
+    pub force: bool,
+    /// Check the file and print each host's plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub ssh: SshFlags,
 }

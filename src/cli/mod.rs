@@ -24,6 +24,7 @@ macro_rules! out {
 
 mod app_run_cmd;
 mod args;
+mod backup_cmd;
 mod cert_cmd;
 mod gen_cmd;
 mod inspect_cmd;
@@ -214,6 +215,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => lifecycle_cmd::status(&root, &args),
         Command::Verify(args) => verify_cmd::verify(&open_store()?, &root, &args),
         Command::Cert(command) => cert_cmd::run(&open_store()?, &root, &command, progress.as_ref()),
+        Command::Backup(args) => backup_cmd::backup(&root, &args, progress.as_ref()),
+        Command::Restore(args) => backup_cmd::restore(&root, &args, progress.as_ref()),
         Command::Installer(_) | Command::Completion(_) => unreachable!("handled above"),
     }
 }

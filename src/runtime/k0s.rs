@@ -28,6 +28,8 @@
 //!   etcd), `k0s stop`, `k0s reset` (<https://docs.k0sproject.io/stable/reset/>),
 //!   whose failure is reported and the rest done, as k0sctl does.
 
+mod backup;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::IpAddr;
@@ -472,6 +474,25 @@ impl Runtime for K0s {
             "{}: k0s renews its own certificates: every start of k0scontroller issues again each certificate in {PKI_DIR} that its CAs (kubernetes-ca, kubernetes-front-proxy-ca, etcd-ca; valid 10 years, never renewed) signed, and the kubelets rotate theirs; restarting k0scontroller on one controller at a time renews them, and sealrs changes nothing on the host",
             ctx.host_key()
         )))
+    }
+
+    fn backup(
+        &self,
+        ctx: &HostContext,
+        _exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::BackupPlan, RuntimeError> {
+        Ok(backup::backup(ctx))
+    }
+
+    fn restore(
+        &self,
+        first: &HostContext,
+        others: &[&Host],
+        kind: super::backup::SnapshotKind,
+        stamp: &str,
+        _exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::RestorePlan, RuntimeError> {
+        backup::restore(first, others, kind, stamp)
     }
 
     fn join_secrets(

@@ -24,6 +24,8 @@
 //!   `k3s-agent-uninstall.sh` as install.sh writes them (`create_killall`,
 //!   `create_uninstall`), step by step ([`push_killall`]).
 
+pub mod backup;
+
 use std::collections::BTreeMap;
 
 use crate::cluster::{Cluster, Host, Role};
@@ -641,6 +643,29 @@ impl Runtime for K3s {
         options: &super::RenewOptions,
     ) -> Result<super::CertRenewal, RuntimeError> {
         renew_certs(ctx, options)
+    }
+
+    fn datastore_probes(&self) -> &'static [&'static str] {
+        &[backup::ETCD_DIR, backup::SQLITE_DB]
+    }
+
+    fn backup(
+        &self,
+        ctx: &HostContext,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::BackupPlan, RuntimeError> {
+        backup::backup(ctx, exists)
+    }
+
+    fn restore(
+        &self,
+        first: &HostContext,
+        others: &[&Host],
+        kind: super::backup::SnapshotKind,
+        stamp: &str,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::RestorePlan, RuntimeError> {
+        backup::restore(first, others, kind, stamp, exists)
     }
 
     fn join_secrets(

@@ -37,6 +37,7 @@
 //!   crictl, conntrack, ip, iptables, mount, nsenter) and swap off (the
 //!   kubelet's `failSwapOn`, default true), checked by the installer's verify.
 
+mod backup;
 pub mod certs;
 pub mod config;
 
@@ -794,6 +795,25 @@ impl Runtime for Kubeadm {
         options: &super::RenewOptions,
     ) -> Result<super::CertRenewal, RuntimeError> {
         certs::renew(ctx, options)
+    }
+
+    fn backup(
+        &self,
+        ctx: &HostContext,
+        _exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::BackupPlan, RuntimeError> {
+        Ok(backup::backup(ctx))
+    }
+
+    fn restore(
+        &self,
+        first: &HostContext,
+        others: &[&Host],
+        kind: super::backup::SnapshotKind,
+        stamp: &str,
+        _exists: &dyn Fn(&str) -> bool,
+    ) -> Result<super::backup::RestorePlan, RuntimeError> {
+        backup::restore(first, others, kind, stamp)
     }
 
     fn join_secrets(

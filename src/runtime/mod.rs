@@ -16,6 +16,7 @@
 //! entry in [`REGISTRY`], and its layout in `layouts/`, whose
 //! `runtime_aliases` are the only other names it answers to.
 
+pub mod backup;
 pub mod certs;
 pub mod hooks;
 pub mod k0s;
@@ -361,6 +362,9 @@ pub enum RuntimeError {
     BadCapture { key: String, reason: String },
     #[error("{}", .0.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "))]
     Rejected(Vec<Violation>),
+    /// What this runtime cannot do (a backup or restore it has no procedure for).
+    #[error("{runtime}: {what}")]
+    Unsupported { runtime: &'static str, what: String },
     /// A config file of the image that the runtime cannot use as it is.
     #[error("{runtime}: {file}: {reason}")]
     BadConfig {
@@ -533,6 +537,33 @@ pub trait Runtime: Send + Sync {
         host: &HostContext,
         options: &RenewOptions,
     ) -> Result<CertRenewal, RuntimeError>;
+    /// Paths on a master whose existence [`Runtime::backup`] and
+    /// [`Runtime::restore`] plan by (k3s: which datastore it runs).
+    fn datastore_probes(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// How `ctx`'s host takes a consistent snapshot of the datastore;
+    /// `exists` answers for [`Runtime::datastore_probes`].
+    fn backup(
+        &self,
+        _ctx: &HostContext,
+        _exists: &dyn Fn(&str) -> bool,
+    ) -> Result<backup::BackupPlan, RuntimeError> {
+        Err(backup::unsupported(self.name(), "no backup procedure"))
+    }
+    /// How a snapshot of `kind` is put back on the first master `first`,
+    /// the other masters `others` rejoining it; `stamp` names what the
+    /// restore makes (a new data directory).
+    fn restore(
+        &self,
+        _first: &HostContext,
+        _others: &[&Host],
+        _kind: backup::SnapshotKind,
+        _stamp: &str,
+        _exists: &dyn Fn(&str) -> bool,
+    ) -> Result<backup::RestorePlan, RuntimeError> {
+        Err(backup::unsupported(self.name(), "no restore procedure"))
+    }
 }
 
 /// What [`Runtime::node_state_query`] asks kubectl for: the Ready
@@ -1023,4 +1054,4 @@ fn finish_verify(v: Vec<Violation>) -> Result<(), Vec<Violation>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
