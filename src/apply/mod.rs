@@ -68,6 +68,7 @@ mod distribute;
 pub mod dry_run;
 mod error;
 pub mod health;
+mod hub;
 mod image;
 mod install;
 pub mod interrupt;
@@ -164,6 +165,7 @@ fn phases(
     progress: &dyn Progress,
 ) -> Result<(), ApplyError> {
     refuse_moved_pins(cluster, ctx)?;
+    hub::ensure_password(cluster)?;
     verify::cluster(cluster, ctx)?;
     if ctx.options.dry_run {
         ctx.report.dry_run = install::dry_run(ctx, cluster)?;

@@ -31,6 +31,7 @@
 mod error;
 mod execute;
 mod gc;
+mod hub;
 mod mounts;
 mod place;
 mod probe;

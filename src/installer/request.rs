@@ -345,8 +345,10 @@ impl Request {
                 .collect();
             ctx.rootfs_images = Some(names);
         }
+        let hub_reads = runtime::hub::plan_reads(&files);
         ctx.rootfs_files = files;
-        for rel in runtime.plan_reads() {
+        let reads = runtime.plan_reads().iter().copied();
+        for rel in reads.chain(hub_reads.iter().map(String::as_str)) {
             if let Ok(text) = std::fs::read_to_string(dir.join(rel)) {
                 ctx.rootfs_texts.insert(rel.to_string(), text);
             }

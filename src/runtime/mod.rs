@@ -17,6 +17,7 @@
 //! `runtime_aliases` are the only other names it answers to.
 
 pub mod hooks;
+pub mod hub;
 pub mod k0s;
 pub mod k3s;
 pub mod kubeadm;
