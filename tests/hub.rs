@@ -1,0 +1,315 @@
+//! The in-cluster registry `sealos.hub:5000` on real hosts: the real
+//! `docker-registry` (as the image's `bin/registry`) serves the image's
+//! `registry/` tree from the first master, and the real containerd of a
+//! worker pulls an image by its original name through it, with no other
+//! registry reachable; reset removes it all; a broken blob is refused before
+//! any host changes; k3s nodes get the mirror in their registries.yaml.
+
+use crate::common::{tool, Env};
+use crate::hosts::{Host, TestHosts};
+use crate::layout::example;
+use crate::registry_server::{Options, Registry};
+use crate::run::{on_hosts, run_on};
+use crate::run_hosts::kubeadm_context;
+
+/// The image the tree holds, by the name pods would use.
+const ORIGINAL: &str = "docker.io/sealrs/hubtest:1";
+/// Its repository and tag in the tree (registries store it without the host).
+const REPOSITORY: &str = "sealrs/hubtest";
+
+/// Pushes a one-file scratch image as `sealrs/hubtest:1` into a real
+/// docker-registry and copies the registry's storage into `dir/registry/`,
+/// the layout `sealos build` harvests. Returns the path of its layer's
+/// blob in the tree.
+fn registry_tree(env: &Env, dir: &str) -> String {
+    let registry = Registry::start(Options::default());
+    env.write(
+        "hubtest/Kubefile",
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    );
+    env.write("hubtest/hello.txt", "served by sealos.hub\n");
+    let pushed = format!("{}/{REPOSITORY}:1", registry.host());
+    env.build(&pushed, "hubtest");
+    let digest = env.ok(&["push", "-q", &pushed]).trim().to_string();
+    let tree = env.path(&format!("{dir}/registry"));
+    std::fs::create_dir_all(&tree).unwrap();
+    tool(
+        "cp",
+        &[
+            "-a",
+            registry.storage().join("docker").to_str().unwrap(),
+            tree.to_str().unwrap(),
+        ],
+    );
+    let blob = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        format!(
+            "registry/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        )
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.path(&format!("{dir}/{}", blob(&digest)))).unwrap(),
+    )
+    .unwrap();
+    blob(manifest["layers"][0]["digest"].as_str().unwrap())
+}
+
+/// The registry binary the image carries: Debian's docker-registry.
+fn add_registry_binary(env: &Env, dir: &str) {
+    std::fs::copy(
+        "/usr/bin/docker-registry",
+        env.path(&format!("{dir}/bin/registry")),
+    )
+    .expect("docker-registry is installed");
+}
+
+/// The list that names the image by its original name, and the Kubefile
+/// line that copies the tree.
+fn add_list_and_copy(env: &Env, dir: &str) {
+    env.write(
+        &format!("{dir}/images/shim/hub-images"),
+        format!("{ORIGINAL}\n"),
+    );
+    let kubefile = env.path(&format!("{dir}/Kubefile"));
+    let mut text = std::fs::read_to_string(&kubefile).unwrap();
+    text.push_str("COPY registry ./registry\n");
+    std::fs::write(kubefile, text).unwrap();
+}
+
+/// The kubeadm image of the host tests (real containerd, ctr, runc) with a
+/// registry tree holding [`ORIGINAL`], the registry binary and a list
+/// naming it; with `corrupt`, one byte appended to the image's layer blob.
+/// Returns the tag and the layer blob's path in the rootfs.
+fn build_kubeadm_with_tree(env: &Env, corrupt: bool) -> (String, String) {
+    let dir = kubeadm_context(env, true);
+    let layer = registry_tree(env, &dir);
+    if corrupt {
+        let path = env.path(&format!("{dir}/{layer}"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.push(b'!');
+        std::fs::write(path, bytes).unwrap();
+    }
+    add_registry_binary(env, &dir);
+    add_list_and_copy(env, &dir);
+    env.ok(&["build", "-q", "--no-images", "-t", "kubeadm-hub:1", &dir]);
+    ("kubeadm-hub:1".to_string(), layer)
+}
+
+fn hosts_lines(host: &Host) -> Vec<String> {
+    host.exec_ok(&["sh", "-c", "cat /etc/hosts 2>/dev/null || true"])
+        .lines()
+        .filter(|l| l.contains("sealos.hub"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn exists(host: &Host, path: &str) -> bool {
+    host.exec(&["test", "-e", path]).status.success()
+}
+
+fn mode(host: &Host, path: &str) -> String {
+    host.exec_ok(&["stat", "-c", "%a", path]).trim().to_string()
+}
+
+fn mtime(host: &Host, path: &str) -> String {
+    host.exec_ok(&["stat", "-c", "%Y.%i", path])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_worker_pulls_an_image_of_the_tree_by_its_original_name_through_the_first_master() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let (image, _) = build_kubeadm_with_tree(&env, false);
+    let out = run_on(&env, &image, &hosts, &[0], &[1], &[]);
+    let (master, worker) = (&hosts[0], &hosts[1]);
+
+    // The registry runs on the first master, guarded by a 0600 htpasswd.
+    assert_eq!(
+        master
+            .exec_ok(&["systemctl", "is-active", "sealrs-hub.service"])
+            .trim(),
+        "active"
+    );
+    assert_eq!(mode(master, "/var/lib/sealrs-host/hub/htpasswd"), "600");
+    assert!(!exists(worker, "/etc/systemd/system/sealrs-hub.service"));
+    // The password is kept in the saved cluster (0600) and shown nowhere.
+    let saved = env.root.join("clusters/default/Clusterfile");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    let password = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hubPassword: "))
+        .unwrap_or_else(|| panic!("no hubPassword in {text}"))
+        .trim_matches('\'')
+        .to_string();
+    assert_eq!(password.len(), 32);
+    assert!(!out.contains(&password), "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Every host names the first master sealos.hub, once; no other registry
+    // resolves on the worker.
+    for host in [master, worker] {
+        assert_eq!(
+            hosts_lines(host),
+            [format!("{} sealos.hub # sealrs-hub", master.ip)],
+            "{}",
+            host.name
+        );
+        assert_eq!(
+            mode(host, "/etc/containerd/certs.d/docker.io/hosts.toml"),
+            "600"
+        );
+    }
+    for name in ["registry-1.docker.io", "docker.io"] {
+        assert!(
+            !worker.exec(&["getent", "hosts", name]).status.success(),
+            "{name} resolves on the worker: the test would not prove the pull went through the hub"
+        );
+    }
+
+    // The worker's real containerd pulls the image by its original name.
+    let pulled = worker.exec(&[
+        "/usr/local/bin/ctr",
+        "-n",
+        "k8s.io",
+        "images",
+        "pull",
+        "--hosts-dir",
+        "/etc/containerd/certs.d",
+        ORIGINAL,
+    ]);
+    assert!(
+        pulled.status.success(),
+        "ctr pull failed:\n{}{}\nhub log:\n{}",
+        String::from_utf8_lossy(&pulled.stdout),
+        String::from_utf8_lossy(&pulled.stderr),
+        master.exec_ok(&["journalctl", "-u", "sealrs-hub.service", "--no-pager"])
+    );
+    let held = worker.exec_ok(&["/usr/local/bin/ctr", "-n", "k8s.io", "images", "ls", "-q"]);
+    assert!(held.lines().any(|l| l == ORIGINAL), "{held}");
+    // The hub's access log: containerd asked it for docker.io's image.
+    let log = master.exec_ok(&["journalctl", "-u", "sealrs-hub.service", "--no-pager"]);
+    assert!(
+        log.lines().any(|l| l.contains(&worker.ip)
+            && l.contains(&format!(" /v2/{REPOSITORY}/manifests/1?ns=docker.io "))
+            && l.contains(" 200 ")),
+        "{log}"
+    );
+
+    // A rerun rewrites nothing of the hub.
+    let files = [
+        (master, "/var/lib/sealrs-host/hub/htpasswd"),
+        (master, "/etc/systemd/system/sealrs-hub.service"),
+        (worker, "/etc/containerd/certs.d/docker.io/hosts.toml"),
+    ];
+    let before: Vec<String> = files.iter().map(|(h, p)| mtime(h, p)).collect();
+    run_on(&env, &image, &hosts, &[0], &[1], &[]);
+    let after: Vec<String> = files.iter().map(|(h, p)| mtime(h, p)).collect();
+    assert_eq!(before, after);
+    assert_eq!(hosts_lines(worker).len(), 1);
+
+    // Reset removes the unit, the data, the name and the mirror config.
+    let reset = on_hosts(&env, &hosts, &["reset"], true);
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert!(!exists(master, "/etc/systemd/system/sealrs-hub.service"));
+    assert!(!exists(master, "/var/lib/sealrs-host/hub"));
+    assert_ne!(
+        String::from_utf8_lossy(
+            &master
+                .exec(&["systemctl", "is-active", "sealrs-hub.service"])
+                .stdout
+        )
+        .trim(),
+        "active"
+    );
+    for host in [master, worker] {
+        assert!(hosts_lines(host).is_empty(), "{}", host.name);
+        assert!(!exists(host, "/etc/containerd/certs.d"), "{}", host.name);
+    }
+}
+
+#[test]
+fn a_tree_with_a_broken_blob_is_refused_before_any_host_changes() {
+    let hosts = TestHosts::boot(1);
+    let env = Env::new();
+    let (image, layer) = build_kubeadm_with_tree(&env, true);
+    let out = on_hosts(
+        &env,
+        &hosts,
+        &["run", &image, "--masters", &hosts[0].ip],
+        false,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{layer}: its bytes hash to")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rebuild the image"), "{stderr}");
+    let host = &hosts[0];
+    assert!(!exists(host, "/usr/local/bin/kubeadm"));
+    assert!(!exists(host, "/etc/systemd/system/sealrs-hub.service"));
+    assert!(!exists(host, "/etc/containerd/certs.d"));
+    assert!(hosts_lines(host).is_empty());
+}
+
+#[test]
+fn k3s_nodes_pull_through_the_hub_by_registries_yaml() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    registry_tree(&env, &dir);
+    add_registry_binary(&env, &dir);
+    add_list_and_copy(&env, &dir);
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-hub:1", &dir]);
+    run_on(&env, "k3s-hub:1", &hosts, &[0], &[1], &[]);
+
+    let (server, agent) = (&hosts[0], &hosts[1]);
+    let text = agent.exec_ok(&["cat", "/etc/rancher/k3s/registries.yaml"]);
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    for registry in ["docker.io", "*"] {
+        assert_eq!(
+            yaml["mirrors"][registry]["endpoint"][0].as_str(),
+            Some("http://sealos.hub:5000"),
+            "{text}"
+        );
+    }
+    let auth = &yaml["configs"]["sealos.hub:5000"]["auth"];
+    assert_eq!(auth["username"].as_str(), Some("sealrs"));
+    assert_eq!(auth["password"].as_str().map(str::len), Some(32), "{text}");
+    assert_eq!(mode(agent, "/etc/rancher/k3s/registries.yaml"), "600");
+    assert_eq!(
+        hosts_lines(agent),
+        [format!("{} sealos.hub # sealrs-hub", server.ip)]
+    );
+    // The agent reaches the hub with those credentials.
+    let password = auth["password"].as_str().unwrap();
+    let answer = agent.exec(&[
+        "bash",
+        "-c",
+        "exec 3<>/dev/tcp/sealos.hub/5000 && printf 'GET /v2/ HTTP/1.0\\r\\nAuthorization: Basic %s\\r\\n\\r\\n' \"$1\" >&3 && head -n 1 <&3",
+        "probe",
+        &base64(&format!("sealrs:{password}")),
+    ]);
+    let line = String::from_utf8_lossy(&answer.stdout);
+    assert!(
+        line.contains(" 200 "),
+        "{line}{}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+}
+
+fn base64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
