@@ -135,6 +135,16 @@ fn a_worker_pulls_an_image_of_the_tree_by_its_original_name_through_the_first_ma
     );
     assert_eq!(mode(master, "/var/lib/sealrs-host/hub/htpasswd"), "600");
     assert!(!exists(worker, "/etc/systemd/system/sealrs-hub.service"));
+    // The tree's layer went to the first master only.
+    let trees = |host: &Host| {
+        host.exec_ok(&[
+            "sh",
+            "-c",
+            "ls -d /var/lib/sealrs-host/rootfs/*/registry/docker 2>/dev/null || true",
+        ])
+    };
+    assert!(!trees(master).trim().is_empty());
+    assert_eq!(trees(worker).trim(), "", "the worker got the registry tree");
     // The password is kept in the saved cluster (0600) and shown nowhere.
     let saved = env.root.join("clusters/default/Clusterfile");
     let text = std::fs::read_to_string(&saved).unwrap();

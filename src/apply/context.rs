@@ -32,6 +32,9 @@ pub(super) struct RunContext<'a> {
     pub checks: Vec<(String, HostCheck)>,
     /// What the phases did.
     pub report: RunReport,
+    /// The host that serves the in-cluster registry, once the command knows
+    /// its cluster: the only one that gets the registry tree's layers.
+    pub hub_host: Option<crate::cluster::Address>,
 }
 
 impl<'a> RunContext<'a> {
@@ -76,6 +79,7 @@ impl<'a> RunContext<'a> {
             connections: Connections::new(),
             checks: Vec::new(),
             report: RunReport::default(),
+            hub_host: None,
         })
     }
 

@@ -3,8 +3,13 @@
 //! saved cluster's status (a 0600 file), so that every later command hands
 //! hosts the same one in their requests.
 
+use std::borrow::Cow;
+
+use super::image::AppliedImage;
 use super::ApplyError;
-use crate::cluster::{Cluster, Secret};
+use crate::cluster::{Address, Cluster, Host, Secret};
+use crate::host_paths::REGISTRY_TREE_ANNOTATION;
+use crate::runtime::hub::serves;
 
 /// Random bytes of a new password (hex: 32 characters, no character that
 /// any config file or header would need to quote).
@@ -25,9 +30,87 @@ pub(super) fn ensure_password(cluster: &mut Cluster) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// The host that serves the in-cluster registry of `cluster`.
+pub(super) fn serving(cluster: &Cluster) -> Option<Address> {
+    cluster
+        .hosts
+        .iter()
+        .find(|h| serves(cluster, h))
+        .map(|h| h.address.clone())
+}
+
+/// `image` as `host` gets it: without the layers that hold only the
+/// registry tree (build marks them) unless it serves the registry
+/// (`hub_host`); unknown (`None`), it gets every layer.
+pub(super) fn for_host<'a>(
+    image: &'a AppliedImage,
+    hub_host: Option<&Address>,
+    host: &Host,
+) -> Cow<'a, AppliedImage> {
+    let tree_only = |l: &oci_spec::image::Descriptor| {
+        l.annotations()
+            .as_ref()
+            .is_some_and(|a| a.contains_key(REGISTRY_TREE_ANNOTATION))
+    };
+    if hub_host.is_none_or(|h| *h == host.address) || !image.layers.iter().any(tree_only) {
+        return Cow::Borrowed(image);
+    }
+    let mut withheld = image.clone();
+    withheld.layers.retain(|l| !tree_only(l));
+    Cow::Owned(withheld)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn layer(byte: &str, tree: bool) -> oci_spec::image::Descriptor {
+        let digest: oci_spec::image::Digest =
+            format!("sha256:{}", byte.repeat(64)).parse().unwrap();
+        let mut d =
+            oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageLayerGzip, 1, digest);
+        if tree {
+            d.set_annotations(Some(
+                [(
+                    REGISTRY_TREE_ANNOTATION.to_string(),
+                    "registry/".to_string(),
+                )]
+                .into(),
+            ));
+        }
+        d
+    }
+
+    #[test]
+    fn only_the_serving_host_gets_the_registry_trees_layers() {
+        let cluster = Cluster::from_args(&crate::cluster::ClusterArgs {
+            masters: vec!["10.0.0.1".into()],
+            nodes: vec!["10.0.0.2".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let image = AppliedImage {
+            name: "x".into(),
+            digest: "sha256:00".into(),
+            layers: vec![layer("a", false), layer("b", true), layer("c", false)],
+            info: Default::default(),
+            arch: "amd64".into(),
+            installer: None,
+        };
+        let hub = serving(&cluster);
+        assert_eq!(hub, Some(cluster.hosts[0].address.clone()));
+        let master = for_host(&image, hub.as_ref(), &cluster.hosts[0]);
+        assert_eq!(master.layers.len(), 3);
+        let worker = for_host(&image, hub.as_ref(), &cluster.hosts[1]);
+        let digests: Vec<String> = worker
+            .layers
+            .iter()
+            .map(|l| l.digest().digest().to_string())
+            .collect();
+        assert_eq!(digests, ["a".repeat(64), "c".repeat(64)]);
+        // Not knowing who serves, every host gets everything.
+        assert_eq!(for_host(&image, None, &cluster.hosts[1]).layers.len(), 3);
+    }
 
     #[test]
     fn a_cluster_gets_one_password_and_keeps_it() {

@@ -59,8 +59,10 @@ pub(super) fn open<'a>(
     cluster: &Cluster,
 ) -> Result<RunContext<'a>, ApplyError> {
     let images = resolve_pinned(store, cluster, &|m| progress.message(m))?;
-    let ctx = RunContext::with_images(store, connector, progress, images, RunOptions::default())?;
+    let mut ctx =
+        RunContext::with_images(store, connector, progress, images, RunOptions::default())?;
     ctx.require_installer()?;
+    ctx.hub_host = super::hub::serving(cluster);
     Ok(ctx)
 }
 

@@ -166,6 +166,7 @@ fn phases(
 ) -> Result<(), ApplyError> {
     refuse_moved_pins(cluster, ctx)?;
     hub::ensure_password(cluster)?;
+    ctx.hub_host = hub::serving(cluster);
     verify::cluster(cluster, ctx)?;
     if ctx.options.dry_run {
         ctx.report.dry_run = install::dry_run(ctx, cluster)?;

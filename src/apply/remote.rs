@@ -36,14 +36,18 @@ pub(super) fn host_request(
     image: &AppliedImage,
     secrets: &JoinSecrets,
 ) -> Request {
-    Request::new(
+    let serving = super::hub::serving(cluster);
+    let layers = super::hub::for_host(image, serving.as_ref(), host);
+    let mut request = Request::new(
         cluster,
         host,
         &image.info,
         secrets,
         &image.host_rootfs(),
-        image.layers.iter().map(host_layer).collect(),
-    )
+        layers.layers.iter().map(host_layer).collect(),
+    );
+    request.hub_elsewhere = layers.layers.len() < image.layers.len();
+    request
 }
 
 /// `<installer> installer <subcommand>` on the host with `input` (JSON) on

@@ -75,6 +75,10 @@ pub struct Request {
     /// The version an upgrade goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<Version>,
+    /// The image's registry tree was withheld from this host (`layers`
+    /// lacks its layers): another host serves it (`runtime::hub`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hub_elsewhere: bool,
 }
 
 /// The cluster as the runtimes see it: hosts, roles, env, saved status.
@@ -226,6 +230,7 @@ impl Request {
             rootfs: rootfs.to_string(),
             layers,
             target_version: None,
+            hub_elsewhere: false,
         }
     }
 
@@ -347,6 +352,7 @@ impl Request {
         }
         let hub_reads = runtime::hub::plan_reads(&files);
         ctx.rootfs_files = files;
+        ctx.hub_elsewhere = self.hub_elsewhere;
         let reads = runtime.plan_reads().iter().copied();
         for rel in reads.chain(hub_reads.iter().map(String::as_str)) {
             if let Ok(text) = std::fs::read_to_string(dir.join(rel)) {

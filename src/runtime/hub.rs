@@ -110,7 +110,7 @@ pub fn serves(cluster: &Cluster, host: &Host) -> bool {
 
 /// The hub's password when the cluster has a hub this host must know of.
 fn password<'a>(ctx: &'a HostContext) -> Option<&'a Secret> {
-    if !carries_tree(&ctx.rootfs_files) {
+    if !carries_tree(&ctx.rootfs_files) && !ctx.hub_elsewhere {
         return None;
     }
     ctx.cluster.status.hub_password.as_ref()

@@ -173,6 +173,9 @@ pub struct HostContext<'a> {
     /// give (read by the installer for a runtime with
     /// [`Runtime::expected_images`]); `None` where they were not read.
     pub rootfs_images: Option<Vec<String>>,
+    /// The image's registry tree is not in this host's rootfs because
+    /// another host serves it ([`hub`]).
+    pub hub_elsewhere: bool,
 }
 
 impl<'a> HostContext<'a> {
@@ -199,6 +202,7 @@ impl<'a> HostContext<'a> {
             rootfs_files: Vec::new(),
             rootfs_texts: BTreeMap::new(),
             rootfs_images: None,
+            hub_elsewhere: false,
         })
     }
 
