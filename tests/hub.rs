@@ -17,19 +17,23 @@ const ORIGINAL: &str = "docker.io/sealrs/hubtest:1";
 /// Its repository and tag in the tree (registries store it without the host).
 const REPOSITORY: &str = "sealrs/hubtest";
 
-/// Pushes a one-file scratch image as `sealrs/hubtest:1` into a real
+/// Pushes a one-file scratch image as `repository:1` into a real
 /// docker-registry and copies the registry's storage into `dir/registry/`,
 /// the layout `sealos build` harvests. Returns the path of its layer's
 /// blob in the tree.
-fn registry_tree(env: &Env, dir: &str) -> String {
+fn registry_tree(env: &Env, dir: &str, repository: &str) -> String {
     let registry = Registry::start(Options::default());
+    let src = format!("src-{}", repository.replace('/', "-"));
     env.write(
-        "hubtest/Kubefile",
+        &format!("{src}/Kubefile"),
         "FROM scratch\nCOPY hello.txt /hello.txt\n",
     );
-    env.write("hubtest/hello.txt", "served by sealos.hub\n");
-    let pushed = format!("{}/{REPOSITORY}:1", registry.host());
-    env.build(&pushed, "hubtest");
+    env.write(
+        &format!("{src}/hello.txt"),
+        format!("{repository} served by sealos.hub\n"),
+    );
+    let pushed = format!("{}/{repository}:1", registry.host());
+    env.build(&pushed, &src);
     let digest = env.ok(&["push", "-q", &pushed]).trim().to_string();
     let tree = env.path(&format!("{dir}/registry"));
     std::fs::create_dir_all(&tree).unwrap();
@@ -83,7 +87,7 @@ fn add_list_and_copy(env: &Env, dir: &str) {
 /// Returns the tag and the layer blob's path in the rootfs.
 fn build_kubeadm_with_tree(env: &Env, corrupt: bool) -> (String, String) {
     let dir = kubeadm_context(env, true);
-    let layer = registry_tree(env, &dir);
+    let layer = registry_tree(env, &dir, REPOSITORY);
     if corrupt {
         let path = env.path(&format!("{dir}/{layer}"));
         let mut bytes = std::fs::read(&path).unwrap();
@@ -118,12 +122,49 @@ fn mtime(host: &Host, path: &str) -> String {
         .to_string()
 }
 
+/// An application image whose only content is a registry tree holding
+/// [`APP_ORIGINAL`].
+fn build_app_with_tree(env: &Env) -> String {
+    registry_tree(env, "app", APP_REPOSITORY);
+    env.write("app/Kubefile", "FROM scratch\nCOPY registry ./registry\n");
+    env.ok(&["build", "-q", "--no-images", "-t", "hub-app:1", "app"]);
+    "hub-app:1".to_string()
+}
+
+/// The application image's image, from a registry no list names (the
+/// `_default` mirror takes it).
+const APP_ORIGINAL: &str = "quay.io/sealrs/apptest:1";
+const APP_REPOSITORY: &str = "sealrs/apptest";
+
+fn pull(master: &Host, worker: &Host, name: &str) {
+    let pulled = worker.exec(&[
+        "/usr/local/bin/ctr",
+        "-n",
+        "k8s.io",
+        "images",
+        "pull",
+        "--hosts-dir",
+        "/etc/containerd/certs.d",
+        name,
+    ]);
+    assert!(
+        pulled.status.success(),
+        "ctr pull {name} failed:\n{}{}\nhub log:\n{}",
+        String::from_utf8_lossy(&pulled.stdout),
+        String::from_utf8_lossy(&pulled.stderr),
+        master.exec_ok(&["journalctl", "-u", "sealrs-hub.service", "--no-pager"])
+    );
+    let held = worker.exec_ok(&["/usr/local/bin/ctr", "-n", "k8s.io", "images", "ls", "-q"]);
+    assert!(held.lines().any(|l| l == name), "{held}");
+}
+
 #[test]
 fn a_worker_pulls_an_image_of_the_tree_by_its_original_name_through_the_first_master() {
     let hosts = TestHosts::boot(2);
     let env = Env::new();
     let (image, _) = build_kubeadm_with_tree(&env, false);
-    let out = run_on(&env, &image, &hosts, &[0], &[1], &[]);
+    let app = build_app_with_tree(&env);
+    let out = run_on(&env, &image, &hosts, &[0], &[1], &[&app]);
     let (master, worker) = (&hosts[0], &hosts[1]);
 
     // The registry runs on the first master, guarded by a 0600 htpasswd.
@@ -183,26 +224,11 @@ fn a_worker_pulls_an_image_of_the_tree_by_its_original_name_through_the_first_ma
         );
     }
 
-    // The worker's real containerd pulls the image by its original name.
-    let pulled = worker.exec(&[
-        "/usr/local/bin/ctr",
-        "-n",
-        "k8s.io",
-        "images",
-        "pull",
-        "--hosts-dir",
-        "/etc/containerd/certs.d",
-        ORIGINAL,
-    ]);
-    assert!(
-        pulled.status.success(),
-        "ctr pull failed:\n{}{}\nhub log:\n{}",
-        String::from_utf8_lossy(&pulled.stdout),
-        String::from_utf8_lossy(&pulled.stderr),
-        master.exec_ok(&["journalctl", "-u", "sealrs-hub.service", "--no-pager"])
-    );
-    let held = worker.exec_ok(&["/usr/local/bin/ctr", "-n", "k8s.io", "images", "ls", "-q"]);
-    assert!(held.lines().any(|l| l == ORIGINAL), "{held}");
+    // The worker's real containerd pulls the images by their original
+    // names: the cluster image's, and the application image's (its tree
+    // merged into the hub's).
+    pull(master, worker, ORIGINAL);
+    pull(master, worker, APP_ORIGINAL);
     // The hub's access log: containerd asked it for docker.io's image.
     let log = master.exec_ok(&["journalctl", "-u", "sealrs-hub.service", "--no-pager"]);
     assert!(
@@ -219,7 +245,7 @@ fn a_worker_pulls_an_image_of_the_tree_by_its_original_name_through_the_first_ma
         (worker, "/etc/containerd/certs.d/docker.io/hosts.toml"),
     ];
     let before: Vec<String> = files.iter().map(|(h, p)| mtime(h, p)).collect();
-    run_on(&env, &image, &hosts, &[0], &[1], &[]);
+    run_on(&env, &image, &hosts, &[0], &[1], &[&app]);
     let after: Vec<String> = files.iter().map(|(h, p)| mtime(h, p)).collect();
     assert_eq!(before, after);
     assert_eq!(hosts_lines(worker).len(), 1);
@@ -278,7 +304,7 @@ fn k3s_nodes_pull_through_the_hub_by_registries_yaml() {
     let hosts = TestHosts::boot(2);
     let env = Env::new();
     let dir = example(&env, "k3s", "k3s");
-    registry_tree(&env, &dir);
+    registry_tree(&env, &dir, REPOSITORY);
     add_registry_binary(&env, &dir);
     add_list_and_copy(&env, &dir);
     env.ok(&["build", "-q", "--no-images", "-t", "k3s-hub:1", &dir]);

@@ -90,6 +90,7 @@ pub(super) fn apply_apps(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<
             progress,
         )?;
         sent_to_first += sent;
+        super::hub::merge_app_tree(transport, &first, &dir)?;
 
         for argv in &command.argvs {
             progress.message(&format!(

@@ -9,7 +9,8 @@ use super::image::AppliedImage;
 use super::ApplyError;
 use crate::cluster::{Address, Cluster, Host, Secret};
 use crate::host_paths::REGISTRY_TREE_ANNOTATION;
-use crate::runtime::hub::serves;
+use crate::runtime::hub::{serves, HUB_DATA};
+use crate::transport::Transport;
 
 /// Random bytes of a new password (hex: 32 characters, no character that
 /// any config file or header would need to quote).
@@ -28,6 +29,47 @@ pub(super) fn ensure_password(cluster: &mut Cluster) -> Result<(), ApplyError> {
     })?;
     cluster.status.hub_password = Some(Secret::new(hex::encode(bytes)));
     Ok(())
+}
+
+/// `sh -c` text: `$1` (an application image's tree) merged into `$2` (the
+/// hub's data) with hard links, as the rootfs' tree is; nothing when either
+/// is missing (the image has no tree, or the cluster no hub).
+const MERGE_APP_TREE: &str =
+    r#"[ -d "$1" ] && [ -d "$2" ] || exit 0; exec cp -a -l --remove-destination "$1" "$2""#;
+
+/// Merges the registry tree of an application image unpacked at `dir` on
+/// `host` (the first master, which serves the hub) into the hub, so that
+/// the images it holds are pulled through `sealos.hub:5000` too (nodes
+/// mirror every registry through containerd's `_default` and k3s' `*`).
+pub(super) fn merge_app_tree(
+    transport: &dyn Transport,
+    host: &Host,
+    dir: &str,
+) -> Result<(), ApplyError> {
+    let tree = format!("{}/registry/docker", dir.trim_end_matches('/'));
+    let argv: Vec<String> = [
+        "sh",
+        "-c",
+        MERGE_APP_TREE,
+        "sealrs-hub-merge",
+        &tree,
+        HUB_DATA,
+    ]
+    .map(String::from)
+    .to_vec();
+    let output = transport
+        .run(&argv, &[], None)
+        .map_err(ApplyError::transport(host.key()))?;
+    if output.success() {
+        Ok(())
+    } else {
+        Err(ApplyError::command(
+            host.key(),
+            format!("cp -a -l --remove-destination {tree} {HUB_DATA}"),
+            &output,
+            10,
+        ))
+    }
 }
 
 /// The host that serves the in-cluster registry of `cluster`.

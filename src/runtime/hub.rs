@@ -17,6 +17,13 @@
 //!   binary the image carries) as the systemd unit [`HUB_UNIT`]. The storage
 //!   is read-only (`storage.maintenance.readonly`): the registry never writes
 //!   into the linked files, which are also the rootfs'.
+//!   Application images' trees are merged the same way once they are
+//!   unpacked on the first master (`apply`'s hub).
+//! - **Only the serving host gets the tree**: `sealrs build` marks the layers
+//!   copied to `/registry` (`sealrs.io/registry-tree`) and the operator
+//!   sends them to no other host; their requests say the tree is served
+//!   elsewhere ([`HostContext::hub_elsewhere`]). Images built elsewhere have
+//!   no mark, and every host gets their tree (as before), unused.
 //! - **Every host**: `<ip> sealos.hub # sealrs-hub` in `/etc/hosts` (one
 //!   line, rewritten in place, removed by reset), and its container runtime
 //!   pulls through the hub first ([`Mirror`]) for the registries the images'
