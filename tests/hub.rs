@@ -3,7 +3,8 @@
 //! `registry/` tree from the first master, and the real containerd of a
 //! worker pulls an image by its original name through it, with no other
 //! registry reachable; reset removes it all; a broken blob is refused before
-//! any host changes; k3s nodes get the mirror in their registries.yaml.
+//! any host changes; k3s nodes get the mirror in their registries.yaml; a
+//! host with sealos' `registry` role serves instead of the first master.
 
 use crate::common::{tool, Env};
 use crate::hosts::{Host, TestHosts};
@@ -348,4 +349,63 @@ fn k3s_nodes_pull_through_the_hub_by_registries_yaml() {
 fn base64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn a_worker_with_the_registry_role_serves_and_the_master_pulls_through_it() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let (image, _) = build_kubeadm_with_tree(&env, false);
+    let file = env.write(
+        "Clusterfile",
+        format!(
+            "apiVersion: apps.sealos.io/v1beta1
+kind: Cluster
+metadata:
+  name: roles
+spec:
+  hosts:
+  - ips: [{a}:22]
+    roles: [master, amd64]
+  - ips: [{b}:22]
+    roles: [node, registry, amd64]
+  image: [{image}]
+  ssh:
+    pk: {key}
+    user: root
+",
+            key = hosts.key().display(),
+            a = hosts[0].ip,
+            b = hosts[1].ip,
+        ),
+    );
+    let out = env.run(&[
+        "run",
+        "-f",
+        file.to_str().unwrap(),
+        "--known-hosts",
+        hosts.known_hosts().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (master, registry) = (&hosts[0], &hosts[1]);
+    assert_eq!(
+        registry
+            .exec_ok(&["systemctl", "is-active", "sealrs-hub.service"])
+            .trim(),
+        "active"
+    );
+    assert!(!exists(master, "/etc/systemd/system/sealrs-hub.service"));
+    for host in [master, registry] {
+        assert_eq!(
+            hosts_lines(host),
+            [format!("{} sealos.hub # sealrs-hub", registry.ip)],
+            "{}",
+            host.name
+        );
+    }
+    pull(registry, master, ORIGINAL);
 }

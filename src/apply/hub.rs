@@ -9,7 +9,7 @@ use super::image::AppliedImage;
 use super::ApplyError;
 use crate::cluster::{Address, Cluster, Host, Secret};
 use crate::host_paths::REGISTRY_TREE_ANNOTATION;
-use crate::runtime::hub::{serves, HUB_DATA};
+use crate::runtime::hub::{serving_host, HUB_DATA};
 use crate::transport::Transport;
 
 /// Random bytes of a new password (hex: 32 characters, no character that
@@ -74,11 +74,7 @@ pub(super) fn merge_app_tree(
 
 /// The host that serves the in-cluster registry of `cluster`.
 pub(super) fn serving(cluster: &Cluster) -> Option<Address> {
-    cluster
-        .hosts
-        .iter()
-        .find(|h| serves(cluster, h))
-        .map(|h| h.address.clone())
+    serving_host(cluster).map(|h| h.address.clone())
 }
 
 /// `image` as `host` gets it: without the layers that hold only the

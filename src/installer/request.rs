@@ -112,6 +112,9 @@ impl fmt::Debug for ClusterSpec {
 pub struct HostSpec {
     pub address: Address,
     pub roles: Vec<Role>,
+    /// Role names beyond master and node (sealos' `registry`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// What the image's labels say.
@@ -208,6 +211,7 @@ impl Request {
                     .map(|h| HostSpec {
                         address: h.address.clone(),
                         roles: h.roles.clone(),
+                        labels: h.labels.clone(),
                     })
                     .collect(),
                 env: cluster.env.clone(),
@@ -265,7 +269,11 @@ impl Request {
             .cluster
             .hosts
             .iter()
-            .map(|h| Host::new(h.address.clone(), &h.roles))
+            .map(|h| {
+                let mut host = Host::new(h.address.clone(), &h.roles);
+                host.labels = h.labels.clone();
+                host
+            })
             .collect();
         cluster.env = self.cluster.env.clone();
         cluster.ssh = SshConfig::default();
@@ -434,6 +442,7 @@ mod tests {
         .unwrap();
         c.hosts[1].ssh.password_from = Some(PasswordSource::Value(Secret::new("hunter2-inline")));
         c.hosts[1].ssh.key = Some("/keys/host-only-key".into());
+        c.hosts[1].labels.push("registry".into());
         c.status.hosts.insert(
             "10.0.0.1".into(),
             HostStatus {
@@ -482,6 +491,7 @@ mod tests {
         };
         assert_eq!(addresses(&rebuilt), addresses(&c));
         assert_eq!(received.this_host(&rebuilt).unwrap().key(), "10.0.0.2");
+        assert_eq!(rebuilt.hosts[1].labels, ["registry"]);
         assert_eq!(
             received.secrets().token.unwrap().expose(),
             "K10token::server:abc"

@@ -7,7 +7,8 @@
 //! `sealos.hub` in every host's `/etc/hosts`, and points each node's container
 //! runtime at it. Here:
 //!
-//! - **Serving host**: the first master. It merges the rootfs' `registry/`
+//! - **Serving host**: the first host with sealos' `registry` role, else the
+//!   first master (as sealos picks it). It merges the rootfs' `registry/`
 //!   tree (the distribution registry's filesystem layout,
 //!   `docker/registry/v2/{blobs,repositories}`) into [`HUB_DATA`] with hard
 //!   links, once per image (a marker named with the rootfs digest), so the
@@ -108,11 +109,23 @@ pub fn carries_tree(files: &[String]) -> bool {
     files.iter().any(|f| f.starts_with(TREE))
 }
 
-/// Whether `host` serves the hub: the first master.
-pub fn serves(cluster: &Cluster, host: &Host) -> bool {
+/// sealos' host role for the registry (a Clusterfile's `roles: [master,
+/// registry]`), which the cluster keeps among a host's labels.
+const REGISTRY_ROLE: &str = "registry";
+
+/// The host that serves the hub: the first with the `registry` role, else
+/// the first master, as sealos picks its registry host.
+pub fn serving_host(cluster: &Cluster) -> Option<&Host> {
     cluster
-        .first_master()
-        .is_some_and(|m| m.address == host.address)
+        .hosts
+        .iter()
+        .find(|h| h.labels.iter().any(|l| l == REGISTRY_ROLE))
+        .or_else(|| cluster.first_master())
+}
+
+/// Whether `host` serves the hub ([`serving_host`]).
+pub fn serves(cluster: &Cluster, host: &Host) -> bool {
+    serving_host(cluster).is_some_and(|s| s.address == host.address)
 }
 
 /// The hub's password when the cluster has a hub this host must know of.
@@ -291,13 +304,14 @@ rm -f "$f.sealrs-hub""#;
 
 /// The serving host's address for `/etc/hosts`, which takes IPs only.
 fn serving_ip(ctx: &HostContext) -> Result<String, RuntimeError> {
-    match ctx.first_master {
+    let address = serving_host(ctx.cluster).map_or(ctx.first_master, |h| &h.address);
+    match address {
         Address::Ip(ip) => Ok(ip.to_string()),
         Address::Hostname(name) => Err(RuntimeError::BadConfig {
             runtime: "hub",
             file: "registry/".into(),
             reason: format!(
-                "the image carries a registry tree, which the first master {name} serves as {HUB_NAME} through /etc/hosts, and /etc/hosts takes an IP: name the first master by its IP"
+                "the image carries a registry tree, which {name} serves as {HUB_NAME} through /etc/hosts, and /etc/hosts takes an IP: name that host by its IP"
             ),
         }),
     }

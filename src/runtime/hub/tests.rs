@@ -348,3 +348,21 @@ fn a_first_master_named_by_hostname_cannot_be_put_in_etc_hosts() {
         "{err}"
     );
 }
+
+#[test]
+fn a_host_with_the_registry_role_serves_instead_of_the_first_master() {
+    let mut c = cluster(true);
+    c.hosts[1].labels.push("registry".into());
+    assert_eq!(serving_host(&c).unwrap().key(), "10.0.0.2");
+    let img = ImageInfo::new("kubeadm", "v1.30.2").unwrap();
+    let first = Kubeadm.install(&ctx(&c, 0, &img, true)).unwrap();
+    assert!(first.step("hub-unit").is_none());
+    let registry = Kubeadm.join(&ctx(&c, 1, &img, true)).unwrap();
+    assert!(registry.step("hub-unit").is_some());
+    for plan in [&first, &registry] {
+        let Action::Run { argv, .. } = &plan.step("hub-hosts-line").unwrap().action else {
+            panic!()
+        };
+        assert_eq!(&argv[3..], ["hub-hosts", "10.0.0.2", "sealos.hub"]);
+    }
+}
