@@ -3,7 +3,8 @@
 //! `registry/` tree from the first master, and the real containerd of a
 //! worker pulls an image by its original name through it, with no other
 //! registry reachable; reset removes it all; a broken blob is refused before
-//! any host changes; k3s nodes get the mirror in their registries.yaml; a
+//! any host changes; k3s nodes get the mirror in their registries.yaml, k0s
+//! nodes a containerd drop-in that reads the hosts files; a
 //! host with sealos' `registry` role serves instead of the first master.
 
 use crate::common::{tool, Env};
@@ -189,13 +190,7 @@ fn a_worker_pulls_an_image_of_the_tree_by_its_original_name_through_the_first_ma
     assert_eq!(trees(worker).trim(), "", "the worker got the registry tree");
     // The password is kept in the saved cluster (0600) and shown nowhere.
     let saved = env.root.join("clusters/default/Clusterfile");
-    let text = std::fs::read_to_string(&saved).unwrap();
-    let password = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("hubPassword: "))
-        .unwrap_or_else(|| panic!("no hubPassword in {text}"))
-        .trim_matches('\'')
-        .to_string();
+    let password = saved_password(&env, "default");
     assert_eq!(password.len(), 32);
     assert!(!out.contains(&password), "{out}");
     use std::os::unix::fs::PermissionsExt;
@@ -330,8 +325,13 @@ fn k3s_nodes_pull_through_the_hub_by_registries_yaml() {
         [format!("{} sealos.hub # sealrs-hub", server.ip)]
     );
     // The agent reaches the hub with those credentials.
-    let password = auth["password"].as_str().unwrap();
-    let answer = agent.exec(&[
+    assert_hub_answers(agent, auth["password"].as_str().unwrap());
+}
+
+/// `GET /v2/` of `sealos.hub:5000` from `host` with the hub's credentials
+/// answers 200.
+fn assert_hub_answers(host: &Host, password: &str) {
+    let answer = host.exec(&[
         "bash",
         "-c",
         "exec 3<>/dev/tcp/sealos.hub/5000 && printf 'GET /v2/ HTTP/1.0\\r\\nAuthorization: Basic %s\\r\\n\\r\\n' \"$1\" >&3 && head -n 1 <&3",
@@ -344,6 +344,58 @@ fn k3s_nodes_pull_through_the_hub_by_registries_yaml() {
         "{line}{}",
         String::from_utf8_lossy(&answer.stderr)
     );
+}
+
+/// The hub password the saved cluster `name` keeps.
+fn saved_password(env: &Env, name: &str) -> String {
+    let text =
+        std::fs::read_to_string(env.root.join(format!("clusters/{name}/Clusterfile"))).unwrap();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("hubPassword: "))
+        .unwrap_or_else(|| panic!("no hubPassword in {text}"))
+        .trim_matches('\'')
+        .to_string()
+}
+
+#[test]
+fn k0s_nodes_read_the_hosts_files_through_a_containerd_drop_in_and_reset_removes_them() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let dir = example(&env, "k0s", "k0s");
+    registry_tree(&env, &dir, REPOSITORY);
+    add_registry_binary(&env, &dir);
+    add_list_and_copy(&env, &dir);
+    env.ok(&["build", "-q", "--no-images", "-t", "k0s-hub:1", &dir]);
+    run_on(&env, "k0s-hub:1", &hosts, &[0], &[1], &[]);
+
+    let worker = &hosts[1];
+    let drop_in = worker.exec_ok(&["cat", "/etc/k0s/containerd.d/sealrs-hub.toml"]);
+    assert!(
+        drop_in.contains("config_path = \"/etc/containerd/certs.d\""),
+        "{drop_in}"
+    );
+    assert_eq!(
+        mode(worker, "/etc/containerd/certs.d/docker.io/hosts.toml"),
+        "600"
+    );
+    assert_hub_answers(worker, &saved_password(&env, "default"));
+
+    let reset = on_hosts(&env, &hosts, &["reset"], true);
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    for host in hosts.hosts() {
+        assert!(
+            !exists(host, "/etc/k0s/containerd.d/sealrs-hub.toml"),
+            "{}",
+            host.name
+        );
+        assert!(!exists(host, "/etc/containerd/certs.d"), "{}", host.name);
+        assert!(hosts_lines(host).is_empty(), "{}", host.name);
+    }
+    assert!(!exists(&hosts[0], "/etc/systemd/system/sealrs-hub.service"));
 }
 
 fn base64(s: &str) -> String {
