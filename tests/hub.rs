@@ -461,3 +461,22 @@ spec:
     }
     pull(registry, master, ORIGINAL);
 }
+
+#[test]
+fn an_application_images_tree_is_served_when_the_cluster_image_has_none() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let dir = kubeadm_context(&env, true);
+    add_registry_binary(&env, &dir);
+    env.ok(&["build", "-q", "--no-images", "-t", "kubeadm-bare:1", &dir]);
+    let app = build_app_with_tree(&env);
+    run_on(&env, "kubeadm-bare:1", &hosts, &[0], &[1], &[&app]);
+    let (master, worker) = (&hosts[0], &hosts[1]);
+    assert_eq!(
+        master
+            .exec_ok(&["systemctl", "is-active", "sealrs-hub.service"])
+            .trim(),
+        "active"
+    );
+    pull(master, worker, APP_ORIGINAL);
+}

@@ -1,9 +1,14 @@
-//! The in-cluster registry's password (`runtime::hub`): made once per
-//! cluster, from the operating system's random source, and kept in the
-//! saved cluster's status (a 0600 file), so that every later command hands
-//! hosts the same one in their requests.
+//! The operator's part of the in-cluster registry (`runtime::hub`): the
+//! password, made once per cluster from the operating system's random
+//! source and kept in the saved cluster's status (a 0600 file), so that
+//! every later command hands hosts the same one in their requests; which
+//! host serves, and which layers the other hosts do without (those `build`
+//! marked as holding only the registry tree); and the merge of application
+//! images' trees into the served one.
 
 use std::borrow::Cow;
+
+use oci_spec::image::Descriptor;
 
 use super::image::AppliedImage;
 use super::ApplyError;
@@ -77,20 +82,28 @@ pub(super) fn serving(cluster: &Cluster) -> Option<Address> {
     serving_host(cluster).map(|h| h.address.clone())
 }
 
+/// Whether `layer` holds only a registry tree (build marks it).
+fn tree_only(layer: &Descriptor) -> bool {
+    layer
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(REGISTRY_TREE_ANNOTATION))
+}
+
+/// Whether `image` has layers that hold only a registry tree.
+pub(super) fn has_tree_layers(image: &AppliedImage) -> bool {
+    image.layers.iter().any(tree_only)
+}
+
 /// `image` as `host` gets it: without the layers that hold only the
-/// registry tree (build marks them) unless it serves the registry
-/// (`hub_host`); unknown (`None`), it gets every layer.
+/// registry tree unless it serves the registry (`hub_host`); unknown
+/// (`None`), it gets every layer.
 pub(super) fn for_host<'a>(
     image: &'a AppliedImage,
     hub_host: Option<&Address>,
     host: &Host,
 ) -> Cow<'a, AppliedImage> {
-    let tree_only = |l: &oci_spec::image::Descriptor| {
-        l.annotations()
-            .as_ref()
-            .is_some_and(|a| a.contains_key(REGISTRY_TREE_ANNOTATION))
-    };
-    if hub_host.is_none_or(|h| *h == host.address) || !image.layers.iter().any(tree_only) {
+    if hub_host.is_none_or(|h| *h == host.address) || !has_tree_layers(image) {
         return Cow::Borrowed(image);
     }
     let mut withheld = image.clone();
@@ -102,7 +115,7 @@ pub(super) fn for_host<'a>(
 mod tests {
     use super::*;
 
-    fn layer(byte: &str, tree: bool) -> oci_spec::image::Descriptor {
+    fn layer(byte: &str, tree: bool) -> Descriptor {
         let digest: oci_spec::image::Digest =
             format!("sha256:{}", byte.repeat(64)).parse().unwrap();
         let mut d =
@@ -134,6 +147,7 @@ mod tests {
             info: Default::default(),
             arch: "amd64".into(),
             installer: None,
+            app_trees: false,
         };
         let hub = serving(&cluster);
         assert_eq!(hub, Some(cluster.hosts[0].address.clone()));

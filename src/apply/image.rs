@@ -24,6 +24,9 @@ pub struct AppliedImage {
     /// The layer that carries `opt/sealrs/sealrs` (a plain tar; gzip in
     /// images built before).
     pub installer: Option<Descriptor>,
+    /// The cluster's application images carry registry trees (marked by
+    /// build) that the in-cluster registry serves beside this image's.
+    pub app_trees: bool,
 }
 
 impl AppliedImage {
@@ -115,6 +118,7 @@ fn applied(
         info: ImageInfo::from_labels(&labels).with_config_env(&env),
         arch,
         installer,
+        app_trees: false,
     }
 }
 

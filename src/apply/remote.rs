@@ -46,7 +46,7 @@ pub(super) fn host_request(
         &image.host_rootfs(),
         layers.layers.iter().map(host_layer).collect(),
     );
-    request.hub_elsewhere = layers.layers.len() < image.layers.len();
+    request.hub_elsewhere = layers.layers.len() < image.layers.len() || image.app_trees;
     request
 }
 

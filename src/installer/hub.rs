@@ -21,9 +21,10 @@ pub(super) fn violations(request: &Request, host_root: &Path) -> Vec<String> {
         return Vec::new();
     };
     let rootfs = host_root.join(request.rootfs.trim_start_matches('/'));
+    let tree = rootfs.join(TREE).is_dir();
     if cluster.status.hub_password.is_none()
         || !hub::serves(&cluster, host)
-        || !rootfs.join(TREE).is_dir()
+        || !(tree || request.hub_elsewhere)
     {
         return Vec::new();
     }
@@ -32,12 +33,12 @@ pub(super) fn violations(request: &Request, host_root: &Path) -> Vec<String> {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if !executable {
         out.push(format!(
-            "the image carries a registry tree (registry/) for the in-cluster registry {}, but no executable {REGISTRY_BIN} to serve it: add the distribution registry's binary (registry serve CONFIG) as {REGISTRY_BIN} and build again",
+            "the cluster's images carry a registry tree (registry/) for the in-cluster registry {}, but the cluster image has no executable {REGISTRY_BIN} to serve it: add the distribution registry's binary (registry serve CONFIG) as {REGISTRY_BIN} and build again",
             hub::HUB_ENDPOINT
         ));
     }
     let marker = host_root.join(hub::merged_marker(&request.rootfs).trim_start_matches('/'));
-    if !marker.exists() {
+    if tree && !marker.exists() {
         out.extend(broken_blobs(&rootfs));
     }
     out

@@ -75,8 +75,9 @@ pub struct Request {
     /// The version an upgrade goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<Version>,
-    /// The image's registry tree was withheld from this host (`layers`
-    /// lacks its layers): another host serves it (`runtime::hub`).
+    /// The cluster serves a registry tree this host's rootfs lacks: the
+    /// image's, withheld from it (`layers` lacks its layers) because another
+    /// host serves it, or an application image's (`runtime::hub`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hub_elsewhere: bool,
 }

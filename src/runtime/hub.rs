@@ -410,22 +410,25 @@ fn push_serve(ctx: &HostContext, plan: &mut Plan, password: &Secret) {
     let rootfs = ctx.rootfs.trim_end_matches('/');
     plan.push(Step::ensure_dir("hub-dir", HUB_DIR, 0o700));
     plan.push(Step::ensure_dir("hub-data", HUB_DATA, 0o755));
-    let marker = merged_marker(&ctx.rootfs);
-    let tree = format!("{rootfs}/registry/docker");
-    plan.push(Step::run(
-        "hub-merge",
-        format!("merge the image's registry tree into {HUB_DATA} (hard links)"),
-        &["cp", "-a", "-l", "--remove-destination", &tree, HUB_DATA],
-        Check::Creates {
-            path: marker.clone(),
-        },
-    ));
-    plan.push(Step::write_file(
-        "hub-merged",
-        &marker,
-        FileContent::text(format!("{tree}\n")),
-        0o644,
-    ));
+    // Only application images may have trees (merged when they are applied).
+    if carries_tree(&ctx.rootfs_files) {
+        let marker = merged_marker(&ctx.rootfs);
+        let tree = format!("{rootfs}/registry/docker");
+        plan.push(Step::run(
+            "hub-merge",
+            format!("merge the image's registry tree into {HUB_DATA} (hard links)"),
+            &["cp", "-a", "-l", "--remove-destination", &tree, HUB_DATA],
+            Check::Creates {
+                path: marker.clone(),
+            },
+        ));
+        plan.push(Step::write_file(
+            "hub-merged",
+            &marker,
+            FileContent::text(format!("{tree}\n")),
+            0o644,
+        ));
+    }
     plan.push(Step::write_file(
         "hub-config",
         HUB_CONFIG,

@@ -173,8 +173,9 @@ pub struct HostContext<'a> {
     /// give (read by the installer for a runtime with
     /// [`Runtime::expected_images`]); `None` where they were not read.
     pub rootfs_images: Option<Vec<String>>,
-    /// The image's registry tree is not in this host's rootfs because
-    /// another host serves it ([`hub`]).
+    /// The cluster serves a registry tree that is not in this host's
+    /// rootfs: withheld because another host serves it, or an application
+    /// image's ([`hub`]).
     pub hub_elsewhere: bool,
 }
 

@@ -366,3 +366,19 @@ fn a_host_with_the_registry_role_serves_instead_of_the_first_master() {
         assert_eq!(&argv[3..], ["hub-hosts", "10.0.0.2", "sealos.hub"]);
     }
 }
+
+#[test]
+fn an_application_images_tree_alone_makes_the_hub_with_nothing_to_merge_at_install() {
+    let c = cluster(true);
+    let img = ImageInfo::new("kubeadm", "v1.30.2").unwrap();
+    let mut first = ctx(&c, 0, &img, false);
+    first.hub_elsewhere = true;
+    let plan = Kubeadm.install(&first).unwrap();
+    plan.validate().unwrap();
+    assert!(plan.step("hub-unit").is_some());
+    assert!(plan.step("hub-merge").is_none());
+    let mut worker = ctx(&c, 1, &img, false);
+    worker.hub_elsewhere = true;
+    let plan = Kubeadm.join(&worker).unwrap();
+    assert!(plan.step("hub-hosts-line").is_some());
+}
