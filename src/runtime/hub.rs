@@ -1,14 +1,17 @@
 //! The in-cluster registry ("the hub"), served as sealos serves its
 //! `sealos.hub:5000`, as plan steps every runtime adds to its plans.
 //!
-//! sealos (labring/sealos `pkg/registry`, and `scripts/init-registry.sh` of
-//! labring-actions/runtime) runs the distribution registry on master0 over the
-//! `registry/` tree its images carry, with htpasswd auth, names it
-//! `sealos.hub` in every host's `/etc/hosts`, and points each node's container
-//! runtime at it. Here:
+//! sealos (labring/sealos `pkg/registry`, `scripts/init-registry.sh` of
+//! labring-actions/runtime, and its docs "How to use sealos private
+//! registry") runs the distribution registry as `registry.service` on the
+//! first node over the `registry/` tree its images carry, with htpasswd auth
+//! (a fixed `admin:passw0rd` there; a password per cluster here), names it
+//! `sealos.hub` in every host's `/etc/hosts`, and points each node's
+//! container runtime at it. Here:
 //!
 //! - **Serving host**: the first host with sealos' `registry` role, else the
-//!   first master (as sealos picks it). It merges the rootfs' `registry/`
+//!   first master (`Cluster.GetRegistryIPAndPort` in labring/sealos
+//!   `pkg/types/v1beta1`). It merges the rootfs' `registry/`
 //!   tree (the distribution registry's filesystem layout,
 //!   `docker/registry/v2/{blobs,repositories}`) into [`HUB_DATA`] with hard
 //!   links, once per image (a marker named with the rootfs digest), so the
@@ -32,8 +35,10 @@
 //!   tree may also hold images harvested from manifests and charts), so pods
 //!   pull by their original names with no internet.
 //!
-//! The hub is there when the rootfs carries a registry tree and the saved
-//! cluster has a hub password (the operator makes one per cluster). A broken
+//! The hub is there when the rootfs carries a registry tree (or the request
+//! says the cluster serves one this host lacks: withheld from it, or an
+//! application image's) and the saved cluster has a hub password (the
+//! operator makes one per cluster). A broken
 //! blob in the tree is refused by the installer's verify on the serving host
 //! before anything changes (`installer::hub`).
 
