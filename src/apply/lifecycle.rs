@@ -448,6 +448,7 @@ pub fn upgrade(
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
     let mut ctx = open_named(store, connector, progress, image_name)?;
+    ctx.hub_host = super::hub::serving(cluster);
     verify::cluster(cluster, &ctx)?;
     let to = ctx.target_version(cluster)?;
 
