@@ -47,6 +47,11 @@ pub const INSTALLER_PATH: &str = "opt/sealrs/sealrs";
 /// Annotation that marks the layer holding the embedded installer.
 pub const INSTALLER_ANNOTATION: &str = "sealrs.io/installer";
 
+/// Annotation that marks a layer holding only the image's `registry/` tree
+/// (its value: that directory): only the hosts that serve the in-cluster
+/// registry get it.
+pub const REGISTRY_TREE_ANNOTATION: &str = "sealrs.io/registry-tree";
+
 #[cfg(test)]
 mod tests {
     use super::*;

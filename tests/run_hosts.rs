@@ -40,6 +40,21 @@ pub(crate) fn build_kubeadm(env: &Env) -> String {
 
 /// [`build_kubeadm`], with or without the archive holding the pause image.
 pub(crate) fn build_kubeadm_archives(env: &Env, with_pause: bool) -> String {
+    let dir = kubeadm_context(env, with_pause);
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "-t",
+        "kubeadm-cluster:1",
+        &dir,
+    ]);
+    "kubeadm-cluster:1".to_string()
+}
+
+/// The build context of [`build_kubeadm_archives`] (its directory, under
+/// the env), for tests that add to it.
+pub(crate) fn kubeadm_context(env: &Env, with_pause: bool) -> String {
     let dir = example(env, "kubeadm", "kubeadm");
     for (bin, real) in [
         ("containerd", "/usr/bin/containerd"),
@@ -78,15 +93,7 @@ pub(crate) fn build_kubeadm_archives(env: &Env, with_pause: bool) -> String {
         &format!("{dir}/manifests/cni.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cni-standin\n  namespace: kube-system\n",
     );
-    env.ok(&[
-        "build",
-        "-q",
-        "--no-images",
-        "-t",
-        "kubeadm-cluster:1",
-        &dir,
-    ]);
-    "kubeadm-cluster:1".to_string()
+    dir
 }
 
 /// The image names the real containerd on `host` holds in `k8s.io`.

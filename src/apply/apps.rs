@@ -275,6 +275,7 @@ pub(super) fn apply_apps(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<
             let sent = deliver(ctx.store, transport, app, to, found, ctx.progress)?;
             sent_to_first += sent;
             super::image_files::upload(transport, &first, app, &dir)?;
+            super::hub::merge_app_tree(transport, &first, &dir)?;
             run_command(ctx, transport, &first, app, &command)?;
             record_image(cluster, &first, app);
         }

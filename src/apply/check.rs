@@ -102,7 +102,7 @@ pub(super) fn connect_and_check(
     checks: Checks,
 ) -> Result<(), ApplyError> {
     type Checking = Result<(Box<dyn Transport>, Result<Checked, ApplyError>), ApplyError>;
-    let (connector, image) = (ctx.connector, &ctx.image);
+    let (connector, image, hub_host) = (ctx.connector, &ctx.image, ctx.hub_host.as_ref());
     let asks: Vec<(&Host, SshConfig, _)> = hosts
         .hosts
         .iter()
@@ -110,7 +110,8 @@ pub(super) fn connect_and_check(
         .collect();
     let results: Vec<(Host, Checking)> = per_host(&asks, |(host, ssh, (ports, request))| {
         let checked = connect(connector, host, ssh).map(|transport| {
-            let found = check(transport.as_ref(), image, ports, request.as_ref());
+            let image = super::hub::for_host(image, hub_host, host);
+            let found = check(transport.as_ref(), &image, ports, request.as_ref());
             (transport, found)
         });
         ((*host).clone(), checked)

@@ -32,6 +32,9 @@ pub(super) struct RunContext<'a> {
     pub checks: Vec<(String, HostCheck)>,
     /// What the phases did.
     pub report: RunReport,
+    /// The host that serves the in-cluster registry, once the command knows
+    /// its cluster: the only one that gets the registry tree's layers.
+    pub hub_host: Option<crate::cluster::Address>,
 }
 
 impl<'a> RunContext<'a> {
@@ -59,7 +62,8 @@ impl<'a> RunContext<'a> {
         if apps.is_empty() {
             return Err(ApplyError::NoImage);
         }
-        let image = apps.remove(0);
+        let mut image = apps.remove(0);
+        image.app_trees = apps.iter().any(super::hub::has_tree_layers);
         let runtime =
             runtime::runtime_for(&image.info.runtime).ok_or_else(|| ApplyError::NoRuntime {
                 image: image.name.clone(),
@@ -76,6 +80,7 @@ impl<'a> RunContext<'a> {
             connections: Connections::new(),
             checks: Vec::new(),
             report: RunReport::default(),
+            hub_host: None,
         })
     }
 

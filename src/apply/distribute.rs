@@ -39,6 +39,7 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         ref image,
         ref connections,
         ref checks,
+        ref hub_host,
         ..
     } = *ctx;
     let installer = image.installer_on_host()?;
@@ -58,6 +59,7 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
     let (installer, dest, server) = (&installer, &dest, server.as_ref());
     let results = per_host(connections, |(host, transport)| {
         let transport = transport.as_ref();
+        let image = &*super::hub::for_host(image, hub_host.as_ref(), host);
         let known = checks.iter().find(|(key, _)| *key == host.key());
         let verified = known.is_some_and(|(_, check)| check.verified);
         if let Some((_, check)) = known.filter(|(_, c)| !c.damaged.is_empty()) {

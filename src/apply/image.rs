@@ -27,6 +27,9 @@ pub struct AppliedImage {
     /// By host key: the image's files as that host gets them (Configs
     /// applied, templates rendered), made by verify (`image_files`).
     pub host_files: BTreeMap<String, Vec<crate::installer::ImageFile>>,
+    /// The cluster's application images carry registry trees (marked by
+    /// build) that the in-cluster registry serves beside this image's.
+    pub app_trees: bool,
 }
 
 impl AppliedImage {
@@ -119,6 +122,7 @@ fn applied(
         arch,
         installer,
         host_files: BTreeMap::new(),
+        app_trees: false,
     }
 }
 

@@ -64,8 +64,10 @@ pub(super) fn open<'a>(
     cluster: &Cluster,
 ) -> Result<RunContext<'a>, ApplyError> {
     let images = resolve_pinned(store, cluster, &|m| progress.message(m))?;
-    let ctx = RunContext::with_images(store, connector, progress, images, RunOptions::default())?;
+    let mut ctx =
+        RunContext::with_images(store, connector, progress, images, RunOptions::default())?;
     ctx.require_installer()?;
+    ctx.hub_host = super::hub::serving(cluster);
     Ok(ctx)
 }
 
@@ -477,6 +479,7 @@ pub fn upgrade(
         }
         upgrading::refuse_unfinished_upgrade(earlier, cluster, &ctx.image)?;
     }
+    ctx.hub_host = super::hub::serving(cluster);
     verify::cluster(cluster, &mut ctx)?;
     let to = ctx.target_version(cluster)?;
     // Where a host whose upgrade fails goes back to: the image it ran,

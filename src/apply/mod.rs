@@ -76,6 +76,7 @@ mod distribute;
 pub mod dry_run;
 mod error;
 pub mod health;
+mod hub;
 mod image;
 mod image_files;
 mod install;
@@ -184,6 +185,8 @@ fn phases(
     progress: &dyn Progress,
 ) -> Result<(), ApplyError> {
     refuse_moved_pins(cluster, ctx)?;
+    hub::ensure_password(cluster)?;
+    ctx.hub_host = hub::serving(cluster);
     verify::cluster(cluster, ctx)?;
     if ctx.options.dry_run {
         ctx.report.dry_run = install::dry_run(ctx, cluster)?;

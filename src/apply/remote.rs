@@ -36,14 +36,17 @@ pub(super) fn host_request(
     image: &AppliedImage,
     secrets: &JoinSecrets,
 ) -> Request {
+    let serving = super::hub::serving(cluster);
+    let layers = super::hub::for_host(image, serving.as_ref(), host);
     let mut request = Request::new(
         cluster,
         host,
         &image.info,
         secrets,
         &image.host_rootfs(),
-        image.layers.iter().map(host_layer).collect(),
+        layers.layers.iter().map(host_layer).collect(),
     );
+    request.hub_elsewhere = layers.layers.len() < image.layers.len() || image.app_trees;
     request.files = image
         .host_files
         .get(&host.key())

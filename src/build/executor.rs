@@ -13,7 +13,7 @@ use super::{
 };
 use super::{installer_layer, InstallerChoice};
 use crate::harvest::{self, ArchiveFormat, HarvestOutcome, HarvestRequest};
-use crate::host_paths::INSTALLER_PATH;
+use crate::host_paths::{INSTALLER_PATH, REGISTRY_TREE_ANNOTATION};
 use crate::kubefile::{self, BaseImage, ConfigState, CopyStep, EvalOptions, Location};
 use crate::layout::{self, Layout, Layouts};
 use crate::progress::Progress;
@@ -153,6 +153,7 @@ pub fn build(
     let mut history = base.history;
     for step in &stage.copies {
         let produced = copy_layers(store, &context, step, &request.layers, &mut cache, progress)?;
+        let produced = mark_registry_tree(&step.dest, produced);
         let created_by = format!(
             "{} {} {}",
             if step.extract_archives { "ADD" } else { "COPY" },
@@ -467,7 +468,27 @@ pub fn harvested_layers(
     // Never saved: the staged files are new each build, so a metadata
     // cache would never hit; the layer digests are stable regardless.
     let mut cache = LayerCache::empty(&dir.join(".layer-cache.json"));
-    copy_layers(sink, &ctx, &step, opts, &mut cache, progress)
+    let layers = copy_layers(sink, &ctx, &step, opts, &mut cache, progress)?;
+    Ok(mark_registry_tree(&step.dest, layers))
+}
+
+/// Layers copied to `/registry` (or below) hold only the image's registry
+/// tree: annotated so, only the host that serves the in-cluster registry
+/// gets them (`apply`'s hub); the layer digests stay the same.
+fn mark_registry_tree(dest: &str, mut layers: Vec<Layer>) -> Vec<Layer> {
+    let dir = dest.trim_end_matches('/');
+    if dir != "/registry" && !dir.starts_with("/registry/") {
+        return layers;
+    }
+    for layer in &mut layers {
+        let mut annotations = layer.descriptor.annotations().clone().unwrap_or_default();
+        annotations.insert(
+            REGISTRY_TREE_ANNOTATION.to_string(),
+            "registry/".to_string(),
+        );
+        layer.descriptor.set_annotations(Some(annotations));
+    }
+    layers
 }
 
 fn history_entry(

@@ -375,6 +375,10 @@ pub struct ClusterStatus {
     /// points to now, and `reset` and `delete` plan with them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<InstalledImage>,
+    /// The in-cluster registry's password (`runtime::hub`), made once for
+    /// the cluster: hosts get it in their request, never in an argv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_password: Option<Secret>,
 }
 
 /// A cluster: what `sealrs run` builds and what it saves.
@@ -540,6 +544,7 @@ impl Cluster {
     /// verify could not refuse a downgrade or a runtime change.
     pub fn keep_status_of(&mut self, saved: &Cluster) {
         self.status.images = saved.status.images.clone();
+        self.status.hub_password = saved.status.hub_password.clone();
         for host in &self.hosts {
             if let Some(status) = saved.status.hosts.get(&host.key()) {
                 self.status.hosts.insert(host.key(), status.clone());

@@ -32,6 +32,7 @@ mod certs;
 mod error;
 mod execute;
 mod gc;
+mod hub;
 mod image_files;
 mod integrity;
 mod mounts;

@@ -79,6 +79,11 @@ pub struct Request {
     /// rendered), written into the rootfs before the plan is made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<super::ImageFile>,
+    /// The cluster serves a registry tree this host's rootfs lacks: the
+    /// image's, withheld from it (`layers` lacks its layers) because another
+    /// host serves it, or an application image's (`runtime::hub`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hub_elsewhere: bool,
 }
 
 /// The cluster as the runtimes see it: hosts, roles, env, saved status.
@@ -118,6 +123,9 @@ pub struct HostSpec {
     /// The host's own env (`hosts[].env`), over the cluster env on it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Role names beyond master and node (sealos' `registry`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// What the image's labels say.
@@ -215,6 +223,7 @@ impl Request {
                         address: h.address.clone(),
                         roles: h.roles.clone(),
                         env: h.env.clone(),
+                        labels: h.labels.clone(),
                     })
                     .collect(),
                 env: cluster.env.clone(),
@@ -239,6 +248,7 @@ impl Request {
             layers,
             target_version: None,
             files: Vec::new(),
+            hub_elsewhere: false,
         }
     }
 
@@ -276,6 +286,7 @@ impl Request {
             .map(|h| {
                 let mut host = Host::new(h.address.clone(), &h.roles);
                 host.env = h.env.clone();
+                host.labels = h.labels.clone();
                 host
             })
             .collect();
@@ -363,8 +374,11 @@ impl Request {
                 .collect();
             ctx.rootfs_images = Some(names);
         }
+        let hub_reads = runtime::hub::plan_reads(&files);
         ctx.rootfs_files = files;
-        for rel in runtime.plan_reads() {
+        ctx.hub_elsewhere = self.hub_elsewhere;
+        let reads = runtime.plan_reads().iter().copied();
+        for rel in reads.chain(hub_reads.iter().map(String::as_str)) {
             if let Ok(text) = std::fs::read_to_string(dir.join(rel)) {
                 ctx.rootfs_texts.insert(rel.to_string(), text);
             }
@@ -444,6 +458,7 @@ mod tests {
         .unwrap();
         c.hosts[1].ssh.password_from = Some(PasswordSource::Value(Secret::new("hunter2-inline")));
         c.hosts[1].ssh.key = Some("/keys/host-only-key".into());
+        c.hosts[1].labels.push("registry".into());
         c.status.hosts.insert(
             "10.0.0.1".into(),
             HostStatus {
@@ -497,6 +512,7 @@ mod tests {
         };
         assert_eq!(addresses(&rebuilt), addresses(&c));
         assert_eq!(received.this_host(&rebuilt).unwrap().key(), "10.0.0.2");
+        assert_eq!(rebuilt.hosts[1].labels, ["registry"]);
         assert_eq!(
             received.secrets().token.unwrap().expose(),
             "K10token::server:abc"

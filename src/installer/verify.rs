@@ -153,6 +153,9 @@ pub fn verify(request: &Request, host_root: &Path) -> Result<VerifyReport, Insta
             for message in rootfs_violations(&ctx, &request.rootfs, role) {
                 push(CheckKind::Rootfs, message);
             }
+            for message in super::hub::violations(request, host_root) {
+                push(CheckKind::Rootfs, message);
+            }
             let read = |rel: &str| fs::read_to_string(ctx.rootfs.join(rel)).ok();
             for v in runtime.verify_image_files(&cluster, &read) {
                 push(CheckKind::Cluster, v.to_string());

@@ -40,9 +40,9 @@ use crate::cluster::{Address, Cluster, Host, Role};
 use crate::plan::{render_template, Capture, Check, FileContent, Plan, Step};
 
 use super::{
-    captured_token, finish_verify, hooks, odd_servers_warning, verify_common, verify_odd_servers,
-    HostContext, ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version, Violation,
-    KUBECONFIG_CAPTURE, MARKER_DIR,
+    captured_token, finish_verify, hooks, hub, odd_servers_warning, verify_common,
+    verify_odd_servers, HostContext, ImageInfo, JoinSecrets, Port, Runtime, RuntimeError, Version,
+    Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k0s";
@@ -544,6 +544,7 @@ impl Runtime for K0s {
         ctx.require_first_master(self.name())?;
         let mut plan = ctx.plan(self.name(), "install");
         hooks::push_setup(ctx, &mut plan);
+        hub::push_setup(ctx, &mut plan, hub::Mirror::K0s)?;
         prepare(ctx, &mut plan);
         install_and_start(ctx, &mut plan, false);
         plan.push(Step::wait_port(
@@ -589,6 +590,7 @@ impl Runtime for K0s {
         };
         let mut plan = ctx.plan(self.name(), "join");
         hooks::push_setup(ctx, &mut plan);
+        hub::push_setup(ctx, &mut plan, hub::Mirror::K0s)?;
         prepare(ctx, &mut plan);
         plan.push(
             Step::write_secret_file(
@@ -644,6 +646,7 @@ impl Runtime for K0s {
         let unit = unit(ctx.role);
         let mut plan = ctx.plan(self.name(), "upgrade");
         hooks::push_setup(ctx, &mut plan);
+        hub::push_setup(ctx, &mut plan, hub::Mirror::K0s)?;
         plan.push(place_rootfs(ctx));
         if ctx.role == Role::Master {
             plan.push(config_step(ctx));
@@ -715,6 +718,7 @@ impl Runtime for K0s {
             Check::UnitInactive { unit: unit.into() },
         ));
         hooks::push_clean(ctx, &mut plan);
+        hub::push_clean(ctx, &mut plan, hub::Mirror::K0s);
         // k0s refuses to reset while it runs; a failed reset is reported and
         // the rest goes on (k0sctl: "k0s reset reported failure" is a
         // warning). It runs while the data directory is there, so a rerun

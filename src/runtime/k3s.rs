@@ -32,9 +32,9 @@ use crate::cluster::{Cluster, Host, Role};
 use crate::plan::{Check, FileContent, Plan, ServiceOp, Step};
 
 use super::{
-    captured_token, env_file, exec_arg, finish_verify, hooks, odd_servers_warning, ports_of_roles,
-    verify_common, verify_odd_servers, HostContext, ImageInfo, JoinSecrets, Port, Runtime,
-    RuntimeError, Version, Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
+    captured_token, env_file, exec_arg, finish_verify, hooks, hub, odd_servers_warning,
+    ports_of_roles, verify_common, verify_odd_servers, HostContext, ImageInfo, JoinSecrets, Port,
+    Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE, MARKER_DIR,
 };
 
 pub const BIN: &str = "/usr/local/bin/k3s";
@@ -689,6 +689,7 @@ impl Runtime for K3s {
         ctx.require_first_master(self.name())?;
         let mut plan = ctx.plan(self.name(), "install");
         hooks::push_setup(ctx, &mut plan);
+        hub::push_setup(ctx, &mut plan, hub::Mirror::K3s)?;
         bring_up(ctx, &mut plan, &server_flags(ctx, &["--cluster-init"]), &[]);
         plan.push(Step::wait_file("wait-token", TOKEN_FILE, WAIT_SECS));
         plan.push(Step::read_file(
@@ -711,6 +712,7 @@ impl Runtime for K3s {
         let url = server_url(ctx);
         let mut plan = ctx.plan(self.name(), "join");
         hooks::push_setup(ctx, &mut plan);
+        hub::push_setup(ctx, &mut plan, hub::Mirror::K3s)?;
         match ctx.role {
             Role::Master => {
                 bring_up(
@@ -738,6 +740,7 @@ impl Runtime for K3s {
         let unit = unit_for(ctx.role);
         let mut plan = ctx.plan(self.name(), "upgrade");
         hooks::push_setup(ctx, &mut plan);
+        hub::push_setup(ctx, &mut plan, hub::Mirror::K3s)?;
         plan.push(Step::place_rootfs(ctx.role));
         plan.push(config_step(ctx));
         plan.push(Step::restart_if_changed(
@@ -785,6 +788,7 @@ impl Runtime for K3s {
         ));
         push_killall(&mut plan);
         hooks::push_clean(ctx, &mut plan);
+        hub::push_clean(ctx, &mut plan, hub::Mirror::K3s);
         plan.push(Step::remove(
             "remove-unit",
             &format!("/etc/systemd/system/{}", unit.name),

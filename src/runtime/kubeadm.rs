@@ -49,7 +49,7 @@ use crate::cluster::{Address, Cluster, Host, Role, Secret};
 use crate::plan::{Capture, Check, FileContent, Plan, ServiceOp, Step};
 
 use super::{
-    bad_capture, finish_verify, hooks, ports_of_roles, verify_common, HostContext, ImageInfo,
+    bad_capture, finish_verify, hooks, hub, ports_of_roles, verify_common, HostContext, ImageInfo,
     JoinSecrets, Port, Prerequisite, Runtime, RuntimeError, Version, Violation, KUBECONFIG_CAPTURE,
     MARKER_DIR,
 };
@@ -705,6 +705,11 @@ impl Runtime for Kubeadm {
         let cfg = image_config(ctx)?;
         check_sandbox_image(ctx, &cfg)?;
         check_pause_image_carried(ctx, &cfg)?;
+        hub::check_containerd_config(
+            ctx,
+            CONTAINERD_CONFIG,
+            ctx.rootfs_texts.get(CONTAINERD_CONFIG).map(String::as_str),
+        )?;
         let mut programs = vec!["crictl", "ip", "iptables", "mount", "nsenter"];
         if ctx
             .image
@@ -864,6 +869,7 @@ impl Runtime for Kubeadm {
         ctx.require_first_master(self.name())?;
         let mut plan = ctx.plan(self.name(), "install");
         hooks::push_setup(ctx, &mut plan);
+        hub::push_setup(ctx, &mut plan, hub::Mirror::Containerd)?;
         prepare(ctx, &mut plan);
         let config = init_config(ctx)?;
         // An init that stopped after writing admin.conf (its kubeconfig
@@ -969,6 +975,7 @@ impl Runtime for Kubeadm {
         let config = join_config(ctx, token, hash)?;
         let mut plan = ctx.plan(self.name(), "join");
         hooks::push_setup(ctx, &mut plan);
+        hub::push_setup(ctx, &mut plan, hub::Mirror::Containerd)?;
         prepare(ctx, &mut plan);
         // A join that stopped after the kubelet got its kubeconfig: undone
         // with `kubeadm reset -f` when the API does not answer the kubelet's
@@ -1035,6 +1042,7 @@ impl Runtime for Kubeadm {
         ctx.check_upgrade(to)?;
         let mut plan = ctx.plan(self.name(), "upgrade");
         hooks::push_setup(ctx, &mut plan);
+        hub::push_setup(ctx, &mut plan, hub::Mirror::Containerd)?;
         plan.push(Step::place_rootfs(ctx.role));
         plan.push(Step::daemon_reload(
             "daemon-reload",
@@ -1150,6 +1158,7 @@ impl Runtime for Kubeadm {
         ] {
             plan.push(Step::remove(id, path));
         }
+        hub::push_clean(ctx, &mut plan, hub::Mirror::Containerd);
         plan.push(Step::remove_rootfs(ctx.role));
         plan.push(Step::daemon_reload(
             "daemon-reload",

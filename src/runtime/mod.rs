@@ -19,6 +19,7 @@
 pub mod backup;
 pub mod certs;
 pub mod hooks;
+pub mod hub;
 pub mod k0s;
 pub mod k3s;
 pub mod kubeadm;
@@ -176,6 +177,10 @@ pub struct HostContext<'a> {
     /// give (read by the installer for a runtime with
     /// [`Runtime::expected_images`]); `None` where they were not read.
     pub rootfs_images: Option<Vec<String>>,
+    /// The cluster serves a registry tree that is not in this host's
+    /// rootfs: withheld because another host serves it, or an application
+    /// image's ([`hub`]).
+    pub hub_elsewhere: bool,
 }
 
 /// The cluster env with `host`'s own (`hosts[].env`) over it, as sealos merges them.
@@ -209,6 +214,7 @@ impl<'a> HostContext<'a> {
             rootfs_files: Vec::new(),
             rootfs_texts: BTreeMap::new(),
             rootfs_images: None,
+            hub_elsewhere: false,
         })
     }
 
