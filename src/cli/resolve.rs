@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Result};
 
+use crate::progress::text::short_digest;
 use crate::reference::{self, LocalRef, Reference};
 use crate::store::{Descriptor, ImageId, ListedImage, Store};
 
@@ -90,7 +91,7 @@ fn one_image(input: &str, found: Vec<ListedImage>) -> Result<Found> {
                     let id = i
                         .config_digest
                         .as_ref()
-                        .map_or("?", |d| short_id(d.as_ref()));
+                        .map_or("?", |d| short_digest(d.as_ref()));
                     images.push((&i.descriptor, id.to_string(), vec![&i.name]));
                 }
             }
@@ -111,18 +112,12 @@ fn one_image(input: &str, found: Vec<ListedImage>) -> Result<Found> {
     })
 }
 
-/// The IMAGE ID that `images` prints: the first twelve hex digits of the config digest.
-pub(super) fn short_id(digest: &str) -> &str {
-    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
-    &hex[..hex.len().min(12)]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn image_ids_are_the_first_twelve_hex_characters() {
-        assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
     }
 }

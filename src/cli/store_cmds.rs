@@ -8,8 +8,8 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
 use super::args::{Format, ImagesArgs, RmiArgs};
-use super::resolve::{resolve, short_id, Found};
-use crate::progress::text::{count, size};
+use super::resolve::{resolve, Found};
+use crate::progress::text::{count, short_digest, size};
 use crate::reference::{self, Reference};
 use crate::store::{archive, Descriptor, ListedImage, PruneReport, Store, StoreError, StoredImage};
 
@@ -46,7 +46,7 @@ fn repository_filter(repo: &str) -> Result<impl Fn(&str) -> bool> {
 
 /// What `images` says of an image it cannot read, short enough for a table cell.
 fn broken_note(err: &StoreError) -> String {
-    let short = |d: &crate::store::Digest| format!("sha256:{}", short_id(d.as_ref()));
+    let short = |d: &crate::store::Digest| format!("sha256:{}", short_digest(d.as_ref()));
     match err {
         StoreError::BlobNotFound { digest } => format!("missing blob {}", short(digest)),
         StoreError::DigestMismatch { expected, .. } => format!("corrupt blob {}", short(expected)),
@@ -67,8 +67,8 @@ pub fn images(store: &Store, args: &ImagesArgs, ids_only: bool) -> Result<()> {
     if ids_only {
         let mut seen = BTreeSet::new();
         for id in rows.iter().filter_map(|r| r.config_digest.as_ref()) {
-            if seen.insert(short_id(id.as_ref())) {
-                outln!("{}", short_id(id.as_ref()))?;
+            if seen.insert(short_digest(id.as_ref())) {
+                outln!("{}", short_digest(id.as_ref()))?;
             }
         }
         return Ok(());
@@ -102,7 +102,7 @@ pub fn images(store: &Store, args: &ImagesArgs, ids_only: bool) -> Result<()> {
             )?;
             for row in &rows {
                 let (repo, tag) = repo_and_tag(&row.name);
-                let short = id(row).map_or("-".to_string(), |d| short_id(&d).to_string());
+                let short = id(row).map_or("-".to_string(), |d| short_digest(&d).to_string());
                 match &row.image {
                     Ok(image) => outln!(
                         "{repo:<50} {tag:<20} {short:<14} {:>10}",
@@ -131,8 +131,8 @@ pub fn images(store: &Store, args: &ImagesArgs, ids_only: bool) -> Result<()> {
 /// The IMAGE ID of the manifest `desc`, or the manifest digest's start if it cannot be read.
 fn id_of(store: &Store, desc: &Descriptor) -> String {
     match store.read_manifest(desc) {
-        Ok(manifest) => short_id(manifest.config().digest().as_ref()).to_string(),
-        Err(_) => short_id(desc.digest().as_ref()).to_string(),
+        Ok(manifest) => short_digest(manifest.config().digest().as_ref()).to_string(),
+        Err(_) => short_digest(desc.digest().as_ref()).to_string(),
     }
 }
 

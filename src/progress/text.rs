@@ -29,10 +29,10 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
-/// The first 12 hex digits of a digest (`sha256:` dropped), as `sealrs
+/// The first 12 hex digits of a digest (its `sha256:` dropped), as `sealrs
 /// images` shows IMAGE IDs: what a person compares, in a line that fits.
 pub fn short_digest(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
     hex.get(..12).unwrap_or(hex)
 }
 
