@@ -6,6 +6,8 @@
 //! applications/kubernetes-dashboard/latest); and bad documents and
 //! templates refused before any host is reached, naming file and line.
 
+use std::path::PathBuf;
+
 use crate::common::{tool, Env};
 use crate::hosts::{Host, TestHosts};
 use crate::layout::example;
@@ -488,4 +490,40 @@ fn a_sealos_multi_document_clusterfile_runs_on_kubeadm_hosts() {
     let saved = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
     assert!(saved.contains("kind: ClusterConfiguration"), "{saved}");
     assert!(saved.contains("kind: Config"), "{saved}");
+}
+
+/// Build keeps each layer's paths in the store, and run consults them to
+/// find templates and Config targets: a layer listed without any is never
+/// opened (a run does not decompress every layer to learn it has none).
+#[test]
+fn run_finds_templates_through_the_layer_paths_build_kept() {
+    let env = Env::new();
+    let image = build_kubeadm(&env, &[]);
+    let file = env.write("Clusterfile", sealos_clusterfile(&image, ""));
+    let run = || env.ok(&["run", "-f", file.to_str().unwrap(), "--dry-run"]);
+    assert!(run().contains("file: manifests/info.yaml mode 0644"));
+
+    let kept = env.root.join("cache/layer-paths");
+    let entries: Vec<PathBuf> = std::fs::read_dir(&kept)
+        .unwrap_or_else(|e| panic!("{}: {e}", kept.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    let with_template: Vec<&PathBuf> = entries
+        .iter()
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains("\"manifests/info.yaml.tmpl\"")
+        })
+        .collect();
+    assert_eq!(with_template.len(), 1, "{entries:?}");
+    // Listed as holding nothing, the layer is skipped: no template is found.
+    std::fs::write(with_template[0], "[]").unwrap();
+    let out = run();
+    assert!(!out.contains("file: manifests/info.yaml mode"), "{out}");
+    // An entry that cannot be read is made again from the layer.
+    std::fs::write(with_template[0], "[\"cut").unwrap();
+    assert!(run().contains("file: manifests/info.yaml mode 0644"));
+    let again = std::fs::read_to_string(with_template[0]).unwrap();
+    assert!(again.contains("\"manifests/info.yaml.tmpl\""), "{again}");
 }

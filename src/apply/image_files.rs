@@ -23,7 +23,7 @@ use super::image::AppliedImage;
 use super::ApplyError;
 use crate::cluster::{Cluster, ConfigDoc, Host, Strategy};
 use crate::installer::ImageFile;
-use crate::store::Store;
+use crate::store::{layer_path, Store};
 use crate::template;
 use crate::transport::Transport;
 
@@ -290,16 +290,28 @@ fn read_files(
     wanted: &dyn Fn(&str) -> bool,
 ) -> io::Result<BTreeMap<String, Original>> {
     let mut files = BTreeMap::new();
+    // A layer matters when it holds a wanted file or hides one (a whiteout).
+    let matters = |path: &str| {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        wanted(path) || name.starts_with(".wh.")
+    };
     for layer in &image.layers {
+        let known = store.layer_paths(layer.digest());
+        if known
+            .as_ref()
+            .is_some_and(|paths| !paths.iter().any(|p| matters(p)))
+        {
+            continue;
+        }
+        let mut listed = Vec::new();
         let blob = store.open_blob(layer.digest()).map_err(io::Error::other)?;
         let mut archive = tar::Archive::new(crate::compression::decompressed(blob)?);
         for entry in archive.entries()? {
             let mut entry = entry?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let path = raw
-                .trim_start_matches("./")
-                .trim_start_matches('/')
-                .to_string();
+            let path = layer_path(&entry.path_bytes());
+            if known.is_none() {
+                listed.push(path.clone());
+            }
             let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
             if name == ".wh..wh..opq" {
                 let prefix = format!("{dir}/");
@@ -327,6 +339,10 @@ fn read_files(
             let mut content = Vec::new();
             entry.read_to_end(&mut content)?;
             files.insert(path, Original { content, mode });
+        }
+        if known.is_none() {
+            // A cache: a layer whose paths could not be kept is read again.
+            let _ = store.remember_layer_paths(layer.digest(), &listed);
         }
     }
     Ok(files)

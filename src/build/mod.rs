@@ -33,6 +33,10 @@ impl BlobSink for Store {
     fn has_blob(&self, digest: &Digest) -> bool {
         Store::has_blob(self, digest)
     }
+    fn layer_written(&self, digest: &Digest, paths: &[String]) {
+        // A cache: without it the run reads the layer once and keeps them.
+        let _ = self.remember_layer_paths(digest, paths);
+    }
 }
 
 impl BlobWrite for BlobWriter {

@@ -34,6 +34,7 @@ mod error;
 mod gc;
 mod index;
 mod lock;
+mod paths;
 mod resolve;
 
 pub mod archive;
@@ -49,6 +50,7 @@ pub use error::StoreError;
 pub use gc::{BlobProblem, FsckProblem, FsckReport, PruneReport};
 pub use index::{validate_ref_name, REF_NAME};
 pub use lock::WriteSession;
+pub use paths::layer_path;
 pub use resolve::{ImageId, ListedImage};
 
 use index::{is_manifest, MAX_JSON};

@@ -230,6 +230,12 @@ pub(super) fn write_layer(
     let (encoder, diff_id, _) = diff.into_parts();
     let blob = encoder.finish().map_err(write_err)?;
     let (digest, size) = blob.finish().map_err(store_err)?;
+    let paths: Vec<String> = plan
+        .entries
+        .iter()
+        .map(|(path, _)| crate::store::layer_path(path))
+        .collect();
+    sink.layer_written(&digest, &paths);
     task.finish(&format!(
         "{} → {} ({})",
         plan.label,

@@ -85,6 +85,10 @@ pub trait BlobSink {
     fn create(&self) -> Result<Box<dyn BlobWrite + '_>, SinkError>;
     /// Is this blob present? The cache only trusts entries whose blobs exist.
     fn has_blob(&self, digest: &Digest) -> bool;
+    /// The paths of the layer blob `digest` just written, in tar order (the
+    /// store keeps them, so that a run finds an image's templates without
+    /// reading its layers); nothing by default.
+    fn layer_written(&self, _digest: &Digest, _paths: &[String]) {}
 }
 
 /// One blob being written. Dropping it without `finish` must leave no blob.
