@@ -74,7 +74,8 @@ pub(super) fn hosts(
         .iter()
         .map(|(host, transport)| (transport, ask(ctx, host, checks)))
         .collect();
-    let found_all = per_host(&asks, |(transport, (ports, request))| {
+    let cap = ctx.max_parallel();
+    let found_all = per_host(cap, &asks, |(transport, (ports, request))| {
         check(transport.as_ref(), image, ports, request.as_ref())
     });
     let found = judge(
@@ -104,7 +105,8 @@ pub(super) fn connect_and_check(
         .iter()
         .map(|host| (host, hosts.ssh_for(host), ask(ctx, host, checks)))
         .collect();
-    let results: Vec<(Host, Checking)> = per_host(&asks, |(host, ssh, (ports, request))| {
+    let cap = connector.max_parallel();
+    let results: Vec<(Host, Checking)> = per_host(cap, &asks, |(host, ssh, (ports, request))| {
         let checked = connect(connector, host, ssh).map(|transport| {
             let found = check(transport.as_ref(), image, ports, request.as_ref());
             (transport, found)

@@ -55,7 +55,8 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         direct_server(connections.iter().map(|(_, t)| t.as_ref()), progress)
     };
     let (installer, dest, server) = (&installer, &dest, server.as_ref());
-    let results = per_host(connections, |(host, transport)| {
+    let cap = ctx.max_parallel();
+    let results = per_host(cap, connections, |(host, transport)| {
         let transport = transport.as_ref();
         let known = checks.iter().find(|(key, _)| *key == host.key());
         let verified = known.is_some_and(|(_, check)| check.verified);

@@ -55,7 +55,7 @@ pub(super) fn join(
         }
     }
     let shared: &RunContext = ctx;
-    let results = per_host(&nodes, |host| {
+    let results = per_host(ctx.max_parallel(), &nodes, |host| {
         shared.progress.message(&format!(
             "{}: {} join (node)",
             host.key(),

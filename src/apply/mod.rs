@@ -42,7 +42,7 @@
 //! (`upgrade.rs`).
 //!
 //! Beside the phases: `parallel.rs` runs per-host work, at most
-//! `MAX_PARALLEL_HOSTS` hosts at once, and every phase that works on several
+//! `--max-parallel` hosts at once, and every phase that works on several
 //! hosts collects their failures per host ("failed on 2 hosts: h1: …");
 //! `remote.rs` calls the installer on a host; `status.rs` records what each
 //! host runs; `image.rs` resolves the images and says where they go on a host.
@@ -91,6 +91,7 @@ pub use error::{ApplyError, HostFailure};
 pub use image::{resolve_images, AppliedImage};
 pub use lifecycle::{add, delete, delete_with, reset, rollback, upgrade, LifecycleReport};
 pub use lock::{lock_file, ClusterLock};
+pub use parallel::MaxParallel;
 pub use save::{
     clear_upgrade_intent, cluster_file, forget_cluster, load_cluster, load_upgrade_intent,
     save_cluster, UpgradeIntent,

@@ -28,7 +28,9 @@ pub(super) fn uninstall(
             .message(&format!("{}: {} uninstall", host.key(), ctx.runtime.name()));
         teardown(ctx, snapshot, host)
     };
-    let mut results = per_host(workers, |host| (host.clone(), teardown_on(host)));
+    let mut results = per_host(ctx.max_parallel(), workers, |host| {
+        (host.clone(), teardown_on(host))
+    });
     for host in masters {
         let result = teardown_on(host);
         let failed = result.is_err();
@@ -52,7 +54,7 @@ pub(super) fn refuse_stores(ctx: &RunContext, hosts: &[Host]) -> Result<(), Appl
         .iter()
         .map(|m| format!("{HOST_DIR}/{m}"))
         .collect();
-    let found = per_host(hosts, |host| {
+    let found = per_host(ctx.max_parallel(), hosts, |host| {
         let transport = ctx.connection(host)?;
         let there = transport
             .existing(&marks)

@@ -134,6 +134,10 @@ pub struct RunArgs {
     /// back to SSH when it cannot reach this machine.
     #[arg(long)]
     pub layers_over_ssh: bool,
+    /// How many hosts are worked on at once (connected, checked, sent
+    /// layers, joined, upgraded, uninstalled): 1 or more.
+    #[arg(long, value_name = "N", default_value_t = crate::apply::MaxParallel::DEFAULT)]
+    pub max_parallel: crate::apply::MaxParallel,
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -163,6 +167,10 @@ pub struct SshFlags {
     /// back to SSH when it cannot reach this machine.
     #[arg(long)]
     pub layers_over_ssh: bool,
+    /// How many hosts are worked on at once (connected, checked, sent
+    /// layers, joined, upgraded, uninstalled): 1 or more.
+    #[arg(long, value_name = "N", default_value_t = crate::apply::MaxParallel::DEFAULT)]
+    pub max_parallel: crate::apply::MaxParallel,
 }
 
 #[derive(Debug, clap::Args)]

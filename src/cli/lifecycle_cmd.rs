@@ -62,7 +62,8 @@ fn connector(ssh: &SshFlags) -> Result<SshConnector> {
         ssh.accept_new_host_keys,
         ssh.ssh_password_stdin,
     )?
-    .direct_data(!ssh.layers_over_ssh))
+    .direct_data(!ssh.layers_over_ssh)
+    .max_parallel(ssh.max_parallel))
 }
 
 /// Says what `what` will remove and asks on a terminal: `--yes` skips the

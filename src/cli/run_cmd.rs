@@ -23,6 +23,8 @@ pub(super) struct SshConnector {
     stdin_password: Option<Secret>,
     /// `false` with `--layers-over-ssh`.
     direct_data: bool,
+    /// `--max-parallel`.
+    max_parallel: apply::MaxParallel,
 }
 
 impl SshConnector {
@@ -47,6 +49,7 @@ impl SshConnector {
             accept_new_host_keys,
             stdin_password,
             direct_data: true,
+            max_parallel: apply::MaxParallel::default(),
         })
     }
 
@@ -54,6 +57,12 @@ impl SshConnector {
     /// [`crate::transport::direct`]).
     pub(super) fn direct_data(mut self, allowed: bool) -> SshConnector {
         self.direct_data = allowed;
+        self
+    }
+
+    /// How many hosts are worked on at once.
+    pub(super) fn max_parallel(mut self, cap: apply::MaxParallel) -> SshConnector {
+        self.max_parallel = cap;
         self
     }
 
@@ -101,6 +110,10 @@ impl Connector for SshConnector {
             direct_data: self.direct_data,
         };
         Ok(Box::new(Ssh::connect(&host.address.to_string(), &options)?))
+    }
+
+    fn max_parallel(&self) -> apply::MaxParallel {
+        self.max_parallel
     }
 }
 
@@ -212,7 +225,8 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         args.accept_new_host_keys,
         args.ssh_password_stdin,
     )?
-    .direct_data(!args.layers_over_ssh);
+    .direct_data(!args.layers_over_ssh)
+    .max_parallel(args.max_parallel);
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: (!args.dry_run).then(|| root.to_path_buf()),
