@@ -29,7 +29,8 @@
 //!   join secrets; skipped with the joins when every host's installer found
 //!   that nothing would change (`installer::probe`).
 //! - join masters, join nodes (`join.rs`): control planes one by one (each
-//!   joins the ones before it), then the nodes in parallel.
+//!   joins the ones before it), then the nodes in parallel; up to
+//!   `--max-failed` of them may fail (`tolerance.rs`), left Failed.
 //! - apply applications (`apps.rs`): the images after the first, on the
 //!   first master, once the cluster is up.
 //! - save (`save.rs`): keep the cluster and its status, even after a failure,
@@ -79,6 +80,7 @@ mod parallel;
 mod remote;
 mod save;
 mod status;
+mod tolerance;
 mod uninstall;
 mod upgrade;
 mod verify;
@@ -96,6 +98,7 @@ pub use save::{
     clear_upgrade_intent, cluster_file, forget_cluster, load_cluster, load_upgrade_intent,
     save_cluster, UpgradeIntent,
 };
+pub use tolerance::MaxFailed;
 pub use upgrade::{refuse_unfinished_upgrade, UpgradeOptions};
 
 use crate::cluster::{Cluster, Phase};
@@ -118,6 +121,9 @@ pub struct RunOptions {
     /// that an operator killed at any moment leaves a cluster that `reset`
     /// knows and the same `run` converges.
     pub state_root: Option<std::path::PathBuf>,
+    /// How many node joins may fail while the cluster comes up with the
+    /// others (`--max-failed`); the failed ones stay Failed in the status.
+    pub max_failed: MaxFailed,
 }
 
 /// What a run did, for the summary line and for tests.
@@ -129,6 +135,9 @@ pub struct RunReport {
     pub changed: Vec<String>,
     /// The plans' rendering, when `dry_run`.
     pub dry_run: String,
+    /// The node joins that failed within `--max-failed` (an
+    /// [`ApplyError::Hosts`]): the command went on without them.
+    pub tolerated: Option<ApplyError>,
 }
 
 /// Creates or converges the cluster: the phases of the module docs, in order.

@@ -138,6 +138,14 @@ pub struct RunArgs {
     /// layers, joined, upgraded, uninstalled): 1 or more.
     #[arg(long, value_name = "N", default_value_t = crate::apply::MaxParallel::DEFAULT)]
     pub max_parallel: crate::apply::MaxParallel,
+    /// How many node joins may fail, a number or a percentage of the nodes
+    /// joined (rounded down): the cluster comes up with the nodes that
+    /// joined, the failed ones are listed (host, step, error), saved as
+    /// Failed, and the command exits 0 with a warning; one more failure
+    /// exits non-zero. Running the same command again (or `sealrs add`)
+    /// joins them. A control plane's failure always fails the command.
+    #[arg(long, value_name = "N|N%", default_value = "0")]
+    pub max_failed: crate::apply::MaxFailed,
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -23,6 +23,10 @@ pub(super) struct CommandResult {
     /// The command's error, as printed on stderr.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Node joins that failed within `--max-failed`: the command went on
+    /// without them (each is `failed` in `hosts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub hosts: Vec<HostResult>,
 }
 
@@ -102,8 +106,24 @@ impl CommandResult {
             ok: error.is_none(),
             interrupted: error.is_some_and(ApplyError::is_interrupted),
             error: error.map(|e| e.to_string()),
+            warning: None,
             hosts,
         }
+    }
+
+    /// The result with the node joins `tolerated` (within `--max-failed`)
+    /// named as failed, each with its step, and said in `warning`.
+    pub fn tolerating(mut self, tolerated: Option<&ApplyError>) -> CommandResult {
+        let Some(tolerated) = tolerated else {
+            return self;
+        };
+        for (host, step, message) in tolerated.host_failures() {
+            if let Some(result) = self.hosts.iter_mut().find(|h| h.host == host) {
+                result.failed = Some(HostError { step, message });
+            }
+        }
+        self.warning = Some(tolerated.to_string());
+        self
     }
 
     /// Prints it on stdout, one JSON object.

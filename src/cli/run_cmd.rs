@@ -230,6 +230,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: (!args.dry_run).then(|| root.to_path_buf()),
+        max_failed: args.max_failed,
     };
     if !args.dry_run {
         apply::interrupt::handle_ctrl_c();
@@ -253,7 +254,9 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
             changed: &report.changed,
             bytes_sent: &report.bytes_sent,
         };
-        CommandResult::new("run", &cluster.name, &hosts, done, result.as_ref().err()).print()?;
+        CommandResult::new("run", &cluster.name, &hosts, done, result.as_ref().err())
+            .tolerating(report.tolerated.as_ref())
+            .print()?;
     }
     super::interrupted_next(root, &cluster.name, result)?;
     // Every host runs what that upgrade went to: it completed this way.
@@ -263,10 +266,20 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     }
     let saved = apply::cluster_file(root, &cluster.name);
     let sent: u64 = report.bytes_sent.values().sum();
+    let failed = report
+        .tolerated
+        .as_ref()
+        .map_or(0, |e| e.host_failures().len());
+    if let Some(tolerated) = &report.tolerated {
+        eprintln!(
+            "warning: the cluster runs without these nodes (--max-failed {}), saved as Failed; run the same command again to join them.\n{tolerated}",
+            args.max_failed
+        );
+    }
     eprintln!(
         "cluster {} is running on {} hosts ({} changed, {} bytes of layers sent); state in {}",
         cluster.name,
-        cluster.hosts.len(),
+        cluster.hosts.len() - failed,
         report.changed.len(),
         sent,
         saved.display()
