@@ -130,6 +130,15 @@ fn a_node_failing_its_join_within_max_failed_leaves_the_others_running_and_a_rer
         "{stderr}"
     );
     assert!(stderr.contains("running on 6 hosts"), "{stderr}");
+    // Progress without a terminal: the count of hosts done, the last always.
+    assert!(
+        stderr.contains("k3s join (nodes): 6 of 6 hosts done, 1 failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("connecting and checking: 7 of 7 hosts done\n"),
+        "{stderr}"
+    );
     let mut up = healthy(&env, &hosts);
     up.sort();
     let mut expected: Vec<String> = hosts.hosts()[..NODES]

@@ -14,6 +14,7 @@ use super::{ApplyError, HostFailure};
 use crate::cluster::{Address, Cluster, Host, SshConfig};
 use crate::host_paths::HOST_DIR;
 use crate::installer::{Operation, Probe, SecretsSpec};
+use crate::progress::HostTally;
 use crate::runtime::{JoinSecrets, Port, Runtime};
 use crate::transport::{Transport, TransportError};
 
@@ -106,11 +107,13 @@ pub(super) fn connect_and_check(
         .map(|host| (host, hosts.ssh_for(host), ask(ctx, host, checks)))
         .collect();
     let cap = connector.max_parallel();
+    let tally = HostTally::new(ctx.progress, "connecting and checking", asks.len());
     let results: Vec<(Host, Checking)> = per_host(cap, &asks, |(host, ssh, (ports, request))| {
         let checked = connect(connector, host, ssh).map(|transport| {
             let found = check(transport.as_ref(), image, ports, request.as_ref());
             (transport, found)
         });
+        tally.finished(matches!(checked, Ok((_, Ok(_)))));
         ((*host).clone(), checked)
     });
     let (reached, unreached) = split(results);

@@ -9,6 +9,7 @@ use super::status::{mark_failed, record, settle};
 use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host};
 use crate::installer::{Operation, Report};
+use crate::progress::HostTally;
 use crate::runtime::JoinSecrets;
 
 /// What a control plane's failed join does to the command; either way the
@@ -57,13 +58,17 @@ pub(super) fn join(
         }
     }
     let shared: &RunContext = ctx;
+    let label = format!("{} join (nodes)", ctx.runtime.name());
+    let tally = HostTally::new(ctx.progress, &label, nodes.len());
     let results = per_host(ctx.max_parallel(), &nodes, |host| {
         shared.progress.message(&format!(
             "{}: {} join (node)",
             host.key(),
             shared.runtime.name()
         ));
-        (host.clone(), join_one(shared, snapshot, host, secrets))
+        let joined = join_one(shared, snapshot, host, secrets);
+        tally.finished(joined.is_ok());
+        (host.clone(), joined)
     });
     let (image, report) = (&ctx.image, &mut ctx.report);
     let failures = settle(cluster, results, |cluster, host, changed| {

@@ -1,8 +1,13 @@
 //! One small interface for long work, so the same code drives a progress bar,
 //! plain log lines, or nothing at all in tests.
 
+mod tally;
+
 use std::io::IsTerminal;
 use std::sync::Mutex;
+
+use tally::Throttled;
+pub use tally::{HostTally, Live};
 
 /// Reports on long work. Implementations must be cheap to call per chunk.
 pub trait Progress: Send + Sync {
@@ -10,6 +15,12 @@ pub trait Progress: Send + Sync {
     fn begin(&self, label: &str, total: Option<u64>) -> Box<dyn Task>;
     /// A one-off message (a step finished, a cache hit).
     fn message(&self, text: &str);
+    /// A line that changes as work goes on ("37 of 200 hosts done"): by
+    /// default its changes are messages, at most one a second, and its last
+    /// state always, so that a CI log stays readable.
+    fn live(&self) -> Box<dyn Live + '_> {
+        Box::new(Throttled::new(self))
+    }
 }
 
 /// One running task of a [`Progress`].
@@ -98,6 +109,25 @@ impl Progress for Bars {
     fn message(&self, text: &str) {
         let _guard = self.lock.lock();
         let _ = self.multi.println(text);
+    }
+    /// Redrawn in place, and left on screen when done.
+    fn live(&self) -> Box<dyn Live + '_> {
+        let bar = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
+        );
+        Box::new(LiveBar(self.multi.add(bar)))
+    }
+}
+
+struct LiveBar(indicatif::ProgressBar);
+
+impl Live for LiveBar {
+    fn set(&self, text: &str, last: bool) {
+        if last {
+            self.0.finish_with_message(text.to_string());
+        } else {
+            self.0.set_message(text.to_string());
+        }
     }
 }
 
