@@ -16,7 +16,7 @@ use super::remote::host_request;
 use super::verify::verify_host;
 use super::{ApplyError, HostFailure};
 use crate::cluster::Cluster;
-use crate::progress::Progress;
+use crate::progress::{HostTally, Progress};
 use crate::runtime::JoinSecrets;
 use crate::store::Store;
 use crate::transport::{direct, Output, Transport};
@@ -56,6 +56,7 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
     };
     let (installer, dest, server) = (&installer, &dest, server.as_ref());
     let cap = ctx.max_parallel();
+    let tally = HostTally::new(progress, "sending layers", connections.len());
     let results = per_host(cap, connections, |(host, transport)| {
         let transport = transport.as_ref();
         let known = checks.iter().find(|(key, _)| *key == host.key());
@@ -92,6 +93,7 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
             }
             _ => None,
         };
+        tally.finished(sent.is_ok() && !matches!(fit, Some(Err(_))));
         (host.key(), sent, fit)
     });
     let hosts = connections.len();

@@ -80,7 +80,7 @@ pub(super) fn join(
         return ApplyError::all_hosts_ok(failures);
     }
     ctx.progress.message(&format!(
-        "warning: {} of {} nodes failed to join (--max-failed {allowed}); the cluster goes on without them: {}",
+        "warning: {} of {} nodes failed to join, within --max-failed {allowed}: going on without {}",
         failures.len(),
         nodes.len(),
         failures

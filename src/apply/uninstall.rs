@@ -10,6 +10,7 @@ use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host};
 use crate::host_paths::HOST_DIR;
 use crate::installer::Operation;
+use crate::progress::HostTally;
 use crate::runtime::{self, JoinSecrets};
 use crate::transport::Transport;
 
@@ -28,8 +29,12 @@ pub(super) fn uninstall(
             .message(&format!("{}: {} uninstall", host.key(), ctx.runtime.name()));
         teardown(ctx, snapshot, host)
     };
+    let label = format!("{} uninstall (workers)", ctx.runtime.name());
+    let tally = HostTally::new(ctx.progress, &label, workers.len());
     let mut results = per_host(ctx.max_parallel(), workers, |host| {
-        (host.clone(), teardown_on(host))
+        let result = teardown_on(host);
+        tally.finished(result.is_ok());
+        (host.clone(), result)
     });
     for host in masters {
         let result = teardown_on(host);

@@ -172,4 +172,34 @@ mod tests {
         assert!(failed["message"].as_str().unwrap().contains("boom"));
         assert!(json["hosts"][1]["bytesSent"].is_null());
     }
+
+    #[test]
+    fn a_node_join_failed_within_max_failed_is_named_with_its_step_and_the_result_is_ok() {
+        let tolerated = ApplyError::Hosts(vec![crate::apply::HostFailure {
+            host: "10.0.0.2".into(),
+            error: Box::new(ApplyError::Step {
+                host: "10.0.0.2".into(),
+                action: "join".into(),
+                step: "place-rootfs".into(),
+                exit_code: None,
+                tail: "Not a directory".into(),
+            }),
+        }]);
+        let bytes = BTreeMap::new();
+        let done = Done {
+            changed: &["10.0.0.1".into()],
+            bytes_sent: &bytes,
+        };
+        let hosts = ["10.0.0.1".into(), "10.0.0.2".into()];
+        let result =
+            CommandResult::new("run", "default", &hosts, done, None).tolerating(Some(&tolerated));
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["ok"], true);
+        assert!(json["hosts"][0]["failed"].is_null());
+        assert_eq!(json["hosts"][1]["failed"]["step"], "place-rootfs");
+        assert!(json["warning"]
+            .as_str()
+            .unwrap()
+            .contains("Not a directory"));
+    }
 }

@@ -272,7 +272,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         .map_or(0, |e| e.host_failures().len());
     if let Some(tolerated) = &report.tolerated {
         eprintln!(
-            "warning: the cluster runs without these nodes (--max-failed {}), saved as Failed; run the same command again to join them.\n{tolerated}",
+            "warning: the cluster runs without the nodes below (--max-failed {}), saved as Failed; running the same command again joins them:\n{tolerated}",
             args.max_failed
         );
     }
