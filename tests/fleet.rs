@@ -178,3 +178,45 @@ fn a_node_failing_its_join_within_max_failed_leaves_the_others_running_and_a_rer
     assert!(doc.get("warning").is_none(), "{doc:#}");
     assert_eq!(healthy(&env, &hosts).len(), 1 + NODES);
 }
+
+#[test]
+fn add_with_max_failed_leaves_a_node_that_failed_its_join_failed_and_add_again_joins_it() {
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    crate::run::run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    let broken = &hosts[2];
+    break_usr_local_bin(broken);
+    let add = |extra: &[&str]| {
+        let mut args = vec!["add", "--nodes", broken.ip.as_str(), "--format", "json"];
+        args.extend(extra);
+        let out = on_hosts(&env, &hosts, &args, false);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
+        (out.status.success(), doc, stderr)
+    };
+
+    let (ok, doc, stderr) = add(&["--max-failed", "100%"]);
+    assert!(ok, "{doc:#}\n{stderr}");
+    let failed = &host(&doc, &broken.ip)["failed"];
+    assert!(failed["step"].is_string(), "{doc:#}");
+    assert!(
+        stderr.contains("did not join (--max-failed 100%)"),
+        "{stderr}"
+    );
+    let saved = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
+    assert!(saved.contains("Failed"), "saved as failed: {saved}");
+
+    broken.exec_ok(&[
+        "sh",
+        "-c",
+        "rm -f /usr/local/bin && mkdir -m 755 /usr/local/bin",
+    ]);
+    let (ok, doc, stderr) = add(&[]);
+    assert!(ok, "{doc:#}\n{stderr}");
+    assert!(host(&doc, &broken.ip)["failed"].is_null(), "{doc:#}");
+    assert_eq!(host(&doc, &broken.ip)["changed"], true, "{doc:#}");
+    assert_eq!(healthy(&env, &hosts).len(), 3);
+}

@@ -9,7 +9,7 @@ mod build; // `sealrs build`: what lands in the store, as skopeo and umoci see i
 mod buildah_diff; // the image config we write equals buildah's for each tests/data/kubefiles case
 mod day2; // a cluster's second day: reset keeps the operator's store, locks, confirmation, dry runs, membership, digests
 mod dead_hosts; // sealrs status, delete --force of a host that is down, masters replaced one at a time
-mod fleet; // --max-parallel refused when no positive number; node joins failing within --max-failed, reported, rerun
+mod fleet; // --max-parallel refused when no positive number; node joins failing within run/add --max-failed, reported, rerun
 mod harvest; // images harvested into a rootfs from a real registry, and by `build`
 mod image_hooks; // an image's check/init/clean labels run on a real host, values byte for byte
 mod installer; // `sealrs installer` on a temp host root, and the installer layer build embeds

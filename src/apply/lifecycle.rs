@@ -41,12 +41,15 @@ pub struct LifecycleReport {
     pub hosts: Vec<String>,
     /// Hosts that could not be reached (`reset --force` goes on without them).
     pub unreachable: Vec<HostFailure>,
+    /// Node joins that failed within `add --max-failed`.
+    pub tolerated: Option<ApplyError>,
 }
 
 impl LifecycleReport {
     fn absorb(&mut self, run: RunReport) {
         self.bytes_sent.extend(run.bytes_sent);
         self.changed.extend(run.changed);
+        self.tolerated = run.tolerated;
     }
 }
 
@@ -135,16 +138,18 @@ pub(super) fn deletable(cluster: &Cluster, addresses: &[Address]) -> Result<Host
 
 /// Adds `new_hosts` to the cluster and joins them; hosts already in the
 /// cluster with the same roles are joined again (idempotently), so a failed
-/// `add` is rerun as is.
+/// `add` is rerun as is. Up to `max_failed` node joins may fail.
 pub fn add(
     store: &Store,
     cluster: &mut Cluster,
     new_hosts: Vec<Host>,
+    max_failed: super::MaxFailed,
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
     let grown = grown(cluster, &new_hosts)?;
     let mut ctx = open(store, connector, progress, cluster)?;
+    ctx.options.max_failed = max_failed;
     verify::cluster(&grown, &ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?.clone();
 

@@ -192,6 +192,13 @@ pub struct AddArgs {
     /// Control-plane hosts to add, IP[:PORT][,IP...].
     #[arg(long, value_name = "IPS")]
     pub masters: Vec<String>,
+    /// How many node joins may fail, a number or a percentage of the nodes
+    /// added (rounded down): the others join, the failed ones are listed
+    /// (host, step, error), saved as Failed, and the command exits 0 with a
+    /// warning; one more failure exits non-zero. The same command again
+    /// joins them. A control plane's failure always fails the command.
+    #[arg(long, value_name = "N|N%", default_value = "0")]
+    pub max_failed: crate::apply::MaxFailed,
     /// Print what would happen on each host, and around it (order, batches,
     /// drain); reach no host and change nothing.
     #[arg(long)]
