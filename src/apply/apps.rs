@@ -140,6 +140,7 @@ pub(super) type HostFilter<'a> = &'a (dyn Fn(&Host) -> bool + Sync);
 /// then copied over the rootfs (replacing files, never writing through the
 /// rootfs' hard links).
 pub(super) fn place_patches(ctx: &mut RunContext, on: HostFilter) -> Result<(), ApplyError> {
+    let cap = ctx.max_parallel();
     let RunContext {
         store,
         progress,
@@ -155,7 +156,7 @@ pub(super) fn place_patches(ctx: &mut RunContext, on: HostFilter) -> Result<(), 
     let installer = image.installer_on_host()?;
     let rootfs = image.host_rootfs();
     let server = direct_server(connections.iter().map(|(_, t)| t.as_ref()), progress);
-    let results = per_host(connections, |(host, transport)| {
+    let results = per_host(cap, connections, |(host, transport)| {
         if !on(host) {
             return Ok(0);
         }
@@ -308,7 +309,7 @@ fn run_patch(
 ) -> Result<(), ApplyError> {
     let rootfs = ctx.image.host_rootfs();
     let targets: Vec<_> = ctx.connections.iter().filter(|(h, _)| on(h)).collect();
-    let results = per_host(&targets, |(host, transport)| {
+    let results = per_host(ctx.max_parallel(), &targets, |(host, transport)| {
         interrupt::check(&host.key())?;
         let command = app_command(
             ctx.store,

@@ -93,7 +93,7 @@ pub fn check(
     let sources = serde_json::to_string(&ctx.runtime.cert_sources())
         .map_err(|e| ApplyError::Unsupported(e.to_string()))?;
     let masters = masters(cluster);
-    let hosts = per_host(&masters, |host| {
+    let hosts = per_host(ctx.max_parallel(), &masters, |host| {
         let mut report = HostCertReport {
             host: host.key(),
             reachable: false,

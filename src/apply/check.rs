@@ -14,6 +14,7 @@ use super::{ApplyError, HostFailure};
 use crate::cluster::{Address, Cluster, Host, SshConfig};
 use crate::host_paths::HOST_DIR;
 use crate::installer::{Damage, Operation, Probe, SecretsSpec};
+use crate::progress::HostTally;
 use crate::runtime::{JoinSecrets, Port, Runtime};
 use crate::transport::{Transport, TransportError};
 
@@ -78,7 +79,8 @@ pub(super) fn hosts(
         .iter()
         .map(|(host, transport)| (transport, ask(ctx, host, checks)))
         .collect();
-    let found_all = per_host(&asks, |(transport, (ports, request))| {
+    let cap = ctx.max_parallel();
+    let found_all = per_host(cap, &asks, |(transport, (ports, request))| {
         check(transport.as_ref(), image, ports, request.as_ref())
     });
     let found = judge(
@@ -108,12 +110,15 @@ pub(super) fn connect_and_check(
         .iter()
         .map(|host| (host, hosts.ssh_for(host), ask(ctx, host, checks)))
         .collect();
-    let results: Vec<(Host, Checking)> = per_host(&asks, |(host, ssh, (ports, request))| {
+    let cap = connector.max_parallel();
+    let tally = HostTally::new(ctx.progress, "connecting and checking", asks.len());
+    let results: Vec<(Host, Checking)> = per_host(cap, &asks, |(host, ssh, (ports, request))| {
         let checked = connect(connector, host, ssh).map(|transport| {
             let image = super::hub::for_host(image, hub_host, host);
             let found = check(transport.as_ref(), &image, ports, request.as_ref());
             (transport, found)
         });
+        tally.finished(matches!(checked, Ok((_, Ok(_)))));
         ((*host).clone(), checked)
     });
     let (reached, unreached) = split(results);

@@ -2,7 +2,7 @@
 //! the [`RunContext`], which closes them when it is dropped.
 
 use super::context::RunContext;
-use super::parallel::per_host;
+use super::parallel::{per_host, MaxParallel};
 use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host, SshConfig};
 use crate::transport::{Transport, TransportError};
@@ -13,6 +13,10 @@ pub type Connections = Vec<(Host, Box<dyn Transport>)>;
 /// Opens a connection to one host; the CLI connects over SSH, tests may too.
 pub trait Connector: Sync {
     fn connect(&self, host: &Host, ssh: &SshConfig) -> Result<Box<dyn Transport>, TransportError>;
+    /// How many hosts are worked on at once (`--max-parallel`).
+    fn max_parallel(&self) -> MaxParallel {
+        MaxParallel::default()
+    }
 }
 
 /// Connects to every host of `hosts`; fails naming every host that failed,
@@ -45,7 +49,7 @@ pub(super) fn unreachable_only(failures: Vec<HostFailure>) -> Result<Vec<HostFai
 
 fn reach(connector: &dyn Connector, hosts: &Cluster) -> (Connections, Vec<HostFailure>) {
     let asks: Vec<(&Host, SshConfig)> = hosts.hosts.iter().map(|h| (h, hosts.ssh_for(h))).collect();
-    split(per_host(&asks, |(host, ssh)| {
+    split(per_host(connector.max_parallel(), &asks, |(host, ssh)| {
         ((*host).clone(), connect(connector, host, ssh))
     }))
 }

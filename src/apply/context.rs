@@ -5,6 +5,7 @@
 use super::check::HostCheck;
 use super::connect::{Connections, Connector};
 use super::image::{resolve_images, AppliedImage};
+use super::parallel::MaxParallel;
 use super::{ApplyError, RunOptions, RunReport};
 use crate::cluster::{Cluster, Host};
 use crate::progress::Progress;
@@ -100,6 +101,12 @@ impl<'a> RunContext<'a> {
     /// Fails when the cluster image has no installer to run on the hosts.
     pub fn require_installer(&self) -> Result<(), ApplyError> {
         self.image.installer_on_host().map(|_| ())
+    }
+
+    /// How many hosts a phase works on at once: the connector's
+    /// `--max-parallel`.
+    pub fn max_parallel(&self) -> MaxParallel {
+        self.connector.max_parallel()
     }
 
     /// The open connection to `host`.

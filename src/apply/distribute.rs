@@ -17,7 +17,7 @@ use super::verify::verify_host;
 use super::{ApplyError, HostFailure};
 use crate::cluster::Cluster;
 use crate::progress::text::{count, shorten_digests, size};
-use crate::progress::Progress;
+use crate::progress::{HostTally, Progress};
 use crate::runtime::JoinSecrets;
 use crate::store::Store;
 use crate::transport::{direct, Output, Transport};
@@ -57,7 +57,9 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         direct_server(connections.iter().map(|(_, t)| t.as_ref()), progress)
     };
     let (installer, dest, server) = (&installer, &dest, server.as_ref());
-    let results = per_host(connections, |(host, transport)| {
+    let cap = ctx.max_parallel();
+    let tally = HostTally::new(progress, "sending layers", connections.len());
+    let results = per_host(cap, connections, |(host, transport)| {
         let transport = transport.as_ref();
         let image = &*super::hub::for_host(image, hub_host.as_ref(), host);
         let known = checks.iter().find(|(key, _)| *key == host.key());
@@ -103,6 +105,7 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
             }
             _ => None,
         };
+        tally.finished(sent.is_ok() && !matches!(fit, Some(Err(_))));
         (host.key(), sent, fit)
     });
     let hosts = connections.len();

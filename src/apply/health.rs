@@ -88,7 +88,8 @@ pub fn status(cluster: &Cluster, connector: &dyn Connector) -> Result<ClusterHea
         runtime: name.clone(),
     })?;
     let first = cluster.first_master().ok_or(ApplyError::NoMaster)?.clone();
-    let asked = per_host(&cluster.hosts, |host| {
+    let cap = connector.max_parallel();
+    let asked = per_host(cap, &cluster.hosts, |host| {
         match connect::connect(connector, host, &cluster.ssh_for(host)) {
             Ok(transport) => {
                 let health = on_host(cluster, rt.as_ref(), host, transport.as_ref());

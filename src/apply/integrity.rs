@@ -49,7 +49,7 @@ pub fn verify(
         .first()
         .ok_or(ApplyError::NoImage)?
         .installer_on_host()?;
-    let hosts = per_host(&cluster.hosts, |host| {
+    let hosts = per_host(connector.max_parallel(), &cluster.hosts, |host| {
         on_host(cluster, host, connector, &installer).unwrap_or_else(|error| HostIntegrity {
             host: host.key(),
             checked: false,

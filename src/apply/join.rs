@@ -5,10 +5,11 @@
 use super::context::RunContext;
 use super::parallel::per_host;
 use super::remote::{apply_plan, host_context, host_request, run_installer};
-use super::status::{mark_failed, record, record_all};
+use super::status::{mark_failed, record, settle};
 use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host};
 use crate::installer::{Operation, Report};
+use crate::progress::HostTally;
 use crate::runtime::JoinSecrets;
 
 /// What a control plane's failed join does to the command; either way the
@@ -24,7 +25,9 @@ pub(super) enum MasterFailure {
 }
 
 /// Joins `hosts` (none of them the first master) with `secrets`, their
-/// requests made from `snapshot`; records each outcome in `cluster`.
+/// requests made from `snapshot`; records each outcome in `cluster`. Failed
+/// node joins within `--max-failed` stay Failed in the status and are kept
+/// in the report's `tolerated`; one more, or an interrupted one, fails it.
 pub(super) fn join(
     ctx: &mut RunContext,
     cluster: &mut Cluster,
@@ -57,15 +60,39 @@ pub(super) fn join(
         }
     }
     let shared: &RunContext = ctx;
-    let results = per_host(&nodes, |host| {
+    let label = format!("{} join (nodes)", ctx.runtime.name());
+    let tally = HostTally::new(ctx.progress, &label, nodes.len());
+    let results = per_host(ctx.max_parallel(), &nodes, |host| {
         let _step = shared.progress.step(&format!(
             "{}: {} join (node)",
             host.key(),
             shared.runtime.name()
         ));
-        (host.clone(), join_one(shared, snapshot, host, secrets))
+        let joined = join_one(shared, snapshot, host, secrets);
+        tally.finished(joined.is_ok());
+        (host.clone(), joined)
     });
-    record_all(cluster, &ctx.image, &mut ctx.report, results)
+    let (image, report) = (&ctx.image, &mut ctx.report);
+    let failures = settle(cluster, results, |cluster, host, changed| {
+        record(cluster, host, image, report, changed)
+    });
+    let allowed = ctx.options.max_failed;
+    let interrupted = failures.iter().any(|f| f.error.is_interrupted());
+    if failures.is_empty() || interrupted || !allowed.tolerates(failures.len(), nodes.len()) {
+        return ApplyError::all_hosts_ok(failures);
+    }
+    ctx.progress.message(&format!(
+        "warning: {} of {} nodes failed to join, within --max-failed {allowed}: going on without {}",
+        failures.len(),
+        nodes.len(),
+        failures
+            .iter()
+            .map(|f| f.host.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    ctx.report.tolerated = Some(ApplyError::Hosts(failures));
+    Ok(())
 }
 
 /// Whether the host's join changed it.

@@ -44,6 +44,8 @@ pub struct LifecycleReport {
     pub unreachable: Vec<HostFailure>,
     /// Per host, the damaged files the command repaired (host paths).
     pub repaired: BTreeMap<String, Vec<String>>,
+    /// Node joins that failed within `add --max-failed`.
+    pub tolerated: Option<ApplyError>,
 }
 
 impl LifecycleReport {
@@ -51,6 +53,7 @@ impl LifecycleReport {
         self.bytes_sent.extend(run.bytes_sent);
         self.changed.extend(run.changed);
         self.repaired.extend(run.repaired);
+        self.tolerated = run.tolerated;
     }
 }
 
@@ -141,16 +144,18 @@ pub(super) fn deletable(cluster: &Cluster, addresses: &[Address]) -> Result<Host
 
 /// Adds `new_hosts` to the cluster and joins them; hosts already in the
 /// cluster with the same roles are joined again (idempotently), so a failed
-/// `add` is rerun as is.
+/// `add` is rerun as is. Up to `max_failed` node joins may fail.
 pub fn add(
     store: &Store,
     cluster: &mut Cluster,
     new_hosts: Vec<Host>,
+    max_failed: super::MaxFailed,
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
     let grown = grown(cluster, &new_hosts)?;
     let mut ctx = open(store, connector, progress, cluster)?;
+    ctx.options.max_failed = max_failed;
     verify::cluster(&grown, &mut ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?.clone();
 

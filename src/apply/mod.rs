@@ -29,7 +29,8 @@
 //!   join secrets; skipped with the joins when every host's installer found
 //!   that nothing would change (`installer::probe`).
 //! - join masters, join nodes (`join.rs`): control planes one by one (each
-//!   joins the ones before it), then the nodes in parallel.
+//!   joins the ones before it), then the nodes in parallel; up to
+//!   `--max-failed` of them may fail (`tolerance.rs`), left Failed.
 //! - apply applications (`apps.rs`): the images after the first, as sealos
 //!   runs them: patch images placed over every host's rootfs right after
 //!   distribute, then, once the cluster is up, each image's commands, an
@@ -46,7 +47,7 @@
 //! (`upgrade.rs`).
 //!
 //! Beside the phases: `parallel.rs` runs per-host work, at most
-//! `MAX_PARALLEL_HOSTS` hosts at once, and every phase that works on several
+//! `--max-parallel` hosts at once, and every phase that works on several
 //! hosts collects their failures per host ("failed on 2 hosts: h1: …");
 //! `remote.rs` calls the installer on a host; `status.rs` records what each
 //! host runs; `image.rs` resolves the images and says where they go on a host.
@@ -90,6 +91,7 @@ mod parallel;
 mod remote;
 mod save;
 mod status;
+mod tolerance;
 mod uninstall;
 mod upgrade;
 mod verify;
@@ -103,10 +105,12 @@ pub use error::{ApplyError, HostFailure};
 pub use image::{resolve_images, AppliedImage};
 pub use lifecycle::{add, delete, delete_with, reset, rollback, upgrade, LifecycleReport};
 pub use lock::{lock_file, ClusterLock};
+pub use parallel::MaxParallel;
 pub use save::{
     clear_upgrade_intent, cluster_file, forget_cluster, load_cluster, load_upgrade_intent,
     save_cluster, UpgradeIntent,
 };
+pub use tolerance::MaxFailed;
 pub use upgrade::{refuse_unfinished_upgrade, UpgradeOptions};
 
 use crate::cluster::{Cluster, Phase};
@@ -133,6 +137,9 @@ pub struct RunOptions {
     /// `--cmd`: replaces CMD of the first application image, one shell
     /// command each.
     pub cmd: Option<Vec<String>>,
+    /// How many node joins may fail while the cluster comes up with the
+    /// others (`--max-failed`); the failed ones stay Failed in the status.
+    pub max_failed: MaxFailed,
 }
 
 /// What a run did, for the summary line and for tests.
@@ -146,6 +153,9 @@ pub struct RunReport {
     pub dry_run: String,
     /// Per host, the damaged files this run repaired (host paths).
     pub repaired: BTreeMap<String, Vec<String>>,
+    /// The node joins that failed within `--max-failed` (an
+    /// [`ApplyError::Hosts`]): the command went on without them.
+    pub tolerated: Option<ApplyError>,
 }
 
 /// Creates or converges the cluster: the phases of the module docs, in order.

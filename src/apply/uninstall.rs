@@ -10,6 +10,7 @@ use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host};
 use crate::host_paths::HOST_DIR;
 use crate::installer::Operation;
+use crate::progress::HostTally;
 use crate::runtime::{self, JoinSecrets};
 use crate::transport::Transport;
 
@@ -29,7 +30,13 @@ pub(super) fn uninstall(
             .step(&format!("{}: {} uninstall", host.key(), ctx.runtime.name()));
         teardown(ctx, snapshot, host)
     };
-    let mut results = per_host(workers, |host| (host.clone(), teardown_on(host)));
+    let label = format!("{} uninstall (workers)", ctx.runtime.name());
+    let tally = HostTally::new(ctx.progress, &label, workers.len());
+    let mut results = per_host(ctx.max_parallel(), workers, |host| {
+        let result = teardown_on(host);
+        tally.finished(result.is_ok());
+        (host.clone(), result)
+    });
     for host in masters {
         let result = teardown_on(host);
         let failed = result.is_err();
@@ -53,7 +60,7 @@ pub(super) fn refuse_stores(ctx: &RunContext, hosts: &[Host]) -> Result<(), Appl
         .iter()
         .map(|m| format!("{HOST_DIR}/{m}"))
         .collect();
-    let found = per_host(hosts, |host| {
+    let found = per_host(ctx.max_parallel(), hosts, |host| {
         let transport = ctx.connection(host)?;
         let there = transport
             .existing(&marks)

@@ -345,7 +345,7 @@ fn one_batch(
     }
 
     let hosts: Vec<Host> = ready.iter().map(|(h, _)| h.clone()).collect();
-    let upgraded = per_host(&hosts, |host| {
+    let upgraded = per_host(ctx.max_parallel(), &hosts, |host| {
         let _step = ctx.progress.step(&format!(
             "{}: {} upgrade to {to}",
             host.key(),
@@ -540,7 +540,7 @@ pub(super) fn prune_old_rootfs(ctx: &RunContext, snapshot: &Cluster) {
     let rootfs_dir = rootfs.rsplit_once('/').map_or(rootfs.as_str(), |(d, _)| d);
     let apps = super::apps::host_app_dir(&ctx.image);
     let apps_dir = apps.rsplit_once('/').map_or(apps.as_str(), |(d, _)| d);
-    let results = per_host(&snapshot.hosts, |host| {
+    let results = per_host(ctx.max_parallel(), &snapshot.hosts, |host| {
         let mut argv: Vec<String> = ["gc", "--rootfs-dir", rootfs_dir, "--pinned-by", apps_dir]
             .iter()
             .map(|s| s.to_string())

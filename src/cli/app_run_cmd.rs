@@ -63,11 +63,13 @@ pub(super) fn run(
         args.accept_new_host_keys,
         args.ssh_password_stdin,
     )?
-    .direct_data(!args.layers_over_ssh);
+    .direct_data(!args.layers_over_ssh)
+    .max_parallel(args.max_parallel);
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: None,
         cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
+        max_failed: Default::default(),
     };
     if !args.dry_run {
         apply::interrupt::handle_ctrl_c();

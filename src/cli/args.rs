@@ -152,6 +152,18 @@ pub struct RunArgs {
     /// back to SSH when it cannot reach this machine.
     #[arg(long)]
     pub layers_over_ssh: bool,
+    /// How many hosts are worked on at once (connected, checked, sent
+    /// layers, joined, upgraded, uninstalled): 1 or more.
+    #[arg(long, value_name = "N", default_value_t = crate::apply::MaxParallel::DEFAULT)]
+    pub max_parallel: crate::apply::MaxParallel,
+    /// How many node joins may fail, a number or a percentage of the nodes
+    /// joined (rounded down): the cluster comes up with the nodes that
+    /// joined, the failed ones are listed (host, step, error), saved as
+    /// Failed, and the command exits 0 with a warning; one more failure
+    /// exits non-zero. Running the same command again (or `sealrs add`)
+    /// joins them. A control plane's failure always fails the command.
+    #[arg(long, value_name = "N|N%", default_value = "0")]
+    pub max_failed: crate::apply::MaxFailed,
     /// Print each host's plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -218,6 +230,10 @@ pub struct SshFlags {
     /// back to SSH when it cannot reach this machine.
     #[arg(long)]
     pub layers_over_ssh: bool,
+    /// How many hosts are worked on at once (connected, checked, sent
+    /// layers, joined, upgraded, uninstalled): 1 or more.
+    #[arg(long, value_name = "N", default_value_t = crate::apply::MaxParallel::DEFAULT)]
+    pub max_parallel: crate::apply::MaxParallel,
 }
 
 #[derive(Debug, clap::Args)]
@@ -231,6 +247,13 @@ pub struct AddArgs {
     /// Control-plane hosts to add, IP[:PORT][,IP...] or a range.
     #[arg(long, value_name = "IPS")]
     pub masters: Vec<String>,
+    /// How many node joins may fail, a number or a percentage of the nodes
+    /// added (rounded down): the others join, the failed ones are listed
+    /// (host, step, error), saved as Failed, and the command exits 0 with a
+    /// warning; one more failure exits non-zero. The same command again
+    /// joins them. A control plane's failure always fails the command.
+    #[arg(long, value_name = "N|N%", default_value = "0")]
+    pub max_failed: crate::apply::MaxFailed,
     /// Print what would happen on each host, and around it (order, batches,
     /// drain); reach no host and change nothing.
     #[arg(long)]

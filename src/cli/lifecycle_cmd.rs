@@ -67,7 +67,8 @@ pub(super) fn connector(ssh: &SshFlags) -> Result<SshConnector> {
         ssh.accept_new_host_keys,
         ssh.ssh_password_stdin,
     )?
-    .direct_data(!ssh.layers_over_ssh))
+    .direct_data(!ssh.layers_over_ssh)
+    .max_parallel(ssh.max_parallel))
 }
 
 /// Says what `what` will remove and asks on a terminal: `--yes` skips the
@@ -147,7 +148,8 @@ fn json_result(
         bytes_sent: &report.bytes_sent,
         repaired: &report.repaired,
     };
-    let mut out = CommandResult::new(command, cluster, &keys, done, result.as_ref().err());
+    let mut out = CommandResult::new(command, cluster, &keys, done, result.as_ref().err())
+        .tolerating(report.tolerated.as_ref());
     // Hosts that `reset --force` went on without: not reset.
     for skipped in &report.unreachable {
         if let Some(host) = out.hosts.iter_mut().find(|h| h.host == skipped.host) {
@@ -186,10 +188,23 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
     let about: Vec<String> = new_hosts.iter().map(|h| h.key()).collect();
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();
-    let result = apply::add(store, &mut cluster, new_hosts, &connector, progress);
+    let result = apply::add(
+        store,
+        &mut cluster,
+        new_hosts,
+        args.max_failed,
+        &connector,
+        progress,
+    );
     save_if_changed(root, &cluster, &loaded)?;
     json_result(&args.result, "add", &cluster.name, &about, &result)?;
     let report = super::interrupted_next(root, &cluster.name, result)?;
+    if let Some(tolerated) = &report.tolerated {
+        eprintln!(
+            "warning: these nodes did not join (--max-failed {}), saved as Failed; running the same command again joins them:\n{tolerated}",
+            args.max_failed
+        );
+    }
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
         "added {} to cluster {} ({} changed, {} bytes of layers sent); state in {}\n{}",

@@ -23,6 +23,10 @@ pub(super) struct CommandResult {
     /// The command's error, as printed on stderr.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Node joins that failed within `--max-failed`: the command went on
+    /// without them (each is `failed` in `hosts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub hosts: Vec<HostResult>,
 }
 
@@ -108,8 +112,24 @@ impl CommandResult {
             ok: error.is_none(),
             interrupted: error.is_some_and(ApplyError::is_interrupted),
             error: error.map(|e| e.to_string()),
+            warning: None,
             hosts,
         }
+    }
+
+    /// The result with the node joins `tolerated` (within `--max-failed`)
+    /// named as failed, each with its step, and said in `warning`.
+    pub fn tolerating(mut self, tolerated: Option<&ApplyError>) -> CommandResult {
+        let Some(tolerated) = tolerated else {
+            return self;
+        };
+        for (host, step, message) in tolerated.host_failures() {
+            if let Some(result) = self.hosts.iter_mut().find(|h| h.host == host) {
+                result.failed = Some(HostError { step, message });
+            }
+        }
+        self.warning = Some(tolerated.to_string());
+        self
     }
 
     /// Prints it on stdout, one JSON object.
@@ -166,5 +186,36 @@ mod tests {
         assert_eq!(failed["step"], "install (k0s install worker)");
         assert!(failed["message"].as_str().unwrap().contains("boom"));
         assert!(json["hosts"][1]["bytesSent"].is_null());
+    }
+
+    #[test]
+    fn a_node_join_failed_within_max_failed_is_named_with_its_step_and_the_result_is_ok() {
+        let tolerated = ApplyError::Hosts(vec![crate::apply::HostFailure {
+            host: "10.0.0.2".into(),
+            error: Box::new(ApplyError::Step {
+                host: "10.0.0.2".into(),
+                action: "join".into(),
+                step: "place-rootfs".into(),
+                exit_code: None,
+                tail: "Not a directory".into(),
+            }),
+        }]);
+        let bytes = BTreeMap::new();
+        let done = Done {
+            changed: &["10.0.0.1".into()],
+            bytes_sent: &bytes,
+            repaired: &BTreeMap::new(),
+        };
+        let hosts = ["10.0.0.1".into(), "10.0.0.2".into()];
+        let result =
+            CommandResult::new("run", "default", &hosts, done, None).tolerating(Some(&tolerated));
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["ok"], true);
+        assert!(json["hosts"][0]["failed"].is_null());
+        assert_eq!(json["hosts"][1]["failed"]["step"], "place-rootfs");
+        assert!(json["warning"]
+            .as_str()
+            .unwrap()
+            .contains("Not a directory"));
     }
 }

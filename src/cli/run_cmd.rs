@@ -24,6 +24,8 @@ pub(super) struct SshConnector {
     stdin_password: Option<Secret>,
     /// `false` with `--layers-over-ssh`.
     direct_data: bool,
+    /// `--max-parallel`.
+    max_parallel: apply::MaxParallel,
 }
 
 impl SshConnector {
@@ -48,6 +50,7 @@ impl SshConnector {
             accept_new_host_keys,
             stdin_password,
             direct_data: true,
+            max_parallel: apply::MaxParallel::default(),
         })
     }
 
@@ -55,6 +58,12 @@ impl SshConnector {
     /// [`crate::transport::direct`]).
     pub(super) fn direct_data(mut self, allowed: bool) -> SshConnector {
         self.direct_data = allowed;
+        self
+    }
+
+    /// How many hosts are worked on at once.
+    pub(super) fn max_parallel(mut self, cap: apply::MaxParallel) -> SshConnector {
+        self.max_parallel = cap;
         self
     }
 
@@ -108,6 +117,10 @@ impl Connector for SshConnector {
             direct_data: self.direct_data,
         };
         Ok(Box::new(Ssh::connect(&host.address.to_string(), &options)?))
+    }
+
+    fn max_parallel(&self) -> apply::MaxParallel {
+        self.max_parallel
     }
 }
 
@@ -257,11 +270,13 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         args.accept_new_host_keys,
         args.ssh_password_stdin,
     )?
-    .direct_data(!args.layers_over_ssh);
+    .direct_data(!args.layers_over_ssh)
+    .max_parallel(args.max_parallel);
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: (!args.dry_run).then(|| root.to_path_buf()),
         cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
+        max_failed: args.max_failed,
     };
     if !args.dry_run {
         apply::interrupt::handle_ctrl_c();
@@ -285,7 +300,9 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
             bytes_sent: &report.bytes_sent,
             repaired: &report.repaired,
         };
-        CommandResult::new("run", &cluster.name, &hosts, done, result.as_ref().err()).print()?;
+        CommandResult::new("run", &cluster.name, &hosts, done, result.as_ref().err())
+            .tolerating(report.tolerated.as_ref())
+            .print()?;
     }
     super::interrupted_next(root, &cluster.name, result)?;
     // Every host runs what that upgrade went to: it completed this way.
@@ -295,10 +312,20 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     }
     let saved = apply::cluster_file(root, &cluster.name);
     let sent: u64 = report.bytes_sent.values().sum();
+    let failed = report
+        .tolerated
+        .as_ref()
+        .map_or(0, |e| e.host_failures().len());
+    if let Some(tolerated) = &report.tolerated {
+        eprintln!(
+            "warning: the cluster runs without the nodes below (--max-failed {}), saved as Failed; running the same command again joins them:\n{tolerated}",
+            args.max_failed
+        );
+    }
     eprintln!(
         "cluster {} is running on {} ({} changed, {} bytes of layers sent); state in {}",
         cluster.name,
-        count(cluster.hosts.len(), "host"),
+        count(cluster.hosts.len() - failed, "host"),
         report.changed.len(),
         sent,
         saved.display()

@@ -1,10 +1,14 @@
 //! One small interface for long work, so the same code drives a progress bar,
 //! plain log lines, or nothing at all in tests.
 
+mod tally;
 pub mod text;
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
+
+use tally::Throttled;
+pub use tally::{HostTally, Live};
 
 /// Reports on long work. Implementations must be cheap to call per chunk.
 pub trait Progress: Send + Sync {
@@ -19,6 +23,12 @@ pub trait Progress: Send + Sync {
     fn step(&self, label: &str) -> Box<dyn Task> {
         self.message(label);
         Box::new(SilentTask)
+    }
+    /// A line that changes as work goes on ("37 of 200 hosts done"): by
+    /// default its changes are messages, at most one a second, and its last
+    /// state always, so that a CI log stays readable.
+    fn live(&self) -> Box<dyn Live + '_> {
+        Box::new(Throttled::new(self))
     }
 }
 
@@ -118,6 +128,13 @@ impl Progress for Bars {
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         Box::new(StepTask { bar })
     }
+    /// Redrawn in place, and left on screen when done.
+    fn live(&self) -> Box<dyn Live + '_> {
+        let bar = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
+        );
+        Box::new(LiveBar(self.multi.add(bar)))
+    }
 }
 
 /// A [`Progress::step`] on a terminal: ends as the line `LABEL 12s` (with
@@ -141,6 +158,18 @@ impl Drop for StepTask {
     fn drop(&mut self) {
         if !self.bar.is_finished() {
             self.bar.finish();
+        }
+    }
+}
+
+struct LiveBar(indicatif::ProgressBar);
+
+impl Live for LiveBar {
+    fn set(&self, text: &str, last: bool) {
+        if last {
+            self.0.finish_with_message(text.to_string());
+        } else {
+            self.0.set_message(text.to_string());
         }
     }
 }
