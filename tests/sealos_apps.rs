@@ -340,6 +340,65 @@ fn helm_calico_and_a_patch_image_run_as_sealos_runs_them_with_helm_opts_split_in
     ]);
 }
 
+/// An upgrade builds a new rootfs on each host: the cluster's patch image is
+/// placed over it again before the upgrade plan places it, and its CMD runs
+/// again on every host; the saved cluster still names and pins it.
+#[test]
+fn an_upgrade_places_the_patch_image_over_the_new_rootfs_and_runs_it_on_every_host() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.build("k3s-cluster:1", &dir);
+    let [cni, _, _] = build_apps(&env);
+    let out = run(&env, &hosts, &["k3s-cluster:1", cni], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    crate::layout::standin_version(&env, &dir, "v1.30.3+k3s1");
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "--build-arg",
+        "VERSION=v1.30.3+k3s1",
+        "-t",
+        "k3s-cluster:2",
+        &dir,
+    ]);
+    // What the patch's CMD made is gone: the upgrade must run it again.
+    for host in hosts.hosts() {
+        host.exec_ok(&["rm", "-rf", "/opt/cni/bin"]);
+    }
+    let out = crate::run::on_hosts(&env, &hosts, &["upgrade", "k3s-cluster:2"], true);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+
+    let new_rootfs = format!(
+        "/var/lib/sealrs-host/rootfs/{}",
+        app_dir(&env, "k3s-cluster:2").rsplit('/').next().unwrap()
+    );
+    for host in hosts.hosts() {
+        host.exec_ok(&[
+            "test",
+            "-f",
+            &format!("{new_rootfs}/opt/cni-plugins.tar.gz"),
+        ]);
+        host.exec_ok(&["test", "-x", "/opt/cni/bin/bridge"]);
+        // k3s runs from the new rootfs' placement.
+        host.exec_ok(&["test", "-x", "/usr/local/bin/k3s"]);
+    }
+    let saved = std::fs::read_to_string(env.root.join("clusters/default/Clusterfile")).unwrap();
+    assert!(saved.contains("docker.io/library/k3s-cluster:2"), "{saved}");
+    assert_eq!(
+        saved.matches("docker.io/library/cni-plugins:1").count(),
+        4,
+        "named, pinned, and in each host's status: {saved}"
+    );
+}
+
 /// The same images on a kubeadm cluster: helm finds kubeadm's admin
 /// kubeconfig, and the patch reaches both hosts.
 #[test]

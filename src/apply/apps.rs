@@ -132,6 +132,21 @@ fn cmd_for<'a>(ctx: &'a RunContext, index: usize) -> Option<&'a [String]> {
     (first_app == index).then_some(cmd)
 }
 
+/// `cluster`'s images after its rootfs one, by the digests it pins: an
+/// upgrade keeps them, and places its patch images over the new rootfs.
+pub(super) fn saved_apps(
+    store: &Store,
+    cluster: &Cluster,
+    warn: &dyn Fn(&str),
+) -> Result<Vec<AppliedImage>, ApplyError> {
+    if cluster.images.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let mut after = cluster.clone();
+    after.images.remove(0);
+    super::image::resolve_pinned(store, &after, warn)
+}
+
 /// Which connected hosts a step concerns (`add`: the new ones).
 pub(super) type HostFilter<'a> = &'a (dyn Fn(&Host) -> bool + Sync);
 

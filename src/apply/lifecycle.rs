@@ -74,20 +74,20 @@ pub(super) fn open<'a>(
     Ok(ctx)
 }
 
-/// The context of `upgrade`: the image `name` as the store has it now.
+/// The context of `upgrade`: the image `name` as the store has it now,
+/// then `cluster`'s images after its rootfs one, as it pins them.
 fn open_named<'a>(
     store: &'a Store,
     connector: &'a dyn Connector,
     progress: &'a dyn Progress,
     name: &str,
+    cluster: &Cluster,
 ) -> Result<RunContext<'a>, ApplyError> {
-    let ctx = RunContext::new(
-        store,
-        connector,
-        progress,
-        &[name.to_string()],
-        RunOptions::default(),
-    )?;
+    let mut images = super::image::resolve_images(store, &[name.to_string()])?;
+    images.extend(super::apps::saved_apps(store, cluster, &|m| {
+        progress.message(m)
+    })?);
+    let ctx = RunContext::with_images(store, connector, progress, images, RunOptions::default())?;
     ctx.require_installer()?;
     Ok(ctx)
 }
@@ -468,7 +468,7 @@ pub fn upgrade(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
-    let mut ctx = open_named(store, connector, progress, image_name)?;
+    let mut ctx = open_named(store, connector, progress, image_name, cluster)?;
     let earlier = match &options.state_root {
         Some(root) => load_upgrade_intent(root, &cluster.name)?,
         None => None,
@@ -524,8 +524,9 @@ pub fn upgrade(
     let back = Some(previous.as_ref().map_err(Clone::clone));
     upgrading::in_batches(&mut ctx, cluster, &snapshot, &to, options, back)?;
     upgrading::prune_old_rootfs(&ctx, &snapshot);
-    cluster.images = vec![ctx.image.name.clone()];
-    pin(store, cluster, &[&ctx.image])?;
+    let pinned: Vec<&super::AppliedImage> = std::iter::once(&ctx.image).chain(&ctx.apps).collect();
+    cluster.images = pinned.iter().map(|i| i.name.clone()).collect();
+    pin(store, cluster, &pinned)?;
     cluster.status.phase = Phase::Running;
     completed(cluster, options)?;
     let mut report = LifecycleReport {

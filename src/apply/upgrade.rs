@@ -225,6 +225,10 @@ pub(super) fn in_batches(
             order.len(),
             names.join(", ")
         ));
+        // The cluster's patch images over the new rootfs before its plan
+        // places the rootfs (sealos copies them into the rootfs it runs).
+        let in_batch = |h: &Host| batch.iter().any(|b| b.address == h.address);
+        super::apps::place_patches(ctx, &in_batch)?;
         let results = one_batch(ctx, snapshot, &first, &batch, to, options, &back);
         let returned: Vec<Host> = results
             .iter()
@@ -275,6 +279,10 @@ pub(super) fn in_batches(
                 pending: list(&pending),
                 resume: options.resume_command(&snapshot.name, &ctx.image.name),
             });
+        }
+        super::apps::run_patches(ctx, cluster, &in_batch)?;
+        if let Some(root) = &options.state_root {
+            super::save::save_cluster(root, cluster)?;
         }
     }
     Ok(())
