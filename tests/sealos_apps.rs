@@ -399,6 +399,36 @@ fn an_upgrade_places_the_patch_image_over_the_new_rootfs_and_runs_it_on_every_ho
     );
 }
 
+/// sealos merges the labels of every image of the cluster into what its
+/// hooks read: a patch image's `init` label runs its script, placed in the
+/// rootfs' `scripts/`, on every host.
+#[test]
+fn a_patch_image_init_label_runs_its_script_from_the_rootfs_on_every_host() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.build("k3s-cluster:1", &dir);
+    env.write(
+        "hooked/scripts/patch-init.sh",
+        "echo \"$1\" > /var/lib/patch-init-ran\n",
+    );
+    env.write(
+        "hooked/Kubefile",
+        "FROM scratch\nLABEL sealos.io.type=\"patch\"\nLABEL init=\"patch-init.sh from-the-label\"\nCOPY scripts scripts\n",
+    );
+    env.build("hooked:1", "hooked");
+    let out = run(&env, &hosts, &["k3s-cluster:1", "hooked:1"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for host in hosts.hosts() {
+        let ran = host.exec_ok(&["cat", "/var/lib/patch-init-ran"]);
+        assert_eq!(ran, "from-the-label\n", "{}", host.ip);
+    }
+}
+
 /// The same images on a kubeadm cluster: helm finds kubeadm's admin
 /// kubeconfig, and the patch reaches both hosts.
 #[test]

@@ -43,6 +43,7 @@ use crate::host_paths::HOST_DIR;
 use crate::layout::labels::{read_labels, ImageType};
 use crate::layout::spec::Layouts;
 use crate::plan::quote_env;
+use crate::runtime::HookKind;
 use crate::store::Store;
 use crate::transport::Transport;
 
@@ -55,6 +56,22 @@ pub fn host_app_dir(image: &AppliedImage) -> String {
 pub fn is_patch(image: &AppliedImage) -> bool {
     let info = read_labels(&image.info.labels, Layouts::embedded()).info;
     info.image_type.map(|t| t.value) == Some(ImageType::Patch)
+}
+
+/// Overlays the hook labels (`check`, `init`, `clean`, ..., and their
+/// `sealrs.io/` forms) of the images after the rootfs one, in order, on the
+/// rootfs image's: sealos merges the labels of every image of the cluster,
+/// later ones winning, into what its hooks read (labring/sealos v5,
+/// `lifecycle/pkg/types/v1beta1/utils.go` `GetAllLabels`, used by
+/// `lifecycle/pkg/bootstrap/context.go` `NewContextFrom`).
+pub(super) fn merge_hook_labels(image: &mut AppliedImage, apps: &[AppliedImage]) {
+    for app in apps {
+        for key in HookKind::ALL.iter().flat_map(|k| k.label_keys()) {
+            if let Some(text) = app.info.labels.get(&key) {
+                image.info.labels.insert(key, text.clone());
+            }
+        }
+    }
 }
 
 /// What an image runs on one host.
@@ -473,7 +490,54 @@ fn shown_env(key: &str, value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::shown_env;
+    use super::{merge_hook_labels, shown_env};
+    use crate::apply::image::AppliedImage;
+    use crate::runtime::{Hook, HookKind, ImageInfo};
+
+    fn image(labels: &[(&str, &str)]) -> AppliedImage {
+        let mut info = ImageInfo::new("k3s", "v1.30.2+k3s1").unwrap();
+        for (k, v) in labels {
+            info.labels.insert(k.to_string(), v.to_string());
+        }
+        AppliedImage {
+            name: "i".into(),
+            digest: "sha256:i".into(),
+            layers: Vec::new(),
+            info,
+            arch: "amd64".into(),
+            installer: None,
+            host_files: Default::default(),
+            app_trees: false,
+        }
+    }
+
+    #[test]
+    fn hook_labels_of_later_images_override_the_rootfs_ones_and_nothing_else_is_merged() {
+        let mut rootfs = image(&[
+            ("sealos.io.type", "rootfs"),
+            ("init", "init.sh"),
+            ("clean", "clean.sh"),
+        ]);
+        let patch = image(&[
+            ("sealos.io.type", "patch"),
+            ("init", "init.sh && bash cni.sh"),
+            ("sealrs.io/check", "true"),
+        ]);
+        let app = image(&[("init", "app-init.sh"), ("version", "v9")]);
+        merge_hook_labels(&mut rootfs, &[patch, app]);
+        let hooks = rootfs.info.hooks();
+        assert_eq!(
+            hooks.get(HookKind::Init),
+            Some(&Hook::Sealos("app-init.sh".into()))
+        );
+        assert_eq!(
+            hooks.get(HookKind::Clean),
+            Some(&Hook::Sealos("clean.sh".into()))
+        );
+        assert_eq!(hooks.get(HookKind::Check), Some(&Hook::Ours("true".into())));
+        assert_eq!(rootfs.info.labels["sealos.io.type"], "rootfs");
+        assert!(!rootfs.info.labels.contains_key("version"));
+    }
 
     #[test]
     fn a_dry_run_masks_values_of_secret_looking_names_only() {

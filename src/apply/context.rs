@@ -65,6 +65,7 @@ impl<'a> RunContext<'a> {
         }
         let mut image = apps.remove(0);
         image.app_trees = apps.iter().any(super::hub::has_tree_layers);
+        super::apps::merge_hook_labels(&mut image, &apps);
         let runtime =
             runtime::runtime_for(&image.info.runtime).ok_or_else(|| ApplyError::NoRuntime {
                 image: image.name.clone(),
