@@ -87,7 +87,7 @@ pub fn resolve_images(store: &Store, names: &[String]) -> Result<Vec<AppliedImag
 }
 
 /// An image as the phases use it, from its manifest and config.
-fn applied(
+pub(super) fn applied(
     name: String,
     digest: String,
     manifest: &ImageManifest,

@@ -78,6 +78,7 @@ pub mod kubeconfig;
 mod lifecycle;
 mod lock;
 mod parallel;
+pub mod pull;
 mod remote;
 mod save;
 mod status;

@@ -91,7 +91,8 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Cluster image(s) in the local store (names, IMAGE IDs or digests); the first is the rootfs image.
+    /// Cluster image(s) in the local store (names, IMAGE IDs or digests) or a
+    /// registry (REGISTRY/REPO:TAG); the first is the rootfs image.
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
     /// A Clusterfile (sealrs.io/v1 or sealos apps.sealos.io/v1beta1 Cluster).
@@ -143,6 +144,9 @@ pub struct RunArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub result: ResultFlags,
+    /// How to reach the registry of an image that is not in the local store.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
 }
 
 /// How lifecycle commands reach the hosts of a saved cluster (user, port and
@@ -221,7 +225,7 @@ pub struct UpgradeArgs {
     /// The saved cluster.
     #[arg(long, default_value = "default")]
     pub cluster: String,
-    /// The cluster image to upgrade to, in the local store.
+    /// The cluster image to upgrade to, in the local store or a registry.
     #[arg(value_name = "IMAGE", required_unless_present = "rollback")]
     pub image: Option<String>,
     /// Return every host of an upgrade that did not complete to the image
@@ -249,6 +253,9 @@ pub struct UpgradeArgs {
     pub ssh: SshFlags,
     #[command(flatten)]
     pub result: ResultFlags,
+    /// How to reach the registry of an image that is not in the local store.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
 }
 
 #[derive(Debug, clap::Args)]

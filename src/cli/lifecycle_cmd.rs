@@ -277,6 +277,8 @@ pub fn upgrade(
         };
         let cluster = unlocked(root, &args.cluster)?;
         let image = super::resolve::name_for(store, image)?;
+        let images = std::slice::from_ref(&image);
+        super::registry_image::fetch_missing(store, images, &cluster, &args.registry, progress)?;
         return print(&apply::dry_run::upgrade(
             store,
             &cluster,
@@ -291,6 +293,10 @@ pub fn upgrade(
         Some(image) => Some(super::resolve::name_for(store, image)?),
         None => None,
     };
+    if let Some(image) = &image {
+        let images = std::slice::from_ref(image);
+        super::registry_image::fetch_missing(store, images, &cluster, &args.registry, progress)?;
+    }
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();
     let options = upgrade_options(args, Some(root));

@@ -27,6 +27,7 @@ mod inspect_cmd;
 mod installer_cmd;
 mod lifecycle_cmd;
 mod registry_cmds;
+mod registry_image;
 mod resolve;
 mod result;
 mod run_cmd;

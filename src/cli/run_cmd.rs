@@ -160,6 +160,13 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     for image in &mut cluster.images {
         *image = super::resolve::name_for(store, image)?;
     }
+    super::registry_image::fetch_missing(
+        store,
+        &cluster.images,
+        &cluster,
+        &args.registry,
+        progress,
+    )?;
     // One command per cluster at a time (a dry run changes nothing).
     let _lock = if args.dry_run {
         None
