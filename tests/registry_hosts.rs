@@ -103,3 +103,258 @@ fn an_image_in_neither_the_store_nor_its_registry_is_an_error_naming_both() {
         "{stderr}"
     );
 }
+
+/// The operator side of the hosts' links, where they reach this machine.
+fn operator_ip(hosts: &crate::hosts::TestHosts) -> String {
+    let ip = &hosts[0].ip;
+    format!("{}.1", &ip[..ip.rfind('.').unwrap()])
+}
+
+/// The manifest `repo:tag` has in the registry's storage.
+fn stored_manifest(reg: &Registry, repo: &str, tag: &str) -> serde_json::Value {
+    let link = reg.storage().join(format!(
+        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"
+    ));
+    let digest = std::fs::read_to_string(link).unwrap();
+    serde_json::from_slice(&std::fs::read(reg.blob_data(digest.trim())).unwrap()).unwrap()
+}
+
+/// (digest, size) of each layer; the installer's is marked.
+fn layers(manifest: &serde_json::Value) -> Vec<(String, u64, bool)> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let installer = l["annotations"]
+                .get(sealrs::host_paths::INSTALLER_ANNOTATION)
+                .is_some();
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+                installer,
+            )
+        })
+        .collect()
+}
+
+/// `run --format json` of `name` on every host as masters[0] and nodes;
+/// its exit status, the document and stderr.
+fn run_json(
+    env: &Env,
+    hosts: &crate::hosts::TestHosts,
+    name: &str,
+    extra: &[&str],
+) -> (bool, serde_json::Value, String) {
+    let nodes: Vec<String> = (1..hosts.len()).map(|i| hosts[i].ip.clone()).collect();
+    let mut args = vec!["run", name, "--masters", &hosts[0].ip, "--format", "json"];
+    let nodes = nodes.join(",");
+    if !nodes.is_empty() {
+        args.extend(["--nodes", &nodes]);
+    }
+    args.extend(extra);
+    let out = crate::run::on_hosts(env, hosts, &args, false);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let doc =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}):\n{stderr}"));
+    (out.status.success(), doc, stderr)
+}
+
+fn bytes_sent(doc: &serde_json::Value, ip: &str) -> u64 {
+    doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == ip)
+        .unwrap_or_else(|| panic!("no host {ip} in {doc:#}"))["bytesSent"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_installer() {
+    let hosts = crate::hosts::TestHosts::boot(3);
+    let reg = Registry::start_on(
+        Options {
+            tls: true,
+            auth: false,
+        },
+        &operator_ip(&hosts),
+    );
+    let env = Env::new();
+    let cert_dir = reg.cert_dir();
+    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let name = format!("{}/edge/k3s:1", reg.host());
+    push_only(&env, &name, &[], &flags);
+    let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
+    let installer: u64 = layers.iter().filter(|l| l.2).map(|l| l.1).sum();
+    let image: u64 = layers.iter().map(|l| l.1).sum();
+    assert!(installer > 0 && layers.len() > 1, "{layers:?}");
+
+    let (ok, doc, stderr) = run_json(&env, &hosts, &name, &flags);
+    assert!(ok, "{doc:#}\n{stderr}");
+    for host in hosts.hosts() {
+        assert_eq!(
+            bytes_sent(&doc, &host.ip),
+            installer,
+            "{}: {stderr}",
+            host.ip
+        );
+        assert!(
+            stderr.contains(&format!(
+                "{}: {} of {} layers pulled from the registry",
+                host.ip,
+                layers.len() - 1,
+                layers.len()
+            )),
+            "{stderr}"
+        );
+    }
+    // Each host pulled each layer but the installer's, once.
+    for host in hosts.hosts() {
+        let from = format!("{} - - ", host.ip);
+        let pulled = reg
+            .log()
+            .lines()
+            .filter(|l| l.starts_with(&from) && l.contains("\"GET /v2/edge/k3s/blobs/"))
+            .count();
+        assert_eq!(pulled, layers.len() - 1, "{}: {}", host.ip, reg.log());
+    }
+    assert_eq!(
+        hosts[0]
+            .exec_ok(&["systemctl", "is-active", "k3s.service"])
+            .trim(),
+        "active"
+    );
+    eprintln!(
+        "figures: {} hosts, image {image} bytes, installer {installer} bytes; operator sent {} bytes in all (the direct route sends {} bytes)",
+        hosts.len(),
+        hosts.len() as u64 * installer,
+        hosts.len() as u64 * image
+    );
+}
+
+#[test]
+fn a_blob_corrupted_in_the_registry_is_refused_by_the_hosts_with_nothing_placed() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = Registry::start_on(
+        Options {
+            tls: true,
+            auth: false,
+        },
+        &operator_ip(&hosts),
+    );
+    let env = Env::new();
+    let cert_dir = reg.cert_dir();
+    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let name = format!("{}/edge/k3s:1", reg.host());
+    let dir = crate::layout::example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", &name, &dir]);
+    let mut push = vec!["push", "-q", name.as_str()];
+    push.extend(flags);
+    env.ok(&push);
+    // The largest layer that is not the installer's: one byte changed, same size.
+    let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
+    let (bad, ..) = layers
+        .iter()
+        .filter(|l| !l.2)
+        .max_by_key(|l| l.1)
+        .unwrap()
+        .clone();
+    let data = reg.blob_data(&bad);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let mut extra = vec!["--layers-from-registry"];
+    extra.extend(flags);
+    let (ok, doc, stderr) = run_json(&env, &hosts, &name, &extra);
+    assert!(!ok, "{doc:#}\n{stderr}");
+    let hex = bad.trim_start_matches("sha256:");
+    assert!(stderr.contains(hex), "{stderr}");
+    for host in hosts.hosts() {
+        let layer = format!("{}/{hex}", sealrs::host_paths::HOST_LAYERS);
+        assert!(
+            !host.exec(&["test", "-e", &layer]).status.success(),
+            "{}: {layer} placed",
+            host.ip
+        );
+        let rootfs = host.exec(&[
+            "sh",
+            "-c",
+            &format!("ls -A {}/rootfs 2>/dev/null", sealrs::host_paths::HOST_DIR),
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&rootfs.stdout).trim(),
+            "",
+            "{}: a rootfs was made",
+            host.ip
+        );
+        assert!(!host
+            .exec(&["systemctl", "is-active", "k3s.service"])
+            .status
+            .success());
+    }
+}
+
+#[test]
+fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_the_run_says_so() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = Registry::start_on(
+        Options {
+            tls: true,
+            auth: false,
+        },
+        &operator_ip(&hosts),
+    );
+    // The worker's connections to the registry's port are refused; SSH and
+    // the operator's own server still work.
+    hosts[1].exec_ok(&[
+        "ip",
+        "rule",
+        "add",
+        "ipproto",
+        "6",
+        "dport",
+        &reg.port.to_string(),
+        "prohibit",
+    ]);
+    let env = Env::new();
+    let cert_dir = reg.cert_dir();
+    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let name = format!("{}/edge/k3s:1", reg.host());
+    push_only(&env, &name, &[], &flags);
+    let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
+    let image: u64 = layers.iter().map(|l| l.1).sum();
+    let installer: u64 = layers.iter().filter(|l| l.2).map(|l| l.1).sum();
+
+    let (ok, doc, stderr) = run_json(&env, &hosts, &name, &flags);
+    assert!(ok, "{doc:#}\n{stderr}");
+    assert_eq!(bytes_sent(&doc, &hosts[0].ip), installer, "{stderr}");
+    assert_eq!(bytes_sent(&doc, &hosts[1].ip), image, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: cannot pull its layers from registry {}",
+            hosts[1].ip,
+            reg.host()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}: {} of {} layers sent directly",
+            hosts[1].ip,
+            layers.len() - 1,
+            layers.len()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        hosts[1]
+            .exec_ok(&["systemctl", "is-active", "k3s-agent.service"])
+            .trim(),
+        "active"
+    );
+}

@@ -59,7 +59,8 @@ impl<'a> RunContext<'a> {
         if apps.is_empty() {
             return Err(ApplyError::NoImage);
         }
-        let image = apps.remove(0);
+        let mut image = apps.remove(0);
+        image.pull_from = options.layers_from.clone();
         let runtime =
             runtime::runtime_for(&image.info.runtime).ok_or_else(|| ApplyError::NoRuntime {
                 image: image.name.clone(),

@@ -27,6 +27,8 @@ pub struct AppliedImage {
     /// By host key: the image's files as that host gets them (Configs
     /// applied, templates rendered), made by verify (`image_files`).
     pub host_files: BTreeMap<String, Vec<crate::installer::ImageFile>>,
+    /// The registry hosts pull the layers from, if any (else the operator sends them).
+    pub pull_from: Option<crate::registry::hosts::PullTicket>,
 }
 
 impl AppliedImage {
@@ -119,6 +121,7 @@ pub(super) fn applied(
         arch,
         installer,
         host_files: BTreeMap::new(),
+        pull_from: None,
     }
 }
 

@@ -120,6 +120,9 @@ pub struct RunOptions {
     /// that an operator killed at any moment leaves a cluster that `reset`
     /// knows and the same `run` converges.
     pub state_root: Option<std::path::PathBuf>,
+    /// Hosts pull the cluster image's layers from this registry, each one
+    /// that cannot falling back to the operator's routes.
+    pub layers_from: Option<crate::registry::hosts::PullTicket>,
 }
 
 /// What a run did, for the summary line and for tests.

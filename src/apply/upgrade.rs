@@ -602,6 +602,7 @@ mod tests {
             arch: "amd64".into(),
             installer: None,
             host_files: Default::default(),
+            pull_from: None,
         }
     }
 

@@ -147,6 +147,15 @@ pub struct RunArgs {
     /// How to reach the registry of an image that is not in the local store.
     #[command(flatten)]
     pub registry: RegistryFlags,
+    /// Hosts pull the cluster image's layers from the registry its name
+    /// names, with this machine's CAs for it (the default for an image that
+    /// was only there); a host that cannot gets them from this machine.
+    #[arg(long, conflicts_with = "layers_over_ssh")]
+    pub layers_from_registry: bool,
+    /// Hand hosts this machine's basic-auth credentials for the registry
+    /// (on standard input, never in argv), for them to pull the layers.
+    #[arg(long)]
+    pub registry_credentials_to_hosts: bool,
 }
 
 /// How lifecycle commands reach the hosts of a saved cluster (user, port and
@@ -477,6 +486,11 @@ pub struct InstallerUnpackArgs {
     /// checked instead of hashing the blob again here.
     #[arg(long)]
     pub fetch: bool,
+    /// The incoming layers come from the image's registry: standard input
+    /// holds where and how (JSON: registry, repository, CAs, credentials if
+    /// allowed). Each blob is hashed here and kept only if it has its digest.
+    #[arg(long, conflicts_with = "fetch")]
+    pub from_registry: bool,
     /// A layer directory that the installer bootstrap just unpacked (its blob
     /// checked by the host's sha256sum): record its files' sizes and SHA-256
     /// now, if it has no record. The operator sets it through the

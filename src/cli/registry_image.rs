@@ -1,6 +1,7 @@
 //! `run` and `upgrade` with an image that is only in a registry: its
 //! manifest and config are fetched and the cluster checked against them
-//! first; only an image that fits is pulled into the store for the hosts.
+//! first; only an image that fits is pulled into the store (templates and
+//! Configs are made from its layers), and hosts pull the layers themselves.
 
 use anyhow::{bail, Context as _, Result};
 
@@ -16,14 +17,16 @@ use crate::store::Store;
 /// Brings each of `images` (the cluster image first) that the store lacks
 /// from its registry, once the cluster image's manifest and config show that
 /// it fits `cluster`. An image in neither place is an error naming both.
-/// Docker Hub is asked only through `sealrs pull`.
+/// Docker Hub is asked only through `sealrs pull`. Returns whether the
+/// cluster image came from its registry.
 pub(super) fn fetch_missing(
     store: &Store,
     images: &[String],
     cluster: &Cluster,
     flags: &RegistryFlags,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<bool> {
+    let mut first_pulled = false;
     let opts = options(flags);
     let mut async_runtime = None;
     for (i, name) in images.iter().enumerate() {
@@ -55,6 +58,7 @@ pub(super) fn fetch_missing(
             reference.registry, cluster.name
         ));
         let pulled = rt.block_on(registry::pull(store, &reference, &opts, progress))?;
+        first_pulled |= i == 0;
         if pulled.digest() != &remote.digest {
             bail!(
                 "{name} moved in {} while it was checked (from {digest} to {}); run again to check the new image",
@@ -63,7 +67,28 @@ pub(super) fn fetch_missing(
             );
         }
     }
-    Ok(())
+    Ok(first_pulled)
+}
+
+/// Where hosts pull `image`'s layers from: the registry its name names,
+/// reached as this machine reaches it.
+pub(super) fn ticket(
+    image: &str,
+    flags: &RegistryFlags,
+    with_credentials: bool,
+) -> Result<registry::hosts::PullTicket> {
+    let reference = Reference::parse(image)
+        .ok()
+        .filter(|r| r.registry != DEFAULT_REGISTRY)
+        .with_context(|| {
+            format!("--layers-from-registry: {image} names no registry to pull from (REGISTRY/REPO:TAG)")
+        })?;
+    Ok(registry::hosts::PullTicket::new(
+        &reference.registry,
+        &reference.repository,
+        &options(flags),
+        with_credentials,
+    )?)
 }
 
 fn neither(name: &str, registry: &str, error: &registry::RegistryError) -> anyhow::Error {

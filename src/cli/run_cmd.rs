@@ -160,13 +160,23 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     for image in &mut cluster.images {
         *image = super::resolve::name_for(store, image)?;
     }
-    super::registry_image::fetch_missing(
+    let from_registry = super::registry_image::fetch_missing(
         store,
         &cluster.images,
         &cluster,
         &args.registry,
         progress,
     )?;
+    let layers_from = match cluster.images.first() {
+        Some(image) if args.layers_from_registry || (from_registry && !args.layers_over_ssh) => {
+            Some(super::registry_image::ticket(
+                image,
+                &args.registry,
+                args.registry_credentials_to_hosts,
+            )?)
+        }
+        _ => None,
+    };
     // One command per cluster at a time (a dry run changes nothing).
     let _lock = if args.dry_run {
         None
@@ -223,6 +233,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: (!args.dry_run).then(|| root.to_path_buf()),
+        layers_from,
     };
     if !args.dry_run {
         apply::interrupt::handle_ctrl_c();

@@ -16,6 +16,7 @@
 pub mod auth;
 mod client;
 pub mod error;
+pub mod hosts;
 pub mod platform;
 pub mod tls;
 mod transfer;

@@ -1,0 +1,194 @@
+//! Hosts pulling an image's layers straight from its registry: what the
+//! operator hands a host's installer (on stdin, never argv) and the blob
+//! stream the installer unpacks from. The same client as `sealrs pull`:
+//! TLS with the CAs the operator trusts for the registry, retries to open.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use oci_spec::image::Digest;
+use serde::{Deserialize, Serialize};
+
+use super::client::{Access, Session};
+use super::error::RegistryError;
+use super::{auth, tls, Credentials, RegistryOptions};
+use crate::progress::Progress as _;
+
+/// How a host's installer says that it cannot pull from the registry (not
+/// reached, refused, TLS): the operator then sends the layers itself.
+pub const UNREACHED: &str = "cannot pull from the registry";
+
+/// Where a host pulls the layers from, and with what. `Debug` never shows
+/// the password.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PullTicket {
+    pub registry: String,
+    pub repository: String,
+    /// As the operator's `--tls-verify`.
+    pub tls_verify: Option<bool>,
+    /// The CA certificates (PEM, `*.crt`) the operator trusts for the registry.
+    pub ca_pem: Vec<String>,
+    /// Basic-auth user and password, only when the user allowed it.
+    pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for PullTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullTicket")
+            .field("registry", &self.registry)
+            .field("repository", &self.repository)
+            .field("tls_verify", &self.tls_verify)
+            .field("ca_pem", &self.ca_pem.len())
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl PullTicket {
+    /// The ticket for `repository` of `registry` as the operator reaches it
+    /// with `opts`; its credentials go in only when `with_credentials`.
+    pub fn new(
+        registry: &str,
+        repository: &str,
+        opts: &RegistryOptions,
+        with_credentials: bool,
+    ) -> Result<PullTicket, RegistryError> {
+        let mut ca_pem = Vec::new();
+        for dir in tls::cert_dirs(registry, opts) {
+            ca_pem.extend(read_cas(&dir)?);
+        }
+        let credentials = if with_credentials {
+            auth::lookup(registry, repository, opts)?
+                .map(|c| (c.username.clone(), c.password().to_string()))
+        } else {
+            None
+        };
+        Ok(PullTicket {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            tls_verify: opts.tls_verify,
+            ca_pem,
+            credentials,
+        })
+    }
+}
+
+/// The `*.crt` files of a certs.d directory (none when it does not exist).
+fn read_cas(dir: &Path) -> Result<Vec<String>, RegistryError> {
+    let bad = |reason: String| RegistryError::CertDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map_err(|e| bad(format!("{}: {e}", p.display()))))
+        .collect()
+}
+
+/// The blobs `wanted` (digest and size, in order) read one after the other
+/// from the registry `ticket` names. The session is opened first, so a
+/// registry the host cannot reach or is refused by fails here, before any
+/// byte; a blob that fails later ends the stream with that error. Checking
+/// each blob against its digest is the reader's job (as for any stream).
+pub fn blob_stream(
+    ticket: &PullTicket,
+    wanted: Vec<(Digest, u64)>,
+) -> Result<impl Read, RegistryError> {
+    // The CAs as a certs.d directory of the run's own, 0700, gone with it.
+    let certs = tempfile::Builder::new()
+        .prefix("sealrs-certs-")
+        .tempdir()
+        .map_err(|e| RegistryError::CertDir {
+            path: std::env::temp_dir(),
+            reason: e.to_string(),
+        })?;
+    for (i, pem) in ticket.ca_pem.iter().enumerate() {
+        let path = certs.path().join(format!("ca-{i}.crt"));
+        std::fs::write(&path, pem).map_err(|e| RegistryError::CertDir {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let opts = RegistryOptions {
+        tls_verify: ticket.tls_verify,
+        cert_dir: Some(certs.path().to_path_buf()),
+        ..RegistryOptions::default()
+    };
+    let creds = ticket
+        .credentials
+        .as_ref()
+        .map(|(user, password)| Credentials::new(user, password));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RegistryError::Protocol {
+            registry: ticket.registry.clone(),
+            action: "start the async runtime".into(),
+            detail: e.to_string(),
+        })?;
+    let session = runtime.block_on(Session::open(
+        &ticket.registry,
+        &ticket.repository,
+        Access::Pull,
+        creds,
+        &opts,
+    ))?;
+    let (reader, mut writer) = io::pipe().map_err(|e| RegistryError::Protocol {
+        registry: ticket.registry.clone(),
+        action: "make a pipe".into(),
+        detail: e.to_string(),
+    })?;
+    let feeder = std::thread::spawn(move || {
+        let _certs = certs;
+        let silent = crate::progress::Silent.begin("", None);
+        runtime.block_on(async {
+            for (digest, size) in &wanted {
+                session
+                    .get_blob(digest, *size, &mut writer, silent.as_ref())
+                    .await?;
+            }
+            Ok(())
+        })
+    });
+    Ok(BlobStream {
+        reader,
+        feeder: Some(feeder),
+    })
+}
+
+/// The pipe the blobs come through; at its end, the feeder's error if any.
+struct BlobStream {
+    reader: io::PipeReader,
+    feeder: Option<JoinHandle<Result<(), RegistryError>>>,
+}
+
+impl Read for BlobStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let Some(feeder) = self.feeder.take() {
+                match feeder.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(io::Error::other(e)),
+                    Err(_) => return Err(io::Error::other("the registry reader panicked")),
+                }
+            }
+        }
+        Ok(n)
+    }
+}
