@@ -358,3 +358,90 @@ fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_t
         "active"
     );
 }
+
+#[test]
+fn basic_auth_credentials_reach_hosts_only_when_allowed_and_only_on_stdin() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = Registry::start_on(
+        Options {
+            tls: true,
+            auth: true,
+        },
+        &operator_ip(&hosts),
+    );
+    let env = Env::new();
+    let auth = env.path("auth.json");
+    let cert_dir = reg.cert_dir();
+    let flags = [
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        "--authfile",
+        auth.to_str().unwrap(),
+    ];
+    let host = reg.host();
+    let mut login = vec!["login", "-u", USER, "--password-stdin"];
+    login.extend(flags);
+    login.push(&host);
+    let out = with_stdin(env.cmd(&login), format!("{PASSWORD}\n").as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = format!("{}/private/k3s:1", reg.host());
+    push_only(&env, &name, &[], &flags);
+
+    // Without leave, the host is refused by the registry and the operator
+    // sends the layers.
+    let mut first = vec!["run", &name, "--cluster", "a", "--masters", &hosts[0].ip];
+    first.extend(flags);
+    let out = crate::run::on_hosts(&env, &hosts, &first, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: cannot pull its layers from registry {}",
+            hosts[0].ip,
+            reg.host()
+        )) && stderr.contains("401"),
+        "{stderr}"
+    );
+
+    // With it, the host pulls with them, and keeps them nowhere.
+    let mut second = vec![
+        "run",
+        &name,
+        "--cluster",
+        "b",
+        "--masters",
+        &hosts[1].ip,
+        "--registry-credentials-to-hosts",
+        // In the store since the first run: asked for.
+        "--layers-from-registry",
+    ];
+    second.extend(flags);
+    let out = crate::run::on_hosts(&env, &hosts, &second, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("{}: ", hosts[1].ip))
+                && l.contains("layers pulled from the registry")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    for dir in ["/tmp", "/var/lib/sealrs", "/etc", "/root"] {
+        let found = hosts[1].exec(&["grep", "-rlF", PASSWORD, dir]);
+        assert!(
+            String::from_utf8_lossy(&found.stdout).trim().is_empty(),
+            "the password is in {}",
+            String::from_utf8_lossy(&found.stdout)
+        );
+    }
+    let left = hosts[1].exec_ok(&["sh", "-c", "ls -d /tmp/sealrs-certs-* 2>/dev/null || true"]);
+    assert_eq!(left.trim(), "", "the run's CA directory was left");
+    // The journal holds no password either.
+    let journal = hosts[1].exec(&["journalctl", "--no-pager", "-q"]);
+    assert!(!String::from_utf8_lossy(&journal.stdout).contains(PASSWORD));
+}

@@ -118,7 +118,17 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 installer::receive(&sources, &mut input, &a.dest, BlobCheck::Sent)?
             } else if a.from_registry {
                 let mut input = registry_blobs(&sources)?;
-                installer::receive(&sources, &mut input, &a.dest, BlobCheck::Hash)?
+                match installer::receive(&sources, &mut input, &a.dest, BlobCheck::Hash) {
+                    Ok(outcome) => outcome,
+                    // Only a stream that ended early has a reason to add.
+                    Err(e @ installer::InstallerError::ShortLayer { .. }) => {
+                        match input.failure() {
+                            Some(why) => bail!("{e}: {why}"),
+                            None => return Err(e.into()),
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             } else {
                 let mut input = std::io::stdin().lock();
                 installer::receive(&sources, &mut input, &a.dest, BlobCheck::Hash)?
@@ -291,7 +301,7 @@ fn log_step(step: &StepReport) {
 /// input names. A registry this host cannot use fails with
 /// [`registry::hosts::UNREACHED`] before any layer changes, for the operator
 /// to send the layers itself.
-fn registry_blobs(sources: &[LayerSource]) -> Result<impl std::io::Read> {
+fn registry_blobs(sources: &[LayerSource]) -> Result<registry::hosts::BlobStream> {
     let mut text = String::new();
     std::io::stdin()
         .take(1 << 20)

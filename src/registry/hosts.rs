@@ -108,7 +108,7 @@ fn read_cas(dir: &Path) -> Result<Vec<String>, RegistryError> {
 pub fn blob_stream(
     ticket: &PullTicket,
     wanted: Vec<(Digest, u64)>,
-) -> Result<impl Read, RegistryError> {
+) -> Result<BlobStream, RegistryError> {
     // The CAs as a certs.d directory of the run's own, 0700, gone with it.
     let certs = tempfile::Builder::new()
         .prefix("sealrs-certs-")
@@ -148,6 +148,19 @@ pub fn blob_stream(
         creds,
         &opts,
     ))?;
+    // Access is known at the first request: ask for the first blob now, so
+    // that a refusal comes before any byte.
+    if let Some((digest, _)) = wanted.first() {
+        if !runtime.block_on(session.blob_exists(digest))? {
+            return Err(RegistryError::NotFound {
+                registry: ticket.registry.clone(),
+                repository: ticket.repository.clone(),
+                what: "blob",
+                reference: digest.to_string(),
+                detail: String::new(),
+            });
+        }
+    }
     let (reader, mut writer) = io::pipe().map_err(|e| RegistryError::Protocol {
         registry: ticket.registry.clone(),
         action: "make a pipe".into(),
@@ -172,9 +185,21 @@ pub fn blob_stream(
 }
 
 /// The pipe the blobs come through; at its end, the feeder's error if any.
-struct BlobStream {
+pub struct BlobStream {
     reader: io::PipeReader,
     feeder: Option<JoinHandle<Result<(), RegistryError>>>,
+}
+
+impl BlobStream {
+    /// Why the blobs stopped, once a reader gave up on the stream (its own
+    /// error says only that the input ended).
+    pub fn failure(mut self) -> Option<RegistryError> {
+        drop(self.reader);
+        match self.feeder.take()?.join() {
+            Ok(result) => result.err(),
+            Err(_) => None,
+        }
+    }
 }
 
 impl Read for BlobStream {
