@@ -9,7 +9,29 @@ use crate::registry_server::{Options, Registry, PASSWORD, USER};
 /// Builds the k3s example as `name`, pushes it with `flags` and removes it
 /// from the store: the registry is the only place that has it.
 fn push_only(env: &Env, name: &str, build_flags: &[&str], flags: &[&str]) {
+    push_only_with(env, name, build_flags, flags, 0);
+}
+
+/// [`push_only`], the image carrying `payload` incompressible bytes more
+/// in a layer of their own (a stand-in for k3s's binary and airgap images).
+fn push_only_with(env: &Env, name: &str, build_flags: &[&str], flags: &[&str], payload: usize) {
     let dir = crate::layout::example(env, "k3s", "k3s");
+    if payload > 0 {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let bytes: Vec<u8> = (0..payload)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        env.write(&format!("{dir}/payload/data.bin"), bytes);
+        let kubefile = env.path(&format!("{dir}/Kubefile"));
+        let mut text = std::fs::read_to_string(&kubefile).unwrap();
+        text.push_str("COPY payload ./payload\n");
+        std::fs::write(kubefile, text).unwrap();
+    }
     let mut build = vec!["build", "-q", "--no-images", "-t", name];
     build.extend(build_flags);
     build.push(&dir);
@@ -174,7 +196,7 @@ fn bytes_sent(doc: &serde_json::Value, ip: &str) -> u64 {
 
 #[test]
 fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_installer() {
-    let hosts = crate::hosts::TestHosts::boot(3);
+    let hosts = crate::hosts::TestHosts::boot(4);
     let reg = Registry::start_on(
         Options {
             tls: true,
@@ -186,7 +208,7 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_insta
     let cert_dir = reg.cert_dir();
     let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
     let name = format!("{}/edge/k3s:1", reg.host());
-    push_only(&env, &name, &[], &flags);
+    push_only_with(&env, &name, &[], &flags, 32 << 20);
     let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
     let installer: u64 = layers.iter().filter(|l| l.2).map(|l| l.1).sum();
     let image: u64 = layers.iter().map(|l| l.1).sum();
@@ -228,7 +250,7 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_insta
         "active"
     );
     eprintln!(
-        "figures: {} hosts, image {image} bytes, installer {installer} bytes; operator sent {} bytes in all (the direct route sends {} bytes)",
+        "figures: {} hosts, image {image} bytes, installer {installer} bytes; operator sent {} bytes in all (the direct route would send hosts x image = {} bytes)",
         hosts.len(),
         hosts.len() as u64 * installer,
         hosts.len() as u64 * image
@@ -444,4 +466,68 @@ fn basic_auth_credentials_reach_hosts_only_when_allowed_and_only_on_stdin() {
     // The journal holds no password either.
     let journal = hosts[1].exec(&["journalctl", "--no-pager", "-q"]);
     assert!(!String::from_utf8_lossy(&journal.stdout).contains(PASSWORD));
+}
+
+#[test]
+fn an_upgrade_to_an_image_only_in_the_registry_sends_hosts_no_layer_not_even_the_installer() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = Registry::start_on(
+        Options {
+            tls: true,
+            auth: false,
+        },
+        &operator_ip(&hosts),
+    );
+    let env = Env::new();
+    let cert_dir = reg.cert_dir();
+    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let v1 = format!("{}/edge/k3s:1", reg.host());
+    push_only(&env, &v1, &[], &flags);
+    let (ok, doc, stderr) = run_json(&env, &hosts, &v1, &flags);
+    assert!(ok, "{doc:#}\n{stderr}");
+
+    let v2 = format!("{}/edge/k3s:2", reg.host());
+    let dir = crate::layout::example(&env, "k3s", "k3s-2");
+    crate::layout::standin_version(&env, &dir, "v1.30.3+k3s1");
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "--build-arg",
+        "VERSION=v1.30.3+k3s1",
+        "-t",
+        &v2,
+        &dir,
+    ]);
+    let mut push = vec!["push", "-q", v2.as_str()];
+    push.extend(flags);
+    env.ok(&push);
+    env.ok(&["rmi", &v2]);
+    let v1_layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
+    let v2_layers = layers(&stored_manifest(&reg, "edge/k3s", "2"));
+    let installer = |l: &[(String, u64, bool)]| l.iter().find(|l| l.2).unwrap().0.clone();
+    assert_eq!(
+        installer(&v1_layers),
+        installer(&v2_layers),
+        "the same installer layer"
+    );
+
+    let mut upgrade = vec!["upgrade", v2.as_str(), "--format", "json"];
+    upgrade.extend(flags);
+    let out = crate::run::on_hosts(&env, &hosts, &upgrade, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Hosts hold that installer already: it is not sent again.
+    assert!(!stderr.contains("installer in place"), "{stderr}");
+    for host in hosts.hosts() {
+        assert_eq!(bytes_sent(&doc, &host.ip), 0, "{doc:#}\n{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{}: ", host.ip))
+                    && l.contains("layers pulled from the registry")),
+            "{stderr}"
+        );
+    }
 }

@@ -147,6 +147,13 @@ pub struct RunArgs {
     /// How to reach the registry of an image that is not in the local store.
     #[command(flatten)]
     pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub pull: HostPullFlags,
+}
+
+/// Whether hosts pull the image's layers from its registry, and with what.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostPullFlags {
     /// Hosts pull the cluster image's layers from the registry its name
     /// names, with this machine's CAs for it (the default for an image that
     /// was only there); a host that cannot gets them from this machine.
@@ -265,6 +272,8 @@ pub struct UpgradeArgs {
     /// How to reach the registry of an image that is not in the local store.
     #[command(flatten)]
     pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub pull: HostPullFlags,
 }
 
 #[derive(Debug, clap::Args)]

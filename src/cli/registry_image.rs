@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context as _, Result};
 
-use super::args::RegistryFlags;
+use super::args::{HostPullFlags, RegistryFlags};
 use super::registry_cmds::{options, runtime};
 use crate::apply;
 use crate::cluster::Cluster;
@@ -70,25 +70,32 @@ pub(super) fn fetch_missing(
     Ok(first_pulled)
 }
 
-/// Where hosts pull `image`'s layers from: the registry its name names,
-/// reached as this machine reaches it.
-pub(super) fn ticket(
-    image: &str,
+/// Where hosts pull the layers of `image` (the cluster image) from: its
+/// registry when asked, or by default when it came from there this run
+/// and layers are not kept inside SSH.
+pub(super) fn layers_from(
+    image: Option<&String>,
+    came_from_registry: bool,
+    over_ssh: bool,
     flags: &RegistryFlags,
-    with_credentials: bool,
-) -> Result<registry::hosts::PullTicket> {
+    pull: &HostPullFlags,
+) -> Result<Option<registry::hosts::PullTicket>> {
+    let Some(image) = image else { return Ok(None) };
+    if !pull.layers_from_registry && (!came_from_registry || over_ssh) {
+        return Ok(None);
+    }
     let reference = Reference::parse(image)
         .ok()
         .filter(|r| r.registry != DEFAULT_REGISTRY)
         .with_context(|| {
             format!("--layers-from-registry: {image} names no registry to pull from (REGISTRY/REPO:TAG)")
         })?;
-    Ok(registry::hosts::PullTicket::new(
+    Ok(Some(registry::hosts::PullTicket::new(
         &reference.registry,
         &reference.repository,
         &options(flags),
-        with_credentials,
-    )?)
+        pull.registry_credentials_to_hosts,
+    )?))
 }
 
 fn neither(name: &str, registry: &str, error: &registry::RegistryError) -> anyhow::Error {

@@ -167,16 +167,13 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         &args.registry,
         progress,
     )?;
-    let layers_from = match cluster.images.first() {
-        Some(image) if args.layers_from_registry || (from_registry && !args.layers_over_ssh) => {
-            Some(super::registry_image::ticket(
-                image,
-                &args.registry,
-                args.registry_credentials_to_hosts,
-            )?)
-        }
-        _ => None,
-    };
+    let layers_from = super::registry_image::layers_from(
+        cluster.images.first(),
+        from_registry,
+        args.layers_over_ssh,
+        &args.registry,
+        &args.pull,
+    )?;
     // One command per cluster at a time (a dry run changes nothing).
     let _lock = if args.dry_run {
         None
