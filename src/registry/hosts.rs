@@ -217,3 +217,35 @@ impl Read for BlobStream {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tickets_debug_never_shows_the_password() {
+        let ticket = PullTicket {
+            registry: "r:5000".into(),
+            repository: "edge/k3s".into(),
+            tls_verify: None,
+            ca_pem: vec!["-----BEGIN CERTIFICATE-----".into()],
+            credentials: Some(("user".into(), "s3cret-pass".into())),
+        };
+        let shown = format!("{ticket:?}");
+        assert!(!shown.contains("s3cret-pass"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("r:5000"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_cas_of_a_certs_d_directory_are_its_crt_files_and_none_when_it_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.crt"), "B").unwrap();
+        std::fs::write(dir.path().join("a.crt"), "A").unwrap();
+        std::fs::write(dir.path().join("client.key"), "KEY").unwrap();
+        assert_eq!(read_cas(dir.path()).unwrap(), vec!["A", "B"]);
+        assert!(read_cas(&dir.path().join("none")).unwrap().is_empty());
+    }
+}
