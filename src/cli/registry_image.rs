@@ -90,12 +90,13 @@ pub(super) fn layers_from(
         .with_context(|| {
             format!("--layers-from-registry: {image} names no registry to pull from (REGISTRY/REPO:TAG)")
         })?;
-    Ok(Some(registry::hosts::PullTicket::new(
+    let ticket = runtime()?.block_on(registry::hosts::PullTicket::new(
         &reference.registry,
         &reference.repository,
         &options(flags),
         pull.registry_credentials_to_hosts,
-    )?))
+    ))?;
+    Ok(Some(ticket))
 }
 
 fn neither(name: &str, registry: &str, error: &registry::RegistryError) -> anyhow::Error {

@@ -14,14 +14,15 @@ use super::client::{Access, Session};
 use super::error::RegistryError;
 use super::{auth, tls, Credentials, RegistryOptions};
 use crate::progress::Progress as _;
+use crate::secret::Secret;
 
 /// How a host's installer says that it cannot pull from the registry (not
 /// reached, refused, TLS): the operator then sends the layers itself.
 pub const UNREACHED: &str = "cannot pull from the registry";
 
 /// Where a host pulls the layers from, and with what. `Debug` never shows
-/// the password.
-#[derive(Clone, Serialize, Deserialize)]
+/// a password or token ([`Secret`]); serialized, they travel on stdin only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PullTicket {
     pub registry: String,
     pub repository: String,
@@ -29,29 +30,20 @@ pub struct PullTicket {
     pub tls_verify: Option<bool>,
     /// The CA certificates (PEM, `*.crt`) the operator trusts for the registry.
     pub ca_pem: Vec<String>,
+    /// Under token auth: a token the operator obtained, scoped to pulling
+    /// this repository and short-lived as the token server makes it.
+    pub bearer: Option<Secret>,
     /// Basic-auth user and password, only when the user allowed it.
-    pub credentials: Option<(String, String)>,
-}
-
-impl std::fmt::Debug for PullTicket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PullTicket")
-            .field("registry", &self.registry)
-            .field("repository", &self.repository)
-            .field("tls_verify", &self.tls_verify)
-            .field("ca_pem", &self.ca_pem.len())
-            .field(
-                "credentials",
-                &self.credentials.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    pub credentials: Option<(String, Secret)>,
 }
 
 impl PullTicket {
     /// The ticket for `repository` of `registry` as the operator reaches it
-    /// with `opts`; its credentials go in only when `with_credentials`.
-    pub fn new(
+    /// with `opts`: under token auth with a pull token the operator gets
+    /// with its credentials; under basic auth with its credentials only
+    /// when `with_credentials`. A registry the operator cannot open a
+    /// session with gets a ticket without either (hosts may still reach it).
+    pub async fn new(
         registry: &str,
         repository: &str,
         opts: &RegistryOptions,
@@ -61,17 +53,18 @@ impl PullTicket {
         for dir in tls::cert_dirs(registry, opts) {
             ca_pem.extend(read_cas(&dir)?);
         }
-        let credentials = if with_credentials {
-            auth::lookup(registry, repository, opts)?
-                .map(|c| (c.username.clone(), c.password().to_string()))
-        } else {
-            None
-        };
+        let creds = auth::lookup(registry, repository, opts)?;
+        let session = Session::open(registry, repository, Access::Pull, creds.clone(), opts).await;
+        let bearer = session.ok().and_then(|s| s.bearer_token());
+        let credentials = creds
+            .filter(|_| with_credentials && bearer.is_none())
+            .map(|c| (c.username.clone(), Secret::new(c.password())));
         Ok(PullTicket {
             registry: registry.to_string(),
             repository: repository.to_string(),
             tls_verify: opts.tls_verify,
             ca_pem,
+            bearer,
             credentials,
         })
     }
@@ -132,7 +125,7 @@ pub fn blob_stream(
     let creds = ticket
         .credentials
         .as_ref()
-        .map(|(user, password)| Credentials::new(user, password));
+        .map(|(user, password)| Credentials::new(user, password.expose()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -141,13 +134,24 @@ pub fn blob_stream(
             action: "start the async runtime".into(),
             detail: e.to_string(),
         })?;
-    let session = runtime.block_on(Session::open(
-        &ticket.registry,
-        &ticket.repository,
-        Access::Pull,
-        creds,
-        &opts,
-    ))?;
+    let session = runtime.block_on(async {
+        match &ticket.bearer {
+            Some(token) => {
+                Session::open_with_token(&ticket.registry, &ticket.repository, token.clone(), &opts)
+                    .await
+            }
+            None => {
+                Session::open(
+                    &ticket.registry,
+                    &ticket.repository,
+                    Access::Pull,
+                    creds,
+                    &opts,
+                )
+                .await
+            }
+        }
+    })?;
     // Access is known at the first request: ask for the first blob now, so
     // that a refusal comes before any byte.
     if let Some((digest, _)) = wanted.first() {
@@ -223,16 +227,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tickets_debug_never_shows_the_password() {
+    fn a_tickets_debug_never_shows_the_password_or_token() {
         let ticket = PullTicket {
             registry: "r:5000".into(),
             repository: "edge/k3s".into(),
             tls_verify: None,
             ca_pem: vec!["-----BEGIN CERTIFICATE-----".into()],
-            credentials: Some(("user".into(), "s3cret-pass".into())),
+            bearer: Some(Secret::new("t0ken-value")),
+            credentials: Some(("user".into(), Secret::new("s3cret-pass"))),
         };
         let shown = format!("{ticket:?}");
-        assert!(!shown.contains("s3cret-pass"), "{shown}");
+        assert!(
+            !shown.contains("s3cret-pass") && !shown.contains("t0ken-value"),
+            "{shown}"
+        );
         assert!(
             shown.contains("<redacted>") && shown.contains("r:5000"),
             "{shown}"
