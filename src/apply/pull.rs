@@ -72,6 +72,12 @@ pub(super) fn from_registry(
         if let Some(line) = stderr.lines().find(|l| l.contains(UNREACHED)) {
             return Ok(Err(line.trim().to_string()));
         }
+        // The installer is the image's: one built before this cannot pull.
+        if stderr.contains("unexpected argument '--from-registry'") {
+            return Ok(Err(
+                "the image's installer predates pulling from a registry".into(),
+            ));
+        }
     }
     Ok(Ok(output))
 }

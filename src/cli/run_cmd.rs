@@ -167,13 +167,17 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         &args.registry,
         progress,
     )?;
-    let layers_from = super::registry_image::layers_from(
-        cluster.images.first(),
-        from_registry,
-        args.layers_over_ssh,
-        &args.registry,
-        &args.pull,
-    )?;
+    // A dry run reaches no host, nor the registry for them.
+    let layers_from = match args.dry_run {
+        true => None,
+        false => super::registry_image::layers_from(
+            cluster.images.first(),
+            from_registry,
+            args.layers_over_ssh,
+            &args.registry,
+            &args.pull,
+        )?,
+    };
     // One command per cluster at a time (a dry run changes nothing).
     let _lock = if args.dry_run {
         None
