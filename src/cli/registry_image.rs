@@ -71,8 +71,9 @@ pub(super) fn fetch_missing(
 }
 
 /// Where hosts pull the layers of `image` (the cluster image) from: its
-/// registry when asked, or by default when it came from there this run
-/// and layers are not kept inside SSH.
+/// registry when asked, or by default when it came from there this run,
+/// layers are not kept inside SSH and the registry is not this machine's
+/// loopback.
 pub(super) fn layers_from(
     image: Option<&String>,
     came_from_registry: bool,
@@ -90,6 +91,10 @@ pub(super) fn layers_from(
         .with_context(|| {
             format!("--layers-from-registry: {image} names no registry to pull from (REGISTRY/REPO:TAG)")
         })?;
+    // A host's loopback is its own: it would only try and fall back.
+    if !pull.layers_from_registry && registry::tls::is_loopback(&reference.registry) {
+        return Ok(None);
+    }
     let ticket = runtime()?.block_on(registry::hosts::PullTicket::new(
         &reference.registry,
         &reference.repository,

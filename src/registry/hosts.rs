@@ -120,6 +120,9 @@ pub fn blob_stream(
     let opts = RegistryOptions {
         tls_verify: ticket.tls_verify,
         cert_dir: Some(certs.path().to_path_buf()),
+        // One more try, not three: a host that cannot reach the registry
+        // gets its layers from the operator instead, so it should know soon.
+        retries: 1,
         ..RegistryOptions::default()
     };
     let creds = ticket
