@@ -776,3 +776,48 @@ async fn bearer_challenges_get_a_scoped_token_with_the_stored_credentials() {
         "{seen:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_ticket_under_token_auth_carries_a_pull_scoped_token_and_no_credentials() {
+    let server = TokenServer::start();
+    let host = format!("127.0.0.1:{}", server.port);
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path());
+    registry::login(&host, USER, PASSWORD, &o).await.unwrap();
+
+    // Even when credentials may go to hosts, a token does instead.
+    let ticket = registry::hosts::PullTicket::new(&host, "team/app", &o, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        ticket.bearer.as_ref().map(|t| t.expose()),
+        Some("good-token")
+    );
+    assert!(ticket.credentials.is_none(), "{ticket:?}");
+    let seen = server.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|s| s.starts_with("/token?service=fake&scope=repository%3Ateam%2Fapp%3Apull ")),
+        "{seen:#?}"
+    );
+
+    // A host with only the ticket: its first request carries the token (a
+    // 404 for the blob, not a 401), and it asks the token server nothing.
+    let asked = seen.iter().filter(|s| s.starts_with("/token")).count();
+    let digest: oci_spec::image::Digest = format!("sha256:{}", "0".repeat(64)).parse().unwrap();
+    let err = tokio::task::spawn_blocking(move || {
+        registry::hosts::blob_stream(&ticket, vec![(digest, 1)]).err()
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(err, Some(RegistryError::NotFound { .. })),
+        "{err:?}"
+    );
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|s| s.starts_with("/token")).count(),
+        asked,
+        "{seen:#?}"
+    );
+}

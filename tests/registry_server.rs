@@ -30,6 +30,8 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub opts: Options,
+    /// The address it listens on, 127.0.0.1 unless [`Registry::start_on`].
+    ip: String,
     child: Mutex<Option<Child>>,
 }
 
@@ -43,6 +45,12 @@ pub fn free_port() -> u16 {
 
 impl Registry {
     pub fn start(opts: Options) -> Registry {
+        Registry::start_on(opts, "127.0.0.1")
+    }
+
+    /// Listening on `ip` (test hosts reach the operator side of their
+    /// links), which the TLS certificate names too.
+    pub fn start_on(opts: Options, ip: &str) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("sealrs-registry-")
             .tempdir()
@@ -51,11 +59,12 @@ impl Registry {
             dir,
             port: free_port(),
             opts,
+            ip: ip.to_string(),
             child: Mutex::new(None),
         };
         std::fs::create_dir_all(reg.storage()).unwrap();
         if opts.tls {
-            make_certs(reg.dir.path());
+            make_certs(reg.dir.path(), &reg.ip());
         }
         if opts.auth {
             let out = Command::new("htpasswd")
@@ -70,9 +79,13 @@ impl Registry {
         reg
     }
 
-    /// `127.0.0.1:PORT`
+    /// `IP:PORT`, 127.0.0.1 unless [`Registry::start_on`]
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip(), self.port)
+    }
+
+    fn ip(&self) -> String {
+        self.ip.clone()
     }
 
     pub fn storage(&self) -> PathBuf {
@@ -98,9 +111,9 @@ impl Registry {
     fn write_config(&self) {
         let d = self.dir.path();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {}\n",
             self.storage().display(),
-            self.port
+            self.host()
         );
         if self.opts.tls {
             config += &format!(
@@ -134,7 +147,7 @@ impl Registry {
             .expect("docker-registry is installed");
         *self.child.lock().unwrap() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect(self.host()).is_err() {
             if let Some(status) = self
                 .child
                 .lock()
@@ -191,9 +204,9 @@ impl Drop for Registry {
     }
 }
 
-/// A test CA and a server certificate it signs for IP:127.0.0.1 (rustls
-/// refuses a self-signed CA certificate used directly as a server cert).
-fn make_certs(dir: &Path) {
+/// A test CA and a server certificate it signs for IP:127.0.0.1 and `ip`
+/// (rustls refuses a self-signed CA certificate used directly as a server cert).
+fn make_certs(dir: &Path, ip: &str) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
@@ -235,7 +248,7 @@ fn make_certs(dir: &Path) {
     ]);
     std::fs::write(
         dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!("subjectAltName=IP:127.0.0.1,IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
     )
     .unwrap();
     run(&[

@@ -27,6 +27,7 @@ mod messages; // what people read: singular counts, one unit for sizes, short di
 mod readme; // README.md, the examples' READMEs and docs/*.md: their commands run as written
 mod registry; // push, pull and login through the library against a real registry
 mod registry_cli; // the binary against a real registry: push, pull, remote FROM, login
+mod registry_hosts; // run with an image only in a registry: checked with its manifest and config first, an image in neither place named
 mod registry_server; // helpers, no tests: a real docker-registry (TLS, auth), a counting proxy
 mod results; // --format json of run (and add, delete, upgrade, reset): per host changed, failed step and message, bytes sent
 mod robustness; // concurrent and killed builds leave a readable store

@@ -508,6 +508,7 @@ mod tests {
             installer: None,
             host_files: Default::default(),
             app_trees: false,
+            pull_from: None,
         }
     }
 

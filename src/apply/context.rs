@@ -66,6 +66,7 @@ impl<'a> RunContext<'a> {
         let mut image = apps.remove(0);
         image.app_trees = apps.iter().any(super::hub::has_tree_layers);
         super::apps::merge_hook_labels(&mut image, &apps);
+        image.pull_from = options.layers_from.clone();
         let runtime =
             runtime::runtime_for(&image.info.runtime).ok_or_else(|| ApplyError::NoRuntime {
                 image: image.name.clone(),

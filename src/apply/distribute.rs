@@ -327,9 +327,29 @@ pub(super) fn deliver(
         let before = seen.swap(bytes, Ordering::Relaxed);
         task.advance(bytes.saturating_sub(before));
     };
-    let mut route = "over SSH";
+    let mut route = "sent over SSH";
     let mut output = None;
-    if let (Some(server), Some(ip), false) = (server, transport.data_address(), files.is_empty()) {
+    let mut sent = total;
+    if let (Some(ticket), false) = (&image.pull_from, files.is_empty()) {
+        match super::pull::from_registry(transport, ticket, &argv)? {
+            Ok(out) => {
+                route = "pulled from the registry";
+                sent = 0;
+                output = Some((out, None));
+            }
+            Err(why) => progress.message(&format!(
+                "{host}: cannot pull its layers from registry {} ({why}); the operator sends them",
+                ticket.registry
+            )),
+        }
+    }
+    let direct = (
+        server,
+        transport.data_address(),
+        files.is_empty(),
+        output.is_none(),
+    );
+    if let (Some(server), Some(ip), false, true) = direct {
         // `--fetch`, with the ticket on stdin: the host reads over TLS.
         let offer = server.offer(files.clone());
         let fetch = server.ticket(&offer, ip).map(|ticket| {
@@ -342,7 +362,7 @@ pub(super) fn deliver(
         });
         match fetch_with(transport, &offer, ip, fetch, &advance)? {
             Fetched::Done(out, serve_error) => {
-                route = "directly";
+                route = "sent directly";
                 output = Some((out, serve_error));
             }
             Fetched::Unreached(why) => unreached(progress, transport, &why),
@@ -375,7 +395,7 @@ pub(super) fn deliver(
         shorten_digests(dest),
         started.elapsed().as_secs_f64()
     ));
-    Ok(total)
+    Ok(sent)
 }
 
 /// What came of a host's fetch from this machine.

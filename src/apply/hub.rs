@@ -149,6 +149,7 @@ mod tests {
             installer: None,
             app_trees: false,
             host_files: Default::default(),
+            pull_from: None,
         };
         let hub = serving(&cluster);
         assert_eq!(hub, Some(cluster.hosts[0].address.clone()));

@@ -30,6 +30,8 @@ pub struct AppliedImage {
     /// The cluster's application images carry registry trees (marked by
     /// build) that the in-cluster registry serves beside this image's.
     pub app_trees: bool,
+    /// The registry hosts pull the layers from, if any (else the operator sends them).
+    pub pull_from: Option<crate::registry::hosts::PullTicket>,
 }
 
 impl AppliedImage {
@@ -90,7 +92,7 @@ pub fn resolve_images(store: &Store, names: &[String]) -> Result<Vec<AppliedImag
 }
 
 /// An image as the phases use it, from its manifest and config.
-fn applied(
+pub(super) fn applied(
     name: String,
     digest: String,
     manifest: &ImageManifest,
@@ -123,6 +125,7 @@ fn applied(
         installer,
         host_files: BTreeMap::new(),
         app_trees: false,
+        pull_from: None,
     }
 }
 

@@ -469,6 +469,7 @@ pub fn upgrade(
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
     let mut ctx = open_named(store, connector, progress, image_name, cluster)?;
+    ctx.image.pull_from = options.layers_from.clone();
     let earlier = match &options.state_root {
         Some(root) => load_upgrade_intent(root, &cluster.name)?,
         None => None,

@@ -88,6 +88,7 @@ pub mod kubeconfig;
 mod lifecycle;
 mod lock;
 mod parallel;
+pub mod pull;
 mod remote;
 mod save;
 mod status;
@@ -140,6 +141,9 @@ pub struct RunOptions {
     /// How many node joins may fail while the cluster comes up with the
     /// others (`--max-failed`); the failed ones stay Failed in the status.
     pub max_failed: MaxFailed,
+    /// Hosts pull the cluster image's layers from this registry, each one
+    /// that cannot falling back to the operator's routes.
+    pub layers_from: Option<crate::registry::hosts::PullTicket>,
 }
 
 /// What a run did, for the summary line and for tests.

@@ -38,6 +38,8 @@ pub struct UpgradeOptions {
     /// saved there before any host changes, and the cluster after each
     /// batch. `None` saves nothing (the caller saves the cluster).
     pub state_root: Option<PathBuf>,
+    /// Hosts pull the image's layers from this registry (see `RunOptions`).
+    pub layers_from: Option<crate::registry::hosts::PullTicket>,
 }
 
 impl Default for UpgradeOptions {
@@ -47,6 +49,7 @@ impl Default for UpgradeOptions {
             drain: true,
             ready_timeout: Duration::from_secs(300),
             state_root: None,
+            layers_from: None,
         }
     }
 }
@@ -611,6 +614,7 @@ mod tests {
             installer: None,
             host_files: Default::default(),
             app_trees: false,
+            pull_from: None,
         }
     }
 

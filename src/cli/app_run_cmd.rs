@@ -70,6 +70,7 @@ pub(super) fn run(
         state_root: None,
         cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
         max_failed: Default::default(),
+        layers_from: None,
     };
     if !args.dry_run {
         apply::interrupt::handle_ctrl_c();

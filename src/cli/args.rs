@@ -101,7 +101,8 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = crate::runtime::env_keys_help())]
 pub struct RunArgs {
-    /// Cluster image(s) in the local store (names, IMAGE IDs or digests); the first is the rootfs image.
+    /// Cluster image(s) in the local store (names, IMAGE IDs or digests) or a
+    /// registry (REGISTRY/REPO:TAG); the first is the rootfs image.
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
     /// A Clusterfile (sealrs.io/v1 or sealos apps.sealos.io/v1beta1 Cluster).
@@ -177,6 +178,25 @@ pub struct RunArgs {
     pub cmd: Vec<String>,
     #[command(flatten)]
     pub result: ResultFlags,
+    /// How to reach the registry of an image that is not in the local store.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub pull: HostPullFlags,
+}
+
+/// Whether hosts pull the image's layers from its registry, and with what.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostPullFlags {
+    /// Hosts pull the cluster image's layers from the registry its name
+    /// names, with this machine's CAs for it (the default for an image that
+    /// was only there); a host that cannot gets them from this machine.
+    #[arg(long, conflicts_with = "layers_over_ssh")]
+    pub layers_from_registry: bool,
+    /// Hand hosts this machine's basic-auth credentials for the registry
+    /// (on standard input, never in argv), for them to pull the layers.
+    #[arg(long)]
+    pub registry_credentials_to_hosts: bool,
 }
 
 /// `sealrs gen`: the cluster flags of `run`, written as a Clusterfile.
@@ -303,7 +323,7 @@ pub struct UpgradeArgs {
     /// The saved cluster.
     #[arg(long, default_value = "default")]
     pub cluster: String,
-    /// The cluster image to upgrade to, in the local store.
+    /// The cluster image to upgrade to, in the local store or a registry.
     #[arg(value_name = "IMAGE", required_unless_present = "rollback")]
     pub image: Option<String>,
     /// Return every host of an upgrade that did not complete to the image
@@ -335,6 +355,11 @@ pub struct UpgradeArgs {
     pub ssh: SshFlags,
     #[command(flatten)]
     pub result: ResultFlags,
+    /// How to reach the registry of an image that is not in the local store.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub pull: HostPullFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -599,6 +624,11 @@ pub struct InstallerUnpackArgs {
     /// checked instead of hashing the blob again here.
     #[arg(long)]
     pub fetch: bool,
+    /// The incoming layers come from the image's registry: standard input
+    /// holds where and how (JSON: registry, repository, CAs, credentials if
+    /// allowed). Each blob is hashed here and kept only if it has its digest.
+    #[arg(long, conflicts_with = "fetch")]
+    pub from_registry: bool,
     /// A layer directory that the installer bootstrap just unpacked (its blob
     /// checked by the host's sha256sum): record its files' sizes and SHA-256
     /// now, if it has no record. The operator sets it through the

@@ -16,6 +16,7 @@ use crate::cluster::Role;
 use crate::installer::{self, BlobCheck, ExecContext, LayerSource, Operation, Request, StepReport};
 use crate::plan::{Action, Plan};
 use crate::progress::text::count;
+use crate::registry;
 use crate::transport::direct;
 
 pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
@@ -141,6 +142,19 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                     .context("the ticket on standard input is not valid")?;
                 let mut input = direct::fetch(&ticket)?;
                 installer::receive(&sources, &mut input, &a.dest, BlobCheck::Sent)?
+            } else if a.from_registry {
+                let mut input = registry_blobs(&sources)?;
+                match installer::receive(&sources, &mut input, &a.dest, BlobCheck::Hash) {
+                    Ok(outcome) => outcome,
+                    // Only a stream that ended early has a reason to add.
+                    Err(e @ installer::InstallerError::ShortLayer { .. }) => {
+                        match input.failure() {
+                            Some(why) => bail!("{e}: {why}"),
+                            None => return Err(e.into()),
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             } else {
                 let mut input = std::io::stdin().lock();
                 installer::receive(&sources, &mut input, &a.dest, BlobCheck::Hash)?
@@ -309,6 +323,35 @@ fn log_step(step: &StepReport) {
 }
 
 /// The layers in order, the `--incoming DIR=SIZE` ones read from the input.
+/// The incoming layers' blobs from the registry the ticket on standard
+/// input names. A registry this host cannot use fails with
+/// [`registry::hosts::UNREACHED`] before any layer changes, for the operator
+/// to send the layers itself.
+fn registry_blobs(sources: &[LayerSource]) -> Result<registry::hosts::BlobStream> {
+    let mut text = String::new();
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .context("reading the registry ticket from standard input")?;
+    let ticket: registry::hosts::PullTicket = serde_json::from_str(&text)
+        .context("the registry ticket on standard input is not valid")?;
+    let mut wanted = Vec::new();
+    for source in sources {
+        if let LayerSource::Incoming { dir, size } = source {
+            let hex = dir
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            let digest = format!("sha256:{hex}")
+                .parse()
+                .with_context(|| format!("{} is not named by a sha256 digest", dir.display()))?;
+            wanted.push((digest, *size));
+        }
+    }
+    registry::hosts::blob_stream(&ticket, wanted)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", registry::hosts::UNREACHED))
+}
+
 fn layer_sources(layers: &[PathBuf], incoming: &[String]) -> Result<Vec<LayerSource>> {
     let mut sizes = BTreeMap::new();
     for spec in incoming {

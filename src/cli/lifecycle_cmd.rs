@@ -284,6 +284,7 @@ fn upgrade_options(args: &UpgradeArgs, root: Option<&Path>) -> apply::UpgradeOpt
         drain: !args.no_drain,
         ready_timeout: std::time::Duration::from_secs(args.ready_timeout),
         state_root: root.map(Path::to_path_buf),
+        layers_from: None,
     }
 }
 
@@ -299,6 +300,8 @@ pub fn upgrade(
         };
         let cluster = unlocked(root, &args.cluster)?;
         let image = super::resolve::name_for(store, image)?;
+        let images = std::slice::from_ref(&image);
+        super::registry_image::fetch_missing(store, images, &cluster, &args.registry, progress)?;
         let plans = apply::dry_run::upgrade(
             store,
             &cluster,
@@ -314,9 +317,30 @@ pub fn upgrade(
         Some(image) => Some(super::resolve::name_for(store, image)?),
         None => None,
     };
+    let mut from_registry = false;
+    if let Some(image) = &image {
+        let images = std::slice::from_ref(image);
+        from_registry = super::registry_image::fetch_missing(
+            store,
+            images,
+            &cluster,
+            &args.registry,
+            progress,
+        )?;
+    }
+    let layers_from = super::registry_image::layers_from(
+        image.as_ref(),
+        from_registry,
+        args.ssh.layers_over_ssh,
+        &args.registry,
+        &args.pull,
+    )?;
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();
-    let options = upgrade_options(args, Some(root));
+    let options = apply::UpgradeOptions {
+        layers_from,
+        ..upgrade_options(args, Some(root))
+    };
     let result = match &image {
         Some(image) => apply::upgrade(store, &mut cluster, image, &options, &connector, progress),
         None => apply::rollback(store, &mut cluster, &options, &connector, progress),

@@ -32,6 +32,7 @@ mod installer_cmd;
 mod lifecycle_cmd;
 mod mask;
 mod registry_cmds;
+mod registry_image;
 mod resolve;
 mod result;
 mod run_cmd;

@@ -22,7 +22,7 @@ pub(super) fn options(flags: &RegistryFlags) -> RegistryOptions {
 }
 
 /// Two workers: transfers are I/O-bound, and this keeps threads few on small hosts.
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -218,6 +218,24 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     for image in &mut cluster.images {
         *image = super::resolve::name_for(store, image)?;
     }
+    let from_registry = super::registry_image::fetch_missing(
+        store,
+        &cluster.images,
+        &cluster,
+        &args.registry,
+        progress,
+    )?;
+    // A dry run reaches no host, nor the registry for them.
+    let layers_from = match args.dry_run {
+        true => None,
+        false => super::registry_image::layers_from(
+            cluster.images.first(),
+            from_registry,
+            args.layers_over_ssh,
+            &args.registry,
+            &args.pull,
+        )?,
+    };
     // One command per cluster at a time (a dry run changes nothing).
     let _lock = if args.dry_run {
         None
@@ -277,6 +295,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         state_root: (!args.dry_run).then(|| root.to_path_buf()),
         cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
         max_failed: args.max_failed,
+        layers_from,
     };
     if !args.dry_run {
         apply::interrupt::handle_ctrl_c();

@@ -25,6 +25,7 @@ use super::error::RegistryError;
 use super::tls::{self, Scheme};
 use super::RegistryOptions;
 use crate::progress::Task;
+use crate::secret::Secret;
 
 /// Media types we accept for a manifest, in order of preference.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -68,6 +69,9 @@ pub struct Session {
     challenge: Option<Challenge>,
     /// The current `Authorization` value; replaced when a token expires.
     header: Mutex<Option<String>>,
+    /// A bearer token handed over by the operator, used instead of asking
+    /// the token server (a host pulling for the operator has no credentials).
+    token: Option<Secret>,
     pub retries: u32,
 }
 
@@ -79,6 +83,38 @@ impl Session {
         repository: &str,
         access: Access,
         creds: Option<Credentials>,
+        opts: &RegistryOptions,
+    ) -> Result<Session, RegistryError> {
+        Session::open_as(registry, repository, access, creds, None, opts).await
+    }
+
+    /// [`Session::open`] for pulling with a bearer `token` the operator
+    /// obtained for the repository, under token auth.
+    pub async fn open_with_token(
+        registry: &str,
+        repository: &str,
+        token: Secret,
+        opts: &RegistryOptions,
+    ) -> Result<Session, RegistryError> {
+        Session::open_as(registry, repository, Access::Pull, None, Some(token), opts).await
+    }
+
+    /// The bearer token this session holds under token auth (scoped as it
+    /// was opened: a pull session's token can only pull).
+    pub fn bearer_token(&self) -> Option<Secret> {
+        let header = self.header.lock().unwrap_or_else(|e| e.into_inner());
+        header
+            .as_deref()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(Secret::new)
+    }
+
+    async fn open_as(
+        registry: &str,
+        repository: &str,
+        access: Access,
+        creds: Option<Credentials>,
+        token: Option<Secret>,
         opts: &RegistryOptions,
     ) -> Result<Session, RegistryError> {
         let http = tls::http_client(registry, opts)?;
@@ -99,6 +135,7 @@ impl Session {
             scopes,
             challenge,
             header: Mutex::new(None),
+            token,
             retries: opts.retries,
         };
         retry(opts.retries, || session.authorize()).await?;
@@ -122,6 +159,7 @@ impl Session {
             scopes: Vec::new(),
             challenge,
             header: Mutex::new(None),
+            token: None,
             retries: opts.retries,
         };
         retry(opts.retries, || session.authorize()).await?;
@@ -158,6 +196,10 @@ impl Session {
         let value = match &self.challenge {
             None => None,
             Some(Challenge::Basic) => self.creds.as_ref().map(Credentials::basic_header),
+            Some(Challenge::Bearer { .. }) if self.token.is_some() => self
+                .token
+                .as_ref()
+                .map(|t| format!("Bearer {}", t.expose())),
             Some(Challenge::Bearer { realm, service, .. }) => Some(format!(
                 "Bearer {}",
                 self.fetch_token(realm, service.as_deref()).await?

@@ -16,6 +16,7 @@
 pub mod auth;
 mod client;
 pub mod error;
+pub mod hosts;
 pub mod platform;
 pub mod tls;
 mod transfer;
@@ -25,7 +26,7 @@ use std::path::PathBuf;
 pub use auth::Credentials;
 pub use error::RegistryError;
 pub use platform::Platform;
-pub use transfer::{pull, push};
+pub use transfer::{fetch_metadata, pull, push, RemoteImage};
 
 /// How to reach registries. `Default` is what a user gets without flags.
 #[derive(Debug, Clone)]

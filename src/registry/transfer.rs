@@ -203,57 +203,13 @@ pub async fn pull(
     )
     .await?;
     let _writing = store.write_session()?;
-    let by = reference
-        .digest
-        .clone()
-        .or_else(|| reference.tag.clone())
-        .unwrap_or_else(|| "latest".to_string());
-    let expected = reference.digest.as_deref().map(parse_digest).transpose()?;
-    let raw = retry(session.retries, || session.get_manifest(&by)).await?;
-    let (mut raw, mut digest) = verify_manifest(&session, raw, expected.as_ref())?;
-    let mut media_type = media_type_of(&session, &raw)?;
-    let mut chosen_platform = None;
-    if media_type == OCI_INDEX || media_type == DOCKER_LIST {
-        #[derive(serde::Deserialize)]
-        struct Index {
-            manifests: Vec<platform::IndexEntry>,
-        }
-        let index: Index = serde_json::from_slice(&raw.bytes)
-            .map_err(|e| invalid(&session, format!("bad image index: {e}")))?;
-        let entry = platform::select(&index.manifests, &wanted).map_err(|available| {
-            RegistryError::NoMatchingPlatform {
-                registry: session.registry.clone(),
-                repository: session.repository.clone(),
-                wanted: wanted.to_string(),
-                available,
-            }
-        })?;
-        let child_digest = parse_digest(&entry.digest)?;
-        let child = retry(session.retries, || session.get_manifest(&entry.digest)).await?;
-        (raw, digest) = verify_manifest(&session, child, Some(&child_digest))?;
-        if raw.bytes.len() as u64 != entry.size {
-            return Err(RegistryError::SizeMismatch {
-                registry: session.registry.clone(),
-                repository: session.repository.clone(),
-                what: "manifest",
-                digest: child_digest.to_string(),
-                expected: entry.size,
-                found: raw.bytes.len() as u64,
-            });
-        }
-        media_type = media_type_of(&session, &raw)?;
-        chosen_platform = entry.platform.clone();
-    }
-    if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
-        return Err(invalid(
-            &session,
-            format!(
-                "unsupported manifest type {media_type} (schema 1 and artifacts cannot be pulled)"
-            ),
-        ));
-    }
-    let manifest: ImageManifest = serde_json::from_slice(&raw.bytes)
-        .map_err(|e| invalid(&session, format!("bad image manifest {digest}: {e}")))?;
+    let Resolved {
+        raw,
+        digest,
+        media_type,
+        manifest,
+        platform: chosen_platform,
+    } = resolve_manifest(&session, reference, &wanted).await?;
     let mut blobs: Vec<Descriptor> = Vec::new();
     for b in std::iter::once(manifest.config()).chain(manifest.layers()) {
         if !blobs.iter().any(|x| x.digest() == b.digest()) {
@@ -286,6 +242,138 @@ pub async fn pull(
     lock(&total).finish("");
     progress.message(&format!("Pulled {reference}@{digest}"));
     Ok(desc)
+}
+
+/// An image manifest as the registry serves it for a reference, chosen from
+/// an index for the wanted platform, checked against its digest.
+struct Resolved {
+    raw: RawManifest,
+    digest: Digest,
+    media_type: String,
+    manifest: ImageManifest,
+    platform: Option<platform::EntryPlatform>,
+}
+
+async fn resolve_manifest(
+    session: &Session,
+    reference: &Reference,
+    wanted: &Platform,
+) -> Result<Resolved, RegistryError> {
+    let by = reference
+        .digest
+        .clone()
+        .or_else(|| reference.tag.clone())
+        .unwrap_or_else(|| "latest".to_string());
+    let expected = reference.digest.as_deref().map(parse_digest).transpose()?;
+    let raw = retry(session.retries, || session.get_manifest(&by)).await?;
+    let (mut raw, mut digest) = verify_manifest(session, raw, expected.as_ref())?;
+    let mut media_type = media_type_of(session, &raw)?;
+    let mut chosen_platform = None;
+    if media_type == OCI_INDEX || media_type == DOCKER_LIST {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            manifests: Vec<platform::IndexEntry>,
+        }
+        let index: Index = serde_json::from_slice(&raw.bytes)
+            .map_err(|e| invalid(session, format!("bad image index: {e}")))?;
+        let entry = platform::select(&index.manifests, wanted).map_err(|available| {
+            RegistryError::NoMatchingPlatform {
+                registry: session.registry.clone(),
+                repository: session.repository.clone(),
+                wanted: wanted.to_string(),
+                available,
+            }
+        })?;
+        let child_digest = parse_digest(&entry.digest)?;
+        let child = retry(session.retries, || session.get_manifest(&entry.digest)).await?;
+        (raw, digest) = verify_manifest(session, child, Some(&child_digest))?;
+        if raw.bytes.len() as u64 != entry.size {
+            return Err(RegistryError::SizeMismatch {
+                registry: session.registry.clone(),
+                repository: session.repository.clone(),
+                what: "manifest",
+                digest: child_digest.to_string(),
+                expected: entry.size,
+                found: raw.bytes.len() as u64,
+            });
+        }
+        media_type = media_type_of(session, &raw)?;
+        chosen_platform = entry.platform.clone();
+    }
+    if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
+        return Err(invalid(
+            session,
+            format!(
+                "unsupported manifest type {media_type} (schema 1 and artifacts cannot be pulled)"
+            ),
+        ));
+    }
+    let manifest: ImageManifest = serde_json::from_slice(&raw.bytes)
+        .map_err(|e| invalid(session, format!("bad image manifest {digest}: {e}")))?;
+    Ok(Resolved {
+        raw,
+        digest,
+        media_type,
+        manifest,
+        platform: chosen_platform,
+    })
+}
+
+/// An image's manifest and config as a registry serves them, each checked
+/// against its digest; its layers stay in the registry.
+#[derive(Debug, Clone)]
+pub struct RemoteImage {
+    pub digest: Digest,
+    pub manifest: ImageManifest,
+    pub config: Vec<u8>,
+}
+
+/// Fetches `reference`'s manifest (for `opts.platform`, else this host's)
+/// and config, not its layers: enough to check what the image is before
+/// any layer moves.
+pub async fn fetch_metadata(
+    reference: &Reference,
+    opts: &RegistryOptions,
+) -> Result<RemoteImage, RegistryError> {
+    let wanted = match &opts.platform {
+        Some(p) => Platform::parse(p)?,
+        None => Platform::host(),
+    };
+    let creds = auth::lookup(&reference.registry, &reference.repository, opts)?;
+    let session = Session::open(
+        &reference.registry,
+        &reference.repository,
+        Access::Pull,
+        creds,
+        opts,
+    )
+    .await?;
+    let resolved = resolve_manifest(&session, reference, &wanted).await?;
+    let blob = resolved.manifest.config();
+    let silent = crate::progress::Silent.begin("", None);
+    let config = retry(session.retries, || async {
+        let mut out = Vec::new();
+        session
+            .get_blob(blob.digest(), blob.size(), &mut out, silent.as_ref())
+            .await?;
+        let found = sha256_digest(&out);
+        if &found != blob.digest() {
+            return Err(RegistryError::DigestMismatch {
+                registry: session.registry.clone(),
+                repository: session.repository.clone(),
+                what: "config",
+                expected: blob.digest().to_string(),
+                found: found.to_string(),
+            });
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(RemoteImage {
+        digest: resolved.digest,
+        manifest: resolved.manifest,
+        config,
+    })
 }
 
 /// Downloads one blob into a store temp file and checks its digest while it

@@ -1,0 +1,535 @@
+//! Images that are only in a registry (issue 22): `sealrs run REGISTRY/REPO:TAG`
+//! checks the cluster against the image's manifest and config before any
+//! layer moves, and an image in neither the store nor a registry is an error
+//! naming both. Against the real docker-registry, on real hosts for the run.
+
+use crate::common::{with_stdin, Env};
+use crate::registry_server::{Options, Registry, PASSWORD, USER};
+
+/// Builds the k3s example as `name`, pushes it with `flags` and removes it
+/// from the store: the registry is the only place that has it.
+fn push_only(env: &Env, name: &str, build_flags: &[&str], flags: &[&str]) {
+    push_only_with(env, name, build_flags, flags, 0);
+}
+
+/// [`push_only`], the image carrying `payload` incompressible bytes more
+/// in a layer of their own (a stand-in for k3s's binary and airgap images).
+fn push_only_with(env: &Env, name: &str, build_flags: &[&str], flags: &[&str], payload: usize) {
+    let dir = crate::layout::example(env, "k3s", "k3s");
+    if payload > 0 {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let bytes: Vec<u8> = (0..payload)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        env.write(&format!("{dir}/payload/data.bin"), bytes);
+        let kubefile = env.path(&format!("{dir}/Kubefile"));
+        let mut text = std::fs::read_to_string(&kubefile).unwrap();
+        text.push_str("COPY payload ./payload\n");
+        std::fs::write(kubefile, text).unwrap();
+    }
+    let mut build = vec!["build", "-q", "--no-images", "-t", name];
+    build.extend(build_flags);
+    build.push(&dir);
+    env.ok(&build);
+    let mut push = vec!["push", "-q", name];
+    push.extend(flags);
+    env.ok(&push);
+    env.ok(&["rmi", name]);
+    assert!(!env.ok(&["images"]).contains("k3s"), "still in the store");
+}
+
+/// Layer and config downloads from `repo` in the registry's access log.
+fn blob_gets(reg: &Registry, repo: &str) -> usize {
+    reg.requests(&format!("GET /v2/{repo}/blobs/"))
+}
+
+#[test]
+fn run_with_an_image_only_in_a_tls_registry_with_auth_checks_it_then_applies_it() {
+    let reg = Registry::start(Options {
+        tls: true,
+        auth: true,
+    });
+    let env = Env::new();
+    let auth = env.path("auth.json");
+    let cert_dir = reg.cert_dir();
+    let flags = [
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        "--authfile",
+        auth.to_str().unwrap(),
+    ];
+    let mut login = vec!["login", "-u", USER, "--password-stdin"];
+    login.extend(flags);
+    let host = reg.host();
+    login.push(&host);
+    let out = with_stdin(env.cmd(&login), format!("{PASSWORD}\n").as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = format!("{}/edge/k3s:1", reg.host());
+    push_only(&env, &name, &[], &flags);
+
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let stderr = crate::run::run_on(&env, &name, &hosts, &[0], &[], &flags);
+    assert!(
+        stderr.contains(&format!(
+            "{name} is not in the local store: its manifest and config from {} fit cluster",
+            reg.host()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    // The registry is this machine's loopback: hosts do not try it.
+    assert!(!stderr.contains("cannot pull its layers"), "{stderr}");
+    let k3s = hosts[0].exec_ok(&["systemctl", "is-active", "k3s.service"]);
+    assert_eq!(k3s.trim(), "active");
+}
+
+#[test]
+fn an_image_that_does_not_fit_is_refused_with_only_its_manifest_and_config_fetched() {
+    let reg = Registry::start(Options::default());
+    let env = Env::new();
+    let name = format!("{}/edge/bare:1", reg.host());
+    push_only(&env, &name, &["--no-installer"], &[]);
+    let before = blob_gets(&reg, "edge/bare");
+
+    let stderr = env.fails(&["run", &name, "--masters", "192.0.2.10"]);
+    assert!(stderr.contains("carries no installer layer"), "{stderr}");
+    // The config, and no layer.
+    assert_eq!(blob_gets(&reg, "edge/bare") - before, 1, "{}", reg.log());
+    assert!(!env.ok(&["images"]).contains("bare"));
+}
+
+#[test]
+fn an_image_in_neither_the_store_nor_its_registry_is_an_error_naming_both() {
+    let reg = Registry::start(Options::default());
+    let env = Env::new();
+    let name = format!("{}/edge/missing:1", reg.host());
+    let stderr = env.fails(&["run", &name, "--masters", "192.0.2.10"]);
+    assert!(
+        stderr.contains(&format!("{name} is not in the local store"))
+            && stderr.contains(&format!("its registry {} did not serve it", reg.host()))
+            && stderr.contains("sealrs pull"),
+        "{stderr}"
+    );
+    // A name without a registry is not looked for on Docker Hub.
+    let stderr = env.fails(&["run", "nowhere:1", "--masters", "192.0.2.10"]);
+    assert!(
+        stderr.contains("docker.io/library/nowhere:1 is not in the local store")
+            && stderr.contains("REGISTRY/REPO:TAG"),
+        "{stderr}"
+    );
+}
+
+/// The operator side of the hosts' links, where they reach this machine.
+fn operator_ip(hosts: &crate::hosts::TestHosts) -> String {
+    let ip = &hosts[0].ip;
+    format!("{}.1", &ip[..ip.rfind('.').unwrap()])
+}
+
+/// The manifest `repo:tag` has in the registry's storage.
+fn stored_manifest(reg: &Registry, repo: &str, tag: &str) -> serde_json::Value {
+    let link = reg.storage().join(format!(
+        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"
+    ));
+    let digest = std::fs::read_to_string(link).unwrap();
+    serde_json::from_slice(&std::fs::read(reg.blob_data(digest.trim())).unwrap()).unwrap()
+}
+
+/// (digest, size) of each layer; the installer's is marked.
+fn layers(manifest: &serde_json::Value) -> Vec<(String, u64, bool)> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let installer = l["annotations"]
+                .get(sealrs::host_paths::INSTALLER_ANNOTATION)
+                .is_some();
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+                installer,
+            )
+        })
+        .collect()
+}
+
+/// `run --format json` of `name` on every host as masters[0] and nodes;
+/// its exit status, the document and stderr.
+fn run_json(
+    env: &Env,
+    hosts: &crate::hosts::TestHosts,
+    name: &str,
+    extra: &[&str],
+) -> (bool, serde_json::Value, String) {
+    let nodes: Vec<String> = (1..hosts.len()).map(|i| hosts[i].ip.clone()).collect();
+    let mut args = vec!["run", name, "--masters", &hosts[0].ip, "--format", "json"];
+    let nodes = nodes.join(",");
+    if !nodes.is_empty() {
+        args.extend(["--nodes", &nodes]);
+    }
+    args.extend(extra);
+    let out = crate::run::on_hosts(env, hosts, &args, false);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let doc =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}):\n{stderr}"));
+    (out.status.success(), doc, stderr)
+}
+
+fn bytes_sent(doc: &serde_json::Value, ip: &str) -> u64 {
+    doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == ip)
+        .unwrap_or_else(|| panic!("no host {ip} in {doc:#}"))["bytesSent"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_installer() {
+    let hosts = crate::hosts::TestHosts::boot(4);
+    let reg = Registry::start_on(
+        Options {
+            tls: true,
+            auth: false,
+        },
+        &operator_ip(&hosts),
+    );
+    let env = Env::new();
+    let cert_dir = reg.cert_dir();
+    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let name = format!("{}/edge/k3s:1", reg.host());
+    push_only_with(&env, &name, &[], &flags, 32 << 20);
+    let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
+    let installer: u64 = layers.iter().filter(|l| l.2).map(|l| l.1).sum();
+    let image: u64 = layers.iter().map(|l| l.1).sum();
+    assert!(installer > 0 && layers.len() > 1, "{layers:?}");
+
+    let (ok, doc, stderr) = run_json(&env, &hosts, &name, &flags);
+    assert!(ok, "{doc:#}\n{stderr}");
+    for host in hosts.hosts() {
+        assert_eq!(
+            bytes_sent(&doc, &host.ip),
+            installer,
+            "{}: {stderr}",
+            host.ip
+        );
+        assert!(
+            stderr.contains(&format!(
+                "{}: {} of {} layers pulled from the registry",
+                host.ip,
+                layers.len() - 1,
+                layers.len()
+            )),
+            "{stderr}"
+        );
+    }
+    // Each host pulled each layer but the installer's, once.
+    for host in hosts.hosts() {
+        let from = format!("{} - - ", host.ip);
+        let pulled = reg
+            .log()
+            .lines()
+            .filter(|l| l.starts_with(&from) && l.contains("\"GET /v2/edge/k3s/blobs/"))
+            .count();
+        assert_eq!(pulled, layers.len() - 1, "{}: {}", host.ip, reg.log());
+    }
+    assert_eq!(
+        hosts[0]
+            .exec_ok(&["systemctl", "is-active", "k3s.service"])
+            .trim(),
+        "active"
+    );
+    eprintln!(
+        "figures: {} hosts, image {image} bytes, installer {installer} bytes; operator sent {} bytes in all (the direct route would send hosts x image = {} bytes)",
+        hosts.len(),
+        hosts.len() as u64 * installer,
+        hosts.len() as u64 * image
+    );
+}
+
+#[test]
+fn a_blob_corrupted_in_the_registry_is_refused_by_the_hosts_with_nothing_placed() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = Registry::start_on(
+        Options {
+            tls: true,
+            auth: false,
+        },
+        &operator_ip(&hosts),
+    );
+    let env = Env::new();
+    let cert_dir = reg.cert_dir();
+    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let name = format!("{}/edge/k3s:1", reg.host());
+    let dir = crate::layout::example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", &name, &dir]);
+    let mut push = vec!["push", "-q", name.as_str()];
+    push.extend(flags);
+    env.ok(&push);
+    // The largest layer that is not the installer's: one byte changed, same size.
+    let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
+    let (bad, ..) = layers
+        .iter()
+        .filter(|l| !l.2)
+        .max_by_key(|l| l.1)
+        .unwrap()
+        .clone();
+    let data = reg.blob_data(&bad);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let mut extra = vec!["--layers-from-registry"];
+    extra.extend(flags);
+    let (ok, doc, stderr) = run_json(&env, &hosts, &name, &extra);
+    assert!(!ok, "{doc:#}\n{stderr}");
+    let hex = bad.trim_start_matches("sha256:");
+    assert!(stderr.contains(hex), "{stderr}");
+    for host in hosts.hosts() {
+        let layer = format!("{}/{hex}", sealrs::host_paths::HOST_LAYERS);
+        assert!(
+            !host.exec(&["test", "-e", &layer]).status.success(),
+            "{}: {layer} placed",
+            host.ip
+        );
+        let rootfs = host.exec(&[
+            "sh",
+            "-c",
+            &format!("ls -A {}/rootfs 2>/dev/null", sealrs::host_paths::HOST_DIR),
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&rootfs.stdout).trim(),
+            "",
+            "{}: a rootfs was made",
+            host.ip
+        );
+        assert!(!host
+            .exec(&["systemctl", "is-active", "k3s.service"])
+            .status
+            .success());
+    }
+}
+
+#[test]
+fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_the_run_says_so() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = Registry::start_on(
+        Options {
+            tls: true,
+            auth: false,
+        },
+        &operator_ip(&hosts),
+    );
+    // The worker's connections to the registry's port are refused; SSH and
+    // the operator's own server still work.
+    hosts[1].exec_ok(&[
+        "ip",
+        "rule",
+        "add",
+        "ipproto",
+        "6",
+        "dport",
+        &reg.port.to_string(),
+        "prohibit",
+    ]);
+    let env = Env::new();
+    let cert_dir = reg.cert_dir();
+    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let name = format!("{}/edge/k3s:1", reg.host());
+    push_only(&env, &name, &[], &flags);
+    let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
+    let image: u64 = layers.iter().map(|l| l.1).sum();
+    let installer: u64 = layers.iter().filter(|l| l.2).map(|l| l.1).sum();
+
+    let (ok, doc, stderr) = run_json(&env, &hosts, &name, &flags);
+    assert!(ok, "{doc:#}\n{stderr}");
+    assert_eq!(bytes_sent(&doc, &hosts[0].ip), installer, "{stderr}");
+    assert_eq!(bytes_sent(&doc, &hosts[1].ip), image, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: cannot pull its layers from registry {}",
+            hosts[1].ip,
+            reg.host()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}: {} of {} layers sent directly",
+            hosts[1].ip,
+            layers.len() - 1,
+            layers.len()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        hosts[1]
+            .exec_ok(&["systemctl", "is-active", "k3s-agent.service"])
+            .trim(),
+        "active"
+    );
+}
+
+#[test]
+fn basic_auth_credentials_reach_hosts_only_when_allowed_and_only_on_stdin() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = Registry::start_on(
+        Options {
+            tls: true,
+            auth: true,
+        },
+        &operator_ip(&hosts),
+    );
+    let env = Env::new();
+    let auth = env.path("auth.json");
+    let cert_dir = reg.cert_dir();
+    let flags = [
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        "--authfile",
+        auth.to_str().unwrap(),
+    ];
+    let host = reg.host();
+    let mut login = vec!["login", "-u", USER, "--password-stdin"];
+    login.extend(flags);
+    login.push(&host);
+    let out = with_stdin(env.cmd(&login), format!("{PASSWORD}\n").as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = format!("{}/private/k3s:1", reg.host());
+    push_only(&env, &name, &[], &flags);
+
+    // Without leave, the host is refused by the registry and the operator
+    // sends the layers.
+    let mut first = vec!["run", &name, "--cluster", "a", "--masters", &hosts[0].ip];
+    first.extend(flags);
+    let out = crate::run::on_hosts(&env, &hosts, &first, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: cannot pull its layers from registry {}",
+            hosts[0].ip,
+            reg.host()
+        )) && stderr.contains("401"),
+        "{stderr}"
+    );
+
+    // With it, the host pulls with them, and keeps them nowhere.
+    let mut second = vec![
+        "run",
+        &name,
+        "--cluster",
+        "b",
+        "--masters",
+        &hosts[1].ip,
+        "--registry-credentials-to-hosts",
+        // In the store since the first run: asked for.
+        "--layers-from-registry",
+    ];
+    second.extend(flags);
+    let out = crate::run::on_hosts(&env, &hosts, &second, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("{}: ", hosts[1].ip))
+                && l.contains("layers pulled from the registry")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    for dir in ["/tmp", "/var/lib/sealrs", "/etc", "/root"] {
+        let found = hosts[1].exec(&["grep", "-rlF", PASSWORD, dir]);
+        assert!(
+            String::from_utf8_lossy(&found.stdout).trim().is_empty(),
+            "the password is in {}",
+            String::from_utf8_lossy(&found.stdout)
+        );
+    }
+    let left = hosts[1].exec_ok(&["sh", "-c", "ls -d /tmp/sealrs-certs-* 2>/dev/null || true"]);
+    assert_eq!(left.trim(), "", "the run's CA directory was left");
+    // The journal holds no password either.
+    let journal = hosts[1].exec(&["journalctl", "--no-pager", "-q"]);
+    assert!(!String::from_utf8_lossy(&journal.stdout).contains(PASSWORD));
+}
+
+#[test]
+fn an_upgrade_to_an_image_only_in_the_registry_sends_hosts_no_layer_not_even_the_installer() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = Registry::start_on(
+        Options {
+            tls: true,
+            auth: false,
+        },
+        &operator_ip(&hosts),
+    );
+    let env = Env::new();
+    let cert_dir = reg.cert_dir();
+    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let v1 = format!("{}/edge/k3s:1", reg.host());
+    push_only(&env, &v1, &[], &flags);
+    let (ok, doc, stderr) = run_json(&env, &hosts, &v1, &flags);
+    assert!(ok, "{doc:#}\n{stderr}");
+
+    let v2 = format!("{}/edge/k3s:2", reg.host());
+    let dir = crate::layout::example(&env, "k3s", "k3s-2");
+    crate::layout::standin_version(&env, &dir, "v1.30.3+k3s1");
+    env.ok(&[
+        "build",
+        "-q",
+        "--no-images",
+        "--build-arg",
+        "VERSION=v1.30.3+k3s1",
+        "-t",
+        &v2,
+        &dir,
+    ]);
+    let mut push = vec!["push", "-q", v2.as_str()];
+    push.extend(flags);
+    env.ok(&push);
+    env.ok(&["rmi", &v2]);
+    let v1_layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
+    let v2_layers = layers(&stored_manifest(&reg, "edge/k3s", "2"));
+    let installer = |l: &[(String, u64, bool)]| l.iter().find(|l| l.2).unwrap().0.clone();
+    assert_eq!(
+        installer(&v1_layers),
+        installer(&v2_layers),
+        "the same installer layer"
+    );
+
+    let mut upgrade = vec!["upgrade", v2.as_str(), "--format", "json"];
+    upgrade.extend(flags);
+    let out = crate::run::on_hosts(&env, &hosts, &upgrade, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Hosts hold that installer already: it is not sent again.
+    assert!(!stderr.contains("installer in place"), "{stderr}");
+    for host in hosts.hosts() {
+        assert_eq!(bytes_sent(&doc, &host.ip), 0, "{doc:#}\n{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{}: ", host.ip))
+                    && l.contains("layers pulled from the registry")),
+            "{stderr}"
+        );
+    }
+}
