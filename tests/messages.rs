@@ -402,3 +402,48 @@ fn on_a_terminal_a_host_step_shows_the_time_it_took() {
     });
     assert!(timed, "no `{step}Ns` on the terminal:\n{text}");
 }
+
+#[test]
+fn a_host_that_never_answers_times_out_after_ssh_timeout_and_the_message_names_the_flag() {
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    let key = env.dir.path().join("id_ed25519");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    // Accepts the TCP connection and never sends an SSH banner.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let master = format!("127.0.0.1:{port}");
+    let key = key.display().to_string();
+    let run = |timeout: &str| {
+        env.run(&[
+            "run",
+            "k3s-cluster:1",
+            "--masters",
+            &master,
+            "--ssh-key",
+            &key,
+            "--ssh-timeout",
+            timeout,
+        ])
+    };
+    let started = std::time::Instant::now();
+    let out = run("1");
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("timed out after 1s"), "{err}");
+    assert!(err.contains("--ssh-timeout SECONDS"), "{err}");
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    drop(silent);
+
+    let out = run("0");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("'0' for '--ssh-timeout <SECONDS>'"), "{err}");
+}

@@ -253,7 +253,7 @@ pub enum TransportError {
     #[error("cannot connect to {host}: {detail}; check that the host is up, that sshd listens on the port and that no firewall blocks it")]
     Connect { host: String, detail: String },
 
-    #[error("connecting to {host} timed out after {}s ({during}); check that the host is up and reachable, or raise the timeout", .after.as_secs_f32())]
+    #[error("connecting to {host} timed out after {}s ({during}); check that the host is up and reachable, or give it longer with --ssh-timeout SECONDS", .after.as_secs_f32())]
     Timeout {
         host: String,
         after: Duration,
