@@ -447,3 +447,33 @@ fn a_host_that_never_answers_times_out_after_ssh_timeout_and_the_message_names_t
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("'0' for '--ssh-timeout <SECONDS>'"), "{err}");
 }
+
+#[test]
+fn a_failed_host_step_says_which_of_the_plans_steps_it_was() {
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let host = &hosts[0];
+    // The rootfs cannot place k3s's configuration where a file is.
+    host.exec_ok(&["mkdir", "-p", "/etc/rancher"]);
+    host.exec_ok(&["touch", "/etc/rancher/k3s"]);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    let out = crate::run::on_hosts(
+        &env,
+        &hosts,
+        &["run", "k3s-cluster:1", "--masters", &host.ip],
+        false,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let at = "install failed at step place-rootfs (";
+    let start = err.find(at).unwrap_or_else(|| panic!("{err}")) + at.len();
+    let rest = &err[start..err[start..].find(')').unwrap() + start];
+    let (number, planned) = rest
+        .split_once("; step ")
+        .and_then(|(_, n)| n.split_once(" of "))
+        .unwrap_or_else(|| panic!("no `; step N of M` in {rest:?}:\n{err}"));
+    let (number, planned): (usize, usize) = (number.parse().unwrap(), planned.parse().unwrap());
+    // The first step fails; the plan had more.
+    assert!(number == 1 && planned > 1, "{rest}");
+}

@@ -118,7 +118,10 @@ pub(super) fn installer_report(
                 host,
                 action: action.to_string(),
                 step: failed
-                    .map(|s| format!("{} ({})", s.id, s.title))
+                    .map(|s| {
+                        let at = report.failed_position().unwrap_or_default();
+                        format!("{} ({}; step {at})", s.id, s.title)
+                    })
                     .unwrap_or_else(|| "?".into()),
                 exit_code: failed.and_then(|s| s.exit_code),
                 tail: failed

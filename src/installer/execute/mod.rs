@@ -49,6 +49,7 @@ pub fn execute(plan: &Plan, ctx: &ExecContext) -> Result<Report, InstallerError>
             .collect(),
         changed: false,
         failed: None,
+        planned: plan.steps.len(),
     };
     let mut changed_steps: HashSet<String> = HashSet::new();
     let mut systemd = SystemdLink::Untried;
