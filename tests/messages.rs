@@ -366,7 +366,7 @@ fn a_rootfs_for_another_architecture_without_installer_says_how_to_build_one_bef
 }
 
 #[test]
-fn on_a_terminal_a_host_step_shows_the_time_it_took() {
+fn on_a_terminal_a_host_step_shows_the_plan_step_it_is_at_and_the_time_it_took() {
     let hosts = crate::hosts::TestHosts::boot(1);
     let env = Env::new();
     let dir = example(&env, "k3s", "k3s");
@@ -401,6 +401,15 @@ fn on_a_terminal_a_host_step_shows_the_time_it_took() {
         digits > 0 && rest[digits..].starts_with('s')
     });
     assert!(timed, "no `{step}Ns` on the terminal:\n{text}");
+    // While it ran, the step of the installer's plan it was at.
+    let at = format!("{}: k3s install [", hosts[0].ip);
+    let counted = text.match_indices(&at).any(|(i, _)| {
+        let rest = &text[i + at.len()..];
+        let (count, title) = rest.split_once("] ").unwrap_or_default();
+        let (number, planned) = count.split_once('/').unwrap_or_default();
+        number.parse::<usize>().is_ok() && planned.parse::<usize>().is_ok() && !title.is_empty()
+    });
+    assert!(counted, "no `{at}N/M] STEP` on the terminal:\n{text}");
 }
 
 #[test]

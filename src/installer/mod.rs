@@ -96,6 +96,9 @@ pub struct ExecContext<'a> {
     pub systemctl: Vec<String>,
     /// Called after each step, for live log lines (the report has it all).
     pub on_step: Option<fn(&StepReport)>,
+    /// Called as each step starts, with its number, the plan's length and
+    /// its title: the operator's spinner shows it ("[7/15] start k3s.service").
+    pub on_start: Option<fn(usize, usize, &str)>,
 }
 
 impl<'a> ExecContext<'a> {
@@ -109,6 +112,7 @@ impl<'a> ExecContext<'a> {
             dry_run: false,
             systemctl: vec!["systemctl".to_string()],
             on_step: None,
+            on_start: None,
         }
     }
 
