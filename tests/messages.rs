@@ -366,7 +366,7 @@ fn a_rootfs_for_another_architecture_without_installer_says_how_to_build_one_bef
 }
 
 #[test]
-fn on_a_terminal_a_host_step_shows_the_time_it_took() {
+fn on_a_terminal_a_host_step_shows_the_plan_step_it_is_at_and_the_time_it_took() {
     let hosts = crate::hosts::TestHosts::boot(1);
     let env = Env::new();
     let dir = example(&env, "k3s", "k3s");
@@ -401,4 +401,88 @@ fn on_a_terminal_a_host_step_shows_the_time_it_took() {
         digits > 0 && rest[digits..].starts_with('s')
     });
     assert!(timed, "no `{step}Ns` on the terminal:\n{text}");
+    // While it ran, the step of the installer's plan it was at.
+    let at = format!("{}: k3s install [", hosts[0].ip);
+    let counted = text.match_indices(&at).any(|(i, _)| {
+        let rest = &text[i + at.len()..];
+        let (count, title) = rest.split_once("] ").unwrap_or_default();
+        let (number, planned) = count.split_once('/').unwrap_or_default();
+        number.parse::<usize>().is_ok() && planned.parse::<usize>().is_ok() && !title.is_empty()
+    });
+    assert!(counted, "no `{at}N/M] STEP` on the terminal:\n{text}");
+}
+
+#[test]
+fn a_host_that_never_answers_times_out_after_ssh_timeout_and_the_message_names_the_flag() {
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    let key = env.dir.path().join("id_ed25519");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    // Accepts the TCP connection and never sends an SSH banner.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let master = format!("127.0.0.1:{port}");
+    let key = key.display().to_string();
+    let run = |timeout: &str| {
+        env.run(&[
+            "run",
+            "k3s-cluster:1",
+            "--masters",
+            &master,
+            "--ssh-key",
+            &key,
+            "--ssh-timeout",
+            timeout,
+        ])
+    };
+    let started = std::time::Instant::now();
+    let out = run("1");
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("timed out after 1s"), "{err}");
+    assert!(err.contains("--ssh-timeout SECONDS"), "{err}");
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    drop(silent);
+
+    let out = run("0");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("'0' for '--ssh-timeout <SECONDS>'"), "{err}");
+}
+
+#[test]
+fn a_failed_host_step_says_which_of_the_plans_steps_it_was() {
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let host = &hosts[0];
+    // The rootfs cannot place k3s's configuration where a file is.
+    host.exec_ok(&["mkdir", "-p", "/etc/rancher"]);
+    host.exec_ok(&["touch", "/etc/rancher/k3s"]);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    let out = crate::run::on_hosts(
+        &env,
+        &hosts,
+        &["run", "k3s-cluster:1", "--masters", &host.ip],
+        false,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let at = "install failed at step place-rootfs (";
+    let start = err.find(at).unwrap_or_else(|| panic!("{err}")) + at.len();
+    let rest = &err[start..err[start..].find(')').unwrap() + start];
+    let (number, planned) = rest
+        .split_once("; step ")
+        .and_then(|(_, n)| n.split_once(" of "))
+        .unwrap_or_else(|| panic!("no `; step N of M` in {rest:?}:\n{err}"));
+    let (number, planned): (usize, usize) = (number.parse().unwrap(), planned.parse().unwrap());
+    // The first step fails; the plan had more.
+    assert!(number == 1 && planned > 1, "{rest}");
 }

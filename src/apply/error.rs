@@ -135,7 +135,7 @@ pub enum ApplyError {
         reason: String,
     },
 
-    #[error("node {node} ({host}) did not report Ready with {version} within {secs}s (last answer of kubectl get node: {last}); it stays cordoned")]
+    #[error("node {node} ({host}) did not report Ready with {version} within {secs}s (last answer of kubectl get node: {last}); it stays cordoned; give nodes longer with --ready-timeout SECONDS")]
     NodeNotReady {
         node: String,
         host: String,

@@ -4,7 +4,7 @@
 //! renders every host's plan without reaching any.
 
 use super::context::RunContext;
-use super::remote::{host_context, host_request, run_installer};
+use super::remote::{host_context, host_request, run_installer_shown};
 use super::status::record;
 use super::ApplyError;
 use crate::cluster::{Cluster, Host, Secret};
@@ -40,11 +40,12 @@ pub(super) fn first_master(
         ctx.runtime.name()
     ));
     let request = host_request(snapshot, first, &ctx.image, &JoinSecrets::default());
-    let outcome = run_installer(
+    let outcome = run_installer_shown(
         ctx.connection(first)?,
         &ctx.image,
         Operation::Install,
         &request,
+        step.as_ref(),
     )?;
     drop(step);
     match purpose {

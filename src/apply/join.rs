@@ -4,12 +4,12 @@
 
 use super::context::RunContext;
 use super::parallel::per_host;
-use super::remote::{apply_plan, host_context, host_request, run_installer};
+use super::remote::{apply_plan, host_context, host_request, run_installer_shown};
 use super::status::{mark_failed, record, settle};
 use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host};
 use crate::installer::{Operation, Report};
-use crate::progress::HostTally;
+use crate::progress::{HostTally, Task};
 use crate::runtime::JoinSecrets;
 
 /// What a control plane's failed join does to the command; either way the
@@ -43,7 +43,7 @@ pub(super) fn join(
             host.key(),
             ctx.runtime.name()
         ));
-        let joined = join_one(ctx, snapshot, host, secrets);
+        let joined = join_one(ctx, snapshot, host, secrets, step.as_ref());
         drop(step);
         match (joined, on_failure) {
             (Ok(changed), _) => record(cluster, host, &ctx.image, &mut ctx.report, changed),
@@ -63,12 +63,12 @@ pub(super) fn join(
     let label = format!("{} join (nodes)", ctx.runtime.name());
     let tally = HostTally::new(ctx.progress, &label, nodes.len());
     let results = per_host(ctx.max_parallel(), &nodes, |host| {
-        let _step = shared.progress.step(&format!(
+        let step = shared.progress.step(&format!(
             "{}: {} join (node)",
             host.key(),
             shared.runtime.name()
         ));
-        let joined = join_one(shared, snapshot, host, secrets);
+        let joined = join_one(shared, snapshot, host, secrets, step.as_ref());
         tally.finished(joined.is_ok());
         (host.clone(), joined)
     });
@@ -101,9 +101,11 @@ fn join_one(
     snapshot: &Cluster,
     host: &Host,
     secrets: &JoinSecrets,
+    shown: &dyn Task,
 ) -> Result<bool, ApplyError> {
     let request = host_request(snapshot, host, &ctx.image, secrets);
-    run_installer(ctx.connection(host)?, &ctx.image, Operation::Join, &request).map(|o| o.changed)
+    let transport = ctx.connection(host)?;
+    run_installer_shown(transport, &ctx.image, Operation::Join, &request, shown).map(|o| o.changed)
 }
 
 /// Phase "after joins": the runtime's plan for the first master once the

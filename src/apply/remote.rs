@@ -7,6 +7,8 @@ use super::ApplyError;
 use crate::cluster::{Cluster, Host};
 use crate::installer::{Operation, Report, Request};
 use crate::plan::Plan;
+use crate::progress::text::is_step_line;
+use crate::progress::Task;
 use crate::runtime::{HostContext, JoinSecrets};
 use crate::transport::{Output, Transport};
 
@@ -64,12 +66,24 @@ pub(super) fn call_installer(
     subcommand: &[&str],
     input: &str,
 ) -> Result<(String, Output), ApplyError> {
+    call_installer_watching(transport, image, subcommand, input, &|_| {})
+}
+
+/// [`call_installer`], calling `on_line` with the installer's stderr lines
+/// as they come.
+fn call_installer_watching(
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    subcommand: &[&str],
+    input: &str,
+    on_line: &dyn Fn(&str),
+) -> Result<(String, Output), ApplyError> {
     super::interrupt::check(transport.address())?;
     let installer = image.installer_on_host()?;
     let mut argv = vec![installer.clone(), "installer".to_string()];
     argv.extend(subcommand.iter().map(|s| s.to_string()));
     let output = transport
-        .run(&argv, &[], Some(input.as_bytes()))
+        .run_watching(&argv, Some(input.as_bytes()), on_line)
         .map_err(ApplyError::transport(transport.address()))?;
     Ok((format!("{installer} installer {}", subcommand[0]), output))
 }
@@ -82,6 +96,30 @@ pub(super) fn run_installer(
     request: &Request,
 ) -> Result<Report, ApplyError> {
     let output = call_installer(transport, image, &[operation.as_str()], &request.to_json())?;
+    installer_report(transport, &operation.to_string(), output)
+}
+
+/// [`run_installer`], with the step the plan is at shown on `shown`
+/// ("[7/15] start k3s.service") while it runs.
+pub(super) fn run_installer_shown(
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    operation: Operation,
+    request: &Request,
+    shown: &dyn Task,
+) -> Result<Report, ApplyError> {
+    let show = |line: &str| {
+        if is_step_line(line) {
+            shown.status(line);
+        }
+    };
+    let output = call_installer_watching(
+        transport,
+        image,
+        &[operation.as_str()],
+        &request.to_json(),
+        &show,
+    )?;
     installer_report(transport, &operation.to_string(), output)
 }
 
@@ -118,7 +156,10 @@ pub(super) fn installer_report(
                 host,
                 action: action.to_string(),
                 step: failed
-                    .map(|s| format!("{} ({})", s.id, s.title))
+                    .map(|s| {
+                        let at = report.failed_position().unwrap_or_default();
+                        format!("{} ({}; step {at})", s.id, s.title)
+                    })
                     .unwrap_or_else(|| "?".into()),
                 exit_code: failed.and_then(|s| s.exit_code),
                 tail: failed

@@ -64,7 +64,8 @@ pub(super) fn run(
         args.ssh_password_stdin,
     )?
     .direct_data(!args.layers_over_ssh)
-    .max_parallel(args.max_parallel);
+    .max_parallel(args.max_parallel)
+    .connect_timeout(args.ssh_timeout);
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: None,

@@ -157,6 +157,10 @@ pub struct RunArgs {
     /// layers, joined, upgraded, uninstalled): 1 or more.
     #[arg(long, value_name = "N", default_value_t = crate::apply::MaxParallel::DEFAULT)]
     pub max_parallel: crate::apply::MaxParallel,
+    /// Seconds to reach each host over SSH (TCP connection, handshake and
+    /// login together) before giving up on it: 1 or more.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ssh_timeout: u64,
     /// How many node joins may fail, a number or a percentage of the nodes
     /// joined (rounded down): the cluster comes up with the nodes that
     /// joined, the failed ones are listed (host, step, error), saved as
@@ -254,6 +258,10 @@ pub struct SshFlags {
     /// layers, joined, upgraded, uninstalled): 1 or more.
     #[arg(long, value_name = "N", default_value_t = crate::apply::MaxParallel::DEFAULT)]
     pub max_parallel: crate::apply::MaxParallel,
+    /// Seconds to reach each host over SSH (TCP connection, handshake and
+    /// login together) before giving up on it: 1 or more.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ssh_timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]

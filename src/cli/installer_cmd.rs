@@ -280,6 +280,12 @@ fn execute(plan: &Plan, mut ctx: ExecContext, layers: &[PathBuf], quiet: bool) -
     }
     if !quiet {
         ctx.on_step = Some(log_step);
+        ctx.on_start = Some(|number, planned, title| {
+            eprintln!(
+                "{}",
+                crate::progress::text::step_line(number, planned, title)
+            )
+        });
     }
     let report = installer::execute(plan, &ctx)?;
     outln!("{}", report.to_json())?;

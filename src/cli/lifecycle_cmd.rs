@@ -68,7 +68,8 @@ pub(super) fn connector(ssh: &SshFlags) -> Result<SshConnector> {
         ssh.ssh_password_stdin,
     )?
     .direct_data(!ssh.layers_over_ssh)
-    .max_parallel(ssh.max_parallel))
+    .max_parallel(ssh.max_parallel)
+    .connect_timeout(ssh.ssh_timeout))
 }
 
 /// Says what `what` will remove and asks on a terminal: `--yes` skips the

@@ -26,6 +26,8 @@ pub(super) struct SshConnector {
     direct_data: bool,
     /// `--max-parallel`.
     max_parallel: apply::MaxParallel,
+    /// `--ssh-timeout`.
+    connect_timeout: Duration,
 }
 
 impl SshConnector {
@@ -51,6 +53,7 @@ impl SshConnector {
             stdin_password,
             direct_data: true,
             max_parallel: apply::MaxParallel::default(),
+            connect_timeout: ConnectOptions::default().connect_timeout,
         })
     }
 
@@ -64,6 +67,12 @@ impl SshConnector {
     /// How many hosts are worked on at once.
     pub(super) fn max_parallel(mut self, cap: apply::MaxParallel) -> SshConnector {
         self.max_parallel = cap;
+        self
+    }
+
+    /// How long reaching one host may take (`--ssh-timeout`).
+    pub(super) fn connect_timeout(mut self, seconds: u64) -> SshConnector {
+        self.connect_timeout = Duration::from_secs(seconds);
         self
     }
 
@@ -113,7 +122,7 @@ impl Connector for SshConnector {
                 .map(PathBuf::from)
                 .or_else(|| self.known_hosts.clone()),
             accept_new_host_keys: self.accept_new_host_keys,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: self.connect_timeout,
             direct_data: self.direct_data,
         };
         Ok(Box::new(Ssh::connect(&host.address.to_string(), &options)?))
@@ -289,7 +298,8 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         args.ssh_password_stdin,
     )?
     .direct_data(!args.layers_over_ssh)
-    .max_parallel(args.max_parallel);
+    .max_parallel(args.max_parallel)
+    .connect_timeout(args.ssh_timeout);
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: (!args.dry_run).then(|| root.to_path_buf()),

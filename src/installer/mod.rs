@@ -96,6 +96,9 @@ pub struct ExecContext<'a> {
     pub systemctl: Vec<String>,
     /// Called after each step, for live log lines (the report has it all).
     pub on_step: Option<fn(&StepReport)>,
+    /// Called as each step starts, with its number, the plan's length and
+    /// its title: the operator's spinner shows it ("[7/15] start k3s.service").
+    pub on_start: Option<fn(usize, usize, &str)>,
 }
 
 impl<'a> ExecContext<'a> {
@@ -109,6 +112,7 @@ impl<'a> ExecContext<'a> {
             dry_run: false,
             systemctl: vec!["systemctl".to_string()],
             on_step: None,
+            on_start: None,
         }
     }
 
@@ -227,6 +231,9 @@ pub struct Report {
     /// The id of the step that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// How many steps the plan had (`steps` stops at a failure): "step 7 of 15".
+    #[serde(default)]
+    pub planned: usize,
 }
 
 impl Report {
@@ -238,6 +245,17 @@ impl Report {
     pub fn failed_step(&self) -> Option<&StepReport> {
         let id = self.failed.as_ref()?;
         self.steps.iter().find(|s| &s.id == id)
+    }
+
+    /// Where the failed step stood in the plan: "7 of 15" (its number alone
+    /// from an installer that did not say how many steps it planned).
+    pub fn failed_position(&self) -> Option<String> {
+        let id = self.failed.as_ref()?;
+        let number = self.steps.iter().position(|s| &s.id == id)? + 1;
+        Some(match self.planned {
+            0 => number.to_string(),
+            planned => format!("{number} of {planned}"),
+        })
     }
 
     /// One line a person reads at the end of a run.

@@ -308,6 +308,7 @@ fn run_steps_get_exact_env_capture_and_stop_on_failure() {
     assert_eq!(fail.output[fail.output.len() - 2], "line30");
     assert_eq!(r.failed.as_deref(), Some("fail"));
     assert_eq!(r.steps.len(), 5, "the plan stopped at the failure");
+    assert_eq!(r.failed_position().as_deref(), Some("5 of 6"));
     assert!(r.summary().contains("fail") && r.summary().contains("exit code 3"));
     // The Creates check now skips.
     host.write("/marker", "", 0o644);

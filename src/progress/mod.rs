@@ -36,6 +36,9 @@ pub trait Progress: Send + Sync {
 pub trait Task: Send {
     fn advance(&self, bytes: u64);
     fn finish(&self, summary: &str);
+    /// Where the work is now ("[7/15] start k3s.service"), shown beside the
+    /// label while it runs where the display is redrawn; logs skip it.
+    fn status(&self, _text: &str) {}
 }
 
 /// Reports nothing: for tests and `--quiet`.
@@ -126,7 +129,10 @@ impl Progress for Bars {
         );
         let bar = self.multi.add(bar.with_message(label.to_string()));
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Box::new(StepTask { bar })
+        Box::new(StepTask {
+            bar,
+            label: label.to_string(),
+        })
     }
     /// Redrawn in place, and left on screen when done.
     fn live(&self) -> Box<dyn Live + '_> {
@@ -142,22 +148,29 @@ impl Progress for Bars {
 /// too).
 struct StepTask {
     bar: indicatif::ProgressBar,
+    label: String,
 }
 
 impl Task for StepTask {
     fn advance(&self, _bytes: u64) {}
     fn finish(&self, summary: &str) {
-        if !summary.is_empty() {
-            self.bar.set_message(summary.to_string());
-        }
+        let summary = if summary.is_empty() {
+            &self.label
+        } else {
+            summary
+        };
+        self.bar.set_message(summary.to_string());
         self.bar.finish();
+    }
+    fn status(&self, text: &str) {
+        self.bar.set_message(format!("{} {text}", self.label));
     }
 }
 
 impl Drop for StepTask {
     fn drop(&mut self) {
         if !self.bar.is_finished() {
-            self.bar.finish();
+            self.finish("");
         }
     }
 }

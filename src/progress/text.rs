@@ -75,9 +75,40 @@ pub fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
         .map(|(_, c)| c)
 }
 
+/// The line the installer prints as a plan's step starts: "[7/15] start k3s.service".
+pub fn step_line(number: usize, planned: usize, title: &str) -> String {
+    format!("[{number}/{planned}] {title}")
+}
+
+/// Whether `line` is a [`step_line`]: the operator shows those while a host works.
+pub fn is_step_line(line: &str) -> bool {
+    let Some((count, _)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
+        return false;
+    };
+    count.split_once('/').is_some_and(|(n, m)| {
+        [n, m]
+            .iter()
+            .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_line_is_recognised_and_other_installer_lines_are_not() {
+        assert!(is_step_line(&step_line(7, 15, "start k3s.service")));
+        for other in [
+            "changed   [start] start k3s.service",
+            "[7/] x",
+            "[a/15] x",
+            "[7/15]x",
+            "",
+        ] {
+            assert!(!is_step_line(other), "{other:?}");
+        }
+    }
 
     #[test]
     fn one_is_singular_and_everything_else_plural() {

@@ -50,6 +50,22 @@ pub trait Transport: Send + Sync {
         stdin: Option<&[u8]>,
     ) -> Result<Output, TransportError>;
 
+    /// [`Transport::run`] (no extra env), calling `on_line` with each line
+    /// the command writes to stderr as it comes, where the transport can (a
+    /// live status while a host works); by default only when it ends.
+    fn run_watching(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        on_line: &dyn Fn(&str),
+    ) -> Result<Output, TransportError> {
+        let output = self.run(argv, &[], stdin)?;
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .for_each(on_line);
+        Ok(output)
+    }
+
     /// Streams the local file `local` to `remote` (temp file + rename, parents
     /// created, `mode` set before the rename), calling `progress` with the
     /// bytes sent so far. Memory stays flat whatever the size.
@@ -253,7 +269,7 @@ pub enum TransportError {
     #[error("cannot connect to {host}: {detail}; check that the host is up, that sshd listens on the port and that no firewall blocks it")]
     Connect { host: String, detail: String },
 
-    #[error("connecting to {host} timed out after {}s ({during}); check that the host is up and reachable, or raise the timeout", .after.as_secs_f32())]
+    #[error("connecting to {host} timed out after {}s ({during}); check that the host is up and reachable, or give it longer with --ssh-timeout SECONDS", .after.as_secs_f32())]
     Timeout {
         host: String,
         after: Duration,

@@ -49,10 +49,14 @@ pub fn execute(plan: &Plan, ctx: &ExecContext) -> Result<Report, InstallerError>
             .collect(),
         changed: false,
         failed: None,
+        planned: plan.steps.len(),
     };
     let mut changed_steps: HashSet<String> = HashSet::new();
     let mut systemd = SystemdLink::Untried;
-    for step in &plan.steps {
+    for (number, step) in (1..).zip(&plan.steps) {
+        if let Some(announce) = ctx.on_start {
+            announce(number, plan.steps.len(), &step.title);
+        }
         let mut run = StepRun {
             ctx,
             plan,

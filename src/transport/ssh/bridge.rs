@@ -25,16 +25,28 @@ pub(super) fn runtime() -> &'static tokio::runtime::Runtime {
 
 enum Event<T> {
     Progress(u64),
+    Line(String),
     Done(T),
 }
 
 /// Reports progress from inside a task to the waiting caller.
-#[derive(Clone)]
 pub(super) struct Reporter<T>(std_mpsc::Sender<Event<T>>);
+
+/// Whatever `T` is: only the sender is cloned.
+impl<T> Clone for Reporter<T> {
+    fn clone(&self) -> Self {
+        Reporter(self.0.clone())
+    }
+}
 
 impl<T> Reporter<T> {
     pub(super) fn progress(&self, bytes: u64) {
         let _ = self.0.send(Event::Progress(bytes));
+    }
+
+    /// A line of a command's stderr, for [`drive_watching`]'s `on_line`.
+    pub(super) fn line(&self, text: String) {
+        let _ = self.0.send(Event::Line(text));
     }
 }
 
@@ -43,6 +55,21 @@ impl<T> Reporter<T> {
 pub(super) fn drive<T, F, Fut>(
     host: &str,
     progress: &dyn Fn(u64),
+    make: F,
+) -> Result<T, TransportError>
+where
+    T: Send + 'static,
+    F: FnOnce(Reporter<Result<T, TransportError>>) -> Fut,
+    Fut: Future<Output = Result<T, TransportError>> + Send + 'static,
+{
+    drive_watching(host, progress, &|_| {}, make)
+}
+
+/// [`drive`], also calling `on_line` on this thread for each line reported.
+pub(super) fn drive_watching<T, F, Fut>(
+    host: &str,
+    progress: &dyn Fn(u64),
+    on_line: &dyn Fn(&str),
     make: F,
 ) -> Result<T, TransportError>
 where
@@ -59,6 +86,7 @@ where
     loop {
         match rx.recv() {
             Ok(Event::Progress(n)) => progress(n),
+            Ok(Event::Line(text)) => on_line(&text),
             Ok(Event::Done(result)) => return result,
             Err(_) => {
                 return Err(TransportError::Ssh {

@@ -9,7 +9,7 @@ use russh::ChannelMsg;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
-use super::bridge::{drive, Reporter};
+use super::bridge::{drive_watching, Reporter};
 use super::{Handle, Ssh};
 use crate::transport::{env_script, sh_command, Capture, Output, TransportError, OUTPUT_LIMIT};
 
@@ -64,12 +64,27 @@ impl Ssh {
         input: Input,
         progress: &dyn Fn(u64),
     ) -> Result<Output, TransportError> {
+        self.exec_watching(command, input, progress, None)
+    }
+
+    /// [`Ssh::exec`], calling `on_line` with each stderr line as it arrives.
+    pub(super) fn exec_watching(
+        &self,
+        command: String,
+        input: Input,
+        progress: &dyn Fn(u64),
+        on_line: Option<&dyn Fn(&str)>,
+    ) -> Result<Output, TransportError> {
         let handle = self.handle();
         let channels = self.channels.clone();
         let host = self.label.clone();
-        drive(&self.label, progress, move |reporter| {
-            exec(handle, channels, host, command, input, reporter)
-        })
+        let watch = on_line.is_some();
+        drive_watching(
+            &self.label,
+            progress,
+            on_line.unwrap_or(&|_| {}),
+            move |reporter| exec(handle, channels, host, command, input, watch, reporter),
+        )
     }
 }
 
@@ -93,6 +108,7 @@ async fn exec(
     host: String,
     command: String,
     input: Input,
+    watch: bool,
     reporter: Reporter<Result<Output, TransportError>>,
 ) -> Result<Output, TransportError> {
     let ssh_err = |action: &str, e: russh::Error| TransportError::Ssh {
@@ -126,6 +142,7 @@ async fn exec(
 
     // Stdin is written by its own task, so that output is read while it goes:
     // a command that writes a lot before reading all its input cannot block us.
+    let lines = reporter.clone();
     let writer_host = host.clone();
     let writer = tokio::spawn(async move {
         let err = |action: String, e: std::io::Error| TransportError::Io {
@@ -179,6 +196,8 @@ async fn exec(
 
     let mut stdout = Capture::new(stdout_limit);
     let mut stderr = Capture::new(OUTPUT_LIMIT);
+    // Stderr not yet ended by a newline, when its lines are watched.
+    let mut partial: Vec<u8> = Vec::new();
     let mut received = 0usize;
     let mut code = None;
     let mut signal = None;
@@ -192,7 +211,16 @@ async fn exec(
                     break; // a download past its limit: no need to read on
                 }
             }
-            ChannelMsg::ExtendedData { data, ext: 1 } => stderr.push(&data),
+            ChannelMsg::ExtendedData { data, ext: 1 } => {
+                stderr.push(&data);
+                if watch {
+                    partial.extend_from_slice(&data);
+                    while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = partial.drain(..=end).collect();
+                        lines.line(String::from_utf8_lossy(&line[..end]).into_owned());
+                    }
+                }
+            }
             ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status as i32),
             ChannelMsg::ExitSignal { signal_name, .. } => {
                 signal = Some(format!("{signal_name:?}").to_uppercase())

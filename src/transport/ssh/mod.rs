@@ -76,6 +76,17 @@ impl Transport for Ssh {
         self.exec(command, Input::Bytes(header), &|_| {})
     }
 
+    fn run_watching(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        on_line: &dyn Fn(&str),
+    ) -> Result<Output, TransportError> {
+        let (command, mut header) = self.prepare(argv, &[])?;
+        header.extend_from_slice(stdin.unwrap_or_default());
+        self.exec_watching(command, Input::Bytes(header), &|_| {}, Some(on_line))
+    }
+
     fn upload(
         &self,
         local: &Path,
