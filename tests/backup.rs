@@ -25,9 +25,19 @@ const KUBEADM_ETCD: &[&str] = &[
 /// etcdctl's flags for the k3s stand-in's embedded etcd.
 const K3S_ETCD: &[&str] = &["--endpoints=http://127.0.0.1:2379"];
 
-/// The real etcdctl on the host, with `etcd`'s flags.
+/// Where [`hide_etcdctl`] keeps the test's own etcdctl, off PATH.
+const TEST_ETCDCTL: &str = "/root/etcdctl";
+
+/// The real etcdctl on the host (the test's own once hidden), with
+/// `etcd`'s flags.
 fn etcdctl(host: &Host, etcd: &[&str], args: &[&str]) -> std::process::Output {
-    let mut argv = vec!["etcdctl"];
+    let mut argv = vec![
+        "sh",
+        "-c",
+        r#"e=$1; shift; [ -x "$e" ] || e=etcdctl; exec "$e" "$@""#,
+        "sh",
+        TEST_ETCDCTL,
+    ];
     argv.extend(etcd);
     argv.extend(args);
     host.exec(&argv)
@@ -91,6 +101,17 @@ fn with_etcd(env: &Env, dir: &str) {
     }
 }
 
+/// A kubeadm host as real ones are: no etcdctl on PATH (Debian's and the
+/// one placed from the image's bin/ removed), the image's rootfs keeping
+/// its bin/etcdctl; the test's own moves to [`TEST_ETCDCTL`].
+fn hide_etcdctl(host: &Host) {
+    host.exec_ok(&[
+        "sh",
+        "-c",
+        "for e in /usr/bin/etcdctl /usr/local/bin/etcdctl; do [ ! -x $e ] || cp $e /root/etcdctl; done; rm -f /usr/bin/etcdctl /usr/local/bin/etcdctl; ! command -v etcdctl; ls /var/lib/sealrs-host/rootfs/*/bin/etcdctl",
+    ]);
+}
+
 /// The kubeadm image of `run_hosts`, with etcd.
 fn build_kubeadm_with_etcd(env: &Env) -> String {
     let image = build_kubeadm_archives(env, true);
@@ -106,6 +127,7 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
     let image = build_kubeadm_with_etcd(&env);
     run_on(&env, &image, &hosts, &[0], &[], &[]);
     let h = &hosts[0];
+    hide_etcdctl(h);
     put(h, KUBEADM_ETCD, "/sealrs/a", "1");
     put(
         h,
@@ -127,8 +149,10 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
         String::from_utf8_lossy(&dry.stderr)
     );
     let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    // The image's etcdctl, in its rootfs: the host has none.
     assert!(
-        dry.contains("etcdctl --endpoints=https://127.0.0.1:2379"),
+        dry.contains("/var/lib/sealrs-host/rootfs/")
+            && dry.contains("/bin/etcdctl --endpoints=https://127.0.0.1:2379"),
         "{dry}"
     );
     assert!(!file.exists(), "a dry run writes nothing");
@@ -154,6 +178,7 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
     // A fresh cluster on the same host: its etcd has none of the keys.
     ok(on_hosts(&env, &hosts, &["reset"], true));
     run_on(&env, &image, &hosts, &[0], &[], &[]);
+    hide_etcdctl(h);
     assert_eq!(get(h, KUBEADM_ETCD, "/sealrs/a"), "");
 
     let input = file.to_str().unwrap();
