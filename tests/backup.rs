@@ -234,6 +234,63 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
         .success());
 }
 
+/// How often the kubeadm stand-in on `host` ran `kubeadm join`.
+fn joins(host: &Host) -> usize {
+    host.exec_ok(&["cat", "/var/log/sealrs-standins.log"])
+        .lines()
+        .filter(|l| l.starts_with("kubeadm|") && l.contains("|join "))
+        .count()
+}
+
+#[test]
+fn kubeadm_restore_onto_two_masters_restores_one_etcd_member_and_joins_the_second_again() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build_kubeadm_with_etcd(&env);
+    run_on(&env, &image, &hosts, &[0, 1], &[], &[]);
+    let (h, second) = (&hosts[0], &hosts[1]);
+    hide_etcdctl(h);
+    put(h, KUBEADM_ETCD, "/sealrs/a", "1");
+    let file = env.path("kubeadm.backup");
+    let input = file.to_str().unwrap();
+    ok(on_hosts(&env, &hosts, &["backup", "-o", input], false));
+    put(h, KUBEADM_ETCD, "/sealrs/after", "written after the backup");
+    assert_eq!(joins(second), 1);
+
+    let plan = on_hosts(&env, &hosts, &["restore", "-i", input, "--dry-run"], false);
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(plan.contains("kubeadm reset -f"), "{plan}");
+    assert!(plan.contains("join again as control planes"), "{plan}");
+
+    let stderr = ok(on_hosts(
+        &env,
+        &hosts,
+        &["restore", "-i", input, "--force"],
+        false,
+    ));
+    assert!(
+        stderr.contains("joined again as control planes"),
+        "{stderr}"
+    );
+    assert_eq!(get(h, KUBEADM_ETCD, "/sealrs/a"), "1");
+    assert_eq!(get(h, KUBEADM_ETCD, "/sealrs/after"), "");
+    // One etcd member: the first master's (the stand-in's join adds none).
+    let members = etcdctl(h, KUBEADM_ETCD, &["member", "list"]);
+    assert_eq!(String::from_utf8_lossy(&members.stdout).lines().count(), 1);
+    // The second master left (kubeadm reset) and joined again as a control plane.
+    let reset = second.exec_ok(&["cat", "/var/log/sealrs-standin-reset"]);
+    assert!(reset.contains("remove-etcd-member"), "{reset}");
+    assert_eq!(joins(second), 2);
+    assert!(second
+        .exec(&[
+            "test",
+            "-e",
+            "/etc/kubernetes/manifests/kube-apiserver.yaml"
+        ])
+        .status
+        .success());
+}
+
 /// The tar `path` with `manifest.json` rewritten by `edit`.
 fn rewrite_manifest(path: &Path, out: &Path, edit: impl Fn(&mut serde_json::Value)) {
     let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());

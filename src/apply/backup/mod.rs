@@ -455,6 +455,14 @@ pub fn restore_dry_run(
     Ok(prepared.plan.render(&input.display().to_string()))
 }
 
+/// What a restore did, and which masters must now join again through the
+/// join phase ([`crate::apply::add`]).
+#[derive(Debug)]
+pub struct Restored {
+    pub manifest: Manifest,
+    pub rejoin: Vec<Host>,
+}
+
 /// Puts the backup `input` back on `cluster`: refused on a running cluster
 /// unless `force`.
 pub fn restore(
@@ -463,7 +471,7 @@ pub fn restore(
     input: &Path,
     force: bool,
     progress: &dyn Progress,
-) -> Result<Manifest, BackupError> {
+) -> Result<Restored, BackupError> {
     let Prepared {
         loaded,
         facts,
@@ -490,7 +498,15 @@ pub fn restore(
         .map_err(ApplyError::transport(&plan.first))?;
     let result = put_back(&plan, &transports, &loaded, progress);
     run_cleanup(first, &plan.cleanup, progress);
-    result.map(|()| loaded.manifest)
+    let rejoin = if plan.rejoin_by_join {
+        facts.masters[1..].to_vec()
+    } else {
+        Vec::new()
+    };
+    result.map(|()| Restored {
+        manifest: loaded.manifest,
+        rejoin,
+    })
 }
 
 fn put_back(

@@ -144,15 +144,50 @@ fn kubeadm_restores_into_a_new_data_dir_with_the_api_server_and_etcd_stopped() {
 }
 
 #[test]
-fn kubeadm_and_k0s_refuse_a_restore_onto_several_masters_or_of_another_kind() {
+fn kubeadm_restores_one_etcd_member_with_the_other_masters_reset_then_joined_again() {
+    with("kubeadm", "10.0.0.1,10.0.0.2,10.0.0.3", |rt, ctx, c| {
+        let others: Vec<&crate::cluster::Host> = c.hosts[1..].iter().collect();
+        let plan = rt
+            .restore(ctx, &others, SnapshotKind::EtcdSnapshot, "1", &|_| true)
+            .unwrap();
+        assert_eq!(plan.others, ["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(
+            plan.stop_others[0].argv,
+            ["/usr/local/bin/kubeadm", "reset", "-f"]
+        );
+        assert!(plan.rejoin_by_join);
+        let restore = find(
+            &plan.restore,
+            "restore the snapshot into a new data directory",
+        );
+        assert!(restore
+            .argv
+            .contains(&"--initial-cluster=m0=https://10.0.0.1:2380".to_string()));
+        let text = plan.render("in.tar");
+        assert!(
+            text.contains("then 10.0.0.2, 10.0.0.3 join again as control planes"),
+            "{text}"
+        );
+        let one = rt
+            .restore(ctx, &[], SnapshotKind::EtcdSnapshot, "1", &|_| true)
+            .unwrap();
+        assert!(one.others.is_empty());
+        assert!(!one.rejoin_by_join);
+    });
+}
+
+#[test]
+fn kubeadm_and_k0s_refuse_a_restore_of_another_kind_and_k0s_onto_several_masters() {
     for (runtime, kind) in [
         ("kubeadm", SnapshotKind::EtcdSnapshot),
         ("k0s", SnapshotKind::K0sBackup),
     ] {
         with(runtime, "10.0.0.1,10.0.0.2,10.0.0.3", |rt, ctx, c| {
-            let others: Vec<&crate::cluster::Host> = c.hosts[1..].iter().collect();
-            let err = rt.restore(ctx, &others, kind, "1", &|_| true).unwrap_err();
-            assert!(err.to_string().contains("onto 3"), "{err}");
+            if runtime == "k0s" {
+                let others: Vec<&crate::cluster::Host> = c.hosts[1..].iter().collect();
+                let err = rt.restore(ctx, &others, kind, "1", &|_| true).unwrap_err();
+                assert!(err.to_string().contains("onto 3"), "{err}");
+            }
             let err = rt
                 .restore(ctx, &[], SnapshotKind::Sqlite, "1", &|_| true)
                 .unwrap_err();

@@ -67,6 +67,7 @@ pub(super) fn restore(
         upload_to: upload.clone(),
         method: "k0s stopped, k0s restore of the archive (data and certificates, the config written back), k0s started (docs.k0sproject.io/stable/backup, v1.30)".into(),
         stop_others: Vec::new(),
+        rejoin_by_join: false,
         restore: vec![
             HostCommand::new("stop k0s", &["k0s", "stop"]),
             HostCommand::new(

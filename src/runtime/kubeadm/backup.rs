@@ -4,7 +4,8 @@
 //! manifest is then pointed at, as "Operating etcd clusters for Kubernetes"
 //! (<https://kubernetes.io/docs/tasks/administer-cluster/configure-upgrade-etcd/>,
 //! Kubernetes v1.30: "Built-in snapshot", "Restoring an etcd cluster") does
-//! it: the API server stopped while etcd is replaced. Its etcdctl is the
+//! it: the API server stopped while etcd is replaced, the other control
+//! planes reset first and joined again after. Its etcdctl is the
 //! image's (`bin/etcdctl` in the rootfs), else the host's: a kubeadm host
 //! runs etcd from the registry.k8s.io/etcd image and has no etcdctl itself.
 
@@ -135,15 +136,6 @@ pub(super) fn restore(
             format!("a {kind} is not an etcd snapshot"),
         ));
     }
-    if !others.is_empty() {
-        return Err(unsupported(
-            "kubeadm",
-            format!(
-                "restoring onto {} control planes: every etcd member would need the snapshot at once; delete the other control planes (sealrs delete --masters), restore onto the first, then add them again (sealrs add --masters)",
-                others.len() + 1
-            ),
-        ));
-    }
     let node = first
         .cluster
         .status
@@ -196,7 +188,16 @@ pub(super) fn restore(
         first: first.host_key(),
         upload_to: upload.clone(),
         method: format!("the API server and etcd static pods stopped (manifests moved to {ASIDE}), etcdctl snapshot restore into {data_dir}, the etcd manifest's etcd-data hostPath pointed at it, both pods back (Kubernetes v1.30, Operating etcd clusters, Restoring an etcd cluster)"),
-        stop_others: Vec::new(),
+        // The other control planes leave first (`kubeadm reset`: their etcd
+        // member removed, its data and the manifests gone; kubeadm reset
+        // reference, v1.30), the restored etcd is a one-member cluster,
+        // and they join it again as `kubeadm join --control-plane` does
+        // ("Restoring an etcd cluster": restore one member, then add the
+        // others).
+        stop_others: vec![HostCommand::new(
+            "leave the cluster (kubeadm reset -f)",
+            &[super::BIN, "reset", "-f"],
+        )],
         restore: vec![
             HostCommand::new("aside directory", &["install", "-d", "-m", "0700", ASIDE]),
             move_if_there("stop the API server (its manifest aside)", &apiserver, &apiserver_aside),
@@ -213,7 +214,8 @@ pub(super) fn restore(
             move_if_there("start the API server (its manifest back)", &apiserver_aside, &apiserver),
         ],
         rejoin_others: Vec::new(),
-        others: Vec::new(),
+        rejoin_by_join: !others.is_empty(),
+        others: others.iter().map(|h| h.key()).collect(),
         cleanup: vec![HostCommand::new(
             "remove the uploaded snapshot",
             &["rm", "-rf", "--", WORK_DIR],
