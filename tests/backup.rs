@@ -594,3 +594,45 @@ fn k0s_backs_up_with_k0s_backup_and_restores_with_the_controller_stopped() {
         "active"
     );
 }
+
+#[test]
+fn k0s_restore_onto_three_controllers_resets_the_others_and_joins_them_again() {
+    // Three: k0s's embedded etcd wants an odd number of controllers.
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    let dir = example(&env, "k0s", "k0s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k0s-cluster:1", &dir]);
+    run_on(&env, "k0s-cluster:1", &hosts, &[0, 1, 2], &[], &[]);
+    let installs = |h: &Host| {
+        crate::run::standin_log(h)
+            .matches("|install controller")
+            .count()
+    };
+    assert_eq!(installs(&hosts[1]), 1);
+    let file = env.path("k0s.backup");
+    let input = file.to_str().unwrap();
+    ok(on_hosts(&env, &hosts, &["backup", "-o", input], false));
+
+    let stderr = ok(on_hosts(
+        &env,
+        &hosts,
+        &["restore", "-i", input, "--force"],
+        false,
+    ));
+    assert!(
+        stderr.contains("joined again as control planes"),
+        "{stderr}"
+    );
+    for other in [&hosts[1], &hosts[2]] {
+        let calls = crate::run::standin_log(other);
+        let reset = calls.find("|reset|").expect(&calls);
+        assert!(calls[reset..].contains("|install controller"), "{calls}");
+        assert_eq!(installs(other), 2);
+        assert_eq!(
+            other
+                .exec_ok(&["systemctl", "is-active", "k0scontroller"])
+                .trim(),
+            "active"
+        );
+    }
+}
