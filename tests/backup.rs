@@ -25,9 +25,19 @@ const KUBEADM_ETCD: &[&str] = &[
 /// etcdctl's flags for the k3s stand-in's embedded etcd.
 const K3S_ETCD: &[&str] = &["--endpoints=http://127.0.0.1:2379"];
 
-/// The real etcdctl on the host, with `etcd`'s flags.
+/// Where [`hide_etcdctl`] keeps the test's own etcdctl, off PATH.
+const TEST_ETCDCTL: &str = "/root/etcdctl";
+
+/// The real etcdctl on the host (the test's own once hidden), with
+/// `etcd`'s flags.
 fn etcdctl(host: &Host, etcd: &[&str], args: &[&str]) -> std::process::Output {
-    let mut argv = vec!["etcdctl"];
+    let mut argv = vec![
+        "sh",
+        "-c",
+        r#"e=$1; shift; [ -x "$e" ] || e=etcdctl; exec "$e" "$@""#,
+        "sh",
+        TEST_ETCDCTL,
+    ];
     argv.extend(etcd);
     argv.extend(args);
     host.exec(&argv)
@@ -91,6 +101,17 @@ fn with_etcd(env: &Env, dir: &str) {
     }
 }
 
+/// A kubeadm host as real ones are: no etcdctl on PATH (Debian's and the
+/// one placed from the image's bin/ removed), the image's rootfs keeping
+/// its bin/etcdctl; the test's own moves to [`TEST_ETCDCTL`].
+fn hide_etcdctl(host: &Host) {
+    host.exec_ok(&[
+        "sh",
+        "-c",
+        "for e in /usr/bin/etcdctl /usr/local/bin/etcdctl; do [ ! -x $e ] || cp $e /root/etcdctl; done; rm -f /usr/bin/etcdctl /usr/local/bin/etcdctl; ! command -v etcdctl; ls /var/lib/sealrs-host/rootfs/*/bin/etcdctl",
+    ]);
+}
+
 /// The kubeadm image of `run_hosts`, with etcd.
 fn build_kubeadm_with_etcd(env: &Env) -> String {
     let image = build_kubeadm_archives(env, true);
@@ -106,6 +127,7 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
     let image = build_kubeadm_with_etcd(&env);
     run_on(&env, &image, &hosts, &[0], &[], &[]);
     let h = &hosts[0];
+    hide_etcdctl(h);
     put(h, KUBEADM_ETCD, "/sealrs/a", "1");
     put(
         h,
@@ -127,8 +149,10 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
         String::from_utf8_lossy(&dry.stderr)
     );
     let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    // The image's etcdctl, in its rootfs: the host has none.
     assert!(
-        dry.contains("etcdctl --endpoints=https://127.0.0.1:2379"),
+        dry.contains("/var/lib/sealrs-host/rootfs/")
+            && dry.contains("/bin/etcdctl --endpoints=https://127.0.0.1:2379"),
         "{dry}"
     );
     assert!(!file.exists(), "a dry run writes nothing");
@@ -154,6 +178,7 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
     // A fresh cluster on the same host: its etcd has none of the keys.
     ok(on_hosts(&env, &hosts, &["reset"], true));
     run_on(&env, &image, &hosts, &[0], &[], &[]);
+    hide_etcdctl(h);
     assert_eq!(get(h, KUBEADM_ETCD, "/sealrs/a"), "");
 
     let input = file.to_str().unwrap();
@@ -205,6 +230,63 @@ fn kubeadm_backup_of_real_etcd_restores_its_keys_after_a_reset_and_refuses_a_run
         .success());
     assert!(!h
         .exec(&["test", "-e", "/var/lib/sealrs-host/backup"])
+        .status
+        .success());
+}
+
+/// How often the kubeadm stand-in on `host` ran `kubeadm join`.
+fn joins(host: &Host) -> usize {
+    host.exec_ok(&["cat", "/var/log/sealrs-standins.log"])
+        .lines()
+        .filter(|l| l.starts_with("kubeadm|") && l.contains("|join "))
+        .count()
+}
+
+#[test]
+fn kubeadm_restore_onto_two_masters_restores_one_etcd_member_and_joins_the_second_again() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let image = build_kubeadm_with_etcd(&env);
+    run_on(&env, &image, &hosts, &[0, 1], &[], &[]);
+    let (h, second) = (&hosts[0], &hosts[1]);
+    hide_etcdctl(h);
+    put(h, KUBEADM_ETCD, "/sealrs/a", "1");
+    let file = env.path("kubeadm.backup");
+    let input = file.to_str().unwrap();
+    ok(on_hosts(&env, &hosts, &["backup", "-o", input], false));
+    put(h, KUBEADM_ETCD, "/sealrs/after", "written after the backup");
+    assert_eq!(joins(second), 1);
+
+    let plan = on_hosts(&env, &hosts, &["restore", "-i", input, "--dry-run"], false);
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(plan.contains("kubeadm reset -f"), "{plan}");
+    assert!(plan.contains("join again as control planes"), "{plan}");
+
+    let stderr = ok(on_hosts(
+        &env,
+        &hosts,
+        &["restore", "-i", input, "--force"],
+        false,
+    ));
+    assert!(
+        stderr.contains("joined again as control planes"),
+        "{stderr}"
+    );
+    assert_eq!(get(h, KUBEADM_ETCD, "/sealrs/a"), "1");
+    assert_eq!(get(h, KUBEADM_ETCD, "/sealrs/after"), "");
+    // One etcd member: the first master's (the stand-in's join adds none).
+    let members = etcdctl(h, KUBEADM_ETCD, &["member", "list"]);
+    assert_eq!(String::from_utf8_lossy(&members.stdout).lines().count(), 1);
+    // The second master left (kubeadm reset) and joined again as a control plane.
+    let reset = second.exec_ok(&["cat", "/var/log/sealrs-standin-reset"]);
+    assert!(reset.contains("remove-etcd-member"), "{reset}");
+    assert_eq!(joins(second), 2);
+    assert!(second
+        .exec(&[
+            "test",
+            "-e",
+            "/etc/kubernetes/manifests/kube-apiserver.yaml"
+        ])
         .status
         .success());
 }
@@ -511,4 +593,46 @@ fn k0s_backs_up_with_k0s_backup_and_restores_with_the_controller_stopped() {
             .trim(),
         "active"
     );
+}
+
+#[test]
+fn k0s_restore_onto_three_controllers_resets_the_others_and_joins_them_again() {
+    // Three: k0s's embedded etcd wants an odd number of controllers.
+    let hosts = TestHosts::boot(3);
+    let env = Env::new();
+    let dir = example(&env, "k0s", "k0s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k0s-cluster:1", &dir]);
+    run_on(&env, "k0s-cluster:1", &hosts, &[0, 1, 2], &[], &[]);
+    let installs = |h: &Host| {
+        crate::run::standin_log(h)
+            .matches("|install controller")
+            .count()
+    };
+    assert_eq!(installs(&hosts[1]), 1);
+    let file = env.path("k0s.backup");
+    let input = file.to_str().unwrap();
+    ok(on_hosts(&env, &hosts, &["backup", "-o", input], false));
+
+    let stderr = ok(on_hosts(
+        &env,
+        &hosts,
+        &["restore", "-i", input, "--force"],
+        false,
+    ));
+    assert!(
+        stderr.contains("joined again as control planes"),
+        "{stderr}"
+    );
+    for other in [&hosts[1], &hosts[2]] {
+        let calls = crate::run::standin_log(other);
+        let reset = calls.find("|reset|").expect(&calls);
+        assert!(calls[reset..].contains("|install controller"), "{calls}");
+        assert_eq!(installs(other), 2);
+        assert_eq!(
+            other
+                .exec_ok(&["systemctl", "is-active", "k0scontroller"])
+                .trim(),
+            "active"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use super::args::{BackupArgs, RestoreArgs};
 use super::lifecycle_cmd::{connector, locked, print, with_ssh};
 use crate::apply::{self, backup};
 use crate::progress::Progress;
+use crate::store::Store;
 
 /// `-o`, or `./CLUSTER-backup-UNIXTIME.tar`.
 fn output(args: &BackupArgs) -> PathBuf {
@@ -49,14 +50,22 @@ pub fn backup(root: &Path, args: &BackupArgs, progress: &dyn Progress) -> Result
     Ok(())
 }
 
-pub fn restore(root: &Path, args: &RestoreArgs, progress: &dyn Progress) -> Result<()> {
+/// The restore, then the other masters joined again when the runtime's
+/// plan says so (as `sealrs add` joins them).
+pub fn restore(
+    store: &Store,
+    root: &Path,
+    args: &RestoreArgs,
+    progress: &dyn Progress,
+) -> Result<()> {
     let connector = connector(&args.ssh)?;
     if args.dry_run {
         let cluster = with_ssh(root, &args.cluster, &args.ssh)?;
         return print(&backup::restore_dry_run(&cluster, &connector, &args.input)?);
     }
-    let (cluster, _lock) = locked(root, &args.cluster, "restore", &args.ssh)?;
-    let m = backup::restore(&cluster, &connector, &args.input, args.force, progress)?;
+    let (mut cluster, _lock) = locked(root, &args.cluster, "restore", &args.ssh)?;
+    let restored = backup::restore(&cluster, &connector, &args.input, args.force, progress)?;
+    let m = &restored.manifest;
     eprintln!(
         "restored cluster {} from {} ({} taken on {} of cluster {})",
         cluster.name,
@@ -65,5 +74,24 @@ pub fn restore(root: &Path, args: &RestoreArgs, progress: &dyn Progress) -> Resu
         m.taken_on,
         m.cluster
     );
+    if !restored.rejoin.is_empty() {
+        let loaded = cluster.clone();
+        let result = apply::add(
+            store,
+            &mut cluster,
+            restored.rejoin,
+            apply::MaxFailed::default(),
+            &connector,
+            progress,
+        );
+        if cluster != loaded {
+            apply::save_cluster(root, &cluster)?;
+        }
+        let report = result?;
+        eprintln!(
+            "joined again as control planes: {}",
+            report.hosts.join(", ")
+        );
+    }
     Ok(())
 }

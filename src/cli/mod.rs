@@ -217,7 +217,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => verify_cmd::verify(&open_store()?, &root, &args),
         Command::Cert(command) => cert_cmd::run(&open_store()?, &root, &command, progress.as_ref()),
         Command::Backup(args) => backup_cmd::backup(&root, &args, progress.as_ref()),
-        Command::Restore(args) => backup_cmd::restore(&root, &args, progress.as_ref()),
+        Command::Restore(args) => {
+            backup_cmd::restore(&open_store()?, &root, &args, progress.as_ref())
+        }
         Command::Installer(_) | Command::Completion(_) => unreachable!("handled above"),
     }
 }

@@ -114,6 +114,9 @@ pub struct RestorePlan {
     pub restore: Vec<HostCommand>,
     /// On each other master after the first one runs again (they rejoin).
     pub rejoin_others: Vec<HostCommand>,
+    /// The other masters then join again through sealrs's join phase, as
+    /// `sealrs add` joins them (kubeadm: `kubeadm join --control-plane`).
+    pub rejoin_by_join: bool,
     pub others: Vec<String>,
     /// On the first master, whatever happened: the uploaded snapshot removed.
     pub cleanup: Vec<HostCommand>,
@@ -205,6 +208,13 @@ impl RestorePlan {
                 &format!("then on {} (they rejoin)", self.others.join(", ")),
                 &self.rejoin_others,
             );
+            if self.rejoin_by_join {
+                let _ = writeln!(
+                    out,
+                    "  then {} join again as control planes, as sealrs add joins them",
+                    self.others.join(", ")
+                );
+            }
         }
         render_commands(
             &mut out,

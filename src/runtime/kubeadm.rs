@@ -805,9 +805,13 @@ impl Runtime for Kubeadm {
     fn backup(
         &self,
         ctx: &HostContext,
-        _exists: &dyn Fn(&str) -> bool,
+        exists: &dyn Fn(&str) -> bool,
     ) -> Result<super::backup::BackupPlan, RuntimeError> {
-        Ok(backup::backup(ctx))
+        backup::backup(ctx, exists)
+    }
+
+    fn tool_probes(&self, ctx: &HostContext) -> Vec<String> {
+        backup::etcdctl_candidates(ctx)
     }
 
     fn restore(
@@ -816,9 +820,9 @@ impl Runtime for Kubeadm {
         others: &[&Host],
         kind: super::backup::SnapshotKind,
         stamp: &str,
-        _exists: &dyn Fn(&str) -> bool,
+        exists: &dyn Fn(&str) -> bool,
     ) -> Result<super::backup::RestorePlan, RuntimeError> {
-        backup::restore(first, others, kind, stamp)
+        backup::restore(first, others, kind, stamp, exists)
     }
 
     fn join_secrets(

@@ -548,6 +548,11 @@ pub trait Runtime: Send + Sync {
     fn datastore_probes(&self) -> &'static [&'static str] {
         &[]
     }
+    /// More paths `exists` answers for, where `ctx`'s host may hold the
+    /// tools the plans call (kubeadm: etcdctl in the image's rootfs).
+    fn tool_probes(&self, _ctx: &HostContext) -> Vec<String> {
+        Vec::new()
+    }
     /// How `ctx`'s host takes a consistent snapshot of the datastore;
     /// `exists` answers for [`Runtime::datastore_probes`].
     fn backup(

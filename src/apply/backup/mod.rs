@@ -123,13 +123,37 @@ fn image_info(facts: &Facts) -> ImageInfo {
     })
 }
 
-/// Which of the runtime's datastore probes exist on the host.
-fn probe(rt: &dyn Runtime, transport: &dyn Transport) -> Result<BTreeSet<String>, BackupError> {
-    let paths: Vec<String> = rt
+/// The context a plan for `host` is made in, its rootfs where the installer
+/// unpacked the cluster's runtime image (by the digest saved with it).
+fn context<'a>(
+    cluster: &'a Cluster,
+    host: &'a Host,
+    info: &'a ImageInfo,
+) -> Result<HostContext<'a>, BackupError> {
+    let mut ctx = HostContext::new(cluster, host, info, JoinSecrets::default())
+        .map_err(ApplyError::runtime(host))?;
+    if let Some(image) = cluster.status.images.first() {
+        ctx.rootfs = format!(
+            "{}/{}",
+            runtime::DEFAULT_ROOTFS_DIR,
+            image.digest.trim_start_matches("sha256:")
+        );
+    }
+    Ok(ctx)
+}
+
+/// Which of the runtime's datastore and tool probes exist on the host.
+fn probe(
+    rt: &dyn Runtime,
+    ctx: &HostContext,
+    transport: &dyn Transport,
+) -> Result<BTreeSet<String>, BackupError> {
+    let mut paths: Vec<String> = rt
         .datastore_probes()
         .iter()
         .map(|s| s.to_string())
         .collect();
+    paths.extend(rt.tool_probes(ctx));
     let found = transport
         .existing(&paths)
         .map_err(ApplyError::transport(transport.address()))?;
@@ -229,9 +253,8 @@ fn pick_master(
             ));
             continue;
         }
-        let found = probe(facts.runtime.as_ref(), transport.as_ref())?;
-        let ctx = HostContext::new(cluster, host, &info, JoinSecrets::default())
-            .map_err(ApplyError::runtime(host))?;
+        let ctx = context(cluster, host, &info)?;
+        let found = probe(facts.runtime.as_ref(), &ctx, transport.as_ref())?;
         let plan = facts
             .runtime
             .backup(&ctx, &|p| found.contains(p))
@@ -400,10 +423,9 @@ fn prepare(
         transports.push(connect::connect(connector, host, &cluster.ssh_for(host))?);
     }
     let first = &facts.masters[0];
-    let found = probe(facts.runtime.as_ref(), transports[0].as_ref())?;
     let info = image_info(&facts);
-    let ctx = HostContext::new(cluster, first, &info, JoinSecrets::default())
-        .map_err(ApplyError::runtime(first))?;
+    let ctx = context(cluster, first, &info)?;
+    let found = probe(facts.runtime.as_ref(), &ctx, transports[0].as_ref())?;
     let others: Vec<&Host> = facts.masters[1..].iter().collect();
     let plan = facts
         .runtime
@@ -433,6 +455,14 @@ pub fn restore_dry_run(
     Ok(prepared.plan.render(&input.display().to_string()))
 }
 
+/// What a restore did, and which masters must now join again through the
+/// join phase ([`crate::apply::add`]).
+#[derive(Debug)]
+pub struct Restored {
+    pub manifest: Manifest,
+    pub rejoin: Vec<Host>,
+}
+
 /// Puts the backup `input` back on `cluster`: refused on a running cluster
 /// unless `force`.
 pub fn restore(
@@ -441,7 +471,7 @@ pub fn restore(
     input: &Path,
     force: bool,
     progress: &dyn Progress,
-) -> Result<Manifest, BackupError> {
+) -> Result<Restored, BackupError> {
     let Prepared {
         loaded,
         facts,
@@ -468,7 +498,15 @@ pub fn restore(
         .map_err(ApplyError::transport(&plan.first))?;
     let result = put_back(&plan, &transports, &loaded, progress);
     run_cleanup(first, &plan.cleanup, progress);
-    result.map(|()| loaded.manifest)
+    let rejoin = if plan.rejoin_by_join {
+        facts.masters[1..].to_vec()
+    } else {
+        Vec::new()
+    };
+    result.map(|()| Restored {
+        manifest: loaded.manifest,
+        rejoin,
+    })
 }
 
 fn put_back(

@@ -40,14 +40,17 @@ fn find<'a>(commands: &'a [HostCommand], title: &str) -> &'a HostCommand {
         .unwrap_or_else(|| panic!("no {title:?} in {:?}", titles(commands)))
 }
 
+/// The image's etcdctl in the test contexts' rootfs.
+const IMAGE_ETCDCTL: &str = "/var/lib/sealrs-host/rootfs/bin/etcdctl";
+
 #[test]
 fn kubeadm_backs_up_with_etcdctl_through_the_etcd_pods_client_certificates() {
     with("kubeadm", "10.0.0.1", |rt, ctx, _| {
-        let plan = rt.backup(ctx, &|_| false).unwrap();
+        let plan = rt.backup(ctx, &|p| p == IMAGE_ETCDCTL).unwrap();
         assert_eq!(plan.kind, SnapshotKind::EtcdSnapshot);
         let save = find(&plan.steps, "take the snapshot").argv.join(" ");
         for part in [
-            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379",
+            "ETCDCTL_API=3 /var/lib/sealrs-host/rootfs/bin/etcdctl --endpoints=https://127.0.0.1:2379",
             "--cacert=/etc/kubernetes/pki/etcd/ca.crt",
             "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt",
             "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
@@ -70,10 +73,39 @@ fn kubeadm_backs_up_with_etcdctl_through_the_etcd_pods_client_certificates() {
 }
 
 #[test]
+fn kubeadm_calls_the_images_etcdctl_before_the_hosts_and_refuses_without_any() {
+    with("kubeadm", "10.0.0.1", |rt, ctx, _| {
+        assert_eq!(rt.tool_probes(ctx)[0], IMAGE_ETCDCTL);
+        let health = |exists: &dyn Fn(&str) -> bool| {
+            rt.backup(ctx, exists).unwrap().steps[0].argv[0].clone()
+        };
+        assert_eq!(health(&|_| true), IMAGE_ETCDCTL);
+        assert_eq!(health(&|p| p == "/usr/bin/etcdctl"), "/usr/bin/etcdctl");
+        let backup = rt.backup(ctx, &|_| false).unwrap_err().to_string();
+        let restore = rt
+            .restore(ctx, &[], SnapshotKind::EtcdSnapshot, "1", &|_| false)
+            .unwrap_err()
+            .to_string();
+        for err in [backup, restore] {
+            for part in [
+                "10.0.0.1 has no etcdctl",
+                IMAGE_ETCDCTL,
+                "/usr/local/bin/etcdctl, /usr/bin/etcdctl",
+                "put etcdctl (of the cluster's etcd version) in the image's bin/",
+            ] {
+                assert!(err.contains(part), "{part}: {err}");
+            }
+        }
+    });
+}
+
+#[test]
 fn kubeadm_restores_into_a_new_data_dir_with_the_api_server_and_etcd_stopped() {
     with("kubeadm", "10.0.0.1", |rt, ctx, _| {
         let plan = rt
-            .restore(ctx, &[], SnapshotKind::EtcdSnapshot, "123", &|_| false)
+            .restore(ctx, &[], SnapshotKind::EtcdSnapshot, "123", &|p| {
+                p == IMAGE_ETCDCTL
+            })
             .unwrap();
         assert_eq!(
             titles(&plan.restore),
@@ -96,7 +128,7 @@ fn kubeadm_restores_into_a_new_data_dir_with_the_api_server_and_etcd_stopped() {
         assert_eq!(
             restore.argv[2..],
             [
-                "etcdctl",
+                IMAGE_ETCDCTL,
                 "snapshot",
                 "restore",
                 "/var/lib/sealrs-host/backup/restore-123.db",
@@ -112,17 +144,65 @@ fn kubeadm_restores_into_a_new_data_dir_with_the_api_server_and_etcd_stopped() {
 }
 
 #[test]
-fn kubeadm_and_k0s_refuse_a_restore_onto_several_masters_or_of_another_kind() {
+fn k0s_restores_one_controller_with_the_others_reset_then_joined_again() {
+    with("k0s", "10.0.0.1,10.0.0.2", |rt, ctx, c| {
+        let others: Vec<&crate::cluster::Host> = c.hosts[1..].iter().collect();
+        let plan = rt
+            .restore(ctx, &others, SnapshotKind::K0sBackup, "1", &|_| true)
+            .unwrap();
+        assert_eq!(plan.others, ["10.0.0.2"]);
+        assert_eq!(
+            titles(&plan.stop_others),
+            ["stop k0s", "leave the cluster (k0s reset)"]
+        );
+        assert_eq!(plan.stop_others[1].argv, ["k0s", "reset"]);
+        assert!(plan.rejoin_by_join);
+    });
+}
+
+#[test]
+fn kubeadm_restores_one_etcd_member_with_the_other_masters_reset_then_joined_again() {
+    with("kubeadm", "10.0.0.1,10.0.0.2,10.0.0.3", |rt, ctx, c| {
+        let others: Vec<&crate::cluster::Host> = c.hosts[1..].iter().collect();
+        let plan = rt
+            .restore(ctx, &others, SnapshotKind::EtcdSnapshot, "1", &|_| true)
+            .unwrap();
+        assert_eq!(plan.others, ["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(
+            plan.stop_others[0].argv,
+            ["/usr/local/bin/kubeadm", "reset", "-f"]
+        );
+        assert!(plan.rejoin_by_join);
+        let restore = find(
+            &plan.restore,
+            "restore the snapshot into a new data directory",
+        );
+        assert!(restore
+            .argv
+            .contains(&"--initial-cluster=m0=https://10.0.0.1:2380".to_string()));
+        let text = plan.render("in.tar");
+        assert!(
+            text.contains("then 10.0.0.2, 10.0.0.3 join again as control planes"),
+            "{text}"
+        );
+        let one = rt
+            .restore(ctx, &[], SnapshotKind::EtcdSnapshot, "1", &|_| true)
+            .unwrap();
+        assert!(one.others.is_empty());
+        assert!(!one.rejoin_by_join);
+    });
+}
+
+#[test]
+fn kubeadm_and_k0s_refuse_a_restore_of_another_kind() {
     for (runtime, kind) in [
         ("kubeadm", SnapshotKind::EtcdSnapshot),
         ("k0s", SnapshotKind::K0sBackup),
     ] {
-        with(runtime, "10.0.0.1,10.0.0.2,10.0.0.3", |rt, ctx, c| {
-            let others: Vec<&crate::cluster::Host> = c.hosts[1..].iter().collect();
-            let err = rt.restore(ctx, &others, kind, "1", &|_| false).unwrap_err();
-            assert!(err.to_string().contains("onto 3"), "{err}");
+        with(runtime, "10.0.0.1", |rt, ctx, _| {
+            assert!(rt.restore(ctx, &[], kind, "1", &|_| true).is_ok());
             let err = rt
-                .restore(ctx, &[], SnapshotKind::Sqlite, "1", &|_| false)
+                .restore(ctx, &[], SnapshotKind::Sqlite, "1", &|_| true)
                 .unwrap_err();
             assert!(
                 err.to_string().contains("a SQLite database is not"),

@@ -51,22 +51,21 @@ pub(super) fn restore(
             format!("a {kind} is not a k0s backup archive"),
         ));
     }
-    if !others.is_empty() {
-        return Err(unsupported(
-            "k0s",
-            format!(
-                "restoring onto {} controllers: k0s restores one controller and the others join it anew; delete the other controllers (sealrs delete --masters), restore, then add them again (sealrs add --masters)",
-                others.len() + 1
-            ),
-        ));
-    }
     let upload = format!("{WORK_DIR}/restore-{stamp}.tar.gz");
     Ok(RestorePlan {
         runtime: "k0s".into(),
         first: first.host_key(),
         upload_to: upload.clone(),
         method: "k0s stopped, k0s restore of the archive (data and certificates, the config written back), k0s started (docs.k0sproject.io/stable/backup, v1.30)".into(),
-        stop_others: Vec::new(),
+        // The other controllers leave first (service stopped, then `k0s
+        // reset`: its unit and data gone, docs.k0sproject.io/stable/reset,
+        // v1.30), and join the restored one anew: a restore is of one
+        // controller (docs.k0sproject.io/stable/backup, v1.30).
+        stop_others: vec![
+            HostCommand::new("stop k0s", &["systemctl", "stop", unit(Role::Master)]),
+            HostCommand::new("leave the cluster (k0s reset)", &["k0s", "reset"]),
+        ],
+        rejoin_by_join: !others.is_empty(),
         restore: vec![
             HostCommand::new("stop k0s", &["k0s", "stop"]),
             HostCommand::new(
@@ -81,7 +80,7 @@ pub(super) fn restore(
             .retried_for(WAIT_SECS),
         ],
         rejoin_others: Vec::new(),
-        others: Vec::new(),
+        others: others.iter().map(|h| h.key()).collect(),
         cleanup: vec![HostCommand::new(
             "remove the uploaded archive",
             &["rm", "-rf", "--", WORK_DIR],

@@ -134,6 +134,7 @@ pub(super) fn restore(
             stop_others,
             restore,
             rejoin_others,
+            rejoin_by_join: false,
             others: others_keys.clone(),
             cleanup: vec![HostCommand::new(
                 "remove the uploaded snapshot",

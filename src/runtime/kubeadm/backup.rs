@@ -4,7 +4,10 @@
 //! manifest is then pointed at, as "Operating etcd clusters for Kubernetes"
 //! (<https://kubernetes.io/docs/tasks/administer-cluster/configure-upgrade-etcd/>,
 //! Kubernetes v1.30: "Built-in snapshot", "Restoring an etcd cluster") does
-//! it: the API server stopped while etcd is replaced.
+//! it: the API server stopped while etcd is replaced, the other control
+//! planes reset first and joined again after. Its etcdctl is the
+//! image's (`bin/etcdctl` in the rootfs), else the host's: a kubeadm host
+//! runs etcd from the registry.k8s.io/etcd image and has no etcdctl itself.
 
 use crate::cluster::Host;
 use crate::runtime::backup::{
@@ -27,10 +30,38 @@ const SNAPSHOT: &str = crate::host_path!("/backup/etcd-snapshot.db");
 /// How long etcd may take to stop or to come back under the kubelet.
 const WAIT_SECS: u64 = 180;
 
-/// etcdctl with kubeadm's etcd client certificate, then `args`.
-fn etcdctl(args: &[&str]) -> Vec<String> {
+/// Where a host may hold etcdctl besides the image's rootfs: the usual
+/// PATH of a command run over SSH.
+const HOST_ETCDCTL: &[&str] = &["/usr/local/bin/etcdctl", "/usr/bin/etcdctl"];
+
+/// The paths [`etcdctl_path`] looks for, in its order.
+pub(super) fn etcdctl_candidates(ctx: &HostContext) -> Vec<String> {
+    let mut paths = vec![format!("{}/bin/etcdctl", ctx.rootfs.trim_end_matches('/'))];
+    paths.extend(HOST_ETCDCTL.iter().map(|s| s.to_string()));
+    paths
+}
+
+/// The image's etcdctl, else the host's, else why there is none (asked
+/// before any command runs, so nothing on the host has changed).
+fn etcdctl_path(ctx: &HostContext, exists: &dyn Fn(&str) -> bool) -> Result<String, RuntimeError> {
+    let paths = etcdctl_candidates(ctx);
+    paths.iter().find(|p| exists(p)).cloned().ok_or_else(|| {
+        unsupported(
+            "kubeadm",
+            format!(
+                "{} has no etcdctl: not in the image ({}) nor on the host ({}); kubeadm runs etcd from the registry.k8s.io/etcd image, whose etcdctl the host cannot call: put etcdctl (of the cluster's etcd version) in the image's bin/, build and upgrade to it, then run this again",
+                ctx.host_key(),
+                paths[0],
+                HOST_ETCDCTL.join(", ")
+            ),
+        )
+    })
+}
+
+/// etcdctl `bin` with kubeadm's etcd client certificate, then `args`.
+fn etcdctl(bin: &str, args: &[&str]) -> Vec<String> {
     [
-        "etcdctl",
+        bin,
         &format!("--endpoints={ENDPOINT}"),
         &format!("--cacert={CACERT}"),
         &format!("--cert={CERT}"),
@@ -65,17 +96,21 @@ fn move_if_there(title: &str, from: &str, to: &str) -> HostCommand {
     )
 }
 
-pub(super) fn backup(ctx: &HostContext) -> BackupPlan {
-    let mut save = etcdctl(&["snapshot", "save", SNAPSHOT]);
+pub(super) fn backup(
+    ctx: &HostContext,
+    exists: &dyn Fn(&str) -> bool,
+) -> Result<BackupPlan, RuntimeError> {
+    let bin = etcdctl_path(ctx, exists)?;
+    let mut save = etcdctl(&bin, &["snapshot", "save", SNAPSHOT]);
     save.insert(0, "env".into());
     save.insert(1, "ETCDCTL_API=3".into());
-    BackupPlan {
+    Ok(BackupPlan {
         runtime: "kubeadm".into(),
         host: ctx.host_key(),
         kind: SnapshotKind::EtcdSnapshot,
         method: "etcdctl snapshot save on the etcd static pod's client endpoint with its certificates: etcd writes a consistent point-in-time copy while it serves (Kubernetes v1.30, Operating etcd clusters, Built-in snapshot)".into(),
         steps: vec![
-            command("etcd is healthy here", etcdctl(&["endpoint", "health"])),
+            command("etcd is healthy here", etcdctl(&bin, &["endpoint", "health"])),
             HostCommand::new("work directory (0700)", &["install", "-d", "-m", "0700", WORK_DIR]),
             command("take the snapshot", save),
         ],
@@ -85,7 +120,7 @@ pub(super) fn backup(ctx: &HostContext) -> BackupPlan {
             "remove the snapshot from the host",
             &["rm", "-rf", "--", WORK_DIR],
         )],
-    }
+    })
 }
 
 pub(super) fn restore(
@@ -93,20 +128,12 @@ pub(super) fn restore(
     others: &[&Host],
     kind: SnapshotKind,
     stamp: &str,
+    exists: &dyn Fn(&str) -> bool,
 ) -> Result<RestorePlan, RuntimeError> {
     if kind != SnapshotKind::EtcdSnapshot {
         return Err(unsupported(
             "kubeadm",
             format!("a {kind} is not an etcd snapshot"),
-        ));
-    }
-    if !others.is_empty() {
-        return Err(unsupported(
-            "kubeadm",
-            format!(
-                "restoring onto {} control planes: every etcd member would need the snapshot at once; delete the other control planes (sealrs delete --masters), restore onto the first, then add them again (sealrs add --masters)",
-                others.len() + 1
-            ),
         ));
     }
     let node = first
@@ -124,6 +151,7 @@ pub(super) fn restore(
                 ),
             )
         })?;
+    let bin = etcdctl_path(first, exists)?;
     let peer = format!("https://{}:2380", first.host.address.url_host());
     let upload = format!("{WORK_DIR}/restore-{stamp}.db");
     let data_dir = format!("/var/lib/etcd-restore-{stamp}");
@@ -137,8 +165,8 @@ pub(super) fn restore(
         "! \"$@\"".into(),
         "sh".into(),
     ];
-    down.extend(etcdctl(&["endpoint", "health"]));
-    let mut restore = vec!["env".to_string(), "ETCDCTL_API=3".into(), "etcdctl".into()];
+    down.extend(etcdctl(&bin, &["endpoint", "health"]));
+    let mut restore = vec!["env".to_string(), "ETCDCTL_API=3".into(), bin.clone()];
     restore.extend(
         [
             "snapshot",
@@ -160,7 +188,16 @@ pub(super) fn restore(
         first: first.host_key(),
         upload_to: upload.clone(),
         method: format!("the API server and etcd static pods stopped (manifests moved to {ASIDE}), etcdctl snapshot restore into {data_dir}, the etcd manifest's etcd-data hostPath pointed at it, both pods back (Kubernetes v1.30, Operating etcd clusters, Restoring an etcd cluster)"),
-        stop_others: Vec::new(),
+        // The other control planes leave first (`kubeadm reset`: their etcd
+        // member removed, its data and the manifests gone; kubeadm reset
+        // reference, v1.30), the restored etcd is a one-member cluster,
+        // and they join it again as `kubeadm join --control-plane` does
+        // ("Restoring an etcd cluster": restore one member, then add the
+        // others).
+        stop_others: vec![HostCommand::new(
+            "leave the cluster (kubeadm reset -f)",
+            &[super::BIN, "reset", "-f"],
+        )],
         restore: vec![
             HostCommand::new("aside directory", &["install", "-d", "-m", "0700", ASIDE]),
             move_if_there("stop the API server (its manifest aside)", &apiserver, &apiserver_aside),
@@ -172,12 +209,13 @@ pub(super) fn restore(
                 &["sed", "-i", "-e", &repoint, &etcd_aside],
             ),
             move_if_there("start etcd (its manifest back)", &etcd_aside, &etcd),
-            command("wait until etcd is healthy", etcdctl(&["endpoint", "health"]))
+            command("wait until etcd is healthy", etcdctl(&bin, &["endpoint", "health"]))
                 .retried_for(WAIT_SECS),
             move_if_there("start the API server (its manifest back)", &apiserver_aside, &apiserver),
         ],
         rejoin_others: Vec::new(),
-        others: Vec::new(),
+        rejoin_by_join: !others.is_empty(),
+        others: others.iter().map(|h| h.key()).collect(),
         cleanup: vec![HostCommand::new(
             "remove the uploaded snapshot",
             &["rm", "-rf", "--", WORK_DIR],
