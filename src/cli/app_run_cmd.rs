@@ -58,14 +58,7 @@ pub(super) fn run(
     if args.ssh_password_stdin {
         cluster.ssh.password_from = Some(PasswordSource::Stdin);
     }
-    let connector = SshConnector::new(
-        args.known_hosts.clone(),
-        args.accept_new_host_keys,
-        args.ssh_password_stdin,
-    )?
-    .direct_data(!args.layers_over_ssh)
-    .max_parallel(args.max_parallel)
-    .connect_timeout(args.ssh_timeout);
+    let connector = SshConnector::for_run(args)?;
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: None,

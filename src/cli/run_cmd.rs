@@ -57,6 +57,18 @@ impl SshConnector {
         })
     }
 
+    /// The connector `run`'s flags ask for (`run` and `run APP --cluster`).
+    pub(super) fn for_run(args: &RunArgs) -> Result<SshConnector> {
+        Ok(SshConnector::new(
+            args.known_hosts.clone(),
+            args.accept_new_host_keys,
+            args.ssh_password_stdin,
+        )?
+        .direct_data(!args.layers_over_ssh)
+        .max_parallel(args.max_parallel)
+        .connect_timeout(args.ssh_timeout))
+    }
+
     /// Whether hosts may fetch layers from this machine directly (see
     /// [`crate::transport::direct`]).
     pub(super) fn direct_data(mut self, allowed: bool) -> SshConnector {
@@ -292,14 +304,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         let image = apply::resolve_images(store, std::slice::from_ref(first))?.remove(0);
         apply::refuse_unfinished_upgrade(intent, &cluster, &image)?;
     }
-    let connector = SshConnector::new(
-        args.known_hosts.clone(),
-        args.accept_new_host_keys,
-        args.ssh_password_stdin,
-    )?
-    .direct_data(!args.layers_over_ssh)
-    .max_parallel(args.max_parallel)
-    .connect_timeout(args.ssh_timeout);
+    let connector = SshConnector::for_run(args)?;
     let options = RunOptions {
         dry_run: args.dry_run,
         state_root: (!args.dry_run).then(|| root.to_path_buf()),
