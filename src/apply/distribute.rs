@@ -388,7 +388,7 @@ pub(super) fn deliver(
         .served_by_us(serve_error));
     }
     progress.message(&format!(
-        "{host}: {} of {} sent {route} ({}), unpacked in {} in {:.1}s",
+        "{host}: {} of {} {route} ({}), unpacked in {} in {:.1}s",
         files.len(),
         count(image.layers.len(), "layer"),
         size(total),
