@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use super::context::RunContext;
 use super::image::AppliedImage;
 use super::parallel::per_host;
-use super::remote::{apply_plan, call_installer, host_context, host_request, query, run_installer};
+use super::remote::{
+    apply_plan, call_installer, host_context, host_request, query, run_installer,
+    run_installer_shown,
+};
 use super::save::UpgradeIntent;
 use super::status::{record, record_all};
 use super::ApplyError;
@@ -357,7 +360,7 @@ fn one_batch(
 
     let hosts: Vec<Host> = ready.iter().map(|(h, _)| h.clone()).collect();
     let upgraded = per_host(ctx.max_parallel(), &hosts, |host| {
-        let _step = ctx.progress.step(&format!(
+        let step = ctx.progress.step(&format!(
             "{}: {} upgrade to {to}",
             host.key(),
             ctx.runtime.name()
@@ -365,7 +368,13 @@ fn one_batch(
         let mut request = host_request(snapshot, host, &ctx.image, &JoinSecrets::default());
         request.target_version = Some(to.clone());
         let upgraded = ctx.connection(host).and_then(|transport| {
-            run_installer(transport, &ctx.image, Operation::Upgrade, &request)
+            run_installer_shown(
+                transport,
+                &ctx.image,
+                Operation::Upgrade,
+                &request,
+                step.as_ref(),
+            )
         });
         (host.clone(), upgraded.map(|o| o.changed))
     });
