@@ -661,6 +661,12 @@ pub struct RegistryFlags {
     /// $XDG_RUNTIME_DIR/containers/auth.json; ~/.docker/config.json is read too].
     #[arg(long, value_name = "FILE")]
     pub authfile: Option<PathBuf>,
+
+    /// containers-registries.conf(5) naming mirrors to pull through (tried
+    /// in order, then the registry) [default: $CONTAINERS_REGISTRIES_CONF,
+    /// else /etc/containers/registries.conf; drop-ins of registries.conf.d too].
+    #[arg(long, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -17,6 +17,7 @@ pub(super) fn options(flags: &RegistryFlags) -> RegistryOptions {
         tls_verify: flags.tls_verify,
         cert_dir: flags.cert_dir.clone(),
         auth_file: flags.authfile.clone(),
+        registries_conf: flags.registries_conf.clone(),
         ..RegistryOptions::default()
     }
 }

@@ -461,6 +461,14 @@ impl Session {
         out: &mut impl std::io::Write,
         task: &dyn Task,
     ) -> Result<u64, RegistryError> {
+        let resp = self.blob_response(digest).await?;
+        self.copy_blob(resp, digest, size, out, task).await
+    }
+
+    /// Asks for a blob and returns the successful answer before any byte of
+    /// its body is read: a caller that streams elsewhere may still choose
+    /// another source when this one fails here.
+    pub async fn blob_response(&self, digest: &Digest) -> Result<Response, RegistryError> {
         let url = self.repo_url(&format!("blobs/{digest}"))?;
         let action = format!("download blob {digest}");
         let resp = self.send(&action, |h| Ok(h.get(url.clone()))).await?;
@@ -473,7 +481,19 @@ impl Session {
                 detail: error_detail(resp).await,
             });
         }
-        let resp = self.check(resp, &action, Some(digest)).await?;
+        self.check(resp, &action, Some(digest)).await
+    }
+
+    /// The body of [`Session::blob_response`]'s answer into `out`, at most `size` bytes.
+    pub async fn copy_blob(
+        &self,
+        resp: Response,
+        digest: &Digest,
+        size: u64,
+        out: &mut impl std::io::Write,
+        task: &dyn Task,
+    ) -> Result<u64, RegistryError> {
+        let action = format!("download blob {digest}");
         let mut stream = resp.bytes_stream();
         let mut written = 0u64;
         while let Some(chunk) = stream.next().await {

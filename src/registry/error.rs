@@ -148,6 +148,14 @@ pub enum RegistryError {
     #[error("not logged in to {registry} (no entry in {path})")]
     NotLoggedIn { registry: String, path: PathBuf },
 
+    /// A registries.conf file (or drop-in directory) cannot be read.
+    #[error("registries.conf {path}: {reason}")]
+    RegistriesConf { path: PathBuf, reason: String },
+
+    /// A registries.conf says something that cannot be used, or blocks the image.
+    #[error(transparent)]
+    Mirrors(#[from] super::mirrors::MirrorsError),
+
     /// The local store failed (boxed: it is large, and errors travel by value).
     #[error(transparent)]
     Store(Box<StoreError>),

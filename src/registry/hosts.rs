@@ -1,7 +1,13 @@
 //! Hosts pulling an image's layers straight from its registry: what the
 //! operator hands a host's installer (on stdin, never argv) and the blob
 //! stream the installer unpacks from. The same client as `sealrs pull`:
-//! TLS with the CAs the operator trusts for the registry, retries to open.
+//! TLS with the CAs the operator trusts for the registry, retries to open,
+//! and the mirrors the operator's registries.conf names for it, tried in
+//! order before the registry. A host switches to the next source only
+//! before a blob's first byte (the bytes stream into the unpacker as they
+//! arrive, so they cannot be taken back): a mirror that is down or answers
+//! with an error is passed over; one that sends bytes that are not the blob
+//! fails the host's pull, which the unpacker refuses with nothing placed.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -10,9 +16,9 @@ use std::thread::JoinHandle;
 use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};
 
-use super::client::{Access, Session};
+use super::client::{retry, Access, Session};
 use super::error::RegistryError;
-use super::{auth, tls, Credentials, RegistryOptions};
+use super::{auth, sources, tls, Credentials, RegistryOptions};
 use crate::progress::Progress as _;
 use crate::secret::Secret;
 
@@ -35,6 +41,10 @@ pub struct PullTicket {
     pub bearer: Option<Secret>,
     /// Basic-auth user and password, only when the user allowed it.
     pub credentials: Option<(String, Secret)>,
+    /// Mirrors to try first, in order, each with its own access (their
+    /// own `mirrors` empty). Absent in tickets of earlier operators.
+    #[serde(default)]
+    pub mirrors: Vec<PullTicket>,
 }
 
 impl PullTicket {
@@ -43,7 +53,31 @@ impl PullTicket {
     /// with its credentials; under basic auth with its credentials only
     /// when `with_credentials`. A registry the operator cannot open a
     /// session with gets a ticket without either (hosts may still reach it).
+    /// The ticket carries the mirrors registries.conf names for the
+    /// repository, as for a pull by digest (hosts fetch blobs by digest),
+    /// and names the registry's remapped location if it has one.
     pub async fn new(
+        registry: &str,
+        repository: &str,
+        opts: &RegistryOptions,
+        with_credentials: bool,
+    ) -> Result<PullTicket, RegistryError> {
+        let endpoints = sources::load(opts)?.repository_sources(registry, repository)?;
+        let mut tickets = Vec::new();
+        for endpoint in &endpoints {
+            let opts = sources::endpoint_options(endpoint, opts);
+            let r = &endpoint.reference;
+            tickets.push(
+                PullTicket::grant(&r.registry, &r.repository, &opts, with_credentials).await?,
+            );
+        }
+        let mut origin = tickets.pop().expect("the origin is the last source");
+        origin.mirrors = tickets;
+        Ok(origin)
+    }
+
+    /// The ticket for one registry, without mirrors.
+    async fn grant(
         registry: &str,
         repository: &str,
         opts: &RegistryOptions,
@@ -66,6 +100,7 @@ impl PullTicket {
             ca_pem,
             bearer,
             credentials,
+            mirrors: Vec::new(),
         })
     }
 }
@@ -94,15 +129,164 @@ fn read_cas(dir: &Path) -> Result<Vec<String>, RegistryError> {
 }
 
 /// The blobs `wanted` (digest and size, in order) read one after the other
-/// from the registry `ticket` names. The session is opened first, so a
-/// registry the host cannot reach or is refused by fails here, before any
-/// byte; a blob that fails later ends the stream with that error. Checking
-/// each blob against its digest is the reader's job (as for any stream).
+/// from the first of `ticket`'s mirrors, then its registry, that serves
+/// them. The first source that opens and has the first blob is chosen
+/// before any byte, so a registry the host cannot reach or is refused by
+/// fails here; a blob that fails later ends the stream with that error.
+/// Checking each blob against its digest is the reader's job (as for any stream).
 pub fn blob_stream(
     ticket: &PullTicket,
     wanted: Vec<(Digest, u64)>,
 ) -> Result<BlobStream, RegistryError> {
-    // The CAs as a certs.d directory of the run's own, 0700, gone with it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RegistryError::Protocol {
+            registry: ticket.registry.clone(),
+            action: "start the async runtime".into(),
+            detail: e.to_string(),
+        })?;
+    let mut chain: Vec<Slot> = ticket
+        .mirrors
+        .iter()
+        .chain(std::iter::once(ticket))
+        .map(|t| {
+            Slot::Untried(PullTicket {
+                mirrors: Vec::new(),
+                ..t.clone()
+            })
+        })
+        .collect();
+    // Access is known at the first request: ask for the first blob now, so
+    // that a refusal comes before any byte.
+    let last = chain.len() - 1;
+    let mut start = 0;
+    for (i, slot) in chain.iter_mut().enumerate() {
+        match runtime.block_on(slot.open(wanted.first().map(|(d, _)| d))) {
+            Ok(()) => {
+                start = i;
+                break;
+            }
+            Err(e) if i < last => note(slot, &e),
+            Err(e) => return Err(e),
+        }
+    }
+    let (reader, mut writer) = io::pipe().map_err(|e| RegistryError::Protocol {
+        registry: ticket.registry.clone(),
+        action: "make a pipe".into(),
+        detail: e.to_string(),
+    })?;
+    let feeder = std::thread::spawn(move || {
+        let silent = crate::progress::Silent.begin("", None);
+        runtime.block_on(async {
+            for (digest, size) in &wanted {
+                let mut i = start;
+                let resp = loop {
+                    let slot = &mut chain[i];
+                    if matches!(slot, Slot::Failed(_)) && i < last {
+                        i += 1;
+                        continue;
+                    }
+                    let answer = match slot.open(None).await {
+                        Ok(()) => slot.blob_response(digest).await,
+                        Err(e) => Err(e),
+                    };
+                    match answer {
+                        Ok(resp) => break resp,
+                        Err(e) if i < last => note(slot, &e),
+                        Err(e) => return Err(e),
+                    }
+                    i += 1;
+                };
+                let Slot::Open { session, .. } = &chain[i] else {
+                    unreachable!("a source that answered is open")
+                };
+                session
+                    .copy_blob(resp, digest, *size, &mut writer, silent.as_ref())
+                    .await?;
+            }
+            Ok(())
+        })
+    });
+    Ok(BlobStream {
+        reader,
+        feeder: Some(feeder),
+    })
+}
+
+/// A host's stderr reaches the operator's report: say which mirror was passed over.
+fn note(slot: &Slot, error: &RegistryError) {
+    eprintln!(
+        "mirror {} cannot be used: {error}; trying the next source",
+        slot.registry()
+    );
+}
+
+/// One source of a host's pull: not yet opened, opened, or failed to open.
+enum Slot {
+    Untried(PullTicket),
+    Open {
+        ticket: PullTicket,
+        session: Box<Session>,
+        /// The CAs as a certs.d directory of the run's own, 0700, gone with it.
+        _certs: tempfile::TempDir,
+    },
+    Failed(PullTicket),
+}
+
+impl Slot {
+    fn registry(&self) -> &str {
+        match self {
+            Slot::Untried(t) | Slot::Open { ticket: t, .. } | Slot::Failed(t) => &t.registry,
+        }
+    }
+
+    /// Opens the session once (`probe`: a blob it must have); a source that
+    /// failed stays failed.
+    async fn open(&mut self, probe: Option<&Digest>) -> Result<(), RegistryError> {
+        let ticket = match self {
+            Slot::Open { .. } => return Ok(()),
+            Slot::Failed(t) => {
+                return Err(RegistryError::Network {
+                    registry: t.registry.clone(),
+                    action: "connect".into(),
+                    detail: "it failed earlier in this pull".into(),
+                })
+            }
+            Slot::Untried(t) => t.clone(),
+        };
+        match open_session(&ticket, probe).await {
+            Ok((session, certs)) => {
+                *self = Slot::Open {
+                    ticket,
+                    session: Box::new(session),
+                    _certs: certs,
+                };
+                Ok(())
+            }
+            Err(e) => {
+                *self = Slot::Failed(ticket);
+                Err(e)
+            }
+        }
+    }
+
+    async fn blob_response(&self, digest: &Digest) -> Result<reqwest::Response, RegistryError> {
+        match self {
+            Slot::Open { session, .. } => {
+                retry(session.retries, || session.blob_response(digest)).await
+            }
+            _ => unreachable!("opened before use"),
+        }
+    }
+}
+
+/// A session with `ticket`'s registry, with its CAs and access; when
+/// `probe` is given, the registry must have that blob.
+async fn open_session(
+    ticket: &PullTicket,
+    probe: Option<&Digest>,
+) -> Result<(Session, tempfile::TempDir), RegistryError> {
     let certs = tempfile::Builder::new()
         .prefix("sealrs-certs-")
         .tempdir()
@@ -125,40 +309,28 @@ pub fn blob_stream(
         retries: 1,
         ..RegistryOptions::default()
     };
-    let creds = ticket
-        .credentials
-        .as_ref()
-        .map(|(user, password)| Credentials::new(user, password.expose()));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RegistryError::Protocol {
-            registry: ticket.registry.clone(),
-            action: "start the async runtime".into(),
-            detail: e.to_string(),
-        })?;
-    let session = runtime.block_on(async {
-        match &ticket.bearer {
-            Some(token) => {
-                Session::open_with_token(&ticket.registry, &ticket.repository, token.clone(), &opts)
-                    .await
-            }
-            None => {
-                Session::open(
-                    &ticket.registry,
-                    &ticket.repository,
-                    Access::Pull,
-                    creds,
-                    &opts,
-                )
-                .await
-            }
+    let session = match &ticket.bearer {
+        Some(token) => {
+            Session::open_with_token(&ticket.registry, &ticket.repository, token.clone(), &opts)
+                .await?
         }
-    })?;
-    // Access is known at the first request: ask for the first blob now, so
-    // that a refusal comes before any byte.
-    if let Some((digest, _)) = wanted.first() {
-        if !runtime.block_on(session.blob_exists(digest))? {
+        None => {
+            let creds = ticket
+                .credentials
+                .as_ref()
+                .map(|(user, password)| Credentials::new(user, password.expose()));
+            Session::open(
+                &ticket.registry,
+                &ticket.repository,
+                Access::Pull,
+                creds,
+                &opts,
+            )
+            .await?
+        }
+    };
+    if let Some(digest) = probe {
+        if !session.blob_exists(digest).await? {
             return Err(RegistryError::NotFound {
                 registry: ticket.registry.clone(),
                 repository: ticket.repository.clone(),
@@ -168,27 +340,7 @@ pub fn blob_stream(
             });
         }
     }
-    let (reader, mut writer) = io::pipe().map_err(|e| RegistryError::Protocol {
-        registry: ticket.registry.clone(),
-        action: "make a pipe".into(),
-        detail: e.to_string(),
-    })?;
-    let feeder = std::thread::spawn(move || {
-        let _certs = certs;
-        let silent = crate::progress::Silent.begin("", None);
-        runtime.block_on(async {
-            for (digest, size) in &wanted {
-                session
-                    .get_blob(digest, *size, &mut writer, silent.as_ref())
-                    .await?;
-            }
-            Ok(())
-        })
-    });
-    Ok(BlobStream {
-        reader,
-        feeder: Some(feeder),
-    })
+    Ok((session, certs))
 }
 
 /// The pipe the blobs come through; at its end, the feeder's error if any.
@@ -238,6 +390,7 @@ mod tests {
             ca_pem: vec!["-----BEGIN CERTIFICATE-----".into()],
             bearer: Some(Secret::new("t0ken-value")),
             credentials: Some(("user".into(), Secret::new("s3cret-pass"))),
+            mirrors: Vec::new(),
         };
         let shown = format!("{ticket:?}");
         assert!(

@@ -17,7 +17,9 @@ pub mod auth;
 mod client;
 pub mod error;
 pub mod hosts;
+pub mod mirrors;
 pub mod platform;
+mod sources;
 pub mod tls;
 mod transfer;
 
@@ -47,6 +49,9 @@ pub struct RegistryOptions {
     pub max_concurrent: usize,
     /// Extra tries of a transfer after a transient failure.
     pub retries: u32,
+    /// The registries.conf naming mirrors and remapped locations
+    /// (`--registries-conf`); `None`: as skopeo finds it ([`sources::load`]).
+    pub registries_conf: Option<PathBuf>,
 }
 
 impl Default for RegistryOptions {
@@ -59,6 +64,7 @@ impl Default for RegistryOptions {
             platform: None,
             max_concurrent: 4,
             retries: 3,
+            registries_conf: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use super::auth;
 use super::client::{retry, Access, Mount, RawManifest, Session};
 use super::error::RegistryError;
 use super::platform::{self, Platform};
+use super::sources::Sources;
 use super::RegistryOptions;
 use crate::progress::{Progress, Task};
 use crate::reference::Reference;
@@ -193,23 +194,22 @@ pub async fn pull(
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
     };
-    let creds = auth::lookup(&reference.registry, &reference.repository, opts)?;
-    let session = Session::open(
-        &reference.registry,
-        &reference.repository,
-        Access::Pull,
-        creds,
-        opts,
-    )
-    .await?;
+    let sources = Sources::new(reference, opts, progress)?;
     let _writing = store.write_session()?;
-    let Resolved {
-        raw,
-        digest,
-        media_type,
-        manifest,
-        platform: chosen_platform,
-    } = resolve_manifest(&session, reference, &wanted).await?;
+    let (
+        from,
+        Resolved {
+            raw,
+            digest,
+            media_type,
+            manifest,
+            platform: chosen_platform,
+        },
+    ) = sources
+        .first(0, "serve the manifest", async |session, r| {
+            resolve_manifest(session, r, &wanted).await
+        })
+        .await?;
     let mut blobs: Vec<Descriptor> = Vec::new();
     for b in std::iter::once(manifest.config()).chain(manifest.layers()) {
         if !blobs.iter().any(|x| x.digest() == b.digest()) {
@@ -220,7 +220,7 @@ pub async fn pull(
     let staged = stream::iter(
         blobs
             .iter()
-            .map(|b| fetch_blob(&session, store, b, progress, &total)),
+            .map(|b| fetch_blob(&sources, from, store, b, progress, &total)),
     )
     .buffer_unordered(opts.max_concurrent.max(1))
     .try_collect::<Vec<_>>()
@@ -240,7 +240,11 @@ pub async fn pull(
     }
     store.tag(&reference.to_string(), &desc)?;
     lock(&total).finish("");
-    progress.message(&format!("Pulled {reference}@{digest}"));
+    let via = sources.summary();
+    match via.is_empty() {
+        true => progress.message(&format!("Pulled {reference}@{digest}")),
+        false => progress.message(&format!("Pulled {reference}@{digest} {via}")),
+    }
     Ok(desc)
 }
 
@@ -265,7 +269,8 @@ async fn resolve_manifest(
         .or_else(|| reference.tag.clone())
         .unwrap_or_else(|| "latest".to_string());
     let expected = reference.digest.as_deref().map(parse_digest).transpose()?;
-    let raw = retry(session.retries, || session.get_manifest(&by)).await?;
+    // No retry here: the caller retries the whole resolution per source.
+    let raw = session.get_manifest(&by).await?;
     let (mut raw, mut digest) = verify_manifest(session, raw, expected.as_ref())?;
     let mut media_type = media_type_of(session, &raw)?;
     let mut chosen_platform = None;
@@ -285,7 +290,7 @@ async fn resolve_manifest(
             }
         })?;
         let child_digest = parse_digest(&entry.digest)?;
-        let child = retry(session.retries, || session.get_manifest(&entry.digest)).await?;
+        let child = session.get_manifest(&entry.digest).await?;
         (raw, digest) = verify_manifest(session, child, Some(&child_digest))?;
         if raw.bytes.len() as u64 != entry.size {
             return Err(RegistryError::SizeMismatch {
@@ -339,36 +344,33 @@ pub async fn fetch_metadata(
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
     };
-    let creds = auth::lookup(&reference.registry, &reference.repository, opts)?;
-    let session = Session::open(
-        &reference.registry,
-        &reference.repository,
-        Access::Pull,
-        creds,
-        opts,
-    )
-    .await?;
-    let resolved = resolve_manifest(&session, reference, &wanted).await?;
+    let sources = Sources::new(reference, opts, &crate::progress::Silent)?;
+    let (from, resolved) = sources
+        .first(0, "serve the manifest", async |session, r| {
+            resolve_manifest(session, r, &wanted).await
+        })
+        .await?;
     let blob = resolved.manifest.config();
     let silent = crate::progress::Silent.begin("", None);
-    let config = retry(session.retries, || async {
-        let mut out = Vec::new();
-        session
-            .get_blob(blob.digest(), blob.size(), &mut out, silent.as_ref())
-            .await?;
-        let found = sha256_digest(&out);
-        if &found != blob.digest() {
-            return Err(RegistryError::DigestMismatch {
-                registry: session.registry.clone(),
-                repository: session.repository.clone(),
-                what: "config",
-                expected: blob.digest().to_string(),
-                found: found.to_string(),
-            });
-        }
-        Ok(out)
-    })
-    .await?;
+    let (_, config) = sources
+        .first(from, "serve the config", async |session, _| {
+            let mut out = Vec::new();
+            session
+                .get_blob(blob.digest(), blob.size(), &mut out, silent.as_ref())
+                .await?;
+            let found = sha256_digest(&out);
+            if &found != blob.digest() {
+                return Err(RegistryError::DigestMismatch {
+                    registry: session.registry.clone(),
+                    repository: session.repository.clone(),
+                    what: "config",
+                    expected: blob.digest().to_string(),
+                    found: found.to_string(),
+                });
+            }
+            Ok(out)
+        })
+        .await?;
     Ok(RemoteImage {
         digest: resolved.digest,
         manifest: resolved.manifest,
@@ -381,7 +383,8 @@ pub async fn fetch_metadata(
 /// once every one of them has been verified, so a corrupt layer leaves the
 /// store exactly as it was. `None`: the store already has it.
 async fn fetch_blob(
-    session: &Session,
+    sources: &Sources<'_>,
+    from: usize,
     store: &Store,
     blob: &Descriptor,
     progress: &dyn Progress,
@@ -402,28 +405,30 @@ async fn fetch_blob(
         blob: progress.begin(&format!("pull {}", short(digest)), Some(blob.size())),
         total: total.clone(),
     };
-    let result = retry(session.retries, || async {
-        // A fresh temp file per attempt; dropping a failed one removes it.
-        // The store's writer hashes what it writes: each byte is hashed once.
-        let mut out = store.blob_writer()?;
-        session
-            .get_blob(digest, blob.size(), &mut out, &task)
-            .await?;
-        let found = out.digest();
-        if &found != digest {
-            return Err(RegistryError::DigestMismatch {
-                registry: session.registry.clone(),
-                repository: session.repository.clone(),
-                what: "blob",
-                expected: digest.to_string(),
-                found: found.to_string(),
-            });
-        }
-        Ok(out)
-    })
-    .await;
+    let what = format!("serve blob {}", short(digest));
+    let result = sources
+        .first(from, &what, async |session, _| {
+            // A fresh temp file per attempt; dropping a failed one removes it.
+            // The store's writer hashes what it writes: each byte is hashed once.
+            let mut out = store.blob_writer()?;
+            session
+                .get_blob(digest, blob.size(), &mut out, &task)
+                .await?;
+            let found = out.digest();
+            if &found != digest {
+                return Err(RegistryError::DigestMismatch {
+                    registry: session.registry.clone(),
+                    repository: session.repository.clone(),
+                    what: "blob",
+                    expected: digest.to_string(),
+                    found: found.to_string(),
+                });
+            }
+            Ok(out)
+        })
+        .await;
     task.finish("");
-    result.map(|w| Some((w, digest.clone())))
+    result.map(|(_, w)| Some((w, digest.clone())))
 }
 
 /// Checks a manifest against the digest we asked for, or else against the
