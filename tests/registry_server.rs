@@ -32,6 +32,8 @@ pub struct Registry {
     pub opts: Options,
     /// The address it listens on, 127.0.0.1 unless [`Registry::start_on`].
     ip: String,
+    /// `proxy.remoteurl`: a pull-through cache of that registry.
+    proxy: Option<String>,
     child: Mutex<Option<Child>>,
 }
 
@@ -51,6 +53,18 @@ impl Registry {
     /// Listening on `ip` (test hosts reach the operator side of their
     /// links), which the TLS certificate names too.
     pub fn start_on(opts: Options, ip: &str) -> Registry {
+        Registry::start_with(opts, ip, None)
+    }
+
+    /// A plain-HTTP pull-through cache of `upstream` (distribution's
+    /// `proxy.remoteurl`, one upstream) listening on `ip`.
+    pub fn start_mirror_of(upstream: &Registry, ip: &str) -> Registry {
+        let scheme = if upstream.opts.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}", upstream.host());
+        Registry::start_with(Options::default(), ip, Some(url))
+    }
+
+    fn start_with(opts: Options, ip: &str, proxy: Option<String>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("sealrs-registry-")
             .tempdir()
@@ -60,6 +74,7 @@ impl Registry {
             port: free_port(),
             opts,
             ip: ip.to_string(),
+            proxy,
             child: Mutex::new(None),
         };
         std::fs::create_dir_all(reg.storage()).unwrap();
@@ -127,6 +142,9 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: sealrs-test\n    path: {}\n",
                 d.join("htpasswd").display()
             );
+        }
+        if let Some(url) = &self.proxy {
+            config += &format!("proxy:\n  remoteurl: {url}\n");
         }
         std::fs::write(d.join("config.yml"), config).unwrap();
     }

@@ -26,8 +26,9 @@ const SYSTEM_CONF_DIR: &str = "/etc/containers/registries.conf.d";
 
 /// The registries.conf files as containers/image 5.23 finds them
 /// (`pkg/sysregistriesv2/system_registries_v2.go`, newConfigWrapperWithHomeDir):
-/// the main file is `--registries-conf`, else `$CONTAINERS_REGISTRIES_CONF`,
-/// else `~/.config/containers/registries.conf` when it exists (then only
+/// the main file is `--registries-conf` (skopeo 1.9's hidden flag of that
+/// name sets the same path), else `$CONTAINERS_REGISTRIES_CONF` (as buildah
+/// and podman read it), else `~/.config/containers/registries.conf` when it exists (then only
 /// the drop-ins of `~/.config/containers/registries.conf.d`), else
 /// `/etc/containers/registries.conf`; then the `*.conf` drop-ins of
 /// `/etc/containers/registries.conf.d` and `~/.config/…/registries.conf.d`
@@ -232,7 +233,7 @@ impl<'a> Sources<'a> {
 
     /// Where the pull's requests went, for the line that ends it: empty
     /// without mirrors, else e.g. "through mirror 10.0.0.2:5001" or
-    /// "from 10.0.0.1:5000 (2 requests) and mirror 10.0.0.2:5001 (3 requests)".
+    /// "from mirror 10.0.0.2:5001 (3 requests) and the origin 10.0.0.1:5000 (1 request)".
     pub fn summary(&self) -> String {
         if self.list.len() == 1 {
             return String::new();
@@ -257,7 +258,10 @@ impl<'a> Sources<'a> {
             _ => format!(
                 "from {}",
                 used.iter()
-                    .map(|(s, n)| format!("{} ({n} requests)", name(s)))
+                    .map(|(s, n)| match n {
+                        1 => format!("{} (1 request)", name(s)),
+                        n => format!("{} ({n} requests)", name(s)),
+                    })
                     .collect::<Vec<_>>()
                     .join(" and ")
             ),

@@ -1,0 +1,231 @@
+//! Pull-through mirrors from containers-registries.conf(5) (issue 22): the
+//! real docker-registry as the origin and a second one as its pull-through
+//! cache (`proxy.remoteurl`). `sealrs pull` and the hosts of `sealrs run`
+//! go through the cache, skopeo with the same file agrees, a mirror that is
+//! down or serves wrong bytes is passed over for the origin.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{tool, Env};
+use crate::registry_server::{free_port, Options, Registry};
+
+/// A registries.conf naming `mirrors` (host:port, in order) for `origin`,
+/// all plain HTTP (`insecure = true`).
+fn registries_conf(env: &Env, origin: &str, mirrors: &[&str]) -> String {
+    let mut text = format!("[[registry]]\nlocation = \"{origin}\"\ninsecure = true\n");
+    for m in mirrors {
+        text += &format!("[[registry.mirror]]\nlocation = \"{m}\"\ninsecure = true\n");
+    }
+    env.write("registries.conf", text)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Builds a small image as `name` and pushes it; returns its manifest digest.
+fn push_small(env: &Env, name: &str) -> String {
+    env.write(
+        "ctx/Kubefile",
+        "FROM scratch\nLABEL tier=base\nCOPY f /f\nCOPY g /g\n",
+    );
+    env.write("ctx/f", "through the mirror\n");
+    env.write("ctx/g", vec![7u8; 300_000]);
+    env.build(name, "ctx");
+    env.ok(&["push", "-q", name]).trim().to_string()
+}
+
+/// The manifest of the image `name` in `env`'s store.
+fn manifest(env: &Env, name: &str) -> serde_json::Value {
+    let out = tool("skopeo", &["inspect", "--raw", &env.oci_ref(name)]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The config and layer digests of the image `name` in `env`'s store.
+fn blob_digests(env: &Env, name: &str) -> Vec<String> {
+    let manifest = manifest(env, name);
+    let mut out = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    for l in manifest["layers"].as_array().unwrap() {
+        out.push(l["digest"].as_str().unwrap().to_string());
+    }
+    out
+}
+
+/// Waits until every blob of `digests` is in `reg`'s storage: a
+/// pull-through cache stores what it served in the background.
+fn wait_for_blobs(reg: &Registry, digests: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let missing: Vec<&String> = digests
+            .iter()
+            .filter(|d| !reg.blob_data(d).is_file())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache's storage lacks {missing:?}:\n{}",
+            reg.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Access-log lines whose user agent is `agent`.
+fn lines_by(reg: &Registry, agent: &str) -> usize {
+    reg.log().lines().filter(|l| l.contains(agent)).count()
+}
+
+fn pull(env: &Env, name: &str, conf: &str) -> (String, String) {
+    let out = env.run(&["pull", name, "--registries-conf", conf]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        stderr,
+    )
+}
+
+#[test]
+fn pull_goes_through_a_pull_through_cache_and_skopeo_with_the_same_file_agrees() {
+    let origin = Registry::start(Options::default());
+    let cache = Registry::start_mirror_of(&origin, "127.0.0.1");
+    let env = Env::new();
+    let name = format!("{}/team/app:1", origin.host());
+    let digest = push_small(&env, &name);
+    let blobs = blob_digests(&env, &name);
+    let conf = registries_conf(&env, &origin.host(), &[&cache.host()]);
+    let sealrs_at_origin = lines_by(&origin, "sealrs/");
+
+    let fresh = Env::new();
+    let (pulled, stderr) = pull(&fresh, &name, &conf);
+    assert_eq!(pulled, digest);
+    assert!(
+        stderr.contains(&format!("through mirror {}", cache.host())),
+        "{stderr}"
+    );
+    fresh.ok(&["fsck"]);
+    // The cache holds every blob now, fetched from the origin by the cache
+    // itself: sealrs never asked the origin.
+    wait_for_blobs(&cache, &blobs);
+    assert_eq!(
+        lines_by(&origin, "sealrs/"),
+        sealrs_at_origin,
+        "{}",
+        origin.log()
+    );
+    for b in &blobs {
+        assert!(
+            cache.requests(&format!("GET /v2/team/app/blobs/{b}")) >= 1,
+            "{}",
+            cache.log()
+        );
+    }
+
+    // skopeo (containers/image 5.23) given the same file (its hidden
+    // global --registries-conf; 1.9 does not read the variable) goes to
+    // the same cache.
+    let before = cache.requests("GET /v2/team/app/manifests/1");
+    let dir = fresh.path("skopeo-copy");
+    tool(
+        "skopeo",
+        &[
+            "--registries-conf",
+            &conf,
+            "copy",
+            &format!("docker://{name}"),
+            &format!("oci:{}:1", dir.display()),
+        ],
+    );
+    assert!(
+        cache.requests("GET /v2/team/app/manifests/1") > before,
+        "skopeo did not ask the cache:\n{}",
+        cache.log()
+    );
+    let copied = tool(
+        "skopeo",
+        &["inspect", "--raw", &format!("oci:{}:1", dir.display())],
+    );
+    assert_eq!(
+        sealrs::digest::sha256_digest(&copied.stdout).to_string(),
+        digest
+    );
+}
+
+#[test]
+fn a_mirror_that_is_down_is_passed_over_and_the_pull_names_the_origin() {
+    let origin = Registry::start(Options::default());
+    let env = Env::new();
+    let name = format!("{}/team/app:1", origin.host());
+    let digest = push_small(&env, &name);
+    let down = format!("127.0.0.1:{}", free_port());
+    let conf = registries_conf(&env, &origin.host(), &[&down]);
+
+    // Named by the variable buildah and podman read, as an operator would.
+    let fresh = Env::new();
+    let out = fresh
+        .cmd(&["pull", &name])
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest);
+    assert!(
+        stderr.contains(&format!("mirror {down} could not be reached"))
+            && stderr.contains("trying the next source"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("from the origin {}", origin.host())),
+        "{stderr}"
+    );
+    fresh.ok(&["fsck"]);
+}
+
+#[test]
+fn a_mirror_serving_a_wrong_blob_is_refused_and_that_blob_comes_from_the_origin() {
+    let origin = Registry::start(Options::default());
+    // A plain registry holding a copy whose largest layer is damaged.
+    let bad = Registry::start(Options::default());
+    let env = Env::new();
+    let name = format!("{}/team/app:1", origin.host());
+    let digest = push_small(&env, &name);
+    env.ok(&["push", "-q", &name, &format!("{}/team/app:1", bad.host())]);
+    let largest = manifest(&env, &name)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = bad.blob_data(&largest);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let conf = registries_conf(&env, &origin.host(), &[&bad.host()]);
+
+    let fresh = Env::new();
+    let (pulled, stderr) = pull(&fresh, &name, &conf);
+    assert_eq!(pulled, digest);
+    assert!(
+        stderr.contains(&format!("mirror {} could not serve blob", bad.host()))
+            && stderr.contains("is corrupt"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("mirror {} (", bad.host()))
+            && stderr.contains(&format!("the origin {} (1 request)", origin.host())),
+        "{stderr}"
+    );
+    assert_eq!(
+        origin.requests(&format!("GET /v2/team/app/blobs/{largest}")),
+        1,
+        "{}",
+        origin.log()
+    );
+    fresh.ok(&["fsck"]);
+}
