@@ -229,3 +229,102 @@ fn a_mirror_serving_a_wrong_blob_is_refused_and_that_blob_comes_from_the_origin(
     );
     fresh.ok(&["fsck"]);
 }
+
+/// Blob GETs of `repo` in `reg`'s access log that came from `ip`.
+fn blob_gets_from(reg: &Registry, repo: &str, ip: &str) -> usize {
+    let from = format!("{ip} - - ");
+    let needle = format!("\"GET /v2/{repo}/blobs/");
+    reg.log()
+        .lines()
+        .filter(|l| l.starts_with(&from) && l.contains(&needle))
+        .count()
+}
+
+#[test]
+fn hosts_pull_their_layers_through_the_mirror_and_one_cut_off_from_it_from_the_origin() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let ip = &hosts[0].ip;
+    let operator = format!("{}.1", &ip[..ip.rfind('.').unwrap()]);
+    let origin = Registry::start_on(Options::default(), &operator);
+    let cache = Registry::start_mirror_of(&origin, &operator);
+    // The worker's connections to the cache are refused; the origin and
+    // SSH still work.
+    hosts[1].exec_ok(&[
+        "ip",
+        "rule",
+        "add",
+        "ipproto",
+        "6",
+        "dport",
+        &cache.port.to_string(),
+        "prohibit",
+    ]);
+    let env = Env::new();
+    let name = format!("{}/edge/k3s:1", origin.host());
+    let dir = crate::layout::example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", &name, &dir]);
+    env.ok(&["push", "-q", "--tls-verify=false", &name]);
+    let layers = manifest(&env, &name)["layers"].as_array().unwrap().len();
+    env.ok(&["rmi", &name]);
+    let conf = registries_conf(&env, &origin.host(), &[&cache.host()]);
+
+    let args = [
+        "run",
+        &name,
+        "--masters",
+        &hosts[0].ip,
+        "--nodes",
+        &hosts[1].ip,
+        "--registries-conf",
+        &conf,
+        "--format",
+        "json",
+    ];
+    let out = crate::run::on_hosts(&env, &hosts, &args, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for host in hosts.hosts() {
+        assert!(
+            stderr.contains(&format!(
+                "{}: {} of {layers} layers pulled from the registry",
+                host.ip,
+                layers - 1
+            )),
+            "{stderr}"
+        );
+    }
+    // The master pulled every layer but the installer's through the cache
+    // and none from the origin; the worker, cut off from the cache, from
+    // the origin.
+    let repo = "edge/k3s";
+    assert_eq!(
+        blob_gets_from(&cache, repo, &hosts[0].ip),
+        layers - 1,
+        "{}",
+        cache.log()
+    );
+    assert_eq!(
+        blob_gets_from(&origin, repo, &hosts[0].ip),
+        0,
+        "{}",
+        origin.log()
+    );
+    assert_eq!(
+        blob_gets_from(&cache, repo, &hosts[1].ip),
+        0,
+        "{}",
+        cache.log()
+    );
+    assert_eq!(
+        blob_gets_from(&origin, repo, &hosts[1].ip),
+        layers - 1,
+        "{}",
+        origin.log()
+    );
+    assert_eq!(
+        hosts[1]
+            .exec_ok(&["systemctl", "is-active", "k3s-agent.service"])
+            .trim(),
+        "active"
+    );
+}
