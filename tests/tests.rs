@@ -29,6 +29,7 @@ mod registry; // push, pull and login through the library against a real registr
 mod registry_cli; // the binary against a real registry: push, pull, remote FROM, login
 mod registry_hosts; // run with an image only in a registry: checked with its manifest and config first, an image in neither place named
 mod registry_mirrors; // pull-through mirrors from registries.conf: sealrs pull and skopeo through a real cache, a mirror down or serving wrong bytes passed over
+mod registry_retries; // transient failures through the binary: 429 with Retry-After waited for, a reset retried, a bound on both
 mod registry_server; // helpers, no tests: a real docker-registry (TLS, auth), a counting proxy
 mod results; // --format json of run (and add, delete, upgrade, reset): per host changed, failed step and message, bytes sent
 mod robustness; // concurrent and killed builds leave a readable store

@@ -328,6 +328,19 @@ impl Session {
                 hint,
             });
         }
+        let throttled = matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
+        if let Some(secs) = retry_after(resp.headers()).filter(|_| throttled) {
+            return Err(RegistryError::Throttled {
+                registry: self.registry.clone(),
+                action: action.to_string(),
+                status: status.as_u16(),
+                retry_after: secs,
+                detail: error_detail(resp).await,
+            });
+        }
         let detail = error_detail(resp).await;
         Err(RegistryError::Status {
             registry: self.registry.clone(),
@@ -706,8 +719,25 @@ async fn error_detail(resp: Response) -> String {
     trimmed.chars().take(200).collect()
 }
 
-/// Runs `op` again after a transient failure, up to `retries` more times,
-/// waiting 0.25 s, 0.5 s, 1 s … (at most 4 s) in between.
+/// `Retry-After` in seconds (RFC 9110 §10.2.3); the HTTP-date form is
+/// not read (registries send seconds), and the backoff applies instead.
+fn retry_after(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The longest `Retry-After` we wait for; a registry asking for more gets
+/// its error reported at once, to be tried again later.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `op` again after a transient failure (no answer, a reset, 5xx,
+/// 429), up to `retries` more times, waiting 0.25 s, 0.5 s, 1 s … (at most
+/// 4 s) in between, or as long as a `Retry-After` asks, up to [`MAX_RETRY_AFTER`].
 pub async fn retry<T, F, Fut>(retries: u32, mut op: F) -> Result<T, RegistryError>
 where
     F: FnMut() -> Fut,
@@ -717,8 +747,10 @@ where
     loop {
         match op().await {
             Ok(v) => return Ok(v),
+            Err(e) if e.retry_after().is_some_and(|d| d > MAX_RETRY_AFTER) => return Err(e),
             Err(e) if e.is_transient() && attempt < retries => {
-                let delay = std::time::Duration::from_millis(250u64 << attempt.min(4));
+                let backoff = std::time::Duration::from_millis(250u64 << attempt.min(4));
+                let delay = e.retry_after().map_or(backoff, |asked| asked.max(backoff));
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
@@ -797,5 +829,64 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(ok, 7);
+    }
+
+    fn throttled(retry_after: u32) -> RegistryError {
+        RegistryError::Throttled {
+            registry: "r".into(),
+            action: "get the manifest".into(),
+            status: 429,
+            retry_after,
+            detail: String::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_waits_as_long_as_retry_after_asks_and_refuses_to_wait_past_the_bound() {
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        let ok = retry(3, || {
+            calls += 1;
+            let fail = calls < 3;
+            async move {
+                if fail {
+                    Err(throttled(5))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert!(ok.is_ok());
+        // Two waits of 5 s each, not the 0.25 s and 0.5 s of the backoff.
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(10));
+
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        let err = retry(3, || {
+            calls += 1;
+            async { Err::<(), _>(throttled(3600)) }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(calls, 1);
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO);
+        assert!(
+            err.to_string().contains("asks to retry after 3600 s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_only() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, " 7 ".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(7));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2026 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
     }
 }

@@ -61,6 +61,17 @@ pub enum RegistryError {
         detail: String,
     },
 
+    /// HTTP 429 (or 503) with a `Retry-After` in seconds: transient, and
+    /// the next try waits as long as the registry asks, up to a bound.
+    #[error("registry {registry} answered HTTP {status} {} to {action} and asks to retry after {retry_after} s{}", reason(*.status), detail_suffix(.detail))]
+    Throttled {
+        registry: String,
+        action: String,
+        status: u16,
+        retry_after: u32,
+        detail: String,
+    },
+
     /// A transient failure that persisted through every retry.
     #[error("{last} (gave up after {attempts} attempts)")]
     GaveUp {
@@ -171,9 +182,19 @@ impl RegistryError {
     /// Whether trying again may help: the network, a 5xx or a 429.
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Network { .. } => true,
+            RegistryError::Network { .. } | RegistryError::Throttled { .. } => true,
             RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
+        }
+    }
+
+    /// How long the registry asked us to wait before trying again.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            RegistryError::Throttled { retry_after, .. } => {
+                Some(std::time::Duration::from_secs(u64::from(*retry_after)))
+            }
+            _ => None,
         }
     }
 
@@ -184,6 +205,7 @@ impl RegistryError {
                 Some(*status)
             }
             RegistryError::NotFound { .. } => Some(404),
+            RegistryError::Throttled { status, .. } => Some(*status),
             RegistryError::GaveUp { last, .. } => last.http_status(),
             _ => None,
         }
