@@ -404,6 +404,28 @@ mod tests {
     }
 
     #[test]
+    fn a_ticket_of_an_earlier_operator_has_no_mirrors_and_mirrors_travel_with_their_access() {
+        let old = r#"{"registry":"r:5000","repository":"edge/k3s","tls_verify":null,"ca_pem":[],"bearer":null,"credentials":null}"#;
+        let ticket: PullTicket = serde_json::from_str(old).unwrap();
+        assert!(ticket.mirrors.is_empty());
+        let mirror = PullTicket {
+            registry: "m:5001".into(),
+            tls_verify: Some(false),
+            bearer: Some(Secret::new("mirror-t0ken")),
+            ..ticket.clone()
+        };
+        let with = PullTicket {
+            mirrors: vec![mirror],
+            ..ticket
+        };
+        let back: PullTicket =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back.mirrors[0].registry, "m:5001");
+        assert_eq!(back.mirrors[0].tls_verify, Some(false));
+        assert!(!format!("{with:?}").contains("mirror-t0ken"));
+    }
+
+    #[test]
     fn the_cas_of_a_certs_d_directory_are_its_crt_files_and_none_when_it_is_missing() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("b.crt"), "B").unwrap();

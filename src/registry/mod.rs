@@ -10,6 +10,8 @@
 //!   repository when it lives on the same registry.
 //! - Credentials come from the containers auth file or docker's config
 //!   ([`auth`]); connections follow the TLS rules in [`tls`].
+//! - Pulls go through the mirrors registries.conf names ([`mirrors`]), in
+//!   order, then the registry; pushes go to the registry only.
 //!
 //! Everything here is `async` (tokio): the CLI runs it on a runtime.
 

@@ -55,6 +55,16 @@ pub fn load(opts: &RegistryOptions) -> Result<RegistriesConf, RegistryError> {
         (None, Some(user)) if user.is_file() => (user, false, [user_dir, None]),
         (None, _) => (PathBuf::from(SYSTEM_CONF), false, [system_dir, user_dir]),
     };
+    load_files(main, required, &dirs)
+}
+
+/// `main` (which must exist when `required`), then the `*.conf` files of
+/// each of `dirs` in name order, each laid over what came before.
+fn load_files(
+    main: PathBuf,
+    required: bool,
+    dirs: &[Option<PathBuf>],
+) -> Result<RegistriesConf, RegistryError> {
     let mut conf = match read(&main)? {
         Some(conf) => conf,
         None if required => {
@@ -66,8 +76,8 @@ pub fn load(opts: &RegistryOptions) -> Result<RegistriesConf, RegistryError> {
         }
         None => RegistriesConf::default(),
     };
-    for dir in dirs.into_iter().flatten() {
-        for file in conf_files(&dir)? {
+    for dir in dirs.iter().flatten() {
+        for file in conf_files(dir)? {
             if let Some(more) = read(&file)? {
                 conf = conf.merge(more);
             }
@@ -266,5 +276,70 @@ impl<'a> Sources<'a> {
                     .join(" and ")
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(conf: &RegistriesConf, image: &str) -> Vec<String> {
+        conf.sources(&Reference::parse(image).unwrap())
+            .unwrap()
+            .iter()
+            .map(|e| e.reference.registry.clone())
+            .collect()
+    }
+
+    #[test]
+    fn drop_ins_are_laid_over_the_main_file_in_name_order_and_only_conf_files_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("registries.conf");
+        std::fs::write(
+            &main,
+            "[[registry]]\nlocation = \"r.io\"\n[[registry.mirror]]\nlocation = \"main.local\"\n",
+        )
+        .unwrap();
+        let d = dir.path().join("registries.conf.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(
+            d.join("20-b.conf"),
+            "[[registry]]\nlocation = \"r.io\"\n[[registry.mirror]]\nlocation = \"b.local\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("10-a.conf"),
+            "[[registry]]\nlocation = \"r.io\"\n[[registry.mirror]]\nlocation = \"a.local\"\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("30-c.conf.bak"), "not toml [").unwrap();
+        let conf = load_files(main.clone(), true, &[Some(d), None]).unwrap();
+        assert_eq!(names(&conf, "r.io/app:1"), ["b.local", "r.io"]);
+        let conf = load_files(main, true, &[Some(dir.path().join("none"))]).unwrap();
+        assert_eq!(names(&conf, "r.io/app:1"), ["main.local", "r.io"]);
+    }
+
+    #[test]
+    fn a_named_file_must_exist_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.conf");
+        let err = load_files(missing.clone(), true, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nope.conf") && err.contains("no such file"),
+            "{err}"
+        );
+        assert_eq!(
+            load_files(missing, false, &[]).unwrap(),
+            RegistriesConf::default()
+        );
+        let bad = dir.path().join("bad.conf");
+        std::fs::write(&bad, "[[registry]]\nlocation = \"http://r.io\"\n").unwrap();
+        let err = load_files(bad, true, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.conf") && err.contains("URL scheme"),
+            "{err}"
+        );
     }
 }
