@@ -2,7 +2,9 @@
 //! real docker-registry as the origin and a second one as its pull-through
 //! cache (`proxy.remoteurl`). `sealrs pull` and the hosts of `sealrs run`
 //! go through the cache, skopeo with the same file agrees, a mirror that is
-//! down or serves wrong bytes is passed over for the origin.
+//! down or serves wrong bytes is passed over for the origin by `pull`; on a
+//! host, whose unpacker takes bytes as they come, a wrong blob from a mirror
+//! fails the host, naming the mirror, with nothing placed.
 
 use std::time::{Duration, Instant};
 
@@ -327,4 +329,67 @@ fn hosts_pull_their_layers_through_the_mirror_and_one_cut_off_from_it_from_the_o
             .trim(),
         "active"
     );
+}
+
+#[test]
+fn a_mirror_serving_hosts_a_wrong_blob_fails_them_naming_the_mirror_with_nothing_placed() {
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let ip = &hosts[0].ip;
+    let operator = format!("{}.1", &ip[..ip.rfind('.').unwrap()]);
+    let origin = Registry::start_on(Options::default(), &operator);
+    // A plain registry holding a copy whose largest layer is damaged after
+    // the operator pulled it: the operator's store is right, hosts pull
+    // from the mirror.
+    let bad = Registry::start_on(Options::default(), &operator);
+    let env = Env::new();
+    let name = format!("{}/edge/k3s:1", origin.host());
+    let dir = crate::layout::example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", &name, &dir]);
+    env.ok(&["push", "-q", "--tls-verify=false", &name]);
+    let copy = format!("{}/edge/k3s:1", bad.host());
+    env.ok(&["push", "-q", "--tls-verify=false", &name, &copy]);
+    let largest = manifest(&env, &name)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["annotations"]
+                .get(sealrs::host_paths::INSTALLER_ANNOTATION)
+                .is_none()
+        })
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = bad.blob_data(&largest);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let conf = registries_conf(&env, &origin.host(), &[&bad.host()]);
+
+    let args = [
+        "run",
+        &name,
+        "--masters",
+        &hosts[0].ip,
+        "--layers-from-registry",
+        "--registries-conf",
+        &conf,
+    ];
+    let out = crate::run::on_hosts(&env, &hosts, &args, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let hex = largest.trim_start_matches("sha256:");
+    assert!(
+        stderr.contains(hex) && stderr.contains(&format!("through mirror {}", bad.host())),
+        "{stderr}"
+    );
+    let layer = format!("{}/{hex}", sealrs::host_paths::HOST_LAYERS);
+    assert!(!hosts[0].exec(&["test", "-e", &layer]).status.success());
+    assert!(!hosts[0]
+        .exec(&["systemctl", "is-active", "k3s.service"])
+        .status
+        .success());
 }

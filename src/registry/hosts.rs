@@ -201,6 +201,11 @@ pub fn blob_stream(
                 let Slot::Open { session, .. } = &chain[i] else {
                     unreachable!("a source that answered is open")
                 };
+                // Named before its bytes flow: should they not be the blob,
+                // the unpacker's refusal then says where they came from.
+                if i < last {
+                    eprintln!("blob {digest} through mirror {}", session.registry);
+                }
                 session
                     .copy_blob(resp, digest, *size, &mut writer, silent.as_ref())
                     .await?;
