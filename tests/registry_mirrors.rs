@@ -97,7 +97,9 @@ fn pull_goes_through_a_pull_through_cache_and_skopeo_with_the_same_file_agrees()
     let digest = push_small(&env, &name);
     let blobs = blob_digests(&env, &name);
     let conf = registries_conf(&env, &origin.host(), &[&cache.host()]);
+    // The push's requests are in the origin's log under sealrs' user agent.
     let sealrs_at_origin = lines_by(&origin, "sealrs/");
+    assert!(sealrs_at_origin > 0, "{}", origin.log());
 
     let fresh = Env::new();
     let (pulled, stderr) = pull(&fresh, &name, &conf);
