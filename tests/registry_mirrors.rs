@@ -120,6 +120,13 @@ fn pull_goes_through_a_pull_through_cache_and_skopeo_with_the_same_file_agrees()
     );
     for b in &blobs {
         assert!(
+            origin.requests(&format!("GET /v2/team/app/blobs/{b}")) >= 1,
+            "the cache did not fetch {b} from the origin:\n{}",
+            origin.log()
+        );
+    }
+    for b in &blobs {
+        assert!(
             cache.requests(&format!("GET /v2/team/app/blobs/{b}")) >= 1,
             "{}",
             cache.log()
