@@ -6,7 +6,7 @@
 //! earlier one whole, as containers-registries.conf.d(5) says), and
 //! [`RegistriesConf::sources`] turns an image name into the places to pull
 //! it from: its mirrors in order, then its (possibly remapped) location.
-//! Reading the files is [`load`](super::sources::load)'s job.
+//! Reading the files is the job of `sources::load`.
 //!
 //! Followed: containers-registries.conf(5) and containers-registries.conf.d(5)
 //! as shipped with containers/image 5.23 (Debian bookworm): longest prefix

@@ -52,7 +52,7 @@ pub struct RegistryOptions {
     /// Extra tries of a transfer after a transient failure.
     pub retries: u32,
     /// The registries.conf naming mirrors and remapped locations
-    /// (`--registries-conf`); `None`: as skopeo finds it ([`sources::load`]).
+    /// (`--registries-conf`); `None`: found as containers/image finds it.
     pub registries_conf: Option<PathBuf>,
 }
 
