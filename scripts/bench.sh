@@ -430,7 +430,10 @@ scale_apply() {
   cpu=$(python3 -c 'import sys; o, a, b = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3].split()
 print(f"{float(o[0]) + float(o[1]):.2f} {float(b[0]) - float(a[0]):.2f} {float(b[1]) - float(a[1]):.2f}")' \
     "$(cat "$work/cpu.out")" "$cpu_before" "$cpu_after")
-  echo "$label $((after - before)) $(bytes_sent) $cpu" >> "$work/sent"
+  # The layer phase: its slowest host, from the per-host lines ("… in 17.0s").
+  local slowest
+  slowest=$(sed -n 's/.*layers \(pulled from the registry\|sent directly\|sent over SSH\) .* in \([0-9.]*\)s$/\2/p' "$work/err.out" | sort -g | tail -1)
+  echo "$label $((after - before)) $(bytes_sent) $cpu ${slowest:-0}" >> "$work/sent"
   echo "    $(tail -1 "$work/results" | awk '{print $2}') s, $((after - before)) bytes counted, $(bytes_sent) reported; CPU s (sealrs, registry, hosts): $cpu"
 }
 
@@ -531,15 +534,18 @@ print(sum(l["size"] for l in json.load(sys.stdin)["layers"] if "installer" in st
   echo "The hosts share this machine's CPUs and disk with sealrs, the registry and other work: a host's"
   echo "unpacking (TLS, digests, decompression, writes) costs the same CPUs as the others', which real"
   echo "hosts would not; the CPU columns show where the time went."
-  printf '%-14s %9s %9s %9s %9s %9s %14s %12s %14s\n' "" "wall (s)" "RSS (MB)" \
-    "CPU sealrs" "registry" "hosts" "bytes counted" "per host" "reported"
-  local l h
+  echo "The layers column is the layer phase (its slowest host), MB/s what all hosts took in it together."
+  printf '%-14s %9s %9s %9s %9s %9s %9s %7s %14s %12s %14s\n' "" "wall (s)" "RSS (MB)" \
+    "CPU sealrs" "registry" "hosts" "layers" "MB/s" "bytes counted" "per host" "reported"
+  local l h layers
   # shellcheck disable=SC2046
   for l in direct_4 registry_4 direct_16 registry_16 registry_held; do
     h=${l##*_}; [ "$h" = held ] && h=16
-    printf '%-14s %9s %9s %9s %9s %9s %14s %12s %14s\n' "$l" "$(median $(col "$l" 2))" \
+    layers=$(median $(sent_col "$l" 7))
+    printf '%-14s %9s %9s %9s %9s %9s %9s %7s %14s %12s %14s\n' "$l" "$(median $(col "$l" 2))" \
       "$(( $(maxof $(col "$l" 3)) / 1024 ))" "$(median $(sent_col "$l" 4))" \
-      "$(median $(sent_col "$l" 5))" "$(median $(sent_col "$l" 6))" \
+      "$(median $(sent_col "$l" 5))" "$(median $(sent_col "$l" 6))" "$layers" \
+      "$(python3 -c "import sys; t = float(sys.argv[1]); print(f'{$h * ($size - $installer) / t / 1e6:.0f}' if t > 0 and '$l' != 'registry_held' else '-')" "$layers")" \
       "$(median $(sent_col "$l" 2) | cut -d. -f1)" "$(( $(median $(sent_col "$l" 2) | cut -d. -f1) / h ))" \
       "$(median $(sent_col "$l" 3) | cut -d. -f1)"
   done
@@ -549,16 +555,18 @@ print(sum(l["size"] for l in json.load(sys.stdin)["layers"] if "installer" in st
     "$(median $(sent_col registry_4 2))" "$(median $(sent_col registry_16 2))" "$(median $(sent_col registry_held 2))" \
     "$(median $(sent_col registry_4 3))" "$(median $(sent_col registry_16 3))" \
     "$(median $(col registry_4 2))" "$(median $(col registry_16 2))" \
-    "$(median $(col direct_4 2))" "$(median $(col direct_16 2))"
+    "$(median $(col direct_4 2))" "$(median $(col direct_16 2))" \
+    "$(median $(sent_col registry_4 7))" "$(median $(sent_col registry_16 7))"
   echo "each run's stderr: $logs"
 }
 
 # scale_targets SIZE INSTALLER COUNTED4 COUNTED16 COUNTED_HELD REPORTED4 REPORTED16
-#   T_REGISTRY4 T_REGISTRY16 T_DIRECT4 T_DIRECT16: issue 22's targets, met or not.
+#   T_REGISTRY4 T_REGISTRY16 T_DIRECT4 T_DIRECT16 LAYERS4 LAYERS16: issue 22's
+#   targets, met or not, and the registry route's time split at its layer phase.
 scale_targets() {
   python3 - "$@" <<'PY'
 import sys
-size, inst, c4, c16, held, r4, r16, tr4, tr16, td4, td16 = map(float, sys.argv[1:])
+size, inst, c4, c16, held, r4, r16, tr4, tr16, td4, td16, l4, l16 = map(float, sys.argv[1:])
 met = lambda ok: "met" if ok else "MISSED"
 for n, counted, reported in ((4, c4, r4), (16, c16, r16)):
     print(f"registry, {n} hosts lacking the installer: layer bytes {reported / n:,.0f} per host = "
@@ -574,6 +582,14 @@ for n, counted in ((4, c4), (16, c16)):
 print(f"time, registry route: 16 hosts {tr16:.1f} s = {tr16 / tr4:.2f} x 4 hosts' {tr4:.1f} s: "
       f"{met(tr16 <= 2 * tr4)} (<= 2x)")
 print(f"time, direct route:   16 hosts {td16:.1f} s = {td16 / td4:.2f} x 4 hosts' {td4:.1f} s (for comparison)")
+if l4 > 0 and l16 > 0:
+    mbs = lambda n, t: n * (size - inst) / t / 1e6
+    print(f"  registry route, the layer phase: 16 hosts {l16:.1f} s = {l16 / l4:.2f} x 4 hosts' {l4:.1f} s; "
+          f"all hosts together took {mbs(4, l4):.0f} MB/s with 4, {mbs(16, l16):.0f} MB/s with 16 hosts"
+          + (" (about the same rate: this machine, whose CPUs and disk every host shares, sets it)"
+             if mbs(16, l16) < 1.5 * mbs(4, l4) else ""))
+    print(f"  registry route, the rest (image check, connect, installer, install, join): "
+          f"16 hosts {tr16 - l16:.1f} s = {(tr16 - l16) / (tr4 - l4):.2f} x 4 hosts' {tr4 - l4:.1f} s")
 PY
 }
 
