@@ -30,9 +30,9 @@
 #
 # Needs root, buildah, skopeo, docker-registry, zstd and GNU time (scripts/test.sh installs
 # all but zstd: apt-get install zstd).
-# `run` and `scale` also need the test hosts' base (scripts/test-hosts-base.sh), `scale` nft and
-# openssl; `run` rsync on this machine (apt-get install rsync); it copies rsync and its libraries into
-# the peer hosts, whose base has none.
+# `run` and `scale` also need the test hosts' base (scripts/test-hosts-base.sh); `scale` nft
+# and openssl; `run` rsync on this machine (apt-get install rsync): it copies rsync and its
+# libraries into the peer hosts, whose base has none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-build}
@@ -393,7 +393,9 @@ bench_run() {
 # by sealrs: an nftables counter on this machine's output (not what it
 # forwards between hosts) through the hosts' links, vsX-* (tests/hosts.rs),
 # less the registry's replies, as the registry stands for another machine.
-# Everything sealrs sends is in it: SSH, the direct TLS stream, TCP/IP headers.
+# Everything sealrs sends is in it: SSH, the direct TLS stream, TCP/IP headers
+# (per packet as the stack hands it to the link, before segmentation: a real
+# wire's per-frame headers, about 3%, are not).
 opcount_up() {
   nft_table=sealrs_bench_$$
   nft -f - <<NFT
