@@ -11,14 +11,28 @@
 #                              vs 4 parallel scp -r and 4 parallel rsync of the same rootfs,
 #                              then an unchanged re-apply (each RUNS=3 times, medians
 #                              compared); then an upgrade of one small layer
+#   scripts/bench.sh scale     the same k3s-like image pushed to a local docker-registry (TLS,
+#                              a test CA given to hosts with --cert-dir) on the operator side
+#                              of 16 test hosts' links, applied to 1+3 and to 1+15 hosts,
+#                              alternating the direct route (image in the local store) and the
+#                              registry route (`run REGISTRY/REPO:TAG` from an empty store: hosts
+#                              pull the layers), `sealrs reset` between runs (RUNS, default 1);
+#                              then, on the 16 hosts, a registry-route upgrade of one manifest
+#                              (hosts hold the installer). Prints wall time, peak RSS, CPU time
+#                              of sealrs, the registry and the hosts, the bytes that left this
+#                              machine for the hosts (an nftables counter on its output through
+#                              the hosts' links, the registry's replies left out: SSH, the direct
+#                              stream, TLS and TCP/IP, as the kernel hands them to the link),
+#                              sealrs's reported layer bytes, and issue 22's targets. Each run's
+#                              stderr is kept in $SCALE_LOGS (/var/tmp/sealrs-scale-logs)
 #   scripts/bench.sh examples  builds Kubefile-examples/{k3s,k0s,kubeadm} whose binaries
 #                              were fetched (scripts/fetch-RUNTIME.sh): size, time, RSS
 #
 # Needs root, buildah, skopeo, docker-registry, zstd and GNU time (scripts/test.sh installs
 # all but zstd: apt-get install zstd).
-# `run` also needs the test hosts' base (scripts/test-hosts-base.sh) and rsync on
-# this machine (apt-get install rsync); it copies rsync and its libraries into
-# the peer hosts, whose base has none.
+# `run` and `scale` also need the test hosts' base (scripts/test-hosts-base.sh); `scale` nft
+# and openssl; `run` rsync on this machine (apt-get install rsync): it copies rsync and its
+# libraries into the peer hosts, whose base has none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-build}
@@ -123,28 +137,51 @@ bench_build() {
   du -sh "$work/sealrs/oci" "$work/buildah-oci" | sed 's/^/store size: /'
 }
 
-# start_registry NAME: an empty docker-registry on 127.0.0.1; sets $reg_host, $reg_pid.
+# start_registry NAME [IP]: an empty docker-registry on 127.0.0.1; sets $reg_host, $reg_pid.
+# Given IP (where test hosts reach this machine), it listens there with TLS, as
+# tests/registry_server.rs does: a test CA signs its certificate, and $reg_certs
+# is the directory with that CA's ca.crt, for --cert-dir.
 start_registry() {
-  local dir=$work/reg-$1
+  local dir=$work/reg-$1 ip=${2:-127.0.0.1}
   mkdir -p "$dir/storage"
-  local port
+  local port tls="" scheme=http
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  if [ -n "${2:-}" ]; then
+    make_test_ca "$dir" "$ip"
+    tls=", tls: { certificate: $dir/server.crt, key: $dir/server.key }"
+    scheme=https reg_certs=$dir/certs.d
+  fi
   cat > "$dir/config.yml" <<YML
 version: 0.1
 log: { level: error }
 storage:
   filesystem: { rootdirectory: $dir/storage }
   delete: { enabled: true }
-http: { addr: 127.0.0.1:$port }
+http: { addr: "$ip:$port"$tls }
 YML
   /usr/bin/docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
   reg_pid=$!
-  reg_host=127.0.0.1:$port
+  reg_host=$ip:$port
   for _ in $(seq 1 100); do
-    curl -fs "http://$reg_host/v2/" >/dev/null 2>&1 && return 0
+    curl -fs --cacert "$dir/certs.d/ca.crt" "$scheme://$reg_host/v2/" >/dev/null 2>&1 && return 0
     sleep 0.05
   done
   echo "registry did not start"; cat "$dir/log"; exit 1
+}
+# make_test_ca DIR IP: ca.crt, and server.crt/.key it signs for IP (rustls
+# refuses a self-signed CA certificate used directly as a server's); DIR/certs.d/ca.crt.
+make_test_ca() {
+  local dir=$1 ip=$2
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=sealrs bench CA" \
+      -keyout ca.key -out ca.crt
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=$ip" -keyout server.key -out server.csr
+    printf 'subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$ip" > ext.cnf
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile ext.cnf -out server.crt
+    mkdir -p certs.d && cp ca.crt certs.d/ca.crt
+  ) >/dev/null 2>&1
 }
 stop_registry() { kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null || true; }
 
@@ -261,16 +298,22 @@ put_rsync() {
 
 bytes_sent() { sed -n 's/.* \([0-9]*\) bytes of layers sent.*/\1/p' "$work/err.out" | tail -1; }
 
-bench_run() {
-  command -v rsync >/dev/null || { echo "rsync is needed on this machine: apt-get install rsync"; exit 1; }
-  local ctx=$work/ctx
+# make_k3s_run_context CTX: the k3s-like context of `run` and `scale`. The 70 MB
+# blob stays in the image, but not as the binary that runs: the k3s stand-in
+# does (the real k3s cannot be downloaded here).
+make_k3s_run_context() {
+  local ctx=$1
   echo "==> making the k3s-like context in $ctx"
   make_k3s_context "$ctx"
-  # The 70 MB blob stays in the image, but not as the binary that runs: the
-  # k3s stand-in does (the real k3s cannot be downloaded here).
   mv "$ctx/bin/k3s" "$ctx/bin/k3s-data"
   install -m 755 tests/fixtures/standins/k3s "$ctx/bin/k3s"
   ln -s k3s "$ctx/bin/kubectl"
+}
+
+bench_run() {
+  command -v rsync >/dev/null || { echo "rsync is needed on this machine: apt-get install rsync"; exit 1; }
+  local ctx=$work/ctx
+  make_k3s_run_context "$ctx"
   local store=$work/sealrs
   "$sealrs" --root "$store" -q build -t bench:1 "$ctx" >/dev/null
   local size
@@ -346,10 +389,217 @@ bench_run() {
   hosts_down
 }
 
+# The operator's bytes to the test hosts, counted by the kernel rather than
+# by sealrs: an nftables counter on this machine's output (not what it
+# forwards between hosts) through the hosts' links, vsX-* (tests/hosts.rs),
+# less the registry's replies, as the registry stands for another machine.
+# Everything sealrs sends is in it: SSH, the direct TLS stream, TCP/IP headers
+# (per packet as the stack hands it to the link, before segmentation: a real
+# wire's per-frame headers, about 3%, are not).
+opcount_up() {
+  nft_table=sealrs_bench_$$
+  nft -f - <<NFT
+table inet $nft_table {
+  counter sent { }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    oifname "$1" tcp sport $2 accept
+    oifname "$1" counter name "sent"
+  }
+}
+NFT
+}
+opcount() { nft list counter inet "$nft_table" sent | awk '{for (i = 1; i < NF; i++) if ($i == "bytes") print $(i + 1)}'; }
+opcount_down() { [ -z "${nft_table:-}" ] || nft delete table inet "$nft_table" 2>/dev/null || true; nft_table=; }
+
+# scale_apply LABEL ROOT IMAGE N [FLAGS...]: `sealrs run IMAGE` on the first N
+# hosts (1 master, N-1 nodes) with store ROOT, recorded by `run` (wall time,
+# peak RSS), and in $work/sent: the counted bytes, sealrs's own, its CPU seconds.
+scale_apply() {
+  local label=$1 root=$2 image=$3 n=$4; shift 4
+  local nodes before after
+  nodes=$(IFS=,; echo "${ips[*]:1:$((n - 1))}")
+  sync
+  before=$(opcount)
+  local cpu_before cpu_after
+  cpu_before=$(cpu_seconds "$x" "$reg_pid")
+  run "$label" /usr/bin/time -f "%U %S" -o "$work/cpu.out" "$sealrs" --root "$root" run "$image" \
+    --masters "${ips[0]}" --nodes "$nodes" --ssh-key "$KEY" --known-hosts "$KNOWN_HOSTS" "$@"
+  after=$(opcount)
+  cpu_after=$(cpu_seconds "$x" "$reg_pid")
+  cp "$work/err.out" "$logs/$label-$(grep -c "^$label " "$work/results")"
+  local cpu
+  cpu=$(python3 -c 'import sys; o, a, b = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3].split()
+print(f"{float(o[0]) + float(o[1]):.2f} {float(b[0]) - float(a[0]):.2f} {float(b[1]) - float(a[1]):.2f}")' \
+    "$(cat "$work/cpu.out")" "$cpu_before" "$cpu_after")
+  # The layer phase: its slowest host, from the per-host lines ("… in 17.0s").
+  local slowest
+  slowest=$(sed -n 's/.*layers \(pulled from the registry\|sent directly\|sent over SSH\) .* in \([0-9.]*\)s$/\2/p' "$work/err.out" | sort -g | tail -1)
+  echo "$label $((after - before)) $(bytes_sent) $cpu ${slowest:-0}" >> "$work/sent"
+  echo "    $(tail -1 "$work/results" | awk '{print $2}') s, $((after - before)) bytes counted, $(bytes_sent) reported; CPU s (sealrs, registry, hosts): $cpu"
+}
+
+# scale_reset ROOT: `sealrs reset` of the cluster saved in ROOT; its plan and
+# messages are shown only when it fails.
+scale_reset() {
+  "$sealrs" --root "$1" -q reset --yes --known-hosts "$KNOWN_HOSTS" >"$work/reset.out" 2>&1 || {
+    echo "reset failed:"; cat "$work/reset.out"; exit 1; }
+}
+sent_col() { awk -v l="$1" -v c="$2" '$1==l {print $c}' "$work/sent"; }
+
+# cpu_seconds X REGISTRY_PID: CPU seconds used so far by the registry and by
+# the hosts of subnet X: each host's sshd listener with its reaped sessions,
+# which hold the installers' and the hosts' sshd's own (k3s's is left out).
+cpu_seconds() {
+  python3 - "$@" <<'PY'
+import glob, os, sys
+x, reg = sys.argv[1], sys.argv[2]
+tick = os.sysconf("SC_CLK_TCK")
+nets = {os.stat(p).st_ino for p in glob.glob(f"/run/netns/sealrs-{x}-*")}
+def stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    rest = text[text.rindex(")") + 2 :].split()
+    return comm, int(rest[1]), sum(map(int, rest[11:15]))
+hosts = 0
+for d in glob.glob("/proc/[0-9]*"):
+    pid = d[6:]
+    try:
+        if os.stat(f"{d}/ns/net").st_ino not in nets:
+            continue
+        comm, ppid, used = stat(pid)
+        if comm == "sshd" and stat(ppid)[0] != "sshd":
+            hosts += used
+    except (OSError, ValueError):
+        pass
+print(f"{stat(reg)[2] / tick:.2f} {hosts / tick:.2f}")
+PY
+}
+
+bench_scale() {
+  local runs=${RUNS:-1}
+  local ctx=$work/ctx
+  # Each run's stderr is kept here for a look afterwards.
+  logs=${SCALE_LOGS:-/var/tmp/sealrs-scale-logs}
+  mkdir -p "$logs"
+  make_k3s_run_context "$ctx"
+  local store=$work/sealrs
+  "$sealrs" --root "$store" -q build -t bench:1 "$ctx" >/dev/null
+  echo "==> booting 16 test hosts"
+  hosts_up 16
+  trap 'opcount_down; hosts_down; rm -rf "$work"' EXIT
+  mapfile -t ips < <(awk '{print $1}' "$hdir/hosts")
+  local subnet=${ips[0]%.*}
+  x=${subnet##*.}
+  echo "==> a registry with TLS on ${subnet}.1, the operator side of the hosts' links"
+  start_registry scale "${subnet}.1"
+  trap 'stop_registry; opcount_down; hosts_down; rm -rf "$work"' EXIT
+  local name=$reg_host/bench/k3s certs=(--cert-dir "$reg_certs")
+  "$sealrs" --root "$store" -q push bench:1 "$name:1" "${certs[@]}" >/dev/null
+  local size installer
+  size=$("$sealrs" --root "$store" images --format json | python3 -c 'import json,sys; print(sum(i["size"] for i in json.load(sys.stdin)))')
+  # The installer's layer, as the registry serves it: its annotation marks it.
+  installer=$(curl -fs --cacert "$reg_certs/ca.crt" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "https://$reg_host/v2/bench/k3s/manifests/1" | python3 -c '
+import json, sys
+print(sum(l["size"] for l in json.load(sys.stdin)["layers"] if "installer" in str(l.get("annotations", {}))))')
+  echo "==> image $name:1: $size bytes, its installer layer $installer bytes"
+  opcount_up "vs$x-*" "${reg_host##*:}"
+
+  # Alternating, each route RUNS times for 4 and for 16 hosts; a registry run
+  # starts from an empty store (the operator holds nothing of the image), and
+  # `sealrs reset` puts hosts back as before (it removes the installer too).
+  local i n root
+  for i in $(seq 1 "$runs"); do
+    for n in 4 16; do
+      echo "==> run $i/$runs: $n hosts, direct route (bench:1 in the local store)"
+      scale_apply "direct_$n" "$store" bench:1 "$n"
+      scale_reset "$store"
+      echo "==> run $i/$runs: $n hosts, registry route ($name:1, an empty store)"
+      root=$work/op-$n-$i
+      scale_apply "registry_$n" "$root" "$name:1" "$n" "${certs[@]}"
+      if [ "$n" = 16 ] && [ "$i" = "$runs" ]; then
+        echo "==> 16 hosts holding the installer: registry-route upgrade to $name:2, one manifest changed"
+        printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-1\ndata:\n  key: "value 1, changed"\n' > "$ctx/manifests/cm-1.yaml"
+        "$sealrs" --root "$store" -q build -t bench:2 "$ctx" >/dev/null
+        "$sealrs" --root "$store" -q push bench:2 "$name:2" "${certs[@]}" >/dev/null
+        scale_apply registry_held "$root" "$name:2" 16 "${certs[@]}" --layers-from-registry
+      fi
+      scale_reset "$root"
+      rm -rf "$root"
+    done
+  done
+
+  echo
+  echo "scale benchmark: image $size bytes, installer layer $installer bytes, $runs run(s) each, medians."
+  echo "The hosts share this machine's CPUs and disk with sealrs, the registry and other work: a host's"
+  echo "unpacking (TLS, digests, decompression, writes) costs the same CPUs as the others', which real"
+  echo "hosts would not; the CPU columns show where the time went."
+  echo "The layers column is the layer phase (its slowest host), MB/s what all hosts took in it together."
+  printf '%-14s %9s %9s %9s %9s %9s %9s %7s %14s %12s %14s\n' "" "wall (s)" "RSS (MB)" \
+    "CPU sealrs" "registry" "hosts" "layers" "MB/s" "bytes counted" "per host" "reported"
+  local l h layers
+  # shellcheck disable=SC2046
+  for l in direct_4 registry_4 direct_16 registry_16 registry_held; do
+    h=${l##*_}; [ "$h" = held ] && h=16
+    layers=$(median $(sent_col "$l" 7))
+    printf '%-14s %9s %9s %9s %9s %9s %9s %7s %14s %12s %14s\n' "$l" "$(median $(col "$l" 2))" \
+      "$(( $(maxof $(col "$l" 3)) / 1024 ))" "$(median $(sent_col "$l" 4))" \
+      "$(median $(sent_col "$l" 5))" "$(median $(sent_col "$l" 6))" "$layers" \
+      "$(python3 -c "import sys; t = float(sys.argv[1]); print(f'{$h * ($size - $installer) / t / 1e6:.0f}' if t > 0 and '$l' != 'registry_held' else '-')" "$layers")" \
+      "$(median $(sent_col "$l" 2) | cut -d. -f1)" "$(( $(median $(sent_col "$l" 2) | cut -d. -f1) / h ))" \
+      "$(median $(sent_col "$l" 3) | cut -d. -f1)"
+  done
+  echo
+  # shellcheck disable=SC2046
+  scale_targets "$size" "$installer" \
+    "$(median $(sent_col registry_4 2))" "$(median $(sent_col registry_16 2))" "$(median $(sent_col registry_held 2))" \
+    "$(median $(sent_col registry_4 3))" "$(median $(sent_col registry_16 3))" \
+    "$(median $(col registry_4 2))" "$(median $(col registry_16 2))" \
+    "$(median $(col direct_4 2))" "$(median $(col direct_16 2))" \
+    "$(median $(sent_col registry_4 7))" "$(median $(sent_col registry_16 7))"
+  echo "each run's stderr: $logs"
+}
+
+# scale_targets SIZE INSTALLER COUNTED4 COUNTED16 COUNTED_HELD REPORTED4 REPORTED16
+#   T_REGISTRY4 T_REGISTRY16 T_DIRECT4 T_DIRECT16 LAYERS4 LAYERS16: issue 22's
+#   targets, met or not, and the registry route's time split at its layer phase.
+scale_targets() {
+  python3 - "$@" <<'PY'
+import sys
+size, inst, c4, c16, held, r4, r16, tr4, tr16, td4, td16, l4, l16 = map(float, sys.argv[1:])
+met = lambda ok: "met" if ok else "MISSED"
+for n, counted, reported in ((4, c4, r4), (16, c16, r16)):
+    print(f"registry, {n} hosts lacking the installer: layer bytes {reported / n:,.0f} per host = "
+          f"{reported / n / inst:.3f} x the installer layer ({inst:,.0f}): {met(reported / n <= inst)} "
+          f"(<= the installer layer per host); on the links {counted / n:,.0f} per host, the layer and "
+          f"{(counted - reported) / n:,.0f} of SSH, TLS and TCP/IP")
+print(f"registry, 16 hosts holding the installer (an upgrade of one manifest): {held:,.0f} bytes on "
+      f"the links in all = {held / size:.4f} x the image: {met(held <= 1.2 * size)} (<= 1.2 x the image)")
+for n, counted in ((4, c4), (16, c16)):
+    print(f"registry, {n} hosts, judged from the first apply less {n} installer layers: "
+          f"{counted - n * inst:,.0f} bytes = {(counted - n * inst) / size:.4f} x the image: "
+          f"{met(counted - n * inst <= 1.2 * size)} (<= 1.2 x the image)")
+print(f"time, registry route: 16 hosts {tr16:.1f} s = {tr16 / tr4:.2f} x 4 hosts' {tr4:.1f} s: "
+      f"{met(tr16 <= 2 * tr4)} (<= 2x)")
+print(f"time, direct route:   16 hosts {td16:.1f} s = {td16 / td4:.2f} x 4 hosts' {td4:.1f} s (for comparison)")
+if l4 > 0 and l16 > 0:
+    mbs = lambda n, t: n * (size - inst) / t / 1e6
+    print(f"  registry route, the layer phase: 16 hosts {l16:.1f} s = {l16 / l4:.2f} x 4 hosts' {l4:.1f} s; "
+          f"all hosts together took {mbs(4, l4):.0f} MB/s with 4, {mbs(16, l16):.0f} MB/s with 16 hosts"
+          + (" (about the same rate: this machine, whose CPUs and disk every host shares, sets it)"
+             if mbs(16, l16) < 1.5 * mbs(4, l4) else ""))
+    print(f"  registry route, the rest (image check, connect, installer, install, join): "
+          f"16 hosts {tr16 - l16:.1f} s = {(tr16 - l16) / (tr4 - l4):.2f} x 4 hosts' {tr4 - l4:.1f} s")
+PY
+}
+
 case $what in
   build) bench_build ;;
   push) bench_push ;;
   examples) bench_examples ;;
   run) bench_run ;;
-  *) echo "usage: $0 build|push|run|examples" >&2; exit 2 ;;
+  scale) bench_scale ;;
+  *) echo "usage: $0 build|push|run|scale|examples" >&2; exit 2 ;;
 esac
