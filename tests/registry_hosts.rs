@@ -9,13 +9,24 @@ use crate::registry_server::{Options, Registry, PASSWORD, USER};
 /// Builds the k3s example as `name`, pushes it with `flags` and removes it
 /// from the store: the registry is the only place that has it.
 fn push_only(env: &Env, name: &str, build_flags: &[&str], flags: &[&str]) {
-    push_only_with(env, name, build_flags, flags, 0);
+    push_only_with(env, name, build_flags, flags, 0, &[]);
 }
 
 /// [`push_only`], the image carrying `payload` incompressible bytes more
-/// in a layer of their own (a stand-in for k3s's binary and airgap images).
-fn push_only_with(env: &Env, name: &str, build_flags: &[&str], flags: &[&str], payload: usize) {
+/// in a layer of their own (a stand-in for k3s's binary and airgap images)
+/// and `files` (path in the context, text).
+fn push_only_with(
+    env: &Env,
+    name: &str,
+    build_flags: &[&str],
+    flags: &[&str],
+    payload: usize,
+    files: &[(&str, &str)],
+) {
     let dir = crate::layout::example(env, "k3s", "k3s");
+    for (path, text) in files {
+        env.write(&format!("{dir}/{path}"), text);
+    }
     if payload > 0 {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let bytes: Vec<u8> = (0..payload)
@@ -40,7 +51,33 @@ fn push_only_with(env: &Env, name: &str, build_flags: &[&str], flags: &[&str], p
     push.extend(flags);
     env.ok(&push);
     env.ok(&["rmi", name]);
+    // Its blobs too: what a run keeps in the store, it brought there.
+    env.ok(&["prune"]);
     assert!(!env.ok(&["images"]).contains("k3s"), "still in the store");
+}
+
+/// The digests of the blobs in `env`'s store.
+fn stored_blobs(env: &Env) -> Vec<String> {
+    let dir = env.layout().join("blobs/sha256");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The blob digests `ip` asked `repo` of the registry for, in order.
+fn blob_gets_from(reg: &Registry, repo: &str, ip: &str) -> Vec<String> {
+    let from = format!("{ip} - - ");
+    let get = format!("\"GET /v2/{repo}/blobs/");
+    reg.log()
+        .lines()
+        .filter(|l| l.starts_with(&from))
+        .filter_map(|l| l.split_once(&get))
+        .map(|(_, rest)| rest.split([' ', '?']).next().unwrap().to_string())
+        .collect()
 }
 
 /// Layer and config downloads from `repo` in the registry's access log.
@@ -170,7 +207,18 @@ fn run_json(
     name: &str,
     extra: &[&str],
 ) -> (bool, serde_json::Value, String) {
-    let nodes: Vec<String> = (1..hosts.len()).map(|i| hosts[i].ip.clone()).collect();
+    run_json_on(env, hosts, hosts.len(), name, extra)
+}
+
+/// [`run_json`] on the first `count` hosts.
+fn run_json_on(
+    env: &Env,
+    hosts: &crate::hosts::TestHosts,
+    count: usize,
+    name: &str,
+    extra: &[&str],
+) -> (bool, serde_json::Value, String) {
+    let nodes: Vec<String> = (1..count).map(|i| hosts[i].ip.clone()).collect();
     let mut args = vec!["run", name, "--masters", &hosts[0].ip, "--format", "json"];
     let nodes = nodes.join(",");
     if !nodes.is_empty() {
@@ -196,9 +244,22 @@ fn bytes_sent(doc: &serde_json::Value, ip: &str) -> u64 {
         .unwrap()
 }
 
+/// A template the k3s example carries in `manifests/`, rendered with `-e`.
+const INFO_TMPL: &str = "kind: ConfigMap\ndata:\n  from: {{ .INFO_FROM }}\n";
+
+/// The rendered template in the rootfs `host` unpacked.
+fn rendered_info(host: &crate::hosts::Host) -> String {
+    let dir = sealrs::host_paths::HOST_DIR;
+    host.exec_ok(&[
+        "sh",
+        "-c",
+        &format!("cat {dir}/rootfs/*/manifests/info.yaml"),
+    ])
+}
+
 #[test]
-fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_installer() {
-    let hosts = crate::hosts::TestHosts::boot(4);
+fn hosts_pull_the_layers_from_the_registry_and_the_operator_keeps_and_sends_only_the_installer() {
+    let hosts = crate::hosts::TestHosts::boot(5);
     let reg = Registry::start_on(
         Options {
             tls: true,
@@ -210,15 +271,26 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_insta
     let cert_dir = reg.cert_dir();
     let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
     let name = format!("{}/edge/k3s:1", reg.host());
-    push_only_with(&env, &name, &[], &flags, 32 << 20);
+    let template = [("manifests/info.yaml.tmpl", INFO_TMPL)];
+    push_only_with(&env, &name, &[], &flags, 32 << 20, &template);
     let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
     let installer: u64 = layers.iter().filter(|l| l.2).map(|l| l.1).sum();
     let image: u64 = layers.iter().map(|l| l.1).sum();
     assert!(installer > 0 && layers.len() > 1, "{layers:?}");
-
-    let (ok, doc, stderr) = run_json(&env, &hosts, &name, &flags);
+    // An operator that never saw the image: it knows no layer's paths.
+    std::fs::remove_dir_all(env.root.join("cache/layer-paths")).unwrap();
+    // Four hosts run it; the fifth is added after.
+    let running = &hosts.hosts()[..4];
+    let mut extra = vec!["-e", "INFO_FROM=the-registry"];
+    extra.extend(flags);
+    let (ok, doc, stderr) = run_json_on(&env, &hosts, 4, &name, &extra);
     assert!(ok, "{doc:#}\n{stderr}");
-    for host in hosts.hosts() {
+    // The operator's store holds the installer layer, and no other.
+    let kept = stored_blobs(&env);
+    for (digest, _, is_installer) in &layers {
+        assert_eq!(kept.contains(digest), *is_installer, "{digest}: {kept:?}");
+    }
+    for host in running {
         assert_eq!(
             bytes_sent(&doc, &host.ip),
             installer,
@@ -236,7 +308,7 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_insta
         );
     }
     // Each host pulled each layer but the installer's, once.
-    for host in hosts.hosts() {
+    for host in running {
         let from = format!("{} - - ", host.ip);
         let pulled = reg
             .log()
@@ -251,11 +323,64 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_insta
             .trim(),
         "active"
     );
+    // Every layer was listed as it streamed through, once: the next
+    // command knows which layers may hold templates.
+    for (digest, ..) in &layers {
+        let hex = digest.trim_start_matches("sha256:");
+        let paths = env
+            .root
+            .join(format!("cache/layer-paths/sha256-{hex}.json"));
+        assert!(paths.is_file(), "{digest}: no layer paths kept");
+    }
+    // The template, streamed from the registry, rendered for each host.
+    assert!(
+        rendered_info(&hosts[1]).contains("from: the-registry"),
+        "{stderr}"
+    );
     eprintln!(
         "figures: {} hosts, image {image} bytes, installer {installer} bytes; operator sent {} bytes in all (the direct route would send hosts x image = {} bytes)",
-        hosts.len(),
-        hosts.len() as u64 * installer,
-        hosts.len() as u64 * image
+        running.len(),
+        running.len() as u64 * installer,
+        running.len() as u64 * image
+    );
+
+    // `add` of a node: it pulls from the registry too, and the operator,
+    // which has the installer and the layer paths now, reads only the
+    // layer that holds the template.
+    let operator = operator_ip(&hosts);
+    let before = blob_gets_from(&reg, "edge/k3s", &operator).len();
+    let node = hosts[4].ip.clone();
+    let mut add = vec!["add", "--nodes", &node];
+    add.extend(flags);
+    let out = crate::run::on_hosts(&env, &hosts, &add, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{node}: {} of {} layers pulled from the registry",
+            layers.len() - 1,
+            layers.len()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{node}: installer in place")),
+        "{stderr}"
+    );
+    let read = blob_gets_from(&reg, "edge/k3s", &operator)[before..].to_vec();
+    assert_eq!(read.len(), 1, "{read:?}\n{stderr}");
+    let payload = layers.iter().max_by_key(|l| l.1).unwrap();
+    assert!(
+        read[0] != payload.0 && !layers.iter().any(|l| l.2 && l.0 == read[0]),
+        "{read:?}"
+    );
+    assert!(rendered_info(&hosts[4]).contains("from: the-registry"));
+    assert_eq!(stored_blobs(&env).len(), kept.len(), "{stderr}");
+    assert_eq!(
+        hosts[4]
+            .exec_ok(&["systemctl", "is-active", "k3s-agent.service"])
+            .trim(),
+        "active"
     );
 }
 

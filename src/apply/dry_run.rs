@@ -205,7 +205,10 @@ pub fn upgrade(
         &NoHosts,
         progress,
         &[image_name.to_string()],
-        super::RunOptions::default(),
+        super::RunOptions {
+            layers_from: options.layers_from.clone(),
+            ..Default::default()
+        },
     )?;
     ctx.require_installer()?;
     verify::cluster(cluster, &mut ctx)?;

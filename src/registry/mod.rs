@@ -26,6 +26,7 @@ use std::path::PathBuf;
 pub use auth::Credentials;
 pub use error::RegistryError;
 pub use platform::Platform;
+pub use transfer::pull_blobs;
 pub use transfer::{fetch_metadata, pull, push, RemoteImage};
 
 /// How to reach registries. `Default` is what a user gets without flags.

@@ -217,17 +217,7 @@ pub async fn pull(
         }
     }
     let total = shared(progress.begin(&format!("pull {reference}"), Some(total_size(&blobs))));
-    let staged = stream::iter(
-        blobs
-            .iter()
-            .map(|b| fetch_blob(&session, store, b, progress, &total)),
-    )
-    .buffer_unordered(opts.max_concurrent.max(1))
-    .try_collect::<Vec<_>>()
-    .await?;
-    for (writer, digest) in staged.into_iter().flatten() {
-        writer.finish_expecting(&digest)?;
-    }
+    fetch_all(&session, store, &blobs, opts, progress, &total).await?;
     let (stored, size) = store.put_bytes(&raw.bytes)?;
     debug_assert_eq!(stored, digest);
     let mut desc = Descriptor::new(MediaType::from(media_type.as_str()), size, digest.clone());
@@ -242,6 +232,68 @@ pub async fn pull(
     lock(&total).finish("");
     progress.message(&format!("Pulled {reference}@{digest}"));
     Ok(desc)
+}
+
+/// Pulls those of `blobs` (of `reference`'s repository) that the store
+/// lacks into it, untagged: the operator's copy of some layers of an image
+/// whose layers otherwise stay in the registry. Each is checked against its
+/// digest while it streams, and none becomes visible until all are.
+/// Returns the bytes pulled.
+pub async fn pull_blobs(
+    store: &Store,
+    reference: &Reference,
+    blobs: &[Descriptor],
+    opts: &RegistryOptions,
+    progress: &dyn Progress,
+) -> Result<u64, RegistryError> {
+    let missing: Vec<Descriptor> = blobs
+        .iter()
+        .filter(|b| !store.has_blob(b.digest()))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let creds = auth::lookup(&reference.registry, &reference.repository, opts)?;
+    let session = Session::open(
+        &reference.registry,
+        &reference.repository,
+        Access::Pull,
+        creds,
+        opts,
+    )
+    .await?;
+    let _writing = store.write_session()?;
+    let size = total_size(&missing);
+    let label = format!("pull {} of {reference}", missing.len());
+    let total = shared(progress.begin(&label, Some(size)));
+    fetch_all(&session, store, &missing, opts, progress, &total).await?;
+    lock(&total).finish("");
+    Ok(size)
+}
+
+/// Fetches `blobs` into store temp files, several at once, then makes them
+/// visible only once every one of them checked out.
+async fn fetch_all(
+    session: &Session,
+    store: &Store,
+    blobs: &[Descriptor],
+    opts: &RegistryOptions,
+    progress: &dyn Progress,
+    total: &SharedTask,
+) -> Result<(), RegistryError> {
+    let staged = stream::iter(
+        blobs
+            .iter()
+            .map(|b| fetch_blob(session, store, b, progress, total)),
+    )
+    .buffer_unordered(opts.max_concurrent.max(1))
+    .try_collect::<Vec<_>>()
+    .await?;
+    for (writer, digest) in staged.into_iter().flatten() {
+        writer.finish_expecting(&digest)?;
+    }
+    Ok(())
 }
 
 /// An image manifest as the registry serves it for a reference, chosen from
@@ -325,6 +377,8 @@ async fn resolve_manifest(
 pub struct RemoteImage {
     pub digest: Digest,
     pub manifest: ImageManifest,
+    /// The manifest as served: the bytes `digest` is the digest of.
+    pub manifest_bytes: Vec<u8>,
     pub config: Vec<u8>,
 }
 
@@ -372,6 +426,7 @@ pub async fn fetch_metadata(
     Ok(RemoteImage {
         digest: resolved.digest,
         manifest: resolved.manifest,
+        manifest_bytes: resolved.raw.bytes,
         config,
     })
 }
