@@ -165,6 +165,29 @@ fn an_image_in_neither_the_store_nor_its_registry_is_an_error_naming_both() {
     );
 }
 
+#[test]
+fn a_dry_run_of_an_image_only_in_a_registry_renders_its_templates_and_keeps_no_blob() {
+    let reg = Registry::start(Options::default());
+    let env = Env::new();
+    let name = format!("{}/edge/k3s:1", reg.host());
+    let template = [("manifests/info.yaml.tmpl", INFO_TMPL)];
+    push_only_with(&env, &name, &[], &[], 0, &template);
+    let out = env.ok(&[
+        "run",
+        "--dry-run",
+        &name,
+        "--masters",
+        "192.0.2.10",
+        "-e",
+        "INFO_FROM=a-dry-run",
+    ]);
+    assert!(
+        out.contains("manifests/info.yaml") && out.contains("from: a-dry-run"),
+        "{out}"
+    );
+    assert_eq!(stored_blobs(&env), Vec::<String>::new());
+}
+
 /// The operator side of the hosts' links, where they reach this machine.
 fn operator_ip(hosts: &crate::hosts::TestHosts) -> String {
     let ip = &hosts[0].ip;
