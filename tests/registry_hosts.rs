@@ -506,6 +506,12 @@ fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_t
     assert!(ok, "{doc:#}\n{stderr}");
     assert_eq!(bytes_sent(&doc, &hosts[0].ip), installer, "{stderr}");
     assert_eq!(bytes_sent(&doc, &hosts[1].ip), image, "{stderr}");
+    // For that host, and only then, the operator pulled the layers into its store.
+    let kept = stored_blobs(&env);
+    assert!(
+        layers.iter().all(|(digest, ..)| kept.contains(digest)),
+        "{kept:?}"
+    );
     assert!(
         stderr.contains(&format!(
             "{}: cannot pull its layers from registry {}",

@@ -215,3 +215,36 @@ pub(super) fn from_registry(
     }
     Ok(Ok(output))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_layers_resolve_only_their_own_image_and_digest() {
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{"Labels":{"sealrs.io/runtime":"k3s"}}}"#;
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+            crate::digest::sha256_digest(config),
+            config.len()
+        );
+        let digest = crate::digest::sha256_digest(manifest.as_bytes());
+        let remote = crate::registry::RemoteImage {
+            digest: digest.clone(),
+            manifest: serde_json::from_str(&manifest).unwrap(),
+            manifest_bytes: manifest.clone().into_bytes(),
+            config: config.to_vec(),
+        };
+        let name = "r.example:5000/edge/k3s:1";
+        let reference = Reference::parse(name).unwrap();
+        let layers =
+            RegistryLayers::new(reference, RegistryOptions::default(), None).serving(name, remote);
+        let image = layers.image(name).unwrap().unwrap();
+        assert_eq!(image.digest, digest.to_string());
+        assert_eq!(image.info.runtime, "k3s");
+        assert!(layers.image("r.example:5000/edge/k3s:2").is_none());
+        let (m, c) = layers.metadata(digest.as_ref()).unwrap();
+        assert_eq!((m, c), (manifest.as_bytes(), &config[..]));
+        assert!(layers.metadata("sha256:00").is_none());
+    }
+}
