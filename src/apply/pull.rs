@@ -109,17 +109,9 @@ impl RegistryLayers {
         }
         let pull =
             crate::registry::pull_blobs(store, &self.reference, layers, &self.opts, progress);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                self.failed(RegistryError::Protocol {
-                    registry: self.reference.registry.clone(),
-                    action: "start the async runtime".into(),
-                    detail: e.to_string(),
-                })
-            })?;
-        runtime.block_on(pull).map_err(|e| self.failed(e))
+        crate::registry::hosts::current_thread(&self.reference.registry)
+            .and_then(|runtime| runtime.block_on(pull))
+            .map_err(|e| self.failed(e))
     }
 
     /// `layers` read one after the other from the registry, unchecked: the

@@ -187,7 +187,8 @@ pub fn operator_blob_stream(
     BlobStream::feed(runtime, session, wanted, ())
 }
 
-fn current_thread(registry: &str) -> Result<tokio::runtime::Runtime, RegistryError> {
+/// A runtime for one caller's blocking use of `registry`.
+pub(crate) fn current_thread(registry: &str) -> Result<tokio::runtime::Runtime, RegistryError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
