@@ -371,8 +371,17 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_keeps_and_sends_only
     // which has the installer and the layer paths now, reads only the
     // layer that holds the template.
     let operator = operator_ip(&hosts);
-    let before = blob_gets_from(&reg, "edge/k3s", &operator).len();
     let node = hosts[4].ip.clone();
+    // Its dry run checks the template too, from the same one layer.
+    let before = blob_gets_from(&reg, "edge/k3s", &operator).len();
+    let mut dry = vec!["add", "--dry-run", "--nodes", &node];
+    dry.extend(flags);
+    env.ok(&dry);
+    assert_eq!(
+        blob_gets_from(&reg, "edge/k3s", &operator).len(),
+        before + 1
+    );
+    let before = before + 1;
     let mut add = vec!["add", "--nodes", &node];
     add.extend(flags);
     let out = crate::run::on_hosts(&env, &hosts, &add, false);

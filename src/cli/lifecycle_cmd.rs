@@ -176,7 +176,14 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
         let cluster = unlocked(root, &args.cluster)?;
         let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
         super::run_cmd::refuse_unresolved_bare_names(&new_hosts)?;
-        let plans = apply::dry_run::add(store, &cluster, &new_hosts, progress)?;
+        let route = super::registry_image::Route {
+            dry_run: true,
+            over_ssh: args.ssh.layers_over_ssh,
+            pull: &args.pull,
+        };
+        let layers_from =
+            super::registry_image::saved_image_layers(store, &cluster, &args.registry, route)?;
+        let plans = apply::dry_run::add(store, &cluster, &new_hosts, layers_from, progress)?;
         return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "add", &args.ssh)?;
