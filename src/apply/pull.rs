@@ -109,7 +109,7 @@ impl RegistryLayers {
         }
         let pull =
             crate::registry::pull_blobs(store, &self.reference, layers, &self.opts, progress);
-        crate::registry::hosts::current_thread(&self.reference.registry)
+        crate::registry::operator::current_thread(&self.reference.registry)
             .and_then(|runtime| runtime.block_on(pull))
             .map_err(|e| self.failed(e))
     }
@@ -121,7 +121,7 @@ impl RegistryLayers {
             .iter()
             .map(|l| (l.digest().clone(), l.size()))
             .collect();
-        crate::registry::hosts::operator_blob_stream(
+        crate::registry::operator::blob_stream(
             &self.reference.registry,
             &self.reference.repository,
             &self.opts,

@@ -129,7 +129,14 @@ pub fn blob_stream(
         .credentials
         .as_ref()
         .map(|(user, password)| Credentials::new(user, password.expose()));
-    let runtime = current_thread(&ticket.registry)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RegistryError::Protocol {
+            registry: ticket.registry.clone(),
+            action: "start the async runtime".into(),
+            detail: e.to_string(),
+        })?;
     let session = runtime.block_on(async {
         match &ticket.bearer {
             Some(token) => {
@@ -161,42 +168,27 @@ pub fn blob_stream(
             });
         }
     }
-    BlobStream::feed(runtime, session, wanted, certs)
-}
-
-/// The blobs `wanted` read one after the other from `repository` of
-/// `registry` as this machine reaches it with `opts` (its credentials and
-/// CAs): the operator's own reads of the few layers it needs of an image
-/// whose layers stay in the registry. Checking each blob against its digest
-/// is the reader's job.
-pub fn operator_blob_stream(
-    registry: &str,
-    repository: &str,
-    opts: &RegistryOptions,
-    wanted: Vec<(Digest, u64)>,
-) -> Result<BlobStream, RegistryError> {
-    let runtime = current_thread(registry)?;
-    let creds = auth::lookup(registry, repository, opts)?;
-    let session = runtime.block_on(Session::open(
-        registry,
-        repository,
-        Access::Pull,
-        creds,
-        opts,
-    ))?;
-    BlobStream::feed(runtime, session, wanted, ())
-}
-
-/// A runtime for one caller's blocking use of `registry`.
-pub(crate) fn current_thread(registry: &str) -> Result<tokio::runtime::Runtime, RegistryError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RegistryError::Protocol {
-            registry: registry.to_string(),
-            action: "start the async runtime".into(),
-            detail: e.to_string(),
+    let (reader, mut writer) = io::pipe().map_err(|e| RegistryError::Protocol {
+        registry: ticket.registry.clone(),
+        action: "make a pipe".into(),
+        detail: e.to_string(),
+    })?;
+    let feeder = std::thread::spawn(move || {
+        let _certs = certs;
+        let silent = crate::progress::Silent.begin("", None);
+        runtime.block_on(async {
+            for (digest, size) in &wanted {
+                session
+                    .get_blob(digest, *size, &mut writer, silent.as_ref())
+                    .await?;
+            }
+            Ok(())
         })
+    });
+    Ok(BlobStream {
+        reader,
+        feeder: Some(feeder),
+    })
 }
 
 /// The pipe the blobs come through; at its end, the feeder's error if any.
@@ -208,7 +200,7 @@ pub struct BlobStream {
 impl BlobStream {
     /// Streams `wanted` from `session` on a thread of its own, which keeps
     /// `guard` (what must live as long as the reads) until it is done.
-    fn feed(
+    pub(super) fn feed(
         runtime: tokio::runtime::Runtime,
         session: Session,
         wanted: Vec<(Digest, u64)>,

@@ -20,6 +20,7 @@ pub mod hosts;
 pub mod platform;
 pub mod tls;
 mod transfer;
+pub mod operator;
 
 use std::path::PathBuf;
 

@@ -217,7 +217,17 @@ pub async fn pull(
         }
     }
     let total = shared(progress.begin(&format!("pull {reference}"), Some(total_size(&blobs))));
-    fetch_all(&session, store, &blobs, opts, progress, &total).await?;
+    let staged = stream::iter(
+        blobs
+            .iter()
+            .map(|b| fetch_blob(&session, store, b, progress, &total)),
+    )
+    .buffer_unordered(opts.max_concurrent.max(1))
+    .try_collect::<Vec<_>>()
+    .await?;
+    for (writer, digest) in staged.into_iter().flatten() {
+        writer.finish_expecting(&digest)?;
+    }
     let (stored, size) = store.put_bytes(&raw.bytes)?;
     debug_assert_eq!(stored, digest);
     let mut desc = Descriptor::new(MediaType::from(media_type.as_str()), size, digest.clone());
@@ -246,10 +256,9 @@ pub async fn pull_blobs(
     opts: &RegistryOptions,
     progress: &dyn Progress,
 ) -> Result<u64, RegistryError> {
-    let missing: Vec<Descriptor> = blobs
+    let missing: Vec<&Descriptor> = blobs
         .iter()
         .filter(|b| !store.has_blob(b.digest()))
-        .cloned()
         .collect();
     if missing.is_empty() {
         return Ok(0);
@@ -264,28 +273,13 @@ pub async fn pull_blobs(
     )
     .await?;
     let _writing = store.write_session()?;
-    let size = total_size(&missing);
+    let size: u64 = missing.iter().map(|b| b.size()).sum();
     let label = format!("pull {} of {reference}", missing.len());
     let total = shared(progress.begin(&label, Some(size)));
-    fetch_all(&session, store, &missing, opts, progress, &total).await?;
-    lock(&total).finish("");
-    Ok(size)
-}
-
-/// Fetches `blobs` into store temp files, several at once, then makes them
-/// visible only once every one of them checked out.
-async fn fetch_all(
-    session: &Session,
-    store: &Store,
-    blobs: &[Descriptor],
-    opts: &RegistryOptions,
-    progress: &dyn Progress,
-    total: &SharedTask,
-) -> Result<(), RegistryError> {
     let staged = stream::iter(
-        blobs
+        missing
             .iter()
-            .map(|b| fetch_blob(session, store, b, progress, total)),
+            .map(|b| fetch_blob(&session, store, b, progress, &total)),
     )
     .buffer_unordered(opts.max_concurrent.max(1))
     .try_collect::<Vec<_>>()
@@ -293,7 +287,8 @@ async fn fetch_all(
     for (writer, digest) in staged.into_iter().flatten() {
         writer.finish_expecting(&digest)?;
     }
-    Ok(())
+    lock(&total).finish("");
+    Ok(size)
 }
 
 /// An image manifest as the registry serves it for a reference, chosen from
