@@ -188,6 +188,39 @@ fn a_dry_run_of_an_image_only_in_a_registry_renders_its_templates_and_keeps_no_b
     assert_eq!(stored_blobs(&env), Vec::<String>::new());
 }
 
+#[test]
+fn a_template_layer_the_registry_serves_wrong_is_refused_before_any_host_is_reached() {
+    let reg = Registry::start(Options::default());
+    let env = Env::new();
+    let name = format!("{}/edge/k3s:1", reg.host());
+    let template = [("manifests/info.yaml.tmpl", INFO_TMPL)];
+    push_only_with(&env, &name, &[], &[], 0, &template);
+    // The layer that holds the template: one byte changed, same size.
+    let (bad, ..) = layers(&stored_manifest(&reg, "edge/k3s", "1"))
+        .into_iter()
+        .find(|(digest, ..)| {
+            let data = reg.blob_data(digest);
+            let listed = crate::common::tool("tar", &["-tf", data.to_str().unwrap()]);
+            String::from_utf8_lossy(&listed.stdout).contains("info.yaml.tmpl")
+        })
+        .expect("a layer holds the template");
+    let data = reg.blob_data(&bad);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let stderr = env.fails(&["run", &name, "--masters", "192.0.2.10"]);
+    assert!(
+        stderr.contains(&format!("the registry served layer {bad} as"))
+            && stderr.contains("not what its digest says")
+            && stderr.contains("so no host was changed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("connecting to"), "{stderr}");
+    assert_eq!(stored_blobs(&env), Vec::<String>::new());
+}
+
 /// The operator side of the hosts' links, where they reach this machine.
 fn operator_ip(hosts: &crate::hosts::TestHosts) -> String {
     let ip = &hosts[0].ip;

@@ -17,10 +17,10 @@ pub mod auth;
 mod client;
 pub mod error;
 pub mod hosts;
+pub mod operator;
 pub mod platform;
 pub mod tls;
 mod transfer;
-pub mod operator;
 
 use std::path::PathBuf;
 
