@@ -45,9 +45,7 @@ pub struct RegistryLayers {
 #[derive(Debug)]
 struct Served {
     name: String,
-    digest: String,
-    manifest: Vec<u8>,
-    config: Vec<u8>,
+    remote: crate::registry::RemoteImage,
 }
 
 impl RegistryLayers {
@@ -68,9 +66,7 @@ impl RegistryLayers {
     pub fn serving(mut self, name: &str, remote: crate::registry::RemoteImage) -> Self {
         self.served = Some(Arc::new(Served {
             name: name.to_string(),
-            digest: remote.digest.to_string(),
-            manifest: remote.manifest_bytes,
-            config: remote.config,
+            remote,
         }));
         self
     }
@@ -78,20 +74,20 @@ impl RegistryLayers {
     /// The image `name` as the registry served it, if these layers are its.
     pub(super) fn image(&self, name: &str) -> Option<Result<AppliedImage, ApplyError>> {
         let served = self.served.as_ref().filter(|s| s.name == name)?;
-        Some(serde_json::from_slice(&served.manifest).map_or_else(
-            |e| {
-                Err(ApplyError::Unsupported(format!(
-                    "image {name}: its manifest is not an image manifest: {e}"
-                )))
-            },
-            |manifest| remote_image(name, &served.digest, &manifest, &served.config),
+        let remote = &served.remote;
+        let digest = remote.digest.to_string();
+        Some(remote_image(
+            name,
+            &digest,
+            &remote.manifest,
+            &remote.config,
         ))
     }
 
     /// The manifest and config of the image of `digest`, as served.
     pub(super) fn metadata(&self, digest: &str) -> Option<(&[u8], &[u8])> {
-        let served = self.served.as_ref().filter(|s| s.digest == digest)?;
-        Some((&served.manifest, &served.config))
+        let remote = &self.served.as_ref()?.remote;
+        (remote.digest.as_ref() == digest).then_some((&remote.manifest_bytes, &remote.config))
     }
 
     /// Pulls those of `layers` the store lacks into it (untagged, each
