@@ -17,10 +17,12 @@ pub mod auth;
 mod client;
 pub mod error;
 pub mod hosts;
-pub mod operator;
 pub mod platform;
 pub mod tls;
 mod transfer;
+
+// This machine's own reads of the blobs that hosts pull (`hosts`).
+pub mod operator;
 
 use std::path::PathBuf;
 
