@@ -9,13 +9,24 @@ use crate::registry_server::{Options, Registry, PASSWORD, USER};
 /// Builds the k3s example as `name`, pushes it with `flags` and removes it
 /// from the store: the registry is the only place that has it.
 fn push_only(env: &Env, name: &str, build_flags: &[&str], flags: &[&str]) {
-    push_only_with(env, name, build_flags, flags, 0);
+    push_only_with(env, name, build_flags, flags, 0, &[]);
 }
 
 /// [`push_only`], the image carrying `payload` incompressible bytes more
-/// in a layer of their own (a stand-in for k3s's binary and airgap images).
-fn push_only_with(env: &Env, name: &str, build_flags: &[&str], flags: &[&str], payload: usize) {
+/// in a layer of their own (a stand-in for k3s's binary and airgap images)
+/// and `files` (path in the context, text).
+fn push_only_with(
+    env: &Env,
+    name: &str,
+    build_flags: &[&str],
+    flags: &[&str],
+    payload: usize,
+    files: &[(&str, &str)],
+) {
     let dir = crate::layout::example(env, "k3s", "k3s");
+    for (path, text) in files {
+        env.write(&format!("{dir}/{path}"), text);
+    }
     if payload > 0 {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let bytes: Vec<u8> = (0..payload)
@@ -40,7 +51,33 @@ fn push_only_with(env: &Env, name: &str, build_flags: &[&str], flags: &[&str], p
     push.extend(flags);
     env.ok(&push);
     env.ok(&["rmi", name]);
+    // Its blobs too: what a run keeps in the store, it brought there.
+    env.ok(&["prune"]);
     assert!(!env.ok(&["images"]).contains("k3s"), "still in the store");
+}
+
+/// The digests of the blobs in `env`'s store.
+fn stored_blobs(env: &Env) -> Vec<String> {
+    let dir = env.layout().join("blobs/sha256");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The blob digests `ip` asked `repo` of the registry for, in order.
+fn blob_gets_from(reg: &Registry, repo: &str, ip: &str) -> Vec<String> {
+    let from = format!("{ip} - - ");
+    let get = format!("\"GET /v2/{repo}/blobs/");
+    reg.log()
+        .lines()
+        .filter(|l| l.starts_with(&from))
+        .filter_map(|l| l.split_once(&get))
+        .map(|(_, rest)| rest.split([' ', '?']).next().unwrap().to_string())
+        .collect()
 }
 
 /// Layer and config downloads from `repo` in the registry's access log.
@@ -128,6 +165,62 @@ fn an_image_in_neither_the_store_nor_its_registry_is_an_error_naming_both() {
     );
 }
 
+#[test]
+fn a_dry_run_of_an_image_only_in_a_registry_renders_its_templates_and_keeps_no_blob() {
+    let reg = Registry::start(Options::default());
+    let env = Env::new();
+    let name = format!("{}/edge/k3s:1", reg.host());
+    let template = [("manifests/info.yaml.tmpl", INFO_TMPL)];
+    push_only_with(&env, &name, &[], &[], 0, &template);
+    let out = env.ok(&[
+        "run",
+        "--dry-run",
+        &name,
+        "--masters",
+        "192.0.2.10",
+        "-e",
+        "INFO_FROM=a-dry-run",
+    ]);
+    assert!(
+        out.contains("manifests/info.yaml") && out.contains("from: a-dry-run"),
+        "{out}"
+    );
+    assert_eq!(stored_blobs(&env), Vec::<String>::new());
+}
+
+#[test]
+fn a_template_layer_the_registry_serves_wrong_is_refused_before_any_host_is_reached() {
+    let reg = Registry::start(Options::default());
+    let env = Env::new();
+    let name = format!("{}/edge/k3s:1", reg.host());
+    let template = [("manifests/info.yaml.tmpl", INFO_TMPL)];
+    push_only_with(&env, &name, &[], &[], 0, &template);
+    // The layer that holds the template: one byte changed, same size.
+    let (bad, ..) = layers(&stored_manifest(&reg, "edge/k3s", "1"))
+        .into_iter()
+        .find(|(digest, ..)| {
+            let data = reg.blob_data(digest);
+            let listed = crate::common::tool("tar", &["-tf", data.to_str().unwrap()]);
+            String::from_utf8_lossy(&listed.stdout).contains("info.yaml.tmpl")
+        })
+        .expect("a layer holds the template");
+    let data = reg.blob_data(&bad);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let stderr = env.fails(&["run", &name, "--masters", "192.0.2.10"]);
+    assert!(
+        stderr.contains(&format!("the registry served layer {bad} as"))
+            && stderr.contains("not what its digest says")
+            && stderr.contains("so no host was changed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("connecting to"), "{stderr}");
+    assert_eq!(stored_blobs(&env), Vec::<String>::new());
+}
+
 /// The operator side of the hosts' links, where they reach this machine.
 fn operator_ip(hosts: &crate::hosts::TestHosts) -> String {
     let ip = &hosts[0].ip;
@@ -170,7 +263,18 @@ fn run_json(
     name: &str,
     extra: &[&str],
 ) -> (bool, serde_json::Value, String) {
-    let nodes: Vec<String> = (1..hosts.len()).map(|i| hosts[i].ip.clone()).collect();
+    run_json_on(env, hosts, hosts.len(), name, extra)
+}
+
+/// [`run_json`] on the first `count` hosts.
+fn run_json_on(
+    env: &Env,
+    hosts: &crate::hosts::TestHosts,
+    count: usize,
+    name: &str,
+    extra: &[&str],
+) -> (bool, serde_json::Value, String) {
+    let nodes: Vec<String> = (1..count).map(|i| hosts[i].ip.clone()).collect();
     let mut args = vec!["run", name, "--masters", &hosts[0].ip, "--format", "json"];
     let nodes = nodes.join(",");
     if !nodes.is_empty() {
@@ -196,9 +300,22 @@ fn bytes_sent(doc: &serde_json::Value, ip: &str) -> u64 {
         .unwrap()
 }
 
+/// A template the k3s example carries in `manifests/`, rendered with `-e`.
+const INFO_TMPL: &str = "kind: ConfigMap\ndata:\n  from: {{ .INFO_FROM }}\n";
+
+/// The rendered template in the rootfs `host` unpacked.
+fn rendered_info(host: &crate::hosts::Host) -> String {
+    let dir = sealrs::host_paths::HOST_DIR;
+    host.exec_ok(&[
+        "sh",
+        "-c",
+        &format!("cat {dir}/rootfs/*/manifests/info.yaml"),
+    ])
+}
+
 #[test]
-fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_installer() {
-    let hosts = crate::hosts::TestHosts::boot(4);
+fn hosts_pull_the_layers_from_the_registry_and_the_operator_keeps_and_sends_only_the_installer() {
+    let hosts = crate::hosts::TestHosts::boot(5);
     let reg = Registry::start_on(
         Options {
             tls: true,
@@ -210,15 +327,26 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_insta
     let cert_dir = reg.cert_dir();
     let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
     let name = format!("{}/edge/k3s:1", reg.host());
-    push_only_with(&env, &name, &[], &flags, 32 << 20);
+    let template = [("manifests/info.yaml.tmpl", INFO_TMPL)];
+    push_only_with(&env, &name, &[], &flags, 32 << 20, &template);
     let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
     let installer: u64 = layers.iter().filter(|l| l.2).map(|l| l.1).sum();
     let image: u64 = layers.iter().map(|l| l.1).sum();
     assert!(installer > 0 && layers.len() > 1, "{layers:?}");
-
-    let (ok, doc, stderr) = run_json(&env, &hosts, &name, &flags);
+    // An operator that never saw the image: it knows no layer's paths.
+    std::fs::remove_dir_all(env.root.join("cache/layer-paths")).unwrap();
+    // Four hosts run it; the fifth is added after.
+    let running = &hosts.hosts()[..4];
+    let mut extra = vec!["-e", "INFO_FROM=the-registry"];
+    extra.extend(flags);
+    let (ok, doc, stderr) = run_json_on(&env, &hosts, 4, &name, &extra);
     assert!(ok, "{doc:#}\n{stderr}");
-    for host in hosts.hosts() {
+    // The operator's store holds the installer layer, and no other.
+    let kept = stored_blobs(&env);
+    for (digest, _, is_installer) in &layers {
+        assert_eq!(kept.contains(digest), *is_installer, "{digest}: {kept:?}");
+    }
+    for host in running {
         assert_eq!(
             bytes_sent(&doc, &host.ip),
             installer,
@@ -236,7 +364,7 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_insta
         );
     }
     // Each host pulled each layer but the installer's, once.
-    for host in hosts.hosts() {
+    for host in running {
         let from = format!("{} - - ", host.ip);
         let pulled = reg
             .log()
@@ -251,11 +379,73 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_sends_only_the_insta
             .trim(),
         "active"
     );
+    // Every layer was listed as it streamed through, once: the next
+    // command knows which layers may hold templates.
+    for (digest, ..) in &layers {
+        let hex = digest.trim_start_matches("sha256:");
+        let paths = env
+            .root
+            .join(format!("cache/layer-paths/sha256-{hex}.json"));
+        assert!(paths.is_file(), "{digest}: no layer paths kept");
+    }
+    // The template, streamed from the registry, rendered for each host.
+    assert!(
+        rendered_info(&hosts[1]).contains("from: the-registry"),
+        "{stderr}"
+    );
     eprintln!(
         "figures: {} hosts, image {image} bytes, installer {installer} bytes; operator sent {} bytes in all (the direct route would send hosts x image = {} bytes)",
-        hosts.len(),
-        hosts.len() as u64 * installer,
-        hosts.len() as u64 * image
+        running.len(),
+        running.len() as u64 * installer,
+        running.len() as u64 * image
+    );
+
+    // `add` of a node: it pulls from the registry too, and the operator,
+    // which has the installer and the layer paths now, reads only the
+    // layer that holds the template.
+    let operator = operator_ip(&hosts);
+    let node = hosts[4].ip.clone();
+    // Its dry run checks the template too, from the same one layer.
+    let before = blob_gets_from(&reg, "edge/k3s", &operator).len();
+    let mut dry = vec!["add", "--dry-run", "--nodes", &node];
+    dry.extend(flags);
+    env.ok(&dry);
+    assert_eq!(
+        blob_gets_from(&reg, "edge/k3s", &operator).len(),
+        before + 1
+    );
+    let before = before + 1;
+    let mut add = vec!["add", "--nodes", &node];
+    add.extend(flags);
+    let out = crate::run::on_hosts(&env, &hosts, &add, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{node}: {} of {} layers pulled from the registry",
+            layers.len() - 1,
+            layers.len()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{node}: installer in place")),
+        "{stderr}"
+    );
+    let read = blob_gets_from(&reg, "edge/k3s", &operator)[before..].to_vec();
+    assert_eq!(read.len(), 1, "{read:?}\n{stderr}");
+    let payload = layers.iter().max_by_key(|l| l.1).unwrap();
+    assert!(
+        read[0] != payload.0 && !layers.iter().any(|l| l.2 && l.0 == read[0]),
+        "{read:?}"
+    );
+    assert!(rendered_info(&hosts[4]).contains("from: the-registry"));
+    assert_eq!(stored_blobs(&env).len(), kept.len(), "{stderr}");
+    assert_eq!(
+        hosts[4]
+            .exec_ok(&["systemctl", "is-active", "k3s-agent.service"])
+            .trim(),
+        "active"
     );
 }
 
@@ -358,6 +548,12 @@ fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_t
     assert!(ok, "{doc:#}\n{stderr}");
     assert_eq!(bytes_sent(&doc, &hosts[0].ip), installer, "{stderr}");
     assert_eq!(bytes_sent(&doc, &hosts[1].ip), image, "{stderr}");
+    // For that host, and only then, the operator pulled the layers into its store.
+    let kept = stored_blobs(&env);
+    assert!(
+        layers.iter().all(|(digest, ..)| kept.contains(digest)),
+        "{kept:?}"
+    );
     assert!(
         stderr.contains(&format!(
             "{}: cannot pull its layers from registry {}",

@@ -4,7 +4,7 @@
 
 use super::check::HostCheck;
 use super::connect::{Connections, Connector};
-use super::image::{resolve_images, AppliedImage};
+use super::image::{resolve_with, AppliedImage};
 use super::parallel::MaxParallel;
 use super::{ApplyError, RunOptions, RunReport};
 use crate::cluster::{Cluster, Host};
@@ -47,7 +47,7 @@ impl<'a> RunContext<'a> {
         images: &[String],
         options: RunOptions,
     ) -> Result<RunContext<'a>, ApplyError> {
-        let images = resolve_images(store, images)?;
+        let images = resolve_with(store, images, options.layers_from.as_ref())?;
         Self::with_images(store, connector, progress, images, options)
     }
 

@@ -80,6 +80,11 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
             let mut server = server;
             let boot = match found.installer_missing(image) {
                 Some(i) => {
+                    // The only layer sent in registry mode: from the store,
+                    // where the first host that needs it brings it.
+                    if let (Some(remote), Some(layer)) = (&image.pull_from, &image.installer) {
+                        remote.pull_into(store, std::slice::from_ref(layer), progress)?;
+                    }
                     let boot = bootstrap_installer(store, transport, image, server, progress)?;
                     found.layers[i] = true;
                     found.bootstrapped = Some(i);
@@ -308,12 +313,14 @@ pub(super) fn deliver(
         .collect();
     argv.extend(dirs.iter().cloned());
     let mut files = Vec::new();
+    let mut incoming = Vec::new();
     let mut total = 0;
     for ((layer, dir), present) in image.layers.iter().zip(&dirs).zip(found.layers) {
         if !present {
             argv.push("--incoming".to_string());
             argv.push(format!("{dir}={}", layer.size()));
             files.push(store.blob_path(layer.digest()));
+            incoming.push(layer.clone());
             total += layer.size();
         }
     }
@@ -330,7 +337,8 @@ pub(super) fn deliver(
     let mut route = "sent over SSH";
     let mut output = None;
     let mut sent = total;
-    if let (Some(ticket), false) = (&image.pull_from, files.is_empty()) {
+    let ticket = image.pull_from.as_ref().and_then(|r| r.hosts.as_ref());
+    if let (Some(ticket), false) = (ticket, files.is_empty()) {
         match super::pull::from_registry(transport, ticket, &argv)? {
             Ok(out) => {
                 route = "pulled from the registry";
@@ -342,6 +350,11 @@ pub(super) fn deliver(
                 ticket.registry
             )),
         }
+    }
+    // This host gets the layers from this machine: from the store, which
+    // holds them from then on.
+    if let (Some(remote), None) = (&image.pull_from, &output) {
+        remote.pull_into(store, &incoming, progress)?;
     }
     let direct = (
         server,

@@ -63,10 +63,13 @@ pub fn add(
     store: &Store,
     cluster: &Cluster,
     new_hosts: &[Host],
+    layers_from: Option<super::pull::RegistryLayers>,
     progress: &dyn Progress,
 ) -> Result<String, ApplyError> {
     let grown = grown(cluster, new_hosts)?;
     let mut ctx = context(store, progress, cluster)?;
+    // Templates and Configs are read from there when the store lacks them.
+    ctx.image.pull_from = layers_from;
     verify::cluster(&grown, &mut ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?;
     let joining: Vec<Host> = grown
@@ -205,7 +208,10 @@ pub fn upgrade(
         &NoHosts,
         progress,
         &[image_name.to_string()],
-        super::RunOptions::default(),
+        super::RunOptions {
+            layers_from: options.layers_from.clone(),
+            ..Default::default()
+        },
     )?;
     ctx.require_installer()?;
     verify::cluster(cluster, &mut ctx)?;

@@ -214,6 +214,13 @@ pub enum ApplyError {
 
     #[error("cannot reach {} host{}:\n{}\nNothing was changed; bring them back, or pass --force to go on without them", .0.len(), if .0.len() == 1 { "" } else { "s" }, failures(.0))]
     Unreachable(Vec<HostFailure>),
+
+    #[error("reading layers of {repository} from its registry: {source}")]
+    RegistryLayers {
+        repository: String,
+        #[source]
+        source: Box<crate::registry::RegistryError>,
+    },
 }
 
 impl ApplyError {

@@ -30,8 +30,9 @@ pub struct AppliedImage {
     /// The cluster's application images carry registry trees (marked by
     /// build) that the in-cluster registry serves beside this image's.
     pub app_trees: bool,
-    /// The registry hosts pull the layers from, if any (else the operator sends them).
-    pub pull_from: Option<crate::registry::hosts::PullTicket>,
+    /// The registry the layers stay in, if they do: hosts pull them (else
+    /// the operator sends them), and the operator reads only those it needs.
+    pub pull_from: Option<super::pull::RegistryLayers>,
 }
 
 impl AppliedImage {
@@ -68,6 +69,16 @@ pub(super) fn host_layer(layer: &Descriptor) -> String {
 /// Looks up the images of the cluster in the store; the first must be a
 /// rootfs image whose runtime sealrs knows.
 pub fn resolve_images(store: &Store, names: &[String]) -> Result<Vec<AppliedImage>, ApplyError> {
+    resolve_with(store, names, None)
+}
+
+/// [`resolve_images`], an image that `remote` serves (it came from its
+/// registry this command, and the store lacks it) resolved from there.
+pub fn resolve_with(
+    store: &Store,
+    names: &[String],
+    remote: Option<&super::pull::RegistryLayers>,
+) -> Result<Vec<AppliedImage>, ApplyError> {
     if names.is_empty() {
         return Err(ApplyError::NoImage);
     }
@@ -77,6 +88,10 @@ pub fn resolve_images(store: &Store, names: &[String]) -> Result<Vec<AppliedImag
             name: name.clone(),
             source,
         })?;
+        if let Some(served) = remote.and_then(|r| r.image(&full)) {
+            images.push(served?);
+            continue;
+        }
         let stored = store.image(&full).map_err(|source| ApplyError::Image {
             name: full.clone(),
             source: Box::new(source),
@@ -156,23 +171,14 @@ pub(super) fn pin(
             move |source| ApplyError::State { path, source }
         };
         if !dir.join("config.json").exists() {
-            let digest: Digest = image.digest.parse().map_err(|_| {
-                ApplyError::Unsupported(format!(
-                    "image {}: bad digest {}",
-                    image.name, image.digest
-                ))
-            })?;
-            let image_err = |source| ApplyError::Image {
-                name: image.name.clone(),
-                source: Box::new(source),
+            let served = image
+                .pull_from
+                .as_ref()
+                .and_then(|r| r.metadata(&image.digest));
+            let (manifest, config) = match served {
+                Some((manifest, config)) => (manifest.to_vec(), config.to_vec()),
+                None => stored_metadata(store, image)?,
             };
-            let manifest = store.read_verified(&digest).map_err(image_err)?;
-            let parsed: ImageManifest = serde_json::from_slice(&manifest).map_err(|e| {
-                ApplyError::Unsupported(format!("image {}: manifest: {e}", image.name))
-            })?;
-            let config = store
-                .read_verified(parsed.config().digest())
-                .map_err(image_err)?;
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             let m = dir.join("manifest.json");
             atomic_file::write(&m, &manifest, None).map_err(io(&m))?;
@@ -188,6 +194,24 @@ pub(super) fn pin(
         })
         .collect();
     Ok(())
+}
+
+/// The manifest and config of `image` as the store has them, checked.
+fn stored_metadata(store: &Store, image: &AppliedImage) -> Result<(Vec<u8>, Vec<u8>), ApplyError> {
+    let digest: Digest = image.digest.parse().map_err(|_| {
+        ApplyError::Unsupported(format!("image {}: bad digest {}", image.name, image.digest))
+    })?;
+    let image_err = |source| ApplyError::Image {
+        name: image.name.clone(),
+        source: Box::new(source),
+    };
+    let manifest = store.read_verified(&digest).map_err(image_err)?;
+    let parsed: ImageManifest = serde_json::from_slice(&manifest)
+        .map_err(|e| ApplyError::Unsupported(format!("image {}: manifest: {e}", image.name)))?;
+    let config = store
+        .read_verified(parsed.config().digest())
+        .map_err(image_err)?;
+    Ok((manifest, config))
 }
 
 /// The images of a saved cluster as it runs them: by the digest pinned in

@@ -7,7 +7,8 @@
 //!
 //! Where sealos renders on each host with `sealctl render` and finds a
 //! mistake there, halfway through, the operator here reads the originals
-//! from the store and renders them for every host during verify, before any
+//! from the store (or streams the layers that hold them from the image's
+//! registry) and renders them for every host during verify, before any
 //! host changes: a template that fails names its file, line and column.
 //! What it made travels to the hosts as it is: in the installer's request for
 //! the cluster image (written into the rootfs before the host plans), and
@@ -16,12 +17,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 
+use oci_spec::image::Descriptor;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::context::RunContext;
 use super::image::AppliedImage;
 use super::ApplyError;
 use crate::cluster::{Cluster, ConfigDoc, Host, Strategy};
+use crate::digest::Hashing;
 use crate::installer::ImageFile;
 use crate::store::{layer_path, Store};
 use crate::template;
@@ -71,7 +74,8 @@ fn prepare_image(
     // `delete` and `reset` plan with a pinned image whose layers may be gone
     // from the store; they install nothing, so there is nothing to prepare
     // (what installs sends the layers, and needs them then).
-    if !image.layers.iter().all(|l| store.has_blob(l.digest())) {
+    let in_store = image.layers.iter().all(|l| store.has_blob(l.digest()));
+    if !in_store && image.pull_from.is_none() {
         return Ok(());
     }
     let wanted = |path: &str| template::is_template(path) || configs.iter().any(|c| c.path == path);
@@ -283,69 +287,125 @@ fn mapping(text: &str) -> Result<Mapping, String> {
 }
 
 /// The regular files of `image` whose path `wanted` accepts, as its layers
-/// leave them (later layers win; whiteouts remove).
+/// leave them (later layers win; whiteouts remove). A layer the store lacks
+/// is streamed from the image's registry and checked against its digest,
+/// never kept; the layer paths kept in the store spare every layer known to
+/// hold nothing wanted, from the store and from the registry alike.
 fn read_files(
     store: &Store,
     image: &AppliedImage,
     wanted: &dyn Fn(&str) -> bool,
 ) -> io::Result<BTreeMap<String, Original>> {
-    let mut files = BTreeMap::new();
     // A layer matters when it holds a wanted file or hides one (a whiteout).
     let matters = |path: &str| {
         let name = path.rsplit('/').next().unwrap_or(path);
         wanted(path) || name.starts_with(".wh.")
     };
-    for layer in &image.layers {
-        let known = store.layer_paths(layer.digest());
-        if known
-            .as_ref()
-            .is_some_and(|paths| !paths.iter().any(|p| matters(p)))
-        {
-            continue;
-        }
-        let mut listed = Vec::new();
-        let blob = store.open_blob(layer.digest()).map_err(io::Error::other)?;
-        let mut archive = tar::Archive::new(crate::compression::decompressed(blob)?);
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            let path = layer_path(&entry.path_bytes());
-            if known.is_none() {
-                listed.push(path.clone());
+    let opened: Vec<(&Descriptor, Option<Vec<String>>)> = image
+        .layers
+        .iter()
+        .map(|layer| (layer, store.layer_paths(layer.digest())))
+        .filter(|(_, known)| {
+            known
+                .as_ref()
+                .is_none_or(|paths| paths.iter().any(|p| matters(p)))
+        })
+        .collect();
+    let remote: Vec<&Descriptor> = opened
+        .iter()
+        .map(|(layer, _)| *layer)
+        .filter(|layer| !store.has_blob(layer.digest()))
+        .collect();
+    // One stream for them all, in image order.
+    let mut stream = match (&image.pull_from, remote.is_empty()) {
+        (Some(registry), false) => Some(registry.stream(&remote).map_err(io::Error::other)?),
+        _ => None,
+    };
+    let mut files = BTreeMap::new();
+    for (layer, known) in opened {
+        let listed = match stream.as_mut().filter(|_| !store.has_blob(layer.digest())) {
+            Some(stream) => read_remote(stream, layer, &mut files, wanted, known.is_none())?,
+            None => {
+                let blob = store.open_blob(layer.digest()).map_err(io::Error::other)?;
+                read_layer(blob, &mut files, wanted, known.is_none())?
             }
-            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-            if name == ".wh..wh..opq" {
-                let prefix = format!("{dir}/");
-                files.retain(|p: &String, _| !p.starts_with(&prefix));
-                continue;
-            }
-            if let Some(hidden) = name.strip_prefix(".wh.") {
-                let gone = if dir.is_empty() {
-                    hidden.to_string()
-                } else {
-                    format!("{dir}/{hidden}")
-                };
-                let below = format!("{gone}/");
-                files.retain(|p: &String, _| p != &gone && !p.starts_with(&below));
-                continue;
-            }
-            if !wanted(&path) {
-                continue;
-            }
-            if !entry.header().entry_type().is_file() || entry.size() > MAX_FILE {
-                files.remove(&path);
-                continue;
-            }
-            let mode = entry.header().mode()? & 0o7777;
-            let mut content = Vec::new();
-            entry.read_to_end(&mut content)?;
-            files.insert(path, Original { content, mode });
-        }
-        if known.is_none() {
+        };
+        if let Some(listed) = listed {
             // A cache: a layer whose paths could not be kept is read again.
             let _ = store.remember_layer_paths(layer.digest(), &listed);
         }
     }
     Ok(files)
+}
+
+/// [`read_layer`] of `layer`, the next blob of `stream`: read to its end and
+/// refused, with whatever it changed, unless it is what its digest says.
+fn read_remote(
+    stream: &mut impl Read,
+    layer: &Descriptor,
+    files: &mut BTreeMap<String, Original>,
+    wanted: &dyn Fn(&str) -> bool,
+    list: bool,
+) -> io::Result<Option<Vec<String>>> {
+    let mut blob = Hashing::new(stream.take(layer.size()));
+    let read = read_layer(&mut blob, files, wanted, list);
+    // A tar reader stops at the archive's end marker, before the blob's end.
+    io::copy(&mut blob, &mut io::sink())?;
+    let (_, found, size) = blob.into_parts();
+    if &found != layer.digest() || size != layer.size() {
+        return Err(io::Error::other(format!(
+            "the registry served layer {} as {size} bytes of {found}, not what its digest says; nothing of it was used",
+            layer.digest()
+        )));
+    }
+    read
+}
+
+/// Applies one layer's tar (`blob`, compressed or not) to `files`; with
+/// `list`, returns every path it holds.
+fn read_layer(
+    blob: impl Read,
+    files: &mut BTreeMap<String, Original>,
+    wanted: &dyn Fn(&str) -> bool,
+    list: bool,
+) -> io::Result<Option<Vec<String>>> {
+    let mut listed = Vec::new();
+    let mut archive = tar::Archive::new(crate::compression::decompressed(blob)?);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = layer_path(&entry.path_bytes());
+        if list {
+            listed.push(path.clone());
+        }
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        if name == ".wh..wh..opq" {
+            let prefix = format!("{dir}/");
+            files.retain(|p: &String, _| !p.starts_with(&prefix));
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            let gone = if dir.is_empty() {
+                hidden.to_string()
+            } else {
+                format!("{dir}/{hidden}")
+            };
+            let below = format!("{gone}/");
+            files.retain(|p: &String, _| p != &gone && !p.starts_with(&below));
+            continue;
+        }
+        if !wanted(&path) {
+            continue;
+        }
+        if !entry.header().entry_type().is_file() || entry.size() > MAX_FILE {
+            files.remove(&path);
+            continue;
+        }
+        let mode = entry.header().mode()? & 0o7777;
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content)?;
+        files.insert(path, Original { content, mode });
+    }
+    Ok(list.then_some(listed))
 }
 
 #[cfg(test)]

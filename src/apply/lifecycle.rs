@@ -82,8 +82,9 @@ fn open_named<'a>(
     progress: &'a dyn Progress,
     name: &str,
     cluster: &Cluster,
+    remote: Option<&super::pull::RegistryLayers>,
 ) -> Result<RunContext<'a>, ApplyError> {
-    let mut images = super::image::resolve_images(store, &[name.to_string()])?;
+    let mut images = super::image::resolve_with(store, &[name.to_string()], remote)?;
     images.extend(super::apps::saved_apps(store, cluster, &|m| {
         progress.message(m)
     })?);
@@ -144,18 +145,21 @@ pub(super) fn deletable(cluster: &Cluster, addresses: &[Address]) -> Result<Host
 
 /// Adds `new_hosts` to the cluster and joins them; hosts already in the
 /// cluster with the same roles are joined again (idempotently), so a failed
-/// `add` is rerun as is. Up to `max_failed` node joins may fail.
+/// `add` is rerun as is. Up to `max_failed` node joins may fail. With
+/// `layers_from`, the new hosts pull the layers from the image's registry.
 pub fn add(
     store: &Store,
     cluster: &mut Cluster,
     new_hosts: Vec<Host>,
     max_failed: super::MaxFailed,
+    layers_from: Option<super::pull::RegistryLayers>,
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
     let grown = grown(cluster, &new_hosts)?;
     let mut ctx = open(store, connector, progress, cluster)?;
     ctx.options.max_failed = max_failed;
+    ctx.image.pull_from = layers_from;
     verify::cluster(&grown, &mut ctx)?;
     let first = grown.first_master().ok_or(ApplyError::NoMaster)?.clone();
 
@@ -468,7 +472,8 @@ pub fn upgrade(
     connector: &dyn Connector,
     progress: &dyn Progress,
 ) -> Result<LifecycleReport, ApplyError> {
-    let mut ctx = open_named(store, connector, progress, image_name, cluster)?;
+    let remote = options.layers_from.as_ref();
+    let mut ctx = open_named(store, connector, progress, image_name, cluster, remote)?;
     ctx.image.pull_from = options.layers_from.clone();
     let earlier = match &options.state_root {
         Some(root) => load_upgrade_intent(root, &cluster.name)?,

@@ -103,7 +103,7 @@ pub use app_run::run_apps;
 pub use check::HostCheck;
 pub use connect::{Connections, Connector};
 pub use error::{ApplyError, HostFailure};
-pub use image::{resolve_images, AppliedImage};
+pub use image::{resolve_images, resolve_with, AppliedImage};
 pub use lifecycle::{add, delete, delete_with, reset, rollback, upgrade, LifecycleReport};
 pub use lock::{lock_file, ClusterLock};
 pub use parallel::MaxParallel;
@@ -143,7 +143,7 @@ pub struct RunOptions {
     pub max_failed: MaxFailed,
     /// Hosts pull the cluster image's layers from this registry, each one
     /// that cannot falling back to the operator's routes.
-    pub layers_from: Option<crate::registry::hosts::PullTicket>,
+    pub layers_from: Option<pull::RegistryLayers>,
 }
 
 /// What a run did, for the summary line and for tests.

@@ -1,16 +1,138 @@
 //! An image that is only in a registry: the cluster is checked against its
 //! manifest and config (runtime, labels, version, installer) before any of
 //! its layers moves, so a wrong image costs two small requests, not a pull;
-//! then hosts pull the layers straight from the registry.
+//! then hosts pull the layers straight from the registry, and this machine
+//! reads only the few it needs itself ([`RegistryLayers`]).
 
-use oci_spec::image::{ImageConfiguration, ImageManifest};
+use std::sync::{Arc, Mutex};
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 
 use super::image::{applied, AppliedImage};
 use super::ApplyError;
 use crate::cluster::Cluster;
-use crate::registry::hosts::{PullTicket, UNREACHED};
+use crate::progress::Progress;
+use crate::reference::Reference;
+use crate::registry::hosts::{BlobStream, PullTicket, UNREACHED};
+use crate::registry::{RegistryError, RegistryOptions};
 use crate::runtime;
+use crate::store::Store;
 use crate::transport::{Output, Transport};
+
+/// The cluster image's layers as they stay in its registry: hosts pull
+/// them, and this machine reads only what it needs itself, each blob checked
+/// against its digest: the installer layer for a host that lacks it
+/// ([`RegistryLayers::pull_into`]), the layers that may hold templates and
+/// Config targets (streamed, never kept: [`RegistryLayers::stream`]), and
+/// the layers a host that cannot reach the registry gets from it.
+#[derive(Debug, Clone)]
+pub struct RegistryLayers {
+    /// What each host's installer pulls with (on stdin); `None`: this
+    /// machine sends every host its layers (a dry run sends none).
+    pub hosts: Option<PullTicket>,
+    /// The image's repository, as this machine reaches it with `opts`.
+    reference: Reference,
+    opts: RegistryOptions,
+    /// The image as the registry served it, when the store lacks it.
+    served: Option<Arc<Served>>,
+    /// One pull into the store at a time: hosts that fall back together
+    /// wait for the first, then find the blobs there.
+    pulling: Arc<Mutex<()>>,
+}
+
+/// An image's manifest and config as a registry served them, each checked
+/// against its digest: what the phases use instead of the store's copy.
+#[derive(Debug)]
+struct Served {
+    name: String,
+    remote: crate::registry::RemoteImage,
+}
+
+impl RegistryLayers {
+    /// The layers of `reference`'s repository, read with `opts`; `hosts`:
+    /// what hosts pull with, if they do.
+    pub fn new(reference: Reference, opts: RegistryOptions, hosts: Option<PullTicket>) -> Self {
+        RegistryLayers {
+            hosts,
+            reference,
+            opts,
+            served: None,
+            pulling: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// With the image `name` as its registry served it (`remote`), which the
+    /// store does not hold: the phases resolve `name` to it.
+    pub fn serving(mut self, name: &str, remote: crate::registry::RemoteImage) -> Self {
+        self.served = Some(Arc::new(Served {
+            name: name.to_string(),
+            remote,
+        }));
+        self
+    }
+
+    /// The image `name` as the registry served it, if these layers are its.
+    pub(super) fn image(&self, name: &str) -> Option<Result<AppliedImage, ApplyError>> {
+        let served = self.served.as_ref().filter(|s| s.name == name)?;
+        let remote = &served.remote;
+        let digest = remote.digest.to_string();
+        Some(remote_image(
+            name,
+            &digest,
+            &remote.manifest,
+            &remote.config,
+        ))
+    }
+
+    /// The manifest and config of the image of `digest`, as served.
+    pub(super) fn metadata(&self, digest: &str) -> Option<(&[u8], &[u8])> {
+        let remote = &self.served.as_ref()?.remote;
+        (remote.digest.as_ref() == digest).then_some((&remote.manifest_bytes, &remote.config))
+    }
+
+    /// Pulls those of `layers` the store lacks into it (untagged, each
+    /// checked against its digest): for what this machine sends a host
+    /// itself. Returns the bytes pulled.
+    pub(super) fn pull_into(
+        &self,
+        store: &Store,
+        layers: &[Descriptor],
+        progress: &dyn Progress,
+    ) -> Result<u64, ApplyError> {
+        let _one = self.pulling.lock().unwrap_or_else(|e| e.into_inner());
+        if layers.iter().all(|l| store.has_blob(l.digest())) {
+            return Ok(0);
+        }
+        let pull =
+            crate::registry::pull_blobs(store, &self.reference, layers, &self.opts, progress);
+        crate::registry::operator::current_thread(&self.reference.registry)
+            .and_then(|runtime| runtime.block_on(pull))
+            .map_err(|e| self.failed(e))
+    }
+
+    /// `layers` read one after the other from the registry, unchecked: the
+    /// reader checks each against its digest.
+    pub(super) fn stream(&self, layers: &[&Descriptor]) -> Result<BlobStream, ApplyError> {
+        let wanted = layers
+            .iter()
+            .map(|l| (l.digest().clone(), l.size()))
+            .collect();
+        crate::registry::operator::blob_stream(
+            &self.reference.registry,
+            &self.reference.repository,
+            &self.opts,
+            wanted,
+        )
+        .map_err(|e| self.failed(e))
+    }
+
+    fn failed(&self, error: RegistryError) -> ApplyError {
+        ApplyError::RegistryLayers {
+            repository: format!("{}/{}", self.reference.registry, self.reference.repository),
+            source: Box::new(error),
+        }
+    }
+}
 
 /// The image as the phases would use it, from what a registry served.
 pub fn remote_image(
@@ -80,4 +202,37 @@ pub(super) fn from_registry(
         }
     }
     Ok(Ok(output))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_layers_resolve_only_their_own_image_and_digest() {
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{"Labels":{"sealrs.io/runtime":"k3s"}}}"#;
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+            crate::digest::sha256_digest(config),
+            config.len()
+        );
+        let digest = crate::digest::sha256_digest(manifest.as_bytes());
+        let remote = crate::registry::RemoteImage {
+            digest: digest.clone(),
+            manifest: serde_json::from_str(&manifest).unwrap(),
+            manifest_bytes: manifest.clone().into_bytes(),
+            config: config.to_vec(),
+        };
+        let name = "r.example:5000/edge/k3s:1";
+        let reference = Reference::parse(name).unwrap();
+        let layers =
+            RegistryLayers::new(reference, RegistryOptions::default(), None).serving(name, remote);
+        let image = layers.image(name).unwrap().unwrap();
+        assert_eq!(image.digest, digest.to_string());
+        assert_eq!(image.info.runtime, "k3s");
+        assert!(layers.image("r.example:5000/edge/k3s:2").is_none());
+        let (m, c) = layers.metadata(digest.as_ref()).unwrap();
+        assert_eq!((m, c), (manifest.as_bytes(), &config[..]));
+        assert!(layers.metadata("sha256:00").is_none());
+    }
 }

@@ -42,7 +42,7 @@ pub struct UpgradeOptions {
     /// batch. `None` saves nothing (the caller saves the cluster).
     pub state_root: Option<PathBuf>,
     /// Hosts pull the image's layers from this registry (see `RunOptions`).
-    pub layers_from: Option<crate::registry::hosts::PullTicket>,
+    pub layers_from: Option<super::pull::RegistryLayers>,
 }
 
 impl Default for UpgradeOptions {

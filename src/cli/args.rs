@@ -294,6 +294,10 @@ pub struct AddArgs {
     pub ssh: SshFlags,
     #[command(flatten)]
     pub result: ResultFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub pull: HostPullFlags,
 }
 
 #[derive(Debug, clap::Args)]

@@ -81,6 +81,7 @@ pub fn restore(
             &mut cluster,
             restored.rejoin,
             apply::MaxFailed::default(),
+            None,
             &connector,
             progress,
         );

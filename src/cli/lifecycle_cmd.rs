@@ -176,7 +176,14 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
         let cluster = unlocked(root, &args.cluster)?;
         let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
         super::run_cmd::refuse_unresolved_bare_names(&new_hosts)?;
-        let plans = apply::dry_run::add(store, &cluster, &new_hosts, progress)?;
+        let route = super::registry_image::Route {
+            dry_run: true,
+            over_ssh: args.ssh.layers_over_ssh,
+            pull: &args.pull,
+        };
+        let layers_from =
+            super::registry_image::saved_image_layers(store, &cluster, &args.registry, route)?;
+        let plans = apply::dry_run::add(store, &cluster, &new_hosts, layers_from, progress)?;
         return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "add", &args.ssh)?;
@@ -187,6 +194,13 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
     let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
     super::run_cmd::refuse_unresolved_bare_names(&new_hosts)?;
     let about: Vec<String> = new_hosts.iter().map(|h| h.key()).collect();
+    let route = super::registry_image::Route {
+        dry_run: false,
+        over_ssh: args.ssh.layers_over_ssh,
+        pull: &args.pull,
+    };
+    let layers_from =
+        super::registry_image::saved_image_layers(store, &cluster, &args.registry, route)?;
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();
     let result = apply::add(
@@ -194,6 +208,7 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
         &mut cluster,
         new_hosts,
         args.max_failed,
+        layers_from,
         &connector,
         progress,
     );
@@ -302,14 +317,24 @@ pub fn upgrade(
         let cluster = unlocked(root, &args.cluster)?;
         let image = super::resolve::name_for(store, image)?;
         let images = std::slice::from_ref(&image);
-        super::registry_image::fetch_missing(store, images, &cluster, &args.registry, progress)?;
-        let plans = apply::dry_run::upgrade(
+        let route = super::registry_image::Route {
+            dry_run: true,
+            over_ssh: args.ssh.layers_over_ssh,
+            pull: &args.pull,
+        };
+        let layers_from = super::registry_image::fetch_missing(
             store,
+            images,
             &cluster,
-            &image,
-            &upgrade_options(args, None),
+            &args.registry,
+            route,
             progress,
         )?;
+        let options = apply::UpgradeOptions {
+            layers_from,
+            ..upgrade_options(args, None)
+        };
+        let plans = apply::dry_run::upgrade(store, &cluster, &image, &options, progress)?;
         return print_plans(&plans, &cluster.env, args.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "upgrade", &args.ssh)?;
@@ -318,24 +343,22 @@ pub fn upgrade(
         Some(image) => Some(super::resolve::name_for(store, image)?),
         None => None,
     };
-    let mut from_registry = false;
-    if let Some(image) = &image {
-        let images = std::slice::from_ref(image);
-        from_registry = super::registry_image::fetch_missing(
+    let route = super::registry_image::Route {
+        dry_run: false,
+        over_ssh: args.ssh.layers_over_ssh,
+        pull: &args.pull,
+    };
+    let layers_from = match &image {
+        Some(image) => super::registry_image::fetch_missing(
             store,
-            images,
+            std::slice::from_ref(image),
             &cluster,
             &args.registry,
+            route,
             progress,
-        )?;
-    }
-    let layers_from = super::registry_image::layers_from(
-        image.as_ref(),
-        from_registry,
-        args.ssh.layers_over_ssh,
-        &args.registry,
-        &args.pull,
-    )?;
+        )?,
+        None => None,
+    };
     let connector = connector(&args.ssh)?;
     apply::interrupt::handle_ctrl_c();
     let options = apply::UpgradeOptions {

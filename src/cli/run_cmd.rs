@@ -239,24 +239,19 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     for image in &mut cluster.images {
         *image = super::resolve::name_for(store, image)?;
     }
-    let from_registry = super::registry_image::fetch_missing(
+    let route = super::registry_image::Route {
+        dry_run: args.dry_run,
+        over_ssh: args.layers_over_ssh,
+        pull: &args.pull,
+    };
+    let layers_from = super::registry_image::fetch_missing(
         store,
         &cluster.images,
         &cluster,
         &args.registry,
+        route,
         progress,
     )?;
-    // A dry run reaches no host, nor the registry for them.
-    let layers_from = match args.dry_run {
-        true => None,
-        false => super::registry_image::layers_from(
-            cluster.images.first(),
-            from_registry,
-            args.layers_over_ssh,
-            &args.registry,
-            &args.pull,
-        )?,
-    };
     // One command per cluster at a time (a dry run changes nothing).
     let _lock = if args.dry_run {
         None
@@ -301,7 +296,8 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     // downgrade the hosts it reached, saved or not.
     let unfinished = apply::load_upgrade_intent(root, &cluster.name)?;
     if let (Some(intent), Some(first)) = (&unfinished, cluster.images.first()) {
-        let image = apply::resolve_images(store, std::slice::from_ref(first))?.remove(0);
+        let image = apply::resolve_with(store, std::slice::from_ref(first), layers_from.as_ref())?
+            .remove(0);
         apply::refuse_unfinished_upgrade(intent, &cluster, &image)?;
     }
     let connector = SshConnector::for_run(args)?;

@@ -25,11 +25,15 @@ mod sources;
 pub mod tls;
 mod transfer;
 
+// This machine's own reads of the blobs that hosts pull (`hosts`).
+pub mod operator;
+
 use std::path::PathBuf;
 
 pub use auth::Credentials;
 pub use error::RegistryError;
 pub use platform::Platform;
+pub use transfer::pull_blobs;
 pub use transfer::{fetch_metadata, pull, push, RemoteImage};
 
 /// How to reach registries. `Default` is what a user gets without flags.

@@ -248,6 +248,53 @@ pub async fn pull(
     Ok(desc)
 }
 
+/// Pulls those of `blobs` (of `reference`'s repository) that the store
+/// lacks into it, untagged: the operator's copy of some layers of an image
+/// whose layers otherwise stay in the registry. Each is checked against its
+/// digest while it streams, and none becomes visible until all are.
+/// Returns the bytes pulled.
+pub async fn pull_blobs(
+    store: &Store,
+    reference: &Reference,
+    blobs: &[Descriptor],
+    opts: &RegistryOptions,
+    progress: &dyn Progress,
+) -> Result<u64, RegistryError> {
+    let missing: Vec<&Descriptor> = blobs
+        .iter()
+        .filter(|b| !store.has_blob(b.digest()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let creds = auth::lookup(&reference.registry, &reference.repository, opts)?;
+    let session = Session::open(
+        &reference.registry,
+        &reference.repository,
+        Access::Pull,
+        creds,
+        opts,
+    )
+    .await?;
+    let _writing = store.write_session()?;
+    let size: u64 = missing.iter().map(|b| b.size()).sum();
+    let label = format!("pull {} of {reference}", missing.len());
+    let total = shared(progress.begin(&label, Some(size)));
+    let staged = stream::iter(
+        missing
+            .iter()
+            .map(|b| fetch_blob(&session, store, b, progress, &total)),
+    )
+    .buffer_unordered(opts.max_concurrent.max(1))
+    .try_collect::<Vec<_>>()
+    .await?;
+    for (writer, digest) in staged.into_iter().flatten() {
+        writer.finish_expecting(&digest)?;
+    }
+    lock(&total).finish("");
+    Ok(size)
+}
+
 /// An image manifest as the registry serves it for a reference, chosen from
 /// an index for the wanted platform, checked against its digest.
 struct Resolved {
@@ -330,6 +377,8 @@ async fn resolve_manifest(
 pub struct RemoteImage {
     pub digest: Digest,
     pub manifest: ImageManifest,
+    /// The manifest as served: the bytes `digest` is the digest of.
+    pub manifest_bytes: Vec<u8>,
     pub config: Vec<u8>,
 }
 
@@ -374,6 +423,7 @@ pub async fn fetch_metadata(
     Ok(RemoteImage {
         digest: resolved.digest,
         manifest: resolved.manifest,
+        manifest_bytes: resolved.raw.bytes,
         config,
     })
 }

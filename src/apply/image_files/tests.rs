@@ -158,3 +158,61 @@ fn configs_match_their_image_by_name_or_reference() {
     assert!(matches_image(&c, "docker.io/labring/calico:v3.24.1"));
     assert!(!matches_image(&c, "docker.io/labring/helm:v3.8.2"));
 }
+
+/// A layer's tar holding `files`, and its descriptor.
+fn layer(files: &[(&str, &str)]) -> (Vec<u8>, Descriptor) {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, text) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, path, text.as_bytes()).unwrap();
+    }
+    let bytes = tar.into_inner().unwrap();
+    let digest = crate::digest::sha256_digest(&bytes);
+    let desc = Descriptor::new(
+        oci_spec::image::MediaType::ImageLayer,
+        bytes.len() as u64,
+        digest,
+    );
+    (bytes, desc)
+}
+
+#[test]
+fn layers_streamed_from_a_registry_are_used_only_when_they_match_their_digest() {
+    let (first, first_desc) = layer(&[("etc/a.yaml.tmpl", "a: {{ .X }}"), ("bin/k3s", "elf")]);
+    let (mut second, second_desc) = layer(&[("etc/b.yaml.tmpl", "b")]);
+    let wanted = |p: &str| template::is_template(p);
+    // One stream, the blobs one after the other, as the registry reader gives them.
+    let mut joined = first.clone();
+    joined.extend(&second);
+    let mut stream = io::Cursor::new(joined);
+    let mut files = BTreeMap::new();
+    let listed = read_remote(&mut stream, &first_desc, &mut files, &wanted, true).unwrap();
+    assert_eq!(listed.unwrap(), ["etc/a.yaml.tmpl", "bin/k3s"]);
+    read_remote(&mut stream, &second_desc, &mut files, &wanted, false).unwrap();
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["etc/a.yaml.tmpl", "etc/b.yaml.tmpl"]
+    );
+
+    // The same size, one byte changed: refused, naming the layer.
+    let last = second.len() - 1;
+    second[last] ^= 1;
+    let mut stream = io::Cursor::new(second);
+    let error = read_remote(
+        &mut stream,
+        &second_desc,
+        &mut BTreeMap::new(),
+        &wanted,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains(&second_desc.digest().to_string())
+            && error.contains("nothing of it was used"),
+        "{error}"
+    );
+}
