@@ -267,15 +267,7 @@ pub async fn pull_blobs(
     if missing.is_empty() {
         return Ok(0);
     }
-    let creds = auth::lookup(&reference.registry, &reference.repository, opts)?;
-    let session = Session::open(
-        &reference.registry,
-        &reference.repository,
-        Access::Pull,
-        creds,
-        opts,
-    )
-    .await?;
+    let sources = Sources::new(reference, opts, progress)?;
     let _writing = store.write_session()?;
     let size: u64 = missing.iter().map(|b| b.size()).sum();
     let label = format!("pull {} of {reference}", missing.len());
@@ -283,7 +275,7 @@ pub async fn pull_blobs(
     let staged = stream::iter(
         missing
             .iter()
-            .map(|b| fetch_blob(&session, store, b, progress, &total)),
+            .map(|b| fetch_blob(&sources, 0, store, b, progress, &total)),
     )
     .buffer_unordered(opts.max_concurrent.max(1))
     .try_collect::<Vec<_>>()
