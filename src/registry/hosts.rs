@@ -355,37 +355,6 @@ pub struct BlobStream {
 }
 
 impl BlobStream {
-    /// Streams `wanted` from `session` on a thread of its own, which keeps
-    /// `guard` (what must live as long as the reads) until it is done.
-    pub(super) fn feed(
-        runtime: tokio::runtime::Runtime,
-        session: Session,
-        wanted: Vec<(Digest, u64)>,
-        guard: impl Send + 'static,
-    ) -> Result<BlobStream, RegistryError> {
-        let (reader, mut writer) = io::pipe().map_err(|e| RegistryError::Protocol {
-            registry: session.registry.clone(),
-            action: "make a pipe".into(),
-            detail: e.to_string(),
-        })?;
-        let feeder = std::thread::spawn(move || {
-            let _guard = guard;
-            let silent = crate::progress::Silent.begin("", None);
-            runtime.block_on(async {
-                for (digest, size) in &wanted {
-                    session
-                        .get_blob(digest, *size, &mut writer, silent.as_ref())
-                        .await?;
-                }
-                Ok(())
-            })
-        });
-        Ok(BlobStream {
-            reader,
-            feeder: Some(feeder),
-        })
-    }
-
     /// Why the blobs stopped, once a reader gave up on the stream (its own
     /// error says only that the input ended).
     pub fn failure(mut self) -> Option<RegistryError> {

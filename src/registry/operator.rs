@@ -5,29 +5,23 @@
 
 use oci_spec::image::Digest;
 
-use super::client::{Access, Session};
 use super::error::RegistryError;
-use super::hosts::BlobStream;
-use super::{auth, RegistryOptions};
+use super::hosts::{BlobStream, PullTicket};
+use super::RegistryOptions;
 
 /// The blobs `wanted` read one after the other from `repository` of
-/// `registry` as this machine reaches it with `opts`.
+/// `registry` as this machine reaches it with `opts`: through the same
+/// mirrors and fallbacks as a host's pull, with a ticket of its own (with
+/// its credentials, which never leave this process).
 pub fn blob_stream(
     registry: &str,
     repository: &str,
     opts: &RegistryOptions,
     wanted: Vec<(Digest, u64)>,
 ) -> Result<BlobStream, RegistryError> {
-    let runtime = current_thread(registry)?;
-    let creds = auth::lookup(registry, repository, opts)?;
-    let session = runtime.block_on(Session::open(
-        registry,
-        repository,
-        Access::Pull,
-        creds,
-        opts,
-    ))?;
-    BlobStream::feed(runtime, session, wanted, ())
+    let ticket =
+        current_thread(registry)?.block_on(PullTicket::new(registry, repository, opts, true))?;
+    super::hosts::blob_stream(&ticket, wanted)
 }
 
 /// A runtime for one blocking use of `registry` from synchronous code.
