@@ -360,11 +360,12 @@ fn one_batch(
 
     let hosts: Vec<Host> = ready.iter().map(|(h, _)| h.clone()).collect();
     let upgraded = per_host(ctx.max_parallel(), &hosts, |host| {
-        let step = ctx.progress.step(&format!(
-            "{}: {} upgrade to {to}",
-            host.key(),
-            ctx.runtime.name()
-        ));
+        let step = ctx.logs.step(
+            ctx.progress,
+            &snapshot.name,
+            &host.key(),
+            &format!("{}: {} upgrade to {to}", host.key(), ctx.runtime.name()),
+        );
         let mut request = host_request(snapshot, host, &ctx.image, &JoinSecrets::default());
         request.target_version = Some(to.clone());
         let upgraded = ctx.connection(host).and_then(|transport| {

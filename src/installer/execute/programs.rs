@@ -1,8 +1,10 @@
 //! Running a plan's programs: never through a shell, with a minimal
 //! environment, the host root's programs first.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 
 use super::{checked, Outcome, StepRun};
 use crate::installer::{InstallerError, DEFAULT_PATH};
@@ -27,7 +29,10 @@ impl StepRun<'_> {
         if let Some(dir) = cwd.as_ref().filter(|d| !d.is_dir()) {
             return Err(InstallerError::NoWorkDir { path: dir.clone() });
         }
-        let result = self.spawn(&argv, env, cwd.as_deref());
+        let result = match (self.shown(), capture) {
+            (Some(show), None) => self.spawn_shown(&argv, env, cwd.as_deref(), show),
+            _ => self.spawn(&argv, env, cwd.as_deref()),
+        };
         let out = match result {
             Ok(out) => out,
             Err(err) if allow_failure => {
@@ -80,6 +85,69 @@ impl StepRun<'_> {
         env: &[(String, String)],
         cwd: Option<&Path>,
     ) -> Result<std::process::Output, InstallerError> {
+        self.command(argv, env, cwd)
+            .output()
+            .map_err(|source| InstallerError::Spawn {
+                program: argv[0].clone(),
+                source,
+            })
+    }
+
+    /// Where this step's output goes as it comes: a hook's (the scripts an
+    /// image's author wrote, `runtime::hooks`' `hook-*` steps), when the
+    /// installer was asked to show output. Other programs keep theirs in the
+    /// report only (`kubeadm init` prints a join token).
+    fn shown(&self) -> Option<fn(&str, &str)> {
+        self.ctx
+            .on_output
+            .filter(|_| self.step.id.starts_with("hook-"))
+    }
+
+    /// [`Self::spawn`], passing each line of stdout and stderr to `show` as
+    /// it comes; the returned stdout holds both, in the order they came.
+    fn spawn_shown(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: Option<&Path>,
+        show: fn(&str, &str),
+    ) -> Result<std::process::Output, InstallerError> {
+        let spawn_error = |source| InstallerError::Spawn {
+            program: argv[0].clone(),
+            source,
+        };
+        let mut child = self.command(argv, env, cwd).spawn().map_err(spawn_error)?;
+        let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+            child.stdout.take().map(|p| Box::new(p) as _),
+            child.stderr.take().map(|p| Box::new(p) as _),
+        ];
+        let lines = Mutex::new(Vec::new());
+        let id = self.step.id.as_str();
+        std::thread::scope(|scope| {
+            for pipe in pipes.into_iter().flatten() {
+                let lines = &lines;
+                scope.spawn(move || {
+                    for line in BufReader::new(pipe).split(b'\n').map_while(Result::ok) {
+                        let line = String::from_utf8_lossy(&line).into_owned();
+                        show(id, &line);
+                        if let Ok(mut lines) = lines.lock() {
+                            lines.push(line);
+                        }
+                    }
+                });
+            }
+        });
+        let status = child.wait().map_err(spawn_error)?;
+        let stdout = lines.into_inner().unwrap_or_default().join("\n");
+        Ok(std::process::Output {
+            status,
+            stdout: stdout.into_bytes(),
+            stderr: Vec::new(),
+        })
+    }
+
+    /// The command for an argv: a minimal env plus `env`, no stdin.
+    fn command(&self, argv: &[String], env: &[(String, String)], cwd: Option<&Path>) -> Command {
         let (program, args) = argv
             .split_first()
             .expect("plans are validated: argv is not empty");
@@ -96,10 +164,7 @@ impl StepRun<'_> {
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
-        cmd.output().map_err(|source| InstallerError::Spawn {
-            program: program.clone(),
-            source,
-        })
+        cmd
     }
 
     /// `PATH` for programs: the host root's directories first when it is not `/`.
