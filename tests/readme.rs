@@ -238,3 +238,52 @@ fn the_walkthrough_runs_on_real_hosts_as_written() {
         );
     }
 }
+
+/// The targets of a document's Markdown links (`[text](target)`) that are
+/// not web addresses or anchors in the page, their `#anchor` cut off.
+fn relative_links(markdown: &str) -> Vec<String> {
+    markdown
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(target, _)| target))
+        .map(|target| target.split('#').next().unwrap_or_default())
+        .filter(|t| !t.is_empty() && !t.contains("://") && !t.starts_with("mailto:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_relative_link_of_the_docs_names_a_file_of_the_repository() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .canonicalize()
+        .unwrap();
+    let mut docs = vec![repo.join("README.md")];
+    for dir in ["docs", "Kubefile-examples"] {
+        for entry in walkdir::WalkDir::new(repo.join(dir)) {
+            let path = entry.unwrap().into_path();
+            if path.extension().is_some_and(|e| e == "md") {
+                docs.push(path);
+            }
+        }
+    }
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for doc in &docs {
+        for link in relative_links(&fs::read_to_string(doc).unwrap()) {
+            checked += 1;
+            let target = doc.parent().unwrap().join(&link).canonicalize();
+            if !target.is_ok_and(|t| t.starts_with(&repo)) {
+                broken.push(format!("{}: {link}", doc.display()));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "links outside the repository or to nothing: {broken:#?}"
+    );
+    assert!(checked > 0, "no relative link found in {docs:?}");
+    assert_eq!(
+        relative_links("see [design](../shared/design.md#x), [web](https://a.b/c) and [top](#top)"),
+        ["../shared/design.md"]
+    );
+}
