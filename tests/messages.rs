@@ -570,3 +570,68 @@ fn a_first_cluster_run_its_images_and_reset_print_no_line_wider_than_160_columns
     // The summary's size in the one unit (the exact count is in --format json).
     assert!(said.contains(" MB of layers sent); state in "), "{said}");
 }
+
+/// The subcommands a `--help` lists, and each argument or option of it that
+/// has no text saying what it is for.
+fn help_gaps(help: &str) -> (Vec<String>, Vec<String>) {
+    let lines: Vec<&str> = help.lines().collect();
+    let (mut commands, mut bare) = (Vec::new(), Vec::new());
+    let mut section = "";
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            section = line;
+            continue;
+        }
+        let Some(entry) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) else {
+            continue;
+        };
+        let (name, text) = entry.split_once("  ").unwrap_or((entry, ""));
+        match section {
+            "Commands:" if name != "help" => commands.push(name.trim().to_string()),
+            "Arguments:" | "Options:" => {
+                let next = lines.get(i + 1).map_or("", |l| l.trim());
+                let indented = lines.get(i + 1).is_some_and(|l| l.starts_with("      "));
+                let said = !text.trim().is_empty() || indented && !next.is_empty();
+                if !said {
+                    bare.push(name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    (commands, bare)
+}
+
+#[test]
+fn every_argument_of_every_command_says_in_its_help_what_it_is_for() {
+    let env = Env::new();
+    let mut queue = vec![Vec::<String>::new()];
+    let (mut seen, mut bare) = (0, Vec::new());
+    while let Some(path) = queue.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let (commands, gaps) = help_gaps(&env.ok(&args));
+        seen += 1;
+        bare.extend(
+            gaps.into_iter()
+                .map(|g| format!("sealrs {} {g}", path.join(" "))),
+        );
+        for command in commands {
+            let mut sub = path.clone();
+            sub.push(command);
+            queue.push(sub);
+        }
+    }
+    assert!(seen > 25, "only {seen} helps read");
+    assert!(bare.is_empty(), "no help text: {bare:#?}");
+    // The ones a newcomer missed, with run --ssh-user's default.
+    let run = env.ok(&["run", "--help"]);
+    assert!(
+        run.contains("SSH user on every host [default: root]"),
+        "{run}"
+    );
+    assert_eq!(
+        help_gaps("Arguments:\n  <IMAGE>...\n\nOptions:\n  -f, --force  Remove\n").1,
+        ["<IMAGE>..."]
+    );
+}
