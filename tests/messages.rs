@@ -418,6 +418,12 @@ fn on_a_terminal_a_host_step_shows_the_plan_step_it_is_at_and_the_time_it_took()
         digits > 0 && rest[digits..].starts_with('s')
     });
     assert!(timed, "no `{step}Ns` on the terminal:\n{text}");
+    // The byte bars count in the messages' one unit (kB, MB), not in KiB.
+    assert!(text.contains(" kB/"), "no byte bar in kB:\n{text}");
+    assert!(
+        !text.contains("iB"),
+        "a binary unit on the terminal:\n{text}"
+    );
     // While it ran, the step of the installer's plan it was at.
     let install = format!("{}: k3s install", hosts[0].ip);
     assert!(

@@ -108,8 +108,9 @@ impl Progress for Bars {
     fn begin(&self, label: &str, total: Option<u64>) -> Box<dyn Task> {
         let bar = match total {
             Some(n) => indicatif::ProgressBar::new(n).with_style(
+                // Decimal units, as every message (`text::size`): kB and MB, not KiB.
                 indicatif::ProgressStyle::with_template(
-                    "{msg:40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    "{msg:40!} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}",
                 )
                 .expect("static template")
                 .progress_chars("=> "),
