@@ -167,7 +167,7 @@ fn bytes_lines(report: &LifecycleReport) -> String {
     report
         .bytes_sent
         .iter()
-        .map(|(host, bytes)| format!("  {host}: {bytes} bytes sent\n"))
+        .map(|(host, bytes)| format!("  {host}: {} sent\n", size(*bytes)))
         .collect()
 }
 
