@@ -1,7 +1,8 @@
 //! The whole output of an image's hook and of an application image's CMD,
 //! kept on the operator in `clusters/NAME/logs/` (0700, files 0600) with its
-//! path printed as the step ends; a failure still shows the last lines, and
-//! a cluster keeps the logs of its last 20 runs.
+//! path printed as the step ends, and shown live on a terminal; a failure
+//! still shows the last lines, a cluster keeps the logs of its last 20 runs,
+//! and no join token reaches a log.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -18,15 +19,19 @@ COPY scripts ./scripts
 LABEL sealrs.io/init="seq -f 'hook line %g' 1 60; echo hook-stderr >&2; test ! -e /etc/sealrs-fail-hook"
 "#;
 
-/// The log path of the line "HOST: output of WHAT (N lines) in PATH".
-fn log_path(stderr: &str, host: &str, what: &str, lines: usize) -> PathBuf {
-    let start = format!("{host}: output of {what} ({lines} lines) in ");
-    let path = stderr
+/// The log path of the line "HOST: output of WHAT (N lines) in PATH", `lines`
+/// being N when given.
+fn log_path(stderr: &str, host: &str, what: &str, lines: Option<usize>) -> PathBuf {
+    let start = format!("{host}: output of {what} (");
+    let rest = stderr
         .split(start.as_str())
         .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no line {start:?}…\n{stderr}"));
-    PathBuf::from(path)
+    let (count, rest) = rest.split_once(" lines) in ").unwrap();
+    if let Some(lines) = lines {
+        assert_eq!(count, lines.to_string(), "{stderr}");
+    }
+    PathBuf::from(rest.split_whitespace().next().unwrap())
 }
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -83,7 +88,7 @@ fn hook_and_cmd_output_is_kept_whole_in_0600_logs_whose_paths_the_run_prints() {
         !stderr.contains("hook line 10\n"),
         "only the tail: {stderr}"
     );
-    let failed = log_path(&stderr, ip, "the init hook", 61);
+    let failed = log_path(&stderr, ip, "the init hook", Some(61));
     assert!(failed.starts_with(&logs), "{}", failed.display());
     let name = failed.file_name().unwrap().to_str().unwrap();
     assert!(name.ends_with(&format!("-{ip}-hook-init.log")), "{name}");
@@ -99,8 +104,8 @@ fn hook_and_cmd_output_is_kept_whole_in_0600_logs_whose_paths_the_run_prints() {
     let out = env.run(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    let hook = log_path(&stderr, ip, "the init hook", 61);
-    let app = log_path(&stderr, ip, "`seq -f 'app line %g' 1 50`", 50);
+    let hook = log_path(&stderr, ip, "the init hook", Some(61));
+    let app = log_path(&stderr, ip, "`seq -f 'app line %g' 1 50`", Some(50));
     let expected: String = (1..=50).map(|i| format!("app line {i}\n")).collect();
     assert_eq!(std::fs::read_to_string(&app).unwrap(), expected);
     assert!(app.ends_with(format!(
@@ -153,5 +158,31 @@ fn on_a_terminal_a_hooks_output_is_shown_live_each_line_after_its_host() {
             "no `{ip}: {line}` on the terminal:\n{text}"
         );
     }
-    assert!(log_path(&text, ip, "the init hook", 61).exists());
+    assert!(log_path(&text, ip, "the init hook", Some(61)).exists());
+}
+
+#[test]
+fn a_hook_that_prints_its_whole_environment_on_a_joining_node_logs_no_join_token() {
+    let hosts = TestHosts::boot(2);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.write_mode(&format!("{dir}/scripts/noop.sh"), "#!/bin/sh\n", 0o755);
+    let kubefile = env.path(&format!("{dir}/Kubefile"));
+    let mut text = std::fs::read_to_string(&kubefile).unwrap();
+    text.push_str("COPY scripts ./scripts\nLABEL sealrs.io/init=\"env; echo env-printed\"\n");
+    std::fs::write(&kubefile, text).unwrap();
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-env:1", &dir]);
+    let stderr = crate::run::run_on(&env, "k3s-env:1", &hosts, &[0], &[1], &["-e", "MINE=v"]);
+    let token = hosts[0].exec_ok(&["cat", "/var/lib/rancher/k3s/server/token"]);
+    let token = token.trim();
+    assert!(token.len() > 20, "{token:?}");
+    for host in [&hosts[0], &hosts[1]] {
+        let path = log_path(&stderr, &host.ip, "the init hook", None);
+        let log = std::fs::read_to_string(path).unwrap();
+        assert!(
+            log.contains("env-printed\n") && log.contains("MINE=v\n"),
+            "{log}"
+        );
+        assert!(!log.contains(token), "the join token in {}'s log", host.ip);
+    }
 }
