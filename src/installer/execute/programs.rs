@@ -1,10 +1,9 @@
 //! Running a plan's programs: never through a shell, with a minimal
 //! environment, the host root's programs first.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 
 use super::{checked, Outcome, StepRun};
 use crate::installer::{InstallerError, DEFAULT_PATH};
@@ -103,8 +102,9 @@ impl StepRun<'_> {
             .filter(|_| self.step.id.starts_with("hook-"))
     }
 
-    /// [`Self::spawn`], passing each line of stdout and stderr to `show` as
-    /// it comes; the returned stdout holds both, in the order they came.
+    /// [`Self::spawn`], passing each line of its output to `show` as it
+    /// comes: stdout and stderr share one pipe (as `2>&1`), so the lines keep
+    /// the order they were written in; the returned stdout holds them all.
     fn spawn_shown(
         &self,
         argv: &[String],
@@ -116,32 +116,23 @@ impl StepRun<'_> {
             program: argv[0].clone(),
             source,
         };
-        let mut child = self.command(argv, env, cwd).spawn().map_err(spawn_error)?;
-        let pipes: [Option<Box<dyn Read + Send>>; 2] = [
-            child.stdout.take().map(|p| Box::new(p) as _),
-            child.stderr.take().map(|p| Box::new(p) as _),
-        ];
-        let lines = Mutex::new(Vec::new());
-        let id = self.step.id.as_str();
-        std::thread::scope(|scope| {
-            for pipe in pipes.into_iter().flatten() {
-                let lines = &lines;
-                scope.spawn(move || {
-                    for line in BufReader::new(pipe).split(b'\n').map_while(Result::ok) {
-                        let line = String::from_utf8_lossy(&line).into_owned();
-                        show(id, &line);
-                        if let Ok(mut lines) = lines.lock() {
-                            lines.push(line);
-                        }
-                    }
-                });
-            }
-        });
+        let (reader, writer) = std::io::pipe().map_err(spawn_error)?;
+        let mut cmd = self.command(argv, env, cwd);
+        cmd.stdout(writer.try_clone().map_err(spawn_error)?)
+            .stderr(writer);
+        let mut child = cmd.spawn().map_err(spawn_error)?;
+        // This end's copies of the writer: the reader ends when the program's do.
+        drop(cmd);
+        let mut lines = Vec::new();
+        for line in BufReader::new(reader).split(b'\n').map_while(Result::ok) {
+            let line = String::from_utf8_lossy(&line).into_owned();
+            show(&self.step.id, &line);
+            lines.push(line);
+        }
         let status = child.wait().map_err(spawn_error)?;
-        let stdout = lines.into_inner().unwrap_or_default().join("\n");
         Ok(std::process::Output {
             status,
-            stdout: stdout.into_bytes(),
+            stdout: lines.join("\n").into_bytes(),
             stderr: Vec::new(),
         })
     }
