@@ -227,7 +227,11 @@ fn prune(dir: &Path, current: &str) -> std::io::Result<()> {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
     for name in stale(&names, current) {
-        std::fs::remove_file(dir.join(name))?;
+        match std::fs::remove_file(dir.join(name)) {
+            // Another host's step of this run removed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
     }
     Ok(())
 }
