@@ -390,8 +390,14 @@ fn run_command(
         ));
         return Ok(());
     };
+    // The commands cut where a line would wrap; the dry run shows them whole.
     let lines = command.lines.join("; ");
-    let label = format!("{}: image {}: running {lines}", host.key(), image.name);
+    let label = format!(
+        "{}: image {}: running {}",
+        host.key(),
+        image.name,
+        cut(&lines, 80)
+    );
     let step = ctx
         .logs
         .step(ctx.progress, &cluster.name, &host.key(), &label);
