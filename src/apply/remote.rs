@@ -88,20 +88,10 @@ fn call_installer_watching(
     Ok((format!("{installer} installer {}", subcommand[0]), output))
 }
 
-/// Has the image's installer plan `operation` for the host and execute it.
-pub(super) fn run_installer(
-    transport: &dyn Transport,
-    image: &AppliedImage,
-    operation: Operation,
-    request: &Request,
-) -> Result<Report, ApplyError> {
-    let output = call_installer(transport, image, &[operation.as_str()], &request.to_json())?;
-    installer_report(transport, &operation.to_string(), output)
-}
-
-/// [`run_installer`], with the step the plan is at shown on `shown`
-/// ("[7/15] start k3s.service") while it runs, and the lines its hook
-/// steps' programs write given to it as they come.
+/// Has the image's installer plan `operation` for the host and execute it,
+/// with the step the plan is at shown on `shown` ("[7/15] start
+/// k3s.service") while it runs, and the lines its hook steps' programs
+/// write given to it as they come.
 pub(super) fn run_installer_shown(
     transport: &dyn Transport,
     image: &AppliedImage,
