@@ -551,30 +551,38 @@ fn a_failed_uninstall_step_says_which_of_the_plans_steps_it_was() {
 }
 
 #[test]
-fn a_first_cluster_run_its_images_and_reset_print_no_line_wider_than_160_columns() {
+fn a_first_cluster_run_its_images_and_reset_say_each_thing_once_in_lines_of_at_most_160_columns() {
     let hosts = crate::hosts::TestHosts::boot(2);
     let env = Env::new();
     let dir = example(&env, "k3s", "k3s");
     let build = env.run(&["build", "--no-images", "-t", "k3s-cluster:1", &dir]);
     assert!(build.status.success(), "{build:?}");
-    let mut said = String::from_utf8_lossy(&build.stderr).into_owned();
-    said.push_str(&env.ok(&["images"]));
-    said.push_str(&crate::run::run_on(
-        &env,
-        "k3s-cluster:1",
-        &hosts,
-        &[0],
-        &[1],
-        &[],
-    ));
-    let out = crate::run::on_hosts(&env, &hosts, &["reset"], true);
-    assert!(out.status.success(), "{out:?}");
-    said.push_str(&String::from_utf8_lossy(&out.stderr));
-    let wide: Vec<&str> = said.lines().filter(|l| l.chars().count() > 160).collect();
-    assert!(wide.is_empty(), "wider than 160 columns: {wide:#?}");
-    assert!(lines_with_full_digests(&said).is_empty(), "{said}");
+    let run = crate::run::run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    let reset = crate::run::on_hosts(&env, &hosts, &["reset"], true);
+    assert!(reset.status.success(), "{reset:?}");
+    let commands = [
+        String::from_utf8_lossy(&build.stderr).into_owned(),
+        env.ok(&["images"]),
+        run,
+        String::from_utf8_lossy(&reset.stderr).into_owned(),
+    ];
+    for said in &commands {
+        let wide: Vec<&str> = said.lines().filter(|l| l.chars().count() > 160).collect();
+        assert!(wide.is_empty(), "wider than 160 columns: {wide:#?}");
+        assert!(lines_with_full_digests(said).is_empty(), "{said}");
+        let mut seen = std::collections::BTreeSet::new();
+        let twice: Vec<&str> = said
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !seen.insert(*l))
+            .collect();
+        assert!(twice.is_empty(), "said twice: {twice:#?}\n{said}");
+    }
     // The summary's size in the one unit (the exact count is in --format json).
-    assert!(said.contains(" MB of layers sent); state in "), "{said}");
+    assert!(
+        commands[2].contains(" MB of layers sent); state in "),
+        "{}",
+        commands[2]
+    );
 }
 
 /// The subcommands a `--help` lists, and each argument or option of it that
