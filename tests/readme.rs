@@ -287,3 +287,54 @@ fn every_relative_link_of_the_docs_names_a_file_of_the_repository() {
         ["../shared/design.md"]
     );
 }
+
+#[test]
+fn the_readmes_env_key_table_names_each_key_run_help_lists_for_its_runtime() {
+    let env = Env::new();
+    let help = env.ok(&["run", "--help"]);
+    let section = help
+        .split_once("Cluster env keys (-e KEY=VALUE)")
+        .expect("run --help lists the env keys")
+        .1;
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let header = "| key | k3s | kubeadm | k0s |";
+    let table: Vec<Vec<&str>> = readme
+        .lines()
+        .skip_while(|l| *l != header)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| row.split('|').map(str::trim).collect())
+        .collect();
+    assert!(table.len() > 3, "no `{header}` table in README.md");
+    let columns = ["k3s", "kubeadm", "k0s"];
+    let mut runtime = "";
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for line in section.lines() {
+        if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
+            runtime = columns.iter().find(|c| **c == name).expect(name);
+            continue;
+        }
+        let Some((key, _)) = line.strip_prefix("    ").and_then(|l| l.split_once('=')) else {
+            continue;
+        };
+        let column = 2 + columns.iter().position(|c| *c == runtime).unwrap();
+        // A row names the key in backquotes, or a `PREFIX_*` that covers it.
+        let row = table.iter().find(|row| {
+            row[1].split(", ").map(|k| k.trim_matches('`')).any(|k| {
+                k == key
+                    || k.strip_suffix('*')
+                        .is_some_and(|prefix| key.starts_with(prefix))
+            })
+        });
+        checked += 1;
+        if !row.is_some_and(|row| !matches!(row[column], "" | "–" | "-")) {
+            missing.push(format!("{runtime}: {key}"));
+        }
+    }
+    assert!(checked >= 9, "only {checked} keys in run --help");
+    assert!(
+        missing.is_empty(),
+        "run --help lists keys README.md's table does not: {missing:?}"
+    );
+}
