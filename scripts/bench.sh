@@ -296,7 +296,13 @@ put_rsync() {
   done
 }
 
-bytes_sent() { sed -n 's/.* \([0-9]*\) bytes of layers sent.*/\1/p' "$work/err.out" | tail -1; }
+# bytes_sent: the bytes of layers the last `run` sent to all hosts, exactly, from
+# the `--format json` result its command wrote to $work/result.json (the summary
+# line on stderr rounds them for people): such a run line is
+# `run LABEL bash -c 'exec "$@" --format json >"$0"' "$work/result.json" "$sealrs" ...`.
+bytes_sent() {
+  python3 -c 'import json, sys; print(sum(h["bytesSent"] or 0 for h in json.load(open(sys.argv[1]))["hosts"]))' "$work/result.json"
+}
 
 # make_k3s_run_context CTX: the k3s-like context of `run` and `scale`. The 70 MB
 # blob stays in the image, but not as the binary that runs: the k3s stand-in
@@ -351,11 +357,13 @@ bench_run() {
     for ip in "${p_ips[@]}"; do ssh "${sshopts[@]}" "root@$ip" rm -rf /opt/rootfs-rsync; done
     echo "==> run $i/$runs: sealrs run, first apply to 4 hosts"
     sync
-    run sealrs_first "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
+    run sealrs_first bash -c 'exec "$@" --format json >"$0"' "$work/result.json" \
+      "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
     first_sent=$(bytes_sent)
     echo "==> run $i/$runs: sealrs run, unchanged re-apply"
     sync
-    run sealrs_again "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
+    run sealrs_again bash -c 'exec "$@" --format json >"$0"' "$work/result.json" \
+      "$sealrs" --root "$store" -q run bench:1 "${flags[@]}"
     again_sent=$(bytes_sent)
     if [ "$i" -lt "$runs" ]; then
       "$sealrs" --root "$store" -q reset --yes --known-hosts "$KNOWN_HOSTS" >/dev/null
@@ -365,7 +373,8 @@ bench_run() {
   printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-1\ndata:\n  key: "value 1, changed"\n' > "$ctx/manifests/cm-1.yaml"
   "$sealrs" --root "$store" -q build -t bench:2 "$ctx" >/dev/null
   sync
-  run sealrs_upgrade "$sealrs" --root "$store" -q run bench:2 "${flags[@]}"
+  run sealrs_upgrade bash -c 'exec "$@" --format json >"$0"' "$work/result.json" \
+      "$sealrs" --root "$store" -q run bench:2 "${flags[@]}"
   local up_sent; up_sent=$(bytes_sent)
 
   echo

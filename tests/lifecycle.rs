@@ -271,16 +271,14 @@ fn image_digest(env: &Env, image: &str) -> String {
     doc["digest"].as_str().unwrap().to_string()
 }
 
-/// `  HOST: N bytes sent` lines of the upgrade summary.
-fn bytes_sent(summary: &str, host: &str) -> u64 {
-    let prefix = format!("  {host}: ");
-    summary
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.strip_suffix(" bytes sent"))
-        .unwrap_or_else(|| panic!("no bytes line for {host}:\n{summary}"))
-        .parse()
-        .unwrap()
+/// The bytes sent to `host`, exactly, by a `--format json` result (the
+/// summary's `  HOST: 5.1 kB sent` lines round them for people).
+fn bytes_sent(result: &serde_json::Value, host: &str) -> u64 {
+    let hosts = result["hosts"].as_array().expect("hosts");
+    let entry = hosts.iter().find(|h| h["host"] == host);
+    entry
+        .and_then(|h| h["bytesSent"].as_u64())
+        .unwrap_or_else(|| panic!("no bytesSent for {host}: {result:#}"))
 }
 
 #[test]
@@ -311,14 +309,22 @@ fn upgrade_sends_only_the_changed_layer_and_refuses_a_downgrade() {
         .matches("server --cluster-init")
         .count();
 
-    let summary = lifecycle_ok(&env, &hosts, &["upgrade", "k3s-cluster:2"]);
+    let out = lifecycle(
+        &env,
+        &hosts,
+        &["upgrade", "k3s-cluster:2", "--format", "json"],
+    );
+    let summary = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{summary}");
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         summary.contains("upgraded to docker.io/library/k3s-cluster:2 on 2 hosts")
             || summary.contains("k3s-cluster:2 on 2 hosts"),
         "{summary}"
     );
     for host in [&hosts[0], &hosts[1]] {
-        let sent = bytes_sent(&summary, &host.ip);
+        let sent = bytes_sent(&result, &host.ip);
+        assert!(summary.contains(&format!("  {}: ", host.ip)), "{summary}");
         assert!(
             sent > 0 && sent * 100 < total,
             "{}: {sent} bytes sent of an image of {total}:\n{summary}",

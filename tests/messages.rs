@@ -365,26 +365,14 @@ fn a_rootfs_for_another_architecture_without_installer_says_how_to_build_one_bef
     );
 }
 
-#[test]
-fn on_a_terminal_a_host_step_shows_the_plan_step_it_is_at_and_the_time_it_took() {
-    let hosts = crate::hosts::TestHosts::boot(1);
-    let env = Env::new();
-    let dir = example(&env, "k3s", "k3s");
-    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
-    let mut argv = vec![
-        env!("CARGO_BIN_EXE_sealrs").to_string(),
-        "run".into(),
-        "k3s-cluster:1".into(),
-        "--masters".into(),
-        hosts[0].ip.clone(),
-    ];
-    argv.extend(crate::run::ssh_flags(&hosts));
-    let line = argv
-        .iter()
-        .map(|a| sealrs::transport::sh_quote(a))
+/// Runs sealrs with `args` in a terminal (script(1) gives it one): whether
+/// it succeeded, and what the terminal showed.
+pub(crate) fn in_a_terminal(env: &Env, args: &[String]) -> (bool, String) {
+    let line = std::iter::once(env!("CARGO_BIN_EXE_sealrs").to_string())
+        .chain(args.iter().cloned())
+        .map(|a| sealrs::transport::sh_quote(&a))
         .collect::<Vec<_>>()
         .join(" ");
-    // script(1) gives the command a terminal.
     let out = std::process::Command::new("script")
         .args(["-qfec", &line, "/dev/null"])
         .env("SEALRS_ROOT", &env.root)
@@ -392,8 +380,37 @@ fn on_a_terminal_a_host_step_shows_the_plan_step_it_is_at_and_the_time_it_took()
         .current_dir(env.dir.path())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), text)
+}
+
+/// Whether the terminal showed `step` followed by the installer's plan step
+/// ("h1: k3s install [7/15] start k3s.service").
+fn shows_plan_step(text: &str, step: &str) -> bool {
+    let at = format!("{step} [");
+    text.match_indices(&at).any(|(i, _)| {
+        let rest = &text[i + at.len()..];
+        let (count, title) = rest.split_once("] ").unwrap_or_default();
+        let (number, planned) = count.split_once('/').unwrap_or_default();
+        number.parse::<usize>().is_ok() && planned.parse::<usize>().is_ok() && !title.is_empty()
+    })
+}
+
+#[test]
+fn on_a_terminal_a_host_step_shows_the_plan_step_it_is_at_and_the_time_it_took() {
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "k3s-cluster:1".into(),
+        "--masters".into(),
+        hosts[0].ip.clone(),
+    ];
+    args.extend(crate::run::ssh_flags(&hosts));
+    let (ok, text) = in_a_terminal(&env, &args);
+    assert!(ok, "{text}");
     let step = format!("{}: k3s install ", hosts[0].ip);
     let timed = text.match_indices(&step).any(|(i, _)| {
         let rest = &text[i + step.len()..];
@@ -401,15 +418,29 @@ fn on_a_terminal_a_host_step_shows_the_plan_step_it_is_at_and_the_time_it_took()
         digits > 0 && rest[digits..].starts_with('s')
     });
     assert!(timed, "no `{step}Ns` on the terminal:\n{text}");
+    // The byte bars count in the messages' one unit (kB, MB), not in KiB.
+    assert!(text.contains(" kB/"), "no byte bar in kB:\n{text}");
+    assert!(
+        !text.contains("iB"),
+        "a binary unit on the terminal:\n{text}"
+    );
     // While it ran, the step of the installer's plan it was at.
-    let at = format!("{}: k3s install [", hosts[0].ip);
-    let counted = text.match_indices(&at).any(|(i, _)| {
-        let rest = &text[i + at.len()..];
-        let (count, title) = rest.split_once("] ").unwrap_or_default();
-        let (number, planned) = count.split_once('/').unwrap_or_default();
-        number.parse::<usize>().is_ok() && planned.parse::<usize>().is_ok() && !title.is_empty()
-    });
-    assert!(counted, "no `{at}N/M] STEP` on the terminal:\n{text}");
+    let install = format!("{}: k3s install", hosts[0].ip);
+    assert!(
+        shows_plan_step(&text, &install),
+        "no `{install} [N/M] STEP` on the terminal:\n{text}"
+    );
+
+    // Reset shows its uninstall's plan step the same way.
+    let mut args: Vec<String> = vec!["reset".into(), "--yes".into()];
+    args.extend(crate::run::ssh_flags(&hosts));
+    let (ok, text) = in_a_terminal(&env, &args);
+    assert!(ok, "{text}");
+    let uninstall = format!("{}: k3s uninstall", hosts[0].ip);
+    assert!(
+        shows_plan_step(&text, &uninstall),
+        "no `{uninstall} [N/M] STEP` on the terminal:\n{text}"
+    );
 }
 
 #[test]
@@ -485,4 +516,136 @@ fn a_failed_host_step_says_which_of_the_plans_steps_it_was() {
     let (number, planned): (usize, usize) = (number.parse().unwrap(), planned.parse().unwrap());
     // The first step fails; the plan had more.
     assert!(number == 1 && planned > 1, "{rest}");
+}
+
+#[test]
+fn a_failed_uninstall_step_says_which_of_the_plans_steps_it_was() {
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.write_mode(&format!("{dir}/scripts/noop.sh"), "#!/bin/sh\n", 0o755);
+    let kubefile = env.path(&format!("{dir}/Kubefile"));
+    let mut text = std::fs::read_to_string(&kubefile).unwrap();
+    text.push_str("COPY scripts ./scripts\nLABEL sealrs.io/clean=\"echo cannot clean; exit 3\"\n");
+    std::fs::write(&kubefile, text).unwrap();
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-clean:1", &dir]);
+    let ip = hosts[0].ip.as_str();
+    crate::run::run_on(&env, "k3s-clean:1", &hosts, &[0], &[], &[]);
+    let out = crate::run::on_hosts(&env, &hosts, &["reset"], true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let at = "uninstall failed at step hook-clean (run the image's clean hook (label); step ";
+    let start = err.find(at).unwrap_or_else(|| panic!("{err}")) + at.len();
+    let rest = &err[start..err[start..].find(')').unwrap() + start];
+    let (number, planned) = rest
+        .split_once(" of ")
+        .unwrap_or_else(|| panic!("no `; step N of M` in {rest:?}:\n{err}"));
+    let (number, planned): (usize, usize) = (number.parse().unwrap(), planned.parse().unwrap());
+    // Services stop before the clean hook; steps remain after it.
+    assert!(number > 1 && planned > number, "{rest}");
+    assert!(err.contains("cannot clean"), "the last lines: {err}");
+    assert!(
+        err.contains(&format!("{ip}: output of the clean hook (1 line) in ")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_first_cluster_run_its_images_and_reset_say_each_thing_once_in_lines_of_at_most_160_columns() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    let build = env.run(&["build", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    assert!(build.status.success(), "{build:?}");
+    let run = crate::run::run_on(&env, "k3s-cluster:1", &hosts, &[0], &[1], &[]);
+    let reset = crate::run::on_hosts(&env, &hosts, &["reset"], true);
+    assert!(reset.status.success(), "{reset:?}");
+    let commands = [
+        String::from_utf8_lossy(&build.stderr).into_owned(),
+        env.ok(&["images"]),
+        run,
+        String::from_utf8_lossy(&reset.stderr).into_owned(),
+    ];
+    for said in &commands {
+        let wide: Vec<&str> = said.lines().filter(|l| l.chars().count() > 160).collect();
+        assert!(wide.is_empty(), "wider than 160 columns: {wide:#?}");
+        assert!(lines_with_full_digests(said).is_empty(), "{said}");
+        let mut seen = std::collections::BTreeSet::new();
+        let twice: Vec<&str> = said
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !seen.insert(*l))
+            .collect();
+        assert!(twice.is_empty(), "said twice: {twice:#?}\n{said}");
+    }
+    // The summary's size in the one unit (the exact count is in --format json).
+    assert!(
+        commands[2].contains(" MB of layers sent); state in "),
+        "{}",
+        commands[2]
+    );
+}
+
+/// The subcommands a `--help` lists, and each argument or option of it that
+/// has no text saying what it is for.
+fn help_gaps(help: &str) -> (Vec<String>, Vec<String>) {
+    let lines: Vec<&str> = help.lines().collect();
+    let (mut commands, mut bare) = (Vec::new(), Vec::new());
+    let mut section = "";
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            section = line;
+            continue;
+        }
+        let Some(entry) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) else {
+            continue;
+        };
+        let (name, text) = entry.split_once("  ").unwrap_or((entry, ""));
+        match section {
+            "Commands:" if name != "help" => commands.push(name.trim().to_string()),
+            "Arguments:" | "Options:" => {
+                let next = lines.get(i + 1).map_or("", |l| l.trim());
+                let indented = lines.get(i + 1).is_some_and(|l| l.starts_with("      "));
+                let said = !text.trim().is_empty() || indented && !next.is_empty();
+                if !said {
+                    bare.push(name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    (commands, bare)
+}
+
+#[test]
+fn every_argument_of_every_command_says_in_its_help_what_it_is_for() {
+    let env = Env::new();
+    let mut queue = vec![Vec::<String>::new()];
+    let (mut seen, mut bare) = (0, Vec::new());
+    while let Some(path) = queue.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let (commands, gaps) = help_gaps(&env.ok(&args));
+        seen += 1;
+        bare.extend(
+            gaps.into_iter()
+                .map(|g| format!("sealrs {} {g}", path.join(" "))),
+        );
+        for command in commands {
+            let mut sub = path.clone();
+            sub.push(command);
+            queue.push(sub);
+        }
+    }
+    assert!(seen > 25, "only {seen} helps read");
+    assert!(bare.is_empty(), "no help text: {bare:#?}");
+    // The ones a newcomer missed, with run --ssh-user's default.
+    let run = env.ok(&["run", "--help"]);
+    assert!(
+        run.contains("SSH user on every host [default: root]"),
+        "{run}"
+    );
+    assert_eq!(
+        help_gaps("Arguments:\n  <IMAGE>...\n\nOptions:\n  -f, --force  Remove\n").1,
+        ["<IMAGE>..."]
+    );
 }

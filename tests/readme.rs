@@ -238,3 +238,103 @@ fn the_walkthrough_runs_on_real_hosts_as_written() {
         );
     }
 }
+
+/// The targets of a document's Markdown links (`[text](target)`) that are
+/// not web addresses or anchors in the page, their `#anchor` cut off.
+fn relative_links(markdown: &str) -> Vec<String> {
+    markdown
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(target, _)| target))
+        .map(|target| target.split('#').next().unwrap_or_default())
+        .filter(|t| !t.is_empty() && !t.contains("://") && !t.starts_with("mailto:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_relative_link_of_the_docs_names_a_file_of_the_repository() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .canonicalize()
+        .unwrap();
+    let mut docs = vec![repo.join("README.md")];
+    for dir in ["docs", "Kubefile-examples"] {
+        for entry in walkdir::WalkDir::new(repo.join(dir)) {
+            let path = entry.unwrap().into_path();
+            if path.extension().is_some_and(|e| e == "md") {
+                docs.push(path);
+            }
+        }
+    }
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for doc in &docs {
+        for link in relative_links(&fs::read_to_string(doc).unwrap()) {
+            checked += 1;
+            let target = doc.parent().unwrap().join(&link).canonicalize();
+            if !target.is_ok_and(|t| t.starts_with(&repo)) {
+                broken.push(format!("{}: {link}", doc.display()));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "links outside the repository or to nothing: {broken:#?}"
+    );
+    assert!(checked > 0, "no relative link found in {docs:?}");
+    assert_eq!(
+        relative_links("see [design](../shared/design.md#x), [web](https://a.b/c) and [top](#top)"),
+        ["../shared/design.md"]
+    );
+}
+
+#[test]
+fn the_readmes_env_key_table_names_each_key_run_help_lists_for_its_runtime() {
+    let env = Env::new();
+    let help = env.ok(&["run", "--help"]);
+    let section = help
+        .split_once("Cluster env keys (-e KEY=VALUE)")
+        .expect("run --help lists the env keys")
+        .1;
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let header = "| key | k3s | kubeadm | k0s |";
+    let table: Vec<Vec<&str>> = readme
+        .lines()
+        .skip_while(|l| *l != header)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| row.split('|').map(str::trim).collect())
+        .collect();
+    assert!(table.len() > 3, "no `{header}` table in README.md");
+    let columns = ["k3s", "kubeadm", "k0s"];
+    let mut runtime = "";
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for line in section.lines() {
+        if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
+            runtime = columns.iter().find(|c| **c == name).expect(name);
+            continue;
+        }
+        let Some((key, _)) = line.strip_prefix("    ").and_then(|l| l.split_once('=')) else {
+            continue;
+        };
+        let column = 2 + columns.iter().position(|c| *c == runtime).unwrap();
+        // A row names the key in backquotes, or a `PREFIX_*` that covers it.
+        let row = table.iter().find(|row| {
+            row[1].split(", ").map(|k| k.trim_matches('`')).any(|k| {
+                k == key
+                    || k.strip_suffix('*')
+                        .is_some_and(|prefix| key.starts_with(prefix))
+            })
+        });
+        checked += 1;
+        if !row.is_some_and(|row| !matches!(row[column], "" | "–" | "-")) {
+            missing.push(format!("{runtime}: {key}"));
+        }
+    }
+    assert!(checked >= 9, "only {checked} keys in run --help");
+    assert!(
+        missing.is_empty(),
+        "run --help lists keys README.md's table does not: {missing:?}"
+    );
+}

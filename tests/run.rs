@@ -170,6 +170,48 @@ pub(crate) fn run_on(
     nodes: &[usize],
     extra: &[&str],
 ) -> String {
+    let out = run_on_output(env, image, hosts, masters, nodes, extra);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// [`run_on`] with `--format json`: its stderr, and how many hosts it
+/// changed and the bytes of layers it sent, exactly (the summary line
+/// rounds them for people).
+pub(crate) fn run_on_counted(
+    env: &Env,
+    image: &str,
+    hosts: &TestHosts,
+    masters: &[usize],
+    nodes: &[usize],
+    extra: &[&str],
+) -> (String, (usize, u64)) {
+    let mut extra = extra.to_vec();
+    extra.extend(["--format", "json"]);
+    let out = run_on_output(env, image, hosts, masters, nodes, &extra);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (stderr, changed_and_sent(&out.stdout))
+}
+
+/// How many hosts a `--format json` result says the command changed, and
+/// the bytes of layers it sent to them all.
+pub(crate) fn changed_and_sent(stdout: &[u8]) -> (usize, u64) {
+    let result: serde_json::Value = serde_json::from_slice(stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(stdout)));
+    let hosts = result["hosts"].as_array().expect("hosts");
+    let changed = hosts.iter().filter(|h| h["changed"] == true).count();
+    let sent = hosts.iter().map(|h| h["bytesSent"].as_u64().unwrap()).sum();
+    (changed, sent)
+}
+
+/// `sealrs run IMAGE --masters … --nodes …` on `hosts`, which must succeed.
+fn run_on_output(
+    env: &Env,
+    image: &str,
+    hosts: &TestHosts,
+    masters: &[usize],
+    nodes: &[usize],
+    extra: &[&str],
+) -> std::process::Output {
     let ips = |idx: &[usize]| {
         idx.iter()
             .map(|&i| hosts[i].ip.clone())
@@ -184,9 +226,9 @@ pub(crate) fn run_on(
     args.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = env.run(&refs);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "sealrs {args:?} failed:\n{stderr}");
-    stderr
+    out
 }
 
 /// What the stand-ins recorded on a host: one line per call.
@@ -210,6 +252,16 @@ fn k3s_with_three_servers_and_one_agent_on_real_hosts() {
     // Three servers and an agent, with `-e ENV`.
     let apply = |env_arg: &str| {
         run_on(
+            &env,
+            "k3s-cluster:1",
+            &hosts,
+            &[0, 1, 2],
+            &[3],
+            &["-e", env_arg],
+        )
+    };
+    let counted = |env_arg: &str| {
+        run_on_counted(
             &env,
             "k3s-cluster:1",
             &hosts,
@@ -268,11 +320,8 @@ fn k3s_with_three_servers_and_one_agent_on_real_hosts() {
     assert!(env.root.join("clusters/default/Clusterfile").exists());
 
     // Idempotent: the same command again changes nothing and sends nothing.
-    let again = apply(&pass);
-    assert!(
-        again.contains("(0 changed, 0 bytes of layers sent)"),
-        "{again}"
-    );
+    let (again, counts) = counted(&pass);
+    assert_eq!(counts, (0, 0), "{again}");
     // ... and knows it from the host checks: no install or join ran.
     assert!(
         again.contains(
@@ -284,12 +333,9 @@ fn k3s_with_three_servers_and_one_agent_on_real_hosts() {
 
     // A host that drifted is put back by the same command: the probe saw it.
     hosts[3].exec_ok(&["systemctl", "stop", "k3s-agent"]);
-    let drifted = apply(&pass);
+    let (drifted, counts) = counted(&pass);
     assert!(!drifted.contains("found nothing to change"), "{drifted}");
-    assert!(
-        drifted.contains("(1 changed, 0 bytes of layers sent)"),
-        "{drifted}"
-    );
+    assert_eq!(counts, (1, 0), "{drifted}");
     assert_eq!(
         hosts[3]
             .exec_ok(&["systemctl", "is-active", "k3s-agent"])

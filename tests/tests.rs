@@ -14,6 +14,7 @@ mod day2; // a cluster's second day: reset keeps the operator's store, locks, co
 mod dead_hosts; // sealrs status, delete --force of a host that is down, masters replaced one at a time
 mod fleet; // --max-parallel refused when no positive number; node joins failing within run/add --max-failed, reported, rerun
 mod harvest; // images harvested into a rootfs from a real registry, and by `build`
+mod hook_logs; // a hook's and an application's whole output kept in 0600 logs whose paths the run prints; the last 20 runs kept
 mod hub; // the in-cluster registry sealos.hub:5000 on real hosts: real docker-registry and containerd, k3s registries.yaml
 mod image_hooks; // an image's check/init/clean labels run on a real host, values byte for byte
 mod installer; // `sealrs installer` on a temp host root, and the installer layer build embeds

@@ -87,9 +87,15 @@ pub struct AppCommand {
 
 impl AppCommand {
     /// The bash argv that runs it; `None` when there is nothing to run.
+    /// Its stdout joins its stderr, which the transport passes on as it
+    /// comes: the whole output, in the order it was written.
     pub fn argv(&self) -> Option<Vec<String>> {
         let script = script(&self.lines, &self.dir, &self.env)?;
-        Some(vec!["bash".into(), "-c".into(), script])
+        Some(vec![
+            "bash".into(),
+            "-c".into(),
+            format!("exec 1>&2\n{script}"),
+        ])
     }
 }
 
@@ -309,7 +315,7 @@ pub(super) fn apply_apps(ctx: &mut RunContext, cluster: &mut Cluster) -> Result<
             sent_to_first += sent;
             super::image_files::upload(transport, &first, app, &dir)?;
             super::hub::merge_app_tree(transport, &first, &dir)?;
-            run_command(ctx, transport, &first, app, &command)?;
+            run_command(ctx, transport, (cluster, &first), app, &command)?;
             record_image(cluster, &first, app);
         }
         Ok(())
@@ -351,7 +357,7 @@ fn run_patch(
             cmd,
             BTreeMap::new(),
         )?;
-        run_command(ctx, transport.as_ref(), host, patch, &command)
+        run_command(ctx, transport.as_ref(), (cluster, host), patch, &command)
     });
     let mut failures = Vec::new();
     for ((host, _), result) in targets.iter().zip(results) {
@@ -366,10 +372,12 @@ fn run_patch(
     ApplyError::all_hosts_ok(failures)
 }
 
+/// Runs `image`'s command on `host` of `cluster`, its output shown as it
+/// comes and kept in the cluster's logs (`output_log`).
 fn run_command(
     ctx: &RunContext,
     transport: &dyn Transport,
-    host: &Host,
+    (cluster, host): (&Cluster, &Host),
     image: &AppliedImage,
     command: &AppCommand,
 ) -> Result<(), ApplyError> {
@@ -382,16 +390,28 @@ fn run_command(
         ));
         return Ok(());
     };
-    ctx.progress.message(&format!(
+    // The commands cut where a line would wrap; the dry run shows them whole.
+    let lines = command.lines.join("; ");
+    let label = format!(
         "{}: image {}: running {}",
         host.key(),
         image.name,
-        command.lines.join("; ")
-    ));
+        cut(&lines, 80)
+    );
+    let step = ctx
+        .logs
+        .step(ctx.progress, &cluster.name, &host.key(), &label);
+    let (source, what) = (
+        format!("app-{}", image.name),
+        format!("`{}`", cut(&lines, 60)),
+    );
     let env: Vec<(String, String)> = command.env.clone().into_iter().collect();
     let output = transport
-        .run(&argv, &env, None)
+        .run_watching(&argv, &env, None, &|line| {
+            step.output_of(&source, &what, line)
+        })
         .map_err(ApplyError::transport(host.key()))?;
+    drop(step);
     if !output.success() {
         return Err(ApplyError::App {
             image: image.name.clone(),
@@ -419,6 +439,14 @@ fn run_command(
         }
     ));
     Ok(())
+}
+
+/// `text` cut to `max` characters, `…` marking the cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 fn record_image(cluster: &mut Cluster, host: &Host, image: &AppliedImage) {

@@ -36,6 +36,8 @@ pub(super) struct RunContext<'a> {
     /// The host that serves the in-cluster registry, once the command knows
     /// its cluster: the only one that gets the registry tree's layers.
     pub hub_host: Option<crate::cluster::Address>,
+    /// Where the output of the images' hooks and commands is kept.
+    pub logs: super::output_log::OutputLogs,
 }
 
 impl<'a> RunContext<'a> {
@@ -84,6 +86,7 @@ impl<'a> RunContext<'a> {
             checks: Vec::new(),
             report: RunReport::default(),
             hub_host: None,
+            logs: super::output_log::OutputLogs::new(store.root()),
         })
     }
 

@@ -34,11 +34,12 @@ pub(super) fn first_master(
         Install::Cluster => "",
         Install::Secrets => " (for the join secrets)",
     };
-    let step = ctx.progress.step(&format!(
-        "{}: {} install{why}",
-        first.key(),
-        ctx.runtime.name()
-    ));
+    let step = ctx.logs.step(
+        ctx.progress,
+        &snapshot.name,
+        &first.key(),
+        &format!("{}: {} install{why}", first.key(), ctx.runtime.name()),
+    );
     let request = host_request(snapshot, first, &ctx.image, &JoinSecrets::default());
     let outcome = run_installer_shown(
         ctx.connection(first)?,

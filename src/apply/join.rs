@@ -38,11 +38,16 @@ pub(super) fn join(
 ) -> Result<(), ApplyError> {
     let (masters, nodes): (Vec<Host>, Vec<Host>) = hosts.into_iter().partition(Host::is_master);
     for host in &masters {
-        let step = ctx.progress.step(&format!(
-            "{}: {} join (control plane)",
-            host.key(),
-            ctx.runtime.name()
-        ));
+        let step = ctx.logs.step(
+            ctx.progress,
+            &snapshot.name,
+            &host.key(),
+            &format!(
+                "{}: {} join (control plane)",
+                host.key(),
+                ctx.runtime.name()
+            ),
+        );
         let joined = join_one(ctx, snapshot, host, secrets, step.as_ref());
         drop(step);
         match (joined, on_failure) {
@@ -63,11 +68,12 @@ pub(super) fn join(
     let label = format!("{} join (nodes)", ctx.runtime.name());
     let tally = HostTally::new(ctx.progress, &label, nodes.len());
     let results = per_host(ctx.max_parallel(), &nodes, |host| {
-        let step = shared.progress.step(&format!(
-            "{}: {} join (node)",
-            host.key(),
-            shared.runtime.name()
-        ));
+        let step = shared.logs.step(
+            shared.progress,
+            &snapshot.name,
+            &host.key(),
+            &format!("{}: {} join (node)", host.key(), shared.runtime.name()),
+        );
         let joined = join_one(shared, snapshot, host, secrets, step.as_ref());
         tally.finished(joined.is_ok());
         (host.clone(), joined)

@@ -87,6 +87,7 @@ mod join;
 pub mod kubeconfig;
 mod lifecycle;
 mod lock;
+mod output_log;
 mod parallel;
 pub mod pull;
 mod remote;

@@ -7,7 +7,7 @@ use super::ApplyError;
 use crate::cluster::{Cluster, Host};
 use crate::installer::{Operation, Report, Request};
 use crate::plan::Plan;
-use crate::progress::text::is_step_line;
+use crate::progress::text::{is_step_line, parse_output_line};
 use crate::progress::Task;
 use crate::runtime::{HostContext, JoinSecrets};
 use crate::transport::{Output, Transport};
@@ -83,24 +83,15 @@ fn call_installer_watching(
     let mut argv = vec![installer.clone(), "installer".to_string()];
     argv.extend(subcommand.iter().map(|s| s.to_string()));
     let output = transport
-        .run_watching(&argv, Some(input.as_bytes()), on_line)
+        .run_watching(&argv, &[], Some(input.as_bytes()), on_line)
         .map_err(ApplyError::transport(transport.address()))?;
     Ok((format!("{installer} installer {}", subcommand[0]), output))
 }
 
-/// Has the image's installer plan `operation` for the host and execute it.
-pub(super) fn run_installer(
-    transport: &dyn Transport,
-    image: &AppliedImage,
-    operation: Operation,
-    request: &Request,
-) -> Result<Report, ApplyError> {
-    let output = call_installer(transport, image, &[operation.as_str()], &request.to_json())?;
-    installer_report(transport, &operation.to_string(), output)
-}
-
-/// [`run_installer`], with the step the plan is at shown on `shown`
-/// ("[7/15] start k3s.service") while it runs.
+/// Has the image's installer plan `operation` for the host and execute it,
+/// with the step the plan is at shown on `shown` ("[7/15] start
+/// k3s.service") while it runs, and the lines its hook steps' programs
+/// write given to it as they come.
 pub(super) fn run_installer_shown(
     transport: &dyn Transport,
     image: &AppliedImage,
@@ -111,6 +102,8 @@ pub(super) fn run_installer_shown(
     let show = |line: &str| {
         if is_step_line(line) {
             shown.status(line);
+        } else if let Some((step, text)) = parse_output_line(line) {
+            shown.output(step, text);
         }
     };
     let output = call_installer_watching(

@@ -5,12 +5,14 @@
 
 use super::context::RunContext;
 use super::parallel::per_host;
-use super::remote::{apply_plan, host_context, host_request, query, run_checked, run_installer};
+use super::remote::{
+    apply_plan, host_context, host_request, query, run_checked, run_installer_shown,
+};
 use super::{ApplyError, HostFailure};
 use crate::cluster::{Cluster, Host};
 use crate::host_paths::HOST_DIR;
 use crate::installer::Operation;
-use crate::progress::HostTally;
+use crate::progress::{HostTally, Task};
 use crate::runtime::{self, JoinSecrets};
 use crate::transport::Transport;
 
@@ -25,10 +27,11 @@ pub(super) fn uninstall(
     stop_at_failed_master: bool,
 ) -> Vec<(Host, Result<bool, ApplyError>)> {
     let teardown_on = |host: &Host| {
-        let _step = ctx
-            .progress
-            .step(&format!("{}: {} uninstall", host.key(), ctx.runtime.name()));
-        teardown(ctx, snapshot, host)
+        let label = format!("{}: {} uninstall", host.key(), ctx.runtime.name());
+        let step = ctx
+            .logs
+            .step(ctx.progress, &snapshot.name, &host.key(), &label);
+        teardown(ctx, snapshot, host, step.as_ref())
     };
     let label = format!("{} uninstall (workers)", ctx.runtime.name());
     let tally = HostTally::new(ctx.progress, &label, workers.len());
@@ -84,11 +87,18 @@ pub(super) fn refuse_stores(ctx: &RunContext, hosts: &[Host]) -> Result<(), Appl
     })
 }
 
-/// Uninstalls the runtime from `host` and removes what sealrs put there.
-fn teardown(ctx: &RunContext, cluster: &Cluster, host: &Host) -> Result<bool, ApplyError> {
+/// Uninstalls the runtime from `host` and removes what sealrs put there,
+/// the plan's step shown on `shown` while it runs.
+fn teardown(
+    ctx: &RunContext,
+    cluster: &Cluster,
+    host: &Host,
+    shown: &dyn Task,
+) -> Result<bool, ApplyError> {
     let transport = ctx.connection(host)?;
     let request = host_request(cluster, host, &ctx.image, &JoinSecrets::default());
-    let report = run_installer(transport, &ctx.image, Operation::Uninstall, &request)?;
+    let operation = Operation::Uninstall;
+    let report = run_installer_shown(transport, &ctx.image, operation, &request, shown)?;
     super::join::warn_failed_steps(ctx, host, &report);
     // Layer directories, unpacked rootfs, placed-file records, markers.
     run_checked(transport, &["rm", "-rf", "--one-file-system", HOST_DIR])?;

@@ -17,8 +17,7 @@ use super::context::RunContext;
 use super::image::AppliedImage;
 use super::parallel::per_host;
 use super::remote::{
-    apply_plan, call_installer, host_context, host_request, query, run_installer,
-    run_installer_shown,
+    apply_plan, call_installer, host_context, host_request, query, run_installer_shown,
 };
 use super::save::UpgradeIntent;
 use super::status::{record, record_all};
@@ -360,11 +359,12 @@ fn one_batch(
 
     let hosts: Vec<Host> = ready.iter().map(|(h, _)| h.clone()).collect();
     let upgraded = per_host(ctx.max_parallel(), &hosts, |host| {
-        let step = ctx.progress.step(&format!(
-            "{}: {} upgrade to {to}",
-            host.key(),
-            ctx.runtime.name()
-        ));
+        let step = ctx.logs.step(
+            ctx.progress,
+            &snapshot.name,
+            &host.key(),
+            &format!("{}: {} upgrade to {to}", host.key(), ctx.runtime.name()),
+        );
         let mut request = host_request(snapshot, host, &ctx.image, &JoinSecrets::default());
         request.target_version = Some(to.clone());
         let upgraded = ctx.connection(host).and_then(|transport| {
@@ -459,9 +459,18 @@ fn roll_back(
     ));
     let mut request = host_request(snapshot, host, previous, &JoinSecrets::default());
     request.target_version = Some(from.clone());
-    let returned = ctx
-        .connection(host)
-        .and_then(|t| run_installer(t, previous, Operation::Upgrade, &request));
+    let label = format!(
+        "{}: {} upgrade back to {from}",
+        host.key(),
+        ctx.runtime.name()
+    );
+    let step = ctx
+        .logs
+        .step(ctx.progress, &snapshot.name, &host.key(), &label);
+    let returned = ctx.connection(host).and_then(|t| {
+        run_installer_shown(t, previous, Operation::Upgrade, &request, step.as_ref())
+    });
+    drop(step);
     if let Err(e) = returned {
         return not(&previous.name, format!("that failed too: {e}"), error);
     }

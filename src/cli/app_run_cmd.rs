@@ -89,10 +89,10 @@ pub(super) fn run(
     super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprintln!(
-        "cluster {} runs {} ({} bytes of layers sent); state in {}",
+        "cluster {} runs {} ({} of layers sent); state in {}",
         cluster.name,
         images.join(", "),
-        sent,
+        crate::progress::text::size(sent),
         apply::cluster_file(root, &cluster.name).display()
     );
     Ok(())

@@ -286,6 +286,8 @@ fn execute(plan: &Plan, mut ctx: ExecContext, layers: &[PathBuf], quiet: bool) -
                 crate::progress::text::step_line(number, planned, title)
             )
         });
+        ctx.on_output =
+            Some(|step, line| eprintln!("{}", crate::progress::text::output_line(step, line)));
     }
     let report = installer::execute(plan, &ctx)?;
     outln!("{}", report.to_json())?;

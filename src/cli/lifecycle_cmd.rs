@@ -16,7 +16,7 @@ use super::result::{CommandResult, Done, HostError};
 use super::run_cmd::SshConnector;
 use crate::apply::{self, ClusterLock, LifecycleReport};
 use crate::cluster::{Cluster, PasswordSource};
-use crate::progress::text::count;
+use crate::progress::text::{count, size};
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -167,7 +167,7 @@ fn bytes_lines(report: &LifecycleReport) -> String {
     report
         .bytes_sent
         .iter()
-        .map(|(host, bytes)| format!("  {host}: {bytes} bytes sent\n"))
+        .map(|(host, bytes)| format!("  {host}: {} sent\n", size(*bytes)))
         .collect()
 }
 
@@ -223,11 +223,11 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
     }
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
-        "added {} to cluster {} ({} changed, {} bytes of layers sent); state in {}\n{}",
+        "added {} to cluster {} ({} changed, {} of layers sent); state in {}\n{}",
         report.hosts.join(", "),
         cluster.name,
         report.changed.len(),
-        sent,
+        size(sent),
         apply::cluster_file(root, &cluster.name).display(),
         bytes_lines(&report)
     );
@@ -375,7 +375,7 @@ pub fn upgrade(
     let report = super::interrupted_next(root, &cluster.name, result)?;
     let sent: u64 = report.bytes_sent.values().sum();
     eprint!(
-        "cluster {} {} {} on {} ({} changed, {} bytes of layers sent); state in {}\n{}",
+        "cluster {} {} {} on {} ({} changed, {} of layers sent); state in {}\n{}",
         cluster.name,
         if image.is_some() {
             "upgraded to"
@@ -385,7 +385,7 @@ pub fn upgrade(
         cluster.images.first().map(String::as_str).unwrap_or("?"),
         count(report.hosts.len(), "host"),
         report.changed.len(),
-        sent,
+        size(sent),
         apply::cluster_file(root, &cluster.name).display(),
         bytes_lines(&report)
     );

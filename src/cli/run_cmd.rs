@@ -10,7 +10,7 @@ use super::args::{ResultFormat, RunArgs};
 use super::result::{CommandResult, Done};
 use crate::apply::{self, Connector, RunOptions};
 use crate::cluster::{Address, Cluster, ClusterArgs, Host, PasswordSource, SshConfig};
-use crate::progress::text::count;
+use crate::progress::text::{count, size};
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::transport::{ConnectOptions, Secret, Ssh, Transport, TransportError};
@@ -353,11 +353,11 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         );
     }
     eprintln!(
-        "cluster {} is running on {} ({} changed, {} bytes of layers sent); state in {}",
+        "cluster {} is running on {} ({} changed, {} of layers sent); state in {}",
         cluster.name,
         count(cluster.hosts.len() - failed, "host"),
         report.changed.len(),
-        sent,
+        size(sent),
         saved.display()
     );
     save_kubeconfig(root, &cluster, &connector, !report.changed.is_empty());

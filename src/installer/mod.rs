@@ -99,6 +99,9 @@ pub struct ExecContext<'a> {
     /// Called as each step starts, with its number, the plan's length and
     /// its title: the operator's spinner shows it ("[7/15] start k3s.service").
     pub on_start: Option<fn(usize, usize, &str)>,
+    /// Called with a hook step's id and each line its program writes, as it
+    /// comes: the operator shows it live and keeps it whole in a log.
+    pub on_output: Option<fn(&str, &str)>,
 }
 
 impl<'a> ExecContext<'a> {
@@ -113,6 +116,7 @@ impl<'a> ExecContext<'a> {
             systemctl: vec!["systemctl".to_string()],
             on_step: None,
             on_start: None,
+            on_output: None,
         }
     }
 

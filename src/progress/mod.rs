@@ -39,6 +39,10 @@ pub trait Task: Send {
     /// Where the work is now ("[7/15] start k3s.service"), shown beside the
     /// label while it runs where the display is redrawn; logs skip it.
     fn status(&self, _text: &str) {}
+    /// A line `source` (a hook step, an image's command) wrote, as it comes
+    /// ("h1: Release \"app\" installed"): shown above the spinner where the
+    /// display is redrawn; logs skip it (the whole output is kept in a file).
+    fn output(&self, _source: &str, _line: &str) {}
 }
 
 /// Reports nothing: for tests and `--quiet`.
@@ -104,8 +108,9 @@ impl Progress for Bars {
     fn begin(&self, label: &str, total: Option<u64>) -> Box<dyn Task> {
         let bar = match total {
             Some(n) => indicatif::ProgressBar::new(n).with_style(
+                // Decimal units, as every message (`text::size`): kB and MB, not KiB.
                 indicatif::ProgressStyle::with_template(
-                    "{msg:40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    "{msg:40!} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}",
                 )
                 .expect("static template")
                 .progress_chars("=> "),
@@ -164,6 +169,9 @@ impl Task for StepTask {
     }
     fn status(&self, text: &str) {
         self.bar.set_message(format!("{} {text}", self.label));
+    }
+    fn output(&self, _source: &str, line: &str) {
+        self.bar.println(line);
     }
 }
 

@@ -92,6 +92,22 @@ pub fn is_step_line(line: &str) -> bool {
     })
 }
 
+/// The line the installer prints for each line a hook step's program writes,
+/// as it comes: "hook-init| text", `step` being the step's id.
+pub fn output_line(step: &str, text: &str) -> String {
+    format!("{step}| {text}")
+}
+
+/// The step id and the text of an [`output_line`]; `None` for other lines.
+pub fn parse_output_line(line: &str) -> Option<(&str, &str)> {
+    let (step, text) = line.split_once("| ")?;
+    let id = !step.is_empty()
+        && step
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    id.then_some((step, text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +123,22 @@ mod tests {
             "",
         ] {
             assert!(!is_step_line(other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn an_output_line_gives_back_its_step_and_text_and_other_lines_are_not_output() {
+        let line = output_line("hook-init", "a | b");
+        assert_eq!(parse_output_line(&line), Some(("hook-init", "a | b")));
+        assert_eq!(parse_output_line("hook-init| "), Some(("hook-init", "")));
+        for other in [
+            &step_line(7, 15, "run the image's init hook (label)"),
+            "changed   [hook-init] run the image's init hook (label)",
+            "          | exit 3",
+            "unpacked 2 layers in /x",
+            "| x",
+        ] {
+            assert_eq!(parse_output_line(other), None, "{other:?}");
         }
     }
 

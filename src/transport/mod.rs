@@ -50,16 +50,17 @@ pub trait Transport: Send + Sync {
         stdin: Option<&[u8]>,
     ) -> Result<Output, TransportError>;
 
-    /// [`Transport::run`] (no extra env), calling `on_line` with each line
-    /// the command writes to stderr as it comes, where the transport can (a
-    /// live status while a host works); by default only when it ends.
+    /// [`Transport::run`], calling `on_line` with each line the command
+    /// writes to stderr as it comes, where the transport can (a live status
+    /// while a host works); by default only when it ends.
     fn run_watching(
         &self,
         argv: &[String],
+        env: &[(String, String)],
         stdin: Option<&[u8]>,
         on_line: &dyn Fn(&str),
     ) -> Result<Output, TransportError> {
-        let output = self.run(argv, &[], stdin)?;
+        let output = self.run(argv, env, stdin)?;
         String::from_utf8_lossy(&output.stderr)
             .lines()
             .for_each(on_line);

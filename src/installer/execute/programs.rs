@@ -1,6 +1,7 @@
 //! Running a plan's programs: never through a shell, with a minimal
 //! environment, the host root's programs first.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
@@ -27,7 +28,10 @@ impl StepRun<'_> {
         if let Some(dir) = cwd.as_ref().filter(|d| !d.is_dir()) {
             return Err(InstallerError::NoWorkDir { path: dir.clone() });
         }
-        let result = self.spawn(&argv, env, cwd.as_deref());
+        let result = match (self.shown(), capture) {
+            (Some(show), None) => self.spawn_shown(&argv, env, cwd.as_deref(), show),
+            _ => self.spawn(&argv, env, cwd.as_deref()),
+        };
         let out = match result {
             Ok(out) => out,
             Err(err) if allow_failure => {
@@ -80,6 +84,61 @@ impl StepRun<'_> {
         env: &[(String, String)],
         cwd: Option<&Path>,
     ) -> Result<std::process::Output, InstallerError> {
+        self.command(argv, env, cwd)
+            .output()
+            .map_err(|source| InstallerError::Spawn {
+                program: argv[0].clone(),
+                source,
+            })
+    }
+
+    /// Where this step's output goes as it comes: a hook's (the scripts an
+    /// image's author wrote, `runtime::hooks`' `hook-*` steps), when the
+    /// installer was asked to show output. Other programs keep theirs in the
+    /// report only (`kubeadm init` prints a join token).
+    fn shown(&self) -> Option<fn(&str, &str)> {
+        self.ctx
+            .on_output
+            .filter(|_| self.step.id.starts_with("hook-"))
+    }
+
+    /// [`Self::spawn`], passing each line of its output to `show` as it
+    /// comes: stdout and stderr share one pipe (as `2>&1`), so the lines keep
+    /// the order they were written in; the returned stdout holds them all.
+    fn spawn_shown(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: Option<&Path>,
+        show: fn(&str, &str),
+    ) -> Result<std::process::Output, InstallerError> {
+        let spawn_error = |source| InstallerError::Spawn {
+            program: argv[0].clone(),
+            source,
+        };
+        let (reader, writer) = std::io::pipe().map_err(spawn_error)?;
+        let mut cmd = self.command(argv, env, cwd);
+        cmd.stdout(writer.try_clone().map_err(spawn_error)?)
+            .stderr(writer);
+        let mut child = cmd.spawn().map_err(spawn_error)?;
+        // This end's copies of the writer: the reader ends when the program's do.
+        drop(cmd);
+        let mut lines = Vec::new();
+        for line in BufReader::new(reader).split(b'\n').map_while(Result::ok) {
+            let line = String::from_utf8_lossy(&line).into_owned();
+            show(&self.step.id, &line);
+            lines.push(line);
+        }
+        let status = child.wait().map_err(spawn_error)?;
+        Ok(std::process::Output {
+            status,
+            stdout: lines.join("\n").into_bytes(),
+            stderr: Vec::new(),
+        })
+    }
+
+    /// The command for an argv: a minimal env plus `env`, no stdin.
+    fn command(&self, argv: &[String], env: &[(String, String)], cwd: Option<&Path>) -> Command {
         let (program, args) = argv
             .split_first()
             .expect("plans are validated: argv is not empty");
@@ -96,10 +155,7 @@ impl StepRun<'_> {
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
-        cmd.output().map_err(|source| InstallerError::Spawn {
-            program: program.clone(),
-            source,
-        })
+        cmd
     }
 
     /// `PATH` for programs: the host root's directories first when it is not `/`.

@@ -232,6 +232,10 @@ async fn exec(
             _ => {}
         }
     }
+    if watch && !partial.is_empty() {
+        // The last line, which the command did not end with a newline.
+        lines.line(String::from_utf8_lossy(&partial).into_owned());
+    }
     let over_limit = received > stdout_limit && stdout_limit != OUTPUT_LIMIT;
     if !writer.is_finished() {
         writer.abort();

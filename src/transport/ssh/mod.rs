@@ -79,10 +79,11 @@ impl Transport for Ssh {
     fn run_watching(
         &self,
         argv: &[String],
+        env: &[(String, String)],
         stdin: Option<&[u8]>,
         on_line: &dyn Fn(&str),
     ) -> Result<Output, TransportError> {
-        let (command, mut header) = self.prepare(argv, &[])?;
+        let (command, mut header) = self.prepare(argv, env)?;
         header.extend_from_slice(stdin.unwrap_or_default());
         self.exec_watching(command, Input::Bytes(header), &|_| {}, Some(on_line))
     }
