@@ -432,7 +432,8 @@ scale_apply() {
   before=$(opcount)
   local cpu_before cpu_after
   cpu_before=$(cpu_seconds "$x" "$reg_pid")
-  run "$label" /usr/bin/time -f "%U %S" -o "$work/cpu.out" "$sealrs" --root "$root" run "$image" \
+  run "$label" bash -c 'exec "$@" --format json >"$0"' "$work/result.json" \
+    /usr/bin/time -f "%U %S" -o "$work/cpu.out" "$sealrs" --root "$root" run "$image" \
     --masters "${ips[0]}" --nodes "$nodes" --ssh-key "$KEY" --known-hosts "$KNOWN_HOSTS" "$@"
   after=$(opcount)
   cpu_after=$(cpu_seconds "$x" "$reg_pid")
