@@ -25,10 +25,14 @@ pub(super) fn uninstall(
     stop_at_failed_master: bool,
 ) -> Vec<(Host, Result<bool, ApplyError>)> {
     let teardown_on = |host: &Host| {
-        let _step = ctx
+        let step = ctx
             .progress
             .step(&format!("{}: {} uninstall", host.key(), ctx.runtime.name()));
-        teardown(ctx, snapshot, host)
+        let result = teardown(ctx, snapshot, host);
+        if result.is_err() {
+            step.fail();
+        }
+        result
     };
     let label = format!("{} uninstall (workers)", ctx.runtime.name());
     let tally = HostTally::new(ctx.progress, &label, workers.len());

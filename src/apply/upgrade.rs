@@ -376,6 +376,9 @@ fn one_batch(
                 step.as_ref(),
             )
         });
+        if upgraded.is_err() {
+            step.fail();
+        }
         (host.clone(), upgraded.map(|o| o.changed))
     });
 

@@ -1,11 +1,14 @@
 //! One small interface for long work, so the same code drives a progress bar,
 //! plain log lines, or nothing at all in tests.
 
+mod board;
 mod tally;
 pub mod text;
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use board::Board;
 
 use tally::Throttled;
 pub use tally::{HostTally, Live};
@@ -39,6 +42,9 @@ pub trait Task: Send {
     /// Where the work is now ("[7/15] start k3s.service"), shown beside the
     /// label while it runs where the display is redrawn; logs skip it.
     fn status(&self, _text: &str) {}
+    /// The work failed: where the display is redrawn its line says so
+    /// (logs get the error itself from the command).
+    fn fail(&self) {}
 }
 
 /// Reports nothing: for tests and `--quiet`.
@@ -83,12 +89,15 @@ impl Task for LineTask {
 pub struct Bars {
     multi: indicatif::MultiProgress,
     lock: Mutex<()>,
+    board: Arc<Board>,
 }
 
 impl Bars {
     pub fn new() -> Self {
+        let multi = indicatif::MultiProgress::new();
         Bars {
-            multi: indicatif::MultiProgress::new(),
+            board: Board::new(multi.clone()),
+            multi,
             lock: Mutex::new(()),
         }
     }
@@ -115,24 +124,18 @@ impl Progress for Bars {
                     .expect("static template"),
             ),
         };
-        let bar = self.multi.add(bar.with_message(label.to_string()));
-        Box::new(BarTask { bar })
+        let bar = bar.with_message(label.to_string());
+        Box::new(BarTask {
+            line: self.board.line(&bar, false),
+            bar,
+        })
     }
     fn message(&self, text: &str) {
         let _guard = self.lock.lock();
         let _ = self.multi.println(text);
     }
     fn step(&self, label: &str) -> Box<dyn Task> {
-        let bar = indicatif::ProgressBar::new_spinner().with_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                .expect("static template"),
-        );
-        let bar = self.multi.add(bar.with_message(label.to_string()));
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Box::new(StepTask {
-            bar,
-            label: label.to_string(),
-        })
+        self.board.step(label)
     }
     /// Redrawn in place, and left on screen when done.
     fn live(&self) -> Box<dyn Live + '_> {
@@ -143,38 +146,6 @@ impl Progress for Bars {
     }
 }
 
-/// A [`Progress::step`] on a terminal: ends as the line `LABEL 12s` (with
-/// a tick instead of the spinner), when finished or dropped (a failed step
-/// too).
-struct StepTask {
-    bar: indicatif::ProgressBar,
-    label: String,
-}
-
-impl Task for StepTask {
-    fn advance(&self, _bytes: u64) {}
-    fn finish(&self, summary: &str) {
-        let summary = if summary.is_empty() {
-            &self.label
-        } else {
-            summary
-        };
-        self.bar.set_message(summary.to_string());
-        self.bar.finish();
-    }
-    fn status(&self, text: &str) {
-        self.bar.set_message(format!("{} {text}", self.label));
-    }
-}
-
-impl Drop for StepTask {
-    fn drop(&mut self) {
-        if !self.bar.is_finished() {
-            self.finish("");
-        }
-    }
-}
-
 struct LiveBar(indicatif::ProgressBar);
 
 impl Live for LiveBar {
@@ -182,13 +153,33 @@ impl Live for LiveBar {
         if last {
             self.0.finish_with_message(text.to_string());
         } else {
-            self.0.set_message(text.to_string());
+            self.show(text);
+        }
+    }
+    /// Turns from the first text on, so that a long wait between changes
+    /// does not look stuck.
+    fn show(&self, text: &str) {
+        let first = self.0.message().is_empty();
+        self.0.set_message(text.to_string());
+        if first {
+            self.0.enable_steady_tick(board::TICK);
+        }
+    }
+}
+
+/// A line that never said anything (a phase of no hosts) leaves no blank
+/// line behind.
+impl Drop for LiveBar {
+    fn drop(&mut self) {
+        if self.0.message().is_empty() {
+            self.0.finish_and_clear();
         }
     }
 }
 
 struct BarTask {
     bar: indicatif::ProgressBar,
+    line: board::Line,
 }
 
 impl Task for BarTask {
@@ -201,6 +192,7 @@ impl Task for BarTask {
         } else {
             self.bar.finish_with_message(summary.to_string());
         }
+        self.line.done();
     }
 }
 
