@@ -16,8 +16,9 @@ const NODES: usize = 6;
 const ROWS: usize = 9;
 
 /// What a terminal of [`ROWS`] rows received from `sealrs run` of 1 master
-/// and [`NODES`] nodes, the last node unable to join, `--max-failed 1`.
-fn run_on_a_small_terminal() -> (TestHosts, String) {
+/// and [`NODES`] nodes, the last node unable to join, `--max-failed 1`
+/// and `extra`.
+fn run_on_a_small_terminal(extra: &[&str]) -> (TestHosts, String) {
     let hosts = TestHosts::boot(1 + NODES);
     let env = Env::new();
     let dir = example(&env, "k3s", "k3s");
@@ -40,6 +41,7 @@ fn run_on_a_small_terminal() -> (TestHosts, String) {
         "1".into(),
     ];
     argv.extend(ssh_flags(&hosts));
+    argv.extend(extra.iter().map(|a| a.to_string()));
     let line = argv
         .iter()
         .map(|a| sealrs::transport::sh_quote(a))
@@ -76,7 +78,7 @@ fn tallest_redraw(text: &str) -> usize {
 
 #[test]
 fn a_fleet_on_a_small_terminal_shows_the_failed_node_as_failed_a_turning_count_and_few_lines() {
-    let (hosts, text) = run_on_a_small_terminal();
+    let (hosts, text) = run_on_a_small_terminal(&[]);
     let broken = &hosts[NODES].ip;
 
     // The failed node's line says it failed, and after how long.
@@ -109,11 +111,28 @@ fn a_fleet_on_a_small_terminal_shows_the_failed_node_as_failed_a_turning_count_a
         "{text}"
     );
 
-    // The redrawn area kept within the terminal, with rows to spare, where
-    // a line per node and the count line would be 1 + NODES.
-    let tallest = tallest_redraw(&text);
+    fits(&text);
+}
+
+/// The redrawn area kept within the terminal, with rows to spare, where a
+/// line per node and the count line would be 1 + NODES.
+fn fits(text: &str) {
+    let tallest = tallest_redraw(text);
     assert!(
         (2..=ROWS - 3).contains(&tallest) && tallest < 1 + NODES,
         "{tallest} lines redrawn at once:\n{text}"
+    );
+}
+
+#[test]
+fn hosts_worked_on_one_at_a_time_are_still_one_phase_that_gets_few_lines() {
+    let (hosts, text) = run_on_a_small_terminal(&["--max-parallel", "1"]);
+    fits(&text);
+    assert!(
+        text.contains(&format!(
+            "✗ {}: k3s join (node) failed after ",
+            hosts[NODES].ip
+        )),
+        "{text}"
     );
 }

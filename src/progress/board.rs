@@ -70,11 +70,15 @@ struct Entry {
     on_screen: bool,
 }
 
-/// The lines begun since none was running, and which are on screen.
+/// The lines of one group, and which are on screen. A group ends when none
+/// of its lines runs and no count line is up: the hosts of one phase are
+/// one group even when they run one by one (`--max-parallel 1`).
 #[derive(Default)]
 struct Steps {
     entries: Vec<Entry>,
     next: u64,
+    /// Count lines up ([`super::HostTally`]).
+    counting: usize,
 }
 
 /// The lines of a [`super::Bars`]' steps and byte counts (one a host, in
@@ -143,10 +147,19 @@ impl Board {
             _ => return,
         }
         self.arrange(&mut steps);
-        if steps.entries.iter().all(|e| e.outcome != Outcome::Running) {
-            // What is on screen stays there; the next steps are counted anew.
-            steps.entries.clear();
-        }
+        end_group(&mut steps);
+    }
+
+    /// A count line went up.
+    pub(super) fn counting(&self) {
+        self.lock().counting += 1;
+    }
+
+    /// A count line went down.
+    pub(super) fn counted(&self) {
+        let mut steps = self.lock();
+        steps.counting = steps.counting.saturating_sub(1);
+        end_group(&mut steps);
     }
 
     /// Puts on screen the steps [`shown`] picks, and takes off the others.
@@ -167,6 +180,14 @@ impl Board {
             }
             entry.on_screen = show;
         }
+    }
+}
+
+/// Ends the group when it is over: what is on screen stays there, and the
+/// next lines are counted anew.
+fn end_group(steps: &mut Steps) {
+    if steps.counting == 0 && steps.entries.iter().all(|e| e.outcome != Outcome::Running) {
+        steps.entries.clear();
     }
 }
 

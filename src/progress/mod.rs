@@ -142,11 +142,13 @@ impl Progress for Bars {
         let bar = indicatif::ProgressBar::new_spinner().with_style(
             indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
         );
-        Box::new(LiveBar(self.multi.add(bar)))
+        self.board.counting();
+        Box::new(LiveBar(self.multi.add(bar), Arc::clone(&self.board)))
     }
 }
 
-struct LiveBar(indicatif::ProgressBar);
+/// A count line; the host lines of its phase are one group on the [`Board`].
+struct LiveBar(indicatif::ProgressBar, Arc<Board>);
 
 impl Live for LiveBar {
     fn set(&self, text: &str, last: bool) {
@@ -174,6 +176,7 @@ impl Drop for LiveBar {
         if self.0.message().is_empty() {
             self.0.finish_and_clear();
         }
+        self.1.counted();
     }
 }
 
