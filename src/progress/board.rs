@@ -171,7 +171,7 @@ impl Board {
                 if entry.outcome == Outcome::Running && entry.ticking {
                     entry.bar.enable_steady_tick(TICK);
                 } else {
-                    // A finished bar draws only when asked to.
+                    // One that does not turn draws only when it changes.
                     entry.bar.tick();
                 }
             } else if !show && entry.on_screen {

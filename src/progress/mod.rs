@@ -21,8 +21,9 @@ pub trait Progress: Send + Sync {
     fn message(&self, text: &str);
     /// A step on a host that may take long (an install, a join): on a
     /// terminal a spinner with the time it has taken so far, which stays
-    /// as a line when the task ends; elsewhere `label` once, as a message
-    /// (a log reads it when the step starts).
+    /// as a line when the task ends (past the lines the terminal holds, only
+    /// failed ones do); elsewhere `label` once, as a message (a log reads it
+    /// when the step starts).
     fn step(&self, label: &str) -> Box<dyn Task> {
         self.message(label);
         Box::new(SilentTask)
