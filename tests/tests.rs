@@ -13,6 +13,7 @@ mod cluster_docs; // run --help lists each runtime's -e keys (each changes its p
 mod day2; // a cluster's second day: reset keeps the operator's store, locks, confirmation, dry runs, membership, digests
 mod dead_hosts; // sealrs status, delete --force of a host that is down, masters replaced one at a time
 mod fleet; // --max-parallel refused when no positive number; node joins failing within run/add --max-failed, reported, rerun
+mod fleet_progress; // on a terminal: a failed host's line says so, the count line turns, a fleet gets few lines
 mod harvest; // images harvested into a rootfs from a real registry, and by `build`
 mod hook_logs; // a hook's and an application's whole output kept in 0600 logs whose paths the run prints; the last 20 runs kept
 mod hub; // the in-cluster registry sealos.hub:5000 on real hosts: real docker-registry and containerd, k3s registries.yaml

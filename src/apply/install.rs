@@ -9,6 +9,7 @@ use super::status::record;
 use super::ApplyError;
 use crate::cluster::{Cluster, Host, Secret};
 use crate::installer::Operation;
+use crate::progress::Task as _;
 use crate::runtime::JoinSecrets;
 
 /// What the first master's install is run for.
@@ -41,13 +42,18 @@ pub(super) fn first_master(
         &format!("{}: {} install{why}", first.key(), ctx.runtime.name()),
     );
     let request = host_request(snapshot, first, &ctx.image, &JoinSecrets::default());
-    let outcome = run_installer_shown(
-        ctx.connection(first)?,
-        &ctx.image,
-        Operation::Install,
-        &request,
-        step.as_ref(),
-    )?;
+    let outcome = ctx
+        .connection(first)
+        .and_then(|transport| {
+            run_installer_shown(
+                transport,
+                &ctx.image,
+                Operation::Install,
+                &request,
+                step.as_ref(),
+            )
+        })
+        .inspect_err(|_| step.fail())?;
     drop(step);
     match purpose {
         Install::Cluster => record(cluster, first, &ctx.image, &mut ctx.report, outcome.changed),

@@ -49,6 +49,9 @@ pub(super) fn join(
             ),
         );
         let joined = join_one(ctx, snapshot, host, secrets, step.as_ref());
+        if joined.is_err() {
+            step.fail();
+        }
         drop(step);
         match (joined, on_failure) {
             (Ok(changed), _) => record(cluster, host, &ctx.image, &mut ctx.report, changed),
@@ -75,6 +78,9 @@ pub(super) fn join(
             &format!("{}: {} join (node)", host.key(), shared.runtime.name()),
         );
         let joined = join_one(shared, snapshot, host, secrets, step.as_ref());
+        if joined.is_err() {
+            step.fail();
+        }
         tally.finished(joined.is_ok());
         (host.clone(), joined)
     });

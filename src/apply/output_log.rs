@@ -187,6 +187,9 @@ impl Task for LoggedStep<'_> {
     fn status(&self, text: &str) {
         self.shown.status(text);
     }
+    fn fail(&self) {
+        self.shown.fail();
+    }
     /// A line of a hook step's program (`source` is the step's id).
     fn output(&self, source: &str, line: &str) {
         let what = match source.strip_prefix("hook-") {

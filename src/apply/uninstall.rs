@@ -31,7 +31,11 @@ pub(super) fn uninstall(
         let step = ctx
             .logs
             .step(ctx.progress, &snapshot.name, &host.key(), &label);
-        teardown(ctx, snapshot, host, step.as_ref())
+        let result = teardown(ctx, snapshot, host, step.as_ref());
+        if result.is_err() {
+            step.fail();
+        }
+        result
     };
     let label = format!("{} uninstall (workers)", ctx.runtime.name());
     let tally = HostTally::new(ctx.progress, &label, workers.len());

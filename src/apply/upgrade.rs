@@ -25,6 +25,7 @@ use super::ApplyError;
 use crate::cluster::{Cluster, Host, Phase};
 use crate::installer::{GcOutcome, Operation, Request};
 use crate::progress::text::{count, size};
+use crate::progress::Task as _;
 use crate::runtime::{self, Batch, JoinSecrets, MaxUnavailable, NodeStep, Version};
 
 /// How an upgrade moves through the cluster.
@@ -376,6 +377,9 @@ fn one_batch(
                 step.as_ref(),
             )
         });
+        if upgraded.is_err() {
+            step.fail();
+        }
         (host.clone(), upgraded.map(|o| o.changed))
     });
 

@@ -1,11 +1,14 @@
 //! One small interface for long work, so the same code drives a progress bar,
 //! plain log lines, or nothing at all in tests.
 
+mod board;
 mod tally;
 pub mod text;
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use board::Board;
 
 use tally::Throttled;
 pub use tally::{HostTally, Live};
@@ -18,8 +21,9 @@ pub trait Progress: Send + Sync {
     fn message(&self, text: &str);
     /// A step on a host that may take long (an install, a join): on a
     /// terminal a spinner with the time it has taken so far, which stays
-    /// as a line when the task ends; elsewhere `label` once, as a message
-    /// (a log reads it when the step starts).
+    /// as a line when the task ends (past the lines the terminal holds, only
+    /// failed ones do); elsewhere `label` once, as a message (a log reads it
+    /// when the step starts).
     fn step(&self, label: &str) -> Box<dyn Task> {
         self.message(label);
         Box::new(SilentTask)
@@ -43,6 +47,9 @@ pub trait Task: Send {
     /// ("h1: Release \"app\" installed"): shown above the spinner where the
     /// display is redrawn; logs skip it (the whole output is kept in a file).
     fn output(&self, _source: &str, _line: &str) {}
+    /// The work failed: where the display is redrawn its line says so
+    /// (logs get the error itself from the command).
+    fn fail(&self) {}
 }
 
 /// Reports nothing: for tests and `--quiet`.
@@ -87,12 +94,15 @@ impl Task for LineTask {
 pub struct Bars {
     multi: indicatif::MultiProgress,
     lock: Mutex<()>,
+    board: Arc<Board>,
 }
 
 impl Bars {
     pub fn new() -> Self {
+        let multi = indicatif::MultiProgress::new();
         Bars {
-            multi: indicatif::MultiProgress::new(),
+            board: Board::new(multi.clone()),
+            multi,
             lock: Mutex::new(()),
         }
     }
@@ -120,83 +130,65 @@ impl Progress for Bars {
                     .expect("static template"),
             ),
         };
-        let bar = self.multi.add(bar.with_message(label.to_string()));
-        Box::new(BarTask { bar })
+        let bar = bar.with_message(label.to_string());
+        Box::new(BarTask {
+            line: self.board.line(&bar, false),
+            bar,
+        })
     }
     fn message(&self, text: &str) {
         let _guard = self.lock.lock();
         let _ = self.multi.println(text);
     }
     fn step(&self, label: &str) -> Box<dyn Task> {
-        let bar = indicatif::ProgressBar::new_spinner().with_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                .expect("static template"),
-        );
-        let bar = self.multi.add(bar.with_message(label.to_string()));
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Box::new(StepTask {
-            bar,
-            label: label.to_string(),
-        })
+        self.board.step(label)
     }
     /// Redrawn in place, and left on screen when done.
     fn live(&self) -> Box<dyn Live + '_> {
         let bar = indicatif::ProgressBar::new_spinner().with_style(
             indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
         );
-        Box::new(LiveBar(self.multi.add(bar)))
+        self.board.counting();
+        Box::new(LiveBar(self.multi.add(bar), Arc::clone(&self.board)))
     }
 }
 
-/// A [`Progress::step`] on a terminal: ends as the line `LABEL 12s` (with
-/// a tick instead of the spinner), when finished or dropped (a failed step
-/// too).
-struct StepTask {
-    bar: indicatif::ProgressBar,
-    label: String,
-}
-
-impl Task for StepTask {
-    fn advance(&self, _bytes: u64) {}
-    fn finish(&self, summary: &str) {
-        let summary = if summary.is_empty() {
-            &self.label
-        } else {
-            summary
-        };
-        self.bar.set_message(summary.to_string());
-        self.bar.finish();
-    }
-    fn status(&self, text: &str) {
-        self.bar.set_message(format!("{} {text}", self.label));
-    }
-    fn output(&self, _source: &str, line: &str) {
-        self.bar.println(line);
-    }
-}
-
-impl Drop for StepTask {
-    fn drop(&mut self) {
-        if !self.bar.is_finished() {
-            self.finish("");
-        }
-    }
-}
-
-struct LiveBar(indicatif::ProgressBar);
+/// A count line; the host lines of its phase are one group on the [`Board`].
+struct LiveBar(indicatif::ProgressBar, Arc<Board>);
 
 impl Live for LiveBar {
     fn set(&self, text: &str, last: bool) {
         if last {
             self.0.finish_with_message(text.to_string());
         } else {
-            self.0.set_message(text.to_string());
+            self.show(text);
         }
+    }
+    /// Turns from the first text on, so that a long wait between changes
+    /// does not look stuck.
+    fn show(&self, text: &str) {
+        let first = self.0.message().is_empty();
+        self.0.set_message(text.to_string());
+        if first {
+            self.0.enable_steady_tick(board::TICK);
+        }
+    }
+}
+
+/// A line that never said anything (a phase of no hosts) leaves no blank
+/// line behind.
+impl Drop for LiveBar {
+    fn drop(&mut self) {
+        if self.0.message().is_empty() {
+            self.0.finish_and_clear();
+        }
+        self.1.counted();
     }
 }
 
 struct BarTask {
     bar: indicatif::ProgressBar,
+    line: board::Line,
 }
 
 impl Task for BarTask {
@@ -209,6 +201,7 @@ impl Task for BarTask {
         } else {
             self.bar.finish_with_message(summary.to_string());
         }
+        self.line.done();
     }
 }
 

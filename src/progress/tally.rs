@@ -9,6 +9,9 @@ use super::Progress;
 /// A line whose text changes; `last` is its final state.
 pub trait Live: Send + Sync {
     fn set(&self, text: &str, last: bool);
+    /// The state before the first change, where the display is redrawn
+    /// (a log reads the first change instead).
+    fn show(&self, _text: &str) {}
 }
 
 /// How often a log gets a changed line.
@@ -58,8 +61,12 @@ pub struct HostTally<'a> {
 impl<'a> HostTally<'a> {
     /// A tally of `total` hosts for `label` ("joining nodes").
     pub fn new(progress: &'a dyn Progress, label: &str, total: usize) -> Self {
+        let live = progress.live();
+        if total > 0 {
+            live.show(&line(label, 0, 0, total));
+        }
         HostTally {
-            live: progress.live(),
+            live,
             label: label.to_string(),
             total,
             counts: Mutex::new((0, 0)),

@@ -9,8 +9,9 @@
 //! with an error is passed over; one that sends bytes that are not the blob
 //! fails the host's pull, which the unpacker refuses with nothing placed.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use oci_spec::image::Digest;
@@ -171,11 +172,8 @@ pub fn blob_stream(
             Err(e) => return Err(e),
         }
     }
-    let (reader, mut writer) = io::pipe().map_err(|e| RegistryError::Protocol {
-        registry: ticket.registry.clone(),
-        action: "make a pipe".into(),
-        detail: e.to_string(),
-    })?;
+    let (sender, chunks) = mpsc::sync_channel(CHUNKS);
+    let mut writer = ChunkWriter(sender);
     let feeder = std::thread::spawn(move || {
         let silent = crate::progress::Silent.begin("", None);
         runtime.block_on(async {
@@ -214,9 +212,30 @@ pub fn blob_stream(
         })
     });
     Ok(BlobStream {
-        reader,
+        chunks,
+        current: io::Cursor::new(Vec::new()),
         feeder: Some(feeder),
     })
+}
+
+/// Chunks received and not yet read: the bound on what a host holds in
+/// memory ahead of its unpacker.
+const CHUNKS: usize = 32;
+
+/// The feeder's end of a [`BlobStream`]: each chunk as received, in memory
+/// (a pipe cost a copy through the kernel and a system call each way).
+struct ChunkWriter(mpsc::SyncSender<Vec<u8>>);
+
+impl Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send(buf.to_vec()).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the unpacker stopped reading")
+        })?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A host's stderr reaches the operator's report: say which mirror was passed over.
@@ -348,18 +367,23 @@ async fn open_session(
     Ok((session, certs))
 }
 
-/// The pipe the blobs come through; at its end, the feeder's error if any.
+/// The blobs' bytes as the feeder received them; at their end, the
+/// feeder's error if any.
 pub struct BlobStream {
-    reader: io::PipeReader,
+    chunks: mpsc::Receiver<Vec<u8>>,
+    /// The chunk being read.
+    current: io::Cursor<Vec<u8>>,
     feeder: Option<JoinHandle<Result<(), RegistryError>>>,
 }
 
 impl BlobStream {
     /// Why the blobs stopped, once a reader gave up on the stream (its own
     /// error says only that the input ended).
-    pub fn failure(mut self) -> Option<RegistryError> {
-        drop(self.reader);
-        match self.feeder.take()?.join() {
+    pub fn failure(self) -> Option<RegistryError> {
+        let BlobStream { chunks, feeder, .. } = self;
+        // A feeder waiting for room in the channel then stops.
+        drop(chunks);
+        match feeder?.join() {
             Ok(result) => result.err(),
             Err(_) => None,
         }
@@ -368,17 +392,25 @@ impl BlobStream {
 
 impl Read for BlobStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.reader.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            if let Some(feeder) = self.feeder.take() {
-                match feeder.join() {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(io::Error::other(e)),
-                    Err(_) => return Err(io::Error::other("the registry reader panicked")),
-                }
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.chunks.recv() {
+                Ok(chunk) => self.current = io::Cursor::new(chunk),
+                // The feeder ended: all of the blobs, or its error.
+                Err(mpsc::RecvError) => break,
             }
         }
-        Ok(n)
+        if let Some(feeder) = self.feeder.take() {
+            match feeder.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(io::Error::other(e)),
+                Err(_) => return Err(io::Error::other("the registry reader panicked")),
+            }
+        }
+        Ok(0)
     }
 }
 
@@ -438,5 +470,59 @@ mod tests {
         std::fs::write(dir.path().join("client.key"), "KEY").unwrap();
         assert_eq!(read_cas(dir.path()).unwrap(), vec!["A", "B"]);
         assert!(read_cas(&dir.path().join("none")).unwrap().is_empty());
+    }
+
+    /// A stream fed by `feed`, as [`blob_stream`] feeds one.
+    fn fed(
+        feed: impl FnOnce(&mut ChunkWriter) -> Result<(), RegistryError> + Send + 'static,
+    ) -> BlobStream {
+        let (sender, chunks) = mpsc::sync_channel(CHUNKS);
+        BlobStream {
+            chunks,
+            current: io::Cursor::new(Vec::new()),
+            feeder: Some(std::thread::spawn(move || feed(&mut ChunkWriter(sender)))),
+        }
+    }
+
+    fn cut() -> RegistryError {
+        RegistryError::Network {
+            registry: "r.example".into(),
+            action: "download blob".into(),
+            detail: "connection reset".into(),
+        }
+    }
+
+    #[test]
+    fn a_reader_gets_every_chunk_in_order_then_the_feeders_error_not_an_end() {
+        let mut stream = fed(|out| {
+            for i in 0..100u8 {
+                out.write_all(&[i; 1000]).unwrap();
+            }
+            Err(cut())
+        });
+        let mut read = Vec::new();
+        let error = stream.read_to_end(&mut read).unwrap_err();
+        assert!(error.to_string().contains("connection reset"), "{error}");
+        assert_eq!(read.len(), 100_000);
+        assert!(read
+            .chunks(1000)
+            .enumerate()
+            .all(|(i, c)| c == [i as u8; 1000]));
+    }
+
+    #[test]
+    fn a_reader_that_gives_up_stops_a_feeder_waiting_for_room_and_gets_why() {
+        let mut stream = fed(|out| loop {
+            out.write_all(&[7; 4096])
+                .map_err(|e| RegistryError::Network {
+                    registry: "r.example".into(),
+                    action: "write".into(),
+                    detail: e.to_string(),
+                })?;
+        });
+        let mut some = [0; 10];
+        stream.read_exact(&mut some).unwrap();
+        let why = stream.failure().expect("the feeder's error");
+        assert!(why.to_string().contains("stopped reading"), "{why}");
     }
 }
