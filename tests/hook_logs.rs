@@ -1,5 +1,5 @@
 //! The whole output of an image's hook and of an application image's CMD,
-//! kept on the operator in `clusters/NAME/logs/` (0700, files 0600) with its
+//! kept on the operator in `logs/NAME/` (0700, files 0600) with its
 //! path printed as the step ends, and shown live on a terminal; a failure
 //! still shows the last lines, a cluster keeps the logs of its last 20 runs,
 //! and no join token reaches a log.
@@ -17,6 +17,7 @@ use crate::run::ssh_flags;
 const HOOK: &str = r#"
 COPY scripts ./scripts
 LABEL sealrs.io/init="seq -f 'hook line %g' 1 60; echo hook-stderr >&2; test ! -e /etc/sealrs-fail-hook"
+LABEL sealrs.io/clean="echo cleaning up"
 "#;
 
 /// The log path of the line "HOST: output of WHAT (N lines) in PATH", `lines`
@@ -27,7 +28,10 @@ fn log_path(stderr: &str, host: &str, what: &str, lines: Option<usize>) -> PathB
         .split(start.as_str())
         .nth(1)
         .unwrap_or_else(|| panic!("no line {start:?}…\n{stderr}"));
-    let (count, rest) = rest.split_once(" lines) in ").unwrap();
+    let (count, rest) = rest
+        .split_once(" lines) in ")
+        .or_else(|| rest.split_once(" line) in "))
+        .unwrap();
     if let Some(lines) = lines {
         assert_eq!(count, lines.to_string(), "{stderr}");
     }
@@ -63,7 +67,7 @@ fn hook_and_cmd_output_is_kept_whole_in_0600_logs_whose_paths_the_run_prints() {
     ]);
 
     // 25 earlier runs' logs, and a file that is not a log.
-    let logs = env.root.join("clusters/default/logs");
+    let logs = env.root.join("logs/default");
     std::fs::create_dir_all(&logs).unwrap();
     for run in 0..25 {
         let name = format!("20250101T0000{run:02}.000Z-h9-hook-init.log");
@@ -132,6 +136,19 @@ fn hook_and_cmd_output_is_kept_whole_in_0600_logs_whose_paths_the_run_prints() {
     );
     assert!(names.contains(&"notes.txt".to_string()));
     assert!(failed.exists() && hook.exists());
+
+    // A reset forgets the cluster, not its logs: the clean hook's log it
+    // names is there afterwards.
+    let mut reset: Vec<String> = ["reset", "--yes"].map(String::from).to_vec();
+    reset.extend(ssh_flags(&hosts));
+    let reset: Vec<&str> = reset.iter().map(String::as_str).collect();
+    let out = env.run(&reset);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(!env.root.join("clusters/default").exists(), "{stderr}");
+    let clean = log_path(&stderr, ip, "the clean hook", Some(1));
+    assert_eq!(std::fs::read_to_string(&clean).unwrap(), "cleaning up\n");
+    assert!(hook.exists());
 }
 
 #[test]

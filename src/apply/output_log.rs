@@ -2,12 +2,13 @@
 //! application's CMD), kept on the operator while a terminal shows it live:
 //! a host step's spinner shows the lines as they come, and when the step
 //! ends one line names the file that holds them all ("h1: output of the
-//! init hook (57 lines) in …/clusters/c1/logs/…-h1-hook-init.log"); a
+//! init hook (57 lines) in …/logs/c1/…-h1-hook-init.log"); a
 //! failure still shows the last lines.
 //!
-//! A file per host and step, `$SEALRS_ROOT/clusters/NAME/logs/<UTC start of
-//! the run>-<host>-<step>.log`, the directory 0700 and the file 0600 (the
-//! output may show the values a user passed). Only these commands' output is
+//! A file per host and step, `$SEALRS_ROOT/logs/NAME/<UTC start of the
+//! run>-<host>-<step>.log`, the directory 0700 and the file 0600 (the
+//! output may show the values a user passed). Not in the saved cluster's
+//! directory: a reset forgets that, and its clean hook's log must outlive it. Only these commands' output is
 //! kept: the runtime's own programs stay in the installer's report, since
 //! `kubeadm init` prints a join token. The logs of a cluster's last
 //! [`KEEP_RUNS`] runs are kept; a run removes older ones as it writes its
@@ -64,7 +65,7 @@ impl OutputLogs {
             shown: progress.step(label),
             progress,
             logs: self,
-            dir: self.root.join("clusters").join(cluster).join("logs"),
+            dir: self.root.join("logs").join(cluster),
             host: host.to_string(),
             open: Mutex::new(None),
         })
