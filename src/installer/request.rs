@@ -185,7 +185,10 @@ pub enum RequestError {
     NoVersion,
     #[error("request format version {found} is unknown to this installer, which reads version {supported}: the image's installer and the operator's sealrs are of different releases; rebuild the image with the operator's sealrs (it embeds itself), or operate it with the sealrs release that built it")]
     UnknownVersion { found: String, supported: u32 },
-    #[error("the request does not match format version {version}: {reason}")]
+    #[error(
+        "the request does not match format version {version}: {reason}{}",
+        newer_hint(reason)
+    )]
     Invalid { version: u32, reason: String },
     #[error("request: host {host} is not one of the cluster's hosts ({known})")]
     UnknownHost { host: String, known: String },
@@ -199,6 +202,17 @@ pub enum RequestError {
         #[source]
         source: RuntimeError,
     },
+}
+
+/// A field this installer does not know is most often one a newer operator
+/// added for a feature the run uses (templates, the hub, host labels), which
+/// an image built by an earlier sealrs cannot act on.
+fn newer_hint(reason: &str) -> &'static str {
+    if reason.starts_with("unknown field") {
+        "; the operator's sealrs is newer than the image's installer and asks for something it predates: rebuild the image with the operator's sealrs (it embeds itself), or operate it with the sealrs release that built it"
+    } else {
+        ""
+    }
 }
 
 impl Request {
@@ -587,6 +601,11 @@ mod tests {
         assert!(
             matches!(&err, RequestError::Invalid { reason, .. } if reason.contains("ssh")),
             "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("rebuild the image with the operator's sealrs"),
+            "{err}"
         );
     }
 
