@@ -636,3 +636,63 @@ fn k0s_restore_onto_three_controllers_resets_the_others_and_joins_them_again() {
         );
     }
 }
+
+#[test]
+fn ctrl_c_during_a_sqlite_backup_starts_k3s_again_and_leaves_no_file() {
+    let hosts = TestHosts::boot(1);
+    let env = Env::new();
+    let dir = example(&env, "k3s", "k3s");
+    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
+    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[], &[]);
+    let h = &hosts[0];
+    let db = h.root().join(DB);
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    sqlite(&db, "CREATE TABLE kine (name TEXT, value TEXT);");
+
+    // Ctrl-C as the backup stops k3s: the stop finishes, nothing more of
+    // the backup runs, and its cleanup starts k3s again.
+    let file = env.path("k3s.backup");
+    let mut args: Vec<String> = ["backup", "-o", file.to_str().unwrap()]
+        .map(String::from)
+        .to_vec();
+    args.extend(crate::run::ssh_flags(&hosts));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = env
+        .cmd(&refs)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the backup ended before it stopped k3s:\n{seen}");
+        seen.push_str(&line);
+        if line.contains("stop k3s (SQLite files at rest)") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("interrupted"), "{seen}");
+    assert!(seen.contains("k3s running"), "the cleanup ran: {seen}");
+    assert!(!file.exists(), "{seen}");
+    assert_eq!(
+        h.exec_ok(&["systemctl", "is-active", "k3s"]).trim(),
+        "active",
+        "{seen}"
+    );
+    assert!(!h
+        .exec(&["test", "-e", "/var/lib/sealrs-host/backup"])
+        .status
+        .success());
+}

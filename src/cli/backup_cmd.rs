@@ -30,6 +30,9 @@ pub fn backup(root: &Path, args: &BackupArgs, progress: &dyn Progress) -> Result
         return print(&backup::backup_dry_run(&cluster, &connector, &output)?);
     }
     let (cluster, _lock) = locked(root, &args.cluster, "backup", &args.ssh)?;
+    // Ctrl-C lets the running step finish and the cleanup run (a k3s
+    // stopped for its SQLite copy is started again) before it exits.
+    apply::interrupt::handle_ctrl_c();
     let state = apply::cluster_file(root, &cluster.name)
         .parent()
         .map(Path::to_path_buf)
@@ -64,6 +67,7 @@ pub fn restore(
         return print(&backup::restore_dry_run(&cluster, &connector, &args.input)?);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "restore", &args.ssh)?;
+    apply::interrupt::handle_ctrl_c();
     let restored = backup::restore(&cluster, &connector, &args.input, args.force, progress)?;
     let m = &restored.manifest;
     eprintln!(

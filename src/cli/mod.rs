@@ -63,11 +63,14 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {}", chain_message(&err));
-            if err.chain().any(|c| {
-                c.downcast_ref::<crate::apply::ApplyError>()
-                    .is_some_and(crate::apply::ApplyError::is_interrupted)
-            }) {
-                // As a shell reports a command that SIGINT ended.
+            // A command that failed after Ctrl-C (a step not started, a
+            // backup's copy stopped) ends as a shell reports one SIGINT ended.
+            if crate::apply::interrupt::interrupted()
+                || err.chain().any(|c| {
+                    c.downcast_ref::<crate::apply::ApplyError>()
+                        .is_some_and(crate::apply::ApplyError::is_interrupted)
+                })
+            {
                 return ExitCode::from(130);
             }
             ExitCode::FAILURE

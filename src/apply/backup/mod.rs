@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::connect::{self, Connector};
+use super::interrupt;
 use super::ApplyError;
 use crate::cluster::{Cluster, Host, Role};
 use crate::progress::Progress;
@@ -316,6 +317,7 @@ fn take(
     progress: &dyn Progress,
 ) -> Result<BackupReport, BackupError> {
     for command in &plan.steps {
+        interrupt::check(&plan.host)?;
         run(transport, command, &[], progress)?;
     }
     let (path, size) =
@@ -518,14 +520,17 @@ fn put_back(
     let secrets = &loaded.secrets;
     for other in &transports[1..] {
         for command in &plan.stop_others {
+            interrupt::check(other.address())?;
             run(other.as_ref(), command, secrets, progress)?;
         }
     }
     for command in &plan.restore {
+        interrupt::check(&plan.first)?;
         run(transports[0].as_ref(), command, secrets, progress)?;
     }
     for other in &transports[1..] {
         for command in &plan.rejoin_others {
+            interrupt::check(other.address())?;
             run(other.as_ref(), command, secrets, progress)?;
         }
     }

@@ -114,6 +114,11 @@ impl Read for RemoteFile<'_> {
             if self.offset == self.size {
                 return Ok(0);
             }
+            // Ctrl-C stops the copy between chunks; the backup's cleanup
+            // (a runtime stopped for the copy started again) still runs.
+            if crate::apply::interrupt::interrupted() {
+                return Err(io::Error::other("interrupted (Ctrl-C)"));
+            }
             self.next_chunk()?;
         }
         let n = buf.len().min(self.chunk.len() - self.at);
