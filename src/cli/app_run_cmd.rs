@@ -30,7 +30,7 @@ pub(super) fn run(
             "name the application images to run on cluster {name} (sealrs run APP... --cluster {name}), or its hosts (--masters) to make or change the cluster"
         );
     }
-    let _lock = if args.dry_run {
+    let _lock = if args.preview.dry_run {
         None
     } else {
         Some(apply::ClusterLock::acquire(
@@ -60,18 +60,18 @@ pub(super) fn run(
     }
     let connector = SshConnector::for_run(args)?;
     let options = RunOptions {
-        dry_run: args.dry_run,
+        dry_run: args.preview.dry_run,
         state_root: None,
         cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
         max_failed: Default::default(),
         layers_from: None,
     };
-    if !args.dry_run {
+    if !args.preview.dry_run {
         apply::interrupt::handle_ctrl_c();
     }
     let (report, result) =
         apply::run_apps(store, &mut cluster, &images, &connector, &options, progress);
-    if args.dry_run {
+    if args.preview.dry_run {
         result?;
         std::io::Write::write_all(&mut std::io::stdout().lock(), report.dry_run.as_bytes())?;
         return Ok(());

@@ -169,13 +169,8 @@ pub struct RunArgs {
     /// joins them. A control plane's failure always fails the command.
     #[arg(long, value_name = "N|N%", default_value = "0")]
     pub max_failed: crate::apply::MaxFailed,
-    /// Print each host's plan and touch nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Show the values of -e keys that look like secrets (*PASSWORD*,
-    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
-    #[arg(long, requires = "dry_run")]
-    pub show_secrets: bool,
+    #[command(flatten)]
+    pub preview: DryRunFlags,
     /// Replaces CMD of the first application image: one shell command each
     /// time it is given (no splitting at commas, unlike sealos).
     #[arg(long, value_name = "COMMAND")]
@@ -282,14 +277,8 @@ pub struct AddArgs {
     /// joins them. A control plane's failure always fails the command.
     #[arg(long, value_name = "N|N%", default_value = "0")]
     pub max_failed: crate::apply::MaxFailed,
-    /// Print what would happen on each host, and around it (order, batches,
-    /// drain); reach no host and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Show the values of -e keys that look like secrets (*PASSWORD*,
-    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
-    #[arg(long, requires = "dry_run")]
-    pub show_secrets: bool,
+    #[command(flatten)]
+    pub preview: DryRunFlags,
     #[command(flatten)]
     pub ssh: SshFlags,
     #[command(flatten)]
@@ -313,14 +302,8 @@ pub struct DeleteArgs {
     /// put on it stays there.
     #[arg(long)]
     pub force: bool,
-    /// Print what would happen on each host, and around it (order, batches,
-    /// drain); reach no host and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Show the values of -e keys that look like secrets (*PASSWORD*,
-    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
-    #[arg(long, requires = "dry_run")]
-    pub show_secrets: bool,
+    #[command(flatten)]
+    pub preview: DryRunFlags,
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(short, long)]
     pub yes: bool,
@@ -355,14 +338,8 @@ pub struct UpgradeArgs {
     /// the upgrade stops.
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub ready_timeout: u64,
-    /// Print what would happen on each host, and around it (order, batches,
-    /// drain); reach no host and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Show the values of -e keys that look like secrets (*PASSWORD*,
-    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
-    #[arg(long, requires = "dry_run")]
-    pub show_secrets: bool,
+    #[command(flatten)]
+    pub preview: DryRunFlags,
     #[command(flatten)]
     pub ssh: SshFlags,
     #[command(flatten)]
@@ -382,14 +359,8 @@ pub struct ResetArgs {
     /// Go on when hosts cannot be reached (what sealrs put on them stays there).
     #[arg(long)]
     pub force: bool,
-    /// Print what would happen on each host, and around it (order, batches,
-    /// drain); reach no host and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Show the values of -e keys that look like secrets (*PASSWORD*,
-    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
-    #[arg(long, requires = "dry_run")]
-    pub show_secrets: bool,
+    #[command(flatten)]
+    pub preview: DryRunFlags,
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(short, long)]
     pub yes: bool,
@@ -1005,4 +976,17 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+/// `--dry-run` of the commands that change hosts, and what it may show.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DryRunFlags {
+    /// Print what would happen on each host, and around it (order, batches,
+    /// drain); reach no host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Show the values of -e keys that look like secrets (*PASSWORD*,
+    /// *TOKEN*, *SECRET*, *KEY*) in the dry run instead of masking them.
+    #[arg(long, requires = "dry_run")]
+    pub show_secrets: bool,
 }

@@ -172,7 +172,7 @@ fn bytes_lines(report: &LifecycleReport) -> String {
 }
 
 pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) -> Result<()> {
-    if args.dry_run {
+    if args.preview.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
         let new_hosts = crate::cluster::parse_hosts(&cluster, &args.masters, &args.nodes)?;
         super::run_cmd::refuse_unresolved_bare_names(&new_hosts)?;
@@ -184,7 +184,7 @@ pub fn add(store: &Store, root: &Path, args: &AddArgs, progress: &dyn Progress) 
         let layers_from =
             super::registry_image::saved_image_layers(store, &cluster, &args.registry, route)?;
         let plans = apply::dry_run::add(store, &cluster, &new_hosts, layers_from, progress)?;
-        return print_plans(&plans, &cluster.env, args.show_secrets);
+        return print_plans(&plans, &cluster.env, args.preview.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "add", &args.ssh)?;
     let loaded = cluster.clone();
@@ -240,11 +240,11 @@ pub fn delete(
     args: &DeleteArgs,
     progress: &dyn Progress,
 ) -> Result<()> {
-    if args.dry_run {
+    if args.preview.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
         let addresses = crate::cluster::parse_targets(&cluster, &args.nodes)?;
         let plans = apply::dry_run::delete(store, &cluster, &addresses, progress)?;
-        return print_plans(&plans, &cluster.env, args.show_secrets);
+        return print_plans(&plans, &cluster.env, args.preview.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "delete", &args.ssh)?;
     let loaded = cluster.clone();
@@ -310,7 +310,7 @@ pub fn upgrade(
     args: &UpgradeArgs,
     progress: &dyn Progress,
 ) -> Result<()> {
-    if args.dry_run {
+    if args.preview.dry_run {
         let Some(image) = &args.image else {
             bail!("--rollback has no --dry-run: sealrs upgrade --dry-run --cluster {} IMAGE shows the upgrade plans of the image it returns to", args.cluster);
         };
@@ -335,7 +335,7 @@ pub fn upgrade(
             ..upgrade_options(args, None)
         };
         let plans = apply::dry_run::upgrade(store, &cluster, &image, &options, progress)?;
-        return print_plans(&plans, &cluster.env, args.show_secrets);
+        return print_plans(&plans, &cluster.env, args.preview.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "upgrade", &args.ssh)?;
     let loaded = cluster.clone();
@@ -393,10 +393,10 @@ pub fn upgrade(
 }
 
 pub fn reset(store: &Store, root: &Path, args: &ResetArgs, progress: &dyn Progress) -> Result<()> {
-    if args.dry_run {
+    if args.preview.dry_run {
         let cluster = unlocked(root, &args.cluster)?;
         let plans = apply::dry_run::reset(store, &cluster, progress)?;
-        return print_plans(&plans, &cluster.env, args.show_secrets);
+        return print_plans(&plans, &cluster.env, args.preview.show_secrets);
     }
     let (mut cluster, _lock) = locked(root, &args.cluster, "reset", &args.ssh)?;
     let loaded = cluster.clone();

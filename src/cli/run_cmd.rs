@@ -240,7 +240,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         *image = super::resolve::name_for(store, image)?;
     }
     let route = super::registry_image::Route {
-        dry_run: args.dry_run,
+        dry_run: args.preview.dry_run,
         over_ssh: args.layers_over_ssh,
         pull: &args.pull,
     };
@@ -253,7 +253,7 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
         progress,
     )?;
     // One command per cluster at a time (a dry run changes nothing).
-    let _lock = if args.dry_run {
+    let _lock = if args.preview.dry_run {
         None
     } else {
         Some(apply::ClusterLock::acquire(
@@ -302,20 +302,20 @@ pub fn run(store: &Store, root: &Path, args: &RunArgs, progress: &dyn Progress) 
     }
     let connector = SshConnector::for_run(args)?;
     let options = RunOptions {
-        dry_run: args.dry_run,
-        state_root: (!args.dry_run).then(|| root.to_path_buf()),
+        dry_run: args.preview.dry_run,
+        state_root: (!args.preview.dry_run).then(|| root.to_path_buf()),
         cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
         max_failed: args.max_failed,
         layers_from,
     };
-    if !args.dry_run {
+    if !args.preview.dry_run {
         apply::interrupt::handle_ctrl_c();
     }
     let (report, result) =
         apply::run_reporting(store, &mut cluster, &connector, &options, progress);
-    if args.dry_run {
+    if args.preview.dry_run {
         result?;
-        return super::mask::print_plans(&report.dry_run, &cluster.env, args.show_secrets);
+        return super::mask::print_plans(&report.dry_run, &cluster.env, args.preview.show_secrets);
     }
     // Saved before any host changed and again now, even if the run then
     // failed: a rerun picks up from the hosts' status. A run that stopped
