@@ -28,7 +28,8 @@
 //! image has no use for them. The rootfs shares its files' inodes with the
 //! layer directories: nothing writes through them, files are only replaced.
 //! Each received layer directory also holds the record of its files' sizes
-//! and SHA-256 ([`integrity`]), hashed as they are written; the rootfs stamp
+//! and SHA-256 ([`integrity`]), hashed as they are written, or sent by the
+//! operator after the blob ([`BlobCheck::SentWithSums`]); the rootfs stamp
 //! carries them per path, for placement to check its copies against.
 
 use std::collections::{BTreeMap, HashSet};
