@@ -263,7 +263,9 @@ pub(super) fn direct_server<'a>(
     if addresses.is_empty() {
         return None;
     }
+    // Each layer's file sums go with it: made here once, not on every host.
     direct::Server::start(&addresses)
+        .map(|server| server.with_trailer(crate::installer::blob_sums))
         .inspect_err(|e| progress.message(&format!("warning: {e}; layers go over SSH")))
         .ok()
 }

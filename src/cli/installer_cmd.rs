@@ -141,7 +141,11 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 let ticket: direct::Ticket = serde_json::from_str(&text)
                     .context("the ticket on standard input is not valid")?;
                 let mut input = direct::fetch(&ticket)?;
-                installer::receive(&sources, &mut input, &a.dest, BlobCheck::Sent)?
+                let check = match ticket.trailers {
+                    true => BlobCheck::SentWithSums,
+                    false => BlobCheck::Sent,
+                };
+                installer::receive(&sources, &mut input, &a.dest, check)?
             } else if a.from_registry {
                 let mut input = registry_blobs(&sources)?;
                 match installer::receive(&sources, &mut input, &a.dest, BlobCheck::Hash) {

@@ -44,6 +44,8 @@ pub enum InstallerError {
     },
     #[error("layer {}: the operator sent the blob but not its digest (it stopped sending: its report says why)", layer.display())]
     NoDigestSent { layer: PathBuf },
+    #[error("layer {}: the operator's sums of its files do not match what it holds: {detail}", layer.display())]
+    SentSums { layer: PathBuf, detail: String },
     #[error("layer {}: the input ended after {got} of its {size} bytes (the sender stopped early)", layer.display())]
     ShortLayer { layer: PathBuf, got: u64, size: u64 },
     #[error("{}: a layer directory or received blob must be named by its sha256 digest", layer.display())]

@@ -9,6 +9,11 @@
 //! stat it got, in [`RECORD`] inside the temp directory, synced with it
 //! before the directory gets its digest name.
 //!
+//! Fetched from the operator over TLS, the sums come with the blob instead
+//! ([`blob_sums`], made by the operator in the read that hashes the blob,
+//! once for every host): each host checks their paths and sizes against the
+//! files it wrote, and hashes nothing.
+//!
 //! [`check_layer`] compares a layer's files with its record: cheaply by
 //! stat (size, mtime, inode), re-hashing only a file whose stat moved, or
 //! every file when asked (`sealrs verify`). A damaged layer is treated as
@@ -20,16 +25,17 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::unpack::remove_all;
+use super::unpack::{entry_path, remove_all};
 use super::InstallerError;
 use crate::atomic_file;
+use crate::compression::decompressed;
 use crate::host_paths::HOST_LAYERS;
 
 /// The record's name inside a layer directory; never merged into a rootfs
@@ -86,6 +92,87 @@ impl Sum {
     pub(super) fn shown(&self) -> String {
         format!("{} bytes, sha256 {}", self.size, self.sha256)
     }
+
+    /// A file's size alone, while its SHA-256 is still to come.
+    pub(super) fn unhashed(size: u64) -> Sum {
+        Sum {
+            size,
+            sha256: String::new(),
+        }
+    }
+}
+
+/// The sum of each regular file of a layer blob (gzip, zstd or plain tar),
+/// by path, as [`receive`] records them when it hashes them itself: a hard
+/// link shares its target's. Serialized, for `transport::direct` to send
+/// after the blob's digest ([`sent_sums`] reads it on the host). Entries a
+/// host refuses are left out: their host fails on them anyway.
+///
+/// [`receive`]: super::unpack::receive
+pub fn blob_sums(blob: &mut dyn Read) -> io::Result<Vec<u8>> {
+    let mut sums: BTreeMap<PathBuf, Sum> = BTreeMap::new();
+    let mut archive = tar::Archive::new(decompressed(blob)?);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let rel = match entry_path(&entry.path()?) {
+            Ok(rel) if !rel.as_os_str().is_empty() => rel,
+            _ => continue,
+        };
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut summing = Summing::new(io::sink());
+                io::copy(&mut entry, &mut summing)?;
+                sums.insert(rel, summing.sum());
+            }
+            tar::EntryType::Link => {
+                let target = entry.link_name()?.map(|t| entry_path(&t));
+                if let Some(sum) = target.and_then(|t| sums.get(&t.ok()?).cloned()) {
+                    sums.insert(rel, sum);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(serde_json::to_vec(&sums).expect("sums serialize"))
+}
+
+/// Reads the operator's sums of the layer just received ([`blob_sums`]) from
+/// `input`, and returns them if they name exactly the files `written` (by
+/// path, each with its size); anything else is an error naming the layer.
+pub(super) fn sent_sums(
+    input: &mut dyn Read,
+    layer: &Path,
+    written: &BTreeMap<PathBuf, Sum>,
+) -> Result<BTreeMap<PathBuf, Sum>, InstallerError> {
+    let refused = |detail: String| InstallerError::SentSums {
+        layer: layer.to_path_buf(),
+        detail,
+    };
+    let bytes = crate::transport::direct::read_trailer(input)
+        .map_err(|e| refused(format!("they did not arrive ({e})")))?;
+    let sent: BTreeMap<PathBuf, Sum> =
+        serde_json::from_slice(&bytes).map_err(|e| refused(format!("they are not valid: {e}")))?;
+    for (rel, sum) in written {
+        match sent.get(rel) {
+            Some(s) if s.size == sum.size => {}
+            Some(s) => {
+                return Err(refused(format!(
+                    "{} is {} bytes here, {} in them",
+                    rel.display(),
+                    sum.size,
+                    s.size
+                )))
+            }
+            None => return Err(refused(format!("{} is not in them", rel.display()))),
+        }
+    }
+    if let Some(extra) = sent.keys().find(|rel| !written.contains_key(*rel)) {
+        return Err(refused(format!(
+            "they name {}, which the layer did not hold",
+            extra.display()
+        )));
+    }
+    Ok(sent)
 }
 
 /// Hashes and counts what is written through it.
@@ -141,7 +228,8 @@ fn mtime_ns(m: &fs::Metadata) -> i128 {
 /// entry replaced it) is left out. Not synced: the caller syncs the tree.
 pub(super) fn write_record(dir: &Path, sums: &BTreeMap<PathBuf, Sum>) -> io::Result<()> {
     let mut record = LayerRecord::default();
-    for (rel, sum) in sums {
+    // A layer's own file of the record's name is replaced by the record.
+    for (rel, sum) in sums.iter().filter(|(rel, _)| *rel != Path::new(RECORD)) {
         let Ok(meta) = fs::symlink_metadata(dir.join(rel)) else {
             continue;
         };
@@ -403,6 +491,140 @@ mod tests {
         assert!(out.unpacked, "the rootfs linked the damaged files");
         assert_eq!(fs::read(dest.join("bin/k3s")).unwrap(), b"k3s\n");
         assert!(check_layer(&dir, &shown, Depth::Full).is_empty());
+    }
+
+    /// A layer with nested files, a hard link, a whiteout, a file written
+    /// twice, a file replaced by a symlink and a file of the record's name,
+    /// zstd-compressed as a build makes it.
+    fn mixed_layer() -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let entries: [(&str, tar::EntryType, &[u8], Option<&str>); 9] = [
+            ("./", tar::EntryType::Directory, b"", None),
+            ("bin/k3s", tar::EntryType::Regular, b"k3s binary", None),
+            ("bin/kubectl", tar::EntryType::Link, b"", Some("bin/k3s")),
+            ("etc/.wh.old.yaml", tar::EntryType::Regular, b"", None),
+            ("etc/a.yaml", tar::EntryType::Regular, b"a: 1\n", None),
+            (
+                "etc/a.yaml",
+                tar::EntryType::Regular,
+                b"a: 2, again\n",
+                None,
+            ),
+            ("etc/b.yaml", tar::EntryType::Regular, b"b", None),
+            ("etc/b.yaml", tar::EntryType::Symlink, b"", Some("a.yaml")),
+            (RECORD, tar::EntryType::Regular, b"the image's own", None),
+        ];
+        for (path, kind, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o755);
+            h.set_size(data.len() as u64);
+            if let Some(link) = link {
+                h.set_link_name(link).unwrap();
+            }
+            h.set_cksum();
+            tar.append_data(&mut h, path, data).unwrap();
+        }
+        zstd::encode_all(&tar.into_inner().unwrap()[..], 3).unwrap()
+    }
+
+    /// The stream a host reads from the operator for `blob`: its bytes, its
+    /// SHA-256, then `sums` as a trailer.
+    fn sent_with(blob: &[u8], sums: &[u8]) -> Vec<u8> {
+        let digest = crate::digest::sha256_digest(blob);
+        let mut stream = blob.to_vec();
+        stream.extend(hex::decode(digest.digest()).unwrap());
+        stream.extend((sums.len() as u32).to_be_bytes());
+        stream.extend(sums);
+        stream
+    }
+
+    #[test]
+    fn a_layer_received_with_the_operators_sums_records_what_hashing_it_here_records() {
+        use super::super::unpack::{receive, BlobCheck, LayerSource};
+        let blob = mixed_layer();
+        let hex = crate::digest::sha256_digest(&blob).digest().to_string();
+        let received = |check: BlobCheck, stream: &[u8]| {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("layers").join(&hex);
+            let source = LayerSource::Incoming {
+                dir: dir.clone(),
+                size: blob.len() as u64,
+            };
+            let dest = tmp.path().join("rootfs");
+            receive(&[source], &mut &stream[..], &dest, check).unwrap();
+            let sums = recorded_sums(&dir);
+            assert!(check_layer(&dir, "/L", Depth::Full).is_empty());
+            (tmp, sums)
+        };
+        let (_here, hashed_here) = received(BlobCheck::Hash, &blob);
+        let sums = blob_sums(&mut &blob[..]).unwrap();
+        let (_sent, from_operator) = received(BlobCheck::SentWithSums, &sent_with(&blob, &sums));
+        assert_eq!(from_operator, hashed_here);
+        let paths: Vec<&str> = hashed_here.keys().map(String::as_str).collect();
+        assert_eq!(
+            paths,
+            ["bin/k3s", "bin/kubectl", "etc/.wh.old.yaml", "etc/a.yaml"],
+            "the symlink and the layer's own record file are not recorded"
+        );
+        assert_eq!(hashed_here["bin/kubectl"], hashed_here["bin/k3s"]);
+        assert_eq!(
+            hashed_here["etc/a.yaml"].size, 12,
+            "the later entry's bytes"
+        );
+    }
+
+    #[test]
+    fn sums_that_do_not_name_exactly_the_files_received_keep_nothing() {
+        use super::super::unpack::{receive, BlobCheck, LayerSource};
+        let blob = mixed_layer();
+        let hex = crate::digest::sha256_digest(&blob).digest().to_string();
+        let good: BTreeMap<String, Sum> =
+            serde_json::from_slice(&blob_sums(&mut &blob[..]).unwrap()).unwrap();
+        let mut wrong_size = good.clone();
+        wrong_size.get_mut("bin/k3s").unwrap().size += 1;
+        let mut missing = good.clone();
+        missing.remove("etc/a.yaml");
+        let mut extra = good.clone();
+        extra.insert("etc/c.yaml".into(), Sum::unhashed(0));
+        let cases = [
+            (wrong_size, "bin/k3s is 10 bytes here, 11 in them"),
+            (missing, "etc/a.yaml is not in them"),
+            (extra, "they name etc/c.yaml, which the layer did not hold"),
+        ];
+        for (sums, why) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("layers").join(&hex);
+            let source = LayerSource::Incoming {
+                dir: dir.clone(),
+                size: blob.len() as u64,
+            };
+            let stream = sent_with(&blob, &serde_json::to_vec(&sums).unwrap());
+            let dest = tmp.path().join("rootfs");
+            let err =
+                receive(&[source], &mut &stream[..], &dest, BlobCheck::SentWithSums).unwrap_err();
+            assert!(matches!(err, InstallerError::SentSums { .. }), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+            assert!(!dir.exists() && !dest.exists(), "{err}");
+        }
+        // Sums that never came: refused as well.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("layers").join(&hex);
+        let source = LayerSource::Incoming {
+            dir: dir.clone(),
+            size: blob.len() as u64,
+        };
+        let cut = sent_with(&blob, &[]);
+        let cut = &cut[..cut.len() - 4];
+        let err = receive(
+            &[source],
+            &mut &cut[..],
+            &tmp.path().join("r"),
+            BlobCheck::SentWithSums,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("did not arrive"), "{err}");
+        assert!(!dir.exists());
     }
 
     #[test]

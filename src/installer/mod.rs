@@ -59,7 +59,7 @@ pub use error::InstallerError;
 pub use execute::execute;
 pub use gc::{gc, GcOutcome};
 pub use image_files::{pending_file, write_files, write_request_files, ImageFile};
-pub use integrity::{check_host, kept_layers, record_kept, Damage, Depth};
+pub use integrity::{blob_sums, check_host, kept_layers, record_kept, Damage, Depth};
 pub use place::{placements, PlacedFile};
 pub use probe::{forget_join, probe, remember_join, Probe};
 pub use request::{

@@ -10,8 +10,9 @@
 //! written twice); their bytes are the layer's, checked with it
 //! ([`super::integrity`]). Everything else (configs, manifests, units),
 //! which an administrator or the runtime may write, is placed as a copy
-//! (temp, fsync, rename), so that an edit never reaches the
-//! content-addressed layer, and the next placement finds and restores it.
+//! (temp, made durable, rename: all of a placement's copies together, see
+//! [`Staged`]), so that an edit never reaches the content-addressed layer,
+//! and the next placement finds and restores it.
 //! What was placed is recorded
 //! in `/var/lib/sealrs-host/placed/<role>.json`, so that:
 //!
@@ -33,6 +34,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tempfile::NamedTempFile;
 
 use super::integrity::{self, Damage, Depth, Sum, Summing};
 use super::unpack::{recorded_sums, remove_all, STAMP};
@@ -298,10 +300,15 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Copies `src` to `dest` whole (temp, fsync, rename); the sum of what it
-/// wrote. Bytes that are not the `expected` ones (a damaged layer file) are
-/// refused before they take `dest`.
-fn copy_atomic(src: &Path, dest: &Path, mode: u32, expected: Option<&Sum>) -> io::Result<Sum> {
+/// Copies `src` into a temp file beside `dest`; the temp and the sum of
+/// what it wrote. Bytes that are not the `expected` ones (a damaged layer
+/// file) are refused, and the temp removed.
+fn copy_to_temp(
+    src: &Path,
+    dest: &Path,
+    mode: u32,
+    expected: Option<&Sum>,
+) -> io::Result<(NamedTempFile, Sum)> {
     let tmp = atomic_file::temp_beside(dest)?;
     let mut input = File::open(src)?;
     let mut out = Summing::new(tmp.as_file());
@@ -320,37 +327,128 @@ fn copy_atomic(src: &Path, dest: &Path, mode: u32, expected: Option<&Sum>) -> io
     }
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))?;
-    atomic_file::persist(tmp, dest)?;
-    Ok(sum)
+    Ok((tmp, sum))
 }
 
-/// `linked`: a hard link to `src` where possible (its mode set to `mode`);
-/// else, or where the filesystem cannot, a copy, whose sum it returns.
-fn place_file(
-    src: &Path,
-    dest: &Path,
-    mode: u32,
-    linked: bool,
-    expected: Option<&Sum>,
-) -> io::Result<Option<Sum>> {
-    let dir = dest.parent().unwrap_or(Path::new("/"));
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.sealrs-place-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    if !linked || fs::hard_link(src, &tmp).is_err() {
-        return copy_atomic(src, dest, mode, expected).map(Some);
+/// What one placement made beside its destination, to take its name in
+/// [`Staged::commit`].
+enum Made {
+    /// A copy, not synced yet.
+    Copy(NamedTempFile),
+    /// A hard link to a layer's file (durable already) or a symlink: only
+    /// the name is new.
+    Name(PathBuf),
+}
+
+/// Placements made beside their destinations and not renamed yet. Each
+/// copy must be durable before it takes its name (a power cut must not
+/// leave a short config under it), and an fsync per file and per directory
+/// waits for a journal commit each: for the 200 manifests of a k3s image,
+/// 1.4 s of a master's install, measured. So every file is made first, then
+/// made durable at once (one `syncfs` per filesystem), then renamed, then
+/// each directory is synced once. Dropped uncommitted, it removes its temps.
+#[derive(Default)]
+struct Staged {
+    made: Vec<(Made, PathBuf)>,
+}
+
+impl Staged {
+    /// `src` for `dest`: a hard link where `linked` and the filesystem
+    /// allows (its mode set to `mode`), else a copy, whose sum it returns.
+    fn file(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        mode: u32,
+        linked: bool,
+        expected: Option<&Sum>,
+    ) -> io::Result<Option<Sum>> {
+        let tmp = self.name_beside(dest, "place");
+        if linked && fs::hard_link(src, &tmp).is_ok() {
+            self.made
+                .push((Made::Name(tmp.clone()), dest.to_path_buf()));
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+            return Ok(None);
+        }
+        let (tmp, sum) = copy_to_temp(src, dest, mode, expected)?;
+        self.made.push((Made::Copy(tmp), dest.to_path_buf()));
+        Ok(Some(sum))
     }
-    // The layer's file is durable already (`unpack`); the new name
-    // is once its directory is.
-    let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-        .and_then(|()| fs::rename(&tmp, dest))
-        .and_then(|()| atomic_file::sync_dir(dir));
-    // rename does nothing when both names are links to one file.
-    let _ = fs::remove_file(&tmp);
-    placed.map(|()| None)
+
+    /// A symlink to `target` for `dest`.
+    fn symlink(&mut self, target: &str, dest: &Path) -> io::Result<()> {
+        let tmp = self.name_beside(dest, "link");
+        std::os::unix::fs::symlink(target, &tmp)?;
+        self.made.push((Made::Name(tmp), dest.to_path_buf()));
+        Ok(())
+    }
+
+    /// A free temp name beside `dest`.
+    fn name_beside(&self, dest: &Path, what: &str) -> PathBuf {
+        let dir = dest.parent().unwrap_or(Path::new("/"));
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (pid, n) = (std::process::id(), self.made.len());
+        let tmp = dir.join(format!(".{name}.sealrs-{what}-{pid}-{n}"));
+        let _ = fs::remove_file(&tmp);
+        tmp
+    }
+
+    /// Makes the copies durable, renames everything into place, and syncs
+    /// each directory a name changed in.
+    fn commit(mut self) -> io::Result<()> {
+        let copies = self.made.iter().filter_map(|(made, _)| match made {
+            Made::Copy(tmp) => Some(tmp.as_file()),
+            Made::Name(_) => None,
+        });
+        sync_files(copies)?;
+        let mut dirs = BTreeSet::new();
+        // In order (a later placement of a path wins); on an error, what is
+        // left is dropped with `self`.
+        self.made.reverse();
+        while let Some((made, dest)) = self.made.pop() {
+            match made {
+                Made::Copy(tmp) => {
+                    tmp.persist(&dest).map_err(|e| e.error)?;
+                }
+                Made::Name(tmp) => {
+                    let renamed = fs::rename(&tmp, &dest);
+                    // rename does nothing when both names are links to one file.
+                    let _ = fs::remove_file(&tmp);
+                    renamed?;
+                }
+            }
+            dirs.insert(dest.parent().unwrap_or(Path::new("/")).to_path_buf());
+        }
+        dirs.iter().try_for_each(|dir| atomic_file::sync_dir(dir))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (made, _) in &self.made {
+            if let Made::Name(tmp) = made {
+                let _ = fs::remove_file(tmp);
+            }
+        }
+    }
+}
+
+/// Makes `files` durable: one `syncfs` for each filesystem they are on,
+/// or, where it is refused, an fsync of each.
+fn sync_files<'a>(files: impl Iterator<Item = &'a File>) -> io::Result<()> {
+    let mut by_fs: BTreeMap<u64, Vec<&File>> = BTreeMap::new();
+    for file in files {
+        by_fs.entry(file.metadata()?.dev()).or_default().push(file);
+    }
+    for files in by_fs.values() {
+        if rustix::fs::syncfs(files[0]).is_err() {
+            files.iter().try_for_each(|f| f.sync_all())?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the copy at `dest` holds `src`'s bytes: by the sum the rootfs
@@ -362,19 +460,6 @@ fn holds(dest: &Path, src: &Path, expected: Option<&Sum>) -> io::Result<bool> {
             Ok(fs::metadata(dest)?.len() == fs::metadata(src)?.len() && same_content(src, dest)?)
         }
     }
-}
-
-fn link_atomic(target: &str, dest: &Path) -> io::Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("/"));
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.sealrs-link-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)?;
-    fs::rename(&tmp, dest)?;
-    atomic_file::sync_dir(dir)
 }
 
 /// Places the rootfs for `role`; with `ctx.dry_run`, only tells whether it would change.
@@ -391,6 +476,8 @@ pub(super) fn place_rootfs(
         dirs: old.dirs.clone(),
     };
     let sums = recorded_sums(&ctx.rootfs);
+    let mut staged = Staged::default();
+    let mut placed = Vec::new();
     let mut restored = Vec::new();
     let (mut written, mut same, mut removed) = (0usize, 0usize, 0usize);
     for file in &wanted {
@@ -457,13 +544,15 @@ pub(super) fn place_rootfs(
                 make_parents(ctx, &file.host, &mut new.dirs)
                     .map_err(InstallerError::io("creating the directories of", &dest))?;
                 let copied = match &file.link {
-                    Some(target) => link_atomic(target, &dest).map(|()| None),
-                    None => place_file(&src, &dest, file.mode, file.linked, expected),
+                    Some(target) => staged.symlink(target, &dest).map(|()| None),
+                    None => staged.file(&src, &dest, file.mode, file.linked, expected),
                 }
                 .map_err(InstallerError::io("placing", &dest))?;
                 sum = copied.or(sum);
+                placed.push(file.host.clone());
             }
         }
+        // What is there now; a file placed by this run is stat'ed once it is.
         let host_stat = fs::symlink_metadata(&dest)
             .map(|m| Stat::of(&m))
             .unwrap_or_default();
@@ -478,6 +567,15 @@ pub(super) fn place_rootfs(
                 sum: sum.filter(|_| file.link.is_none()),
             },
         );
+    }
+    staged
+        .commit()
+        .map_err(InstallerError::io("placing the files of", &ctx.rootfs))?;
+    for host in &placed {
+        let dest = ctx.host_path(host);
+        if let (Some(record), Ok(m)) = (new.files.get_mut(host), fs::symlink_metadata(&dest)) {
+            record.host_stat = Stat::of(&m);
+        }
     }
     // What an earlier image placed and this one no longer carries.
     for host in old.files.keys() {
@@ -599,18 +697,86 @@ mod tests {
         fs::write(&dest, b"as placed before\n").unwrap();
         let good = integrity::sum_file(&src).unwrap();
         fs::write(&src, b"mirrors: {!\n").unwrap();
-        let err = copy_atomic(&src, &dest, 0o600, Some(&good)).unwrap_err();
+        let mut staged = Staged::default();
+        let err = staged
+            .file(&src, &dest, 0o600, false, Some(&good))
+            .unwrap_err();
         assert!(
             err.to_string()
                 .contains("is damaged (expected 12 bytes, sha256 "),
             "{err}"
         );
+        drop(staged);
         assert_eq!(fs::read(&dest).unwrap(), b"as placed before\n");
         let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 2, "no temp file left: {left:?}");
         // Without a record, or with the right one: copied.
         fs::write(&src, b"mirrors: {}\n").unwrap();
-        assert_eq!(copy_atomic(&src, &dest, 0o600, Some(&good)).unwrap(), good);
+        let mut staged = Staged::default();
+        let sum = staged.file(&src, &dest, 0o600, false, Some(&good));
+        assert_eq!(sum.unwrap(), Some(good));
+        staged.commit().unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"mirrors: {}\n");
+    }
+
+    /// Copies, hard links and symlinks are made beside their destinations
+    /// and take their names only on commit; dropped before, nothing of them
+    /// is left and the old files stay.
+    #[test]
+    fn staged_placements_take_their_names_together_on_commit_or_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("layer");
+        let (etc, bin) = (dir.path().join("etc"), dir.path().join("bin"));
+        for d in [&layer, &etc, &bin] {
+            fs::create_dir(d).unwrap();
+        }
+        fs::write(layer.join("k3s"), b"binary").unwrap();
+        fs::write(layer.join("a.yaml"), b"a: 1\n").unwrap();
+        fs::write(etc.join("a.yaml"), b"old\n").unwrap();
+        let stage = || {
+            let mut staged = Staged::default();
+            let sum = staged.file(
+                &layer.join("a.yaml"),
+                &etc.join("a.yaml"),
+                0o640,
+                false,
+                None,
+            );
+            assert_eq!(sum.unwrap().unwrap().size, 5);
+            let linked = staged.file(&layer.join("k3s"), &bin.join("k3s"), 0o555, true, None);
+            assert_eq!(linked.unwrap(), None);
+            staged.symlink("k3s", &bin.join("kubectl")).unwrap();
+            staged
+        };
+        let names = |d: &Path| -> Vec<String> {
+            let mut n: Vec<String> = fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        drop(stage());
+        assert_eq!(fs::read(etc.join("a.yaml")).unwrap(), b"old\n");
+        assert_eq!(names(&etc), ["a.yaml"]);
+        assert!(names(&bin).is_empty(), "{:?}", names(&bin));
+        stage().commit().unwrap();
+        assert_eq!(fs::read(etc.join("a.yaml")).unwrap(), b"a: 1\n");
+        let mode = fs::metadata(etc.join("a.yaml"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+        assert_eq!(names(&etc), ["a.yaml"]);
+        assert_eq!(names(&bin), ["k3s", "kubectl"]);
+        let (placed, src) = (bin.join("k3s"), layer.join("k3s"));
+        assert_eq!(
+            fs::metadata(&placed).unwrap().ino(),
+            fs::metadata(&src).unwrap().ino()
+        );
+        assert_eq!(
+            fs::read_link(bin.join("kubectl")).unwrap(),
+            Path::new("k3s")
+        );
     }
 }

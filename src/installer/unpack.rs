@@ -28,7 +28,8 @@
 //! image has no use for them. The rootfs shares its files' inodes with the
 //! layer directories: nothing writes through them, files are only replaced.
 //! Each received layer directory also holds the record of its files' sizes
-//! and SHA-256 ([`integrity`]), hashed as they are written; the rootfs stamp
+//! and SHA-256 ([`integrity`]), hashed as they are written, or sent by the
+//! operator after the blob ([`BlobCheck::SentWithSums`]); the rootfs stamp
 //! carries them per path, for placement to check its copies against.
 
 use std::collections::{BTreeMap, HashSet};
@@ -127,6 +128,11 @@ pub enum BlobCheck {
     /// SHA-256 it found, over TLS, which vouches that these are the bytes it
     /// hashed (`transport::direct`).
     Sent,
+    /// As [`BlobCheck::Sent`], and the digest is followed by the operator's
+    /// sums of the blob's files ([`integrity::blob_sums`], made in the same
+    /// read): this host records them and hashes nothing. Their paths and
+    /// sizes must be the files it wrote.
+    SentWithSums,
 }
 
 /// Where one layer comes from.
@@ -214,7 +220,7 @@ pub fn receive(
         } else {
             let file = File::open(path).map_err(InstallerError::io("opening", path))?;
             let mut hashing = Hashing::new(file);
-            let (n, _) = apply_layer(&mut hashing, path, tmp.path(), Whiteouts::Apply)?;
+            let (n, _) = apply_layer(&mut hashing, path, tmp.path(), Whiteouts::Apply, false)?;
             let digest = hashing.digest().to_string();
             check_digest_name(path, &digest)?;
             skipped += n;
@@ -357,12 +363,16 @@ fn receive_layer(
         seen: 0,
     };
     // Hashed here only when asked: the operator may have vouched for it.
+    let hash_files = check != BlobCheck::SentWithSums;
     let (applied, hashed) = if check == BlobCheck::Hash {
         let mut hashing = Hashing::new(&mut counted);
-        let applied = apply_stream(&mut hashing, dir, tmp.path());
+        let applied = apply_stream(&mut hashing, dir, tmp.path(), hash_files);
         (applied, Some(hashing.digest().to_string()))
     } else {
-        (apply_stream(&mut counted, dir, tmp.path()), None)
+        (
+            apply_stream(&mut counted, dir, tmp.path(), hash_files),
+            None,
+        )
     };
     if counted.seen != size {
         return Err(InstallerError::ShortLayer {
@@ -371,7 +381,7 @@ fn receive_layer(
             size,
         });
     }
-    let (skipped, sums) = applied?;
+    let (skipped, mut sums) = applied?;
     let layer = dir.to_path_buf();
     match hashed {
         Some(found) if found != expected => {
@@ -396,6 +406,9 @@ fn receive_layer(
                     expected,
                     found,
                 });
+            }
+            if check == BlobCheck::SentWithSums {
+                sums = integrity::sent_sums(&mut *input, &layer, &sums)?;
             }
         }
     }
@@ -495,8 +508,9 @@ fn apply_stream(
     reader: &mut dyn Read,
     dir: &Path,
     tmp: &Path,
+    hash_files: bool,
 ) -> Result<(usize, BTreeMap<PathBuf, Sum>), InstallerError> {
-    let applied = apply_layer(&mut *reader, dir, tmp, Whiteouts::Keep);
+    let applied = apply_layer(&mut *reader, dir, tmp, Whiteouts::Keep, hash_files);
     if applied.is_err() {
         let _ = io::copy(reader, &mut io::sink());
     }
@@ -528,6 +542,7 @@ fn merge_layer(
         layer: dir,
         root,
         whiteouts: Whiteouts::Apply,
+        hash_files: false,
         created: HashSet::new(),
         dir_modes: Vec::new(),
         sums: BTreeMap::new(),
@@ -668,12 +683,14 @@ enum Whiteouts {
 
 /// Applies one layer read from `blob` (named `path` in messages); returns
 /// how many entries were skipped and, for a layer directory being received
-/// ([`Whiteouts::Keep`]), the sum of each regular file it wrote.
+/// ([`Whiteouts::Keep`]), the sum of each regular file it wrote: its size,
+/// and its SHA-256 when `hash_files` (else empty: the operator sends them).
 fn apply_layer(
     mut blob: impl Read,
     path: &Path,
     root: &Path,
     whiteouts: Whiteouts,
+    hash_files: bool,
 ) -> Result<(usize, BTreeMap<PathBuf, Sum>), InstallerError> {
     let layer_err = |source| InstallerError::Layer {
         layer: path.to_path_buf(),
@@ -686,6 +703,7 @@ fn apply_layer(
             layer: path,
             root,
             whiteouts,
+            hash_files,
             created: HashSet::new(),
             dir_modes: Vec::new(),
             sums: BTreeMap::new(),
@@ -710,11 +728,13 @@ struct LayerState<'a> {
     layer: &'a Path,
     root: &'a Path,
     whiteouts: Whiteouts,
+    /// Received: each regular file is hashed as it is written.
+    hash_files: bool,
     /// Paths (relative) this layer wrote: an opaque marker keeps them.
     created: HashSet<PathBuf>,
     dir_modes: Vec<(PathBuf, u32)>,
     /// Received into a layer directory: each regular file's sum, hashed as
-    /// it is written (the record, [`integrity`]).
+    /// it is written (the record, [`integrity`]), or only its size.
     sums: BTreeMap<PathBuf, Sum>,
 }
 
@@ -736,18 +756,7 @@ impl LayerState<'_> {
 
     /// A tar path made relative and clean; `..` and absolute paths refused.
     fn relative(&self, raw: &Path, shown: &str) -> Result<PathBuf, InstallerError> {
-        let mut out = PathBuf::new();
-        for c in raw.components() {
-            match c {
-                Component::Normal(n) => out.push(n),
-                Component::CurDir => {}
-                Component::ParentDir => return Err(self.refuse(shown, "it contains `..`")),
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(self.refuse(shown, "it is an absolute path"))
-                }
-            }
-        }
-        Ok(out)
+        entry_path(raw).map_err(|reason| self.refuse(shown, reason))
     }
 
     /// Every directory above `rel` must be a real directory (created when
@@ -812,10 +821,13 @@ impl LayerState<'_> {
                     .open(&full)
                     .map_err(|e| self.io(e))?;
                 preallocate(&out, entry.size()).map_err(|e| self.io(e))?;
-                if self.whiteouts == Whiteouts::Keep {
+                if self.whiteouts == Whiteouts::Keep && self.hash_files {
                     let mut summing = Summing::new(&mut out);
                     copy(entry, &mut summing).map_err(|e| self.io(e))?;
                     self.sums.insert(rel.clone(), summing.sum());
+                } else if self.whiteouts == Whiteouts::Keep {
+                    let size = copy(entry, &mut out).map_err(|e| self.io(e))?;
+                    self.sums.insert(rel.clone(), Sum::unhashed(size));
                 } else {
                     copy(entry, &mut out).map_err(|e| self.io(e))?;
                 }
@@ -947,6 +959,22 @@ impl LayerState<'_> {
     }
 }
 
+/// A tar entry's path made relative and clean, or why it is refused (`..`,
+/// an absolute path): the one rule for the host that writes an entry and
+/// the operator that sums it ([`integrity::blob_sums`]).
+pub(super) fn entry_path(raw: &Path) -> Result<PathBuf, &'static str> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("it contains `..`"),
+            Component::RootDir | Component::Prefix(_) => return Err("it is an absolute path"),
+        }
+    }
+    Ok(out)
+}
+
 /// Reserves a large file's blocks before it is written: ext4 then skips its
 /// per-page delayed-allocation bookkeeping (a third of the CPU of writing a
 /// 400 MB file here), and a full disk fails now rather than at writeback.
@@ -963,8 +991,10 @@ fn preallocate(file: &File, size: u64) -> io::Result<()> {
 
 /// Copies in writes of up to [`BUF`]: a TLS stream yields a record (16 KiB)
 /// per read, and a write per record would cost a 400 MB file 25,000 calls.
-fn copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
+/// Returns how many bytes it copied.
+fn copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
     let mut buf = vec![0u8; BUF];
+    let mut copied = 0;
     loop {
         let mut filled = 0;
         while filled < buf.len() {
@@ -976,9 +1006,10 @@ fn copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
             }
         }
         if filled == 0 {
-            return Ok(());
+            return Ok(copied);
         }
         to.write_all(&buf[..filled])?;
+        copied += filled as u64;
     }
 }
 
