@@ -63,6 +63,36 @@ fn get(host: &Host, etcd: &[&str], key: &str) -> String {
     );
 }
 
+/// The names of kubeadm's etcd members, sorted, as `host`'s etcd lists them.
+pub(crate) fn members(host: &Host) -> Vec<String> {
+    let out = etcdctl(host, KUBEADM_ETCD, &["member", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split(", ").nth(2).map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every member of kubeadm's etcd, asked through `host`'s, answers healthy.
+pub(crate) fn etcd_is_healthy(host: &Host, members: usize) {
+    let out = etcdctl(host, KUBEADM_ETCD, &["endpoint", "health", "--cluster"]);
+    // etcdctl 3.4 reports health on stderr, later ones on stdout.
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("is healthy").count(), members, "{text}");
+}
+
 fn put(host: &Host, etcd: &[&str], key: &str, value: &str) {
     get(host, etcd, key); // etcd answers
     let out = etcdctl(host, etcd, &["put", key, value]);
@@ -113,7 +143,7 @@ fn hide_etcdctl(host: &Host) {
 }
 
 /// The kubeadm image of `run_hosts`, with etcd.
-fn build_kubeadm_with_etcd(env: &Env) -> String {
+pub(crate) fn build_kubeadm_with_etcd(env: &Env) -> String {
     let image = build_kubeadm_archives(env, true);
     with_etcd(env, "kubeadm");
     env.ok(&["build", "-q", "--no-images", "-t", &image, "kubeadm"]);
@@ -251,6 +281,8 @@ fn kubeadm_restore_onto_two_masters_restores_one_etcd_member_and_joins_the_secon
     let (h, second) = (&hosts[0], &hosts[1]);
     hide_etcdctl(h);
     put(h, KUBEADM_ETCD, "/sealrs/a", "1");
+    // The second master's join --control-plane added its etcd member.
+    assert_eq!(members(h), [h.name.clone(), second.name.clone()]);
     let file = env.path("kubeadm.backup");
     let input = file.to_str().unwrap();
     ok(on_hosts(&env, &hosts, &["backup", "-o", input], false));
@@ -274,9 +306,9 @@ fn kubeadm_restore_onto_two_masters_restores_one_etcd_member_and_joins_the_secon
     );
     assert_eq!(get(h, KUBEADM_ETCD, "/sealrs/a"), "1");
     assert_eq!(get(h, KUBEADM_ETCD, "/sealrs/after"), "");
-    // One etcd member: the first master's (the stand-in's join adds none).
-    let members = etcdctl(h, KUBEADM_ETCD, &["member", "list"]);
-    assert_eq!(String::from_utf8_lossy(&members.stdout).lines().count(), 1);
+    // The restored one-member cluster, and the second master's member
+    // added again by its join.
+    assert_eq!(members(h), [h.name.clone(), second.name.clone()]);
     // The second master left (kubeadm reset) and joined again as a control plane.
     let reset = second.exec_ok(&["cat", "/var/log/sealrs-standin-reset"]);
     assert!(reset.contains("remove-etcd-member"), "{reset}");

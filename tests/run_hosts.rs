@@ -1027,14 +1027,16 @@ fn a_kubeadm_init_that_failed_after_admin_conf_is_reset_and_redone() {
 }
 
 /// Deleting a kubeadm control-plane: drained, then `kubeadm reset` on it
-/// while its Node still exists (so its etcd member is removed), then its
-/// Node deleted; the other control planes are untouched.
+/// while its Node still exists (so its member leaves the real etcd), then
+/// its Node deleted; the other control planes and their etcd stay.
 #[test]
 fn deleting_a_kubeadm_control_plane_resets_it_before_its_node_is_deleted() {
     let hosts = TestHosts::boot(3);
     let env = Env::new();
-    let image = build_kubeadm(&env);
+    let image = crate::backup::build_kubeadm_with_etcd(&env);
     run_on(&env, &image, &hosts, &[0, 1, 2], &[], &[]);
+    let all: Vec<String> = (0..3).map(|i| hosts[i].name.clone()).collect();
+    assert_eq!(crate::backup::members(&hosts[0]), all);
     for i in [1, 2] {
         let joins = calls(&hosts[i], "kubeadm");
         assert_eq!(joins, ["join --config /etc/kubernetes/sealrs-kubeadm.yaml"]);
@@ -1074,6 +1076,8 @@ fn deleting_a_kubeadm_control_plane_resets_it_before_its_node_is_deleted() {
     assert!(!exists(gone, "/etc/kubernetes"));
     assert!(!exists(&hosts[1], "/var/log/sealrs-standin-reset"));
     assert!(exists(&hosts[1], "/etc/kubernetes/manifests/etcd.yaml"));
+    assert_eq!(crate::backup::members(&hosts[0]), all[..2]);
+    crate::backup::etcd_is_healthy(&hosts[0], 2);
 }
 
 /// The image's kubeadm.yaml sets podSubnet and `-e POD_CIDR` disagrees: the
