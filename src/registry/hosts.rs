@@ -139,14 +139,7 @@ pub fn blob_stream(
     ticket: &PullTicket,
     wanted: Vec<(Digest, u64)>,
 ) -> Result<BlobStream, RegistryError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RegistryError::Protocol {
-            registry: ticket.registry.clone(),
-            action: "start the async runtime".into(),
-            detail: e.to_string(),
-        })?;
+    let runtime = super::operator::current_thread(&ticket.registry)?;
     let mut chain: Vec<Slot> = ticket
         .mirrors
         .iter()
