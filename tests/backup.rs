@@ -11,6 +11,7 @@ use std::path::Path;
 
 use crate::common::{tool, Env};
 use crate::hosts::{Host, TestHosts};
+use crate::interrupt::Running;
 use crate::layout::example;
 use crate::run::{on_hosts, run_on};
 use crate::run_hosts::build_kubeadm_archives;
@@ -374,19 +375,25 @@ fn k3s_state(h: &Host) -> (String, String, bool) {
     )
 }
 
-#[test]
-fn k3s_on_sqlite_is_backed_up_as_its_database_and_bad_files_are_refused_with_the_host_untouched() {
+/// A k3s server on SQLite (k3s's datastore for one server without
+/// --cluster-init): its state.db, written with the real sqlite3, holds one row.
+fn k3s_on_sqlite() -> (TestHosts, Env) {
     let hosts = TestHosts::boot(1);
     let env = Env::new();
     let dir = example(&env, "k3s", "k3s");
     env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
     run_on(&env, "k3s-cluster:1", &hosts, &[0], &[], &[]);
-    let h = &hosts[0];
-    // A server on SQLite (k3s's datastore for one server without
-    // --cluster-init): its state.db, written here with the real sqlite3.
-    let db = h.root().join(DB);
+    let db = hosts[0].root().join(DB);
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     sqlite(&db, "CREATE TABLE kine (name TEXT, value TEXT); INSERT INTO kine VALUES ('/registry/a', 'one');");
+    (hosts, env)
+}
+
+#[test]
+fn k3s_on_sqlite_is_backed_up_as_its_database_and_bad_files_are_refused_with_the_host_untouched() {
+    let (hosts, env) = k3s_on_sqlite();
+    let h = &hosts[0];
+    let db = h.root().join(DB);
 
     let file = env.path("k3s.backup");
     let out = on_hosts(
@@ -671,15 +678,8 @@ fn k0s_restore_onto_three_controllers_resets_the_others_and_joins_them_again() {
 
 #[test]
 fn ctrl_c_during_a_sqlite_backup_starts_k3s_again_and_leaves_no_file() {
-    let hosts = TestHosts::boot(1);
-    let env = Env::new();
-    let dir = example(&env, "k3s", "k3s");
-    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
-    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[], &[]);
+    let (hosts, env) = k3s_on_sqlite();
     let h = &hosts[0];
-    let db = h.root().join(DB);
-    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    sqlite(&db, "CREATE TABLE kine (name TEXT, value TEXT);");
 
     // Ctrl-C as the backup stops k3s: the stop finishes, nothing more of
     // the backup runs, and its cleanup starts k3s again.
@@ -689,31 +689,15 @@ fn ctrl_c_during_a_sqlite_backup_starts_k3s_again_and_leaves_no_file() {
         .to_vec();
     args.extend(crate::run::ssh_flags(&hosts));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = env
-        .cmd(&refs)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        assert!(n > 0, "the backup ended before it stopped k3s:\n{seen}");
-        seen.push_str(&line);
-        if line.contains("stop k3s (SQLite files at rest)") {
-            break;
-        }
-    }
-    let pid = child.id().to_string();
+    let mut run = Running::start(env.cmd(&refs));
+    run.wait_for("stop k3s (SQLite files at rest)");
+    let pid = run.child.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .unwrap()
         .success());
-    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
-    let status = child.wait().unwrap();
+    let (status, seen) = run.finish();
     assert_eq!(status.code(), Some(130), "{seen}");
     assert!(seen.contains("interrupted"), "{seen}");
     assert!(seen.contains("k3s running"), "the cleanup ran: {seen}");

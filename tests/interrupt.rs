@@ -35,15 +35,16 @@ fn first_run(hosts: &TestHosts) -> Vec<String> {
     args
 }
 
-/// A started sealrs and the lines of its stderr, as they come.
-struct Running {
-    child: Child,
+/// A started sealrs and the lines of its stderr, as they come (also used
+/// by the rollback and backup tests).
+pub(crate) struct Running {
+    pub(crate) child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Running {
-    fn start(mut cmd: Command) -> Running {
+    pub(crate) fn start(mut cmd: Command) -> Running {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -68,7 +69,7 @@ impl Running {
     }
 
     /// Waits for a stderr line holding `text`.
-    fn wait_for(&mut self, text: &str) {
+    pub(crate) fn wait_for(&mut self, text: &str) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -89,7 +90,7 @@ impl Running {
     }
 
     /// Its exit status, once the whole of stderr is read; stderr.
-    fn finish(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn finish(mut self) -> (std::process::ExitStatus, String) {
         let status = self.child.wait().unwrap();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
             self.seen.push(line);
@@ -112,11 +113,11 @@ fn saved(env: &Env) -> String {
 /// a host, which goes on until its step ends. (A command started while one
 /// still runs can race it: the leftovers it removes at its end may be what
 /// the new command just placed. Known, not solved here: issue 17's host side.)
-fn wait_for_orphans(hosts: &TestHosts) {
+pub(crate) fn wait_for_orphans(hosts: &TestHosts) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    for i in 0..2 {
+    for host in hosts.hosts() {
         // `sealrs-hos[t]` does not match the grep's own command line.
-        while hosts[i]
+        while host
             .exec(&["sh", "-c", "grep -l 'sealrs-hos[t]' /proc/[0-9]*/cmdline"])
             .status
             .success()

@@ -2,13 +2,9 @@
 //! before, and one that was killed can be rolled back but never silently
 //! undone by an older image (issue 21), on real hosts with the k3s stand-in.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
 use crate::common::Env;
 use crate::hosts::{Host, TestHosts};
+use crate::interrupt::{wait_for_orphans, Running};
 use crate::layout::{example, standin_version};
 use crate::run::{on_hosts, run_on, ssh_flags};
 
@@ -243,80 +239,6 @@ fn an_upgrade_that_fails_on_a_host_returns_it_to_the_image_before_and_rollback_r
     );
 }
 
-/// A started sealrs and the lines of its stderr, as they come.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a stderr line holding `text`, then SIGKILLs it.
-    fn kill_at(mut self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(text);
-                    self.seen.push(line);
-                    if found {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    panic!("sealrs never said {text:?}:\n{}", self.seen.join("\n"));
-                }
-            }
-        }
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.seen.join("\n")
-    }
-}
-
-/// Waits (up to 30 s) until no installer the killed operator started runs
-/// on the hosts (SIGKILL ends the operator, not the installer on a host).
-fn wait_for_orphans(hosts: &TestHosts) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for host in hosts.hosts() {
-        // `sealrs-hos[t]` does not match the grep's own command line.
-        while host
-            .exec(&["sh", "-c", "grep -l 'sealrs-hos[t]' /proc/[0-9]*/cmdline"])
-            .status
-            .success()
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
 #[test]
 fn after_a_killed_upgrade_the_old_image_is_refused_until_the_upgrade_is_rolled_back() {
     let hosts = TestHosts::boot(2);
@@ -329,7 +251,10 @@ fn after_a_killed_upgrade_the_old_image_is_refused_until_the_upgrade_is_rolled_b
     let mut args = vec!["upgrade".to_string(), "k3s-cluster:2".to_string()];
     args.extend(ssh_flags(&hosts));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let said = Running::start(env.cmd(&refs)).kill_at(&format!("{}: k3s upgrade to", hosts[0].ip));
+    let mut run = Running::start(env.cmd(&refs));
+    run.wait_for(&format!("{}: k3s upgrade to", hosts[0].ip));
+    run.child.kill().unwrap();
+    let (_, said) = run.finish();
     wait_for_orphans(&hosts);
     assert!(
         env.root.join("clusters/default/upgrade.json").exists(),
