@@ -375,14 +375,23 @@ fn k3s_state(h: &Host) -> (String, String, bool) {
     )
 }
 
+/// `n` hosts, all masters, running the `runtime` example's image
+/// (`RUNTIME-cluster:1`).
+fn running_example(runtime: &str, n: usize) -> (TestHosts, Env) {
+    let hosts = TestHosts::boot(n);
+    let env = Env::new();
+    let dir = example(&env, runtime, runtime);
+    let image = format!("{runtime}-cluster:1");
+    env.ok(&["build", "-q", "--no-images", "-t", &image, &dir]);
+    let masters: Vec<usize> = (0..n).collect();
+    run_on(&env, &image, &hosts, &masters, &[], &[]);
+    (hosts, env)
+}
+
 /// A k3s server on SQLite (k3s's datastore for one server without
 /// --cluster-init): its state.db, written with the real sqlite3, holds one row.
 fn k3s_on_sqlite() -> (TestHosts, Env) {
-    let hosts = TestHosts::boot(1);
-    let env = Env::new();
-    let dir = example(&env, "k3s", "k3s");
-    env.ok(&["build", "-q", "--no-images", "-t", "k3s-cluster:1", &dir]);
-    run_on(&env, "k3s-cluster:1", &hosts, &[0], &[], &[]);
+    let (hosts, env) = running_example("k3s", 1);
     let db = hosts[0].root().join(DB);
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     sqlite(&db, "CREATE TABLE kine (name TEXT, value TEXT); INSERT INTO kine VALUES ('/registry/a', 'one');");
@@ -584,11 +593,7 @@ fn k3s_with_embedded_etcd_backs_up_with_etcd_snapshot_save_and_restores_by_clust
 
 #[test]
 fn k0s_backs_up_with_k0s_backup_and_restores_with_the_controller_stopped() {
-    let hosts = TestHosts::boot(1);
-    let env = Env::new();
-    let dir = example(&env, "k0s", "k0s");
-    env.ok(&["build", "-q", "--no-images", "-t", "k0s-cluster:1", &dir]);
-    run_on(&env, "k0s-cluster:1", &hosts, &[0], &[], &[]);
+    let (hosts, env) = running_example("k0s", 1);
     let h = &hosts[0];
     let marker = h.root().join("var/lib/k0s/pki/sealrs-marker");
     std::fs::write(&marker, "before the backup").unwrap();
@@ -637,11 +642,7 @@ fn k0s_backs_up_with_k0s_backup_and_restores_with_the_controller_stopped() {
 #[test]
 fn k0s_restore_onto_three_controllers_resets_the_others_and_joins_them_again() {
     // Three: k0s's embedded etcd wants an odd number of controllers.
-    let hosts = TestHosts::boot(3);
-    let env = Env::new();
-    let dir = example(&env, "k0s", "k0s");
-    env.ok(&["build", "-q", "--no-images", "-t", "k0s-cluster:1", &dir]);
-    run_on(&env, "k0s-cluster:1", &hosts, &[0, 1, 2], &[], &[]);
+    let (hosts, env) = running_example("k0s", 3);
     let installs = |h: &Host| {
         crate::run::standin_log(h)
             .matches("|install controller")

@@ -300,6 +300,12 @@ fn bytes_sent(doc: &serde_json::Value, ip: &str) -> u64 {
         .unwrap()
 }
 
+/// The real registry over TLS (with htpasswd when `auth`) where `hosts`
+/// reach it: the operator side of their links.
+fn tls_registry(hosts: &crate::hosts::TestHosts, auth: bool) -> Registry {
+    Registry::start_on(Options { tls: true, auth }, &operator_ip(hosts))
+}
+
 /// A template the k3s example carries in `manifests/`, rendered with `-e`.
 const INFO_TMPL: &str = "kind: ConfigMap\ndata:\n  from: {{ .INFO_FROM }}\n";
 
@@ -316,13 +322,7 @@ fn rendered_info(host: &crate::hosts::Host) -> String {
 #[test]
 fn hosts_pull_the_layers_from_the_registry_and_the_operator_keeps_and_sends_only_the_installer() {
     let hosts = crate::hosts::TestHosts::boot(5);
-    let reg = Registry::start_on(
-        Options {
-            tls: true,
-            auth: false,
-        },
-        &operator_ip(&hosts),
-    );
+    let reg = tls_registry(&hosts, false);
     let env = Env::new();
     let cert_dir = reg.cert_dir();
     let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
@@ -452,13 +452,7 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_keeps_and_sends_only
 #[test]
 fn a_blob_corrupted_in_the_registry_is_refused_by_the_hosts_with_nothing_placed() {
     let hosts = crate::hosts::TestHosts::boot(2);
-    let reg = Registry::start_on(
-        Options {
-            tls: true,
-            auth: false,
-        },
-        &operator_ip(&hosts),
-    );
+    let reg = tls_registry(&hosts, false);
     let env = Env::new();
     let cert_dir = reg.cert_dir();
     let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
@@ -516,13 +510,7 @@ fn a_blob_corrupted_in_the_registry_is_refused_by_the_hosts_with_nothing_placed(
 #[test]
 fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_the_run_says_so() {
     let hosts = crate::hosts::TestHosts::boot(2);
-    let reg = Registry::start_on(
-        Options {
-            tls: true,
-            auth: false,
-        },
-        &operator_ip(&hosts),
-    );
+    let reg = tls_registry(&hosts, false);
     // The worker's connections to the registry's port are refused; SSH and
     // the operator's own server still work.
     hosts[1].exec_ok(&[
@@ -582,13 +570,7 @@ fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_t
 #[test]
 fn basic_auth_credentials_reach_hosts_only_when_allowed_and_only_on_stdin() {
     let hosts = crate::hosts::TestHosts::boot(2);
-    let reg = Registry::start_on(
-        Options {
-            tls: true,
-            auth: true,
-        },
-        &operator_ip(&hosts),
-    );
+    let reg = tls_registry(&hosts, true);
     let env = Env::new();
     let auth = env.path("auth.json");
     let cert_dir = reg.cert_dir();
@@ -669,13 +651,7 @@ fn basic_auth_credentials_reach_hosts_only_when_allowed_and_only_on_stdin() {
 #[test]
 fn an_upgrade_to_an_image_only_in_the_registry_sends_hosts_no_layer_not_even_the_installer() {
     let hosts = crate::hosts::TestHosts::boot(2);
-    let reg = Registry::start_on(
-        Options {
-            tls: true,
-            auth: false,
-        },
-        &operator_ip(&hosts),
-    );
+    let reg = tls_registry(&hosts, false);
     let env = Env::new();
     let cert_dir = reg.cert_dir();
     let flags = ["--cert-dir", cert_dir.to_str().unwrap()];

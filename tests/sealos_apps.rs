@@ -29,9 +29,9 @@ fn build_images(env: &Env) -> [&'static str; 4] {
     ["k3s-cluster:1", cni, helm, calico]
 }
 
-/// Builds the replicas of labring/cni-plugins, labring/helm and labring/calico.
-fn build_apps(env: &Env) -> [&'static str; 3] {
-    // labring/helm: the binary under opt/, copied to /usr/bin by its CMD.
+/// The replica of labring/helm (`helm:1`): the binary under opt/, copied
+/// to /usr/bin by its CMD.
+pub(crate) fn build_helm(env: &Env) {
     env.write(
         "helm/Kubefile",
         "FROM scratch\nCOPY opt opt\nCMD [\"cp -f opt/helm /usr/bin/helm\"]\n",
@@ -46,6 +46,11 @@ fn build_apps(env: &Env) -> [&'static str; 3] {
         ],
     );
     env.build("helm:1", "helm");
+}
+
+/// Builds the replicas of labring/cni-plugins, labring/helm and labring/calico.
+fn build_apps(env: &Env) -> [&'static str; 3] {
+    build_helm(env);
 
     // labring/calico: the tigera-operator chart and its values.
     env.write("calico/Kubefile", CALICO_KUBEFILE);

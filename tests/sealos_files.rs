@@ -8,11 +8,9 @@
 
 use std::path::PathBuf;
 
-use crate::common::{tool, Env};
+use crate::common::Env;
 use crate::hosts::{Host, TestHosts};
 use crate::layout::example;
-
-const STANDINS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/standins");
 
 /// A template in the style of labring's: defaults, the SEALOS_SYS keys, a
 /// condition on the version.
@@ -250,20 +248,7 @@ fn build_k3s_and_dashboard(env: &Env) -> [&'static str; 3] {
     env.write(&format!("{dir}/manifests/info.yaml.tmpl"), INFO_TMPL);
     env.build("k3s-cluster:1", &dir);
 
-    env.write(
-        "helm/Kubefile",
-        "FROM scratch\nCOPY opt opt\nCMD [\"cp -f opt/helm /usr/bin/helm\"]\n",
-    );
-    std::fs::create_dir_all(env.path("helm/opt")).unwrap();
-    tool(
-        "cp",
-        &[
-            "-p",
-            &format!("{STANDINS}/helm"),
-            env.path("helm/opt/helm").to_str().unwrap(),
-        ],
-    );
-    env.build("helm:1", "helm");
+    crate::sealos_apps::build_helm(env);
 
     env.write("dashboard/Kubefile", DASHBOARD_KUBEFILE);
     env.write_mode("dashboard/entrypoint.sh", DASHBOARD_ENTRYPOINT, 0o755);
