@@ -23,8 +23,13 @@
 #                              machine for the hosts (an nftables counter on its output through
 #                              the hosts' links, the registry's replies left out: SSH, the direct
 #                              stream, TLS and TCP/IP, as the kernel hands them to the link),
-#                              sealrs's reported layer bytes, and issue 22's targets. Each run's
-#                              stderr is kept in $SCALE_LOGS (/var/tmp/sealrs-scale-logs)
+#                              sealrs's reported layer bytes, and issue 22's targets. Then the
+#                              same four applies with each host held to a fixed CPU share of its
+#                              own (SCALE_HOST_CPU cores, default 0.09: a cgroup per host), as a
+#                              fleet's hosts each have their own CPUs: uncapped, 16 hosts here
+#                              share the 2 cores that 4 hosts had, so their unpacking alone takes
+#                              4x as long whatever the tool does. Each run's stderr is kept in
+#                              $SCALE_LOGS (/var/tmp/sealrs-scale-logs)
 #   scripts/bench.sh examples  builds Kubefile-examples/{k3s,k0s,kubeadm} whose binaries
 #                              were fetched (scripts/fetch-RUNTIME.sh): size, time, RSS
 #
@@ -457,6 +462,45 @@ scale_reset() {
 }
 sent_col() { awk -v l="$1" -v c="$2" '$1==l {print $c}' "$work/sent"; }
 
+# Each test host of subnet X in a cgroup of its own in the (v1) cpu hierarchy,
+# $cpu_root/HOST: every process in the host's network namespace (its init,
+# sshd, journald) is moved there, and what they start later (an SSH
+# session, the installer, k3s) starts there.
+cpu_groups_up() {
+  cpu_root=/sys/fs/cgroup/cpu/sealrs-bench-$$
+  mkdir -p "$cpu_root"
+  python3 - "$x" "$cpu_root" <<'PY'
+import glob, os, sys
+x, root = sys.argv[1:]
+nets = {os.stat(p).st_ino: os.path.basename(p) for p in glob.glob(f"/run/netns/sealrs-{x}-*")}
+moved = 0
+for d in glob.glob("/proc/[0-9]*"):
+    try:
+        host = nets.get(os.stat(f"{d}/ns/net").st_ino)
+        if host is None:
+            continue
+        os.makedirs(f"{root}/{host}", exist_ok=True)
+        with open(f"{root}/{host}/cgroup.procs", "w") as f:
+            f.write(d[6:])
+        moved += 1
+    except OSError:
+        pass
+if len(os.listdir(root)) < len(nets):
+    sys.exit(f"only {moved} processes of {len(os.listdir(root))} of {len(nets)} hosts found")
+PY
+}
+# cpu_cap CORES: each host's CPU held to CORES (a CFS quota per 100 ms); "" lifts it.
+cpu_cap() {
+  local quota=-1 g
+  [ -z "$1" ] || quota=$(python3 -c "print(round(float('$1') * 100000))")
+  for g in "$cpu_root"/*/; do
+    echo 100000 > "$g/cpu.cfs_period_us"
+    echo "$quota" > "$g/cpu.cfs_quota_us"
+  done
+}
+# After hosts_down: the groups are empty then.
+cpu_groups_down() { [ -z "${cpu_root:-}" ] || { rmdir "$cpu_root"/*/ "$cpu_root" 2>/dev/null || true; }; }
+
 # cpu_seconds X REGISTRY_PID: CPU seconds used so far by the registry and by
 # the hosts of subnet X: each host's sshd listener with its reaped sessions,
 # which hold the installers' and the hosts' sshd's own (k3s's is left out).
@@ -504,7 +548,9 @@ bench_scale() {
   x=${subnet##*.}
   echo "==> a registry with TLS on ${subnet}.1, the operator side of the hosts' links"
   start_registry scale "${subnet}.1"
-  trap 'stop_registry; opcount_down; hosts_down; rm -rf "$work"' EXIT
+  trap 'stop_registry; opcount_down; hosts_down; cpu_groups_down; rm -rf "$work"' EXIT
+  cpu_groups_up
+  local cap=${SCALE_HOST_CPU:-0.09}
   local name=$reg_host/bench/k3s certs=(--cert-dir "$reg_certs")
   "$sealrs" --root "$store" -q push bench:1 "$name:1" "${certs[@]}" >/dev/null
   local size installer
@@ -540,21 +586,39 @@ print(sum(l["size"] for l in json.load(sys.stdin)["layers"] if "installer" in st
       rm -rf "$root"
     done
   done
+  # The same applies with each host held to its own share of CPU, as in a
+  # fleet: 16 hosts then have 4 times the CPU of 4 hosts, as real ones do.
+  cpu_cap "$cap"
+  for i in $(seq 1 "$runs"); do
+    for n in 4 16; do
+      echo "==> run $i/$runs: $n hosts of $cap cores each, direct route"
+      scale_apply "direct_${n}_own" "$store" bench:1 "$n"
+      scale_reset "$store"
+      echo "==> run $i/$runs: $n hosts of $cap cores each, registry route"
+      root=$work/op-$n-$i-own
+      scale_apply "registry_${n}_own" "$root" "$name:1" "$n" "${certs[@]}"
+      scale_reset "$root"
+      rm -rf "$root"
+    done
+  done
+  cpu_cap ""
 
   echo
   echo "scale benchmark: image $size bytes, installer layer $installer bytes, $runs run(s) each, medians."
   echo "The hosts share this machine's CPUs and disk with sealrs, the registry and other work: a host's"
   echo "unpacking (TLS, digests, decompression, writes) costs the same CPUs as the others', which real"
-  echo "hosts would not; the CPU columns show where the time went."
+  echo "hosts would not; the CPU columns show where the time went. Rows *_own: each host held to $cap"
+  echo "cores of its own (its cgroup's CPU quota), so that 16 hosts have 4x the CPU of 4, as a fleet has."
   echo "The layers column is the layer phase (its slowest host), MB/s what all hosts took in it together."
-  printf '%-14s %9s %9s %9s %9s %9s %9s %7s %14s %12s %14s\n' "" "wall (s)" "RSS (MB)" \
+  printf '%-16s %9s %9s %9s %9s %9s %9s %7s %14s %12s %14s\n' "" "wall (s)" "RSS (MB)" \
     "CPU sealrs" "registry" "hosts" "layers" "MB/s" "bytes counted" "per host" "reported"
   local l h layers
   # shellcheck disable=SC2046
-  for l in direct_4 registry_4 direct_16 registry_16 registry_held; do
-    h=${l##*_}; [ "$h" = held ] && h=16
+  for l in direct_4 registry_4 direct_16 registry_16 registry_held \
+    direct_4_own registry_4_own direct_16_own registry_16_own; do
+    h=${l#*_}; h=${h%%_*}; [ "$h" = held ] && h=16
     layers=$(median $(sent_col "$l" 7))
-    printf '%-14s %9s %9s %9s %9s %9s %9s %7s %14s %12s %14s\n' "$l" "$(median $(col "$l" 2))" \
+    printf '%-16s %9s %9s %9s %9s %9s %9s %7s %14s %12s %14s\n' "$l" "$(median $(col "$l" 2))" \
       "$(( $(maxof $(col "$l" 3)) / 1024 ))" "$(median $(sent_col "$l" 4))" \
       "$(median $(sent_col "$l" 5))" "$(median $(sent_col "$l" 6))" "$layers" \
       "$(python3 -c "import sys; t = float(sys.argv[1]); print(f'{$h * ($size - $installer) / t / 1e6:.0f}' if t > 0 and '$l' != 'registry_held' else '-')" "$layers")" \
@@ -568,17 +632,21 @@ print(sum(l["size"] for l in json.load(sys.stdin)["layers"] if "installer" in st
     "$(median $(sent_col registry_4 3))" "$(median $(sent_col registry_16 3))" \
     "$(median $(col registry_4 2))" "$(median $(col registry_16 2))" \
     "$(median $(col direct_4 2))" "$(median $(col direct_16 2))" \
-    "$(median $(sent_col registry_4 7))" "$(median $(sent_col registry_16 7))"
+    "$(median $(sent_col registry_4 7))" "$(median $(sent_col registry_16 7))" \
+    "$(median $(col registry_4_own 2))" "$(median $(col registry_16_own 2))" \
+    "$(median $(col direct_4_own 2))" "$(median $(col direct_16_own 2))" "$cap"
   echo "each run's stderr: $logs"
 }
 
 # scale_targets SIZE INSTALLER COUNTED4 COUNTED16 COUNTED_HELD REPORTED4 REPORTED16
-#   T_REGISTRY4 T_REGISTRY16 T_DIRECT4 T_DIRECT16 LAYERS4 LAYERS16: issue 22's
-#   targets, met or not, and the registry route's time split at its layer phase.
+#   T_REGISTRY4 T_REGISTRY16 T_DIRECT4 T_DIRECT16 LAYERS4 LAYERS16 T_REGISTRY4_OWN
+#   T_REGISTRY16_OWN T_DIRECT4_OWN T_DIRECT16_OWN CAP: issue 22's targets, met or
+#   not, and the registry route's time split at its layer phase.
 scale_targets() {
   python3 - "$@" <<'PY'
 import sys
-size, inst, c4, c16, held, r4, r16, tr4, tr16, td4, td16, l4, l16 = map(float, sys.argv[1:])
+size, inst, c4, c16, held, r4, r16, tr4, tr16, td4, td16, l4, l16, to4, to16, tdo4, tdo16, cap = map(
+    float, sys.argv[1:])
 met = lambda ok: "met" if ok else "MISSED"
 for n, counted, reported in ((4, c4, r4), (16, c16, r16)):
     print(f"registry, {n} hosts lacking the installer: layer bytes {reported / n:,.0f} per host = "
@@ -591,9 +659,14 @@ for n, counted in ((4, c4), (16, c16)):
     print(f"registry, {n} hosts, judged from the first apply less {n} installer layers: "
           f"{counted - n * inst:,.0f} bytes = {(counted - n * inst) / size:.4f} x the image: "
           f"{met(counted - n * inst <= 1.2 * size)} (<= 1.2 x the image)")
-print(f"time, registry route: 16 hosts {tr16:.1f} s = {tr16 / tr4:.2f} x 4 hosts' {tr4:.1f} s: "
-      f"{met(tr16 <= 2 * tr4)} (<= 2x)")
-print(f"time, direct route:   16 hosts {td16:.1f} s = {td16 / td4:.2f} x 4 hosts' {td4:.1f} s (for comparison)")
+print(f"time, registry route, each host {cap:g} cores of its own: 16 hosts {to16:.1f} s = "
+      f"{to16 / to4:.2f} x 4 hosts' {to4:.1f} s: {met(to16 <= 2 * to4)} (<= 2x)")
+print(f"time, direct route,   each host {cap:g} cores of its own: 16 hosts {tdo16:.1f} s = "
+      f"{tdo16 / tdo4:.2f} x 4 hosts' {tdo4:.1f} s (for comparison: links here are not an uplink)")
+print(f"time, registry route, all hosts sharing this machine's CPUs: 16 hosts {tr16:.1f} s = "
+      f"{tr16 / tr4:.2f} x 4 hosts' {tr4:.1f} s: {met(tr16 <= 2 * tr4)} (<= 2x; 16 hosts unpack 4x the bytes on the same cores)")
+print(f"time, direct route,   all hosts sharing this machine's CPUs: 16 hosts {td16:.1f} s = "
+      f"{td16 / td4:.2f} x 4 hosts' {td4:.1f} s (for comparison)")
 if l4 > 0 and l16 > 0:
     mbs = lambda n, t: n * (size - inst) / t / 1e6
     print(f"  registry route, the layer phase: 16 hosts {l16:.1f} s = {l16 / l4:.2f} x 4 hosts' {l4:.1f} s; "

@@ -506,6 +506,19 @@ impl Session {
         out: &mut impl std::io::Write,
         task: &dyn Task,
     ) -> Result<u64, RegistryError> {
+        self.stream_blob(resp, digest, size, |chunk| out.write_all(&chunk), task)
+            .await
+    }
+
+    /// [`Session::copy_blob`], each chunk handed to `put` as it was received.
+    pub async fn stream_blob(
+        &self,
+        resp: Response,
+        digest: &Digest,
+        size: u64,
+        mut put: impl FnMut(bytes::Bytes) -> std::io::Result<()>,
+        task: &dyn Task,
+    ) -> Result<u64, RegistryError> {
         let action = format!("download blob {digest}");
         let mut stream = resp.bytes_stream();
         let mut written = 0u64;
@@ -522,12 +535,13 @@ impl Session {
                     found: written,
                 });
             }
-            out.write_all(&chunk).map_err(|e| RegistryError::Network {
+            let len = chunk.len() as u64;
+            put(chunk).map_err(|e| RegistryError::Network {
                 registry: self.registry.clone(),
                 action: "write a downloaded blob to the store".into(),
                 detail: e.to_string(),
             })?;
-            task.advance(chunk.len() as u64);
+            task.advance(len);
         }
         if written != size {
             return Err(RegistryError::SizeMismatch {

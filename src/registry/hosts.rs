@@ -9,11 +9,12 @@
 //! with an error is passed over; one that sends bytes that are not the blob
 //! fails the host's pull, which the unpacker refuses with nothing placed.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use bytes::{Buf as _, Bytes};
 use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -166,7 +167,6 @@ pub fn blob_stream(
         }
     }
     let (sender, chunks) = mpsc::sync_channel(CHUNKS);
-    let mut writer = ChunkWriter(sender);
     let feeder = std::thread::spawn(move || {
         let silent = crate::progress::Silent.begin("", None);
         runtime.block_on(async {
@@ -197,8 +197,9 @@ pub fn blob_stream(
                 if i < last {
                     eprintln!("blob {digest} through mirror {}", session.registry);
                 }
+                let put = |chunk| hand_over(&sender, chunk);
                 session
-                    .copy_blob(resp, digest, *size, &mut writer, silent.as_ref())
+                    .stream_blob(resp, digest, *size, put, silent.as_ref())
                     .await?;
             }
             Ok(())
@@ -206,7 +207,7 @@ pub fn blob_stream(
     });
     Ok(BlobStream {
         chunks,
-        current: io::Cursor::new(Vec::new()),
+        current: Bytes::new(),
         feeder: Some(feeder),
     })
 }
@@ -216,19 +217,12 @@ pub fn blob_stream(
 const CHUNKS: usize = 32;
 
 /// The feeder's end of a [`BlobStream`]: each chunk as received, in memory
-/// (a pipe cost a copy through the kernel and a system call each way).
-struct ChunkWriter(mpsc::SyncSender<Vec<u8>>);
-
-impl Write for ChunkWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.send(buf.to_vec()).map_err(|_| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "the unpacker stopped reading")
-        })?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+/// and uncopied (a pipe cost a copy through the kernel and a system call
+/// each way).
+fn hand_over(sender: &mpsc::SyncSender<Bytes>, chunk: Bytes) -> io::Result<()> {
+    sender
+        .send(chunk)
+        .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the unpacker stopped reading"))
 }
 
 /// A host's stderr reaches the operator's report: say which mirror was passed over.
@@ -363,9 +357,9 @@ async fn open_session(
 /// The blobs' bytes as the feeder received them; at their end, the
 /// feeder's error if any.
 pub struct BlobStream {
-    chunks: mpsc::Receiver<Vec<u8>>,
-    /// The chunk being read.
-    current: io::Cursor<Vec<u8>>,
+    chunks: mpsc::Receiver<Bytes>,
+    /// What is left of the chunk being read.
+    current: Bytes,
     feeder: Option<JoinHandle<Result<(), RegistryError>>>,
 }
 
@@ -386,12 +380,14 @@ impl BlobStream {
 impl Read for BlobStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let n = self.current.read(buf)?;
+            let n = buf.len().min(self.current.len());
             if n > 0 || buf.is_empty() {
+                buf[..n].copy_from_slice(&self.current[..n]);
+                self.current.advance(n);
                 return Ok(n);
             }
             match self.chunks.recv() {
-                Ok(chunk) => self.current = io::Cursor::new(chunk),
+                Ok(chunk) => self.current = chunk,
                 // The feeder ended: all of the blobs, or its error.
                 Err(mpsc::RecvError) => break,
             }
@@ -467,13 +463,17 @@ mod tests {
 
     /// A stream fed by `feed`, as [`blob_stream`] feeds one.
     fn fed(
-        feed: impl FnOnce(&mut ChunkWriter) -> Result<(), RegistryError> + Send + 'static,
+        feed: impl FnOnce(&dyn Fn(&[u8]) -> io::Result<()>) -> Result<(), RegistryError>
+            + Send
+            + 'static,
     ) -> BlobStream {
         let (sender, chunks) = mpsc::sync_channel(CHUNKS);
         BlobStream {
             chunks,
-            current: io::Cursor::new(Vec::new()),
-            feeder: Some(std::thread::spawn(move || feed(&mut ChunkWriter(sender)))),
+            current: Bytes::new(),
+            feeder: Some(std::thread::spawn(move || {
+                feed(&|chunk| hand_over(&sender, Bytes::copy_from_slice(chunk)))
+            })),
         }
     }
 
@@ -489,7 +489,7 @@ mod tests {
     fn a_reader_gets_every_chunk_in_order_then_the_feeders_error_not_an_end() {
         let mut stream = fed(|out| {
             for i in 0..100u8 {
-                out.write_all(&[i; 1000]).unwrap();
+                out(&[i; 1000]).unwrap();
             }
             Err(cut())
         });
@@ -506,12 +506,11 @@ mod tests {
     #[test]
     fn a_reader_that_gives_up_stops_a_feeder_waiting_for_room_and_gets_why() {
         let mut stream = fed(|out| loop {
-            out.write_all(&[7; 4096])
-                .map_err(|e| RegistryError::Network {
-                    registry: "r.example".into(),
-                    action: "write".into(),
-                    detail: e.to_string(),
-                })?;
+            out(&[7; 4096]).map_err(|e| RegistryError::Network {
+                registry: "r.example".into(),
+                action: "write".into(),
+                detail: e.to_string(),
+            })?;
         });
         let mut some = [0; 10];
         stream.read_exact(&mut some).unwrap();
