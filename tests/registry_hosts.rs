@@ -482,6 +482,12 @@ fn a_blob_corrupted_in_the_registry_is_refused_by_the_hosts_with_nothing_placed(
     assert!(!ok, "{doc:#}\n{stderr}");
     let hex = bad.trim_start_matches("sha256:");
     assert!(stderr.contains(hex), "{stderr}");
+    // Each host hashed the blob as it came and withheld its end from the unpacker.
+    assert!(
+        stderr.contains("is corrupt: its content hashes to sha256:")
+            && stderr.contains("refused before its last byte; nothing of it was kept"),
+        "{stderr}"
+    );
     for host in hosts.hosts() {
         let layer = format!("{}/{hex}", sealrs::host_paths::HOST_LAYERS);
         assert!(

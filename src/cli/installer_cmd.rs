@@ -148,11 +148,14 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 installer::receive(&sources, &mut input, &a.dest, check)?
             } else if a.from_registry {
                 let mut input = registry_blobs(&sources)?;
-                match installer::receive(&sources, &mut input, &a.dest, BlobCheck::Hash) {
+                match installer::receive(&sources, &mut input, &a.dest, BlobCheck::Verified) {
                     Ok(outcome) => outcome,
                     // Only a stream that ended early has a reason to add.
                     Err(e @ installer::InstallerError::ShortLayer { .. }) => {
                         match input.failure() {
+                            Some(why @ registry::RegistryError::BlobRefused { .. }) => {
+                                bail!("{why}; nothing of it was kept")
+                            }
                             Some(why) => bail!("{e}: {why}"),
                             None => return Err(e.into()),
                         }

@@ -1324,6 +1324,34 @@ fn fetched_layers_are_kept_only_when_the_digest_the_operator_sent_after_them_is_
 }
 
 #[test]
+fn a_verified_stream_is_kept_without_hashing_or_trailer_and_one_cut_short_keeps_nothing() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let layers = dir.path().join("layers");
+    let blob = tar_of(&[("bin/k3s", F, 0o755, b"k3s-v1", None)]);
+    let named = layers.join(sha_name(&blob));
+    let sources = [LayerSource::Incoming {
+        dir: named.clone(),
+        size: blob.len() as u64,
+    }];
+    let dest = dir.path().join("rootfs");
+    // A stream that vouched for a blob withholds its last byte when the
+    // blob is wrong: a short input, refused with nothing kept.
+    let cut = &blob[..blob.len() - 1];
+    let err = receive(&sources, &mut &cut[..], &dest, BlobCheck::Verified).unwrap_err();
+    assert!(matches!(err, InstallerError::ShortLayer { .. }), "{err}");
+    assert!(!named.exists() && !dest.exists());
+    // The whole blob: kept, no digest expected after it, each file summed.
+    receive(&sources, &mut &blob[..], &dest, BlobCheck::Verified).unwrap();
+    assert_eq!(fs::read(dest.join("bin/k3s")).unwrap(), b"k3s-v1");
+    let record = fs::read_to_string(named.join(super::integrity::RECORD)).unwrap();
+    assert!(
+        record.contains(&hex::encode(sha2::Sha256::digest(b"k3s-v1"))),
+        "{record}"
+    );
+}
+
+#[test]
 fn assembled_layer_directories_apply_opaque_markers_and_keep_symlinks() {
     let dir = tempfile::tempdir().unwrap();
     let layers = dir.path().join("layers");

@@ -90,6 +90,16 @@ pub enum RegistryError {
         found: String,
     },
 
+    /// A host's pull: the blob's bytes do not hash to its digest, so their
+    /// last part was never handed to the unpacker, which keeps nothing of it.
+    #[error("blob {digest} from {registry}/{repository} is corrupt: its content hashes to {found}; refused before its last byte")]
+    BlobRefused {
+        registry: String,
+        repository: String,
+        digest: String,
+        found: String,
+    },
+
     /// Pulled content is longer or shorter than its descriptor says.
     #[error("{what} {digest} from {registry}/{repository} has {found} bytes but its descriptor says {expected}; nothing was written to the local store")]
     SizeMismatch {

@@ -7,9 +7,10 @@
 //! before a blob's first byte (the bytes stream into the unpacker as they
 //! arrive, so they cannot be taken back): a mirror that is down or answers
 //! with an error is passed over; one that sends bytes that are not the blob
-//! fails the host's pull, which the unpacker refuses with nothing placed.
+//! fails the host's pull: its last bytes never reach the unpacker, which
+//! refuses the blob as short, with nothing placed.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write as _};
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::client::{retry, Access, Session};
 use super::error::RegistryError;
 use super::{auth, sources, tls, Credentials, RegistryOptions};
+use crate::digest::Hashing;
 use crate::progress::Progress as _;
 use crate::secret::Secret;
 
@@ -135,7 +137,8 @@ fn read_cas(dir: &Path) -> Result<Vec<String>, RegistryError> {
 /// them. The first source that opens and has the first blob is chosen
 /// before any byte, so a registry the host cannot reach or is refused by
 /// fails here; a blob that fails later ends the stream with that error.
-/// Checking each blob against its digest is the reader's job (as for any stream).
+/// Each blob is hashed as it arrives, and its last chunk reaches the reader
+/// only once it matched its digest: a wrong blob ends the stream short.
 pub fn blob_stream(
     ticket: &PullTicket,
     wanted: Vec<(Digest, u64)>,
@@ -197,10 +200,24 @@ pub fn blob_stream(
                 if i < last {
                     eprintln!("blob {digest} through mirror {}", session.registry);
                 }
-                let put = |chunk| hand_over(&sender, chunk);
+                let mut blob = Vouching::new(&sender);
                 session
-                    .stream_blob(resp, digest, *size, put, silent.as_ref())
+                    .stream_blob(resp, digest, *size, |c| blob.put(c), silent.as_ref())
                     .await?;
+                let found = blob.found();
+                if &found != digest {
+                    return Err(RegistryError::BlobRefused {
+                        registry: session.registry.clone(),
+                        repository: session.repository.clone(),
+                        digest: digest.to_string(),
+                        found: found.to_string(),
+                    });
+                }
+                blob.release().map_err(|e| RegistryError::Network {
+                    registry: session.registry.clone(),
+                    action: format!("hand blob {digest} to the unpacker"),
+                    detail: e.to_string(),
+                })?;
             }
             Ok(())
         })
@@ -209,6 +226,7 @@ pub fn blob_stream(
         chunks,
         current: Bytes::new(),
         feeder: Some(feeder),
+        failed: None,
     })
 }
 
@@ -223,6 +241,46 @@ fn hand_over(sender: &mpsc::SyncSender<Bytes>, chunk: Bytes) -> io::Result<()> {
     sender
         .send(chunk)
         .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the unpacker stopped reading"))
+}
+
+/// One blob's chunks on their way to the unpacker, hashed as they pass (on
+/// the receiving thread, beside the unpacking); the last is held back until
+/// [`Vouching::release`], which the blob's digest must allow first: the
+/// unpacker never gets the whole of a blob that is not what its digest says.
+struct Vouching<'a> {
+    sender: &'a mpsc::SyncSender<Bytes>,
+    hashing: Hashing<io::Sink>,
+    held: Option<Bytes>,
+}
+
+impl<'a> Vouching<'a> {
+    fn new(sender: &'a mpsc::SyncSender<Bytes>) -> Self {
+        Vouching {
+            sender,
+            hashing: Hashing::new(io::sink()),
+            held: None,
+        }
+    }
+
+    fn put(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.hashing.write_all(&chunk)?;
+        match self.held.replace(chunk) {
+            Some(before) => hand_over(self.sender, before),
+            None => Ok(()),
+        }
+    }
+
+    /// The digest of what was put.
+    fn found(&self) -> Digest {
+        self.hashing.digest()
+    }
+
+    fn release(self) -> io::Result<()> {
+        match self.held {
+            Some(last) => hand_over(self.sender, last),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A host's stderr reaches the operator's report: say which mirror was passed over.
@@ -361,13 +419,23 @@ pub struct BlobStream {
     /// What is left of the chunk being read.
     current: Bytes,
     feeder: Option<JoinHandle<Result<(), RegistryError>>>,
+    /// The feeder's error, once a read returned it.
+    failed: Option<RegistryError>,
 }
 
 impl BlobStream {
     /// Why the blobs stopped, once a reader gave up on the stream (its own
     /// error says only that the input ended).
     pub fn failure(self) -> Option<RegistryError> {
-        let BlobStream { chunks, feeder, .. } = self;
+        let BlobStream {
+            chunks,
+            feeder,
+            failed,
+            ..
+        } = self;
+        if failed.is_some() {
+            return failed;
+        }
         // A feeder waiting for room in the channel then stops.
         drop(chunks);
         match feeder?.join() {
@@ -395,7 +463,11 @@ impl Read for BlobStream {
         if let Some(feeder) = self.feeder.take() {
             match feeder.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(io::Error::other(e)),
+                Ok(Err(e)) => {
+                    let error = io::Error::other(e.to_string());
+                    self.failed = Some(e);
+                    return Err(error);
+                }
                 Err(_) => return Err(io::Error::other("the registry reader panicked")),
             }
         }
@@ -474,6 +546,7 @@ mod tests {
             feeder: Some(std::thread::spawn(move || {
                 feed(&|chunk| hand_over(&sender, Bytes::copy_from_slice(chunk)))
             })),
+            failed: None,
         }
     }
 
@@ -501,6 +574,23 @@ mod tests {
             .chunks(1000)
             .enumerate()
             .all(|(i, c)| c == [i as u8; 1000]));
+    }
+
+    #[test]
+    fn a_blobs_last_chunk_reaches_the_reader_only_once_released() {
+        let (sender, chunks) = mpsc::sync_channel(CHUNKS);
+        let mut blob = Vouching::new(&sender);
+        for part in ["first ", "second ", "last"] {
+            blob.put(Bytes::from(part)).unwrap();
+        }
+        let passed: Vec<Bytes> = chunks.try_iter().collect();
+        assert_eq!(passed, ["first ", "second "]);
+        assert_eq!(
+            blob.found(),
+            crate::digest::sha256_digest(b"first second last")
+        );
+        blob.release().unwrap();
+        assert_eq!(chunks.try_iter().collect::<Vec<_>>(), ["last"]);
     }
 
     #[test]
