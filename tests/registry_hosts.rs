@@ -231,7 +231,7 @@ fn a_template_layer_the_registry_serves_wrong_is_refused_before_any_host_is_reac
 }
 
 /// The operator side of the hosts' links, where they reach this machine.
-fn operator_ip(hosts: &crate::hosts::TestHosts) -> String {
+pub(crate) fn operator_ip(hosts: &crate::hosts::TestHosts) -> String {
     let ip = &hosts[0].ip;
     format!("{}.1", &ip[..ip.rfind('.').unwrap()])
 }

@@ -11,7 +11,8 @@
 //! - Credentials come from the containers auth file or docker's config
 //!   ([`auth`]); connections follow the TLS rules in [`tls`].
 //! - Pulls go through the mirrors registries.conf names ([`mirrors`]), in
-//!   order, then the registry; pushes go to the registry only.
+//!   order, then the registry; pushes go to the registry only. A registry
+//!   it marks `insecure` may be plain HTTP for pulls, pushes and logins.
 //!
 //! Everything here is `async` (tokio): the CLI runs it on a runtime.
 
@@ -88,6 +89,7 @@ pub async fn login(
     // Fail on a broken auth file before bothering the registry.
     let path = auth::auth_file_path(opts)?;
     let mut file = auth::AuthFile::load(&path)?;
+    let opts = &sources::destination_options(&registry, opts)?;
     client::Session::login(&registry, creds.clone(), opts).await?;
     file.set(&registry, &creds);
     file.save()

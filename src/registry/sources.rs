@@ -128,8 +128,22 @@ fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
 /// The options for talking to `endpoint`: `insecure = true` acts as
 /// `--tls-verify=false` unless the user chose a value.
 pub fn endpoint_options(endpoint: &Endpoint, opts: &RegistryOptions) -> RegistryOptions {
+    insecure_options(endpoint.insecure, opts)
+}
+
+/// The options for a push to `name` (`host[:port]/repo`) or a login at it
+/// (`host[:port]`): its registries.conf `insecure` counts as for a pull.
+pub fn destination_options(
+    name: &str,
+    opts: &RegistryOptions,
+) -> Result<RegistryOptions, RegistryError> {
+    let insecure = load(opts)?.destination_insecure(name)?;
+    Ok(insecure_options(insecure, opts))
+}
+
+fn insecure_options(insecure: bool, opts: &RegistryOptions) -> RegistryOptions {
     let mut opts = opts.clone();
-    if endpoint.insecure && opts.tls_verify.is_none() {
+    if insecure && opts.tls_verify.is_none() {
         opts.tls_verify = Some(false);
     }
     opts

@@ -17,7 +17,7 @@ use super::auth;
 use super::client::{retry, Access, Mount, RawManifest, Session};
 use super::error::RegistryError;
 use super::platform::{self, Platform};
-use super::sources::Sources;
+use super::sources::{destination_options, Sources};
 use super::RegistryOptions;
 use crate::progress::{Progress, Task};
 use crate::reference::Reference;
@@ -80,6 +80,7 @@ pub async fn push(
         .filter(|r| r.registry == dest.registry && r.repository != dest.repository)
         .map(|r| vec![r.repository])
         .unwrap_or_default();
+    let opts = &destination_options(&format!("{}/{}", dest.registry, dest.repository), opts)?;
     let creds = auth::lookup(&dest.registry, &dest.repository, opts)?;
     let session = Session::open(
         &dest.registry,
