@@ -8,7 +8,7 @@ use crate::registry_server::{Options, Registry, PASSWORD, USER};
 
 /// Builds the k3s example as `name`, pushes it with `flags` and removes it
 /// from the store: the registry is the only place that has it.
-fn push_only(env: &Env, name: &str, build_flags: &[&str], flags: &[&str]) {
+pub(crate) fn push_only(env: &Env, name: &str, build_flags: &[&str], flags: &[&str]) {
     push_only_with(env, name, build_flags, flags, 0, &[]);
 }
 

@@ -484,3 +484,53 @@ fn push_and_login_take_insecure_from_registries_conf_as_skopeo_does() {
         .unwrap()
         .contains(&tls.host()));
 }
+
+#[test]
+fn a_run_says_once_which_mirror_it_passed_over_for_the_manifest_and_config_and_why() {
+    let origin = Registry::start(Options::default());
+    // A registry that lacks the image, and one that is not there at all.
+    let empty = Registry::start(Options::default());
+    let down = format!("127.0.0.1:{}", free_port());
+    let env = Env::new();
+    let name = format!("{}/edge/k3s:1", origin.host());
+    crate::registry_hosts::push_only(&env, &name, &[], &[]);
+    let conf = registries_conf(&env, &origin.host(), &[&down, &empty.host()]);
+    let out = env.run(&[
+        "run",
+        "--dry-run",
+        &name,
+        "--masters",
+        "192.0.2.10",
+        "--registries-conf",
+        &conf,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let naming = |mirror: &str| -> Vec<&str> {
+        stderr
+            .lines()
+            .filter(|l| l.contains(&format!("mirror {mirror} ")))
+            .collect()
+    };
+    let down_lines = naming(&down);
+    assert!(
+        down_lines.len() == 1
+            && down_lines[0].contains("could not be reached")
+            && down_lines[0].ends_with("trying the next source"),
+        "{stderr}"
+    );
+    let empty_lines = naming(&empty.host());
+    assert!(
+        empty_lines.len() == 1
+            && empty_lines[0].contains("could not serve the manifest")
+            && empty_lines[0].contains("404"),
+        "{stderr}"
+    );
+    // The origin served both.
+    assert_eq!(
+        origin.requests("GET /v2/edge/k3s/manifests/1"),
+        1,
+        "{}",
+        origin.log()
+    );
+}

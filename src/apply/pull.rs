@@ -73,8 +73,11 @@ impl RegistryLayers {
     }
 
     /// With the image `name` as its registry served it (`remote`), which the
-    /// store does not hold: the phases resolve `name` to it.
+    /// store does not hold: the phases resolve `name` to it. The mirrors
+    /// passed over (and said so) for it are not asked again by this
+    /// machine; hosts still try them (they may reach what it cannot).
     pub fn serving(mut self, name: &str, remote: crate::registry::RemoteImage) -> Self {
+        self.opts.skip_mirrors = remote.passed_over.clone();
         self.served = Some(Arc::new(Served {
             name: name.to_string(),
             remote,
@@ -233,6 +236,7 @@ mod tests {
             manifest: serde_json::from_str(&manifest).unwrap(),
             manifest_bytes: manifest.clone().into_bytes(),
             config: config.to_vec(),
+            passed_over: Vec::new(),
         };
         let name = "r.example:5000/edge/k3s:1";
         let reference = Reference::parse(name).unwrap();

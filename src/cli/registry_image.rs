@@ -55,7 +55,7 @@ pub(super) fn fetch_missing(
             None => async_runtime.insert(runtime()?),
         };
         let remote = rt
-            .block_on(registry::fetch_metadata(&reference, &opts))
+            .block_on(registry::fetch_metadata(&reference, &opts, progress))
             .map_err(|e| neither(name, &reference.registry, &e))?;
         let digest = remote.digest.to_string();
         if i == 0 {

@@ -59,6 +59,9 @@ pub struct RegistryOptions {
     /// The registries.conf naming mirrors and remapped locations
     /// (`--registries-conf`); `None`: found as containers/image finds it.
     pub registries_conf: Option<PathBuf>,
+    /// Mirrors (`host[:port]`) this process already passed over, each
+    /// said once: its later reads go past them.
+    pub skip_mirrors: Vec<String>,
 }
 
 impl Default for RegistryOptions {
@@ -72,6 +75,7 @@ impl Default for RegistryOptions {
             max_concurrent: 4,
             retries: 3,
             registries_conf: None,
+            skip_mirrors: Vec::new(),
         }
     }
 }

@@ -163,10 +163,13 @@ pub struct Sources<'a> {
     list: Vec<Source>,
     opts: &'a RegistryOptions,
     progress: &'a dyn Progress,
+    /// The mirrors noted as passed over, in order.
+    passed_over: Mutex<Vec<String>>,
 }
 
 impl<'a> Sources<'a> {
-    /// The sources of `reference` under the registries.conf files `opts` names.
+    /// The sources of `reference` under the registries.conf files `opts`
+    /// names, but for the mirrors it says to skip.
     pub fn new(
         reference: &Reference,
         opts: &'a RegistryOptions,
@@ -176,6 +179,7 @@ impl<'a> Sources<'a> {
         Ok(Sources {
             list: endpoints
                 .into_iter()
+                .filter(|e| !(e.mirror && opts.skip_mirrors.contains(&e.reference.registry)))
                 .map(|endpoint| Source {
                     endpoint,
                     session: OnceCell::new(),
@@ -184,7 +188,16 @@ impl<'a> Sources<'a> {
                 .collect(),
             opts,
             progress,
+            passed_over: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The mirrors passed over so far, each once, in order.
+    pub fn passed_over(&self) -> Vec<String> {
+        self.passed_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The session of source `i`; a mirror that cannot be opened is noted
@@ -217,10 +230,14 @@ impl<'a> Sources<'a> {
     }
 
     fn note(&self, i: usize, what: &str, error: &RegistryError) {
+        let mirror = &self.list[i].endpoint.reference.registry;
         self.progress.message(&format!(
-            "mirror {} could not {what}: {error}; trying the next source",
-            self.list[i].endpoint.reference.registry
+            "mirror {mirror} could not {what}: {error}; trying the next source"
         ));
+        let mut passed = self.passed_over.lock().unwrap_or_else(|e| e.into_inner());
+        if !passed.contains(mirror) {
+            passed.push(mirror.clone());
+        }
     }
 
     /// Runs `op` (retried on transient failures) against each source from

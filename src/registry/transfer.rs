@@ -373,20 +373,23 @@ pub struct RemoteImage {
     /// The manifest as served: the bytes `digest` is the digest of.
     pub manifest_bytes: Vec<u8>,
     pub config: Vec<u8>,
+    /// The mirrors passed over while fetching them (each noted once).
+    pub passed_over: Vec<String>,
 }
 
 /// Fetches `reference`'s manifest (for `opts.platform`, else this host's)
 /// and config, not its layers: enough to check what the image is before
-/// any layer moves.
+/// any layer moves. A mirror passed over is noted on `progress`.
 pub async fn fetch_metadata(
     reference: &Reference,
     opts: &RegistryOptions,
+    progress: &dyn Progress,
 ) -> Result<RemoteImage, RegistryError> {
     let wanted = match &opts.platform {
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
     };
-    let sources = Sources::new(reference, opts, &crate::progress::Silent)?;
+    let sources = Sources::new(reference, opts, progress)?;
     let (from, resolved) = sources
         .first(0, "serve the manifest", async |session, r| {
             resolve_manifest(session, r, &wanted).await
@@ -418,6 +421,7 @@ pub async fn fetch_metadata(
         manifest: resolved.manifest,
         manifest_bytes: resolved.raw.bytes,
         config,
+        passed_over: sources.passed_over(),
     })
 }
 
