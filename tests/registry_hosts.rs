@@ -8,7 +8,7 @@ use crate::registry_server::{Options, Registry, PASSWORD, USER};
 
 /// Builds the k3s example as `name`, pushes it with `flags` and removes it
 /// from the store: the registry is the only place that has it.
-fn push_only(env: &Env, name: &str, build_flags: &[&str], flags: &[&str]) {
+pub(crate) fn push_only(env: &Env, name: &str, build_flags: &[&str], flags: &[&str]) {
     push_only_with(env, name, build_flags, flags, 0, &[]);
 }
 
@@ -25,7 +25,8 @@ fn push_only_with(
 ) {
     let dir = crate::layout::example(env, "k3s", "k3s");
     for (path, text) in files {
-        env.write(&format!("{dir}/{path}"), text);
+        let mode = if text.starts_with("#!") { 0o755 } else { 0o644 };
+        env.write_mode(&format!("{dir}/{path}"), text, mode);
     }
     if payload > 0 {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -38,11 +39,19 @@ fn push_only_with(
             })
             .collect();
         env.write(&format!("{dir}/payload/data.bin"), bytes);
-        let kubefile = env.path(&format!("{dir}/Kubefile"));
-        let mut text = std::fs::read_to_string(&kubefile).unwrap();
-        text.push_str("COPY payload ./payload\n");
-        std::fs::write(kubefile, text).unwrap();
     }
+    // Each new top directory is copied into the image.
+    let kubefile = env.path(&format!("{dir}/Kubefile"));
+    let mut text = std::fs::read_to_string(&kubefile).unwrap();
+    let tops = files.iter().filter_map(|(path, _)| path.split_once('/'));
+    let payload = (payload > 0).then_some("payload");
+    for top in tops.map(|(top, _)| top).chain(payload) {
+        let copy = format!("COPY {top} ./{top}\n");
+        if !text.contains(&copy) {
+            text.push_str(&copy);
+        }
+    }
+    std::fs::write(kubefile, text).unwrap();
     let mut build = vec!["build", "-q", "--no-images", "-t", name];
     build.extend(build_flags);
     build.push(&dir);
@@ -222,7 +231,7 @@ fn a_template_layer_the_registry_serves_wrong_is_refused_before_any_host_is_reac
 }
 
 /// The operator side of the hosts' links, where they reach this machine.
-fn operator_ip(hosts: &crate::hosts::TestHosts) -> String {
+pub(crate) fn operator_ip(hosts: &crate::hosts::TestHosts) -> String {
     let ip = &hosts[0].ip;
     format!("{}.1", &ip[..ip.rfind('.').unwrap()])
 }
@@ -513,13 +522,10 @@ fn a_blob_corrupted_in_the_registry_is_refused_by_the_hosts_with_nothing_placed(
     }
 }
 
-#[test]
-fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_the_run_says_so() {
-    let hosts = crate::hosts::TestHosts::boot(2);
-    let reg = tls_registry(&hosts, false);
-    // The worker's connections to the registry's port are refused; SSH and
-    // the operator's own server still work.
-    hosts[1].exec_ok(&[
+/// Refuses `host`'s connections to `reg`'s port; SSH and the operator's
+/// own server still work.
+fn cut_off(host: &crate::hosts::Host, reg: &Registry) {
+    host.exec_ok(&[
         "ip",
         "rule",
         "add",
@@ -529,6 +535,13 @@ fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_t
         &reg.port.to_string(),
         "prohibit",
     ]);
+}
+
+#[test]
+fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_the_run_says_so() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = tls_registry(&hosts, false);
+    cut_off(&hosts[1], &reg);
     let env = Env::new();
     let cert_dir = reg.cert_dir();
     let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
@@ -710,4 +723,81 @@ fn an_upgrade_to_an_image_only_in_the_registry_sends_hosts_no_layer_not_even_the
             "{stderr}"
         );
     }
+}
+
+/// An init-registry hook (first master, after every host has its layers)
+/// that says it started, then waits until the test lets it go on.
+const PAUSE: [(&str, &str); 1] = [(
+    "scripts/pause.sh",
+    "#!/bin/sh\ntouch /etc/sealrs-paused\nuntil test -e /etc/sealrs-go; do sleep 0.1; done\n",
+)];
+
+#[test]
+fn a_prune_during_a_run_whose_host_fell_back_fails_and_keeps_the_blobs_the_run_pulled() {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = tls_registry(&hosts, false);
+    cut_off(&hosts[1], &reg);
+    let env = Env::new();
+    let cert_dir = reg.cert_dir();
+    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let name = format!("{}/edge/k3s:1", reg.host());
+    let hook = ["--label", "sealrs.io/init-registry=sh pause.sh"];
+    push_only_with(&env, &name, &hook, &flags, 0, &PAUSE);
+    let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
+
+    let mut args: Vec<String> = [
+        "run",
+        &name,
+        "--masters",
+        &hosts[0].ip,
+        "--nodes",
+        &hosts[1].ip,
+    ]
+    .iter()
+    .chain(&flags)
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(crate::run::ssh_flags(&hosts));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut run = crate::interrupt::Running::start(env.cmd(&refs));
+    let paused = hosts[0].root().join("etc/sealrs-paused");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !paused.exists() {
+        if run.child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+            let (status, stderr) = run.finish();
+            panic!("the hook never ran; the run ({status}) said:\n{stderr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Every layer is in the store for the host that fell back, untagged.
+    let pulled = stored_blobs(&env);
+    assert!(
+        layers.iter().all(|(digest, ..)| pulled.contains(digest)),
+        "{pulled:?}"
+    );
+    let refused = env.fails(&["prune"]);
+    assert!(
+        refused.contains("the store is busy: a build, load, pull, or run of an image from a registry is writing to the store"),
+        "{refused}"
+    );
+    assert_eq!(
+        stored_blobs(&env).len(),
+        pulled.len(),
+        "prune removed blobs"
+    );
+
+    std::fs::write(hosts[0].root().join("etc/sealrs-go"), "").unwrap();
+    let (status, stderr) = run.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: cannot pull its layers from registry",
+            hosts[1].ip
+        )),
+        "{stderr}"
+    );
+    // Once the run is over, nothing names them: prune may have them.
+    let pruned = env.ok(&["prune"]);
+    assert_eq!(stored_blobs(&env), Vec::<String>::new(), "{pruned}");
 }

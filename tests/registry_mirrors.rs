@@ -8,8 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{tool, Env};
-use crate::registry_server::{free_port, Options, Registry};
+use crate::common::{tool, with_stdin, Env};
+use crate::registry_hosts::operator_ip;
+use crate::registry_server::{free_port, Options, Registry, PASSWORD, USER};
 
 /// A registries.conf naming `mirrors` (host:port, in order) for `origin`,
 /// all plain HTTP (`insecure = true`).
@@ -24,8 +25,8 @@ fn registries_conf(env: &Env, origin: &str, mirrors: &[&str]) -> String {
         .to_string()
 }
 
-/// Builds a small image as `name` and pushes it; returns its manifest digest.
-fn push_small(env: &Env, name: &str) -> String {
+/// Builds a small image as `name`.
+fn build_small(env: &Env, name: &str) {
     env.write(
         "ctx/Kubefile",
         "FROM scratch\nLABEL tier=base\nCOPY f /f\nCOPY g /g\n",
@@ -33,6 +34,11 @@ fn push_small(env: &Env, name: &str) -> String {
     env.write("ctx/f", "through the mirror\n");
     env.write("ctx/g", vec![7u8; 300_000]);
     env.build(name, "ctx");
+}
+
+/// Builds a small image as `name` and pushes it; returns its manifest digest.
+fn push_small(env: &Env, name: &str) -> String {
+    build_small(env, name);
     env.ok(&["push", "-q", name]).trim().to_string()
 }
 
@@ -254,8 +260,7 @@ fn blob_gets_from(reg: &Registry, repo: &str, ip: &str) -> usize {
 #[test]
 fn hosts_pull_their_layers_through_the_mirror_and_one_cut_off_from_it_from_the_origin() {
     let hosts = crate::hosts::TestHosts::boot(2);
-    let ip = &hosts[0].ip;
-    let operator = format!("{}.1", &ip[..ip.rfind('.').unwrap()]);
+    let operator = operator_ip(&hosts);
     let origin = Registry::start_on(Options::default(), &operator);
     let cache = Registry::start_mirror_of(&origin, &operator);
     // The worker's connections to the cache are refused; the origin and
@@ -343,8 +348,7 @@ fn hosts_pull_their_layers_through_the_mirror_and_one_cut_off_from_it_from_the_o
 #[test]
 fn a_mirror_serving_hosts_a_wrong_blob_fails_them_naming_the_mirror_with_nothing_placed() {
     let hosts = crate::hosts::TestHosts::boot(1);
-    let ip = &hosts[0].ip;
-    let operator = format!("{}.1", &ip[..ip.rfind('.').unwrap()]);
+    let operator = operator_ip(&hosts);
     let origin = Registry::start_on(Options::default(), &operator);
     // A plain registry holding a copy whose largest layer is damaged after
     // the operator pulled it: the operator's store is right, hosts pull
@@ -401,4 +405,132 @@ fn a_mirror_serving_hosts_a_wrong_blob_fails_them_naming_the_mirror_with_nothing
         .exec(&["systemctl", "is-active", "k3s.service"])
         .status
         .success());
+}
+
+#[test]
+fn push_and_login_take_insecure_from_registries_conf_as_skopeo_does() {
+    // Plain HTTP away from loopback: the operator side of a host's link.
+    let hosts = crate::hosts::TestHosts::boot(1);
+    let plain = Registry::start_on(Options::default(), &operator_ip(&hosts));
+    let env = Env::new();
+    let name = format!("{}/team/app:1", plain.host());
+    build_small(&env, &name);
+    let refused = env.fails(&["push", "-q", &name]);
+    assert!(
+        refused.contains(&format!(
+            "registry {} answers in plain HTTP, not TLS",
+            plain.host()
+        )) && refused.contains("insecure = true"),
+        "{refused}"
+    );
+    assert_eq!(plain.requests("PUT /v2/team/app/manifests/1"), 0);
+
+    // The file's entry alone (named as buildah and podman read it) lets
+    // the push use plain HTTP; a mirror it lists is for pulls only.
+    let down = format!("127.0.0.1:{}", free_port());
+    let conf = registries_conf(&env, &plain.host(), &[&down]);
+    let out = env
+        .cmd(&["push", "-q", &name])
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(plain.requests("PUT /v2/team/app/manifests/1"), 1);
+    // skopeo with the same file reads what was pushed.
+    let raw = tool(
+        "skopeo",
+        &[
+            "--registries-conf",
+            &conf,
+            "inspect",
+            "--raw",
+            &format!("docker://{name}"),
+        ],
+    );
+    assert_eq!(
+        sealrs::digest::sha256_digest(&raw.stdout).to_string(),
+        digest
+    );
+
+    // A login at a registry whose certificate this machine does not trust.
+    let tls = Registry::start(Options {
+        tls: true,
+        auth: true,
+    });
+    let auth = env.path("auth.json");
+    let login = |conf: Option<&str>| {
+        let mut args = vec!["login", "-u", USER, "--password-stdin", "--authfile"];
+        args.push(auth.to_str().unwrap());
+        if let Some(conf) = conf {
+            args.extend(["--registries-conf", conf]);
+        }
+        let host = tls.host();
+        args.push(&host);
+        let out = with_stdin(env.cmd(&args), format!("{PASSWORD}\n").as_bytes());
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = login(None);
+    assert!(!ok && stderr.contains("certificate"), "{stderr}");
+    assert!(!auth.exists(), "a refused login wrote the auth file");
+    let conf = registries_conf(&env, &tls.host(), &[]);
+    let (ok, stderr) = login(Some(&conf));
+    assert!(ok, "{stderr}");
+    assert!(std::fs::read_to_string(&auth)
+        .unwrap()
+        .contains(&tls.host()));
+}
+
+#[test]
+fn a_run_says_once_which_mirror_it_passed_over_for_the_manifest_and_config_and_why() {
+    let origin = Registry::start(Options::default());
+    // A registry that lacks the image, and one that is not there at all.
+    let empty = Registry::start(Options::default());
+    let down = format!("127.0.0.1:{}", free_port());
+    let env = Env::new();
+    let name = format!("{}/edge/k3s:1", origin.host());
+    crate::registry_hosts::push_only(&env, &name, &[], &[]);
+    let conf = registries_conf(&env, &origin.host(), &[&down, &empty.host()]);
+    let out = env.run(&[
+        "run",
+        "--dry-run",
+        &name,
+        "--masters",
+        "192.0.2.10",
+        "--registries-conf",
+        &conf,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let naming = |mirror: &str| -> Vec<&str> {
+        stderr
+            .lines()
+            .filter(|l| l.contains(&format!("mirror {mirror} ")))
+            .collect()
+    };
+    let down_lines = naming(&down);
+    assert!(
+        down_lines.len() == 1
+            && down_lines[0].contains("could not be reached")
+            && down_lines[0].ends_with("trying the next source"),
+        "{stderr}"
+    );
+    let empty_lines = naming(&empty.host());
+    assert!(
+        empty_lines.len() == 1
+            && empty_lines[0].contains("could not serve the manifest")
+            && empty_lines[0].contains("404"),
+        "{stderr}"
+    );
+    // The origin served both.
+    assert_eq!(
+        origin.requests("GET /v2/edge/k3s/manifests/1"),
+        1,
+        "{}",
+        origin.log()
+    );
 }

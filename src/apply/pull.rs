@@ -16,7 +16,7 @@ use crate::reference::Reference;
 use crate::registry::hosts::{BlobStream, PullTicket, UNREACHED};
 use crate::registry::{RegistryError, RegistryOptions};
 use crate::runtime;
-use crate::store::Store;
+use crate::store::{Store, WriteSession};
 use crate::transport::{Output, Transport};
 
 /// The cluster image's layers as they stay in its registry: hosts pull
@@ -38,6 +38,10 @@ pub struct RegistryLayers {
     /// One pull into the store at a time: hosts that fall back together
     /// wait for the first, then find the blobs there.
     pulling: Arc<Mutex<()>>,
+    /// Held until the last copy of these layers is dropped (the run's end):
+    /// the blobs pulled for the installer and for hosts that fall back are
+    /// untagged, so `prune` must wait until no host can be sent them.
+    _writing: Arc<WriteSession>,
 }
 
 /// An image's manifest and config as a registry served them, each checked
@@ -50,20 +54,30 @@ struct Served {
 
 impl RegistryLayers {
     /// The layers of `reference`'s repository, read with `opts`; `hosts`:
-    /// what hosts pull with, if they do.
-    pub fn new(reference: Reference, opts: RegistryOptions, hosts: Option<PullTicket>) -> Self {
+    /// what hosts pull with, if they do; `writing`: the store's write
+    /// session, held as long as these layers are.
+    pub fn new(
+        reference: Reference,
+        opts: RegistryOptions,
+        hosts: Option<PullTicket>,
+        writing: WriteSession,
+    ) -> Self {
         RegistryLayers {
             hosts,
             reference,
             opts,
             served: None,
             pulling: Arc::new(Mutex::new(())),
+            _writing: Arc::new(writing),
         }
     }
 
     /// With the image `name` as its registry served it (`remote`), which the
-    /// store does not hold: the phases resolve `name` to it.
+    /// store does not hold: the phases resolve `name` to it. The mirrors
+    /// passed over (and said so) for it are not asked again by this
+    /// machine; hosts still try them (they may reach what it cannot).
     pub fn serving(mut self, name: &str, remote: crate::registry::RemoteImage) -> Self {
+        self.opts.skip_mirrors = remote.passed_over.clone();
         self.served = Some(Arc::new(Served {
             name: name.to_string(),
             remote,
@@ -222,11 +236,15 @@ mod tests {
             manifest: serde_json::from_str(&manifest).unwrap(),
             manifest_bytes: manifest.clone().into_bytes(),
             config: config.to_vec(),
+            passed_over: Vec::new(),
         };
         let name = "r.example:5000/edge/k3s:1";
         let reference = Reference::parse(name).unwrap();
-        let layers =
-            RegistryLayers::new(reference, RegistryOptions::default(), None).serving(name, remote);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let writing = store.write_session().unwrap();
+        let layers = RegistryLayers::new(reference, RegistryOptions::default(), None, writing)
+            .serving(name, remote);
         let image = layers.image(name).unwrap().unwrap();
         assert_eq!(image.digest, digest.to_string());
         assert_eq!(image.info.runtime, "k3s");

@@ -638,7 +638,8 @@ pub struct RegistryFlags {
     pub authfile: Option<PathBuf>,
 
     /// containers-registries.conf(5) naming mirrors to pull through (tried
-    /// in order, then the registry) [default: $CONTAINERS_REGISTRIES_CONF,
+    /// in order, then the registry) and registries that are `insecure` (plain
+    /// HTTP, unverified TLS) [default: $CONTAINERS_REGISTRIES_CONF,
     /// else /etc/containers/registries.conf; drop-ins of registries.conf.d too].
     #[arg(long, value_name = "FILE")]
     pub registries_conf: Option<PathBuf>,

@@ -55,7 +55,7 @@ pub(super) fn fetch_missing(
             None => async_runtime.insert(runtime()?),
         };
         let remote = rt
-            .block_on(registry::fetch_metadata(&reference, &opts))
+            .block_on(registry::fetch_metadata(&reference, &opts, progress))
             .map_err(|e| neither(name, &reference.registry, &e))?;
         let digest = remote.digest.to_string();
         if i == 0 {
@@ -87,7 +87,7 @@ pub(super) fn fetch_missing(
     if served.is_none() && !route.pull.layers_from_registry {
         return Ok(None);
     }
-    let layers = layers_from(image, flags, route)?;
+    let layers = layers_from(store, image, flags, route)?;
     Ok(Some(match served {
         Some(remote) => layers.serving(&normalized(image), remote),
         None => layers,
@@ -115,19 +115,27 @@ pub(super) fn saved_image_layers(
     if !from_registry && !route.pull.layers_from_registry {
         return Ok(None);
     }
-    layers_from(&name, flags, route).map(Some)
+    layers_from(store, &name, flags, route).map(Some)
 }
 
 /// The layers of `image` in its registry, with what hosts pull them: by
 /// default unless layers are kept inside SSH or the registry is this
 /// machine's loopback (a host's loopback is its own: it would only try and
-/// fall back); always with `--layers-from-registry`.
-fn layers_from(image: &str, flags: &RegistryFlags, route: Route<'_>) -> Result<RegistryLayers> {
+/// fall back); always with `--layers-from-registry`. Holds a write session
+/// on `store` for as long as they are used: blobs pulled for them stay untagged.
+fn layers_from(
+    store: &Store,
+    image: &str,
+    flags: &RegistryFlags,
+    route: Route<'_>,
+) -> Result<RegistryLayers> {
     let reference = registry_reference(image).with_context(|| {
         format!(
             "--layers-from-registry: {image} names no registry to pull from (REGISTRY/REPO:TAG)"
         )
     })?;
+    // Waits for a running prune, as a pull does; a prune from now on fails.
+    let writing = store.write_session()?;
     let opts = options(flags);
     let hosts_pull = !route.dry_run
         && (route.pull.layers_from_registry
@@ -141,7 +149,7 @@ fn layers_from(image: &str, flags: &RegistryFlags, route: Route<'_>) -> Result<R
         ))?),
         false => None,
     };
-    Ok(RegistryLayers::new(reference, opts, ticket))
+    Ok(RegistryLayers::new(reference, opts, ticket, writing))
 }
 
 /// `name` as a reference to a registry it spells out: a mistyped local

@@ -20,6 +20,10 @@ pub enum RegistryError {
         detail: String,
     },
 
+    /// A registry asked over TLS answered in plain HTTP.
+    #[error("registry {registry} answers in plain HTTP, not TLS, which sealrs uses without asking only for localhost and 127.0.0.0/8; mark it `insecure = true` in registries.conf (containers-registries.conf(5), --registries-conf) or pass --tls-verify=false if you trust the network")]
+    PlainHttp { registry: String },
+
     /// The server's certificate was not trusted (or TLS failed otherwise).
     #[error("TLS connection to registry {registry} failed: {detail}; put the registry's CA certificate in {cert_dir}/ca.crt or pass --cert-dir DIR with a ca.crt, or --tls-verify=false if you trust the network")]
     Tls {

@@ -33,6 +33,8 @@ pub enum MirrorsError {
     },
     #[error("pulling {name} is blocked by the [[registry]] with prefix {prefix:?} in the registries.conf files (blocked = true)")]
     Blocked { name: String, prefix: String },
+    #[error("{name} is blocked by the [[registry]] with prefix {prefix:?} in the registries.conf files (blocked = true): no push to it or login at it, as with skopeo and buildah")]
+    BlockedDestination { name: String, prefix: String },
     #[error("the registries.conf [[registry]] with prefix {prefix:?} maps {name} to {location:?}, which is not an image name: {reason}")]
     Rewrite {
         name: String,
@@ -265,6 +267,22 @@ impl RegistriesConf {
             // Longest wins; on a tie the exact prefix beats the wildcard.
             .max_by_key(|(n, e)| (*n, !e.prefix.starts_with("*.")))
             .map(|(_, e)| e)
+    }
+
+    /// Whether a push to `name` (`host[:port]/repo`) or a login at it (a
+    /// bare `host[:port]`) may use plain HTTP and unverified certificates:
+    /// its `[[registry]]`'s `insecure`, which applies whatever the operation;
+    /// mirrors and `location` are for pulls only. A blocked one is refused
+    /// (containers/image 5.23, `docker/docker_client.go` newDockerClient).
+    pub fn destination_insecure(&self, name: &str) -> Result<bool, MirrorsError> {
+        match self.entry_for(name) {
+            Some(e) if e.blocked => Err(MirrorsError::BlockedDestination {
+                name: name.to_string(),
+                prefix: e.prefix.clone(),
+            }),
+            Some(e) => Ok(e.insecure),
+            None => Ok(false),
+        }
     }
 
     /// Where to pull `reference` from, in order: the mirrors its

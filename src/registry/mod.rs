@@ -11,7 +11,8 @@
 //! - Credentials come from the containers auth file or docker's config
 //!   ([`auth`]); connections follow the TLS rules in [`tls`].
 //! - Pulls go through the mirrors registries.conf names ([`mirrors`]), in
-//!   order, then the registry; pushes go to the registry only.
+//!   order, then the registry; pushes go to the registry only. A registry
+//!   it marks `insecure` may be plain HTTP for pulls, pushes and logins.
 //!
 //! Everything here is `async` (tokio): the CLI runs it on a runtime.
 
@@ -58,6 +59,9 @@ pub struct RegistryOptions {
     /// The registries.conf naming mirrors and remapped locations
     /// (`--registries-conf`); `None`: found as containers/image finds it.
     pub registries_conf: Option<PathBuf>,
+    /// Mirrors (`host[:port]`) this process already passed over, each
+    /// said once: its later reads go past them.
+    pub skip_mirrors: Vec<String>,
 }
 
 impl Default for RegistryOptions {
@@ -71,6 +75,7 @@ impl Default for RegistryOptions {
             max_concurrent: 4,
             retries: 3,
             registries_conf: None,
+            skip_mirrors: Vec::new(),
         }
     }
 }
@@ -88,6 +93,7 @@ pub async fn login(
     // Fail on a broken auth file before bothering the registry.
     let path = auth::auth_file_path(opts)?;
     let mut file = auth::AuthFile::load(&path)?;
+    let opts = &sources::destination_options(&registry, opts)?;
     client::Session::login(&registry, creds.clone(), opts).await?;
     file.set(&registry, &creds);
     file.save()

@@ -11,16 +11,20 @@ use super::RegistryOptions;
 
 /// The blobs `wanted` read one after the other from `repository` of
 /// `registry` as this machine reaches it with `opts`: through the same
-/// mirrors and fallbacks as a host's pull, with a ticket of its own (with
-/// its credentials, which never leave this process).
+/// mirrors and fallbacks as a host's pull (but for those `opts` skips),
+/// with a ticket of its own (with its credentials, which never leave this
+/// process).
 pub fn blob_stream(
     registry: &str,
     repository: &str,
     opts: &RegistryOptions,
     wanted: Vec<(Digest, u64)>,
 ) -> Result<BlobStream, RegistryError> {
-    let ticket =
+    let mut ticket =
         current_thread(registry)?.block_on(PullTicket::new(registry, repository, opts, true))?;
+    ticket
+        .mirrors
+        .retain(|m| !opts.skip_mirrors.contains(&m.registry));
     super::hosts::blob_stream(&ticket, wanted)
 }
 

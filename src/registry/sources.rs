@@ -128,8 +128,22 @@ fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
 /// The options for talking to `endpoint`: `insecure = true` acts as
 /// `--tls-verify=false` unless the user chose a value.
 pub fn endpoint_options(endpoint: &Endpoint, opts: &RegistryOptions) -> RegistryOptions {
+    insecure_options(endpoint.insecure, opts)
+}
+
+/// The options for a push to `name` (`host[:port]/repo`) or a login at it
+/// (`host[:port]`): its registries.conf `insecure` counts as for a pull.
+pub fn destination_options(
+    name: &str,
+    opts: &RegistryOptions,
+) -> Result<RegistryOptions, RegistryError> {
+    let insecure = load(opts)?.destination_insecure(name)?;
+    Ok(insecure_options(insecure, opts))
+}
+
+fn insecure_options(insecure: bool, opts: &RegistryOptions) -> RegistryOptions {
     let mut opts = opts.clone();
-    if endpoint.insecure && opts.tls_verify.is_none() {
+    if insecure && opts.tls_verify.is_none() {
         opts.tls_verify = Some(false);
     }
     opts
@@ -149,10 +163,13 @@ pub struct Sources<'a> {
     list: Vec<Source>,
     opts: &'a RegistryOptions,
     progress: &'a dyn Progress,
+    /// The mirrors noted as passed over, in order.
+    passed_over: Mutex<Vec<String>>,
 }
 
 impl<'a> Sources<'a> {
-    /// The sources of `reference` under the registries.conf files `opts` names.
+    /// The sources of `reference` under the registries.conf files `opts`
+    /// names, but for the mirrors it says to skip.
     pub fn new(
         reference: &Reference,
         opts: &'a RegistryOptions,
@@ -162,6 +179,7 @@ impl<'a> Sources<'a> {
         Ok(Sources {
             list: endpoints
                 .into_iter()
+                .filter(|e| !(e.mirror && opts.skip_mirrors.contains(&e.reference.registry)))
                 .map(|endpoint| Source {
                     endpoint,
                     session: OnceCell::new(),
@@ -170,7 +188,16 @@ impl<'a> Sources<'a> {
                 .collect(),
             opts,
             progress,
+            passed_over: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The mirrors passed over so far, each once, in order.
+    pub fn passed_over(&self) -> Vec<String> {
+        self.passed_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The session of source `i`; a mirror that cannot be opened is noted
@@ -203,10 +230,14 @@ impl<'a> Sources<'a> {
     }
 
     fn note(&self, i: usize, what: &str, error: &RegistryError) {
+        let mirror = &self.list[i].endpoint.reference.registry;
         self.progress.message(&format!(
-            "mirror {} could not {what}: {error}; trying the next source",
-            self.list[i].endpoint.reference.registry
+            "mirror {mirror} could not {what}: {error}; trying the next source"
         ));
+        let mut passed = self.passed_over.lock().unwrap_or_else(|e| e.into_inner());
+        if !passed.contains(mirror) {
+            passed.push(mirror.clone());
+        }
     }
 
     /// Runs `op` (retried on transient failures) against each source from

@@ -188,6 +188,12 @@ pub fn classify(registry: &str, action: &str, err: &reqwest::Error) -> RegistryE
     while let Some(s) = source {
         let text = s.to_string();
         let lower = text.to_ascii_lowercase();
+        // rustls's word for a reply that is not a TLS record: plain HTTP.
+        if lower.contains("invalidcontenttype") {
+            return RegistryError::PlainHttp {
+                registry: registry.to_string(),
+            };
+        }
         if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
             tls = true;
         }
@@ -273,5 +279,31 @@ mod tests {
             ..Default::default()
         };
         assert!(http_client("r:1", &opts).is_err());
+    }
+
+    #[test]
+    fn a_plain_http_answer_to_tls_is_named_as_plain_http_not_as_a_network_error() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let registry = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = conn.read(&mut [0u8; 1024]);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = runtime
+            .block_on(async {
+                let http = http_client(&registry, &RegistryOptions::default()).unwrap();
+                http.get(format!("https://{registry}/v2/")).send().await
+            })
+            .unwrap_err();
+        let err = classify(&registry, "connect", &err);
+        assert!(matches!(err, RegistryError::PlainHttp { .. }), "{err}");
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("insecure = true"), "{err}");
     }
 }

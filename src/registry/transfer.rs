@@ -17,7 +17,7 @@ use super::auth;
 use super::client::{retry, Access, Mount, RawManifest, Session};
 use super::error::RegistryError;
 use super::platform::{self, Platform};
-use super::sources::Sources;
+use super::sources::{destination_options, Sources};
 use super::RegistryOptions;
 use crate::progress::{Progress, Task};
 use crate::reference::Reference;
@@ -80,6 +80,7 @@ pub async fn push(
         .filter(|r| r.registry == dest.registry && r.repository != dest.repository)
         .map(|r| vec![r.repository])
         .unwrap_or_default();
+    let opts = &destination_options(&format!("{}/{}", dest.registry, dest.repository), opts)?;
     let creds = auth::lookup(&dest.registry, &dest.repository, opts)?;
     let session = Session::open(
         &dest.registry,
@@ -372,20 +373,23 @@ pub struct RemoteImage {
     /// The manifest as served: the bytes `digest` is the digest of.
     pub manifest_bytes: Vec<u8>,
     pub config: Vec<u8>,
+    /// The mirrors passed over while fetching them (each noted once).
+    pub passed_over: Vec<String>,
 }
 
 /// Fetches `reference`'s manifest (for `opts.platform`, else this host's)
 /// and config, not its layers: enough to check what the image is before
-/// any layer moves.
+/// any layer moves. A mirror passed over is noted on `progress`.
 pub async fn fetch_metadata(
     reference: &Reference,
     opts: &RegistryOptions,
+    progress: &dyn Progress,
 ) -> Result<RemoteImage, RegistryError> {
     let wanted = match &opts.platform {
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
     };
-    let sources = Sources::new(reference, opts, &crate::progress::Silent)?;
+    let sources = Sources::new(reference, opts, progress)?;
     let (from, resolved) = sources
         .first(0, "serve the manifest", async |session, r| {
             resolve_manifest(session, r, &wanted).await
@@ -417,6 +421,7 @@ pub async fn fetch_metadata(
         manifest: resolved.manifest,
         manifest_bytes: resolved.raw.bytes,
         config,
+        passed_over: sources.passed_over(),
     })
 }
 

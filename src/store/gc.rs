@@ -79,7 +79,7 @@ pub struct PruneReport {
 pub(crate) fn prune(store: &Store) -> Result<PruneReport, StoreError> {
     let _gc = lock::try_exclusive(
         &store.locks_dir().join(lock::GC_LOCK),
-        "a build, load or pull is writing to the store",
+        "a build, load, pull, or run of an image from a registry is writing to the store",
     )?;
     // Held through mark and sweep: a concurrent `tag` waits, then checks that
     // its blobs survived.

@@ -65,9 +65,10 @@ pub(crate) fn try_exclusive(path: &Path, holder: &str) -> Result<Held, StoreErro
     }
 }
 
-/// Held (shared) by a build, load or pull for its whole duration, so that
-/// `prune` never deletes blobs it has written but not yet tagged. Dropping it
-/// ends the session.
+/// Held (shared) by a build, load or pull for its whole duration, and by a
+/// run of an image from a registry (whose blobs are never tagged) while it
+/// may send them, so that `prune` never deletes blobs written but not yet
+/// tagged. Dropping it ends the session.
 #[derive(Debug)]
 pub struct WriteSession {
     _held: Held,

@@ -257,3 +257,34 @@ pull-from-mirror = "digest-only"
         .collect();
     assert_eq!(names, ["by-digest.local/ns/edge/k3s", "r.io/edge/k3s"]);
 }
+
+#[test]
+fn a_push_or_login_takes_its_registrys_insecure_and_blocked_but_no_mirror_or_location() {
+    let c = conf(
+        r#"
+[[registry]]
+location = "10.0.0.1:5000"
+insecure = true
+[[registry.mirror]]
+location = "10.0.0.2:5001"
+[[registry]]
+prefix = "10.0.0.3:5000/team"
+location = "10.0.0.4:5000/elsewhere"
+[[registry]]
+location = "bad.io"
+blocked = true
+"#,
+    );
+    // A push names its repository, a login only the registry.
+    assert_eq!(c.destination_insecure("10.0.0.1:5000/edge/k3s"), Ok(true));
+    assert_eq!(c.destination_insecure("10.0.0.1:5000"), Ok(true));
+    assert_eq!(c.destination_insecure("10.0.0.1:5001/edge/k3s"), Ok(false));
+    assert_eq!(c.destination_insecure("10.0.0.3:5000/team/app"), Ok(false));
+    assert_eq!(c.destination_insecure("unlisted.io/app"), Ok(false));
+    let err = c.destination_insecure("bad.io/app").unwrap_err();
+    assert!(matches!(err, MirrorsError::BlockedDestination { .. }));
+    assert!(
+        err.to_string().contains("\"bad.io\"") && err.to_string().contains("no push"),
+        "{err}"
+    );
+}
