@@ -198,7 +198,7 @@ fn a_dry_run_of_an_image_only_in_a_registry_renders_its_templates_and_keeps_no_b
 }
 
 #[test]
-fn a_template_layer_the_registry_serves_wrong_is_refused_before_any_host_is_reached() {
+fn a_template_layer_the_registry_serves_wrong_is_refused_by_a_dry_run_which_streams_it() {
     let reg = Registry::start(Options::default());
     let env = Env::new();
     let name = format!("{}/edge/k3s:1", reg.host());
@@ -219,7 +219,9 @@ fn a_template_layer_the_registry_serves_wrong_is_refused_before_any_host_is_reac
     bytes[middle] ^= 0xff;
     std::fs::write(&data, bytes).unwrap();
 
-    let stderr = env.fails(&["run", &name, "--masters", "192.0.2.10"]);
+    // A dry run reaches no host, so it reads the templates from the
+    // registry's layers itself (a run has its first host read them).
+    let stderr = env.fails(&["run", &name, "--masters", "192.0.2.10", "--dry-run"]);
     assert!(
         stderr.contains(&format!("the registry served layer {bad} as"))
             && stderr.contains("not what its digest says")
@@ -388,42 +390,58 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_keeps_and_sends_only
             .trim(),
         "active"
     );
-    // Every layer was listed as it streamed through, once: the next
-    // command knows which layers may hold templates.
-    for (digest, ..) in &layers {
-        let hex = digest.trim_start_matches("sha256:");
-        let paths = env
-            .root
-            .join(format!("cache/layer-paths/sha256-{hex}.json"));
-        assert!(paths.is_file(), "{digest}: no layer paths kept");
-    }
-    // The template, streamed from the registry, rendered for each host.
+    // The operator read no layer but the installer's: the template came from
+    // the layers the first host that had them pulled, rendered for each host.
+    let operator = operator_ip(&hosts);
+    let installer_digest = &layers.iter().find(|l| l.2).unwrap().0;
+    let layer_gets: Vec<String> = blob_gets_from(&reg, "edge/k3s", &operator)
+        .into_iter()
+        .filter(|d| layers.iter().any(|l| &l.0 == d))
+        .collect();
+    assert_eq!(layer_gets, std::slice::from_ref(installer_digest));
     assert!(
-        rendered_info(&hosts[1]).contains("from: the-registry"),
+        stderr.contains("read 1 file of image ") && stderr.contains("from its layers"),
         "{stderr}"
     );
+    for host in running {
+        assert!(
+            rendered_info(host).contains("from: the-registry"),
+            "{}: {stderr}",
+            host.ip
+        );
+    }
     eprintln!(
         "figures: {} hosts, image {image} bytes, installer {installer} bytes; operator sent {} bytes in all (the direct route would send hosts x image = {} bytes)",
         running.len(),
         running.len() as u64 * installer,
         running.len() as u64 * image
     );
+    // The same run again: the files made from a host's layers let each
+    // host's installer probe it, and nothing is left to change.
+    let (ok, doc, again) = run_json_on(&env, &hosts, 4, &name, &extra);
+    assert!(ok, "{doc:#}\n{again}");
+    assert!(
+        again.contains("4 hosts: their installers found nothing to change"),
+        "{again}"
+    );
+    assert!(rendered_info(&hosts[3]).contains("from: the-registry"));
 
-    // `add` of a node: it pulls from the registry too, and the operator,
-    // which has the installer and the layer paths now, reads only the
-    // layer that holds the template.
-    let operator = operator_ip(&hosts);
+    // `add` of a node: it pulls from the registry too. Its dry run, which
+    // reaches no host, streams the layers that may hold a template: every
+    // layer but the installer's (the operator has it), never kept, and
+    // lists their paths as they pass, so the next dry run reads only one.
     let node = hosts[4].ip.clone();
-    // Its dry run checks the template too, from the same one layer.
-    let before = blob_gets_from(&reg, "edge/k3s", &operator).len();
     let mut dry = vec!["add", "--dry-run", "--nodes", &node];
     dry.extend(flags);
-    env.ok(&dry);
-    assert_eq!(
-        blob_gets_from(&reg, "edge/k3s", &operator).len(),
-        before + 1
-    );
-    let before = before + 1;
+    for streamed in [layers.len() - 1, 1] {
+        let before = blob_gets_from(&reg, "edge/k3s", &operator).len();
+        env.ok(&dry);
+        assert_eq!(
+            blob_gets_from(&reg, "edge/k3s", &operator).len(),
+            before + streamed
+        );
+    }
+    let before = blob_gets_from(&reg, "edge/k3s", &operator).len();
     let mut add = vec!["add", "--nodes", &node];
     add.extend(flags);
     let out = crate::run::on_hosts(&env, &hosts, &add, false);
@@ -441,13 +459,9 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_keeps_and_sends_only
         stderr.contains(&format!("{node}: installer in place")),
         "{stderr}"
     );
+    // The add itself read no layer: a host did.
     let read = blob_gets_from(&reg, "edge/k3s", &operator)[before..].to_vec();
-    assert_eq!(read.len(), 1, "{read:?}\n{stderr}");
-    let payload = layers.iter().max_by_key(|l| l.1).unwrap();
-    assert!(
-        read[0] != payload.0 && !layers.iter().any(|l| l.2 && l.0 == read[0]),
-        "{read:?}"
-    );
+    assert_eq!(read, Vec::<String>::new(), "{stderr}");
     assert!(rendered_info(&hosts[4]).contains("from: the-registry"));
     assert_eq!(stored_blobs(&env).len(), kept.len(), "{stderr}");
     assert_eq!(
@@ -456,6 +470,43 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_keeps_and_sends_only
             .trim(),
         "active"
     );
+}
+
+#[test]
+fn a_template_that_fails_in_an_image_only_in_a_registry_is_named_from_a_hosts_layers_before_any_host_changes(
+) {
+    let hosts = crate::hosts::TestHosts::boot(2);
+    let reg = tls_registry(&hosts, false);
+    let env = Env::new();
+    let cert_dir = reg.cert_dir();
+    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let name = format!("{}/edge/k3s:1", reg.host());
+    let templates = [
+        ("manifests/info.yaml.tmpl", INFO_TMPL),
+        ("etc/broken.yaml.tmpl", "a: 1\nb: {{ if }}\n"),
+    ];
+    push_only_with(&env, &name, &[], &flags, 0, &templates);
+    let mut extra = vec!["-e", "INFO_FROM=x"];
+    extra.extend(flags);
+    let (ok, doc, stderr) = run_json_on(&env, &hosts, 2, &name, &extra);
+    assert!(!ok, "{doc:#}\n{stderr}");
+    // Read from the layers the hosts pulled (the operator read none), every
+    // host's problem at once, before any host was verified or changed.
+    assert!(
+        stderr.contains("from its layers") && stderr.contains("etc/broken.yaml.tmpl:2"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("k3s install"), "{stderr}");
+    for host in hosts.hosts() {
+        assert!(!host
+            .exec(&["systemctl", "is-active", "k3s.service"])
+            .status
+            .success());
+        assert!(!host
+            .exec(&["test", "-e", "/usr/local/bin/k3s"])
+            .status
+            .success());
+    }
 }
 
 #[test]

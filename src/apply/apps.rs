@@ -535,6 +535,7 @@ mod tests {
             arch: "amd64".into(),
             installer: None,
             host_files: Default::default(),
+            deferred_files: None,
             app_trees: false,
             pull_from: None,
         }

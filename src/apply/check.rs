@@ -157,6 +157,9 @@ fn check_request(
     verify: Option<&Cluster>,
     probe: bool,
 ) -> Option<(String, Option<Operation>)> {
+    // An image whose files are not made yet (registry mode, until a host
+    // holds its layers) is verified in distribute, with them.
+    let verify = verify.filter(|_| image.deferred_files.is_none());
     verify.map(|cluster| {
         let first = cluster.first_master().map(Host::key);
         let operation = probe.then(|| {

@@ -4,23 +4,30 @@
 //! changed. Hosts fetch the blobs from this machine over TLS where they can
 //! reach it (see [`direct`]), else they come through the SSH connection.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use super::bootstrap::bootstrap_installer;
 use super::context::RunContext;
 use super::image::{host_layer, AppliedImage};
+use super::image_files;
 use super::interrupt;
 use super::parallel::per_host;
 use super::remote::host_request;
 use super::verify::verify_host;
 use super::{ApplyError, HostFailure};
 use crate::cluster::Cluster;
+use crate::installer::Operation;
 use crate::progress::text::{count, shorten_digests, size};
 use crate::progress::{HostTally, Progress};
 use crate::runtime::JoinSecrets;
 use crate::store::Store;
 use crate::transport::{direct, Output, Transport};
+
+/// Each host's image files, by host key.
+type HostFiles = BTreeMap<String, Vec<crate::installer::ImageFile>>;
 
 /// Sends each host the layers it lacks, hosts in parallel, and has the host's
 /// installer unpack the image as they arrive; a layer a host has is not sent
@@ -58,6 +65,10 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
     };
     let (installer, dest, server) = (&installer, &dest, server.as_ref());
     let cap = ctx.max_parallel();
+    // Registry mode: the image's files, made from the first host that holds
+    // the layers, for every host (the layers that only the registry tree's
+    // hosts get hold no template).
+    let made: OnceLock<Result<HostFiles, ApplyError>> = OnceLock::new();
     let tally = HostTally::new(progress, "sending layers", connections.len());
     let results = per_host(cap, connections, |(host, transport)| {
         let transport = transport.as_ref();
@@ -103,10 +114,27 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
             };
             Ok(boot + deliver(store, transport, image, to, found, progress)?)
         });
-        let fit = match verify {
-            Some(cluster) if sent.is_ok() && !verified => {
-                let request = host_request(cluster, host, image, &JoinSecrets::default());
-                Some(verify_host(transport, image, &request))
+        let files = match (&image.deferred_files, &sent) {
+            (Some(deferred), Ok(_)) => Some(made.get_or_init(|| {
+                image_files::from_host(store, transport, image, deferred, progress)
+            })),
+            _ => None,
+        };
+        let fit = match (verify, files) {
+            // Not made: said once, below.
+            (_, Some(Err(_))) => None,
+            (Some(cluster), files) if sent.is_ok() && !verified => {
+                let mut request = host_request(cluster, host, image, &JoinSecrets::default());
+                // The check phase could not probe with files not made yet:
+                // asked here instead, so a re-run still finds nothing to do.
+                let probe = files.map(|_| match cluster.first_master() {
+                    Some(first) if first.key() == host.key() => Operation::Install,
+                    _ => Operation::Join,
+                });
+                if let Some(Ok(files)) = files {
+                    request.files = files.get(&host.key()).cloned().unwrap_or_default();
+                }
+                Some(verify_host(transport, image, &request, probe))
             }
             _ => None,
         };
@@ -114,14 +142,21 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
         (host.key(), sent, fit)
     });
     let hosts = connections.len();
+    if let Some(files) = made.into_inner() {
+        ctx.image.host_files = files?;
+        ctx.image.deferred_files = None;
+    }
     let mut failures = Vec::new();
     let mut unfit = Vec::new();
+    let mut verified = Vec::new();
     for (host, result, fit) in results {
-        if let Some(Err(error)) = fit {
-            unfit.push(HostFailure {
+        match fit {
+            Some(Err(error)) => unfit.push(HostFailure {
                 host: host.clone(),
                 error: Box::new(error),
-            });
+            }),
+            Some(Ok(report)) => verified.push((host.clone(), report.probe)),
+            None => {}
         }
         match result {
             Ok(bytes) => {
@@ -138,6 +173,12 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
                 host,
                 error: Box::new(err),
             }),
+        }
+    }
+    for (host, probe) in verified {
+        if let Some((_, check)) = ctx.checks.iter_mut().find(|(key, _)| *key == host) {
+            check.verified = true;
+            check.probe = probe;
         }
     }
     ApplyError::all_hosts_ok(failures)?;

@@ -40,7 +40,10 @@ fn context<'a>(
     progress: &'a dyn Progress,
     cluster: &Cluster,
 ) -> Result<RunContext<'a>, ApplyError> {
-    open(store, &NoHosts, progress, cluster)
+    let mut ctx = open(store, &NoHosts, progress, cluster)?;
+    // No host to read an image's files from: its layers are read here.
+    ctx.options.dry_run = true;
+    Ok(ctx)
 }
 
 /// `# HOST (roles): what` and the plan, rendered.
@@ -210,6 +213,7 @@ pub fn upgrade(
         &[image_name.to_string()],
         super::RunOptions {
             layers_from: options.layers_from.clone(),
+            dry_run: true,
             ..Default::default()
         },
     )?;

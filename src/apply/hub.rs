@@ -149,6 +149,7 @@ mod tests {
             installer: None,
             app_trees: false,
             host_files: Default::default(),
+            deferred_files: None,
             pull_from: None,
         };
         let hub = serving(&cluster);

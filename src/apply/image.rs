@@ -27,6 +27,9 @@ pub struct AppliedImage {
     /// By host key: the image's files as that host gets them (Configs
     /// applied, templates rendered), made by verify (`image_files`).
     pub host_files: BTreeMap<String, Vec<crate::installer::ImageFile>>,
+    /// In registry mode: what makes `host_files` once a host holds the
+    /// layers (distribute does, from the first host that does).
+    pub(super) deferred_files: Option<super::image_files::Deferred>,
     /// The cluster's application images carry registry trees (marked by
     /// build) that the in-cluster registry serves beside this image's.
     pub app_trees: bool,
@@ -139,6 +142,7 @@ pub(super) fn applied(
         arch,
         installer,
         host_files: BTreeMap::new(),
+        deferred_files: None,
         app_trees: false,
         pull_from: None,
     }

@@ -7,9 +7,12 @@
 //!
 //! Where sealos renders on each host with `sealctl render` and finds a
 //! mistake there, halfway through, the operator here reads the originals
-//! from the store (or streams the layers that hold them from the image's
-//! registry) and renders them for every host during verify, before any
+//! from the store and renders them for every host during verify, before any
 //! host changes: a template that fails names its file, line and column.
+//! An image that stays in its registry is prepared as soon as the first
+//! host has pulled its layers, from that host's copy ([`from_host`]),
+//! still before any host is verified or changed; only a dry run (no host)
+//! streams the layers that hold them from the registry.
 //! What it made travels to the hosts as it is: in the installer's request for
 //! the cluster image (written into the rootfs before the host plans), and
 //! uploaded into an application's directory once it is unpacked.
@@ -21,28 +24,20 @@ use oci_spec::image::Descriptor;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::context::RunContext;
-use super::image::AppliedImage;
+use super::image::{host_layer, AppliedImage};
 use super::ApplyError;
 use crate::cluster::{Cluster, ConfigDoc, Host, Strategy};
 use crate::digest::Hashing;
-use crate::installer::ImageFile;
+use crate::installer::{ImageFile, Original, Originals, MAX_FILE};
 use crate::store::{layer_path, Store};
 use crate::template;
 use crate::transport::Transport;
 
-/// Files bigger than this are not read for Configs or templates.
-const MAX_FILE: u64 = 16 << 20;
-
-/// An original file of an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Original {
-    pub content: Vec<u8>,
-    pub mode: u32,
-}
-
 /// Prepares every image of `ctx` for every host of `cluster`: the results
 /// go into each image's `host_files`. Every problem at once, naming the
-/// image, the file and the hosts.
+/// image, the file and the hosts. An image whose layers stay in a registry
+/// is prepared only once a host holds them ([`Deferred`]), except in a dry
+/// run, which streams the layers it needs.
 pub(super) fn prepare(ctx: &mut RunContext, cluster: &Cluster) -> Result<(), ApplyError> {
     let kube_version = ctx
         .image
@@ -51,12 +46,23 @@ pub(super) fn prepare(ctx: &mut RunContext, cluster: &Cluster) -> Result<(), App
         .get("version")
         .cloned()
         .or_else(|| ctx.image.info.version.as_ref().map(|v| v.to_string()));
-    let store = ctx.store;
+    let (store, dry_run) = (ctx.store, ctx.options.dry_run);
     let images = std::iter::once(&mut ctx.image).chain(ctx.apps.iter_mut());
     for image in images {
-        prepare_image(store, image, cluster, kube_version.as_deref())?;
+        prepare_image(store, image, cluster, kube_version.as_deref(), dry_run)?;
     }
     Ok(())
+}
+
+/// What makes an image's files once a host holds its layers: in registry
+/// mode the operator keeps no layer to read the originals from, so the
+/// first host that pulled them reads them (`sealrs installer originals`),
+/// before any host is verified or changed ([`from_host`]).
+#[derive(Debug, Clone)]
+pub(super) struct Deferred {
+    configs: Vec<ConfigDoc>,
+    /// Each host's template env, by host key.
+    envs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn prepare_image(
@@ -64,12 +70,15 @@ fn prepare_image(
     image: &mut AppliedImage,
     cluster: &Cluster,
     kube_version: Option<&str>,
+    dry_run: bool,
 ) -> Result<(), ApplyError> {
     image.host_files.clear();
-    let configs: Vec<&ConfigDoc> = cluster
+    image.deferred_files = None;
+    let configs: Vec<ConfigDoc> = cluster
         .configs
         .iter()
         .filter(|c| matches_image(c, &image.name))
+        .cloned()
         .collect();
     // `delete` and `reset` plan with a pinned image whose layers may be gone
     // from the store; they install nothing, so there is nothing to prepare
@@ -78,7 +87,35 @@ fn prepare_image(
     if !in_store && image.pull_from.is_none() {
         return Ok(());
     }
-    let wanted = |path: &str| template::is_template(path) || configs.iter().any(|c| c.path == path);
+    let config_paths: Vec<String> = configs.iter().map(|c| c.path.clone()).collect();
+    let wanted = |path: &str| crate::installer::wanted(path, &config_paths);
+    let envs: BTreeMap<String, BTreeMap<String, String>> = cluster
+        .hosts
+        .iter()
+        .map(|host| {
+            let env = template::host_env(
+                &image.info.env,
+                &cluster.env,
+                &host.env,
+                kube_version,
+                &host.sealos_roles(),
+            );
+            (host.key(), env)
+        })
+        .collect();
+    if !in_store && !dry_run {
+        // Layers known (from an earlier read) to hold nothing wanted need no host.
+        let nothing = configs.is_empty()
+            && image.layers.iter().all(|l| {
+                store
+                    .layer_paths(l.digest())
+                    .is_some_and(|paths| !paths.iter().any(|p| wanted(p)))
+            });
+        if !nothing {
+            image.deferred_files = Some(Deferred { configs, envs });
+        }
+        return Ok(());
+    }
     let originals = read_files(store, image, &wanted).map_err(|e| ApplyError::ImageFiles {
         image: image.name.clone(),
         problems: vec![format!("reading its layers: {e}")],
@@ -86,33 +123,46 @@ fn prepare_image(
     if originals.is_empty() && configs.is_empty() {
         return Ok(());
     }
+    image.host_files = render(
+        &image.name,
+        &originals,
+        &configs,
+        &envs,
+        cluster.hosts.len(),
+    )?;
+    Ok(())
+}
+
+/// Each host's files of image `name`: every problem at once, with the hosts
+/// it happens on unless it happens on all `every` of them.
+fn render(
+    name: &str,
+    originals: &BTreeMap<String, Original>,
+    configs: &[ConfigDoc],
+    envs: &BTreeMap<String, BTreeMap<String, String>>,
+    every: usize,
+) -> Result<BTreeMap<String, Vec<ImageFile>>, ApplyError> {
+    let configs: Vec<&ConfigDoc> = configs.iter().collect();
+    let mut files = BTreeMap::new();
     // Problem → the hosts it happens on: most are the same everywhere.
     let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for host in &cluster.hosts {
-        let env = template::host_env(
-            &image.info.env,
-            &cluster.env,
-            &host.env,
-            kube_version,
-            &host.sealos_roles(),
-        );
-        match files_for(&originals, &configs, &env) {
-            Ok(files) => {
-                image.host_files.insert(host.key(), files);
+    for (host, env) in envs {
+        match files_for(originals, &configs, env) {
+            Ok(made) => {
+                files.insert(host.clone(), made);
             }
             Err(found) => {
                 for p in found {
-                    problems.entry(p).or_default().push(host.key());
+                    problems.entry(p).or_default().push(host.clone());
                 }
             }
         }
     }
     if problems.is_empty() {
-        return Ok(());
+        return Ok(files);
     }
-    let every = cluster.hosts.len();
     Err(ApplyError::ImageFiles {
-        image: image.name.clone(),
+        image: name.to_string(),
         problems: problems
             .into_iter()
             .map(|(p, hosts)| {
@@ -124,6 +174,70 @@ fn prepare_image(
             })
             .collect(),
     })
+}
+
+/// The files of `image` for every host `deferred` has, from the originals in
+/// the layer directories of the host `transport` reaches (which holds every
+/// layer `image` lists). An installer too old to read them, or a host that
+/// cannot, leaves the operator to stream the layers it needs from the
+/// registry, as before.
+pub(super) fn from_host(
+    store: &Store,
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    deferred: &Deferred,
+    progress: &dyn crate::progress::Progress,
+) -> Result<BTreeMap<String, Vec<ImageFile>>, ApplyError> {
+    let config_paths: Vec<String> = deferred.configs.iter().map(|c| c.path.clone()).collect();
+    let request = crate::installer::OriginalsRequest {
+        layers: image.layers.iter().map(|l| host_layer(l).into()).collect(),
+        config_paths: config_paths.clone(),
+    };
+    let json = serde_json::to_string(&request).expect("a request serializes");
+    let read = super::remote::call_installer(transport, image, &["originals"], &json)
+        .ok()
+        .filter(|(_, output)| output.success())
+        .and_then(|(_, output)| serde_json::from_slice::<HostOriginals>(&output.stdout).ok());
+    let originals = match read {
+        Some(read) => {
+            progress.message(&format!(
+                "{}: read {} of image {} from its layers (templates, Config targets)",
+                transport.address(),
+                crate::progress::text::count(read.files.len(), "file"),
+                image.name
+            ));
+            read.files
+        }
+        None => {
+            progress.message(&format!(
+                "{}: its installer cannot read the templates of image {}; reading the layers that hold them from the registry",
+                transport.address(),
+                image.name
+            ));
+            let wanted = |path: &str| crate::installer::wanted(path, &config_paths);
+            read_files(store, image, &wanted).map_err(|e| ApplyError::ImageFiles {
+                image: image.name.clone(),
+                problems: vec![format!("reading its layers: {e}")],
+            })?
+        }
+    };
+    if originals.is_empty() && deferred.configs.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let every = deferred.envs.len();
+    render(
+        &image.name,
+        &originals,
+        &deferred.configs,
+        &deferred.envs,
+        every,
+    )
+}
+
+/// What `sealrs installer originals` prints.
+#[derive(serde::Deserialize)]
+struct HostOriginals {
+    files: BTreeMap<String, Original>,
 }
 
 /// Puts `image`'s files for `host` into `dir`, where the image is unpacked on
@@ -321,7 +435,7 @@ fn read_files(
         (Some(registry), false) => Some(registry.stream(&remote).map_err(io::Error::other)?),
         _ => None,
     };
-    let mut files = BTreeMap::new();
+    let mut files = Originals::default();
     for (layer, known) in opened {
         let listed = match stream.as_mut().filter(|_| !store.has_blob(layer.digest())) {
             Some(stream) => read_remote(stream, layer, &mut files, wanted, known.is_none())?,
@@ -335,7 +449,7 @@ fn read_files(
             let _ = store.remember_layer_paths(layer.digest(), &listed);
         }
     }
-    Ok(files)
+    Ok(files.files)
 }
 
 /// [`read_layer`] of `layer`, the next blob of `stream`: read to its end and
@@ -343,7 +457,7 @@ fn read_files(
 fn read_remote(
     stream: &mut impl Read,
     layer: &Descriptor,
-    files: &mut BTreeMap<String, Original>,
+    files: &mut Originals,
     wanted: &dyn Fn(&str) -> bool,
     list: bool,
 ) -> io::Result<Option<Vec<String>>> {
@@ -365,7 +479,7 @@ fn read_remote(
 /// `list`, returns every path it holds.
 fn read_layer(
     blob: impl Read,
-    files: &mut BTreeMap<String, Original>,
+    files: &mut Originals,
     wanted: &dyn Fn(&str) -> bool,
     list: bool,
 ) -> io::Result<Option<Vec<String>>> {
@@ -377,33 +491,17 @@ fn read_layer(
         if list {
             listed.push(path.clone());
         }
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-        if name == ".wh..wh..opq" {
-            let prefix = format!("{dir}/");
-            files.retain(|p: &String, _| !p.starts_with(&prefix));
-            continue;
-        }
-        if let Some(hidden) = name.strip_prefix(".wh.") {
-            let gone = if dir.is_empty() {
-                hidden.to_string()
-            } else {
-                format!("{dir}/{hidden}")
-            };
-            let below = format!("{gone}/");
-            files.retain(|p: &String, _| p != &gone && !p.starts_with(&below));
-            continue;
-        }
-        if !wanted(&path) {
+        if files.whiteout(&path) || !wanted(&path) {
             continue;
         }
         if !entry.header().entry_type().is_file() || entry.size() > MAX_FILE {
-            files.remove(&path);
+            files.shadow(&path);
             continue;
         }
         let mode = entry.header().mode()? & 0o7777;
         let mut content = Vec::new();
         entry.read_to_end(&mut content)?;
-        files.insert(path, Original { content, mode });
+        files.put(path, Original { content, mode });
     }
     Ok(list.then_some(listed))
 }

@@ -2,7 +2,7 @@
 //! manifest and config (runtime, labels, version, installer) before any of
 //! its layers moves, so a wrong image costs two small requests, not a pull;
 //! then hosts pull the layers straight from the registry, and this machine
-//! reads only the few it needs itself ([`RegistryLayers`]).
+//! reads only what a host cannot give it ([`RegistryLayers`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -22,9 +22,10 @@ use crate::transport::{Output, Transport};
 /// The cluster image's layers as they stay in its registry: hosts pull
 /// them, and this machine reads only what it needs itself, each blob checked
 /// against its digest: the installer layer for a host that lacks it
-/// ([`RegistryLayers::pull_into`]), the layers that may hold templates and
-/// Config targets (streamed, never kept: [`RegistryLayers::stream`]), and
-/// the layers a host that cannot reach the registry gets from it.
+/// ([`RegistryLayers::pull_into`]), the layers a host that cannot reach the
+/// registry gets from it, and those that may hold templates and Config
+/// targets when no host can read them (a dry run, an installer from before
+/// `installer originals`: streamed, never kept, [`RegistryLayers::stream`]).
 #[derive(Debug, Clone)]
 pub struct RegistryLayers {
     /// What each host's installer pulls with (on stdin); `None`: this

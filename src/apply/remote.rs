@@ -66,7 +66,19 @@ pub(super) fn call_installer(
     subcommand: &[&str],
     input: &str,
 ) -> Result<(String, Output), ApplyError> {
-    call_installer_watching(transport, image, subcommand, input, &|_| {})
+    call_installer_watching(transport, image, subcommand, input, &[], &|_| {})
+}
+
+/// [`call_installer`] with extra environment `env` (what an installer that
+/// does not know a variable ignores, where it would refuse a flag).
+pub(super) fn call_installer_env(
+    transport: &dyn Transport,
+    image: &AppliedImage,
+    subcommand: &[&str],
+    input: &str,
+    env: &[(String, String)],
+) -> Result<(String, Output), ApplyError> {
+    call_installer_watching(transport, image, subcommand, input, env, &|_| {})
 }
 
 /// [`call_installer`], calling `on_line` with the installer's stderr lines
@@ -76,6 +88,7 @@ fn call_installer_watching(
     image: &AppliedImage,
     subcommand: &[&str],
     input: &str,
+    env: &[(String, String)],
     on_line: &dyn Fn(&str),
 ) -> Result<(String, Output), ApplyError> {
     super::interrupt::check(transport.address())?;
@@ -83,7 +96,7 @@ fn call_installer_watching(
     let mut argv = vec![installer.clone(), "installer".to_string()];
     argv.extend(subcommand.iter().map(|s| s.to_string()));
     let output = transport
-        .run_watching(&argv, &[], Some(input.as_bytes()), on_line)
+        .run_watching(&argv, env, Some(input.as_bytes()), on_line)
         .map_err(ApplyError::transport(transport.address()))?;
     Ok((format!("{installer} installer {}", subcommand[0]), output))
 }
@@ -111,6 +124,7 @@ pub(super) fn run_installer_shown(
         image,
         &[operation.as_str()],
         &request.to_json(),
+        &[],
         &show,
     )?;
     installer_report(transport, &operation.to_string(), output)

@@ -7,10 +7,10 @@
 use super::context::RunContext;
 use super::image::AppliedImage;
 use super::image_files;
-use super::remote::call_installer;
+use super::remote::call_installer_env;
 use super::ApplyError;
 use crate::cluster::Cluster;
-use crate::installer::{Request, VerifyReport};
+use crate::installer::{Operation, Request, VerifyReport};
 use crate::transport::{Output, Transport};
 
 /// The runtime's verdict on `cluster` built from the context's image: every
@@ -30,14 +30,22 @@ pub(super) fn cluster(cluster: &Cluster, ctx: &mut RunContext) -> Result<(), App
     image_files::prepare(ctx, cluster)
 }
 
-/// The image's installer checks the host as a member of the cluster `request` is for.
+/// The image's installer checks the host as a member of the cluster `request`
+/// is for; with `probe`, it also tells whether that operation would change
+/// the host (as the check phase asks, `SEALRS_PROBE`).
 pub(super) fn verify_host(
     transport: &dyn Transport,
     image: &AppliedImage,
     request: &Request,
-) -> Result<(), ApplyError> {
-    let (command, output) = call_installer(transport, image, &["verify"], &request.to_json())?;
-    verdict(transport.address(), command, &output, &output.stdout).map(|_| ())
+    probe: Option<Operation>,
+) -> Result<VerifyReport, ApplyError> {
+    let env: Vec<(String, String)> = probe
+        .map(|op| ("SEALRS_PROBE".to_string(), op.to_string()))
+        .into_iter()
+        .collect();
+    let (command, output) =
+        call_installer_env(transport, image, &["verify"], &request.to_json(), &env)?;
+    verdict(transport.address(), command, &output, &output.stdout)
 }
 
 /// What `installer verify` said: its `report` (its stdout, or the part of

@@ -504,6 +504,16 @@ pub enum InstallerCommand {
     /// every placed file against their records; prints the damaged ones
     /// (JSON) and fails if there is one.
     Integrity(InstallerIntegrityArgs),
+    /// Read the image's templates and the files its Configs change from the
+    /// layer directories the JSON on standard input names; prints them (JSON).
+    Originals(InstallerOriginalsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallerOriginalsArgs {
+    /// Where the host's / is (the layer directories are found under it).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -66,6 +66,25 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
             if !quiet {
                 eprintln!("{}", report.summary());
             }
+            Ok(())
+        }
+        InstallerCommand::Originals(a) => {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(16 << 20)
+                .read_to_string(&mut text)
+                .context("reading the request from standard input")?;
+            let mut request: installer::OriginalsRequest = serde_json::from_str(&text)
+                .context("the request on standard input is not valid")?;
+            installer::check_originals_request(
+                &request,
+                Path::new(crate::host_paths::HOST_LAYERS),
+            )?;
+            for layer in &mut request.layers {
+                *layer = a.host_root.join(layer.strip_prefix("/").unwrap_or(layer));
+            }
+            let originals = installer::read_originals(&request)?;
+            outln!("{}", serde_json::json!({ "files": originals.files }))?;
             Ok(())
         }
         InstallerCommand::Integrity(a) => {

@@ -36,6 +36,7 @@ mod hub;
 mod image_files;
 mod integrity;
 mod mounts;
+mod originals;
 mod place;
 mod probe;
 mod request;
@@ -60,6 +61,10 @@ pub use execute::execute;
 pub use gc::{gc, GcOutcome};
 pub use image_files::{pending_file, write_files, write_request_files, ImageFile};
 pub use integrity::{blob_sums, check_host, kept_layers, record_kept, Damage, Depth};
+pub use originals::{
+    check_request as check_originals_request, read_originals, wanted, Original, Originals,
+    OriginalsRequest, MAX_FILE,
+};
 pub use place::{placements, PlacedFile};
 pub use probe::{forget_join, probe, remember_join, Probe};
 pub use request::{

@@ -188,12 +188,12 @@ fn layers_streamed_from_a_registry_are_used_only_when_they_match_their_digest() 
     let mut joined = first.clone();
     joined.extend(&second);
     let mut stream = io::Cursor::new(joined);
-    let mut files = BTreeMap::new();
+    let mut files = Originals::default();
     let listed = read_remote(&mut stream, &first_desc, &mut files, &wanted, true).unwrap();
     assert_eq!(listed.unwrap(), ["etc/a.yaml.tmpl", "bin/k3s"]);
     read_remote(&mut stream, &second_desc, &mut files, &wanted, false).unwrap();
     assert_eq!(
-        files.keys().collect::<Vec<_>>(),
+        files.files.keys().collect::<Vec<_>>(),
         ["etc/a.yaml.tmpl", "etc/b.yaml.tmpl"]
     );
 
@@ -204,7 +204,7 @@ fn layers_streamed_from_a_registry_are_used_only_when_they_match_their_digest() 
     let error = read_remote(
         &mut stream,
         &second_desc,
-        &mut BTreeMap::new(),
+        &mut Originals::default(),
         &wanted,
         false,
     )
