@@ -69,13 +69,7 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
             Ok(())
         }
         InstallerCommand::Originals(a) => {
-            let mut text = String::new();
-            std::io::stdin()
-                .take(16 << 20)
-                .read_to_string(&mut text)
-                .context("reading the request from standard input")?;
-            let mut request: installer::OriginalsRequest = serde_json::from_str(&text)
-                .context("the request on standard input is not valid")?;
+            let mut request: installer::OriginalsRequest = stdin_json("request", 16 << 20)?;
             installer::check_originals_request(
                 &request,
                 Path::new(crate::host_paths::HOST_LAYERS),
@@ -111,13 +105,8 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
             Ok(())
         }
         InstallerCommand::Certs(a) => {
-            let mut text = String::new();
-            std::io::stdin()
-                .take(64 << 10)
-                .read_to_string(&mut text)
-                .context("reading the certificate sources from standard input")?;
-            let sources: Vec<crate::runtime::CertSource> = serde_json::from_str(&text)
-                .context("the certificate sources on standard input are not valid (JSON)")?;
+            let sources: Vec<crate::runtime::CertSource> =
+                stdin_json("certificate sources", 64 << 10)?;
             let certs = installer::read_certs(&sources, &a.host_root);
             outln!("{}", serde_json::to_string(&certs)?)?;
             Ok(())
@@ -152,13 +141,7 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
                 installer::record_kept(dir)?;
             }
             let outcome = if a.fetch {
-                let mut text = String::new();
-                std::io::stdin()
-                    .take(64 << 10)
-                    .read_to_string(&mut text)
-                    .context("reading the ticket from standard input")?;
-                let ticket: direct::Ticket = serde_json::from_str(&text)
-                    .context("the ticket on standard input is not valid")?;
+                let ticket: direct::Ticket = stdin_json("ticket", 64 << 10)?;
                 let mut input = direct::fetch(&ticket)?;
                 let check = match ticket.trailers {
                     true => BlobCheck::SentWithSums,
@@ -252,6 +235,17 @@ pub fn run(args: InstallerArgs, quiet: bool) -> Result<()> {
             execute(&plan, ctx, &a.layers, quiet)
         }
     }
+}
+
+/// The `what` (JSON) on standard input, at most `limit` bytes of it.
+fn stdin_json<T: serde::de::DeserializeOwned>(what: &str, limit: u64) -> Result<T> {
+    let mut text = String::new();
+    std::io::stdin()
+        .take(limit)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading the {what} from standard input"))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("the {what} on standard input is not valid (JSON)"))
 }
 
 fn read_request() -> Result<Request> {
@@ -362,13 +356,7 @@ fn log_step(step: &StepReport) {
 /// [`registry::hosts::UNREACHED`] before any layer changes, for the operator
 /// to send the layers itself.
 fn registry_blobs(sources: &[LayerSource]) -> Result<registry::hosts::BlobStream> {
-    let mut text = String::new();
-    std::io::stdin()
-        .take(1 << 20)
-        .read_to_string(&mut text)
-        .context("reading the registry ticket from standard input")?;
-    let ticket: registry::hosts::PullTicket = serde_json::from_str(&text)
-        .context("the registry ticket on standard input is not valid")?;
+    let ticket: registry::hosts::PullTicket = stdin_json("registry ticket", 1 << 20)?;
     let mut wanted = Vec::new();
     for source in sources {
         if let LayerSource::Incoming { dir, size } = source {
