@@ -125,12 +125,16 @@ pub(super) fn distribute(ctx: &mut RunContext, verify: Option<&Cluster>) -> Resu
             (_, Some(Err(_))) => None,
             (Some(cluster), files) if sent.is_ok() && !verified => {
                 let mut request = host_request(cluster, host, image, &JoinSecrets::default());
-                // The check phase could not probe with files not made yet:
-                // asked here instead, so a re-run still finds nothing to do.
-                let probe = files.map(|_| match cluster.first_master() {
-                    Some(first) if first.key() == host.key() => Operation::Install,
-                    _ => Operation::Join,
-                });
+                // The check phase could not probe a host that had the image
+                // with files not made yet: asked here instead, so a re-run
+                // still finds nothing to do.
+                let had_image = known.is_some_and(|(_, check)| check.found.complete());
+                let probe = files
+                    .filter(|_| had_image)
+                    .map(|_| match cluster.first_master() {
+                        Some(first) if first.key() == host.key() => Operation::Install,
+                        _ => Operation::Join,
+                    });
                 if let Some(Ok(files)) = files {
                     request.files = files.get(&host.key()).cloned().unwrap_or_default();
                 }
