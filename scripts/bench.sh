@@ -485,8 +485,9 @@ for d in glob.glob("/proc/[0-9]*"):
         moved += 1
     except OSError:
         pass
-if len(os.listdir(root)) < len(nets):
-    sys.exit(f"only {moved} processes of {len(os.listdir(root))} of {len(nets)} hosts found")
+groups = [e for e in os.listdir(root) if os.path.isdir(f"{root}/{e}")]
+if len(groups) < len(nets):
+    sys.exit(f"processes of only {len(groups)} of {len(nets)} hosts found ({moved} moved)")
 PY
 }
 # cpu_cap CORES: each host's CPU held to CORES (a CFS quota per 100 ms); "" lifts it.
