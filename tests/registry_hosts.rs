@@ -311,6 +311,15 @@ fn bytes_sent(doc: &serde_json::Value, ip: &str) -> u64 {
         .unwrap()
 }
 
+/// `n` test hosts, the real registry over TLS where they reach it (no
+/// auth), an operator of its own, and the registry's CA (a `--cert-dir`).
+fn tls_route(n: usize) -> (crate::hosts::TestHosts, Registry, Env, String) {
+    let hosts = crate::hosts::TestHosts::boot(n);
+    let reg = tls_registry(&hosts, false);
+    let cert_dir = reg.cert_dir().to_str().unwrap().to_string();
+    (hosts, reg, Env::new(), cert_dir)
+}
+
 /// The real registry over TLS (with htpasswd when `auth`) where `hosts`
 /// reach it: the operator side of their links.
 fn tls_registry(hosts: &crate::hosts::TestHosts, auth: bool) -> Registry {
@@ -332,11 +341,8 @@ fn rendered_info(host: &crate::hosts::Host) -> String {
 
 #[test]
 fn hosts_pull_the_layers_from_the_registry_and_the_operator_keeps_and_sends_only_the_installer() {
-    let hosts = crate::hosts::TestHosts::boot(5);
-    let reg = tls_registry(&hosts, false);
-    let env = Env::new();
-    let cert_dir = reg.cert_dir();
-    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let (hosts, reg, env, cert_dir) = tls_route(5);
+    let flags = ["--cert-dir", cert_dir.as_str()];
     let name = format!("{}/edge/k3s:1", reg.host());
     let template = [("manifests/info.yaml.tmpl", INFO_TMPL)];
     push_only_with(&env, &name, &[], &flags, 32 << 20, &template);
@@ -475,11 +481,8 @@ fn hosts_pull_the_layers_from_the_registry_and_the_operator_keeps_and_sends_only
 #[test]
 fn a_template_that_fails_in_an_image_only_in_a_registry_is_named_from_a_hosts_layers_before_any_host_changes(
 ) {
-    let hosts = crate::hosts::TestHosts::boot(2);
-    let reg = tls_registry(&hosts, false);
-    let env = Env::new();
-    let cert_dir = reg.cert_dir();
-    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let (hosts, reg, env, cert_dir) = tls_route(2);
+    let flags = ["--cert-dir", cert_dir.as_str()];
     let name = format!("{}/edge/k3s:1", reg.host());
     let templates = [
         ("manifests/info.yaml.tmpl", INFO_TMPL),
@@ -511,11 +514,8 @@ fn a_template_that_fails_in_an_image_only_in_a_registry_is_named_from_a_hosts_la
 
 #[test]
 fn a_blob_corrupted_in_the_registry_is_refused_by_the_hosts_with_nothing_placed() {
-    let hosts = crate::hosts::TestHosts::boot(2);
-    let reg = tls_registry(&hosts, false);
-    let env = Env::new();
-    let cert_dir = reg.cert_dir();
-    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let (hosts, reg, env, cert_dir) = tls_route(2);
+    let flags = ["--cert-dir", cert_dir.as_str()];
     let name = format!("{}/edge/k3s:1", reg.host());
     let dir = crate::layout::example(&env, "k3s", "k3s");
     env.ok(&["build", "-q", "--no-images", "-t", &name, &dir]);
@@ -590,12 +590,9 @@ fn cut_off(host: &crate::hosts::Host, reg: &Registry) {
 
 #[test]
 fn a_host_that_cannot_reach_the_registry_gets_its_layers_from_the_operator_and_the_run_says_so() {
-    let hosts = crate::hosts::TestHosts::boot(2);
-    let reg = tls_registry(&hosts, false);
+    let (hosts, reg, env, cert_dir) = tls_route(2);
     cut_off(&hosts[1], &reg);
-    let env = Env::new();
-    let cert_dir = reg.cert_dir();
-    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let flags = ["--cert-dir", cert_dir.as_str()];
     let name = format!("{}/edge/k3s:1", reg.host());
     push_only(&env, &name, &[], &flags);
     let layers = layers(&stored_manifest(&reg, "edge/k3s", "1"));
@@ -720,11 +717,8 @@ fn basic_auth_credentials_reach_hosts_only_when_allowed_and_only_on_stdin() {
 
 #[test]
 fn an_upgrade_to_an_image_only_in_the_registry_sends_hosts_no_layer_not_even_the_installer() {
-    let hosts = crate::hosts::TestHosts::boot(2);
-    let reg = tls_registry(&hosts, false);
-    let env = Env::new();
-    let cert_dir = reg.cert_dir();
-    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let (hosts, reg, env, cert_dir) = tls_route(2);
+    let flags = ["--cert-dir", cert_dir.as_str()];
     let v1 = format!("{}/edge/k3s:1", reg.host());
     push_only(&env, &v1, &[], &flags);
     let (ok, doc, stderr) = run_json(&env, &hosts, &v1, &flags);
@@ -785,12 +779,9 @@ const PAUSE: [(&str, &str); 1] = [(
 
 #[test]
 fn a_prune_during_a_run_whose_host_fell_back_fails_and_keeps_the_blobs_the_run_pulled() {
-    let hosts = crate::hosts::TestHosts::boot(2);
-    let reg = tls_registry(&hosts, false);
+    let (hosts, reg, env, cert_dir) = tls_route(2);
     cut_off(&hosts[1], &reg);
-    let env = Env::new();
-    let cert_dir = reg.cert_dir();
-    let flags = ["--cert-dir", cert_dir.to_str().unwrap()];
+    let flags = ["--cert-dir", cert_dir.as_str()];
     let name = format!("{}/edge/k3s:1", reg.host());
     let hook = ["--label", "sealrs.io/init-registry=sh pause.sh"];
     push_only_with(&env, &name, &hook, &flags, 0, &PAUSE);

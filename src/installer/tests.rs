@@ -1288,18 +1288,31 @@ fn received_layers_are_kept_as_layer_directories_only_when_their_digest_checks_o
     assert!(leftovers.is_empty(), "temp directories left: {leftovers:?}");
 }
 
-#[test]
-fn fetched_layers_are_kept_only_when_the_digest_the_operator_sent_after_them_is_theirs() {
-    use sha2::Digest as _;
+/// One incoming layer (a `bin/k3s`) in a temp directory: the directory,
+/// its blob, the layer directory it is received into, the sources naming
+/// it, and the rootfs to make.
+fn one_incoming_layer() -> (
+    tempfile::TempDir,
+    Vec<u8>,
+    PathBuf,
+    [LayerSource; 1],
+    PathBuf,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let layers = dir.path().join("layers");
     let blob = tar_of(&[("bin/k3s", F, 0o755, b"k3s-v1", None)]);
-    let named = layers.join(sha_name(&blob));
+    let named = dir.path().join("layers").join(sha_name(&blob));
     let sources = [LayerSource::Incoming {
         dir: named.clone(),
         size: blob.len() as u64,
     }];
     let dest = dir.path().join("rootfs");
+    (dir, blob, named, sources, dest)
+}
+
+#[test]
+fn fetched_layers_are_kept_only_when_the_digest_the_operator_sent_after_them_is_theirs() {
+    use sha2::Digest as _;
+    let (_dir, blob, named, sources, dest) = one_incoming_layer();
     let sent = |trailer: &[u8]| [&blob[..], trailer].concat();
     let refused = |stream: Vec<u8>| {
         let err = receive(&sources, &mut &stream[..], &dest, BlobCheck::Sent).unwrap_err();
@@ -1326,15 +1339,7 @@ fn fetched_layers_are_kept_only_when_the_digest_the_operator_sent_after_them_is_
 #[test]
 fn a_verified_stream_is_kept_without_hashing_or_trailer_and_one_cut_short_keeps_nothing() {
     use sha2::Digest as _;
-    let dir = tempfile::tempdir().unwrap();
-    let layers = dir.path().join("layers");
-    let blob = tar_of(&[("bin/k3s", F, 0o755, b"k3s-v1", None)]);
-    let named = layers.join(sha_name(&blob));
-    let sources = [LayerSource::Incoming {
-        dir: named.clone(),
-        size: blob.len() as u64,
-    }];
-    let dest = dir.path().join("rootfs");
+    let (_dir, blob, named, sources, dest) = one_incoming_layer();
     // A stream that vouched for a blob withholds its last byte when the
     // blob is wrong: a short input, refused with nothing kept.
     let cut = &blob[..blob.len() - 1];
