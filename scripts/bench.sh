@@ -567,39 +567,30 @@ print(sum(l["size"] for l in json.load(sys.stdin)["layers"] if "installer" in st
   # Alternating, each route RUNS times for 4 and for 16 hosts; a registry run
   # starts from an empty store (the operator holds nothing of the image), and
   # `sealrs reset` puts hosts back as before (it removes the installer too).
-  local i n root
-  for i in $(seq 1 "$runs"); do
-    for n in 4 16; do
-      echo "==> run $i/$runs: $n hosts, direct route (bench:1 in the local store)"
-      scale_apply "direct_$n" "$store" bench:1 "$n"
-      scale_reset "$store"
-      echo "==> run $i/$runs: $n hosts, registry route ($name:1, an empty store)"
-      root=$work/op-$n-$i
-      scale_apply "registry_$n" "$root" "$name:1" "$n" "${certs[@]}"
-      if [ "$n" = 16 ] && [ "$i" = "$runs" ]; then
-        echo "==> 16 hosts holding the installer: registry-route upgrade to $name:2, one manifest changed"
-        printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-1\ndata:\n  key: "value 1, changed"\n' > "$ctx/manifests/cm-1.yaml"
-        "$sealrs" --root "$store" -q build -t bench:2 "$ctx" >/dev/null
-        "$sealrs" --root "$store" -q push bench:2 "$name:2" "${certs[@]}" >/dev/null
-        scale_apply registry_held "$root" "$name:2" 16 "${certs[@]}" --layers-from-registry
-      fi
-      scale_reset "$root"
-      rm -rf "$root"
-    done
-  done
-  # The same applies with each host held to its own share of CPU, as in a
-  # fleet: 16 hosts then have 4 times the CPU of 4 hosts, as real ones do.
-  cpu_cap "$cap"
-  for i in $(seq 1 "$runs"); do
-    for n in 4 16; do
-      echo "==> run $i/$runs: $n hosts of $cap cores each, direct route"
-      scale_apply "direct_${n}_own" "$store" bench:1 "$n"
-      scale_reset "$store"
-      echo "==> run $i/$runs: $n hosts of $cap cores each, registry route"
-      root=$work/op-$n-$i-own
-      scale_apply "registry_${n}_own" "$root" "$name:1" "$n" "${certs[@]}"
-      scale_reset "$root"
-      rm -rf "$root"
+  # First with every host sharing this machine's CPUs, then (rows *_own) with
+  # each held to its own share, as in a fleet: 16 hosts then have 4 times the
+  # CPU of 4 hosts, as real ones do.
+  local i n root own
+  for own in "" _own; do
+    [ -z "$own" ] || cpu_cap "$cap"
+    for i in $(seq 1 "$runs"); do
+      for n in 4 16; do
+        echo "==> run $i/$runs: $n hosts${own:+ of $cap cores each}, direct route (bench:1 in the local store)"
+        scale_apply "direct_$n$own" "$store" bench:1 "$n"
+        scale_reset "$store"
+        echo "==> run $i/$runs: $n hosts${own:+ of $cap cores each}, registry route ($name:1, an empty store)"
+        root=$work/op-$n-$i$own
+        scale_apply "registry_$n$own" "$root" "$name:1" "$n" "${certs[@]}"
+        if [ -z "$own" ] && [ "$n" = 16 ] && [ "$i" = "$runs" ]; then
+          echo "==> 16 hosts holding the installer: registry-route upgrade to $name:2, one manifest changed"
+          printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-1\ndata:\n  key: "value 1, changed"\n' > "$ctx/manifests/cm-1.yaml"
+          "$sealrs" --root "$store" -q build -t bench:2 "$ctx" >/dev/null
+          "$sealrs" --root "$store" -q push bench:2 "$name:2" "${certs[@]}" >/dev/null
+          scale_apply registry_held "$root" "$name:2" 16 "${certs[@]}" --layers-from-registry
+        fi
+        scale_reset "$root"
+        rm -rf "$root"
+      done
     done
   done
   cpu_cap ""
