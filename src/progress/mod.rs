@@ -68,6 +68,21 @@ impl Task for SilentTask {
     fn finish(&self, _summary: &str) {}
 }
 
+/// Records the messages, for tests to read.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Recorder(pub std::sync::Mutex<Vec<String>>);
+
+#[cfg(test)]
+impl Progress for Recorder {
+    fn begin(&self, _label: &str, _total: Option<u64>) -> Box<dyn Task> {
+        Box::new(SilentTask)
+    }
+    fn message(&self, text: &str) {
+        self.0.lock().unwrap().push(text.to_string());
+    }
+}
+
 /// Plain lines on stderr: what a log file or CI should see.
 pub struct Lines;
 

@@ -115,20 +115,9 @@ mod tests {
         assert!(due(Some(t), t + EVERY, false));
     }
 
-    /// Records messages.
-    struct Recorder(Mutex<Vec<String>>);
-    impl Progress for Recorder {
-        fn begin(&self, _: &str, _: Option<u64>) -> Box<dyn super::super::Task> {
-            super::super::Silent.begin("", None)
-        }
-        fn message(&self, text: &str) {
-            self.0.lock().unwrap().push(text.to_string());
-        }
-    }
-
     #[test]
     fn two_hundred_hosts_finishing_at_once_print_two_lines_not_two_hundred() {
-        let log = Recorder(Mutex::new(Vec::new()));
+        let log = crate::progress::Recorder::default();
         let tally = HostTally::new(&log, "joining nodes", 200);
         for i in 0..200 {
             tally.finished(i % 100 != 0);

@@ -216,3 +216,42 @@ fn layers_streamed_from_a_registry_are_used_only_when_they_match_their_digest() 
         "{error}"
     );
 }
+
+#[test]
+fn a_host_whose_installer_cannot_read_the_originals_leaves_them_to_the_operators_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (bytes, desc) = layer(&[("etc/a.yaml.tmpl", "a: {{ .X }}"), ("bin/k3s", "elf")]);
+    store.put_bytes(&bytes).unwrap();
+    // An installer that is not on "the host" (this machine): its call fails,
+    // as that of an installer without `originals` does.
+    let image = AppliedImage {
+        name: "edge/k3s:1".into(),
+        digest: "sha256:0".into(),
+        layers: vec![desc.clone()],
+        info: crate::runtime::ImageInfo::new("k3s", "v1.30.2+k3s1").unwrap(),
+        arch: "amd64".into(),
+        installer: Some(desc),
+        host_files: BTreeMap::new(),
+        deferred_files: None,
+        app_trees: false,
+        pull_from: None,
+    };
+    let deferred = Deferred {
+        configs: Vec::new(),
+        envs: [("h1".to_string(), env(&[("X", "1")]))].into(),
+    };
+    let log = crate::progress::Recorder::default();
+    let local = crate::transport::Local::new();
+    let files = from_host(&store, &local, &image, &deferred, &log).unwrap();
+    let made: Vec<(&str, &str)> = files["h1"]
+        .iter()
+        .map(|f| (f.path.as_str(), f.content.as_str()))
+        .collect();
+    assert_eq!(made, [("etc/a.yaml", "a: 1")]);
+    let said = log.0.lock().unwrap().join("\n");
+    assert!(
+        said.contains("localhost: its installer cannot read the templates of image edge/k3s:1"),
+        "{said}"
+    );
+}
