@@ -213,11 +213,7 @@ fn a_template_layer_the_registry_serves_wrong_is_refused_by_a_dry_run_which_stre
             String::from_utf8_lossy(&listed.stdout).contains("info.yaml.tmpl")
         })
         .expect("a layer holds the template");
-    let data = reg.blob_data(&bad);
-    let mut bytes = std::fs::read(&data).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&data, bytes).unwrap();
+    reg.damage_blob(&bad);
 
     // A dry run reaches no host, so it reads the templates from the
     // registry's layers itself (a run has its first host read them).
@@ -530,11 +526,7 @@ fn a_blob_corrupted_in_the_registry_is_refused_by_the_hosts_with_nothing_placed(
         .max_by_key(|l| l.1)
         .unwrap()
         .clone();
-    let data = reg.blob_data(&bad);
-    let mut bytes = std::fs::read(&data).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&data, bytes).unwrap();
+    reg.damage_blob(&bad);
 
     let mut extra = vec!["--layers-from-registry"];
     extra.extend(flags);
@@ -573,9 +565,9 @@ fn a_blob_corrupted_in_the_registry_is_refused_by_the_hosts_with_nothing_placed(
     }
 }
 
-/// Refuses `host`'s connections to `reg`'s port; SSH and the operator's
-/// own server still work.
-fn cut_off(host: &crate::hosts::Host, reg: &Registry) {
+/// Refuses `host`'s connections to `reg`'s port; SSH, the operator's own
+/// server and other registries still work.
+pub(crate) fn cut_off(host: &crate::hosts::Host, reg: &Registry) {
     host.exec_ok(&[
         "ip",
         "rule",

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::{tool, with_stdin, Env};
-use crate::registry_hosts::operator_ip;
+use crate::registry_hosts::{cut_off, operator_ip};
 use crate::registry_server::{free_port, Options, Registry, PASSWORD, USER};
 
 /// A registries.conf naming `mirrors` (host:port, in order) for `origin`,
@@ -218,11 +218,7 @@ fn a_mirror_serving_a_wrong_blob_is_refused_and_that_blob_comes_from_the_origin(
         .as_str()
         .unwrap()
         .to_string();
-    let data = bad.blob_data(&largest);
-    let mut bytes = std::fs::read(&data).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&data, bytes).unwrap();
+    bad.damage_blob(&largest);
     let conf = registries_conf(&env, &origin.host(), &[&bad.host()]);
 
     let fresh = Env::new();
@@ -265,16 +261,7 @@ fn hosts_pull_their_layers_through_the_mirror_and_one_cut_off_from_it_from_the_o
     let cache = Registry::start_mirror_of(&origin, &operator);
     // The worker's connections to the cache are refused; the origin and
     // SSH still work.
-    hosts[1].exec_ok(&[
-        "ip",
-        "rule",
-        "add",
-        "ipproto",
-        "6",
-        "dport",
-        &cache.port.to_string(),
-        "prohibit",
-    ]);
+    cut_off(&hosts[1], &cache);
     let env = Env::new();
     let name = format!("{}/edge/k3s:1", origin.host());
     let dir = crate::layout::example(&env, "k3s", "k3s");
@@ -375,11 +362,7 @@ fn a_mirror_serving_hosts_a_wrong_blob_fails_them_naming_the_mirror_with_nothing
         .as_str()
         .unwrap()
         .to_string();
-    let data = bad.blob_data(&largest);
-    let mut bytes = std::fs::read(&data).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&data, bytes).unwrap();
+    bad.damage_blob(&largest);
     let conf = registries_conf(&env, &origin.host(), &[&bad.host()]);
 
     let args = [

@@ -214,6 +214,16 @@ impl Registry {
             .join(hex)
             .join("data")
     }
+
+    /// Flips one byte in the middle of the stored blob `digest`: the same
+    /// size, not what its digest says.
+    pub fn damage_blob(&self, digest: &str) {
+        let data = self.blob_data(digest);
+        let mut bytes = std::fs::read(&data).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&data, bytes).unwrap();
+    }
 }
 
 impl Drop for Registry {

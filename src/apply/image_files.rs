@@ -194,12 +194,14 @@ pub(super) fn from_host(
         config_paths: config_paths.clone(),
     };
     let json = serde_json::to_string(&request).expect("a request serializes");
-    let read = super::remote::call_installer(transport, image, &["originals"], &json)
-        .ok()
-        .filter(|(_, output)| output.success())
-        .and_then(|(_, output)| serde_json::from_slice::<HostOriginals>(&output.stdout).ok());
+    let read = match super::remote::call_installer(transport, image, &["originals"], &json) {
+        Ok((_, out)) if out.success() => serde_json::from_slice::<HostOriginals>(&out.stdout)
+            .map_err(|e| format!("its answer is not valid: {e}")),
+        Ok((_, out)) => Err(format!("{}: {}", out.status_text(), out.tail(1).trim())),
+        Err(e) => Err(e.to_string()),
+    };
     let originals = match read {
-        Some(read) => {
+        Ok(read) => {
             progress.message(&format!(
                 "{}: read {} of image {} from its layers (templates, Config targets)",
                 transport.address(),
@@ -208,9 +210,9 @@ pub(super) fn from_host(
             ));
             read.files
         }
-        None => {
+        Err(why) => {
             progress.message(&format!(
-                "{}: its installer cannot read the templates of image {}; reading the layers that hold them from the registry",
+                "{}: its installer cannot read the templates of image {} ({why}); reading the layers that hold them from the registry",
                 transport.address(),
                 image.name
             ));

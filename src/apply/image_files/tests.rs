@@ -251,7 +251,8 @@ fn a_host_whose_installer_cannot_read_the_originals_leaves_them_to_the_operators
     assert_eq!(made, [("etc/a.yaml", "a: 1")]);
     let said = log.0.lock().unwrap().join("\n");
     assert!(
-        said.contains("localhost: its installer cannot read the templates of image edge/k3s:1"),
+        said.contains("localhost: its installer cannot read the templates of image edge/k3s:1 (")
+            && said.contains("); reading the layers that hold them from the registry"),
         "{said}"
     );
 }
